@@ -1,0 +1,160 @@
+//! The one access decision. The proxy and every forward-auth transport ask this; none of them
+//! has rules of its own.
+
+use crate::config::{AppConfig, Config};
+use crate::session::{cookie, Claims, SessionService};
+use http::{HeaderMap, Method};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The request being judged, as the transport reconstructed it.
+pub struct AccessRequest<'a> {
+    pub method: &'a Method,
+    /// Scheme of the original request: `http` or `https`.
+    pub scheme: &'a str,
+    /// Host as sent, possibly with a port (`app.test:9000`).
+    pub authority: &'a str,
+    pub path: &'a str,
+    /// Path plus query, for the return address.
+    pub path_and_query: &'a str,
+    pub headers: &'a HeaderMap,
+}
+
+/// The verdict.
+#[derive(Debug)]
+pub enum Decision<'a> {
+    /// No app serves this host: answer 404, never forward.
+    UnknownHost,
+    /// The path is public for this app: forward without identity.
+    Bypass { app: &'a AppConfig },
+    /// Signed in and allowed.
+    Allow { app: &'a AppConfig, claims: Claims },
+    /// Not signed in. `navigation` says whether to redirect (a browser page load) or answer 401.
+    Unauthenticated {
+        app: &'a AppConfig,
+        login: String,
+        navigation: bool,
+    },
+    /// Signed in, but not in the app's allowed groups.
+    Forbidden { app: &'a AppConfig, claims: Claims },
+}
+
+/// Holds what the decision needs, prepared once.
+pub struct Gate {
+    config: Arc<Config>,
+    by_host: HashMap<String, usize>,
+    sessions: Arc<SessionService>,
+}
+
+impl Gate {
+    pub fn new(config: Arc<Config>, sessions: Arc<SessionService>) -> Self {
+        let by_host = config
+            .apps
+            .iter()
+            .enumerate()
+            .flat_map(|(i, a)| a.hosts.iter().map(move |h| (h.clone(), i)))
+            .collect();
+        Self {
+            config,
+            by_host,
+            sessions,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The app for a host (with or without port).
+    pub fn app(&self, authority: &str) -> Option<&AppConfig> {
+        let host = host_of(authority);
+        let idx = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.by_host.get(&host.to_ascii_lowercase())
+        } else {
+            self.by_host.get(host)
+        };
+        idx.map(|&i| &self.config.apps[i])
+    }
+
+    /// The verified session carried by these headers, if any.
+    pub fn session(&self, headers: &HeaderMap) -> Option<Claims> {
+        let token = cookie::find(headers, &self.config.session.cookie_name)?;
+        match self.sessions.verify(token) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::debug!(reason = %e, "session cookie refused");
+                None
+            }
+        }
+    }
+
+    pub fn decide<'s>(&'s self, req: &AccessRequest<'_>) -> Decision<'s> {
+        let Some(app) = self.app(req.authority) else {
+            return Decision::UnknownHost;
+        };
+        if app.bypass.is_match(req.path) {
+            return Decision::Bypass { app };
+        }
+        let Some(claims) = self.session(req.headers) else {
+            return Decision::Unauthenticated {
+                app,
+                login: self.login_url(app, req),
+                navigation: is_navigation(req.method, req.headers),
+            };
+        };
+        if !app.allowed_groups.is_empty() && !claims.in_any_group(&app.allowed_groups) {
+            return Decision::Forbidden { app, claims };
+        }
+        Decision::Allow { app, claims }
+    }
+
+    /// Where to sign in to reach this request: the app's flow, returning to the request.
+    pub fn login_url(&self, app: &AppConfig, req: &AccessRequest<'_>) -> String {
+        let original = format!("{}://{}{}", req.scheme, req.authority, req.path_and_query);
+        format!(
+            "/.portcullis/flow/{}?rd={}",
+            app.flow,
+            percent_encoding::utf8_percent_encode(&original, percent_encoding::NON_ALPHANUMERIC)
+        )
+    }
+}
+
+/// The host part of an authority, without port or IPv6 brackets' port.
+pub fn host_of(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    authority.split(':').next().unwrap_or(authority)
+}
+
+/// A browser loading a page (which can follow a redirect to a sign-in form), as opposed to an
+/// API call or XHR, which should get a 401 it can handle.
+pub fn is_navigation(method: &Method, headers: &HeaderMap) -> bool {
+    (method == Method::GET || method == Method::HEAD)
+        && headers
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/html"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_of_strips_port() {
+        assert_eq!(host_of("app.test:9000"), "app.test");
+        assert_eq!(host_of("app.test"), "app.test");
+        assert_eq!(host_of("[::1]:80"), "::1");
+    }
+
+    #[test]
+    fn only_html_get_is_navigation() {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::ACCEPT, "text/html,*/*".parse().unwrap());
+        assert!(is_navigation(&Method::GET, &h));
+        assert!(!is_navigation(&Method::POST, &h));
+        h.insert(http::header::ACCEPT, "application/json".parse().unwrap());
+        assert!(!is_navigation(&Method::GET, &h));
+    }
+}

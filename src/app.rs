@@ -1,0 +1,169 @@
+//! The composition root: builds the store, keys, engine and pages from the config, and runs
+//! them under a Pingora server. Everything else receives its collaborators from here.
+
+use crate::access::Gate;
+use crate::admin::{self, Admin};
+use crate::config::Config;
+use crate::flow::{Engine, Services};
+use crate::password::{PasswordError, PasswordHasherPool};
+use crate::portal::Portal;
+use crate::proxy::Gateway;
+use crate::secret::SecretString;
+use crate::session::{SessionError, SessionService};
+use crate::store::{SledStore, Store, StoreError, User};
+use crate::ui::Ui;
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+    #[error("admin socket {path}: {source}")]
+    AdminSocket {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the server: {0}")]
+    Server(String),
+}
+
+/// Everything a running gateway is made of.
+pub struct Parts {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub sessions: Arc<SessionService>,
+    pub passwords: PasswordHasherPool,
+    pub gate: Arc<Gate>,
+    pub portal: Arc<Portal>,
+}
+
+impl Parts {
+    /// Builds the gateway's parts from a validated config, opening the database and keys.
+    ///
+    /// # Errors
+    /// [`AppError`] naming what could not be opened.
+    pub fn build(config: Config) -> Result<Parts, AppError> {
+        let config = Arc::new(config);
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.storage.path)?);
+        let passwords = PasswordHasherPool::new(&config.passwords)?;
+        let sessions = Arc::new(SessionService::new(
+            &config.session,
+            config.storage.keys_path.clone(),
+            store.clone(),
+        )?);
+        let engine = Arc::new(Engine::new(
+            &config,
+            Services {
+                store: store.clone(),
+                passwords: passwords.clone(),
+            },
+        ));
+        let ui = Arc::new(Ui::new(&config.ui));
+        let gate = Arc::new(Gate::new(config.clone(), sessions.clone()));
+        let portal = Arc::new(Portal::new(engine, sessions.clone(), ui, gate.clone()));
+        Ok(Parts {
+            config,
+            store,
+            sessions,
+            passwords,
+            gate,
+            portal,
+        })
+    }
+}
+
+/// Runs the gateway until it is stopped. Does not return on success.
+///
+/// # Errors
+/// [`AppError`] when something needed at start is missing or unusable.
+pub fn serve(config: Config) -> Result<(), AppError> {
+    let parts = Parts::build(config)?;
+    bootstrap_admin(&parts)?;
+
+    let admin = Arc::new(Admin {
+        store: parts.store.clone(),
+        passwords: parts.passwords.clone(),
+        sessions: Some(parts.sessions.clone()),
+    });
+    let socket = parts.config.admin_socket.clone();
+    admin::serve_socket(&socket, admin).map_err(|source| AppError::AdminSocket {
+        path: socket.display().to_string(),
+        source,
+    })?;
+    spawn_maintenance(parts.store.clone(), parts.sessions.clone());
+
+    let cfg = &parts.config;
+    let mut conf = ServerConf {
+        threads: if cfg.server.threads == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        } else {
+            cfg.server.threads
+        },
+        grace_period_seconds: Some(1),
+        graceful_shutdown_timeout_seconds: Some(5),
+        ..ServerConf::default()
+    };
+    conf.upstream_keepalive_pool_size = 256;
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut service = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Gateway::new(parts.gate.clone(), parts.portal.clone()),
+        "portcullis",
+    );
+    for addr in &cfg.server.listen {
+        service.add_tcp(&addr.to_string());
+    }
+    server.add_service(service);
+    tracing::info!(
+        listen = ?cfg.server.listen,
+        apps = cfg.apps.len(),
+        config = %cfg.source.display(),
+        "portcullis is running"
+    );
+    server.run_forever()
+}
+
+/// On the very first start there is nobody who could sign in: create `admin` with a random
+/// password and print it once, so the operator can get in and change it.
+fn bootstrap_admin(parts: &Parts) -> Result<(), AppError> {
+    if parts.store.user_count()? > 0 {
+        return Ok(());
+    }
+    let password = crate::secret::random_token(15);
+    let mut user = User::new("admin");
+    user.name = "Administrator".into();
+    user.groups = vec!["admins".into()];
+    user.password_hash = Some(parts.passwords.hash_blocking(&SecretString::new(password.clone()))?);
+    parts.store.put_user(&user)?;
+    tracing::warn!(
+        "created the first user: username=admin password={password} (shown only now; change it with `portcullis user passwd admin`)"
+    );
+    Ok(())
+}
+
+/// Drops expired executions and revocations once a minute, off the request path.
+fn spawn_maintenance(store: Arc<dyn Store>, sessions: Arc<SessionService>) {
+    let spawned = std::thread::Builder::new()
+        .name("portcullis-maintenance".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(60));
+            if let Err(e) = store.purge_executions(crate::clock::now()) {
+                tracing::warn!(error = %e, "purging expired executions failed");
+            }
+            sessions.prune();
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start the maintenance thread; expired records stay until restart");
+    }
+}

@@ -1,0 +1,233 @@
+//! The command line: `serve`, `check-config`, user and key administration.
+
+mod password_input;
+
+use crate::admin::{self, Admin, Command, Reply};
+use crate::config::Config;
+use crate::password::PasswordHasherPool;
+use crate::session::KeyFile;
+use crate::store::{SledStore, Store, StoreError};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "portcullis", version, about = "An authentication gateway in front of web apps that have no login of their own")]
+pub struct Cli {
+    /// The config file.
+    #[arg(long, global = true, env = "PORTCULLIS_CONFIG", default_value = "config/portcullis.toml")]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Run the gateway.
+    Serve,
+    /// Validate the config and exit: 0 when it is usable, 2 with the key and reason when not.
+    CheckConfig,
+    /// Manage users (works whether or not the gateway is running).
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Hash a password read from stdin with the configured argon2id cost.
+    HashPassword,
+    /// Manage session signing keys.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+}
+
+#[derive(Subcommand)]
+pub enum UserCmd {
+    /// Add a user; the password is read from stdin (or a hidden prompt on a terminal).
+    Add {
+        username: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        phone: Option<String>,
+        /// A group to put the user in; repeat for several.
+        #[arg(long = "group")]
+        groups: Vec<String>,
+    },
+    /// Set a user's password (read from stdin or a hidden prompt) and end their sessions.
+    Passwd { username: String },
+    List,
+    Show { username: String },
+    /// Disable a user and end their sessions.
+    Disable { username: String },
+    Enable { username: String },
+    /// Remove a user and end their sessions.
+    Remove { username: String },
+}
+
+#[derive(Subcommand)]
+pub enum KeysCmd {
+    /// Add a new signing key and make it active; tokens signed with older keys keep working
+    /// until they expire.
+    Rotate,
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    let config = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Cmd::CheckConfig => {
+            println!("config OK: {}", cli.config.display());
+            ExitCode::SUCCESS
+        }
+        Cmd::Serve => match crate::app::serve(config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Cmd::HashPassword => hash_password(&config),
+        Cmd::User(cmd) => match user_command(cmd) {
+            Ok(cmd) => admin_command(&config, cmd),
+            Err(e) => fail(&e),
+        },
+        Cmd::Keys(KeysCmd::Rotate) => rotate_keys(&config),
+    }
+}
+
+fn fail(msg: &str) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::FAILURE
+}
+
+fn user_command(cmd: UserCmd) -> Result<Command, String> {
+    Ok(match cmd {
+        UserCmd::Add {
+            username,
+            name,
+            email,
+            phone,
+            groups,
+        } => Command::UserAdd {
+            password: password_input::read(&format!("Password for {username}: "))?,
+            username,
+            name,
+            email,
+            phone,
+            groups,
+        },
+        UserCmd::Passwd { username } => Command::UserPasswd {
+            password: password_input::read(&format!("New password for {username}: "))?,
+            username,
+        },
+        UserCmd::List => Command::UserList,
+        UserCmd::Show { username } => Command::UserShow { username },
+        UserCmd::Disable { username } => Command::UserDisable { username },
+        UserCmd::Enable { username } => Command::UserEnable { username },
+        UserCmd::Remove { username } => Command::UserRemove { username },
+    })
+}
+
+/// Sends the command to the running gateway, or runs it on the database when none runs, and
+/// says which it did.
+fn admin_command(config: &Config, cmd: Command) -> ExitCode {
+    match admin::send_to_gateway(&config.admin_socket, &cmd) {
+        Ok(Some(reply)) => return print_reply(&reply, "via running gateway"),
+        Ok(None) => {}
+        Err(e) => {
+            return fail(&format!(
+                "the gateway's admin socket {} did not answer: {e}",
+                config.admin_socket.display()
+            ))
+        }
+    }
+    let store = match SledStore::open(&config.storage.path) {
+        Ok(s) => s,
+        Err(StoreError::Locked { path }) => {
+            return fail(&format!(
+                "the database {path} is held by a running gateway, but its admin socket {} is not reachable",
+                config.admin_socket.display()
+            ))
+        }
+        Err(e) => return fail(&e.to_string()),
+    };
+    let passwords = match PasswordHasherPool::new(&config.passwords) {
+        Ok(p) => p,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let admin = Admin {
+        store: Arc::new(store) as Arc<dyn Store>,
+        passwords,
+        sessions: None,
+    };
+    let how = format!(
+        "gateway not running: wrote {}",
+        config.storage.path.display()
+    );
+    match admin.execute(cmd) {
+        Ok(reply) => print_reply(&reply, &how),
+        Err(e) => fail(&e.to_string()),
+    }
+}
+
+fn print_reply(reply: &Reply, how: &str) -> ExitCode {
+    if !reply.ok {
+        return fail(&reply.message);
+    }
+    for u in &reply.users {
+        println!(
+            "{}\tname={}\temail={}\tphone={}\tgroups={}\tactive={}\tpassword={}",
+            u.username,
+            u.name,
+            u.email.as_deref().unwrap_or("-"),
+            u.phone.as_deref().unwrap_or("-"),
+            if u.groups.is_empty() { "-".to_string() } else { u.groups.join(",") },
+            u.active,
+            if u.has_password { "set" } else { "none" },
+        );
+    }
+    if !reply.message.is_empty() {
+        println!("{} ({how})", reply.message);
+    }
+    ExitCode::SUCCESS
+}
+
+fn hash_password(config: &Config) -> ExitCode {
+    let pw = match password_input::read("Password: ") {
+        Ok(p) => p,
+        Err(e) => return fail(&e),
+    };
+    let hasher = match PasswordHasherPool::new(&config.passwords) {
+        Ok(h) => h,
+        Err(e) => return fail(&e.to_string()),
+    };
+    match hasher.hash_blocking(&crate::secret::SecretString::new(pw)) {
+        Ok(h) => {
+            println!("{h}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e.to_string()),
+    }
+}
+
+fn rotate_keys(config: &Config) -> ExitCode {
+    let path = &config.storage.keys_path;
+    let kid = match KeyFile::rotate(path) {
+        Ok(k) => k,
+        Err(e) => return fail(&e.to_string()),
+    };
+    match admin::send_to_gateway(&config.admin_socket, &Command::KeysReload) {
+        Ok(Some(r)) if r.ok => println!("new signing key {kid} in {} (running gateway reloaded it)", path.display()),
+        Ok(Some(r)) => return fail(&format!("wrote new key {kid}, but the gateway could not load it: {}", r.message)),
+        Ok(None) => println!("new signing key {kid} in {} (gateway not running: used at its next start)", path.display()),
+        Err(e) => return fail(&format!("wrote new key {kid}, but the gateway's admin socket failed: {e}")),
+    }
+    ExitCode::SUCCESS
+}

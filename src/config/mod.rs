@@ -1,0 +1,252 @@
+//! Loads the TOML file (plus `PORTCULLIS_<TABLE>__<KEY>` environment overrides), then turns the raw
+//! structs into a validated [`Config`] where durations, regexes, addresses and header names are
+//! already typed: nothing downstream parses configuration again.
+
+mod duration;
+mod error;
+mod raw;
+mod validate;
+
+pub use duration::parse as parse_duration;
+pub use error::ConfigError;
+
+use http::HeaderName;
+use regex::RegexSet;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Environment variables with this prefix override keys of the file: `PORTCULLIS_SESSION__LIFETIME`
+/// sets `[session] lifetime`. Secrets can then stay out of the file.
+pub const ENV_PREFIX: &str = "PORTCULLIS_";
+
+/// The validated configuration of one gateway.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from, for messages.
+    pub source: PathBuf,
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub session: SessionConfig,
+    pub headers: IdentityHeaders,
+    pub passwords: PasswordParams,
+    pub admin_socket: PathBuf,
+    pub ui: UiConfig,
+    pub apps: Vec<AppConfig>,
+    pub flows: Vec<FlowConfig>,
+    pub stages: BTreeMap<String, StageConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: Vec<SocketAddr>,
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// The sled database directory.
+    pub path: PathBuf,
+    /// The signing keys file (mode 0600), next to the database unless configured.
+    pub keys_path: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub cookie_name: String,
+    pub lifetime: Duration,
+    /// When set, the session cookie is issued for this domain so every subdomain shares it.
+    pub cookie_domain: Option<String>,
+    pub issuer: String,
+    /// How long an unfinished sign-in (a flow execution) stays valid.
+    pub flow_lifetime: Duration,
+}
+
+/// The header names that carry identity upstream. All of them, plus `strip`, are removed from
+/// every client request before anything else looks at it.
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    pub user: HeaderName,
+    pub name: HeaderName,
+    pub email: HeaderName,
+    pub groups: HeaderName,
+    pub strip: Vec<HeaderName>,
+}
+
+impl IdentityHeaders {
+    /// Every header name that must never pass from a client to an upstream.
+    pub fn all(&self) -> impl Iterator<Item = &HeaderName> {
+        [&self.user, &self.name, &self.email, &self.groups]
+            .into_iter()
+            .chain(self.strip.iter())
+    }
+}
+
+/// argon2id cost. Defaults are OWASP's minimum (19 MiB, 2 passes, 1 lane).
+#[derive(Debug, Clone)]
+pub struct PasswordParams {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+    /// Hashes run on a blocking pool capped at this many at once (default: the core count) so a
+    /// storm of sign-ins cannot starve signed-in traffic.
+    pub max_concurrent_hashes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct UiConfig {
+    pub site_title: String,
+    /// A folder whose templates replace the built-in ones of the same name.
+    pub templates: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    /// Position in [`Config::apps`], so per-app runtime state can be a plain vector.
+    pub index: usize,
+    pub name: String,
+    /// Lower-case host names without port.
+    pub hosts: Vec<String>,
+    pub upstreams: Vec<Upstream>,
+    pub flow: String,
+    pub allowed_groups: Vec<String>,
+    pub bypass: RegexSet,
+}
+
+/// Where an app's traffic goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upstream {
+    /// The demo page built into the gateway, which shows the identity headers it receives.
+    Whoami,
+    Http {
+        addr: SocketAddr,
+        tls: bool,
+        /// The name sent as SNI and checked against the upstream's certificate.
+        sni: String,
+        /// The value for the upstream `Host` header when the upstream needs its own.
+        host: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Designation {
+    Authentication,
+    Enrollment,
+    StageConfiguration,
+}
+
+#[derive(Debug, Clone)]
+pub struct FlowConfig {
+    pub slug: String,
+    pub title: String,
+    pub designation: Designation,
+    /// Stage names, in order, each a key of [`Config::stages`].
+    pub stages: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserField {
+    Username,
+    Email,
+}
+
+/// A stage's validated options.
+#[derive(Debug, Clone)]
+pub enum StageConfig {
+    Identification { user_fields: Vec<UserField> },
+    Password { failed_attempts_before_cancel: u32 },
+    UserLogin { session_duration: Duration },
+    Deny { deny_message: String },
+}
+
+impl Config {
+    /// Reads, overlays the environment, and validates.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the key path and the reason for the first problem found.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text, path, std::env::vars())
+    }
+
+    /// Validates config text as if read from `path`, with `env` as the environment.
+    ///
+    /// # Errors
+    /// See [`Config::load`].
+    pub fn from_toml(
+        text: &str,
+        path: &Path,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut value: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            file: path.to_path_buf(),
+            reason: e.to_string().trim().replace('\n', " "),
+        })?;
+        overlay_env(&mut value, env);
+        let raw: raw::RawConfig = serde_path_to_error::deserialize(toml::Value::Table(value))
+            .map_err(|e| ConfigError::Invalid {
+                file: path.to_path_buf(),
+                path: e.path().to_string(),
+                reason: e.inner().to_string(),
+            })?;
+        validate::validate(raw, path).map_err(|p| ConfigError::Invalid {
+            file: path.to_path_buf(),
+            path: p.path,
+            reason: p.reason,
+        })
+    }
+
+    /// The app serving `host` (lower-case, no port).
+    pub fn app_for_host(&self, host: &str) -> Option<&AppConfig> {
+        self.apps.iter().find(|a| a.hosts.iter().any(|h| h == host))
+    }
+
+    pub fn flow(&self, slug: &str) -> Option<&FlowConfig> {
+        self.flows.iter().find(|f| f.slug == slug)
+    }
+}
+
+/// `PORTCULLIS_SESSION__LIFETIME=1h` becomes `[session] lifetime = "1h"`. Values that parse as TOML
+/// scalars (numbers, booleans) keep their type; anything else is a string.
+fn overlay_env(table: &mut toml::Table, env: impl Iterator<Item = (String, String)>) {
+    for (key, val) in env {
+        let Some(rest) = key.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let parts: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+        if parts.len() < 2 || parts.iter().any(|p| p.is_empty()) {
+            continue;
+        }
+        set_path(table, &parts, parse_env_value(&val));
+    }
+}
+
+fn set_path(table: &mut toml::Table, parts: &[String], value: toml::Value) {
+    let [first, rest @ ..] = parts else { return };
+    if rest.is_empty() {
+        table.insert(first.clone(), value);
+        return;
+    }
+    let entry = table
+        .entry(first.clone())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if let Some(inner) = entry.as_table_mut() {
+        set_path(inner, rest, value);
+    }
+}
+
+fn parse_env_value(val: &str) -> toml::Value {
+    if let Ok(i) = val.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    match val {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => toml::Value::String(val.to_string()),
+    }
+}

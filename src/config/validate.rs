@@ -1,0 +1,461 @@
+//! Raw config -> validated [`Config`]: every cross-reference checked, every value typed.
+
+use super::error::Problem;
+use super::raw::{RawApp, RawConfig, RawStage, RawUpstream};
+use super::*;
+use std::collections::HashMap;
+use std::net::ToSocketAddrs;
+
+type Checked<T> = Result<T, Problem>;
+
+pub(super) fn validate(raw: RawConfig, file: &Path) -> Checked<Config> {
+    let base = file.parent().unwrap_or(Path::new("."));
+    let _ = base; // paths are relative to the working directory, as the README's commands run it
+
+    let listen = raw
+        .server
+        .listen
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            l.parse::<SocketAddr>().map_err(|_| {
+                Problem::new(
+                    format!("server.listen[{i}]"),
+                    format!("`{l}` is not an address like \"127.0.0.1:9000\""),
+                )
+            })
+        })
+        .collect::<Checked<Vec<_>>>()?;
+    if listen.is_empty() {
+        return Err(Problem::new("server.listen", "needs at least one address"));
+    }
+
+    let storage_path = PathBuf::from(&raw.storage.path);
+    let data_dir = storage_path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let keys_path = raw
+        .session
+        .keys_path
+        .as_ref()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| data_dir.join("keys.json"));
+
+    let session = session(&raw.session)?;
+    let headers = headers(&raw.headers)?;
+    let passwords = passwords(&raw.passwords)?;
+    let stages = raw
+        .stages
+        .into_iter()
+        .map(|(name, st)| Ok((name.clone(), stage(&name, st, session.lifetime)?)))
+        .collect::<Checked<BTreeMap<_, _>>>()?;
+    let flows = flows(&raw.flows, &stages)?;
+    let apps = apps(&raw.apps, &flows)?;
+
+    Ok(Config {
+        source: file.to_path_buf(),
+        server: ServerConfig {
+            listen,
+            threads: raw.server.threads,
+        },
+        storage: StorageConfig {
+            path: storage_path,
+            keys_path,
+        },
+        session,
+        headers,
+        passwords,
+        admin_socket: raw
+            .admin
+            .socket
+            .map(PathBuf::from)
+            .unwrap_or_else(|| data_dir.join("admin.sock")),
+        ui: UiConfig {
+            site_title: raw.ui.site_title.unwrap_or_else(|| "Portcullis".into()),
+            templates: raw.ui.templates.map(PathBuf::from),
+        },
+        apps,
+        flows,
+        stages,
+    })
+}
+
+fn session(raw: &super::raw::RawSession) -> Checked<SessionConfig> {
+    let dur = |key: &str, v: &Option<String>, default: Duration| -> Checked<Duration> {
+        match v {
+            Some(t) => parse_duration(t).map_err(|r| Problem::new(format!("session.{key}"), r)),
+            None => Ok(default),
+        }
+    };
+    let cookie_name = raw
+        .cookie_name
+        .clone()
+        .unwrap_or_else(|| "portcullis_session".into());
+    if cookie_name.is_empty()
+        || !cookie_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(Problem::new(
+            "session.cookie_name",
+            "use letters, digits, `_` and `-` only",
+        ));
+    }
+    let cookie_domain = match &raw.cookie_domain {
+        None => None,
+        Some(d) => {
+            let d = d.trim_start_matches('.').to_ascii_lowercase();
+            if d.is_empty() || !d.contains('.') && d != "localhost" {
+                return Err(Problem::new(
+                    "session.cookie_domain",
+                    "must be a domain such as \"example.com\"",
+                ));
+            }
+            Some(d)
+        }
+    };
+    Ok(SessionConfig {
+        cookie_name,
+        lifetime: dur("lifetime", &raw.lifetime, Duration::from_secs(12 * 3600))?,
+        cookie_domain,
+        issuer: raw.issuer.clone().unwrap_or_else(|| "portcullis".into()),
+        flow_lifetime: dur(
+            "flow_lifetime",
+            &raw.flow_lifetime,
+            Duration::from_secs(30 * 60),
+        )?,
+    })
+}
+
+fn header_name(path: &str, v: &str) -> Checked<HeaderName> {
+    HeaderName::from_bytes(v.as_bytes())
+        .map_err(|_| Problem::new(path, format!("`{v}` is not a valid header name")))
+}
+
+fn headers(raw: &super::raw::RawHeaders) -> Checked<IdentityHeaders> {
+    let pick = |key: &str, v: &Option<String>, default: &str| {
+        header_name(&format!("headers.{key}"), v.as_deref().unwrap_or(default))
+    };
+    Ok(IdentityHeaders {
+        user: pick("user", &raw.user, "Remote-User")?,
+        name: pick("name", &raw.name, "Remote-Name")?,
+        email: pick("email", &raw.email, "Remote-Email")?,
+        groups: pick("groups", &raw.groups, "Remote-Groups")?,
+        strip: raw
+            .strip
+            .iter()
+            .enumerate()
+            .map(|(i, h)| header_name(&format!("headers.strip[{i}]"), h))
+            .collect::<Checked<_>>()?,
+    })
+}
+
+fn passwords(raw: &super::raw::RawPasswords) -> Checked<PasswordParams> {
+    let p = PasswordParams {
+        memory_kib: raw.memory_kib.unwrap_or(19 * 1024),
+        iterations: raw.iterations.unwrap_or(2),
+        parallelism: raw.parallelism.unwrap_or(1),
+        max_concurrent_hashes: raw.max_concurrent_hashes.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }),
+    };
+    if p.memory_kib < 8 * p.parallelism.max(1) {
+        return Err(Problem::new(
+            "passwords.memory_kib",
+            "must be at least 8 KiB per lane",
+        ));
+    }
+    if p.iterations == 0 {
+        return Err(Problem::new("passwords.iterations", "must be at least 1"));
+    }
+    if p.parallelism == 0 {
+        return Err(Problem::new("passwords.parallelism", "must be at least 1"));
+    }
+    if p.max_concurrent_hashes == 0 {
+        return Err(Problem::new(
+            "passwords.max_concurrent_hashes",
+            "must be at least 1",
+        ));
+    }
+    Ok(p)
+}
+
+fn stage(name: &str, raw: RawStage, session_lifetime: Duration) -> Checked<StageConfig> {
+    let path = |key: &str| format!("stages.{name}.{key}");
+    Ok(match raw {
+        RawStage::Identification { user_fields } => {
+            let fields = user_fields.unwrap_or_else(|| vec!["username".into(), "email".into()]);
+            if fields.is_empty() {
+                return Err(Problem::new(
+                    path("user_fields"),
+                    "needs \"username\", \"email\" or both",
+                ));
+            }
+            let user_fields = fields
+                .iter()
+                .enumerate()
+                .map(|(i, f)| match f.as_str() {
+                    "username" => Ok(UserField::Username),
+                    "email" => Ok(UserField::Email),
+                    other => Err(Problem::new(
+                        format!("stages.{name}.user_fields[{i}]"),
+                        format!("`{other}` is not one of \"username\", \"email\""),
+                    )),
+                })
+                .collect::<Checked<_>>()?;
+            StageConfig::Identification { user_fields }
+        }
+        RawStage::Password {
+            failed_attempts_before_cancel,
+        } => {
+            let n = failed_attempts_before_cancel.unwrap_or(5);
+            if n == 0 {
+                return Err(Problem::new(
+                    path("failed_attempts_before_cancel"),
+                    "must be at least 1",
+                ));
+            }
+            StageConfig::Password {
+                failed_attempts_before_cancel: n,
+            }
+        }
+        RawStage::UserLogin { session_duration } => StageConfig::UserLogin {
+            session_duration: match session_duration {
+                Some(t) => parse_duration(&t).map_err(|r| Problem::new(path("session_duration"), r))?,
+                None => session_lifetime,
+            },
+        },
+        RawStage::Deny { deny_message } => StageConfig::Deny {
+            deny_message: deny_message.unwrap_or_else(|| "Access denied.".into()),
+        },
+    })
+}
+
+fn flows(raw: &[super::raw::RawFlow], stages: &BTreeMap<String, StageConfig>) -> Checked<Vec<FlowConfig>> {
+    let mut seen = HashMap::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, f) in raw.iter().enumerate() {
+        if f.slug.is_empty()
+            || !f
+                .slug
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        {
+            return Err(Problem::new(
+                format!("flows[{i}].slug"),
+                "use lower-case letters, digits, `-` and `_` only",
+            ));
+        }
+        if seen.insert(f.slug.clone(), i).is_some() {
+            return Err(Problem::new(
+                format!("flows[{i}].slug"),
+                format!("flow `{}` is defined twice", f.slug),
+            ));
+        }
+        let designation = match f.designation.as_str() {
+            "authentication" => Designation::Authentication,
+            "enrollment" => Designation::Enrollment,
+            "stage_configuration" => Designation::StageConfiguration,
+            other => {
+                return Err(Problem::new(
+                    format!("flows[{i}].designation"),
+                    format!("`{other}` is not one of \"authentication\", \"enrollment\", \"stage_configuration\""),
+                ))
+            }
+        };
+        if f.stages.is_empty() {
+            return Err(Problem::new(format!("flows[{i}].stages"), "needs at least one stage"));
+        }
+        for (j, s) in f.stages.iter().enumerate() {
+            if !stages.contains_key(s) {
+                return Err(Problem::new(
+                    format!("flows[{i}].stages[{j}]"),
+                    format!("no stage named `{s}` under [stages]"),
+                ));
+            }
+        }
+        out.push(FlowConfig {
+            slug: f.slug.clone(),
+            title: f.title.clone().unwrap_or_else(|| "Sign in".into()),
+            designation,
+            stages: f.stages.clone(),
+        });
+    }
+    Ok(out)
+}
+
+fn apps(raw: &[RawApp], flows: &[FlowConfig]) -> Checked<Vec<AppConfig>> {
+    let mut owner: HashMap<String, String> = HashMap::new();
+    let mut names = HashMap::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, a) in raw.iter().enumerate() {
+        if names.insert(a.name.clone(), i).is_some() {
+            return Err(Problem::new(
+                format!("apps[{i}].name"),
+                format!("app `{}` is defined twice", a.name),
+            ));
+        }
+        if a.hosts.is_empty() {
+            return Err(Problem::new(format!("apps[{i}].hosts"), "needs at least one host"));
+        }
+        let mut hosts = Vec::with_capacity(a.hosts.len());
+        for (j, h) in a.hosts.iter().enumerate() {
+            let host = h.trim().to_ascii_lowercase();
+            if host.is_empty() || host.contains(['/', ':', ' ', '@']) {
+                return Err(Problem::new(
+                    format!("apps[{i}].hosts[{j}]"),
+                    format!("`{h}` is not a host name (no scheme, port or path)"),
+                ));
+            }
+            if let Some(other) = owner.insert(host.clone(), a.name.clone()) {
+                return Err(Problem::new(
+                    format!("apps[{i}].hosts[{j}]"),
+                    format!("host `{host}` is already used by app `{other}`"),
+                ));
+            }
+            hosts.push(host);
+        }
+        let list: Vec<&String> = match &a.upstream {
+            RawUpstream::One(s) => vec![s],
+            RawUpstream::Many(v) => v.iter().collect(),
+        };
+        if list.is_empty() {
+            return Err(Problem::new(format!("apps[{i}].upstream"), "needs at least one address"));
+        }
+        let upstreams = list
+            .iter()
+            .enumerate()
+            .map(|(j, u)| {
+                let path = if matches!(a.upstream, RawUpstream::One(_)) {
+                    format!("apps[{i}].upstream")
+                } else {
+                    format!("apps[{i}].upstream[{j}]")
+                };
+                upstream(u).map_err(|r| Problem::new(path, r))
+            })
+            .collect::<Checked<Vec<_>>>()?;
+        if !flows.iter().any(|f| f.slug == a.flow) {
+            return Err(Problem::new(
+                format!("apps[{i}].flow"),
+                format!("no flow with slug `{}` under [[flows]]", a.flow),
+            ));
+        }
+        for (j, pattern) in a.bypass.iter().enumerate() {
+            regex::Regex::new(pattern).map_err(|e| {
+                Problem::new(format!("apps[{i}].bypass[{j}]"), format!("not a valid regex: {e}"))
+            })?;
+        }
+        let bypass = RegexSet::new(&a.bypass)
+            .map_err(|e| Problem::new(format!("apps[{i}].bypass"), e.to_string()))?;
+        out.push(AppConfig {
+            index: i,
+            name: a.name.clone(),
+            hosts,
+            upstreams,
+            flow: a.flow.clone(),
+            allowed_groups: a.allowed_groups.clone(),
+            bypass,
+        });
+    }
+    Ok(out)
+}
+
+/// `builtin:whoami`, `host:port` (plain HTTP), `http://host[:port]` or `https://host[:port]`.
+/// Names are resolved once here so no request waits on DNS.
+pub(super) fn upstream(text: &str) -> Result<Upstream, String> {
+    if text == "builtin:whoami" {
+        return Ok(Upstream::Whoami);
+    }
+    let with_scheme = if text.contains("://") {
+        text.to_string()
+    } else {
+        format!("http://{text}")
+    };
+    let url = url::Url::parse(&with_scheme)
+        .map_err(|e| format!("`{text}` is not an upstream address ({e})"))?;
+    let tls = match url.scheme() {
+        "http" => false,
+        "https" => true,
+        other => return Err(format!("scheme `{other}` is not supported (use http or https)")),
+    };
+    if url.path() != "/" || url.query().is_some() {
+        return Err(format!("`{text}` must not have a path; requests keep their own"));
+    }
+    let host = url
+        .host_str()
+        .ok_or_else(|| format!("`{text}` has no host"))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = url.port_or_known_default().unwrap_or(if tls { 443 } else { 80 });
+    let addr = (host.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve `{host}`: {e}"))?
+        .next()
+        .ok_or_else(|| format!("`{host}` resolves to no address"))?;
+    let host_header = match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.clone(),
+    };
+    Ok(Upstream::Http {
+        addr,
+        tls,
+        sni: host,
+        host: host_header,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("test.toml"), std::iter::empty())
+    }
+
+    const BASE: &str = r#"
+[[apps]]
+name = "demo"
+hosts = ["localhost"]
+upstream = "builtin:whoami"
+flow = "f"
+[[flows]]
+slug = "f"
+designation = "authentication"
+stages = ["id"]
+[stages.id]
+kind = "identification"
+"#;
+
+    #[test]
+    fn minimal_config_loads_with_defaults() {
+        let c = load(BASE).unwrap();
+        assert_eq!(c.session.cookie_name, "portcullis_session");
+        assert_eq!(c.session.flow_lifetime, Duration::from_secs(1800));
+        assert_eq!(c.apps[0].upstreams, vec![Upstream::Whoami]);
+    }
+
+    #[test]
+    fn unknown_key_in_stage_is_named() {
+        let e = load(&format!("{BASE}bogus = 1\n")).unwrap_err();
+        assert_eq!(e.path(), Some("stages.id"), "{e}");
+        assert!(e.to_string().contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn upstream_forms_parse() {
+        assert!(matches!(upstream("127.0.0.1:3000"), Ok(Upstream::Http { tls: false, .. })));
+        assert!(matches!(upstream("https://127.0.0.1"), Ok(Upstream::Http { tls: true, .. })));
+        assert!(upstream("ftp://x").is_err());
+    }
+
+    #[test]
+    fn env_overrides_a_key() {
+        let env = vec![("PORTCULLIS_SESSION__LIFETIME".to_string(), "1h".to_string())];
+        let c = Config::from_toml(BASE, Path::new("t"), env.into_iter()).unwrap();
+        assert_eq!(c.session.lifetime, Duration::from_secs(3600));
+    }
+}

@@ -1,0 +1,87 @@
+//! What a stage asks of the user. Both faces render this one value: the HTML page as a form,
+//! the JSON API as-is.
+
+use serde::Serialize;
+
+/// One input the stage wants.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Field {
+    pub name: String,
+    /// An HTML input type: `text`, `email`, `tel`, `password`, `hidden`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub label: String,
+    pub required: bool,
+    /// A value to pre-fill (hidden fields, a known address).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// The browser's `autocomplete` hint, so password managers and one-time-code autofill work.
+    #[serde(skip)]
+    pub autocomplete: &'static str,
+}
+
+impl Field {
+    pub fn new(name: &str, kind: &str, label: &str) -> Self {
+        Self {
+            name: name.into(),
+            kind: kind.into(),
+            label: label.into(),
+            required: true,
+            value: None,
+            autocomplete: "off",
+        }
+    }
+
+    pub fn autocomplete(mut self, hint: &'static str) -> Self {
+        self.autocomplete = hint;
+        self
+    }
+
+    pub fn optional(mut self) -> Self {
+        self.required = false;
+        self
+    }
+
+    pub fn value(mut self, v: impl Into<String>) -> Self {
+        self.value = Some(v.into());
+        self
+    }
+}
+
+/// A stage's question: which component (the stage kind), the fields it wants, and messages.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Challenge {
+    pub component: String,
+    pub fields: Vec<Field>,
+    pub errors: Vec<String>,
+    /// Informational lines ("Signing in as alice", "A new code was sent").
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub info: Vec<String>,
+    /// Extra submit buttons the stage accepts besides its fields (e.g. `resend`); sent as the
+    /// field `action`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<Action>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Action {
+    pub name: String,
+    pub label: String,
+}
+
+impl Challenge {
+    pub fn new(component: &str, fields: Vec<Field>) -> Self {
+        Self {
+            component: component.into(),
+            fields,
+            errors: Vec::new(),
+            info: Vec::new(),
+            actions: Vec::new(),
+        }
+    }
+
+    /// Whether `name` is something a response to this challenge may carry.
+    pub fn accepts(&self, name: &str) -> bool {
+        name == "action" && !self.actions.is_empty() || self.fields.iter().any(|f| f.name == name)
+    }
+}

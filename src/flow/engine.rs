@@ -1,0 +1,321 @@
+//! Drives executions: finds the current stage, runs stages that need no input, judges
+//! responses, and persists the state after every step.
+
+use super::stage::{Input, Outcome, Services, Stage, StageContext};
+use super::{stages, Challenge, Execution, FlowError};
+use crate::config::{Config, Designation};
+use crate::store::User;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A configured flow: its stages in order.
+#[derive(Debug, Clone)]
+pub struct FlowPlan {
+    pub slug: String,
+    pub title: String,
+    pub designation: Designation,
+    pub stages: Vec<String>,
+}
+
+/// Where an execution stands after a step.
+#[derive(Debug)]
+pub enum Step {
+    /// Waiting for the user to answer this stage.
+    Challenge { stage: String, challenge: Challenge },
+    /// The flow completed: go to `rd`, with a session when a `user_login` stage ran.
+    Done { rd: String, login: Option<Login> },
+    /// The flow ended without success; the execution is gone.
+    Ended { message: String },
+}
+
+/// The account a completed flow signs in, and how.
+#[derive(Debug)]
+pub struct Login {
+    pub user: User,
+    /// Stage kinds passed, for the session's `amr`.
+    pub amr: Vec<String>,
+    pub lifetime_secs: i64,
+}
+
+/// A step as both faces render it.
+#[derive(Debug)]
+pub struct View {
+    pub flow: String,
+    pub title: String,
+    pub step: Step,
+}
+
+/// Meta keys a response may carry besides the stage's fields: they name what it answers.
+const META_STAGE: &str = "stage";
+const META_COMPONENT: &str = "component";
+
+pub struct Engine {
+    flows: HashMap<String, FlowPlan>,
+    stages: HashMap<String, Arc<dyn Stage>>,
+    services: Services,
+    flow_lifetime: i64,
+}
+
+impl Engine {
+    pub fn new(cfg: &Config, services: Services) -> Self {
+        let stages = cfg
+            .stages
+            .iter()
+            .map(|(name, sc)| (name.clone(), stages::build(sc)))
+            .collect();
+        let flows = cfg
+            .flows
+            .iter()
+            .map(|f| {
+                (
+                    f.slug.clone(),
+                    FlowPlan {
+                        slug: f.slug.clone(),
+                        title: f.title.clone(),
+                        designation: f.designation,
+                        stages: f.stages.clone(),
+                    },
+                )
+            })
+            .collect();
+        Self {
+            flows,
+            stages,
+            services,
+            flow_lifetime: cfg.session.flow_lifetime.as_secs() as i64,
+        }
+    }
+
+    pub fn flow(&self, slug: &str) -> Option<&FlowPlan> {
+        self.flows.get(slug)
+    }
+
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
+    /// A new execution of `slug` that will end at `rd` (already validated by the caller). It is
+    /// stored at its first [`Engine::view`].
+    ///
+    /// # Errors
+    /// [`FlowError::UnknownFlow`].
+    pub fn start(&self, slug: &str, rd: String, client: &str) -> Result<Execution, FlowError> {
+        if !self.flows.contains_key(slug) {
+            return Err(FlowError::UnknownFlow(slug.into()));
+        }
+        let now = crate::clock::now();
+        Ok(Execution {
+            id: crate::secret::random_token(32),
+            flow: slug.into(),
+            rd,
+            stage: 0,
+            created: now,
+            expires: now + self.flow_lifetime,
+            csrf: crate::secret::random_token(24),
+            uid: None,
+            user: None,
+            passed: Vec::new(),
+            prompt_data: Default::default(),
+            stage_state: Default::default(),
+            login: None,
+            client: client.into(),
+        })
+    }
+
+    /// The live execution `id` of flow `slug`, if there is one.
+    ///
+    /// # Errors
+    /// [`FlowError::Store`] or [`FlowError::Corrupt`].
+    pub fn resume(&self, id: &str, slug: &str) -> Result<Option<Execution>, FlowError> {
+        let Some(bytes) = self.services.store.execution(id, crate::clock::now())? else {
+            return Ok(None);
+        };
+        let mut exec: Execution = serde_json::from_slice(&bytes)?;
+        exec.id = id.to_string();
+        Ok((exec.flow == slug).then_some(exec))
+    }
+
+    /// The current step, running any stages that need no input first.
+    ///
+    /// # Errors
+    /// [`FlowError`] from storage or a stage.
+    pub async fn view(&self, exec: &mut Execution, client: &str) -> Result<View, FlowError> {
+        let step = self.advance(exec, client, Vec::new()).await?;
+        Ok(self.wrap(exec, step))
+    }
+
+    /// Judges a response to the current stage and moves on.
+    ///
+    /// # Errors
+    /// [`FlowError::StageMismatch`] when the response is for another stage (a skip or a
+    /// replay); otherwise as [`Engine::view`].
+    pub async fn submit(
+        &self,
+        exec: &mut Execution,
+        mut input: Input,
+        client: &str,
+    ) -> Result<View, FlowError> {
+        let plan = self.plan(exec)?;
+        let Some((name, stage)) = self.current(plan, exec) else {
+            let step = self.advance(exec, client, Vec::new()).await?;
+            return Ok(self.wrap(exec, step));
+        };
+        let mismatch = || FlowError::StageMismatch {
+            expected: name.to_string(),
+        };
+        if input.remove(META_STAGE).is_some_and(|s| s != name)
+            || input.remove(META_COMPONENT).is_some_and(|c| c != stage.kind())
+        {
+            return Err(mismatch());
+        }
+        let challenge = {
+            let mut cx = self.context(exec, name, client);
+            stage.challenge(&mut cx).await?
+        };
+        if !stage.interactive() || input.keys().any(|k| !challenge.accepts(k)) {
+            return Err(mismatch());
+        }
+        let outcome = {
+            let mut cx = self.context(exec, name, client);
+            stage.submit(&mut cx, &input).await?
+        };
+        let errors = match outcome {
+            Outcome::Pass => {
+                exec.passed.push(stage.kind().to_string());
+                exec.stage += 1;
+                Vec::new()
+            }
+            Outcome::Stay(errors) => errors,
+            Outcome::Cancel(message) => return Ok(self.end(exec, message)),
+        };
+        let step = self.advance(exec, client, errors).await?;
+        Ok(self.wrap(exec, step))
+    }
+
+    fn plan(&self, exec: &Execution) -> Result<&FlowPlan, FlowError> {
+        self.flows
+            .get(&exec.flow)
+            .ok_or_else(|| FlowError::UnknownFlow(exec.flow.clone()))
+    }
+
+    fn current<'a>(
+        &'a self,
+        plan: &'a FlowPlan,
+        exec: &Execution,
+    ) -> Option<(&'a str, &'a Arc<dyn Stage>)> {
+        let name = plan.stages.get(exec.stage)?;
+        Some((name.as_str(), self.stages.get(name)?))
+    }
+
+    fn context<'a>(
+        &'a self,
+        exec: &'a mut Execution,
+        name: &'a str,
+        client: &'a str,
+    ) -> StageContext<'a> {
+        StageContext {
+            exec,
+            services: &self.services,
+            name,
+            client,
+        }
+    }
+
+    /// Runs non-interactive stages until one needs the user or the flow ends; persists.
+    async fn advance(
+        &self,
+        exec: &mut Execution,
+        client: &str,
+        errors: Vec<String>,
+    ) -> Result<Step, FlowError> {
+        let plan = self.plan(exec)?;
+        loop {
+            let Some((name, stage)) = self.current(plan, exec) else {
+                return self.finish(exec);
+            };
+            let mut cx = self.context(exec, name, client);
+            if stage.interactive() {
+                let mut challenge = stage.challenge(&mut cx).await?;
+                challenge.errors.extend(errors);
+                self.save(exec)?;
+                return Ok(Step::Challenge {
+                    stage: name.to_string(),
+                    challenge,
+                });
+            }
+            match stage.submit(&mut cx, &Input::new()).await? {
+                Outcome::Pass => {
+                    exec.passed.push(stage.kind().to_string());
+                    exec.stage += 1;
+                }
+                Outcome::Stay(_) => {
+                    return Err(FlowError::Stage {
+                        stage: name.to_string(),
+                        reason: "a stage without input cannot ask again".into(),
+                    })
+                }
+                Outcome::Cancel(message) => return Ok(self.ended(exec, message)),
+            }
+        }
+    }
+
+    fn finish(&self, exec: &mut Execution) -> Result<Step, FlowError> {
+        self.services.store.remove_execution(&exec.id)?;
+        let login = match (exec.login, &exec.user) {
+            (Some(lifetime_secs), Some(name)) => match self.services.store.user(name)? {
+                Some(user) if user.active => Some(Login {
+                    user,
+                    amr: exec
+                        .passed
+                        .iter()
+                        .filter(|k| k.as_str() != "user_login")
+                        .cloned()
+                        .collect(),
+                    lifetime_secs,
+                }),
+                _ => {
+                    return Ok(Step::Ended {
+                        message: stages::SIGN_IN_FAILED.into(),
+                    })
+                }
+            },
+            _ => None,
+        };
+        Ok(Step::Done {
+            rd: exec.rd.clone(),
+            login,
+        })
+    }
+
+    fn end(&self, exec: &Execution, message: String) -> View {
+        let step = self.ended(exec, message);
+        self.wrap(exec, step)
+    }
+
+    fn ended(&self, exec: &Execution, message: String) -> Step {
+        if let Err(e) = self.services.store.remove_execution(&exec.id) {
+            tracing::warn!(error = %e, "could not remove an ended execution; it will expire");
+        }
+        Step::Ended { message }
+    }
+
+    fn save(&self, exec: &Execution) -> Result<(), FlowError> {
+        let bytes = serde_json::to_vec(exec)?;
+        self.services
+            .store
+            .put_execution(&exec.id, exec.expires, &bytes)?;
+        Ok(())
+    }
+
+    fn wrap(&self, exec: &Execution, step: Step) -> View {
+        View {
+            flow: exec.flow.clone(),
+            title: self
+                .flows
+                .get(&exec.flow)
+                .map(|f| f.title.clone())
+                .unwrap_or_default(),
+            step,
+        }
+    }
+}

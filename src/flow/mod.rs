@@ -1,0 +1,15 @@
+//! The embedded flow engine: ordered stages, executions persisted between steps, and one
+//! [`View`] per step that the HTML page and the JSON API both render.
+
+mod challenge;
+mod engine;
+mod error;
+mod execution;
+mod stage;
+pub mod stages;
+
+pub use challenge::{Action, Challenge, Field};
+pub use engine::{Engine, FlowPlan, Login, Step, View};
+pub use error::FlowError;
+pub use execution::Execution;
+pub use stage::{Input, Outcome, Services, Stage, StageContext};

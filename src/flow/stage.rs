@@ -1,0 +1,81 @@
+//! The contract every stage kind fulfils, and what a stage may touch while it runs.
+
+use super::{Challenge, Execution, FlowError};
+use crate::password::PasswordHasherPool;
+use crate::store::Store;
+use async_trait::async_trait;
+use serde::{de::DeserializeOwned, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Field values a user submitted, by field name. Values are taken as typed; stages trim what
+/// they need to.
+pub type Input = BTreeMap<String, String>;
+
+/// The outside world a stage may use, injected so stages never reach for a global.
+#[derive(Clone)]
+pub struct Services {
+    pub store: Arc<dyn Store>,
+    pub passwords: PasswordHasherPool,
+}
+
+/// What a stage sees during one step.
+pub struct StageContext<'a> {
+    pub exec: &'a mut Execution,
+    pub services: &'a Services,
+    /// The stage's configured name (its key under `[stages]`).
+    pub name: &'a str,
+    /// The client's address, for logs and limits.
+    pub client: &'a str,
+}
+
+impl StageContext<'_> {
+    /// This stage's private state in the execution, or its default.
+    pub fn state<T: DeserializeOwned + Default>(&self) -> T {
+        self.exec
+            .stage_state
+            .get(self.name)
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn set_state<T: Serialize>(&mut self, v: &T) -> Result<(), FlowError> {
+        let v = serde_json::to_value(v)?;
+        self.exec.stage_state.insert(self.name.to_string(), v);
+        Ok(())
+    }
+}
+
+/// A stage's verdict on a response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done; the flow moves to the next stage.
+    Pass,
+    /// Not done; ask again, showing these errors.
+    Stay(Vec<String>),
+    /// The execution ends here with this message (too many attempts, access denied).
+    Cancel(String),
+}
+
+/// One kind of step in a flow.
+///
+/// A stage presents a [`Challenge`] and judges the response. Stages that need no input
+/// (`user_login`, `deny`) say so with [`Stage::interactive`] and are run by the engine as soon
+/// as they are reached.
+#[async_trait]
+pub trait Stage: Send + Sync {
+    /// The stage kind, shown as the challenge's `component` and recorded in `amr`.
+    fn kind(&self) -> &'static str;
+
+    fn interactive(&self) -> bool {
+        true
+    }
+
+    /// The question for the current state. It may be asked repeatedly and must not consume
+    /// anything the user has not answered yet.
+    async fn challenge(&self, cx: &mut StageContext<'_>) -> Result<Challenge, FlowError>;
+
+    /// Judges a response. Only called with input that the current challenge accepts.
+    async fn submit(&self, cx: &mut StageContext<'_>, input: &Input)
+        -> Result<Outcome, FlowError>;
+}

@@ -1,0 +1,138 @@
+//! argon2id hashing on a bounded blocking pool.
+//!
+//! A hash costs ~16 ms of CPU at OWASP's minimum. Running it on the async workers would stall
+//! every request sharing that worker, so hashes go to `spawn_blocking` behind a semaphore sized
+//! to the core count: a sign-in storm queues here instead of slowing signed-in traffic.
+
+use crate::config::PasswordParams;
+use crate::secret::SecretString;
+use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, SaltString};
+use argon2::{Algorithm, Argon2, Params, PasswordVerifier, Version};
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordError {
+    #[error("argon2 parameters rejected: {0}")]
+    Params(argon2::Error),
+    #[error("hashing failed: {0}")]
+    Hash(argon2::password_hash::Error),
+    #[error("the hashing pool has shut down")]
+    PoolClosed,
+}
+
+/// Hashes and verifies passwords with the configured argon2id cost.
+#[derive(Clone)]
+pub struct PasswordHasherPool {
+    argon: Argon2<'static>,
+    permits: Arc<Semaphore>,
+    /// A real hash of a random password: verifying against it when a user does not exist takes
+    /// as long as a real check, so timing does not reveal which usernames exist.
+    dummy: Arc<String>,
+}
+
+impl PasswordHasherPool {
+    /// # Errors
+    /// [`PasswordError::Params`] when the configured cost is not accepted by argon2.
+    pub fn new(p: &PasswordParams) -> Result<Self, PasswordError> {
+        let params = Params::new(p.memory_kib, p.iterations, p.parallelism, None)
+            .map_err(PasswordError::Params)?;
+        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+        let dummy = hash_with(&argon, &crate::secret::random_token(16))?;
+        Ok(Self {
+            argon,
+            permits: Arc::new(Semaphore::new(p.max_concurrent_hashes)),
+            dummy: Arc::new(dummy),
+        })
+    }
+
+    /// Hashes on the calling thread; for the CLI and other non-async callers.
+    ///
+    /// # Errors
+    /// [`PasswordError::Hash`] if argon2 fails (it does not for valid parameters).
+    pub fn hash_blocking(&self, password: &SecretString) -> Result<String, PasswordError> {
+        hash_with(&self.argon, password.expose())
+    }
+
+    /// Hashes off the async workers.
+    ///
+    /// # Errors
+    /// As [`Self::hash_blocking`], or [`PasswordError::PoolClosed`].
+    pub async fn hash(&self, password: SecretString) -> Result<String, PasswordError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| PasswordError::PoolClosed)?;
+        let argon = self.argon.clone();
+        tokio::task::spawn_blocking(move || hash_with(&argon, password.expose()))
+            .await
+            .map_err(|_| PasswordError::PoolClosed)?
+    }
+
+    /// Checks `password` against `hash`; with no hash (unknown user, no password set) it checks
+    /// against a dummy so the answer takes the same time, and returns false.
+    pub async fn verify(&self, password: SecretString, hash: Option<String>) -> bool {
+        let Ok(_permit) = self.permits.acquire().await else {
+            return false;
+        };
+        let argon = self.argon.clone();
+        let real = hash.is_some();
+        let hash = hash.unwrap_or_else(|| self.dummy.as_ref().clone());
+        let ok = tokio::task::spawn_blocking(move || verify_with(&argon, password.expose(), &hash))
+            .await
+            .unwrap_or(false);
+        ok && real
+    }
+
+    /// Blocking verify, for callers outside the async runtime.
+    pub fn verify_blocking(&self, password: &SecretString, hash: &str) -> bool {
+        verify_with(&self.argon, password.expose(), hash)
+    }
+}
+
+fn hash_with(argon: &Argon2<'_>, password: &str) -> Result<String, PasswordError> {
+    let salt = SaltString::generate(&mut OsRng);
+    argon
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(PasswordError::Hash)
+}
+
+/// Verification uses the parameters recorded in the hash itself, so raising the configured cost
+/// does not lock out users hashed under the old one.
+fn verify_with(argon: &Argon2<'_>, password: &str, hash: &str) -> bool {
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
+    argon.verify_password(password.as_bytes(), &parsed).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cheap() -> PasswordHasherPool {
+        PasswordHasherPool::new(&PasswordParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+            max_concurrent_hashes: 2,
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn hash_is_argon2id_and_verifies() {
+        let h = cheap();
+        let hash = h.hash(SecretString::new("hunter2")).await.unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(h.verify(SecretString::new("hunter2"), Some(hash.clone())).await);
+        assert!(!h.verify(SecretString::new("hunter3"), Some(hash)).await);
+    }
+
+    #[tokio::test]
+    async fn missing_hash_never_verifies() {
+        assert!(!cheap().verify(SecretString::new("x"), None).await);
+    }
+}

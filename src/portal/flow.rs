@@ -1,0 +1,286 @@
+//! The flow endpoints. Both faces load the execution the same way, hand the input to the one
+//! engine, and differ only in how they render the resulting [`View`].
+
+use super::pages::{internal_error, json_error};
+use super::{Portal, Request, Response, FLOW_COOKIE};
+use crate::flow::{Execution, FlowError, Input, Login, Step, View};
+use crate::session::{cookie, NewSession};
+use crate::ui::{challenge_json, ended_json, redirect_json, Link};
+use http::{Method, StatusCode};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Face {
+    Html,
+    Json,
+}
+
+/// `/.portcullis/flow/<slug>`: server-rendered forms, CSRF-protected, no JavaScript needed.
+pub async fn html(p: &Portal, req: &Request<'_>, slug: &str) -> Response {
+    handle(p, req, slug, Face::Html).await
+}
+
+/// `/.portcullis/api/flow/<slug>`: the same steps as JSON.
+pub async fn json(p: &Portal, req: &Request<'_>, slug: &str) -> Response {
+    handle(p, req, slug, Face::Json).await
+}
+
+async fn handle(p: &Portal, req: &Request<'_>, slug: &str, face: Face) -> Response {
+    if p.engine.flow(slug).is_none() {
+        return match face {
+            Face::Html => super::pages::not_found(&p.ui),
+            Face::Json => json_error(StatusCode::NOT_FOUND, "unknown_flow", "no such flow"),
+        };
+    }
+    let existing = match resume(p, req, slug) {
+        Ok(e) => e,
+        Err(e) => return failure(p, face, &e),
+    };
+    if *req.method != Method::POST {
+        let (mut exec, fresh) = match existing {
+            Some(e) => (e, false),
+            None => match start(p, req, slug) {
+                Ok(e) => (e, true),
+                Err(e) => return failure(p, face, &e),
+            },
+        };
+        return match p.engine.view(&mut exec, req.client).await {
+            Ok(view) => render(p, req, face, &exec, view, fresh, false),
+            Err(e) => failure(p, face, &e),
+        };
+    }
+
+    let Some(mut exec) = existing else {
+        return match face {
+            // The sign-in expired between page load and submit: start over on a fresh page.
+            Face::Html => Response::redirect(StatusCode::SEE_OTHER, &flow_path(slug)),
+            Face::Json => json_error(
+                StatusCode::GONE,
+                "execution_expired",
+                "this sign-in has expired or was never started; GET the flow to start again",
+            ),
+        };
+    };
+    let input = match face {
+        Face::Html => form_input(req, &exec),
+        Face::Json => json_input(req),
+    };
+    let input = match input {
+        Ok(i) => i,
+        Err(resp) => return *resp,
+    };
+    match p.engine.submit(&mut exec, input, req.client).await {
+        Ok(view) => render(p, req, face, &exec, view, false, true),
+        Err(FlowError::StageMismatch { expected }) => match face {
+            Face::Json => json_error(
+                StatusCode::BAD_REQUEST,
+                "stage_mismatch",
+                &format!("the response does not answer the current stage `{expected}`"),
+            ),
+            Face::Html => Response::html(
+                StatusCode::BAD_REQUEST,
+                p.ui.message(
+                    "Out of step",
+                    "That form was for another step of this sign-in.",
+                    Some(Link {
+                        href: &flow_path(slug),
+                        label: "Continue signing in",
+                    }),
+                ),
+            ),
+        },
+        Err(e) => failure(p, face, &e),
+    }
+}
+
+fn flow_path(slug: &str) -> String {
+    format!("/.portcullis/flow/{slug}")
+}
+
+fn resume(p: &Portal, req: &Request<'_>, slug: &str) -> Result<Option<Execution>, FlowError> {
+    match cookie::find(req.headers, FLOW_COOKIE) {
+        Some(id) if !id.is_empty() && id.len() <= 64 => p.engine.resume(id, slug),
+        _ => Ok(None),
+    }
+}
+
+fn start(p: &Portal, req: &Request<'_>, slug: &str) -> Result<Execution, FlowError> {
+    let rd = p.redirects.resolve(
+        req.query_param("rd").as_deref(),
+        &req.origin(),
+        &p.fallback(req),
+    );
+    p.engine.start(slug, rd, req.client)
+}
+
+fn form_input(req: &Request<'_>, exec: &Execution) -> Result<Input, Box<Response>> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&req.body).map_err(|_| {
+        Box::new(Response::text(StatusCode::BAD_REQUEST, "malformed form\n"))
+    })?;
+    let mut input = Input::new();
+    let mut csrf = None;
+    for (k, v) in pairs {
+        if k == "csrf_token" {
+            csrf = Some(v);
+        } else {
+            input.insert(k, v);
+        }
+    }
+    if !csrf.is_some_and(|c| crate::secret::equal(c.as_bytes(), exec.csrf.as_bytes())) {
+        return Err(Box::new(Response::text(
+            StatusCode::FORBIDDEN,
+            "the form's security token is missing or wrong; reload the page and try again\n",
+        )));
+    }
+    Ok(input)
+}
+
+fn json_input(req: &Request<'_>) -> Result<Input, Box<Response>> {
+    // Requiring a JSON content type is the API's CSRF defence: a cross-site form cannot send
+    // one without a CORS preflight, which we never grant.
+    if req.content_type().as_deref() != Some("application/json") {
+        return Err(Box::new(json_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the response as Content-Type: application/json",
+        )));
+    }
+    let bad = |m: &str| Box::new(json_error(StatusCode::BAD_REQUEST, "bad_request", m));
+    let value: serde_json::Value =
+        serde_json::from_slice(&req.body).map_err(|_| bad("the body is not valid JSON"))?;
+    let serde_json::Value::Object(map) = value else {
+        return Err(bad("the body must be a JSON object of field values"));
+    };
+    let mut input = Input::new();
+    for (k, v) in map {
+        let v = match v {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Bool(b) => b.to_string(),
+            _ => return Err(bad(&format!("field `{k}` must be a string"))),
+        };
+        input.insert(k, v);
+    }
+    Ok(input)
+}
+
+fn render(
+    p: &Portal,
+    req: &Request<'_>,
+    face: Face,
+    exec: &Execution,
+    view: View,
+    fresh: bool,
+    posted: bool,
+) -> Response {
+    let flow_cookie = p.flow_cookie(req);
+    match view.step {
+        Step::Challenge { stage, challenge } => {
+            let mut resp = match face {
+                Face::Json => Response::json(
+                    StatusCode::OK,
+                    &challenge_json(&view.flow, &stage, &challenge),
+                ),
+                // After a successful post, redirect so a reload does not resubmit the form.
+                Face::Html if posted && challenge.errors.is_empty() => {
+                    Response::redirect(StatusCode::SEE_OTHER, &flow_path(&view.flow))
+                }
+                Face::Html => {
+                    match p.ui.flow_page(
+                        &view.title,
+                        &stage,
+                        &challenge,
+                        &exec.csrf,
+                        &flow_path(&view.flow),
+                    ) {
+                        Ok(page) => Response::html(StatusCode::OK, page),
+                        Err(e) => {
+                            tracing::error!(error = %e, "flow page failed to render");
+                            return internal_error(&p.ui);
+                        }
+                    }
+                }
+            };
+            if fresh {
+                let max_age = exec.expires - crate::clock::now();
+                resp = resp.set_cookie(flow_cookie.set(&exec.id, max_age));
+            }
+            resp
+        }
+        Step::Done { rd, login } => {
+            let mut resp = match face {
+                Face::Json => Response::json(StatusCode::OK, &redirect_json(&view.flow, &rd)),
+                Face::Html if posted => Response::redirect(StatusCode::SEE_OTHER, &rd),
+                Face::Html => Response::redirect(StatusCode::FOUND, &rd),
+            };
+            if let Some(login) = login {
+                match issue(p, req, &view.flow, login) {
+                    Ok(cookie) => resp = resp.set_cookie(cookie),
+                    Err(resp) => return resp,
+                }
+            }
+            resp.set_cookie(flow_cookie.clear())
+        }
+        Step::Ended { message } => {
+            let resp = match face {
+                Face::Json => Response::json(StatusCode::OK, &ended_json(&view.flow, &message)),
+                Face::Html => {
+                    let restart = format!(
+                        "{}?rd={}",
+                        flow_path(&view.flow),
+                        percent_encoding::utf8_percent_encode(
+                            &exec.rd,
+                            percent_encoding::NON_ALPHANUMERIC
+                        )
+                    );
+                    Response::html(
+                        StatusCode::OK,
+                        p.ui.message(
+                            &view.title,
+                            &message,
+                            Some(Link {
+                                href: &restart,
+                                label: "Start again",
+                            }),
+                        ),
+                    )
+                }
+            };
+            resp.set_cookie(flow_cookie.clear())
+        }
+    }
+}
+
+/// Signs the session for a completed flow; returns the `Set-Cookie` value.
+fn issue(p: &Portal, req: &Request<'_>, flow: &str, login: Login) -> Result<String, Response> {
+    let user = login.user;
+    let issued = p.sessions.issue(NewSession {
+        name: user.display_name().to_string(),
+        email: user.email.clone().unwrap_or_default(),
+        groups: user.groups.clone(),
+        amr: login.amr,
+        lifetime_secs: login.lifetime_secs,
+        username: user.username.clone(),
+    });
+    match issued {
+        Ok((token, _claims)) => {
+            tracing::info!(user = %user.username, client = %req.client, flow, outcome = "success", "sign-in succeeded");
+            Ok(p.session_cookie(req).set(&token, login.lifetime_secs))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, user = %user.username, "could not issue a session");
+            Err(internal_error(&p.ui))
+        }
+    }
+}
+
+fn failure(p: &Portal, face: Face, e: &FlowError) -> Response {
+    tracing::error!(error = %e, "flow step failed");
+    match face {
+        Face::Html => internal_error(&p.ui),
+        Face::Json => json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the sign-in service hit an internal error; try again",
+        ),
+    }
+}

@@ -1,0 +1,84 @@
+//! Signing out: revoke the session (its sid, in memory and on disk) and clear the cookie.
+//! Both faces refuse cross-site triggers: the form carries a session-bound CSRF token, the
+//! API demands a JSON content type.
+
+use super::pages::json_error;
+use super::{Portal, Request, Response};
+use crate::session::Claims;
+use crate::ui::Link;
+use http::StatusCode;
+use serde_json::json;
+
+/// `GET /.portcullis/logout`: a confirm page whose form posts, so a link or an `<img>` on
+/// another site cannot sign anyone out.
+pub fn confirm(p: &Portal, req: &Request<'_>) -> Response {
+    let Some(claims) = p.gate.session(req.headers) else {
+        return signed_out_page(p, "You are not signed in.");
+    };
+    match p.ui.logout_page(&claims.sub, &p.sessions.csrf_for(&claims.sid)) {
+        Ok(page) => Response::html(StatusCode::OK, page),
+        Err(e) => {
+            tracing::error!(error = %e, "logout page failed to render");
+            super::pages::internal_error(&p.ui)
+        }
+    }
+}
+
+/// `POST /.portcullis/logout` from the confirm page.
+pub fn html(p: &Portal, req: &Request<'_>) -> Response {
+    let Some(claims) = p.gate.session(req.headers) else {
+        return signed_out_page(p, "You are not signed in.")
+            .set_cookie(p.session_cookie(req).clear());
+    };
+    let token = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&req.body)
+        .ok()
+        .and_then(|pairs| pairs.into_iter().find(|(k, _)| k == "csrf_token"))
+        .map(|(_, v)| v);
+    let expected = p.sessions.csrf_for(&claims.sid);
+    if !token.is_some_and(|t| crate::secret::equal(t.as_bytes(), expected.as_bytes())) {
+        return Response::text(
+            StatusCode::FORBIDDEN,
+            "the form's security token is missing or wrong; reload the page and try again\n",
+        );
+    }
+    revoke(p, req, &claims);
+    signed_out_page(p, "You have signed out.").set_cookie(p.session_cookie(req).clear())
+}
+
+/// `POST /.portcullis/api/logout` with `Content-Type: application/json`.
+pub fn json(p: &Portal, req: &Request<'_>) -> Response {
+    if req.content_type().as_deref() != Some("application/json") {
+        return json_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send Content-Type: application/json",
+        );
+    }
+    if let Some(claims) = p.gate.session(req.headers) {
+        revoke(p, req, &claims);
+    }
+    Response::json(StatusCode::OK, &json!({ "status": "signed_out" }))
+        .set_cookie(p.session_cookie(req).clear())
+}
+
+fn revoke(p: &Portal, req: &Request<'_>, claims: &Claims) {
+    if let Err(e) = p.sessions.revoke(claims) {
+        // The in-memory revocation already holds; only a restart could revive the session.
+        tracing::error!(error = %e, user = %claims.sub, "could not persist a session revocation");
+    }
+    tracing::info!(user = %claims.sub, client = %req.client, "signed out");
+}
+
+fn signed_out_page(p: &Portal, message: &str) -> Response {
+    Response::html(
+        StatusCode::OK,
+        p.ui.message(
+            "Signed out",
+            message,
+            Some(Link {
+                href: "/",
+                label: "Back to the application",
+            }),
+        ),
+    )
+}

@@ -1,0 +1,113 @@
+//! The gateway's own endpoints under `/.portcullis/`: the sign-in flows (HTML and JSON faces),
+//! sign-out, and the pages the gateway answers with itself.
+
+mod flow;
+mod http;
+mod logout;
+pub mod pages;
+
+pub use self::http::{Request, Response};
+
+use crate::access::Gate;
+use crate::flow::Engine;
+use crate::redirect::RedirectPolicy;
+use crate::session::cookie::CookieSpec;
+use crate::session::SessionService;
+use crate::ui::Ui;
+use ::http::{Method, StatusCode};
+use std::sync::Arc;
+
+/// The prefix every gateway endpoint lives under; nothing below it reaches an upstream.
+pub const PREFIX: &str = "/.portcullis/";
+pub const PING: &str = "/.portcullis/ping";
+/// Carries the flow execution id between steps.
+pub const FLOW_COOKIE: &str = "portcullis_flow";
+
+/// Largest request body a gateway endpoint reads (forms and JSON are tiny).
+pub const MAX_BODY: usize = 64 * 1024;
+
+pub struct Portal {
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) sessions: Arc<SessionService>,
+    pub(crate) ui: Arc<Ui>,
+    pub(crate) gate: Arc<Gate>,
+    pub(crate) redirects: RedirectPolicy,
+}
+
+impl Portal {
+    pub fn new(
+        engine: Arc<Engine>,
+        sessions: Arc<SessionService>,
+        ui: Arc<Ui>,
+        gate: Arc<Gate>,
+    ) -> Self {
+        let cfg = gate.config();
+        let redirects = RedirectPolicy::new(
+            cfg.apps.iter().flat_map(|a| a.hosts.iter().map(String::as_str)),
+            cfg.session.cookie_domain.as_deref(),
+        );
+        Self {
+            engine,
+            sessions,
+            ui,
+            gate,
+            redirects,
+        }
+    }
+
+    pub fn ui(&self) -> &Ui {
+        &self.ui
+    }
+
+    /// Answers a request under [`PREFIX`].
+    pub async fn handle(&self, req: Request<'_>) -> Response {
+        let path = req.path;
+        if let Some(slug) = path.strip_prefix("/.portcullis/flow/") {
+            return match *req.method {
+                Method::GET | Method::HEAD | Method::POST => flow::html(self, &req, slug).await,
+                _ => self.method_not_allowed(),
+            };
+        }
+        if let Some(slug) = path.strip_prefix("/.portcullis/api/flow/") {
+            return match *req.method {
+                Method::GET | Method::HEAD | Method::POST => flow::json(self, &req, slug).await,
+                _ => self.method_not_allowed(),
+            };
+        }
+        match (path, req.method) {
+            ("/.portcullis/logout", &Method::GET) => logout::confirm(self, &req),
+            ("/.portcullis/logout", &Method::POST) => logout::html(self, &req),
+            ("/.portcullis/api/logout", &Method::POST) => logout::json(self, &req),
+            _ => pages::not_found(&self.ui),
+        }
+    }
+
+    fn method_not_allowed(&self) -> Response {
+        Response::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+    }
+
+    /// The session cookie's attributes for this request.
+    pub(crate) fn session_cookie(&self, req: &Request<'_>) -> CookieSpec<'_> {
+        let cfg = &self.gate.config().session;
+        CookieSpec {
+            name: &cfg.cookie_name,
+            path: "/",
+            domain: cfg.cookie_domain.as_deref(),
+            secure: req.tls(),
+        }
+    }
+
+    pub(crate) fn flow_cookie(&self, req: &Request<'_>) -> CookieSpec<'static> {
+        CookieSpec {
+            name: FLOW_COOKIE,
+            path: "/.portcullis",
+            domain: None,
+            secure: req.tls(),
+        }
+    }
+
+    /// The app root of the host the request came to: where a bad or missing `rd` goes.
+    pub(crate) fn fallback(&self, req: &Request<'_>) -> String {
+        format!("{}/", req.origin())
+    }
+}

@@ -1,0 +1,205 @@
+//! Session signing keys: generated on first start, kept in a 0600 file with a key id each,
+//! rotated by adding a new active key while old ones keep verifying until their tokens expire.
+
+use crate::secret::random_token;
+use base64::Engine;
+use jsonwebtoken::{DecodingKey, EncodingKey};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("session keys {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("session keys {path}: not a keys file: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+/// The keys file as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyFile {
+    /// The key id new tokens are signed with.
+    pub active: String,
+    pub keys: Vec<KeyEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyEntry {
+    pub kid: String,
+    pub alg: String,
+    /// 32 random bytes, base64url without padding.
+    pub secret: String,
+    pub created: i64,
+}
+
+impl KeyEntry {
+    fn generate() -> Self {
+        Self {
+            kid: random_token(9),
+            alg: "HS256".into(),
+            secret: random_token(32),
+            created: crate::clock::now(),
+        }
+    }
+}
+
+impl KeyFile {
+    /// Reads the keys file, creating it with one fresh key when it does not exist.
+    ///
+    /// # Errors
+    /// [`KeyError`] naming the path when it cannot be read, written or parsed.
+    pub fn load_or_create(path: &Path) -> Result<KeyFile, KeyError> {
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                let file: KeyFile =
+                    serde_json::from_slice(&bytes).map_err(|e| KeyError::Invalid {
+                        path: path.to_path_buf(),
+                        reason: e.to_string(),
+                    })?;
+                file.check(path)?;
+                Ok(file)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = KeyEntry::generate();
+                let file = KeyFile {
+                    active: key.kid.clone(),
+                    keys: vec![key],
+                };
+                file.save(path)?;
+                Ok(file)
+            }
+            Err(source) => Err(KeyError::Io {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    /// Adds a new key and makes it the active one; returns its id.
+    ///
+    /// # Errors
+    /// As [`KeyFile::load_or_create`].
+    pub fn rotate(path: &Path) -> Result<String, KeyError> {
+        let mut file = Self::load_or_create(path)?;
+        let key = KeyEntry::generate();
+        let kid = key.kid.clone();
+        file.active = kid.clone();
+        file.keys.push(key);
+        file.save(path)?;
+        Ok(kid)
+    }
+
+    fn check(&self, path: &Path) -> Result<(), KeyError> {
+        let invalid = |reason: String| KeyError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if !self.keys.iter().any(|k| k.kid == self.active) {
+            return Err(invalid(format!("active key `{}` is not in the file", self.active)));
+        }
+        for k in &self.keys {
+            if k.alg != "HS256" {
+                return Err(invalid(format!("key `{}` has unsupported alg `{}`", k.kid, k.alg)));
+            }
+            let secret = decode_secret(&k.secret)
+                .ok_or_else(|| invalid(format!("key `{}` has no valid secret", k.kid)))?;
+            if secret.len() < 32 {
+                return Err(invalid(format!("key `{}` is shorter than 32 bytes", k.kid)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes atomically (temp file + rename) with mode 0600, so a crash never leaves half a file.
+    fn save(&self, path: &Path) -> Result<(), KeyError> {
+        let io = |source| KeyError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts.open(&tmp).map_err(io)?;
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| io(std::io::Error::other(e)))?;
+        f.write_all(&bytes).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)?;
+        Ok(())
+    }
+}
+
+fn decode_secret(s: &str) -> Option<Vec<u8>> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s.trim_end_matches('='))
+        .ok()
+}
+
+/// Keys prepared once for signing and verifying.
+pub struct Keyring {
+    pub(super) active_kid: String,
+    pub(super) encoding: EncodingKey,
+    pub(super) decoding: HashMap<String, DecodingKey>,
+    /// Raw active secret, for HMACs that are not JWTs (logout CSRF tokens).
+    pub(super) mac_secret: Vec<u8>,
+}
+
+impl Keyring {
+    pub fn from_file(file: &KeyFile) -> Keyring {
+        let mut decoding = HashMap::new();
+        let mut encoding = None;
+        let mut mac_secret = Vec::new();
+        for k in &file.keys {
+            let Some(secret) = decode_secret(&k.secret) else {
+                continue;
+            };
+            decoding.insert(k.kid.clone(), DecodingKey::from_secret(&secret));
+            if k.kid == file.active {
+                encoding = Some(EncodingKey::from_secret(&secret));
+                mac_secret = secret;
+            }
+        }
+        Keyring {
+            active_kid: file.active.clone(),
+            encoding: encoding.unwrap_or_else(|| EncodingKey::from_secret(&mac_secret)),
+            decoding,
+            mac_secret,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_file_is_private_and_rotation_keeps_old_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("keys.json");
+        let first = KeyFile::load_or_create(&p).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        let kid = KeyFile::rotate(&p).unwrap();
+        let after = KeyFile::load_or_create(&p).unwrap();
+        assert_eq!(after.active, kid);
+        assert_eq!(after.keys.len(), 2);
+        assert!(after.keys.iter().any(|k| k.kid == first.active));
+    }
+}

@@ -1,0 +1,250 @@
+//! Session cookies: issue a signed JWT at the end of a sign-in, verify it on every request,
+//! revoke it at sign-out.
+
+mod claims;
+pub mod cookie;
+mod keys;
+mod revocation;
+
+pub use claims::Claims;
+pub use keys::{KeyError, KeyFile, Keyring};
+pub use revocation::RevocationList;
+
+use crate::config::SessionConfig;
+use crate::store::{SessionRecord, Store, StoreError};
+use arc_swap::ArcSwap;
+use hmac::{Hmac, Mac};
+use jsonwebtoken::{Algorithm, Header, Validation};
+use sha2::Sha256;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Why a session cookie was not accepted. The reason goes to debug logs only: to the client
+/// every one of them is simply "not signed in".
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("token signed with an unknown key")]
+    UnknownKey,
+    #[error("token rejected: {0}")]
+    Invalid(#[from] jsonwebtoken::errors::Error),
+    #[error("session has been revoked")]
+    Revoked,
+    #[error("cannot sign session: {0}")]
+    Sign(jsonwebtoken::errors::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+}
+
+/// What the sign-in established, to be turned into a cookie.
+pub struct NewSession {
+    pub username: String,
+    pub name: String,
+    pub email: String,
+    pub groups: Vec<String>,
+    pub amr: Vec<String>,
+    pub lifetime_secs: i64,
+}
+
+/// Issues and verifies session tokens with keys prepared once; verification is pure CPU plus
+/// an in-memory revocation lookup.
+pub struct SessionService {
+    keyring: ArcSwap<Keyring>,
+    keys_path: PathBuf,
+    validation: Validation,
+    revocations: RevocationList,
+    store: Arc<dyn Store>,
+    issuer: String,
+}
+
+impl SessionService {
+    /// Loads (or creates) the signing keys and the revocations.
+    ///
+    /// # Errors
+    /// [`SessionError::Keys`] when the keys file is unusable, [`SessionError::Store`] when
+    /// revocations cannot be loaded.
+    pub fn new(
+        cfg: &SessionConfig,
+        keys_path: PathBuf,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, SessionError> {
+        let file = KeyFile::load_or_create(&keys_path)?;
+        let now = crate::clock::now();
+        let revocations =
+            RevocationList::load(store.revocations(now)?, store.user_revocations()?);
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[&cfg.issuer]);
+        validation.set_required_spec_claims(&["exp", "iat", "sub", "iss"]);
+        validation.leeway = 5;
+        Ok(Self {
+            keyring: ArcSwap::from_pointee(Keyring::from_file(&file)),
+            keys_path,
+            validation,
+            revocations,
+            store,
+            issuer: cfg.issuer.clone(),
+        })
+    }
+
+    /// Re-reads the keys file (after `portcullis keys rotate`).
+    ///
+    /// # Errors
+    /// [`SessionError::Keys`] if the file is unusable; the current keys stay in force.
+    pub fn reload_keys(&self) -> Result<(), SessionError> {
+        let file = KeyFile::load_or_create(&self.keys_path)?;
+        self.keyring.store(Arc::new(Keyring::from_file(&file)));
+        Ok(())
+    }
+
+    /// Signs a new session and records it; returns the token and its claims.
+    ///
+    /// # Errors
+    /// [`SessionError::Sign`] or [`SessionError::Store`].
+    pub fn issue(&self, s: NewSession) -> Result<(String, Claims), SessionError> {
+        let now = crate::clock::now();
+        let claims = Claims {
+            sub: s.username,
+            name: s.name,
+            email: s.email,
+            groups: s.groups,
+            amr: s.amr,
+            sid: crate::secret::random_token(18),
+            iat: now,
+            exp: now + s.lifetime_secs,
+            iss: self.issuer.clone(),
+        };
+        let ring = self.keyring.load();
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(ring.active_kid.clone());
+        let token =
+            jsonwebtoken::encode(&header, &claims, &ring.encoding).map_err(SessionError::Sign)?;
+        self.store.put_session(&SessionRecord {
+            sid: claims.sid.clone(),
+            username: claims.sub.clone(),
+            issued: claims.iat,
+            expires: claims.exp,
+        })?;
+        Ok((token, claims))
+    }
+
+    /// Verifies a token: HS256 only, a known key id, a good signature, not expired, our
+    /// issuer, not revoked. Never touches disk.
+    ///
+    /// # Errors
+    /// The [`SessionError`] saying why it was refused.
+    pub fn verify(&self, token: &str) -> Result<Claims, SessionError> {
+        let header = jsonwebtoken::decode_header(token)?;
+        let ring = self.keyring.load();
+        let key = header
+            .kid
+            .as_deref()
+            .and_then(|kid| ring.decoding.get(kid))
+            .ok_or(SessionError::UnknownKey)?;
+        let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation)?;
+        let c = data.claims;
+        if self.revocations.is_revoked(&c.sid, &c.sub, c.iat) {
+            return Err(SessionError::Revoked);
+        }
+        Ok(c)
+    }
+
+    /// Revokes one session, durably and in memory, effective for the next request.
+    ///
+    /// # Errors
+    /// [`SessionError::Store`]; the in-memory revocation holds anyway.
+    pub fn revoke(&self, claims: &Claims) -> Result<(), SessionError> {
+        self.revocations.revoke_sid(&claims.sid, claims.exp);
+        self.store.revoke_session(&claims.sid, claims.exp)?;
+        Ok(())
+    }
+
+    /// Revokes every session of a user issued up to now.
+    ///
+    /// # Errors
+    /// [`SessionError::Store`]; the in-memory revocation holds anyway.
+    pub fn revoke_user(&self, username: &str) -> Result<(), SessionError> {
+        let now = crate::clock::now();
+        self.revocations.revoke_user(username, now);
+        self.store.revoke_user_sessions(username, now)?;
+        Ok(())
+    }
+
+    /// Forgets revocations of tokens that have expired anyway.
+    pub fn prune(&self) -> usize {
+        self.revocations.prune(crate::clock::now())
+    }
+
+    /// A CSRF token bound to one session, for forms that act on it (sign-out). It is an HMAC
+    /// of the sid, so it needs no storage and is useless for any other session.
+    pub fn csrf_for(&self, sid: &str) -> String {
+        let ring = self.keyring.load();
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&ring.mac_secret)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        mac.update(b"portcullis-logout:");
+        mac.update(sid.as_bytes());
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SledStore;
+    use std::time::Duration;
+
+    fn service(dir: &std::path::Path) -> SessionService {
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.join("db")).unwrap());
+        let cfg = SessionConfig {
+            cookie_name: "s".into(),
+            lifetime: Duration::from_secs(3600),
+            cookie_domain: None,
+            issuer: "portcullis".into(),
+            flow_lifetime: Duration::from_secs(60),
+        };
+        SessionService::new(&cfg, dir.join("keys.json"), store).unwrap()
+    }
+
+    fn new_session() -> NewSession {
+        NewSession {
+            username: "alice".into(),
+            name: "Alice".into(),
+            email: "a@example.com".into(),
+            groups: vec!["staff".into()],
+            amr: vec!["password".into()],
+            lifetime_secs: 60,
+        }
+    }
+
+    #[test]
+    fn issued_token_verifies_until_revoked() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = service(dir.path());
+        let (tok, claims) = s.issue(new_session()).unwrap();
+        assert_eq!(s.verify(&tok).unwrap(), claims);
+        s.revoke(&claims).unwrap();
+        assert!(matches!(s.verify(&tok), Err(SessionError::Revoked)));
+    }
+
+    #[test]
+    fn old_key_still_verifies_after_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = service(dir.path());
+        let (tok, _) = s.issue(new_session()).unwrap();
+        KeyFile::rotate(&dir.path().join("keys.json")).unwrap();
+        s.reload_keys().unwrap();
+        assert!(s.verify(&tok).is_ok());
+        let (tok2, _) = s.issue(new_session()).unwrap();
+        assert!(s.verify(&tok2).is_ok());
+    }
+
+    #[test]
+    fn user_revocation_kills_earlier_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = service(dir.path());
+        let (tok, _) = s.issue(new_session()).unwrap();
+        s.revoke_user("alice").unwrap();
+        assert!(s.verify(&tok).is_err());
+    }
+}

@@ -1,0 +1,61 @@
+//! Persistence behind one trait, so the flow engine and the admin commands never see sled and
+//! another backend can be added beside it.
+
+mod model;
+mod sled_store;
+
+pub use model::{SessionRecord, User};
+pub use sled_store::SledStore;
+
+/// A storage failure, with what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage: {action}: {source}")]
+    Backend {
+        action: &'static str,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("storage: {action}: corrupt record: {source}")]
+    Corrupt {
+        action: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("storage: the database at {path} is in use by another process")]
+    Locked { path: String },
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything the gateway persists. Writes that a user would miss after a crash (users,
+/// revocations, executions) are durable when the call returns.
+pub trait Store: Send + Sync + 'static {
+    fn user(&self, username: &str) -> StoreResult<Option<User>>;
+    /// Looks a user up by e-mail address, case-insensitively.
+    fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
+    /// Creates or replaces a user, keeping the e-mail index in step.
+    fn put_user(&self, user: &User) -> StoreResult<()>;
+    /// Returns whether the user existed.
+    fn remove_user(&self, username: &str) -> StoreResult<bool>;
+    fn users(&self) -> StoreResult<Vec<User>>;
+    fn user_count(&self) -> StoreResult<usize>;
+
+    /// An execution's serialized state, if it exists and has not expired at `now`.
+    fn execution(&self, id: &str, now: i64) -> StoreResult<Option<Vec<u8>>>;
+    fn put_execution(&self, id: &str, expires: i64, state: &[u8]) -> StoreResult<()>;
+    fn remove_execution(&self, id: &str) -> StoreResult<()>;
+    /// Drops executions that expired before `now`; returns how many.
+    fn purge_executions(&self, now: i64) -> StoreResult<usize>;
+
+    fn put_session(&self, session: &SessionRecord) -> StoreResult<()>;
+    fn session(&self, sid: &str) -> StoreResult<Option<SessionRecord>>;
+    /// Marks a session revoked until `expires` (after which its token is dead anyway).
+    fn revoke_session(&self, sid: &str, expires: i64) -> StoreResult<()>;
+    /// Every revocation still in force at `now`, to load into memory at start.
+    fn revocations(&self, now: i64) -> StoreResult<Vec<(String, i64)>>;
+    /// Tokens for `username` issued before `since` are refused (set when a user is disabled,
+    /// removed or changes password).
+    fn revoke_user_sessions(&self, username: &str, since: i64) -> StoreResult<()>;
+    fn user_revocations(&self) -> StoreResult<Vec<(String, i64)>>;
+}

@@ -1,0 +1,32 @@
+//! The JSON face of a step.
+
+use crate::flow::Challenge;
+use serde_json::{json, Value};
+
+/// `{"flow", "component", "fields", "errors", ...}` for a challenge.
+pub fn challenge_json(flow: &str, stage: &str, c: &Challenge) -> Value {
+    let mut v = json!({
+        "flow": flow,
+        "stage": stage,
+        "component": c.component,
+        "fields": c.fields,
+        "errors": c.errors,
+    });
+    if !c.info.is_empty() {
+        v["info"] = json!(c.info);
+    }
+    if !c.actions.is_empty() {
+        v["actions"] = json!(c.actions);
+    }
+    v
+}
+
+/// The end of a successful flow.
+pub fn redirect_json(flow: &str, to: &str) -> Value {
+    json!({ "flow": flow, "component": "redirect", "to": to })
+}
+
+/// The end of a flow that did not succeed.
+pub fn ended_json(flow: &str, message: &str) -> Value {
+    json!({ "flow": flow, "component": "access_denied", "errors": [message] })
+}
