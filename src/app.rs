@@ -105,7 +105,9 @@ pub fn serve(config: Config) -> Result<(), AppError> {
     let cfg = &parts.config;
     let mut conf = ServerConf {
         threads: if cfg.server.threads == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         } else {
             cfg.server.threads
         },
@@ -144,7 +146,11 @@ fn bootstrap_admin(parts: &Parts) -> Result<(), AppError> {
     let mut user = User::new("admin");
     user.name = "Administrator".into();
     user.groups = vec!["admins".into()];
-    user.password_hash = Some(parts.passwords.hash_blocking(&SecretString::new(password.clone()))?);
+    user.password_hash = Some(
+        parts
+            .passwords
+            .hash_blocking(&SecretString::new(password.clone()))?,
+    );
     parts.store.put_user(&user)?;
     tracing::warn!(
         "created the first user: username=admin password={password} (shown only now; change it with `portcullis user passwd admin`)"

@@ -127,7 +127,10 @@ mod tests {
         let h = cheap();
         let hash = h.hash(SecretString::new("hunter2")).await.unwrap();
         assert!(hash.starts_with("$argon2id$"));
-        assert!(h.verify(SecretString::new("hunter2"), Some(hash.clone())).await);
+        assert!(
+            h.verify(SecretString::new("hunter2"), Some(hash.clone()))
+                .await
+        );
         assert!(!h.verify(SecretString::new("hunter3"), Some(hash)).await);
     }
 

@@ -39,7 +39,9 @@ impl RedirectPolicy {
         // about where a URL points; no legitimate return address contains them.
         if rd.is_empty()
             || rd.len() > 4096
-            || rd.bytes().any(|b| b == b'\\' || b.is_ascii_whitespace() || b.is_ascii_control())
+            || rd
+                .bytes()
+                .any(|b| b == b'\\' || b.is_ascii_whitespace() || b.is_ascii_control())
         {
             return None;
         }
@@ -68,15 +70,27 @@ mod tests {
     use super::*;
 
     fn policy() -> RedirectPolicy {
-        RedirectPolicy::new(["app.test", "wiki.example.com"].into_iter(), Some("example.com"))
+        RedirectPolicy::new(
+            ["app.test", "wiki.example.com"].into_iter(),
+            Some("example.com"),
+        )
     }
 
     #[test]
     fn protected_hosts_and_paths_are_followed() {
         let p = policy();
-        assert_eq!(p.check("http://app.test/x?y=1", "http://app.test").as_deref(), Some("http://app.test/x?y=1"));
-        assert_eq!(p.check("/reports", "http://app.test:9000").as_deref(), Some("http://app.test:9000/reports"));
-        assert!(p.check("https://grafana.example.com/", "http://app.test").is_some());
+        assert_eq!(
+            p.check("http://app.test/x?y=1", "http://app.test")
+                .as_deref(),
+            Some("http://app.test/x?y=1")
+        );
+        assert_eq!(
+            p.check("/reports", "http://app.test:9000").as_deref(),
+            Some("http://app.test:9000/reports")
+        );
+        assert!(p
+            .check("https://grafana.example.com/", "http://app.test")
+            .is_some());
     }
 
     #[test]

@@ -17,25 +17,6 @@ pub fn equal(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_are_distinct_and_url_safe() {
-        let a = random_token(32);
-        assert_ne!(a, random_token(32));
-        assert!(a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
-    }
-
-    #[test]
-    fn equal_compares_content() {
-        assert!(equal(b"abc", b"abc"));
-        assert!(!equal(b"abc", b"abd"));
-        assert!(!equal(b"abc", b"ab"));
-    }
-}
-
 /// A secret a user typed (a password, a one-time code). `Debug` is redacted and there is no
 /// `Display`, so it cannot end up in a log line by accident.
 pub struct SecretString(String);
@@ -54,5 +35,26 @@ impl SecretString {
 impl std::fmt::Debug for SecretString {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SecretString(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_distinct_and_url_safe() {
+        let a = random_token(32);
+        assert_ne!(a, random_token(32));
+        assert!(a
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    }
+
+    #[test]
+    fn equal_compares_content() {
+        assert!(equal(b"abc", b"abc"));
+        assert!(!equal(b"abc", b"abd"));
+        assert!(!equal(b"abc", b"ab"));
     }
 }

@@ -3,7 +3,7 @@
 
 mod socket;
 
-pub use socket::{serve as serve_socket, send as send_to_gateway};
+pub use socket::{send as send_to_gateway, serve as serve_socket};
 
 use crate::password::{PasswordError, PasswordHasherPool};
 use crate::secret::SecretString;
@@ -24,12 +24,23 @@ pub enum Command {
         groups: Vec<String>,
         password: String,
     },
-    UserPasswd { username: String, password: String },
+    UserPasswd {
+        username: String,
+        password: String,
+    },
     UserList,
-    UserShow { username: String },
-    UserDisable { username: String },
-    UserEnable { username: String },
-    UserRemove { username: String },
+    UserShow {
+        username: String,
+    },
+    UserDisable {
+        username: String,
+    },
+    UserEnable {
+        username: String,
+    },
+    UserRemove {
+        username: String,
+    },
     KeysReload,
 }
 
@@ -109,10 +120,16 @@ fn valid_username(name: &str) -> Result<(), AdminError> {
 
 fn valid_email(email: &str) -> Result<(), AdminError> {
     let parts: Vec<&str> = email.split('@').collect();
-    if parts.len() == 2 && !parts[0].is_empty() && parts[1].contains('.') && !email.contains(char::is_whitespace) {
+    if parts.len() == 2
+        && !parts[0].is_empty()
+        && parts[1].contains('.')
+        && !email.contains(char::is_whitespace)
+    {
         Ok(())
     } else {
-        Err(AdminError::Invalid(format!("`{email}` is not an email address")))
+        Err(AdminError::Invalid(format!(
+            "`{email}` is not an email address"
+        )))
     }
 }
 
@@ -121,7 +138,9 @@ fn valid_password(pw: &str) -> Result<(), AdminError> {
         return Err(AdminError::Invalid("the password is empty".into()));
     }
     if pw.len() > 1024 {
-        return Err(AdminError::Invalid("the password is longer than 1024 bytes".into()));
+        return Err(AdminError::Invalid(
+            "the password is longer than 1024 bytes".into(),
+        ));
     }
     Ok(())
 }
@@ -145,7 +164,9 @@ impl Admin {
                 if let Some(e) = &email {
                     valid_email(e)?;
                     if self.store.user_by_email(e)?.is_some() {
-                        return Err(AdminError::Invalid(format!("email `{e}` is already used by another user")));
+                        return Err(AdminError::Invalid(format!(
+                            "email `{e}` is already used by another user"
+                        )));
                     }
                 }
                 valid_password(&password)?;
@@ -157,20 +178,25 @@ impl Admin {
                 user.email = email;
                 user.phone = phone;
                 user.groups = groups;
-                user.password_hash = Some(self.passwords.hash_blocking(&SecretString::new(password))?);
+                user.password_hash =
+                    Some(self.passwords.hash_blocking(&SecretString::new(password))?);
                 self.store.put_user(&user)?;
                 Ok(ok(format!("added user {username}")))
             }
             Command::UserPasswd { username, password } => {
                 valid_password(&password)?;
                 let mut user = self.existing(&username)?;
-                user.password_hash = Some(self.passwords.hash_blocking(&SecretString::new(password))?);
+                user.password_hash =
+                    Some(self.passwords.hash_blocking(&SecretString::new(password))?);
                 self.store.put_user(&user)?;
                 self.revoke_sessions(&username)?;
-                Ok(ok(format!("changed the password of {username}; their sessions were ended")))
+                Ok(ok(format!(
+                    "changed the password of {username}; their sessions were ended"
+                )))
             }
             Command::UserList => {
-                let mut users: Vec<UserView> = self.store.users()?.iter().map(UserView::from).collect();
+                let mut users: Vec<UserView> =
+                    self.store.users()?.iter().map(UserView::from).collect();
                 users.sort_by(|a, b| a.username.cmp(&b.username));
                 Ok(Reply {
                     ok: true,
@@ -191,7 +217,9 @@ impl Admin {
                 user.active = false;
                 self.store.put_user(&user)?;
                 self.revoke_sessions(&username)?;
-                Ok(ok(format!("disabled user {username}; their sessions were ended")))
+                Ok(ok(format!(
+                    "disabled user {username}; their sessions were ended"
+                )))
             }
             Command::UserEnable { username } => {
                 let mut user = self.existing(&username)?;
@@ -204,11 +232,14 @@ impl Admin {
                     return Err(AdminError::NoSuchUser(username));
                 }
                 self.revoke_sessions(&username)?;
-                Ok(ok(format!("removed user {username}; their sessions were ended")))
+                Ok(ok(format!(
+                    "removed user {username}; their sessions were ended"
+                )))
             }
             Command::KeysReload => match &self.sessions {
                 Some(s) => {
-                    s.reload_keys().map_err(|e| AdminError::Keys(e.to_string()))?;
+                    s.reload_keys()
+                        .map_err(|e| AdminError::Keys(e.to_string()))?;
                     Ok(ok("reloaded session keys".into()))
                 }
                 None => Ok(ok("no running gateway to reload keys in".into())),

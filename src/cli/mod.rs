@@ -13,10 +13,19 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "portcullis", version, about = "An authentication gateway in front of web apps that have no login of their own")]
+#[command(
+    name = "portcullis",
+    version,
+    about = "An authentication gateway in front of web apps that have no login of their own"
+)]
 pub struct Cli {
     /// The config file.
-    #[arg(long, global = true, env = "PORTCULLIS_CONFIG", default_value = "config/portcullis.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "PORTCULLIS_CONFIG",
+        default_value = "config/portcullis.toml"
+    )]
     pub config: PathBuf,
     #[command(subcommand)]
     pub command: Cmd,
@@ -54,14 +63,24 @@ pub enum UserCmd {
         groups: Vec<String>,
     },
     /// Set a user's password (read from stdin or a hidden prompt) and end their sessions.
-    Passwd { username: String },
+    Passwd {
+        username: String,
+    },
     List,
-    Show { username: String },
+    Show {
+        username: String,
+    },
     /// Disable a user and end their sessions.
-    Disable { username: String },
-    Enable { username: String },
+    Disable {
+        username: String,
+    },
+    Enable {
+        username: String,
+    },
     /// Remove a user and end their sessions.
-    Remove { username: String },
+    Remove {
+        username: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -188,7 +207,11 @@ fn print_reply(reply: &Reply, how: &str) -> ExitCode {
             u.name,
             u.email.as_deref().unwrap_or("-"),
             u.phone.as_deref().unwrap_or("-"),
-            if u.groups.is_empty() { "-".to_string() } else { u.groups.join(",") },
+            if u.groups.is_empty() {
+                "-".to_string()
+            } else {
+                u.groups.join(",")
+            },
             u.active,
             if u.has_password { "set" } else { "none" },
         );
@@ -224,10 +247,25 @@ fn rotate_keys(config: &Config) -> ExitCode {
         Err(e) => return fail(&e.to_string()),
     };
     match admin::send_to_gateway(&config.admin_socket, &Command::KeysReload) {
-        Ok(Some(r)) if r.ok => println!("new signing key {kid} in {} (running gateway reloaded it)", path.display()),
-        Ok(Some(r)) => return fail(&format!("wrote new key {kid}, but the gateway could not load it: {}", r.message)),
-        Ok(None) => println!("new signing key {kid} in {} (gateway not running: used at its next start)", path.display()),
-        Err(e) => return fail(&format!("wrote new key {kid}, but the gateway's admin socket failed: {e}")),
+        Ok(Some(r)) if r.ok => println!(
+            "new signing key {kid} in {} (running gateway reloaded it)",
+            path.display()
+        ),
+        Ok(Some(r)) => {
+            return fail(&format!(
+                "wrote new key {kid}, but the gateway could not load it: {}",
+                r.message
+            ))
+        }
+        Ok(None) => println!(
+            "new signing key {kid} in {} (gateway not running: used at its next start)",
+            path.display()
+        ),
+        Err(e) => {
+            return fail(&format!(
+                "wrote new key {kid}, but the gateway's admin socket failed: {e}"
+            ))
+        }
     }
     ExitCode::SUCCESS
 }

@@ -20,7 +20,9 @@ pub fn read(prompt: &str) -> Result<String, String> {
         line.trim_end_matches(['\r', '\n']).to_string()
     };
     if pw.is_empty() {
-        return Err("no password given (write it to stdin, or run on a terminal for a prompt)".into());
+        return Err(
+            "no password given (write it to stdin, or run on a terminal for a prompt)".into(),
+        );
     }
     Ok(pw)
 }

@@ -224,7 +224,9 @@ fn stage(name: &str, raw: RawStage, session_lifetime: Duration) -> Checked<Stage
         }
         RawStage::UserLogin { session_duration } => StageConfig::UserLogin {
             session_duration: match session_duration {
-                Some(t) => parse_duration(&t).map_err(|r| Problem::new(path("session_duration"), r))?,
+                Some(t) => {
+                    parse_duration(&t).map_err(|r| Problem::new(path("session_duration"), r))?
+                }
                 None => session_lifetime,
             },
         },
@@ -234,7 +236,10 @@ fn stage(name: &str, raw: RawStage, session_lifetime: Duration) -> Checked<Stage
     })
 }
 
-fn flows(raw: &[super::raw::RawFlow], stages: &BTreeMap<String, StageConfig>) -> Checked<Vec<FlowConfig>> {
+fn flows(
+    raw: &[super::raw::RawFlow],
+    stages: &BTreeMap<String, StageConfig>,
+) -> Checked<Vec<FlowConfig>> {
     let mut seen = HashMap::new();
     let mut out = Vec::with_capacity(raw.len());
     for (i, f) in raw.iter().enumerate() {
@@ -267,7 +272,10 @@ fn flows(raw: &[super::raw::RawFlow], stages: &BTreeMap<String, StageConfig>) ->
             }
         };
         if f.stages.is_empty() {
-            return Err(Problem::new(format!("flows[{i}].stages"), "needs at least one stage"));
+            return Err(Problem::new(
+                format!("flows[{i}].stages"),
+                "needs at least one stage",
+            ));
         }
         for (j, s) in f.stages.iter().enumerate() {
             if !stages.contains_key(s) {
@@ -299,7 +307,10 @@ fn apps(raw: &[RawApp], flows: &[FlowConfig]) -> Checked<Vec<AppConfig>> {
             ));
         }
         if a.hosts.is_empty() {
-            return Err(Problem::new(format!("apps[{i}].hosts"), "needs at least one host"));
+            return Err(Problem::new(
+                format!("apps[{i}].hosts"),
+                "needs at least one host",
+            ));
         }
         let mut hosts = Vec::with_capacity(a.hosts.len());
         for (j, h) in a.hosts.iter().enumerate() {
@@ -323,7 +334,10 @@ fn apps(raw: &[RawApp], flows: &[FlowConfig]) -> Checked<Vec<AppConfig>> {
             RawUpstream::Many(v) => v.iter().collect(),
         };
         if list.is_empty() {
-            return Err(Problem::new(format!("apps[{i}].upstream"), "needs at least one address"));
+            return Err(Problem::new(
+                format!("apps[{i}].upstream"),
+                "needs at least one address",
+            ));
         }
         let upstreams = list
             .iter()
@@ -345,7 +359,10 @@ fn apps(raw: &[RawApp], flows: &[FlowConfig]) -> Checked<Vec<AppConfig>> {
         }
         for (j, pattern) in a.bypass.iter().enumerate() {
             regex::Regex::new(pattern).map_err(|e| {
-                Problem::new(format!("apps[{i}].bypass[{j}]"), format!("not a valid regex: {e}"))
+                Problem::new(
+                    format!("apps[{i}].bypass[{j}]"),
+                    format!("not a valid regex: {e}"),
+                )
             })?;
         }
         let bypass = RegexSet::new(&a.bypass)
@@ -379,10 +396,16 @@ pub(super) fn upstream(text: &str) -> Result<Upstream, String> {
     let tls = match url.scheme() {
         "http" => false,
         "https" => true,
-        other => return Err(format!("scheme `{other}` is not supported (use http or https)")),
+        other => {
+            return Err(format!(
+                "scheme `{other}` is not supported (use http or https)"
+            ))
+        }
     };
     if url.path() != "/" || url.query().is_some() {
-        return Err(format!("`{text}` must not have a path; requests keep their own"));
+        return Err(format!(
+            "`{text}` must not have a path; requests keep their own"
+        ));
     }
     let host = url
         .host_str()
@@ -390,7 +413,9 @@ pub(super) fn upstream(text: &str) -> Result<Upstream, String> {
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
-    let port = url.port_or_known_default().unwrap_or(if tls { 443 } else { 80 });
+    let port = url
+        .port_or_known_default()
+        .unwrap_or(if tls { 443 } else { 80 });
     let addr = (host.as_str(), port)
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve `{host}`: {e}"))?
@@ -447,8 +472,14 @@ kind = "identification"
 
     #[test]
     fn upstream_forms_parse() {
-        assert!(matches!(upstream("127.0.0.1:3000"), Ok(Upstream::Http { tls: false, .. })));
-        assert!(matches!(upstream("https://127.0.0.1"), Ok(Upstream::Http { tls: true, .. })));
+        assert!(matches!(
+            upstream("127.0.0.1:3000"),
+            Ok(Upstream::Http { tls: false, .. })
+        ));
+        assert!(matches!(
+            upstream("https://127.0.0.1"),
+            Ok(Upstream::Http { tls: true, .. })
+        ));
         assert!(upstream("ftp://x").is_err());
     }
 

@@ -164,7 +164,9 @@ impl Engine {
             expected: name.to_string(),
         };
         if input.remove(META_STAGE).is_some_and(|s| s != name)
-            || input.remove(META_COMPONENT).is_some_and(|c| c != stage.kind())
+            || input
+                .remove(META_COMPONENT)
+                .is_some_and(|c| c != stage.kind())
         {
             return Err(mismatch());
         }

@@ -76,6 +76,5 @@ pub trait Stage: Send + Sync {
     async fn challenge(&self, cx: &mut StageContext<'_>) -> Result<Challenge, FlowError>;
 
     /// Judges a response. Only called with input that the current challenge accepts.
-    async fn submit(&self, cx: &mut StageContext<'_>, input: &Input)
-        -> Result<Outcome, FlowError>;
+    async fn submit(&self, cx: &mut StageContext<'_>, input: &Input) -> Result<Outcome, FlowError>;
 }

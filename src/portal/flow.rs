@@ -113,9 +113,8 @@ fn start(p: &Portal, req: &Request<'_>, slug: &str) -> Result<Execution, FlowErr
 }
 
 fn form_input(req: &Request<'_>, exec: &Execution) -> Result<Input, Box<Response>> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&req.body).map_err(|_| {
-        Box::new(Response::text(StatusCode::BAD_REQUEST, "malformed form\n"))
-    })?;
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&req.body)
+        .map_err(|_| Box::new(Response::text(StatusCode::BAD_REQUEST, "malformed form\n")))?;
     let mut input = Input::new();
     let mut csrf = None;
     for (k, v) in pairs {

@@ -39,7 +39,11 @@ impl Request<'_> {
 
     /// The media type of the body, lower-cased, without parameters.
     pub fn content_type(&self) -> Option<String> {
-        let v = self.headers.get(http::header::CONTENT_TYPE)?.to_str().ok()?;
+        let v = self
+            .headers
+            .get(http::header::CONTENT_TYPE)?
+            .to_str()
+            .ok()?;
         Some(v.split(';').next().unwrap_or(v).trim().to_ascii_lowercase())
     }
 }
@@ -91,7 +95,11 @@ impl Response {
     }
 
     pub fn text(status: StatusCode, body: &'static str) -> Self {
-        Self::new(status, "text/plain; charset=utf-8", Bytes::from_static(body.as_bytes()))
+        Self::new(
+            status,
+            "text/plain; charset=utf-8",
+            Bytes::from_static(body.as_bytes()),
+        )
     }
 
     /// A redirect; `303` after a form post, `302` otherwise.

@@ -15,7 +15,10 @@ pub fn confirm(p: &Portal, req: &Request<'_>) -> Response {
     let Some(claims) = p.gate.session(req.headers) else {
         return signed_out_page(p, "You are not signed in.");
     };
-    match p.ui.logout_page(&claims.sub, &p.sessions.csrf_for(&claims.sid)) {
+    match p
+        .ui
+        .logout_page(&claims.sub, &p.sessions.csrf_for(&claims.sid))
+    {
         Ok(page) => Response::html(StatusCode::OK, page),
         Err(e) => {
             tracing::error!(error = %e, "logout page failed to render");

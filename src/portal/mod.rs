@@ -43,7 +43,9 @@ impl Portal {
     ) -> Self {
         let cfg = gate.config();
         let redirects = RedirectPolicy::new(
-            cfg.apps.iter().flat_map(|a| a.hosts.iter().map(String::as_str)),
+            cfg.apps
+                .iter()
+                .flat_map(|a| a.hosts.iter().map(String::as_str)),
             cfg.session.cookie_domain.as_deref(),
         );
         Self {

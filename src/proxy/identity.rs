@@ -33,7 +33,10 @@ pub fn inject(
 /// # Errors
 /// Pingora's error if the remaining cookies cannot be set back (they came from a valid header).
 pub fn strip_cookies(req: &mut RequestHeader, names: &[&str]) -> pingora::Result<()> {
-    if !names.iter().any(|n| cookie::find(&req.headers, n).is_some()) {
+    if !names
+        .iter()
+        .any(|n| cookie::find(&req.headers, n).is_some())
+    {
         return Ok(());
     }
     match cookie::without(&req.headers, names) {

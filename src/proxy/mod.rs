@@ -55,12 +55,17 @@ impl Gateway {
     async fn portal(&self, session: &mut Session, scheme: &str) -> pingora::Result<bool> {
         let authority = authority(session.req_header()).to_string();
         if self.gate.app(&authority).is_none() {
-            return self.reply(session, pages::not_found(self.portal.ui())).await;
+            return self
+                .reply(session, pages::not_found(self.portal.ui()))
+                .await;
         }
         let body = match read_body(session).await? {
             Some(b) => b,
             None => {
-                let resp = portal::Response::text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
+                let resp = portal::Response::text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body too large\n",
+                );
                 return self.reply(session, resp).await;
             }
         };
@@ -93,9 +98,7 @@ fn authority(req: &RequestHeader) -> &str {
 }
 
 fn is_tls(session: &Session) -> bool {
-    session
-        .digest()
-        .is_some_and(|d| d.ssl_digest.is_some())
+    session.digest().is_some_and(|d| d.ssl_digest.is_some())
 }
 
 fn client_ip(session: &Session) -> String {
@@ -126,11 +129,17 @@ impl ProxyHttp for Gateway {
         RequestCtx::default()
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> pingora::Result<bool> {
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut Self::CTX,
+    ) -> pingora::Result<bool> {
         identity::strip(session.req_header_mut(), &self.gate.config().headers);
         let path = session.req_header().uri.path();
         if path == PING {
-            return self.reply(session, portal::Response::text(StatusCode::OK, "pong")).await;
+            return self
+                .reply(session, portal::Response::text(StatusCode::OK, "pong"))
+                .await;
         }
         let scheme = if is_tls(session) { "https" } else { "http" };
         if path.starts_with(PREFIX) {
@@ -149,8 +158,11 @@ impl ProxyHttp for Gateway {
         let ui = self.portal.ui();
         match decision {
             Decision::UnknownHost => self.reply(session, pages::not_found(ui)).await,
-            Decision::Unauthenticated { login, navigation, .. } => {
-                self.reply(session, pages::unauthenticated(&login, navigation)).await
+            Decision::Unauthenticated {
+                login, navigation, ..
+            } => {
+                self.reply(session, pages::unauthenticated(&login, navigation))
+                    .await
             }
             Decision::Forbidden { claims, .. } => {
                 tracing::info!(user = %claims.sub, "access denied by allowed_groups");
@@ -168,7 +180,11 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Self::CTX) -> pingora::Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Self::CTX,
+    ) -> pingora::Result<Box<HttpPeer>> {
         ctx.app
             .and_then(|i| self.upstreams.get(i))
             .and_then(UpstreamSet::pick)
@@ -190,7 +206,12 @@ impl ProxyHttp for Gateway {
         identity::strip_cookies(upstream, &[cfg.session.cookie_name.as_str(), FLOW_COOKIE])
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Self::CTX) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        _ctx: &mut Self::CTX,
+    ) -> FailToProxy {
         let code = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
             _ => match e.esource() {
@@ -220,7 +241,11 @@ impl ProxyHttp for Gateway {
 impl Gateway {
     /// For apps on the built-in demo upstream, answers with the whoami page; otherwise lets the
     /// request go on upstream.
-    async fn serve_builtin(&self, session: &mut Session, ctx: &RequestCtx) -> pingora::Result<bool> {
+    async fn serve_builtin(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+    ) -> pingora::Result<bool> {
         let builtin = ctx
             .app
             .and_then(|i| self.upstreams.get(i))

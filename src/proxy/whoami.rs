@@ -31,11 +31,7 @@ pub fn page(
             String::from_utf8_lossy(value.as_bytes()).into_owned(),
         ));
     }
-    let path = req
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
+    let path = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     match ui.whoami(
         req.method.as_str(),
         path,

@@ -105,7 +105,16 @@ mod tests {
 
     #[test]
     fn set_cookie_has_security_attributes() {
-        let s = CookieSpec { name: "n", path: "/", domain: None, secure: true }.set("v", 60);
-        assert!(s.contains("HttpOnly") && s.contains("Secure") && s.contains("SameSite=Lax"), "{s}");
+        let s = CookieSpec {
+            name: "n",
+            path: "/",
+            domain: None,
+            secure: true,
+        }
+        .set("v", 60);
+        assert!(
+            s.contains("HttpOnly") && s.contains("Secure") && s.contains("SameSite=Lax"),
+            "{s}"
+        );
     }
 }

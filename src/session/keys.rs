@@ -101,11 +101,17 @@ impl KeyFile {
             reason,
         };
         if !self.keys.iter().any(|k| k.kid == self.active) {
-            return Err(invalid(format!("active key `{}` is not in the file", self.active)));
+            return Err(invalid(format!(
+                "active key `{}` is not in the file",
+                self.active
+            )));
         }
         for k in &self.keys {
             if k.alg != "HS256" {
-                return Err(invalid(format!("key `{}` has unsupported alg `{}`", k.kid, k.alg)));
+                return Err(invalid(format!(
+                    "key `{}` has unsupported alg `{}`",
+                    k.kid, k.alg
+                )));
             }
             let secret = decode_secret(&k.secret)
                 .ok_or_else(|| invalid(format!("key `{}` has no valid secret", k.kid)))?;

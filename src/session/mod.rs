@@ -71,8 +71,7 @@ impl SessionService {
     ) -> Result<Self, SessionError> {
         let file = KeyFile::load_or_create(&keys_path)?;
         let now = crate::clock::now();
-        let revocations =
-            RevocationList::load(store.revocations(now)?, store.user_revocations()?);
+        let revocations = RevocationList::load(store.revocations(now)?, store.user_revocations()?);
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[&cfg.issuer]);
         validation.set_required_spec_claims(&["exp", "iat", "sub", "iss"]);

@@ -33,7 +33,10 @@ impl RevocationList {
         if self.sids.read().contains_key(sid) {
             return true;
         }
-        self.users.read().get(sub).is_some_and(|&since| iat <= since)
+        self.users
+            .read()
+            .get(sub)
+            .is_some_and(|&since| iat <= since)
     }
 
     /// Forgets revocations whose tokens have expired anyway; returns how many.

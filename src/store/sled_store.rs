@@ -126,7 +126,9 @@ impl Store for SledStore {
                 .remove(email.to_lowercase())
                 .map_err(backend("update email index"))?;
         }
-        self.users.remove(username).map_err(backend("remove user"))?;
+        self.users
+            .remove(username)
+            .map_err(backend("remove user"))?;
         self.durable()?;
         Ok(true)
     }
@@ -150,7 +152,9 @@ impl Store for SledStore {
         match split_expiry(&v) {
             Some((exp, data)) if exp > now => Ok(Some(data.to_vec())),
             _ => {
-                self.executions.remove(id).map_err(backend("expire execution"))?;
+                self.executions
+                    .remove(id)
+                    .map_err(backend("expire execution"))?;
                 Ok(None)
             }
         }
@@ -164,7 +168,9 @@ impl Store for SledStore {
     }
 
     fn remove_execution(&self, id: &str) -> StoreResult<()> {
-        self.executions.remove(id).map_err(backend("remove execution"))?;
+        self.executions
+            .remove(id)
+            .map_err(backend("remove execution"))?;
         self.durable()
     }
 
@@ -173,7 +179,9 @@ impl Store for SledStore {
         for item in self.executions.iter() {
             let (k, v) = item.map_err(backend("scan executions"))?;
             if split_expiry(&v).is_none_or(|(exp, _)| exp <= now) {
-                self.executions.remove(k).map_err(backend("purge executions"))?;
+                self.executions
+                    .remove(k)
+                    .map_err(backend("purge executions"))?;
                 n += 1;
             }
         }
@@ -198,7 +206,9 @@ impl Store for SledStore {
         self.revoked
             .insert(sid, &expires.to_be_bytes())
             .map_err(backend("revoke session"))?;
-        self.sessions.remove(sid).map_err(backend("revoke session"))?;
+        self.sessions
+            .remove(sid)
+            .map_err(backend("revoke session"))?;
         self.durable()
     }
 
@@ -210,7 +220,9 @@ impl Store for SledStore {
             if exp > now {
                 out.push((String::from_utf8_lossy(&k).into_owned(), exp));
             } else {
-                self.revoked.remove(k).map_err(backend("prune revocations"))?;
+                self.revoked
+                    .remove(k)
+                    .map_err(backend("prune revocations"))?;
             }
         }
         Ok(out)
@@ -246,7 +258,13 @@ mod tests {
         let mut u = User::new("alice");
         u.email = Some("Alice@Example.com".into());
         s.put_user(&u).unwrap();
-        assert_eq!(s.user_by_email("alice@example.com").unwrap().unwrap().username, "alice");
+        assert_eq!(
+            s.user_by_email("alice@example.com")
+                .unwrap()
+                .unwrap()
+                .username,
+            "alice"
+        );
         u.email = Some("new@example.com".into());
         s.put_user(&u).unwrap();
         assert!(s.user_by_email("alice@example.com").unwrap().is_none());
@@ -259,7 +277,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = SledStore::open(&dir.path().join("db")).unwrap();
         s.put_execution("x", 100, b"state").unwrap();
-        assert_eq!(s.execution("x", 99).unwrap().as_deref(), Some(&b"state"[..]));
+        assert_eq!(
+            s.execution("x", 99).unwrap().as_deref(),
+            Some(&b"state"[..])
+        );
         assert!(s.execution("x", 100).unwrap().is_none());
     }
 }

@@ -159,10 +159,18 @@ mod tests {
 
     #[test]
     fn flow_page_escapes_and_carries_csrf() {
-        let ui = Ui::new(&UiConfig { site_title: "T".into(), templates: None });
-        let mut c = Challenge::new("identification", vec![Field::new("uid", "text", "Username")]);
+        let ui = Ui::new(&UiConfig {
+            site_title: "T".into(),
+            templates: None,
+        });
+        let mut c = Challenge::new(
+            "identification",
+            vec![Field::new("uid", "text", "Username")],
+        );
         c.errors.push("<script>".into());
-        let html = ui.flow_page("Sign in", "identify", &c, "tok", "/x").unwrap();
+        let html = ui
+            .flow_page("Sign in", "identify", &c, "tok", "/x")
+            .unwrap();
         assert!(html.contains("name=\"csrf_token\" value=\"tok\""));
         assert!(html.contains("&lt;script&gt;"));
         assert!(html.contains("<label for=\"f-uid\">Username</label>"));

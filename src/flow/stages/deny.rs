@@ -21,7 +21,11 @@ impl Stage for Deny {
         Ok(Challenge::new(self.kind(), Vec::new()))
     }
 
-    async fn submit(&self, _cx: &mut StageContext<'_>, _input: &Input) -> Result<Outcome, FlowError> {
+    async fn submit(
+        &self,
+        _cx: &mut StageContext<'_>,
+        _input: &Input,
+    ) -> Result<Outcome, FlowError> {
         Ok(Outcome::Cancel(self.message.clone()))
     }
 }

@@ -54,14 +54,13 @@ impl Stage for Identification {
         ))
     }
 
-    async fn submit(
-        &self,
-        cx: &mut StageContext<'_>,
-        input: &Input,
-    ) -> Result<Outcome, FlowError> {
+    async fn submit(&self, cx: &mut StageContext<'_>, input: &Input) -> Result<Outcome, FlowError> {
         let uid = input.get("uid").map(|s| s.trim()).unwrap_or_default();
         if uid.is_empty() || uid.len() > 256 {
-            return Ok(Outcome::Stay(vec![format!("Enter your {}.", self.label().to_lowercase())]));
+            return Ok(Outcome::Stay(vec![format!(
+                "Enter your {}.",
+                self.label().to_lowercase()
+            )]));
         }
         cx.exec.user = self.resolve(cx, uid)?;
         cx.exec.uid = Some(uid.to_string());

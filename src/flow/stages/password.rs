@@ -35,11 +35,7 @@ impl Stage for Password {
         Ok(c)
     }
 
-    async fn submit(
-        &self,
-        cx: &mut StageContext<'_>,
-        input: &Input,
-    ) -> Result<Outcome, FlowError> {
+    async fn submit(&self, cx: &mut StageContext<'_>, input: &Input) -> Result<Outcome, FlowError> {
         let typed = SecretString::new(input.get("password").cloned().unwrap_or_default());
         let user = match &cx.exec.user {
             Some(name) => cx.services.store.user(name)?,
