@@ -3,8 +3,9 @@
 
 use crate::access::Gate;
 use crate::admin::{self, Admin};
-use crate::config::Config;
-use crate::flow::{Engine, Services};
+use crate::config::{Config, StageConfig};
+use crate::flow::{EmailChannel, Engine, Services};
+use crate::notify::{MessageTemplates, NotifyError, SmtpSender};
 use crate::password::{PasswordError, PasswordHasherPool};
 use crate::portal::Portal;
 use crate::proxy::Gateway;
@@ -14,6 +15,7 @@ use crate::store::{SledStore, Store, StoreError, User};
 use crate::ui::Ui;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +35,14 @@ pub enum AppError {
         #[source]
         source: std::io::Error,
     },
+    #[error("email settings of stage `{stage}`: {source}")]
+    Email {
+        stage: String,
+        #[source]
+        source: NotifyError,
+    },
+    #[error("global [email] settings: {0}")]
+    GlobalEmail(#[from] NotifyError),
     #[error("cannot start the server: {0}")]
     Server(String),
 }
@@ -66,6 +76,13 @@ impl Parts {
             Services {
                 store: store.clone(),
                 passwords: passwords.clone(),
+                email: email_channels(&config)?,
+                default_email: Arc::new(EmailChannel {
+                    sender: Arc::new(SmtpSender::new(&config.email)?),
+                    subject: "Portcullis sign-in code".into(),
+                }),
+                templates: Arc::new(MessageTemplates::new(config.ui.templates.clone())),
+                site_title: config.ui.site_title.clone(),
             },
         ));
         let ui = Arc::new(Ui::new(&config.ui));
@@ -80,6 +97,28 @@ impl Parts {
             portal,
         })
     }
+}
+
+/// One SMTP channel per email setup stage: its own connection or the global one.
+fn email_channels(config: &Config) -> Result<HashMap<String, Arc<EmailChannel>>, AppError> {
+    let mut out = HashMap::new();
+    for (name, stage) in &config.stages {
+        if let StageConfig::AuthenticatorEmail(e) = stage {
+            let smtp = e.smtp.as_ref().unwrap_or(&config.email);
+            let sender = SmtpSender::new(smtp).map_err(|err| AppError::Email {
+                stage: name.clone(),
+                source: err,
+            })?;
+            out.insert(
+                name.clone(),
+                Arc::new(EmailChannel {
+                    sender: Arc::new(sender),
+                    subject: e.subject.clone(),
+                }),
+            );
+        }
+    }
+    Ok(out)
 }
 
 /// Runs the gateway until it is stopped. Does not return on success.

@@ -3,6 +3,7 @@
 //! already typed: nothing downstream parses configuration again.
 
 mod duration;
+mod email;
 mod error;
 mod raw;
 mod validate;
@@ -10,6 +11,8 @@ mod validate;
 pub use duration::parse as parse_duration;
 pub use error::ConfigError;
 
+pub use crate::notify::{SmtpSecurity, SmtpSettings};
+pub use crate::store::DeviceClass;
 use http::HeaderName;
 use regex::RegexSet;
 use std::collections::BTreeMap;
@@ -33,6 +36,8 @@ pub struct Config {
     pub passwords: PasswordParams,
     pub admin_socket: PathBuf,
     pub ui: UiConfig,
+    /// The global SMTP connection (`[email]`), used by stages with `use_global_settings`.
+    pub email: SmtpSettings,
     pub apps: Vec<AppConfig>,
     pub flows: Vec<FlowConfig>,
     pub stages: BTreeMap<String, StageConfig>,
@@ -159,6 +164,86 @@ pub enum StageConfig {
     Password { failed_attempts_before_cancel: u32 },
     UserLogin { session_duration: Duration },
     Deny { deny_message: String },
+    AuthenticatorEmail(Box<EmailStageConfig>),
+    AuthenticatorValidate(Box<ValidateStageConfig>),
+}
+
+impl StageConfig {
+    /// The stage kind as written in `kind = ...`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StageConfig::Identification { .. } => "identification",
+            StageConfig::Password { .. } => "password",
+            StageConfig::UserLogin { .. } => "user_login",
+            StageConfig::Deny { .. } => "deny",
+            StageConfig::AuthenticatorEmail(_) => "authenticator_email",
+            StageConfig::AuthenticatorValidate(_) => "authenticator_validate",
+        }
+    }
+}
+
+/// Whether the code travels as digits to type or as a link to open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtpMode {
+    Code,
+    Link,
+}
+
+/// One-time code policy (Curity's Email Authenticator options).
+#[derive(Debug, Clone)]
+pub struct OtpPolicy {
+    pub mode: OtpMode,
+    pub code_length: u32,
+    pub token_expiry: Duration,
+    /// Sends allowed per execution and per user within `user_limit_window`; 0 = unlimited.
+    pub max_challenges_sent: u32,
+    /// Wrong codes allowed per execution and per user within `user_limit_window`; 0 = unlimited.
+    pub max_allowed_attempts: u32,
+    pub allow_inactive_accounts: bool,
+    pub activate_inactive_accounts: bool,
+    pub link_ttl: Duration,
+    pub continue_in_verify_window: bool,
+    pub user_limit_window: Duration,
+}
+
+/// Where the setup stage gets the address from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmailSource {
+    /// The account's e-mail, or ask the user when it has none.
+    Account,
+    /// A field of an earlier prompt stage.
+    Prompt(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct EmailStageConfig {
+    /// A human name for the stage (logs, admin output).
+    pub name: String,
+    /// What users see for this kind of authenticator ("Email").
+    pub friendly_name: String,
+    /// Own SMTP settings, or `None` to use the global `[email]` ones.
+    pub smtp: Option<SmtpSettings>,
+    pub subject: String,
+    pub configure_flow: Option<String>,
+    pub email_source: EmailSource,
+    pub otp: OtpPolicy,
+}
+
+/// What `authenticator_validate` does for a user without a device of the allowed classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotConfigured {
+    Skip,
+    Deny,
+    Configure,
+}
+
+#[derive(Debug, Clone)]
+pub struct ValidateStageConfig {
+    pub device_classes: Vec<DeviceClass>,
+    pub not_configured_action: NotConfigured,
+    /// The setup stage run inline when `not_configured_action = "configure"`.
+    pub configure_stage: Option<String>,
+    pub otp: OtpPolicy,
 }
 
 impl Config {

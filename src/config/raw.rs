@@ -22,6 +22,9 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     #[serde(default)]
     pub ui: RawUi,
+    /// The global SMTP connection (`use_global_settings = true` stages use it).
+    #[serde(default)]
+    pub email: Option<RawSmtp>,
     #[serde(default)]
     pub apps: Vec<RawApp>,
     #[serde(default)]
@@ -168,4 +171,113 @@ pub enum RawStage {
         #[serde(default)]
         deny_message: Option<String>,
     },
+    AuthenticatorEmail(Box<RawEmailStage>),
+    AuthenticatorValidate(Box<RawValidateStage>),
 }
+
+/// SMTP connection settings, as in authentik's Email stage.
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawSmtp {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub use_tls: Option<bool>,
+    pub use_ssl: Option<bool>,
+    /// Seconds, or a duration string.
+    pub timeout: Option<toml::Value>,
+    pub from: Option<String>,
+    pub ca_file: Option<String>,
+}
+
+/// One-time code / link options shared by the email stages (Curity's names). Both stage
+/// structs repeat these fields (serde cannot combine `flatten` with `deny_unknown_fields`);
+/// [`RawOtp::from`] gathers them.
+#[derive(Debug, Default)]
+pub struct RawOtp {
+    pub mode: Option<String>,
+    pub code_length: Option<u32>,
+    /// Minutes, or a duration string.
+    pub token_expiry: Option<toml::Value>,
+    pub max_challenges_sent: Option<u32>,
+    pub max_allowed_attempts: Option<u32>,
+    pub allow_inactive_accounts: Option<bool>,
+    pub activate_inactive_accounts: Option<bool>,
+    /// Seconds, or a duration string.
+    pub link_ttl: Option<toml::Value>,
+    pub continue_in_verify_window: Option<bool>,
+    /// The window per-user send and failure counts are kept over.
+    pub user_limit_window: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEmailStage {
+    pub name: Option<String>,
+    pub friendly_name: Option<String>,
+    pub use_global_settings: Option<bool>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub use_tls: Option<bool>,
+    pub use_ssl: Option<bool>,
+    pub timeout: Option<toml::Value>,
+    pub from: Option<String>,
+    pub ca_file: Option<String>,
+    pub subject: Option<String>,
+    pub configure_flow: Option<String>,
+    pub email_source: Option<String>,
+    pub mode: Option<String>,
+    pub code_length: Option<u32>,
+    pub token_expiry: Option<toml::Value>,
+    pub max_challenges_sent: Option<u32>,
+    pub max_allowed_attempts: Option<u32>,
+    pub allow_inactive_accounts: Option<bool>,
+    pub activate_inactive_accounts: Option<bool>,
+    pub link_ttl: Option<toml::Value>,
+    pub continue_in_verify_window: Option<bool>,
+    pub user_limit_window: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawValidateStage {
+    pub device_classes: Option<Vec<String>>,
+    pub not_configured_action: Option<String>,
+    pub configure_stage: Option<String>,
+    pub mode: Option<String>,
+    pub code_length: Option<u32>,
+    pub token_expiry: Option<toml::Value>,
+    pub max_challenges_sent: Option<u32>,
+    pub max_allowed_attempts: Option<u32>,
+    pub allow_inactive_accounts: Option<bool>,
+    pub activate_inactive_accounts: Option<bool>,
+    pub link_ttl: Option<toml::Value>,
+    pub continue_in_verify_window: Option<bool>,
+    pub user_limit_window: Option<String>,
+}
+
+macro_rules! otp_of {
+    ($t:ty) => {
+        impl $t {
+            pub fn otp(&self) -> RawOtp {
+                RawOtp {
+                    mode: self.mode.clone(),
+                    code_length: self.code_length,
+                    token_expiry: self.token_expiry.clone(),
+                    max_challenges_sent: self.max_challenges_sent,
+                    max_allowed_attempts: self.max_allowed_attempts,
+                    allow_inactive_accounts: self.allow_inactive_accounts,
+                    activate_inactive_accounts: self.activate_inactive_accounts,
+                    link_ttl: self.link_ttl.clone(),
+                    continue_in_verify_window: self.continue_in_verify_window,
+                    user_limit_window: self.user_limit_window.clone(),
+                }
+            }
+        }
+    };
+}
+otp_of!(RawEmailStage);
+otp_of!(RawValidateStage);

@@ -51,7 +51,9 @@ pub(super) fn validate(raw: RawConfig, file: &Path) -> Checked<Config> {
         .map(|(name, st)| Ok((name.clone(), stage(&name, st, session.lifetime)?)))
         .collect::<Checked<BTreeMap<_, _>>>()?;
     let flows = flows(&raw.flows, &stages)?;
+    super::email::cross_check(&stages, &flows)?;
     let apps = apps(&raw.apps, &flows)?;
+    let email = super::email::smtp("email", &raw.email.unwrap_or_default())?;
 
     Ok(Config {
         source: file.to_path_buf(),
@@ -75,6 +77,7 @@ pub(super) fn validate(raw: RawConfig, file: &Path) -> Checked<Config> {
             site_title: raw.ui.site_title.unwrap_or_else(|| "Portcullis".into()),
             templates: raw.ui.templates.map(PathBuf::from),
         },
+        email,
         apps,
         flows,
         stages,
@@ -233,6 +236,12 @@ fn stage(name: &str, raw: RawStage, session_lifetime: Duration) -> Checked<Stage
         RawStage::Deny { deny_message } => StageConfig::Deny {
             deny_message: deny_message.unwrap_or_else(|| "Access denied.".into()),
         },
+        RawStage::AuthenticatorEmail(raw) => {
+            StageConfig::AuthenticatorEmail(Box::new(super::email::email_stage(name, &raw)?))
+        }
+        RawStage::AuthenticatorValidate(raw) => {
+            StageConfig::AuthenticatorValidate(Box::new(super::email::validate_stage(name, &raw)?))
+        }
     })
 }
 

@@ -15,6 +15,9 @@ pub struct Field {
     /// A value to pre-fill (hidden fields, a known address).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
+    /// For `choice` fields: the values to pick from.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<Choice>,
     /// The browser's `autocomplete` hint, so password managers and one-time-code autofill work.
     #[serde(skip)]
     pub autocomplete: &'static str,
@@ -28,12 +31,18 @@ impl Field {
             label: label.into(),
             required: true,
             value: None,
+            options: Vec::new(),
             autocomplete: "off",
         }
     }
 
     pub fn autocomplete(mut self, hint: &'static str) -> Self {
         self.autocomplete = hint;
+        self
+    }
+
+    pub fn choices(mut self, options: Vec<Choice>) -> Self {
+        self.options = options;
         self
     }
 
@@ -46,6 +55,13 @@ impl Field {
         self.value = Some(v.into());
         self
     }
+}
+
+/// One option of a `choice` field.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Choice {
+    pub value: String,
+    pub label: String,
 }
 
 /// A stage's question: which component (the stage kind), the fields it wants, and messages.
@@ -61,10 +77,15 @@ pub struct Challenge {
     /// field `action`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<Action>,
+    /// The stage waits for something that happens elsewhere (a link opened in another tab):
+    /// ask again after this many seconds. The HTML page refreshes itself; API clients poll.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub poll: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Action {
+    /// Sent as the value of the `action` field.
     pub name: String,
     pub label: String,
 }
@@ -77,6 +98,7 @@ impl Challenge {
             errors: Vec::new(),
             info: Vec::new(),
             actions: Vec::new(),
+            poll: None,
         }
     }
 

@@ -45,6 +45,14 @@ pub struct View {
     pub step: Step,
 }
 
+/// Who is asking, for logs, limits and links.
+#[derive(Clone, Copy)]
+pub struct Caller<'a> {
+    pub client: &'a str,
+    /// `scheme://host[:port]` of the request.
+    pub origin: &'a str,
+}
+
 /// Meta keys a response may carry besides the stage's fields: they name what it answers.
 const META_STAGE: &str = "stage";
 const META_COMPONENT: &str = "component";
@@ -61,7 +69,7 @@ impl Engine {
         let stages = cfg
             .stages
             .iter()
-            .map(|(name, sc)| (name.clone(), stages::build(sc)))
+            .map(|(name, sc)| (name.clone(), stages::build(sc, &cfg.stages)))
             .collect();
         let flows = cfg
             .flows
@@ -92,6 +100,44 @@ impl Engine {
 
     pub fn services(&self) -> &Services {
         &self.services
+    }
+
+    /// The execution a magic link belongs to, marked confirmed. Returns the ticket, or `None`
+    /// when the link is unknown, used or expired.
+    ///
+    /// # Errors
+    /// Storage or corrupt-record errors.
+    pub fn confirm_link(&self, token: &str) -> Result<Option<super::otp::LinkTicket>, FlowError> {
+        let store = &self.services.store;
+        let hash = super::otp::hash_token(token);
+        let now = crate::clock::now();
+        let Some(bytes) = store.ticket(&hash, now)? else {
+            return Ok(None);
+        };
+        let mut ticket: super::otp::LinkTicket = serde_json::from_slice(&bytes)?;
+        if ticket.confirmed {
+            return Ok(None);
+        }
+        ticket.confirmed = true;
+        // Keep it until the waiting tab consumes it, but no longer than the execution lives.
+        let expires = match store.execution(&ticket.execution, now)? {
+            Some(b) => serde_json::from_slice::<Execution>(&b)?.expires,
+            None => return Ok(None),
+        };
+        store.put_ticket(&hash, expires, &serde_json::to_vec(&ticket)?)?;
+        Ok(Some(ticket))
+    }
+
+    /// Whether the link token exists and is still waiting to be confirmed (for the GET page).
+    ///
+    /// # Errors
+    /// Storage or corrupt-record errors.
+    pub fn link_pending(&self, token: &str) -> Result<bool, FlowError> {
+        let hash = super::otp::hash_token(token);
+        match self.services.store.ticket(&hash, crate::clock::now())? {
+            Some(b) => Ok(!serde_json::from_slice::<super::otp::LinkTicket>(&b)?.confirmed),
+            None => Ok(false),
+        }
     }
 
     /// A new execution of `slug` that will end at `rd` (already validated by the caller). It is
@@ -139,8 +185,8 @@ impl Engine {
     ///
     /// # Errors
     /// [`FlowError`] from storage or a stage.
-    pub async fn view(&self, exec: &mut Execution, client: &str) -> Result<View, FlowError> {
-        let step = self.advance(exec, client, Vec::new()).await?;
+    pub async fn view(&self, exec: &mut Execution, at: Caller<'_>) -> Result<View, FlowError> {
+        let step = self.advance(exec, at, Vec::new()).await?;
         Ok(self.wrap(exec, step))
     }
 
@@ -153,32 +199,32 @@ impl Engine {
         &self,
         exec: &mut Execution,
         mut input: Input,
-        client: &str,
+        at: Caller<'_>,
     ) -> Result<View, FlowError> {
         let plan = self.plan(exec)?;
         let Some((name, stage)) = self.current(plan, exec) else {
-            let step = self.advance(exec, client, Vec::new()).await?;
+            let step = self.advance(exec, at, Vec::new()).await?;
             return Ok(self.wrap(exec, step));
         };
         let mismatch = || FlowError::StageMismatch {
             expected: name.to_string(),
         };
-        if input.remove(META_STAGE).is_some_and(|s| s != name)
-            || input
-                .remove(META_COMPONENT)
-                .is_some_and(|c| c != stage.kind())
+        if input.remove(META_STAGE).is_some_and(|s| s != name) {
+            return Err(mismatch());
+        }
+        let component = input.remove(META_COMPONENT);
+        let challenge = {
+            let mut cx = self.context(exec, name, at);
+            stage.challenge(&mut cx).await?
+        };
+        if !stage.interactive()
+            || component.is_some_and(|c| c != challenge.component)
+            || input.keys().any(|k| !challenge.accepts(k))
         {
             return Err(mismatch());
         }
-        let challenge = {
-            let mut cx = self.context(exec, name, client);
-            stage.challenge(&mut cx).await?
-        };
-        if !stage.interactive() || input.keys().any(|k| !challenge.accepts(k)) {
-            return Err(mismatch());
-        }
         let outcome = {
-            let mut cx = self.context(exec, name, client);
+            let mut cx = self.context(exec, name, at);
             stage.submit(&mut cx, &input).await?
         };
         let errors = match outcome {
@@ -187,10 +233,14 @@ impl Engine {
                 exec.stage += 1;
                 Vec::new()
             }
+            Outcome::Skip => {
+                exec.stage += 1;
+                Vec::new()
+            }
             Outcome::Stay(errors) => errors,
             Outcome::Cancel(message) => return Ok(self.end(exec, message)),
         };
-        let step = self.advance(exec, client, errors).await?;
+        let step = self.advance(exec, at, errors).await?;
         Ok(self.wrap(exec, step))
     }
 
@@ -213,13 +263,14 @@ impl Engine {
         &'a self,
         exec: &'a mut Execution,
         name: &'a str,
-        client: &'a str,
+        at: Caller<'a>,
     ) -> StageContext<'a> {
         StageContext {
             exec,
             services: &self.services,
             name,
-            client,
+            client: at.client,
+            origin: at.origin,
         }
     }
 
@@ -227,29 +278,37 @@ impl Engine {
     async fn advance(
         &self,
         exec: &mut Execution,
-        client: &str,
-        errors: Vec<String>,
+        at: Caller<'_>,
+        mut errors: Vec<String>,
     ) -> Result<Step, FlowError> {
         let plan = self.plan(exec)?;
         loop {
             let Some((name, stage)) = self.current(plan, exec) else {
                 return self.finish(exec);
             };
-            let mut cx = self.context(exec, name, client);
-            if stage.interactive() {
-                let mut challenge = stage.challenge(&mut cx).await?;
-                challenge.errors.extend(errors);
-                self.save(exec)?;
-                return Ok(Step::Challenge {
-                    stage: name.to_string(),
-                    challenge,
-                });
-            }
-            match stage.submit(&mut cx, &Input::new()).await? {
+            let mut cx = self.context(exec, name, at);
+            let outcome = if stage.interactive() {
+                match stage.resume(&mut cx).await? {
+                    Some(Outcome::Stay(_)) | None => {
+                        let mut challenge = stage.challenge(&mut cx).await?;
+                        challenge.errors.append(&mut errors);
+                        self.save(exec)?;
+                        return Ok(Step::Challenge {
+                            stage: name.to_string(),
+                            challenge,
+                        });
+                    }
+                    Some(outcome) => outcome,
+                }
+            } else {
+                stage.submit(&mut cx, &Input::new()).await?
+            };
+            match outcome {
                 Outcome::Pass => {
                     exec.passed.push(stage.kind().to_string());
                     exec.stage += 1;
                 }
+                Outcome::Skip => exec.stage += 1,
                 Outcome::Stay(_) => {
                     return Err(FlowError::Stage {
                         stage: name.to_string(),

@@ -5,11 +5,12 @@ mod challenge;
 mod engine;
 mod error;
 mod execution;
+pub mod otp;
 mod stage;
 pub mod stages;
 
-pub use challenge::{Action, Challenge, Field};
-pub use engine::{Engine, FlowPlan, Login, Step, View};
+pub use challenge::{Action, Challenge, Choice, Field};
+pub use engine::{Caller, Engine, FlowPlan, Login, Step, View};
 pub use error::FlowError;
 pub use execution::Execution;
-pub use stage::{Input, Outcome, Services, Stage, StageContext};
+pub use stage::{EmailChannel, Input, Outcome, Services, Stage, StageContext};

@@ -1,11 +1,13 @@
 //! The contract every stage kind fulfils, and what a stage may touch while it runs.
 
 use super::{Challenge, Execution, FlowError};
+use crate::notify::{EmailSender, MessageTemplates};
 use crate::password::PasswordHasherPool;
 use crate::store::Store;
 use async_trait::async_trait;
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Field values a user submitted, by field name. Values are taken as typed; stages trim what
@@ -17,6 +19,26 @@ pub type Input = BTreeMap<String, String>;
 pub struct Services {
     pub store: Arc<dyn Store>,
     pub passwords: PasswordHasherPool,
+    /// E-mail delivery per setup stage name; validation reaches a device through the channel
+    /// of the stage that enrolled it.
+    pub email: HashMap<String, Arc<EmailChannel>>,
+    /// The global `[email]` connection, for devices whose setup stage is gone.
+    pub default_email: Arc<EmailChannel>,
+    pub templates: Arc<MessageTemplates>,
+    pub site_title: String,
+}
+
+/// How to reach an e-mail address: a sender plus the subject its messages carry.
+pub struct EmailChannel {
+    pub sender: Arc<dyn EmailSender>,
+    pub subject: String,
+}
+
+impl Services {
+    /// The channel for devices enrolled by `stage`.
+    pub fn email_channel(&self, stage: &str) -> &Arc<EmailChannel> {
+        self.email.get(stage).unwrap_or(&self.default_email)
+    }
 }
 
 /// What a stage sees during one step.
@@ -27,6 +49,8 @@ pub struct StageContext<'a> {
     pub name: &'a str,
     /// The client's address, for logs and limits.
     pub client: &'a str,
+    /// `scheme://host[:port]` the user is signing in on, for links sent to them.
+    pub origin: &'a str,
 }
 
 impl StageContext<'_> {
@@ -51,6 +75,9 @@ impl StageContext<'_> {
 pub enum Outcome {
     /// Done; the flow moves to the next stage.
     Pass,
+    /// Nothing to do for this user (e.g. no device to validate and `skip` configured): move on
+    /// without recording the stage in `amr`.
+    Skip,
     /// Not done; ask again, showing these errors.
     Stay(Vec<String>),
     /// The execution ends here with this message (too many attempts, access denied).
@@ -74,6 +101,13 @@ pub trait Stage: Send + Sync {
     /// The question for the current state. It may be asked repeatedly and must not consume
     /// anything the user has not answered yet.
     async fn challenge(&self, cx: &mut StageContext<'_>) -> Result<Challenge, FlowError>;
+
+    /// Lets a stage finish without a response when something happened elsewhere (a magic link
+    /// confirmed in another tab) or nothing is needed for this user. Asked before every
+    /// challenge.
+    async fn resume(&self, _cx: &mut StageContext<'_>) -> Result<Option<Outcome>, FlowError> {
+        Ok(None)
+    }
 
     /// Judges a response. Only called with input that the current challenge accepts.
     async fn submit(&self, cx: &mut StageContext<'_>, input: &Input) -> Result<Outcome, FlowError>;

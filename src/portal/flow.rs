@@ -3,7 +3,7 @@
 
 use super::pages::{internal_error, json_error};
 use super::{Portal, Request, Response, FLOW_COOKIE};
-use crate::flow::{Execution, FlowError, Input, Login, Step, View};
+use crate::flow::{Caller, Execution, FlowError, Input, Login, Step, View};
 use crate::session::{cookie, NewSession};
 use crate::ui::{challenge_json, ended_json, redirect_json, Link};
 use http::{Method, StatusCode};
@@ -31,6 +31,11 @@ async fn handle(p: &Portal, req: &Request<'_>, slug: &str, face: Face) -> Respon
             Face::Json => json_error(StatusCode::NOT_FOUND, "unknown_flow", "no such flow"),
         };
     }
+    let origin = req.origin();
+    let at = Caller {
+        client: req.client,
+        origin: &origin,
+    };
     let existing = match resume(p, req, slug) {
         Ok(e) => e,
         Err(e) => return failure(p, face, &e),
@@ -43,7 +48,7 @@ async fn handle(p: &Portal, req: &Request<'_>, slug: &str, face: Face) -> Respon
                 Err(e) => return failure(p, face, &e),
             },
         };
-        return match p.engine.view(&mut exec, req.client).await {
+        return match p.engine.view(&mut exec, at).await {
             Ok(view) => render(p, req, face, &exec, view, fresh, false),
             Err(e) => failure(p, face, &e),
         };
@@ -68,7 +73,7 @@ async fn handle(p: &Portal, req: &Request<'_>, slug: &str, face: Face) -> Respon
         Ok(i) => i,
         Err(resp) => return *resp,
     };
-    match p.engine.submit(&mut exec, input, req.client).await {
+    match p.engine.submit(&mut exec, input, at).await {
         Ok(view) => render(p, req, face, &exec, view, false, true),
         Err(FlowError::StageMismatch { expected }) => match face {
             Face::Json => json_error(

@@ -3,6 +3,7 @@
 
 mod flow;
 mod http;
+mod link;
 mod logout;
 pub mod pages;
 
@@ -80,6 +81,8 @@ impl Portal {
             ("/.portcullis/logout", &Method::GET) => logout::confirm(self, &req),
             ("/.portcullis/logout", &Method::POST) => logout::html(self, &req),
             ("/.portcullis/api/logout", &Method::POST) => logout::json(self, &req),
+            ("/.portcullis/link", &Method::GET) => link::confirm_page(self, &req),
+            ("/.portcullis/link", &Method::POST) => link::confirm(self, &req),
             _ => pages::not_found(&self.ui),
         }
     }

@@ -4,7 +4,7 @@
 mod model;
 mod sled_store;
 
-pub use model::{SessionRecord, User};
+pub use model::{Device, DeviceClass, SessionRecord, User};
 pub use sled_store::SledStore;
 
 /// A storage failure, with what was being done.
@@ -58,4 +58,29 @@ pub trait Store: Send + Sync + 'static {
     /// removed or changes password).
     fn revoke_user_sessions(&self, username: &str, since: i64) -> StoreResult<()>;
     fn user_revocations(&self) -> StoreResult<Vec<(String, i64)>>;
+
+    /// A user's enrolled second-factor devices.
+    fn devices(&self, username: &str) -> StoreResult<Vec<Device>>;
+    /// Creates or replaces a device (durable on return).
+    fn put_device(&self, device: &Device) -> StoreResult<()>;
+    fn remove_device(&self, username: &str, id: &str) -> StoreResult<bool>;
+
+    /// Adds one to the counter `key` in a fixed window of `window` seconds starting at its
+    /// first hit, and returns the new count. Used for per-user, per-number, per-address and
+    /// global limits that must hold across executions and restarts.
+    fn bump_counter(&self, key: &str, window: i64, now: i64) -> StoreResult<u32>;
+    /// The counter's value in its current window (0 once the window has passed).
+    fn counter(&self, key: &str, now: i64) -> StoreResult<u32>;
+    fn reset_counter(&self, key: &str) -> StoreResult<()>;
+
+    /// Stores a one-time ticket (e.g. a magic link) under the hash of its secret.
+    fn put_ticket(&self, hash: &str, expires: i64, data: &[u8]) -> StoreResult<()>;
+    /// The ticket, if present and unexpired.
+    fn ticket(&self, hash: &str, now: i64) -> StoreResult<Option<Vec<u8>>>;
+    /// Removes the ticket, returning whether this call was the one that removed it, so two
+    /// racing consumers cannot both use it.
+    fn take_ticket(&self, hash: &str) -> StoreResult<bool>;
+
+    /// A 32-byte secret for `name`, created on first use and kept forever.
+    fn secret(&self, name: &str) -> StoreResult<[u8; 32]>;
 }

@@ -59,3 +59,47 @@ pub struct SessionRecord {
     pub issued: i64,
     pub expires: i64,
 }
+
+/// The kind of second factor a device is.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceClass {
+    Email,
+    Sms,
+}
+
+impl DeviceClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceClass::Email => "email",
+            DeviceClass::Sms => "sms",
+        }
+    }
+}
+
+/// A confirmed second factor: an address a code was sent to and came back from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Device {
+    pub id: String,
+    pub username: String,
+    pub class: DeviceClass,
+    /// What the user sees when choosing between devices ("Email", "Work phone").
+    pub name: String,
+    /// The address codes go to. Empty for verify-only devices, which keep only `address_hash`.
+    pub address: String,
+    /// SHA-256 of the normalised address, for verify-only devices.
+    #[serde(default)]
+    pub address_hash: Option<String>,
+    /// The setup stage that enrolled it; its delivery settings are used to reach it again.
+    pub stage: String,
+    pub created: i64,
+    #[serde(default)]
+    pub last_used: Option<i64>,
+}
+
+impl Device {
+    /// Verify-only devices proved an address once but cannot be sent to again.
+    pub fn verify_only(&self) -> bool {
+        self.address.is_empty()
+    }
+}

@@ -1,6 +1,6 @@
 //! The embedded default backend: one sled database, one tree per record kind.
 
-use super::{SessionRecord, Store, StoreError, StoreResult, User};
+use super::{Device, SessionRecord, Store, StoreError, StoreResult, User};
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::Path;
 
@@ -14,6 +14,10 @@ pub struct SledStore {
     sessions: sled::Tree,
     revoked: sled::Tree,
     user_revoked: sled::Tree,
+    devices: sled::Tree,
+    counters: sled::Tree,
+    tickets: sled::Tree,
+    meta: sled::Tree,
 }
 
 fn backend(action: &'static str) -> impl FnOnce(sled::Error) -> StoreError {
@@ -74,6 +78,10 @@ impl SledStore {
             sessions: tree("sessions")?,
             revoked: tree("revoked_sessions")?,
             user_revoked: tree("revoked_users")?,
+            devices: tree("devices")?,
+            counters: tree("counters")?,
+            tickets: tree("tickets")?,
+            meta: tree("meta")?,
             db,
         })
     }
@@ -245,6 +253,127 @@ impl Store for SledStore {
             })
             .collect()
     }
+
+    fn devices(&self, username: &str) -> StoreResult<Vec<Device>> {
+        self.devices
+            .scan_prefix(device_prefix(username))
+            .values()
+            .map(|v| decode("list devices", &v.map_err(backend("list devices"))?))
+            .collect()
+    }
+
+    fn put_device(&self, device: &Device) -> StoreResult<()> {
+        let key = format!("{}{}", device_prefix(&device.username), device.id);
+        self.devices
+            .insert(key, encode("write device", device)?)
+            .map_err(backend("write device"))?;
+        self.durable()
+    }
+
+    fn remove_device(&self, username: &str, id: &str) -> StoreResult<bool> {
+        let key = format!("{}{id}", device_prefix(username));
+        let old = self.devices.remove(key).map_err(backend("remove device"))?;
+        self.durable()?;
+        Ok(old.is_some())
+    }
+
+    fn bump_counter(&self, key: &str, window: i64, now: i64) -> StoreResult<u32> {
+        // Value: 8 bytes window end, 4 bytes count. update_and_fetch makes the increment atomic
+        // across concurrent requests.
+        let v = self
+            .counters
+            .update_and_fetch(key, |old| {
+                let (end, count) = old.and_then(parse_counter).unwrap_or((0, 0));
+                let (end, count) = if end > now {
+                    (end, count.saturating_add(1))
+                } else {
+                    (now + window, 1)
+                };
+                let mut out = end.to_be_bytes().to_vec();
+                out.extend_from_slice(&count.to_be_bytes());
+                Some(out)
+            })
+            .map_err(backend("bump counter"))?;
+        Ok(v.as_deref()
+            .and_then(parse_counter)
+            .map(|(_, c)| c)
+            .unwrap_or(1))
+    }
+
+    fn counter(&self, key: &str, now: i64) -> StoreResult<u32> {
+        let v = self.counters.get(key).map_err(backend("read counter"))?;
+        Ok(match v.as_deref().and_then(parse_counter) {
+            Some((end, count)) if end > now => count,
+            _ => 0,
+        })
+    }
+
+    fn reset_counter(&self, key: &str) -> StoreResult<()> {
+        self.counters
+            .remove(key)
+            .map_err(backend("reset counter"))?;
+        Ok(())
+    }
+
+    fn put_ticket(&self, hash: &str, expires: i64, data: &[u8]) -> StoreResult<()> {
+        self.tickets
+            .insert(hash, with_expiry(expires, data))
+            .map_err(backend("write ticket"))?;
+        self.durable()
+    }
+
+    fn ticket(&self, hash: &str, now: i64) -> StoreResult<Option<Vec<u8>>> {
+        let Some(v) = self.tickets.get(hash).map_err(backend("read ticket"))? else {
+            return Ok(None);
+        };
+        Ok(split_expiry(&v)
+            .filter(|(exp, _)| *exp > now)
+            .map(|(_, d)| d.to_vec()))
+    }
+
+    fn take_ticket(&self, hash: &str) -> StoreResult<bool> {
+        let old = self
+            .tickets
+            .remove(hash)
+            .map_err(backend("consume ticket"))?;
+        self.durable()?;
+        Ok(old.is_some())
+    }
+
+    fn secret(&self, name: &str) -> StoreResult<[u8; 32]> {
+        let key = format!("secret:{name}");
+        if let Some(v) = self.meta.get(&key).map_err(backend("read secret"))? {
+            if let Ok(arr) = <[u8; 32]>::try_from(v.as_ref()) {
+                return Ok(arr);
+            }
+        }
+        let mut fresh = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut fresh);
+        // Another thread may have raced us; whoever wrote first wins and both use that value.
+        let _ = self
+            .meta
+            .compare_and_swap(&key, None as Option<&[u8]>, Some(&fresh[..]))
+            .map_err(backend("write secret"))?;
+        self.durable()?;
+        let v = self
+            .meta
+            .get(&key)
+            .map_err(backend("read secret"))?
+            .and_then(|v| <[u8; 32]>::try_from(v.as_ref()).ok())
+            .unwrap_or(fresh);
+        Ok(v)
+    }
+}
+
+fn device_prefix(username: &str) -> String {
+    // NUL cannot occur in a username, so one user's prefix never matches another's.
+    format!("{username}\0")
+}
+
+fn parse_counter(v: &[u8]) -> Option<(i64, u32)> {
+    let (end, rest) = v.split_first_chunk::<8>()?;
+    let count = rest.first_chunk::<4>()?;
+    Some((i64::from_be_bytes(*end), u32::from_be_bytes(*count)))
 }
 
 #[cfg(test)]
@@ -270,6 +399,35 @@ mod tests {
         assert!(s.user_by_email("alice@example.com").unwrap().is_none());
         assert!(s.remove_user("alice").unwrap());
         assert!(s.user_by_email("new@example.com").unwrap().is_none());
+    }
+
+    #[test]
+    fn counters_count_within_window_then_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(&dir.path().join("db")).unwrap();
+        assert_eq!(s.bump_counter("k", 10, 100).unwrap(), 1);
+        assert_eq!(s.bump_counter("k", 10, 105).unwrap(), 2);
+        assert_eq!(s.counter("k", 109).unwrap(), 2);
+        assert_eq!(s.counter("k", 110).unwrap(), 0);
+        assert_eq!(s.bump_counter("k", 10, 111).unwrap(), 1);
+    }
+
+    #[test]
+    fn ticket_is_taken_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(&dir.path().join("db")).unwrap();
+        s.put_ticket("h", 200, b"x").unwrap();
+        assert!(s.ticket("h", 100).unwrap().is_some());
+        assert!(s.take_ticket("h").unwrap());
+        assert!(!s.take_ticket("h").unwrap());
+    }
+
+    #[test]
+    fn secret_is_stable() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(&dir.path().join("db")).unwrap();
+        assert_eq!(s.secret("otp").unwrap(), s.secret("otp").unwrap());
+        assert_ne!(s.secret("otp").unwrap(), s.secret("other").unwrap());
     }
 
     #[test]

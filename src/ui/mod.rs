@@ -24,6 +24,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("message.html", include_str!("templates/message.html")),
     ("logout.html", include_str!("templates/logout.html")),
     ("whoami.html", include_str!("templates/whoami.html")),
+    ("link.html", include_str!("templates/link.html")),
 ];
 
 /// Renders pages. Templates in the configured folder replace built-in ones of the same name.
@@ -94,12 +95,17 @@ impl Ui {
             .map(|f| {
                 context! {
                     name => f.name, kind => f.kind, label => f.label, required => f.required,
-                    value => f.value, autocomplete => f.autocomplete,
+                    value => f.value, autocomplete => f.autocomplete, options => f.options,
                 }
             })
             .collect();
         let submit_label = match challenge.component.as_str() {
             "password" => "Sign in",
+            "authenticator_email" | "authenticator_validate"
+                if challenge.fields.iter().any(|f| f.name == "code") =>
+            {
+                "Verify"
+            }
             _ => "Continue",
         };
         self.render(
@@ -131,6 +137,18 @@ impl Ui {
             "logout.html",
             context! { site_title => self.site_title, user, csrf },
         )
+    }
+
+    /// The page a magic link opens: a button that confirms it.
+    pub fn link_confirm(&self, token: &str) -> String {
+        self.render(
+            "link.html",
+            context! { site_title => self.site_title, token },
+        )
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "link template failed");
+            self.message("Confirm sign-in", "This page could not be shown.", None)
+        })
     }
 
     /// The built-in demo upstream: shows the request and the headers it arrived with.

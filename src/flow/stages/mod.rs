@@ -1,7 +1,10 @@
 //! One module per stage kind; [`build`] turns a stage's config into the stage.
 
+mod authenticator_email;
+mod authenticator_validate;
 mod deny;
 mod identification;
+mod otp_step;
 mod password;
 mod user_login;
 
@@ -10,10 +13,32 @@ pub use user_login::FAILED as SIGN_IN_FAILED;
 
 use super::Stage;
 use crate::config::StageConfig;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-pub fn build(cfg: &StageConfig) -> Arc<dyn Stage> {
+/// Builds a stage from its config; `all` lets a validation stage build the setup stage it
+/// runs inline.
+pub fn build(cfg: &StageConfig, all: &BTreeMap<String, StageConfig>) -> Arc<dyn Stage> {
     match cfg {
+        StageConfig::AuthenticatorEmail(c) => {
+            Arc::new(authenticator_email::AuthenticatorEmail { cfg: (**c).clone() })
+        }
+        StageConfig::AuthenticatorValidate(c) => {
+            let configure = c
+                .configure_stage
+                .as_ref()
+                .and_then(|target| match all.get(target) {
+                    Some(StageConfig::AuthenticatorEmail(e)) => Some((
+                        target.clone(),
+                        Arc::new(authenticator_email::AuthenticatorEmail { cfg: (**e).clone() }),
+                    )),
+                    _ => None,
+                });
+            Arc::new(authenticator_validate::AuthenticatorValidate {
+                cfg: (**c).clone(),
+                configure,
+            })
+        }
         StageConfig::Identification { user_fields } => Arc::new(identification::Identification {
             user_fields: user_fields.clone(),
         }),

@@ -1,0 +1,281 @@
+//! Validation of the e-mail settings: the global `[email]` connection, the email stages and
+//! the one-time code policy they share.
+
+use super::error::Problem;
+use super::raw::{RawEmailStage, RawOtp, RawSmtp, RawValidateStage};
+use super::*;
+
+type Checked<T> = Result<T, Problem>;
+
+/// A number of `unit`s, or a duration string.
+fn duration_or(
+    path: &str,
+    v: &Option<toml::Value>,
+    unit: Duration,
+    default: Duration,
+) -> Checked<Duration> {
+    match v {
+        None => Ok(default),
+        Some(toml::Value::Integer(n)) if *n > 0 => Ok(unit * (*n as u32)),
+        Some(toml::Value::String(s)) => parse_duration(s).map_err(|r| Problem::new(path, r)),
+        Some(other) => Err(Problem::new(
+            path,
+            format!("`{other}` is not a positive number or a duration like \"30m\""),
+        )),
+    }
+}
+
+pub(super) fn smtp(path: &str, raw: &RawSmtp) -> Checked<SmtpSettings> {
+    let use_tls = raw.use_tls.unwrap_or(false);
+    let use_ssl = raw.use_ssl.unwrap_or(false);
+    if use_tls && use_ssl {
+        return Err(Problem::new(
+            format!("{path}.use_ssl"),
+            "use_tls (STARTTLS) and use_ssl (implicit TLS) cannot both be on; pick one",
+        ));
+    }
+    let from = raw
+        .from
+        .clone()
+        .unwrap_or_else(|| "system@portcullis.local".into());
+    if from.parse::<lettre::message::Mailbox>().is_err() {
+        return Err(Problem::new(
+            format!("{path}.from"),
+            format!("`{from}` is not an email address"),
+        ));
+    }
+    if raw.password.is_some() && raw.username.is_none() {
+        return Err(Problem::new(
+            format!("{path}.password"),
+            "a password needs a username",
+        ));
+    }
+    Ok(SmtpSettings {
+        host: raw.host.clone().unwrap_or_else(|| "localhost".into()),
+        port: raw.port.unwrap_or(25),
+        username: raw.username.clone(),
+        password: raw.password.clone(),
+        security: if use_ssl {
+            SmtpSecurity::Implicit
+        } else if use_tls {
+            SmtpSecurity::StartTls
+        } else {
+            SmtpSecurity::None
+        },
+        timeout: duration_or(
+            &format!("{path}.timeout"),
+            &raw.timeout,
+            Duration::from_secs(1),
+            Duration::from_secs(10),
+        )?,
+        from,
+        ca_file: raw.ca_file.as_ref().map(PathBuf::from),
+    })
+}
+
+fn limit(path: String, v: Option<u32>, default: u32) -> Checked<u32> {
+    let n = v.unwrap_or(default);
+    if n > 100 {
+        return Err(Problem::new(path, "must be between 0 (unlimited) and 100"));
+    }
+    Ok(n)
+}
+
+pub(super) fn otp(base: &str, raw: &RawOtp) -> Checked<OtpPolicy> {
+    let path = |k: &str| format!("{base}.{k}");
+    let mode = match raw.mode.as_deref().unwrap_or("code") {
+        "code" => OtpMode::Code,
+        "link" => OtpMode::Link,
+        other => {
+            return Err(Problem::new(
+                path("mode"),
+                format!("`{other}` is not one of \"code\", \"link\""),
+            ))
+        }
+    };
+    let code_length = raw.code_length.unwrap_or(6);
+    if !(4..=12).contains(&code_length) {
+        return Err(Problem::new(
+            path("code_length"),
+            "must be between 4 and 12 digits",
+        ));
+    }
+    Ok(OtpPolicy {
+        mode,
+        code_length,
+        token_expiry: duration_or(
+            &path("token_expiry"),
+            &raw.token_expiry,
+            Duration::from_secs(60),
+            Duration::from_secs(30 * 60),
+        )?,
+        max_challenges_sent: limit(path("max_challenges_sent"), raw.max_challenges_sent, 3)?,
+        max_allowed_attempts: limit(path("max_allowed_attempts"), raw.max_allowed_attempts, 3)?,
+        allow_inactive_accounts: raw.allow_inactive_accounts.unwrap_or(false),
+        activate_inactive_accounts: raw.activate_inactive_accounts.unwrap_or(false),
+        link_ttl: duration_or(
+            &path("link_ttl"),
+            &raw.link_ttl,
+            Duration::from_secs(1),
+            Duration::from_secs(120),
+        )?,
+        continue_in_verify_window: raw.continue_in_verify_window.unwrap_or(true),
+        user_limit_window: match &raw.user_limit_window {
+            Some(t) => parse_duration(t).map_err(|r| Problem::new(path("user_limit_window"), r))?,
+            None => Duration::from_secs(3600),
+        },
+    })
+}
+
+pub(super) fn email_stage(name: &str, raw: &RawEmailStage) -> Checked<EmailStageConfig> {
+    let base = format!("stages.{name}");
+    let own = RawSmtp {
+        host: raw.host.clone(),
+        port: raw.port,
+        username: raw.username.clone(),
+        password: raw.password.clone(),
+        use_tls: raw.use_tls,
+        use_ssl: raw.use_ssl,
+        timeout: raw.timeout.clone(),
+        from: raw.from.clone(),
+        ca_file: raw.ca_file.clone(),
+    };
+    let has_own = own.host.is_some()
+        || own.port.is_some()
+        || own.username.is_some()
+        || own.password.is_some()
+        || own.use_tls.is_some()
+        || own.use_ssl.is_some()
+        || own.timeout.is_some()
+        || own.from.is_some()
+        || own.ca_file.is_some();
+    let smtp = match raw.use_global_settings {
+        Some(true) | None if has_own => {
+            return Err(Problem::new(
+                format!("{base}.use_global_settings"),
+                "this stage sets its own connection settings: set use_global_settings = false to use them",
+            ))
+        }
+        Some(true) | None => None,
+        Some(false) => Some(smtp(&base, &own)?),
+    };
+    let email_source = match raw.email_source.as_deref() {
+        None | Some("account") => EmailSource::Account,
+        Some(s) => match s.strip_prefix("prompt:") {
+            Some(key) if !key.is_empty() => EmailSource::Prompt(key.to_string()),
+            _ => {
+                return Err(Problem::new(
+                    format!("{base}.email_source"),
+                    format!("`{s}` is not \"account\" or \"prompt:<field key>\""),
+                ))
+            }
+        },
+    };
+    Ok(EmailStageConfig {
+        name: raw.name.clone().unwrap_or_else(|| name.to_string()),
+        friendly_name: raw.friendly_name.clone().unwrap_or_else(|| "Email".into()),
+        smtp,
+        subject: raw
+            .subject
+            .clone()
+            .unwrap_or_else(|| "Portcullis sign-in code".into()),
+        configure_flow: raw.configure_flow.clone(),
+        email_source,
+        otp: otp(&base, &raw.otp())?,
+    })
+}
+
+pub(super) fn validate_stage(name: &str, raw: &RawValidateStage) -> Checked<ValidateStageConfig> {
+    let base = format!("stages.{name}");
+    let classes = raw
+        .device_classes
+        .clone()
+        .unwrap_or_else(|| vec!["email".into()]);
+    if classes.is_empty() {
+        return Err(Problem::new(
+            format!("{base}.device_classes"),
+            "needs at least one class",
+        ));
+    }
+    let device_classes = classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| match c.as_str() {
+            "email" => Ok(DeviceClass::Email),
+            "sms" => Ok(DeviceClass::Sms),
+            other => Err(Problem::new(
+                format!("{base}.device_classes[{i}]"),
+                format!("`{other}` is not one of \"email\", \"sms\""),
+            )),
+        })
+        .collect::<Checked<Vec<_>>>()?;
+    let not_configured_action = match raw.not_configured_action.as_deref().unwrap_or("skip") {
+        "skip" => NotConfigured::Skip,
+        "deny" => NotConfigured::Deny,
+        "configure" => NotConfigured::Configure,
+        other => {
+            return Err(Problem::new(
+                format!("{base}.not_configured_action"),
+                format!("`{other}` is not one of \"skip\", \"deny\", \"configure\""),
+            ))
+        }
+    };
+    if not_configured_action == NotConfigured::Configure && raw.configure_stage.is_none() {
+        return Err(Problem::new(
+            format!("{base}.configure_stage"),
+            "not_configured_action = \"configure\" needs the name of a setup stage here",
+        ));
+    }
+    Ok(ValidateStageConfig {
+        device_classes,
+        not_configured_action,
+        configure_stage: raw.configure_stage.clone(),
+        otp: otp(&base, &raw.otp())?,
+    })
+}
+
+/// Cross-references that need every stage and flow: `configure_stage` names a setup stage,
+/// `configure_flow` names a flow.
+pub(super) fn cross_check(
+    stages: &BTreeMap<String, StageConfig>,
+    flows: &[FlowConfig],
+) -> Checked<()> {
+    for (name, st) in stages {
+        match st {
+            StageConfig::AuthenticatorValidate(v) => {
+                if let Some(target) = &v.configure_stage {
+                    match stages.get(target) {
+                        Some(StageConfig::AuthenticatorEmail(_)) => {}
+                        Some(other) => {
+                            return Err(Problem::new(
+                                format!("stages.{name}.configure_stage"),
+                                format!(
+                                "stage `{target}` is a {} stage, not an authenticator setup stage",
+                                other.kind()
+                            ),
+                            ))
+                        }
+                        None => {
+                            return Err(Problem::new(
+                                format!("stages.{name}.configure_stage"),
+                                format!("no stage named `{target}` under [stages]"),
+                            ))
+                        }
+                    }
+                }
+            }
+            StageConfig::AuthenticatorEmail(e) => {
+                if let Some(flow) = &e.configure_flow {
+                    if !flows.iter().any(|f| &f.slug == flow) {
+                        return Err(Problem::new(
+                            format!("stages.{name}.configure_flow"),
+                            format!("no flow with slug `{flow}` under [[flows]]"),
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,284 @@
+//! `authenticator_validate`: asks for a code from one of the user's enrolled devices. With
+//! several, the user picks one; with none, `not_configured_action` decides (skip, deny, or run
+//! the setup stage inline).
+
+use super::authenticator_email::AuthenticatorEmail;
+use super::otp_step::{self, Answer, Sent};
+use crate::config::{NotConfigured, OtpMode, ValidateStageConfig};
+use crate::flow::otp::{self, CodeVerdict, OtpState};
+use crate::flow::{Challenge, Choice, Field, FlowError, Input, Outcome, Stage, StageContext};
+use crate::store::{Device, DeviceClass};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+pub const NOT_CONFIGURED: &str =
+    "This account has no second factor set up, so it cannot sign in here. Contact whoever runs this site.";
+pub const PICK_DEVICE: &str = "Choose where to send the code.";
+
+pub struct AuthenticatorValidate {
+    pub cfg: ValidateStageConfig,
+    /// The setup stage run inline for users without a device, with its configured name.
+    pub configure: Option<(String, Arc<AuthenticatorEmail>)>,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct State {
+    /// The chosen device id (or `decoy`).
+    device: Option<String>,
+    otp: OtpState,
+    notice: Option<String>,
+    send_error: Option<String>,
+}
+
+const DECOY: &str = "decoy";
+
+/// What the user may choose from.
+enum Devices {
+    Real(Vec<Device>),
+    /// Unknown or ineligible account: one pretend device, so the pages look the same.
+    Decoy,
+}
+
+impl AuthenticatorValidate {
+    fn devices(&self, cx: &StageContext<'_>) -> Result<Devices, FlowError> {
+        let user = match &cx.exec.user {
+            Some(name) => cx.services.store.user(name)?,
+            None => None,
+        };
+        let eligible = user
+            .as_ref()
+            .is_some_and(|u| u.active || self.cfg.otp.allow_inactive_accounts);
+        let Some(user) = user.filter(|_| eligible) else {
+            return Ok(Devices::Decoy);
+        };
+        let mut devices: Vec<Device> = cx
+            .services
+            .store
+            .devices(&user.username)?
+            .into_iter()
+            .filter(|d| self.cfg.device_classes.contains(&d.class) && !d.verify_only())
+            .collect();
+        devices.sort_by_key(|d| d.created);
+        Ok(Devices::Real(devices))
+    }
+
+    fn delegate<'c>(
+        &'c self,
+        cx: &'c mut StageContext<'_>,
+    ) -> Option<(StageContext<'c>, &'c AuthenticatorEmail)> {
+        let (name, stage) = self.configure.as_ref()?;
+        Some((
+            StageContext {
+                exec: &mut *cx.exec,
+                services: cx.services,
+                name,
+                client: cx.client,
+                origin: cx.origin,
+            },
+            stage.as_ref(),
+        ))
+    }
+
+    fn chosen<'d>(st: &State, devices: &'d [Device]) -> Option<&'d Device> {
+        let id = st.device.as_deref()?;
+        devices.iter().find(|d| d.id == id)
+    }
+
+    async fn send(
+        &self,
+        cx: &mut StageContext<'_>,
+        st: &mut State,
+        device: Option<&Device>,
+    ) -> Result<(), FlowError> {
+        let (to, stage) = match device {
+            Some(d) => (d.address.clone(), d.stage.clone()),
+            None => (String::new(), String::new()),
+        };
+        let channel = cx.services.email_channel(&stage).clone();
+        let class = device.map(|d| d.class).unwrap_or(DeviceClass::Email);
+        st.send_error = match class {
+            DeviceClass::Email => {
+                match otp_step::send_email(cx, &self.cfg.otp, &mut st.otp, &channel, &to).await? {
+                    Sent::Ok => None,
+                    Sent::Failed(m) => Some(m),
+                }
+            }
+            DeviceClass::Sms => Some(otp_step::SEND_FAILED.into()),
+        };
+        Ok(())
+    }
+
+    /// A validated device: note its use, activate the account if configured.
+    fn validated(&self, cx: &StageContext<'_>, device: &Device) -> Result<(), FlowError> {
+        let store = &cx.services.store;
+        let mut d = device.clone();
+        d.last_used = Some(crate::clock::now());
+        store.put_device(&d)?;
+        if self.cfg.otp.activate_inactive_accounts {
+            if let Some(mut u) = store.user(&device.username)?.filter(|u| !u.active) {
+                u.active = true;
+                store.put_user(&u)?;
+                tracing::info!(user = %u.username, "account activated by a validated code");
+            }
+        }
+        Ok(())
+    }
+
+    fn label(d: &Device) -> String {
+        let shown = otp::mask(&d.address);
+        format!("{} ({shown})", d.name)
+    }
+}
+
+#[async_trait]
+impl Stage for AuthenticatorValidate {
+    fn kind(&self) -> &'static str {
+        "authenticator_validate"
+    }
+
+    async fn resume(&self, cx: &mut StageContext<'_>) -> Result<Option<Outcome>, FlowError> {
+        let devices = match self.devices(cx)? {
+            Devices::Decoy => return Ok(None),
+            Devices::Real(d) => d,
+        };
+        if devices.is_empty() {
+            return match self.cfg.not_configured_action {
+                NotConfigured::Skip => Ok(Some(Outcome::Skip)),
+                NotConfigured::Deny => Ok(Some(Outcome::Cancel(NOT_CONFIGURED.into()))),
+                NotConfigured::Configure => match self.delegate(cx) {
+                    Some((mut sub, stage)) => stage.resume(&mut sub).await,
+                    None => Ok(Some(Outcome::Cancel(NOT_CONFIGURED.into()))),
+                },
+            };
+        }
+        let mut st: State = cx.state();
+        let Some(device) = Self::chosen(&st, &devices).cloned() else {
+            return Ok(None);
+        };
+        if !otp_step::link_done(cx, &self.cfg.otp, "email", &mut st.otp)? {
+            return Ok(None);
+        }
+        self.validated(cx, &device)?;
+        cx.set_state(&st)?;
+        Ok(Some(Outcome::Pass))
+    }
+
+    async fn challenge(&self, cx: &mut StageContext<'_>) -> Result<Challenge, FlowError> {
+        let mut st: State = cx.state();
+        let devices = match self.devices(cx)? {
+            Devices::Decoy => {
+                st.otp.decoy = true;
+                st.device = Some(DECOY.into());
+                Vec::new()
+            }
+            Devices::Real(d) if d.is_empty() => {
+                if let Some((mut sub, stage)) = self.delegate(cx) {
+                    return stage.challenge(&mut sub).await;
+                }
+                return Ok(Challenge::new(self.kind(), Vec::new()));
+            }
+            Devices::Real(d) => d,
+        };
+        if st.device.is_none() && devices.len() == 1 {
+            st.device = Some(devices[0].id.clone());
+        }
+        if st.device.is_none() {
+            let options = devices
+                .iter()
+                .map(|d| Choice {
+                    value: d.id.clone(),
+                    label: Self::label(d),
+                })
+                .collect();
+            let mut c = Challenge::new(
+                self.kind(),
+                vec![Field::new("device", "choice", "Send the code to").choices(options)],
+            );
+            c.info.push(PICK_DEVICE.into());
+            cx.set_state(&st)?;
+            return Ok(c);
+        }
+        let device = Self::chosen(&st, &devices).cloned();
+        if st.otp.sends == 0 {
+            self.send(cx, &mut st, device.as_ref()).await?;
+        }
+        let shown = match &device {
+            Some(d) => otp::mask(&d.address),
+            None => "the email address on your account".into(),
+        };
+        let mut c = otp_step::code_challenge(
+            self.kind(),
+            &self.cfg.otp,
+            &st.otp,
+            &shown,
+            "Send a new code",
+        );
+        if let Some(n) = st.notice.take() {
+            c.info.push(n);
+        }
+        if let Some(e) = &st.send_error {
+            c.errors.push(e.clone());
+        }
+        cx.set_state(&st)?;
+        Ok(c)
+    }
+
+    async fn submit(&self, cx: &mut StageContext<'_>, input: &Input) -> Result<Outcome, FlowError> {
+        let mut st: State = cx.state();
+        let devices = match self.devices(cx)? {
+            Devices::Decoy => Vec::new(),
+            Devices::Real(d) if d.is_empty() => {
+                return match self.delegate(cx) {
+                    Some((mut sub, stage)) => stage.submit(&mut sub, input).await,
+                    None => Ok(Outcome::Cancel(NOT_CONFIGURED.into())),
+                };
+            }
+            Devices::Real(d) => d,
+        };
+        if let Some(id) = input.get("device") {
+            if !devices.iter().any(|d| &d.id == id) {
+                return Ok(Outcome::Stay(vec![PICK_DEVICE.into()]));
+            }
+            if st.device.as_deref() != Some(id.as_str()) {
+                st.device = Some(id.clone());
+                st.otp.code_hash = None;
+                st.otp.link = None;
+                let device = Self::chosen(&st, &devices).cloned();
+                self.send(cx, &mut st, device.as_ref()).await?;
+            }
+            cx.set_state(&st)?;
+            return Ok(Outcome::Stay(Vec::new()));
+        }
+        let device = Self::chosen(&st, &devices).cloned();
+        let outcome = match otp_step::answer(input) {
+            Answer::Resend => {
+                self.send(cx, &mut st, device.as_ref()).await?;
+                if st.send_error.is_none() {
+                    st.notice = Some(match self.cfg.otp.mode {
+                        OtpMode::Code => otp::RESENT.into(),
+                        OtpMode::Link => otp::RESENT_LINK.into(),
+                    });
+                }
+                Outcome::Stay(Vec::new())
+            }
+            Answer::Nothing => Outcome::Stay(Vec::new()),
+            Answer::Code(code) => {
+                match otp_step::check_code(cx, &self.cfg.otp, "email", &mut st.otp, code)? {
+                    CodeVerdict::Valid => match &device {
+                        Some(d) => {
+                            self.validated(cx, d)?;
+                            Outcome::Pass
+                        }
+                        None => Outcome::Stay(vec![otp::WRONG_CODE.into()]),
+                    },
+                    CodeVerdict::Wrong => Outcome::Stay(vec![otp::WRONG_CODE.into()]),
+                    CodeVerdict::Expired => Outcome::Stay(vec![otp::EXPIRED_CODE.into()]),
+                    CodeVerdict::TooMany => Outcome::Cancel(otp::TOO_MANY_ATTEMPTS.into()),
+                }
+            }
+        };
+        cx.set_state(&st)?;
+        Ok(outcome)
+    }
+}

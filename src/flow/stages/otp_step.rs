@@ -1,0 +1,193 @@
+//! The part every one-time-code stage shares: send (or resend) to an address, ask for the code
+//! or wait for the link, and judge the answer. Stages decide *where* to send and what success
+//! means; this decides *how*.
+
+use crate::config::{OtpMode, OtpPolicy};
+use crate::flow::otp::{self, CodeVerdict, Issued, Otp, OtpState, SendRefused};
+use crate::flow::{Action, Challenge, EmailChannel, Field, FlowError, Input, StageContext};
+use crate::notify::OutgoingEmail;
+use minijinja::context;
+
+/// How sending went, for the page.
+pub enum Sent {
+    Ok,
+    /// Shown to the user; they can retry.
+    Failed(String),
+}
+
+pub const SEND_FAILED: &str =
+    "We could not send the message just now. Check the address or try again in a moment.";
+
+/// A human lifetime for messages: "30 minutes", "2 minutes", "90 seconds".
+pub fn lifetime(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s % 3600 == 0 && s >= 3600 => plural(s / 3600, "hour"),
+        s if s % 60 == 0 && s >= 60 => plural(s / 60, "minute"),
+        s => plural(s, "second"),
+    }
+}
+
+fn plural(n: u64, unit: &str) -> String {
+    if n == 1 {
+        format!("1 {unit}")
+    } else {
+        format!("{n} {unit}s")
+    }
+}
+
+/// Issues a code or link and e-mails it to `to`. Limits and delivery failures come back as
+/// [`Sent::Failed`] with the message to show; the SMTP error goes to the operator's log.
+///
+/// # Errors
+/// Storage errors.
+pub async fn send_email(
+    cx: &mut StageContext<'_>,
+    policy: &OtpPolicy,
+    st: &mut OtpState,
+    channel: &EmailChannel,
+    to: &str,
+) -> Result<Sent, FlowError> {
+    let engine = Otp {
+        policy,
+        channel: "email",
+    };
+    let issued = match engine.issue(cx, st)? {
+        Ok(i) => i,
+        Err(SendRefused::Limit) => {
+            tracing::info!(user = %Otp::subject(cx), client = %cx.client, stage = cx.name, "email send limit reached");
+            return Ok(Sent::Failed(otp::TOO_MANY_SENDS.into()));
+        }
+    };
+    if st.decoy {
+        return Ok(Sent::Ok);
+    }
+    let (base, vars) = match &issued {
+        Issued::Code(code) => (
+            "email_code",
+            context! { code => code, lifetime => lifetime(policy.token_expiry), site_title => cx.services.site_title },
+        ),
+        Issued::Link(link) => (
+            "email_link",
+            context! { link => link, lifetime => lifetime(policy.link_ttl), site_title => cx.services.site_title },
+        ),
+    };
+    let message = match cx.services.templates.email(base, &vars) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(error = %e, stage = cx.name, "email template failed");
+            st.code_hash = None;
+            return Ok(Sent::Failed(SEND_FAILED.into()));
+        }
+    };
+    let result = channel
+        .sender
+        .send(OutgoingEmail {
+            to: to.to_string(),
+            subject: channel.subject.clone(),
+            text: message.text,
+            html: message.html,
+        })
+        .await;
+    match result {
+        Ok(()) => {
+            tracing::info!(user = %Otp::subject(cx), client = %cx.client, stage = cx.name, to = %otp::mask(to), "sign-in email sent");
+            Ok(Sent::Ok)
+        }
+        Err(e) => {
+            // Never leave a code that did not arrive usable, and never log the code itself.
+            st.code_hash = None;
+            tracing::error!(provider = "smtp", error = %e, stage = cx.name, to = %otp::mask(to), "sign-in email could not be sent");
+            Ok(Sent::Failed(SEND_FAILED.into()))
+        }
+    }
+}
+
+/// The challenge for an outstanding code or link.
+pub fn code_challenge(
+    component: &str,
+    policy: &OtpPolicy,
+    st: &OtpState,
+    sent_to: &str,
+    resend_label: &str,
+) -> Challenge {
+    let mut c = match policy.mode {
+        OtpMode::Code => {
+            let mut c = Challenge::new(
+                component,
+                vec![Field::new("code", "text", "Code").autocomplete("one-time-code")],
+            );
+            if st.code_hash.is_some() {
+                c.info.push(format!("We sent a code to {sent_to}."));
+            }
+            c
+        }
+        OtpMode::Link => {
+            let mut c = Challenge::new(component, Vec::new());
+            if st.link.is_some() {
+                c.info.push(format!(
+                    "We sent a link to {sent_to}. Open it to continue; this page moves on by itself once it is confirmed."
+                ));
+                c.poll = Some(3);
+            }
+            c
+        }
+    };
+    c.actions.push(Action {
+        name: "resend".into(),
+        label: resend_label.into(),
+    });
+    c
+}
+
+/// What a response to a code challenge asked for.
+pub enum Answer<'a> {
+    Resend,
+    Code(&'a str),
+    /// Link mode has nothing to type; a plain submit just re-checks.
+    Nothing,
+}
+
+pub fn answer(input: &Input) -> Answer<'_> {
+    if input.get("action").is_some_and(|a| a == "resend") {
+        return Answer::Resend;
+    }
+    match input.get("code") {
+        Some(c) => Answer::Code(c.as_str()),
+        None => Answer::Nothing,
+    }
+}
+
+/// Judges a typed code.
+///
+/// # Errors
+/// Storage errors.
+pub fn check_code(
+    cx: &mut StageContext<'_>,
+    policy: &OtpPolicy,
+    channel: &'static str,
+    st: &mut OtpState,
+    code: &str,
+) -> Result<CodeVerdict, FlowError> {
+    let verdict = Otp { policy, channel }.check(cx, st, code)?;
+    if verdict != CodeVerdict::Valid {
+        tracing::info!(user = %Otp::subject(cx), client = %cx.client, stage = cx.name, outcome = "failure", verdict = ?verdict, "one-time code refused");
+    }
+    Ok(verdict)
+}
+
+/// Whether the outstanding link was confirmed (and consumes it).
+///
+/// # Errors
+/// Storage errors.
+pub fn link_done(
+    cx: &mut StageContext<'_>,
+    policy: &OtpPolicy,
+    channel: &'static str,
+    st: &mut OtpState,
+) -> Result<bool, FlowError> {
+    if policy.mode != OtpMode::Link || st.decoy {
+        return Ok(false);
+    }
+    Otp { policy, channel }.link_confirmed(cx, st)
+}
