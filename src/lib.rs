@@ -15,6 +15,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod flow;
+pub mod notify;
 pub mod password;
 pub mod portal;
 pub mod proxy;
