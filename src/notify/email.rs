@@ -36,7 +36,10 @@ pub struct SmtpSettings {
 
 /// An [`EmailSender`] over SMTP. The transport is built once; lettre pools connections.
 pub struct SmtpSender {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    /// Built on first use: lettre's connection pool must be created inside the runtime that
+    /// will drive it, and the sender is constructed before Pingora starts its runtimes.
+    transport: tokio::sync::OnceCell<AsyncSmtpTransport<Tokio1Executor>>,
+    settings: SmtpSettings,
     from: Mailbox,
     host: String,
     port: u16,
@@ -51,29 +54,39 @@ impl SmtpSender {
             .from
             .parse()
             .map_err(|_| NotifyError::Address(s.from.clone()))?;
-        let tls = match s.security {
-            SmtpSecurity::None => Tls::None,
-            SmtpSecurity::StartTls => Tls::Required(tls_params(s)?),
-            SmtpSecurity::Implicit => Tls::Wrapper(tls_params(s)?),
-        };
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&s.host)
-            .port(s.port)
-            .tls(tls)
-            .timeout(Some(s.timeout));
-        if let Some(user) = &s.username {
-            builder = builder.credentials(Credentials::new(
-                user.clone(),
-                s.password.clone().unwrap_or_default(),
-            ));
-        }
+        // Read the CA file now so a bad path refuses start instead of failing the first user.
+        tls_security(s)?;
         Ok(Self {
-            transport: builder.build(),
+            transport: tokio::sync::OnceCell::new(),
+            settings: s.clone(),
             from,
             host: s.host.clone(),
             port: s.port,
             timeout: s.timeout,
         })
     }
+}
+
+fn tls_security(s: &SmtpSettings) -> Result<Tls, NotifyError> {
+    Ok(match s.security {
+        SmtpSecurity::None => Tls::None,
+        SmtpSecurity::StartTls => Tls::Required(tls_params(s)?),
+        SmtpSecurity::Implicit => Tls::Wrapper(tls_params(s)?),
+    })
+}
+
+fn build(s: &SmtpSettings) -> Result<AsyncSmtpTransport<Tokio1Executor>, NotifyError> {
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&s.host)
+        .port(s.port)
+        .tls(tls_security(s)?)
+        .timeout(Some(s.timeout));
+    if let Some(user) = &s.username {
+        builder = builder.credentials(Credentials::new(
+            user.clone(),
+            s.password.clone().unwrap_or_default(),
+        ));
+    }
+    Ok(builder.build())
 }
 
 fn tls_params(s: &SmtpSettings) -> Result<TlsParameters, NotifyError> {
@@ -117,7 +130,11 @@ impl EmailSender for SmtpSender {
         // lettre's timeout covers each network step; this bounds the whole exchange, so a
         // server that accepts and then stalls cannot hold the user's request forever.
         let limit = self.timeout + Duration::from_secs(1);
-        match tokio::time::timeout(limit, self.transport.send(email)).await {
+        let transport = self
+            .transport
+            .get_or_try_init(|| async { build(&self.settings) })
+            .await?;
+        match tokio::time::timeout(limit, transport.send(email)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(NotifyError::Smtp {
                 host: self.host.clone(),
