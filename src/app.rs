@@ -4,8 +4,8 @@
 use crate::access::Gate;
 use crate::admin::{self, Admin};
 use crate::config::{Config, StageConfig};
-use crate::flow::{EmailChannel, Engine, Services};
-use crate::notify::{MessageTemplates, NotifyError, SmtpSender};
+use crate::flow::{EmailChannel, Engine, Services, SmsChannel};
+use crate::notify::{HttpSmsSender, MessageTemplates, NotifyError, SmtpSender};
 use crate::password::{PasswordError, PasswordHasherPool};
 use crate::portal::Portal;
 use crate::proxy::Gateway;
@@ -37,6 +37,12 @@ pub enum AppError {
     },
     #[error("email settings of stage `{stage}`: {source}")]
     Email {
+        stage: String,
+        #[source]
+        source: NotifyError,
+    },
+    #[error("SMS settings of stage `{stage}`: {source}")]
+    Sms {
         stage: String,
         #[source]
         source: NotifyError,
@@ -77,6 +83,7 @@ impl Parts {
                 store: store.clone(),
                 passwords: passwords.clone(),
                 email: email_channels(&config)?,
+                sms: sms_channels(&config)?,
                 default_email: Arc::new(EmailChannel {
                     sender: Arc::new(SmtpSender::new(&config.email)?),
                     subject: "Portcullis sign-in code".into(),
@@ -114,6 +121,34 @@ fn email_channels(config: &Config) -> Result<HashMap<String, Arc<EmailChannel>>,
                 Arc::new(EmailChannel {
                     sender: Arc::new(sender),
                     subject: e.subject.clone(),
+                }),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// One SMS channel per SMS setup stage.
+fn sms_channels(config: &Config) -> Result<HashMap<String, Arc<SmsChannel>>, AppError> {
+    let mut out = HashMap::new();
+    for (name, stage) in &config.stages {
+        if let StageConfig::AuthenticatorSms(s) = stage {
+            let sender = HttpSmsSender::new(
+                s.provider.clone(),
+                s.from_number.clone(),
+                s.mapping.clone(),
+                s.timeout,
+                config.ui.site_title.clone(),
+            )
+            .map_err(|err| AppError::Sms {
+                stage: name.clone(),
+                source: err,
+            })?;
+            out.insert(
+                name.clone(),
+                Arc::new(SmsChannel {
+                    sender: Arc::new(sender),
+                    limits: s.limits.clone(),
                 }),
             );
         }

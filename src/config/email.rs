@@ -8,7 +8,7 @@ use super::*;
 type Checked<T> = Result<T, Problem>;
 
 /// A number of `unit`s, or a duration string.
-fn duration_or(
+pub(super) fn duration_or(
     path: &str,
     v: &Option<toml::Value>,
     unit: Duration,
@@ -73,7 +73,7 @@ pub(super) fn smtp(path: &str, raw: &RawSmtp) -> Checked<SmtpSettings> {
     })
 }
 
-fn limit(path: String, v: Option<u32>, default: u32) -> Checked<u32> {
+pub(super) fn limit(path: String, v: Option<u32>, default: u32) -> Checked<u32> {
     let n = v.unwrap_or(default);
     if n > 100 {
         return Err(Problem::new(path, "must be between 0 (unlimited) and 100"));
@@ -246,6 +246,7 @@ pub(super) fn cross_check(
                 if let Some(target) = &v.configure_stage {
                     match stages.get(target) {
                         Some(StageConfig::AuthenticatorEmail(_)) => {}
+                        Some(StageConfig::AuthenticatorSms(_)) => {}
                         Some(other) => {
                             return Err(Problem::new(
                                 format!("stages.{name}.configure_stage"),
@@ -261,6 +262,16 @@ pub(super) fn cross_check(
                                 format!("no stage named `{target}` under [stages]"),
                             ))
                         }
+                    }
+                }
+            }
+            StageConfig::AuthenticatorSms(e) => {
+                if let Some(flow) = &e.configure_flow {
+                    if !flows.iter().any(|f| &f.slug == flow) {
+                        return Err(Problem::new(
+                            format!("stages.{name}.configure_flow"),
+                            format!("no flow with slug `{flow}` under [[flows]]"),
+                        ));
                     }
                 }
             }

@@ -6,12 +6,13 @@ mod duration;
 mod email;
 mod error;
 mod raw;
+mod sms;
 mod validate;
 
 pub use duration::parse as parse_duration;
 pub use error::ConfigError;
 
-pub use crate::notify::{SmtpSecurity, SmtpSettings};
+pub use crate::notify::{GenericAuth, SmsProvider, SmtpSecurity, SmtpSettings};
 pub use crate::store::DeviceClass;
 use http::HeaderName;
 use regex::RegexSet;
@@ -166,6 +167,56 @@ pub enum StageConfig {
     Deny { deny_message: String },
     AuthenticatorEmail(Box<EmailStageConfig>),
     AuthenticatorValidate(Box<ValidateStageConfig>),
+    AuthenticatorSms(Box<SmsStageConfig>),
+    Prompt(Box<PromptStageConfig>),
+}
+
+/// Limits against SMS pumping (toll fraud) and code guessing. Counted in the store, so they
+/// hold across executions and restarts.
+#[derive(Debug, Clone)]
+pub struct SmsLimits {
+    pub per_number: u32,
+    pub per_user: u32,
+    pub per_client: u32,
+    pub window: Duration,
+    pub global_per_hour: u32,
+    pub resend_cooldown: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmsStageConfig {
+    pub friendly_name: String,
+    pub from_number: String,
+    pub provider: SmsProvider,
+    pub timeout: Duration,
+    pub verify_only: bool,
+    /// Twilio: the message text. Generic: the whole JSON payload.
+    pub mapping: Option<String>,
+    pub configure_flow: Option<String>,
+    pub allowed_prefixes: Vec<String>,
+    pub phone_pattern: Option<regex::Regex>,
+    pub phone_error_message: String,
+    pub limits: SmsLimits,
+    pub otp: OtpPolicy,
+}
+
+/// A prompt stage's fields.
+#[derive(Debug, Clone)]
+pub struct PromptStageConfig {
+    pub fields: Vec<PromptField>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PromptField {
+    pub key: String,
+    pub label: String,
+    /// text, email, tel, password or hidden.
+    pub kind: String,
+    pub required: bool,
+    pub placeholder: Option<String>,
+    pub pattern: Option<regex::Regex>,
+    pub pattern_message: String,
+    pub value: Option<String>,
 }
 
 impl StageConfig {
@@ -178,6 +229,8 @@ impl StageConfig {
             StageConfig::Deny { .. } => "deny",
             StageConfig::AuthenticatorEmail(_) => "authenticator_email",
             StageConfig::AuthenticatorValidate(_) => "authenticator_validate",
+            StageConfig::AuthenticatorSms(_) => "authenticator_sms",
+            StageConfig::Prompt(_) => "prompt",
         }
     }
 }

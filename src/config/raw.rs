@@ -173,6 +173,68 @@ pub enum RawStage {
     },
     AuthenticatorEmail(Box<RawEmailStage>),
     AuthenticatorValidate(Box<RawValidateStage>),
+    AuthenticatorSms(Box<RawSmsStage>),
+    Prompt(Box<RawPromptStage>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSmsStage {
+    pub provider: String,
+    pub from_number: String,
+    pub friendly_name: Option<String>,
+    pub configure_flow: Option<String>,
+    pub verify_only: Option<bool>,
+    pub mapping: Option<String>,
+    // Twilio
+    pub account_sid: Option<String>,
+    pub auth_token: Option<String>,
+    pub api_base: Option<String>,
+    // generic
+    pub url: Option<String>,
+    pub auth_type: Option<String>,
+    pub auth: Option<String>,
+    pub auth_password: Option<String>,
+    /// Seconds, or a duration string.
+    pub timeout: Option<toml::Value>,
+    // which numbers
+    pub allowed_prefixes: Option<Vec<String>>,
+    pub phone_pattern: Option<String>,
+    pub phone_error_message: Option<String>,
+    // against pumping
+    pub limit_per_number: Option<u32>,
+    pub limit_per_user: Option<u32>,
+    pub limit_per_client: Option<u32>,
+    pub limit_window: Option<String>,
+    pub global_limit_per_hour: Option<u32>,
+    pub resend_cooldown: Option<String>,
+    // code policy
+    pub code_length: Option<u32>,
+    pub token_expiry: Option<toml::Value>,
+    pub max_challenges_sent: Option<u32>,
+    pub max_allowed_attempts: Option<u32>,
+    pub user_limit_window: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPromptStage {
+    pub fields: Vec<RawPromptField>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPromptField {
+    pub key: String,
+    pub label: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub required: Option<bool>,
+    pub placeholder: Option<String>,
+    pub pattern: Option<String>,
+    pub pattern_message: Option<String>,
+    /// The value of a hidden field.
+    pub value: Option<String>,
 }
 
 /// SMTP connection settings, as in authentik's Email stage.

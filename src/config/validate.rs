@@ -239,6 +239,12 @@ fn stage(name: &str, raw: RawStage, session_lifetime: Duration) -> Checked<Stage
         RawStage::AuthenticatorEmail(raw) => {
             StageConfig::AuthenticatorEmail(Box::new(super::email::email_stage(name, &raw)?))
         }
+        RawStage::AuthenticatorSms(raw) => {
+            StageConfig::AuthenticatorSms(Box::new(super::sms::sms_stage(name, &raw)?))
+        }
+        RawStage::Prompt(raw) => {
+            StageConfig::Prompt(Box::new(super::sms::prompt_stage(name, &raw)?))
+        }
         RawStage::AuthenticatorValidate(raw) => {
             StageConfig::AuthenticatorValidate(Box::new(super::email::validate_stage(name, &raw)?))
         }

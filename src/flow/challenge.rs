@@ -15,6 +15,9 @@ pub struct Field {
     /// A value to pre-fill (hidden fields, a known address).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
+    /// An example of the expected input, shown in the empty field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placeholder: Option<String>,
     /// For `choice` fields: the values to pick from.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<Choice>,
@@ -31,6 +34,7 @@ impl Field {
             label: label.into(),
             required: true,
             value: None,
+            placeholder: None,
             options: Vec::new(),
             autocomplete: "off",
         }

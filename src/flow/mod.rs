@@ -6,6 +6,7 @@ mod engine;
 mod error;
 mod execution;
 pub mod otp;
+pub mod phone;
 mod stage;
 pub mod stages;
 
@@ -13,4 +14,4 @@ pub use challenge::{Action, Challenge, Choice, Field};
 pub use engine::{Caller, Engine, FlowPlan, Login, Step, View};
 pub use error::FlowError;
 pub use execution::Execution;
-pub use stage::{EmailChannel, Input, Outcome, Services, Stage, StageContext};
+pub use stage::{EmailChannel, Input, Outcome, Services, SmsChannel, Stage, StageContext};

@@ -1,7 +1,8 @@
 //! The contract every stage kind fulfils, and what a stage may touch while it runs.
 
 use super::{Challenge, Execution, FlowError};
-use crate::notify::{EmailSender, MessageTemplates};
+use crate::config::SmsLimits;
+use crate::notify::{EmailSender, MessageTemplates, SmsSender};
 use crate::password::PasswordHasherPool;
 use crate::store::Store;
 use async_trait::async_trait;
@@ -24,8 +25,16 @@ pub struct Services {
     pub email: HashMap<String, Arc<EmailChannel>>,
     /// The global `[email]` connection, for devices whose setup stage is gone.
     pub default_email: Arc<EmailChannel>,
+    /// SMS delivery per SMS setup stage name.
+    pub sms: HashMap<String, Arc<SmsChannel>>,
     pub templates: Arc<MessageTemplates>,
     pub site_title: String,
+}
+
+/// How to reach a phone: a provider plus the limits that protect it from pumping.
+pub struct SmsChannel {
+    pub sender: Arc<dyn SmsSender>,
+    pub limits: SmsLimits,
 }
 
 /// How to reach an e-mail address: a sender plus the subject its messages carry.
@@ -38,6 +47,11 @@ impl Services {
     /// The channel for devices enrolled by `stage`.
     pub fn email_channel(&self, stage: &str) -> &Arc<EmailChannel> {
         self.email.get(stage).unwrap_or(&self.default_email)
+    }
+
+    /// The channel for phones enrolled by `stage`, or any SMS channel when that stage is gone.
+    pub fn sms_channel(&self, stage: &str) -> Option<&Arc<SmsChannel>> {
+        self.sms.get(stage).or_else(|| self.sms.values().next())
     }
 }
 

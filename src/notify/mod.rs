@@ -1,10 +1,12 @@
-//! Delivery of one-time codes and links: e-mail over SMTP (lettre) behind [`EmailSender`],
-//! so stages see a trait and never a transport.
+//! Delivery of one-time codes and links: e-mail over SMTP (lettre) behind [`EmailSender`] and
+//! SMS over HTTP (reqwest) behind [`SmsSender`], so stages see traits and never a transport.
 
 mod email;
+mod sms;
 mod templates;
 
 pub use email::{SmtpSecurity, SmtpSender, SmtpSettings};
+pub use sms::{GenericAuth, HttpSmsSender, OutgoingSms, SmsProvider, SmsSender};
 pub use templates::{MessageTemplates, RenderedMessage};
 
 use async_trait::async_trait;
@@ -27,6 +29,12 @@ pub enum NotifyError {
     Timeout { host: String, port: u16, secs: u64 },
     #[error("template `{name}`: {reason}")]
     Template { name: String, reason: String },
+    #[error("SMS provider {provider}{}: {reason}", status.map(|s| format!(" (status {s})")).unwrap_or_default())]
+    Sms {
+        provider: &'static str,
+        status: Option<u16>,
+        reason: String,
+    },
     #[error("TLS settings: {0}")]
     Tls(String),
 }

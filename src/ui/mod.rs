@@ -96,6 +96,7 @@ impl Ui {
                 context! {
                     name => f.name, kind => f.kind, label => f.label, required => f.required,
                     value => f.value, autocomplete => f.autocomplete, options => f.options,
+                    placeholder => f.placeholder,
                 }
             })
             .collect();

@@ -2,7 +2,6 @@
 //! several, the user picks one; with none, `not_configured_action` decides (skip, deny, or run
 //! the setup stage inline).
 
-use super::authenticator_email::AuthenticatorEmail;
 use super::otp_step::{self, Answer, Sent};
 use crate::config::{NotConfigured, OtpMode, ValidateStageConfig};
 use crate::flow::otp::{self, CodeVerdict, OtpState};
@@ -19,7 +18,7 @@ pub const PICK_DEVICE: &str = "Choose where to send the code.";
 pub struct AuthenticatorValidate {
     pub cfg: ValidateStageConfig,
     /// The setup stage run inline for users without a device, with its configured name.
-    pub configure: Option<(String, Arc<AuthenticatorEmail>)>,
+    pub configure: Option<(String, Arc<dyn Stage>)>,
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -66,7 +65,7 @@ impl AuthenticatorValidate {
     fn delegate<'c>(
         &'c self,
         cx: &'c mut StageContext<'_>,
-    ) -> Option<(StageContext<'c>, &'c AuthenticatorEmail)> {
+    ) -> Option<(StageContext<'c>, &'c dyn Stage)> {
         let (name, stage) = self.configure.as_ref()?;
         Some((
             StageContext {

@@ -1,11 +1,13 @@
 //! One module per stage kind; [`build`] turns a stage's config into the stage.
 
 mod authenticator_email;
+mod authenticator_sms;
 mod authenticator_validate;
 mod deny;
 mod identification;
 mod otp_step;
 mod password;
+mod prompt;
 mod user_login;
 
 pub use password::{INVALID as INVALID_CREDENTIALS, TOO_MANY as TOO_MANY_ATTEMPTS};
@@ -23,17 +25,23 @@ pub fn build(cfg: &StageConfig, all: &BTreeMap<String, StageConfig>) -> Arc<dyn 
         StageConfig::AuthenticatorEmail(c) => {
             Arc::new(authenticator_email::AuthenticatorEmail { cfg: (**c).clone() })
         }
+        StageConfig::AuthenticatorSms(c) => {
+            Arc::new(authenticator_sms::AuthenticatorSms { cfg: (**c).clone() })
+        }
+        StageConfig::Prompt(c) => Arc::new(prompt::Prompt { cfg: (**c).clone() }),
         StageConfig::AuthenticatorValidate(c) => {
-            let configure = c
-                .configure_stage
-                .as_ref()
-                .and_then(|target| match all.get(target) {
-                    Some(StageConfig::AuthenticatorEmail(e)) => Some((
-                        target.clone(),
-                        Arc::new(authenticator_email::AuthenticatorEmail { cfg: (**e).clone() }),
-                    )),
-                    _ => None,
-                });
+            let configure = c.configure_stage.as_ref().and_then(|target| {
+                let stage: Arc<dyn Stage> = match all.get(target) {
+                    Some(StageConfig::AuthenticatorEmail(e)) => {
+                        Arc::new(authenticator_email::AuthenticatorEmail { cfg: (**e).clone() })
+                    }
+                    Some(StageConfig::AuthenticatorSms(e)) => {
+                        Arc::new(authenticator_sms::AuthenticatorSms { cfg: (**e).clone() })
+                    }
+                    _ => return None,
+                };
+                Some((target.clone(), stage))
+            });
             Arc::new(authenticator_validate::AuthenticatorValidate {
                 cfg: (**c).clone(),
                 configure,

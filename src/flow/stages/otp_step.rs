@@ -4,8 +4,10 @@
 
 use crate::config::{OtpMode, OtpPolicy};
 use crate::flow::otp::{self, CodeVerdict, Issued, Otp, OtpState, SendRefused};
-use crate::flow::{Action, Challenge, EmailChannel, Field, FlowError, Input, StageContext};
-use crate::notify::OutgoingEmail;
+use crate::flow::{
+    Action, Challenge, EmailChannel, Field, FlowError, Input, SmsChannel, StageContext,
+};
+use crate::notify::{OutgoingEmail, OutgoingSms};
 use minijinja::context;
 
 /// How sending went, for the page.
@@ -190,4 +192,138 @@ pub fn link_done(
         return Ok(false);
     }
     Otp { policy, channel }.link_confirmed(cx, st)
+}
+
+pub const SMS_SEND_FAILED: &str =
+    "We could not send the text message just now. Try again in a moment.";
+pub const SMS_COOLDOWN: &str = "A code was just sent. Wait a little before asking for another.";
+pub const SMS_LIMIT_NUMBER: &str = "Too many codes were sent to this number. Try again later.";
+pub const SMS_LIMIT_USER: &str = "Too many codes were sent for this account. Try again later.";
+pub const SMS_LIMIT_CLIENT: &str =
+    "Too many codes were requested from your network. Try again later.";
+pub const SMS_LIMIT_GLOBAL: &str = "Text messages are temporarily unavailable. Try again later.";
+
+/// The first pumping limit `number` would break, with the message to show.
+fn sms_throttled(
+    cx: &StageContext<'_>,
+    channel: &SmsChannel,
+    number: &str,
+) -> Result<Option<(&'static str, &'static str)>, FlowError> {
+    let store = &cx.services.store;
+    let now = crate::clock::now();
+    let l = &channel.limits;
+    let over = |key: String, max: u32| -> Result<bool, FlowError> {
+        Ok(max > 0 && store.counter(&key, now)? >= max)
+    };
+    if !l.resend_cooldown.is_zero() && store.counter(&format!("sms:cool:{number}"), now)? > 0 {
+        return Ok(Some(("cooldown", SMS_COOLDOWN)));
+    }
+    if over(format!("sms:num:{number}"), l.per_number)? {
+        return Ok(Some(("per_number", SMS_LIMIT_NUMBER)));
+    }
+    if over(format!("sms:user:{}", Otp::subject(cx)), l.per_user)? {
+        return Ok(Some(("per_user", SMS_LIMIT_USER)));
+    }
+    if over(format!("sms:client:{}", cx.client), l.per_client)? {
+        return Ok(Some(("per_client", SMS_LIMIT_CLIENT)));
+    }
+    if over("sms:global".into(), l.global_per_hour)? {
+        return Ok(Some(("global_per_hour", SMS_LIMIT_GLOBAL)));
+    }
+    Ok(None)
+}
+
+fn count_sms(cx: &StageContext<'_>, channel: &SmsChannel, number: &str) -> Result<(), FlowError> {
+    let store = &cx.services.store;
+    let now = crate::clock::now();
+    let l = &channel.limits;
+    let window = l.window.as_secs() as i64;
+    if !l.resend_cooldown.is_zero() {
+        store.bump_counter(
+            &format!("sms:cool:{number}"),
+            l.resend_cooldown.as_secs().max(1) as i64,
+            now,
+        )?;
+    }
+    store.bump_counter(&format!("sms:num:{number}"), window, now)?;
+    store.bump_counter(&format!("sms:user:{}", Otp::subject(cx)), window, now)?;
+    store.bump_counter(&format!("sms:client:{}", cx.client), window, now)?;
+    store.bump_counter("sms:global", 3600, now)?;
+    Ok(())
+}
+
+/// Issues a code and texts it to `number`, after the pumping limits. Limits and delivery
+/// failures come back as [`Sent::Failed`]; the provider's answer goes to the operator's log.
+///
+/// # Errors
+/// Storage errors.
+pub async fn send_sms(
+    cx: &mut StageContext<'_>,
+    policy: &OtpPolicy,
+    st: &mut OtpState,
+    channel: &SmsChannel,
+    number: &str,
+) -> Result<Sent, FlowError> {
+    if !st.decoy {
+        if let Some((limit, message)) = sms_throttled(cx, channel, number)? {
+            tracing::warn!(limit, user = %Otp::subject(cx), client = %cx.client, to = %otp::mask(number), "SMS limit reached; nothing sent");
+            return Ok(Sent::Failed(message.into()));
+        }
+    }
+    let engine = Otp {
+        policy,
+        channel: "sms",
+    };
+    let code = match engine.issue(cx, st)? {
+        Ok(Issued::Code(c)) => c,
+        Ok(Issued::Link(_)) => {
+            return Err(FlowError::Stage {
+                stage: cx.name.to_string(),
+                reason: "SMS sends codes, not links".into(),
+            })
+        }
+        Err(SendRefused::Limit) => {
+            tracing::info!(user = %Otp::subject(cx), client = %cx.client, stage = cx.name, "SMS send limit reached");
+            return Ok(Sent::Failed(otp::TOO_MANY_SENDS.into()));
+        }
+    };
+    if st.decoy {
+        return Ok(Sent::Ok);
+    }
+    count_sms(cx, channel, number)?;
+    let text = cx
+        .services
+        .templates
+        .render(
+            "sms_code.txt",
+            &context! { token => code, code => code, site_title => cx.services.site_title, lifetime => lifetime(policy.token_expiry) },
+        )
+        .map(|t| t.trim().to_string());
+    let text = match text {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, stage = cx.name, "SMS template failed");
+            st.code_hash = None;
+            return Ok(Sent::Failed(SMS_SEND_FAILED.into()));
+        }
+    };
+    let result = channel
+        .sender
+        .send(OutgoingSms {
+            to: number.to_string(),
+            token: code,
+            text,
+        })
+        .await;
+    match result {
+        Ok(()) => {
+            tracing::info!(user = %Otp::subject(cx), client = %cx.client, stage = cx.name, to = %otp::mask(number), "sign-in SMS sent");
+            Ok(Sent::Ok)
+        }
+        Err(e) => {
+            st.code_hash = None;
+            tracing::error!(error = %e, stage = cx.name, to = %otp::mask(number), "sign-in SMS could not be sent");
+            Ok(Sent::Failed(SMS_SEND_FAILED.into()))
+        }
+    }
 }

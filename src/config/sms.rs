@@ -1,0 +1,201 @@
+//! Validation of the SMS setup stage (providers, accepted numbers, limits) and prompt stages.
+
+use super::email::{duration_or, limit, otp};
+use super::error::Problem;
+use super::raw::{RawOtp, RawPromptStage, RawSmsStage};
+use super::*;
+
+type Checked<T> = Result<T, Problem>;
+
+/// Twilio's public API, unless `api_base` points elsewhere (a region, or a test server).
+pub const TWILIO_API: &str = "https://api.twilio.com";
+pub const DEFAULT_PHONE_ERROR: &str = "Invalid phone number or missing region code";
+
+fn url(path: String, v: &str) -> Checked<url::Url> {
+    let u = url::Url::parse(v)
+        .map_err(|e| Problem::new(path.clone(), format!("`{v}` is not a URL ({e})")))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(Problem::new(path, "must be an http or https URL"));
+    }
+    Ok(u)
+}
+
+fn required<'a>(path: String, v: &'a Option<String>, why: &str) -> Checked<&'a String> {
+    v.as_ref()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| Problem::new(path, why.to_string()))
+}
+
+pub(super) fn sms_stage(name: &str, raw: &RawSmsStage) -> Checked<SmsStageConfig> {
+    let p = |k: &str| format!("stages.{name}.{k}");
+    let provider = match raw.provider.as_str() {
+        "twilio" => SmsProvider::Twilio {
+            account_sid: required(
+                p("account_sid"),
+                &raw.account_sid,
+                "the Twilio provider needs the account SID",
+            )?
+            .clone(),
+            auth_token: required(
+                p("auth_token"),
+                &raw.auth_token,
+                "the Twilio provider needs the auth token",
+            )?
+            .clone(),
+            api_base: url(p("api_base"), raw.api_base.as_deref().unwrap_or(TWILIO_API))?,
+        },
+        "generic" => {
+            let target = url(
+                p("url"),
+                required(p("url"), &raw.url, "the generic provider needs the API URL")?,
+            )?;
+            let auth = match (raw.auth_type.as_deref().unwrap_or("bearer"), &raw.auth) {
+                (_, None) => GenericAuth::None,
+                ("bearer", Some(t)) => GenericAuth::Bearer(t.clone()),
+                ("basic", Some(u)) => GenericAuth::Basic {
+                    username: u.clone(),
+                    password: raw.auth_password.clone(),
+                },
+                (other, _) => {
+                    return Err(Problem::new(
+                        p("auth_type"),
+                        format!("`{other}` is not one of \"basic\", \"bearer\""),
+                    ))
+                }
+            };
+            SmsProvider::Generic { url: target, auth }
+        }
+        other => {
+            return Err(Problem::new(
+                p("provider"),
+                format!("`{other}` is not one of \"twilio\", \"generic\""),
+            ))
+        }
+    };
+    if let Some(m) = &raw.mapping {
+        let mut env = minijinja::Environment::new();
+        env.add_template("mapping", m)
+            .map_err(|e| Problem::new(p("mapping"), format!("not a valid template: {e}")))?;
+    }
+    let allowed_prefixes = raw.allowed_prefixes.clone().unwrap_or_default();
+    for (i, prefix) in allowed_prefixes.iter().enumerate() {
+        if !prefix.starts_with('+')
+            || !prefix[1..].bytes().all(|b| b.is_ascii_digit())
+            || prefix.len() < 2
+        {
+            return Err(Problem::new(
+                format!("stages.{name}.allowed_prefixes[{i}]"),
+                format!("`{prefix}` is not a prefix like \"+41\""),
+            ));
+        }
+    }
+    let phone_pattern = match &raw.phone_pattern {
+        Some(re) => Some(
+            regex::Regex::new(re)
+                .map_err(|e| Problem::new(p("phone_pattern"), format!("not a valid regex: {e}")))?,
+        ),
+        None => None,
+    };
+    let window = |k: &str, v: &Option<String>, d: u64| -> Checked<Duration> {
+        match v {
+            Some(t) => parse_duration(t).map_err(|r| Problem::new(p(k), r)),
+            None => Ok(Duration::from_secs(d)),
+        }
+    };
+    let policy = otp(
+        &format!("stages.{name}"),
+        &RawOtp {
+            mode: None,
+            code_length: raw.code_length,
+            token_expiry: raw.token_expiry.clone(),
+            max_challenges_sent: raw.max_challenges_sent,
+            max_allowed_attempts: raw.max_allowed_attempts,
+            allow_inactive_accounts: None,
+            activate_inactive_accounts: None,
+            link_ttl: None,
+            continue_in_verify_window: None,
+            user_limit_window: raw.user_limit_window.clone(),
+        },
+    )?;
+    Ok(SmsStageConfig {
+        friendly_name: raw.friendly_name.clone().unwrap_or_else(|| "SMS".into()),
+        from_number: raw.from_number.clone(),
+        provider,
+        timeout: duration_or(
+            &p("timeout"),
+            &raw.timeout,
+            Duration::from_secs(1),
+            Duration::from_secs(10),
+        )?,
+        verify_only: raw.verify_only.unwrap_or(false),
+        mapping: raw.mapping.clone(),
+        configure_flow: raw.configure_flow.clone(),
+        allowed_prefixes,
+        phone_pattern,
+        phone_error_message: raw
+            .phone_error_message
+            .clone()
+            .unwrap_or_else(|| DEFAULT_PHONE_ERROR.into()),
+        limits: SmsLimits {
+            per_number: limit(p("limit_per_number"), raw.limit_per_number, 5)?,
+            per_user: limit(p("limit_per_user"), raw.limit_per_user, 5)?,
+            per_client: limit(p("limit_per_client"), raw.limit_per_client, 10)?,
+            window: window("limit_window", &raw.limit_window, 3600)?,
+            global_per_hour: raw.global_limit_per_hour.unwrap_or(200),
+            resend_cooldown: match &raw.resend_cooldown {
+                Some(t) => humantime::parse_duration(t)
+                    .map_err(|e| Problem::new(p("resend_cooldown"), e.to_string()))?,
+                None => Duration::from_secs(30),
+            },
+        },
+        otp: policy,
+    })
+}
+
+pub(super) fn prompt_stage(name: &str, raw: &RawPromptStage) -> Checked<PromptStageConfig> {
+    if raw.fields.is_empty() {
+        return Err(Problem::new(
+            format!("stages.{name}.fields"),
+            "needs at least one field",
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let fields = raw
+        .fields
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let p = |k: &str| format!("stages.{name}.fields[{i}].{k}");
+            let key_ok = !f.key.is_empty()
+                && f.key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && !matches!(f.key.as_str(), "stage" | "component" | "action" | "csrf_token");
+            if !key_ok {
+                return Err(Problem::new(p("key"), format!("`{}` is not usable as a field key (letters, digits, `_`; not a reserved name)", f.key)));
+            }
+            if !seen.insert(f.key.clone()) {
+                return Err(Problem::new(p("key"), format!("field `{}` appears twice", f.key)));
+            }
+            let kind = f.kind.clone().unwrap_or_else(|| "text".into());
+            if !matches!(kind.as_str(), "text" | "email" | "tel" | "password" | "hidden") {
+                return Err(Problem::new(p("type"), format!("`{kind}` is not one of text, email, tel, password, hidden")));
+            }
+            let pattern = match &f.pattern {
+                Some(re) => Some(
+                    regex::Regex::new(re).map_err(|e| Problem::new(p("pattern"), format!("not a valid regex: {e}")))?,
+                ),
+                None => None,
+            };
+            Ok(PromptField {
+                key: f.key.clone(),
+                label: f.label.clone().unwrap_or_else(|| f.key.clone()),
+                kind,
+                required: f.required.unwrap_or(true),
+                placeholder: f.placeholder.clone(),
+                pattern,
+                pattern_message: f.pattern_message.clone().unwrap_or_else(|| "This value is not in the expected format.".into()),
+                value: f.value.clone(),
+            })
+        })
+        .collect::<Checked<Vec<_>>>()?;
+    Ok(PromptStageConfig { fields })
+}
