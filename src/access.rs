@@ -108,14 +108,56 @@ impl Gate {
         Decision::Allow { app, claims }
     }
 
-    /// Where to sign in to reach this request: the app's flow, returning to the request.
+    /// Where to sign in to reach this request: the app's flow, returning to the request. On
+    /// the auth host when one is configured (single sign-on), else on the request's own host
+    /// as a path.
     pub fn login_url(&self, app: &AppConfig, req: &AccessRequest<'_>) -> String {
         let original = format!("{}://{}{}", req.scheme, req.authority, req.path_and_query);
-        format!(
+        let path = format!(
             "/.portcullis/flow/{}?rd={}",
             app.flow,
             percent_encoding::utf8_percent_encode(&original, percent_encoding::NON_ALPHANUMERIC)
-        )
+        );
+        match &self.config.server.auth_host {
+            Some(auth) => format!("{}://{}{path}", req.scheme, with_port(auth, req.authority)),
+            None => path,
+        }
+    }
+
+    /// [`Gate::login_url`] as an absolute URL, for answers read by another proxy.
+    pub fn login_url_absolute(&self, app: &AppConfig, req: &AccessRequest<'_>) -> String {
+        let url = self.login_url(app, req);
+        if url.starts_with('/') {
+            format!("{}://{}{url}", req.scheme, req.authority)
+        } else {
+            url
+        }
+    }
+
+    /// Whether `authority` names the configured auth host.
+    pub fn is_auth_host(&self, authority: &str) -> bool {
+        self.config
+            .server
+            .auth_host
+            .as_deref()
+            .is_some_and(|h| h.eq_ignore_ascii_case(host_of(authority)))
+    }
+}
+
+/// `host` with the port of `authority`, if it has one: the auth host is reached through the
+/// same front door as the app.
+fn with_port(host: &str, authority: &str) -> String {
+    let port = authority
+        .rsplit_once(':')
+        .filter(|(h, p)| {
+            !p.is_empty()
+                && p.bytes().all(|b| b.is_ascii_digit())
+                && (!h.contains(':') || h.ends_with(']'))
+        })
+        .map(|(_, p)| p);
+    match port {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
     }
 }
 

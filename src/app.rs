@@ -190,6 +190,11 @@ pub fn serve(config: Config) -> Result<(), AppError> {
         ..ServerConf::default()
     };
     conf.upstream_keepalive_pool_size = 256;
+    conf.ca_file = cfg
+        .server
+        .upstream_ca_file
+        .as_ref()
+        .map(|p| p.display().to_string());
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let mut service = pingora::proxy::http_proxy_service_with_name(
@@ -200,15 +205,36 @@ pub fn serve(config: Config) -> Result<(), AppError> {
     for addr in &cfg.server.listen {
         service.add_tcp(&addr.to_string());
     }
+    if !cfg.server.tls_listen.is_empty() {
+        let resolver = Arc::new(
+            crate::tls::SniResolver::new(&cfg.server.certificates)
+                .map_err(|e| AppError::Server(e.to_string()))?,
+        );
+        for addr in &cfg.server.tls_listen {
+            let mut settings =
+                pingora::listeners::tls::TlsSettings::with_callbacks(Box::new(NoCallbacks))
+                    .map_err(|e| AppError::Server(e.to_string()))?;
+            settings.set_cert_resolver(resolver.clone());
+            settings.enable_h2();
+            service.add_tls_with_settings(&addr.to_string(), None, settings);
+        }
+    }
     server.add_service(service);
     tracing::info!(
         listen = ?cfg.server.listen,
+        tls_listen = ?cfg.server.tls_listen,
         apps = cfg.apps.len(),
         config = %cfg.source.display(),
         "portcullis is running"
     );
     server.run_forever()
 }
+
+/// Pingora's TLS settings constructor wants handshake callbacks; we need none.
+struct NoCallbacks;
+
+#[async_trait::async_trait]
+impl pingora::listeners::TlsAccept for NoCallbacks {}
 
 /// On the very first start there is nobody who could sign in: create `admin` with a random
 /// password and print it once, so the operator can get in and change it.

@@ -6,6 +6,7 @@ mod duration;
 mod email;
 mod error;
 mod raw;
+mod server;
 mod sms;
 mod validate;
 
@@ -48,6 +49,31 @@ pub struct Config {
 pub struct ServerConfig {
     pub listen: Vec<SocketAddr>,
     pub threads: usize,
+    /// HTTPS listeners (HTTP/2 and HTTP/1.1), using `certificates`.
+    pub tls_listen: Vec<SocketAddr>,
+    /// Certificates, chosen by SNI; the first is the default. Read and checked at load.
+    pub certificates: Vec<Certificate>,
+    /// Only requests from these networks may tell us the original request or client through
+    /// `X-Forwarded-*` / `X-Original-*` headers.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The host that serves sign-in for every app (single sign-on with `cookie_domain`).
+    pub auth_host: Option<String>,
+    /// Answer plain-HTTP requests with a redirect to HTTPS.
+    pub redirect_http: bool,
+    /// `Strict-Transport-Security` value sent on HTTPS responses.
+    pub hsts: Option<String>,
+    /// CA bundle for verifying HTTPS upstreams instead of the system roots.
+    pub upstream_ca_file: Option<PathBuf>,
+}
+
+/// A certificate chain and key, already parsed, with the names it covers.
+#[derive(Debug, Clone)]
+pub struct Certificate {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    pub chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// DNS names from the certificate (subject alternative names), lower-case.
+    pub names: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -118,6 +144,7 @@ pub struct AppConfig {
     pub flow: String,
     pub allowed_groups: Vec<String>,
     pub bypass: RegexSet,
+    pub assertion: bool,
 }
 
 /// Where an app's traffic goes.

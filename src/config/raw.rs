@@ -41,6 +41,16 @@ pub struct RawServer {
     /// Worker threads for the proxy; 0 means one per core.
     #[serde(default)]
     pub threads: usize,
+    #[serde(default)]
+    pub tls_listen: Vec<String>,
+    #[serde(default)]
+    pub certificates: Vec<RawCertificate>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub auth_host: Option<String>,
+    #[serde(default)]
+    pub redirect_http: bool,
+    pub hsts: Option<String>,
+    pub upstream_ca_file: Option<String>,
 }
 
 impl Default for RawServer {
@@ -48,8 +58,22 @@ impl Default for RawServer {
         Self {
             listen: default_listen(),
             threads: 0,
+            tls_listen: Vec::new(),
+            certificates: Vec::new(),
+            trusted_proxies: None,
+            auth_host: None,
+            redirect_http: false,
+            hsts: None,
+            upstream_ca_file: None,
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub cert: String,
+    pub key: String,
 }
 
 fn default_listen() -> Vec<String> {
@@ -132,6 +156,9 @@ pub struct RawApp {
     pub allowed_groups: Vec<String>,
     #[serde(default)]
     pub bypass: Vec<String>,
+    /// Add a short-lived signed identity assertion header for this app's upstream.
+    #[serde(default)]
+    pub assertion: bool,
 }
 
 /// One address or several (round-robin).

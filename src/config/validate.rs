@@ -53,14 +53,23 @@ pub(super) fn validate(raw: RawConfig, file: &Path) -> Checked<Config> {
     let flows = flows(&raw.flows, &stages)?;
     super::email::cross_check(&stages, &flows)?;
     let apps = apps(&raw.apps, &flows)?;
+    if let Some(h) = &raw.server.auth_host {
+        let h = h.to_ascii_lowercase();
+        if let Some(a) = apps.iter().find(|a| a.hosts.contains(&h)) {
+            return Err(Problem::new(
+                "server.auth_host",
+                format!(
+                    "host `{h}` is also an app host (app `{}`); the auth host serves only sign-in",
+                    a.name
+                ),
+            ));
+        }
+    }
     let email = super::email::smtp("email", &raw.email.unwrap_or_default())?;
 
     Ok(Config {
         source: file.to_path_buf(),
-        server: ServerConfig {
-            listen,
-            threads: raw.server.threads,
-        },
+        server: super::server::server(&raw.server, listen)?,
         storage: StorageConfig {
             path: storage_path,
             keys_path,
@@ -390,6 +399,7 @@ fn apps(raw: &[RawApp], flows: &[FlowConfig]) -> Checked<Vec<AppConfig>> {
             flow: a.flow.clone(),
             allowed_groups: a.allowed_groups.clone(),
             bypass,
+            assertion: a.assertion,
         });
     }
     Ok(out)

@@ -10,6 +10,8 @@ mod upstream;
 mod whoami;
 
 use crate::access::{AccessRequest, Decision, Gate};
+use crate::forward_auth;
+use crate::forwarded::TrustedProxies;
 use crate::portal::{self, pages, Portal, FLOW_COOKIE, MAX_BODY, PING, PREFIX};
 use crate::session::Claims;
 use async_trait::async_trait;
@@ -27,6 +29,7 @@ use upstream::UpstreamSet;
 pub struct RequestCtx {
     app: Option<usize>,
     claims: Option<Claims>,
+    tls: bool,
 }
 
 /// The gateway as a Pingora proxy.
@@ -34,19 +37,127 @@ pub struct Gateway {
     gate: Arc<Gate>,
     portal: Arc<Portal>,
     upstreams: Vec<UpstreamSet>,
+    trusted: TrustedProxies,
+    /// Where `redirect_http` sends plain-HTTP requests.
+    https_port: Option<u16>,
+    /// `Strict-Transport-Security` for HTTPS responses.
+    hsts: Option<http::HeaderValue>,
 }
 
 impl Gateway {
     pub fn new(gate: Arc<Gate>, portal: Arc<Portal>) -> Self {
-        let upstreams = gate.config().apps.iter().map(UpstreamSet::new).collect();
+        let cfg = gate.config();
+        let upstreams = cfg.apps.iter().map(UpstreamSet::new).collect();
+        let trusted = TrustedProxies::new(cfg.server.trusted_proxies.clone());
+        let https_port = cfg
+            .server
+            .redirect_http
+            .then(|| cfg.server.tls_listen.first().map(|a| a.port()))
+            .flatten();
+        let hsts = cfg
+            .server
+            .hsts
+            .as_deref()
+            .and_then(|v| http::HeaderValue::from_str(v).ok());
         Self {
             gate,
             portal,
             upstreams,
+            trusted,
+            https_port,
+            hsts,
         }
     }
 
-    async fn reply(&self, session: &mut Session, resp: portal::Response) -> pingora::Result<bool> {
+    fn peer_ip(session: &Session) -> Option<std::net::IpAddr> {
+        session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+    }
+
+    /// The real client address by the trusted-proxy rule, for logs and limits.
+    fn client_ip(&self, session: &Session) -> String {
+        match Self::peer_ip(session) {
+            Some(ip) => self
+                .trusted
+                .client(ip, &session.req_header().headers)
+                .to_string(),
+            None => String::new(),
+        }
+    }
+
+    /// Answers a forward-auth call from nginx, Traefik or Caddy.
+    async fn forward_auth(
+        &self,
+        session: &mut Session,
+        flavor: forward_auth::Flavor,
+        scheme: &str,
+    ) -> pingora::Result<bool> {
+        let trusted = Self::peer_ip(session).is_some_and(|ip| self.trusted.trusts(ip));
+        let req = session.req_header();
+        let resp = forward_auth::handle(
+            &self.gate,
+            flavor,
+            &forward_auth::Arrived {
+                method: &req.method,
+                scheme,
+                authority: authority(req),
+                path_and_query: req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+                headers: &req.headers,
+            },
+            trusted,
+        );
+        self.reply(session, resp).await
+    }
+
+    /// The auth host's own root: who is signed in, with a way out.
+    async fn auth_home(&self, session: &mut Session) -> pingora::Result<bool> {
+        let ui = self.portal.ui();
+        let page = match self.gate.session(&session.req_header().headers) {
+            Some(c) => ui.message(
+                "Signed in",
+                &format!("You are signed in as {}.", c.sub),
+                Some(crate::ui::Link {
+                    href: "/.portcullis/logout",
+                    label: "Sign out",
+                }),
+            ),
+            None => ui.message(
+                "Not signed in",
+                "Open the application you want to use; it will send you here to sign in.",
+                None,
+            ),
+        };
+        self.reply(session, portal::Response::html(StatusCode::OK, page))
+            .await
+    }
+
+    /// With `redirect_http`, plain-HTTP page requests go to the same URL on HTTPS.
+    fn https_redirect(&self, req: &RequestHeader) -> Option<portal::Response> {
+        let port = self.https_port?;
+        let host = crate::access::host_of(authority(req));
+        let pq = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let target = if port == 443 {
+            format!("https://{host}{pq}")
+        } else {
+            format!("https://{host}:{port}{pq}")
+        };
+        Some(portal::Response::redirect(
+            StatusCode::PERMANENT_REDIRECT,
+            &target,
+        ))
+    }
+
+    async fn reply(
+        &self,
+        session: &mut Session,
+        mut resp: portal::Response,
+    ) -> pingora::Result<bool> {
+        if let Some(h) = self.hsts.as_ref().filter(|_| is_tls(session)) {
+            resp.headers
+                .push((http::header::STRICT_TRANSPORT_SECURITY, h.clone()));
+        }
         respond::send(session, resp).await?;
         Ok(true)
     }
@@ -54,7 +165,7 @@ impl Gateway {
     /// Hands a `/.portcullis/` request to the portal.
     async fn portal(&self, session: &mut Session, scheme: &str) -> pingora::Result<bool> {
         let authority = authority(session.req_header()).to_string();
-        if self.gate.app(&authority).is_none() {
+        if self.gate.app(&authority).is_none() && !self.gate.is_auth_host(&authority) {
             return self
                 .reply(session, pages::not_found(self.portal.ui()))
                 .await;
@@ -69,7 +180,7 @@ impl Gateway {
                 return self.reply(session, resp).await;
             }
         };
-        let client = client_ip(session);
+        let client = self.client_ip(session);
         let req = session.req_header();
         let resp = self
             .portal
@@ -99,14 +210,6 @@ fn authority(req: &RequestHeader) -> &str {
 
 fn is_tls(session: &Session) -> bool {
     session.digest().is_some_and(|d| d.ssl_digest.is_some())
-}
-
-fn client_ip(session: &Session) -> String {
-    session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default()
 }
 
 /// The whole request body, or `None` when it is over [`MAX_BODY`].
@@ -141,9 +244,30 @@ impl ProxyHttp for Gateway {
                 .reply(session, portal::Response::text(StatusCode::OK, "pong"))
                 .await;
         }
-        let scheme = if is_tls(session) { "https" } else { "http" };
+        let tls = is_tls(session);
+        ctx.tls = tls;
+        let scheme = if tls { "https" } else { "http" };
+        if let Some(flavor) = forward_auth::route(path) {
+            let compat = forward_auth::is_compat_path(path);
+            if !compat || self.gate.app(authority(session.req_header())).is_none() {
+                return self.forward_auth(session, flavor, scheme).await;
+            }
+        }
+        if !tls {
+            if let Some(resp) = self.https_redirect(session.req_header()) {
+                return self.reply(session, resp).await;
+            }
+        }
         if path.starts_with(PREFIX) {
             return self.portal(session, scheme).await;
+        }
+        if self.gate.is_auth_host(authority(session.req_header())) {
+            if path == "/" {
+                return self.auth_home(session).await;
+            }
+            return self
+                .reply(session, pages::not_found(self.portal.ui()))
+                .await;
         }
 
         let req = session.req_header();
@@ -206,6 +330,18 @@ impl ProxyHttp for Gateway {
         identity::strip_cookies(upstream, &[cfg.session.cookie_name.as_str(), FLOW_COOKIE])
     }
 
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut pingora::http::ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> pingora::Result<()> {
+        if let Some(h) = self.hsts.as_ref().filter(|_| ctx.tls) {
+            upstream_response.insert_header(http::header::STRICT_TRANSPORT_SECURITY, h.clone())?;
+        }
+        Ok(())
+    }
+
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
@@ -226,7 +362,13 @@ impl ProxyHttp for Gateway {
         if code == 502 {
             tracing::warn!(error = %e, "upstream failed");
             if session.response_written().is_none() {
-                let _ = respond::send(session, pages::bad_gateway(self.portal.ui())).await;
+                let page = pages::bad_gateway(self.portal.ui());
+                // Pingora closes the client connection after a proxy failure; say so, so a
+                // pooling client does not send its next request into a closed socket.
+                if !session.is_http2() {
+                    session.set_keepalive(None);
+                }
+                let _ = respond::send(session, page).await;
             }
         } else if code > 0 && session.response_written().is_none() {
             let _ = session.respond_error(code).await;

@@ -1,0 +1,111 @@
+//! HTTPS listeners: certificates chosen by SNI (exact names, then `*.` wildcards, then the
+//! first certificate as default), HTTP/2 and HTTP/1.1 offered via ALPN.
+
+use crate::config::Certificate;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::PrivateKeyDer;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+#[error("certificate {path}: {reason}")]
+pub struct TlsError {
+    path: String,
+    reason: String,
+}
+
+/// Picks the certificate for a handshake by the name the client asked for.
+#[derive(Debug)]
+pub struct SniResolver {
+    by_name: HashMap<String, Arc<CertifiedKey>>,
+    default: Arc<CertifiedKey>,
+}
+
+impl SniResolver {
+    /// # Errors
+    /// [`TlsError`] naming the file when a key cannot be used for signing.
+    pub fn new(certs: &[Certificate]) -> Result<Self, TlsError> {
+        let mut by_name = HashMap::new();
+        let mut default = None;
+        for c in certs {
+            let key = PrivateKeyDer::from_pem_file(&c.key_path).map_err(|e| TlsError {
+                path: c.key_path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            let signer =
+                rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| TlsError {
+                    path: c.key_path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+            let ck = Arc::new(CertifiedKey::new(c.chain.clone(), signer));
+            for name in &c.names {
+                by_name.entry(name.clone()).or_insert_with(|| ck.clone());
+            }
+            default.get_or_insert(ck);
+        }
+        let default = default.ok_or_else(|| TlsError {
+            path: "[server.certificates]".into(),
+            reason: "no certificate configured".into(),
+        })?;
+        Ok(Self { by_name, default })
+    }
+
+    fn lookup(&self, name: &str) -> Arc<CertifiedKey> {
+        let name = name.to_ascii_lowercase();
+        if let Some(ck) = self.by_name.get(&name) {
+            return ck.clone();
+        }
+        if let Some((_, parent)) = name.split_once('.') {
+            if let Some(ck) = self.by_name.get(&format!("*.{parent}")) {
+                return ck.clone();
+            }
+        }
+        self.default.clone()
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(match hello.server_name() {
+            Some(name) => self.lookup(name),
+            None => self.default.clone(),
+        })
+    }
+}
+
+/// Writes a self-signed certificate for `localhost` and `*.localhost` (and 127.0.0.1, ::1)
+/// into `dir` as `dev.pem` and `dev.key` (mode 0600), for trying HTTPS locally.
+///
+/// # Errors
+/// The I/O or generation error, as text naming the path.
+pub fn write_dev_certificate(
+    dir: &std::path::Path,
+) -> Result<(std::path::PathBuf, std::path::PathBuf), String> {
+    let names = vec![
+        "localhost".to_string(),
+        "*.localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    let cert = rcgen::generate_simple_self_signed(names)
+        .map_err(|e| format!("cannot generate a certificate: {e}"))?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let cert_path = dir.join("dev.pem");
+    let key_path = dir.join("dev.key");
+    std::fs::write(&cert_path, cert.cert.pem())
+        .map_err(|e| format!("{}: {e}", cert_path.display()))?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    use std::io::Write;
+    opts.open(&key_path)
+        .and_then(|mut f| f.write_all(cert.key_pair.serialize_pem().as_bytes()))
+        .map_err(|e| format!("{}: {e}", key_path.display()))?;
+    Ok((cert_path, key_path))
+}

@@ -1,0 +1,307 @@
+//! The CLI: user management with and without a running gateway, the bootstrap admin,
+//! hash-password; and that no password ever reaches the logs.
+
+use crate::harness::*;
+use serde_json::json;
+
+/// The JSON sign-in must fail exactly like a wrong password.
+async fn assert_cannot_sign_in(gw: &Gateway, uid: &str, pw: &str, what: &str) {
+    let b = gw.browser();
+    api_start(&b, APP, None).await;
+    let r = b.post_json(&api_path(), &json!({ "uid": uid })).await;
+    assert_eq!(r.json()["component"], "password", "{what}: {}", r.body);
+    let r = b.post_json(&api_path(), &json!({ "password": pw })).await;
+    assert_eq!(r.status, 200, "{what}: {}", r.describe());
+    let v = r.json();
+    assert_eq!(v["component"], "password", "{what}: {v}");
+    assert_eq!(
+        v["errors"],
+        json!(["Invalid username or password."]),
+        "{what}: {v}"
+    );
+    assert!(
+        r.set_cookie_value(SESSION_COOKIE).is_none(),
+        "{what}: a session was issued"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn user_add_without_gateway_writes_the_database_directly() {
+    let gw = Gateway::prepare(Setup::default()).await;
+    for (out, u) in gw.user_add_outputs.iter().zip(["alice", "bob"]) {
+        assert!(
+            out.stdout.contains(&format!("added user {u}")),
+            "stdout: {}",
+            out.stdout
+        );
+        assert!(
+            out.stdout.contains("gateway not running"),
+            "user add must say it wrote the db directly: {}",
+            out.stdout
+        );
+        assert!(
+            !out.all().contains(ALICE_PW) && !out.all().contains(BOB_PW),
+            "{}",
+            out.all()
+        );
+    }
+    // Listing works offline too, and shows no hash.
+    let out = gw.cli(&["user", "list"], None).await;
+    assert!(out.ok(), "{}", out.all());
+    assert!(
+        out.stdout.contains("alice") && out.stdout.contains("bob"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !out.stdout.contains("$argon2"),
+        "user list shows a password hash"
+    );
+    // Adding the same user twice is an error.
+    let out = add_user(&gw.config_path, &alice()).await;
+    assert!(!out.ok(), "duplicate user add succeeded: {}", out.all());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_user_commands_work_while_gateway_runs() {
+    let gw = Gateway::start().await;
+    let carol = UserSpec::new(
+        "carol",
+        "Carol C",
+        "carol@example.com",
+        &["staff"],
+        "Carol-pw-1357-long",
+    );
+
+    let out = add_user(&gw.config_path, &carol).await;
+    assert!(out.ok(), "user add while running: {}", out.all());
+    assert!(out.stdout.contains("added user carol"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("via running gateway"),
+        "must say it went via the gateway: {}",
+        out.stdout
+    );
+
+    let out = gw.cli(&["user", "list"], None).await;
+    assert!(out.ok(), "user list while running: {}", out.all());
+    for u in ["alice", "bob", "carol"] {
+        assert!(
+            out.stdout.contains(u),
+            "user list lacks {u}: {}",
+            out.stdout
+        );
+    }
+    assert!(!out.stdout.contains("$argon2"));
+
+    let out = gw.cli(&["user", "show", "carol"], None).await;
+    assert!(out.ok(), "user show: {}", out.all());
+    assert!(out.stdout.contains("carol@example.com"), "{}", out.stdout);
+    assert!(out.stdout.contains("Carol C"), "{}", out.stdout);
+    assert!(out.stdout.contains("staff"), "{}", out.stdout);
+    assert!(
+        !out.stdout.contains("$argon2"),
+        "user show prints the hash: {}",
+        out.stdout
+    );
+
+    // carol can sign in right away, and the upstream sees her.
+    let b = gw.browser();
+    api_sign_in(&b, "carol", &carol.password).await;
+    let echo = b.get_json("/").await.echo();
+    assert_eq!(echo.header("remote-user"), Some("carol"));
+    assert_eq!(echo.header("remote-name"), Some("Carol C"));
+    assert_eq!(echo.header("remote-groups"), Some("staff"));
+
+    // Disabled: cannot sign in, the same answer as a wrong password.
+    let out = gw.cli(&["user", "disable", "carol"], None).await;
+    assert!(out.ok(), "user disable: {}", out.all());
+    assert_cannot_sign_in(&gw, "carol", &carol.password, "disabled carol").await;
+
+    // Enabled again: can.
+    let out = gw.cli(&["user", "enable", "carol"], None).await;
+    assert!(out.ok(), "user enable: {}", out.all());
+    api_sign_in(&gw.browser(), "carol", &carol.password).await;
+
+    // New password: the old one stops working.
+    let out = gw
+        .cli(&["user", "passwd", "carol"], Some("Carol-new-pw-2468\n"))
+        .await;
+    assert!(out.ok(), "user passwd: {}", out.all());
+    assert_cannot_sign_in(&gw, "carol", &carol.password, "old password").await;
+    api_sign_in(&gw.browser(), "carol", "Carol-new-pw-2468").await;
+
+    // Removed: gone.
+    let out = gw.cli(&["user", "remove", "carol"], None).await;
+    assert!(out.ok(), "user remove: {}", out.all());
+    let out = gw.cli(&["user", "list"], None).await;
+    assert!(!out.stdout.contains("carol"), "{}", out.stdout);
+    assert_cannot_sign_in(&gw, "carol", "Carol-new-pw-2468", "removed carol").await;
+
+    // The gateway is still the only one holding the database and still serves.
+    let r = gw.browser().get_json("/.portcullis/ping").await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn disabled_user_cannot_sign_in() {
+    let gw = Gateway::prepare(Setup::default()).await;
+    let out = gw.cli(&["user", "disable", "bob"], None).await;
+    assert!(out.ok(), "user disable (offline): {}", out.all());
+    let gw = gw.launch().await;
+    assert_cannot_sign_in(&gw, "bob", BOB_PW, "disabled bob").await;
+    // HTML face too.
+    let b = gw.browser();
+    let page = form_page(&b.get_html(&flow_path()).await);
+    let page = next_page(&b, &submit(&b, &page, &[("uid", "bob")]).await).await;
+    let r = submit(&b, &page, &[("password", BOB_PW)]).await;
+    assert_eq!(r.status, 200, "{}", r.describe());
+    assert!(r.body.contains(INVALID_MSG), "{}", r.body);
+    assert!(r.set_cookie_value(SESSION_COOKIE).is_none());
+    // alice is unaffected.
+    api_sign_in(&gw.browser(), "alice", ALICE_PW).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn first_start_without_users_creates_admin_with_logged_password() {
+    let gw = Gateway::start_with(Setup {
+        users: vec![],
+        ..Setup::default()
+    })
+    .await;
+    // The log line may come a moment after ping answers.
+    let re = regex::Regex::new(r"password=([^\s\x22'\x1b,]+)").unwrap();
+    let mut pw = None;
+    for _ in 0..100 {
+        if let Some(c) = re.captures(&gw.logs()) {
+            pw = Some(c[1].to_string());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let pw = pw.unwrap_or_else(|| panic!("no password=... in the log:\n{}", gw.logs()));
+    assert!(pw.len() >= 12, "bootstrap password too short: {pw:?}");
+    assert_eq!(
+        gw.logs().matches(&pw).count(),
+        1,
+        "the admin password is logged more than once"
+    );
+
+    let b = gw.browser();
+    api_sign_in(&b, "admin", &pw).await;
+    assert_eq!(
+        b.get_json("/").await.echo().header("remote-user"),
+        Some("admin")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hash_password_prints_an_argon2id_phc_string() {
+    let out = run_cli(
+        vec!["hash-password".into()],
+        Some("s3cret-hash-me\n".into()),
+    )
+    .await;
+    assert!(out.ok(), "{}", out.all());
+    let line = out.stdout.trim();
+    assert!(line.starts_with("$argon2id$"), "{line}");
+    assert!(
+        !out.all().contains("s3cret-hash-me"),
+        "the password is echoed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_never_contain_passwords_tokens_or_cookies() {
+    let gw = Gateway::start().await;
+    let carol_pw = "Carol-log-secret-9753";
+    // JSON sign-in (success), a wrong password, a wrong password for an unknown user.
+    let (b, s) = alice_browser(&gw).await;
+    let wrong = gw.browser();
+    api_start(&wrong, APP, None).await;
+    wrong
+        .post_json(&api_path(), &json!({ "uid": "alice" }))
+        .await;
+    wrong
+        .post_json(&api_path(), &json!({ "password": WRONG_PW }))
+        .await;
+    let ghost = gw.browser();
+    api_start(&ghost, APP, None).await;
+    ghost
+        .post_json(&api_path(), &json!({ "uid": "ghost" }))
+        .await;
+    ghost
+        .post_json(&api_path(), &json!({ "password": "Ghost-pw-8642" }))
+        .await;
+    // HTML sign-in.
+    let hb = gw.browser();
+    let r = html_sign_in_from(&hb, &flow_path(), "bob", BOB_PW).await;
+    let bob_token = r.set_cookie_value(SESSION_COOKIE).unwrap();
+    // A user added through the running gateway.
+    let out = add_user(
+        &gw.config_path,
+        &UserSpec::new("carol", "Carol C", "carol@example.com", &[], carol_pw),
+    )
+    .await;
+    assert!(out.ok(), "{}", out.all());
+    // Proxied requests and a logout.
+    b.get_json("/x").await.echo();
+    let flow_id = {
+        let fb = gw.browser();
+        api_start(&fb, APP, None).await;
+        fb.cookie(&gw.url("/.portcullis/flow/"), FLOW_COOKIE)
+            .unwrap()
+    };
+    b.post_json("/.portcullis/api/logout", &json!({})).await;
+
+    // Give an asynchronous log writer a moment.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let logs = gw.logs();
+    // The log is being captured and has one line per sign-in success or failure, with the
+    // user and the client address.
+    let line_with = |words: &[&str]| {
+        logs.lines().any(|l| {
+            words
+                .iter()
+                .all(|w| l.to_ascii_lowercase().contains(&w.to_ascii_lowercase()))
+        })
+    };
+    assert!(
+        line_with(&["alice", "127.0.0.1", "succe"]),
+        "no success line for alice:\n{logs}"
+    );
+    assert!(
+        line_with(&["bob", "127.0.0.1", "succe"]),
+        "no success line for bob (HTML):\n{logs}"
+    );
+    assert!(
+        line_with(&["alice", "127.0.0.1", "fail"]),
+        "no failure line for alice:\n{logs}"
+    );
+    assert!(
+        line_with(&["ghost", "127.0.0.1", "fail"]),
+        "no failure line for an unknown user:\n{logs}"
+    );
+    for secret in [ALICE_PW, BOB_PW, WRONG_PW, "Ghost-pw-8642", carol_pw] {
+        assert!(
+            !logs.contains(secret),
+            "a password appears in the log:\n{logs}"
+        );
+    }
+    for (what, secret) in [
+        ("alice's session token", s.token.as_str()),
+        ("bob's session token", bob_token.as_str()),
+        ("a flow execution id", flow_id.as_str()),
+    ] {
+        assert!(!logs.contains(secret), "{what} appears in the log:\n{logs}");
+        // Not even its signature part.
+        if let Some((_, sig)) = secret.rsplit_once('.') {
+            assert!(!logs.contains(sig), "{what}'s signature appears in the log");
+        }
+    }
+    let keys = gw.keys();
+    let secret_b64 = keys.raw["keys"][0]["secret"].as_str().unwrap().to_string();
+    assert!(
+        !logs.contains(&secret_b64),
+        "the signing key appears in the log"
+    );
+}

@@ -1,0 +1,12 @@
+//! End-to-end tests for Portcullis: the real `portcullis` binary in front of a real upstream
+//! HTTP server, both on ephemeral loopback ports. One test target so the (slow) link happens once.
+
+mod harness;
+
+mod cli;
+mod config;
+mod flow_api;
+mod flow_html;
+mod proxy;
+mod redirects;
+mod session;
