@@ -65,6 +65,10 @@ impl Gate {
         &self.config
     }
 
+    pub fn sessions(&self) -> &SessionService {
+        &self.sessions
+    }
+
     /// The app for a host (with or without port).
     pub fn app(&self, authority: &str) -> Option<&AppConfig> {
         let host = host_of(authority);

@@ -106,12 +106,21 @@ pub struct IdentityHeaders {
     pub strip: Vec<HeaderName>,
 }
 
+/// The header carrying the signed identity assertion to apps with `assertion = true`.
+pub static ASSERTION_HEADER: HeaderName = HeaderName::from_static("x-portcullis-assertion");
+
 impl IdentityHeaders {
     /// Every header name that must never pass from a client to an upstream.
     pub fn all(&self) -> impl Iterator<Item = &HeaderName> {
-        [&self.user, &self.name, &self.email, &self.groups]
-            .into_iter()
-            .chain(self.strip.iter())
+        [
+            &self.user,
+            &self.name,
+            &self.email,
+            &self.groups,
+            &ASSERTION_HEADER,
+        ]
+        .into_iter()
+        .chain(self.strip.iter())
     }
 }
 

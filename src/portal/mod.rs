@@ -21,6 +21,8 @@ use std::sync::Arc;
 /// The prefix every gateway endpoint lives under; nothing below it reaches an upstream.
 pub const PREFIX: &str = "/.portcullis/";
 pub const PING: &str = "/.portcullis/ping";
+/// Public keys for identity assertions.
+pub const JWKS: &str = "/.portcullis/jwks.json";
 /// Carries the flow execution id between steps.
 pub const FLOW_COOKIE: &str = "portcullis_flow";
 

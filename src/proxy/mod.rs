@@ -12,7 +12,7 @@ mod whoami;
 use crate::access::{AccessRequest, Decision, Gate};
 use crate::forward_auth;
 use crate::forwarded::TrustedProxies;
-use crate::portal::{self, pages, Portal, FLOW_COOKIE, MAX_BODY, PING, PREFIX};
+use crate::portal::{self, pages, Portal, FLOW_COOKIE, JWKS, MAX_BODY, PING, PREFIX};
 use crate::session::Claims;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -108,6 +108,19 @@ impl Gateway {
             },
             trusted,
         );
+        self.reply(session, resp).await
+    }
+
+    /// The public keys upstreams use to verify identity assertions.
+    async fn jwks(&self, session: &mut Session) -> pingora::Result<bool> {
+        let jwks = self.gate.sessions().assertions().jwks().to_string();
+        let mut resp = portal::Response::new(StatusCode::OK, "application/jwk-set+json", jwks);
+        resp.headers
+            .retain(|(n, _)| n != http::header::CACHE_CONTROL);
+        resp.headers.push((
+            http::header::CACHE_CONTROL,
+            http::HeaderValue::from_static("public, max-age=300"),
+        ));
         self.reply(session, resp).await
     }
 
@@ -244,6 +257,9 @@ impl ProxyHttp for Gateway {
                 .reply(session, portal::Response::text(StatusCode::OK, "pong"))
                 .await;
         }
+        if path == JWKS {
+            return self.jwks(session).await;
+        }
         let tls = is_tls(session);
         ctx.tls = tls;
         let scheme = if tls { "https" } else { "http" };
@@ -326,6 +342,25 @@ impl ProxyHttp for Gateway {
         identity::strip(upstream, &cfg.headers);
         if let Some(claims) = &ctx.claims {
             identity::inject(upstream, &cfg.headers, claims)?;
+            if let Some(app) = ctx
+                .app
+                .and_then(|i| cfg.apps.get(i))
+                .filter(|a| a.assertion)
+            {
+                match self
+                    .gate
+                    .sessions()
+                    .assertions()
+                    .assertion(claims, app.index, &app.name)
+                {
+                    Ok(token) => {
+                        upstream.insert_header(crate::config::ASSERTION_HEADER.clone(), token)?
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, app = %app.name, "could not sign an identity assertion")
+                    }
+                }
+            }
         }
         identity::strip_cookies(upstream, &[cfg.session.cookie_name.as_str(), FLOW_COOKIE])
     }

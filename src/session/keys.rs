@@ -27,6 +27,36 @@ pub struct KeyFile {
     /// The key id new tokens are signed with.
     pub active: String,
     pub keys: Vec<KeyEntry>,
+    /// Ed25519 keys for identity assertions to upstreams (public halves at
+    /// `/.portcullis/jwks.json`); the last one signs.
+    #[serde(default)]
+    pub assertion: Vec<AssertionKey>,
+}
+
+/// An asymmetric signing key for identity assertions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AssertionKey {
+    pub kid: String,
+    pub alg: String,
+    /// PKCS#8 PEM of the private key.
+    pub private_pem: String,
+    /// The raw 32-byte public key, base64url: the JWK's `x`.
+    pub public_x: String,
+    pub created: i64,
+}
+
+impl AssertionKey {
+    fn generate() -> Result<Self, String> {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(|e| e.to_string())?;
+        Ok(Self {
+            kid: random_token(9),
+            alg: "EdDSA".into(),
+            private_pem: pair.serialize_pem(),
+            public_x: base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(pair.public_key_raw()),
+            created: crate::clock::now(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,19 +87,35 @@ impl KeyFile {
     pub fn load_or_create(path: &Path) -> Result<KeyFile, KeyError> {
         match std::fs::read(path) {
             Ok(bytes) => {
-                let file: KeyFile =
+                let mut file: KeyFile =
                     serde_json::from_slice(&bytes).map_err(|e| KeyError::Invalid {
                         path: path.to_path_buf(),
                         reason: e.to_string(),
                     })?;
                 file.check(path)?;
+                if file.assertion.is_empty() {
+                    // Files written before assertions existed get their key on next load.
+                    file.assertion
+                        .push(
+                            AssertionKey::generate().map_err(|reason| KeyError::Invalid {
+                                path: path.to_path_buf(),
+                                reason,
+                            })?,
+                        );
+                    file.save(path)?;
+                }
                 Ok(file)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = KeyEntry::generate();
+                let assertion = AssertionKey::generate().map_err(|reason| KeyError::Invalid {
+                    path: path.to_path_buf(),
+                    reason,
+                })?;
                 let file = KeyFile {
                     active: key.kid.clone(),
                     keys: vec![key],
+                    assertion: vec![assertion],
                 };
                 file.save(path)?;
                 Ok(file)
@@ -91,6 +137,12 @@ impl KeyFile {
         let kid = key.kid.clone();
         file.active = kid.clone();
         file.keys.push(key);
+        file.assertion.push(
+            AssertionKey::generate().map_err(|reason| KeyError::Invalid {
+                path: path.to_path_buf(),
+                reason,
+            })?,
+        );
         file.save(path)?;
         Ok(kid)
     }

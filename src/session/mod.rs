@@ -1,13 +1,15 @@
 //! Session cookies: issue a signed JWT at the end of a sign-in, verify it on every request,
 //! revoke it at sign-out.
 
+pub mod assertion;
 mod claims;
 pub mod cookie;
 mod keys;
 mod revocation;
 
+pub use assertion::AssertionSigner;
 pub use claims::Claims;
-pub use keys::{KeyError, KeyFile, Keyring};
+pub use keys::{AssertionKey, KeyError, KeyFile, Keyring};
 pub use revocation::RevocationList;
 
 use crate::config::SessionConfig;
@@ -51,6 +53,7 @@ pub struct NewSession {
 /// an in-memory revocation lookup.
 pub struct SessionService {
     keyring: ArcSwap<Keyring>,
+    assertions: ArcSwap<AssertionSigner>,
     keys_path: PathBuf,
     validation: Validation,
     revocations: RevocationList,
@@ -76,8 +79,14 @@ impl SessionService {
         validation.set_issuer(&[&cfg.issuer]);
         validation.set_required_spec_claims(&["exp", "iat", "sub", "iss"]);
         validation.leeway = 5;
+        let signer =
+            AssertionSigner::new(&file, &cfg.issuer).map_err(|reason| KeyError::Invalid {
+                path: keys_path.clone(),
+                reason,
+            })?;
         Ok(Self {
             keyring: ArcSwap::from_pointee(Keyring::from_file(&file)),
+            assertions: ArcSwap::from_pointee(signer),
             keys_path,
             validation,
             revocations,
@@ -92,7 +101,13 @@ impl SessionService {
     /// [`SessionError::Keys`] if the file is unusable; the current keys stay in force.
     pub fn reload_keys(&self) -> Result<(), SessionError> {
         let file = KeyFile::load_or_create(&self.keys_path)?;
+        let signer =
+            AssertionSigner::new(&file, &self.issuer).map_err(|reason| KeyError::Invalid {
+                path: self.keys_path.clone(),
+                reason,
+            })?;
         self.keyring.store(Arc::new(Keyring::from_file(&file)));
+        self.assertions.store(Arc::new(signer));
         Ok(())
     }
 
@@ -167,6 +182,11 @@ impl SessionService {
         self.revocations.revoke_user(username, now);
         self.store.revoke_user_sessions(username, now)?;
         Ok(())
+    }
+
+    /// The identity-assertion signer (current keys).
+    pub fn assertions(&self) -> arc_swap::Guard<Arc<AssertionSigner>> {
+        self.assertions.load()
     }
 
     /// Forgets revocations of tokens that have expired anyway.

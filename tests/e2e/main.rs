@@ -8,5 +8,6 @@ mod config;
 mod flow_api;
 mod flow_html;
 mod proxy;
+mod assertion;
 mod redirects;
 mod session;
