@@ -1,0 +1,285 @@
+//! Every limit of the one-time codes, hit and shown: resends, sends per user across
+//! executions, wrong codes per execution and per user, expiry.
+
+use crate::harness::{has_input, next_page, pct, submit, FLOW_COOKIE};
+use crate::smtp::{SmtpOpts, SmtpServer};
+use crate::support::*;
+use serde_json::json;
+use std::time::Duration;
+
+fn other_than(code: &str) -> String {
+    if code == "000000" {
+        "999999".into()
+    } else {
+        "000000".into()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resend_sends_a_new_code_and_the_earlier_code_no_longer_works() {
+    let smtp = SmtpServer::start(SmtpOpts::plain()).await;
+    let gw = Gw::start(Spec::new(smtp.email_toml()).otp("max_challenges_sent = 5")).await;
+    let b = gw.browser();
+    let v = api_until_email(&gw, &b, MFA_FLOW, "alice").await;
+    assert_code_challenge(&v, "authenticator_email");
+    let first = smtp.nth(1).await.code();
+
+    let v = post(&b, MFA_FLOW, json!({ "action": "resend" })).await;
+    assert_code_challenge(&v, "authenticator_email");
+    assert!(
+        info(&v).iter().any(|l| l == RESENT),
+        "the page says a new code was sent and earlier ones no longer work: {v}"
+    );
+    let second_mail = smtp.nth(2).await;
+    assert_eq!(second_mail.rcpt_tos, vec!["alice@example.com"]);
+    let second = second_mail.code();
+
+    // Codes are 6 random digits: a repeat is possible (1 in a million) and would make the old
+    // code "work"; resend once more in that case.
+    let second = if second == first {
+        post(&b, MFA_FLOW, json!({ "action": "resend" })).await;
+        smtp.nth(3).await.code()
+    } else {
+        second
+    };
+    let v = post(&b, MFA_FLOW, json!({ "code": first })).await;
+    assert_eq!(
+        errors(&v),
+        vec![WRONG_CODE],
+        "the earlier code must be refused: {v}"
+    );
+
+    let r = post_resp(&b, MFA_FLOW, json!({ "code": second })).await;
+    assert_signed_in(&gw, &r);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resends_beyond_max_challenges_sent_are_refused_and_shown() {
+    let smtp = SmtpServer::start(SmtpOpts::plain()).await;
+    let gw = Gw::start(Spec::new(smtp.email_toml()).otp("max_challenges_sent = 2")).await;
+    let b = gw.browser();
+    api_until_email(&gw, &b, MFA_FLOW, "alice").await;
+    smtp.wait_for(1).await;
+    let v = post(&b, MFA_FLOW, json!({ "action": "resend" })).await;
+    assert!(errors(&v).is_empty(), "second send allowed: {v}");
+    let last = smtp.nth(2).await.code();
+
+    let v = post(&b, MFA_FLOW, json!({ "action": "resend" })).await;
+    assert_eq!(
+        errors(&v),
+        vec![TOO_MANY_SENDS],
+        "third send refused with the limit message: {v}"
+    );
+    assert!(
+        !info(&v).iter().any(|l| l == RESENT),
+        "must not claim a new code was sent: {v}"
+    );
+    smtp.assert_no_more_than(2, "after the send limit").await;
+
+    // The code already sent still works.
+    let r = post_resp(&b, MFA_FLOW, json!({ "code": last })).await;
+    assert_signed_in(&gw, &r);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_user_send_limit_survives_a_new_execution() {
+    let smtp = SmtpServer::start(SmtpOpts::plain()).await;
+    let gw = Gw::start(Spec::new(smtp.email_toml()).otp("max_challenges_sent = 2")).await;
+
+    let b = gw.browser();
+    api_until_email(&gw, &b, MFA_FLOW, "alice").await;
+    post(&b, MFA_FLOW, json!({ "action": "resend" })).await;
+    smtp.wait_for(2).await;
+
+    // A brand-new sign-in (another client, new execution) does not reset alice's count.
+    let b2 = gw.browser();
+    let v = api_until_email(&gw, &b2, MFA_FLOW, "alice").await;
+    assert_eq!(v["component"], "authenticator_email", "{v}");
+    assert_eq!(
+        errors(&v),
+        vec![TOO_MANY_SENDS],
+        "the new execution must hit alice's send limit: {v}"
+    );
+    smtp.assert_no_more_than(2, "a new execution after the per-user limit")
+        .await;
+    let v = post(&b2, MFA_FLOW, json!({ "action": "resend" })).await;
+    assert_eq!(
+        errors(&v),
+        vec![TOO_MANY_SENDS],
+        "resend still refused: {v}"
+    );
+    smtp.assert_no_more_than(2, "resend after the per-user limit")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_allowed_attempts_wrong_codes_end_the_execution() {
+    let smtp = SmtpServer::start(SmtpOpts::plain()).await;
+    let gw = Gw::start(Spec::new(smtp.email_toml()).otp("max_allowed_attempts = 3")).await;
+    let b = gw.browser();
+    api_until_email(&gw, &b, MFA_FLOW, "alice").await;
+    let code = smtp.nth(1).await.code();
+    let wrong = other_than(&code);
+
+    for i in 1..=2 {
+        let v = post(&b, MFA_FLOW, json!({ "code": wrong })).await;
+        assert_eq!(errors(&v), vec![WRONG_CODE], "wrong code #{i}: {v}");
+        assert_eq!(field_names(&v), vec!["code"], "still asking: {v}");
+    }
+    let r = post_resp(&b, MFA_FLOW, json!({ "code": wrong })).await;
+    assert_ended(&r, TOO_MANY_ATTEMPTS);
+
+    // The execution is gone: the right code now gets nowhere, a GET starts afresh.
+    let r = b.post_json(&api(MFA_FLOW), &json!({ "code": code })).await;
+    assert_ne!(
+        r.status,
+        200,
+        "the ended execution accepted input: {}",
+        r.describe()
+    );
+    let v = get(&b, MFA_FLOW).await;
+    assert_eq!(v["component"], "identification", "must start again: {v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_user_failure_count_survives_a_new_execution() {
+    let smtp = SmtpServer::start(SmtpOpts::plain()).await;
+    let gw = Gw::start(
+        Spec::new(smtp.email_toml()).otp("max_allowed_attempts = 3\nmax_challenges_sent = 10"),
+    )
+    .await;
+
+    let b = gw.browser();
+    api_until_email(&gw, &b, MFA_FLOW, "alice").await;
+    let code = smtp.nth(1).await.code();
+    for _ in 0..2 {
+        let v = post(&b, MFA_FLOW, json!({ "code": other_than(&code) })).await;
+        assert_eq!(errors(&v), vec![WRONG_CODE], "{v}");
+    }
+
+    // New execution: one more wrong code reaches alice's limit of 3.
+    let b2 = gw.browser();
+    api_until_email(&gw, &b2, MFA_FLOW, "alice").await;
+    let code2 = smtp.nth(2).await.code();
+    let r = post_resp(&b2, MFA_FLOW, json!({ "code": other_than(&code2) })).await;
+    assert_ended(&r, TOO_MANY_ATTEMPTS);
+
+    // And a third execution cannot sign in even with the right code while the limit holds.
+    let b3 = gw.browser();
+    api_until_email(&gw, &b3, MFA_FLOW, "alice").await;
+    let code3 = smtp.nth(3).await.code();
+    let r = post_resp(&b3, MFA_FLOW, json!({ "code": code3 })).await;
+    assert_ended(&r, TOO_MANY_ATTEMPTS);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_code_is_refused_and_a_new_one_works() {
+    let smtp = SmtpServer::start(SmtpOpts::plain()).await;
+    let gw = Gw::start(Spec::new(smtp.email_toml()).otp("token_expiry = \"2s\"")).await;
+    let b = gw.browser();
+    api_until_email(&gw, &b, MFA_FLOW, "alice").await;
+    let mail = smtp.nth(1).await;
+    assert!(
+        mail.text().contains("2 seconds"),
+        "the message states the lifetime:\n{}",
+        mail.text()
+    );
+    let code = mail.code();
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+
+    let v = post(&b, MFA_FLOW, json!({ "code": code })).await;
+    assert_eq!(errors(&v), vec![EXPIRED_CODE], "expired code: {v}");
+    assert_eq!(field_names(&v), vec!["code"], "{v}");
+
+    let v = post(&b, MFA_FLOW, json!({ "action": "resend" })).await;
+    assert!(errors(&v).is_empty(), "{v}");
+    let fresh = smtp.nth(2).await.code();
+    let r = post_resp(&b, MFA_FLOW, json!({ "code": fresh })).await;
+    assert_signed_in(&gw, &r);
+}
+
+/// Signs alice in on the HTML face up to the code page.
+async fn html_until_code(gw: &Gw, b: &crate::harness::Browser) -> crate::harness::FormPage {
+    let first = html_page(b, &format!("{}?rd={}", html_flow(MFA_FLOW), pct(&rd(gw)))).await;
+    let r = submit(b, &first, &[("uid", "alice")]).await;
+    let page = next_page(b, &r).await;
+    let r = submit(b, &page, &[("password", PW)]).await;
+    let page = next_page(b, &r).await;
+    assert!(has_input(&page.html, "code"), "{}", page.html);
+    page
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn html_resend_page_says_a_new_code_was_sent() {
+    let smtp = SmtpServer::start(SmtpOpts::plain()).await;
+    let gw = Gw::start(Spec::new(smtp.email_toml())).await;
+    let b = gw.browser();
+    let page = html_until_code(&gw, &b).await;
+    smtp.wait_for(1).await;
+    let r = submit(&b, &page, &[("action", "resend")]).await;
+    // Either the answer itself or the page it redirects to must say so.
+    let shown = if r.status == 303 {
+        next_page(&b, &r).await.html
+    } else {
+        r.body.clone()
+    };
+    smtp.wait_for(2).await;
+    assert!(
+        shows(&shown, RESENT),
+        "after a resend the page must say a new code was sent and earlier ones no longer work:\n{shown}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn html_face_shows_send_limit_and_too_many_attempts() {
+    let smtp = SmtpServer::start(SmtpOpts::plain()).await;
+    let gw = Gw::start(
+        Spec::new(smtp.email_toml()).otp("max_allowed_attempts = 2\nmax_challenges_sent = 2"),
+    )
+    .await;
+    let b = gw.browser();
+    let page = html_until_code(&gw, &b).await;
+    let code1 = smtp.nth(1).await.code();
+
+    // Resend: the resend form posts action=resend and a second code goes out.
+    let r = submit(&b, &page, &[("action", "resend")]).await;
+    assert!(r.status == 303 || r.status == 200, "{}", r.describe());
+    let code2 = smtp.nth(2).await.code();
+
+    // A third send is over the limit: shown as an error.
+    let r = submit(&b, &page, &[("action", "resend")]).await;
+    assert_eq!(r.status, 200, "{}", r.describe());
+    assert!(
+        shows(&page_errors(&r.body), TOO_MANY_SENDS),
+        "send limit shown:\n{}",
+        r.body
+    );
+    smtp.assert_no_more_than(2, "HTML resend over the limit")
+        .await;
+
+    // Wrong codes: the first shows the error, the second ends the sign-in with a way back.
+    let wrong = if code2 == "000000" || code1 == "000000" {
+        "999999"
+    } else {
+        "000000"
+    };
+    let r = submit(&b, &page, &[("code", wrong)]).await;
+    assert_eq!(r.status, 200);
+    assert!(shows(&page_errors(&r.body), WRONG_CODE), "{}", r.body);
+    let r = submit(&b, &page, &[("code", wrong)]).await;
+    assert_eq!(r.status, 200, "{}", r.describe());
+    assert!(
+        shows(&r.body, TOO_MANY_ATTEMPTS),
+        "too many attempts page:\n{}",
+        r.body
+    );
+    assert!(
+        shows(&r.body, &format!("{}?rd=", html_flow(MFA_FLOW))),
+        "a link to start again:\n{}",
+        r.body
+    );
+    let cleared = r
+        .set_cookie(FLOW_COOKIE)
+        .is_some_and(|l| crate::harness::cookie_is_cleared(&l));
+    assert!(cleared, "the flow cookie is cleared: {}", r.describe());
+}

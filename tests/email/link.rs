@@ -1,0 +1,283 @@
+//! Link mode: the message carries a magic link; opening it (GET) only shows a confirm page,
+//! its POST confirms; the same browser continues at once, another browser's confirmation lets
+//! the original client continue when it polls.
+
+use crate::harness::{has_input, next_page, pct, submit, Browser, SESSION_COOKIE};
+use crate::smtp::{SmtpOpts, SmtpServer};
+use crate::support::*;
+use serde_json::json;
+use std::time::Duration;
+
+const LINK_CONFIRMED: &str = "Link confirmed";
+
+fn link_spec(smtp: &SmtpServer) -> Spec {
+    Spec::new(smtp.email_toml()).otp("mode = \"link\"")
+}
+
+/// POST the confirm form of the link page.
+async fn confirm(b: &Browser, token: &str) -> crate::harness::Resp {
+    b.post_form("/.portcullis/link", &[("token", token)]).await
+}
+
+/// Asserts a link challenge waiting for the link (no fields, resend offered).
+fn assert_link_challenge(v: &serde_json::Value, component: &str) {
+    assert_eq!(v["component"], component, "{v}");
+    assert!(
+        field_names(v).is_empty(),
+        "link mode has nothing to type: {v}"
+    );
+    assert!(errors(v).is_empty(), "{v}");
+    assert!(
+        info(v)
+            .iter()
+            .any(|l| l.starts_with("We sent a link to al***@example.com.")),
+        "info: {v}"
+    );
+    assert!(actions(v).contains(&"resend".to_string()), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn link_opened_in_the_same_browser_continues_the_sign_in() {
+    let smtp = SmtpServer::start(SmtpOpts::plain()).await;
+    let gw = Gw::start(link_spec(&smtp)).await;
+    let b = gw.browser();
+
+    let first = html_page(&b, &format!("{}?rd={}", html_flow(MFA_FLOW), pct(&rd(&gw)))).await;
+    let r = submit(&b, &first, &[("uid", "alice")]).await;
+    let page = next_page(&b, &r).await;
+    let r = submit(&b, &page, &[("password", PW)]).await;
+    let page = next_page(&b, &r).await;
+    assert!(
+        !has_input(&page.html, "code"),
+        "no code box in link mode:\n{}",
+        page.html
+    );
+    assert!(
+        shows(&page.html, "We sent a link to al***@example.com."),
+        "{}",
+        page.html
+    );
+    assert!(
+        page.html.contains(r#"http-equiv="refresh""#),
+        "the waiting page refreshes itself:\n{}",
+        page.html
+    );
+
+    let mail = smtp.nth(1).await;
+    assert_eq!(mail.rcpt_tos, vec!["alice@example.com"]);
+    mail.assert_shape(SUBJECT);
+    let link = mail.link();
+    assert!(
+        link.starts_with(&format!(
+            "http://app.test:{}/.portcullis/link?token=",
+            gw.port
+        )),
+        "link on the host the user signs in on: {link}"
+    );
+    assert!(
+        mail.text().contains("2 minutes"),
+        "link lifetime (link_ttl default 120 s) in the text:\n{}",
+        mail.text()
+    );
+
+    // Opening the link shows a confirm page with a form; it does not sign in by itself.
+    let r = b.get_html(&link).await;
+    assert_eq!(r.status, 200, "{}", r.describe());
+    assert!(
+        r.body.contains(r#"action="/.portcullis/link""#),
+        "{}",
+        r.body
+    );
+    assert!(has_input(&r.body, "token"), "{}", r.body);
+    assert!(r.set_cookie_value(SESSION_COOKIE).is_none());
+
+    // Confirming from the same browser (same flow cookie) goes straight back to the flow...
+    let r = confirm(&b, &mail.link_token()).await;
+    assert_eq!(r.status, 303, "{}", r.describe());
+    assert_eq!(r.location(), html_flow(MFA_FLOW), "{}", r.describe());
+    // ...which completes the sign-in.
+    let r = b.get_html(&r.location_absolute()).await;
+    assert!(
+        r.status == 302 || r.status == 303,
+        "the flow completes: {}",
+        r.describe()
+    );
+    assert_eq!(r.location(), rd(&gw));
+    let token = r
+        .set_cookie_value(SESSION_COOKIE)
+        .unwrap_or_else(|| panic!("no session: {}", r.describe()));
+    assert!(amr(&token).contains(&"password".to_string()) && amr(&token).len() >= 3);
+    assert_session_is(&b, &gw, "alice").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn link_confirmed_in_another_browser_lets_the_original_client_continue() {
+    let smtp = SmtpServer::start(SmtpOpts::plain()).await;
+    let gw = Gw::start(link_spec(&smtp)).await;
+    let b = gw.browser();
+    let v = api_until_email(&gw, &b, MFA_FLOW, "alice").await;
+    assert_link_challenge(&v, "authenticator_email");
+    let mail = smtp.nth(1).await;
+
+    // Before anyone confirms, polling keeps waiting.
+    let v = get(&b, MFA_FLOW).await;
+    assert_link_challenge(&v, "authenticator_email");
+
+    let phone = gw.browser();
+    let r = phone.get_html(&mail.link()).await;
+    assert_eq!(r.status, 200, "{}", r.describe());
+    let r = confirm(&phone, &mail.link_token()).await;
+    assert_eq!(
+        r.status,
+        200,
+        "another browser gets a page: {}",
+        r.describe()
+    );
+    assert!(r.body.contains(LINK_CONFIRMED), "{}", r.body);
+    assert!(
+        r.set_cookie_value(SESSION_COOKIE).is_none(),
+        "the other browser must not get the session: {}",
+        r.describe()
+    );
+
+    // The original client polls and gets the redirect with its session.
+    let r = b.get_json(&api(MFA_FLOW)).await;
+    assert_eq!(r.status, 200, "{}", r.describe());
+    assert_signed_in(&gw, &r);
+    assert_session_is(&b, &gw, "alice").await;
+
+    // The device is saved: the next sign-in validates with a link to the same address.
+    let b2 = gw.browser();
+    let v = api_until_email(&gw, &b2, MFA_FLOW, "alice").await;
+    assert_link_challenge(&v, "authenticator_validate");
+    let mail2 = smtp.nth(2).await;
+    assert_eq!(mail2.rcpt_tos, vec!["alice@example.com"]);
+    let r = confirm(&gw.browser(), &mail2.link_token()).await;
+    assert_eq!(r.status, 200, "{}", r.describe());
+    let r = b2.get_json(&api(MFA_FLOW)).await;
+    assert_signed_in(&gw, &r);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn link_get_does_not_consume_it_and_a_second_post_is_gone() {
+    let smtp = SmtpServer::start(SmtpOpts::plain()).await;
+    let gw = Gw::start(link_spec(&smtp)).await;
+    let b = gw.browser();
+    api_until_email(&gw, &b, MFA_FLOW, "alice").await;
+    let mail = smtp.nth(1).await;
+    let link = mail.link();
+
+    // A mail scanner prefetches the link, twice: nothing happens.
+    let scanner = gw.browser();
+    for _ in 0..2 {
+        let r = scanner.get_html(&link).await;
+        assert_eq!(
+            r.status,
+            200,
+            "GET must not consume the link: {}",
+            r.describe()
+        );
+    }
+    let v = get(&b, MFA_FLOW).await;
+    assert_link_challenge(&v, "authenticator_email");
+
+    // The user then opens and confirms it: works.
+    let user = gw.browser();
+    let r = user.get_html(&link).await;
+    assert_eq!(r.status, 200, "{}", r.describe());
+    let r = confirm(&user, &mail.link_token()).await;
+    assert_eq!(r.status, 200, "{}", r.describe());
+
+    // A second confirmation is refused, and so is opening it again.
+    let r = confirm(&user, &mail.link_token()).await;
+    assert_eq!(r.status, 410, "second POST: {}", r.describe());
+    let r = user.get_html(&link).await;
+    assert_eq!(r.status, 410, "GET after confirmation: {}", r.describe());
+
+    let r = b.get_json(&api(MFA_FLOW)).await;
+    assert_signed_in(&gw, &r);
+    // Used up: still gone after the sign-in consumed it.
+    let r = confirm(&user, &mail.link_token()).await;
+    assert_eq!(r.status, 410, "POST after use: {}", r.describe());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn link_resend_invalidates_the_earlier_link() {
+    let smtp = SmtpServer::start(SmtpOpts::plain()).await;
+    let gw = Gw::start(link_spec(&smtp)).await;
+    let b = gw.browser();
+    api_until_email(&gw, &b, MFA_FLOW, "alice").await;
+    let old = smtp.nth(1).await;
+    let v = post(&b, MFA_FLOW, json!({ "action": "resend" })).await;
+    assert!(
+        info(&v)
+            .iter()
+            .any(|l| l == "A new link was sent. Links sent earlier no longer work."),
+        "{v}"
+    );
+    let new = smtp.nth(2).await;
+    assert_ne!(old.link_token(), new.link_token());
+
+    let other = gw.browser();
+    let r = other.get_html(&old.link()).await;
+    assert_eq!(r.status, 410, "old link GET: {}", r.describe());
+    let r = confirm(&other, &old.link_token()).await;
+    assert_eq!(r.status, 410, "old link POST: {}", r.describe());
+    let v = get(&b, MFA_FLOW).await;
+    assert_eq!(v["component"], "authenticator_email", "still waiting: {v}");
+
+    let r = confirm(&other, &new.link_token()).await;
+    assert_eq!(r.status, 200, "{}", r.describe());
+    let r = b.get_json(&api(MFA_FLOW)).await;
+    assert_signed_in(&gw, &r);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_link_is_gone() {
+    let smtp = SmtpServer::start(SmtpOpts::plain()).await;
+    let gw =
+        Gw::start(Spec::new(smtp.email_toml()).otp("mode = \"link\"\nlink_ttl = \"2s\"")).await;
+    let b = gw.browser();
+    api_until_email(&gw, &b, MFA_FLOW, "alice").await;
+    let mail = smtp.nth(1).await;
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let other = gw.browser();
+    let r = other.get_html(&mail.link()).await;
+    assert_eq!(r.status, 410, "expired link GET: {}", r.describe());
+    let r = confirm(&other, &mail.link_token()).await;
+    assert_eq!(r.status, 410, "expired link POST: {}", r.describe());
+    let r = b.get_json(&api(MFA_FLOW)).await;
+    let v = r.json();
+    assert_eq!(v["component"], "authenticator_email", "not signed in: {v}");
+    assert!(r.set_cookie_value(SESSION_COOKIE).is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn same_browser_without_continue_in_verify_window_gets_the_confirmed_page() {
+    let smtp = SmtpServer::start(SmtpOpts::plain()).await;
+    let gw = Gw::start(
+        Spec::new(smtp.email_toml()).otp("mode = \"link\"\ncontinue_in_verify_window = false"),
+    )
+    .await;
+    let b = gw.browser();
+    api_until_email(&gw, &b, MFA_FLOW, "alice").await;
+    let mail = smtp.nth(1).await;
+    let r = confirm(&b, &mail.link_token()).await;
+    assert_eq!(r.status, 200, "{}", r.describe());
+    assert!(r.body.contains(LINK_CONFIRMED), "{}", r.body);
+    let r = b.get_json(&api(MFA_FLOW)).await;
+    assert_signed_in(&gw, &r);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn link_challenge_tells_api_clients_to_poll() {
+    let smtp = SmtpServer::start(SmtpOpts::plain()).await;
+    let gw = Gw::start(link_spec(&smtp)).await;
+    let b = gw.browser();
+    let v = api_until_email(&gw, &b, MFA_FLOW, "alice").await;
+    assert_link_challenge(&v, "authenticator_email");
+    assert_eq!(
+        v["poll"], 3,
+        "INTERFACE: the link challenge carries \"poll\": 3 for API clients: {v}"
+    );
+}

@@ -1,0 +1,17 @@
+//! End-to-end tests of the email second factor against a real SMTP server: Python's aiosmtpd
+//! (`tests/support/smtp_server.py`) on a loopback port, plain, STARTTLS, implicit TLS and AUTH,
+//! with certificates generated here by rcgen. The real `portcullis` binary runs in front of a
+//! real upstream; the codes and links are read from the messages the SMTP server received.
+
+#[path = "../e2e/harness.rs"]
+mod harness;
+
+mod mail;
+mod smtp;
+mod support;
+
+mod inactive;
+mod limits;
+mod link;
+mod setup;
+mod transport;
