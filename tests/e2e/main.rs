@@ -3,11 +3,11 @@
 
 mod harness;
 
+mod assertion;
 mod cli;
 mod config;
 mod flow_api;
 mod flow_html;
 mod proxy;
-mod assertion;
 mod redirects;
 mod session;
