@@ -4,7 +4,6 @@
 //! cookies) without any JavaScript of ours.
 
 #[path = "../e2e/harness.rs"]
-#[allow(dead_code)]
 mod harness;
 
 use harness::*;
