@@ -25,5 +25,6 @@ pub mod redirect;
 pub mod secret;
 pub mod session;
 pub mod store;
+pub mod templates;
 pub mod tls;
 pub mod ui;

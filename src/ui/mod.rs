@@ -43,23 +43,7 @@ impl Ui {
     pub fn new(cfg: &UiConfig) -> Self {
         let mut env = Environment::new();
         let dir: Option<PathBuf> = cfg.templates.clone();
-        env.set_loader(move |name| {
-            if let Some(dir) = &dir {
-                let candidate = dir.join(name);
-                if !name.contains("..") && candidate.is_file() {
-                    return std::fs::read_to_string(&candidate).map(Some).map_err(|e| {
-                        minijinja::Error::new(
-                            minijinja::ErrorKind::InvalidOperation,
-                            format!("cannot read {}: {e}", candidate.display()),
-                        )
-                    });
-                }
-            }
-            Ok(BUILTIN
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, src)| (*src).to_string()))
-        });
+        env.set_loader(crate::templates::loader(dir, BUILTIN));
         Self {
             env,
             site_title: cfg.site_title.clone(),

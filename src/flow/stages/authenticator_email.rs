@@ -4,7 +4,7 @@
 
 use super::otp_step::{self, Answer, Sent};
 use crate::config::{EmailSource, EmailStageConfig};
-use crate::flow::otp::{self, CodeVerdict, OtpState};
+use crate::flow::otp::{self, OtpState};
 use crate::flow::{Challenge, Field, FlowError, Input, Outcome, Stage, StageContext};
 use crate::store::{Device, DeviceClass, User};
 use async_trait::async_trait;
@@ -207,23 +207,19 @@ impl Stage for AuthenticatorEmail {
             Answer::Resend => {
                 self.send(cx, &mut st).await?;
                 if st.send_error.is_none() {
-                    st.notice = Some(match self.cfg.otp.mode {
-                        crate::config::OtpMode::Code => otp::RESENT.into(),
-                        crate::config::OtpMode::Link => otp::RESENT_LINK.into(),
-                    });
+                    st.notice = Some(otp_step::resent_notice(self.cfg.otp.mode));
                 }
                 Outcome::Stay(Vec::new())
             }
             Answer::Nothing => Outcome::Stay(Vec::new()),
             Answer::Code(code) => {
-                match otp_step::check_code(cx, &self.cfg.otp, "email", &mut st.otp, code)? {
-                    CodeVerdict::Valid => {
+                let verdict = otp_step::check_code(cx, &self.cfg.otp, "email", &mut st.otp, code)?;
+                match otp_step::refused(verdict) {
+                    Some(outcome) => outcome,
+                    None => {
                         self.enrol(cx, &st)?;
                         Outcome::Pass
                     }
-                    CodeVerdict::Wrong => Outcome::Stay(vec![otp::WRONG_CODE.into()]),
-                    CodeVerdict::Expired => Outcome::Stay(vec![otp::EXPIRED_CODE.into()]),
-                    CodeVerdict::TooMany => Outcome::Cancel(otp::TOO_MANY_ATTEMPTS.into()),
                 }
             }
         };

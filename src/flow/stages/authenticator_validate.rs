@@ -3,8 +3,8 @@
 //! the setup stage inline).
 
 use super::otp_step::{self, Answer, Sent};
-use crate::config::{NotConfigured, OtpMode, ValidateStageConfig};
-use crate::flow::otp::{self, CodeVerdict, OtpState};
+use crate::config::{NotConfigured, ValidateStageConfig};
+use crate::flow::otp::{self, OtpState};
 use crate::flow::{Challenge, Choice, Field, FlowError, Input, Outcome, Stage, StageContext};
 use crate::store::{Device, DeviceClass};
 use async_trait::async_trait;
@@ -254,26 +254,24 @@ impl Stage for AuthenticatorValidate {
             Answer::Resend => {
                 self.send(cx, &mut st, device.as_ref()).await?;
                 if st.send_error.is_none() {
-                    st.notice = Some(match self.cfg.otp.mode {
-                        OtpMode::Code => otp::RESENT.into(),
-                        OtpMode::Link => otp::RESENT_LINK.into(),
-                    });
+                    st.notice = Some(otp_step::resent_notice(self.cfg.otp.mode));
                 }
                 Outcome::Stay(Vec::new())
             }
             Answer::Nothing => Outcome::Stay(Vec::new()),
             Answer::Code(code) => {
-                match otp_step::check_code(cx, &self.cfg.otp, "email", &mut st.otp, code)? {
-                    CodeVerdict::Valid => match &device {
-                        Some(d) => {
-                            self.validated(cx, d)?;
-                            Outcome::Pass
-                        }
-                        None => Outcome::Stay(vec![otp::WRONG_CODE.into()]),
-                    },
-                    CodeVerdict::Wrong => Outcome::Stay(vec![otp::WRONG_CODE.into()]),
-                    CodeVerdict::Expired => Outcome::Stay(vec![otp::EXPIRED_CODE.into()]),
-                    CodeVerdict::TooMany => Outcome::Cancel(otp::TOO_MANY_ATTEMPTS.into()),
+                let channel = match device.as_ref().map(|d| d.class) {
+                    Some(DeviceClass::Sms) => "sms",
+                    _ => "email",
+                };
+                let verdict = otp_step::check_code(cx, &self.cfg.otp, channel, &mut st.otp, code)?;
+                match (otp_step::refused(verdict), &device) {
+                    (Some(outcome), _) => outcome,
+                    (None, Some(d)) => {
+                        self.validated(cx, d)?;
+                        Outcome::Pass
+                    }
+                    (None, None) => Outcome::Stay(vec![otp::WRONG_CODE.into()]),
                 }
             }
         };

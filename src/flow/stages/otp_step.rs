@@ -5,7 +5,7 @@
 use crate::config::{OtpMode, OtpPolicy};
 use crate::flow::otp::{self, CodeVerdict, Issued, Otp, OtpState, SendRefused};
 use crate::flow::{
-    Action, Challenge, EmailChannel, Field, FlowError, Input, SmsChannel, StageContext,
+    Action, Challenge, EmailChannel, Field, FlowError, Input, Outcome, SmsChannel, StageContext,
 };
 use crate::notify::{OutgoingEmail, OutgoingSms};
 use minijinja::context;
@@ -325,5 +325,23 @@ pub async fn send_sms(
             tracing::error!(error = %e, stage = cx.name, to = %otp::mask(number), "sign-in SMS could not be sent");
             Ok(Sent::Failed(SMS_SEND_FAILED.into()))
         }
+    }
+}
+
+/// What a refused code leads to; `None` when the code was valid.
+pub fn refused(verdict: CodeVerdict) -> Option<Outcome> {
+    match verdict {
+        CodeVerdict::Valid => None,
+        CodeVerdict::Wrong => Some(Outcome::Stay(vec![otp::WRONG_CODE.into()])),
+        CodeVerdict::Expired => Some(Outcome::Stay(vec![otp::EXPIRED_CODE.into()])),
+        CodeVerdict::TooMany => Some(Outcome::Cancel(otp::TOO_MANY_ATTEMPTS.into())),
+    }
+}
+
+/// The line shown after a successful resend.
+pub fn resent_notice(mode: OtpMode) -> String {
+    match mode {
+        OtpMode::Code => otp::RESENT.into(),
+        OtpMode::Link => otp::RESENT_LINK.into(),
     }
 }
