@@ -185,6 +185,9 @@ async fn disabled_account_with_activate_inactive_is_activated_by_the_code() {
     )
     .await;
     assert!(gw.user_show("dave").await.contains("active=false"));
+    // Disabling dave revoked his sessions issued up to that second (`iat <= since`); wait
+    // for the next second so the session issued below is not caught by that.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let b = gw.browser();
     api_until_email(&gw, &b, EMAIL_ONLY, "dave").await;
     let mail = smtp.nth(1).await;

@@ -283,3 +283,75 @@ async fn html_face_shows_send_limit_and_too_many_attempts() {
         .is_some_and(|l| crate::harness::cookie_is_cleared(&l));
     assert!(cleared, "the flow cookie is cleared: {}", r.describe());
 }
+
+/// Enrols alice's account address through the MFA flow (the setup stage inline).
+async fn enrol_alice(gw: &Gw, smtp: &SmtpServer) {
+    let b = gw.browser();
+    api_until_email(gw, &b, MFA_FLOW, "alice").await;
+    let r = post_resp(&b, MFA_FLOW, json!({ "code": smtp.nth(1).await.code() })).await;
+    assert_signed_in(gw, &r);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn validate_stage_applies_its_own_attempt_limit_across_executions() {
+    let smtp = SmtpServer::start(SmtpOpts::plain()).await;
+    let gw = Gw::start(Spec::new(smtp.email_toml()).mfa_keys("max_allowed_attempts = 2")).await;
+    enrol_alice(&gw, &smtp).await;
+
+    let b = gw.browser();
+    let v = api_until_email(&gw, &b, MFA_FLOW, "alice").await;
+    assert_code_challenge(&v, "authenticator_validate");
+    let code = smtp.nth(2).await.code();
+    let v = post(&b, MFA_FLOW, json!({ "code": other_than(&code) })).await;
+    assert_eq!(errors(&v), vec![WRONG_CODE], "{v}");
+
+    // A second execution: the next wrong code is alice's second, which ends it.
+    let b2 = gw.browser();
+    let v = api_until_email(&gw, &b2, MFA_FLOW, "alice").await;
+    assert_code_challenge(&v, "authenticator_validate");
+    let code2 = smtp.nth(3).await.code();
+    let r = post_resp(&b2, MFA_FLOW, json!({ "code": other_than(&code2) })).await;
+    assert_ended(&r, TOO_MANY_ATTEMPTS);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn validate_stage_resend_limit_is_shown() {
+    let smtp = SmtpServer::start(SmtpOpts::plain()).await;
+    let gw = Gw::start(
+        Spec::new(smtp.email_toml())
+            .setup_keys("max_challenges_sent = 10")
+            .mfa_keys("max_challenges_sent = 3"),
+    )
+    .await;
+    // Sends are counted per user across the email stages: the enrolment's is the first of 3.
+    enrol_alice(&gw, &smtp).await;
+    let b = gw.browser();
+    api_until_email(&gw, &b, MFA_FLOW, "alice").await;
+    smtp.wait_for(2).await;
+    let v = post(&b, MFA_FLOW, json!({ "action": "resend" })).await;
+    assert!(info(&v).iter().any(|l| l == RESENT), "{v}");
+    let code = smtp.nth(3).await.code();
+    let v = post(&b, MFA_FLOW, json!({ "action": "resend" })).await;
+    assert_eq!(errors(&v), vec![TOO_MANY_SENDS], "{v}");
+    smtp.assert_no_more_than(3, "validate resend over the limit")
+        .await;
+    let r = post_resp(&b, MFA_FLOW, json!({ "code": code })).await;
+    assert_signed_in(&gw, &r);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn zero_max_challenges_sent_means_unlimited_sends() {
+    let smtp = SmtpServer::start(SmtpOpts::plain()).await;
+    let gw = Gw::start(Spec::new(smtp.email_toml()).otp("max_challenges_sent = 0")).await;
+    let b = gw.browser();
+    api_until_email(&gw, &b, MFA_FLOW, "alice").await;
+    // The default (3) would refuse the fourth send.
+    for n in 2..=5 {
+        let v = post(&b, MFA_FLOW, json!({ "action": "resend" })).await;
+        assert!(errors(&v).is_empty(), "send #{n} refused: {v}");
+        smtp.wait_for(n).await;
+    }
+    let code = smtp.nth(5).await.code();
+    let r = post_resp(&b, MFA_FLOW, json!({ "code": code })).await;
+    assert_signed_in(&gw, &r);
+}

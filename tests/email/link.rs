@@ -281,3 +281,32 @@ async fn link_challenge_tells_api_clients_to_poll() {
         "INTERFACE: the link challenge carries \"poll\": 3 for API clients: {v}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sign_in_on_an_unknown_host_is_refused_and_sends_no_link() {
+    use crate::harness::EVIL;
+    let smtp = SmtpServer::start(SmtpOpts::plain()).await;
+    let mut spec = link_spec(&smtp);
+    spec.app_flow = EMAIL_ONLY.into();
+    let gw = Gw::start(spec).await;
+    // A sign-in started with a forged Host would mail a link pointing at that host.
+    let b = gw.browser();
+    let url = b.url_on(EVIL, &api(EMAIL_ONLY));
+    let r = b.get_json(&url).await;
+    assert_eq!(r.status, 404, "flow on an unknown host: {}", r.describe());
+    let r = b.post_json(&url, &json!({ "uid": "alice" })).await;
+    assert_eq!(r.status, 404, "{}", r.describe());
+    smtp.assert_no_more_than(0, "unknown host").await;
+
+    // On the app's host the link points there.
+    api_until_email(&gw, &b, EMAIL_ONLY, "alice").await;
+    let link = smtp.nth(1).await.link();
+    assert!(
+        link.starts_with(&format!("http://app.test:{}/", gw.port)),
+        "{link}"
+    );
+    assert!(
+        !gw.logs().contains(&smtp.nth(1).await.link_token()),
+        "the link token appears in the gateway's log"
+    );
+}

@@ -10,6 +10,7 @@ mod mail;
 mod smtp;
 mod support;
 
+mod devices;
 mod inactive;
 mod limits;
 mod link;

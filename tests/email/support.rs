@@ -73,6 +73,8 @@ pub struct Spec {
     pub app_flow: String,
     pub users: Vec<User>,
     pub env: Vec<(String, String)>,
+    /// Appended to the config verbatim (more stages and flows).
+    pub extra: String,
 }
 
 impl Spec {
@@ -86,6 +88,7 @@ impl Spec {
             app_flow: MFA_FLOW.into(),
             users: default_users(),
             env: Vec::new(),
+            extra: String::new(),
         }
     }
 
@@ -101,6 +104,12 @@ impl Spec {
     pub fn setup_keys(mut self, keys: &str) -> Spec {
         self.setup.push_str(keys);
         self.setup.push('\n');
+        self
+    }
+
+    pub fn mfa_keys(mut self, keys: &str) -> Spec {
+        self.mfa.push_str(keys);
+        self.mfa.push('\n');
         self
     }
 
@@ -178,12 +187,15 @@ device_classes = ["email"]
 not_configured_action = "{nca}"
 configure_stage = "email_setup"
 {mfa}
+
+{extra}
 "#,
         db = toml_str(db),
         app_flow = spec.app_flow,
         setup = spec.setup,
         mfa = spec.mfa,
         nca = spec.not_configured_action,
+        extra = spec.extra,
     )
 }
 

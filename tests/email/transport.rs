@@ -31,12 +31,18 @@ fn assert_send_failed(v: &Value, component: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn plain_smtp_delivers_from_the_configured_sender() {
+async fn plain_smtp_delivers_from_the_configured_sender_with_the_stage_subject_and_length() {
     let smtp = SmtpServer::start(SmtpOpts::plain()).await;
-    let gw = Gw::start(Spec::new(smtp.email_toml())).await;
+    let gw = Gw::start(
+        Spec::new(smtp.email_toml())
+            .setup_keys("subject = \"Your Testing Portal code\"\ncode_length = 8"),
+    )
+    .await;
     let b = gw.browser();
     api_until_email(&gw, &b, MFA_FLOW, "alice").await;
     let mail = smtp.nth(1).await;
+    mail.assert_shape("Your Testing Portal code");
+    let code = mail.code_of_len(8);
     assert!(!mail.tls);
     assert_eq!(mail.auth_user, None);
     assert_eq!(mail.mail_from, "portcullis@gateway.test");
@@ -52,7 +58,8 @@ async fn plain_smtp_delivers_from_the_configured_sender() {
         "To header: {:?}",
         mail.header("to")
     );
-    finish_with_mail(&gw, &b, &smtp, 1).await;
+    let r = post_resp(&b, MFA_FLOW, json!({ "code": code })).await;
+    assert_signed_in(&gw, &r);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -391,4 +398,134 @@ async fn use_tls_and_use_ssl_from_the_environment_are_refused_too() {
     .unwrap();
     assert_eq!(out.code, Some(2), "{}", out.all());
     assert!(out.all().contains("email.use_ssl"), "{}", out.all());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_sends_count_against_max_challenges_sent() {
+    let port = free_port();
+    let email = format!("host = \"127.0.0.1\"\nport = {port}\ntimeout = 5\n");
+    let gw = Gw::start(Spec::new(email).otp("max_challenges_sent = 2")).await;
+    let b = gw.browser();
+    let v = api_until_email(&gw, &b, MFA_FLOW, "alice").await;
+    assert_send_failed(&v, "authenticator_email");
+    let v = post(&b, MFA_FLOW, json!({ "action": "resend" })).await;
+    assert_send_failed(&v, "authenticator_email");
+
+    // The relay is up now, but both sends of this sign-in were used.
+    let smtp = SmtpServer::start(SmtpOpts {
+        port: Some(port),
+        ..SmtpOpts::plain()
+    })
+    .await;
+    let v = post(&b, MFA_FLOW, json!({ "action": "resend" })).await;
+    assert_eq!(errors(&v), vec![TOO_MANY_SENDS], "{v}");
+    smtp.assert_no_more_than(0, "after two failed sends").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn html_face_shows_the_send_failure_with_a_retry_button() {
+    use crate::harness::{next_page, pct, submit};
+    let smtp = SmtpServer::start(SmtpOpts {
+        refuse: vec!["alice@example.com".into()],
+        ..SmtpOpts::plain()
+    })
+    .await;
+    let gw = Gw::start(Spec::new(smtp.email_toml())).await;
+    let b = gw.browser();
+    let first = html_page(&b, &format!("{}?rd={}", html_flow(MFA_FLOW), pct(&rd(&gw)))).await;
+    let r = submit(&b, &first, &[("uid", "alice")]).await;
+    let page = next_page(&b, &r).await;
+    let r = submit(&b, &page, &[("password", PW)]).await;
+    // The send happens while rendering the next step; its failure is on that page.
+    let shown = if r.status == 303 {
+        b.get_html(&r.location_absolute()).await.body
+    } else {
+        r.body.clone()
+    };
+    assert!(
+        shows(&page_errors(&shown), SEND_FAILED),
+        "send failure on the page:\n{shown}"
+    );
+    assert!(
+        shown.contains(r#"value="resend""#),
+        "a retry button:\n{shown}"
+    );
+    assert!(
+        !shows(&shown, "We sent a code"),
+        "must not claim a code was sent:\n{shown}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn use_tls_against_a_server_without_starttls_fails_instead_of_sending_in_clear() {
+    let smtp = SmtpServer::start(SmtpOpts::plain()).await;
+    let gw = Gw::start(Spec::new(format!("{}use_tls = true\n", smtp.email_toml()))).await;
+    let b = gw.browser();
+    let v = api_until_email(&gw, &b, MFA_FLOW, "alice").await;
+    assert_send_failed(&v, "authenticator_email");
+    smtp.assert_no_more_than(0, "STARTTLS required but not offered")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_templates_replace_the_built_in_message() {
+    let smtp = SmtpServer::start(SmtpOpts::plain()).await;
+    let spec = Spec::new(smtp.email_toml());
+    let tpl = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tpl.path().join("email_code.txt"),
+        "CUSTOM TEXT for {{ site_title }}\n\n{{ code }}\n\nvalid {{ lifetime }}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        tpl.path().join("email_code.html"),
+        "<p>CUSTOM HTML {{ code }}</p>\n",
+    )
+    .unwrap();
+    let gw = Gw::prepare(spec).await;
+    // [ui] templates points at the operator's folder.
+    let config = std::fs::read_to_string(&gw.config_path).unwrap().replace(
+        &format!("site_title = \"{SITE_TITLE}\"\n"),
+        &format!(
+            "site_title = \"{SITE_TITLE}\"\ntemplates = {}\n",
+            crate::harness::toml_str(&tpl.path().display().to_string())
+        ),
+    );
+    std::fs::write(&gw.config_path, config).unwrap();
+    let mut gw = gw;
+    gw.launch().await;
+    let b = gw.browser();
+    api_until_email(&gw, &b, MFA_FLOW, "alice").await;
+    let mail = smtp.nth(1).await;
+    mail.assert_shape(SUBJECT);
+    assert!(
+        mail.text()
+            .contains(&format!("CUSTOM TEXT for {SITE_TITLE}")),
+        "{}",
+        mail.text()
+    );
+    assert!(mail.html().contains("CUSTOM HTML"), "{}", mail.html());
+    let r = post_resp(&b, MFA_FLOW, json!({ "code": mail.code() })).await;
+    assert_signed_in(&gw, &r);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limits_above_100_are_refused_with_the_key_named() {
+    for (keys, key) in [
+        (
+            "max_challenges_sent = 101",
+            "stages.email_setup.max_challenges_sent",
+        ),
+        (
+            "max_allowed_attempts = 101",
+            "stages.email_setup.max_allowed_attempts",
+        ),
+    ] {
+        let config = config_with(&Spec::new("host = \"localhost\"\n".into()).setup_keys(keys));
+        let out = tokio::task::spawn_blocking(move || check_config(&config))
+            .await
+            .unwrap();
+        assert_eq!(out.code, Some(2), "{keys}: {}", out.all());
+        assert!(out.all().contains(key), "{keys}: {}", out.all());
+    }
 }
