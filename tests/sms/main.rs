@@ -1,0 +1,16 @@
+//! End-to-end tests of the SMS second factor: the real `portcullis` binary in front of a real
+//! upstream, with a real HTTP server on loopback standing in for Twilio and for a generic SMS
+//! API (no mocked client). The tests read the codes from the requests the provider received.
+
+#[path = "../e2e/harness.rs"]
+mod harness;
+
+mod provider;
+mod support;
+
+mod failures;
+mod limits;
+mod numbers;
+mod prompt;
+mod requests;
+mod validation;
