@@ -8,6 +8,7 @@ mod harness;
 mod provider;
 mod support;
 
+mod codes;
 mod failures;
 mod limits;
 mod numbers;

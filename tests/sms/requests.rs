@@ -196,3 +196,109 @@ async fn generic_mapping_is_the_whole_json_payload() {
     );
     finish_with_code(&b, ENROL, &code).await;
 }
+
+/// Kills the gateway this test started itself.
+struct Serving(std::process::Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn twilio_auth_token_can_come_from_the_environment() {
+    const ENV_TOKEN: &str = "token-from-the-environment-77";
+    let env = [("PORTCULLIS_STAGES__SMS__AUTH_TOKEN", ENV_TOKEN)];
+    let sms = SmsServer::start().await;
+    let mut provider = twilio(&sms.base());
+    provider.remove("auth_token");
+    let conf = Conf::new(provider);
+    let gw = Gateway::prepare(Setup {
+        users: Vec::new(),
+        extra_toml: conf.toml(),
+        ..Setup::default()
+    })
+    .await;
+    let config = gw.config_path.display().to_string();
+
+    // Without the variable the config is refused, naming the key.
+    let args: Vec<String> = vec!["--config".into(), config.clone(), "check-config".into()];
+    let a = args.clone();
+    let out = tokio::task::spawn_blocking(move || run_cli_blocking(&a, None, &[]))
+        .await
+        .unwrap();
+    assert!(!out.ok(), "a Twilio stage without a token was accepted");
+    assert!(out.all().contains("auth_token"), "{}", out.all());
+    let out = tokio::task::spawn_blocking(move || run_cli_blocking(&args, None, &env))
+        .await
+        .unwrap();
+    assert!(
+        out.ok(),
+        "the token from the environment was not used: {}",
+        out.all()
+    );
+
+    let add: Vec<String> = ["--config", &config, "user", "add", "bob", "--group", "g"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let out = tokio::task::spawn_blocking(move || {
+        run_cli_blocking(&add, Some(&format!("{BOB_PW}\n")), &env)
+    })
+    .await
+    .unwrap();
+    assert!(out.ok(), "user add: {}", out.all());
+
+    let log = std::fs::File::create(&gw.log_path).unwrap();
+    let _serving = Serving(
+        std::process::Command::new(BIN)
+            .arg("serve")
+            .arg("--config")
+            .arg(&gw.config_path)
+            .env_remove("PORTCULLIS_CONFIG")
+            .env_remove("PORTCULLIS_LOG")
+            .envs(env)
+            .current_dir(gw.dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn portcullis serve"),
+    );
+    let b = gw.browser();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let ping = b
+            .http
+            .get(b.url("/.portcullis/ping"))
+            .timeout(std::time::Duration::from_secs(2))
+            .send()
+            .await;
+        if ping.is_ok_and(|r| r.status().as_u16() == 200) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway did not start:\n{}",
+            gw.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let v = past_password(&b, ENROL, "bob", BOB_PW).await;
+    assert_asks_phone(&v);
+    let v = post(&b, ENROL, json!({ "phone": NUMBER })).await;
+    assert_asks_code(&v, "authenticator_sms");
+    let req = sms.wait_for(1).await[0].clone();
+    assert_eq!(
+        req.header("authorization"),
+        Some(basic(SID, ENV_TOKEN).as_str())
+    );
+    assert!(
+        !gw.logs().contains(ENV_TOKEN),
+        "the gateway logged the auth token"
+    );
+    finish_with_code(&b, ENROL, &req.code()).await;
+}
