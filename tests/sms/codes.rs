@@ -15,7 +15,7 @@ async fn codes_have_the_configured_length_and_expire_after_token_expiry() {
     let sms = SmsServer::start().await;
     let gw = Conf::new(twilio(&sms.base()))
         .sms("code_length", "8")
-        .sms("token_expiry", "\"2s\"")
+        .sms("token_expiry", "\"4s\"")
         .start()
         .await;
     let (b, req) = start_enrol(&gw, &sms, "bob", BOB_PW, NUMBER).await;
@@ -30,7 +30,7 @@ async fn codes_have_the_configured_length_and_expire_after_token_expiry() {
         format!("Your Portcullis code is {code}")
     );
 
-    tokio::time::sleep(Duration::from_millis(3200)).await;
+    tokio::time::sleep(Duration::from_millis(5200)).await;
     let v = post(&b, ENROL, json!({ "code": code })).await;
     assert_eq!(
         v["component"], "authenticator_sms",

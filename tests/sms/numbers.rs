@@ -120,3 +120,50 @@ async fn verify_only_keeps_no_number_and_validation_never_offers_it() {
     assert_eq!(errors(&v), vec![NOT_CONFIGURED], "{v}");
     assert_eq!(sms.count(), 1, "validation texted a verify-only number");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_phone_is_enrolled_through_the_html_forms() {
+    let sms = SmsServer::start().await;
+    let gw = Conf::new(twilio(&sms.base())).start().await;
+    let b = gw.browser();
+    let page = html_past_password(&b, ENROL, "bob", BOB_PW).await;
+    let phone = inputs(&page.html)
+        .into_iter()
+        .find(|i| i.get("name").map(String::as_str) == Some("phone"))
+        .unwrap_or_else(|| panic!("no phone input:\n{}", page.html));
+    assert_eq!(
+        phone.get("type").map(String::as_str),
+        Some("tel"),
+        "{phone:?}"
+    );
+    assert_eq!(sms.count(), 0, "texted before a number was given");
+
+    let r = submit(&b, &page, &[("phone", NUMBER)]).await;
+    let page = next_page(&b, &r).await;
+    assert!(
+        page_errors(&page.html).is_empty(),
+        "{:?}",
+        page_errors(&page.html)
+    );
+    assert!(
+        has_input(&page.html, "code"),
+        "no code input:\n{}",
+        page.html
+    );
+    assert!(
+        has_resend_button(&page.html),
+        "no resend button:\n{}",
+        page.html
+    );
+    let req = sms.wait_for(1).await[0].clone();
+    assert_eq!(req.form_field("To"), NUMBER_E164);
+
+    let r = submit(&b, &page, &[("code", &req.code())]).await;
+    assert_eq!(r.status, 303, "{}", r.describe());
+    assert!(
+        r.set_cookie_value(SESSION_COOKIE).is_some(),
+        "{}",
+        r.describe()
+    );
+    assert_eq!(user_phone(&gw, "bob").await, NUMBER_E164);
+}
