@@ -260,7 +260,7 @@ impl Admin {
                 .map_err(|e| AdminError::Keys(e.to_string())),
             None => Ok(self
                 .store
-                .revoke_user_sessions(username, crate::clock::now())?),
+                .revoke_user_sessions(username, crate::clock::now_ms())?),
         }
     }
 }

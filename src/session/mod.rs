@@ -116,7 +116,8 @@ impl SessionService {
     /// # Errors
     /// [`SessionError::Sign`] or [`SessionError::Store`].
     pub fn issue(&self, s: NewSession) -> Result<(String, Claims), SessionError> {
-        let now = crate::clock::now();
+        let now_ms = crate::clock::now_ms();
+        let now = now_ms / 1000;
         let claims = Claims {
             sub: s.username,
             name: s.name,
@@ -127,6 +128,7 @@ impl SessionService {
             iat: now,
             exp: now + s.lifetime_secs,
             iss: self.issuer.clone(),
+            iat_ms: now_ms,
         };
         let ring = self.keyring.load();
         let mut header = Header::new(Algorithm::HS256);
@@ -157,7 +159,7 @@ impl SessionService {
             .ok_or(SessionError::UnknownKey)?;
         let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation)?;
         let c = data.claims;
-        if self.revocations.is_revoked(&c.sid, &c.sub, c.iat) {
+        if self.revocations.is_revoked(&c.sid, &c.sub, c.issued_ms()) {
             return Err(SessionError::Revoked);
         }
         Ok(c)
@@ -178,7 +180,7 @@ impl SessionService {
     /// # Errors
     /// [`SessionError::Store`]; the in-memory revocation holds anyway.
     pub fn revoke_user(&self, username: &str) -> Result<(), SessionError> {
-        let now = crate::clock::now();
+        let now = crate::clock::now_ms();
         self.revocations.revoke_user(username, now);
         self.store.revoke_user_sessions(username, now)?;
         Ok(())

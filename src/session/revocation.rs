@@ -8,7 +8,7 @@ use std::collections::HashMap;
 pub struct RevocationList {
     /// sid -> when its token expires anyway (after which the entry can go).
     sids: RwLock<HashMap<String, i64>>,
-    /// username -> tokens issued before this instant are dead.
+    /// username -> tokens issued at or before this instant (milliseconds) are dead.
     users: RwLock<HashMap<String, i64>>,
 }
 
@@ -64,11 +64,11 @@ mod tests {
     fn revoked_sid_and_user_are_refused_until_pruned() {
         let r = RevocationList::default();
         r.revoke_sid("s1", 100);
-        r.revoke_user("bob", 50);
-        assert!(r.is_revoked("s1", "alice", 10));
-        assert!(r.is_revoked("s2", "bob", 50));
-        assert!(!r.is_revoked("s2", "bob", 51));
+        r.revoke_user("bob", 50_000);
+        assert!(r.is_revoked("s1", "alice", 10_000));
+        assert!(r.is_revoked("s2", "bob", 50_000));
+        assert!(!r.is_revoked("s2", "bob", 50_001));
         assert_eq!(r.prune(100), 1);
-        assert!(!r.is_revoked("s1", "alice", 10));
+        assert!(!r.is_revoked("s1", "alice", 10_000));
     }
 }

@@ -54,7 +54,7 @@ pub trait Store: Send + Sync + 'static {
     fn revoke_session(&self, sid: &str, expires: i64) -> StoreResult<()>;
     /// Every revocation still in force at `now`, to load into memory at start.
     fn revocations(&self, now: i64) -> StoreResult<Vec<(String, i64)>>;
-    /// Tokens for `username` issued before `since` are refused (set when a user is disabled,
+    /// Tokens for `username` issued at or before `since` (unix milliseconds) are refused (set when a user is disabled,
     /// removed or changes password).
     fn revoke_user_sessions(&self, username: &str, since: i64) -> StoreResult<()>;
     fn user_revocations(&self) -> StoreResult<Vec<(String, i64)>>;

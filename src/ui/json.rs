@@ -18,6 +18,9 @@ pub fn challenge_json(flow: &str, stage: &str, c: &Challenge) -> Value {
     if !c.actions.is_empty() {
         v["actions"] = json!(c.actions);
     }
+    if let Some(p) = c.poll {
+        v["poll"] = json!(p);
+    }
     v
 }
 

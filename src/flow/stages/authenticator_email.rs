@@ -11,6 +11,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub const BAD_ADDRESS: &str = "Enter a valid email address.";
+/// How pages refer to an address taken from the account.
+pub const ACCOUNT_ADDRESS: &str = "the email address on your account";
 
 pub struct AuthenticatorEmail {
     pub cfg: EmailStageConfig,
@@ -64,11 +66,13 @@ impl AuthenticatorEmail {
         Ok(())
     }
 
+    /// How the page names the address. One the user typed is shown back; one from the account
+    /// is not, so the page for a real account and the decoy for an unknown or disabled one
+    /// read the same.
     fn shown_address(st: &State) -> String {
         match &st.address {
             Some(a) if !st.from_account => a.clone(),
-            Some(a) if !a.is_empty() => otp::mask(a),
-            _ => "the email address on your account".into(),
+            _ => ACCOUNT_ADDRESS.into(),
         }
     }
 
@@ -179,8 +183,9 @@ impl Stage for AuthenticatorEmail {
             &Self::shown_address(&st),
             "Send a new code",
         );
-        if let Some(n) = st.notice.take() {
-            c.info.push(n);
+        // Shown until the next response, so a redirect after the post does not lose it.
+        if let Some(n) = &st.notice {
+            c.info.push(n.clone());
         }
         if let Some(e) = &st.send_error {
             c.errors.push(e.clone());
@@ -191,6 +196,7 @@ impl Stage for AuthenticatorEmail {
 
     async fn submit(&self, cx: &mut StageContext<'_>, input: &Input) -> Result<Outcome, FlowError> {
         let mut st: State = cx.state();
+        st.notice = None;
         if st.address.is_none() {
             let typed = input.get("email").map(|s| s.trim()).unwrap_or_default();
             if !valid_address(typed) {

@@ -157,8 +157,9 @@ impl Stage for AuthenticatorSms {
             &otp::mask(&number),
             "Send a new code",
         );
-        if let Some(n) = st.notice.take() {
-            c.info.push(n);
+        // Shown until the next response, so a redirect after the post does not lose it.
+        if let Some(n) = &st.notice {
+            c.info.push(n.clone());
         }
         if let Some(e) = &st.send_error {
             c.errors.push(e.clone());
@@ -169,6 +170,7 @@ impl Stage for AuthenticatorSms {
 
     async fn submit(&self, cx: &mut StageContext<'_>, input: &Input) -> Result<Outcome, FlowError> {
         let mut st: State = cx.state();
+        st.notice = None;
         self.settle(cx, &mut st)?;
         if st.phone.is_none() {
             let typed = input

@@ -202,9 +202,13 @@ impl Stage for AuthenticatorValidate {
         if st.otp.sends == 0 {
             self.send(cx, &mut st, device.as_ref()).await?;
         }
+        // The chosen device is named as the user labelled it, never by its address, so the
+        // page reads the same for the decoy shown to unknown and disabled accounts.
         let shown = match &device {
-            Some(d) => otp::mask(&d.address),
-            None => "the email address on your account".into(),
+            Some(d) if d.class == DeviceClass::Sms => {
+                "the phone number on your account".to_string()
+            }
+            _ => super::authenticator_email::ACCOUNT_ADDRESS.to_string(),
         };
         let mut c = otp_step::code_challenge(
             self.kind(),
@@ -213,8 +217,9 @@ impl Stage for AuthenticatorValidate {
             &shown,
             "Send a new code",
         );
-        if let Some(n) = st.notice.take() {
-            c.info.push(n);
+        // Shown until the next response, so a redirect after the post does not lose it.
+        if let Some(n) = &st.notice {
+            c.info.push(n.clone());
         }
         if let Some(e) = &st.send_error {
             c.errors.push(e.clone());
@@ -225,6 +230,7 @@ impl Stage for AuthenticatorValidate {
 
     async fn submit(&self, cx: &mut StageContext<'_>, input: &Input) -> Result<Outcome, FlowError> {
         let mut st: State = cx.state();
+        st.notice = None;
         let devices = match self.devices(cx)? {
             Devices::Decoy => Vec::new(),
             Devices::Real(d) if d.is_empty() => {
