@@ -17,6 +17,7 @@ pub mod config;
 pub mod flow;
 pub mod forward_auth;
 pub mod forwarded;
+pub mod loadgen;
 pub mod notify;
 pub mod password;
 pub mod portal;

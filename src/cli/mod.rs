@@ -1,5 +1,6 @@
 //! The command line: `serve`, `check-config`, user and key administration.
 
+mod bench;
 mod password_input;
 
 use crate::admin::{self, Admin, Command, Reply};
@@ -45,6 +46,12 @@ pub enum Cmd {
     /// Manage session signing keys.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Certificates for trying HTTPS.
+    #[command(subcommand)]
+    Certs(CertsCmd),
+    /// Load a deployment (any URL) with valid, expired and missing session cookies and print
+    /// requests per second and latency percentiles.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -84,6 +91,16 @@ pub enum UserCmd {
 }
 
 #[derive(Subcommand)]
+pub enum CertsCmd {
+    /// Write a self-signed certificate for localhost and *.localhost (dev.pem, dev.key).
+    Dev {
+        /// The folder to write into.
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum KeysCmd {
     /// Add a new signing key and make it active; tokens signed with older keys keep working
     /// until they expire.
@@ -92,6 +109,13 @@ pub enum KeysCmd {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
+    // The load tool targets any deployment by URL and needs no local config, and dev
+    // certificates are needed before a TLS config can load.
+    let command = match cli.command {
+        Cmd::Bench(args) => return bench::run(args),
+        Cmd::Certs(CertsCmd::Dev { out }) => return dev_certs(&out),
+        other => other,
+    };
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -99,7 +123,9 @@ pub fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match cli.command {
+    match command {
+        Cmd::Bench(args) => bench::run(args),
+        Cmd::Certs(CertsCmd::Dev { out }) => dev_certs(&out),
         Cmd::CheckConfig => {
             println!("config OK: {}", cli.config.display());
             ExitCode::SUCCESS
@@ -237,6 +263,21 @@ fn hash_password(config: &Config) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(&e.to_string()),
+    }
+}
+
+fn dev_certs(out: &std::path::Path) -> ExitCode {
+    match crate::tls::write_dev_certificate(out) {
+        Ok((cert, key)) => {
+            println!(
+                "wrote {} and {} (self-signed for localhost, *.localhost, 127.0.0.1, ::1)",
+                cert.display(),
+                key.display()
+            );
+            println!("use them with:\n  [server]\n  tls_listen = [\"127.0.0.1:9443\"]\n  [[server.certificates]]\n  cert = \"{}\"\n  key = \"{}\"", cert.display(), key.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
     }
 }
 

@@ -1,0 +1,146 @@
+//! The one results table both the load bench and `portcullis bench` print: requests per second,
+//! latency percentiles, and each row's ratio to the row it is judged against, with the target
+//! that ratio must meet. The same rows serialise to JSON for machines.
+
+use serde::Serialize;
+use std::fmt::Write as _;
+
+/// One measured (or skipped) line of the table.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Row {
+    pub name: String,
+    /// Requests (or operations, for sign-ins and hashes) per second; `None` when skipped.
+    pub rps: Option<f64>,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub p999_ms: Option<f64>,
+    /// The row this one is compared with, by name.
+    pub baseline: Option<String>,
+    /// `rps / baseline rps`.
+    pub ratio: Option<f64>,
+    /// The ratio this row must reach, e.g. `>= 0.95`.
+    pub target: Option<String>,
+    pub met: Option<bool>,
+    /// Status mix, errors, why a row was skipped, or what a value means.
+    pub note: String,
+}
+
+impl Row {
+    pub fn new(name: impl Into<String>) -> Row {
+        Row {
+            name: name.into(),
+            ..Row::default()
+        }
+    }
+
+    /// A row that could not be measured here, saying why.
+    pub fn skipped(name: impl Into<String>, why: impl Into<String>) -> Row {
+        Row {
+            note: why.into(),
+            ..Row::new(name)
+        }
+    }
+
+    /// Fills `ratio` (and `met` against `min`, when given) from the baseline's rate.
+    pub fn against(&mut self, baseline: &Row, min: Option<f64>) {
+        self.baseline = Some(baseline.name.clone());
+        self.ratio = match (self.rps, baseline.rps) {
+            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+            _ => None,
+        };
+        if let Some(min) = min {
+            self.target = Some(format!(">= {min}"));
+            self.met = self.ratio.map(|r| r >= min);
+        }
+    }
+}
+
+fn num(v: Option<f64>, decimals: usize) -> String {
+    v.map_or_else(|| "-".to_string(), |v| format!("{v:.decimals$}"))
+}
+
+/// The table as aligned text, one row per line, with a header.
+pub fn render(rows: &[Row]) -> String {
+    let header = [
+        "row", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "ratio", "vs", "target", "notes",
+    ];
+    let cells: Vec<[String; 9]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.name.clone(),
+                num(r.rps, 0),
+                num(r.p50_ms, 3),
+                num(r.p99_ms, 3),
+                num(r.p999_ms, 3),
+                num(r.ratio, 2),
+                r.baseline.clone().unwrap_or_default(),
+                match (&r.target, r.met) {
+                    (Some(t), Some(true)) => format!("{t} ok"),
+                    (Some(t), Some(false)) => format!("{t} MISSED"),
+                    (Some(t), None) => t.clone(),
+                    (None, _) => String::new(),
+                },
+                r.note.clone(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for c in &cells {
+        for (w, v) in widths.iter_mut().zip(c.iter()) {
+            *w = (*w).max(v.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, c: &[&str]| {
+        for (i, (v, w)) in c.iter().zip(widths.iter()).enumerate() {
+            // Text columns left-aligned, numbers right-aligned; the last column unpadded.
+            let numeric = (1..=5).contains(&i);
+            let _ = match (i, numeric) {
+                (8, _) => write!(out, "{v}"),
+                (_, true) => write!(out, "{v:>w$}  "),
+                (_, false) => write!(out, "{v:<w$}  "),
+            };
+        }
+        let trimmed = out.trim_end().len();
+        out.truncate(trimmed);
+        out.push('\n');
+    };
+    line(&mut out, &header);
+    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    line(
+        &mut out,
+        &rule.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    for c in &cells {
+        line(&mut out, &c.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    out
+}
+
+/// The same rows as JSON, with free-form context (machine, settings) beside them.
+pub fn to_json(rows: &[Row], context: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({ "context": context, "rows": rows })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratio_and_target_are_judged_against_the_baseline() {
+        let base = Row {
+            rps: Some(1000.0),
+            ..Row::new("plain")
+        };
+        let mut r = Row {
+            rps: Some(960.0),
+            ..Row::new("gateway")
+        };
+        r.against(&base, Some(0.95));
+        assert_eq!(r.met, Some(true));
+        let text = render(&[base, r, Row::skipped("forward-auth", "not available")]);
+        assert!(text.contains(">= 0.95 ok"), "{text}");
+        assert!(text.contains("not available"), "{text}");
+    }
+}

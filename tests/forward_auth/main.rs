@@ -1,0 +1,16 @@
+//! Forward-auth end-to-end tests: Debian's nginx and Caddy in front of the real `portcullis`
+//! binary, using the example configs shipped in `config/` (placeholders substituted), a real
+//! upstream behind them; Traefik's protocol emulated header for header; TLS listeners, SNI,
+//! HTTP/2, TLS upstreams; WebSocket upgrades and streamed responses through the proxy.
+
+#[path = "../e2e/harness.rs"]
+mod harness;
+
+mod support;
+
+mod caddy;
+mod walk;
+mod nginx;
+mod protocol;
+mod streaming;
+mod tls;

@@ -1,0 +1,396 @@
+//! The gateway in forward-auth mode (auth host + cookie domain), clients for the test hosts,
+//! and sign-in helpers that work through any front proxy.
+#![allow(dead_code)]
+
+use crate::harness::{self, Resp, UserSpec, BIN};
+use reqwest::cookie::Jar;
+use serde_json::{json, Value};
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const DOMAIN: &str = "example.test";
+pub const WIKI: &str = "wiki.example.test";
+pub const ADMIN: &str = "admin.example.test";
+pub const AUTH: &str = "auth.example.test";
+pub const FLOW: &str = "default-authentication";
+pub const SESSION_COOKIE: &str = "portcullis_session";
+pub const ACCEPT_HTML: &str = harness::ACCEPT_HTML;
+
+pub const ALICE_PW: &str = "Alice-forward-auth-8812";
+pub const BOB_PW: &str = "Bob-forward-auth-4471";
+
+/// alice is in `admins`; bob is not.
+pub fn users() -> Vec<UserSpec> {
+    vec![
+        UserSpec::new(
+            "alice",
+            "Alice Liddell",
+            "alice@example.test",
+            &["admins", "staff"],
+            ALICE_PW,
+        ),
+        UserSpec::new("bob", "Bob Builder", "bob@example.test", &["staff"], BOB_PW),
+    ]
+}
+
+/// Reads a shipped example file from `config/`.
+pub fn example(rel: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config").join(rel);
+    fs::read_to_string(&p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()))
+}
+
+/// Options of the gateway's config.
+#[derive(Clone)]
+pub struct Opts {
+    /// `[server]` lines added verbatim (tls_listen, certificates, ...).
+    pub server_extra: String,
+    /// `None`: default (loopback).
+    pub trusted_proxies: Option<String>,
+    pub auth_host: Option<String>,
+    pub cookie_domain: Option<String>,
+    /// Extra `[[apps]]` and other tables appended verbatim.
+    pub extra: String,
+    /// Hosts of the two standard apps.
+    pub wiki_hosts: Vec<String>,
+    pub upstream: String,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            server_extra: String::new(),
+            trusted_proxies: None,
+            auth_host: Some(AUTH.into()),
+            cookie_domain: Some(DOMAIN.into()),
+            extra: String::new(),
+            wiki_hosts: vec![WIKI.into()],
+            upstream: String::new(),
+        }
+    }
+}
+
+pub struct Gateway {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+    child: Option<Child>,
+}
+
+pub fn config_toml(port: u16, db: &Path, o: &Opts) -> String {
+    let mut server = format!("listen = [\"127.0.0.1:{port}\"]\n");
+    if let Some(t) = &o.trusted_proxies {
+        server.push_str(&format!("trusted_proxies = {t}\n"));
+    }
+    if let Some(a) = &o.auth_host {
+        server.push_str(&format!("auth_host = \"{a}\"\n"));
+    }
+    // Plain keys first, then the server's sub-tables (certificates) last.
+    server.push_str(&o.server_extra);
+    let cookie_domain = o
+        .cookie_domain
+        .as_ref()
+        .map(|d| format!("cookie_domain = \"{d}\"\n"))
+        .unwrap_or_default();
+    let hosts = o
+        .wiki_hosts
+        .iter()
+        .map(|h| format!("\"{h}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        r#"[server]
+{server}
+[storage]
+path = {db}
+
+[session]
+cookie_name = "{SESSION_COOKIE}"
+lifetime = "12h"
+{cookie_domain}
+[[apps]]
+name = "wiki"
+hosts = [{hosts}]
+upstream = "{upstream}"
+flow = "{FLOW}"
+allowed_groups = []
+bypass = ["^/public/"]
+
+[[apps]]
+name = "admin"
+hosts = ["{ADMIN}"]
+upstream = "{upstream}"
+flow = "{FLOW}"
+allowed_groups = ["admins"]
+bypass = []
+
+{extra}
+
+[[flows]]
+slug = "{FLOW}"
+title = "Sign in"
+designation = "authentication"
+stages = ["identify", "password", "login"]
+
+[stages.identify]
+kind = "identification"
+user_fields = ["username", "email"]
+
+[stages.password]
+kind = "password"
+
+[stages.login]
+kind = "user_login"
+"#,
+        db = harness::toml_str(&db.display().to_string()),
+        upstream = o.upstream,
+        extra = o.extra,
+    )
+}
+
+impl Gateway {
+    /// Writes the config, adds alice and bob, starts the gateway and waits for ping.
+    pub async fn start(mut o: Opts) -> Gateway {
+        if o.upstream.is_empty() {
+            o.upstream = "127.0.0.1:9".into();
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("portcullis-fwd-")
+            .tempdir()
+            .expect("tempdir");
+        Gateway::start_in(dir, o).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir, o: Opts) -> Gateway {
+        let db = dir.path().join("data").join("portcullis.db");
+        fs::create_dir_all(db.parent().unwrap()).unwrap();
+        let config_path = dir.path().join("portcullis.toml");
+        let log_path = dir.path().join("gateway.log");
+        let mut port = harness::free_port();
+        fs::write(&config_path, config_toml(port, &db, &o)).unwrap();
+        for u in users() {
+            let out = harness::add_user(&config_path, &u).await;
+            assert!(out.ok(), "user add {}: {}", u.username, out.all());
+        }
+        let mut gw = Gateway {
+            dir,
+            port,
+            config_path,
+            log_path,
+            child: None,
+        };
+        for attempt in 0..3 {
+            gw.spawn();
+            match gw.wait_ready().await {
+                Ok(()) => return gw,
+                Err(e) => {
+                    gw.kill();
+                    let logs = gw.logs();
+                    if attempt < 2 && (logs.contains("in use") || logs.contains("AddrInUse")) {
+                        port = harness::free_port();
+                        gw.port = port;
+                        fs::write(&gw.config_path, config_toml(port, &db, &o)).unwrap();
+                        continue;
+                    }
+                    panic!(
+                        "gateway not ready: {e}\n--- config ---\n{}\n--- log ---\n{logs}",
+                        fs::read_to_string(&gw.config_path).unwrap_or_default()
+                    );
+                }
+            }
+        }
+        unreachable!()
+    }
+
+    fn spawn(&mut self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
+        let child = Command::new(BIN)
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("serve")
+            .env_remove("PORTCULLIS_CONFIG")
+            .env_remove("PORTCULLIS_LOG")
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn portcullis serve");
+        self.child = Some(child);
+    }
+
+    async fn wait_ready(&mut self) -> Result<(), String> {
+        let c = reqwest::Client::builder().no_proxy().build().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return Err(format!("exited early with {st}"));
+            }
+            if let Ok(r) = c
+                .get(format!("http://127.0.0.1:{}/.portcullis/ping", self.port))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+            {
+                if r.status() == 200 {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err("no pong within 20 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        ([127, 0, 0, 1], self.port).into()
+    }
+
+    pub fn logs(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A browser-like client: keeps cookies, never follows redirects, resolves the test hosts to
+/// `addr` (the front proxy, or the gateway itself).
+#[derive(Clone)]
+pub struct Client {
+    pub http: reqwest::Client,
+    pub jar: Arc<Jar>,
+    pub port: u16,
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr) -> Client {
+        let jar = Arc::new(Jar::default());
+        let http = reqwest::Client::builder()
+            .cookie_provider(jar.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .timeout(Duration::from_secs(30))
+            .resolve(WIKI, addr)
+            .resolve(ADMIN, addr)
+            .resolve(AUTH, addr)
+            .resolve("unknown.example.test", addr)
+            .build()
+            .unwrap();
+        Client {
+            http,
+            jar,
+            port: addr.port(),
+        }
+    }
+
+    pub fn url(&self, host: &str, path: &str) -> String {
+        format!("http://{host}:{}{path}", self.port)
+    }
+
+    pub async fn get(&self, url: &str, accept: &str, headers: &[(&str, &str)]) -> Resp {
+        let mut rb = self.http.get(url).header("accept", accept);
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        Resp::read(rb.send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"))).await
+    }
+
+    pub async fn page(&self, url: &str) -> Resp {
+        self.get(url, ACCEPT_HTML, &[]).await
+    }
+
+    pub async fn post_json(&self, url: &str, body: &Value) -> Resp {
+        let r = self
+            .http
+            .post(url)
+            .header("accept", "application/json")
+            .json(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+        Resp::read(r).await
+    }
+}
+
+/// Turns a flow page URL (`.../.portcullis/flow/<slug>?rd=...`) into its JSON API twin.
+pub fn api_url(flow_url: &str) -> String {
+    assert!(
+        flow_url.contains("/.portcullis/flow/"),
+        "not a flow URL: {flow_url}"
+    );
+    flow_url.replacen("/.portcullis/flow/", "/.portcullis/api/flow/", 1)
+}
+
+/// Signs in through the JSON API starting at the sign-in URL the app redirected to; returns
+/// the final JSON step (`{"component":"redirect","to":...}`) and its response.
+pub async fn api_sign_in(c: &Client, flow_url: &str, uid: &str, pw: &str) -> (Value, Resp) {
+    let url = api_url(flow_url);
+    let r = c.get(&url, "application/json", &[]).await;
+    assert_eq!(r.status, 200, "GET {url}: {}", r.describe());
+    assert_eq!(r.json()["component"], "identification", "{}", r.body);
+    let post = url.split('?').next().unwrap().to_string();
+    let r = c.post_json(&post, &json!({ "uid": uid })).await;
+    assert_eq!(r.status, 200, "POST uid: {}", r.describe());
+    assert_eq!(r.json()["component"], "password", "after uid: {}", r.body);
+    let r = c.post_json(&post, &json!({ "password": pw })).await;
+    assert_eq!(r.status, 200, "POST password: {}", r.describe());
+    let v = r.json();
+    assert_eq!(v["component"], "redirect", "after password: {v}");
+    (v, r)
+}
+
+/// The sign-in URL a protected page redirects to, checked to be on the auth host with `rd`
+/// naming the page.
+pub fn assert_auth_redirect(r: &Resp, page_url: &str) -> String {
+    assert_eq!(r.status, 302, "expected a redirect: {}", r.describe());
+    let loc = r.location();
+    let u = url::Url::parse(&loc).unwrap_or_else(|e| panic!("Location {loc:?} not absolute: {e}"));
+    assert_eq!(u.host_str(), Some(AUTH), "sign-in not on the auth host: {loc}");
+    assert_eq!(u.path(), format!("/.portcullis/flow/{FLOW}"), "{loc}");
+    let rd = u
+        .query_pairs()
+        .find(|(k, _)| k == "rd")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("no rd in {loc}"));
+    assert_eq!(rd, page_url, "rd does not name the page: {loc}");
+    loc
+}
+
+/// A tempdir for a front proxy.
+pub fn tempdir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(prefix).tempdir().unwrap()
+}
+
+/// Waits until a TCP port accepts connections.
+pub async fn wait_port(port: u16, what: &str, log: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("{what} did not listen on {port}:\n{}", log());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
