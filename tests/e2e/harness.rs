@@ -51,6 +51,25 @@ pub fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
+/// A loopback port where nothing listens, reserved for as long as this value lives: the socket
+/// is bound but never listens, so connections are refused, and no other test's server can be
+/// handed the same port by the kernel (as happens with a port from [`free_port`] that was
+/// released) and receive traffic meant for a dead server.
+pub struct DeadPort(#[allow(dead_code)] tokio::net::TcpSocket, u16);
+
+impl DeadPort {
+    pub fn new() -> DeadPort {
+        let s = tokio::net::TcpSocket::new_v4().expect("socket");
+        s.bind(([127, 0, 0, 1], 0).into()).expect("bind 127.0.0.1:0");
+        let port = s.local_addr().expect("local_addr").port();
+        DeadPort(s, port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.1
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The upstream: a real HTTP/1.1 server that echoes what it received as JSON
 // ---------------------------------------------------------------------------------------------
@@ -944,6 +963,8 @@ pub struct Gateway {
     pub db_path: PathBuf,
     pub log_path: PathBuf,
     pub down_port: u16,
+    /// Keeps `down_port` reserved and refusing connections.
+    _down: Arc<DeadPort>,
     pub setup: Setup,
     /// Output of the `user add` runs done before the first start.
     pub user_add_outputs: Vec<CliOut>,
@@ -969,7 +990,8 @@ impl Gateway {
             .tempdir()
             .expect("tempdir");
         let port = free_port();
-        let down_port = free_port();
+        let down = Arc::new(DeadPort::new());
+        let down_port = down.port();
         let db_path = dir.path().join("data").join("portcullis.db");
         fs::create_dir_all(db_path.parent().unwrap()).unwrap();
         let config_path = dir.path().join("portcullis.toml");
@@ -987,6 +1009,7 @@ impl Gateway {
             db_path,
             log_path,
             down_port,
+            _down: down,
             setup: setup.clone(),
             user_add_outputs: Vec::new(),
             child: None,

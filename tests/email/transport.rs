@@ -1,7 +1,7 @@
 //! The SMTP connection: plain, STARTTLS, implicit TLS, AUTH, per-stage settings, environment
 //! overrides, and every way delivery can fail (recipient refused, server down, server silent).
 
-use crate::harness::{free_port, run_cli_blocking, Browser, SESSION_COOKIE};
+use crate::harness::{free_port, run_cli_blocking, Browser, DeadPort, SESSION_COOKIE};
 use crate::smtp::{Security, Silent, SmtpOpts, SmtpServer, SMTP_PASSWORD, SMTP_USER};
 use crate::support::*;
 use serde_json::{json, Value};
@@ -164,7 +164,8 @@ async fn wrong_smtp_password_fails_the_send_and_logs_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn stage_specific_connection_is_used_instead_of_the_global_one() {
     let smtp = SmtpServer::start(SmtpOpts::plain()).await;
-    let dead = free_port();
+    let dead_port = DeadPort::new();
+    let dead = dead_port.port();
     let global = format!("host = \"127.0.0.1\"\nport = {dead}\ntimeout = 3\n");
     let spec = Spec::new(global).setup_keys(&format!(
         "use_global_settings = false\n{}",
@@ -191,7 +192,8 @@ async fn env_overrides_point_the_gateway_at_the_relay() {
         ..SmtpOpts::plain()
     })
     .await;
-    let dead = free_port();
+    let dead_port = DeadPort::new();
+    let dead = dead_port.port();
     // The file names a host that does not exist, a dead port and a wrong password; the
     // environment has the real ones.
     let file = format!(

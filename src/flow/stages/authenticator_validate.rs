@@ -94,16 +94,27 @@ impl AuthenticatorValidate {
             Some(d) => (d.address.clone(), d.stage.clone()),
             None => (String::new(), String::new()),
         };
-        let channel = cx.services.email_channel(&stage).clone();
+        // The device remembers the stage that enrolled it, so the code travels the same way
+        // (that stage's SMTP connection or SMS provider) as the one that verified it.
         let class = device.map(|d| d.class).unwrap_or(DeviceClass::Email);
-        st.send_error = match class {
+        let sent = match class {
             DeviceClass::Email => {
-                match otp_step::send_email(cx, &self.cfg.otp, &mut st.otp, &channel, &to).await? {
-                    Sent::Ok => None,
-                    Sent::Failed(m) => Some(m),
-                }
+                let channel = cx.services.email_channel(&stage).clone();
+                otp_step::send_email(cx, &self.cfg.otp, &mut st.otp, &channel, &to).await?
             }
-            DeviceClass::Sms => Some(otp_step::SEND_FAILED.into()),
+            DeviceClass::Sms => match cx.services.sms_channel(&stage).cloned() {
+                Some(channel) => {
+                    otp_step::send_sms(cx, &self.cfg.otp, &mut st.otp, &channel, &to).await?
+                }
+                None => {
+                    tracing::error!(stage = cx.name, device_stage = %stage, "an SMS device exists but no SMS provider is configured");
+                    Sent::Failed(otp_step::SMS_SEND_FAILED.into())
+                }
+            },
+        };
+        st.send_error = match sent {
+            Sent::Ok => None,
+            Sent::Failed(m) => Some(m),
         };
         Ok(())
     }
