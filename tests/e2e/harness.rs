@@ -60,7 +60,8 @@ pub struct DeadPort(#[allow(dead_code)] tokio::net::TcpSocket, u16);
 impl DeadPort {
     pub fn new() -> DeadPort {
         let s = tokio::net::TcpSocket::new_v4().expect("socket");
-        s.bind(([127, 0, 0, 1], 0).into()).expect("bind 127.0.0.1:0");
+        s.bind(([127, 0, 0, 1], 0).into())
+            .expect("bind 127.0.0.1:0");
         let port = s.local_addr().expect("local_addr").port();
         DeadPort(s, port)
     }
