@@ -322,6 +322,14 @@ impl Engine {
 
     fn finish(&self, exec: &mut Execution) -> Result<Step, FlowError> {
         self.services.store.remove_execution(&exec.id)?;
+        if exec.login.is_some() && !exec.authenticated() {
+            // A flow that never asked for proof (identification then login, or a validation
+            // skipped for a user without devices) must not hand out a session.
+            tracing::warn!(flow = %exec.flow, client = %exec.client, "flow reached user_login without an authenticating stage; no session issued");
+            return Ok(Step::Ended {
+                message: stages::SIGN_IN_FAILED.into(),
+            });
+        }
         let login = match (exec.login, &exec.user) {
             (Some(lifetime_secs), Some(name)) => match self.services.store.user(name)? {
                 Some(user) if user.active => Some(Login {

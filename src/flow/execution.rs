@@ -40,3 +40,27 @@ pub struct Execution {
     #[serde(default)]
     pub client: String,
 }
+
+/// Stage kinds whose pass proves who the user is: a password, or a code sent to a destination
+/// the account already had (or that was enrolled only after one of these). Identification,
+/// prompts and skips prove nothing.
+const AUTHENTICATING: &[&str] = &[
+    "password",
+    "authenticator_validate",
+    "authenticator_email",
+    "authenticator_sms",
+];
+
+impl Execution {
+    /// Whether a stage that proves who the user is has passed in this execution.
+    ///
+    /// # Security
+    /// Setup stages accept a destination the user types (or gave to a prompt) only when this
+    /// holds: otherwise anyone could name an account without an address, type their own, and
+    /// sign in as it. And no session is issued without it.
+    pub fn authenticated(&self) -> bool {
+        self.passed
+            .iter()
+            .any(|k| AUTHENTICATING.contains(&k.as_str()))
+    }
+}

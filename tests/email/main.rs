@@ -15,4 +15,5 @@ mod inactive;
 mod limits;
 mod link;
 mod setup;
+mod takeover;
 mod transport;

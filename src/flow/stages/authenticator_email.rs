@@ -55,13 +55,22 @@ impl AuthenticatorEmail {
             st.address = Some(String::new());
             return Ok(());
         }
+        // An address the user supplies (typed here or given to a prompt) is trusted only
+        // after they proved who they are; before that only the account's own address is.
+        let authenticated = cx.exec.authenticated();
         let known = match &self.cfg.email_source {
-            EmailSource::Prompt(key) => cx.exec.prompt_data.get(key).cloned(),
+            EmailSource::Prompt(key) if authenticated => cx.exec.prompt_data.get(key).cloned(),
+            EmailSource::Prompt(_) => None,
             EmailSource::Account => user.and_then(|u| u.email),
         };
         if let Some(a) = known.filter(|a| valid_address(a)) {
             st.address = Some(a);
             st.from_account = true;
+        } else if !authenticated {
+            tracing::warn!(stage = cx.name, client = %cx.client, "no address on the account and nothing proved who the user is before this stage: nothing sent (put a password stage first, or give the account an email)");
+            st.otp.decoy = true;
+            st.from_account = true;
+            st.address = Some(String::new());
         }
         Ok(())
     }

@@ -50,6 +50,11 @@ impl AuthenticatorSms {
         if self.user(cx)?.is_none() {
             // Unknown or disabled account: the same pages, nothing sent.
             st.otp.decoy = true;
+        } else if !cx.exec.authenticated() {
+            // The number is the user's word; before they proved who they are it would let
+            // anyone enrol their own phone on someone else's account.
+            tracing::warn!(stage = cx.name, client = %cx.client, "phone enrolment before anything proved who the user is: nothing sent (put a password stage first)");
+            st.otp.decoy = true;
         }
         Ok(())
     }
