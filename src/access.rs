@@ -96,7 +96,7 @@ impl Gate {
         let Some(app) = self.app(req.authority) else {
             return Decision::UnknownHost;
         };
-        if app.bypass.is_match(req.path) {
+        if normalized_path(req.path).is_some_and(|p| app.bypass.is_match(&p)) {
             return Decision::Bypass { app };
         }
         let Some(claims) = self.session(req.headers) else {
@@ -173,6 +173,23 @@ pub fn host_of(authority: &str) -> &str {
     authority.split(':').next().unwrap_or(authority)
 }
 
+/// The path as the app will read it: dot segments resolved (also spelled `%2e`), backslashes
+/// read as slashes, the way URL parsers and most frameworks read it. Bypass rules match this
+/// form, so `/public/../admin` cannot borrow the exemption of `/public/` (the request itself
+/// goes to the app unchanged, and the app resolves it to `/admin`). `None` for something that
+/// is not an origin-form path; it then matches no bypass rule.
+pub fn normalized_path(path: &str) -> Option<String> {
+    if !path.starts_with('/') {
+        return None;
+    }
+    // `#` (and `?`, though a path has none) would end the path for the parser while the app
+    // may read on: keep them as data.
+    let escaped = path.replace('#', "%23").replace('?', "%3F");
+    url::Url::parse(&format!("http://path.invalid{escaped}"))
+        .ok()
+        .map(|u| u.path().to_string())
+}
+
 /// A browser loading a page (which can follow a redirect to a sign-in form), as opposed to an
 /// API call or XHR, which should get a 401 it can handle.
 pub fn is_navigation(method: &Method, headers: &HeaderMap) -> bool {
@@ -192,6 +209,24 @@ mod tests {
         assert_eq!(host_of("app.test:9000"), "app.test");
         assert_eq!(host_of("app.test"), "app.test");
         assert_eq!(host_of("[::1]:80"), "::1");
+    }
+
+    #[test]
+    fn paths_are_judged_with_dot_segments_resolved() {
+        for (raw, judged) in [
+            ("/public/info", "/public/info"),
+            ("/public/../admin", "/admin"),
+            ("/public/%2e%2e/admin", "/admin"),
+            ("/public/.%2E/admin", "/admin"),
+            ("/public\\..\\admin", "/admin"),
+            ("/public/./x", "/public/x"),
+            ("/public/x#/../../admin", "/admin"),
+            ("/public/x#y", "/public/x%23y"),
+        ] {
+            assert_eq!(normalized_path(raw).as_deref(), Some(judged), "{raw}");
+        }
+        assert_eq!(normalized_path("*"), None);
+        assert_eq!(normalized_path("http://h/public/"), None);
     }
 
     #[test]

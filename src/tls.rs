@@ -80,15 +80,25 @@ impl ResolvesServerCert for SniResolver {
 ///
 /// # Errors
 /// The I/O or generation error, as text naming the path.
+///
+/// `extra` names are added as they are: TLS clients refuse a wildcard directly under a
+/// single-label name, so `*.localhost` (kept for tools that accept it) does not cover
+/// `wiki.localhost` in browsers, rustls or OpenSSL, and such names must be listed.
 pub fn write_dev_certificate(
     dir: &std::path::Path,
+    extra: &[String],
 ) -> Result<(std::path::PathBuf, std::path::PathBuf), String> {
-    let names = vec![
+    let mut names = vec![
         "localhost".to_string(),
         "*.localhost".to_string(),
         "127.0.0.1".to_string(),
         "::1".to_string(),
     ];
+    for n in extra {
+        if !names.contains(n) {
+            names.push(n.clone());
+        }
+    }
     let cert = rcgen::generate_simple_self_signed(names)
         .map_err(|e| format!("cannot generate a certificate: {e}"))?;
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;

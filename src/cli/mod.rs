@@ -51,7 +51,7 @@ pub enum Cmd {
     Certs(CertsCmd),
     /// Load a deployment (any URL) with valid, expired and missing session cookies and print
     /// requests per second and latency percentiles.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
 }
 
 #[derive(Subcommand)]
@@ -92,11 +92,16 @@ pub enum UserCmd {
 
 #[derive(Subcommand)]
 pub enum CertsCmd {
-    /// Write a self-signed certificate for localhost and *.localhost (dev.pem, dev.key).
+    /// Write a self-signed certificate (dev.pem, dev.key) for localhost, 127.0.0.1, ::1 and
+    /// `*.localhost`, plus every `--name`.
     Dev {
         /// The folder to write into.
         #[arg(long, default_value = "certs")]
         out: PathBuf,
+        /// Another host name to cover, e.g. wiki.localhost (repeatable). Clients do not accept
+        /// `*.localhost` for subdomains, so name them here.
+        #[arg(long = "name")]
+        names: Vec<String>,
     },
 }
 
@@ -112,8 +117,8 @@ pub fn run(cli: Cli) -> ExitCode {
     // The load tool targets any deployment by URL and needs no local config, and dev
     // certificates are needed before a TLS config can load.
     let command = match cli.command {
-        Cmd::Bench(args) => return bench::run(args),
-        Cmd::Certs(CertsCmd::Dev { out }) => return dev_certs(&out),
+        Cmd::Bench(args) => return bench::run(*args),
+        Cmd::Certs(CertsCmd::Dev { out, names }) => return dev_certs(&out, &names),
         other => other,
     };
     let config = match Config::load(&cli.config) {
@@ -124,8 +129,8 @@ pub fn run(cli: Cli) -> ExitCode {
         }
     };
     match command {
-        Cmd::Bench(args) => bench::run(args),
-        Cmd::Certs(CertsCmd::Dev { out }) => dev_certs(&out),
+        Cmd::Bench(args) => bench::run(*args),
+        Cmd::Certs(CertsCmd::Dev { out, names }) => dev_certs(&out, &names),
         Cmd::CheckConfig => {
             println!("config OK: {}", cli.config.display());
             ExitCode::SUCCESS
@@ -266,11 +271,16 @@ fn hash_password(config: &Config) -> ExitCode {
     }
 }
 
-fn dev_certs(out: &std::path::Path) -> ExitCode {
-    match crate::tls::write_dev_certificate(out) {
+fn dev_certs(out: &std::path::Path, names: &[String]) -> ExitCode {
+    match crate::tls::write_dev_certificate(out, names) {
         Ok((cert, key)) => {
+            let mut covered = String::from("localhost, *.localhost, 127.0.0.1, ::1");
+            for n in names {
+                covered.push_str(", ");
+                covered.push_str(n);
+            }
             println!(
-                "wrote {} and {} (self-signed for localhost, *.localhost, 127.0.0.1, ::1)",
+                "wrote {} and {} (self-signed for {covered})",
                 cert.display(),
                 key.display()
             );

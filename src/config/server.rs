@@ -96,6 +96,22 @@ pub(super) fn server(raw: &RawServer, listen: Vec<SocketAddr>) -> Checked<Server
         }
         None => None,
     };
+    // Checked here so a value that cannot be a header refuses start instead of the header
+    // silently never being sent.
+    if let Some(h) = &raw.hsts {
+        if h.trim().is_empty() || http::HeaderValue::from_str(h).is_err() {
+            return Err(Problem::new(
+                "server.hsts",
+                format!("`{h}` is not a Strict-Transport-Security value like \"max-age=31536000\""),
+            ));
+        }
+        if tls_listen.is_empty() {
+            return Err(Problem::new(
+                "server.hsts",
+                "is only sent on HTTPS and needs a tls_listen address",
+            ));
+        }
+    }
     Ok(ServerConfig {
         listen,
         threads: raw.threads,

@@ -62,7 +62,14 @@ pub struct Engine {
     stages: HashMap<String, Arc<dyn Stage>>,
     services: Services,
     flow_lifetime: i64,
+    /// Striped locks that serialise the steps of one execution (see [`Engine::lock`]).
+    locks: Box<[tokio::sync::Mutex<()>]>,
+    lock_hasher: std::collections::hash_map::RandomState,
 }
+
+/// How many execution locks there are; executions that share a stripe only wait for each
+/// other, which is rare and harmless.
+const LOCK_STRIPES: usize = 256;
 
 impl Engine {
     pub fn new(cfg: &Config, services: Services) -> Self {
@@ -91,7 +98,25 @@ impl Engine {
             stages,
             services,
             flow_lifetime: cfg.session.flow_lifetime.as_secs() as i64,
+            locks: (0..LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            lock_hasher: Default::default(),
         }
+    }
+
+    /// Holds off every other step of the execution `id` until the guard drops. Take it before
+    /// loading an execution and keep it until the step is saved.
+    ///
+    /// # Security
+    /// Without it, parallel answers would each read the same attempt count (multiplying
+    /// `failed_attempts_before_cancel` and `max_allowed_attempts` by the concurrency), could
+    /// both consume one single-use code, and a late save could bring back an execution that
+    /// was just cancelled.
+    pub async fn lock(&self, id: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::BuildHasher;
+        let i = (self.lock_hasher.hash_one(id) as usize) % self.locks.len();
+        self.locks[i].lock().await
     }
 
     pub fn flow(&self, slug: &str) -> Option<&FlowPlan> {

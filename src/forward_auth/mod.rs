@@ -3,7 +3,6 @@
 //! the one access decision ([`crate::access`]) into the answer its proxy expects.
 
 use crate::access::{is_navigation, AccessRequest, Decision, Gate};
-use crate::forwarded::header;
 use crate::portal::Response;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
@@ -58,51 +57,112 @@ pub struct Arrived<'a> {
     pub headers: &'a HeaderMap,
 }
 
-fn from_nginx(h: &HeaderMap, arrived: &Arrived<'_>) -> Option<Original> {
-    let method = header(h, "x-original-method")
-        .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
-        .unwrap_or(Method::GET);
-    if let Some(u) = header(h, "x-original-url").and_then(|u| url::Url::parse(u).ok()) {
-        let authority = match (u.host_str(), u.port()) {
-            (Some(host), Some(port)) => format!("{host}:{port}"),
-            (Some(host), None) => host.to_string(),
-            (None, _) => return None,
+/// Why a trusted proxy's description of the original request is not used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unusable {
+    /// It sent none: the request is judged as it arrived.
+    Absent,
+    /// It sent one that describes no request (say a Host that nginx accepts but no URL parser
+    /// does, or bytes that are not text); the value is the header. Denied: falling back to
+    /// other headers, which the client may have set and the proxy passed along, would let the
+    /// client choose what is judged.
+    Malformed(&'static str),
+}
+
+/// A header's trimmed text: `None` when absent or empty, `Malformed` when not text.
+fn text<'a>(h: &'a HeaderMap, name: &'static str) -> Result<Option<&'a str>, Unusable> {
+    match h.get(name).map(|v| v.to_str()) {
+        None => Ok(None),
+        Some(Ok(v)) => Ok(Some(v.trim()).filter(|v| !v.is_empty())),
+        Some(Err(_)) => Err(Unusable::Malformed(name)),
+    }
+}
+
+fn method(h: &HeaderMap, name: &'static str) -> Result<Method, Unusable> {
+    match text(h, name)? {
+        Some(m) => Method::from_bytes(m.as_bytes()).map_err(|_| Unusable::Malformed(name)),
+        None => Ok(Method::GET),
+    }
+}
+
+/// `X-Forwarded-Proto` as `http` or `https` (Traefik says `ws`/`wss` for WebSockets; a chain
+/// of proxies may list several, the first being the client's).
+fn scheme(h: &HeaderMap, arrived: &Arrived<'_>) -> Result<String, Unusable> {
+    let Some(v) = text(h, "x-forwarded-proto")? else {
+        return Ok(arrived.scheme.to_string());
+    };
+    match v.split(',').next().map(str::trim) {
+        Some(p) if p.eq_ignore_ascii_case("http") || p.eq_ignore_ascii_case("ws") => {
+            Ok("http".into())
+        }
+        Some(p) if p.eq_ignore_ascii_case("https") || p.eq_ignore_ascii_case("wss") => {
+            Ok("https".into())
+        }
+        _ => Err(Unusable::Malformed("x-forwarded-proto")),
+    }
+}
+
+/// A request target in origin form (`/path?query`).
+fn origin_form(v: &str, name: &'static str) -> Result<String, Unusable> {
+    if v.starts_with('/') {
+        Ok(v.to_string())
+    } else {
+        Err(Unusable::Malformed(name))
+    }
+}
+
+fn from_nginx(h: &HeaderMap, arrived: &Arrived<'_>) -> Result<Original, Unusable> {
+    let method = method(h, "x-original-method")?;
+    if let Some(raw) = text(h, "x-original-url")? {
+        let bad = Unusable::Malformed("x-original-url");
+        let u = url::Url::parse(raw).map_err(|_| bad)?;
+        if !matches!(u.scheme(), "http" | "https") {
+            return Err(bad);
+        }
+        let host = u.host_str().filter(|h| !h.is_empty()).ok_or(bad)?;
+        let authority = match u.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_string(),
         };
         let mut pq = u.path().to_string();
         if let Some(q) = u.query() {
             pq.push('?');
             pq.push_str(q);
         }
-        return Some(Original {
+        return Ok(Original {
             method,
             scheme: u.scheme().to_string(),
             authority,
             path_and_query: pq,
         });
     }
-    Some(Original {
+    let Some(uri) = text(h, "x-original-uri")? else {
+        return Err(Unusable::Absent);
+    };
+    Ok(Original {
         method,
-        scheme: header(h, "x-forwarded-proto")
-            .unwrap_or(arrived.scheme)
-            .to_string(),
-        authority: header(h, "x-forwarded-host")
-            .or_else(|| header(h, "host"))
-            .unwrap_or(arrived.authority)
-            .to_string(),
-        path_and_query: header(h, "x-original-uri")?.to_string(),
+        scheme: scheme(h, arrived)?,
+        authority: match text(h, "x-forwarded-host")? {
+            Some(host) => host,
+            None => text(h, "host")?.unwrap_or(arrived.authority),
+        }
+        .to_string(),
+        path_and_query: origin_form(uri, "x-original-uri")?,
     })
 }
 
-fn from_forwarded(h: &HeaderMap, arrived: &Arrived<'_>) -> Option<Original> {
-    Some(Original {
-        method: header(h, "x-forwarded-method")
-            .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
-            .unwrap_or(Method::GET),
-        scheme: header(h, "x-forwarded-proto")
-            .unwrap_or(arrived.scheme)
-            .to_string(),
-        authority: header(h, "x-forwarded-host")?.to_string(),
-        path_and_query: header(h, "x-forwarded-uri").unwrap_or("/").to_string(),
+fn from_forwarded(h: &HeaderMap, arrived: &Arrived<'_>) -> Result<Original, Unusable> {
+    let Some(authority) = text(h, "x-forwarded-host")? else {
+        return Err(Unusable::Absent);
+    };
+    Ok(Original {
+        method: method(h, "x-forwarded-method")?,
+        scheme: scheme(h, arrived)?,
+        authority: authority.to_string(),
+        path_and_query: match text(h, "x-forwarded-uri")? {
+            Some(uri) => origin_form(uri, "x-forwarded-uri")?,
+            None => "/".to_string(),
+        },
     })
 }
 
@@ -116,11 +176,18 @@ pub fn handle(gate: &Gate, flavor: Flavor, arrived: &Arrived<'_>, trusted: bool)
         path_and_query: arrived.path_and_query.to_string(),
     };
     let original = if trusted {
-        match flavor {
+        let told = match flavor {
             Flavor::Nginx => from_nginx(arrived.headers, arrived),
             Flavor::Traefik | Flavor::Caddy => from_forwarded(arrived.headers, arrived),
+        };
+        match told {
+            Ok(original) => original,
+            Err(Unusable::Absent) => as_arrived(),
+            Err(Unusable::Malformed(header)) => {
+                tracing::warn!(header, ?flavor, "forward-auth: the proxy described the original request with an unusable header; denied");
+                return empty(StatusCode::FORBIDDEN);
+            }
         }
-        .unwrap_or_else(as_arrived)
     } else {
         as_arrived()
     };
@@ -152,9 +219,18 @@ pub fn handle(gate: &Gate, flavor: Flavor, arrived: &Arrived<'_>, trusted: bool)
         Decision::Unauthenticated { app, .. } => {
             let login = gate.login_url_absolute(app, &req);
             match flavor {
-                // nginx turns this into a redirect with `error_page 401 =302 ...`; the
-                // Location header lets its config use `$upstream_http_location`.
-                Flavor::Nginx => with_location(empty(StatusCode::UNAUTHORIZED), &login),
+                // `auth_request` understands only 401 here, so nginx's config must turn it into
+                // a redirect itself. Location always carries the sign-in URL (Authelia's
+                // answer, for configs written for it); [`REDIRECT_HEADER`] carries it only when
+                // a redirect is right, so the shipped config can answer XHR/fetch with 401.
+                Flavor::Nginx => {
+                    let r = with_location(empty(StatusCode::UNAUTHORIZED), &login);
+                    if is_navigation(&original.method, arrived.headers) {
+                        with_header(r, REDIRECT_HEADER, &login)
+                    } else {
+                        r
+                    }
+                }
                 _ if is_navigation(&original.method, arrived.headers) => {
                     Response::redirect(StatusCode::FOUND, &login)
                 }
@@ -181,9 +257,18 @@ fn empty(status: StatusCode) -> Response {
     }
 }
 
-fn with_location(mut r: Response, location: &str) -> Response {
-    if let Ok(v) = HeaderValue::from_str(location) {
-        r.headers.push((http::header::LOCATION, v));
+/// On nginx's 401: the sign-in URL when the original request is a page navigation that
+/// should be redirected there; absent for XHR/fetch, which should see the 401.
+pub const REDIRECT_HEADER: http::HeaderName =
+    http::HeaderName::from_static("x-portcullis-redirect");
+
+fn with_location(r: Response, location: &str) -> Response {
+    with_header(r, http::header::LOCATION, location)
+}
+
+fn with_header(mut r: Response, name: http::HeaderName, value: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        r.headers.push((name, v));
     }
     r
 }
@@ -198,5 +283,57 @@ mod tests {
         assert_eq!(route("/api/authz/forward-auth"), Some(Flavor::Traefik));
         assert_eq!(route("/.portcullis/auth/caddy"), Some(Flavor::Caddy));
         assert_eq!(route("/other"), None);
+    }
+
+    fn arrived(h: &HeaderMap) -> Arrived<'_> {
+        Arrived {
+            method: &Method::GET,
+            scheme: "http",
+            authority: "127.0.0.1:9000",
+            path_and_query: "/.portcullis/auth/nginx",
+            headers: h,
+        }
+    }
+
+    #[test]
+    fn a_bad_original_url_is_not_replaced_by_other_headers() {
+        let mut h = HeaderMap::new();
+        // A Host nginx accepts, in a URL no parser does; the rest set by the client.
+        h.insert("x-original-url", "http://wiki.test^/admin".parse().unwrap());
+        h.insert("x-original-uri", "/public/x".parse().unwrap());
+        h.insert("x-forwarded-host", "wiki.test".parse().unwrap());
+        assert!(matches!(
+            from_nginx(&h, &arrived(&h)),
+            Err(Unusable::Malformed("x-original-url"))
+        ));
+        h.insert(
+            "x-original-url",
+            HeaderValue::from_bytes(b"http://wiki.test\xff/admin").unwrap(),
+        );
+        assert!(matches!(
+            from_nginx(&h, &arrived(&h)),
+            Err(Unusable::Malformed("x-original-url"))
+        ));
+        h.remove("x-original-url");
+        let o = from_nginx(&h, &arrived(&h)).ok().unwrap();
+        assert_eq!((o.authority.as_str(), o.path()), ("wiki.test", "/public/x"));
+    }
+
+    #[test]
+    fn forwarded_headers_must_describe_a_request() {
+        let mut h = HeaderMap::new();
+        assert!(matches!(
+            from_forwarded(&h, &arrived(&h)),
+            Err(Unusable::Absent)
+        ));
+        h.insert("x-forwarded-host", "wiki.test".parse().unwrap());
+        h.insert("x-forwarded-proto", "wss".parse().unwrap());
+        let o = from_forwarded(&h, &arrived(&h)).ok().unwrap();
+        assert_eq!((o.scheme.as_str(), o.path()), ("https", "/"));
+        h.insert("x-forwarded-uri", "http://evil/x".parse().unwrap());
+        assert!(matches!(
+            from_forwarded(&h, &arrived(&h)),
+            Err(Unusable::Malformed("x-forwarded-uri"))
+        ));
     }
 }

@@ -36,11 +36,27 @@ async fn handle(p: &Portal, req: &Request<'_>, slug: &str, face: Face) -> Respon
         client: req.client,
         origin: &origin,
     };
+    // One step of an execution at a time, from load to save (see `Engine::lock`).
+    let _step = match cookie::find(req.headers, FLOW_COOKIE) {
+        Some(id) => Some(p.engine.lock(id).await),
+        None => None,
+    };
     let existing = match resume(p, req, slug) {
         Ok(e) => e,
         Err(e) => return failure(p, face, &e),
     };
     if *req.method != Method::POST {
+        // A page load that names where to go afterwards starts afresh when the sign-in under
+        // way was for somewhere else (another app sent the user to the auth host), so the
+        // user lands where they were going.
+        let existing = existing.filter(|e| match req.query_param("rd") {
+            Some(rd) => {
+                p.redirects
+                    .resolve(Some(&rd), &req.origin(), &p.fallback(req))
+                    == e.rd
+            }
+            None => true,
+        });
         let (mut exec, fresh) = match existing {
             Some(e) => (e, false),
             None => match start(p, req, slug) {

@@ -9,8 +9,8 @@ mod harness;
 mod support;
 
 mod caddy;
-mod walk;
 mod nginx;
 mod protocol;
 mod streaming;
 mod tls;
+mod walk;

@@ -39,7 +39,9 @@ pub fn users() -> Vec<UserSpec> {
 
 /// Reads a shipped example file from `config/`.
 pub fn example(rel: &str) -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config").join(rel);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("config")
+        .join(rel);
     fs::read_to_string(&p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()))
 }
 
@@ -365,7 +367,11 @@ pub fn assert_auth_redirect(r: &Resp, page_url: &str) -> String {
     assert_eq!(r.status, 302, "expected a redirect: {}", r.describe());
     let loc = r.location();
     let u = url::Url::parse(&loc).unwrap_or_else(|e| panic!("Location {loc:?} not absolute: {e}"));
-    assert_eq!(u.host_str(), Some(AUTH), "sign-in not on the auth host: {loc}");
+    assert_eq!(
+        u.host_str(),
+        Some(AUTH),
+        "sign-in not on the auth host: {loc}"
+    );
     assert_eq!(u.path(), format!("/.portcullis/flow/{FLOW}"), "{loc}");
     let rd = u
         .query_pairs()
@@ -385,7 +391,10 @@ pub fn tempdir(prefix: &str) -> tempfile::TempDir {
 pub async fn wait_port(port: u16, what: &str, log: impl Fn() -> String) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return;
         }
         if Instant::now() > deadline {
@@ -393,4 +402,36 @@ pub async fn wait_port(port: u16, what: &str, log: impl Fn() -> String) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Sends one HTTP/1.1 request exactly as written (no client-side URL normalisation: the
+/// target goes on the wire byte for byte) and returns the response's status code and text.
+pub async fn raw_get(
+    port: u16,
+    host: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap_or_else(|e| panic!("connect {port}: {e}"));
+    let mut req = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf))
+        .await
+        .unwrap_or_else(|_| panic!("no complete answer to GET {target}"))
+        .unwrap_or_else(|e| panic!("read answer to GET {target}: {e}"));
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
+    (status, text)
 }

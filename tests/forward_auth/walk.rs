@@ -20,7 +20,11 @@ pub async fn full_walk(front: u16, upstream: &Upstream, gw: &Gateway, logs: &dyn
     let before = upstream.hits();
     let r = c.get(&page, ACCEPT_HTML, spoof).await;
     let login = assert_auth_redirect(&r, &page);
-    assert_eq!(upstream.hits(), before, "unauthenticated request reached the app");
+    assert_eq!(
+        upstream.hits(),
+        before,
+        "unauthenticated request reached the app"
+    );
 
     // XHR/fetch: 401, never a redirect.
     let r = c.get(&page, "application/json", &[]).await;
@@ -35,7 +39,11 @@ pub async fn full_walk(front: u16, upstream: &Upstream, gw: &Gateway, logs: &dyn
     // 2. The sign-in page on the auth host, through the front proxy.
     let r = c.page(&login).await;
     assert_eq!(r.status, 200, "sign-in page: {}\n{}", r.describe(), logs());
-    assert!(r.body.contains("<form"), "sign-in page has no form: {}", r.body);
+    assert!(
+        r.body.contains("<form"),
+        "sign-in page has no form: {}",
+        r.body
+    );
 
     // 3. Sign in through the JSON API on the auth host.
     let (done, resp) = api_sign_in(&c, &login, "bob", BOB_PW).await;
@@ -54,13 +62,20 @@ pub async fn full_walk(front: u16, upstream: &Upstream, gw: &Gateway, logs: &dyn
     let r = c.get(&page, ACCEPT_HTML, spoof).await;
     let echo = r.echo();
     assert_eq!(echo.path, "/docs/page?x=1");
-    assert_eq!(echo.header("remote-user"), Some("bob"), "{:?}", echo.headers);
+    assert_eq!(
+        echo.header("remote-user"),
+        Some("bob"),
+        "{:?}",
+        echo.headers
+    );
     assert_eq!(echo.header("remote-name"), Some("Bob Builder"));
     assert_eq!(echo.header("remote-email"), Some("bob@example.test"));
     assert_eq!(echo.header("remote-groups"), Some("staff"));
 
     // 5. Spoofing on a bypass path (Portcullis answers 200 without identity): no Remote-*.
-    let r = c.get(&c.url(WIKI, "/public/info"), ACCEPT_HTML, spoof).await;
+    let r = c
+        .get(&c.url(WIKI, "/public/info"), ACCEPT_HTML, spoof)
+        .await;
     let echo = r.echo();
     for (k, v) in echo.remote_headers() {
         assert!(
@@ -96,18 +111,15 @@ pub async fn full_walk(front: u16, upstream: &Upstream, gw: &Gateway, logs: &dyn
     assert_eq!(echo.header("remote-groups"), Some("admins,staff"));
     let echo = a.page(&a.url(WIKI, "/")).await.echo();
     assert_eq!(echo.header("remote-user"), Some("alice"), "SSO to wiki");
-    assert!(
-        !echo
-            .header("cookie")
-            .unwrap_or_default()
-            .contains(SESSION_COOKIE)
-            || echo.header("cookie").is_some(),
-        "unreachable"
-    );
+    assert_eq!(echo.header("remote-name"), Some("Alice Liddell"));
+    assert_eq!(echo.header("remote-groups"), Some("admins,staff"));
 
     // 7. Logout at the auth host (JSON) ends the session on the apps.
     let r = c
-        .post_json(&c.url(AUTH, "/.portcullis/api/logout"), &serde_json::json!({}))
+        .post_json(
+            &c.url(AUTH, "/.portcullis/api/logout"),
+            &serde_json::json!({}),
+        )
         .await;
     assert!(
         r.status < 400,
@@ -123,6 +135,11 @@ pub async fn full_walk(front: u16, upstream: &Upstream, gw: &Gateway, logs: &dyn
     let r = raw
         .get(&page, "application/json", &[("cookie", &token_line)])
         .await;
-    assert_eq!(r.status, 401, "revoked token still accepted: {}", r.describe());
+    assert_eq!(
+        r.status,
+        401,
+        "revoked token still accepted: {}",
+        r.describe()
+    );
     let _ = gw;
 }
