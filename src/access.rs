@@ -173,6 +173,40 @@ pub fn host_of(authority: &str) -> &str {
     authority.split(':').next().unwrap_or(authority)
 }
 
+/// Whether a Host header (or HTTP/2 authority) is a plain `host[:port]`: a domain name or IP
+/// literal in canonical form, no userinfo, a numeric port.
+///
+/// # Security
+/// The authority becomes part of URLs the gateway hands out (the sign-in redirect, magic
+/// links in email, the fallback after sign-in). A loosely read one such as
+/// `app.test:1@evil.example` would route to `app.test` yet point those URLs at another host,
+/// so anything else is refused before it is used.
+pub fn is_plain_authority(authority: &str) -> bool {
+    if authority.is_empty() || authority.len() > 255 {
+        return false;
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p))
+            if !h.is_empty() && !p.contains(']') && (!h.contains(':') || h.ends_with(']')) =>
+        {
+            (h, Some(p))
+        }
+        _ => (authority, None),
+    };
+    if port.is_some_and(|p| {
+        p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || p.parse::<u16>().is_err()
+    }) {
+        return false;
+    }
+    let parsed = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => url::Host::parse(host).is_ok_and(|h| {
+            !matches!(h, url::Host::Ipv6(_)) && h.to_string().eq_ignore_ascii_case(host)
+        }),
+    };
+    parsed
+}
+
 /// The path as the app will read it: dot segments resolved (also spelled `%2e`), backslashes
 /// read as slashes, the way URL parsers and most frameworks read it. Bypass rules match this
 /// form, so `/public/../admin` cannot borrow the exemption of `/public/` (the request itself
@@ -209,6 +243,38 @@ mod tests {
         assert_eq!(host_of("app.test:9000"), "app.test");
         assert_eq!(host_of("app.test"), "app.test");
         assert_eq!(host_of("[::1]:80"), "::1");
+    }
+
+    #[test]
+    fn only_plain_authorities_are_accepted() {
+        for ok in [
+            "app.test",
+            "app.test:9000",
+            "localhost",
+            "127.0.0.1:80",
+            "[::1]:9000",
+            "[::1]",
+            "App.Test",
+        ] {
+            assert!(is_plain_authority(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "app.test:1@evil.example",
+            "user@app.test",
+            "app.test:",
+            "app.test:99999",
+            "app.test:80x",
+            "wiki.example.test^",
+            "app.test/evil",
+            "app.test\\evil",
+            "app%2etest",
+            "::1",
+            "[::1",
+            "app.test:80:80",
+        ] {
+            assert!(!is_plain_authority(bad), "{bad}");
+        }
     }
 
     #[test]

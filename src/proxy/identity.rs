@@ -5,9 +5,37 @@ use crate::session::{cookie, Claims};
 use pingora::http::RequestHeader;
 
 /// Removes every identity header a client may have sent, so only the gateway can set them.
+///
+/// # Security
+/// Spellings with `_` for `-` (`Remote_User`) go too: CGI, WSGI, PHP and Rack read both as
+/// `HTTP_REMOTE_USER`, so an app behind the gateway would take a client's `Remote_User` for
+/// the real header.
 pub fn strip(req: &mut RequestHeader, names: &IdentityHeaders) {
     for name in names.all() {
         req.remove_header(name);
+    }
+    // Rare, so the common request pays one scan and no allocation.
+    if !req.headers.keys().any(|k| k.as_str().contains('_')) {
+        return;
+    }
+    let aliases: Vec<http::HeaderName> = req
+        .headers
+        .keys()
+        .filter(|k| {
+            let k = k.as_str();
+            k.contains('_')
+                && names.all().any(|n| {
+                    n.as_str().len() == k.len()
+                        && n.as_str()
+                            .bytes()
+                            .zip(k.bytes())
+                            .all(|(a, b)| a == b || (a == b'-' && b == b'_'))
+                })
+        })
+        .cloned()
+        .collect();
+    for name in aliases {
+        req.remove_header(&name);
     }
 }
 

@@ -260,6 +260,15 @@ impl ProxyHttp for Gateway {
         if path == JWKS {
             return self.jwks(session).await;
         }
+        let host = authority(session.req_header());
+        if !host.is_empty() && !crate::access::is_plain_authority(host) {
+            return self
+                .reply(
+                    session,
+                    portal::Response::text(StatusCode::BAD_REQUEST, "malformed Host header\n"),
+                )
+                .await;
+        }
         let tls = is_tls(session);
         ctx.tls = tls;
         let scheme = if tls { "https" } else { "http" };

@@ -28,9 +28,46 @@ fn spoof(rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
     for (k, v) in SPOOFED {
         rb = rb.header(*k, *v);
     }
-    // Lower-case and duplicated variants too.
+    // Lower-case and duplicated variants too, and the `_` spellings that CGI, WSGI, PHP and
+    // Rack read as the same header.
     rb.header("remote-user", "mallory2")
         .header("REMOTE-GROUPS", "root")
+        .header("Remote_User", "mallory3")
+        .header("remote_groups", "root")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_host_headers_are_refused_before_anything_uses_them() {
+    let gw = Gateway::start().await;
+    for host in [
+        format!("app.test:{}@evil.example", gw.port),
+        "app.test:1@evil.example".to_string(),
+        "app.test^".to_string(),
+        "user@app.test".to_string(),
+    ] {
+        let before = gw.upstream.hits();
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
+            .await
+            .unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        s.write_all(
+            format!("GET /.portcullis/flow/{FLOW}?rd=/ HTTP/1.1\r\nHost: {host}\r\nAccept: text/html\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out).await;
+        assert!(
+            out.starts_with("HTTP/1.1 400"),
+            "Host {host:?} was not refused: {out}"
+        );
+        assert!(
+            !out.contains("evil.example"),
+            "Host {host:?} leaked into the answer: {out}"
+        );
+        assert_eq!(gw.upstream.hits(), before, "Host {host:?} reached the app");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
