@@ -357,17 +357,51 @@ impl Config {
         path: &Path,
         env: impl Iterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let mut value: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        let file: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             file: path.to_path_buf(),
             reason: e.to_string().trim().replace('\n', " "),
         })?;
-        overlay_env(&mut value, env);
-        let raw: raw::RawConfig = serde_path_to_error::deserialize(toml::Value::Table(value))
-            .map_err(|e| ConfigError::Invalid {
-                file: path.to_path_buf(),
-                path: e.path().to_string(),
-                reason: e.inner().to_string(),
-            })?;
+        let overrides = env_overrides(env);
+        // Overrides are typed by their text ("25" a number, "true" a boolean). When that type
+        // is not what the key takes (a numeric password, a `+4179...` sender number), the
+        // override is applied again as text; each at most once.
+        let mut as_text = vec![false; overrides.len()];
+        let raw: raw::RawConfig = loop {
+            let mut value = file.clone();
+            for (o, text) in overrides.iter().zip(&as_text) {
+                let v = if *text {
+                    toml::Value::String(o.text.clone())
+                } else {
+                    parse_env_value(&o.text)
+                };
+                set_path(&mut value, &o.parts, v);
+            }
+            match serde_path_to_error::deserialize(toml::Value::Table(value)) {
+                Ok(raw) => break raw,
+                Err(e) => {
+                    let at = e.path().to_string();
+                    let from_env = overrides.iter().position(|o| o.parts.join(".") == at);
+                    if let Some(i) = from_env.filter(|i| !as_text[*i]) {
+                        as_text[i] = true;
+                        continue;
+                    }
+                    // Never echo a value that came from the environment: it may be a secret.
+                    let reason = match from_env {
+                        Some(i) => format!(
+                            "the value of {} is not usable here: {}",
+                            overrides[i].key,
+                            without_values(&e.inner().to_string())
+                        ),
+                        None => e.inner().to_string(),
+                    };
+                    return Err(ConfigError::Invalid {
+                        file: path.to_path_buf(),
+                        path: at,
+                        reason,
+                    });
+                }
+            }
+        };
         validate::validate(raw, path).map_err(|p| ConfigError::Invalid {
             file: path.to_path_buf(),
             path: p.path,
@@ -385,19 +419,50 @@ impl Config {
     }
 }
 
-/// `PORTCULLIS_SESSION__LIFETIME=1h` becomes `[session] lifetime = "1h"`. Values that parse as TOML
-/// scalars (numbers, booleans) keep their type; anything else is a string.
-fn overlay_env(table: &mut toml::Table, env: impl Iterator<Item = (String, String)>) {
-    for (key, val) in env {
-        let Some(rest) = key.strip_prefix(ENV_PREFIX) else {
-            continue;
-        };
-        let parts: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
-        if parts.len() < 2 || parts.iter().any(|p| p.is_empty()) {
-            continue;
+/// One `PORTCULLIS_<TABLE>__<KEY>` variable: `PORTCULLIS_SESSION__LIFETIME=1h` sets
+/// `[session] lifetime = "1h"`.
+struct EnvOverride {
+    key: String,
+    parts: Vec<String>,
+    text: String,
+}
+
+fn env_overrides(env: impl Iterator<Item = (String, String)>) -> Vec<EnvOverride> {
+    let mut out: Vec<EnvOverride> = env
+        .filter_map(|(key, text)| {
+            let rest = key.strip_prefix(ENV_PREFIX)?;
+            let parts: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+            if parts.len() < 2 || parts.iter().any(|p| p.is_empty()) {
+                return None;
+            }
+            Some(EnvOverride { key, parts, text })
+        })
+        .collect();
+    // The environment's order is arbitrary; apply in a stable one.
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out
+}
+
+/// A deserialisation message with the quoted values taken out (`invalid type: string "..."`).
+fn without_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut quote: Option<char> = None;
+    for c in message.chars() {
+        match quote {
+            Some(q) if c == q => {
+                out.push_str("…");
+                out.push(c);
+                quote = None;
+            }
+            Some(_) => {}
+            None if c == '"' || c == '`' => {
+                out.push(c);
+                quote = Some(c);
+            }
+            None => out.push(c),
         }
-        set_path(table, &parts, parse_env_value(&val));
     }
+    out
 }
 
 fn set_path(table: &mut toml::Table, parts: &[String], value: toml::Value) {
@@ -422,5 +487,43 @@ fn parse_env_value(val: &str) -> toml::Value {
         "true" => toml::Value::Boolean(true),
         "false" => toml::Value::Boolean(false),
         _ => toml::Value::String(val.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example_with(env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let path = Path::new("config/portcullis.toml");
+        let text = std::fs::read_to_string(path).expect("the example config");
+        Config::from_toml(
+            &text,
+            path,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn numeric_looking_secrets_from_the_environment_stay_text() {
+        let c = example_with(&[
+            ("PORTCULLIS_EMAIL__PASSWORD", "12345678"),
+            ("PORTCULLIS_EMAIL__USERNAME", "true"),
+            ("PORTCULLIS_EMAIL__PORT", "2525"),
+        ])
+        .expect("numeric-looking secrets are accepted");
+        assert_eq!(c.email.port, 2525);
+        assert_eq!(c.email.password.as_deref(), Some("12345678"));
+        assert_eq!(c.email.username.as_deref(), Some("true"));
+    }
+
+    #[test]
+    fn a_bad_value_from_the_environment_is_named_but_never_echoed() {
+        let e = example_with(&[("PORTCULLIS_EMAIL__PORT", "secret-looking-99")])
+            .expect_err("a port must be a number")
+            .to_string();
+        assert!(e.contains("email.port"), "{e}");
+        assert!(e.contains("PORTCULLIS_EMAIL__PORT"), "{e}");
+        assert!(!e.contains("secret-looking-99"), "{e}");
     }
 }
