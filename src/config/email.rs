@@ -3,11 +3,13 @@
 
 use super::error::Problem;
 use super::raw::{RawEmailStage, RawOtp, RawSmtp, RawValidateStage};
+use super::sms::{at_least_a_second, whole_seconds};
 use super::*;
 
 type Checked<T> = Result<T, Problem>;
 
-/// A number of `unit`s, or a duration string.
+/// A number of `unit`s, or a duration string. A number beyond `u32` is refused rather than
+/// truncated (`4294967297` would otherwise become 1).
 pub(super) fn duration_or(
     path: &str,
     v: &Option<toml::Value>,
@@ -16,7 +18,10 @@ pub(super) fn duration_or(
 ) -> Checked<Duration> {
     match v {
         None => Ok(default),
-        Some(toml::Value::Integer(n)) if *n > 0 => Ok(unit * (*n as u32)),
+        Some(toml::Value::Integer(n)) if *n > 0 => u32::try_from(*n)
+            .ok()
+            .and_then(|n| unit.checked_mul(n))
+            .ok_or_else(|| Problem::new(path, format!("`{n}` is too large"))),
         Some(toml::Value::String(s)) => parse_duration(s).map_err(|r| Problem::new(path, r)),
         Some(other) => Err(Problem::new(
             path,
@@ -103,25 +108,31 @@ pub(super) fn otp(base: &str, raw: &RawOtp) -> Checked<OtpPolicy> {
     Ok(OtpPolicy {
         mode,
         code_length,
-        token_expiry: duration_or(
+        token_expiry: at_least_a_second(
             &path("token_expiry"),
-            &raw.token_expiry,
-            Duration::from_secs(60),
-            Duration::from_secs(30 * 60),
+            duration_or(
+                &path("token_expiry"),
+                &raw.token_expiry,
+                Duration::from_secs(60),
+                Duration::from_secs(30 * 60),
+            )?,
         )?,
         max_challenges_sent: limit(path("max_challenges_sent"), raw.max_challenges_sent, 3)?,
         max_allowed_attempts: limit(path("max_allowed_attempts"), raw.max_allowed_attempts, 3)?,
         allow_inactive_accounts: raw.allow_inactive_accounts.unwrap_or(false),
         activate_inactive_accounts: raw.activate_inactive_accounts.unwrap_or(false),
-        link_ttl: duration_or(
+        link_ttl: at_least_a_second(
             &path("link_ttl"),
-            &raw.link_ttl,
-            Duration::from_secs(1),
-            Duration::from_secs(120),
+            duration_or(
+                &path("link_ttl"),
+                &raw.link_ttl,
+                Duration::from_secs(1),
+                Duration::from_secs(120),
+            )?,
         )?,
         continue_in_verify_window: raw.continue_in_verify_window.unwrap_or(true),
         user_limit_window: match &raw.user_limit_window {
-            Some(t) => parse_duration(t).map_err(|r| Problem::new(path("user_limit_window"), r))?,
+            Some(t) => whole_seconds(&path("user_limit_window"), t)?,
             None => Duration::from_secs(3600),
         },
     })
@@ -226,16 +237,28 @@ pub(super) fn validate_stage(name: &str, raw: &RawValidateStage) -> Checked<Vali
             "not_configured_action = \"configure\" needs the name of a setup stage here",
         ));
     }
+    let otp = otp(&base, &raw.otp())?;
+    // A text message carries a code, never a link: refused here rather than failing at the
+    // first send to a phone.
+    if otp.mode == OtpMode::Link {
+        if let Some(i) = device_classes.iter().position(|c| *c == DeviceClass::Sms) {
+            return Err(Problem::new(
+                format!("{base}.device_classes[{i}]"),
+                "mode = \"link\" cannot be used with \"sms\": a text message carries a code, not a link; use mode = \"code\" or validate SMS in a stage of its own",
+            ));
+        }
+    }
     Ok(ValidateStageConfig {
         device_classes,
         not_configured_action,
         configure_stage: raw.configure_stage.clone(),
-        otp: otp(&base, &raw.otp())?,
+        otp,
     })
 }
 
-/// Cross-references that need every stage and flow: `configure_stage` names a setup stage,
-/// `configure_flow` names a flow.
+/// Cross-references that need every stage and flow: `configure_stage` names a setup stage
+/// of a class the validation accepts, `configure_flow` names a flow, `email_source =
+/// "prompt:KEY"` names a field some prompt stage asks for.
 pub(super) fn cross_check(
     stages: &BTreeMap<String, StageConfig>,
     flows: &[FlowConfig],
@@ -244,9 +267,9 @@ pub(super) fn cross_check(
         match st {
             StageConfig::AuthenticatorValidate(v) => {
                 if let Some(target) = &v.configure_stage {
-                    match stages.get(target) {
-                        Some(StageConfig::AuthenticatorEmail(_)) => {}
-                        Some(StageConfig::AuthenticatorSms(_)) => {}
+                    let class = match stages.get(target) {
+                        Some(StageConfig::AuthenticatorEmail(_)) => DeviceClass::Email,
+                        Some(StageConfig::AuthenticatorSms(_)) => DeviceClass::Sms,
                         Some(other) => {
                             return Err(Problem::new(
                                 format!("stages.{name}.configure_stage"),
@@ -262,6 +285,18 @@ pub(super) fn cross_check(
                                 format!("no stage named `{target}` under [stages]"),
                             ))
                         }
+                    };
+                    // The device it enrols would not count for this validation, so the user
+                    // would be sent to set one up again at every sign-in.
+                    if !v.device_classes.contains(&class) {
+                        return Err(Problem::new(
+                            format!("stages.{name}.configure_stage"),
+                            format!(
+                                "stage `{target}` sets up {} devices, but device_classes does not include \"{}\"",
+                                class.as_str(),
+                                class.as_str()
+                            ),
+                        ));
                     }
                 }
             }
@@ -276,6 +311,18 @@ pub(super) fn cross_check(
                 }
             }
             StageConfig::AuthenticatorEmail(e) => {
+                if let EmailSource::Prompt(key) = &e.email_source {
+                    let asked = stages.values().any(|s| match s {
+                        StageConfig::Prompt(p) => p.fields.iter().any(|f| &f.key == key),
+                        _ => false,
+                    });
+                    if !asked {
+                        return Err(Problem::new(
+                            format!("stages.{name}.email_source"),
+                            format!("no prompt stage has a field with key `{key}`"),
+                        ));
+                    }
+                }
                 if let Some(flow) = &e.configure_flow {
                     if !flows.iter().any(|f| &f.slug == flow) {
                         return Err(Problem::new(

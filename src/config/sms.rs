@@ -26,6 +26,81 @@ fn required<'a>(path: String, v: &'a Option<String>, why: &str) -> Checked<&'a S
         .ok_or_else(|| Problem::new(path, why.to_string()))
 }
 
+/// The generic provider's credentials. `auth_type` and `auth_password` mean nothing without
+/// `auth`, and `auth_password` nothing without basic auth: an operator who set them expects
+/// them to be sent, so a config that would silently send no (or other) credentials is refused.
+fn generic_auth(name: &str, raw: &RawSmsStage) -> Checked<GenericAuth> {
+    let p = |k: &str| format!("stages.{name}.{k}");
+    let kind = raw.auth_type.as_deref().unwrap_or("bearer");
+    if !matches!(kind, "bearer" | "basic") {
+        return Err(Problem::new(
+            p("auth_type"),
+            format!("`{kind}` is not one of \"basic\", \"bearer\""),
+        ));
+    }
+    let Some(auth) = &raw.auth else {
+        if raw.auth_type.is_some() {
+            return Err(Problem::new(
+                p("auth_type"),
+                "is set but `auth` (the token, or the basic-auth username) is not",
+            ));
+        }
+        if raw.auth_password.is_some() {
+            return Err(Problem::new(
+                p("auth_password"),
+                "is set but `auth` (the basic-auth username) is not",
+            ));
+        }
+        return Ok(GenericAuth::None);
+    };
+    Ok(match kind {
+        "basic" => GenericAuth::Basic {
+            username: auth.clone(),
+            password: raw.auth_password.clone(),
+        },
+        _ => {
+            if raw.auth_password.is_some() {
+                return Err(Problem::new(
+                    p("auth_password"),
+                    "is only used with auth_type = \"basic\"",
+                ));
+            }
+            GenericAuth::Bearer(auth.clone())
+        }
+    })
+}
+
+/// Compiles an operator's `pattern`/`phone_pattern` so that it must match the whole value, as
+/// HTML's `pattern` attribute does: `\+41` accepts "+41" only, not "+41 anything". The
+/// pattern is compiled alone first, so a fragment such as `a)|(b` that is only valid once
+/// wrapped is still refused.
+pub(super) fn whole_value_regex(path: String, re: &str) -> Checked<regex::Regex> {
+    regex::Regex::new(re)
+        .map_err(|e| Problem::new(path.clone(), format!("not a valid regex: {e}")))?;
+    regex::Regex::new(&format!("^(?:{re})$"))
+        .map_err(|e| Problem::new(path, format!("not a valid regex: {e}")))
+}
+
+/// A duration string for something kept in whole seconds (a limit window, a lifetime).
+/// Anything under a second would become 0 there: a zero-length limit window switches the
+/// limit off, a zero lifetime ends at once.
+pub(super) fn whole_seconds(path: &str, text: &str) -> Checked<Duration> {
+    let d = parse_duration(text).map_err(|r| Problem::new(path, r))?;
+    at_least_a_second(path, d)
+}
+
+/// Refuses a duration under one second: expiries, windows and cooldowns are kept in whole
+/// seconds, where it would round down to zero.
+pub(super) fn at_least_a_second(path: &str, d: Duration) -> Checked<Duration> {
+    if d < Duration::from_secs(1) {
+        return Err(Problem::new(
+            path,
+            format!("{d:?} is shorter than one second (counted in whole seconds, it would be 0)"),
+        ));
+    }
+    Ok(d)
+}
+
 pub(super) fn sms_stage(name: &str, raw: &RawSmsStage) -> Checked<SmsStageConfig> {
     let p = |k: &str| format!("stages.{name}.{k}");
     let provider = match raw.provider.as_str() {
@@ -49,21 +124,10 @@ pub(super) fn sms_stage(name: &str, raw: &RawSmsStage) -> Checked<SmsStageConfig
                 p("url"),
                 required(p("url"), &raw.url, "the generic provider needs the API URL")?,
             )?;
-            let auth = match (raw.auth_type.as_deref().unwrap_or("bearer"), &raw.auth) {
-                (_, None) => GenericAuth::None,
-                ("bearer", Some(t)) => GenericAuth::Bearer(t.clone()),
-                ("basic", Some(u)) => GenericAuth::Basic {
-                    username: u.clone(),
-                    password: raw.auth_password.clone(),
-                },
-                (other, _) => {
-                    return Err(Problem::new(
-                        p("auth_type"),
-                        format!("`{other}` is not one of \"basic\", \"bearer\""),
-                    ))
-                }
-            };
-            SmsProvider::Generic { url: target, auth }
+            SmsProvider::Generic {
+                url: target,
+                auth: generic_auth(name, raw)?,
+            }
         }
         other => {
             return Err(Problem::new(
@@ -90,15 +154,12 @@ pub(super) fn sms_stage(name: &str, raw: &RawSmsStage) -> Checked<SmsStageConfig
         }
     }
     let phone_pattern = match &raw.phone_pattern {
-        Some(re) => Some(
-            regex::Regex::new(re)
-                .map_err(|e| Problem::new(p("phone_pattern"), format!("not a valid regex: {e}")))?,
-        ),
+        Some(re) => Some(whole_value_regex(p("phone_pattern"), re)?),
         None => None,
     };
     let window = |k: &str, v: &Option<String>, d: u64| -> Checked<Duration> {
         match v {
-            Some(t) => parse_duration(t).map_err(|r| Problem::new(p(k), r)),
+            Some(t) => whole_seconds(&p(k), t),
             None => Ok(Duration::from_secs(d)),
         }
     };
@@ -143,8 +204,13 @@ pub(super) fn sms_stage(name: &str, raw: &RawSmsStage) -> Checked<SmsStageConfig
             window: window("limit_window", &raw.limit_window, 3600)?,
             global_per_hour: raw.global_limit_per_hour.unwrap_or(200),
             resend_cooldown: match &raw.resend_cooldown {
-                Some(t) => humantime::parse_duration(t)
-                    .map_err(|e| Problem::new(p("resend_cooldown"), e.to_string()))?,
+                // "0s" switches the cooldown off; anything else is kept in whole seconds.
+                Some(t) => match humantime::parse_duration(t)
+                    .map_err(|e| Problem::new(p("resend_cooldown"), e.to_string()))?
+                {
+                    d if d.is_zero() => d,
+                    d => at_least_a_second(&p("resend_cooldown"), d)?,
+                },
                 None => Duration::from_secs(30),
             },
         },
@@ -180,9 +246,7 @@ pub(super) fn prompt_stage(name: &str, raw: &RawPromptStage) -> Checked<PromptSt
                 return Err(Problem::new(p("type"), format!("`{kind}` is not one of text, email, tel, password, hidden")));
             }
             let pattern = match &f.pattern {
-                Some(re) => Some(
-                    regex::Regex::new(re).map_err(|e| Problem::new(p("pattern"), format!("not a valid regex: {e}")))?,
-                ),
+                Some(re) => Some(whole_value_regex(p("pattern"), re)?),
                 None => None,
             };
             Ok(PromptField {

@@ -94,9 +94,10 @@ pub(super) fn validate(raw: RawConfig, file: &Path) -> Checked<Config> {
 }
 
 fn session(raw: &super::raw::RawSession) -> Checked<SessionConfig> {
+    // Session and sign-in lifetimes are kept in whole seconds: under one second would be 0.
     let dur = |key: &str, v: &Option<String>, default: Duration| -> Checked<Duration> {
         match v {
-            Some(t) => parse_duration(t).map_err(|r| Problem::new(format!("session.{key}"), r)),
+            Some(t) => super::sms::whole_seconds(&format!("session.{key}"), t),
             None => Ok(default),
         }
     };
@@ -236,9 +237,7 @@ fn stage(name: &str, raw: RawStage, session_lifetime: Duration) -> Checked<Stage
         }
         RawStage::UserLogin { session_duration } => StageConfig::UserLogin {
             session_duration: match session_duration {
-                Some(t) => {
-                    parse_duration(&t).map_err(|r| Problem::new(path("session_duration"), r))?
-                }
+                Some(t) => super::sms::whole_seconds(&path("session_duration"), &t)?,
                 None => session_lifetime,
             },
         },

@@ -15,7 +15,8 @@ pub fn normalise(raw: &str) -> Option<String> {
 }
 
 /// The normalised number if this stage accepts it: E.164, one of `allowed_prefixes` (when
-/// set), and matching `phone_pattern` (when set).
+/// set), and matching `phone_pattern` in full (when set; the config anchors it at load, as
+/// HTML's `pattern` is anchored, so `\+4179` does not accept every number that starts so).
 pub fn accept(raw: &str, cfg: &SmsStageConfig) -> Option<String> {
     let n = normalise(raw)?;
     if !cfg.allowed_prefixes.is_empty() && !cfg.allowed_prefixes.iter().any(|p| n.starts_with(p)) {

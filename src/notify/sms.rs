@@ -2,7 +2,7 @@
 //!
 //! Any answer with status 400 or higher, a timeout or a connection error is a failed send.
 //! The error names the provider, status and (truncated) body for the operator; it never holds
-//! the code.
+//! the code (an echoed code is redacted from the body) nor the request URL (it may carry a key).
 
 use super::NotifyError;
 use async_trait::async_trait;
@@ -189,17 +189,58 @@ impl SmsSender for HttpSmsSender {
             } else {
                 "request failed"
             };
-            self.failed(None, format!("{kind}: {e}"))
+            // The URL stays out: a generic provider's URL may carry an API key in its query.
+            self.failed(None, format!("{kind}: {}", e.without_url()))
         })?;
         let status = response.status();
         if status.as_u16() >= 400 {
             let body = response.text().await.unwrap_or_default();
-            let mut shown: String = body.chars().take(BODY_LOG_LIMIT).collect();
-            if body.chars().count() > BODY_LOG_LIMIT {
-                shown.push('…');
-            }
+            let shown = shown_body(&body, &msg.token);
             return Err(self.failed(Some(status.as_u16()), format!("answered {status}: {shown}")));
         }
         Ok(())
+    }
+}
+
+/// What of a provider's error answer goes to the log: the code redacted (a provider that
+/// echoes the request would otherwise put the one-time code in the log), then cut to
+/// [`BODY_LOG_LIMIT`] characters. Redacting before cutting means no prefix of the code is
+/// left at the cut either.
+fn shown_body(body: &str, token: &str) -> String {
+    let redacted = if token.is_empty() {
+        body.to_string()
+    } else {
+        body.replace(token, REDACTED)
+    };
+    let mut shown: String = redacted.chars().take(BODY_LOG_LIMIT).collect();
+    if redacted.chars().count() > BODY_LOG_LIMIT {
+        shown.push('…');
+    }
+    shown
+}
+
+/// What stands in the log for the one-time code.
+const REDACTED: &str = "******";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_echoed_code_is_redacted_from_the_logged_body() {
+        let shown = shown_body(r#"{"error":"bad To","echo":{"Body":"482913"}}"#, "482913");
+        assert!(!shown.contains("482913"), "{shown}");
+        assert!(shown.contains(r#""Body":"******""#), "{shown}");
+    }
+
+    #[test]
+    fn a_long_body_is_cut_after_redaction() {
+        let body = format!("{}123456", "x".repeat(BODY_LOG_LIMIT - 3));
+        let shown = shown_body(&body, "123456");
+        assert!(
+            !shown.contains("123"),
+            "a prefix of the code survived the cut: {shown}"
+        );
+        assert!(shown.ends_with('…'), "{shown}");
     }
 }

@@ -9,9 +9,13 @@ mod provider;
 mod support;
 
 mod codes;
+mod config_checks;
 mod failures;
 mod limits;
+mod log_redaction;
+mod mapping_json;
 mod numbers;
 mod prompt;
 mod requests;
 mod validation;
+mod whole_value_patterns;

@@ -61,7 +61,7 @@ async fn numbers_not_matching_phone_pattern_get_the_configured_message() {
     let sms = SmsServer::start().await;
     let url = format!("{}/send", sms.base());
     let gw = Conf::new(generic_bearer(&url, "tok"))
-        .sms("phone_pattern", r#""^\\+417[5-9]""#)
+        .sms("phone_pattern", r#""\\+417[5-9][0-9]{7}""#)
         .sms(
             "phone_error_message",
             r#""Only Swiss mobile numbers, please.""#,

@@ -121,7 +121,7 @@ label = "Phone"
 type = "tel"
 required = true
 placeholder = "+41 ..."
-pattern = "^\\+"
+pattern = "\\+.*"
 pattern_message = "Use the international format, starting with +"
 "#
             .into(),

@@ -66,9 +66,22 @@ impl Stage for Prompt {
                 errors.push(format!("{} is too long.", f.label));
                 continue;
             }
+            // The pattern matches the whole value (anchored at config load, as in HTML).
             if f.pattern.as_ref().is_some_and(|re| !re.is_match(&value)) {
                 errors.push(f.pattern_message.clone());
                 continue;
+            }
+            // The browser's own checks of `type` are advice; a client may send anything.
+            match f.kind.as_str() {
+                "email" if !is_email(&value) => {
+                    errors.push(format!("{} is not an email address.", f.label));
+                    continue;
+                }
+                "tel" if !is_tel(&value) => {
+                    errors.push(format!("{} is not a phone number.", f.label));
+                    continue;
+                }
+                _ => {}
             }
             values.push((f.key.clone(), value));
         }
@@ -77,5 +90,69 @@ impl Stage for Prompt {
         }
         cx.exec.prompt_data.extend(values);
         Ok(Outcome::Pass)
+    }
+}
+
+/// An address as HTML's `type="email"` means it, loosely: one `@` with text on both sides and
+/// no whitespace. Deliverability is the email stage's business.
+fn is_email(v: &str) -> bool {
+    match v.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.is_empty()
+                && !domain.contains('@')
+                && !v.chars().any(char::is_whitespace)
+        }
+        None => false,
+    }
+}
+
+/// A number as people type it: digits with the usual separators (space, `-`, `.`, `(`, `)`,
+/// `/`), a `+` only in front, and 3 to 15 digits (E.164's maximum). Whether it can receive a
+/// text is the SMS stage's check.
+fn is_tel(v: &str) -> bool {
+    let body = v.strip_prefix('+').unwrap_or(v);
+    let digits = body.bytes().filter(u8::is_ascii_digit).count();
+    (3..=15).contains(&digits)
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b' ' | b'-' | b'.' | b'(' | b')' | b'/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn email_needs_one_at_with_text_on_both_sides_and_no_space() {
+        assert!(is_email("a@b"));
+        assert!(is_email("alice@example.com"));
+        for bad in [
+            "alice",
+            "@example.com",
+            "alice@",
+            "a@b@c",
+            "al ice@example.com",
+            "a@b\tc",
+        ] {
+            assert!(!is_email(bad), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn tel_takes_typed_separators_but_no_letters() {
+        assert!(is_tel("+41 (79) 123-45.67"));
+        assert!(is_tel("079 123 45 67"));
+        for bad in [
+            "",
+            "+",
+            "12",
+            "+41 79 abc",
+            "41+79123",
+            "+1234567890123456",
+            "1\n2\n3",
+        ] {
+            assert!(!is_tel(bad), "{bad:?} accepted");
+        }
     }
 }
