@@ -70,6 +70,22 @@ pub struct OtpState {
     pub decoy: bool,
 }
 
+impl OtpState {
+    /// Makes what the last send issued unusable: its code, and its magic link with the
+    /// server-side ticket. Used when the message did not go out, so a page that says "send
+    /// again" never sits beside a link that would still work.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn withdraw(&mut self, cx: &StageContext<'_>) -> Result<(), FlowError> {
+        self.code_hash = None;
+        if let Some(link) = self.link.take() {
+            cx.services.store.take_ticket(&link)?;
+        }
+        Ok(())
+    }
+}
+
 /// A magic link's server-side record, stored under the hash of its token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LinkTicket {

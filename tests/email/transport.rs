@@ -531,3 +531,24 @@ async fn limits_above_100_are_refused_with_the_key_named() {
         assert!(out.all().contains(key), "{keys}: {}", out.all());
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn link_that_could_not_be_sent_is_withdrawn_and_the_page_does_not_wait_for_it() {
+    let smtp = SmtpServer::start(SmtpOpts {
+        refuse: vec!["alice@example.com".into()],
+        ..SmtpOpts::plain()
+    })
+    .await;
+    let gw = Gw::start(Spec::new(smtp.email_toml()).otp("mode = \"link\"")).await;
+    let b = gw.browser();
+    let v = api_until_email(&gw, &b, MFA_FLOW, "alice").await;
+    assert_send_failed(&v, "authenticator_email");
+    assert!(
+        v.get("poll").is_none(),
+        "the page must not wait for a link that never went out: {v}"
+    );
+    // Retrying keeps saying so, and still nothing pretends to be on its way.
+    let v = post(&b, MFA_FLOW, json!({ "action": "resend" })).await;
+    assert_send_failed(&v, "authenticator_email");
+    assert!(v.get("poll").is_none(), "{v}");
+}

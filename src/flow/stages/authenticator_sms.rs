@@ -10,7 +10,6 @@ use crate::flow::{phone, Challenge, Field, FlowError, Input, Outcome, Stage, Sta
 use crate::store::{Device, DeviceClass, User};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 /// The prompt field an earlier prompt stage may have filled with the number.
 pub const PROMPT_KEY: &str = "phone";
@@ -88,7 +87,9 @@ impl AuthenticatorSms {
         };
         let store = &cx.services.store;
         let now = crate::clock::now();
-        let hash = hex_sha256(number);
+        // Keyed: there are only some 10^10 numbers, so a plain hash could be reversed by
+        // trying them all; without the database's key nobody can.
+        let hash = otp::hash_code(&store.secret("otp")?, "phone", number);
         let existing = store.devices(&user.username)?.into_iter().find(|d| {
             d.class == DeviceClass::Sms
                 && (d.address == number || d.address_hash.as_deref() == Some(hash.as_str()))
@@ -122,13 +123,6 @@ impl AuthenticatorSms {
         tracing::info!(user = %user.username, client = %cx.client, to = %otp::mask(number), verify_only = self.cfg.verify_only, "SMS authenticator enrolled");
         Ok(())
     }
-}
-
-fn hex_sha256(s: &str) -> String {
-    Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 #[async_trait]

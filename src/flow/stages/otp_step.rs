@@ -78,7 +78,7 @@ pub async fn send_email(
         Ok(m) => m,
         Err(e) => {
             tracing::error!(error = %e, stage = cx.name, "email template failed");
-            st.code_hash = None;
+            st.withdraw(cx)?;
             return Ok(Sent::Failed(SEND_FAILED.into()));
         }
     };
@@ -98,7 +98,7 @@ pub async fn send_email(
         }
         Err(e) => {
             // Never leave a code that did not arrive usable, and never log the code itself.
-            st.code_hash = None;
+            st.withdraw(cx)?;
             tracing::error!(provider = "smtp", error = %e, stage = cx.name, to = %otp::mask(to), "sign-in email could not be sent");
             Ok(Sent::Failed(SEND_FAILED.into()))
         }
@@ -137,7 +137,10 @@ pub fn code_challenge(
     };
     c.actions.push(Action {
         name: "resend".into(),
-        label: resend_label.into(),
+        label: match policy.mode {
+            OtpMode::Code => resend_label.into(),
+            OtpMode::Link => "Send a new link".into(),
+        },
     });
     c
 }
@@ -303,7 +306,7 @@ pub async fn send_sms(
         Ok(t) => t,
         Err(e) => {
             tracing::error!(error = %e, stage = cx.name, "SMS template failed");
-            st.code_hash = None;
+            st.withdraw(cx)?;
             return Ok(Sent::Failed(SMS_SEND_FAILED.into()));
         }
     };
@@ -321,7 +324,7 @@ pub async fn send_sms(
             Ok(Sent::Ok)
         }
         Err(e) => {
-            st.code_hash = None;
+            st.withdraw(cx)?;
             tracing::error!(error = %e, stage = cx.name, to = %otp::mask(number), "sign-in SMS could not be sent");
             Ok(Sent::Failed(SMS_SEND_FAILED.into()))
         }
