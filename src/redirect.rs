@@ -1,6 +1,7 @@
 //! Where a finished sign-in may send the browser. `rd` comes from the query string, so anyone
-//! can craft it: it is followed only to hosts Portcullis protects (or under the session cookie
-//! domain), and everything else falls back to the app's root.
+//! can craft it: it is followed only to hosts Portcullis protects (and the auth host), and
+//! everything else falls back to the app's root. Other hosts under the cookie domain are not
+//! enough: any subdomain may be someone else's.
 
 use std::collections::HashSet;
 
@@ -8,22 +9,17 @@ use std::collections::HashSet;
 #[derive(Debug, Clone)]
 pub struct RedirectPolicy {
     hosts: HashSet<String>,
-    cookie_domain: Option<String>,
 }
 
 impl RedirectPolicy {
-    pub fn new<'a>(hosts: impl Iterator<Item = &'a str>, cookie_domain: Option<&str>) -> Self {
+    pub fn new<'a>(hosts: impl Iterator<Item = &'a str>) -> Self {
         Self {
             hosts: hosts.map(str::to_ascii_lowercase).collect(),
-            cookie_domain: cookie_domain.map(str::to_ascii_lowercase),
         }
     }
 
     fn host_allowed(&self, host: &str) -> bool {
         self.hosts.contains(host)
-            || self.cookie_domain.as_deref().is_some_and(|d| {
-                host == d || host.strip_suffix(d).is_some_and(|p| p.ends_with('.'))
-            })
     }
 
     /// The URL to send the browser to: `rd` when it is safe, otherwise `fallback`.
@@ -70,10 +66,7 @@ mod tests {
     use super::*;
 
     fn policy() -> RedirectPolicy {
-        RedirectPolicy::new(
-            ["app.test", "wiki.example.com"].into_iter(),
-            Some("example.com"),
-        )
+        RedirectPolicy::new(["app.test", "wiki.example.com", "auth.example.com"].into_iter())
     }
 
     #[test]
@@ -89,8 +82,12 @@ mod tests {
             Some("http://app.test:9000/reports")
         );
         assert!(p
-            .check("https://grafana.example.com/", "http://app.test")
+            .check("https://wiki.example.com/", "http://app.test")
             .is_some());
+        // Under the cookie domain but not protected: someone else's subdomain, maybe.
+        assert!(p
+            .check("https://grafana.example.com/", "http://app.test")
+            .is_none());
     }
 
     #[test]

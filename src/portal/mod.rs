@@ -48,8 +48,8 @@ impl Portal {
         let redirects = RedirectPolicy::new(
             cfg.apps
                 .iter()
-                .flat_map(|a| a.hosts.iter().map(String::as_str)),
-            cfg.session.cookie_domain.as_deref(),
+                .flat_map(|a| a.hosts.iter().map(String::as_str))
+                .chain(cfg.server.auth_host.as_deref()),
         );
         Self {
             engine,

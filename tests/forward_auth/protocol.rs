@@ -573,7 +573,7 @@ async fn sign_in_destination(gw: &Gateway, rd: &str) -> String {
 }
 
 #[tokio::test]
-async fn auth_host_refuses_rd_outside_the_cookie_domain() {
+async fn auth_host_refuses_rd_to_hosts_it_does_not_protect_even_under_the_cookie_domain() {
     let gw = Gateway::start(Opts::default()).await;
     let ok = format!("http://{WIKI}/docs?x=1");
     assert_eq!(sign_in_destination(&gw, &ok).await, ok);
@@ -583,6 +583,8 @@ async fn auth_host_refuses_rd_outside_the_cookie_domain() {
         "https://notexample.test/",
         "//evil.example/x",
         "http://wiki.example.test@evil.example/",
+        // Under the cookie domain, but no app there: maybe someone else's subdomain.
+        "http://files.example.test/",
     ] {
         let to = sign_in_destination(&gw, evil).await;
         let host = url::Url::parse(&to)
