@@ -293,7 +293,7 @@ fn dev_certs(out: &std::path::Path, names: &[String]) -> ExitCode {
 
 fn rotate_keys(config: &Config) -> ExitCode {
     let path = &config.storage.keys_path;
-    let kid = match KeyFile::rotate(path) {
+    let kid = match KeyFile::rotate(path, config.longest_session().as_secs() as i64) {
         Ok(k) => k,
         Err(e) => return fail(&e.to_string()),
     };

@@ -417,6 +417,18 @@ impl Config {
     pub fn flow(&self, slug: &str) -> Option<&FlowConfig> {
         self.flows.iter().find(|f| f.slug == slug)
     }
+
+    /// The longest a session can live: `[session] lifetime` or any `user_login`'s
+    /// `session_duration`. A retired signing key must keep verifying that long.
+    pub fn longest_session(&self) -> Duration {
+        self.stages
+            .values()
+            .filter_map(|s| match s {
+                StageConfig::UserLogin { session_duration } => Some(*session_duration),
+                _ => None,
+            })
+            .fold(self.session.lifetime, Duration::max)
+    }
 }
 
 /// One `PORTCULLIS_<TABLE>__<KEY>` variable: `PORTCULLIS_SESSION__LIFETIME=1h` sets

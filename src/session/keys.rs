@@ -1,5 +1,8 @@
 //! Session signing keys: generated on first start, kept in a 0600 file with a key id each,
 //! rotated by adding a new active key while old ones keep verifying until their tokens expire.
+//! A rotated-out key is retired: it verifies only tokens issued before its retirement and
+//! expiring within the longest session lifetime after it, and is dropped from the file once
+//! that has passed, so a leaked old key cannot mint tokens for ever.
 
 use crate::secret::random_token;
 use base64::Engine;
@@ -66,6 +69,17 @@ pub struct KeyEntry {
     /// 32 random bytes, base64url without padding.
     pub secret: String,
     pub created: i64,
+    /// Set when the key was rotated out: what it may still verify.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired: Option<Retired>,
+}
+
+/// What a retired key still verifies: tokens issued up to `at` (unix seconds) that expire by
+/// `verify_until`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Retired {
+    pub at: i64,
+    pub verify_until: i64,
 }
 
 impl KeyEntry {
@@ -75,6 +89,7 @@ impl KeyEntry {
             alg: "HS256".into(),
             secret: random_token(32),
             created: crate::clock::now(),
+            retired: None,
         }
     }
 }
@@ -127,12 +142,26 @@ impl KeyFile {
         }
     }
 
-    /// Adds a new key and makes it the active one; returns its id.
+    /// Adds a new key and makes it the active one; returns its id. The key it replaces is
+    /// retired: it keeps verifying the tokens it signed, which live at most `max_lifetime`
+    /// seconds, and nothing newer. Keys whose last token has expired are removed.
     ///
     /// # Errors
     /// As [`KeyFile::load_or_create`].
-    pub fn rotate(path: &Path) -> Result<String, KeyError> {
+    pub fn rotate(path: &Path, max_lifetime: i64) -> Result<String, KeyError> {
         let mut file = Self::load_or_create(path)?;
+        let now = crate::clock::now();
+        let previous = file.active.clone();
+        for k in &mut file.keys {
+            if k.kid == previous && k.retired.is_none() {
+                k.retired = Some(Retired {
+                    at: now,
+                    verify_until: now.saturating_add(max_lifetime),
+                });
+            }
+        }
+        file.keys
+            .retain(|k| k.retired.is_none_or(|r| r.verify_until >= now));
         let key = KeyEntry::generate();
         let kid = key.kid.clone();
         file.active = kid.clone();
@@ -206,11 +235,25 @@ fn decode_secret(s: &str) -> Option<Vec<u8>> {
         .ok()
 }
 
+/// A key prepared for verifying, with what it may still verify when retired.
+pub(super) struct VerifyKey {
+    pub(super) key: DecodingKey,
+    pub(super) retired: Option<Retired>,
+}
+
+impl VerifyKey {
+    /// Whether a token with these times may have been signed with this key legitimately.
+    pub(super) fn admits(&self, iat: i64, exp: i64) -> bool {
+        self.retired
+            .is_none_or(|r| iat <= r.at && exp <= r.verify_until)
+    }
+}
+
 /// Keys prepared once for signing and verifying.
 pub struct Keyring {
     pub(super) active_kid: String,
     pub(super) encoding: EncodingKey,
-    pub(super) decoding: HashMap<String, DecodingKey>,
+    pub(super) decoding: HashMap<String, VerifyKey>,
     /// Raw active secret, for HMACs that are not JWTs (logout CSRF tokens).
     pub(super) mac_secret: Vec<u8>,
 }
@@ -224,7 +267,13 @@ impl Keyring {
             let Some(secret) = decode_secret(&k.secret) else {
                 continue;
             };
-            decoding.insert(k.kid.clone(), DecodingKey::from_secret(&secret));
+            decoding.insert(
+                k.kid.clone(),
+                VerifyKey {
+                    key: DecodingKey::from_secret(&secret),
+                    retired: k.retired,
+                },
+            );
             if k.kid == file.active {
                 encoding = Some(EncodingKey::from_secret(&secret));
                 mac_secret = secret;
@@ -254,10 +303,49 @@ mod tests {
             let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600);
         }
-        let kid = KeyFile::rotate(&p).unwrap();
+        let kid = KeyFile::rotate(&p, 3600).unwrap();
         let after = KeyFile::load_or_create(&p).unwrap();
         assert_eq!(after.active, kid);
         assert_eq!(after.keys.len(), 2);
-        assert!(after.keys.iter().any(|k| k.kid == first.active));
+        let old = after.keys.iter().find(|k| k.kid == first.active).unwrap();
+        let r = old.retired.expect("the replaced key is retired");
+        assert_eq!(r.verify_until - r.at, 3600);
+        assert!(after
+            .keys
+            .iter()
+            .find(|k| k.kid == kid)
+            .unwrap()
+            .retired
+            .is_none());
+    }
+
+    #[test]
+    fn retired_keys_admit_only_tokens_from_before_their_retirement() {
+        let k = VerifyKey {
+            key: DecodingKey::from_secret(b"x"),
+            retired: Some(Retired {
+                at: 1000,
+                verify_until: 4600,
+            }),
+        };
+        assert!(k.admits(999, 4599));
+        assert!(!k.admits(1001, 4000), "minted after retirement");
+        assert!(
+            !k.admits(900, 9999),
+            "backdated but living past every real token"
+        );
+    }
+
+    #[test]
+    fn keys_past_their_last_token_are_dropped_at_the_next_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("keys.json");
+        let first = KeyFile::load_or_create(&p).unwrap();
+        // With no lifetime left, the first key's tokens are all expired by the next rotation.
+        KeyFile::rotate(&p, -1).unwrap();
+        KeyFile::rotate(&p, 3600).unwrap();
+        let after = KeyFile::load_or_create(&p).unwrap();
+        assert!(after.keys.iter().all(|k| k.kid != first.active));
+        assert_eq!(after.keys.len(), 2);
     }
 }

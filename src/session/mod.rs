@@ -157,8 +157,11 @@ impl SessionService {
             .as_deref()
             .and_then(|kid| ring.decoding.get(kid))
             .ok_or(SessionError::UnknownKey)?;
-        let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation)?;
+        let data = jsonwebtoken::decode::<Claims>(token, &key.key, &self.validation)?;
         let c = data.claims;
+        if !key.admits(c.iat, c.exp) {
+            return Err(SessionError::UnknownKey);
+        }
         if self.revocations.is_revoked(&c.sid, &c.sub, c.issued_ms()) {
             return Err(SessionError::Revoked);
         }
@@ -253,7 +256,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = service(dir.path());
         let (tok, _) = s.issue(new_session()).unwrap();
-        KeyFile::rotate(&dir.path().join("keys.json")).unwrap();
+        KeyFile::rotate(&dir.path().join("keys.json"), 3600).unwrap();
         s.reload_keys().unwrap();
         assert!(s.verify(&tok).is_ok());
         let (tok2, _) = s.issue(new_session()).unwrap();

@@ -51,10 +51,20 @@ impl SledStore {
     /// # Errors
     /// [`StoreError::Locked`] when another process holds it, otherwise the backend error.
     pub fn open(path: &Path) -> StoreResult<Self> {
-        if let Some(parent) = path.parent() {
-            if !parent.as_os_str().is_empty() {
-                let _ = std::fs::create_dir_all(parent);
+        // Password hashes, sessions and live sign-ins are in there: owner only, whatever the
+        // umask says.
+        for dir in [path.parent(), Some(path)].into_iter().flatten() {
+            if dir.as_os_str().is_empty() {
+                continue;
             }
+            let mut b = std::fs::DirBuilder::new();
+            b.recursive(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::DirBuilderExt;
+                b.mode(0o700);
+            }
+            let _ = b.create(dir);
         }
         let db = sled::Config::new().path(path).open().map_err(|e| match e {
             sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => {
@@ -379,6 +389,19 @@ fn parse_counter(v: &[u8]) -> Option<(i64, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn the_database_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("data").join("portcullis.db");
+        let _store = SledStore::open(&db).unwrap();
+        for d in [dir.path().join("data"), db] {
+            let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", d.display());
+        }
+    }
 
     #[test]
     fn users_round_trip_and_email_index_follows_changes() {

@@ -340,4 +340,28 @@ async fn keys_rotate_adds_a_key_and_old_tokens_still_verify() {
     assert_eq!(echo.header("remote-user"), Some("alice"));
     let (_, new) = alice_browser(&gw).await;
     assert_eq!(jwt_parts(&new.token).0["kid"], after.active.as_str());
+
+    // The retired key verifies only what it signed before it was retired: a token minted with
+    // it afterwards (a leaked old key) is refused, and so is one backdated to live longer
+    // than any real session.
+    let old_key = before.active_key().clone();
+    let mut claims = claims_of(&old.token);
+    claims["iat"] = json!(now() + 5);
+    claims["exp"] = json!(now() + 3600);
+    let t = sign(
+        Algorithm::HS256,
+        Some(&old_key.kid),
+        &claims,
+        &old_key.secret,
+    );
+    assert_token_refused(&gw, &t, "minted with the retired key after its retirement").await;
+    let mut claims = claims_of(&old.token);
+    claims["exp"] = json!(now() + 400 * 24 * 3600);
+    let t = sign(
+        Algorithm::HS256,
+        Some(&old_key.kid),
+        &claims,
+        &old_key.secret,
+    );
+    assert_token_refused(&gw, &t, "retired key, backdated, living past every session").await;
 }
