@@ -236,9 +236,22 @@ impl Otp<'_> {
         let subject = Self::subject(cx);
         let fails_key = self.counter_key("fails", &subject);
         let max = self.policy.max_allowed_attempts;
-        if max > 0 && cx.services.store.counter(&fails_key, now)? >= max {
-            return Ok(CodeVerdict::TooMany);
-        }
+        // The attempt is counted before the code is looked at, atomically, so parallel
+        // guesses from several sign-ins cannot all pass a check made before any of them was
+        // counted. A right code resets the count.
+        let user_fails = if max > 0 {
+            let n = cx
+                .services
+                .store
+                .bump_counter(&fails_key, self.window(), now)?;
+            if n > max {
+                st.code_hash = None;
+                return Ok(CodeVerdict::TooMany);
+            }
+            n
+        } else {
+            0
+        };
         let valid = match &st.code_hash {
             Some(h) if !st.decoy => {
                 let otp_key = cx.services.store.secret("otp")?;
@@ -256,10 +269,6 @@ impl Otp<'_> {
             return Ok(CodeVerdict::Expired);
         }
         st.attempts += 1;
-        let user_fails = cx
-            .services
-            .store
-            .bump_counter(&fails_key, self.window(), now)?;
         if max > 0 && (st.attempts >= max || user_fails >= max) {
             st.code_hash = None;
             return Ok(CodeVerdict::TooMany);

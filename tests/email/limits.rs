@@ -355,3 +355,35 @@ async fn zero_max_challenges_sent_means_unlimited_sends() {
     let r = post_resp(&b, MFA_FLOW, json!({ "code": code })).await;
     assert_signed_in(&gw, &r);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn parallel_wrong_codes_from_many_sign_ins_get_no_more_guesses_than_the_limit() {
+    let smtp = SmtpServer::start(SmtpOpts::plain()).await;
+    let gw = Gw::start(
+        Spec::new(smtp.email_toml()).otp("max_allowed_attempts = 3\nmax_challenges_sent = 20"),
+    )
+    .await;
+    // Six sign-ins, each holding a code, then one wrong guess in each, all at once.
+    let mut browsers = Vec::new();
+    for i in 1..=6 {
+        let b = gw.browser();
+        api_until_email(&gw, &b, MFA_FLOW, "alice").await;
+        let code = smtp.nth(i).await.code();
+        browsers.push((b, other_than(&code)));
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (b, wrong) in browsers {
+        tasks.spawn(async move {
+            let r = b.post_json(&api(MFA_FLOW), &json!({ "code": wrong })).await;
+            errors(&r.json()).first().cloned().unwrap_or_default()
+        });
+    }
+    let judged: Vec<String> = tasks.join_all().await;
+    let wrong = judged.iter().filter(|e| *e == WRONG_CODE).count();
+    let ended = judged.iter().filter(|e| *e == TOO_MANY_ATTEMPTS).count();
+    assert_eq!(
+        (wrong, ended),
+        (2, 4),
+        "with a limit of 3 per user, only 2 guesses may be judged wrong and go on: {judged:?}"
+    );
+}
