@@ -535,3 +535,41 @@ async fn unfinished_execution_expires_after_flow_lifetime() {
     assert_eq!(r.json()["error"], "execution_expired");
     assert!(r.set_cookie_value(SESSION_COOKIE).is_none());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn parallel_wrong_passwords_get_no_more_tries_than_failed_attempts_before_cancel() {
+    let gw = Gateway::start().await;
+    let b = gw.browser();
+    api_start(&b, APP, None).await;
+    let r = b.post_json(&api_path(), &json!({ "uid": "alice" })).await;
+    assert_eq!(r.json()["component"], "password");
+    // Twelve guesses at once in one sign-in; the default allows 5 before it is cancelled.
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        let b = b.clone();
+        tasks.spawn(async move {
+            let r = b
+                .post_json(&api_path(), &json!({ "password": WRONG_PW }))
+                .await;
+            (
+                r.status,
+                r.json()["component"].as_str().unwrap_or("").to_string(),
+            )
+        });
+    }
+    let answers = tasks.join_all().await;
+    let judged = answers
+        .iter()
+        .filter(|(s, c)| *s == 200 && c == "password")
+        .count();
+    assert!(
+        judged <= 4,
+        "{judged} guesses were judged and the sign-in went on (at most 4 may): {answers:?}"
+    );
+    // The sign-in is over: even the right password does not get in now.
+    let r = b
+        .post_json(&api_path(), &json!({ "password": ALICE_PW }))
+        .await;
+    assert_ne!(r.json()["component"], "redirect", "{}", r.body);
+    assert!(r.set_cookie_value(SESSION_COOKIE).is_none());
+}
