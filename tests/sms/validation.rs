@@ -204,5 +204,26 @@ async fn user_with_email_and_sms_devices_chooses_where_the_code_goes() {
     let seen = sms.wait_for(2).await;
     assert_texted_to_stored_number(&seen[1]);
     assert_eq!(smtp.messages().len(), 2, "the email device got a code too");
-    finish_with_code(&b, SIGNIN, &seen[1].code()).await;
+
+    // The text does not arrive: the user goes back and picks the mailbox instead. The code
+    // already texted stops working.
+    let actions: Vec<&str> = v["actions"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        actions.contains(&"choose"),
+        "no way back to the choice: {v}"
+    );
+    let v = post(&b, SIGNIN, json!({ "action": "choose" })).await;
+    assert_eq!(field(&v, "device")["type"], "choice", "{v}");
+    let v = post(&b, SIGNIN, json!({ "device": mail_id })).await;
+    assert_asks_code(&v, "authenticator_validate");
+    let mails = smtp.wait_for(3).await;
+    let v = post(&b, SIGNIN, json!({ "code": seen[1].code() })).await;
+    assert!(
+        !errors(&v).is_empty(),
+        "the code texted before switching still worked: {v}"
+    );
+    finish_with_code(&b, SIGNIN, &mail_code(&mails[2])).await;
 }

@@ -14,6 +14,8 @@ use std::sync::Arc;
 pub const NOT_CONFIGURED: &str =
     "This account has no second factor set up, so it cannot sign in here. Contact whoever runs this site.";
 pub const PICK_DEVICE: &str = "Choose where to send the code.";
+/// The action that goes back to the list of devices.
+const CHOOSE_ANOTHER: &str = "choose";
 
 pub struct AuthenticatorValidate {
     pub cfg: ValidateStageConfig,
@@ -228,6 +230,14 @@ impl Stage for AuthenticatorValidate {
             &shown,
             "Send a new code",
         );
+        // With several devices the user can go back and pick another, e.g. when texts do not
+        // arrive but email does.
+        if devices.len() > 1 {
+            c.actions.push(crate::flow::Action {
+                name: CHOOSE_ANOTHER.into(),
+                label: "Use another method".into(),
+            });
+        }
         // Shown until the next response, so a redirect after the post does not lose it.
         if let Some(n) = &st.notice {
             c.info.push(n.clone());
@@ -258,11 +268,17 @@ impl Stage for AuthenticatorValidate {
             }
             if st.device.as_deref() != Some(id.as_str()) {
                 st.device = Some(id.clone());
-                st.otp.code_hash = None;
-                st.otp.link = None;
+                st.otp.withdraw(cx)?;
                 let device = Self::chosen(&st, &devices).cloned();
                 self.send(cx, &mut st, device.as_ref()).await?;
             }
+            cx.set_state(&st)?;
+            return Ok(Outcome::Stay(Vec::new()));
+        }
+        if input.get("action").is_some_and(|a| a == CHOOSE_ANOTHER) && devices.len() > 1 {
+            st.device = None;
+            st.send_error = None;
+            st.otp.withdraw(cx)?;
             cx.set_state(&st)?;
             return Ok(Outcome::Stay(Vec::new()));
         }
