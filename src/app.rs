@@ -106,6 +106,22 @@ impl Parts {
     }
 }
 
+/// Everything `serve` would build from the config without opening the database or binding a
+/// port: the SMTP and SMS senders, the keys file (read, never written), the password hasher.
+/// So `check-config` refuses what `serve` would, while a gateway may be running.
+///
+/// # Errors
+/// The first [`AppError`] `serve` would have stopped with.
+pub fn check(config: &Config) -> Result<(), AppError> {
+    PasswordHasherPool::new(&config.passwords)?;
+    SmtpSender::new(&config.email)?;
+    email_channels(config)?;
+    sms_channels(config)?;
+    crate::session::KeyFile::check_existing(&config.storage.keys_path)
+        .map_err(SessionError::from)?;
+    Ok(())
+}
+
 /// One SMTP channel per email setup stage: its own connection or the global one.
 fn email_channels(config: &Config) -> Result<HashMap<String, Arc<EmailChannel>>, AppError> {
     let mut out = HashMap::new();

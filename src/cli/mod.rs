@@ -131,10 +131,16 @@ pub fn run(cli: Cli) -> ExitCode {
     match command {
         Cmd::Bench(args) => bench::run(*args),
         Cmd::Certs(CertsCmd::Dev { out, names }) => dev_certs(&out, &names),
-        Cmd::CheckConfig => {
-            println!("config OK: {}", cli.config.display());
-            ExitCode::SUCCESS
-        }
+        Cmd::CheckConfig => match crate::app::check(&config) {
+            Ok(()) => {
+                println!("config OK: {}", cli.config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {}: {e}", cli.config.display());
+                ExitCode::from(2)
+            }
+        },
         Cmd::Serve => match crate::app::serve(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

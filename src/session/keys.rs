@@ -142,6 +142,29 @@ impl KeyFile {
         }
     }
 
+    /// Reads and checks the keys file if there is one; a missing file is fine (it is created
+    /// on first start).
+    ///
+    /// # Errors
+    /// [`KeyError`] naming the path when it exists but cannot be read or is not a keys file.
+    pub fn check_existing(path: &Path) -> Result<(), KeyError> {
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                let file: KeyFile =
+                    serde_json::from_slice(&bytes).map_err(|e| KeyError::Invalid {
+                        path: path.to_path_buf(),
+                        reason: e.to_string(),
+                    })?;
+                file.check(path)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(KeyError::Io {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
     /// Adds a new key and makes it the active one; returns its id. The key it replaces is
     /// retired: it keeps verifying the tokens it signed, which live at most `max_lifetime`
     /// seconds, and nothing newer. Keys whose last token has expired are removed.

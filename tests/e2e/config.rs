@@ -271,3 +271,48 @@ async fn bad_bypass_regex_is_refused() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_config_refuses_what_serve_would_a_corrupt_keys_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, &good_config(&dir, free_port()));
+    let keys = dir.path().join("data").join("keys.json");
+    std::fs::create_dir_all(keys.parent().unwrap()).unwrap();
+    std::fs::write(&keys, "{ not json").unwrap();
+    let p = path.clone();
+    let out = tokio::task::spawn_blocking(move || check_config(&p))
+        .await
+        .unwrap();
+    assert_eq!(out.code, Some(2), "check-config passed: {}", out.all());
+    assert!(
+        out.stderr.contains("keys.json"),
+        "the keys file is named: {}",
+        out.stderr
+    );
+    let p = path.clone();
+    let served = tokio::task::spawn_blocking(move || serve_must_refuse(&p))
+        .await
+        .unwrap();
+    assert!(served.stderr.contains("keys.json"), "{}", served.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_shipped_example_config_passes_check_config() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/portcullis.toml");
+    let out = tokio::task::spawn_blocking(move || {
+        let mut c = Command::new(BIN);
+        c.current_dir(env!("CARGO_MANIFEST_DIR"))
+            .arg("--config")
+            .arg(&path)
+            .arg("check-config")
+            .env_remove("PORTCULLIS_CONFIG");
+        c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
