@@ -274,14 +274,15 @@ fn bootstrap_admin(parts: &Parts) -> Result<(), AppError> {
     Ok(())
 }
 
-/// Drops expired executions and revocations once a minute, off the request path.
+/// Drops expired records (executions, sessions, revocations, tickets, counters) and in-memory
+/// revocations once a minute, off the request path.
 fn spawn_maintenance(store: Arc<dyn Store>, sessions: Arc<SessionService>) {
     let spawned = std::thread::Builder::new()
         .name("portcullis-maintenance".into())
         .spawn(move || loop {
             std::thread::sleep(Duration::from_secs(60));
-            if let Err(e) = store.purge_executions(crate::clock::now()) {
-                tracing::warn!(error = %e, "purging expired executions failed");
+            if let Err(e) = store.purge_expired(crate::clock::now()) {
+                tracing::warn!(error = %e, "purging expired records failed");
             }
             sessions.prune();
         });

@@ -45,8 +45,10 @@ pub trait Store: Send + Sync + 'static {
     fn execution(&self, id: &str, now: i64) -> StoreResult<Option<Vec<u8>>>;
     fn put_execution(&self, id: &str, expires: i64, state: &[u8]) -> StoreResult<()>;
     fn remove_execution(&self, id: &str) -> StoreResult<()>;
-    /// Drops executions that expired before `now`; returns how many.
-    fn purge_executions(&self, now: i64) -> StoreResult<usize>;
+    /// Drops whatever has expired by `now`: executions, session records, revocations of
+    /// tokens that are dead anyway, one-time tickets and counters whose window has passed.
+    /// Returns how many records went, so the database does not grow with every sign-in.
+    fn purge_expired(&self, now: i64) -> StoreResult<usize>;
 
     fn put_session(&self, session: &SessionRecord) -> StoreResult<()>;
     fn session(&self, sid: &str) -> StoreResult<Option<SessionRecord>>;

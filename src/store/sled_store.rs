@@ -192,17 +192,20 @@ impl Store for SledStore {
         self.durable()
     }
 
-    fn purge_executions(&self, now: i64) -> StoreResult<usize> {
+    fn purge_expired(&self, now: i64) -> StoreResult<usize> {
+        let expiry_first = |v: &[u8]| split_expiry(v).map(|(exp, _)| exp);
+        let session_end = |v: &[u8]| {
+            serde_json::from_slice::<SessionRecord>(v)
+                .ok()
+                .map(|s| s.expires)
+        };
+        let counter_end = |v: &[u8]| parse_counter(v).map(|(end, _)| end);
         let mut n = 0;
-        for item in self.executions.iter() {
-            let (k, v) = item.map_err(backend("scan executions"))?;
-            if split_expiry(&v).is_none_or(|(exp, _)| exp <= now) {
-                self.executions
-                    .remove(k)
-                    .map_err(backend("purge executions"))?;
-                n += 1;
-            }
-        }
+        n += purge_tree(&self.executions, now, expiry_first)?;
+        n += purge_tree(&self.sessions, now, session_end)?;
+        n += purge_tree(&self.revoked, now, expiry_first)?;
+        n += purge_tree(&self.tickets, now, expiry_first)?;
+        n += purge_tree(&self.counters, now, counter_end)?;
         Ok(n)
     }
 
@@ -380,6 +383,29 @@ fn device_prefix(username: &str) -> String {
     format!("{username}\0")
 }
 
+/// Removes the records of `tree` whose end (read by `end_of`) is at or before `now`, and
+/// those whose end cannot be read at all.
+fn purge_tree(
+    tree: &sled::Tree,
+    now: i64,
+    end_of: impl Fn(&[u8]) -> Option<i64>,
+) -> StoreResult<usize> {
+    let mut n = 0;
+    for item in tree.iter() {
+        let (k, v) = item.map_err(backend("scan for expired records"))?;
+        if end_of(&v).is_none_or(|end| end <= now) {
+            // Compare-and-swap: a record rewritten meanwhile (a counter bumped) stays.
+            let gone = tree
+                .compare_and_swap(&k, Some(&v), None as Option<&[u8]>)
+                .map_err(backend("purge expired records"))?;
+            if gone.is_ok() {
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
 fn parse_counter(v: &[u8]) -> Option<(i64, u32)> {
     let (end, rest) = v.split_first_chunk::<8>()?;
     let count = rest.first_chunk::<4>()?;
@@ -389,6 +415,36 @@ fn parse_counter(v: &[u8]) -> Option<(i64, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expired_records_are_purged_and_live_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("db")).unwrap();
+        let now = 1_000_000;
+        store.put_execution("old", now - 1, b"{}").unwrap();
+        store.put_execution("live", now + 60, b"{}").unwrap();
+        for (sid, expires) in [("s-old", now - 1), ("s-live", now + 60)] {
+            store
+                .put_session(&SessionRecord {
+                    sid: sid.into(),
+                    username: "alice".into(),
+                    issued: now - 100,
+                    expires,
+                })
+                .unwrap();
+        }
+        store.revoke_session("r-old", now - 1).unwrap();
+        store.put_ticket("t-old", now - 1, b"x").unwrap();
+        store.bump_counter("c-old", 10, now - 20).unwrap();
+        store.bump_counter("c-live", 100, now - 20).unwrap();
+
+        assert_eq!(store.purge_expired(now).unwrap(), 5);
+        assert!(store.execution("live", now).unwrap().is_some());
+        assert!(store.session("s-live").unwrap().is_some());
+        assert!(store.session("s-old").unwrap().is_none());
+        assert_eq!(store.counter("c-live", now).unwrap(), 1);
+        assert_eq!(store.purge_expired(now).unwrap(), 0);
+    }
 
     #[cfg(unix)]
     #[test]
