@@ -317,7 +317,7 @@ impl Engine {
                     Some(Outcome::Stay(_)) | None => {
                         let mut challenge = stage.challenge(&mut cx).await?;
                         challenge.errors.append(&mut errors);
-                        self.save(exec)?;
+                        self.save(exec).await?;
                         return Ok(Step::Challenge {
                             stage: name.to_string(),
                             challenge,
@@ -393,11 +393,14 @@ impl Engine {
         Step::Ended { message }
     }
 
-    fn save(&self, exec: &Execution) -> Result<(), FlowError> {
+    /// Persists the execution durably (it must survive a restart). The write ends in an
+    /// fsync, so it runs on the blocking pool: a storm of sign-ins then waits on the disk
+    /// without holding the async workers that serve signed-in traffic.
+    async fn save(&self, exec: &Execution) -> Result<(), FlowError> {
         let bytes = serde_json::to_vec(exec)?;
-        self.services
-            .store
-            .put_execution(&exec.id, exec.expires, &bytes)?;
+        let store = self.services.store.clone();
+        let (id, expires) = (exec.id.clone(), exec.expires);
+        tokio::task::spawn_blocking(move || store.put_execution(&id, expires, &bytes)).await??;
         Ok(())
     }
 

@@ -17,4 +17,7 @@ pub enum FlowError {
     Store(#[from] StoreError),
     #[error("stage `{stage}` failed: {reason}")]
     Stage { stage: String, reason: String },
+    /// A write handed to the blocking pool never reported back (the pool is shutting down).
+    #[error("saving the sign-in did not complete: {0}")]
+    Interrupted(#[from] tokio::task::JoinError),
 }
