@@ -267,7 +267,10 @@ pub async fn send_sms(
     channel: &SmsChannel,
     number: &str,
 ) -> Result<Sent, FlowError> {
-    if !st.decoy {
+    // Decoys (unknown or disabled accounts) go through the same limits and counts as real
+    // sends whenever there is a number, so "wait before sending again" cannot tell them apart.
+    let counted = !st.decoy || !number.is_empty();
+    if counted {
         if let Some((limit, message)) = sms_throttled(cx, channel, number)? {
             tracing::warn!(limit, user = %Otp::subject(cx), client = %cx.client, to = %otp::mask(number), "SMS limit reached; nothing sent");
             return Ok(Sent::Failed(message.into()));
@@ -290,10 +293,12 @@ pub async fn send_sms(
             return Ok(Sent::Failed(otp::TOO_MANY_SENDS.into()));
         }
     };
+    if counted {
+        count_sms(cx, channel, number)?;
+    }
     if st.decoy {
         return Ok(Sent::Ok);
     }
-    count_sms(cx, channel, number)?;
     let text = cx
         .services
         .templates
