@@ -180,6 +180,22 @@ impl Chrome {
 
 impl Drop for Chrome {
     fn drop(&mut self) {
+        // End the WebDriver session first, so chromedriver closes the browser; killing only
+        // the driver would leave Chromium running after the test.
+        if let Some(rest) = self.base.strip_prefix("http://") {
+            if let Some((addr, path)) = rest.split_once('/') {
+                use std::io::{Read, Write};
+                if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                    let _ = write!(
+                        s,
+                        "DELETE /{path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+                    );
+                    let mut sink = Vec::new();
+                    let _ = s.read_to_end(&mut sink);
+                }
+            }
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
