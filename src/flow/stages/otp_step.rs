@@ -38,6 +38,38 @@ fn plural(n: u64, unit: &str) -> String {
     }
 }
 
+/// How long real sends of one kind take, so a decoy can take as long.
+///
+/// # Security
+/// A decoy (unknown or disabled account) sends nothing and would answer at once, while a real
+/// account waits for the mail server: the difference would tell which accounts exist. Decoys
+/// wait about as long as recent real sends did.
+struct SendTime(std::sync::atomic::AtomicU64);
+
+/// Microseconds, a moving average over recent successful sends; starts at a typical relay's.
+static EMAIL_SEND: SendTime = SendTime(std::sync::atomic::AtomicU64::new(150_000));
+static SMS_SEND: SendTime = SendTime(std::sync::atomic::AtomicU64::new(300_000));
+
+impl SendTime {
+    fn record(&self, took: std::time::Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let took = took.as_micros().min(30_000_000) as u64;
+        let old = self.0.load(Relaxed);
+        self.0.store(old - old / 8 + took / 8, Relaxed);
+    }
+
+    /// Waits about as long as a real send, with some jitter as real sends have.
+    async fn imitate(&self) {
+        use rand::Rng;
+        let avg = self.0.load(std::sync::atomic::Ordering::Relaxed);
+        let jitter = rand::thread_rng().gen_range(0.8..1.2);
+        tokio::time::sleep(std::time::Duration::from_micros(
+            (avg as f64 * jitter) as u64,
+        ))
+        .await;
+    }
+}
+
 /// Issues a code or link and e-mails it to `to`. Limits and delivery failures come back as
 /// [`Sent::Failed`] with the message to show; the SMTP error goes to the operator's log.
 ///
@@ -62,6 +94,7 @@ pub async fn send_email(
         }
     };
     if st.decoy {
+        EMAIL_SEND.imitate().await;
         return Ok(Sent::Ok);
     }
     let (base, vars) = match &issued {
@@ -82,6 +115,7 @@ pub async fn send_email(
             return Ok(Sent::Failed(SEND_FAILED.into()));
         }
     };
+    let started = std::time::Instant::now();
     let result = channel
         .sender
         .send(OutgoingEmail {
@@ -93,6 +127,7 @@ pub async fn send_email(
         .await;
     match result {
         Ok(()) => {
+            EMAIL_SEND.record(started.elapsed());
             tracing::info!(user = %Otp::subject(cx), client = %cx.client, stage = cx.name, to = %otp::mask(to), "sign-in email sent");
             Ok(Sent::Ok)
         }
@@ -297,6 +332,7 @@ pub async fn send_sms(
         count_sms(cx, channel, number)?;
     }
     if st.decoy {
+        SMS_SEND.imitate().await;
         return Ok(Sent::Ok);
     }
     let text = cx
@@ -315,6 +351,7 @@ pub async fn send_sms(
             return Ok(Sent::Failed(SMS_SEND_FAILED.into()));
         }
     };
+    let started = std::time::Instant::now();
     let result = channel
         .sender
         .send(OutgoingSms {
@@ -325,6 +362,7 @@ pub async fn send_sms(
         .await;
     match result {
         Ok(()) => {
+            SMS_SEND.record(started.elapsed());
             tracing::info!(user = %Otp::subject(cx), client = %cx.client, stage = cx.name, to = %otp::mask(number), "sign-in SMS sent");
             Ok(Sent::Ok)
         }
@@ -351,5 +389,26 @@ pub fn resent_notice(mode: OtpMode) -> String {
     match mode {
         OtpMode::Code => otp::RESENT.into(),
         OtpMode::Link => otp::RESENT_LINK.into(),
+    }
+}
+
+#[cfg(test)]
+mod send_time_tests {
+    use super::SendTime;
+    use std::time::{Duration, Instant};
+
+    #[tokio::test]
+    async fn decoys_take_about_as_long_as_recent_real_sends() {
+        let t = SendTime(std::sync::atomic::AtomicU64::new(150_000));
+        for _ in 0..64 {
+            t.record(Duration::from_millis(20));
+        }
+        let started = Instant::now();
+        t.imitate().await;
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(15) && took < Duration::from_millis(60),
+            "{took:?}"
+        );
     }
 }
