@@ -1,8 +1,18 @@
 //! Micro-benchmarks of what one request costs inside the gateway, and of the sign-in pieces:
-//! `cargo bench --bench hot_path`.
+//! `cargo bench --bench hot_path` (add `-- --quick` for a fast pass, or a name filter).
 //!
 //! Everything is built the way the gateway builds it (`app::Parts::build` from a config), so
-//! the numbers are for the real keys, store and rules, not for stand-ins.
+//! the numbers are for the real keys, store and rules, not for stand-ins. Groups:
+//! - `session/`: cookie lookup, HS256 verification (the only algorithm session tokens may use:
+//!   a session's first request, later ones, a refused token), issuing a session;
+//! - `access/`: the one access decision, signed in and without a cookie;
+//! - `headers/`: identity headers stripped and injected, the gateway's cookies removed;
+//! - `assertion/`: the EdDSA identity assertion for apps with `assertion = true`;
+//! - `forward_auth/`: an nginx `auth_request` answered for a signed-in user;
+//! - `rd/`: return-address validation;
+//! - `flow/`: one step of each cheap stage (identification, deny, prompt, user_login);
+//! - `otp/`: one-time code generation, hash and verification;
+//! - `argon2id/`: one hash with the configured parameters (what a password sign-in costs).
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
@@ -11,7 +21,7 @@ use pingora::http::RequestHeader;
 use portcullis::access::{AccessRequest, Decision};
 use portcullis::app::Parts;
 use portcullis::config::Config;
-use portcullis::portal;
+use portcullis::portal::{self, Response};
 use portcullis::redirect::RedirectPolicy;
 use portcullis::secret::SecretString;
 use portcullis::session::{cookie, NewSession};
@@ -20,10 +30,19 @@ use std::path::Path;
 
 const COOKIE: &str = "portcullis_session";
 const FLOW_COOKIE: &str = "portcullis_flow";
+const PASSWORD: &str = "correct horse";
 
-fn config(dir: &Path) -> Config {
+/// The gateway's config for the benches. `cheap_passwords` makes argon2 near-free, for the
+/// fixture whose flow steps need a password stage passed in their (untimed) set-up.
+fn config(dir: &Path, cheap_passwords: bool) -> Config {
+    let passwords = if cheap_passwords {
+        "[passwords]\nmemory_kib = 8\niterations = 1\nparallelism = 1"
+    } else {
+        ""
+    };
     let text = format!(
         r#"
+{passwords}
 [server]
 listen = ["127.0.0.1:0"]
 threads = 1
@@ -45,10 +64,26 @@ title = "Sign in"
 designation = "authentication"
 stages = ["identify", "password", "login"]
 [[flows]]
-slug = "quick"
+slug = "finish"
 title = "Sign in"
 designation = "authentication"
-stages = ["identify", "login"]
+stages = ["identify", "password", "ask", "login"]
+[[flows]]
+slug = "refuse"
+title = "Sign in"
+designation = "authentication"
+stages = ["identify", "no"]
+[[flows]]
+slug = "ask"
+title = "Sign in"
+designation = "authentication"
+stages = ["ask", "identify", "login"]
+[stages.no]
+kind = "deny"
+deny_message = "Not today."
+[stages.ask]
+kind = "prompt"
+fields = [{{ key = "nickname", label = "Nickname", pattern = "^[a-z]+$" }}]
 [stages.identify]
 kind = "identification"
 user_fields = ["username", "email"]
@@ -73,9 +108,21 @@ struct Fixture {
     rt: tokio::runtime::Runtime,
 }
 
-fn fixture() -> Fixture {
+/// Alice's session, as the user_login stage issues it.
+fn new_session() -> NewSession {
+    NewSession {
+        username: "alice".into(),
+        name: "Alice Example".into(),
+        email: "alice@example.com".into(),
+        groups: vec!["staff".into(), "admins".into()],
+        amr: vec!["password".into()],
+        lifetime_secs: 3600,
+    }
+}
+
+fn fixture(cheap_passwords: bool) -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");
-    let parts = Parts::build(config(dir.path())).expect("gateway parts");
+    let parts = Parts::build(config(dir.path(), cheap_passwords)).expect("gateway parts");
     let mut alice = User::new("alice");
     alice.name = "Alice Example".into();
     alice.email = Some("alice@example.com".into());
@@ -83,21 +130,11 @@ fn fixture() -> Fixture {
     alice.password_hash = Some(
         parts
             .passwords
-            .hash_blocking(&SecretString::new("correct horse"))
+            .hash_blocking(&SecretString::new(PASSWORD))
             .expect("hash"),
     );
     parts.store.put_user(&alice).expect("put user");
-    let (token, _) = parts
-        .sessions
-        .issue(NewSession {
-            username: "alice".into(),
-            name: alice.name.clone(),
-            email: "alice@example.com".into(),
-            groups: alice.groups.clone(),
-            amr: vec!["password".into()],
-            lifetime_secs: 3600,
-        })
-        .expect("issue");
+    let (token, _) = parts.sessions.issue(new_session()).expect("issue");
     let mut headers = HeaderMap::new();
     let cookies = format!("_ga=GA1.2.3; {COOKIE}={token}; theme=dark");
     headers.insert(
@@ -126,8 +163,35 @@ fn session(c: &mut Criterion, f: &Fixture) {
     c.bench_function("session/cookie_find", |b| {
         b.iter(|| cookie::find(black_box(&f.headers), COOKIE))
     });
-    c.bench_function("session/jwt_verify_hs256", |b| {
+    // A session's first request: the full check (decode, key lookup, HMAC, claims), on a token
+    // never seen before.
+    c.bench_function("session/jwt_verify_hs256_first", |b| {
+        b.iter_batched(
+            || sessions.issue(new_session()).expect("issue").0,
+            |token| sessions.verify(black_box(&token)).expect("valid"),
+            BatchSize::SmallInput,
+        )
+    });
+    // Every later request: the verified token found again, expiry and revocation re-checked.
+    c.bench_function("session/jwt_verify_hs256_again", |b| {
         b.iter(|| sessions.verify(black_box(&f.token)).expect("valid"))
+    });
+    // Refusals cost the same verification work (decode, key lookup, HMAC) before the verdict.
+    let expired = f
+        .parts
+        .sessions
+        .issue(NewSession {
+            lifetime_secs: -3600,
+            ..new_session()
+        })
+        .expect("issue")
+        .0;
+    c.bench_function("session/jwt_refuse_expired_hs256", |b| {
+        b.iter(|| sessions.verify(black_box(&expired)).expect_err("expired"))
+    });
+    // What user_login does at the end of a sign-in: sign the JWT and record the session.
+    c.bench_function("session/issue_hs256", |b| {
+        b.iter(|| sessions.issue(new_session()).expect("issue"))
     });
     c.bench_function("session/find_and_verify", |b| {
         b.iter(|| {
@@ -187,45 +251,56 @@ fn headers(c: &mut Criterion, f: &Fixture) {
     let cookies = format!("_ga=GA1.2.3; {COOKIE}={}; theme=dark", f.token);
     base.insert_header(http::header::COOKIE, cookies)
         .expect("cookie");
-    c.bench_function("headers/strip_inject", |b| {
-        b.iter_batched_ref(
-            || base.clone(),
-            |req| {
-                for name in cfg.headers.all() {
-                    req.remove_header(name);
+    let strip = |req: &mut RequestHeader| {
+        for name in cfg.headers.all() {
+            req.remove_header(name);
+        }
+    };
+    let inject = |req: &mut RequestHeader| {
+        let h = &cfg.headers;
+        req.insert_header(h.user.clone(), claims.sub.as_str())
+            .expect("user");
+        req.insert_header(h.name.clone(), claims.name.as_str())
+            .expect("name");
+        req.insert_header(h.email.clone(), claims.email.as_str())
+            .expect("email");
+        req.insert_header(h.groups.clone(), claims.groups.join(","))
+            .expect("groups");
+    };
+    let strip_cookies = |req: &mut RequestHeader| {
+        let names = [COOKIE, FLOW_COOKIE];
+        if names
+            .iter()
+            .any(|n| cookie::find(&req.headers, n).is_some())
+        {
+            match cookie::without(&req.headers, &names) {
+                Some(rest) => req
+                    .insert_header(http::header::COOKIE, rest)
+                    .expect("cookie"),
+                None => {
+                    req.remove_header(&http::header::COOKIE);
                 }
-                let h = &cfg.headers;
-                req.insert_header(h.user.clone(), claims.sub.as_str())
-                    .expect("user");
-                req.insert_header(h.name.clone(), claims.name.as_str())
-                    .expect("name");
-                req.insert_header(h.email.clone(), claims.email.as_str())
-                    .expect("email");
-                req.insert_header(h.groups.clone(), claims.groups.join(","))
-                    .expect("groups");
-                let names = [COOKIE, FLOW_COOKIE];
-                if names
-                    .iter()
-                    .any(|n| cookie::find(&req.headers, n).is_some())
-                {
-                    match cookie::without(&req.headers, &names) {
-                        Some(rest) => req
-                            .insert_header(http::header::COOKIE, rest)
-                            .expect("cookie"),
-                        None => {
-                            req.remove_header(&http::header::COOKIE);
-                        }
-                    }
-                }
-            },
-            BatchSize::SmallInput,
-        )
+            }
+        }
+    };
+    let mut one = |name: &str, f: &dyn Fn(&mut RequestHeader)| {
+        c.bench_function(name, |b| {
+            b.iter_batched_ref(|| base.clone(), |req| f(req), BatchSize::SmallInput)
+        });
+    };
+    one("headers/strip", &strip);
+    one("headers/inject", &inject);
+    one("headers/strip_cookies", &strip_cookies);
+    one("headers/strip_inject_cookies", &|req| {
+        strip(req);
+        inject(req);
+        strip_cookies(req);
     });
 }
 
 fn redirect(c: &mut Criterion) {
     let hosts = ["app.test", "wiki.example.com", "grafana.example.com"];
-    let policy = RedirectPolicy::new(hosts.into_iter(), Some("example.com"));
+    let policy = RedirectPolicy::new(hosts.into_iter());
     c.bench_function("rd/check_absolute_ok", |b| {
         b.iter(|| {
             policy
@@ -253,20 +328,25 @@ fn redirect(c: &mut Criterion) {
     });
 }
 
-/// A fresh execution of `slug`, answered up to its first challenge: the flow cookie to send.
-fn start_flow(f: &Fixture, slug: &str) -> HeaderMap {
-    let headers = HeaderMap::new();
+/// One request to the flow API (`Portal::handle` → `Engine` → render), as the proxy makes it.
+fn call(f: &Fixture, method: &Method, slug: &str, headers: &HeaderMap, body: &[u8]) -> Response {
     let path = format!("/.portcullis/api/flow/{slug}");
-    let resp = f.rt.block_on(f.parts.portal.handle(portal::Request {
-        method: &Method::GET,
+    f.rt.block_on(f.parts.portal.handle(portal::Request {
+        method,
         path: &path,
-        query: Some("rd=%2Freports"),
-        headers: &headers,
-        body: Bytes::new(),
+        query: (method == Method::GET).then_some("rd=%2Freports"),
+        headers,
+        body: Bytes::copy_from_slice(body),
         scheme: "http",
         authority: "app.test",
         client: "127.0.0.1",
-    }));
+    }))
+}
+
+/// A fresh execution of `slug`, answered with `answers` in turn: the headers (flow cookie,
+/// JSON) for the next step.
+fn start_flow(f: &Fixture, slug: &str, answers: &[&[u8]]) -> HeaderMap {
+    let resp = call(f, &Method::GET, slug, &HeaderMap::new(), b"");
     let set = resp
         .headers
         .iter()
@@ -285,28 +365,28 @@ fn start_flow(f: &Fixture, slug: &str) -> HeaderMap {
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    for answer in answers {
+        let resp = call(f, &Method::POST, slug, &h, answer);
+        assert!(resp.status.is_success(), "{slug}: {:?}", resp.body);
+    }
     h
 }
 
-/// One flow step through the JSON face (`Portal::handle` → `Engine::submit` → render), each on a
-/// fresh execution. The step includes loading and saving the execution in sled, which flushes.
+/// One flow step of each cheap stage through the JSON face, each on a fresh execution set up
+/// (untimed) to just before it. A step includes loading and saving the execution in sled.
+/// Run on the cheap-password fixture, so set-ups that pass a password stage stay fast.
 fn flow(c: &mut Criterion, f: &Fixture) {
-    let step = |c: &mut Criterion, name: &str, slug: &'static str, expect: &'static str| {
-        let path = format!("/.portcullis/api/flow/{slug}");
+    let step = |c: &mut Criterion,
+                name: &str,
+                slug: &'static str,
+                before: &[&[u8]],
+                body: &'static [u8],
+                expect: &'static str| {
         c.bench_function(name, |b| {
             b.iter_batched(
-                || start_flow(f, slug),
+                || start_flow(f, slug, before),
                 |headers| {
-                    let resp = f.rt.block_on(f.parts.portal.handle(portal::Request {
-                        method: &Method::POST,
-                        path: &path,
-                        query: None,
-                        headers: &headers,
-                        body: Bytes::from_static(br#"{"uid":"alice"}"#),
-                        scheme: "http",
-                        authority: "app.test",
-                        client: "127.0.0.1",
-                    }));
+                    let resp = call(f, &Method::POST, slug, &headers, body);
                     assert!(
                         std::str::from_utf8(&resp.body).is_ok_and(|b| b.contains(expect)),
                         "{name}: {:?}",
@@ -317,15 +397,100 @@ fn flow(c: &mut Criterion, f: &Fixture) {
             )
         });
     };
+    let uid: &[u8] = br#"{"uid":"alice"}"#;
+    let password = format!(r#"{{"password":"{PASSWORD}"}}"#);
+    let password: &[u8] = password.as_bytes();
+    let nickname: &[u8] = br#"{"nickname":"ally"}"#;
     // identification → the password challenge.
-    step(c, "flow/identification_step", "login", "\"password\"");
-    // identification → user_login runs at once → session issued, redirect.
     step(
         c,
-        "flow/identification_user_login_step",
-        "quick",
+        "flow/identification_step",
+        "login",
+        &[],
+        uid,
+        "\"password\"",
+    );
+    // identification → deny runs at once → the flow is refused with its message.
+    step(
+        c,
+        "flow/identification_deny_step",
+        "refuse",
+        &[],
+        uid,
+        "Not today.",
+    );
+    // prompt (one field, checked against a pattern) → the identification challenge.
+    step(
+        c,
+        "flow/prompt_step",
+        "ask",
+        &[],
+        nickname,
+        "\"identification\"",
+    );
+    // prompt → user_login runs at once → session issued and recorded, redirect: user_login's
+    // cost is this minus flow/prompt_step.
+    step(
+        c,
+        "flow/prompt_user_login_step",
+        "finish",
+        &[uid, password],
+        nickname,
         "\"redirect\"",
     );
+}
+
+/// The identity assertion (EdDSA) an app with `assertion = true` gets on every request:
+/// normally served from the per-session cache, signed afresh once a minute.
+fn assertion(c: &mut Criterion, f: &Fixture) {
+    let claims = f.parts.gate.session(&f.headers).expect("signed in");
+    let signer = f.parts.sessions.assertions();
+    c.bench_function("assertion/eddsa_cached", |b| {
+        b.iter(|| {
+            signer
+                .assertion(black_box(&claims), 0, "app")
+                .expect("sign")
+        })
+    });
+    let mut n = 0u64;
+    c.bench_function("assertion/eddsa_sign", |b| {
+        b.iter_batched_ref(
+            || {
+                n += 1;
+                let mut fresh = claims.clone();
+                fresh.sid = format!("bench-{n}");
+                fresh
+            },
+            |fresh| signer.assertion(black_box(fresh), 0, "app").expect("sign"),
+            BatchSize::SmallInput,
+        )
+    });
+}
+
+/// What `/.portcullis/auth/nginx` does for a signed-in `auth_request` subrequest: rebuild the
+/// original request from nginx's headers, decide, answer with the identity headers.
+fn forward_auth(c: &mut Criterion, f: &Fixture) {
+    use portcullis::forward_auth::{handle, Arrived, Flavor};
+    let mut headers = f.headers.clone();
+    headers.insert(
+        "x-original-url",
+        HeaderValue::from_static("https://app.test/reports/2024?page=2"),
+    );
+    headers.insert("x-original-method", HeaderValue::from_static("GET"));
+    let arrived = Arrived {
+        method: &Method::GET,
+        scheme: "http",
+        authority: "auth.internal",
+        path_and_query: "/.portcullis/auth/nginx",
+        headers: &headers,
+    };
+    c.bench_function("forward_auth/nginx_signed_in", |b| {
+        b.iter(|| {
+            let r = handle(&f.parts.gate, Flavor::Nginx, black_box(&arrived), true);
+            assert_eq!(r.status, http::StatusCode::OK);
+            r
+        })
+    });
 }
 
 fn argon2(c: &mut Criterion, f: &Fixture) {
@@ -356,12 +521,14 @@ fn otp(c: &mut Criterion) {
 }
 
 fn all(c: &mut Criterion) {
-    let f = fixture();
+    let f = fixture(false);
     session(c, &f);
     access(c, &f);
     headers(c, &f);
     redirect(c);
-    flow(c, &f);
+    assertion(c, &f);
+    forward_auth(c, &f);
+    flow(c, &fixture(true));
     otp(c);
     argon2(c, &f);
 }

@@ -1,7 +1,11 @@
-//! End to end: `portcullis bench` against the real gateway binary in front of a real upstream,
-//! signing in with `--login` (password on stdin) and sending a mix of valid, expired and
-//! missing cookies for about a second.
+//! End to end: `portcullis bench` against the real gateway binary in front of a real upstream.
+//! It signs in with `--login` (password on stdin), sends a mix of valid, expired and missing
+//! cookies and must report each kind's real answers; with `--cookie` and `-n` it sends exactly
+//! that many requests; and it refuses, with exit code 2 and a message saying why, to run
+//! without a target, against https, with a wrong password, or without a cookie its mix needs.
 
+use portcullis::loadgen::{login, LoginOptions, Target};
+use portcullis::secret::SecretString;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
 use std::path::Path;
@@ -12,6 +16,7 @@ use tokio::net::TcpListener;
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 const PASSWORD: &str = "Bench-cli-password-9182";
+const COOKIE: &str = "portcullis_session";
 
 /// An upstream that answers every request on a keep-alive connection with `200 upstream`.
 async fn upstream() -> SocketAddr {
@@ -63,6 +68,8 @@ threads = 1
 path = "{d}/db"
 [admin]
 socket = "{d}/admin.sock"
+[session]
+cookie_name = "{COOKIE}"
 [[apps]]
 name = "app"
 hosts = ["127.0.0.1"]
@@ -101,12 +108,70 @@ fn run(args: &[&str], stdin: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
-struct Gateway(Child);
+/// `run` off the async runtime (the gateway's upstream lives on it).
+async fn run_async(args: Vec<String>, stdin: String) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&args, &stdin)
+    })
+    .await
+    .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The gateway with user `alice`, killed when dropped.
+struct Gateway {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Gateway {
+    async fn start() -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let up = upstream().await;
+        let port = free_port();
+        let cfg = dir.path().join("portcullis.toml");
+        std::fs::write(&cfg, config(dir.path(), port, up)).unwrap();
+        let cfg = cfg.display().to_string();
+
+        let added = run(&["--config", &cfg, "user", "add", "alice"], PASSWORD);
+        assert!(added.status.success(), "{added:?}");
+
+        let child = Command::new(BIN)
+            .args(["--config", &cfg, "serve"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let gw = Gateway {
+            child,
+            port,
+            _dir: dir,
+        };
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "gateway did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        gw
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/page", self.port)
     }
 }
 
@@ -120,59 +185,38 @@ fn row<'a>(table: &'a str, name: &str) -> &'a str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_signs_in_and_reports_the_status_mix() {
-    let dir = tempfile::tempdir().unwrap();
-    let up = upstream().await;
-    let port = free_port();
-    let cfg = dir.path().join("portcullis.toml");
-    std::fs::write(&cfg, config(dir.path(), port, up)).unwrap();
-    let cfg = cfg.display().to_string();
-
-    let added = run(&["--config", &cfg, "user", "add", "alice"], PASSWORD);
-    assert!(added.status.success(), "{added:?}");
-
-    let child = Command::new(BIN)
-        .args(["--config", &cfg, "serve"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _gateway = Gateway(child);
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "gateway did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-
-    let url = format!("http://127.0.0.1:{port}/page");
-    let out = tokio::task::spawn_blocking(move || {
-        run(
-            &[
-                "bench",
-                &url,
-                "--login",
-                "alice",
-                "--mix",
-                "valid=60,expired=20,missing=20",
-                "--connections",
-                "4",
-                "--duration",
-                "1s",
-                "--warmup",
-                "200ms",
-            ],
-            &format!("{PASSWORD}\n"),
-        )
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let gw = Gateway::start().await;
+    let out = run_async(
+        [
+            "bench",
+            &gw.url(),
+            "--login",
+            "alice",
+            "--mix",
+            "valid=60,expired=20,missing=20",
+            "--connections",
+            "4",
+            "--duration",
+            "1s",
+            "--warmup",
+            "200ms",
+        ]
+        .map(String::from)
+        .to_vec(),
+        format!("{PASSWORD}\n"),
+    )
+    .await;
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stderr.contains("signed in as alice"), "{stderr}");
+    // Progress lines while it runs.
+    assert!(stderr.contains("warming up"), "{stderr}");
 
+    let header = stdout.lines().next().unwrap_or_default();
+    for col in ["req/s", "p50 ms", "p99 ms", "p99.9 ms"] {
+        assert!(header.contains(col), "{stdout}");
+    }
     let all = row(&stdout, "all");
     let rps: f64 = all.split_whitespace().nth(1).unwrap().parse().unwrap();
     assert!(rps > 0.0, "{stdout}");
@@ -181,18 +225,114 @@ async fn bench_signs_in_and_reports_the_status_mix() {
         valid.contains("200x") && !valid.contains("401x"),
         "{stdout}"
     );
+    // An expired cookie is verified and refused like a missing one: 401 to an API client.
     for refused in ["expired", "missing"] {
         let r = row(&stdout, refused);
         assert!(r.contains("401x") && !r.contains("200x"), "{stdout}");
     }
+    // The shares follow the mix (60/20/20) closely over a whole run.
+    let count = |name: &str| -> f64 {
+        let r = row(&stdout, name);
+        r.split_whitespace()
+            .filter_map(|w| w.split_once('x'))
+            .filter_map(|(_, n)| n.parse::<f64>().ok())
+            .sum()
+    };
+    let (v, e, m) = (count("valid"), count("expired"), count("missing"));
+    let share = v / (v + e + m);
+    assert!((0.5..0.7).contains(&share), "valid share {share}: {stdout}");
+
+    // A wrong password is refused with the reason, before any load is sent.
+    let out = run_async(
+        ["bench", &gw.url(), "--login", "alice", "-d", "1s"]
+            .map(String::from)
+            .to_vec(),
+        "not-the-password\n".into(),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(text(&out.stderr).contains("password refused"), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_with_a_cookie_sends_exactly_the_requests_asked_and_writes_json() {
+    let gw = Gateway::start().await;
+    let target = Target::parse(&gw.url(), None).unwrap();
+    let token = login(
+        &target,
+        LoginOptions {
+            user: "alice",
+            password: SecretString::new(PASSWORD),
+            flow: None,
+            cookie_name: COOKIE,
+        },
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("out.json");
+    let out = run_async(
+        vec![
+            "bench".into(),
+            gw.url(),
+            "--cookie".into(),
+            format!("{COOKIE}={token}"),
+            "-n".into(),
+            "300".into(),
+            "-c".into(),
+            "3".into(),
+            "--warmup".into(),
+            "0s".into(),
+            "--json".into(),
+            json.display().to_string(),
+        ],
+        String::new(),
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().filter_map(|r| r["name"].as_str()).collect();
+    assert_eq!(names, ["all", "valid"], "{v:#}");
+    assert_eq!(rows[0]["note"], "200x300", "{v:#}");
+    assert!(rows[0]["p99_ms"].as_f64().unwrap() > 0.0, "{v:#}");
+    assert!(
+        rows[0]["p50_ms"].as_f64().unwrap() <= rows[0]["p99_ms"].as_f64().unwrap(),
+        "{v:#}"
+    );
+    assert_eq!(v["context"]["connections"], 3, "{v:#}");
+    assert!(text(&out.stdout).contains("300 requests in"), "{out:?}");
 }
 
 #[test]
 fn bench_refuses_to_run_without_a_target() {
     let out = run(&["bench", "--cookie", "x"], "");
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("<URL>"),
-        "{out:?}"
-    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(text(&out.stderr).contains("<URL>"), "{out:?}");
+}
+
+#[test]
+fn bench_refuses_what_it_cannot_measure() {
+    let port = free_port(); // nothing listens there
+    let cases: [(&[&str], &str); 4] = [
+        (&["bench", "https://127.0.0.1/"], "https is not supported"),
+        (
+            &["bench", "http://127.0.0.1:9/", "--mix", "valid=1"],
+            "pass --cookie or --login",
+        ),
+        (
+            &["bench", "http://127.0.0.1:9/", "--rate", "0"],
+            "is not a positive number",
+        ),
+        (
+            &["bench", &format!("http://127.0.0.1:{port}/"), "-d", "1s"],
+            "cannot reach",
+        ),
+    ];
+    for (args, says) in cases {
+        let out = run(args, "");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert!(text(&out.stderr).contains(says), "{args:?}: {out:?}");
+    }
 }

@@ -83,6 +83,19 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        // SIGTERM first: nginx's master then takes its workers down with it, where SIGKILL
+        // would leave them running after the bench.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -1,7 +1,13 @@
-//! Fills a fresh sled database through the library's `Store` API before the gateway starts:
-//! the bench user, and `n` users, session records, session revocations and user revocations,
-//! so the scale rows show whether per-request cost grows with what is stored. It also issues
-//! the valid session cookie the signed-in rows send, with the gateway's own `SessionService`.
+//! Fills a fresh sled database before the gateway starts: the bench user, and `n` users,
+//! session records, session revocations and user revocations, so the scale rows show whether
+//! per-request cost grows with what is stored. It also issues the valid session cookie the
+//! signed-in rows send, with the gateway's own `SessionService`.
+//!
+//! The bulk goes in as sled batches with one flush at the end, not through `Store`: every
+//! `Store` write is durable on its own (a flush each), which makes a million users take hours.
+//! The batches write the layout `SledStore` reads (tree names, JSON records, big-endian
+//! instants), and [`check`] then reads samples back through the `Store` API, so a change of
+//! layout fails the bench loudly instead of seeding records the gateway cannot see.
 
 use crate::procs::BoxError;
 use portcullis::config::Config;
@@ -9,69 +15,37 @@ use portcullis::password::PasswordHasherPool;
 use portcullis::secret::SecretString;
 use portcullis::session::{NewSession, SessionService};
 use portcullis::store::{SessionRecord, SledStore, Store, User};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const USER: &str = "bench";
 pub const PASSWORD: &str = "bench-Password-4711";
 
-/// Seeds `n` of each record kind (the bench user counts as one) and returns a valid token.
+/// Records per sled batch: large enough that batching pays, small enough to bound memory.
+const BATCH: u64 = 20_000;
+
+/// Seeds `n` of each record kind (the bench user counts as one) and returns a valid token and
+/// how long seeding took.
 pub fn seed(config: &Config, n: u64) -> Result<(String, Duration), BoxError> {
     let started = Instant::now();
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.storage.path)?);
     let passwords = PasswordHasherPool::new(&config.passwords)?;
     // One real hash shared by every seeded user: hashing a million passwords would take hours
     // and tells nothing about per-request cost.
     let hash = passwords.hash_blocking(&SecretString::new(PASSWORD))?;
+    let extra = n.saturating_sub(1);
+    let now = portcullis::clock::now();
+    let now_ms = portcullis::clock::now_ms();
+    bulk(&config.storage.path, extra, &hash, now, now_ms)?;
+
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.storage.path)?);
+    check(store.as_ref(), extra, now)?;
     let mut me = User::new(USER);
     me.name = "Bench User".into();
     me.email = Some("bench@example.com".into());
     me.groups = vec!["staff".into()];
-    me.password_hash = Some(hash.clone());
+    me.password_hash = Some(hash);
     store.put_user(&me)?;
-
-    let now = portcullis::clock::now();
-    let extra = n.saturating_sub(1);
-    // Every write is durable (flushed) in the store; several writers overlap those flushes.
-    let writers = 8u64;
-    std::thread::scope(|scope| -> Result<(), BoxError> {
-        let handles: Vec<_> = (0..writers)
-            .map(|w| {
-                let store = store.clone();
-                let hash = hash.clone();
-                scope.spawn(move || -> Result<(), String> {
-                    let mut i = w;
-                    while i < extra {
-                        let name = format!("user{i:07}");
-                        let mut u = User::new(name.clone());
-                        u.email = Some(format!("{name}@example.com"));
-                        u.password_hash = Some(hash.clone());
-                        store.put_user(&u).map_err(|e| e.to_string())?;
-                        store
-                            .put_session(&SessionRecord {
-                                sid: format!("sid-{i:07}"),
-                                username: name.clone(),
-                                issued: now,
-                                expires: now + 86_400,
-                            })
-                            .map_err(|e| e.to_string())?;
-                        store
-                            .revoke_session(&format!("revoked-{i:07}"), now + 86_400)
-                            .map_err(|e| e.to_string())?;
-                        store
-                            .revoke_user_sessions(&name, now)
-                            .map_err(|e| e.to_string())?;
-                        i += writers;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().map_err(|_| "a seeding thread panicked")??;
-        }
-        Ok(())
-    })?;
 
     let sessions = SessionService::new(
         &config.session,
@@ -87,4 +61,94 @@ pub fn seed(config: &Config, n: u64) -> Result<(String, Duration), BoxError> {
         lifetime_secs: 12 * 3600,
     })?;
     Ok((token, started.elapsed()))
+}
+
+fn name(i: u64) -> String {
+    format!("user{i:07}")
+}
+
+/// Writes `count` of each kind in batches, then flushes once.
+fn bulk(path: &Path, count: u64, hash: &str, now: i64, now_ms: i64) -> Result<(), BoxError> {
+    if count == 0 {
+        return Ok(());
+    }
+    let db = sled::Config::new().path(path).open()?;
+    let users = db.open_tree("users")?;
+    let emails = db.open_tree("users_by_email")?;
+    let sessions = db.open_tree("sessions")?;
+    let revoked = db.open_tree("revoked_sessions")?;
+    let user_revoked = db.open_tree("revoked_users")?;
+    let expires = now + 86_400;
+    let mut start = 0;
+    while start < count {
+        let end = (start + BATCH).min(count);
+        let mut u = sled::Batch::default();
+        let mut e = sled::Batch::default();
+        let mut s = sled::Batch::default();
+        let mut r = sled::Batch::default();
+        let mut ur = sled::Batch::default();
+        for i in start..end {
+            let name = name(i);
+            let email = format!("{name}@example.com");
+            let mut user = User::new(name.clone());
+            user.email = Some(email.clone());
+            user.password_hash = Some(hash.to_string());
+            user.created = now;
+            u.insert(name.as_bytes(), serde_json::to_vec(&user)?);
+            e.insert(email.as_bytes(), name.as_bytes());
+            let record = SessionRecord {
+                sid: format!("sid-{i:07}"),
+                username: name.clone(),
+                issued: now,
+                expires,
+            };
+            s.insert(record.sid.as_bytes(), serde_json::to_vec(&record)?);
+            r.insert(
+                format!("revoked-{i:07}").as_bytes(),
+                &expires.to_be_bytes()[..],
+            );
+            // Users whose sessions were all revoked a moment ago, as `revoke_user` records it.
+            ur.insert(name.as_bytes(), &now_ms.to_be_bytes()[..]);
+        }
+        users.apply_batch(u)?;
+        emails.apply_batch(e)?;
+        sessions.apply_batch(s)?;
+        revoked.apply_batch(r)?;
+        user_revoked.apply_batch(ur)?;
+        start = end;
+    }
+    db.flush()?;
+    Ok(())
+}
+
+/// Reads the seeded records back the way the gateway will, so a layout drift is an error here.
+fn check(store: &dyn Store, count: u64, now: i64) -> Result<(), BoxError> {
+    if count == 0 {
+        return Ok(());
+    }
+    let last = name(count - 1);
+    let seen = store.user(&last)?.map(|u| u.username);
+    let by_email = store
+        .user_by_email(&format!("{last}@example.com"))?
+        .map(|u| u.username);
+    let session = store.session(&format!("sid-{:07}", count - 1))?;
+    let users = store.user_count()? as u64;
+    let revocations = store.revocations(now)?.len() as u64;
+    let user_revocations = store.user_revocations()?.len() as u64;
+    let ok = seen.as_deref() == Some(last.as_str())
+        && by_email.as_deref() == Some(last.as_str())
+        && session.is_some()
+        && users == count
+        && revocations == count
+        && user_revocations == count;
+    if !ok {
+        return Err(format!(
+            "seeded records do not read back through Store (the sled layout changed?): \
+             user {seen:?}, by email {by_email:?}, session {}, {users} users, {revocations} \
+             session revocations, {user_revocations} user revocations, expected {count} each",
+            session.is_some()
+        )
+        .into());
+    }
+    Ok(())
 }

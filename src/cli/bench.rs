@@ -53,6 +53,9 @@ pub struct BenchArgs {
     /// then counts from when each request was due.
     #[arg(long)]
     pub rate: Option<f64>,
+    /// Give up on one request after this long (it counts as an error).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
     /// Client threads (default: the core count).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -129,7 +132,30 @@ fn cookie_value(s: &str, name: &str) -> String {
         .to_string()
 }
 
+/// Refuses settings that would make the run meaningless, before anything is sent.
+fn check_args(args: &BenchArgs) -> Result<(), LoadError> {
+    if args.connections == 0 {
+        return Err(LoadError::Usage("--connections must be at least 1".into()));
+    }
+    if args.requests == Some(0) {
+        return Err(LoadError::Usage("--requests must be at least 1".into()));
+    }
+    if args.duration.is_zero() {
+        return Err(LoadError::Usage("--duration must be longer than 0s".into()));
+    }
+    if args.timeout.is_zero() {
+        return Err(LoadError::Usage("--timeout must be longer than 0s".into()));
+    }
+    if let Some(r) = args.rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
+        return Err(LoadError::Usage(format!(
+            "--rate {r} is not a positive number of requests per second"
+        )));
+    }
+    Ok(())
+}
+
 async fn bench(args: BenchArgs) -> Result<(), LoadError> {
+    check_args(&args)?;
     let target = Target::parse(&args.url, args.connect)?;
     let valid = match (&args.cookie, &args.login) {
         (Some(c), _) => Some(cookie_value(c, &args.cookie_name)),
@@ -168,6 +194,7 @@ async fn bench(args: BenchArgs) -> Result<(), LoadError> {
             .map_or(Stop::After(args.duration), Stop::Requests),
         warmup: args.warmup,
         rate: args.rate,
+        timeout: args.timeout,
         mix,
         cookie_name: args.cookie_name.clone(),
         valid_cookie: valid,
@@ -204,6 +231,12 @@ async fn bench(args: BenchArgs) -> Result<(), LoadError> {
         report.connects,
         total.errors
     );
+    if total.requests() == 0 {
+        return Err(LoadError::Usage(format!(
+            "no request to {} got an answer ({} errors)",
+            plan.target.url, total.errors
+        )));
+    }
     if let Some(path) = &args.json {
         let v = table::to_json(
             &rows,

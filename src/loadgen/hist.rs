@@ -41,15 +41,19 @@ fn index(v: u64) -> usize {
 }
 
 /// The largest value that falls in bucket `i`, so percentiles never under-report.
+///
+/// Computed in `u128`: the last bucket's bound is 2^64 - 1, and `(top + 1) << shift` is 2^64
+/// there, which a `u64` shift would silently truncate to zero.
 fn upper(i: usize) -> u64 {
     let i = i as u64;
     if i < SUB {
         return i;
     }
     let octave = (i - SUB) / HALF;
-    let top = (i - SUB) % HALF + HALF;
+    let top = u128::from((i - SUB) % HALF + HALF);
     let shift = octave + 1;
-    ((top + 1) << shift).saturating_sub(1)
+    let bound = ((top + 1) << shift) - 1;
+    u64::try_from(bound).unwrap_or(u64::MAX)
 }
 
 impl Histogram {
@@ -107,6 +111,18 @@ mod tests {
             assert!(up >= v, "{v} -> {up}");
             assert!((up - v) as f64 <= v as f64 * 0.02 + 1.0, "{v} -> {up}");
         }
+    }
+
+    #[test]
+    fn buckets_tile_the_whole_range_without_gaps() {
+        for i in 0..BUCKETS {
+            let up = upper(i);
+            assert_eq!(index(up), i, "bucket {i} ends at {up}");
+            if i + 1 < BUCKETS {
+                assert_eq!(index(up + 1), i + 1, "bucket {} starts after {up}", i + 1);
+            }
+        }
+        assert_eq!(upper(BUCKETS - 1), u64::MAX);
     }
 
     #[test]

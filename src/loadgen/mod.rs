@@ -3,7 +3,8 @@
 //! answers come) or open-loop at a fixed rate, with latency histograms per cookie kind.
 //!
 //! At a fixed rate, latency is measured from when a request was *due*, not when it was sent,
-//! so a stalled server shows up in the percentiles instead of silently lowering the rate.
+//! whenever the server's previous answer on the connection made it late, so a stalled server
+//! shows up in the percentiles instead of silently lowering the rate.
 
 pub mod hist;
 pub mod http1;
@@ -221,6 +222,9 @@ pub struct Plan {
     pub warmup: Duration,
     /// Requests per second over all connections; `None` sends as fast as answers come.
     pub rate: Option<f64>,
+    /// How long one request may take before it counts as an error and its connection is
+    /// dropped: a stalled server must not stall the tool past its duration.
+    pub timeout: Duration,
     pub mix: Mix,
     pub cookie_name: String,
     pub valid_cookie: Option<String>,
@@ -319,6 +323,7 @@ struct Shared {
     /// Per-connection interval at a fixed rate.
     interval: Option<Duration>,
     connections: usize,
+    timeout: Duration,
 }
 
 /// The JWT with its `exp` moved into the past and the signature left as is: the gateway does
@@ -403,6 +408,7 @@ pub async fn run(plan: &Plan, progress: Arc<Progress>) -> Result<Report, LoadErr
             .filter(|r| *r > 0.0)
             .map(|r| Duration::from_secs_f64(connections as f64 / r)),
         connections,
+        timeout: plan.timeout,
     });
     let workers: Vec<_> = (0..connections)
         .map(|i| tokio::spawn(worker(i, shared.clone())))
@@ -413,7 +419,6 @@ pub async fn run(plan: &Plan, progress: Arc<Progress>) -> Result<Report, LoadErr
         shared.phase.store(MEASURE, Ordering::SeqCst);
     }
     let started = Instant::now();
-    shared.connects.store(0, Ordering::SeqCst);
     match plan.stop {
         Stop::After(d) => {
             tokio::time::sleep(d).await;
@@ -425,7 +430,6 @@ pub async fn run(plan: &Plan, progress: Arc<Progress>) -> Result<Report, LoadErr
             }
         }
     }
-    let elapsed = started.elapsed();
     let mut kinds: BTreeMap<CookieKind, KindStats> = BTreeMap::new();
     for w in workers {
         // A worker that panicked (it has no code path that does) loses its share of results.
@@ -435,6 +439,9 @@ pub async fn run(plan: &Plan, progress: Arc<Progress>) -> Result<Report, LoadErr
             }
         }
     }
+    // Up to here: requests in flight at the stop are counted, so their time is too. Each is
+    // bounded by the timeout.
+    let elapsed = started.elapsed();
     Ok(Report {
         elapsed,
         kinds,
@@ -442,6 +449,8 @@ pub async fn run(plan: &Plan, progress: Arc<Progress>) -> Result<Report, LoadErr
     })
 }
 
+/// One connection's loop: pick the next cookie kind, wait for its slot at a fixed rate, send,
+/// record. Only requests started in the measured phase are recorded.
 async fn worker(id: usize, sh: Arc<Shared>) -> BTreeMap<CookieKind, KindStats> {
     let mut stats: BTreeMap<CookieKind, KindStats> = BTreeMap::new();
     let mut conn: Option<http1::Conn> = None;
@@ -452,15 +461,9 @@ async fn worker(id: usize, sh: Arc<Shared>) -> BTreeMap<CookieKind, KindStats> {
     let mut due = sh
         .interval
         .map(|iv| start + iv.mul_f64(id as f64 / sh.connections as f64));
+    // When this connection's previous exchange ended.
+    let mut last_done = start.into_std();
     loop {
-        let phase = sh.phase.load(Ordering::Relaxed);
-        if phase == STOP {
-            break;
-        }
-        if phase == MEASURE && sh.budget.fetch_sub(1, Ordering::Relaxed) <= 0 {
-            sh.phase.store(STOP, Ordering::SeqCst);
-            break;
-        }
         let kind = sh.schedule[slot % sh.schedule.len()];
         slot = slot.wrapping_add(1);
         let Some(request) = sh.requests.get(&kind) else {
@@ -471,34 +474,53 @@ async fn worker(id: usize, sh: Arc<Shared>) -> BTreeMap<CookieKind, KindStats> {
                 tokio::time::sleep_until(*d).await;
                 let at = d.into_std();
                 *d += iv;
-                at
+                // Latency counts from when the request was due only if the server made it
+                // late: the previous answer on this connection came after that. Otherwise the
+                // lateness is the timer's (tokio's has 1 ms granularity), not the server's,
+                // and counting it would add up to a millisecond to every request.
+                if last_done > at {
+                    at
+                } else {
+                    Instant::now()
+                }
             }
             _ => Instant::now(),
         };
+        // Read after any wait for the slot, so nothing starts once the run has stopped.
+        let phase = sh.phase.load(Ordering::Relaxed);
+        if phase == STOP {
+            break;
+        }
         let measuring = phase == MEASURE;
+        if measuring && sh.budget.fetch_sub(1, Ordering::Relaxed) <= 0 {
+            sh.phase.store(STOP, Ordering::SeqCst);
+            break;
+        }
         let c = match conn.as_mut() {
             Some(c) => c,
-            None => match http1::Conn::connect(sh.addr).await {
-                Ok(c) => {
+            None => match tokio::time::timeout(sh.timeout, http1::Conn::connect(sh.addr)).await {
+                Ok(Ok(c)) => {
                     if measuring {
                         sh.connects.fetch_add(1, Ordering::Relaxed);
                     }
                     conn.insert(c)
                 }
-                Err(_) => {
+                Ok(Err(_)) | Err(_) => {
                     if measuring {
                         stats.entry(kind).or_default().errors += 1;
                         sh.progress.errors.fetch_add(1, Ordering::Relaxed);
                     }
+                    // Back off a little: a refused connect returns at once.
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
             },
         };
-        let result = c.roundtrip(request).await;
-        let latency = intended.elapsed();
+        let result = tokio::time::timeout(sh.timeout, c.roundtrip(request)).await;
+        last_done = Instant::now();
+        let latency = last_done - intended;
         match result {
-            Ok(reply) => {
+            Ok(Ok(reply)) => {
                 if !reply.keep_alive {
                     conn = None;
                 }
@@ -509,7 +531,8 @@ async fn worker(id: usize, sh: Arc<Shared>) -> BTreeMap<CookieKind, KindStats> {
                     sh.progress.done.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            Err(_) => {
+            // A failed or timed-out exchange leaves the connection in an unknown state.
+            Ok(Err(_)) | Err(_) => {
                 conn = None;
                 if measuring {
                     stats.entry(kind).or_default().errors += 1;

@@ -17,7 +17,9 @@ use crate::store::{SessionRecord, Store, StoreError};
 use arc_swap::ArcSwap;
 use hmac::{Hmac, Mac};
 use jsonwebtoken::{Algorithm, Header, Validation};
+use parking_lot::RwLock;
 use sha2::Sha256;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -49,6 +51,13 @@ pub struct NewSession {
     pub lifetime_secs: i64,
 }
 
+/// Seconds of clock skew tolerated on `exp`, by the full check and the cached one alike.
+const LEEWAY_SECS: i64 = 5;
+
+/// Bound on [`SessionService`]'s cache of verified tokens; past it the cache starts over. Only
+/// tokens that passed the full check get in, so no client can fill it with made-up ones.
+const VERIFIED_LIMIT: usize = 16_384;
+
 /// Issues and verifies session tokens with keys prepared once; verification is pure CPU plus
 /// an in-memory revocation lookup.
 pub struct SessionService {
@@ -59,6 +68,11 @@ pub struct SessionService {
     revocations: RevocationList,
     store: Arc<dyn Store>,
     issuer: String,
+    /// Tokens that passed the full check, with their claims. The same cookie comes with every
+    /// request of a session, and decoding it and checking its HMAC again is most of what a
+    /// signed-in request costs the gateway (about 4 µs against a few hundred ns for a lookup).
+    /// A hit is still checked for expiry and revocation; a key change empties the cache.
+    verified: RwLock<HashMap<Box<str>, Claims>>,
 }
 
 impl SessionService {
@@ -78,7 +92,7 @@ impl SessionService {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[&cfg.issuer]);
         validation.set_required_spec_claims(&["exp", "iat", "sub", "iss"]);
-        validation.leeway = 5;
+        validation.leeway = LEEWAY_SECS as u64;
         let signer =
             AssertionSigner::new(&file, &cfg.issuer).map_err(|reason| KeyError::Invalid {
                 path: keys_path.clone(),
@@ -92,6 +106,7 @@ impl SessionService {
             revocations,
             store,
             issuer: cfg.issuer.clone(),
+            verified: RwLock::new(HashMap::new()),
         })
     }
 
@@ -108,6 +123,8 @@ impl SessionService {
             })?;
         self.keyring.store(Arc::new(Keyring::from_file(&file)));
         self.assertions.store(Arc::new(signer));
+        // A key may have been retired: its tokens must go through the full check again.
+        self.verified.write().clear();
         Ok(())
     }
 
@@ -145,11 +162,31 @@ impl SessionService {
     }
 
     /// Verifies a token: HS256 only, a known key id, a good signature, not expired, our
-    /// issuer, not revoked. Never touches disk.
+    /// issuer, not revoked. Never touches disk. A token seen before skips the decoding and the
+    /// signature check (it is the same string that passed them), never the expiry and
+    /// revocation checks.
     ///
     /// # Errors
     /// The [`SessionError`] saying why it was refused.
     pub fn verify(&self, token: &str) -> Result<Claims, SessionError> {
+        let cached = self.verified.read().get(token).cloned();
+        if let Some(c) = cached.filter(|c| c.exp >= crate::clock::now() - LEEWAY_SECS) {
+            if self.revocations.is_revoked(&c.sid, &c.sub, c.issued_ms()) {
+                return Err(SessionError::Revoked);
+            }
+            return Ok(c);
+        }
+        let c = self.verify_fully(token)?;
+        let mut verified = self.verified.write();
+        if verified.len() >= VERIFIED_LIMIT {
+            verified.clear();
+        }
+        verified.insert(token.into(), c.clone());
+        Ok(c)
+    }
+
+    /// The full check behind [`Self::verify`].
+    fn verify_fully(&self, token: &str) -> Result<Claims, SessionError> {
         let header = jsonwebtoken::decode_header(token)?;
         let ring = self.keyring.load();
         let key = header
@@ -261,6 +298,38 @@ mod tests {
         assert!(s.verify(&tok).is_ok());
         let (tok2, _) = s.issue(new_session()).unwrap();
         assert!(s.verify(&tok2).is_ok());
+    }
+
+    #[test]
+    fn a_verified_token_is_still_refused_once_revoked_or_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = service(dir.path());
+        // Twice each: the second verification is answered from the cache.
+        let (tok, claims) = s.issue(new_session()).unwrap();
+        assert_eq!(s.verify(&tok).unwrap(), claims);
+        assert_eq!(s.verify(&tok).unwrap(), claims);
+        s.revoke_user("alice").unwrap();
+        assert!(matches!(s.verify(&tok), Err(SessionError::Revoked)));
+        // Expired beyond the leeway: a cached entry does not outlive its token.
+        let (old, claims) = s
+            .issue(NewSession {
+                lifetime_secs: -60,
+                ..new_session()
+            })
+            .unwrap();
+        s.verified.write().insert(old.as_str().into(), claims);
+        assert!(matches!(s.verify(&old), Err(SessionError::Invalid(_))));
+    }
+
+    #[test]
+    fn a_retired_key_is_checked_again_after_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = service(dir.path());
+        let (tok, _) = s.issue(new_session()).unwrap();
+        assert!(s.verify(&tok).is_ok());
+        s.reload_keys().unwrap();
+        assert!(s.verified.read().is_empty());
+        assert!(s.verify(&tok).is_ok());
     }
 
     #[test]

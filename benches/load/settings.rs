@@ -1,0 +1,160 @@
+//! What a run does (`LOAD_*` environment variables), the tools it needs, and the machine it
+//! ran on, recorded beside the table so numbers are never read without their context.
+
+use std::process::Command;
+
+/// What a run does, from `LOAD_*` environment variables. The defaults take about 8 minutes
+/// plus seeding (see benches/README.md).
+pub struct Settings {
+    /// Seconds per measured run (`LOAD_SECS`).
+    pub secs: u64,
+    /// Unmeasured seconds before each measurement (`LOAD_WARMUP`).
+    pub warmup: u64,
+    /// Runs per measurement; the median is kept (`LOAD_RUNS`, at least 1).
+    pub runs: usize,
+    /// wrk's connections, the same for every throughput row (`LOAD_CONNECTIONS`).
+    pub connections: usize,
+    pub wrk_threads: usize,
+    /// taskset CPU lists: servers on one, load generators on the other (`LOAD_SERVER_CPUS`,
+    /// `LOAD_CLIENT_CPUS`); both 0 on a one-core machine.
+    pub server_cpu: String,
+    pub client_cpu: String,
+    /// Stored users/sessions/revocations for each pass (`LOAD_SCALES`, comma-separated).
+    pub scales: Vec<u64>,
+    /// The fixed rate for the added-latency rows (`LOAD_RATE`).
+    pub rate: u64,
+    /// The fixed rate of signed-in traffic measured quiet and during a sign-in storm.
+    pub storm_rate: u64,
+    /// Sign-ins in flight for the sign-in rows and the storm (`LOAD_STORM_CONNS`).
+    pub storm_conns: usize,
+    /// Free text stored with the results, e.g. "other builds ran" (`LOAD_NOTE`).
+    pub note: String,
+}
+
+/// `key` parsed, or `default` when unset; a value that does not parse is an error, so a typo
+/// such as `LOAD_SECS=5s` never silently measures with the default.
+fn env_or<T: std::str::FromStr>(key: &str, default: T) -> Result<T, String> {
+    match std::env::var(key) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| format!("{key}={v:?} is not a valid value")),
+        Err(_) => Ok(default),
+    }
+}
+
+impl Settings {
+    /// # Errors
+    /// A message naming the variable that does not parse.
+    pub fn from_env() -> Result<Settings, String> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (server, client) = if cores >= 2 { ("0", "1") } else { ("0", "0") };
+        let scales = env_or("LOAD_SCALES", "1,100000,1000000".to_string())?
+            .split(',')
+            .map(|s| {
+                s.trim()
+                    .parse()
+                    .map_err(|_| format!("LOAD_SCALES: {s:?} is not a count"))
+            })
+            .collect::<Result<Vec<u64>, _>>()?;
+        if scales.is_empty() {
+            return Err("LOAD_SCALES is empty".into());
+        }
+        Ok(Settings {
+            secs: env_or("LOAD_SECS", 5)?.max(1),
+            warmup: env_or("LOAD_WARMUP", 1)?,
+            runs: env_or("LOAD_RUNS", 3usize)?.max(1),
+            connections: env_or("LOAD_CONNECTIONS", 64)?.max(1),
+            wrk_threads: env_or("LOAD_WRK_THREADS", 1)?.max(1),
+            server_cpu: env_or("LOAD_SERVER_CPUS", server.to_string())?,
+            client_cpu: env_or("LOAD_CLIENT_CPUS", client.to_string())?,
+            scales,
+            rate: env_or("LOAD_RATE", 5000)?.max(1),
+            storm_rate: env_or("LOAD_STORM_RATE", 1000)?.max(1),
+            storm_conns: env_or("LOAD_STORM_CONNS", 4)?.max(1),
+            note: env_or("LOAD_NOTE", String::new())?,
+        })
+    }
+
+    /// The settings as recorded in the JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "seconds": self.secs, "warmup": self.warmup, "runs": self.runs,
+            "connections": self.connections, "wrk_threads": self.wrk_threads,
+            "server_cpus": self.server_cpu, "client_cpus": self.client_cpu,
+            "scales": self.scales, "rate": self.rate, "storm_rate": self.storm_rate,
+            "storm_conns": self.storm_conns, "note": self.note,
+        })
+    }
+}
+
+/// Installs a Debian package when its command is missing (the bench needs wrk; nginx is
+/// optional), as root only.
+pub fn ensure_tool(cmd: &str, package: &str) -> bool {
+    let found = |c: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {c} || test -x /usr/sbin/{c}"))
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if found(cmd) {
+        return true;
+    }
+    eprintln!("{cmd} is missing; trying apt-get install {package}");
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", package])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    // A fresh machine has no package lists yet: refresh them once, only when needed.
+    if !install() {
+        let _ = Command::new("apt-get")
+            .args(["update", "-qq"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status();
+        install();
+    }
+    found(cmd)
+}
+
+/// The machine: CPU, cores, kernel, nginx and wrk versions, and the load average when the
+/// bench started (a high one means the numbers were taken while other work ran).
+pub fn machine() -> serde_json::Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_default();
+    let nginx = Command::new("/usr/sbin/nginx")
+        .arg("-v")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_string())
+        .unwrap_or_default();
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    let wrk = Command::new("wrk")
+        .arg("-v")
+        .output()
+        .map(|o| {
+            let text = String::from_utf8_lossy(&o.stdout);
+            text.lines().next().unwrap_or_default().trim().to_string()
+        })
+        .unwrap_or_default();
+    serde_json::json!({
+        "nproc": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "cpu": cpu,
+        "kernel": read("/proc/sys/kernel/osrelease"),
+        "loadavg_at_start": read("/proc/loadavg"),
+        "nginx": nginx,
+        "wrk": wrk,
+    })
+}
