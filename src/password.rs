@@ -1,15 +1,17 @@
-//! argon2id hashing on a bounded blocking pool.
+//! argon2id hashing on dedicated low-priority threads.
 //!
 //! A hash costs ~16 ms of CPU at OWASP's minimum. Running it on the async workers would stall
-//! every request sharing that worker, so hashes go to `spawn_blocking` behind a semaphore sized
-//! to the core count: a sign-in storm queues here instead of slowing signed-in traffic.
+//! every request sharing that worker, so hashes go to a few threads of their own (as many as
+//! `max_concurrent_hashes`, the core count by default) that run at the lowest scheduling
+//! priority: when the CPU is busy, the proxy workers serving signed-in traffic come first and a
+//! sign-in storm queues here instead of slowing them.
 
 use crate::config::PasswordParams;
 use crate::secret::SecretString;
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Params, PasswordVerifier, Version};
-use std::sync::Arc;
-use tokio::sync::Semaphore;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PasswordError {
@@ -21,11 +23,66 @@ pub enum PasswordError {
     PoolClosed,
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The hashing threads, started on first use (the CLI hashes on its own thread and never
+/// needs them). They end when the last handle to the pool is dropped.
+struct Workers {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Workers {
+    fn start(threads: usize) -> Workers {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..threads.max(1) {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("portcullis-argon2-{i}"))
+                .spawn(move || {
+                    if let Err(e) = thread_priority::set_current_thread_priority(
+                        thread_priority::ThreadPriority::Min,
+                    ) {
+                        tracing::warn!(error = ?e, "could not lower the priority of a hashing thread; sign-ins compete with proxying for the CPU");
+                    }
+                    loop {
+                        // The lock is held only while waiting for the next job.
+                        let next = match rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        match next {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "could not start a hashing thread");
+            }
+        }
+        Workers { jobs: tx }
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, PasswordError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(f());
+        });
+        self.jobs.send(job).map_err(|_| PasswordError::PoolClosed)?;
+        rx.await.map_err(|_| PasswordError::PoolClosed)
+    }
+}
+
 /// Hashes and verifies passwords with the configured argon2id cost.
 #[derive(Clone)]
 pub struct PasswordHasherPool {
     argon: Argon2<'static>,
-    permits: Arc<Semaphore>,
+    threads: usize,
+    workers: Arc<OnceLock<Workers>>,
     /// A real hash of a random password: verifying against it when a user does not exist takes
     /// as long as a real check, so timing does not reveal which usernames exist.
     dummy: Arc<String>,
@@ -41,9 +98,14 @@ impl PasswordHasherPool {
         let dummy = hash_with(&argon, &crate::secret::random_token(16))?;
         Ok(Self {
             argon,
-            permits: Arc::new(Semaphore::new(p.max_concurrent_hashes)),
+            threads: p.max_concurrent_hashes,
+            workers: Arc::new(OnceLock::new()),
             dummy: Arc::new(dummy),
         })
+    }
+
+    fn workers(&self) -> &Workers {
+        self.workers.get_or_init(|| Workers::start(self.threads))
     }
 
     /// Hashes on the calling thread; for the CLI and other non-async callers.
@@ -54,32 +116,26 @@ impl PasswordHasherPool {
         hash_with(&self.argon, password.expose())
     }
 
-    /// Hashes off the async workers.
+    /// Hashes on the hashing threads.
     ///
     /// # Errors
     /// As [`Self::hash_blocking`], or [`PasswordError::PoolClosed`].
     pub async fn hash(&self, password: SecretString) -> Result<String, PasswordError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| PasswordError::PoolClosed)?;
         let argon = self.argon.clone();
-        tokio::task::spawn_blocking(move || hash_with(&argon, password.expose()))
-            .await
-            .map_err(|_| PasswordError::PoolClosed)?
+        self.workers()
+            .run(move || hash_with(&argon, password.expose()))
+            .await?
     }
 
     /// Checks `password` against `hash`; with no hash (unknown user, no password set) it checks
     /// against a dummy so the answer takes the same time, and returns false.
     pub async fn verify(&self, password: SecretString, hash: Option<String>) -> bool {
-        let Ok(_permit) = self.permits.acquire().await else {
-            return false;
-        };
         let argon = self.argon.clone();
         let real = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy.as_ref().clone());
-        let ok = tokio::task::spawn_blocking(move || verify_with(&argon, password.expose(), &hash))
+        let ok = self
+            .workers()
+            .run(move || verify_with(&argon, password.expose(), &hash))
             .await
             .unwrap_or(false);
         ok && real
@@ -137,5 +193,26 @@ mod tests {
     #[tokio::test]
     async fn missing_hash_never_verifies() {
         assert!(!cheap().verify(SecretString::new("x"), None).await);
+    }
+
+    #[tokio::test]
+    async fn hashes_run_on_lowest_priority_threads() {
+        let h = cheap();
+        // The `nice` field of /proc/thread-self/stat (the 19th), read on a hashing thread.
+        let nice = h
+            .workers()
+            .run(|| {
+                let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+                let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+                after_name
+                    .split(' ')
+                    .nth(16)
+                    .unwrap()
+                    .parse::<i32>()
+                    .unwrap()
+            })
+            .await
+            .unwrap();
+        assert_eq!(nice, 19);
     }
 }
