@@ -28,7 +28,10 @@ pub enum Decision<'a> {
     /// The path is public for this app: forward without identity.
     Bypass { app: &'a AppConfig },
     /// Signed in and allowed.
-    Allow { app: &'a AppConfig, claims: Claims },
+    Allow {
+        app: &'a AppConfig,
+        claims: Arc<Claims>,
+    },
     /// Not signed in. `navigation` says whether to redirect (a browser page load) or answer 401.
     Unauthenticated {
         app: &'a AppConfig,
@@ -36,7 +39,10 @@ pub enum Decision<'a> {
         navigation: bool,
     },
     /// Signed in, but not in the app's allowed groups.
-    Forbidden { app: &'a AppConfig, claims: Claims },
+    Forbidden {
+        app: &'a AppConfig,
+        claims: Arc<Claims>,
+    },
 }
 
 /// Holds what the decision needs, prepared once.
@@ -81,7 +87,7 @@ impl Gate {
     }
 
     /// The verified session carried by these headers, if any.
-    pub fn session(&self, headers: &HeaderMap) -> Option<Claims> {
+    pub fn session(&self, headers: &HeaderMap) -> Option<Arc<Claims>> {
         let token = cookie::find(headers, &self.config.session.cookie_name)?;
         match self.sessions.verify(token) {
             Ok(c) => Some(c),

@@ -28,7 +28,7 @@ use upstream::UpstreamSet;
 #[derive(Default)]
 pub struct RequestCtx {
     app: Option<usize>,
-    claims: Option<Claims>,
+    claims: Option<std::sync::Arc<Claims>>,
     tls: bool,
 }
 
@@ -347,8 +347,9 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> pingora::Result<()> {
+        // `upstream` is a copy of the client's request as `request_filter` left it, identity
+        // headers already stripped there; only the session's are added here.
         let cfg = self.gate.config();
-        identity::strip(upstream, &cfg.headers);
         if let Some(claims) = &ctx.claims {
             identity::inject(upstream, &cfg.headers, claims)?;
             if let Some(app) = ctx
@@ -442,7 +443,7 @@ impl Gateway {
         let page = whoami::page(
             self.portal.ui(),
             session.req_header(),
-            ctx.claims.as_ref(),
+            ctx.claims.as_deref(),
             &self.gate.config().headers,
         );
         self.reply(session, page).await
