@@ -457,7 +457,7 @@ fn assertion(c: &mut Criterion, f: &Fixture) {
         b.iter_batched_ref(
             || {
                 n += 1;
-                let mut fresh = claims.clone();
+                let mut fresh = (*claims).clone();
                 fresh.sid = format!("bench-{n}");
                 fresh
             },
