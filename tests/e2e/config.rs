@@ -2,7 +2,7 @@
 
 use crate::harness::*;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// A valid config in a fresh tempdir; returns (dir, text).
@@ -21,54 +21,6 @@ fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
     let p = dir.path().join("portcullis.toml");
     std::fs::write(&p, text).unwrap();
     p
-}
-
-fn check_config(path: &Path) -> CliOut {
-    run_cli_blocking(
-        &[
-            "check-config".into(),
-            "--config".into(),
-            path.display().to_string(),
-        ],
-        None,
-        &[],
-    )
-}
-
-/// Runs `serve` on a bad config: it must exit (code 2) within 10 s without answering.
-fn serve_must_refuse(path: &Path) -> CliOut {
-    let mut child = Command::new(BIN)
-        .arg("serve")
-        .arg("--config")
-        .arg(path)
-        .env_remove("PORTCULLIS_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "`serve` kept running on a bad config ({}):\nstderr: {}",
-                path.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    let out = child.wait_with_output().unwrap();
-    CliOut {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 /// Both commands refuse `text`, naming every string in `must_name` on stderr.

@@ -51,6 +51,55 @@ pub fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
+/// `portcullis check-config --config PATH`.
+pub fn check_config(path: &Path) -> CliOut {
+    run_cli_blocking(
+        &[
+            "check-config".into(),
+            "--config".into(),
+            path.display().to_string(),
+        ],
+        None,
+        &[],
+    )
+}
+
+/// Runs `serve` on a bad config: it must exit (code 2) within 10 s without answering.
+pub fn serve_must_refuse(path: &Path) -> CliOut {
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .arg("--config")
+        .arg(path)
+        .env_remove("PORTCULLIS_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "`serve` kept running on a bad config ({}):\nstderr: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let out = child.wait_with_output().unwrap();
+    CliOut {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 /// A loopback port where nothing listens, reserved for as long as this value lives: the socket
 /// is bound but never listens, so connections are refused, and no other test's server can be
 /// handed the same port by the kernel (as happens with a port from [`free_port`] that was

@@ -684,24 +684,26 @@ async fn upstream_certificate_from_an_unconfigured_ca_is_refused_with_502() {
     )
     .await;
 
-    let (c, page) = alice_plain(&gw).await;
+    let r = assert_upstream_refused(&gw, &up, "an unverifiable upstream").await;
+    assert!(!r.body.contains("remote-user"), "{}", r.body);
+}
+
+/// A signed-in page load through `gw` to the TLS upstream `up` gets 502: the gateway dialled
+/// it, refused its certificate, and sent no request.
+async fn assert_upstream_refused(gw: &Gateway, up: &TlsUpstream, what: &str) -> Resp {
+    let (c, page) = alice_plain(gw).await;
     let r = c.page(&page).await;
-    assert_eq!(
-        r.status,
-        502,
-        "an unverifiable upstream was used: {}",
-        r.describe()
-    );
+    assert_eq!(r.status, 502, "{what} was used: {}", r.describe());
     assert_eq!(
         up.hits.load(Ordering::SeqCst),
         0,
-        "a request reached the unverified upstream"
+        "a request reached {what}"
     );
     assert!(
         up.connections.load(Ordering::SeqCst) >= 1,
         "the gateway never dialled the upstream"
     );
-    assert!(!r.body.contains("remote-user"), "{}", r.body);
+    r
 }
 
 #[tokio::test]
@@ -720,23 +722,7 @@ async fn upstream_certificate_for_another_name_is_refused_with_502() {
     )
     .await;
 
-    let (c, page) = alice_plain(&gw).await;
-    let r = c.page(&page).await;
-    assert_eq!(
-        r.status,
-        502,
-        "an upstream with a wrong-name certificate was used: {}",
-        r.describe()
-    );
-    assert_eq!(
-        up.hits.load(Ordering::SeqCst),
-        0,
-        "a request reached the misnamed upstream"
-    );
-    assert!(
-        up.connections.load(Ordering::SeqCst) >= 1,
-        "the gateway never dialled the upstream"
-    );
+    assert_upstream_refused(&gw, &up, "an upstream with a wrong-name certificate").await;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -4,9 +4,7 @@
 
 use crate::harness::*;
 use crate::support::*;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 
 /// The SMS tests' config around `conf` (Twilio at a closed port: nothing is sent here).
 fn full_config(dir: &tempfile::TempDir, conf: &Conf) -> PathBuf {
@@ -43,50 +41,6 @@ fn generic(extra: &[(&str, &str)]) -> Conf {
         c = c.sms(k, v);
     }
     c
-}
-
-fn check_config(path: &Path) -> CliOut {
-    run_cli_blocking(
-        &[
-            "check-config".into(),
-            "--config".into(),
-            path.display().to_string(),
-        ],
-        None,
-        &[],
-    )
-}
-
-/// `serve` on a bad config must exit with code 2 within 10 s.
-fn serve_must_refuse(path: &Path) -> CliOut {
-    let mut child = Command::new(BIN)
-        .arg("serve")
-        .arg("--config")
-        .arg(path)
-        .env_remove("PORTCULLIS_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "`serve` kept running on a bad config:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    let out = child.wait_with_output().unwrap();
-    CliOut {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 /// `check-config` and `serve` both refuse `conf`, naming every string of `must_name`.
