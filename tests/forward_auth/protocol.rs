@@ -93,6 +93,17 @@ async fn session_cookie(gw: &Gateway, user: &str, pw: &str) -> String {
     format!("{SESSION_COOKIE}={v}")
 }
 
+/// [`assert_let_in`] for alice, who is in `admins` and `staff`.
+fn assert_alice_let_in(r: &Resp) {
+    assert_let_in(
+        r,
+        "alice",
+        "Alice Liddell",
+        "alice@example.test",
+        "admins,staff",
+    );
+}
+
 /// A 200 that lets the request in: empty body, `Content-Length: 0` (nginx keeps the
 /// connection), and the identity.
 fn assert_let_in(r: &Resp, user: &str, name: &str, email: &str, groups: &str) {
@@ -191,13 +202,7 @@ async fn traefik_user_outside_the_apps_groups_is_forbidden() {
     let client = [("accept", ACCEPT_HTML), ("cookie", alice.as_str())];
     let h = traefik_headers("GET", "https", ADMIN, "/", &client);
     let r = call(&gw, "", TRAEFIK, &h).await;
-    assert_let_in(
-        &r,
-        "alice",
-        "Alice Liddell",
-        "alice@example.test",
-        "admins,staff",
-    );
+    assert_alice_let_in(&r);
 }
 
 #[tokio::test]
@@ -363,23 +368,11 @@ async fn authelia_paths_answer_like_the_nginx_and_traefik_endpoints() {
         ("cookie", alice.as_str()),
     ];
     let r = call(&gw, "", AUTHELIA_NGINX, &h).await;
-    assert_let_in(
-        &r,
-        "alice",
-        "Alice Liddell",
-        "alice@example.test",
-        "admins,staff",
-    );
+    assert_alice_let_in(&r);
     let client = [("accept", ACCEPT_HTML), ("cookie", alice.as_str())];
     let h = traefik_headers("GET", "https", ADMIN, "/", &client);
     let r = call(&gw, "", AUTHELIA_TRAEFIK, &h).await;
-    assert_let_in(
-        &r,
-        "alice",
-        "Alice Liddell",
-        "alice@example.test",
-        "admins,staff",
-    );
+    assert_alice_let_in(&r);
 }
 
 #[tokio::test]
