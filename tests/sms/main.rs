@@ -17,5 +17,6 @@ mod mapping_json;
 mod numbers;
 mod prompt;
 mod requests;
+mod takeover;
 mod validation;
 mod whole_value_patterns;
