@@ -204,15 +204,15 @@ pub fn handle(gate: &Gate, flavor: Flavor, arrived: &Arrived<'_>, trusted: bool)
         Decision::Allow { claims, .. } => {
             let names = &gate.config().headers;
             let mut r = empty(StatusCode::OK);
-            let mut put = |name: &http::HeaderName, v: &str| {
-                if let Ok(v) = HeaderValue::from_str(v) {
-                    r.headers.push((name.clone(), v));
-                }
-            };
-            put(&names.user, &claims.sub);
-            put(&names.name, &claims.name);
-            put(&names.email, &claims.email);
-            put(&names.groups, &claims.groups.join(","));
+            // The same values the proxy sends upstream, built once per session.
+            if let Some([user, name, email, groups]) = claims.identity_values() {
+                r.headers.extend([
+                    (names.user.clone(), user.clone()),
+                    (names.name.clone(), name.clone()),
+                    (names.email.clone(), email.clone()),
+                    (names.groups.clone(), groups.clone()),
+                ]);
+            }
             r
         }
         Decision::Bypass { .. } => empty(StatusCode::OK),

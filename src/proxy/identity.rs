@@ -48,10 +48,16 @@ pub fn inject(
     names: &IdentityHeaders,
     claims: &Claims,
 ) -> pingora::Result<()> {
-    req.insert_header(names.user.clone(), claims.sub.as_str())?;
-    req.insert_header(names.name.clone(), claims.name.as_str())?;
-    req.insert_header(names.email.clone(), claims.email.as_str())?;
-    req.insert_header(names.groups.clone(), claims.groups.join(","))?;
+    let Some([user, name, email, groups]) = claims.identity_values() else {
+        return Err(pingora::Error::explain(
+            pingora::ErrorType::InternalError,
+            "a session claim cannot be sent as a header value",
+        ));
+    };
+    req.insert_header(names.user.clone(), user.clone())?;
+    req.insert_header(names.name.clone(), name.clone())?;
+    req.insert_header(names.email.clone(), email.clone())?;
+    req.insert_header(names.groups.clone(), groups.clone())?;
     Ok(())
 }
 

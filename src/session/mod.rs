@@ -146,6 +146,7 @@ impl SessionService {
             exp: now + s.lifetime_secs,
             iss: self.issuer.clone(),
             iat_ms: now_ms,
+            identity: Default::default(),
         };
         let ring = self.keyring.load();
         let mut header = Header::new(Algorithm::HS256);

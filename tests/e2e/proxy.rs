@@ -648,3 +648,26 @@ async fn several_upstreams_are_used_round_robin() {
     );
     assert_eq!(gw.upstream.hits(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_display_name_that_is_not_ascii_reaches_the_upstream_as_utf8() {
+    let jose = UserSpec::new(
+        "jose",
+        "José Müller",
+        "jose@example.com",
+        &["staff"],
+        "Jose-pw-8821-abc",
+    );
+    let gw = Gateway::start_with(Setup {
+        users: vec![jose],
+        ..Setup::default()
+    })
+    .await;
+    let b = gw.browser();
+    api_sign_in(&b, "jose", "Jose-pw-8821-abc").await;
+    let r = b.get_json("/whoami").await;
+    assert_eq!(r.status, 200, "{}", r.describe());
+    let echo = r.echo();
+    assert_eq!(echo.header("remote-user"), Some("jose"));
+    assert_eq!(echo.header("remote-name"), Some("José Müller"));
+}
