@@ -729,17 +729,18 @@ async fn upstream_certificate_for_another_name_is_refused_with_502() {
 // Refusing to start
 // ---------------------------------------------------------------------------------------------
 
-/// Writes a config with one certificate entry and runs `args` against it.
-async fn run_with_certificate(dir: &Path, cert: &Path, key: &Path, cmd: &str) -> harness::CliOut {
-    let certs = CertFiles {
-        cert: cert.to_path_buf(),
-        key: key.to_path_buf(),
-        der: Vec::new(),
-    };
+/// Writes a config (under `dir`, as `name.toml`) whose `[server]` gets `server_extra`, and runs
+/// `cmd` (`check-config` or `serve`) against it.
+async fn run_with_server(
+    dir: &Path,
+    name: &str,
+    server_extra: String,
+    cmd: &str,
+) -> harness::CliOut {
     let db = dir.join("data").join("portcullis.db");
-    let config = dir.join(format!("{cmd}.toml"));
+    let config = dir.join(format!("{name}.toml"));
     let o = Opts {
-        server_extra: tls_server_extra(harness::free_port(), "", &[&certs]),
+        server_extra,
         upstream: "127.0.0.1:9".into(),
         ..Opts::default()
     };
@@ -753,6 +754,17 @@ async fn run_with_certificate(dir: &Path, cert: &Path, key: &Path, cmd: &str) ->
         None,
     )
     .await
+}
+
+/// Writes a config with one certificate entry and runs `cmd` against it.
+async fn run_with_certificate(dir: &Path, cert: &Path, key: &Path, cmd: &str) -> harness::CliOut {
+    let certs = CertFiles {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+        der: Vec::new(),
+    };
+    let server = tls_server_extra(harness::free_port(), "", &[&certs]);
+    run_with_server(dir, cmd, server, cmd).await
 }
 
 fn assert_refused(out: &harness::CliOut, path: &Path, what: &str) {
@@ -810,7 +822,6 @@ async fn unreadable_certificate_or_key_refuses_start_naming_the_path() {
 async fn hsts_that_cannot_be_sent_refuses_start_naming_the_key() {
     let dir = crate::support::tempdir("portcullis-tls-bad-");
     let dev = dev_cert(&dir.path().join("certs")).await;
-    let db = dir.path().join("data").join("portcullis.db");
     let cases = [
         (
             // A control character: not a header value.
@@ -828,24 +839,11 @@ async fn hsts_that_cannot_be_sent_refuses_start_naming_the_key() {
         ),
     ];
     for (i, (server_extra, what)) in cases.into_iter().enumerate() {
-        let config = dir.path().join(format!("hsts-{i}.toml"));
-        let o = Opts {
+        let out = run_with_server(
+            dir.path(),
+            &format!("hsts-{i}"),
             server_extra,
-            upstream: "127.0.0.1:9".into(),
-            ..Opts::default()
-        };
-        fs::write(
-            &config,
-            crate::support::config_toml(harness::free_port(), &db, &o),
-        )
-        .unwrap();
-        let out = harness::run_cli(
-            vec![
-                "--config".into(),
-                config.display().to_string(),
-                "check-config".into(),
-            ],
-            None,
+            "check-config",
         )
         .await;
         assert_ne!(out.code, Some(0), "{what}: accepted: {}", out.all());
@@ -856,30 +854,12 @@ async fn hsts_that_cannot_be_sent_refuses_start_naming_the_key() {
         );
     }
     // The same value with an HTTPS listener is fine.
-    let config = dir.path().join("hsts-ok.toml");
-    let o = Opts {
-        server_extra: tls_server_extra(
-            harness::free_port(),
-            "hsts = \"max-age=31536000\"\n",
-            &[&dev],
-        ),
-        upstream: "127.0.0.1:9".into(),
-        ..Opts::default()
-    };
-    fs::write(
-        &config,
-        crate::support::config_toml(harness::free_port(), &db, &o),
-    )
-    .unwrap();
-    let out = harness::run_cli(
-        vec![
-            "--config".into(),
-            config.display().to_string(),
-            "check-config".into(),
-        ],
-        None,
-    )
-    .await;
+    let server = tls_server_extra(
+        harness::free_port(),
+        "hsts = \"max-age=31536000\"\n",
+        &[&dev],
+    );
+    let out = run_with_server(dir.path(), "hsts-ok", server, "check-config").await;
     assert!(
         out.ok(),
         "a valid hsts with tls_listen refused: {}",
