@@ -69,24 +69,44 @@ impl Chrome {
             .as_str()
             .unwrap_or_else(|| panic!("no session: {r}"))
             .to_string();
-        Chrome {
+        let chrome = Chrome {
             driver,
             http,
             base: format!("{base}/session/{id}"),
             _profile: profile,
-        }
+        };
+        // Look for elements for up to 5 s, as a person waits for a page to load.
+        chrome
+            .cmd(
+                reqwest::Method::POST,
+                "/timeouts",
+                Some(json!({ "implicit": 5000 })),
+            )
+            .await;
+        chrome
     }
 
     async fn cmd(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        self.try_cmd(method, path, body)
+            .await
+            .unwrap_or_else(|e| panic!("webdriver {path}: {e}"))
+    }
+
+    async fn try_cmd(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
         let mut rb = self.http.request(method, format!("{}{path}", self.base));
         if let Some(b) = body {
             rb = rb.json(&b);
         }
         let v: Value = rb.send().await.expect("webdriver").json().await.unwrap();
-        if let Some(err) = v["value"]["error"].as_str() {
-            panic!("webdriver {path}: {err}: {}", v["value"]["message"]);
+        match v["value"]["error"].as_str() {
+            Some(err) => Err(format!("{err}: {}", v["value"]["message"])),
+            None => Ok(v["value"].clone()),
         }
-        v["value"].clone()
     }
 
     async fn go(&self, url: &str) {
@@ -145,13 +165,39 @@ impl Chrome {
             .to_string()
     }
 
-    async fn text(&self) -> String {
-        let body = self.find("body").await;
-        self.cmd(reqwest::Method::GET, &format!("/element/{body}/text"), None)
-            .await
-            .as_str()
-            .unwrap()
-            .to_string()
+    /// The page's text once it satisfies `ok` (up to 10 s: a submitted form may still be
+    /// loading its answer), or the last text seen.
+    async fn wait_text(&self, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut last = String::new();
+        loop {
+            if let Ok(t) = self.try_text().await {
+                if ok(&t) {
+                    return t;
+                }
+                last = t;
+            }
+            if Instant::now() > deadline {
+                return last;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The page's text; fails while a new page replaces the old one.
+    async fn try_text(&self) -> Result<String, String> {
+        let v = self
+            .try_cmd(
+                reqwest::Method::POST,
+                "/element",
+                Some(json!({"using": "css selector", "value": "body"})),
+            )
+            .await?;
+        let body = v[ELEMENT].as_str().ok_or("no body element")?.to_string();
+        let t = self
+            .try_cmd(reqwest::Method::GET, &format!("/element/{body}/text"), None)
+            .await?;
+        Ok(t.as_str().unwrap_or_default().to_string())
     }
 
     /// The element that has keyboard focus, as its id.
@@ -223,12 +269,15 @@ async fn a_person_signs_in_with_the_forms_and_lands_on_the_page_they_asked_for()
 
     chrome.type_into("#f-uid", "alice").await;
     chrome.click("button[type=submit]").await;
-    assert!(chrome.text().await.contains("Signing in as alice"));
+    let page = chrome
+        .wait_text(|t| t.contains("Signing in as alice"))
+        .await;
+    assert!(page.contains("Signing in as alice"), "{page}");
     assert_eq!(chrome.focused_id().await, "f-password");
 
     chrome.type_into("#f-password", WRONG_PW).await;
     chrome.click("button[type=submit]").await;
-    let page = chrome.text().await;
+    let page = chrome.wait_text(|t| t.contains(INVALID_MSG)).await;
     assert!(
         page.contains(INVALID_MSG),
         "wrong password is shown: {page}"
@@ -237,12 +286,15 @@ async fn a_person_signs_in_with_the_forms_and_lands_on_the_page_they_asked_for()
 
     chrome.type_into("#f-password", ALICE_PW).await;
     chrome.click("button[type=submit]").await;
-    let at = chrome.url().await;
+    let at = chrome
+        .wait_url(|u| u.ends_with("/reports/q3?year=2026"))
+        .await;
     assert!(
         at.ends_with("/reports/q3?year=2026"),
         "landed on the page asked for: {at}"
     );
-    let echo: Value = serde_json::from_str(&chrome.text().await).expect("the upstream's JSON");
+    let page = chrome.wait_text(|t| t.contains("remote-user")).await;
+    let echo: Value = serde_json::from_str(&page).expect("the upstream's JSON");
     assert_eq!(echo["headers"]["remote-user"], "alice", "{echo}");
 }
 
@@ -259,13 +311,20 @@ async fn sign_out_confirm_page_ends_the_session_in_the_browser() {
     assert!(!at.contains("/.portcullis/"), "{at}");
 
     chrome.go(&format!("http://{APP}/.portcullis/logout")).await;
-    assert!(chrome.text().await.contains("signed in as alice"));
+    let page = chrome.wait_text(|t| t.contains("signed in as alice")).await;
+    assert!(page.contains("signed in as alice"), "{page}");
     chrome.click("button[type=submit]").await;
-    assert!(chrome.text().await.contains("You have signed out"));
+    let page = chrome
+        .wait_text(|t| t.contains("You have signed out"))
+        .await;
+    assert!(page.contains("You have signed out"), "{page}");
 
     chrome.go(&format!("http://{APP}/reports")).await;
     assert!(
-        chrome.url().await.contains("/.portcullis/flow/"),
+        chrome
+            .wait_url(|u| u.contains("/.portcullis/flow/"))
+            .await
+            .contains("/.portcullis/flow/"),
         "signed out: back to sign-in"
     );
 }
