@@ -45,6 +45,9 @@ fn split_expiry(v: &[u8]) -> Option<(i64, &[u8])> {
     Some((i64::from_be_bytes(*head), rest))
 }
 
+/// The sled page cache: enough for the working set of sign-ins.
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 impl SledStore {
     /// Opens (creating if needed) the database directory.
     ///
@@ -66,20 +69,28 @@ impl SledStore {
             }
             let _ = b.create(dir);
         }
-        let db = sled::Config::new().path(path).open().map_err(|e| match e {
-            sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => {
-                StoreError::Locked {
-                    path: path.display().to_string(),
+        // sled's page cache defaults to 1 GiB, and the start-up load of the revocations would
+        // fill it with pages no request reads again (requests consult the in-memory list).
+        // Users, devices and executions are read per sign-in step, where a cache miss is a
+        // page read.
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                    StoreError::Locked {
+                        path: path.display().to_string(),
+                    }
                 }
-            }
-            sled::Error::Io(ref io) if io.to_string().contains("lock") => StoreError::Locked {
-                path: path.display().to_string(),
-            },
-            other => StoreError::Backend {
-                action: "open database",
-                source: other,
-            },
-        })?;
+                sled::Error::Io(ref io) if io.to_string().contains("lock") => StoreError::Locked {
+                    path: path.display().to_string(),
+                },
+                other => StoreError::Backend {
+                    action: "open database",
+                    source: other,
+                },
+            })?;
         let tree = |name: &str| db.open_tree(name).map_err(backend("open tree"));
         Ok(Self {
             users: tree("users")?,
