@@ -346,17 +346,7 @@ async fn sni_picks_the_certificate_for_the_requested_name() {
     // Trusting only the dev certificate: its name works, the other name gets a certificate
     // this client cannot verify.
     let trusts_dev = https_client(tls_port, &hosts, &[&dev.cert], Alpn::Default);
-    let r = get_raw(&trusts_dev, &dev_url, "*/*")
-        .await
-        .expect("dev name over HTTPS");
-    assert_eq!(
-        peer_cert(&r),
-        dev.der,
-        "{DEV_HOST} did not get the dev certificate"
-    );
-    let r = Resp::read(r).await;
-    assert_eq!(r.status, 200, "{}", r.describe());
-    assert_eq!(r.echo().path, "/public/a");
+    assert_served(&trusts_dev, &dev_url, &dev.der, "/public/a").await;
     assert!(
         get_raw(&trusts_dev, &other_url, "*/*").await.is_err(),
         "{OTHER_HOST} was served a certificate the dev root verifies"
@@ -364,17 +354,7 @@ async fn sni_picks_the_certificate_for_the_requested_name() {
 
     // Trusting only the other CA: the reverse.
     let trusts_ca = https_client(tls_port, &hosts, &[&ca.pem_path], Alpn::Default);
-    let r = get_raw(&trusts_ca, &other_url, "*/*")
-        .await
-        .expect("other name over HTTPS");
-    assert_eq!(
-        peer_cert(&r),
-        other.der,
-        "{OTHER_HOST} did not get its own certificate"
-    );
-    let r = Resp::read(r).await;
-    assert_eq!(r.status, 200, "{}", r.describe());
-    assert_eq!(r.echo().path, "/public/b");
+    assert_served(&trusts_ca, &other_url, &other.der, "/public/b").await;
     assert!(
         get_raw(&trusts_ca, &dev_url, "*/*").await.is_err(),
         "{DEV_HOST} was served the other CA's certificate"
@@ -416,6 +396,21 @@ async fn sni_picks_the_certificate_for_the_requested_name() {
         assert!(peer_cert(&r) == *want, "{host} did not get {what}");
         assert_eq!(r.text().await.unwrap(), "pong");
     }
+}
+
+/// `url` is served, over a client that verifies it, with the certificate `der`, and the
+/// request reaches the upstream at `path`.
+async fn assert_served(client: &Client, url: &str, der: &[u8], path: &str) {
+    let r = get_raw(client, url, "*/*")
+        .await
+        .unwrap_or_else(|e| panic!("{url} over HTTPS: {e}"));
+    assert!(
+        peer_cert(&r) == der,
+        "{url} was not served the expected certificate"
+    );
+    let r = Resp::read(r).await;
+    assert_eq!(r.status, 200, "{}", r.describe());
+    assert_eq!(r.echo().path, path);
 }
 
 #[tokio::test]
