@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 const CADDY: &str = "caddy";
 
 /// A foreground `caddy run` with its home, data and config in a tempdir; killed on drop.
-struct Caddy {
+pub struct Caddy {
     dir: tempfile::TempDir,
-    port: u16,
+    pub port: u16,
     child: Option<Child>,
 }
 
@@ -24,7 +24,7 @@ impl Caddy {
         self.dir.path().join("caddy.log")
     }
 
-    fn logs(&self) -> String {
+    pub fn logs(&self) -> String {
         fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 }
@@ -67,6 +67,11 @@ pub fn caddyfile(dir: &Path, port: u16, upstream: &str, gateway: &str) -> String
 }
 
 async fn start_caddy(upstream: &Upstream, gw: &Gateway) -> Caddy {
+    start_caddy_at(&upstream.addr.to_string(), gw).await
+}
+
+/// The shipped Caddyfile in front of `gw`, both apps proxied to `upstream` (an address).
+pub async fn start_caddy_at(upstream: &str, gw: &Gateway) -> Caddy {
     let mut c = Caddy {
         dir: tempdir("portcullis-caddy-"),
         port: 0,
@@ -79,12 +84,7 @@ async fn start_caddy(upstream: &Upstream, gw: &Gateway) -> Caddy {
     let path = dir.join("Caddyfile");
     for _attempt in 0..3 {
         c.port = free_port();
-        let file = caddyfile(
-            &dir,
-            c.port,
-            &upstream.addr.to_string(),
-            &gw.addr().to_string(),
-        );
+        let file = caddyfile(&dir, c.port, upstream, &gw.addr().to_string());
         fs::write(&path, &file).unwrap();
         let log = fs::File::create(c.log_path()).unwrap();
         let child = Command::new(CADDY)

@@ -2,41 +2,9 @@
 //! (`auth_request`, `auth_request_set`, the 401 -> sign-in redirect), only its placeholders
 //! substituted.
 
-use crate::harness::{free_port, Upstream};
+use crate::harness::Upstream;
 use crate::support::*;
 use crate::walk::full_walk;
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-const NGINX: &str = "/usr/sbin/nginx";
-
-/// A foreground nginx (no daemon, no master) with all its paths in a tempdir; killed on drop.
-struct Nginx {
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Nginx {
-    fn error_log(&self) -> PathBuf {
-        self.dir.path().join("error.log")
-    }
-
-    fn logs(&self) -> String {
-        fs::read_to_string(self.error_log()).unwrap_or_default()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 /// The `server { ... }` block whose `server_name` is `name`, as written in `conf`.
 fn server_block<'a>(conf: &'a str, name: &str) -> &'a str {
@@ -69,12 +37,14 @@ fn server_block<'a>(conf: &'a str, name: &str) -> &'a str {
 
 /// The shipped example with the placeholders replaced: both test apps get the example's app
 /// block (the admin one derived from the wiki one), the auth host its block, all on `port`.
-pub fn site_config(port: u16, upstream: &str, gateway: &str) -> String {
+pub fn site_config(port: u16, upstream: &str, admin_upstream: &str, gateway: &str) -> String {
     let example = example("nginx/portcullis.conf");
-    let admin = server_block(&example, "wiki.example.com").replace(
-        "server_name wiki.example.com;",
-        "server_name admin.example.com;",
-    );
+    let admin = server_block(&example, "wiki.example.com")
+        .replace(
+            "server_name wiki.example.com;",
+            "server_name admin.example.com;",
+        )
+        .replace("127.0.0.1:3000", admin_upstream);
     assert!(
         admin.contains("auth_request "),
         "the app block has no auth_request"
@@ -93,86 +63,17 @@ pub fn site_config(port: u16, upstream: &str, gateway: &str) -> String {
         .replace("listen 80;", &format!("listen 127.0.0.1:{port};"))
 }
 
-/// The main config around the site config: foreground, single process, everything in `dir`.
-fn main_config(dir: &Path, site: &Path) -> String {
-    let d = dir.display();
-    format!(
-        r#"daemon off;
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log info;
-events {{ worker_connections 256; }}
-http {{
-    access_log {d}/access.log;
-    client_body_temp_path {d}/tmp/body;
-    proxy_temp_path {d}/tmp/proxy;
-    fastcgi_temp_path {d}/tmp/fastcgi;
-    uwsgi_temp_path {d}/tmp/uwsgi;
-    scgi_temp_path {d}/tmp/scgi;
-    include {site};
-}}
-"#,
-        site = site.display()
-    )
+/// The shipped example in front of `gw`, both apps proxied to `upstream`.
+pub async fn start_nginx(upstream: &Upstream, gw: &Gateway) -> Nginx {
+    let up = upstream.addr.to_string();
+    start_nginx_example(&up, &up, gw, "").await
 }
 
-async fn start_nginx(upstream: &Upstream, gw: &Gateway) -> Nginx {
-    let mut n = Nginx {
-        dir: tempdir("portcullis-nginx-"),
-        port: 0,
-        child: None,
-    };
-    let dir = n.dir.path().to_path_buf();
-    fs::create_dir_all(dir.join("tmp")).unwrap();
-    let site_path = dir.join("portcullis.conf");
-    let conf_path = dir.join("nginx.conf");
-    fs::write(&conf_path, main_config(&dir, &site_path)).unwrap();
-    for _attempt in 0..3 {
-        n.port = free_port();
-        let site = site_config(n.port, &upstream.addr.to_string(), &gw.addr().to_string());
-        fs::write(&site_path, &site).unwrap();
-        let child = Command::new(NGINX)
-            .arg("-p")
-            .arg(&dir)
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-e")
-            .arg(n.error_log())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn nginx");
-        n.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", n.port))
-                .await
-                .is_ok()
-            {
-                return n;
-            }
-            if let Some(Ok(Some(st))) = n.child.as_mut().map(|c| c.try_wait()) {
-                let logs = n.logs();
-                assert!(
-                    logs.contains("Address already in use"),
-                    "nginx exited with {st}:\n{logs}\n--- site config ---\n{site}"
-                );
-                // The port was taken meanwhile: try another.
-                n.child = None;
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nginx did not listen on {}:\n{}",
-                n.port,
-                n.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    panic!("nginx could not bind a port:\n{}", n.logs());
+/// The shipped example in front of `gw`: the wiki app proxied to `wiki`, the admin app to
+/// `admin` (addresses), `http_extra` added to the `http { }` block.
+pub async fn start_nginx_example(wiki: &str, admin: &str, gw: &Gateway, http_extra: &str) -> Nginx {
+    let gw = gw.addr().to_string();
+    Nginx::start(|port| site_config(port, wiki, admin, &gw), http_extra).await
 }
 
 #[tokio::test]
