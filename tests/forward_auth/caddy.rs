@@ -4,7 +4,7 @@
 
 use crate::harness::{free_port, Upstream};
 use crate::support::*;
-use crate::walk::full_walk;
+use crate::walk::{app_gets_no_spoofed_identity_and_no_session_cookie, full_walk};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -179,4 +179,23 @@ async fn caddy_dot_segments_cannot_borrow_a_bypass_path() {
     let (status, text) = raw_get(caddy.port, &host, "/public/info", &[]).await;
     assert_eq!(status, 200, "{text}");
     assert_eq!(upstream.hits(), 1);
+}
+
+#[tokio::test]
+async fn caddy_example_passes_no_spoofed_identity_spelling_and_no_session_cookie() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(Opts {
+        upstream: upstream.addr.to_string(),
+        ..Opts::default()
+    })
+    .await;
+    let caddy = start_caddy(&upstream, &gw).await;
+    let logs = || {
+        format!(
+            "--- caddy ---\n{}\n--- gateway ---\n{}",
+            caddy.logs(),
+            gw.logs()
+        )
+    };
+    app_gets_no_spoofed_identity_and_no_session_cookie(caddy.port, &upstream, &logs).await;
 }

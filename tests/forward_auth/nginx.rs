@@ -4,7 +4,7 @@
 
 use crate::harness::Upstream;
 use crate::support::*;
-use crate::walk::full_walk;
+use crate::walk::{app_gets_no_spoofed_identity_and_no_session_cookie, full_walk, sign_in_through};
 
 /// The `server { ... }` block whose `server_name` is `name`, as written in `conf`.
 fn server_block<'a>(conf: &'a str, name: &str) -> &'a str {
@@ -133,4 +133,116 @@ async fn nginx_request_with_an_odd_host_cannot_claim_a_bypass_path() {
         r.describe(),
         nginx.logs()
     );
+}
+
+#[tokio::test]
+async fn nginx_example_passes_no_spoofed_identity_spelling_and_no_session_cookie() {
+    // nginx drops header names with `_` unless `underscores_in_headers on` is set; the example
+    // must hold either way.
+    for http_extra in ["", "underscores_in_headers on;"] {
+        let upstream = Upstream::start().await;
+        let gw = Gateway::start(Opts {
+            upstream: upstream.addr.to_string(),
+            ..Opts::default()
+        })
+        .await;
+        let up = upstream.addr.to_string();
+        let nginx = start_nginx_example(&up, &up, &gw, http_extra).await;
+        let logs = || {
+            format!(
+                "[{http_extra}]\n--- nginx ---\n{}\n--- gateway ---\n{}",
+                nginx.logs(),
+                gw.logs()
+            )
+        };
+        app_gets_no_spoofed_identity_and_no_session_cookie(nginx.port, &upstream, &logs).await;
+    }
+}
+
+/// nginx picks the server block from an absolute-form target's host, not from `Host`.
+#[tokio::test]
+async fn nginx_absolute_form_request_gets_the_decision_of_the_app_nginx_routed_to() {
+    // wiki: bypass `^/public/`; admin (grafana's part): allowed_groups = ["admins"]. Each app
+    // has its own upstream, so what reached which app is known.
+    let wiki_up = Upstream::start().await;
+    let admin_up = Upstream::start().await;
+    let gw = Gateway::start(Opts {
+        upstream: wiki_up.addr.to_string(),
+        ..Opts::default()
+    })
+    .await;
+    let nginx = start_nginx_example(
+        &wiki_up.addr.to_string(),
+        &admin_up.addr.to_string(),
+        &gw,
+        "",
+    )
+    .await;
+    let p = nginx.port;
+    let (wiki, admin) = (format!("{WIKI}:{p}"), format!("{ADMIN}:{p}"));
+    let logs = || {
+        format!(
+            "--- nginx ---\n{}\n--- gateway ---\n{}",
+            nginx.logs(),
+            gw.logs()
+        )
+    };
+    let bob = format!(
+        "{SESSION_COOKIE}={}",
+        sign_in_through(p, "bob", BOB_PW).await
+    );
+    let json = ("accept", "application/json");
+
+    // Anonymous, to admin, with wiki's Host and a path wiki lets through.
+    for path in ["/public/x", "/public/info", "/"] {
+        let target = format!("http://{admin}{path}");
+        let (status, text) = raw_try(p, &wiki, &target, &[json]).await;
+        assert_eq!(
+            admin_up.hits(),
+            0,
+            "{target} with Host {wiki} reached admin anonymously: {text}\n{}",
+            logs()
+        );
+        assert_ne!(status, Some(200), "{target}: {text}");
+    }
+    // bob (not in admins), to admin, with wiki's Host.
+    let target = format!("http://{admin}/dash");
+    let (status, text) = raw_try(p, &wiki, &target, &[json, ("cookie", bob.as_str())]).await;
+    assert_eq!(
+        admin_up.hits(),
+        0,
+        "bob reached admin through wiki's Host: {text}\n{}",
+        logs()
+    );
+    assert_eq!(status, Some(403), "{text}");
+
+    // The other way round, each app keeps its own decision: wiki's bypass on wiki, and wiki is
+    // what the upstream is told it serves.
+    let target = format!("http://{wiki}/public/x");
+    let (status, text) = raw_get(p, &admin, &target, &[json]).await;
+    assert_eq!(status, 200, "{text}\n{}", logs());
+    let seen = wiki_up.seen();
+    let last = seen.last().expect("wiki's upstream reached");
+    assert_eq!(last.header("host"), Some(WIKI), "{:?}", last.headers);
+    assert_eq!(admin_up.hits(), 0);
+
+    // The endpoint itself: an X-Original-URL naming another host than the routed one is 400.
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    for (url, routed, want) in [
+        (format!("http://{WIKI}/public/x"), ADMIN, 400),
+        (format!("http://{ADMIN}/public/x"), WIKI, 400),
+        (format!("http://{WIKI}:{p}/public/x"), WIKI, 200),
+    ] {
+        let r = http
+            .get(format!(
+                "http://127.0.0.1:{}/.portcullis/auth/nginx",
+                gw.port
+            ))
+            .header("x-original-url", &url)
+            .header("x-forwarded-host", routed)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), want, "{url} routed as {routed}");
+    }
 }
