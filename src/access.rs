@@ -412,6 +412,97 @@ mod tests {
         }
     }
 
+    /// A gate with one app, `wiki.test`, whose bypass is `^/public/`.
+    fn gate(dir: &std::path::Path) -> Gate {
+        let text = format!(
+            r#"
+[server]
+listen = ["127.0.0.1:1"]
+[storage]
+path = "{db}"
+[[apps]]
+name = "wiki"
+hosts = ["wiki.test"]
+upstream = "127.0.0.1:9"
+flow = "f"
+bypass = ["^/public/"]
+[[flows]]
+slug = "f"
+title = "Sign in"
+designation = "authentication"
+stages = ["identify", "password", "login"]
+[stages.identify]
+kind = "identification"
+user_fields = ["username"]
+[stages.password]
+kind = "password"
+[stages.login]
+kind = "user_login"
+"#,
+            db = dir.join("db").display()
+        );
+        let config = Config::from_toml(&text, &dir.join("p.toml"), std::iter::empty())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let store: Arc<dyn crate::store::Store> =
+            Arc::new(crate::store::SledStore::open(&dir.join("db")).unwrap());
+        let sessions = SessionService::new(&config.session, dir.join("keys.json"), store).unwrap();
+        Gate::new(Arc::new(config), Arc::new(sessions))
+    }
+
+    #[test]
+    fn decide_grants_bypass_only_to_plain_paths_and_judges_the_rest_as_protected() {
+        let dir = tempfile::tempdir().unwrap();
+        let gate = gate(dir.path());
+        let token = gate
+            .sessions()
+            .issue(crate::session::NewSession {
+                username: "alice".into(),
+                name: "Alice".into(),
+                email: "a@example.com".into(),
+                groups: vec![],
+                // What this flow's sign-in records.
+                amr: vec!["identification".into(), "password".into()],
+                lifetime_secs: 60,
+            })
+            .unwrap()
+            .0;
+        let anonymous = HeaderMap::new();
+        let mut signed_in = HeaderMap::new();
+        let cookie = format!("{}={token}", gate.config().session.cookie_name);
+        signed_in.insert(http::header::COOKIE, cookie.parse().unwrap());
+        let ask = |path: &str, headers: &HeaderMap| {
+            let d = gate.decide(&AccessRequest {
+                method: &Method::GET,
+                scheme: "http",
+                authority: "wiki.test",
+                path,
+                path_and_query: path,
+                headers,
+            });
+            match d {
+                Decision::Bypass { .. } => "bypass",
+                Decision::Allow { .. } => "allow",
+                Decision::Unauthenticated { .. } => "unauthenticated",
+                _ => "other",
+            }
+        };
+        assert_eq!(ask("/public/info.txt", &anonymous), "bypass");
+        for bent in [
+            "/public/..%2fsecret",
+            "/public/%2F../secret",
+            "/public//../secret",
+            "/public/%2e%2e/secret",
+            "/public/..%5csecret",
+            "/public/..;/secret",
+            "/public/..%00/secret",
+            "/public/./info.txt",
+        ] {
+            assert_eq!(ask(bent, &anonymous), "unauthenticated", "{bent}");
+            // Judged as protected, not refused: a signed-in user still gets through.
+            assert_eq!(ask(bent, &signed_in), "allow", "{bent}");
+        }
+    }
+
     #[test]
     fn only_html_get_is_navigation() {
         let mut h = HeaderMap::new();
