@@ -224,9 +224,10 @@ pub fn is_plain_authority(authority: &str) -> bool {
 /// - no backslash, `;`, `#` or control byte (NUL included): a separator on some servers
 ///   (Windows, IIS), a path parameter on others (Tomcat, Spring: `/public/..;/secret`), the end
 ///   of the path or of the string on yet others;
-/// - no percent-encoding of `/`, `\`, `.`, `%`, `;`, a control byte, or the overlong UTF-8
-///   lead bytes `0xC0`/`0xC1`, and no malformed `%`: nginx decodes `%2F` into a separator
-///   before it resolves `..`, some stacks decode twice, old ones read `%c0%af` as `/`.
+/// - no percent-encoding of `/`, `\`, `.`, `%`, `;`, `?`, `#`, a control byte, or the
+///   overlong UTF-8 lead bytes `0xC0`/`0xC1`, and no malformed `%`: nginx decodes `%2F` into
+///   a separator before it resolves `..`, some stacks decode twice or split a decoded path at
+///   `?`, old ones read `%c0%af` as `/`.
 ///
 /// Any other percent-encoding (`%20`, `%C3%A9`) decodes to a character that is neither a
 /// separator nor a dot, so it cannot move the path to another directory; rules match the path
@@ -283,7 +284,10 @@ fn is_plain_segment(s: &[u8]) -> bool {
 
 /// A byte that must not arrive percent-encoded in a plain path (see [`is_plain_path`]).
 fn is_bendable_byte(d: u8) -> bool {
-    matches!(d, b'/' | b'\\' | b'.' | b'%' | b';' | 0xC0 | 0xC1) || d.is_ascii_control()
+    matches!(
+        d,
+        b'/' | b'\\' | b'.' | b'%' | b';' | b'?' | b'#' | 0xC0 | 0xC1
+    ) || d.is_ascii_control()
 }
 
 fn hex(c: u8) -> Option<u8> {
@@ -389,6 +393,8 @@ mod tests {
             "/public/..;/secret",
             "/public;x=1/info",
             "/public/%3b",
+            "/public/secret%3F.png",
+            "/public/x%23/y",
             "/public/..%00/secret",
             "/public/x\0",
             "/public/x\t",
