@@ -4,7 +4,7 @@
 
 use crate::harness::{free_port, Upstream};
 use crate::support::*;
-use crate::walk::{app_gets_no_spoofed_identity_and_no_session_cookie, full_walk};
+use crate::walk::{app_gets_no_spoofed_identity_and_no_session_cookie, full_walk, sign_in_through};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -198,4 +198,39 @@ async fn caddy_example_passes_no_spoofed_identity_spelling_and_no_session_cookie
         )
     };
     app_gets_no_spoofed_identity_and_no_session_cookie(caddy.port, &upstream, &logs).await;
+}
+
+/// Caddy, like nginx, routes an absolute-form request on the request line's host: the decision
+/// must be that app's, never the one the `Host` header names.
+#[tokio::test]
+async fn caddy_absolute_form_request_gets_no_other_apps_decision() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(Opts {
+        upstream: upstream.addr.to_string(),
+        ..Opts::default()
+    })
+    .await;
+    let caddy = start_caddy(&upstream, &gw).await;
+    let p = caddy.port;
+    let (wiki, admin) = (format!("{WIKI}:{p}"), format!("{ADMIN}:{p}"));
+    let bob = format!(
+        "{SESSION_COOKIE}={}",
+        sign_in_through(p, "bob", BOB_PW).await
+    );
+    let before = upstream.hits();
+    let json = ("accept", "application/json");
+    for (target, cookie) in [
+        (format!("http://{admin}/public/x"), ""),
+        (format!("http://{admin}/"), ""),
+        (format!("http://{admin}/dash"), bob.as_str()),
+    ] {
+        let (status, text) = raw_try(p, &wiki, &target, &[json, ("cookie", cookie)]).await;
+        assert_eq!(
+            upstream.hits(),
+            before,
+            "{target} with Host {wiki} reached the app: {text}\n{}",
+            gw.logs()
+        );
+        assert_ne!(status, Some(200), "{target}: {text}");
+    }
 }
