@@ -102,7 +102,7 @@ impl Gate {
         let Some(app) = self.app(req.authority) else {
             return Decision::UnknownHost;
         };
-        if normalized_path(req.path).is_some_and(|p| app.bypass.is_match(&p)) {
+        if !app.bypass.is_empty() && is_plain_path(req.path) && app.bypass.is_match(req.path) {
             return Decision::Bypass { app };
         }
         let Some(claims) = self.session(req.headers) else {
@@ -213,21 +213,90 @@ pub fn is_plain_authority(authority: &str) -> bool {
     parsed
 }
 
-/// The path as the app will read it: dot segments resolved (also spelled `%2e`), backslashes
-/// read as slashes, the way URL parsers and most frameworks read it. Bypass rules match this
-/// form, so `/public/../admin` cannot borrow the exemption of `/public/` (the request itself
-/// goes to the app unchanged, and the app resolves it to `/admin`). `None` for something that
-/// is not an origin-form path; it then matches no bypass rule.
-pub fn normalized_path(path: &str) -> Option<String> {
-    if !path.starts_with('/') {
-        return None;
+/// Whether `path` is plain enough for a `bypass` rule to be applied to it: an origin-form
+/// path that every upstream reads the same way, so the text the rule matches is the resource
+/// the upstream serves. Such a path starts with `/` and has
+///
+/// - no empty segment (`//`): nginx (`merge_slashes`) and others merge them, URL parsers keep
+///   them, so `/public//../secret` is `/secret` to one and `/public/secret` to the other;
+/// - no `.` or `..` segment: browsers resolve them before sending, so only crafted requests
+///   carry one, and upstreams differ in what they resolve them against;
+/// - no backslash, `;`, `#` or control byte (NUL included): a separator on some servers
+///   (Windows, IIS), a path parameter on others (Tomcat, Spring: `/public/..;/secret`), the end
+///   of the path or of the string on yet others;
+/// - no percent-encoding of `/`, `\`, `.`, `%`, `;`, `?`, `#`, a control byte, or the
+///   overlong UTF-8 lead bytes `0xC0`/`0xC1`, and no malformed `%`: nginx decodes `%2F` into
+///   a separator before it resolves `..`, some stacks decode twice or split a decoded path at
+///   `?`, old ones read `%c0%af` as `/`.
+///
+/// Any other percent-encoding (`%20`, `%C3%A9`) decodes to a character that is neither a
+/// separator nor a dot, so it cannot move the path to another directory; rules match the path
+/// as sent, without decoding.
+///
+/// # Security
+/// A path that is not plain is never granted by a `bypass` rule: it is judged as protected
+/// (sign-in, `allowed_groups`), not refused with `400`. Refusing would break signed-in users
+/// of apps that use such paths on purpose (`%2F` inside a project name, `;jsessionid=`), and
+/// it buys nothing: what matters is only that no anonymous request reaches a protected
+/// resource by spelling its path so that the rule reads it as public. This runs in
+/// [`Gate::decide`], so the proxy and every forward-auth transport share it. One pass over the
+/// bytes, no allocation.
+pub fn is_plain_path(path: &str) -> bool {
+    let b = path.as_bytes();
+    if b.first() != Some(&b'/') {
+        return false;
     }
-    // `#` (and `?`, though a path has none) would end the path for the parser while the app
-    // may read on: keep them as data.
-    let escaped = path.replace('#', "%23").replace('?', "%3F");
-    url::Url::parse(&format!("http://path.invalid{escaped}"))
-        .ok()
-        .map(|u| u.path().to_string())
+    // Start of the current segment (just after its `/`).
+    let mut seg = 1;
+    let mut i = 1;
+    while i < b.len() {
+        match b[i] {
+            b'/' => {
+                if !is_plain_segment(&b[seg..i]) || i == seg {
+                    return false;
+                }
+                seg = i + 1;
+            }
+            b'%' => {
+                let decoded = match (b.get(i + 1), b.get(i + 2)) {
+                    (Some(&h), Some(&l)) => hex(h).zip(hex(l)).map(|(h, l)| h << 4 | l),
+                    _ => None,
+                };
+                match decoded {
+                    Some(d) if !is_bendable_byte(d) => i += 2,
+                    _ => return false,
+                }
+            }
+            b'\\' | b';' | b'#' => return false,
+            c if c.is_ascii_control() => return false,
+            _ => {}
+        }
+        i += 1;
+    }
+    // The last segment may be empty (`/public/`), not a dot segment.
+    is_plain_segment(&b[seg..])
+}
+
+/// Not `.` or `..`.
+fn is_plain_segment(s: &[u8]) -> bool {
+    !matches!(s, b"." | b"..")
+}
+
+/// A byte that must not arrive percent-encoded in a plain path (see [`is_plain_path`]).
+fn is_bendable_byte(d: u8) -> bool {
+    matches!(
+        d,
+        b'/' | b'\\' | b'.' | b'%' | b';' | b'?' | b'#' | 0xC0 | 0xC1
+    ) || d.is_ascii_control()
+}
+
+fn hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
 }
 
 /// A browser loading a page (which can follow a redirect to a sign-in form), as opposed to an
@@ -284,21 +353,160 @@ mod tests {
     }
 
     #[test]
-    fn paths_are_judged_with_dot_segments_resolved() {
-        for (raw, judged) in [
-            ("/public/info", "/public/info"),
-            ("/public/../admin", "/admin"),
-            ("/public/%2e%2e/admin", "/admin"),
-            ("/public/.%2E/admin", "/admin"),
-            ("/public\\..\\admin", "/admin"),
-            ("/public/./x", "/public/x"),
-            ("/public/x#/../../admin", "/admin"),
-            ("/public/x#y", "/public/x%23y"),
+    fn only_plain_paths_can_be_bypass_paths() {
+        for plain in [
+            "/",
+            "/public/",
+            "/public/info.txt",
+            "/public/a%20b/%C3%A9t%C3%A9.png",
+            "/public/x.tar.gz",
+            "/public/...",
+            "/public/.well-known/x",
+            "/public/a..b",
+            "/public/%41%7e",
+            "/public/~user/@x:y,z+!$&'()*=",
         ] {
-            assert_eq!(normalized_path(raw).as_deref(), Some(judged), "{raw}");
+            assert!(is_plain_path(plain), "{plain}");
         }
-        assert_eq!(normalized_path("*"), None);
-        assert_eq!(normalized_path("http://h/public/"), None);
+        for bent in [
+            "",
+            "*",
+            "public/x",
+            "http://h/public/",
+            "/public/..%2fsecret",
+            "/public/..%2Fsecret",
+            "/public/%2F../secret",
+            "/public/%2f",
+            "/public//../secret",
+            "//public/x",
+            "/public//x",
+            "/public/x//",
+            "/public/%2e%2e/secret",
+            "/public/%2E%2E/secret",
+            "/public/.%2e/secret",
+            "/public/%2e/x",
+            "/public/x%2ejs",
+            "/public/..%5csecret",
+            "/public/..%5Csecret",
+            "/public/..\\secret",
+            "/public\\..\\secret",
+            "/public/..;/secret",
+            "/public;x=1/info",
+            "/public/%3b",
+            "/public/secret%3F.png",
+            "/public/x%23/y",
+            "/public/..%00/secret",
+            "/public/x\0",
+            "/public/x\t",
+            "/public/%0a",
+            "/public/%7F",
+            "/public/x#/../../secret",
+            "/public/%252e%252e/secret",
+            "/public/%c0%af../secret",
+            "/public/%C1%9C",
+            "/public/%",
+            "/public/%2",
+            "/public/%zz",
+            "/public/%u002f",
+            "/public/../secret",
+            "/public/./info",
+            "/public/..",
+            "/public/.",
+            "/..",
+        ] {
+            assert!(!is_plain_path(bent), "{bent:?}");
+        }
+    }
+
+    /// A gate with one app, `wiki.test`, whose bypass is `^/public/`.
+    fn gate(dir: &std::path::Path) -> Gate {
+        let text = format!(
+            r#"
+[server]
+listen = ["127.0.0.1:1"]
+[storage]
+path = "{db}"
+[[apps]]
+name = "wiki"
+hosts = ["wiki.test"]
+upstream = "127.0.0.1:9"
+flow = "f"
+bypass = ["^/public/"]
+[[flows]]
+slug = "f"
+title = "Sign in"
+designation = "authentication"
+stages = ["identify", "password", "login"]
+[stages.identify]
+kind = "identification"
+user_fields = ["username"]
+[stages.password]
+kind = "password"
+[stages.login]
+kind = "user_login"
+"#,
+            db = dir.join("db").display()
+        );
+        let config = Config::from_toml(&text, &dir.join("p.toml"), std::iter::empty())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let store: Arc<dyn crate::store::Store> =
+            Arc::new(crate::store::SledStore::open(&dir.join("db")).unwrap());
+        let sessions = SessionService::new(&config.session, dir.join("keys.json"), store).unwrap();
+        Gate::new(Arc::new(config), Arc::new(sessions))
+    }
+
+    #[test]
+    fn decide_grants_bypass_only_to_plain_paths_and_judges_the_rest_as_protected() {
+        let dir = tempfile::tempdir().unwrap();
+        let gate = gate(dir.path());
+        let token = gate
+            .sessions()
+            .issue(crate::session::NewSession {
+                username: "alice".into(),
+                name: "Alice".into(),
+                email: "a@example.com".into(),
+                groups: vec![],
+                // What this flow's sign-in records.
+                amr: vec!["identification".into(), "password".into()],
+                lifetime_secs: 60,
+            })
+            .unwrap()
+            .0;
+        let anonymous = HeaderMap::new();
+        let mut signed_in = HeaderMap::new();
+        let cookie = format!("{}={token}", gate.config().session.cookie_name);
+        signed_in.insert(http::header::COOKIE, cookie.parse().unwrap());
+        let ask = |path: &str, headers: &HeaderMap| {
+            let d = gate.decide(&AccessRequest {
+                method: &Method::GET,
+                scheme: "http",
+                authority: "wiki.test",
+                path,
+                path_and_query: path,
+                headers,
+            });
+            match d {
+                Decision::Bypass { .. } => "bypass",
+                Decision::Allow { .. } => "allow",
+                Decision::Unauthenticated { .. } => "unauthenticated",
+                _ => "other",
+            }
+        };
+        assert_eq!(ask("/public/info.txt", &anonymous), "bypass");
+        for bent in [
+            "/public/..%2fsecret",
+            "/public/%2F../secret",
+            "/public//../secret",
+            "/public/%2e%2e/secret",
+            "/public/..%5csecret",
+            "/public/..;/secret",
+            "/public/..%00/secret",
+            "/public/./info.txt",
+        ] {
+            assert_eq!(ask(bent, &anonymous), "unauthenticated", "{bent}");
+            // Judged as protected, not refused: a signed-in user still gets through.
+            assert_eq!(ask(bent, &signed_in), "allow", "{bent}");
+        }
     }
 
     #[test]

@@ -67,6 +67,9 @@ enum Unusable {
     /// other headers, which the client may have set and the proxy passed along, would let the
     /// client choose what is judged.
     Malformed(&'static str),
+    /// `X-Original-URL` names another host than the one nginx routed the request on
+    /// (`X-Forwarded-Host`, `$host` in the shipped example). Refused with `400`.
+    HostMismatch,
 }
 
 /// A header's trimmed text: `None` when absent or empty, `Malformed` when not text.
@@ -120,20 +123,22 @@ fn from_nginx(h: &HeaderMap, arrived: &Arrived<'_>) -> Result<Original, Unusable
             return Err(bad);
         }
         let host = u.host_str().filter(|h| !h.is_empty()).ok_or(bad)?;
+        if let Some(routed) = text(h, "x-forwarded-host")? {
+            let url_host = host.trim_start_matches('[').trim_end_matches(']');
+            if !url_host.eq_ignore_ascii_case(crate::access::host_of(routed)) {
+                tracing::warn!(url_host, routed, "forward-auth: X-Original-URL names another host than the one nginx routed on; refused");
+                return Err(Unusable::HostMismatch);
+            }
+        }
         let authority = match u.port() {
             Some(port) => format!("{host}:{port}"),
             None => host.to_string(),
         };
-        let mut pq = u.path().to_string();
-        if let Some(q) = u.query() {
-            pq.push('?');
-            pq.push_str(q);
-        }
         return Ok(Original {
             method,
             scheme: u.scheme().to_string(),
             authority,
-            path_and_query: pq,
+            path_and_query: raw_path_and_query(raw).ok_or(bad)?,
         });
     }
     let Some(uri) = text(h, "x-original-uri")? else {
@@ -149,6 +154,26 @@ fn from_nginx(h: &HeaderMap, arrived: &Arrived<'_>) -> Result<Original, Unusable
         .to_string(),
         path_and_query: origin_form(uri, "x-original-uri")?,
     })
+}
+
+/// The path and query of an absolute URL exactly as written, `/` when it has none.
+///
+/// # Security
+/// Not the URL parser's path: it resolves dot segments (`/public//../secret` becomes
+/// `/public/secret`) where nginx, merging slashes first, reads `/secret`. The decision must see
+/// what was sent, so that [`crate::access::is_plain_path`] keeps such a path from a bypass rule.
+fn raw_path_and_query(url: &str) -> Option<String> {
+    let (_, rest) = url.split_once("://")?;
+    // The authority ends at the first `/`, `?` or `#`; a `\` there is refused, as the URL
+    // parser would have read it as a `/` and found another host than this split.
+    let end = rest.find(['/', '?', '#', '\\']).unwrap_or(rest.len());
+    let tail = &rest[end..];
+    match tail.as_bytes().first() {
+        None => Some("/".to_string()),
+        Some(b'/') => Some(tail.to_string()),
+        Some(b'?') => Some(format!("/{tail}")),
+        _ => None,
+    }
 }
 
 fn from_forwarded(h: &HeaderMap, arrived: &Arrived<'_>) -> Result<Original, Unusable> {
@@ -183,6 +208,7 @@ pub fn handle(gate: &Gate, flavor: Flavor, arrived: &Arrived<'_>, trusted: bool)
         match told {
             Ok(original) => original,
             Err(Unusable::Absent) => as_arrived(),
+            Err(Unusable::HostMismatch) => return empty(StatusCode::BAD_REQUEST),
             Err(Unusable::Malformed(header)) => {
                 tracing::warn!(header, ?flavor, "forward-auth: the proxy described the original request with an unusable header; denied");
                 return empty(StatusCode::FORBIDDEN);
@@ -317,6 +343,59 @@ mod tests {
         h.remove("x-original-url");
         let o = from_nginx(&h, &arrived(&h)).ok().unwrap();
         assert_eq!((o.authority.as_str(), o.path()), ("wiki.test", "/public/x"));
+    }
+
+    #[test]
+    fn original_url_must_name_the_routed_host() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-original-url",
+            "http://wiki.test:8080/public/x".parse().unwrap(),
+        );
+        for routed in ["grafana.test", "wiki.test.evil", "wiki", "[::1]"] {
+            h.insert("x-forwarded-host", routed.parse().unwrap());
+            assert!(
+                matches!(from_nginx(&h, &arrived(&h)), Err(Unusable::HostMismatch)),
+                "{routed}"
+            );
+        }
+        // The routed host has no port (`$host`); case does not matter.
+        for routed in ["wiki.test", "WIKI.test", "wiki.test:8080"] {
+            h.insert("x-forwarded-host", routed.parse().unwrap());
+            let o = from_nginx(&h, &arrived(&h)).ok().unwrap();
+            assert_eq!(o.authority, "wiki.test:8080", "{routed}");
+        }
+        h.insert("x-original-url", "http://[::1]:9/x".parse().unwrap());
+        h.insert("x-forwarded-host", "[::1]".parse().unwrap());
+        assert!(from_nginx(&h, &arrived(&h)).is_ok());
+        // Without a routed host, the URL alone describes the request (older configs).
+        h.remove("x-forwarded-host");
+        assert!(from_nginx(&h, &arrived(&h)).is_ok());
+    }
+
+    #[test]
+    fn original_url_path_is_judged_as_sent() {
+        let mut h = HeaderMap::new();
+        for (url, pq) in [
+            ("http://wiki.test/public//../secret", "/public//../secret"),
+            (
+                "http://wiki.test/public/..%2fsecret?a=b",
+                "/public/..%2fsecret?a=b",
+            ),
+            ("http://wiki.test/public/%2e%2e/x", "/public/%2e%2e/x"),
+            ("https://wiki.test:1/./x", "/./x"),
+            ("http://wiki.test", "/"),
+            ("http://wiki.test?x=1", "/?x=1"),
+        ] {
+            h.insert("x-original-url", url.parse().unwrap());
+            let o = from_nginx(&h, &arrived(&h)).ok().unwrap();
+            assert_eq!(o.path_and_query, pq, "{url}");
+        }
+        h.insert(
+            "x-original-url",
+            "http://wiki.test\\@evil.test/x".parse().unwrap(),
+        );
+        assert!(from_nginx(&h, &arrived(&h)).is_err());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use crate::harness::{free_port, Upstream};
 use crate::support::*;
-use crate::walk::full_walk;
+use crate::walk::{app_gets_no_spoofed_identity_and_no_session_cookie, full_walk, sign_in_through};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 const CADDY: &str = "caddy";
 
 /// A foreground `caddy run` with its home, data and config in a tempdir; killed on drop.
-struct Caddy {
+pub struct Caddy {
     dir: tempfile::TempDir,
-    port: u16,
+    pub port: u16,
     child: Option<Child>,
 }
 
@@ -24,7 +24,7 @@ impl Caddy {
         self.dir.path().join("caddy.log")
     }
 
-    fn logs(&self) -> String {
+    pub fn logs(&self) -> String {
         fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 }
@@ -67,6 +67,11 @@ pub fn caddyfile(dir: &Path, port: u16, upstream: &str, gateway: &str) -> String
 }
 
 async fn start_caddy(upstream: &Upstream, gw: &Gateway) -> Caddy {
+    start_caddy_at(&upstream.addr.to_string(), gw).await
+}
+
+/// The shipped Caddyfile in front of `gw`, both apps proxied to `upstream` (an address).
+pub async fn start_caddy_at(upstream: &str, gw: &Gateway) -> Caddy {
     let mut c = Caddy {
         dir: tempdir("portcullis-caddy-"),
         port: 0,
@@ -79,12 +84,7 @@ async fn start_caddy(upstream: &Upstream, gw: &Gateway) -> Caddy {
     let path = dir.join("Caddyfile");
     for _attempt in 0..3 {
         c.port = free_port();
-        let file = caddyfile(
-            &dir,
-            c.port,
-            &upstream.addr.to_string(),
-            &gw.addr().to_string(),
-        );
+        let file = caddyfile(&dir, c.port, upstream, &gw.addr().to_string());
         fs::write(&path, &file).unwrap();
         let log = fs::File::create(c.log_path()).unwrap();
         let child = Command::new(CADDY)
@@ -179,4 +179,58 @@ async fn caddy_dot_segments_cannot_borrow_a_bypass_path() {
     let (status, text) = raw_get(caddy.port, &host, "/public/info", &[]).await;
     assert_eq!(status, 200, "{text}");
     assert_eq!(upstream.hits(), 1);
+}
+
+#[tokio::test]
+async fn caddy_example_passes_no_spoofed_identity_spelling_and_no_session_cookie() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(Opts {
+        upstream: upstream.addr.to_string(),
+        ..Opts::default()
+    })
+    .await;
+    let caddy = start_caddy(&upstream, &gw).await;
+    let logs = || {
+        format!(
+            "--- caddy ---\n{}\n--- gateway ---\n{}",
+            caddy.logs(),
+            gw.logs()
+        )
+    };
+    app_gets_no_spoofed_identity_and_no_session_cookie(caddy.port, &upstream, &logs).await;
+}
+
+/// Caddy, like nginx, routes an absolute-form request on the request line's host: the decision
+/// must be that app's, never the one the `Host` header names.
+#[tokio::test]
+async fn caddy_absolute_form_request_gets_no_other_apps_decision() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(Opts {
+        upstream: upstream.addr.to_string(),
+        ..Opts::default()
+    })
+    .await;
+    let caddy = start_caddy(&upstream, &gw).await;
+    let p = caddy.port;
+    let (wiki, admin) = (format!("{WIKI}:{p}"), format!("{ADMIN}:{p}"));
+    let bob = format!(
+        "{SESSION_COOKIE}={}",
+        sign_in_through(p, "bob", BOB_PW).await
+    );
+    let before = upstream.hits();
+    let json = ("accept", "application/json");
+    for (target, cookie) in [
+        (format!("http://{admin}/public/x"), ""),
+        (format!("http://{admin}/"), ""),
+        (format!("http://{admin}/dash"), bob.as_str()),
+    ] {
+        let (status, text) = raw_try(p, &wiki, &target, &[json, ("cookie", cookie)]).await;
+        assert_eq!(
+            upstream.hits(),
+            before,
+            "{target} with Host {wiki} reached the app: {text}\n{}",
+            gw.logs()
+        );
+        assert_ne!(status, Some(200), "{target}: {text}");
+    }
 }

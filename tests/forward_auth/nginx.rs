@@ -2,41 +2,9 @@
 //! (`auth_request`, `auth_request_set`, the 401 -> sign-in redirect), only its placeholders
 //! substituted.
 
-use crate::harness::{free_port, Upstream};
+use crate::harness::Upstream;
 use crate::support::*;
-use crate::walk::full_walk;
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-const NGINX: &str = "/usr/sbin/nginx";
-
-/// A foreground nginx (no daemon, no master) with all its paths in a tempdir; killed on drop.
-struct Nginx {
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Nginx {
-    fn error_log(&self) -> PathBuf {
-        self.dir.path().join("error.log")
-    }
-
-    fn logs(&self) -> String {
-        fs::read_to_string(self.error_log()).unwrap_or_default()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
+use crate::walk::{app_gets_no_spoofed_identity_and_no_session_cookie, full_walk, sign_in_through};
 
 /// The `server { ... }` block whose `server_name` is `name`, as written in `conf`.
 fn server_block<'a>(conf: &'a str, name: &str) -> &'a str {
@@ -69,12 +37,14 @@ fn server_block<'a>(conf: &'a str, name: &str) -> &'a str {
 
 /// The shipped example with the placeholders replaced: both test apps get the example's app
 /// block (the admin one derived from the wiki one), the auth host its block, all on `port`.
-pub fn site_config(port: u16, upstream: &str, gateway: &str) -> String {
+pub fn site_config(port: u16, upstream: &str, admin_upstream: &str, gateway: &str) -> String {
     let example = example("nginx/portcullis.conf");
-    let admin = server_block(&example, "wiki.example.com").replace(
-        "server_name wiki.example.com;",
-        "server_name admin.example.com;",
-    );
+    let admin = server_block(&example, "wiki.example.com")
+        .replace(
+            "server_name wiki.example.com;",
+            "server_name admin.example.com;",
+        )
+        .replace("127.0.0.1:3000", admin_upstream);
     assert!(
         admin.contains("auth_request "),
         "the app block has no auth_request"
@@ -93,86 +63,17 @@ pub fn site_config(port: u16, upstream: &str, gateway: &str) -> String {
         .replace("listen 80;", &format!("listen 127.0.0.1:{port};"))
 }
 
-/// The main config around the site config: foreground, single process, everything in `dir`.
-fn main_config(dir: &Path, site: &Path) -> String {
-    let d = dir.display();
-    format!(
-        r#"daemon off;
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log info;
-events {{ worker_connections 256; }}
-http {{
-    access_log {d}/access.log;
-    client_body_temp_path {d}/tmp/body;
-    proxy_temp_path {d}/tmp/proxy;
-    fastcgi_temp_path {d}/tmp/fastcgi;
-    uwsgi_temp_path {d}/tmp/uwsgi;
-    scgi_temp_path {d}/tmp/scgi;
-    include {site};
-}}
-"#,
-        site = site.display()
-    )
+/// The shipped example in front of `gw`, both apps proxied to `upstream`.
+pub async fn start_nginx(upstream: &Upstream, gw: &Gateway) -> Nginx {
+    let up = upstream.addr.to_string();
+    start_nginx_example(&up, &up, gw, "").await
 }
 
-async fn start_nginx(upstream: &Upstream, gw: &Gateway) -> Nginx {
-    let mut n = Nginx {
-        dir: tempdir("portcullis-nginx-"),
-        port: 0,
-        child: None,
-    };
-    let dir = n.dir.path().to_path_buf();
-    fs::create_dir_all(dir.join("tmp")).unwrap();
-    let site_path = dir.join("portcullis.conf");
-    let conf_path = dir.join("nginx.conf");
-    fs::write(&conf_path, main_config(&dir, &site_path)).unwrap();
-    for _attempt in 0..3 {
-        n.port = free_port();
-        let site = site_config(n.port, &upstream.addr.to_string(), &gw.addr().to_string());
-        fs::write(&site_path, &site).unwrap();
-        let child = Command::new(NGINX)
-            .arg("-p")
-            .arg(&dir)
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-e")
-            .arg(n.error_log())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn nginx");
-        n.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", n.port))
-                .await
-                .is_ok()
-            {
-                return n;
-            }
-            if let Some(Ok(Some(st))) = n.child.as_mut().map(|c| c.try_wait()) {
-                let logs = n.logs();
-                assert!(
-                    logs.contains("Address already in use"),
-                    "nginx exited with {st}:\n{logs}\n--- site config ---\n{site}"
-                );
-                // The port was taken meanwhile: try another.
-                n.child = None;
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nginx did not listen on {}:\n{}",
-                n.port,
-                n.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    panic!("nginx could not bind a port:\n{}", n.logs());
+/// The shipped example in front of `gw`: the wiki app proxied to `wiki`, the admin app to
+/// `admin` (addresses), `http_extra` added to the `http { }` block.
+pub async fn start_nginx_example(wiki: &str, admin: &str, gw: &Gateway, http_extra: &str) -> Nginx {
+    let gw = gw.addr().to_string();
+    Nginx::start(|port| site_config(port, wiki, admin, &gw), http_extra).await
 }
 
 #[tokio::test]
@@ -232,4 +133,116 @@ async fn nginx_request_with_an_odd_host_cannot_claim_a_bypass_path() {
         r.describe(),
         nginx.logs()
     );
+}
+
+#[tokio::test]
+async fn nginx_example_passes_no_spoofed_identity_spelling_and_no_session_cookie() {
+    // nginx drops header names with `_` unless `underscores_in_headers on` is set; the example
+    // must hold either way.
+    for http_extra in ["", "underscores_in_headers on;"] {
+        let upstream = Upstream::start().await;
+        let gw = Gateway::start(Opts {
+            upstream: upstream.addr.to_string(),
+            ..Opts::default()
+        })
+        .await;
+        let up = upstream.addr.to_string();
+        let nginx = start_nginx_example(&up, &up, &gw, http_extra).await;
+        let logs = || {
+            format!(
+                "[{http_extra}]\n--- nginx ---\n{}\n--- gateway ---\n{}",
+                nginx.logs(),
+                gw.logs()
+            )
+        };
+        app_gets_no_spoofed_identity_and_no_session_cookie(nginx.port, &upstream, &logs).await;
+    }
+}
+
+/// nginx picks the server block from an absolute-form target's host, not from `Host`.
+#[tokio::test]
+async fn nginx_absolute_form_request_gets_the_decision_of_the_app_nginx_routed_to() {
+    // wiki: bypass `^/public/`; admin (grafana's part): allowed_groups = ["admins"]. Each app
+    // has its own upstream, so what reached which app is known.
+    let wiki_up = Upstream::start().await;
+    let admin_up = Upstream::start().await;
+    let gw = Gateway::start(Opts {
+        upstream: wiki_up.addr.to_string(),
+        ..Opts::default()
+    })
+    .await;
+    let nginx = start_nginx_example(
+        &wiki_up.addr.to_string(),
+        &admin_up.addr.to_string(),
+        &gw,
+        "",
+    )
+    .await;
+    let p = nginx.port;
+    let (wiki, admin) = (format!("{WIKI}:{p}"), format!("{ADMIN}:{p}"));
+    let logs = || {
+        format!(
+            "--- nginx ---\n{}\n--- gateway ---\n{}",
+            nginx.logs(),
+            gw.logs()
+        )
+    };
+    let bob = format!(
+        "{SESSION_COOKIE}={}",
+        sign_in_through(p, "bob", BOB_PW).await
+    );
+    let json = ("accept", "application/json");
+
+    // Anonymous, to admin, with wiki's Host and a path wiki lets through.
+    for path in ["/public/x", "/public/info", "/"] {
+        let target = format!("http://{admin}{path}");
+        let (status, text) = raw_try(p, &wiki, &target, &[json]).await;
+        assert_eq!(
+            admin_up.hits(),
+            0,
+            "{target} with Host {wiki} reached admin anonymously: {text}\n{}",
+            logs()
+        );
+        assert_ne!(status, Some(200), "{target}: {text}");
+    }
+    // bob (not in admins), to admin, with wiki's Host.
+    let target = format!("http://{admin}/dash");
+    let (status, text) = raw_try(p, &wiki, &target, &[json, ("cookie", bob.as_str())]).await;
+    assert_eq!(
+        admin_up.hits(),
+        0,
+        "bob reached admin through wiki's Host: {text}\n{}",
+        logs()
+    );
+    assert_eq!(status, Some(403), "{text}");
+
+    // The other way round, each app keeps its own decision: wiki's bypass on wiki, and wiki is
+    // what the upstream is told it serves.
+    let target = format!("http://{wiki}/public/x");
+    let (status, text) = raw_get(p, &admin, &target, &[json]).await;
+    assert_eq!(status, 200, "{text}\n{}", logs());
+    let seen = wiki_up.seen();
+    let last = seen.last().expect("wiki's upstream reached");
+    assert_eq!(last.header("host"), Some(WIKI), "{:?}", last.headers);
+    assert_eq!(admin_up.hits(), 0);
+
+    // The endpoint itself: an X-Original-URL naming another host than the routed one is 400.
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    for (url, routed, want) in [
+        (format!("http://{WIKI}/public/x"), ADMIN, 400),
+        (format!("http://{ADMIN}/public/x"), WIKI, 400),
+        (format!("http://{WIKI}:{p}/public/x"), WIKI, 200),
+    ] {
+        let r = http
+            .get(format!(
+                "http://127.0.0.1:{}/.portcullis/auth/nginx",
+                gw.port
+            ))
+            .header("x-original-url", &url)
+            .header("x-forwarded-host", routed)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), want, "{url} routed as {routed}");
+    }
 }

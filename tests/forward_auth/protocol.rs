@@ -678,8 +678,17 @@ async fn dot_segments_cannot_borrow_a_bypass_path() {
             raw_get(gw.port, &host, target, &[("accept", "application/json")]).await;
         assert_eq!(status, 401, "{target}: {text}");
     }
+    // A dot segment keeps even a harmless path from the bypass: browsers never send one.
+    let (status, text) = raw_get(
+        gw.port,
+        &host,
+        "/public/./info",
+        &[("accept", "application/json")],
+    )
+    .await;
+    assert_eq!(status, 401, "{text}");
     assert_eq!(upstream.hits(), 0, "the app was reached without signing in");
-    let (status, text) = raw_get(gw.port, &host, "/public/./info", &[]).await;
+    let (status, text) = raw_get(gw.port, &host, "/public/info", &[]).await;
     assert_eq!(status, 200, "{text}");
 }
 
@@ -727,4 +736,46 @@ async fn traefik_example_asks_the_traefik_endpoint_and_copies_every_identity_hea
         &call(&gw, "", &path, &h).await,
         "https://wiki.example.test/docs",
     );
+}
+
+#[test]
+fn traefik_example_removes_every_other_spelling_of_the_identity_headers() {
+    let example = example("traefik/dynamic.yml");
+    let removed: Vec<String> = example
+        .lines()
+        .skip_while(|l| !l.contains("customRequestHeaders:"))
+        .skip(1)
+        .map_while(|l| {
+            l.trim()
+                .strip_suffix(": \"\"")
+                .map(|h| h.trim().to_ascii_lowercase())
+        })
+        .collect();
+    for base in [
+        "remote_user",
+        "remote_name",
+        "remote_email",
+        "remote_groups",
+    ] {
+        assert!(
+            removed.iter().any(|r| r == base),
+            "{base} not removed: {removed:?}"
+        );
+    }
+    for spelling in [
+        "x-portcullis-assertion",
+        "x_portcullis_assertion",
+        "x-portcullis_assertion",
+        "x_portcullis-assertion",
+    ] {
+        assert!(
+            removed.iter().any(|r| r == spelling),
+            "{spelling} not removed"
+        );
+    }
+    let router = example
+        .lines()
+        .find(|l| l.contains("middlewares: [\"portcullis-strip\""))
+        .is_some();
+    assert!(router, "the app's router does not use portcullis-strip");
 }

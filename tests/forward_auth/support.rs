@@ -404,6 +404,165 @@ pub async fn wait_port(port: u16, what: &str, log: impl Fn() -> String) {
     }
 }
 
+pub const NGINX: &str = "/usr/sbin/nginx";
+
+/// A foreground nginx (no daemon, no master) with all its paths in a tempdir; killed on drop.
+pub struct Nginx {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Nginx {
+    pub fn error_log(&self) -> PathBuf {
+        self.dir.path().join("error.log")
+    }
+
+    pub fn logs(&self) -> String {
+        fs::read_to_string(self.error_log()).unwrap_or_default()
+    }
+
+    /// Starts nginx with the `server` blocks `site(port)` on a free port, `http_extra` added
+    /// to the `http { }` block.
+    pub async fn start(site: impl Fn(u16) -> String, http_extra: &str) -> Nginx {
+        let mut n = Nginx {
+            dir: tempdir("portcullis-nginx-"),
+            port: 0,
+            child: None,
+        };
+        let dir = n.dir.path().to_path_buf();
+        fs::create_dir_all(dir.join("tmp")).unwrap();
+        let site_path = dir.join("site.conf");
+        let conf_path = dir.join("nginx.conf");
+        fs::write(&conf_path, nginx_main_config(&dir, &site_path, http_extra)).unwrap();
+        for _attempt in 0..3 {
+            n.port = harness::free_port();
+            let site = site(n.port);
+            fs::write(&site_path, &site).unwrap();
+            let child = Command::new(NGINX)
+                .arg("-p")
+                .arg(&dir)
+                .arg("-c")
+                .arg(&conf_path)
+                .arg("-e")
+                .arg(n.error_log())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn nginx");
+            n.child = Some(child);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if tokio::net::TcpStream::connect(("127.0.0.1", n.port))
+                    .await
+                    .is_ok()
+                {
+                    return n;
+                }
+                if let Some(Ok(Some(st))) = n.child.as_mut().map(|c| c.try_wait()) {
+                    let logs = n.logs();
+                    assert!(
+                        logs.contains("Address already in use"),
+                        "nginx exited with {st}:\n{logs}\n--- site config ---\n{site}"
+                    );
+                    // The port was taken meanwhile: try another.
+                    n.child = None;
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "nginx did not listen on {}:\n{}",
+                    n.port,
+                    n.logs()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        panic!("nginx could not bind a port:\n{}", n.logs());
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The main config around a site config: foreground, single process, everything in `dir`.
+fn nginx_main_config(dir: &Path, site: &Path, http_extra: &str) -> String {
+    let d = dir.display();
+    format!(
+        r#"daemon off;
+master_process off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 256; }}
+http {{
+    access_log {d}/access.log;
+    client_body_temp_path {d}/tmp/body;
+    proxy_temp_path {d}/tmp/proxy;
+    fastcgi_temp_path {d}/tmp/fastcgi;
+    uwsgi_temp_path {d}/tmp/uwsgi;
+    scgi_temp_path {d}/tmp/scgi;
+    {http_extra}
+    include {site};
+}}
+"#,
+        site = site.display()
+    )
+}
+
+/// What the static upstream serves: public files and protected ones, each with text found
+/// nowhere else.
+pub const PUBLIC_TEXT: &str = "PUBLIC-INFO-7d1f";
+pub const SECRET_TEXT: &str = "SECRET-FILE-a91c";
+pub const ADMIN_TEXT: &str = "ADMIN-PAGE-c44e";
+pub const PRIVATE_TEXT: &str = "PRIVATE-NOTE-5b20";
+
+/// A real nginx serving a directory (defaults: `merge_slashes on`, `%XX` decoded before dot
+/// segments are resolved), the way a static app is served: `/public/info.txt` is meant to be
+/// public, `/secret`, `/admin/index.html` and `/public/../private/note.txt` are not.
+pub struct StaticSite {
+    pub nginx: Nginx,
+    pub root: tempfile::TempDir,
+}
+
+impl StaticSite {
+    pub async fn start() -> StaticSite {
+        let root_dir = tempdir("portcullis-static-");
+        let root = root_dir.path();
+        for (rel, text) in [
+            ("public/info.txt", PUBLIC_TEXT),
+            ("secret", SECRET_TEXT),
+            ("admin/index.html", ADMIN_TEXT),
+            ("private/note.txt", PRIVATE_TEXT),
+        ] {
+            let p = root.join(rel);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, format!("{text}\n")).unwrap();
+        }
+        let r = root.display().to_string();
+        let nginx = Nginx::start(
+            |port| {
+                format!(
+                    "server {{\n    listen 127.0.0.1:{port} default_server;\n    root {r};\n    default_type text/plain;\n    location / {{ }}\n}}\n"
+                )
+            },
+            "",
+        )
+        .await;
+        StaticSite {
+            nginx,
+            root: root_dir,
+        }
+    }
+}
+
 /// Sends one HTTP/1.1 request exactly as written (no client-side URL normalisation: the
 /// target goes on the wire byte for byte) and returns the response's status code and text.
 pub async fn raw_get(
@@ -412,6 +571,19 @@ pub async fn raw_get(
     target: &str,
     headers: &[(&str, &str)],
 ) -> (u16, String) {
+    let (status, text) = raw_try(port, host, target, headers).await;
+    let status = status.unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
+    (status, text)
+}
+
+/// [`raw_get`] for requests a server may refuse by closing the connection: the status is
+/// `None` when no HTTP answer came.
+pub async fn raw_try(
+    port: u16,
+    host: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> (Option<u16>, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -421,17 +593,20 @@ pub async fn raw_get(
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
+    if let Err(e) = s.write_all(req.as_bytes()).await {
+        return (None, format!("(write failed: {e})"));
+    }
     let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf))
+    let read = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf))
         .await
-        .unwrap_or_else(|_| panic!("no complete answer to GET {target}"))
-        .unwrap_or_else(|e| panic!("read answer to GET {target}: {e}"));
+        .unwrap_or_else(|_| panic!("no complete answer to GET {target:?}"));
+    if let (Err(e), true) = (read, buf.is_empty()) {
+        return (None, format!("(read failed: {e})"));
+    }
     let text = String::from_utf8_lossy(&buf).into_owned();
     let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
+        .starts_with("HTTP/")
+        .then(|| text.split(' ').nth(1).and_then(|s| s.parse().ok()))
+        .flatten();
     (status, text)
 }

@@ -143,3 +143,151 @@ pub async fn full_walk(front: u16, upstream: &Upstream, gw: &Gateway, logs: &dyn
     );
     let _ = gw;
 }
+
+/// Signs `user` in through the front proxy at `front` (page -> auth host -> JSON sign-in) and
+/// returns the session token.
+pub async fn sign_in_through(front: u16, user: &str, pw: &str) -> String {
+    let c = Client::new(([127, 0, 0, 1], front).into());
+    let page = c.url(WIKI, "/docs");
+    let r = c.page(&page).await;
+    let login = assert_auth_redirect(&r, &page);
+    let (_, resp) = api_sign_in(&c, &login, user, pw).await;
+    resp.set_cookie_value(SESSION_COOKIE)
+        .unwrap_or_else(|| panic!("no session cookie: {}", resp.describe()))
+}
+
+/// What the upstream echoed, out of a raw answer.
+pub fn echo_of(answer: &str) -> crate::harness::Echo {
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    let json = &body[body.find('{').unwrap_or(0)..body.rfind('}').map_or(0, |i| i + 1)];
+    let v: serde_json::Value = serde_json::from_str(json)
+        .unwrap_or_else(|e| panic!("no upstream echo in the answer ({e}): {answer}"));
+    crate::harness::Echo::from_json(&v)
+}
+
+/// Client-sent spellings of the identity headers: underscores for hyphens, any case.
+const SPOOFED: &[(&str, &str)] = &[
+    ("Remote-User", "mallory"),
+    ("Remote_User", "mallory"),
+    ("remote_user", "mallory"),
+    ("REMOTE_USER", "mallory"),
+    ("Remote_Name", "Mallory"),
+    ("remote_name", "Mallory"),
+    ("Remote_Email", "m@evil.test"),
+    ("REMOTE_EMAIL", "m@evil.test"),
+    ("Remote_Groups", "admins"),
+    ("remote_groups", "admins"),
+    ("X-Portcullis-Assertion", "forged"),
+    ("X_Portcullis_Assertion", "forged"),
+    ("X-Portcullis_Assertion", "forged"),
+    ("x_portcullis-assertion", "forged"),
+];
+
+const IDENTITY: &[&str] = &[
+    "remote-user",
+    "remote-name",
+    "remote-email",
+    "remote-groups",
+    "x-portcullis-assertion",
+];
+
+/// The app behind the front proxy at `front` never receives a client-sent identity header in
+/// any spelling, nor the session cookie; its own cookies still arrive, in order.
+pub async fn app_gets_no_spoofed_identity_and_no_session_cookie(
+    front: u16,
+    upstream: &Upstream,
+    logs: &dyn Fn() -> String,
+) {
+    let token = sign_in_through(front, "bob", BOB_PW).await;
+    let s = format!("{SESSION_COOKIE}={token}");
+    let host = format!("{WIKI}:{front}");
+    let other_x: &[(&str, &str)] = &[("other", "1"), ("x", "2")];
+    let layouts: Vec<(String, &[(&str, &str)])> = vec![
+        (format!("other=1; {s}; x=2"), other_x),
+        (format!("{s}; other=1; x=2"), other_x),
+        (format!("other=1; x=2; {s}"), other_x),
+        (format!("other=1;{s};x=2"), other_x),
+        (format!("other=1; {s}; {s}; x=2"), other_x),
+        (s.clone(), &[]),
+    ];
+    for (cookie, want) in &layouts {
+        let mut headers = SPOOFED.to_vec();
+        headers.push(("cookie", cookie.as_str()));
+        headers.push(("accept", "application/json"));
+        let (status, text) = raw_get(front, &host, "/docs", &headers).await;
+        assert_eq!(status, 200, "Cookie: {cookie}: {text}\n{}", logs());
+        let echo = echo_of(&text);
+        assert!(
+            !echo.raw.to_string().contains(&token),
+            "the session token reached the app (Cookie: {cookie}): {:?}",
+            echo.headers
+        );
+        let cookies = echo.cookies();
+        let got: Vec<(&str, &str)> = cookies
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            &got,
+            want,
+            "Cookie: {cookie} arrived as {:?}",
+            echo.header("cookie")
+        );
+        for (name, value) in &echo.headers {
+            let canonical = name.replace('_', "-");
+            if !IDENTITY.contains(&canonical.as_str()) {
+                continue;
+            }
+            assert_eq!(
+                name, &canonical,
+                "a client-sent {name}: {value} reached the app"
+            );
+            assert!(
+                !value.contains("mallory")
+                    && !value.contains("admins")
+                    && !value.contains("evil")
+                    && !value.contains("forged"),
+                "spoofed {name}: {value} reached the app"
+            );
+        }
+        assert_eq!(echo.header("remote-user"), Some("bob"));
+        assert_eq!(echo.header("remote-groups"), Some("staff"));
+        assert_eq!(echo.header("x-portcullis-assertion"), None);
+    }
+
+    // Three copies: the cookie is still not passed (here nothing is).
+    let cookie = format!("a=1; {s}; {s}; {s}");
+    let (status, text) = raw_get(front, &host, "/docs", &[("cookie", cookie.as_str())]).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        !text.contains(&token),
+        "three copies: the token reached the app: {text}"
+    );
+
+    // Anonymous on a bypass path (Portcullis answers 200 without identity): nothing spoofed
+    // survives, and a cookie named like the session's is not passed either.
+    let before = upstream.hits();
+    let mut headers = SPOOFED.to_vec();
+    headers.push(("cookie", "other=1; portcullis_session=not-a-token-3c9; x=2"));
+    let (status, text) = raw_get(front, &host, "/public/info", &headers).await;
+    assert_eq!(status, 200, "{text}\n{}", logs());
+    assert_eq!(upstream.hits(), before + 1);
+    let echo = echo_of(&text);
+    let leaked: Vec<_> = echo
+        .headers
+        .keys()
+        .filter(|k| IDENTITY.contains(&k.replace('_', "-").as_str()))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "identity headers on a bypass path: {leaked:?}"
+    );
+    assert!(!text.contains("not-a-token-3c9"), "{text}");
+    assert_eq!(
+        echo.cookies(),
+        vec![("other".into(), "1".into()), ("x".into(), "2".into())]
+    );
+}
