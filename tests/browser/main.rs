@@ -134,6 +134,10 @@ async fn back_after_a_mistyped_username_lets_the_person_sign_in_as_themselves() 
         page.contains("Signing in as alice") && !page.contains("Out of step"),
         "the form posted again starts afresh as alice: {page}"
     );
+    assert!(
+        gw.logs().contains("sign-in started over"),
+        "the identification posted again restarted the execution"
+    );
     chrome.type_into("#f-password", ALICE_PW).await;
     chrome.click("button[type=submit]").await;
     let at = chrome.wait_url(|u| u.ends_with("/notes/today")).await;
