@@ -214,6 +214,9 @@ async fn a_password_session_is_stepped_up_with_only_the_email_code_and_then_open
         assert_eq!(r.json()["error"], "unauthenticated", "{what}: {}", r.body);
         let r = traefik(&gw, &token, "/api/items", "application/json").await;
         assert_eq!(r.json()["error"], "unauthenticated", "{what}: {}", r.body);
+        // Nor does it stand in for identification in a flow.
+        let v = holding(&gw, &token).get_json(&api(MFA_FLOW)).await.json();
+        assert_eq!(v["component"], "identification", "{what}: {v}");
     }
     assert_eq!(secure.hits(), 0);
 
@@ -238,6 +241,10 @@ async fn a_password_session_is_stepped_up_with_only_the_email_code_and_then_open
     assert_eq!(claim_list(&stepped, "factors"), ["password", "email"]);
     assert_eq!(claim_list(&stepped, "flows"), [PW_ONLY, MFA_FLOW]);
     assert_eq!(jwt_parts(&stepped).1["sub"], "alice");
+    assert!(
+        jwt_parts(&stepped).1["exp"].as_i64() <= jwt_parts(&first).1["exp"].as_i64(),
+        "the stepped-up session outlives the proofs it carries"
+    );
 
     // The stepped-up session opens both apps, and forward-auth agrees.
     let echo = b.get_html(&page).await.echo();
@@ -249,6 +256,11 @@ async fn a_password_session_is_stepped_up_with_only_the_email_code_and_then_open
     // The session it replaced is revoked.
     let r = holding(&gw, &first).get_json(&gw.url("/private")).await;
     assert_eq!(r.status, 401, "{}", r.describe());
+    let v = holding(&gw, &first).get_json(&api(MFA_FLOW)).await.json();
+    assert_eq!(
+        v["component"], "identification",
+        "a revoked session proves nothing: {v}"
+    );
 
     // A password-only flow run on the secure app's own host does not open it either: the
     // JSON face of the step-up asks only for the code (alice now has a device).
