@@ -145,6 +145,58 @@ mod tests {
     }
 
     #[test]
+    fn flows_require_a_factor_per_stage_that_proves_one() {
+        let cfg = crate::config::Config::from_toml(
+            r#"
+[[apps]]
+name = "demo"
+hosts = ["localhost"]
+upstream = "builtin:whoami"
+flow = "strong"
+[[flows]]
+slug = "strong"
+designation = "authentication"
+stages = ["id", "ask", "pw", "mfa", "login"]
+[[flows]]
+slug = "weak"
+designation = "authentication"
+stages = ["id", "pw", "login"]
+[stages.id]
+kind = "identification"
+[stages.ask]
+kind = "prompt"
+fields = [{ key = "nick", label = "Nickname", type = "text" }]
+[stages.pw]
+kind = "password"
+[stages.mfa]
+kind = "authenticator_validate"
+device_classes = ["email"]
+not_configured_action = "deny"
+[stages.login]
+kind = "user_login"
+"#,
+            std::path::Path::new("test.toml"),
+            std::iter::empty(),
+        )
+        .expect("config");
+        let of = |slug: &str| {
+            let f = cfg.flows.iter().find(|f| f.slug == slug).expect("flow");
+            Requirement::of_flow(&f.stages, &cfg.stages)
+        };
+        let pw_and_email = Factors::PASSWORD.with(Factors::EMAIL);
+        assert_eq!(
+            of("strong"),
+            Requirement(vec![Factors::PASSWORD, Factors::EMAIL].into())
+        );
+        assert_eq!(of("weak"), Requirement(vec![Factors::PASSWORD].into()));
+        // A password-only session passes the weak flow, not the strong one.
+        assert!(of("weak").met_by(Factors::PASSWORD));
+        assert!(!of("strong").met_by(Factors::PASSWORD));
+        assert!(!of("strong").met_by(Factors::EMAIL.with(Factors::SMS)));
+        assert!(of("strong").met_by(pw_and_email));
+    }
+
+    #[test]
     fn a_requirement_wants_one_factor_per_proving_stage() {
         let any_code = Factors::EMAIL.with(Factors::SMS);
         let r = Requirement(vec![Factors::PASSWORD, any_code].into());
