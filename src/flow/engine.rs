@@ -73,6 +73,8 @@ const META_COMPONENT: &str = "component";
 pub const START_OVER: &str = "start_over";
 const START_OVER_LABEL: &str = "Not you? Start over";
 const IDENTIFICATION: &str = "identification";
+/// Shown on every step of a step-up, so a signed-in user knows why they are asked again.
+const STEP_UP_INFO: &str = "This application asks for one more step to confirm it is you.";
 
 pub struct Engine {
     flows: HashMap<String, FlowPlan>,
@@ -454,6 +456,9 @@ impl Engine {
                     Some(Outcome::Stay(_)) | None => {
                         let mut challenge = stage.challenge(&mut cx).await?;
                         challenge.errors.append(&mut errors);
+                        if exec.carried.is_some() {
+                            challenge.info.insert(0, STEP_UP_INFO.into());
+                        }
                         if exec.uid.is_some() && stage.kind() != IDENTIFICATION {
                             challenge.actions.push(Action {
                                 name: START_OVER.into(),

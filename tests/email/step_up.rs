@@ -228,6 +228,11 @@ async fn a_password_session_is_stepped_up_with_only_the_email_code_and_then_open
         "asked again for what the session proves:\n{}",
         form.html
     );
+    assert!(
+        shows(&form.html, "asks for one more step to confirm it is you"),
+        "{}",
+        form.html
+    );
     let mail = smtp.nth(1).await;
     assert_eq!(mail.rcpt_tos, vec!["alice@example.com"]);
     let r = submit(&b, &form, &[("code", &mail.code())]).await;
