@@ -116,6 +116,8 @@ fn new_session() -> NewSession {
         email: "alice@example.com".into(),
         groups: vec!["staff".into(), "admins".into()],
         amr: vec!["password".into()],
+        factors: portcullis::session::Factors::PASSWORD,
+        flows: vec!["login".into()],
         lifetime_secs: 3600,
     }
 }

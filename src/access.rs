@@ -2,7 +2,7 @@
 //! has rules of its own.
 
 use crate::config::{AppConfig, Config};
-use crate::session::{cookie, Claims, SessionService};
+use crate::session::{cookie, Claims, Requirement, SessionService};
 use http::{HeaderMap, Method};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,6 +43,15 @@ pub enum Decision<'a> {
         app: &'a AppConfig,
         claims: Arc<Claims>,
     },
+    /// Signed in, but the session lacks a factor the app's flow requires: send the user to the
+    /// app's flow (`login`), which asks only for what is missing. Answered like
+    /// [`Decision::Unauthenticated`] (redirect or 401), with its own error for API calls.
+    StepUp {
+        app: &'a AppConfig,
+        claims: Arc<Claims>,
+        login: String,
+        navigation: bool,
+    },
 }
 
 /// Holds what the decision needs, prepared once.
@@ -50,6 +59,8 @@ pub struct Gate {
     config: Arc<Config>,
     by_host: HashMap<String, usize>,
     sessions: Arc<SessionService>,
+    /// Per app (by [`AppConfig::index`]), what its flow requires of a session.
+    requirements: Vec<Requirement>,
 }
 
 impl Gate {
@@ -60,10 +71,21 @@ impl Gate {
             .enumerate()
             .flat_map(|(i, a)| a.hosts.iter().map(move |h| (h.clone(), i)))
             .collect();
+        let requirements = config
+            .apps
+            .iter()
+            .map(|a| {
+                let stages = config.flows.iter().find(|f| f.slug == a.flow);
+                stages.map_or_else(Requirement::default, |f| {
+                    Requirement::of_flow(&f.stages, &config.stages)
+                })
+            })
+            .collect();
         Self {
             config,
             by_host,
             sessions,
+            requirements,
         }
     }
 
@@ -115,7 +137,29 @@ impl Gate {
         if !app.allowed_groups.is_empty() && !claims.in_any_group(&app.allowed_groups) {
             return Decision::Forbidden { app, claims };
         }
+        if !self.satisfies(app, &claims) {
+            return Decision::StepUp {
+                app,
+                login: self.login_url(app, req),
+                navigation: is_navigation(req.method, req.headers),
+                claims,
+            };
+        }
         Decision::Allow { app, claims }
+    }
+
+    /// Whether a session may use `app`: it completed the app's flow, or proves a factor for
+    /// every stage of that flow that asks for one. Two bit tests (the session's factor bits are
+    /// built once per token), then at worst a few string compares; nothing allocated.
+    ///
+    /// # Security
+    /// A session is only as good as the flow that made it: without this, a password-only
+    /// sign-in on one app's host would open an app whose flow also asks for a code.
+    pub fn satisfies(&self, app: &AppConfig, claims: &Claims) -> bool {
+        self.requirements
+            .get(app.index)
+            .is_some_and(|r| r.met_by(claims.proved()))
+            || claims.completed(&app.flow)
     }
 
     /// Where to sign in to reach this request: the app's flow, returning to the request. On

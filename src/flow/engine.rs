@@ -1,9 +1,11 @@
 //! Drives executions: finds the current stage, runs stages that need no input, judges
 //! responses, and persists the state after every step.
 
+use super::execution::Carried;
 use super::stage::{Input, Outcome, Services, Stage, StageContext};
-use super::{stages, Challenge, Execution, FlowError};
+use super::{stages, Action, Challenge, Execution, FlowError};
 use crate::config::{Config, Designation};
+use crate::session::{Claims, Factors};
 use crate::store::User;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,6 +17,9 @@ pub struct FlowPlan {
     pub title: String,
     pub designation: Designation,
     pub stages: Vec<String>,
+    /// Per stage, the factors any one of which satisfies it (see [`Factors::satisfying`]): a
+    /// step-up execution skips the stages its session already satisfies.
+    pub satisfied_by: Vec<Factors>,
 }
 
 /// Where an execution stands after a step.
@@ -32,9 +37,15 @@ pub enum Step {
 #[derive(Debug)]
 pub struct Login {
     pub user: User,
-    /// Stage kinds passed, for the session's `amr`.
+    /// Stage kinds passed, for the session's `amr` (after a step-up, with the old session's).
     pub amr: Vec<String>,
+    /// The factors proved (after a step-up, with the old session's).
+    pub factors: Factors,
+    /// The flows completed: the old session's, then this one.
+    pub flows: Vec<String>,
     pub lifetime_secs: i64,
+    /// The session a step-up replaces: its `sid` and `exp`, to revoke it.
+    pub replaces: Option<(String, i64)>,
 }
 
 /// A step as both faces render it.
@@ -56,6 +67,14 @@ pub struct Caller<'a> {
 /// Meta keys a response may carry besides the stage's fields: they name what it answers.
 const META_STAGE: &str = "stage";
 const META_COMPONENT: &str = "component";
+
+/// The action every step after identification offers: end this execution and start the flow
+/// afresh (same `rd`), for a user who typed someone else's name.
+pub const START_OVER: &str = "start_over";
+const START_OVER_LABEL: &str = "Not you? Start over";
+const IDENTIFICATION: &str = "identification";
+/// Shown on every step of a step-up, so a signed-in user knows why they are asked again.
+const STEP_UP_INFO: &str = "This application asks for one more step to confirm it is you.";
 
 pub struct Engine {
     flows: HashMap<String, FlowPlan>,
@@ -89,6 +108,11 @@ impl Engine {
                         title: f.title.clone(),
                         designation: f.designation,
                         stages: f.stages.clone(),
+                        satisfied_by: f
+                            .stages
+                            .iter()
+                            .map(|s| cfg.stages.get(s).map_or(Factors::NONE, Factors::satisfying))
+                            .collect(),
                     },
                 )
             })
@@ -190,7 +214,62 @@ impl Engine {
             stage_state: Default::default(),
             login: None,
             client: client.into(),
+            factors: Factors::NONE,
+            carried: None,
         })
+    }
+
+    /// A new execution of `slug` for the holder of a valid session: a step-up. The user is the
+    /// session's, identification and every stage the session's factors satisfy are skipped,
+    /// and the session issued at the end carries the old proofs plus the new ones. Flows not
+    /// designated for authentication start as [`Engine::start`] does.
+    ///
+    /// # Security
+    /// Only a verified, unrevoked session may be passed here: it stands in for the stages it
+    /// skips. The user is still looked up (and must still be active) when the session is issued.
+    ///
+    /// # Errors
+    /// [`FlowError::UnknownFlow`].
+    pub fn start_signed_in(
+        &self,
+        slug: &str,
+        rd: String,
+        client: &str,
+        session: &Claims,
+    ) -> Result<Execution, FlowError> {
+        let mut exec = self.start(slug, rd, client)?;
+        let authentication = self
+            .flows
+            .get(slug)
+            .is_some_and(|f| f.designation == Designation::Authentication);
+        if !authentication {
+            return Ok(exec);
+        }
+        let factors = session.proved();
+        exec.uid = Some(session.sub.clone());
+        exec.user = Some(session.sub.clone());
+        exec.passed = session.amr.clone();
+        exec.factors = factors;
+        exec.carried = Some(Carried {
+            sid: session.sid.clone(),
+            exp: session.exp,
+            factors,
+            flows: session.flows.clone(),
+        });
+        Ok(exec)
+    }
+
+    /// Ends `exec` and puts a fresh execution of the same flow, towards the same `rd`, in its
+    /// place (a new id: the caller sets the new flow cookie). Never a step-up: whoever starts
+    /// over is choosing who signs in.
+    fn restart(&self, exec: &mut Execution) -> Result<(), FlowError> {
+        let fresh = self.start(&exec.flow, exec.rd.clone(), &exec.client)?;
+        if let Err(e) = self.services.store.remove_execution(&exec.id) {
+            tracing::warn!(error = %e, "could not remove a restarted execution; it will expire");
+        }
+        tracing::info!(flow = %exec.flow, client = %exec.client, "sign-in started over");
+        *exec = fresh;
+        Ok(())
     }
 
     /// The live execution `id` of flow `slug`, if there is one.
@@ -226,6 +305,18 @@ impl Engine {
         mut input: Input,
         at: Caller<'_>,
     ) -> Result<View, FlowError> {
+        if input.get("action").is_some_and(|a| a == START_OVER) {
+            self.restart(exec)?;
+            let step = self.advance(exec, at, Vec::new()).await?;
+            return Ok(self.wrap(exec, step));
+        }
+        if self.reidentifies(exec, &input)? {
+            // The identification form again (Back, or a client going back) while the execution
+            // is further on: the user is correcting who they are. Start afresh and answer its
+            // identification with this input.
+            self.restart(exec)?;
+            self.advance(exec, at, Vec::new()).await?;
+        }
         let plan = self.plan(exec)?;
         let Some((name, stage)) = self.current(plan, exec) else {
             let step = self.advance(exec, at, Vec::new()).await?;
@@ -254,8 +345,7 @@ impl Engine {
         };
         let errors = match outcome {
             Outcome::Pass => {
-                exec.passed.push(stage.kind().to_string());
-                exec.stage += 1;
+                Self::record_pass(exec, stage.as_ref());
                 Vec::new()
             }
             Outcome::Skip => {
@@ -267,6 +357,51 @@ impl Engine {
         };
         let step = self.advance(exec, at, errors).await?;
         Ok(self.wrap(exec, step))
+    }
+
+    /// Whether `input` answers an identification stage of the flow while the execution has
+    /// moved past identification (it names the stage, or in JSON the `identification`
+    /// component, and the current stage is not one).
+    fn reidentifies(&self, exec: &Execution, input: &Input) -> Result<bool, FlowError> {
+        if exec.uid.is_none() {
+            return Ok(false);
+        }
+        let plan = self.plan(exec)?;
+        let is_identification = |name: &str| {
+            self.stages
+                .get(name)
+                .is_some_and(|s| s.kind() == IDENTIFICATION)
+        };
+        let current = plan.stages.get(exec.stage).map(String::as_str);
+        if current.is_some_and(is_identification) {
+            return Ok(false);
+        }
+        Ok(match input.get(META_STAGE) {
+            Some(named) => plan.stages.contains(named) && is_identification(named),
+            None => input
+                .get(META_COMPONENT)
+                .is_some_and(|c| c == IDENTIFICATION),
+        })
+    }
+
+    /// A stage passed: record it for `amr`, add the factor it proves, move on.
+    fn record_pass(exec: &mut Execution, stage: &dyn Stage) {
+        exec.passed.push(stage.kind().to_string());
+        exec.factors = exec.factors.with(Factors::of_kind(stage.kind()));
+        exec.stage += 1;
+    }
+
+    /// Whether a step-up execution skips the current stage: identification (the user is the
+    /// session's) and any stage the carried factors satisfy.
+    fn carried_past(&self, plan: &FlowPlan, exec: &Execution, stage: &dyn Stage) -> bool {
+        let Some(carried) = &exec.carried else {
+            return false;
+        };
+        stage.kind() == IDENTIFICATION
+            || plan
+                .satisfied_by
+                .get(exec.stage)
+                .is_some_and(|need| carried.factors.meets(*need))
     }
 
     fn plan(&self, exec: &Execution) -> Result<&FlowPlan, FlowError> {
@@ -311,12 +446,25 @@ impl Engine {
             let Some((name, stage)) = self.current(plan, exec) else {
                 return self.finish(exec);
             };
+            if self.carried_past(plan, exec, stage.as_ref()) {
+                exec.stage += 1;
+                continue;
+            }
             let mut cx = self.context(exec, name, at);
             let outcome = if stage.interactive() {
                 match stage.resume(&mut cx).await? {
                     Some(Outcome::Stay(_)) | None => {
                         let mut challenge = stage.challenge(&mut cx).await?;
                         challenge.errors.append(&mut errors);
+                        if exec.carried.is_some() {
+                            challenge.info.insert(0, STEP_UP_INFO.into());
+                        }
+                        if exec.uid.is_some() && stage.kind() != IDENTIFICATION {
+                            challenge.actions.push(Action {
+                                name: START_OVER.into(),
+                                label: START_OVER_LABEL.into(),
+                            });
+                        }
                         self.save(exec).await?;
                         return Ok(Step::Challenge {
                             stage: name.to_string(),
@@ -329,10 +477,7 @@ impl Engine {
                 stage.submit(&mut cx, &Input::new()).await?
             };
             match outcome {
-                Outcome::Pass => {
-                    exec.passed.push(stage.kind().to_string());
-                    exec.stage += 1;
-                }
+                Outcome::Pass => Self::record_pass(exec, stage.as_ref()),
                 Outcome::Skip => exec.stage += 1,
                 Outcome::Stay(_) => {
                     return Err(FlowError::Stage {
@@ -357,16 +502,7 @@ impl Engine {
         }
         let login = match (exec.login, &exec.user) {
             (Some(lifetime_secs), Some(name)) => match self.services.store.user(name)? {
-                Some(user) if user.active => Some(Login {
-                    user,
-                    amr: exec
-                        .passed
-                        .iter()
-                        .filter(|k| k.as_str() != "user_login")
-                        .cloned()
-                        .collect(),
-                    lifetime_secs,
-                }),
+                Some(user) if user.active => Some(self.login(exec, user, lifetime_secs)),
                 _ => {
                     return Ok(Step::Ended {
                         message: stages::SIGN_IN_FAILED.into(),
@@ -379,6 +515,40 @@ impl Engine {
             rd: exec.rd.clone(),
             login,
         })
+    }
+
+    /// The session a completed execution earns. After a step-up it carries the old session's
+    /// proofs and flows, and ends no later than the old one did.
+    fn login(&self, exec: &Execution, user: User, lifetime_secs: i64) -> Login {
+        let mut amr: Vec<String> = Vec::with_capacity(exec.passed.len());
+        for k in &exec.passed {
+            if k != "user_login" && !amr.contains(k) {
+                amr.push(k.clone());
+            }
+        }
+        let mut flows = exec
+            .carried
+            .as_ref()
+            .map(|c| c.flows.clone())
+            .unwrap_or_default();
+        if !flows.contains(&exec.flow) {
+            flows.push(exec.flow.clone());
+        }
+        let (lifetime_secs, replaces) = match &exec.carried {
+            Some(c) => (
+                lifetime_secs.min(c.exp - crate::clock::now()).max(1),
+                Some((c.sid.clone(), c.exp)),
+            ),
+            None => (lifetime_secs, None),
+        };
+        Login {
+            user,
+            amr,
+            factors: exec.factors,
+            flows,
+            lifetime_secs,
+            replaces,
+        }
     }
 
     fn end(&self, exec: &Execution, message: String) -> View {

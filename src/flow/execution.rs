@@ -1,5 +1,6 @@
 //! One run of a flow for one browser: the state persisted between steps.
 
+use crate::session::Factors;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -39,6 +40,25 @@ pub struct Execution {
     /// Client address the execution was started from (for limits and logs).
     #[serde(default)]
     pub client: String,
+    /// The factors proved so far, those carried from a session included.
+    #[serde(default)]
+    pub factors: Factors,
+    /// The session this execution steps up, when it was started by a signed-in user.
+    #[serde(default)]
+    pub carried: Option<Carried>,
+}
+
+/// What a step-up execution takes from the session it started with. The user is already
+/// known (`uid`, `user` are the session's `sub`), identification is skipped, and so is every
+/// stage one of these factors satisfies.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Carried {
+    /// The session replaced (and revoked) once the step-up issues its own.
+    pub sid: String,
+    /// Its expiry: the new session never outlives the proofs it carries over.
+    pub exp: i64,
+    pub factors: Factors,
+    pub flows: Vec<String>,
 }
 
 /// Stage kinds whose pass proves who the user is: a password, or a code sent to a destination

@@ -242,7 +242,10 @@ pub fn handle(gate: &Gate, flavor: Flavor, arrived: &Arrived<'_>, trusted: bool)
             r
         }
         Decision::Bypass { .. } => empty(StatusCode::OK),
-        Decision::Unauthenticated { app, .. } => {
+        // A step-up is answered the way the proxy in front expects a sign-in: its config sends
+        // the browser to the URL given, which asks only for what the session lacks.
+        Decision::Unauthenticated { app, .. } | Decision::StepUp { app, .. } => {
+            let step_up = matches!(decision, Decision::StepUp { .. });
             let login = gate.login_url_absolute(app, &req);
             match flavor {
                 // `auth_request` understands only 401 here, so nginx's config must turn it into
@@ -260,6 +263,7 @@ pub fn handle(gate: &Gate, flavor: Flavor, arrived: &Arrived<'_>, trusted: bool)
                 _ if is_navigation(&original.method, arrived.headers) => {
                     Response::redirect(StatusCode::FOUND, &login)
                 }
+                _ if step_up => crate::portal::pages::step_up(&login, false),
                 _ => crate::portal::pages::unauthenticated(&login, false),
             }
         }

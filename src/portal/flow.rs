@@ -89,8 +89,14 @@ async fn handle(p: &Portal, req: &Request<'_>, slug: &str, face: Face) -> Respon
         Ok(i) => i,
         Err(resp) => return *resp,
     };
+    let before = exec.id.clone();
     match p.engine.submit(&mut exec, input, at).await {
-        Ok(view) => render(p, req, face, &exec, view, false, true),
+        // A start-over (or a corrected identification) replaced the execution: hand out the
+        // new one's cookie.
+        Ok(view) => {
+            let fresh = exec.id != before;
+            render(p, req, face, &exec, view, fresh, true)
+        }
         Err(FlowError::StageMismatch { expected }) => match face {
             Face::Json => json_error(
                 StatusCode::BAD_REQUEST,
@@ -124,13 +130,18 @@ fn resume(p: &Portal, req: &Request<'_>, slug: &str) -> Result<Option<Execution>
     }
 }
 
+/// A new execution; a step-up of the session when the request carries a valid one (an app
+/// whose flow asks for more than the session proves sent the user here).
 fn start(p: &Portal, req: &Request<'_>, slug: &str) -> Result<Execution, FlowError> {
     let rd = p.redirects.resolve(
         req.query_param("rd").as_deref(),
         &req.origin(),
         &p.fallback(req),
     );
-    p.engine.start(slug, rd, req.client)
+    match p.gate.session(req.headers) {
+        Some(session) => p.engine.start_signed_in(slug, rd, req.client, &session),
+        None => p.engine.start(slug, rd, req.client),
+    }
 }
 
 fn form_input(req: &Request<'_>, exec: &Execution) -> Result<Input, Box<Response>> {
@@ -278,12 +289,22 @@ fn issue(p: &Portal, req: &Request<'_>, flow: &str, login: Login) -> Result<Stri
         email: user.email.clone().unwrap_or_default(),
         groups: user.groups.clone(),
         amr: login.amr,
+        factors: login.factors,
+        flows: login.flows,
         lifetime_secs: login.lifetime_secs,
         username: user.username.clone(),
     });
     match issued {
         Ok((token, _claims)) => {
-            tracing::info!(user = %user.username, client = %req.client, flow, outcome = "success", "sign-in succeeded");
+            let step_up = login.replaces.is_some();
+            if let Some((sid, exp)) = login.replaces {
+                // The new cookie replaces the old session: a sign-out of the new one must not
+                // leave the old token usable.
+                if let Err(e) = p.sessions.revoke_sid(&sid, exp) {
+                    tracing::warn!(error = %e, "could not record the revocation of a replaced session");
+                }
+            }
+            tracing::info!(user = %user.username, client = %req.client, flow, step_up, outcome = "success", "sign-in succeeded");
             Ok(p.session_cookie(req).set(&token, login.lifetime_secs))
         }
         Err(e) => {

@@ -64,6 +64,20 @@ pub fn unauthenticated(login: &str, navigation: bool) -> Response {
     }
 }
 
+/// Signed in, but the app's flow asks for more than the session proves: a redirect to the
+/// step-up sign-in for a page load, otherwise a 401 naming it (`login`), with its own `error`
+/// so a client can tell "sign in again" from "confirm it is you".
+pub fn step_up(login: &str, navigation: bool) -> Response {
+    if navigation {
+        Response::redirect(StatusCode::FOUND, login)
+    } else {
+        Response::json(
+            StatusCode::UNAUTHORIZED,
+            &json!({ "error": "step_up_required", "login": login }),
+        )
+    }
+}
+
 pub fn json_error(status: StatusCode, error: &str, message: &str) -> Response {
     Response::json(status, &json!({ "error": error, "message": message }))
 }

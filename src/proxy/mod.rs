@@ -313,6 +313,16 @@ impl ProxyHttp for Gateway {
                 self.reply(session, pages::unauthenticated(&login, navigation))
                     .await
             }
+            Decision::StepUp {
+                app,
+                claims,
+                login,
+                navigation,
+            } => {
+                tracing::info!(user = %claims.sub, app = %app.name, "session lacks a factor the app's flow requires; step-up");
+                self.reply(session, pages::step_up(&login, navigation))
+                    .await
+            }
             Decision::Forbidden { claims, .. } => {
                 tracing::info!(user = %claims.sub, "access denied by allowed_groups");
                 self.reply(session, pages::forbidden(ui, &claims.sub)).await

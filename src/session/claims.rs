@@ -1,11 +1,13 @@
 //! What a session cookie says about its holder.
 
+use super::Factors;
 use http::HeaderValue;
 use serde::{Deserialize, Serialize};
 use std::sync::OnceLock;
 
-/// The session JWT's claims. `amr` lists the stage kinds passed to get it; `sid` names the
-/// session so it can be revoked before `exp`.
+/// The session JWT's claims. `amr` lists the stage kinds passed to get it, `factors` what they
+/// proved, `flows` the flows completed to get it; `sid` names the session so it can be revoked
+/// before `exp`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Claims {
     pub sub: String,
@@ -17,6 +19,12 @@ pub struct Claims {
     pub groups: Vec<String>,
     #[serde(default)]
     pub amr: Vec<String>,
+    /// The factors proved ([`Factors`] names: `password`, `email`, `sms`).
+    #[serde(default)]
+    pub factors: Vec<String>,
+    /// The flow that issued the session first, then every flow a step-up completed on it.
+    #[serde(default)]
+    pub flows: Vec<String>,
     pub sid: String,
     pub iat: i64,
     pub exp: i64,
@@ -29,6 +37,27 @@ pub struct Claims {
     /// all its requests, so the values are built once per session, not once per request.
     #[serde(skip)]
     pub(crate) identity: IdentityValues,
+    /// [`Claims::proved`], built on first use like `identity`.
+    #[serde(skip)]
+    pub(crate) proof: ProofCache,
+}
+
+/// The factor bits of a session, built once per verified token. Not part of what claims are.
+#[derive(Default, Clone)]
+pub struct ProofCache(OnceLock<Factors>);
+
+impl PartialEq for ProofCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for ProofCache {}
+
+impl std::fmt::Debug for ProofCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProofCache")
+    }
 }
 
 /// `sub`, `name`, `email` and the comma-joined `groups` as header values (`None` when one of
@@ -82,6 +111,22 @@ impl Claims {
             .as_ref()
     }
 
+    /// The factors this session proves: its `factors` claim, plus what the stage kinds in `amr`
+    /// prove by themselves (tokens issued before the `factors` claim existed). Computed once
+    /// per verified token; names this version does not know count for nothing.
+    pub fn proved(&self) -> Factors {
+        *self.proof.0.get_or_init(|| {
+            let named = self.factors.iter().filter_map(|n| Factors::named(n));
+            let kinds = self.amr.iter().map(|k| Factors::of_kind(k));
+            named.chain(kinds).fold(Factors::NONE, Factors::with)
+        })
+    }
+
+    /// Whether the session completed the flow `slug`.
+    pub fn completed(&self, slug: &str) -> bool {
+        self.flows.iter().any(|f| f == slug)
+    }
+
     pub fn in_any_group(&self, allowed: &[String]) -> bool {
         self.groups.iter().any(|g| allowed.contains(g))
     }
@@ -98,13 +143,35 @@ mod tests {
             email: "jose@example.com".into(),
             groups: vec!["staff".into(), "ops".into()],
             amr: vec![],
+            factors: vec![],
+            flows: vec![],
             sid: "s".into(),
             iat: 0,
             exp: 0,
             iss: "portcullis".into(),
             iat_ms: 0,
             identity: Default::default(),
+            proof: Default::default(),
         }
+    }
+
+    #[test]
+    fn proved_factors_come_from_the_claim_and_from_amr_kinds() {
+        let mut c = claims("A");
+        c.amr = vec![
+            "identification".into(),
+            "password".into(),
+            "authenticator_validate".into(),
+        ];
+        c.factors = vec!["email".into(), "retina".into()];
+        assert_eq!(c.proved(), Factors::PASSWORD.with(Factors::EMAIL));
+        let mut old = claims("B");
+        old.amr = vec!["identification".into(), "authenticator_validate".into()];
+        assert_eq!(
+            old.proved(),
+            Factors::NONE,
+            "a validation of unknown class proves nothing"
+        );
     }
 
     #[test]

@@ -4,11 +4,13 @@
 pub mod assertion;
 mod claims;
 pub mod cookie;
+mod factors;
 mod keys;
 mod revocation;
 
 pub use assertion::AssertionSigner;
 pub use claims::Claims;
+pub use factors::{Factors, Requirement};
 pub use keys::{AssertionKey, KeyError, KeyFile, Keyring};
 pub use revocation::RevocationList;
 
@@ -48,6 +50,9 @@ pub struct NewSession {
     pub email: String,
     pub groups: Vec<String>,
     pub amr: Vec<String>,
+    pub factors: Factors,
+    /// The flows completed to get it (see [`Claims::flows`]).
+    pub flows: Vec<String>,
     pub lifetime_secs: i64,
 }
 
@@ -141,12 +146,15 @@ impl SessionService {
             email: s.email,
             groups: s.groups,
             amr: s.amr,
+            factors: s.factors.names().map(str::to_string).collect(),
+            flows: s.flows,
             sid: crate::secret::random_token(18),
             iat: now,
             exp: now + s.lifetime_secs,
             iss: self.issuer.clone(),
             iat_ms: now_ms,
             identity: Default::default(),
+            proof: Default::default(),
         };
         let ring = self.keyring.load();
         let mut header = Header::new(Algorithm::HS256);
@@ -211,8 +219,17 @@ impl SessionService {
     /// # Errors
     /// [`SessionError::Store`]; the in-memory revocation holds anyway.
     pub fn revoke(&self, claims: &Claims) -> Result<(), SessionError> {
-        self.revocations.revoke_sid(&claims.sid, claims.exp);
-        self.store.revoke_session(&claims.sid, claims.exp)?;
+        self.revoke_sid(&claims.sid, claims.exp)
+    }
+
+    /// Revokes the session `sid` (valid until `exp`) when another replaces it, so the old
+    /// token does not outlive a sign-out of the new one.
+    ///
+    /// # Errors
+    /// [`SessionError::Store`]; the in-memory revocation holds anyway.
+    pub fn revoke_sid(&self, sid: &str, exp: i64) -> Result<(), SessionError> {
+        self.revocations.revoke_sid(sid, exp);
+        self.store.revoke_session(sid, exp)?;
         Ok(())
     }
 
@@ -275,6 +292,8 @@ mod tests {
             email: "a@example.com".into(),
             groups: vec!["staff".into()],
             amr: vec!["password".into()],
+            factors: Factors::PASSWORD,
+            flows: vec!["f".into()],
             lifetime_secs: 60,
         }
     }

@@ -93,3 +93,87 @@ async fn sign_out_confirm_page_ends_the_session_in_the_browser() {
         "signed out: back to sign-in"
     );
 }
+
+/// Empties a text field (Back may bring the page back with what was typed in it).
+async fn clear(chrome: &Chrome, css: &str) {
+    let e = chrome.find(css).await;
+    chrome
+        .cmd(
+            reqwest::Method::POST,
+            &format!("/element/{e}/clear"),
+            Some(serde_json::json!({})),
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn back_after_a_mistyped_username_lets_the_person_sign_in_as_themselves() {
+    let gw = Gateway::start().await;
+    let chrome = Chrome::start(gw.port).await;
+    chrome.go(&format!("http://{APP}/notes/today")).await;
+    chrome.type_into("#f-uid", "bob").await;
+    chrome.click("button[type=submit]").await;
+    let page = chrome.wait_text(|t| t.contains("Signing in as bob")).await;
+    assert!(page.contains("Signing in as bob"), "{page}");
+
+    // The wrong name: the browser's Back brings the identification form again.
+    chrome
+        .cmd(reqwest::Method::POST, "/back", Some(serde_json::json!({})))
+        .await;
+    let page = chrome
+        .wait_text(|t| !t.contains("Signing in as bob") && !t.is_empty())
+        .await;
+    assert!(!page.contains("Out of step"), "{page}");
+    clear(&chrome, "#f-uid").await;
+    chrome.type_into("#f-uid", "alice").await;
+    chrome.click("button[type=submit]").await;
+    let page = chrome
+        .wait_text(|t| t.contains("Signing in as alice"))
+        .await;
+    assert!(
+        page.contains("Signing in as alice") && !page.contains("Out of step"),
+        "the form posted again starts afresh as alice: {page}"
+    );
+    assert!(
+        gw.logs().contains("sign-in started over"),
+        "the identification posted again restarted the execution"
+    );
+    chrome.type_into("#f-password", ALICE_PW).await;
+    chrome.click("button[type=submit]").await;
+    let at = chrome.wait_url(|u| u.ends_with("/notes/today")).await;
+    assert!(at.ends_with("/notes/today"), "landed on the app: {at}");
+    let page = chrome.wait_text(|t| t.contains("remote-user")).await;
+    let echo: Value = serde_json::from_str(&page).expect("the upstream's JSON");
+    assert_eq!(echo["headers"]["remote-user"], "alice", "{echo}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn not_you_start_over_takes_the_person_back_to_the_name() {
+    let gw = Gateway::start().await;
+    let chrome = Chrome::start(gw.port).await;
+    chrome.go(&format!("http://{APP}/notes/today")).await;
+    chrome.type_into("#f-uid", "bob").await;
+    chrome.click("button[type=submit]").await;
+    let page = chrome.wait_text(|t| t.contains("Signing in as bob")).await;
+    assert!(page.contains("Not you? Start over"), "{page}");
+    chrome.screenshot("signin-password-start-over").await;
+
+    chrome.click("button[value=start_over]").await;
+    let page = chrome
+        .wait_text(|t| !t.contains("Signing in as bob") && !t.is_empty())
+        .await;
+    assert!(!page.contains("bob"), "afresh: {page}");
+    assert_eq!(chrome.focused_id().await, "f-uid");
+    chrome.type_into("#f-uid", "alice").await;
+    chrome.click("button[type=submit]").await;
+    chrome
+        .wait_text(|t| t.contains("Signing in as alice"))
+        .await;
+    chrome.type_into("#f-password", ALICE_PW).await;
+    chrome.click("button[type=submit]").await;
+    let at = chrome.wait_url(|u| u.ends_with("/notes/today")).await;
+    assert!(at.ends_with("/notes/today"), "landed on the app: {at}");
+    let page = chrome.wait_text(|t| t.contains("remote-user")).await;
+    let echo: Value = serde_json::from_str(&page).expect("the upstream's JSON");
+    assert_eq!(echo["headers"]["remote-user"], "alice", "{echo}");
+}

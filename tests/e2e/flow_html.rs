@@ -279,7 +279,7 @@ async fn html_failed_attempts_cancel_the_execution() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn html_replayed_identification_form_is_refused_at_password_stage() {
+async fn html_replayed_identification_form_at_password_stage_starts_afresh_with_that_name() {
     let gw = Gateway::start().await;
     let b = gw.browser();
     let id_page = form_page(&b.get_html(&flow_path()).await);
@@ -290,10 +290,13 @@ async fn html_replayed_identification_form_is_refused_at_password_stage() {
         "both stages carry the same stage marker"
     );
 
-    // Replay the identification form (its stage marker, its field) now that we are at password.
+    // Replay the identification form (its stage marker, its field) now that we are at password:
+    // the person went Back to correct the name. The execution starts afresh as bob; nothing
+    // of alice's remains in it, and nobody is signed in.
     let r = submit(&b, &id_page, &[("uid", "bob")]).await;
-    assert_eq!(r.status, 400, "replayed identification: {}", r.describe());
+    assert_eq!(r.status, 303, "replayed identification: {}", r.describe());
     assert!(r.set_cookie(SESSION_COOKIE).is_none());
+    assert!(r.set_cookie_value(FLOW_COOKIE).is_some(), "a new execution");
 
     // Skipping ahead is refused too: a fresh execution posting a password with the
     // identification stage marker.
@@ -308,13 +311,17 @@ async fn html_replayed_identification_form_is_refused_at_password_stage() {
     );
     assert!(r.set_cookie(SESSION_COOKIE).is_none());
 
-    // The original execution is still at password, for alice.
+    // The new execution is at password, for bob: alice's password does not open it.
     let again = form_page(&b.get_html(&flow_path()).await);
-    assert!(has_input(&again.html, "password"), "{}", again.html);
+    assert!(again.html.contains("Signing in as bob"), "{}", again.html);
     let r = submit(&b, &again, &[("password", ALICE_PW)]).await;
+    assert_eq!(r.status, 200, "{}", r.describe());
+    assert!(r.set_cookie(SESSION_COOKIE).is_none());
+    let again = form_page(&r);
+    let r = submit(&b, &again, &[("password", BOB_PW)]).await;
     assert_eq!(r.status, 303, "{}", r.describe());
     let echo = b.get_json("/me").await.echo();
-    assert_eq!(echo.header("remote-user"), Some("alice"));
+    assert_eq!(echo.header("remote-user"), Some("bob"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -11,3 +11,4 @@ mod flow_html;
 mod proxy;
 mod redirects;
 mod session;
+mod start_over;

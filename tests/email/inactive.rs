@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 #[tokio::test(flavor = "multi_thread")]
 async fn standalone_email_sign_in_enrols_then_validates_without_a_password() {
     let smtp = SmtpServer::start(SmtpOpts::plain()).await;
-    let gw = Gw::start(Spec::new(smtp.email_toml())).await;
+    let gw = Gw::start(app_flow(Spec::new(smtp.email_toml()), EMAIL_ONLY)).await;
 
     // identify → mfa (validate; no device, so setup runs inline) → login.
     let b = gw.browser();
@@ -49,6 +49,15 @@ async fn standalone_email_sign_in_enrols_then_validates_without_a_password() {
     assert_session_is(&b3, &gw, "alice").await;
 }
 
+/// The spec with app.test signing in through `flow`: a session from a flow without a password
+/// does not open an app whose flow asks for one.
+fn app_flow(spec: Spec, flow: &str) -> Spec {
+    Spec {
+        app_flow: flow.into(),
+        ..spec
+    }
+}
+
 fn amr_without_login(token: &str) -> Vec<String> {
     amr(token)
         .into_iter()
@@ -59,7 +68,7 @@ fn amr_without_login(token: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn standalone_setup_stage_flow_signs_in_by_email() {
     let smtp = SmtpServer::start(SmtpOpts::plain()).await;
-    let gw = Gw::start(Spec::new(smtp.email_toml())).await;
+    let gw = Gw::start(app_flow(Spec::new(smtp.email_toml()), SETUP_ONLY)).await;
     let b = gw.browser();
     let v = api_until_email(&gw, &b, SETUP_ONLY, "alice").await;
     assert_code_challenge(&v, "authenticator_email");
@@ -179,10 +188,11 @@ async fn disabled_account_with_allow_inactive_gets_the_code_but_stays_disabled()
 #[tokio::test(flavor = "multi_thread")]
 async fn disabled_account_with_activate_inactive_is_activated_by_the_code() {
     let smtp = SmtpServer::start(SmtpOpts::plain()).await;
-    let gw = Gw::start(
+    let gw = Gw::start(app_flow(
         Spec::new(smtp.email_toml())
             .otp("allow_inactive_accounts = true\nactivate_inactive_accounts = true"),
-    )
+        EMAIL_ONLY,
+    ))
     .await;
     assert!(gw.user_show("dave").await.contains("active=false"));
     // Disabling dave revoked his sessions issued up to that second (`iat <= since`); wait

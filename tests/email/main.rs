@@ -15,5 +15,6 @@ mod inactive;
 mod limits;
 mod link;
 mod setup;
+mod step_up;
 mod takeover;
 mod transport;

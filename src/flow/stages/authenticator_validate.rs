@@ -6,6 +6,7 @@ use super::otp_step::{self, Answer, Sent};
 use crate::config::{NotConfigured, ValidateStageConfig};
 use crate::flow::otp::{self, OtpState};
 use crate::flow::{Challenge, Choice, Field, FlowError, Input, Outcome, Stage, StageContext};
+use crate::session::Factors;
 use crate::store::{Device, DeviceClass};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -121,8 +122,10 @@ impl AuthenticatorValidate {
         Ok(())
     }
 
-    /// A validated device: note its use, activate the account if configured.
-    fn validated(&self, cx: &StageContext<'_>, device: &Device) -> Result<(), FlowError> {
+    /// A validated device: note its use and the factor it proved, activate the account if
+    /// configured.
+    fn validated(&self, cx: &mut StageContext<'_>, device: &Device) -> Result<(), FlowError> {
+        cx.exec.factors = cx.exec.factors.with(Factors::of_class(device.class));
         let store = &cx.services.store;
         let mut d = device.clone();
         d.last_used = Some(crate::clock::now());
@@ -143,6 +146,13 @@ impl AuthenticatorValidate {
     }
 }
 
+/// A setup stage run inline passed: its channel is the factor this validation proved.
+fn proved_by_setup(cx: &mut StageContext<'_>, setup: &dyn Stage, outcome: &Outcome) {
+    if *outcome == Outcome::Pass {
+        cx.exec.factors = cx.exec.factors.with(Factors::of_kind(setup.kind()));
+    }
+}
+
 #[async_trait]
 impl Stage for AuthenticatorValidate {
     fn kind(&self) -> &'static str {
@@ -159,7 +169,10 @@ impl Stage for AuthenticatorValidate {
                 NotConfigured::Skip => Ok(Some(Outcome::Skip)),
                 NotConfigured::Deny => Ok(Some(Outcome::Cancel(NOT_CONFIGURED.into()))),
                 NotConfigured::Configure => match self.delegate(cx) {
-                    Some((mut sub, stage)) => stage.resume(&mut sub).await,
+                    Some((mut sub, stage)) => {
+                        let outcome = stage.resume(&mut sub).await?;
+                        Ok(outcome.inspect(|o| proved_by_setup(&mut sub, stage, o)))
+                    }
                     None => Ok(Some(Outcome::Cancel(NOT_CONFIGURED.into()))),
                 },
             };
@@ -256,7 +269,11 @@ impl Stage for AuthenticatorValidate {
             Devices::Decoy => Vec::new(),
             Devices::Real(d) if d.is_empty() => {
                 return match self.delegate(cx) {
-                    Some((mut sub, stage)) => stage.submit(&mut sub, input).await,
+                    Some((mut sub, stage)) => {
+                        let outcome = stage.submit(&mut sub, input).await?;
+                        proved_by_setup(&mut sub, stage, &outcome);
+                        Ok(outcome)
+                    }
                     None => Ok(Outcome::Cancel(NOT_CONFIGURED.into())),
                 };
             }
