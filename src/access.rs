@@ -512,6 +512,8 @@ kind = "user_login"
                 groups: vec![],
                 // What this flow's sign-in records.
                 amr: vec!["identification".into(), "password".into()],
+                factors: crate::session::Factors::PASSWORD,
+                flows: vec!["f".into()],
                 lifetime_secs: 60,
             })
             .unwrap()
