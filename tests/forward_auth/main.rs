@@ -9,6 +9,7 @@ mod harness;
 mod support;
 
 mod caddy;
+mod fronts;
 mod nginx;
 mod protocol;
 mod streaming;
