@@ -51,9 +51,30 @@ async fn sign_in_redirect_is_built_from_config_whatever_host_port_the_request_ca
         assert_eq!(rd_of(r.json()["login"].as_str().unwrap()), expected_rd);
     }
     // A host that is not ours shapes no link.
-    for host in ["evil.example", "evil.example:8666", "unknown.test:9000"] {
+    for host in [
+        "evil.example",
+        "evil.example:8666",
+        "unknown.test:9000",
+        "app.test.",
+        "app.test.evil.example",
+        "evil.app.test",
+    ] {
         let r = get_with_host(&b, host, "/reports", ACCEPT_HTML).await;
         assert_eq!(r.status, 404, "Host {host}: {}", r.describe());
+        assert!(
+            r.header("location").is_none(),
+            "Host {host}: {}",
+            r.describe()
+        );
+    }
+    // A Host that only looks like ours is refused before anything is built from it.
+    for host in [
+        "app.test:1@evil.example",
+        "evil.example#app.test",
+        "app.test:99999",
+    ] {
+        let r = get_with_host(&b, host, "/reports", ACCEPT_HTML).await;
+        assert_eq!(r.status, 400, "Host {host}: {}", r.describe());
         assert!(
             r.header("location").is_none(),
             "Host {host}: {}",
