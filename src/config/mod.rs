@@ -617,6 +617,57 @@ mod tests {
     }
 
     #[test]
+    fn the_example_demo_is_reached_at_localhost_9000_with_nothing_added() {
+        let c = example_with(&[]).expect("the example config loads");
+        assert_eq!(c.apps[0].origin().as_str(), "http://localhost:9000");
+        assert_eq!(c.apps[0].origins[1].as_str(), "http://127.0.0.1:9000");
+        assert!(c.server.auth_url.is_none());
+    }
+
+    #[test]
+    fn app_origins_default_to_auth_url_else_the_listener() {
+        // (The HTTPS-listener default is tested end to end: it needs a certificate file.)
+        let cases = [
+            ("", "", "http://localhost:9000"),
+            (
+                "auth_url = \"https://auth.example.com\"",
+                "",
+                "https://localhost",
+            ),
+            (
+                "auth_url = \"http://auth.example.com:8080/\"",
+                "",
+                "http://localhost:8080",
+            ),
+            (
+                "auth_url = \"https://auth.example.com\"",
+                "scheme = \"http\"",
+                "http://localhost",
+            ),
+            (
+                "auth_url = \"https://auth.example.com\"",
+                "port = 8443",
+                "https://localhost:8443",
+            ),
+            ("", "scheme = \"https\"", "https://localhost"),
+            ("", "scheme = \"http\"\nport = 80", "http://localhost"),
+        ];
+        let example = std::fs::read_to_string("config/portcullis.toml").unwrap();
+        for (server, app, want) in cases {
+            let text = example
+                .replacen("[server]\n", &format!("[server]\n{server}\n"), 1)
+                .replacen("[[apps]]\n", &format!("[[apps]]\n{app}\n"), 1);
+            let c = Config::from_toml(
+                &text,
+                Path::new("config/portcullis.toml"),
+                std::iter::empty(),
+            )
+            .unwrap_or_else(|e| panic!("{server} / {app}: {e}"));
+            assert_eq!(c.apps[0].origin().as_str(), want, "{server} / {app}");
+        }
+    }
+
+    #[test]
     fn numeric_looking_secrets_from_the_environment_stay_text() {
         let c = example_with(&[
             ("PORTCULLIS_EMAIL__PASSWORD", "12345678"),
