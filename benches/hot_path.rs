@@ -301,8 +301,10 @@ fn headers(c: &mut Criterion, f: &Fixture) {
 }
 
 fn redirect(c: &mut Criterion) {
-    let hosts = ["app.test", "wiki.example.com", "grafana.example.com"];
-    let policy = RedirectPolicy::new(hosts.into_iter());
+    use portcullis::config::{PublicOrigin, Scheme};
+    let origins = ["app.test", "wiki.example.com", "grafana.example.com"]
+        .map(|h| PublicOrigin::new(Scheme::Https, h, 443));
+    let policy = RedirectPolicy::new(origins.iter());
     c.bench_function("rd/check_absolute_ok", |b| {
         b.iter(|| {
             policy

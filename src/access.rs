@@ -1,7 +1,7 @@
 //! The one access decision. The proxy and every forward-auth transport ask this; none of them
 //! has rules of its own.
 
-use crate::config::{AppConfig, Config};
+use crate::config::{AppConfig, Config, PublicOrigin};
 use crate::session::{cookie, Claims, Requirement, SessionService};
 use http::{HeaderMap, Method};
 use std::collections::HashMap;
@@ -165,15 +165,20 @@ impl Gate {
     /// Where to sign in to reach this request: the app's flow, returning to the request. On
     /// the auth host when one is configured (single sign-on), else on the request's own host
     /// as a path.
+    ///
+    /// # Security
+    /// Both the auth host's address and the return address (`rd`) are built from the
+    /// configured public origins; the request contributes only its path and which of the
+    /// app's configured hosts it named, so no `Host` header (or port in it) shapes the link.
     pub fn login_url(&self, app: &AppConfig, req: &AccessRequest<'_>) -> String {
-        let original = format!("{}://{}{}", req.scheme, req.authority, req.path_and_query);
+        let original = format!("{}{}", request_origin(app, req), req.path_and_query);
         let path = format!(
             "/.portcullis/flow/{}?rd={}",
             app.flow,
             percent_encoding::utf8_percent_encode(&original, percent_encoding::NON_ALPHANUMERIC)
         );
-        match &self.config.server.auth_host {
-            Some(auth) => format!("{}://{}{path}", req.scheme, with_port(auth, req.authority)),
+        match &self.config.server.auth_url {
+            Some(auth) => format!("{auth}{path}"),
             None => path,
         }
     }
@@ -182,7 +187,7 @@ impl Gate {
     pub fn login_url_absolute(&self, app: &AppConfig, req: &AccessRequest<'_>) -> String {
         let url = self.login_url(app, req);
         if url.starts_with('/') {
-            format!("{}://{}{url}", req.scheme, req.authority)
+            format!("{}{url}", request_origin(app, req))
         } else {
             url
         }
@@ -196,23 +201,22 @@ impl Gate {
             .as_deref()
             .is_some_and(|h| h.eq_ignore_ascii_case(host_of(authority)))
     }
+
+    /// The configured public origin of the host `authority` names (an app host or the auth
+    /// host; any port in `authority` is ignored), or `None` for a host that is not ours.
+    pub fn public_origin(&self, authority: &str) -> Option<&PublicOrigin> {
+        if self.is_auth_host(authority) {
+            return self.config.server.auth_url.as_ref();
+        }
+        let host = host_of(authority).to_ascii_lowercase();
+        self.app(authority)?.origin_for(&host)
+    }
 }
 
-/// `host` with the port of `authority`, if it has one: the auth host is reached through the
-/// same front door as the app.
-fn with_port(host: &str, authority: &str) -> String {
-    let port = authority
-        .rsplit_once(':')
-        .filter(|(h, p)| {
-            !p.is_empty()
-                && p.bytes().all(|b| b.is_ascii_digit())
-                && (!h.contains(':') || h.ends_with(']'))
-        })
-        .map(|(_, p)| p);
-    match port {
-        Some(p) => format!("{host}:{p}"),
-        None => host.to_string(),
-    }
+/// The configured origin of the app host the request named, or the app's first one.
+fn request_origin<'a>(app: &'a AppConfig, req: &AccessRequest<'_>) -> &'a PublicOrigin {
+    app.origin_for(&host_of(req.authority).to_ascii_lowercase())
+        .unwrap_or_else(|| app.origin())
 }
 
 /// The host part of an authority, without port or IPv6 brackets' port.

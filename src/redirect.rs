@@ -1,25 +1,26 @@
 //! Where a finished sign-in may send the browser. `rd` comes from the query string, so anyone
-//! can craft it: it is followed only to hosts Portcullis protects (and the auth host), and
-//! everything else falls back to the app's root. Other hosts under the cookie domain are not
+//! can craft it: it is followed only to hosts Portcullis protects (and the auth host), always
+//! on their configured origin, and everything else falls back to the app's root. Other hosts under the cookie domain are not
 //! enough: any subdomain may be someone else's.
 
-use std::collections::HashSet;
+use crate::config::PublicOrigin;
+use std::collections::HashMap;
 
-/// The hosts a redirect may land on.
+/// The hosts a redirect may land on, each with its configured public origin.
 #[derive(Debug, Clone)]
 pub struct RedirectPolicy {
-    hosts: HashSet<String>,
+    origins: HashMap<String, String>,
 }
 
 impl RedirectPolicy {
-    pub fn new<'a>(hosts: impl Iterator<Item = &'a str>) -> Self {
+    /// The allowed hosts are those of `origins`; a redirect to one of them always uses that
+    /// host's configured origin.
+    pub fn new<'a>(origins: impl Iterator<Item = &'a PublicOrigin>) -> Self {
         Self {
-            hosts: hosts.map(str::to_ascii_lowercase).collect(),
+            origins: origins
+                .map(|o| (o.host().to_string(), o.to_string()))
+                .collect(),
         }
-    }
-
-    fn host_allowed(&self, host: &str) -> bool {
-        self.hosts.contains(host)
     }
 
     /// The URL to send the browser to: `rd` when it is safe, otherwise `fallback`.
@@ -57,7 +58,10 @@ impl RedirectPolicy {
             return None;
         }
         let host = url.host_str()?.to_ascii_lowercase();
-        self.host_allowed(&host).then(|| url.to_string())
+        // Scheme and port come from config, whatever `rd` said: the page's form-action
+        // policy names exactly the configured origins, and a link never points elsewhere.
+        let origin = self.origins.get(&host)?;
+        Some(format!("{origin}{}", &url[url::Position::BeforePath..]))
     }
 }
 
@@ -66,24 +70,45 @@ mod tests {
     use super::*;
 
     fn policy() -> RedirectPolicy {
-        RedirectPolicy::new(["app.test", "wiki.example.com", "auth.example.com"].into_iter())
+        use crate::config::Scheme;
+        let origins = [
+            PublicOrigin::new(Scheme::Http, "app.test", 9000),
+            PublicOrigin::new(Scheme::Https, "wiki.example.com", 443),
+            PublicOrigin::new(Scheme::Https, "auth.example.com", 443),
+        ];
+        RedirectPolicy::new(origins.iter())
     }
 
     #[test]
-    fn protected_hosts_and_paths_are_followed() {
+    fn protected_hosts_and_paths_are_followed_on_their_configured_origin() {
         let p = policy();
         assert_eq!(
-            p.check("http://app.test/x?y=1", "http://app.test")
+            p.check("http://app.test:9000/x?y=1", "http://app.test:9000")
                 .as_deref(),
-            Some("http://app.test/x?y=1")
+            Some("http://app.test:9000/x?y=1")
         );
         assert_eq!(
             p.check("/reports", "http://app.test:9000").as_deref(),
             Some("http://app.test:9000/reports")
         );
-        assert!(p
-            .check("https://wiki.example.com/", "http://app.test")
-            .is_some());
+        // Another port or scheme on a protected host: the configured origin, same path.
+        for other in [
+            "http://app.test/x?y=1",
+            "http://app.test:8666/x?y=1",
+            "https://app.test:9000/x?y=1",
+            "http://APP.test:1/x?y=1",
+        ] {
+            assert_eq!(
+                p.check(other, "http://app.test:9000").as_deref(),
+                Some("http://app.test:9000/x?y=1"),
+                "{other}"
+            );
+        }
+        assert_eq!(
+            p.check("http://wiki.example.com:8080/", "http://app.test")
+                .as_deref(),
+            Some("https://wiki.example.com/")
+        );
         // Under the cookie domain but not protected: someone else's subdomain, maybe.
         assert!(p
             .check("https://grafana.example.com/", "http://app.test")

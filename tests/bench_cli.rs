@@ -4,6 +4,9 @@
 //! that many requests; and it refuses, with exit code 2 and a message saying why, to run
 //! without a target, against https, with a wrong password, or without a cookie its mix needs.
 
+#[path = "forward_auth/fronts.rs"]
+mod fronts;
+
 use portcullis::loadgen::{login, LoginOptions, Target};
 use portcullis::secret::SecretString;
 use std::io::Write;
@@ -126,6 +129,7 @@ fn text(b: &[u8]) -> String {
 struct Gateway {
     child: Child,
     port: u16,
+    upstream: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
@@ -138,6 +142,11 @@ impl Drop for Gateway {
 
 impl Gateway {
     async fn start() -> Gateway {
+        Gateway::start_with(config).await
+    }
+
+    /// With the config `config(dir, port, upstream)` writes.
+    async fn start_with(config: impl Fn(&Path, u16, SocketAddr) -> String) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let up = upstream().await;
         let port = free_port();
@@ -157,6 +166,7 @@ impl Gateway {
         let gw = Gateway {
             child,
             port,
+            upstream: up,
             _dir: dir,
         };
         let start = Instant::now();
@@ -334,5 +344,68 @@ fn bench_refuses_what_it_cannot_measure() {
         let out = run(args, "");
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
         assert!(text(&out.stderr).contains(says), "{args:?}: {out:?}");
+    }
+}
+
+/// The forward-auth layout: apps and the auth host behind one front proxy on port 80 (as
+/// `auth_url` says), the sign-in on the auth host.
+fn front_config(dir: &Path, port: u16, upstream: SocketAddr) -> String {
+    config(dir, port, upstream)
+        .replace(
+            "threads = 1\n",
+            "threads = 1\nauth_url = \"http://auth.bench.test\"\n",
+        )
+        .replace("hosts = [\"127.0.0.1\"]", "hosts = [\"app.bench.test\"]")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_signs_in_on_the_auth_host_through_the_shipped_nginx_and_caddy() {
+    let gw = Gateway::start_with(front_config).await;
+    for kind in [fronts::Kind::Nginx, fronts::Kind::Caddy] {
+        let front = fronts::Front::start(
+            kind,
+            &fronts::Site {
+                apps: vec!["app.bench.test".into()],
+                auth: "auth.bench.test".into(),
+                upstream: gw.upstream.to_string(),
+                gateway: format!("127.0.0.1:{}", gw.port),
+            },
+        )
+        .await;
+        let out = run_async(
+            [
+                "bench",
+                "http://app.bench.test/page",
+                "--connect",
+                &format!("127.0.0.1:{}", front.port),
+                "--login",
+                "alice",
+                "--mix",
+                "valid=80,missing=20",
+                "-c",
+                "2",
+                "--duration",
+                "500ms",
+                "--warmup",
+                "0s",
+            ]
+            .map(String::from)
+            .to_vec(),
+            format!("{PASSWORD}\n"),
+        )
+        .await;
+        let stdout = text(&out.stdout);
+        let stderr = text(&out.stderr);
+        assert!(
+            out.status.success(),
+            "{kind:?}: stdout:\n{stdout}\nstderr:\n{stderr}\n--- front ---\n{}",
+            front.logs()
+        );
+        assert!(stderr.contains("signed in as alice"), "{kind:?}: {stderr}");
+        let valid = row(&stdout, "valid");
+        assert!(
+            valid.contains("200x") && !valid.contains("401x"),
+            "{kind:?}: the signed-in requests did not pass the front proxy:\n{stdout}"
+        );
     }
 }

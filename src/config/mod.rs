@@ -56,8 +56,12 @@ pub struct ServerConfig {
     /// Only requests from these networks may tell us the original request or client through
     /// `X-Forwarded-*` / `X-Original-*` headers.
     pub trusted_proxies: Vec<ipnet::IpNet>,
-    /// The host that serves sign-in for every app (single sign-on with `cookie_domain`).
+    /// The host that serves sign-in for every app (single sign-on with `cookie_domain`):
+    /// the host of `auth_url`, lower-case.
     pub auth_host: Option<String>,
+    /// Where users reach the auth host (`[server] auth_url`). Every URL the gateway builds
+    /// for it comes from here, never from a request.
+    pub auth_url: Option<PublicOrigin>,
     /// Answer plain-HTTP requests with a redirect to HTTPS.
     pub redirect_http: bool,
     /// `Strict-Transport-Security` value sent on HTTPS responses.
@@ -154,6 +158,102 @@ pub struct AppConfig {
     pub allowed_groups: Vec<String>,
     pub bypass: RegexSet,
     pub assertion: bool,
+    /// Where users reach the app, one per entry of `hosts` (same order): the configured
+    /// scheme and port with that host. The first is the app's public origin.
+    pub origins: Vec<PublicOrigin>,
+}
+
+impl AppConfig {
+    /// The app's public origin: its first host with the configured scheme and port.
+    pub fn origin(&self) -> &PublicOrigin {
+        // `hosts` is never empty (validated), and `origins` is built from it.
+        &self.origins[0]
+    }
+
+    /// The public origin of one of the app's hosts (lower-case, no port).
+    pub fn origin_for(&self, host: &str) -> Option<&PublicOrigin> {
+        self.origins.iter().find(|o| o.host() == host)
+    }
+}
+
+/// `http` or `https`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+
+    /// 80 or 443.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
+        }
+    }
+}
+
+/// Where users reach a host, `scheme://host[:port]` (the port left out when it is the
+/// scheme's default), built once from configuration.
+///
+/// # Security
+/// Every absolute URL the gateway hands out (sign-in redirects, magic links, the return
+/// address after sign-in, HTTPS redirects) starts with one of these, so no `Host` header,
+/// port included, can point a link elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicOrigin {
+    scheme: Scheme,
+    host: String,
+    port: u16,
+    text: String,
+}
+
+impl PublicOrigin {
+    /// `host` must already be a lower-case DNS name or IPv4 address.
+    pub fn new(scheme: Scheme, host: &str, port: u16) -> Self {
+        let text = if port == scheme.default_port() {
+            format!("{}://{host}", scheme.as_str())
+        } else {
+            format!("{}://{host}:{port}", scheme.as_str())
+        };
+        Self {
+            scheme,
+            host: host.to_string(),
+            port,
+            text,
+        }
+    }
+
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
+    }
+
+    /// Lower-case, no port.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `scheme://host[:port]`, no trailing slash.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl std::fmt::Display for PublicOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
 }
 
 /// Where an app's traffic goes.
@@ -514,6 +614,57 @@ mod tests {
             path,
             env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
         )
+    }
+
+    #[test]
+    fn the_example_demo_is_reached_at_localhost_9000_with_nothing_added() {
+        let c = example_with(&[]).expect("the example config loads");
+        assert_eq!(c.apps[0].origin().as_str(), "http://localhost:9000");
+        assert_eq!(c.apps[0].origins[1].as_str(), "http://127.0.0.1:9000");
+        assert!(c.server.auth_url.is_none());
+    }
+
+    #[test]
+    fn app_origins_default_to_auth_url_else_the_listener() {
+        // (The HTTPS-listener default is tested end to end: it needs a certificate file.)
+        let cases = [
+            ("", "", "http://localhost:9000"),
+            (
+                "auth_url = \"https://auth.example.com\"",
+                "",
+                "https://localhost",
+            ),
+            (
+                "auth_url = \"http://auth.example.com:8080/\"",
+                "",
+                "http://localhost:8080",
+            ),
+            (
+                "auth_url = \"https://auth.example.com\"",
+                "scheme = \"http\"",
+                "http://localhost",
+            ),
+            (
+                "auth_url = \"https://auth.example.com\"",
+                "port = 8443",
+                "https://localhost:8443",
+            ),
+            ("", "scheme = \"https\"", "https://localhost"),
+            ("", "scheme = \"http\"\nport = 80", "http://localhost"),
+        ];
+        let example = std::fs::read_to_string("config/portcullis.toml").unwrap();
+        for (server, app, want) in cases {
+            let text = example
+                .replacen("[server]\n", &format!("[server]\n{server}\n"), 1)
+                .replacen("[[apps]]\n", &format!("[[apps]]\n{app}\n"), 1);
+            let c = Config::from_toml(
+                &text,
+                Path::new("config/portcullis.toml"),
+                std::iter::empty(),
+            )
+            .unwrap_or_else(|e| panic!("{server} / {app}: {e}"));
+            assert_eq!(c.apps[0].origin().as_str(), want, "{server} / {app}");
+        }
     }
 
     #[test]

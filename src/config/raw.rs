@@ -46,7 +46,10 @@ pub struct RawServer {
     #[serde(default)]
     pub certificates: Vec<RawCertificate>,
     pub trusted_proxies: Option<Vec<String>>,
+    /// Replaced by `auth_url`; read only to refuse it with a message saying so.
     pub auth_host: Option<String>,
+    /// Where users reach the auth host: `https://auth.example.com[:port]`.
+    pub auth_url: Option<String>,
     #[serde(default)]
     pub redirect_http: bool,
     pub hsts: Option<String>,
@@ -62,6 +65,7 @@ impl Default for RawServer {
             certificates: Vec::new(),
             trusted_proxies: None,
             auth_host: None,
+            auth_url: None,
             redirect_http: false,
             hsts: None,
             upstream_ca_file: None,
@@ -159,6 +163,10 @@ pub struct RawApp {
     /// Add a short-lived signed identity assertion header for this app's upstream.
     #[serde(default)]
     pub assertion: bool,
+    /// The scheme users reach the app with (`http` or `https`); see [`super::server`].
+    pub scheme: Option<String>,
+    /// The port users reach the app on; see [`super::server`].
+    pub port: Option<u16>,
 }
 
 /// One address or several (round-robin).

@@ -1,4 +1,5 @@
-//! Validation of `[server]`: listeners, certificates, trusted proxies, the auth host.
+//! Validation of `[server]`: listeners, certificates, trusted proxies, the auth host; and the
+//! public origins of the auth host and every app, which every link the gateway builds uses.
 
 use super::error::Problem;
 use super::raw::RawServer;
@@ -64,16 +65,30 @@ pub(super) fn server(raw: &RawServer, listen: Vec<SocketAddr>) -> Checked<Server
             })
             .collect::<Checked<Vec<_>>>()?,
     };
-    let auth_host = match &raw.auth_host {
-        Some(h) if h.is_empty() || h.contains(['/', ':', ' ', '@']) => {
+    if let Some(h) = &raw.auth_host {
+        // The old key took scheme and port from each request; there is no way to read it
+        // that keeps links independent of the request, so it is refused with the fix.
+        return Err(Problem::new(
+            "server.auth_host",
+            format!(
+                "is replaced by `auth_url`, the address users reach the auth host at: write \
+                 auth_url = \"https://{h}\" (with `:port` when it is not 443, or http://)"
+            ),
+        ));
+    }
+    let auth_url = raw
+        .auth_url
+        .as_deref()
+        .map(|u| public_url("server.auth_url", u))
+        .transpose()?;
+    if raw.redirect_http {
+        if let Some(a) = auth_url.as_ref().filter(|a| a.scheme() != Scheme::Https) {
             return Err(Problem::new(
-                "server.auth_host",
-                format!("`{h}` is not a host name (no scheme, port or path)"),
-            ))
+                "server.auth_url",
+                format!("`{a}` is plain HTTP, but redirect_http sends every plain-HTTP request to HTTPS"),
+            ));
         }
-        Some(h) => Some(h.to_ascii_lowercase()),
-        None => None,
-    };
+    }
     let upstream_ca_file = match &raw.upstream_ca_file {
         Some(p) => {
             let path = PathBuf::from(p);
@@ -118,7 +133,8 @@ pub(super) fn server(raw: &RawServer, listen: Vec<SocketAddr>) -> Checked<Server
         tls_listen,
         certificates,
         trusted_proxies,
-        auth_host,
+        auth_host: auth_url.as_ref().map(|a| a.host().to_string()),
+        auth_url,
         redirect_http: raw.redirect_http,
         hsts: raw.hsts.clone(),
         upstream_ca_file,
@@ -174,4 +190,124 @@ fn dns_names(cert: &CertificateDer<'_>) -> Vec<String> {
         .valid_dns_names()
         .map(|n| n.to_ascii_lowercase())
         .collect()
+}
+
+/// `[server] auth_url`: `scheme://host[:port]`, nothing else (like Authelia's `authelia_url`).
+fn public_url(key: &str, text: &str) -> Checked<PublicOrigin> {
+    let bad = |why: &str| {
+        Problem::new(
+            key,
+            format!("`{text}` {why}; write it like \"https://auth.example.com\" or \"http://auth.example.com:8080\""),
+        )
+    };
+    let url = url::Url::parse(text).map_err(|e| bad(&format!("is not a URL ({e})")))?;
+    let scheme = match url.scheme() {
+        "http" => Scheme::Http,
+        "https" => Scheme::Https,
+        _ => return Err(bad("is not an http:// or https:// URL")),
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("has a user name or password"));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(bad(
+            "has a path, query or fragment (the sign-in pages live at the root)",
+        ));
+    }
+    let host = match url.host() {
+        Some(url::Host::Domain(d)) => d.to_string(),
+        Some(url::Host::Ipv4(ip)) => ip.to_string(),
+        _ => return Err(bad("needs a host name or IPv4 address")),
+    };
+    let port = url.port_or_known_default().unwrap_or(scheme.default_port());
+    Ok(PublicOrigin::new(scheme, &host, port))
+}
+
+/// Fills in each app's public origins: its hosts with `scheme` and `port` as configured.
+///
+/// Defaults: with an `auth_url`, its scheme and port (the apps sit behind the same front door
+/// as the auth host); otherwise `https` and the first `tls_listen` port when there is an
+/// HTTPS listener, else `http` and the first `listen` port (the gateway is the front door).
+/// Also refuses an auth host that is an app host and plain-HTTP origins under `redirect_http`.
+pub(super) fn public_origins(
+    raw: &[super::raw::RawApp],
+    server: &ServerConfig,
+    apps: &mut [AppConfig],
+) -> Checked<()> {
+    if let Some(auth) = &server.auth_url {
+        if let Some(a) = apps
+            .iter()
+            .find(|a| a.hosts.iter().any(|h| h == auth.host()))
+        {
+            return Err(Problem::new(
+                "server.auth_url",
+                format!(
+                    "host `{}` is also an app host (app `{}`); the auth host serves only sign-in",
+                    auth.host(),
+                    a.name
+                ),
+            ));
+        }
+    }
+    let (default_scheme, default_port) = match (&server.auth_url, server.tls_listen.first()) {
+        (Some(a), _) => (a.scheme(), Some(a.port())),
+        (None, Some(tls)) => (Scheme::Https, Some(tls.port())),
+        (None, None) => (Scheme::Http, server.listen.first().map(|l| l.port())),
+    };
+    for (i, (app, r)) in apps.iter_mut().zip(raw).enumerate() {
+        let scheme = match r.scheme.as_deref() {
+            None => default_scheme,
+            Some("http") => Scheme::Http,
+            Some("https") => Scheme::Https,
+            Some(other) => {
+                return Err(Problem::new(
+                    format!("apps[{i}].scheme"),
+                    format!("`{other}` is not \"http\" or \"https\""),
+                ))
+            }
+        };
+        if server.redirect_http && scheme == Scheme::Http {
+            return Err(Problem::new(
+                format!("apps[{i}].scheme"),
+                "is http, but redirect_http sends every plain-HTTP request to HTTPS",
+            ));
+        }
+        let port = match r.port {
+            Some(0) => {
+                return Err(Problem::new(
+                    format!("apps[{i}].port"),
+                    "must be a port number from 1 to 65535",
+                ))
+            }
+            Some(p) => p,
+            // A scheme other than the default's, set without a port: its usual port.
+            None if scheme != default_scheme => scheme.default_port(),
+            None => default_port.unwrap_or(scheme.default_port()),
+        };
+        app.origins = app
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(j, h)| {
+                origin_host(h)
+                    .map(|h| PublicOrigin::new(scheme, &h, port))
+                    .ok_or_else(|| {
+                        Problem::new(
+                            format!("apps[{i}].hosts[{j}]"),
+                            format!("`{h}` is not a DNS name or IPv4 address as a browser sends it (write international names in their xn-- form)"),
+                        )
+                    })
+            })
+            .collect::<Checked<_>>()?;
+    }
+    Ok(())
+}
+
+/// `host` when it is a DNS name or IPv4 address in the form a browser puts in `Host`.
+fn origin_host(host: &str) -> Option<String> {
+    match url::Host::parse(host).ok()? {
+        url::Host::Domain(d) if d == host => Some(d),
+        url::Host::Ipv4(ip) if ip.to_string() == host => Some(host.to_string()),
+        _ => None,
+    }
 }

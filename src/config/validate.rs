@@ -52,24 +52,14 @@ pub(super) fn validate(raw: RawConfig, file: &Path) -> Checked<Config> {
         .collect::<Checked<BTreeMap<_, _>>>()?;
     let flows = flows(&raw.flows, &stages)?;
     super::email::cross_check(&stages, &flows)?;
-    let apps = apps(&raw.apps, &flows)?;
-    if let Some(h) = &raw.server.auth_host {
-        let h = h.to_ascii_lowercase();
-        if let Some(a) = apps.iter().find(|a| a.hosts.contains(&h)) {
-            return Err(Problem::new(
-                "server.auth_host",
-                format!(
-                    "host `{h}` is also an app host (app `{}`); the auth host serves only sign-in",
-                    a.name
-                ),
-            ));
-        }
-    }
+    let mut apps = apps(&raw.apps, &flows)?;
+    let server = super::server::server(&raw.server, listen)?;
+    super::server::public_origins(&raw.apps, &server, &mut apps)?;
     let email = super::email::smtp("email", &raw.email.unwrap_or_default())?;
 
     Ok(Config {
         source: file.to_path_buf(),
-        server: super::server::server(&raw.server, listen)?,
+        server,
         storage: StorageConfig {
             path: storage_path,
             keys_path,
@@ -399,6 +389,8 @@ fn apps(raw: &[RawApp], flows: &[FlowConfig]) -> Checked<Vec<AppConfig>> {
             allowed_groups: a.allowed_groups.clone(),
             bypass,
             assertion: a.assertion,
+            // Filled in by `server::public_origins` once `[server]` is known.
+            origins: Vec::new(),
         });
     }
     Ok(out)

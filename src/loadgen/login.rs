@@ -1,10 +1,11 @@
 //! Gets a real session cookie for the load tool by signing in through the JSON flow API, the
-//! way a script would: learn the flow from the 401's `login` URL (or take it as given), then
-//! answer `identification` and `password` until the flow redirects with the session cookie.
+//! way a script would: follow the target's redirect to its sign-in page (on the auth host when
+//! there is a front proxy), or take the flow as given, then answer `identification` and
+//! `password` until the flow redirects with the session cookie.
 
 use super::{LoadError, Target};
 use crate::secret::SecretString;
-use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, COOKIE, SET_COOKIE};
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, COOKIE, LOCATION, SET_COOKIE};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -19,6 +20,60 @@ pub struct LoginOptions<'a> {
     pub cookie_name: &'a str,
 }
 
+/// The JSON face of the flow the target sends an anonymous visitor to: asked as a browser
+/// (a page load), the target answers with a redirect to the sign-in page, wherever it lives
+/// (on the target's host, or on the auth host behind a front proxy); an API-style `401` with
+/// a `login` URL is read too.
+async fn sign_in_url(target: &Target, target_url: &url::Url) -> Result<url::Url, String> {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve(host_of(target_url), target.addr)
+        .build()
+        .map_err(|e| format!("request failed: {e}"))?;
+    let resp = client
+        .get(target_url.clone())
+        .header(ACCEPT, "text/html")
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+    let status = resp.status();
+    let login = if status.is_redirection() {
+        resp.headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    } else if status == reqwest::StatusCode::UNAUTHORIZED {
+        resp.json::<Value>()
+            .await
+            .ok()
+            .and_then(|b| b["login"].as_str().map(str::to_string))
+    } else {
+        None
+    };
+    let Some(login) = login else {
+        return Err(format!(
+            "{} answered {status} without a cookie, not a redirect to a sign-in page",
+            target.url
+        ));
+    };
+    let login = target_url
+        .join(&login)
+        .map_err(|e| format!("the sign-in URL {login:?} is not a URL: {e}"))?;
+    // `/.portcullis/flow/<slug>?rd=...` -> the JSON face of the same flow, same host.
+    let api = login
+        .as_str()
+        .split_once("/.portcullis/flow/")
+        .map(|(origin, rest)| format!("{origin}/.portcullis/api/flow/{rest}"))
+        .ok_or_else(|| format!("unexpected sign-in URL {login}"))?;
+    url::Url::parse(&api).map_err(|e| format!("the sign-in URL {api:?} is not a URL: {e}"))
+}
+
+fn host_of(url: &url::Url) -> &str {
+    url.host_str()
+        .unwrap_or_default()
+        .trim_matches(|c| c == '[' || c == ']')
+}
+
 /// Signs in and returns the session cookie's value.
 ///
 /// # Errors
@@ -30,45 +85,24 @@ pub async fn login(target: &Target, opts: LoginOptions<'_>) -> Result<String, Lo
         reason,
     };
     let http = |e: reqwest::Error| fail(format!("request failed: {e}"));
-    let host = target
-        .authority
-        .rsplit_once(':')
-        .map_or(target.authority.as_str(), |(h, _)| h);
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .resolve(host, target.addr)
-        .build()
-        .map_err(http)?;
-    let origin = target.origin();
-
+    let target_url = url::Url::parse(&target.url).map_err(|e| fail(format!("bad URL: {e}")))?;
     let flow_url = match opts.flow {
-        Some(slug) => format!("{origin}/.portcullis/api/flow/{slug}"),
-        None => {
-            let resp = client
-                .get(&target.url)
-                .header(ACCEPT, "application/json")
-                .send()
-                .await
-                .map_err(http)?;
-            if resp.status() != reqwest::StatusCode::UNAUTHORIZED {
-                return Err(fail(format!(
-                    "{} answered {} without a cookie, not 401 with a sign-in URL; pass --flow",
-                    target.url,
-                    resp.status()
-                )));
-            }
-            let body: Value = resp.json().await.map_err(http)?;
-            let login = body["login"]
-                .as_str()
-                .ok_or_else(|| fail("the 401 has no `login` URL; pass --flow".into()))?;
-            // `/.portcullis/flow/<slug>?rd=...` -> the JSON face of the same flow.
-            let rest = login
-                .split_once("/.portcullis/flow/")
-                .map(|(_, r)| r)
-                .ok_or_else(|| fail(format!("unexpected login URL {login:?}; pass --flow")))?;
-            format!("{origin}/.portcullis/api/flow/{rest}")
-        }
+        Some(slug) => target_url
+            .join(&format!("/.portcullis/api/flow/{slug}"))
+            .map_err(|e| fail(format!("bad URL: {e}")))?,
+        None => sign_in_url(target, &target_url)
+            .await
+            .map_err(|reason| fail(format!("{reason}; pass --flow")))?,
     };
+    // The sign-in may live on another host (the auth host behind the same front proxy).
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve(host_of(&target_url), target.addr);
+    if target.pinned {
+        builder = builder.resolve(host_of(&flow_url), target.addr);
+    }
+    let client = builder.build().map_err(http)?;
+    let flow_url = flow_url.to_string();
     let post_url = flow_url.split('?').next().unwrap_or(&flow_url).to_string();
 
     let mut jar: BTreeMap<String, String> = BTreeMap::new();

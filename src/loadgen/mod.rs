@@ -47,6 +47,9 @@ pub struct Target {
     pub authority: String,
     pub path_and_query: String,
     pub addr: SocketAddr,
+    /// `addr` was given (`--connect`): every host the tool talks to, the auth host of a
+    /// sign-in included, is reached there, as behind one front proxy.
+    pub pinned: bool,
 }
 
 impl Target {
@@ -95,6 +98,7 @@ impl Target {
             authority,
             path_and_query,
             addr,
+            pinned: connect.is_some(),
         })
     }
 

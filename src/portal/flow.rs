@@ -31,7 +31,8 @@ async fn handle(p: &Portal, req: &Request<'_>, slug: &str, face: Face) -> Respon
             Face::Json => json_error(StatusCode::NOT_FOUND, "unknown_flow", "no such flow"),
         };
     }
-    let origin = req.origin();
+    // Magic links and same-site return addresses use the configured origin, not the Host.
+    let origin = p.origin(req);
     let at = Caller {
         client: req.client,
         origin: &origin,
@@ -52,7 +53,7 @@ async fn handle(p: &Portal, req: &Request<'_>, slug: &str, face: Face) -> Respon
         let existing = existing.filter(|e| match req.query_param("rd") {
             Some(rd) => {
                 p.redirects
-                    .resolve(Some(&rd), &req.origin(), &p.fallback(req))
+                    .resolve(Some(&rd), &p.origin(req), &p.fallback(req))
                     == e.rd
             }
             None => true,
@@ -135,7 +136,7 @@ fn resume(p: &Portal, req: &Request<'_>, slug: &str) -> Result<Option<Execution>
 fn start(p: &Portal, req: &Request<'_>, slug: &str) -> Result<Execution, FlowError> {
     let rd = p.redirects.resolve(
         req.query_param("rd").as_deref(),
-        &req.origin(),
+        &p.origin(req),
         &p.fallback(req),
     );
     match p.gate.session(req.headers) {

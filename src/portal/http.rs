@@ -24,11 +24,6 @@ impl Request<'_> {
         self.scheme == "https"
     }
 
-    /// `scheme://authority`
-    pub fn origin(&self) -> String {
-        format!("{}://{}", self.scheme, self.authority)
-    }
-
     /// A query parameter, decoded.
     pub fn query_param(&self, name: &str) -> Option<String> {
         let q = self.query?;
@@ -46,6 +41,31 @@ impl Request<'_> {
             .ok()?;
         Some(v.split(';').next().unwrap_or(v).trim().to_ascii_lowercase())
     }
+}
+
+/// The policy of a page whose forms may lead only to its own origin.
+pub const STRICT_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The policy of the gateway's pages: [`STRICT_CSP`] with `form-action` naming exactly the
+/// origins a form may lead to, `'self'` plus `origins` (every app's and the auth host's).
+///
+/// Chromium applies `form-action` to the redirects that follow a form post, so the sign-in
+/// form on the auth host, answered with a `303` to the app, needs the app's origin listed;
+/// with `'self'` alone the browser stays on the password page.
+pub fn page_csp<'a>(origins: impl Iterator<Item = &'a crate::config::PublicOrigin>) -> HeaderValue {
+    let mut sources: Vec<&str> = vec!["'self'"];
+    for o in origins {
+        if !sources.contains(&o.as_str()) {
+            sources.push(o.as_str());
+        }
+    }
+    let policy = STRICT_CSP.replace(
+        "form-action 'self'",
+        &format!("form-action {}", sources.join(" ")),
+    );
+    // Origins are validated DNS names or IPv4 addresses with a scheme and port: always a
+    // valid header value. Should that ever fail, the strict policy is the safe answer.
+    HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static(STRICT_CSP))
 }
 
 /// A complete response.
@@ -74,14 +94,14 @@ impl Response {
         r
     }
 
+    /// An HTML page. It carries [`STRICT_CSP`]; the gateway widens its `form-action` to the
+    /// configured origins ([`page_csp`]) when it sends the page.
     pub fn html(status: StatusCode, body: impl Into<Bytes>) -> Self {
         let mut r = Self::new(status, "text/html; charset=utf-8", body);
         // Our pages embed nothing from elsewhere and must not be framed (clickjacking).
         r.headers.push((
             http::header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(
-                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-            ),
+            HeaderValue::from_static(STRICT_CSP),
         ));
         r.headers.push((
             http::header::X_FRAME_OPTIONS,

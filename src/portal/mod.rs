@@ -35,6 +35,7 @@ pub struct Portal {
     pub(crate) ui: Arc<Ui>,
     pub(crate) gate: Arc<Gate>,
     pub(crate) redirects: RedirectPolicy,
+    csp: ::http::HeaderValue,
 }
 
 impl Portal {
@@ -48,8 +49,14 @@ impl Portal {
         let redirects = RedirectPolicy::new(
             cfg.apps
                 .iter()
-                .flat_map(|a| a.hosts.iter().map(String::as_str))
-                .chain(cfg.server.auth_host.as_deref()),
+                .flat_map(|a| a.origins.iter())
+                .chain(cfg.server.auth_url.as_ref()),
+        );
+        let csp = http::page_csp(
+            cfg.apps
+                .iter()
+                .flat_map(|a| a.origins.iter())
+                .chain(cfg.server.auth_url.as_ref()),
         );
         Self {
             engine,
@@ -57,7 +64,14 @@ impl Portal {
             ui,
             gate,
             redirects,
+            csp,
         }
+    }
+
+    /// The `Content-Security-Policy` of every page the gateway serves, built once from
+    /// config (see [`http::page_csp`]).
+    pub fn csp(&self) -> &::http::HeaderValue {
+        &self.csp
     }
 
     pub fn ui(&self) -> &Ui {
@@ -113,8 +127,19 @@ impl Portal {
         }
     }
 
+    /// The configured public origin of the host the request came to (`scheme://host[:port]`),
+    /// never the request's own Host or port. The proxy hands the portal only requests for
+    /// our hosts; anything else gets the auth host's origin, or none (relative links).
+    pub(crate) fn origin(&self, req: &Request<'_>) -> String {
+        self.gate
+            .public_origin(req.authority)
+            .or(self.gate.config().server.auth_url.as_ref())
+            .map(|o| o.to_string())
+            .unwrap_or_default()
+    }
+
     /// The app root of the host the request came to: where a bad or missing `rd` goes.
     pub(crate) fn fallback(&self, req: &Request<'_>) -> String {
-        format!("{}/", req.origin())
+        format!("{}/", self.origin(req))
     }
 }

@@ -146,19 +146,16 @@ impl Gateway {
             .await
     }
 
-    /// With `redirect_http`, plain-HTTP page requests go to the same URL on HTTPS.
+    /// With `redirect_http`, plain-HTTP requests for our hosts go to the same path on the
+    /// host's configured (HTTPS) origin; a host that is not ours gets no redirect (it is
+    /// answered `404` further on), so no `Host` header shapes the target.
     fn https_redirect(&self, req: &RequestHeader) -> Option<portal::Response> {
-        let port = self.https_port?;
-        let host = crate::access::host_of(authority(req));
+        self.https_port?;
+        let origin = self.gate.public_origin(authority(req))?;
         let pq = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let target = if port == 443 {
-            format!("https://{host}{pq}")
-        } else {
-            format!("https://{host}:{port}{pq}")
-        };
         Some(portal::Response::redirect(
             StatusCode::PERMANENT_REDIRECT,
-            &target,
+            &format!("{origin}{pq}"),
         ))
     }
 
@@ -170,6 +167,12 @@ impl Gateway {
         if let Some(h) = self.hsts.as_ref().filter(|_| is_tls(session)) {
             resp.headers
                 .push((http::header::STRICT_TRANSPORT_SECURITY, h.clone()));
+        }
+        // Pages carry the strict policy; their forms may also lead to our configured origins.
+        for (name, value) in &mut resp.headers {
+            if *name == http::header::CONTENT_SECURITY_POLICY {
+                *value = self.portal.csp().clone();
+            }
         }
         respond::send(session, resp).await?;
         Ok(true)

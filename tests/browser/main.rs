@@ -8,6 +8,14 @@ mod harness;
 
 mod chrome;
 
+#[path = "../forward_auth/support.rs"]
+mod support;
+
+#[path = "../forward_auth/fronts.rs"]
+mod fronts;
+
+mod modes;
+
 use chrome::Chrome;
 use harness::*;
 use serde_json::Value;

@@ -8,6 +8,7 @@ mod cli;
 mod config;
 mod flow_api;
 mod flow_html;
+mod links;
 mod proxy;
 mod redirects;
 mod session;

@@ -14,6 +14,7 @@ mod devices;
 mod inactive;
 mod limits;
 mod link;
+mod origin;
 mod setup;
 mod step_up;
 mod takeover;

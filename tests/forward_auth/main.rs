@@ -10,6 +10,7 @@ mod support;
 
 mod bent_paths;
 mod caddy;
+mod fronts;
 mod nginx;
 mod protocol;
 mod streaming;

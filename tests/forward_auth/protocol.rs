@@ -154,10 +154,12 @@ async fn traefik_navigation_without_session_is_redirected_to_sign_in_with_rd() {
     let h = traefik_headers("GET", "https", WIKI, "/docs/a?b=1&c=%2F", PAGE);
     let r = call(&gw, "", TRAEFIK, &h).await;
     // The original request's scheme, host and URI all come from Traefik's headers.
-    let login = assert_auth_redirect(&r, "https://wiki.example.test/docs/a?b=1&c=%2F");
+    // Links use the configured origins (auth_url http://auth.example.test, the apps the
+    // same): the forwarded scheme and port shape none of them.
+    let login = assert_auth_redirect(&r, "http://wiki.example.test/docs/a?b=1&c=%2F");
     assert!(
-        login.starts_with(&format!("https://{AUTH}/")),
-        "sign-in not on https://{AUTH}: {login}"
+        login.starts_with(&format!("http://{AUTH}/")),
+        "sign-in not on the configured http://{AUTH}: {login}"
     );
 }
 
@@ -223,10 +225,11 @@ async fn caddy_endpoint_redirects_page_loads_401s_xhr_and_lets_members_in() {
     // Caddy keeps the original Host on the auth request.
     let h = caddy_headers("GET", &host, "/docs/a?b=1", PAGE);
     let r = call(&gw, WIKI, CADDY, &h).await;
-    let login = assert_auth_redirect(&r, "http://wiki.example.test:8443/docs/a?b=1");
+    // The port the request came on shapes no link: both origins are the configured ones.
+    let login = assert_auth_redirect(&r, "http://wiki.example.test/docs/a?b=1");
     assert!(
-        login.starts_with(&format!("http://{AUTH}:8443/")),
-        "the auth host is reached through the same front door: {login}"
+        login.starts_with(&format!("http://{AUTH}/")),
+        "the auth host's configured origin: {login}"
     );
     let h = caddy_headers("GET", &host, "/api/x", XHR);
     assert_plain_401(&call(&gw, WIKI, CADDY, &h).await);
@@ -257,10 +260,12 @@ async fn nginx_endpoint_answers_401_with_the_sign_in_url_in_location() {
     assert_eq!(r.status, 401, "{}", r.describe());
     let login = r.location();
     assert!(
-        login.starts_with(&format!("http://{AUTH}:8080/.portcullis/flow/{FLOW}?")),
+        login.starts_with(&format!("http://{AUTH}/.portcullis/flow/{FLOW}?")),
         "{login}"
     );
-    assert_eq!(rd_of(&login), original);
+    // The app's configured origin, not the port in X-Original-URL.
+    let configured = "http://wiki.example.test/docs/a?b=1";
+    assert_eq!(rd_of(&login), configured);
     // The shipped nginx config redirects only when told to.
     assert_eq!(
         r.header("x-portcullis-redirect").as_deref(),
@@ -272,7 +277,7 @@ async fn nginx_endpoint_answers_401_with_the_sign_in_url_in_location() {
     h.extend_from_slice(XHR);
     let r = call(&gw, "", NGINX, &h).await;
     assert_eq!(r.status, 401, "{}", r.describe());
-    assert_eq!(rd_of(&r.location()), original);
+    assert_eq!(rd_of(&r.location()), configured);
     assert!(
         r.header("x-portcullis-redirect").is_none(),
         "{}",
@@ -322,7 +327,8 @@ async fn nginx_endpoint_reads_original_uri_and_forwarded_host_without_original_u
     ];
     let r = call(&gw, "", NGINX, &h).await;
     assert_eq!(r.status, 401, "{}", r.describe());
-    assert_eq!(rd_of(&r.location()), "https://wiki.example.test/docs/a?b=1");
+    // Scheme from config, not X-Forwarded-Proto.
+    assert_eq!(rd_of(&r.location()), "http://wiki.example.test/docs/a?b=1");
     // The path counts: a bypass path is let in.
     let h = [
         ("x-original-uri", "/public/logo.png"),
@@ -349,15 +355,17 @@ async fn nginx_endpoint_reads_original_uri_and_forwarded_host_without_original_u
 async fn authelia_paths_answer_like_the_nginx_and_traefik_endpoints() {
     let gw = Gateway::start(Opts::default()).await;
     let original = "https://wiki.example.test/docs";
+    // The return address is on the app's configured origin.
+    let configured = "http://wiki.example.test/docs";
     let mut h = vec![("x-original-url", original), ("x-original-method", "GET")];
     h.extend_from_slice(PAGE);
     let r = call(&gw, "", AUTHELIA_NGINX, &h).await;
     assert_eq!(r.status, 401, "auth-request: {}", r.describe());
-    assert_eq!(rd_of(&r.location()), original);
+    assert_eq!(rd_of(&r.location()), configured);
 
     let h = traefik_headers("GET", "https", WIKI, "/docs", PAGE);
     let r = call(&gw, "", AUTHELIA_TRAEFIK, &h).await;
-    assert_auth_redirect(&r, original);
+    assert_auth_redirect(&r, configured);
     let h = traefik_headers("GET", "https", WIKI, "/docs", XHR);
     assert_plain_401(&call(&gw, "", AUTHELIA_TRAEFIK, &h).await);
 
@@ -450,7 +458,8 @@ async fn forged_forwarded_headers_from_an_untrusted_address_are_ignored() {
     // And the sign-in URL names what arrived, not the forged scheme, host or URI.
     let h = traefik_headers("GET", "https", ADMIN, "/forged", PAGE);
     let r = call(&gw, WIKI, TRAEFIK, &h).await;
-    let arrived = format!("http://{WIKI}:{}{TRAEFIK}", gw.port);
+    // (On the app's configured origin, whatever port it arrived on.)
+    let arrived = format!("http://{WIKI}{TRAEFIK}");
     assert_auth_redirect(&r, &arrived);
 }
 
@@ -734,7 +743,7 @@ async fn traefik_example_asks_the_traefik_endpoint_and_copies_every_identity_hea
     let h = traefik_headers("GET", "https", WIKI, "/docs", PAGE);
     assert_auth_redirect(
         &call(&gw, "", &path, &h).await,
-        "https://wiki.example.test/docs",
+        "http://wiki.example.test/docs",
     );
 }
 

@@ -52,7 +52,11 @@ pub struct Opts {
     pub server_extra: String,
     /// `None`: default (loopback).
     pub trusted_proxies: Option<String>,
+    /// Written as `auth_url = "http://<auth_host>"`: the apps' origins then default to
+    /// `http://<host>` too (port 80, which the test clients map to the real port).
     pub auth_host: Option<String>,
+    /// `[server] auth_url` written as given; wins over `auth_host`.
+    pub auth_url: Option<String>,
     pub cookie_domain: Option<String>,
     /// Extra `[[apps]]` and other tables appended verbatim.
     pub extra: String,
@@ -67,6 +71,7 @@ impl Default for Opts {
             server_extra: String::new(),
             trusted_proxies: None,
             auth_host: Some(AUTH.into()),
+            auth_url: None,
             cookie_domain: Some(DOMAIN.into()),
             extra: String::new(),
             wiki_hosts: vec![WIKI.into()],
@@ -88,8 +93,12 @@ pub fn config_toml(port: u16, db: &Path, o: &Opts) -> String {
     if let Some(t) = &o.trusted_proxies {
         server.push_str(&format!("trusted_proxies = {t}\n"));
     }
-    if let Some(a) = &o.auth_host {
-        server.push_str(&format!("auth_host = \"{a}\"\n"));
+    if let Some(u) = &o.auth_url {
+        server.push_str(&format!("auth_url = \"{u}\"\n"));
+    } else if let Some(a) = &o.auth_host {
+        // Users reach every host through the front door on the scheme's usual port; the
+        // clients below connect wherever that is in the test (see `Client::new`).
+        server.push_str(&format!("auth_url = \"http://{a}\"\n"));
     }
     // Plain keys first, then the server's sub-tables (certificates) last.
     server.push_str(&o.server_extra);
@@ -305,8 +314,10 @@ impl Client {
         }
     }
 
+    /// `http://host/path`: the URL a user types (port 80, as the configured origins say);
+    /// the client connects to the front proxy's real port, as DNS and a listener on 80 would.
     pub fn url(&self, host: &str, path: &str) -> String {
-        format!("http://{host}:{}{path}", self.port)
+        format!("http://{host}{path}")
     }
 
     pub async fn get(&self, url: &str, accept: &str, headers: &[(&str, &str)]) -> Resp {

@@ -309,7 +309,20 @@ async fn sign_in_over_https_with_the_dev_certificate_reaches_the_upstream_with_a
     // drop a Secure cookie set over http://).
     let plain = https_client(gw.port, &[DEV_HOST], &[], Alpn::Http1Only);
     let page = format!("http://{DEV_HOST}:{}/wiki/Main_Page", gw.port);
-    let done = sign_in_on_page(&plain, &page).await;
+    let r = plain.page(&page).await;
+    assert_eq!(r.status, 302, "{}", r.describe());
+    let login = url::Url::parse(&page)
+        .unwrap()
+        .join(&r.location())
+        .unwrap()
+        .to_string();
+    let (v, done) = api_sign_in(&plain, &login, "alice", ALICE_PW).await;
+    // The way back is the app's configured origin: HTTPS on the first tls_listen port.
+    assert_eq!(
+        v["to"],
+        json!(format!("https://{DEV_HOST}:{tls_port}/wiki/Main_Page")),
+        "{v}"
+    );
     let set = done
         .set_cookie(SESSION_COOKIE)
         .expect("session cookie over HTTP");
