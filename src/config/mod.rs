@@ -36,6 +36,8 @@ pub struct Config {
     pub session: SessionConfig,
     pub headers: IdentityHeaders,
     pub passwords: PasswordParams,
+    /// What a password set by `user add` / `user passwd` must be (`[password]`).
+    pub password_policy: PasswordPolicy,
     pub admin_socket: PathBuf,
     pub ui: UiConfig,
     /// The global SMTP connection (`[email]`), used by stages with `use_global_settings`.
@@ -133,6 +135,24 @@ pub struct PasswordParams {
     /// Hashes run on a blocking pool capped at this many at once (default: the core count) so a
     /// storm of sign-ins cannot starve signed-in traffic.
     pub max_concurrent_hashes: usize,
+}
+
+/// The rules a new password must follow (`[password]`), after NIST SP 800-63B: at least
+/// `min_length` characters (default 8), at most `max_length` (default 64, never less), counted
+/// in Unicode code points. Checked by [`PasswordPolicy::check`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordPolicy {
+    pub min_length: usize,
+    pub max_length: usize,
+}
+
+impl Default for PasswordPolicy {
+    fn default() -> Self {
+        Self {
+            min_length: 8,
+            max_length: 64,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

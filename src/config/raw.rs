@@ -31,6 +31,9 @@ pub struct RawConfig {
     pub flows: Vec<RawFlow>,
     #[serde(default)]
     pub stages: BTreeMap<String, RawStage>,
+    /// The policy for passwords an operator sets (`user add`, `user passwd`).
+    #[serde(default)]
+    pub password: RawPasswordPolicy,
 }
 
 #[derive(Debug, Deserialize)]
@@ -370,3 +373,12 @@ macro_rules! otp_of {
 }
 otp_of!(RawEmailStage);
 otp_of!(RawValidateStage);
+
+/// `[password]`: what a new password must be. Lengths count Unicode characters (code points),
+/// as NIST SP 800-63B counts them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPasswordPolicy {
+    pub min_length: Option<usize>,
+    pub max_length: Option<usize>,
+}
