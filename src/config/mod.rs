@@ -4,6 +4,7 @@
 
 mod duration;
 mod email;
+mod env;
 mod error;
 mod raw;
 mod server;
@@ -326,8 +327,6 @@ pub enum EmailSource {
 
 #[derive(Debug, Clone)]
 pub struct EmailStageConfig {
-    /// A human name for the stage (logs, admin output).
-    pub name: String,
     /// What users see for this kind of authenticator ("Email").
     pub friendly_name: String,
     /// Own SMTP settings, or `None` to use the global `[email]` ones.
@@ -381,52 +380,9 @@ impl Config {
             file: path.to_path_buf(),
             reason: e.to_string().trim().replace('\n', " "),
         })?;
-        let overrides = env_overrides(env);
-        // Overrides are typed by their text ("25" a number, "true" a boolean). When that type
-        // is not what the key takes (a numeric password, a `+4179...` sender number), the
-        // override is applied again as text; each at most once.
-        let mut as_text = vec![false; overrides.len()];
-        let raw: raw::RawConfig = loop {
-            let mut value = file.clone();
-            for (o, text) in overrides.iter().zip(&as_text) {
-                let v = if *text {
-                    toml::Value::String(o.text.clone())
-                } else {
-                    parse_env_value(&o.text)
-                };
-                set_path(&mut value, &o.parts, v);
-            }
-            match serde_path_to_error::deserialize(toml::Value::Table(value)) {
-                Ok(raw) => break raw,
-                Err(e) => {
-                    let at = e.path().to_string();
-                    let from_env = overrides.iter().position(|o| o.parts.join(".") == at);
-                    if let Some(i) = from_env.filter(|i| !as_text[*i]) {
-                        as_text[i] = true;
-                        continue;
-                    }
-                    // Never echo a value that came from the environment: it may be a secret.
-                    let reason = match from_env {
-                        Some(i) => format!(
-                            "the value of {} is not usable here: {}",
-                            overrides[i].key,
-                            without_values(&e.inner().to_string())
-                        ),
-                        None => e.inner().to_string(),
-                    };
-                    return Err(ConfigError::Invalid {
-                        file: path.to_path_buf(),
-                        path: at,
-                        reason,
-                    });
-                }
-            }
-        };
-        validate::validate(raw, path).map_err(|p| ConfigError::Invalid {
-            file: path.to_path_buf(),
-            path: p.path,
-            reason: p.reason,
-        })
+        let mut overrides = env::overrides(env);
+        let raw: raw::RawConfig = env::deserialize(&file, &mut overrides, path)?;
+        validate::validate(raw, path).map_err(|p| env::problem(p, &overrides, path))
     }
 
     /// The app serving `host` (lower-case, no port).
@@ -448,77 +404,6 @@ impl Config {
                 _ => None,
             })
             .fold(self.session.lifetime, Duration::max)
-    }
-}
-
-/// One `PORTCULLIS_<TABLE>__<KEY>` variable: `PORTCULLIS_SESSION__LIFETIME=1h` sets
-/// `[session] lifetime = "1h"`.
-struct EnvOverride {
-    key: String,
-    parts: Vec<String>,
-    text: String,
-}
-
-fn env_overrides(env: impl Iterator<Item = (String, String)>) -> Vec<EnvOverride> {
-    let mut out: Vec<EnvOverride> = env
-        .filter_map(|(key, text)| {
-            let rest = key.strip_prefix(ENV_PREFIX)?;
-            let parts: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
-            if parts.len() < 2 || parts.iter().any(|p| p.is_empty()) {
-                return None;
-            }
-            Some(EnvOverride { key, parts, text })
-        })
-        .collect();
-    // The environment's order is arbitrary; apply in a stable one.
-    out.sort_by(|a, b| a.key.cmp(&b.key));
-    out
-}
-
-/// A deserialisation message with the quoted values taken out (`invalid type: string "..."`).
-fn without_values(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut quote: Option<char> = None;
-    for c in message.chars() {
-        match quote {
-            Some(q) if c == q => {
-                out.push('…');
-                out.push(c);
-                quote = None;
-            }
-            Some(_) => {}
-            None if c == '"' || c == '`' => {
-                out.push(c);
-                quote = Some(c);
-            }
-            None => out.push(c),
-        }
-    }
-    out
-}
-
-fn set_path(table: &mut toml::Table, parts: &[String], value: toml::Value) {
-    let [first, rest @ ..] = parts else { return };
-    if rest.is_empty() {
-        table.insert(first.clone(), value);
-        return;
-    }
-    let entry = table
-        .entry(first.clone())
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-    if let Some(inner) = entry.as_table_mut() {
-        set_path(inner, rest, value);
-    }
-}
-
-fn parse_env_value(val: &str) -> toml::Value {
-    if let Ok(i) = val.parse::<i64>() {
-        return toml::Value::Integer(i);
-    }
-    match val {
-        "true" => toml::Value::Boolean(true),
-        "false" => toml::Value::Boolean(false),
-        _ => toml::Value::String(val.to_string()),
     }
 }
 

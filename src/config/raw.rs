@@ -306,6 +306,7 @@ pub struct RawOtp {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawEmailStage {
+    /// Refused with a pointer to `friendly_name`: nothing reads it (a stage's name is its key).
     pub name: Option<String>,
     pub friendly_name: Option<String>,
     pub use_global_settings: Option<bool>,
