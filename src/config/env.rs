@@ -155,6 +155,12 @@ pub(super) fn deserialize<T: serde::de::DeserializeOwned>(
             }
         }
         let o = &overrides[i];
+        // The unknown key came from the variable's name, which is no secret: keep the list
+        // of keys that would have been accepted.
+        if message.starts_with("unknown field") {
+            let reason = format!("{} names {}, which is not a key: {message}", o.key, o.path);
+            return Err(invalid(source, at, redact(&reason, overrides)));
+        }
         let reason = format!(
             "the value of {} (for {}) is not usable here: {}",
             o.key,
@@ -370,6 +376,63 @@ mod tests {
         // An IPv6 address is not an array.
         assert_eq!(readings("[::1]:9000")[0], s("[::1]:9000"));
         assert_eq!(readings("")[1], toml::Value::Array(vec![]));
+    }
+
+    const BASE: &str = r#"
+[[apps]]
+name = "demo"
+hosts = ["localhost"]
+upstream = "builtin:whoami"
+flow = "f"
+[[flows]]
+slug = "f"
+designation = "authentication"
+stages = ["id", "log-in"]
+[stages.id]
+kind = "identification"
+[stages.log-in]
+kind = "user_login"
+"#;
+
+    fn load(env: &[(&str, &str)]) -> Result<super::super::Config, ConfigError> {
+        super::super::Config::from_toml(
+            BASE,
+            Path::new("/etc/p/c.toml"),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn overrides_reach_lists_tables_and_arrays_of_tables() {
+        let c = load(&[
+            ("PORTCULLIS_SERVER__LISTEN", "127.0.0.1:1,[::1]:2"),
+            ("PORTCULLIS_APPS__0__HOSTS", r#"["a.test", "b.test"]"#),
+            ("PORTCULLIS_APPS__0__ALLOWED_GROUPS", ""),
+            ("PORTCULLIS_STAGES__LOG_IN__SESSION_DURATION", "2h"),
+            ("PORTCULLIS_HEADERS__STRIP", "X-A"),
+            ("PORTCULLIS_APPS__1__NAME", "second"),
+            ("PORTCULLIS_APPS__1__HOSTS", "c.test"),
+            ("PORTCULLIS_APPS__1__UPSTREAM", "builtin:whoami"),
+            ("PORTCULLIS_APPS__1__FLOW", "f"),
+        ])
+        .unwrap();
+        assert_eq!(c.server.listen.len(), 2);
+        assert_eq!(c.apps[0].hosts, ["a.test", "b.test"]);
+        assert_eq!(c.apps[1].hosts, ["c.test"]);
+        assert_eq!(c.headers.strip.len(), 1);
+        assert_eq!(c.longest_session(), std::time::Duration::from_secs(12 * 3600));
+        assert!(matches!(
+            c.stages.get("log-in"),
+            Some(super::super::StageConfig::UserLogin { session_duration }) if session_duration.as_secs() == 7200
+        ));
+    }
+
+    #[test]
+    fn an_index_past_the_next_entry_is_refused_by_variable() {
+        let e = load(&[("PORTCULLIS_APPS__5__HOSTS", "x.test")]).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("PORTCULLIS_APPS__5__HOSTS") && msg.contains("apps"), "{msg}");
+        assert!(!msg.contains("x.test"), "{msg}");
     }
 
     #[test]

@@ -9,24 +9,40 @@ use std::net::ToSocketAddrs;
 type Checked<T> = Result<T, Problem>;
 
 /// A path from the config: absolute as written, or relative to the folder of the config file,
-/// so the same file means the same places whatever directory the command runs from.
+/// so the same file means the same places whatever directory the command runs from. `.` and
+/// `..` are folded away so messages show the place plainly.
 pub(super) fn resolve(base: &Path, written: &str) -> PathBuf {
     let p = Path::new(written);
-    if p.is_absolute() {
+    let joined = if p.is_absolute() {
         p.to_path_buf()
     } else {
         base.join(p)
+    };
+    let mut out = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                if !out.pop() {
+                    out.push(c);
+                }
+            }
+            other => out.push(other),
+        }
     }
+    out
 }
 
 /// The folder relative paths in `file` are read against: the config file's own folder, made
-/// absolute so messages and the running gateway name one place.
+/// absolute (symbolic links resolved when it exists) so messages and the running gateway name
+/// one place.
 pub(super) fn base_dir(file: &Path) -> PathBuf {
     let absolute = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
-    absolute
+    let dir = absolute
         .parent()
         .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("/"))
+        .unwrap_or_else(|| PathBuf::from("/"));
+    std::fs::canonicalize(&dir).unwrap_or(dir)
 }
 
 /// Rewrites every file or folder path of the raw config to an absolute one (see [`resolve`]),
@@ -118,7 +134,10 @@ pub(super) fn validate(mut raw: RawConfig, file: &Path) -> Checked<Config> {
     let email = super::email::smtp("email", &raw.email.unwrap_or_default())?;
 
     Ok(Config {
-        source: std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf()),
+        source: match file.file_name() {
+            Some(name) => base.join(name),
+            None => file.to_path_buf(),
+        },
         server: super::server::server(&raw.server, listen)?,
         storage: StorageConfig {
             path: storage_path,
@@ -564,6 +583,30 @@ stages = ["id"]
 [stages.id]
 kind = "identification"
 "#;
+
+    #[test]
+    fn relative_paths_are_read_from_the_config_folder() {
+        let text = format!(
+            "[storage]\npath = \"../state/db\"\n[admin]\nsocket = \"run/admin.sock\"\n[ui]\ntemplates = \"./tpl\"\n{BASE}"
+        );
+        let c = Config::from_toml(&text, Path::new("/etc/portcullis/main.toml"), std::iter::empty())
+            .unwrap();
+        assert_eq!(c.storage.path, Path::new("/etc/state/db"));
+        assert_eq!(c.storage.keys_path, Path::new("/etc/state/keys.json"));
+        assert_eq!(c.admin_socket, Path::new("/etc/portcullis/run/admin.sock"));
+        assert_eq!(c.ui.templates.as_deref(), Some(Path::new("/etc/portcullis/tpl")));
+        assert_eq!(c.source, Path::new("/etc/portcullis/main.toml"));
+        // Absolute paths stay as written; the default sits beside the config.
+        let c = Config::from_toml(
+            &format!("[storage]\npath = \"/var/lib/p/db\"\n{BASE}"),
+            Path::new("/etc/portcullis/main.toml"),
+            std::iter::empty(),
+        )
+        .unwrap();
+        assert_eq!(c.storage.path, Path::new("/var/lib/p/db"));
+        let c = Config::from_toml(BASE, Path::new("/srv/p/main.toml"), std::iter::empty()).unwrap();
+        assert_eq!(c.storage.path, Path::new("/srv/p/data/portcullis.db"));
+    }
 
     #[test]
     fn minimal_config_loads_with_defaults() {

@@ -608,6 +608,70 @@ mod tests {
     }
 
     #[test]
+    fn any_spelling_of_a_name_finds_the_account() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(&dir.path().join("db")).unwrap();
+        s.put_user(&User::new("émilie")).unwrap();
+        for typed in ["émilie", "ÉMILIE", "E\u{301}milie", "Émilie"] {
+            assert_eq!(
+                s.user(typed).unwrap().map(|u| u.username).as_deref(),
+                Some("émilie"),
+                "{typed:?}"
+            );
+        }
+        assert!(s.user("emilie").unwrap().is_none());
+        assert!(s.user("émilie x").unwrap().is_none());
+    }
+
+    #[test]
+    fn accounts_stored_before_names_were_canonical_are_found_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            // A database as an older version left it: a key as typed, no index.
+            let s = SledStore::open(&path).unwrap();
+            let mut old = User::new("Carol");
+            old.email = Some("carol@example.com".into());
+            s.users
+                .insert("Carol", serde_json::to_vec(&old).unwrap())
+                .unwrap();
+            s.emails.insert("carol@example.com", "Carol").unwrap();
+            s.meta.remove("username_index:rfc8265").unwrap();
+            s.legacy_names.clear().unwrap();
+            s.durable().unwrap();
+        }
+        let s = SledStore::open(&path).unwrap();
+        for typed in ["carol", "CAROL", "Carol"] {
+            assert_eq!(
+                s.user(typed).unwrap().map(|u| u.username).as_deref(),
+                Some("Carol"),
+                "{typed:?}"
+            );
+        }
+        assert_eq!(
+            s.user_by_email("Carol@Example.com")
+                .unwrap()
+                .map(|u| u.username)
+                .as_deref(),
+            Some("Carol")
+        );
+        assert!(s.remove_user("carol").unwrap());
+        assert!(s.user("Carol").unwrap().is_none());
+        assert!(s.user("carol").unwrap().is_none());
+        assert!(s.user_by_email("carol@example.com").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_canonical_account_wins_over_an_older_spelling_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(&dir.path().join("db")).unwrap();
+        s.put_user(&User::new("dave")).unwrap();
+        s.put_user(&User::new("Dave")).unwrap();
+        assert_eq!(s.user("DAVE").unwrap().unwrap().username, "dave");
+        assert_eq!(s.user("Dave").unwrap().unwrap().username, "Dave");
+    }
+
+    #[test]
     fn counters_count_within_window_then_restart() {
         let dir = tempfile::tempdir().unwrap();
         let s = SledStore::open(&dir.path().join("db")).unwrap();
