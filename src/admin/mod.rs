@@ -158,9 +158,59 @@ fn valid_email(email: &str) -> Result<(), AdminError> {
 
 impl Admin {
     fn valid_password(&self, pw: &str) -> Result<(), AdminError> {
-        self.policy
-            .check(pw)
-            .map_err(|v| AdminError::Invalid(v.to_string()))
+        precheck_password(&self.policy, pw)
+    }
+}
+
+fn precheck_password(policy: &PasswordPolicy, pw: &str) -> Result<(), AdminError> {
+    policy
+        .check(pw)
+        .map_err(|v| AdminError::Invalid(v.to_string()))
+}
+
+fn check_new_user(
+    groups: &[String],
+    name: Option<&str>,
+    phone: Option<&str>,
+    email: Option<&str>,
+) -> Result<(), AdminError> {
+    for g in groups {
+        valid_group(g)?;
+    }
+    if let Some(n) = name {
+        valid_text("name", n)?;
+    }
+    if let Some(p) = phone {
+        valid_text("phone number", p)?;
+    }
+    if let Some(e) = email {
+        valid_email(e)?;
+    }
+    Ok(())
+}
+
+/// The checks of a command that need no database: the name, groups and other fields of a new
+/// user, and the password policy. The CLI runs them before it opens (or creates) a database,
+/// so a refused `user add` leaves nothing behind; [`Admin::execute`] runs them again.
+///
+/// # Errors
+/// [`AdminError::Invalid`] naming the rule broken.
+pub fn precheck(cmd: &Command, policy: &PasswordPolicy) -> Result<(), AdminError> {
+    match cmd {
+        Command::UserAdd {
+            username,
+            name,
+            email,
+            phone,
+            groups,
+            password,
+        } => {
+            new_username(username).map_err(AdminError::Invalid)?;
+            check_new_user(groups, name.as_deref(), phone.as_deref(), email.as_deref())?;
+            precheck_password(policy, password)
+        }
+        Command::UserPasswd { password, .. } => precheck_password(policy, password),
+        _ => Ok(()),
     }
 }
 
@@ -181,17 +231,8 @@ impl Admin {
             } => {
                 let typed = username;
                 let username = new_username(&typed).map_err(AdminError::Invalid)?;
-                for g in &groups {
-                    valid_group(g)?;
-                }
-                if let Some(n) = &name {
-                    valid_text("name", n)?;
-                }
-                if let Some(p) = &phone {
-                    valid_text("phone number", p)?;
-                }
+                check_new_user(&groups, name.as_deref(), phone.as_deref(), email.as_deref())?;
                 if let Some(e) = &email {
-                    valid_email(e)?;
                     if self.store.user_by_email(e)?.is_some() {
                         return Err(AdminError::Invalid(format!(
                             "email `{e}` is already used by another user"

@@ -239,6 +239,9 @@ fn admin_command(config: &Config, cmd: Command) -> ExitCode {
             ))
         }
     }
+    if let Err(e) = admin::precheck(&cmd, &config.password_policy) {
+        return fail(&e.to_string());
+    }
     let read_only = matches!(cmd, Command::UserList | Command::UserShow { .. });
     let existed = config.storage.path.exists();
     if read_only && !existed {

@@ -129,7 +129,13 @@ pub(super) fn deserialize<T: serde::de::DeserializeOwned>(
             Err(e) => e,
         };
         let at = e.path().to_string();
+        // toml adds the key on a line of its own; the path already says it.
         let message = e.inner().to_string();
+        let message = message
+            .split_once("\nin `")
+            .map_or(message.as_str(), |(m, _)| m)
+            .trim()
+            .replace('\n', " ");
         let culprit = overrides
             .iter()
             .position(|o| under(&at, &o.path))
@@ -420,7 +426,10 @@ kind = "user_login"
         assert_eq!(c.apps[0].hosts, ["a.test", "b.test"]);
         assert_eq!(c.apps[1].hosts, ["c.test"]);
         assert_eq!(c.headers.strip.len(), 1);
-        assert_eq!(c.longest_session(), std::time::Duration::from_secs(12 * 3600));
+        assert_eq!(
+            c.longest_session(),
+            std::time::Duration::from_secs(12 * 3600)
+        );
         assert!(matches!(
             c.stages.get("log-in"),
             Some(super::super::StageConfig::UserLogin { session_duration }) if session_duration.as_secs() == 7200
@@ -431,7 +440,10 @@ kind = "user_login"
     fn an_index_past_the_next_entry_is_refused_by_variable() {
         let e = load(&[("PORTCULLIS_APPS__5__HOSTS", "x.test")]).unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("PORTCULLIS_APPS__5__HOSTS") && msg.contains("apps"), "{msg}");
+        assert!(
+            msg.contains("PORTCULLIS_APPS__5__HOSTS") && msg.contains("apps"),
+            "{msg}"
+        );
         assert!(!msg.contains("x.test"), "{msg}");
     }
 

@@ -589,12 +589,19 @@ kind = "identification"
         let text = format!(
             "[storage]\npath = \"../state/db\"\n[admin]\nsocket = \"run/admin.sock\"\n[ui]\ntemplates = \"./tpl\"\n{BASE}"
         );
-        let c = Config::from_toml(&text, Path::new("/etc/portcullis/main.toml"), std::iter::empty())
-            .unwrap();
+        let c = Config::from_toml(
+            &text,
+            Path::new("/etc/portcullis/main.toml"),
+            std::iter::empty(),
+        )
+        .unwrap();
         assert_eq!(c.storage.path, Path::new("/etc/state/db"));
         assert_eq!(c.storage.keys_path, Path::new("/etc/state/keys.json"));
         assert_eq!(c.admin_socket, Path::new("/etc/portcullis/run/admin.sock"));
-        assert_eq!(c.ui.templates.as_deref(), Some(Path::new("/etc/portcullis/tpl")));
+        assert_eq!(
+            c.ui.templates.as_deref(),
+            Some(Path::new("/etc/portcullis/tpl"))
+        );
         assert_eq!(c.source, Path::new("/etc/portcullis/main.toml"));
         // Absolute paths stay as written; the default sits beside the config.
         let c = Config::from_toml(

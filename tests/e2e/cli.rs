@@ -381,11 +381,21 @@ async fn relative_paths_in_the_config_are_read_from_its_folder_whatever_the_work
         // A relative --config, from a folder that is neither the config's nor the database's.
         let out = run_in(
             &elsewhere,
-            &["--config", "../conf/portcullis.toml", "user", "add", "alice"],
+            &[
+                "--config",
+                "../conf/portcullis.toml",
+                "user",
+                "add",
+                "alice",
+            ],
             Some(&format!("{ALICE_PW}\n")),
         );
         assert!(out.ok(), "{}", out.all());
-        assert!(db.is_dir(), "the database is not beside the config: {:?}", tree(&root_path));
+        assert!(
+            db.is_dir(),
+            "the database is not beside the config: {:?}",
+            tree(&root_path)
+        );
         assert!(
             out.stdout.contains(&db.display().to_string()),
             "the absolute database path is not printed: {}",
@@ -419,9 +429,17 @@ async fn relative_paths_in_the_config_are_read_from_its_folder_whatever_the_work
         }
 
         // check-config names the database too.
-        let out = run_in(&elsewhere, &["--config", "../conf/portcullis.toml", "check-config"], None);
+        let out = run_in(
+            &elsewhere,
+            &["--config", "../conf/portcullis.toml", "check-config"],
+            None,
+        );
         assert!(out.ok(), "{}", out.all());
-        assert!(out.stdout.contains(&db.display().to_string()), "{}", out.stdout);
+        assert!(
+            out.stdout.contains(&db.display().to_string()),
+            "{}",
+            out.stdout
+        );
     })
     .await
     .unwrap();
@@ -442,14 +460,22 @@ async fn commands_on_a_missing_database_refuse_say_where_they_looked_and_create_
             (&["user", "disable", "alice"], None, &db),
             (&["user", "enable", "alice"], None, &db),
             (&["user", "remove", "alice"], None, &db),
-            (&["user", "passwd", "alice"], Some("Alice-new-pw-5555\n"), &db),
+            (
+                &["user", "passwd", "alice"],
+                Some("Alice-new-pw-5555\n"),
+                &db,
+            ),
             (&["keys", "rotate"], None, &keys),
         ];
         for (args, stdin, looked) in cases {
             let mut all = vec!["--config", "conf/portcullis.toml"];
             all.extend_from_slice(args);
             let out = run_in(&root_path, &all, *stdin);
-            assert!(!out.ok(), "{args:?} succeeded without a database: {}", out.all());
+            assert!(
+                !out.ok(),
+                "{args:?} succeeded without a database: {}",
+                out.all()
+            );
             assert!(
                 out.stderr.contains(&looked.display().to_string()),
                 "{args:?} does not say where it looked ({}): {}",
@@ -463,6 +489,15 @@ async fn commands_on_a_missing_database_refuse_say_where_they_looked_and_create_
             );
             assert_eq!(tree(&root_path), before, "{args:?} created files");
         }
+        // A `user add` refused for its password creates no database either.
+        let out = run_in(
+            &root_path,
+            &["--config", "conf/portcullis.toml", "user", "add", "alice"],
+            Some("short\n"),
+        );
+        assert!(!out.ok(), "{}", out.all());
+        assert!(out.stderr.contains("min_length"), "{}", out.stderr);
+        assert_eq!(tree(&root_path), before, "a refused user add created files");
     })
     .await
     .unwrap();
@@ -493,8 +528,16 @@ async fn usernames_are_one_account_whatever_their_case_width_or_composition() {
         u.username = taken.into();
         u.email = format!("other-{}@example.com", taken.len());
         let out = add_user(&gw.config_path, &u).await;
-        assert!(!out.ok(), "`user add {taken}` made a second account: {}", out.all());
-        assert!(out.stderr.contains("already exists"), "{taken}: {}", out.stderr);
+        assert!(
+            !out.ok(),
+            "`user add {taken}` made a second account: {}",
+            out.all()
+        );
+        assert!(
+            out.stderr.contains("already exists"),
+            "{taken}: {}",
+            out.stderr
+        );
     }
     // Every user command takes any spelling.
     let out = gw.cli(&["user", "show", "ALICE"], None).await;
@@ -516,12 +559,20 @@ async fn usernames_are_one_account_whatever_their_case_width_or_composition() {
         let b = gw.browser();
         api_sign_in(&b, typed, pw).await;
         let echo = b.get_json("/").await.echo();
-        assert_eq!(echo.header("remote-user"), Some(user), "signed in as {typed:?}");
+        assert_eq!(
+            echo.header("remote-user"),
+            Some(user),
+            "signed in as {typed:?}"
+        );
     }
     // HTML sign-in with a Unicode name, end to end.
     let b = gw.browser();
     let r = html_sign_in_from(&b, &flow_path(), "Émilie", &emilie.password).await;
-    assert!(r.set_cookie_value(SESSION_COOKIE).is_some(), "{}", r.describe());
+    assert!(
+        r.set_cookie_value(SESSION_COOKIE).is_some(),
+        "{}",
+        r.describe()
+    );
     let echo = b.get_json("/").await.echo();
     assert_eq!(echo.header("remote-name"), Some("Émilie É"));
 
@@ -570,16 +621,27 @@ async fn names_groups_and_passwords_that_break_the_rules_are_refused_naming_the_
     let out = gw.cli(&["user", "list"], None).await;
     assert!(!out.stdout.contains("carol"), "{}", out.stdout);
     // Twelve characters of any script pass; so does a passphrase of 64.
-    let u = UserSpec::new("carol", "Carol C", "carol@example.com", &["ops"], "Pässwörter-12");
+    let u = UserSpec::new(
+        "carol",
+        "Carol C",
+        "carol@example.com",
+        &["ops"],
+        "Pässwörter-12",
+    );
     let out = add_user(&gw.config_path, &u).await;
     assert!(out.ok(), "{}", out.all());
 
     // `user passwd` follows the same policy, and a refused change changes nothing.
-    let out = gw.cli(&["user", "passwd", "alice"], Some("short-pw\n")).await;
+    let out = gw
+        .cli(&["user", "passwd", "alice"], Some("short-pw\n"))
+        .await;
     assert!(!out.ok(), "{}", out.all());
     assert!(out.stderr.contains("min_length"), "{}", out.stderr);
     let out = gw
-        .cli(&["user", "passwd", "alice"], Some(&format!("{}\n", "p".repeat(64))))
+        .cli(
+            &["user", "passwd", "alice"],
+            Some(&format!("{}\n", "p".repeat(64))),
+        )
         .await;
     assert!(out.ok(), "64 characters must be allowed: {}", out.all());
 }

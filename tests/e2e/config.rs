@@ -379,25 +379,66 @@ async fn environment_override_errors_name_the_variable_and_key_never_the_value()
         let cases = [
             ("PORTCULLIS_EMAIL__PORT", "hunter2-port", "email.port"),
             ("PORTCULLIS_EMAIL__USE_TLS", "hunter2-bool", "email.use_tls"),
-            ("PORTCULLIS_SERVER__LISTEN", "hunter2-a,hunter2-b", "server.listen"),
-            ("PORTCULLIS_SERVER__LISTEN", r#"["hunter2-json"]"#, "server.listen"),
-            ("PORTCULLIS_SERVER__AUTH_HOST", "hunter2/host", "server.auth_host"),
-            ("PORTCULLIS_SESSION__LIFETIME", "hunter2 parsecs", "session.lifetime"),
-            ("PORTCULLIS_SESSION__LIFETIM", "hunter2-typo", "session.lifetim"),
+            (
+                "PORTCULLIS_SERVER__LISTEN",
+                "hunter2-a,hunter2-b",
+                "server.listen",
+            ),
+            (
+                "PORTCULLIS_SERVER__LISTEN",
+                r#"["hunter2-json"]"#,
+                "server.listen",
+            ),
+            (
+                "PORTCULLIS_SERVER__AUTH_HOST",
+                "hunter2/host",
+                "server.auth_host",
+            ),
+            (
+                "PORTCULLIS_SESSION__LIFETIME",
+                "hunter2 parsecs",
+                "session.lifetime",
+            ),
+            (
+                "PORTCULLIS_SESSION__LIFETIM",
+                "hunter2-typo",
+                "session.lifetim",
+            ),
             ("PORTCULLIS_APPS__9__HOSTS", "hunter2.test", "apps"),
-            ("PORTCULLIS_APPS__0__NAME__X", "hunter2-deep", "apps[0].name"),
+            (
+                "PORTCULLIS_APPS__0__NAME__X",
+                "hunter2-deep",
+                "apps[0].name",
+            ),
             (
                 "PORTCULLIS_STAGES__PASSWORD__FAILED_ATTEMPTS_BEFORE_CANCEL",
                 "hunter2-count",
                 "stages.password",
             ),
-            ("PORTCULLIS_STAGES__LOGIN__SESSION_DURATION", "hunter2", "stages.login.session_duration"),
+            (
+                "PORTCULLIS_STAGES__LOGIN__SESSION_DURATION",
+                "hunter2",
+                "stages.login.session_duration",
+            ),
         ];
         for (var, value, key) in cases {
             let out = check_config_env(&path, &[(var, value)]);
-            assert_eq!(out.code, Some(2), "{var}={value} was accepted: {}", out.all());
-            assert!(out.stderr.contains(var), "{var}: the variable is not named: {}", out.stderr);
-            assert!(out.stderr.contains(key), "{var}: the key {key} is not named: {}", out.stderr);
+            assert_eq!(
+                out.code,
+                Some(2),
+                "{var}={value} was accepted: {}",
+                out.all()
+            );
+            assert!(
+                out.stderr.contains(var),
+                "{var}: the variable is not named: {}",
+                out.stderr
+            );
+            assert!(
+                out.stderr.contains(key),
+                "{var}: the key {key} is not named: {}",
+                out.stderr
+            );
             assert!(
                 !out.all().contains("hunter2"),
                 "{var}: the value is shown: {}",
@@ -417,7 +458,11 @@ async fn an_address_that_cannot_be_bound_stops_the_start_naming_it() {
         let free = free_port();
         // (listen list, the address named, the reason's words)
         let cases = [
-            (format!(r#"["127.0.0.1:{busy}"]"#), format!("127.0.0.1:{busy}"), "in use"),
+            (
+                format!(r#"["127.0.0.1:{busy}"]"#),
+                format!("127.0.0.1:{busy}"),
+                "in use",
+            ),
             (
                 format!(r#"["127.0.0.1:{free}", "127.0.0.1:{busy}"]"#),
                 format!("127.0.0.1:{busy}"),
@@ -429,7 +474,11 @@ async fn an_address_that_cannot_be_bound_stops_the_start_naming_it() {
                 "in use",
             ),
             // TEST-NET-1: never an address of this machine. Binding sends nothing.
-            ("[\"192.0.2.1:9000\"]".to_string(), "192.0.2.1:9000".into(), "not an address of this machine"),
+            (
+                "[\"192.0.2.1:9000\"]".to_string(),
+                "192.0.2.1:9000".into(),
+                "not an address of this machine",
+            ),
         ];
         for (listen, named, reason) in cases {
             let dir = tempfile::tempdir().unwrap();
@@ -441,12 +490,28 @@ async fn an_address_that_cannot_be_bound_stops_the_start_naming_it() {
             let path = write(&dir, &text);
             let started = Instant::now();
             let out = serve_must_refuse(&path);
-            assert!(started.elapsed() < Duration::from_secs(5), "{listen}: took {:?}", started.elapsed());
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{listen}: took {:?}",
+                started.elapsed()
+            );
             assert_ne!(out.code, Some(0), "{listen}: {}", out.all());
             assert!(out.code.is_some(), "{listen}: killed, not exited");
-            assert!(out.stderr.contains(&named), "{listen}: {named} not named: {}", out.stderr);
-            assert!(out.stderr.contains(reason), "{listen}: no {reason:?}: {}", out.stderr);
-            assert!(out.stderr.contains("server.listen"), "{listen}: key not named: {}", out.stderr);
+            assert!(
+                out.stderr.contains(&named),
+                "{listen}: {named} not named: {}",
+                out.stderr
+            );
+            assert!(
+                out.stderr.contains(reason),
+                "{listen}: no {reason:?}: {}",
+                out.stderr
+            );
+            assert!(
+                out.stderr.contains("server.listen"),
+                "{listen}: key not named: {}",
+                out.stderr
+            );
             assert!(
                 !dir.path().join("data").exists(),
                 "{listen}: the database was created before the refusal"

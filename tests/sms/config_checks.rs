@@ -344,9 +344,16 @@ async fn an_empty_token_or_username_for_the_generic_provider_is_refused() {
                 &["stages.sms.auth", "bearer", "empty"][..],
             ),
             (&[("auth", "\"\"")][..], &["stages.sms.auth", "empty"][..]),
-            (&[("auth", "\"   \"")][..], &["stages.sms.auth", "empty"][..]),
             (
-                &[("auth_type", "\"basic\""), ("auth", "\"\""), ("auth_password", "\"pw\"")][..],
+                &[("auth", "\"   \"")][..],
+                &["stages.sms.auth", "empty"][..],
+            ),
+            (
+                &[
+                    ("auth_type", "\"basic\""),
+                    ("auth", "\"\""),
+                    ("auth_password", "\"pw\""),
+                ][..],
                 &["stages.sms.auth", "basic", "empty"][..],
             ),
         ] {
@@ -369,7 +376,12 @@ async fn a_bad_allowed_prefix_is_refused_with_the_list_it_is_in() {
             let key = format!("stages.sms.allowed_prefixes[{index}]");
             assert_refused(
                 &base().sms("allowed_prefixes", list),
-                &[key.as_str(), bad, "like \"+41\"", &format!("allowed_prefixes is {list}")],
+                &[
+                    key.as_str(),
+                    bad,
+                    "like \"+41\"",
+                    &format!("allowed_prefixes is {list}"),
+                ],
             );
         }
         assert_accepted(&base().sms("allowed_prefixes", r#"["+41", "+1", "+123456789012345"]"#));
