@@ -8,13 +8,13 @@
 //!   `PORTCULLIS_SERVER__CERTIFICATES__0__KEY=/run/secrets/tls.key`; the index right after the
 //!   last entry adds one (all its required keys must then be given);
 //! - lists: `a:1,b:2`, or a TOML or JSON array `["a:1","b:2"]`; an empty value is an empty list;
+//!   one entry of a list the file has, by index (`PORTCULLIS_SERVER__LISTEN__1=...`);
 //! - whole tables or arrays of tables as TOML or JSON: `PORTCULLIS_SERVER__CERTIFICATES=[{cert="a",key="b"}]`.
 //!
 //! Names are matched without regard to case, and `_` in a name also matches `-` in a key of
 //! the file (`PORTCULLIS_STAGES__MFA_EMAIL__PASSWORD` reaches `[stages.mfa-email]`). Not
 //! reachable: a top-level table as a whole (`PORTCULLIS_APPS=...`: a variable needs a table and
-//! a key), a list element by index (`..._LISTEN__0`: give the whole list), and keys whose
-//! name has characters an environment variable cannot carry.
+//! a key), and keys whose name has characters an environment variable cannot carry.
 //!
 //! # Security
 //! Overrides carry secrets (SMTP and SMS passwords). No error built here or by validation

@@ -86,6 +86,10 @@ mod tests {
             "alice/../bob",
             "a:b",
             "☃",
+            // Invisible or reordering characters that would make two names look alike.
+            "ali\u{200B}ce",
+            "alice\u{202E}",
+            "\u{FEFF}alice",
             &"x".repeat(65),
         ] {
             assert!(new_username(bad).is_err(), "{bad:?} was accepted");

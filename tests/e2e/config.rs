@@ -554,3 +554,39 @@ async fn config_mistakes_are_refused_naming_the_key() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tls_address_in_use_stops_the_start_naming_it() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = held.local_addr().unwrap().port();
+    tokio::task::spawn_blocking(move || {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs");
+        let out = run_cli_blocking(
+            &["certs".into(), "dev".into(), "--out".into(), certs.display().to_string()],
+            None,
+            &[],
+        );
+        assert!(out.ok(), "{}", out.all());
+        // Relative to the config's folder.
+        let text = format!(
+            "{}\n",
+            good_config(&dir, free_port()).replacen(
+                "[server]\n",
+                &format!(
+                    "[server]\ntls_listen = [\"127.0.0.1:{busy}\"]\ncertificates = [{{ cert = \"certs/dev.pem\", key = \"certs/dev.key\" }}]\n"
+                ),
+                1,
+            )
+        );
+        let path = write(&dir, &text);
+        let out = serve_must_refuse(&path);
+        assert_ne!(out.code, Some(0), "{}", out.all());
+        for needle in [format!("127.0.0.1:{busy}"), "server.tls_listen[0]".into(), "in use".into()] {
+            assert!(out.stderr.contains(&needle), "{needle:?} not named: {}", out.stderr);
+        }
+    })
+    .await
+    .unwrap();
+    drop(held);
+}
