@@ -51,6 +51,13 @@ pub enum AppError {
     GlobalEmail(#[from] NotifyError),
     #[error("cannot start the server: {0}")]
     Server(String),
+    #[error("cannot listen on {addr} ({key}): {reason}{hint}")]
+    Bind {
+        key: String,
+        addr: std::net::SocketAddr,
+        reason: std::io::Error,
+        hint: &'static str,
+    },
 }
 
 /// Everything a running gateway is made of.
@@ -177,6 +184,9 @@ fn sms_channels(config: &Config) -> Result<HashMap<String, Arc<SmsChannel>>, App
 /// # Errors
 /// [`AppError`] when something needed at start is missing or unusable.
 pub fn serve(config: Config) -> Result<(), AppError> {
+    // Before anything is created: an address that cannot be bound ends the start here, where
+    // Pingora would retry it forever.
+    check_listeners(&config.server)?;
     let parts = Parts::build(config)?;
     bootstrap_admin(&parts)?;
 
@@ -184,6 +194,7 @@ pub fn serve(config: Config) -> Result<(), AppError> {
         store: parts.store.clone(),
         passwords: parts.passwords.clone(),
         sessions: Some(parts.sessions.clone()),
+        policy: parts.config.password_policy,
     });
     let socket = parts.config.admin_socket.clone();
     admin::serve_socket(&socket, admin).map_err(|source| AppError::AdminSocket {
@@ -241,9 +252,49 @@ pub fn serve(config: Config) -> Result<(), AppError> {
         tls_listen = ?cfg.server.tls_listen,
         apps = cfg.apps.len(),
         config = %cfg.source.display(),
+        database = %cfg.storage.path.display(),
         "portcullis is running"
     );
     server.run_forever()
+}
+
+/// Binds every `listen` and `tls_listen` address once, all at the same time (so an address
+/// listed twice is caught too), and lets them go again for Pingora to bind.
+///
+/// # Errors
+/// [`AppError::Bind`] naming the first address that cannot be bound, its key and the reason.
+fn check_listeners(server: &crate::config::ServerConfig) -> Result<(), AppError> {
+    let mut held = Vec::new();
+    for (key, addrs) in [
+        ("server.listen", &server.listen),
+        ("server.tls_listen", &server.tls_listen),
+    ] {
+        for (i, addr) in addrs.iter().enumerate() {
+            match std::net::TcpListener::bind(addr) {
+                Ok(l) => held.push(l),
+                Err(reason) => {
+                    let hint = match reason.kind() {
+                        std::io::ErrorKind::AddrInUse => {
+                            " (another process, or another entry of this config, listens there)"
+                        }
+                        std::io::ErrorKind::AddrNotAvailable => " (not an address of this machine)",
+                        std::io::ErrorKind::PermissionDenied => {
+                            " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+                        }
+                        _ => "",
+                    };
+                    return Err(AppError::Bind {
+                        key: format!("{key}[{i}]"),
+                        addr: *addr,
+                        reason,
+                        hint,
+                    });
+                }
+            }
+        }
+    }
+    drop(held);
+    Ok(())
 }
 
 /// Pingora's TLS settings constructor wants handshake callbacks; we need none.

@@ -6,7 +6,7 @@
 //! priority: when the CPU is busy, the proxy workers serving signed-in traffic come first and a
 //! sign-in storm queues here instead of slowing them.
 
-use crate::config::PasswordParams;
+use crate::config::{PasswordParams, PasswordPolicy};
 use crate::secret::SecretString;
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Params, PasswordVerifier, Version};
@@ -164,6 +164,46 @@ fn verify_with(argon: &Argon2<'_>, password: &str, hash: &str) -> bool {
     argon.verify_password(password.as_bytes(), &parsed).is_ok()
 }
 
+/// A new password that breaks the `[password]` policy; `Display` names the rule, never the
+/// password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyViolation {
+    #[error("the password is shorter than {min} characters (rule: [password] min_length = {min})")]
+    TooShort { min: usize },
+    #[error("the password is longer than {max} characters (rule: [password] max_length = {max})")]
+    TooLong { max: usize },
+    #[error("the password contains a control character (rule: printable characters only)")]
+    ControlCharacter,
+}
+
+impl PasswordPolicy {
+    /// Checks a password an operator is about to set.
+    ///
+    /// Lengths count Unicode code points, as NIST SP 800-63B asks, so `Passwört1` is 9 long.
+    /// Control characters are refused: a pasted newline or NUL is a mistake that could not be
+    /// typed at a sign-in form.
+    ///
+    /// # Errors
+    /// The first [`PolicyViolation`].
+    pub fn check(&self, password: &str) -> Result<(), PolicyViolation> {
+        if password.chars().any(char::is_control) {
+            return Err(PolicyViolation::ControlCharacter);
+        }
+        let n = password.chars().count();
+        if n < self.min_length {
+            return Err(PolicyViolation::TooShort {
+                min: self.min_length,
+            });
+        }
+        if n > self.max_length {
+            return Err(PolicyViolation::TooLong {
+                max: self.max_length,
+            });
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +228,30 @@ mod tests {
                 .await
         );
         assert!(!h.verify(SecretString::new("hunter3"), Some(hash)).await);
+    }
+
+    #[test]
+    fn policy_counts_characters_and_names_the_rule() {
+        let p = PasswordPolicy::default();
+        for (pw, want) in [
+            ("", Err(PolicyViolation::TooShort { min: 8 })),
+            ("1234567", Err(PolicyViolation::TooShort { min: 8 })),
+            ("12345678", Ok(())),
+            // 7 characters in 14 bytes: still too short.
+            ("äöüäöüä", Err(PolicyViolation::TooShort { min: 8 })),
+            ("Passwört", Ok(())),
+            ("tab\there-long", Err(PolicyViolation::ControlCharacter)),
+            ("line\nbreak-long", Err(PolicyViolation::ControlCharacter)),
+        ] {
+            assert_eq!(p.check(pw), want, "{pw:?}");
+        }
+        assert_eq!(p.check(&"x".repeat(64)), Ok(()));
+        assert_eq!(
+            p.check(&"x".repeat(65)),
+            Err(PolicyViolation::TooLong { max: 64 })
+        );
+        let msg = PolicyViolation::TooShort { min: 8 }.to_string();
+        assert!(msg.contains("min_length") && msg.contains('8'), "{msg}");
     }
 
     #[tokio::test]

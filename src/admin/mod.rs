@@ -5,10 +5,11 @@ mod socket;
 
 pub use socket::{send as send_to_gateway, serve as serve_socket};
 
+use crate::config::PasswordPolicy;
 use crate::password::{PasswordError, PasswordHasherPool};
 use crate::secret::SecretString;
 use crate::session::SessionService;
-use crate::store::{Store, StoreError, User};
+use crate::store::{new_username, Store, StoreError, User};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -101,21 +102,43 @@ pub struct Admin {
     pub store: Arc<dyn Store>,
     pub passwords: PasswordHasherPool,
     pub sessions: Option<Arc<SessionService>>,
+    /// The `[password]` rules new passwords are checked against.
+    pub policy: PasswordPolicy,
 }
 
-fn valid_username(name: &str) -> Result<(), AdminError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'));
-    if ok {
-        Ok(())
+/// Group names travel joined with commas in `Remote-Groups`: a comma inside one would make
+/// an app read two groups (`staff,admins` is `staff` and `admins`), so it is refused, as are
+/// control characters and surrounding spaces, which an app comparing names would not match.
+fn valid_group(group: &str) -> Result<(), AdminError> {
+    let problem = if group.is_empty() {
+        Some("is empty")
+    } else if group.contains(',') {
+        Some("contains a comma (groups are sent joined with commas in Remote-Groups)")
+    } else if group.chars().any(char::is_control) {
+        Some("contains a control character")
+    } else if group.trim() != group {
+        Some("starts or ends with a space")
     } else {
-        Err(AdminError::Invalid(format!(
-            "`{name}` is not a valid username (1-64 of letters, digits, . _ - @)"
-        )))
+        None
+    };
+    match problem {
+        Some(p) => Err(AdminError::Invalid(format!(
+            "group `{}` {p}",
+            group.escape_debug()
+        ))),
+        None => Ok(()),
     }
+}
+
+/// A display name or phone number: any text but control characters, which cannot be sent in
+/// a header and would break the user's every request.
+fn valid_text(what: &str, v: &str) -> Result<(), AdminError> {
+    if v.chars().any(char::is_control) {
+        return Err(AdminError::Invalid(format!(
+            "the {what} contains a control character"
+        )));
+    }
+    Ok(())
 }
 
 fn valid_email(email: &str) -> Result<(), AdminError> {
@@ -133,16 +156,62 @@ fn valid_email(email: &str) -> Result<(), AdminError> {
     }
 }
 
-fn valid_password(pw: &str) -> Result<(), AdminError> {
-    if pw.is_empty() {
-        return Err(AdminError::Invalid("the password is empty".into()));
+impl Admin {
+    fn valid_password(&self, pw: &str) -> Result<(), AdminError> {
+        precheck_password(&self.policy, pw)
     }
-    if pw.len() > 1024 {
-        return Err(AdminError::Invalid(
-            "the password is longer than 1024 bytes".into(),
-        ));
+}
+
+fn precheck_password(policy: &PasswordPolicy, pw: &str) -> Result<(), AdminError> {
+    policy
+        .check(pw)
+        .map_err(|v| AdminError::Invalid(v.to_string()))
+}
+
+fn check_new_user(
+    groups: &[String],
+    name: Option<&str>,
+    phone: Option<&str>,
+    email: Option<&str>,
+) -> Result<(), AdminError> {
+    for g in groups {
+        valid_group(g)?;
+    }
+    if let Some(n) = name {
+        valid_text("name", n)?;
+    }
+    if let Some(p) = phone {
+        valid_text("phone number", p)?;
+    }
+    if let Some(e) = email {
+        valid_email(e)?;
     }
     Ok(())
+}
+
+/// The checks of a command that need no database: the name, groups and other fields of a new
+/// user, and the password policy. The CLI runs them before it opens (or creates) a database,
+/// so a refused `user add` leaves nothing behind; [`Admin::execute`] runs them again.
+///
+/// # Errors
+/// [`AdminError::Invalid`] naming the rule broken.
+pub fn precheck(cmd: &Command, policy: &PasswordPolicy) -> Result<(), AdminError> {
+    match cmd {
+        Command::UserAdd {
+            username,
+            name,
+            email,
+            phone,
+            groups,
+            password,
+        } => {
+            new_username(username).map_err(AdminError::Invalid)?;
+            check_new_user(groups, name.as_deref(), phone.as_deref(), email.as_deref())?;
+            precheck_password(policy, password)
+        }
+        Command::UserPasswd { password, .. } => precheck_password(policy, password),
+        _ => Ok(()),
+    }
 }
 
 impl Admin {
@@ -160,18 +229,20 @@ impl Admin {
                 groups,
                 password,
             } => {
-                valid_username(&username)?;
+                let typed = username;
+                let username = new_username(&typed).map_err(AdminError::Invalid)?;
+                check_new_user(&groups, name.as_deref(), phone.as_deref(), email.as_deref())?;
                 if let Some(e) = &email {
-                    valid_email(e)?;
                     if self.store.user_by_email(e)?.is_some() {
                         return Err(AdminError::Invalid(format!(
                             "email `{e}` is already used by another user"
                         )));
                     }
                 }
-                valid_password(&password)?;
-                if self.store.user(&username)?.is_some() {
-                    return Err(AdminError::Exists(username));
+                self.valid_password(&password)?;
+                // Finds `alice` for `Alice`, and an account stored before names were canonical.
+                if let Some(existing) = self.store.user(&username)? {
+                    return Err(AdminError::Exists(existing.username));
                 }
                 let mut user = User::new(&username);
                 user.name = name.unwrap_or_default();
@@ -181,17 +252,22 @@ impl Admin {
                 user.password_hash =
                     Some(self.passwords.hash_blocking(&SecretString::new(password))?);
                 self.store.put_user(&user)?;
-                Ok(ok(format!("added user {username}")))
+                Ok(ok(if typed == username {
+                    format!("added user {username}")
+                } else {
+                    format!("added user {username} (typed as {typed}; usernames are compared in this form)")
+                }))
             }
             Command::UserPasswd { username, password } => {
-                valid_password(&password)?;
                 let mut user = self.existing(&username)?;
+                self.valid_password(&password)?;
                 user.password_hash =
                     Some(self.passwords.hash_blocking(&SecretString::new(password))?);
                 self.store.put_user(&user)?;
-                self.revoke_sessions(&username)?;
+                self.revoke_sessions(&user.username)?;
                 Ok(ok(format!(
-                    "changed the password of {username}; their sessions were ended"
+                    "changed the password of {}; their sessions were ended",
+                    user.username
                 )))
             }
             Command::UserList => {
@@ -216,24 +292,27 @@ impl Admin {
                 let mut user = self.existing(&username)?;
                 user.active = false;
                 self.store.put_user(&user)?;
-                self.revoke_sessions(&username)?;
+                self.revoke_sessions(&user.username)?;
                 Ok(ok(format!(
-                    "disabled user {username}; their sessions were ended"
+                    "disabled user {}; their sessions were ended",
+                    user.username
                 )))
             }
             Command::UserEnable { username } => {
                 let mut user = self.existing(&username)?;
                 user.active = true;
                 self.store.put_user(&user)?;
-                Ok(ok(format!("enabled user {username}")))
+                Ok(ok(format!("enabled user {}", user.username)))
             }
             Command::UserRemove { username } => {
-                if !self.store.remove_user(&username)? {
+                let user = self.existing(&username)?;
+                if !self.store.remove_user(&user.username)? {
                     return Err(AdminError::NoSuchUser(username));
                 }
-                self.revoke_sessions(&username)?;
+                self.revoke_sessions(&user.username)?;
                 Ok(ok(format!(
-                    "removed user {username}; their sessions were ended"
+                    "removed user {}; their sessions were ended",
+                    user.username
                 )))
             }
             Command::KeysReload => match &self.sessions {

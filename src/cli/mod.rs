@@ -134,6 +134,16 @@ pub fn run(cli: Cli) -> ExitCode {
         Cmd::CheckConfig => match crate::app::check(&config) {
             Ok(()) => {
                 println!("config OK: {}", cli.config.display());
+                let db = &config.storage.path;
+                println!(
+                    "database: {} ({})",
+                    db.display(),
+                    if db.exists() {
+                        "exists"
+                    } else {
+                        "not there yet: created at the first start"
+                    }
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -150,10 +160,17 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         },
         Cmd::HashPassword => hash_password(&config),
-        Cmd::User(cmd) => match user_command(cmd) {
-            Ok(cmd) => admin_command(&config, cmd),
-            Err(e) => fail(&e),
-        },
+        Cmd::User(cmd) => {
+            // Before a password is asked for: a command on accounts needs the database the
+            // config names, and must not create an empty one somewhere else.
+            if let Err(e) = database_for(&config, &cmd) {
+                return fail(&e);
+            }
+            match user_command(cmd) {
+                Ok(cmd) => admin_command(&config, cmd),
+                Err(e) => fail(&e),
+            }
+        }
         Cmd::Keys(KeysCmd::Rotate) => rotate_keys(&config),
     }
 }
@@ -191,11 +208,29 @@ fn user_command(cmd: UserCmd) -> Result<Command, String> {
     })
 }
 
+/// Refuses a user command other than `user add` when the database the config names does not
+/// exist: it would otherwise be created empty, and the command would find no users where the
+/// real ones are (a config read from another folder, a mistyped `--config`).
+fn database_for(config: &Config, cmd: &UserCmd) -> Result<(), String> {
+    let db = &config.storage.path;
+    if matches!(cmd, UserCmd::Add { .. }) || db.exists() {
+        return Ok(());
+    }
+    Err(format!(
+        "no database at {db} (storage.path of {config}); nothing was created. Check --config, or create the first user with `portcullis user add` (a gateway creates it at its first start)",
+        db = db.display(),
+        config = config.source.display(),
+    ))
+}
+
 /// Sends the command to the running gateway, or runs it on the database when none runs, and
-/// says which it did.
+/// says which it did and the database's absolute path.
 fn admin_command(config: &Config, cmd: Command) -> ExitCode {
+    let db = config.storage.path.display().to_string();
     match admin::send_to_gateway(&config.admin_socket, &cmd) {
-        Ok(Some(reply)) => return print_reply(&reply, "via running gateway"),
+        Ok(Some(reply)) => {
+            return print_reply(&reply, &format!("via running gateway, database {db}"))
+        }
         Ok(None) => {}
         Err(e) => {
             return fail(&format!(
@@ -203,6 +238,14 @@ fn admin_command(config: &Config, cmd: Command) -> ExitCode {
                 config.admin_socket.display()
             ))
         }
+    }
+    if let Err(e) = admin::precheck(&cmd, &config.password_policy) {
+        return fail(&e.to_string());
+    }
+    let read_only = matches!(cmd, Command::UserList | Command::UserShow { .. });
+    let existed = config.storage.path.exists();
+    if read_only && !existed {
+        return fail(&format!("no database at {db}; nothing was created"));
     }
     let store = match SledStore::open(&config.storage.path) {
         Ok(s) => s,
@@ -212,7 +255,7 @@ fn admin_command(config: &Config, cmd: Command) -> ExitCode {
                 config.admin_socket.display()
             ))
         }
-        Err(e) => return fail(&e.to_string()),
+        Err(e) => return fail(&format!("{e} (database {db})")),
     };
     let passwords = match PasswordHasherPool::new(&config.passwords) {
         Ok(p) => p,
@@ -222,14 +265,18 @@ fn admin_command(config: &Config, cmd: Command) -> ExitCode {
         store: Arc::new(store) as Arc<dyn Store>,
         passwords,
         sessions: None,
+        policy: config.password_policy,
     };
-    let how = format!(
-        "gateway not running: wrote {}",
-        config.storage.path.display()
-    );
+    let how = if read_only {
+        format!("gateway not running: read {db}")
+    } else if !existed {
+        format!("gateway not running: created the database {db}")
+    } else {
+        format!("gateway not running: wrote {db}")
+    };
     match admin.execute(cmd) {
         Ok(reply) => print_reply(&reply, &how),
-        Err(e) => fail(&e.to_string()),
+        Err(e) => fail(&format!("{e} (database {db})")),
     }
 }
 
@@ -299,6 +346,15 @@ fn dev_certs(out: &std::path::Path, names: &[String]) -> ExitCode {
 
 fn rotate_keys(config: &Config) -> ExitCode {
     let path = &config.storage.keys_path;
+    // No keys file means no gateway has started with this config: there is nothing to rotate,
+    // and a new file here would not be the one a gateway elsewhere uses.
+    if !path.exists() {
+        return fail(&format!(
+            "no keys file at {} (from {}); nothing to rotate and nothing was created. Check --config; a gateway creates the file at its first start",
+            path.display(),
+            config.source.display()
+        ));
+    }
     let kid = match KeyFile::rotate(path, config.longest_session().as_secs() as i64) {
         Ok(k) => k,
         Err(e) => return fail(&e.to_string()),

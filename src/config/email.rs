@@ -140,6 +140,15 @@ pub(super) fn otp(base: &str, raw: &RawOtp) -> Checked<OtpPolicy> {
 
 pub(super) fn email_stage(name: &str, raw: &RawEmailStage) -> Checked<EmailStageConfig> {
     let base = format!("stages.{name}");
+    // Once parsed and never read: an operator who set it expected it to show somewhere.
+    if raw.name.is_some() {
+        return Err(Problem::new(
+            format!("{base}.name"),
+            format!(
+                "is not read: a stage is named by its key ([stages.{name}]); the name users see for the devices it sets up is `friendly_name`"
+            ),
+        ));
+    }
     let own = RawSmtp {
         host: raw.host.clone(),
         port: raw.port,
@@ -183,7 +192,6 @@ pub(super) fn email_stage(name: &str, raw: &RawEmailStage) -> Checked<EmailStage
         },
     };
     Ok(EmailStageConfig {
-        name: raw.name.clone().unwrap_or_else(|| name.to_string()),
         friendly_name: raw.friendly_name.clone().unwrap_or_else(|| "Email".into()),
         smtp,
         subject: raw

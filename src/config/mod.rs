@@ -4,6 +4,7 @@
 
 mod duration;
 mod email;
+mod env;
 mod error;
 mod raw;
 mod server;
@@ -36,6 +37,8 @@ pub struct Config {
     pub session: SessionConfig,
     pub headers: IdentityHeaders,
     pub passwords: PasswordParams,
+    /// What a password set by `user add` / `user passwd` must be (`[password]`).
+    pub password_policy: PasswordPolicy,
     pub admin_socket: PathBuf,
     pub ui: UiConfig,
     /// The global SMTP connection (`[email]`), used by stages with `use_global_settings`.
@@ -137,6 +140,24 @@ pub struct PasswordParams {
     /// Hashes run on a blocking pool capped at this many at once (default: the core count) so a
     /// storm of sign-ins cannot starve signed-in traffic.
     pub max_concurrent_hashes: usize,
+}
+
+/// The rules a new password must follow (`[password]`), after NIST SP 800-63B: at least
+/// `min_length` characters (default 8), at most `max_length` (default 64, never less), counted
+/// in Unicode code points. Checked by [`PasswordPolicy::check`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordPolicy {
+    pub min_length: usize,
+    pub max_length: usize,
+}
+
+impl Default for PasswordPolicy {
+    fn default() -> Self {
+        Self {
+            min_length: 8,
+            max_length: 64,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -406,8 +427,6 @@ pub enum EmailSource {
 
 #[derive(Debug, Clone)]
 pub struct EmailStageConfig {
-    /// A human name for the stage (logs, admin output).
-    pub name: String,
     /// What users see for this kind of authenticator ("Email").
     pub friendly_name: String,
     /// Own SMTP settings, or `None` to use the global `[email]` ones.
@@ -461,52 +480,9 @@ impl Config {
             file: path.to_path_buf(),
             reason: e.to_string().trim().replace('\n', " "),
         })?;
-        let overrides = env_overrides(env);
-        // Overrides are typed by their text ("25" a number, "true" a boolean). When that type
-        // is not what the key takes (a numeric password, a `+4179...` sender number), the
-        // override is applied again as text; each at most once.
-        let mut as_text = vec![false; overrides.len()];
-        let raw: raw::RawConfig = loop {
-            let mut value = file.clone();
-            for (o, text) in overrides.iter().zip(&as_text) {
-                let v = if *text {
-                    toml::Value::String(o.text.clone())
-                } else {
-                    parse_env_value(&o.text)
-                };
-                set_path(&mut value, &o.parts, v);
-            }
-            match serde_path_to_error::deserialize(toml::Value::Table(value)) {
-                Ok(raw) => break raw,
-                Err(e) => {
-                    let at = e.path().to_string();
-                    let from_env = overrides.iter().position(|o| o.parts.join(".") == at);
-                    if let Some(i) = from_env.filter(|i| !as_text[*i]) {
-                        as_text[i] = true;
-                        continue;
-                    }
-                    // Never echo a value that came from the environment: it may be a secret.
-                    let reason = match from_env {
-                        Some(i) => format!(
-                            "the value of {} is not usable here: {}",
-                            overrides[i].key,
-                            without_values(&e.inner().to_string())
-                        ),
-                        None => e.inner().to_string(),
-                    };
-                    return Err(ConfigError::Invalid {
-                        file: path.to_path_buf(),
-                        path: at,
-                        reason,
-                    });
-                }
-            }
-        };
-        validate::validate(raw, path).map_err(|p| ConfigError::Invalid {
-            file: path.to_path_buf(),
-            path: p.path,
-            reason: p.reason,
-        })
+        let mut overrides = env::overrides(env);
+        let raw: raw::RawConfig = env::deserialize(&file, &mut overrides, path)?;
+        validate::validate(raw, path).map_err(|p| env::problem(p, &overrides, path))
     }
 
     /// The app serving `host` (lower-case, no port).
@@ -528,77 +504,6 @@ impl Config {
                 _ => None,
             })
             .fold(self.session.lifetime, Duration::max)
-    }
-}
-
-/// One `PORTCULLIS_<TABLE>__<KEY>` variable: `PORTCULLIS_SESSION__LIFETIME=1h` sets
-/// `[session] lifetime = "1h"`.
-struct EnvOverride {
-    key: String,
-    parts: Vec<String>,
-    text: String,
-}
-
-fn env_overrides(env: impl Iterator<Item = (String, String)>) -> Vec<EnvOverride> {
-    let mut out: Vec<EnvOverride> = env
-        .filter_map(|(key, text)| {
-            let rest = key.strip_prefix(ENV_PREFIX)?;
-            let parts: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
-            if parts.len() < 2 || parts.iter().any(|p| p.is_empty()) {
-                return None;
-            }
-            Some(EnvOverride { key, parts, text })
-        })
-        .collect();
-    // The environment's order is arbitrary; apply in a stable one.
-    out.sort_by(|a, b| a.key.cmp(&b.key));
-    out
-}
-
-/// A deserialisation message with the quoted values taken out (`invalid type: string "..."`).
-fn without_values(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut quote: Option<char> = None;
-    for c in message.chars() {
-        match quote {
-            Some(q) if c == q => {
-                out.push('…');
-                out.push(c);
-                quote = None;
-            }
-            Some(_) => {}
-            None if c == '"' || c == '`' => {
-                out.push(c);
-                quote = Some(c);
-            }
-            None => out.push(c),
-        }
-    }
-    out
-}
-
-fn set_path(table: &mut toml::Table, parts: &[String], value: toml::Value) {
-    let [first, rest @ ..] = parts else { return };
-    if rest.is_empty() {
-        table.insert(first.clone(), value);
-        return;
-    }
-    let entry = table
-        .entry(first.clone())
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-    if let Some(inner) = entry.as_table_mut() {
-        set_path(inner, rest, value);
-    }
-}
-
-fn parse_env_value(val: &str) -> toml::Value {
-    if let Ok(i) = val.parse::<i64>() {
-        return toml::Value::Integer(i);
-    }
-    match val {
-        "true" => toml::Value::Boolean(true),
-        "false" => toml::Value::Boolean(false),
-        _ => toml::Value::String(val.to_string()),
     }
 }
 

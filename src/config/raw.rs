@@ -31,6 +31,9 @@ pub struct RawConfig {
     pub flows: Vec<RawFlow>,
     #[serde(default)]
     pub stages: BTreeMap<String, RawStage>,
+    /// The policy for passwords an operator sets (`user add`, `user passwd`).
+    #[serde(default)]
+    pub password: RawPasswordPolicy,
 }
 
 #[derive(Debug, Deserialize)]
@@ -311,6 +314,7 @@ pub struct RawOtp {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawEmailStage {
+    /// Refused with a pointer to `friendly_name`: nothing reads it (a stage's name is its key).
     pub name: Option<String>,
     pub friendly_name: Option<String>,
     pub use_global_settings: Option<bool>,
@@ -378,3 +382,12 @@ macro_rules! otp_of {
 }
 otp_of!(RawEmailStage);
 otp_of!(RawValidateStage);
+
+/// `[password]`: what a new password must be. Lengths count Unicode characters (code points),
+/// as NIST SP 800-63B counts them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPasswordPolicy {
+    pub min_length: Option<usize>,
+    pub max_length: Option<usize>,
+}

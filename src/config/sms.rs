@@ -38,6 +38,19 @@ fn generic_auth(name: &str, raw: &RawSmsStage) -> Checked<GenericAuth> {
             format!("`{kind}` is not one of \"basic\", \"bearer\""),
         ));
     }
+    // An empty token is a mistake (an unset variable in a template, a missing secret), not a
+    // request to send none: with bearer it would send `Authorization: Bearer ` and every SMS
+    // would fail at the provider.
+    if raw.auth.as_deref().is_some_and(|a| a.trim().is_empty()) {
+        return Err(Problem::new(
+            p("auth"),
+            if kind == "basic" {
+                "is empty: auth_type = \"basic\" needs the username here (or leave out auth, auth_type and auth_password to send no credentials)"
+            } else {
+                "is empty: auth_type = \"bearer\" sends it as the token (or leave out auth and auth_type to send no credentials)"
+            },
+        ));
+    }
     let Some(auth) = &raw.auth else {
         if raw.auth_type.is_some() {
             return Err(Problem::new(
@@ -101,6 +114,12 @@ pub(super) fn at_least_a_second(path: &str, d: Duration) -> Checked<Duration> {
     Ok(d)
 }
 
+/// `["+41", "+49"]`, as written in the file.
+fn prefix_list(prefixes: &[String]) -> String {
+    let quoted: Vec<String> = prefixes.iter().map(|p| format!("{p:?}")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
 pub(super) fn sms_stage(name: &str, raw: &RawSmsStage) -> Checked<SmsStageConfig> {
     let p = |k: &str| format!("stages.{name}.{k}");
     let provider = match raw.provider.as_str() {
@@ -143,13 +162,15 @@ pub(super) fn sms_stage(name: &str, raw: &RawSmsStage) -> Checked<SmsStageConfig
     }
     let allowed_prefixes = raw.allowed_prefixes.clone().unwrap_or_default();
     for (i, prefix) in allowed_prefixes.iter().enumerate() {
-        if !prefix.starts_with('+')
-            || !prefix[1..].bytes().all(|b| b.is_ascii_digit())
-            || prefix.len() < 2
-        {
+        let digits = prefix.strip_prefix('+').unwrap_or_default();
+        // E.164 numbers have at most 15 digits: a longer prefix matches no number.
+        if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return Err(Problem::new(
                 format!("stages.{name}.allowed_prefixes[{i}]"),
-                format!("`{prefix}` is not a prefix like \"+41\""),
+                format!(
+                    "`{prefix}` is not a prefix: each is `+` and 1 to 15 digits, like \"+41\" (allowed_prefixes is {})",
+                    prefix_list(&allowed_prefixes)
+                ),
             ));
         }
     }

@@ -8,9 +8,74 @@ use std::net::ToSocketAddrs;
 
 type Checked<T> = Result<T, Problem>;
 
-pub(super) fn validate(raw: RawConfig, file: &Path) -> Checked<Config> {
-    let base = file.parent().unwrap_or(Path::new("."));
-    let _ = base; // paths are relative to the working directory, as the README's commands run it
+/// A path from the config: absolute as written, or relative to the folder of the config file,
+/// so the same file means the same places whatever directory the command runs from. `.` and
+/// `..` are folded away so messages show the place plainly.
+pub(super) fn resolve(base: &Path, written: &str) -> PathBuf {
+    let p = Path::new(written);
+    let joined = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    };
+    let mut out = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                if !out.pop() {
+                    out.push(c);
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The folder relative paths in `file` are read against: the config file's own folder, made
+/// absolute (symbolic links resolved when it exists) so messages and the running gateway name
+/// one place.
+pub(super) fn base_dir(file: &Path) -> PathBuf {
+    let absolute = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
+    let dir = absolute
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"));
+    std::fs::canonicalize(&dir).unwrap_or(dir)
+}
+
+/// Rewrites every file or folder path of the raw config to an absolute one (see [`resolve`]),
+/// before anything reads a file. A new path key must be listed here.
+fn resolve_paths(raw: &mut RawConfig, base: &Path) {
+    let fix = |s: &mut String| *s = resolve(base, s).display().to_string();
+    let fix_opt = |s: &mut Option<String>| {
+        if let Some(s) = s {
+            fix(s);
+        }
+    };
+    fix(&mut raw.storage.path);
+    fix_opt(&mut raw.session.keys_path);
+    fix_opt(&mut raw.admin.socket);
+    fix_opt(&mut raw.ui.templates);
+    fix_opt(&mut raw.server.upstream_ca_file);
+    for c in &mut raw.server.certificates {
+        fix(&mut c.cert);
+        fix(&mut c.key);
+    }
+    if let Some(e) = raw.email.as_mut() {
+        fix_opt(&mut e.ca_file);
+    }
+    for stage in raw.stages.values_mut() {
+        if let RawStage::AuthenticatorEmail(e) = stage {
+            fix_opt(&mut e.ca_file);
+        }
+    }
+}
+
+pub(super) fn validate(mut raw: RawConfig, file: &Path) -> Checked<Config> {
+    let base = base_dir(file);
+    resolve_paths(&mut raw, &base);
 
     let listen = raw
         .server
@@ -45,6 +110,7 @@ pub(super) fn validate(raw: RawConfig, file: &Path) -> Checked<Config> {
     let session = session(&raw.session)?;
     let headers = headers(&raw.headers)?;
     let passwords = passwords(&raw.passwords)?;
+    let password_policy = password_policy(&raw.password)?;
     let stages = raw
         .stages
         .into_iter()
@@ -58,7 +124,10 @@ pub(super) fn validate(raw: RawConfig, file: &Path) -> Checked<Config> {
     let email = super::email::smtp("email", &raw.email.unwrap_or_default())?;
 
     Ok(Config {
-        source: file.to_path_buf(),
+        source: match file.file_name() {
+            Some(name) => base.join(name),
+            None => file.to_path_buf(),
+        },
         server,
         storage: StorageConfig {
             path: storage_path,
@@ -67,6 +136,7 @@ pub(super) fn validate(raw: RawConfig, file: &Path) -> Checked<Config> {
         session,
         headers,
         passwords,
+        password_policy,
         admin_socket: raw
             .admin
             .socket
@@ -181,6 +251,41 @@ fn passwords(raw: &super::raw::RawPasswords) -> Checked<PasswordParams> {
         return Err(Problem::new(
             "passwords.max_concurrent_hashes",
             "must be at least 1",
+        ));
+    }
+    Ok(p)
+}
+
+/// NIST SP 800-63B: verifiers should accept at least 64 characters; below that, a policy
+/// would refuse the long passphrases people are told to choose.
+const MAX_LENGTH_FLOOR: usize = 64;
+/// Above this a password is no stronger, only more work for the hasher per attempt.
+const MAX_LENGTH_CEILING: usize = 1024;
+
+fn password_policy(raw: &super::raw::RawPasswordPolicy) -> Checked<PasswordPolicy> {
+    let d = PasswordPolicy::default();
+    let p = PasswordPolicy {
+        min_length: raw.min_length.unwrap_or(d.min_length),
+        max_length: raw.max_length.unwrap_or(d.max_length),
+    };
+    if p.min_length == 0 {
+        return Err(Problem::new("password.min_length", "must be at least 1"));
+    }
+    if !(MAX_LENGTH_FLOOR..=MAX_LENGTH_CEILING).contains(&p.max_length) {
+        return Err(Problem::new(
+            "password.max_length",
+            format!(
+                "must be between {MAX_LENGTH_FLOOR} (NIST SP 800-63B: accept at least 64 characters) and {MAX_LENGTH_CEILING}"
+            ),
+        ));
+    }
+    if p.min_length > p.max_length {
+        return Err(Problem::new(
+            "password.min_length",
+            format!(
+                "{} is more than max_length ({})",
+                p.min_length, p.max_length
+            ),
         ));
     }
     Ok(p)
@@ -470,6 +575,37 @@ stages = ["id"]
 [stages.id]
 kind = "identification"
 "#;
+
+    #[test]
+    fn relative_paths_are_read_from_the_config_folder() {
+        let text = format!(
+            "[storage]\npath = \"../state/db\"\n[admin]\nsocket = \"run/admin.sock\"\n[ui]\ntemplates = \"./tpl\"\n{BASE}"
+        );
+        let c = Config::from_toml(
+            &text,
+            Path::new("/etc/portcullis/main.toml"),
+            std::iter::empty(),
+        )
+        .unwrap();
+        assert_eq!(c.storage.path, Path::new("/etc/state/db"));
+        assert_eq!(c.storage.keys_path, Path::new("/etc/state/keys.json"));
+        assert_eq!(c.admin_socket, Path::new("/etc/portcullis/run/admin.sock"));
+        assert_eq!(
+            c.ui.templates.as_deref(),
+            Some(Path::new("/etc/portcullis/tpl"))
+        );
+        assert_eq!(c.source, Path::new("/etc/portcullis/main.toml"));
+        // Absolute paths stay as written; the default sits beside the config.
+        let c = Config::from_toml(
+            &format!("[storage]\npath = \"/var/lib/p/db\"\n{BASE}"),
+            Path::new("/etc/portcullis/main.toml"),
+            std::iter::empty(),
+        )
+        .unwrap();
+        assert_eq!(c.storage.path, Path::new("/var/lib/p/db"));
+        let c = Config::from_toml(BASE, Path::new("/srv/p/main.toml"), std::iter::empty()).unwrap();
+        assert_eq!(c.storage.path, Path::new("/srv/p/data/portcullis.db"));
+    }
 
     #[test]
     fn minimal_config_loads_with_defaults() {

@@ -3,9 +3,11 @@
 
 mod model;
 mod sled_store;
+mod username;
 
 pub use model::{Device, DeviceClass, SessionRecord, User};
 pub use sled_store::SledStore;
+pub use username::{canonical_username, new_username, MAX_USERNAME_CHARS};
 
 /// A storage failure, with what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +33,9 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// Everything the gateway persists. Writes that a user would miss after a crash (users,
 /// revocations, executions) are durable when the call returns.
 pub trait Store: Send + Sync + 'static {
+    /// The account `username` names: stored under exactly that name, or under its canonical
+    /// form ([`canonical_username`]: `ALICE` finds `alice`), or stored before names were
+    /// canonical under another spelling of it (`alice` finds an old `Alice`).
     fn user(&self, username: &str) -> StoreResult<Option<User>>;
     /// Looks a user up by e-mail address, case-insensitively.
     fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;

@@ -1,5 +1,6 @@
 //! The embedded default backend: one sled database, one tree per record kind.
 
+use super::username::canonical_username;
 use super::{Device, SessionRecord, Store, StoreError, StoreResult, User};
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::Path;
@@ -9,6 +10,8 @@ use std::path::Path;
 pub struct SledStore {
     db: sled::Db,
     users: sled::Tree,
+    /// canonical username -> the key of an account stored before usernames were canonical.
+    legacy_names: sled::Tree,
     emails: sled::Tree,
     executions: sled::Tree,
     sessions: sled::Tree,
@@ -92,8 +95,9 @@ impl SledStore {
                 },
             })?;
         let tree = |name: &str| db.open_tree(name).map_err(backend("open tree"));
-        Ok(Self {
+        Self {
             users: tree("users")?,
+            legacy_names: tree("users_by_canonical_name")?,
             emails: tree("users_by_email")?,
             executions: tree("executions")?,
             sessions: tree("sessions")?,
@@ -104,7 +108,71 @@ impl SledStore {
             tickets: tree("tickets")?,
             meta: tree("meta")?,
             db,
-        })
+        }
+        .with_username_index()
+    }
+
+    /// Accounts stored before usernames were compared in canonical form (RFC 8265) are kept
+    /// under the name as typed then (`Alice`). Rather than renaming them, and every device,
+    /// session and revocation recorded under that name, an index maps their canonical form to
+    /// that key, so `alice` finds `Alice`. Built once per database; [`Store::put_user`] keeps it
+    /// in step afterwards.
+    fn with_username_index(self) -> StoreResult<Self> {
+        const DONE: &str = "username_index:rfc8265";
+        if self
+            .meta
+            .get(DONE)
+            .map_err(backend("read username index"))?
+            .is_some()
+        {
+            return Ok(self);
+        }
+        for key in self.users.iter().keys() {
+            let key = key.map_err(backend("build username index"))?;
+            let raw = String::from_utf8_lossy(&key).into_owned();
+            self.index_legacy_name(&raw)?;
+        }
+        self.meta
+            .insert(DONE, &[1u8][..])
+            .map_err(backend("build username index"))?;
+        self.durable()?;
+        Ok(self)
+    }
+
+    /// Records `raw` in the legacy index when it is not its own canonical form. When another
+    /// account already holds the canonical form, the older spelling stays reachable only by
+    /// its exact name, and the log says so.
+    fn index_legacy_name(&self, raw: &str) -> StoreResult<()> {
+        let Some(canonical) = canonical_username(raw) else {
+            return Ok(());
+        };
+        if canonical == raw {
+            return Ok(());
+        }
+        let taken = self
+            .users
+            .contains_key(&canonical)
+            .map_err(backend("build username index"))?;
+        let indexed = !taken
+            && match self
+                .legacy_names
+                .compare_and_swap(&canonical, None as Option<&[u8]>, Some(raw.as_bytes()))
+                .map_err(backend("build username index"))?
+            {
+                Ok(()) => true,
+                Err(e) => e.current.as_deref() == Some(raw.as_bytes()),
+            };
+        if !indexed {
+            tracing::warn!(user = %raw, canonical = %canonical, "two accounts have the same username once case is ignored; the one stored as typed is reached only by its exact name: remove or rename one");
+        }
+        Ok(())
+    }
+
+    fn user_exact(&self, key: &str) -> StoreResult<Option<User>> {
+        match self.users.get(key).map_err(backend("read user"))? {
+            Some(v) => Ok(Some(decode("read user", &v)?)),
+            None => Ok(None),
+        }
     }
 
     fn durable(&self) -> StoreResult<()> {
@@ -114,35 +182,64 @@ impl SledStore {
 
 impl Store for SledStore {
     fn user(&self, username: &str) -> StoreResult<Option<User>> {
-        match self.users.get(username).map_err(backend("read user"))? {
-            Some(v) => Ok(Some(decode("read user", &v)?)),
+        if let Some(u) = self.user_exact(username)? {
+            return Ok(Some(u));
+        }
+        let Some(canonical) = canonical_username(username) else {
+            return Ok(None);
+        };
+        if canonical != username {
+            if let Some(u) = self.user_exact(&canonical)? {
+                return Ok(Some(u));
+            }
+        }
+        match self
+            .legacy_names
+            .get(&canonical)
+            .map_err(backend("read username index"))?
+        {
+            Some(raw) => self.user_exact(&String::from_utf8_lossy(&raw)),
             None => Ok(None),
         }
     }
 
     fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
-        let key = email.trim().to_lowercase();
-        match self.emails.get(key).map_err(backend("read email index"))? {
-            Some(name) => self.user(&String::from_utf8_lossy(&name)),
+        let key = email_key(email);
+        let mut found = self.emails.get(&key).map_err(backend("read email index"))?;
+        // Entries written before addresses were NFC-normalised.
+        let plain = email.trim().to_lowercase();
+        if found.is_none() && plain != key {
+            found = self
+                .emails
+                .get(plain)
+                .map_err(backend("read email index"))?;
+        }
+        match found {
+            Some(name) => self.user_exact(&String::from_utf8_lossy(&name)),
             None => Ok(None),
         }
     }
 
     fn put_user(&self, user: &User) -> StoreResult<()> {
-        let old = self.user(&user.username)?;
-        if let Some(old_email) = old.and_then(|o| o.email) {
-            self.emails
-                .remove(old_email.to_lowercase())
-                .map_err(backend("update email index"))?;
+        let old = self.user_exact(&user.username)?;
+        if let Some(old_email) = old.as_ref().and_then(|o| o.email.as_ref()) {
+            for key in [email_key(old_email), old_email.trim().to_lowercase()] {
+                self.emails
+                    .remove(key)
+                    .map_err(backend("update email index"))?;
+            }
         }
         if let Some(email) = &user.email {
             self.emails
-                .insert(email.to_lowercase(), user.username.as_bytes())
+                .insert(email_key(email), user.username.as_bytes())
                 .map_err(backend("update email index"))?;
         }
         self.users
             .insert(&user.username, encode("write user", user)?)
             .map_err(backend("write user"))?;
+        if old.is_none() {
+            self.index_legacy_name(&user.username)?;
+        }
         self.durable()
     }
 
@@ -150,13 +247,25 @@ impl Store for SledStore {
         let Some(old) = self.user(username)? else {
             return Ok(false);
         };
-        if let Some(email) = old.email {
-            self.emails
-                .remove(email.to_lowercase())
-                .map_err(backend("update email index"))?;
+        if let Some(email) = &old.email {
+            for key in [email_key(email), email.trim().to_lowercase()] {
+                self.emails
+                    .remove(key)
+                    .map_err(backend("update email index"))?;
+            }
+        }
+        if let Some(canonical) = canonical_username(&old.username) {
+            let _ = self
+                .legacy_names
+                .compare_and_swap(
+                    &canonical,
+                    Some(old.username.as_bytes()),
+                    None as Option<&[u8]>,
+                )
+                .map_err(backend("update username index"))?;
         }
         self.users
-            .remove(username)
+            .remove(&old.username)
             .map_err(backend("remove user"))?;
         self.durable()?;
         Ok(true)
@@ -389,6 +498,13 @@ impl Store for SledStore {
     }
 }
 
+/// The e-mail index key: trimmed, NFC, lower case, so an address matches however its
+/// accents were composed or its letters cased.
+fn email_key(email: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    email.trim().nfc().collect::<String>().to_lowercase()
+}
+
 fn device_prefix(username: &str) -> String {
     // NUL cannot occur in a username, so one user's prefix never matches another's.
     format!("{username}\0")
@@ -489,6 +605,70 @@ mod tests {
         assert!(s.user_by_email("alice@example.com").unwrap().is_none());
         assert!(s.remove_user("alice").unwrap());
         assert!(s.user_by_email("new@example.com").unwrap().is_none());
+    }
+
+    #[test]
+    fn any_spelling_of_a_name_finds_the_account() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(&dir.path().join("db")).unwrap();
+        s.put_user(&User::new("émilie")).unwrap();
+        for typed in ["émilie", "ÉMILIE", "E\u{301}milie", "Émilie"] {
+            assert_eq!(
+                s.user(typed).unwrap().map(|u| u.username).as_deref(),
+                Some("émilie"),
+                "{typed:?}"
+            );
+        }
+        assert!(s.user("emilie").unwrap().is_none());
+        assert!(s.user("émilie x").unwrap().is_none());
+    }
+
+    #[test]
+    fn accounts_stored_before_names_were_canonical_are_found_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            // A database as an older version left it: a key as typed, no index.
+            let s = SledStore::open(&path).unwrap();
+            let mut old = User::new("Carol");
+            old.email = Some("carol@example.com".into());
+            s.users
+                .insert("Carol", serde_json::to_vec(&old).unwrap())
+                .unwrap();
+            s.emails.insert("carol@example.com", "Carol").unwrap();
+            s.meta.remove("username_index:rfc8265").unwrap();
+            s.legacy_names.clear().unwrap();
+            s.durable().unwrap();
+        }
+        let s = SledStore::open(&path).unwrap();
+        for typed in ["carol", "CAROL", "Carol"] {
+            assert_eq!(
+                s.user(typed).unwrap().map(|u| u.username).as_deref(),
+                Some("Carol"),
+                "{typed:?}"
+            );
+        }
+        assert_eq!(
+            s.user_by_email("Carol@Example.com")
+                .unwrap()
+                .map(|u| u.username)
+                .as_deref(),
+            Some("Carol")
+        );
+        assert!(s.remove_user("carol").unwrap());
+        assert!(s.user("Carol").unwrap().is_none());
+        assert!(s.user("carol").unwrap().is_none());
+        assert!(s.user_by_email("carol@example.com").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_canonical_account_wins_over_an_older_spelling_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(&dir.path().join("db")).unwrap();
+        s.put_user(&User::new("dave")).unwrap();
+        s.put_user(&User::new("Dave")).unwrap();
+        assert_eq!(s.user("DAVE").unwrap().unwrap().username, "dave");
+        assert_eq!(s.user("Dave").unwrap().unwrap().username, "Dave");
     }
 
     #[test]

@@ -305,3 +305,343 @@ async fn logs_never_contain_passwords_tokens_or_cookies() {
         "the signing key appears in the log"
     );
 }
+
+/// Runs the binary in `cwd` with `args`, `stdin` written to it.
+fn run_in(cwd: &std::path::Path, args: &[&str], stdin: Option<&str>) -> CliOut {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(BIN)
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("PORTCULLIS_CONFIG")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn portcullis");
+    if let Some(input) = stdin {
+        let mut si = child.stdin.take().unwrap();
+        let _ = si.write_all(input.as_bytes());
+    }
+    let out = child.wait_with_output().expect("wait for portcullis");
+    CliOut {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Every file and folder under `dir`, relative to it.
+fn tree(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            out.push(p.strip_prefix(dir).unwrap().display().to_string());
+            if p.is_dir() {
+                todo.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A config in `<root>/conf/` whose database is `../state/portcullis.db`, i.e. `<root>/state`.
+fn relative_config(root: &std::path::Path) -> std::path::PathBuf {
+    let conf_dir = root.join("conf");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    let text = config_toml(
+        free_port(),
+        "127.0.0.1:9".parse().unwrap(),
+        free_port(),
+        std::path::Path::new("../state/portcullis.db"),
+        &Setup::default(),
+    );
+    let path = conf_dir.join("portcullis.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn relative_paths_in_the_config_are_read_from_its_folder_whatever_the_working_directory() {
+    tokio::task::spawn_blocking(|| {
+        let root = tempfile::tempdir().unwrap();
+        let root_path = std::fs::canonicalize(root.path()).unwrap();
+        relative_config(&root_path);
+        let elsewhere = root_path.join("elsewhere");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        let db = root_path.join("state").join("portcullis.db");
+
+        // A relative --config, from a folder that is neither the config's nor the database's.
+        let out = run_in(
+            &elsewhere,
+            &[
+                "--config",
+                "../conf/portcullis.toml",
+                "user",
+                "add",
+                "alice",
+            ],
+            Some(&format!("{ALICE_PW}\n")),
+        );
+        assert!(out.ok(), "{}", out.all());
+        assert!(
+            db.is_dir(),
+            "the database is not beside the config: {:?}",
+            tree(&root_path)
+        );
+        assert!(
+            out.stdout.contains(&db.display().to_string()),
+            "the absolute database path is not printed: {}",
+            out.stdout
+        );
+        assert!(out.stdout.contains("created"), "{}", out.stdout);
+        assert_eq!(
+            tree(&elsewhere),
+            Vec::<String>::new(),
+            "something was created in the working directory"
+        );
+
+        // From the config's own folder, and from the root, the same database answers.
+        for (cwd, config) in [
+            (root_path.join("conf"), "portcullis.toml"),
+            (root_path.clone(), "conf/portcullis.toml"),
+        ] {
+            let out = run_in(&cwd, &["--config", config, "user", "list"], None);
+            assert!(out.ok(), "from {}: {}", cwd.display(), out.all());
+            assert!(out.stdout.contains("alice"), "{}", out.stdout);
+            assert!(
+                out.stdout.contains(&format!("read {}", db.display())),
+                "user list must say which database it read: {}",
+                out.stdout
+            );
+            assert!(
+                !out.stdout.contains("wrote"),
+                "a read-only command says it wrote: {}",
+                out.stdout
+            );
+        }
+
+        // check-config names the database too.
+        let out = run_in(
+            &elsewhere,
+            &["--config", "../conf/portcullis.toml", "check-config"],
+            None,
+        );
+        assert!(out.ok(), "{}", out.all());
+        assert!(
+            out.stdout.contains(&db.display().to_string()),
+            "{}",
+            out.stdout
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn commands_on_a_missing_database_refuse_say_where_they_looked_and_create_nothing() {
+    tokio::task::spawn_blocking(|| {
+        let root = tempfile::tempdir().unwrap();
+        let root_path = std::fs::canonicalize(root.path()).unwrap();
+        relative_config(&root_path);
+        let db = root_path.join("state").join("portcullis.db");
+        let keys = root_path.join("state").join("keys.json");
+        let before = tree(&root_path);
+        let cases: &[(&[&str], Option<&str>, &std::path::Path)] = &[
+            (&["user", "list"], None, &db),
+            (&["user", "show", "alice"], None, &db),
+            (&["user", "disable", "alice"], None, &db),
+            (&["user", "enable", "alice"], None, &db),
+            (&["user", "remove", "alice"], None, &db),
+            (
+                &["user", "passwd", "alice"],
+                Some("Alice-new-pw-5555\n"),
+                &db,
+            ),
+            (&["keys", "rotate"], None, &keys),
+        ];
+        for (args, stdin, looked) in cases {
+            let mut all = vec!["--config", "conf/portcullis.toml"];
+            all.extend_from_slice(args);
+            let out = run_in(&root_path, &all, *stdin);
+            assert!(
+                !out.ok(),
+                "{args:?} succeeded without a database: {}",
+                out.all()
+            );
+            assert!(
+                out.stderr.contains(&looked.display().to_string()),
+                "{args:?} does not say where it looked ({}): {}",
+                looked.display(),
+                out.stderr
+            );
+            assert!(
+                !out.all().contains("wrote"),
+                "{args:?} says it wrote: {}",
+                out.all()
+            );
+            assert_eq!(tree(&root_path), before, "{args:?} created files");
+        }
+        // A `user add` refused for its password creates no database either.
+        let out = run_in(
+            &root_path,
+            &["--config", "conf/portcullis.toml", "user", "add", "alice"],
+            Some("short\n"),
+        );
+        assert!(!out.ok(), "{}", out.all());
+        assert!(out.stderr.contains("min_length"), "{}", out.stderr);
+        assert_eq!(tree(&root_path), before, "a refused user add created files");
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn usernames_are_one_account_whatever_their_case_width_or_composition() {
+    let emilie = UserSpec::new(
+        "Émilie",
+        "Émilie É",
+        "emilie@example.com",
+        &["staff"],
+        "Emilie-pw-2468-long",
+    );
+    let gw = Gateway::prepare(Setup {
+        users: vec![alice(), bob(), emilie.clone()],
+        ..Setup::default()
+    })
+    .await;
+    assert!(
+        gw.user_add_outputs[2].stdout.contains("added user émilie"),
+        "the account is stored under its canonical name: {}",
+        gw.user_add_outputs[2].stdout
+    );
+    // Another spelling of an existing name is the same account.
+    for taken in ["Alice", "ALICE", "ａｌｉｃｅ", "émilie", "E\u{301}MILIE"] {
+        let mut u = alice();
+        u.username = taken.into();
+        u.email = format!("other-{}@example.com", taken.len());
+        let out = add_user(&gw.config_path, &u).await;
+        assert!(
+            !out.ok(),
+            "`user add {taken}` made a second account: {}",
+            out.all()
+        );
+        assert!(
+            out.stderr.contains("already exists"),
+            "{taken}: {}",
+            out.stderr
+        );
+    }
+    // Every user command takes any spelling.
+    let out = gw.cli(&["user", "show", "ALICE"], None).await;
+    assert!(out.ok(), "{}", out.all());
+    assert!(out.stdout.starts_with("alice\t"), "{}", out.stdout);
+    let out = gw.cli(&["user", "show", "ÉMILIE"], None).await;
+    assert!(out.ok(), "{}", out.all());
+    assert!(out.stdout.contains("Émilie É"), "{}", out.stdout);
+
+    let gw = gw.launch().await;
+    for (typed, pw, user) in [
+        ("ALICE", ALICE_PW, "alice"),
+        ("Alice", ALICE_PW, "alice"),
+        ("ａｌｉｃｅ", ALICE_PW, "alice"),
+        ("émilie", emilie.password.as_str(), "émilie"),
+        ("ÉMILIE", emilie.password.as_str(), "émilie"),
+        ("E\u{301}milie", emilie.password.as_str(), "émilie"),
+    ] {
+        let b = gw.browser();
+        api_sign_in(&b, typed, pw).await;
+        let echo = b.get_json("/").await.echo();
+        assert_eq!(
+            echo.header("remote-user"),
+            Some(user),
+            "signed in as {typed:?}"
+        );
+    }
+    // HTML sign-in with a Unicode name, end to end.
+    let b = gw.browser();
+    let r = html_sign_in_from(&b, &flow_path(), "Émilie", &emilie.password).await;
+    assert!(
+        r.set_cookie_value(SESSION_COOKIE).is_some(),
+        "{}",
+        r.describe()
+    );
+    let echo = b.get_json("/").await.echo();
+    assert_eq!(echo.header("remote-name"), Some("Émilie É"));
+
+    // Disabling by another spelling disables the account and ends its sessions.
+    let out = gw.cli(&["user", "disable", "ALICE"], None).await;
+    assert!(out.ok(), "{}", out.all());
+    assert!(out.stdout.contains("disabled user alice"), "{}", out.stdout);
+    assert_cannot_sign_in(&gw, "alice", ALICE_PW, "alice disabled as ALICE").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn names_groups_and_passwords_that_break_the_rules_are_refused_naming_the_rule() {
+    let gw = Gateway::prepare(Setup {
+        users: vec![alice()],
+        extra_toml: "\n[password]\nmin_length = 12\n".into(),
+        ..Setup::default()
+    })
+    .await;
+    let ok_pw = "Twelve-chars";
+    let cases: &[(&str, &[&str], &str, &[&str])] = &[
+        // (username, groups, password, what stderr must say)
+        ("carol", &["a,b"], ok_pw, &["a,b", "comma"]),
+        ("carol", &["ops\nadmins"], ok_pw, &["control"]),
+        ("carol", &[" ops"], ok_pw, &["space"]),
+        ("carol", &[""], ok_pw, &["empty"]),
+        ("carol", &["ops"], "Eleven-char", &["min_length", "12"]),
+        ("carol", &["ops"], &"x".repeat(65), &["max_length", "64"]),
+        ("carol", &["ops"], "Tab\there-long-enough", &["control"]),
+        ("car ol", &["ops"], ok_pw, &["not a valid username"]),
+        ("carol,bob", &["ops"], ok_pw, &["not a valid username"]),
+        ("carol☃", &["ops"], ok_pw, &["not a valid username"]),
+    ];
+    for (username, groups, password, must_say) in cases {
+        let u = UserSpec::new(username, "Carol C", "carol@example.com", groups, password);
+        let out = add_user(&gw.config_path, &u).await;
+        assert!(!out.ok(), "accepted {username:?} {groups:?}: {}", out.all());
+        for needle in *must_say {
+            assert!(
+                out.stderr.contains(needle),
+                "{username:?} {groups:?}: the refusal does not say {needle:?}: {}",
+                out.stderr
+            );
+        }
+        assert!(!out.all().contains(password), "the password is echoed");
+    }
+    let out = gw.cli(&["user", "list"], None).await;
+    assert!(!out.stdout.contains("carol"), "{}", out.stdout);
+    // Twelve characters of any script pass; so does a passphrase of 64.
+    let u = UserSpec::new(
+        "carol",
+        "Carol C",
+        "carol@example.com",
+        &["ops"],
+        "Pässwörter-12",
+    );
+    let out = add_user(&gw.config_path, &u).await;
+    assert!(out.ok(), "{}", out.all());
+
+    // `user passwd` follows the same policy, and a refused change changes nothing.
+    let out = gw
+        .cli(&["user", "passwd", "alice"], Some("short-pw\n"))
+        .await;
+    assert!(!out.ok(), "{}", out.all());
+    assert!(out.stderr.contains("min_length"), "{}", out.stderr);
+    let out = gw
+        .cli(
+            &["user", "passwd", "alice"],
+            Some(&format!("{}\n", "p".repeat(64))),
+        )
+        .await;
+    assert!(out.ok(), "64 characters must be allowed: {}", out.all());
+}

@@ -268,3 +268,325 @@ async fn the_shipped_example_config_passes_check_config() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `check-config` with `env` set.
+fn check_config_env(path: &Path, env: &[(&str, &str)]) -> CliOut {
+    run_cli_blocking(
+        &[
+            "check-config".into(),
+            "--config".into(),
+            path.display().to_string(),
+        ],
+        None,
+        env,
+    )
+}
+
+/// Starts `serve` with `env` and waits until `port` answers ping; the caller kills it.
+fn serve_with_env(path: &Path, env: &[(&str, &str)], port: u16) -> std::process::Child {
+    let mut c = Command::new(BIN);
+    c.arg("serve")
+        .arg("--config")
+        .arg(path)
+        .env_remove("PORTCULLIS_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !answers_ping(port, "x.test") {
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            panic!("the gateway with {env:?} never answered on port {port}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+/// A plain HTTP/1.1 GET of `path` with `Host: host`; the status code, or `None` when nothing
+/// answers.
+fn get_status(port: u16, host: &str, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/html\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+fn answers_ping(port: u16, host: &str) -> bool {
+    get_status(port, host, "/.portcullis/ping") == Some(200)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn environment_overrides_set_lists_and_entries_of_arrays_of_tables() {
+    tokio::task::spawn_blocking(|| {
+        for form in ["comma", "json", "toml"] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = write(&dir, &good_config(&dir, free_port()));
+            let (a, b) = (free_port(), free_port());
+            let listen = match form {
+                "comma" => format!("127.0.0.1:{a}, 127.0.0.1:{b}"),
+                "json" => format!(r#"["127.0.0.1:{a}","127.0.0.1:{b}"]"#),
+                _ => format!("['127.0.0.1:{a}', '127.0.0.1:{b}']"),
+            };
+            let hosts = match form {
+                "comma" => "renamed.test,second.test".to_string(),
+                _ => r#"["renamed.test", "second.test"]"#.to_string(),
+            };
+            let env = [
+                ("PORTCULLIS_SERVER__LISTEN", listen.as_str()),
+                ("PORTCULLIS_APPS__0__HOSTS", hosts.as_str()),
+                ("PORTCULLIS_APPS__0__BYPASS", ""),
+            ];
+            let out = check_config_env(&path, &env);
+            assert!(out.ok(), "{form}: {}", out.all());
+            let mut child = serve_with_env(&path, &env, a);
+            let seen = (
+                answers_ping(b, "x.test"),
+                get_status(a, "renamed.test", "/public/x"),
+                get_status(a, "second.test", "/"),
+                get_status(a, APP, "/"),
+            );
+            let _ = child.kill();
+            let _ = child.wait();
+            assert!(seen.0, "{form}: the second listen address is not served");
+            // apps[0] now answers for its new hosts, with no bypass left: a redirect to sign in.
+            assert_eq!(seen.1, Some(302), "{form}: renamed.test /public/x");
+            assert_eq!(seen.2, Some(302), "{form}: second.test /");
+            assert_eq!(seen.3, Some(404), "{form}: the old host is still an app");
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn environment_override_errors_name_the_variable_and_key_never_the_value() {
+    tokio::task::spawn_blocking(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(&dir, &good_config(&dir, free_port()));
+        // (variable, value, the key path the error must name)
+        let cases = [
+            ("PORTCULLIS_EMAIL__PORT", "hunter2-port", "email.port"),
+            ("PORTCULLIS_EMAIL__USE_TLS", "hunter2-bool", "email.use_tls"),
+            (
+                "PORTCULLIS_SERVER__LISTEN",
+                "hunter2-a,hunter2-b",
+                "server.listen",
+            ),
+            (
+                "PORTCULLIS_SERVER__LISTEN",
+                r#"["hunter2-json"]"#,
+                "server.listen",
+            ),
+            (
+                "PORTCULLIS_SERVER__AUTH_HOST",
+                "hunter2/host",
+                "server.auth_host",
+            ),
+            (
+                "PORTCULLIS_SESSION__LIFETIME",
+                "hunter2 parsecs",
+                "session.lifetime",
+            ),
+            (
+                "PORTCULLIS_SESSION__LIFETIM",
+                "hunter2-typo",
+                "session.lifetim",
+            ),
+            ("PORTCULLIS_APPS__9__HOSTS", "hunter2.test", "apps"),
+            (
+                "PORTCULLIS_APPS__0__NAME__X",
+                "hunter2-deep",
+                "apps[0].name",
+            ),
+            (
+                "PORTCULLIS_STAGES__PASSWORD__FAILED_ATTEMPTS_BEFORE_CANCEL",
+                "hunter2-count",
+                "stages.password",
+            ),
+            (
+                "PORTCULLIS_STAGES__LOGIN__SESSION_DURATION",
+                "hunter2",
+                "stages.login.session_duration",
+            ),
+        ];
+        for (var, value, key) in cases {
+            let out = check_config_env(&path, &[(var, value)]);
+            assert_eq!(
+                out.code,
+                Some(2),
+                "{var}={value} was accepted: {}",
+                out.all()
+            );
+            assert!(
+                out.stderr.contains(var),
+                "{var}: the variable is not named: {}",
+                out.stderr
+            );
+            assert!(
+                out.stderr.contains(key),
+                "{var}: the key {key} is not named: {}",
+                out.stderr
+            );
+            assert!(
+                !out.all().contains("hunter2"),
+                "{var}: the value is shown: {}",
+                out.all()
+            );
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_address_that_cannot_be_bound_stops_the_start_naming_it() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = held.local_addr().unwrap().port();
+    tokio::task::spawn_blocking(move || {
+        let free = free_port();
+        // (listen list, the address named, the reason's words)
+        let cases = [
+            (
+                format!(r#"["127.0.0.1:{busy}"]"#),
+                format!("127.0.0.1:{busy}"),
+                "in use",
+            ),
+            (
+                format!(r#"["127.0.0.1:{free}", "127.0.0.1:{busy}"]"#),
+                format!("127.0.0.1:{busy}"),
+                "in use",
+            ),
+            (
+                format!(r#"["127.0.0.1:{free}", "127.0.0.1:{free}"]"#),
+                format!("127.0.0.1:{free}"),
+                "in use",
+            ),
+            // TEST-NET-1: never an address of this machine. Binding sends nothing.
+            (
+                "[\"192.0.2.1:9000\"]".to_string(),
+                "192.0.2.1:9000".into(),
+                "not an address of this machine",
+            ),
+        ];
+        for (listen, named, reason) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let text = good_config(&dir, free_port()).replacen(
+                "listen = [",
+                &format!("listen = {listen}\n# was: ["),
+                1,
+            );
+            let path = write(&dir, &text);
+            let started = Instant::now();
+            let out = serve_must_refuse(&path);
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{listen}: took {:?}",
+                started.elapsed()
+            );
+            assert_ne!(out.code, Some(0), "{listen}: {}", out.all());
+            assert!(out.code.is_some(), "{listen}: killed, not exited");
+            assert!(
+                out.stderr.contains(&named),
+                "{listen}: {named} not named: {}",
+                out.stderr
+            );
+            assert!(
+                out.stderr.contains(reason),
+                "{listen}: no {reason:?}: {}",
+                out.stderr
+            );
+            assert!(
+                out.stderr.contains("server.listen"),
+                "{listen}: key not named: {}",
+                out.stderr
+            );
+            assert!(
+                !dir.path().join("data").exists(),
+                "{listen}: the database was created before the refusal"
+            );
+        }
+    })
+    .await
+    .unwrap();
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_mistakes_are_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = good_config(&dir, free_port());
+    let email_stage = "\n[stages.mail]\nkind = \"authenticator_email\"\nname = \"Work mail\"\n";
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        (
+            format!("{base}{email_stage}"),
+            vec!["stages.mail.name", "friendly_name"],
+        ),
+        (
+            format!("{base}\n[password]\nmin_length = 0\n"),
+            vec!["password.min_length"],
+        ),
+        (
+            format!("{base}\n[password]\nmax_length = 32\n"),
+            vec!["password.max_length", "64"],
+        ),
+        (
+            format!("{base}\n[password]\nmin_length = 100\n"),
+            vec!["password.min_length", "max_length"],
+        ),
+    ];
+    tokio::task::spawn_blocking(move || {
+        for (text, must) in cases {
+            assert_refused(&text, &must);
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tls_address_in_use_stops_the_start_naming_it() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = held.local_addr().unwrap().port();
+    tokio::task::spawn_blocking(move || {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs");
+        let out = run_cli_blocking(
+            &["certs".into(), "dev".into(), "--out".into(), certs.display().to_string()],
+            None,
+            &[],
+        );
+        assert!(out.ok(), "{}", out.all());
+        // Relative to the config's folder.
+        let text = format!(
+            "{}\n",
+            good_config(&dir, free_port()).replacen(
+                "[server]\n",
+                &format!(
+                    "[server]\ntls_listen = [\"127.0.0.1:{busy}\"]\ncertificates = [{{ cert = \"certs/dev.pem\", key = \"certs/dev.key\" }}]\n"
+                ),
+                1,
+            )
+        );
+        let path = write(&dir, &text);
+        let out = serve_must_refuse(&path);
+        assert_ne!(out.code, Some(0), "{}", out.all());
+        for needle in [format!("127.0.0.1:{busy}"), "server.tls_listen[0]".into(), "in use".into()] {
+            assert!(out.stderr.contains(&needle), "{needle:?} not named: {}", out.stderr);
+        }
+    })
+    .await
+    .unwrap();
+    drop(held);
+}

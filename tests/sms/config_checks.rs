@@ -334,3 +334,57 @@ async fn the_example_sms_section_enrols_through_validation_and_passes_check_conf
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_token_or_username_for_the_generic_provider_is_refused() {
+    blocking(|| {
+        for (extra, must) in [
+            (
+                &[("auth_type", "\"bearer\""), ("auth", "\"\"")][..],
+                &["stages.sms.auth", "bearer", "empty"][..],
+            ),
+            (&[("auth", "\"\"")][..], &["stages.sms.auth", "empty"][..]),
+            (
+                &[("auth", "\"   \"")][..],
+                &["stages.sms.auth", "empty"][..],
+            ),
+            (
+                &[
+                    ("auth_type", "\"basic\""),
+                    ("auth", "\"\""),
+                    ("auth_password", "\"pw\""),
+                ][..],
+                &["stages.sms.auth", "basic", "empty"][..],
+            ),
+        ] {
+            assert_refused(&generic(extra), must);
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_allowed_prefix_is_refused_with_the_list_it_is_in() {
+    blocking(|| {
+        for (list, index, bad) in [
+            (r#"["+41", "0049"]"#, 1, "0049"),
+            (r#"["41"]"#, 0, "41"),
+            (r#"["+"]"#, 0, "+"),
+            (r#"["+41 79"]"#, 0, "+41 79"),
+            (r#"["+1234567890123456"]"#, 0, "+1234567890123456"),
+        ] {
+            let key = format!("stages.sms.allowed_prefixes[{index}]");
+            assert_refused(
+                &base().sms("allowed_prefixes", list),
+                &[
+                    key.as_str(),
+                    bad,
+                    "like \"+41\"",
+                    &format!("allowed_prefixes is {list}"),
+                ],
+            );
+        }
+        assert_accepted(&base().sms("allowed_prefixes", r#"["+41", "+1", "+123456789012345"]"#));
+    })
+    .await;
+}

@@ -20,6 +20,10 @@ impl Identification {
         }
     }
 
+    /// The stored name of the account `uid` names. The store compares usernames in their
+    /// RFC 8265 form (`ALICE`, `ａｌｉｃｅ` find `alice`) and addresses trimmed, NFC and lower
+    /// case, so every spelling reaches one account, and what the rest of the flow, the session
+    /// and `Remote-User` carry is the stored name, never the typed one.
     fn resolve(&self, cx: &StageContext<'_>, uid: &str) -> Result<Option<String>, FlowError> {
         let store = &cx.services.store;
         for field in &self.user_fields {
