@@ -82,10 +82,7 @@ pub(super) fn validate(raw: RawConfig, file: &Path) -> Checked<Config> {
             .socket
             .map(PathBuf::from)
             .unwrap_or_else(|| data_dir.join("admin.sock")),
-        ui: UiConfig {
-            site_title: raw.ui.site_title.unwrap_or_else(|| "Portcullis".into()),
-            templates: raw.ui.templates.map(PathBuf::from),
-        },
+        ui: super::ui::ui(raw.ui, base)?,
         email,
         apps,
         flows,

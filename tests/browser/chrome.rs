@@ -83,8 +83,11 @@ pub struct Chrome {
 impl Chrome {
     /// A browser whose test hosts ([`APP`], [`ADMIN_APP`]) resolve to the gateway.
     pub async fn start(gateway_port: u16) -> Chrome {
-        Chrome::start_with(Options::mapping(&[(APP, gateway_port), (ADMIN_APP, gateway_port)]))
-            .await
+        Chrome::start_with(Options::mapping(&[
+            (APP, gateway_port),
+            (ADMIN_APP, gateway_port),
+        ]))
+        .await
     }
 
     /// A browser as `opts` describe it.
@@ -306,4 +309,3 @@ impl Drop for Chrome {
         let _ = self.driver.wait();
     }
 }
-
