@@ -7,6 +7,7 @@
 mod harness;
 
 mod chrome;
+mod pages;
 
 use chrome::Chrome;
 use harness::*;

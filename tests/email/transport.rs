@@ -230,8 +230,11 @@ async fn refused_recipient_shows_send_failure_and_saves_no_device() {
     assert_send_failed(&v, "authenticator_email");
     // No code went out, so there is no code to type, and one sent anyway is not an answer.
     assert!(field_names(&v).is_empty(), "{v}");
-    let r = post_resp(&b, MFA_FLOW, json!({ "code": "123456" })).await;
+    let r = b
+        .post_json(&api(MFA_FLOW), &json!({ "code": "123456" }))
+        .await;
     assert_eq!(r.status, 400, "{}", r.describe());
+    assert_eq!(r.json()["error"], "stage_mismatch", "{}", r.describe());
     smtp.assert_no_more_than(0, "refused recipient").await;
     let logs = gw.logs();
     assert!(
