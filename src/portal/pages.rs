@@ -186,3 +186,79 @@ pub fn unauthenticated(login: &str, navigation: bool) -> Response {
 pub fn json_error(status: StatusCode, error: &str, message: &str) -> Response {
     Response::json(status, &json!({ "error": error, "message": message }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::UiConfig;
+
+    fn ui() -> Ui {
+        Ui::new(&UiConfig {
+            site_title: "T".into(),
+            templates: None,
+            logo: None,
+            accent_color: None,
+            footer_links: Vec::new(),
+        })
+    }
+
+    fn body(r: &Response) -> String {
+        String::from_utf8_lossy(&r.body).into_owned()
+    }
+
+    #[test]
+    fn bad_gateway_retries_only_paths_of_this_host() {
+        let ui = ui();
+        let ok = bad_gateway(&ui, "/reports?q=1");
+        assert!(
+            body(&ok).contains("href=\"&#x2f;reports?q=1\""),
+            "{}",
+            body(&ok)
+        );
+        // Anything that a browser could read as another host goes to the start page.
+        for evil in [
+            "//evil.example/",
+            "/\\evil.example/",
+            "/\t/evil.example/",
+            "/ /x",
+            "javascript:alert(1)",
+            "http://evil.example/",
+            "",
+        ] {
+            let r = bad_gateway(&ui, evil);
+            assert!(
+                body(&r).contains("<a href=\"&#x2f;\">Try again</a>"),
+                "{evil:?}: {}",
+                body(&r)
+            );
+        }
+    }
+
+    #[test]
+    fn gateway_pages_are_html_with_a_way_on() {
+        let ui = ui();
+        for (r, status) in [
+            (not_found(&ui), 404),
+            (unknown_host(&ui, Some("https://auth.example/")), 404),
+            (payload_too_large(&ui), 413),
+            (method_not_allowed(&ui), 405),
+            (csrf_failed(&ui, "/.portcullis/flow/x"), 403),
+            (malformed_form(&ui, "/.portcullis/flow/x"), 400),
+            (bad_gateway(&ui, "/"), 502),
+            (internal_error(&ui), 500),
+        ] {
+            assert_eq!(r.status.as_u16(), status);
+            let ct = r
+                .headers
+                .iter()
+                .find(|(n, _)| n == http::header::CONTENT_TYPE)
+                .map(|(_, v)| v.to_str().unwrap_or_default().to_string());
+            assert_eq!(ct.as_deref(), Some("text/html; charset=utf-8"));
+            assert!(
+                body(&r).contains("<p class=\"onward\"><a href="),
+                "{}",
+                body(&r)
+            );
+        }
+    }
+}
