@@ -188,3 +188,51 @@ async fn after_a_failed_send_no_code_box_is_shown_until_a_send_succeeds() {
         r.describe()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn code_pages_ask_for_digits_offer_autofill_and_say_what_the_step_is() {
+    let smtp = SmtpServer::start(SmtpOpts::plain()).await;
+    let gw = Gw::start(Spec::new(smtp.email_toml())).await;
+    let b = gw.browser();
+    let first = html_page(&b, &format!("{}?rd={}", html_flow(MFA_FLOW), pct(&rd(&gw)))).await;
+    let r = submit(&b, &first, &[("uid", "alice")]).await;
+    let page = next_page(&b, &r).await;
+    // The password page carries the name as typed, for password managers.
+    assert!(
+        page.html.contains(
+            r#"<input type="text" name="username" value="alice" autocomplete="username" hidden>"#
+        ),
+        "{}",
+        page.html
+    );
+    assert!(
+        page.html.contains("<h1>Enter your password</h1>"),
+        "{}",
+        page.html
+    );
+    let r = submit(&b, &page, &[("password", PW), ("username", "alice")]).await;
+    let page = after(&b, &r).await;
+    let input = page
+        .html
+        .split(r#"<input id="f-code""#)
+        .nth(1)
+        .and_then(|rest| rest.split('>').next())
+        .unwrap_or_else(|| panic!("no code box:\n{}", page.html));
+    assert!(input.contains(r#"inputmode="numeric""#), "{input}");
+    assert!(input.contains(r#"autocomplete="one-time-code""#), "{input}");
+    assert!(
+        page.html.contains("<h1>Check your email</h1>"),
+        "{}",
+        page.html
+    );
+    assert!(
+        page.html
+            .contains(r#"<button type="submit">Verify</button>"#),
+        "{}",
+        page.html
+    );
+    // The site title stays on the page.
+    assert!(page.html.contains(SITE_TITLE), "{}", page.html);
+    let r = submit(&b, &page, &[("code", &smtp.nth(1).await.code())]).await;
+    assert_eq!(r.status, 303, "{}", r.describe());
+}
