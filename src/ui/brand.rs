@@ -10,9 +10,10 @@ pub const LOGO_PATH: &str = "/.portcullis/logo";
 
 /// The built-in accent.
 pub const DEFAULT_ACCENT: Rgb = Rgb(0x30, 0x56, 0xd3);
-/// Page backgrounds of the two schemes (the stylesheet in `base.html` uses the same).
+/// The lightest background links sit on in each scheme (the card; `base.html` uses the same
+/// colours): light text must stand out on the lighter one, dark text on white.
 pub const LIGHT_BG: Rgb = Rgb(0xff, 0xff, 0xff);
-pub const DARK_BG: Rgb = Rgb(0x15, 0x18, 0x1d);
+pub const DARK_BG: Rgb = Rgb(0x1b, 0x1f, 0x25);
 
 /// WCAG 2.x AA for normal text.
 pub const MIN_CONTRAST: f64 = 4.5;

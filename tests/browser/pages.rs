@@ -142,36 +142,42 @@ async fn check(chrome: &Chrome, width: u32, name: &str, want_link: bool) {
             "{name}: no way on (link or button): {m}"
         );
     }
-    if m["errors"] == true {
-        for dark in [false, true] {
-            scheme(chrome, dark).await;
-            let c = script(chrome, CONTRAST, json!([".errors p"])).await;
-            let bg = script(
-                chrome,
-                "return getComputedStyle(document.body).backgroundColor",
-                json!([]),
-            )
-            .await;
+    // Error text and the way-on link, in both schemes.
+    for dark in [false, true] {
+        scheme(chrome, dark).await;
+        let bg = script(
+            chrome,
+            "return getComputedStyle(document.body).backgroundColor",
+            json!([]),
+        )
+        .await;
+        let label = if dark { "dark" } else { "light" };
+        for (what, selector) in [("error text", ".errors p"), ("link", "main a[href]")] {
+            let c = script(chrome, CONTRAST, json!([selector])).await;
+            if c.is_null() {
+                continue;
+            }
             let ratio = c["ratio"].as_f64().unwrap_or(0.0);
             assert!(
                 ratio >= 4.5,
-                "{name} at {width}px, {} scheme: error text contrast {ratio:.2} < 4.5 ({c}, body {bg})",
-                if dark { "dark" } else { "light" }
+                "{name} at {width}px, {label} scheme: {what} contrast {ratio:.2} < 4.5 ({c}, body {bg})"
             );
-            if dark {
+        }
+        if dark {
+            assert_ne!(
+                bg, "rgb(255, 255, 255)",
+                "{name}: dark scheme emulation took effect"
+            );
+            if m["errors"] == true || name == "signin" {
                 let png = chrome.cmd(reqwest::Method::GET, "/screenshot", None).await;
                 let png = base64::engine::general_purpose::STANDARD
                     .decode(png.as_str().unwrap())
                     .unwrap();
                 std::fs::write(shots().join(format!("{name}-{width}-dark.png")), png).unwrap();
-                assert_ne!(
-                    bg, "rgb(255, 255, 255)",
-                    "{name}: dark scheme emulation took effect"
-                );
             }
         }
-        scheme(chrome, false).await;
     }
+    scheme(chrome, false).await;
 }
 
 /// Fetches `url` with `method` and `body` from the current page and shows the answer in its
