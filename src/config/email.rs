@@ -204,6 +204,40 @@ pub(super) fn email_stage(name: &str, raw: &RawEmailStage) -> Checked<EmailStage
     })
 }
 
+/// Which code options a validation stage sets in its own table. The others follow the stage
+/// that enrolled the device, so a code or link sent at sign-in is the kind, length and
+/// lifetime its owner promised when it was set up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OwnOtp {
+    pub mode: bool,
+    pub code_length: bool,
+    pub token_expiry: bool,
+    pub link_ttl: bool,
+}
+
+impl ValidateStageConfig {
+    /// The policy for a device enrolled by a stage with policy `owner` (`None`: that stage is
+    /// gone, so this stage's own values apply).
+    pub fn policy_for(&self, owner: Option<&OtpPolicy>) -> OtpPolicy {
+        let mut p = self.otp.clone();
+        if let Some(o) = owner {
+            if !self.own.mode {
+                p.mode = o.mode;
+            }
+            if !self.own.code_length {
+                p.code_length = o.code_length;
+            }
+            if !self.own.token_expiry {
+                p.token_expiry = o.token_expiry;
+            }
+            if !self.own.link_ttl {
+                p.link_ttl = o.link_ttl;
+            }
+        }
+        p
+    }
+}
+
 pub(super) fn validate_stage(name: &str, raw: &RawValidateStage) -> Checked<ValidateStageConfig> {
     let base = format!("stages.{name}");
     let classes = raw
@@ -256,11 +290,18 @@ pub(super) fn validate_stage(name: &str, raw: &RawValidateStage) -> Checked<Vali
             ));
         }
     }
+    let own = OwnOtp {
+        mode: raw.mode.is_some(),
+        code_length: raw.code_length.is_some(),
+        token_expiry: raw.token_expiry.is_some(),
+        link_ttl: raw.link_ttl.is_some(),
+    };
     Ok(ValidateStageConfig {
         device_classes,
         not_configured_action,
         configure_stage: raw.configure_stage.clone(),
         otp,
+        own,
     })
 }
 

@@ -9,10 +9,13 @@ mod error;
 mod raw;
 mod server;
 mod sms;
+mod ui;
 mod validate;
 
 pub use duration::parse as parse_duration;
+pub use email::OwnOtp;
 pub use error::ConfigError;
+pub use ui::{FooterLink, Logo, Rgb};
 
 pub use crate::notify::{GenericAuth, SmsProvider, SmtpSecurity, SmtpSettings};
 pub use crate::store::DeviceClass;
@@ -165,6 +168,11 @@ pub struct UiConfig {
     pub site_title: String,
     /// A folder whose templates replace the built-in ones of the same name.
     pub templates: Option<PathBuf>,
+    /// Read once at load; served at `/.portcullis/logo`.
+    pub logo: Option<Logo>,
+    /// Buttons and links; `None` keeps the built-in blue.
+    pub accent_color: Option<Rgb>,
+    pub footer_links: Vec<FooterLink>,
 }
 
 #[derive(Debug, Clone)]
@@ -452,6 +460,8 @@ pub struct ValidateStageConfig {
     /// The setup stage run inline when `not_configured_action = "configure"`.
     pub configure_stage: Option<String>,
     pub otp: OtpPolicy,
+    /// The code options set here; the rest follow the device's enrolling stage.
+    pub own: OwnOtp,
 }
 
 impl Config {

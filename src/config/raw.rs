@@ -150,6 +150,19 @@ pub struct RawAdmin {
 pub struct RawUi {
     pub site_title: Option<String>,
     pub templates: Option<String>,
+    /// A PNG, JPEG, GIF, WebP or SVG file shown above every page.
+    pub logo: Option<String>,
+    /// `#rrggbb` for buttons and links.
+    pub accent_color: Option<String>,
+    #[serde(default)]
+    pub footer_links: Vec<RawFooterLink>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFooterLink {
+    pub label: String,
+    pub url: String,
 }
 
 #[derive(Debug, Deserialize)]

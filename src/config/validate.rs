@@ -58,6 +58,7 @@ fn resolve_paths(raw: &mut RawConfig, base: &Path) {
     fix_opt(&mut raw.session.keys_path);
     fix_opt(&mut raw.admin.socket);
     fix_opt(&mut raw.ui.templates);
+    fix_opt(&mut raw.ui.logo);
     fix_opt(&mut raw.server.upstream_ca_file);
     for c in &mut raw.server.certificates {
         fix(&mut c.cert);
@@ -142,10 +143,7 @@ pub(super) fn validate(mut raw: RawConfig, file: &Path) -> Checked<Config> {
             .socket
             .map(PathBuf::from)
             .unwrap_or_else(|| data_dir.join("admin.sock")),
-        ui: UiConfig {
-            site_title: raw.ui.site_title.unwrap_or_else(|| "Portcullis".into()),
-            templates: raw.ui.templates.map(PathBuf::from),
-        },
+        ui: super::ui::ui(raw.ui, &base)?,
         email,
         apps,
         flows,

@@ -85,6 +85,10 @@ pub struct Challenge {
     /// ask again after this many seconds. The HTML page refreshes itself; API clients poll.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub poll: Option<u32>,
+    /// What this step asks, as the page's heading ("Check your email"); `None` lets the page
+    /// pick one from the component.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -103,7 +107,13 @@ impl Challenge {
             info: Vec::new(),
             actions: Vec::new(),
             poll: None,
+            title: None,
         }
+    }
+
+    pub fn titled(mut self, title: impl Into<String>) -> Self {
+        self.title = Some(title.into());
+        self
     }
 
     /// Whether `name` is something a response to this challenge may carry.

@@ -83,7 +83,7 @@ async fn handle(p: &Portal, req: &Request<'_>, slug: &str, face: Face) -> Respon
         };
     };
     let input = match face {
-        Face::Html => form_input(req, &exec),
+        Face::Html => form_input(p, req, &exec),
         Face::Json => json_input(req),
     };
     let input = match input {
@@ -145,9 +145,10 @@ fn start(p: &Portal, req: &Request<'_>, slug: &str) -> Result<Execution, FlowErr
     }
 }
 
-fn form_input(req: &Request<'_>, exec: &Execution) -> Result<Input, Box<Response>> {
+fn form_input(p: &Portal, req: &Request<'_>, exec: &Execution) -> Result<Input, Box<Response>> {
+    let retry = flow_path(&exec.flow);
     let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&req.body)
-        .map_err(|_| Box::new(Response::text(StatusCode::BAD_REQUEST, "malformed form\n")))?;
+        .map_err(|_| Box::new(super::pages::malformed_form(&p.ui, &retry)))?;
     let mut input = Input::new();
     let mut csrf = None;
     for (k, v) in pairs {
@@ -158,10 +159,7 @@ fn form_input(req: &Request<'_>, exec: &Execution) -> Result<Input, Box<Response
         }
     }
     if !csrf.is_some_and(|c| crate::secret::equal(c.as_bytes(), exec.csrf.as_bytes())) {
-        return Err(Box::new(Response::text(
-            StatusCode::FORBIDDEN,
-            "the form's security token is missing or wrong; reload the page and try again\n",
-        )));
+        return Err(Box::new(super::pages::csrf_failed(&p.ui, &retry)));
     }
     Ok(input)
 }

@@ -44,7 +44,7 @@ impl Request<'_> {
 }
 
 /// The policy of a page whose forms may lead only to its own origin.
-pub const STRICT_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+pub const STRICT_CSP: &str = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// The policy of the gateway's pages: [`STRICT_CSP`] with `form-action` naming exactly the
 /// origins a form may lead to, `'self'` plus `origins` (every app's and the auth host's).

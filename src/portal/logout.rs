@@ -39,10 +39,7 @@ pub fn html(p: &Portal, req: &Request<'_>) -> Response {
         .map(|(_, v)| v);
     let expected = p.sessions.csrf_for(&claims.sid);
     if !token.is_some_and(|t| crate::secret::equal(t.as_bytes(), expected.as_bytes())) {
-        return Response::text(
-            StatusCode::FORBIDDEN,
-            "the form's security token is missing or wrong; reload the page and try again\n",
-        );
+        return super::pages::csrf_failed(&p.ui, "/.portcullis/logout");
     }
     revoke(p, req, &claims);
     signed_out_page(p, "You have signed out.").set_cookie(p.session_cookie(req).clear())

@@ -15,7 +15,7 @@ use crate::redirect::RedirectPolicy;
 use crate::session::cookie::CookieSpec;
 use crate::session::SessionService;
 use crate::ui::Ui;
-use ::http::{Method, StatusCode};
+use ::http::Method;
 use std::sync::Arc;
 
 /// The prefix every gateway endpoint lives under; nothing below it reaches an upstream.
@@ -99,12 +99,13 @@ impl Portal {
             ("/.portcullis/api/logout", &Method::POST) => logout::json(self, &req),
             ("/.portcullis/link", &Method::GET) => link::confirm_page(self, &req),
             ("/.portcullis/link", &Method::POST) => link::confirm(self, &req),
+            (crate::ui::LOGO_PATH, &Method::GET | &Method::HEAD) => pages::logo(&self.ui),
             _ => pages::not_found(&self.ui),
         }
     }
 
     fn method_not_allowed(&self) -> Response {
-        Response::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        pages::method_not_allowed(&self.ui)
     }
 
     /// The session cookie's attributes for this request.

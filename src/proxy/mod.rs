@@ -136,14 +136,28 @@ impl Gateway {
                     label: "Sign out",
                 }),
             ),
-            None => ui.message(
-                "Not signed in",
-                "Open the application you want to use; it will send you here to sign in.",
-                None,
-            ),
+            None => {
+                let flow = self.gate.config().apps.first().map(|a| a.flow.as_str());
+                let href = format!("/.portcullis/flow/{}", flow.unwrap_or_default());
+                ui.message(
+                    "Not signed in",
+                    "Open the application you want to use; it will send you here to sign in.",
+                    flow.map(|_| crate::ui::Link {
+                        href: &href,
+                        label: "Sign in",
+                    }),
+                )
+            }
         };
         self.reply(session, portal::Response::html(StatusCode::OK, page))
             .await
+    }
+
+    /// The sign-in service's home page, the way on from a host that is not ours: the auth
+    /// host's root when one is configured (from `auth_url`, never from the request's `Host`).
+    fn home(&self) -> Option<String> {
+        let origin = self.gate.config().server.auth_url.as_ref()?;
+        Some(format!("{}/", origin.as_str()))
     }
 
     /// With `redirect_http`, plain-HTTP requests for our hosts go to the same path on the
@@ -182,17 +196,13 @@ impl Gateway {
     async fn portal(&self, session: &mut Session, scheme: &str) -> pingora::Result<bool> {
         let authority = authority(session.req_header()).to_string();
         if self.gate.app(&authority).is_none() && !self.gate.is_auth_host(&authority) {
-            return self
-                .reply(session, pages::not_found(self.portal.ui()))
-                .await;
+            let page = pages::unknown_host(self.portal.ui(), self.home().as_deref());
+            return self.reply(session, page).await;
         }
         let body = match read_body(session).await? {
             Some(b) => b,
             None => {
-                let resp = portal::Response::text(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "request body too large\n",
-                );
+                let resp = pages::payload_too_large(self.portal.ui());
                 return self.reply(session, resp).await;
             }
         };
@@ -309,7 +319,10 @@ impl ProxyHttp for Gateway {
         });
         let ui = self.portal.ui();
         match decision {
-            Decision::UnknownHost => self.reply(session, pages::not_found(ui)).await,
+            Decision::UnknownHost => {
+                let page = pages::unknown_host(ui, self.home().as_deref());
+                self.reply(session, page).await
+            }
             Decision::Unauthenticated {
                 login, navigation, ..
             } => {
@@ -420,7 +433,9 @@ impl ProxyHttp for Gateway {
         if code == 502 {
             tracing::warn!(error = %e, "upstream failed");
             if session.response_written().is_none() {
-                let page = pages::bad_gateway(self.portal.ui());
+                let req = session.req_header();
+                let retry = req.uri.path_and_query().map_or("/", |p| p.as_str());
+                let page = pages::bad_gateway(self.portal.ui(), retry);
                 // Pingora closes the client connection after a proxy failure; say so, so a
                 // pooling client does not send its next request into a closed socket.
                 if !session.is_http2() {

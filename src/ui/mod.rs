@@ -1,11 +1,13 @@
 //! The two faces of an engine step: an HTML page and a JSON document, both rendered from the
 //! same [`crate::flow::View`]. Also the gateway's own pages (errors, sign-out, the demo app).
 
+mod brand;
 mod json;
 
+pub use brand::{Brand, LOGO_PATH};
 pub use json::{challenge_json, ended_json, redirect_json};
 
-use crate::config::UiConfig;
+use crate::config::{Logo, UiConfig};
 use crate::flow::Challenge;
 use minijinja::{context, Environment};
 use std::path::PathBuf;
@@ -31,6 +33,8 @@ const BUILTIN: &[(&str, &str)] = &[
 pub struct Ui {
     env: Environment<'static>,
     site_title: String,
+    brand: Brand,
+    logo: Option<Logo>,
 }
 
 /// A link under a message.
@@ -47,6 +51,8 @@ impl Ui {
         Self {
             env,
             site_title: cfg.site_title.clone(),
+            brand: Brand::new(cfg),
+            logo: cfg.logo.clone(),
         }
     }
 
@@ -54,7 +60,14 @@ impl Ui {
         &self.site_title
     }
 
+    /// The configured logo, served at [`brand::LOGO_PATH`].
+    pub fn logo(&self) -> Option<&Logo> {
+        self.logo.as_ref()
+    }
+
+    /// Renders `name` with `ctx` plus what every page shows: the site title and the branding.
     fn render(&self, name: &'static str, ctx: minijinja::Value) -> Result<String, UiError> {
+        let ctx = context! { site_title => self.site_title, brand => self.brand, ..ctx };
         self.env
             .get_template(name)
             .and_then(|t| t.render(ctx))
@@ -84,20 +97,16 @@ impl Ui {
                 }
             })
             .collect();
-        let submit_label = match challenge.component.as_str() {
-            "password" => "Sign in",
-            "authenticator_email" | "authenticator_validate"
-                if challenge.fields.iter().any(|f| f.name == "code") =>
-            {
-                "Verify"
-            }
-            _ => "Continue",
-        };
+        // One main button: it submits the fields, or re-checks when there are none and no
+        // other button (a link that is on its way has its page refresh instead; a send that
+        // failed offers only its retry button).
+        let submit = !challenge.fields.is_empty()
+            || (challenge.poll.is_none() && challenge.actions.is_empty());
         self.render(
             "flow.html",
             context! {
-                site_title => self.site_title, title, stage, challenge, csrf, action,
-                fields, submit_label,
+                title, step_title => step_title(challenge, title), stage, challenge, csrf,
+                action, fields, submit, submit_label => submit_label(challenge),
             },
         )
     }
@@ -105,35 +114,26 @@ impl Ui {
     /// A page with a heading, a sentence and an optional link: errors, denials, sign-out.
     pub fn message(&self, heading: &str, message: &str, link: Option<Link<'_>>) -> String {
         let link = link.map(|l| context! { href => l.href, label => l.label });
-        self.render(
-            "message.html",
-            context! { site_title => self.site_title, heading, message, link },
-        )
-        .unwrap_or_else(|e| {
-            tracing::error!(error = %e, "message template failed; using plain text");
-            format!("{heading}\n\n{message}\n")
-        })
+        self.render("message.html", context! { heading, message, link })
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "message template failed; using plain text");
+                format!("{heading}\n\n{message}\n")
+            })
     }
 
     /// # Errors
     /// [`UiError`] if a replacement template is broken.
     pub fn logout_page(&self, user: &str, csrf: &str) -> Result<String, UiError> {
-        self.render(
-            "logout.html",
-            context! { site_title => self.site_title, user, csrf },
-        )
+        self.render("logout.html", context! { user, csrf })
     }
 
     /// The page a magic link opens: a button that confirms it.
     pub fn link_confirm(&self, token: &str) -> String {
-        self.render(
-            "link.html",
-            context! { site_title => self.site_title, token },
-        )
-        .unwrap_or_else(|e| {
-            tracing::error!(error = %e, "link template failed");
-            self.message("Confirm sign-in", "This page could not be shown.", None)
-        })
+        self.render("link.html", context! { token })
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "link template failed");
+                self.message("Confirm sign-in", "This page could not be shown.", None)
+            })
     }
 
     /// The built-in demo upstream: shows the request and the headers it arrived with.
@@ -150,8 +150,31 @@ impl Ui {
     ) -> Result<String, UiError> {
         self.render(
             "whoami.html",
-            context! { site_title => self.site_title, method, path, headers, user, name },
+            context! { method, path, headers, user, name },
         )
+    }
+}
+
+/// What the page's heading says: what this step asks for, not the flow's name.
+fn step_title(c: &Challenge, flow_title: &str) -> String {
+    if let Some(t) = &c.title {
+        return t.clone();
+    }
+    match c.component.as_str() {
+        "identification" => "Sign in".into(),
+        "password" => "Enter your password".into(),
+        _ => flow_title.into(),
+    }
+}
+
+/// The main button's label; the same "Verify" for every code, whichever way it travelled.
+fn submit_label(c: &Challenge) -> &'static str {
+    if c.fields.iter().any(|f| f.name == "code") {
+        "Verify"
+    } else if c.component == "password" {
+        "Sign in"
+    } else {
+        "Continue"
     }
 }
 
@@ -160,12 +183,19 @@ mod tests {
     use super::*;
     use crate::flow::Field;
 
-    #[test]
-    fn flow_page_escapes_and_carries_csrf() {
-        let ui = Ui::new(&UiConfig {
+    fn ui() -> Ui {
+        Ui::new(&UiConfig {
             site_title: "T".into(),
             templates: None,
-        });
+            logo: None,
+            accent_color: None,
+            footer_links: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn flow_page_escapes_and_carries_csrf() {
+        let ui = ui();
         let mut c = Challenge::new(
             "identification",
             vec![Field::new("uid", "text", "Username")],
@@ -177,5 +207,129 @@ mod tests {
         assert!(html.contains("name=\"csrf_token\" value=\"tok\""));
         assert!(html.contains("&lt;script&gt;"));
         assert!(html.contains("<label for=\"f-uid\">Username</label>"));
+    }
+
+    fn code_challenge(component: &str) -> Challenge {
+        Challenge::new(
+            component,
+            vec![Field::new("code", "text", "Code").autocomplete("one-time-code")],
+        )
+    }
+
+    #[test]
+    fn code_fields_ask_for_digits_and_offer_one_time_code_autofill_with_one_label() {
+        let ui = ui();
+        for component in [
+            "authenticator_email",
+            "authenticator_sms",
+            "authenticator_validate",
+        ] {
+            let html = ui
+                .flow_page("Sign in", "s", &code_challenge(component), "t", "/x")
+                .unwrap();
+            let input = html
+                .split("<input id=\"f-code\"")
+                .nth(1)
+                .and_then(|r| r.split('>').next())
+                .unwrap_or_else(|| panic!("{component}: no code input\n{html}"));
+            assert!(
+                input.contains("inputmode=\"numeric\""),
+                "{component}: {input}"
+            );
+            assert!(
+                input.contains("autocomplete=\"one-time-code\""),
+                "{component}: {input}"
+            );
+            assert!(
+                html.contains("<button type=\"submit\">Verify</button>"),
+                "{component}: one label for the code button\n{html}"
+            );
+        }
+    }
+
+    #[test]
+    fn password_page_carries_the_username_for_password_managers() {
+        let c = Challenge::new(
+            "password",
+            vec![
+                Field::new("password", "password", "Password").autocomplete("current-password"),
+                Field::new("username", "hidden", "Username")
+                    .value("Al\"ice")
+                    .autocomplete("username")
+                    .optional(),
+            ],
+        );
+        let html = ui().flow_page("Sign in", "pw", &c, "t", "/x").unwrap();
+        assert!(
+            html.contains(
+                "<input type=\"text\" name=\"username\" value=\"Al&quot;ice\" autocomplete=\"username\" hidden>"
+            ),
+            "{html}"
+        );
+        // The visible field keeps the focus.
+        assert!(html.contains("autocomplete=\"current-password\""));
+        let focus = html.find("autofocus").unwrap();
+        assert!(html[..focus].contains("id=\"f-password\""), "{html}");
+        assert!(html.contains("<h1>Enter your password</h1>"), "{html}");
+        assert!(
+            html.contains("<p class=\"flow-title\">Sign in</p>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<title>Enter your password · T</title>"),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn a_page_without_fields_offers_only_its_actions() {
+        let mut c = Challenge::new("authenticator_email", Vec::new()).titled("Get a new code");
+        c.errors.push("We could not send".into());
+        c.actions.push(crate::flow::Action {
+            name: "resend".into(),
+            label: "Send a new code".into(),
+        });
+        let html = ui().flow_page("Sign in", "s", &c, "t", "/x").unwrap();
+        assert!(!html.contains("<button type=\"submit\">"), "{html}");
+        assert!(
+            html.contains("value=\"resend\">Send a new code</button>"),
+            "{html}"
+        );
+        assert!(!html.contains("f-code"), "{html}");
+        assert!(html.contains("<h1>Get a new code</h1>"), "{html}");
+    }
+
+    #[test]
+    fn branding_shows_logo_accent_and_footer_links_escaped() {
+        let ui = Ui::new(&UiConfig {
+            site_title: "Acme <Corp>".into(),
+            templates: None,
+            logo: Some(crate::config::Logo {
+                bytes: bytes::Bytes::from_static(b"\x89PNG\r\n\x1a\n"),
+                content_type: "image/png",
+            }),
+            accent_color: Some(crate::config::Rgb(0xff, 0xff, 0x00)),
+            footer_links: vec![crate::config::FooterLink {
+                label: "Privacy & terms".into(),
+                url: "https://example.com/p?a=1&b=2".into(),
+            }],
+        });
+        let html = ui.message("Signed out", "Bye", None);
+        assert!(
+            html.contains("<img src=\"&#x2f;.portcullis&#x2f;logo?v="),
+            "{html}"
+        );
+        assert!(html.contains("Acme &lt;Corp&gt;"), "{html}");
+        assert!(
+            html.contains(
+                "<a href=\"https:&#x2f;&#x2f;example.com&#x2f;p?a=1&amp;b=2\" rel=\"noopener\">Privacy &amp; terms</a>"
+            ),
+            "{html}"
+        );
+        // Yellow buttons get black text.
+        assert!(
+            html.contains("--accent: #ffff00; --on-accent: #000000;"),
+            "{html}"
+        );
     }
 }

@@ -7,6 +7,7 @@
 mod harness;
 
 mod chrome;
+mod pages;
 
 #[path = "../forward_auth/support.rs"]
 mod support;

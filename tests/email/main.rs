@@ -11,6 +11,7 @@ mod smtp;
 mod support;
 
 mod devices;
+mod enrolled_policy;
 mod inactive;
 mod limits;
 mod link;

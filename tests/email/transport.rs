@@ -28,6 +28,10 @@ fn assert_send_failed(v: &Value, component: &str) {
         !info(v).iter().any(|l| l.starts_with("We sent")),
         "must not claim a message was sent: {v}"
     );
+    assert!(
+        field_names(v).is_empty(),
+        "no code box until a send succeeds: {v}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -224,9 +228,13 @@ async fn refused_recipient_shows_send_failure_and_saves_no_device() {
     let b = gw.browser();
     let v = api_until_email(&gw, &b, MFA_FLOW, "alice").await;
     assert_send_failed(&v, "authenticator_email");
-    // No code went out, so none can work.
-    let v = post(&b, MFA_FLOW, json!({ "code": "123456" })).await;
-    assert!(errors(&v).contains(&WRONG_CODE.to_string()), "{v}");
+    // No code went out, so there is no code to type, and one sent anyway is not an answer.
+    assert!(field_names(&v).is_empty(), "{v}");
+    let r = b
+        .post_json(&api(MFA_FLOW), &json!({ "code": "123456" }))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.describe());
+    assert_eq!(r.json()["error"], "stage_mismatch", "{}", r.describe());
     smtp.assert_no_more_than(0, "refused recipient").await;
     let logs = gw.logs();
     assert!(

@@ -175,7 +175,8 @@ impl Stage for AuthenticatorEmail {
             let mut c = Challenge::new(
                 self.kind(),
                 vec![Field::new("email", "email", "Email address").autocomplete("email")],
-            );
+            )
+            .titled("Add your email address");
             c.info.push(format!(
                 "Add {} as a way to confirm it is you: we will send a code to this address.",
                 self.cfg.friendly_name
@@ -190,7 +191,7 @@ impl Stage for AuthenticatorEmail {
             &self.cfg.otp,
             &st.otp,
             &Self::shown_address(&st),
-            "Send a new code",
+            otp_step::Channel::Email,
         );
         // Shown until the next response, so a redirect after the post does not lose it.
         if let Some(n) = &st.notice {

@@ -135,7 +135,8 @@ impl Stage for AuthenticatorSms {
         let mut st: State = cx.state();
         self.settle(cx, &mut st)?;
         let Some(number) = st.phone.clone() else {
-            let mut c = Challenge::new(self.kind(), vec![self.phone_field()]);
+            let mut c = Challenge::new(self.kind(), vec![self.phone_field()])
+                .titled("Add your phone number");
             c.info.push(format!(
                 "Add {} as a way to confirm it is you: we will text a code to this number.",
                 self.cfg.friendly_name
@@ -154,7 +155,7 @@ impl Stage for AuthenticatorSms {
             &self.cfg.otp,
             &st.otp,
             &otp::mask(&number),
-            "Send a new code",
+            otp_step::Channel::Sms,
         );
         // Shown until the next response, so a redirect after the post does not lose it.
         if let Some(n) = &st.notice {

@@ -3,13 +3,14 @@
 //! the setup stage inline).
 
 use super::otp_step::{self, Answer, Sent};
-use crate::config::{NotConfigured, ValidateStageConfig};
+use crate::config::{NotConfigured, OtpPolicy, StageConfig, ValidateStageConfig};
 use crate::flow::otp::{self, OtpState};
 use crate::flow::{Challenge, Choice, Field, FlowError, Input, Outcome, Stage, StageContext};
 use crate::session::Factors;
 use crate::store::{Device, DeviceClass};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub const NOT_CONFIGURED: &str =
@@ -22,6 +23,11 @@ pub struct AuthenticatorValidate {
     pub cfg: ValidateStageConfig,
     /// The setup stage run inline for users without a device, with its configured name.
     pub configure: Option<(String, Arc<dyn Stage>)>,
+    /// The code policy of every setup stage, by name: a device's codes follow the stage that
+    /// enrolled it where this stage does not set its own.
+    owners: BTreeMap<String, OtpPolicy>,
+    /// The setup stage whose policy the decoy (unknown or disabled account) follows.
+    decoy_owner: Option<String>,
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -43,6 +49,52 @@ enum Devices {
 }
 
 impl AuthenticatorValidate {
+    pub fn new(
+        cfg: ValidateStageConfig,
+        configure: Option<(String, Arc<dyn Stage>)>,
+        all: &BTreeMap<String, StageConfig>,
+    ) -> Self {
+        let owners: BTreeMap<String, OtpPolicy> = all
+            .iter()
+            .filter_map(|(name, st)| match st {
+                StageConfig::AuthenticatorEmail(e) => Some((name.clone(), e.otp.clone())),
+                StageConfig::AuthenticatorSms(e) => Some((name.clone(), e.otp.clone())),
+                _ => None,
+            })
+            .collect();
+        // # Security
+        // An unknown account must get the same page as a real one, so the decoy follows the
+        // stage most devices come from: the one this stage enrols with, else the first setup
+        // stage of the first accepted class.
+        let decoy_owner = cfg.configure_stage.clone().or_else(|| {
+            let class = cfg.device_classes.first()?;
+            all.iter()
+                .find(|(_, st)| {
+                    matches!(
+                        (st, class),
+                        (StageConfig::AuthenticatorEmail(_), DeviceClass::Email)
+                            | (StageConfig::AuthenticatorSms(_), DeviceClass::Sms)
+                    )
+                })
+                .map(|(name, _)| name.clone())
+        });
+        Self {
+            cfg,
+            configure,
+            owners,
+            decoy_owner,
+        }
+    }
+
+    /// The code policy for `device` (the decoy's when `None`).
+    fn policy(&self, device: Option<&Device>) -> OtpPolicy {
+        let owner = match device {
+            Some(d) => Some(d.stage.as_str()),
+            None => self.decoy_owner.as_deref(),
+        };
+        self.cfg.policy_for(owner.and_then(|o| self.owners.get(o)))
+    }
+
     fn devices(&self, cx: &StageContext<'_>) -> Result<Devices, FlowError> {
         let user = match &cx.exec.user {
             Some(name) => cx.services.store.user(name)?,
@@ -100,14 +152,15 @@ impl AuthenticatorValidate {
         // The device remembers the stage that enrolled it, so the code travels the same way
         // (that stage's SMTP connection or SMS provider) as the one that verified it.
         let class = device.map(|d| d.class).unwrap_or(DeviceClass::Email);
+        let policy = self.policy(device);
         let sent = match class {
             DeviceClass::Email => {
                 let channel = cx.services.email_channel(&stage).clone();
-                otp_step::send_email(cx, &self.cfg.otp, &mut st.otp, &channel, &to).await?
+                otp_step::send_email(cx, &policy, &mut st.otp, &channel, &to).await?
             }
             DeviceClass::Sms => match cx.services.sms_channel(&stage).cloned() {
                 Some(channel) => {
-                    otp_step::send_sms(cx, &self.cfg.otp, &mut st.otp, &channel, &to).await?
+                    otp_step::send_sms(cx, &policy, &mut st.otp, &channel, &to).await?
                 }
                 None => {
                     tracing::error!(stage = cx.name, device_stage = %stage, "an SMS device exists but no SMS provider is configured");
@@ -181,7 +234,7 @@ impl Stage for AuthenticatorValidate {
         let Some(device) = Self::chosen(&st, &devices).cloned() else {
             return Ok(None);
         };
-        if !otp_step::link_done(cx, &self.cfg.otp, "email", &mut st.otp)? {
+        if !otp_step::link_done(cx, &self.policy(Some(&device)), "email", &mut st.otp)? {
             return Ok(None);
         }
         self.validated(cx, &device)?;
@@ -221,6 +274,7 @@ impl Stage for AuthenticatorValidate {
                 vec![Field::new("device", "choice", "Send the code to").choices(options)],
             );
             c.info.push(PICK_DEVICE.into());
+            let c = c.titled("Choose how to confirm it is you");
             cx.set_state(&st)?;
             return Ok(c);
         }
@@ -230,18 +284,22 @@ impl Stage for AuthenticatorValidate {
         }
         // The chosen device is named as the user labelled it, never by its address, so the
         // page reads the same for the decoy shown to unknown and disabled accounts.
-        let shown = match &device {
-            Some(d) if d.class == DeviceClass::Sms => {
-                "the phone number on your account".to_string()
-            }
-            _ => super::authenticator_email::ACCOUNT_ADDRESS.to_string(),
+        let (shown, channel) = match &device {
+            Some(d) if d.class == DeviceClass::Sms => (
+                "the phone number on your account".to_string(),
+                otp_step::Channel::Sms,
+            ),
+            _ => (
+                super::authenticator_email::ACCOUNT_ADDRESS.to_string(),
+                otp_step::Channel::Email,
+            ),
         };
         let mut c = otp_step::code_challenge(
             self.kind(),
-            &self.cfg.otp,
+            &self.policy(device.as_ref()),
             &st.otp,
             &shown,
-            "Send a new code",
+            channel,
         );
         // With several devices the user can go back and pick another, e.g. when texts do not
         // arrive but email does.
@@ -304,7 +362,7 @@ impl Stage for AuthenticatorValidate {
             Answer::Resend => {
                 self.send(cx, &mut st, device.as_ref()).await?;
                 if st.send_error.is_none() {
-                    st.notice = Some(otp_step::resent_notice(self.cfg.otp.mode));
+                    st.notice = Some(otp_step::resent_notice(self.policy(device.as_ref()).mode));
                 }
                 Outcome::Stay(Vec::new())
             }
@@ -314,7 +372,8 @@ impl Stage for AuthenticatorValidate {
                     Some(DeviceClass::Sms) => "sms",
                     _ => "email",
                 };
-                let verdict = otp_step::check_code(cx, &self.cfg.otp, channel, &mut st.otp, code)?;
+                let policy = self.policy(device.as_ref());
+                let verdict = otp_step::check_code(cx, &policy, channel, &mut st.otp, code)?;
                 match (otp_step::refused(verdict), &device) {
                     (Some(outcome), _) => outcome,
                     (None, Some(d)) => {

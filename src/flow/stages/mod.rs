@@ -42,10 +42,11 @@ pub fn build(cfg: &StageConfig, all: &BTreeMap<String, StageConfig>) -> Arc<dyn 
                 };
                 Some((target.clone(), stage))
             });
-            Arc::new(authenticator_validate::AuthenticatorValidate {
-                cfg: (**c).clone(),
+            Arc::new(authenticator_validate::AuthenticatorValidate::new(
+                (**c).clone(),
                 configure,
-            })
+                all,
+            ))
         }
         StageConfig::Identification { user_fields } => Arc::new(identification::Identification {
             user_fields: user_fields.clone(),

@@ -140,40 +140,60 @@ pub async fn send_email(
     }
 }
 
+/// How a code travels, for what the page says.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Email,
+    Sms,
+}
+
 /// The challenge for an outstanding code or link.
+///
+/// The code field is shown only while a code is outstanding: after a send that failed (or a
+/// code that expired) there is nothing to type, so the page offers only the way to send again.
 pub fn code_challenge(
     component: &str,
     policy: &OtpPolicy,
     st: &OtpState,
     sent_to: &str,
-    resend_label: &str,
+    channel: Channel,
 ) -> Challenge {
+    let outstanding = match policy.mode {
+        OtpMode::Code => st.code_hash.is_some(),
+        OtpMode::Link => st.link.is_some(),
+    };
     let mut c = match policy.mode {
-        OtpMode::Code => {
+        OtpMode::Code if outstanding => {
             let mut c = Challenge::new(
                 component,
                 vec![Field::new("code", "text", "Code").autocomplete("one-time-code")],
             );
-            if st.code_hash.is_some() {
-                c.info.push(format!("We sent a code to {sent_to}."));
-            }
+            c.info.push(format!("We sent a code to {sent_to}."));
             c
         }
-        OtpMode::Link => {
+        OtpMode::Link if outstanding => {
             let mut c = Challenge::new(component, Vec::new());
-            if st.link.is_some() {
-                c.info.push(format!(
-                    "We sent a link to {sent_to}. Open it to continue; this page moves on by itself once it is confirmed."
-                ));
-                c.poll = Some(3);
-            }
+            c.info.push(format!(
+                "We sent a link to {sent_to}. Open it to continue; this page moves on by itself once it is confirmed."
+            ));
+            c.poll = Some(3);
             c
         }
+        _ => Challenge::new(component, Vec::new()),
     };
+    c.title = Some(
+        match (outstanding, channel, policy.mode) {
+            (true, Channel::Email, _) => "Check your email",
+            (true, Channel::Sms, _) => "Enter the code we texted you",
+            (false, _, OtpMode::Code) => "Get a new code",
+            (false, _, OtpMode::Link) => "Get a new link",
+        }
+        .into(),
+    );
     c.actions.push(Action {
         name: "resend".into(),
         label: match policy.mode {
-            OtpMode::Code => resend_label.into(),
+            OtpMode::Code => "Send a new code".into(),
             OtpMode::Link => "Send a new link".into(),
         },
     });
@@ -410,5 +430,64 @@ mod send_time_tests {
             took >= Duration::from_millis(15) && took < Duration::from_millis(100),
             "{took:?}"
         );
+    }
+}
+
+#[cfg(test)]
+mod challenge_tests {
+    use super::*;
+    use crate::config::{OtpMode, OtpPolicy};
+    use std::time::Duration;
+
+    fn policy(mode: OtpMode) -> OtpPolicy {
+        OtpPolicy {
+            mode,
+            code_length: 6,
+            token_expiry: Duration::from_secs(600),
+            max_challenges_sent: 3,
+            max_allowed_attempts: 3,
+            allow_inactive_accounts: false,
+            activate_inactive_accounts: false,
+            link_ttl: Duration::from_secs(120),
+            continue_in_verify_window: true,
+            user_limit_window: Duration::from_secs(3600),
+        }
+    }
+
+    #[test]
+    fn code_field_is_shown_only_while_a_code_is_outstanding() {
+        let p = policy(OtpMode::Code);
+        let mut st = OtpState::default();
+        for (channel, title) in [
+            (Channel::Email, "Check your email"),
+            (Channel::Sms, "Enter the code we texted you"),
+        ] {
+            // Nothing outstanding (a send failed, or the code expired): only a way to resend.
+            st.code_hash = None;
+            let c = code_challenge("authenticator_email", &p, &st, "x", channel);
+            assert!(c.fields.is_empty(), "{c:?}");
+            assert_eq!(c.actions[0].name, "resend");
+            assert!(!c.info.iter().any(|l| l.starts_with("We sent")), "{c:?}");
+            assert_eq!(c.title.as_deref(), Some("Get a new code"));
+
+            st.code_hash = Some("h".into());
+            let c = code_challenge("authenticator_email", &p, &st, "x", channel);
+            assert_eq!(c.fields[0].name, "code");
+            assert_eq!(c.fields[0].autocomplete, "one-time-code");
+            assert_eq!(c.title.as_deref(), Some(title));
+        }
+    }
+
+    #[test]
+    fn link_page_waits_only_for_a_link_that_went_out() {
+        let p = policy(OtpMode::Link);
+        let mut st = OtpState::default();
+        let c = code_challenge("authenticator_email", &p, &st, "x", Channel::Email);
+        assert_eq!(c.poll, None);
+        assert_eq!(c.title.as_deref(), Some("Get a new link"));
+        st.link = Some("h".into());
+        let c = code_challenge("authenticator_email", &p, &st, "x", Channel::Email);
+        assert_eq!(c.poll, Some(3));
+        assert_eq!(c.title.as_deref(), Some("Check your email"));
     }
 }

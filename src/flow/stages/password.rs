@@ -25,10 +25,18 @@ impl Stage for Password {
     }
 
     async fn challenge(&self, cx: &mut StageContext<'_>) -> Result<Challenge, FlowError> {
-        let mut c = Challenge::new(
-            self.kind(),
-            vec![Field::new("password", "password", "Password").autocomplete("current-password")],
-        );
+        let mut fields =
+            vec![Field::new("password", "password", "Password").autocomplete("current-password")];
+        if let Some(uid) = &cx.exec.uid {
+            // The name as typed, in the same form, so password managers save and fill the pair.
+            fields.push(
+                Field::new("username", "hidden", "Username")
+                    .value(uid.clone())
+                    .autocomplete("username")
+                    .optional(),
+            );
+        }
+        let mut c = Challenge::new(self.kind(), fields);
         if let Some(uid) = &cx.exec.uid {
             c.info.push(format!("Signing in as {uid}"));
         }
