@@ -7,7 +7,7 @@ mod link;
 mod logout;
 pub mod pages;
 
-pub use self::http::{Request, Response};
+pub use self::http::{Request, Response, STRICT_CSP};
 
 use crate::access::Gate;
 use crate::flow::Engine;

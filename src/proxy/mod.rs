@@ -183,8 +183,11 @@ impl Gateway {
                 .push((http::header::STRICT_TRANSPORT_SECURITY, h.clone()));
         }
         // Pages carry the strict policy; their forms may also lead to our configured origins.
+        // Any other policy (the logo's sandbox) is kept as it is.
         for (name, value) in &mut resp.headers {
-            if *name == http::header::CONTENT_SECURITY_POLICY {
+            if *name == http::header::CONTENT_SECURITY_POLICY
+                && value.as_bytes() == portal::STRICT_CSP.as_bytes()
+            {
                 *value = self.portal.csp().clone();
             }
         }

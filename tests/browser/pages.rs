@@ -223,7 +223,7 @@ async fn every_page_reads_at_390_and_1280_px_with_readable_errors_in_light_and_d
         &sso.config_path,
         text.replacen(
             "[server]\n",
-            &format!("[server]\nauth_host = \"{AUTH}\"\n"),
+            &format!("[server]\nauth_url = \"http://{AUTH}:{}\"\n", sso.port),
             1,
         ),
     )
