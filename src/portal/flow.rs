@@ -208,7 +208,7 @@ fn render(
             let mut resp = match face {
                 Face::Json => Response::json(
                     StatusCode::OK,
-                    &challenge_json(&view.flow, &stage, &challenge),
+                    &challenge_json(&view.flow, &view.title, &stage, &challenge),
                 ),
                 // After a successful post, redirect so a reload does not resubmit the form.
                 Face::Html if posted && challenge.errors.is_empty() => {

@@ -3,11 +3,13 @@
 use crate::flow::Challenge;
 use serde_json::{json, Value};
 
-/// `{"flow", "component", "fields", "errors", ...}` for a challenge.
-pub fn challenge_json(flow: &str, stage: &str, c: &Challenge) -> Value {
+/// `{"flow", "stage", "title", "component", "fields", "errors", ...}` for a challenge; `title`
+/// is the heading the HTML face shows for the same step (`flow_title` when the step has none).
+pub fn challenge_json(flow: &str, flow_title: &str, stage: &str, c: &Challenge) -> Value {
     let mut v = json!({
         "flow": flow,
         "stage": stage,
+        "title": super::step_title(c, flow_title),
         "component": c.component,
         "fields": c.fields,
         "errors": c.errors,

@@ -155,8 +155,8 @@ impl Ui {
     }
 }
 
-/// What the page's heading says: what this step asks for, not the flow's name.
-fn step_title(c: &Challenge, flow_title: &str) -> String {
+/// What the step asks for, not the flow's name: the page's heading and the JSON `title`.
+pub(crate) fn step_title(c: &Challenge, flow_title: &str) -> String {
     if let Some(t) = &c.title {
         return t.clone();
     }

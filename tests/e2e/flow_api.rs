@@ -573,3 +573,26 @@ async fn parallel_wrong_passwords_get_no_more_tries_than_failed_attempts_before_
     assert_ne!(r.json()["component"], "redirect", "{}", r.body);
     assert!(r.set_cookie_value(SESSION_COOKIE).is_none());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_and_html_faces_give_each_step_the_same_title() {
+    let gw = Gateway::start().await;
+    let b = gw.browser();
+    let v = b.get_json(&api_path()).await.json();
+    assert_eq!(v["title"], "Sign in", "{v}");
+    let html = b.get_html(&flow_path()).await;
+    assert!(html.body.contains("<h1>Sign in</h1>"), "{}", html.body);
+
+    let v = b
+        .post_json(&api_path(), &json!({ "uid": "alice" }))
+        .await
+        .json();
+    assert_eq!(v["component"], "password", "{v}");
+    assert_eq!(v["title"], "Enter your password", "{v}");
+    let html = b.get_html(&flow_path()).await;
+    assert!(
+        html.body.contains("<h1>Enter your password</h1>"),
+        "{}",
+        html.body
+    );
+}
