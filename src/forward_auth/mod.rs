@@ -206,6 +206,15 @@ pub fn handle(gate: &Gate, flavor: Flavor, arrived: &Arrived<'_>, trusted: bool)
             Flavor::Traefik | Flavor::Caddy => from_forwarded(arrived.headers, arrived),
         };
         match told {
+            // As the proxy mode refuses such a `Host`: `wiki.test:1@evil.test` would be judged
+            // as wiki.test and shape the sign-in URL into one that leads to evil.test.
+            Ok(original) if !crate::access::is_plain_authority(&original.authority) => {
+                tracing::warn!(
+                    ?flavor,
+                    "forward-auth: the described host is not a plain host[:port]; denied"
+                );
+                return empty(StatusCode::FORBIDDEN);
+            }
             Ok(original) => original,
             Err(Unusable::Absent) => as_arrived(),
             Err(Unusable::HostMismatch) => return empty(StatusCode::BAD_REQUEST),
