@@ -101,3 +101,229 @@ async fn a_described_host_with_userinfo_or_a_path_never_shapes_the_sign_in_url()
         gw.logs()
     );
 }
+
+/// With the gateway as the proxy, wiki and admin share one upstream: an nginx serving each by
+/// virtual host, the way one web server often hosts several apps. An absolute-form target
+/// naming admin with `Host: wiki` is judged as wiki (its `Host`), so what the upstream serves
+/// must be wiki's too: nginx picks the server block from the request line, so the target must
+/// not reach it naming admin.
+#[tokio::test]
+async fn an_absolute_form_target_naming_another_app_reaches_only_the_judged_apps_files() {
+    let wiki_root = tempdir("portcullis-wiki-");
+    let admin_root = tempdir("portcullis-admin-");
+    for (root, text) in [(&wiki_root, PUBLIC_TEXT), (&admin_root, ADMIN_TEXT)] {
+        let p = root.path().join("public/info.txt");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, format!("{text}\n")).unwrap();
+        std::fs::write(root.path().join("secret"), format!("{SECRET_TEXT}\n")).unwrap();
+    }
+    let (w, a) = (
+        wiki_root.path().display().to_string(),
+        admin_root.path().display().to_string(),
+    );
+    let upstream = Nginx::start(
+        |port| {
+            format!(
+                "server {{ listen 127.0.0.1:{port} default_server; server_name {WIKI}; root {w}; default_type text/plain; }}\n\
+                 server {{ listen 127.0.0.1:{port}; server_name {ADMIN}; root {a}; default_type text/plain; }}\n"
+            )
+        },
+        "",
+    )
+    .await;
+    // The attack is real on the upstream itself: the request line picks admin.
+    let (_, text) = raw_try(
+        upstream.port,
+        WIKI,
+        &format!("http://{ADMIN}/public/info.txt"),
+        &[],
+    )
+    .await;
+    assert!(text.contains(ADMIN_TEXT), "{text}");
+    let gw = Gateway::start(Opts {
+        upstream: format!("127.0.0.1:{}", upstream.port),
+        ..Opts::default()
+    })
+    .await;
+    let wiki = format!("{WIKI}:{}", gw.port);
+    let admin = format!("{ADMIN}:{}", gw.port);
+    let mut failures = Vec::new();
+    for (target, host) in [
+        (format!("http://{admin}/public/info.txt"), wiki.clone()),
+        (format!("http://{ADMIN}/public/info.txt"), wiki.clone()),
+        (format!("HTTP://{ADMIN}/public/info.txt"), wiki.clone()),
+        (format!("http://{ADMIN}:80/public/info.txt"), wiki.clone()),
+        (format!("https://{admin}/public/info.txt"), wiki.clone()),
+        (format!("http://x@{admin}/public/info.txt"), wiki.clone()),
+        (format!("http://{admin}/secret"), admin.clone()),
+        (format!("http://{wiki}/secret"), wiki.clone()),
+    ] {
+        let (status, text) = raw_try(gw.port, &host, &target, &[]).await;
+        if text.contains(ADMIN_TEXT) || text.contains(SECRET_TEXT) {
+            failures.push(format!("{target} (Host {host}) -> {status:?}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "reached another app's files anonymously:\n{}\n{}",
+        failures.join("\n"),
+        gw.logs()
+    );
+    // The judged app's own public file is still served.
+    let (status, text) = raw_get(gw.port, &wiki, "/public/info.txt", &[]).await;
+    assert!(status == 200 && text.contains(PUBLIC_TEXT), "{text}");
+}
+
+/// Header spellings a proxy passes along (or a client adds) that must not turn a protected
+/// request into a public one or into another app's: judged as the app the host names, in any
+/// letter case and with any port; an unknown spelling is no app at all; the nginx URL must name
+/// the routed host; a caller outside `trusted_proxies` is judged as its own request.
+#[tokio::test]
+async fn header_spellings_get_the_decision_of_the_host_they_name() {
+    let gw = Gateway::start(Opts::default()).await;
+    let public = "/public/info.txt";
+    let wiki_url = format!("http://{WIKI}{public}");
+    let upper = WIKI.to_ascii_uppercase();
+    let upper_port = format!("{upper}:8443");
+    let dotted = format!("{WIKI}.");
+    let two = format!("{WIKI}, {ADMIN}");
+    let userinfo = format!("http://{WIKI}@{ADMIN}{public}");
+    let mut failures = Vec::new();
+    let rows: Vec<(&str, &str, Vec<(&str, &str)>, &[u16])> = vec![
+        (
+            "upper case, public",
+            TRAEFIK,
+            vec![("x-forwarded-host", &upper), ("x-forwarded-uri", public)],
+            &[200],
+        ),
+        (
+            "upper case and port, protected",
+            TRAEFIK,
+            vec![
+                ("x-forwarded-host", &upper_port),
+                ("x-forwarded-uri", "/secret"),
+            ],
+            &[302],
+        ),
+        (
+            "trailing dot",
+            TRAEFIK,
+            vec![("x-forwarded-host", &dotted), ("x-forwarded-uri", public)],
+            &[403],
+        ),
+        (
+            "two hosts",
+            COMPAT_TRAEFIK,
+            vec![("x-forwarded-host", &two), ("x-forwarded-uri", public)],
+            &[403],
+        ),
+        (
+            "another app's public path",
+            TRAEFIK,
+            vec![("x-forwarded-host", ADMIN), ("x-forwarded-uri", public)],
+            &[302],
+        ),
+        (
+            "uri without a slash",
+            TRAEFIK,
+            vec![
+                ("x-forwarded-host", WIKI),
+                ("x-forwarded-uri", "public/info.txt"),
+            ],
+            &[403],
+        ),
+        (
+            "uri as an absolute URL",
+            TRAEFIK,
+            vec![
+                ("x-forwarded-host", ADMIN),
+                ("x-forwarded-uri", wiki_url.as_str()),
+            ],
+            &[403],
+        ),
+        (
+            "unknown proto",
+            TRAEFIK,
+            vec![
+                ("x-forwarded-host", WIKI),
+                ("x-forwarded-uri", public),
+                ("x-forwarded-proto", "javascript"),
+            ],
+            &[403],
+        ),
+        (
+            "nginx URL for another host than routed",
+            NGINX,
+            vec![
+                ("x-original-url", wiki_url.as_str()),
+                ("x-forwarded-host", ADMIN),
+            ],
+            &[400],
+        ),
+        (
+            "Authelia nginx URL for another host than routed",
+            COMPAT_NGINX,
+            vec![
+                ("x-original-url", wiki_url.as_str()),
+                ("x-forwarded-host", ADMIN),
+            ],
+            &[400],
+        ),
+        (
+            "nginx URL with userinfo",
+            NGINX,
+            vec![("x-original-url", &userinfo)],
+            &[401],
+        ),
+        (
+            "nginx URI plus Traefik's headers",
+            NGINX,
+            vec![
+                ("x-forwarded-host", ADMIN),
+                ("x-forwarded-uri", public),
+                ("x-original-uri", "/x"),
+            ],
+            &[401],
+        ),
+    ];
+    for (what, endpoint, headers, want) in &rows {
+        let (status, text) = ask(&gw, endpoint, headers).await;
+        if !status.is_some_and(|s| want.contains(&s)) {
+            failures.push(format!(
+                "{what}: {endpoint} -> {status:?}, want {want:?}\n{text}"
+            ));
+        }
+    }
+    // Not from a trusted proxy: the described request is ignored, the call is judged as it
+    // arrived (its own path on its own host), never as wiki's public file.
+    let untrusted = Gateway::start(Opts {
+        trusted_proxies: Some("[]".into()),
+        ..Opts::default()
+    })
+    .await;
+    for host in [format!("127.0.0.1:{}", untrusted.port), WIKI.to_string()] {
+        for endpoint in [TRAEFIK, NGINX, COMPAT_TRAEFIK] {
+            let (status, text) = raw_try(
+                untrusted.port,
+                &host,
+                endpoint,
+                &[
+                    ("x-forwarded-host", WIKI),
+                    ("x-forwarded-uri", public),
+                    ("x-original-url", &wiki_url),
+                    ("accept", ACCEPT_HTML),
+                ],
+            )
+            .await;
+            if status == Some(200) {
+                failures.push(format!("untrusted {host} {endpoint} -> 200\n{text}"));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{}\n{}",
+        failures.join("\n"),
+        gw.logs()
+    );
+}
