@@ -174,6 +174,9 @@ async fn an_absolute_form_target_naming_another_app_reaches_only_the_judged_apps
     assert!(status == 200 && text.contains(PUBLIC_TEXT), "{text}");
 }
 
+/// What the attack is, the endpoint, the headers, the statuses that mean it held.
+type Row<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, &'a [u16]);
+
 /// Header spellings a proxy passes along (or a client adds) that must not turn a protected
 /// request into a public one or into another app's: judged as the app the host names, in any
 /// letter case and with any port; an unknown spelling is no app at all; the nginx URL must name
@@ -189,7 +192,7 @@ async fn header_spellings_get_the_decision_of_the_host_they_name() {
     let two = format!("{WIKI}, {ADMIN}");
     let userinfo = format!("http://{WIKI}@{ADMIN}{public}");
     let mut failures = Vec::new();
-    let rows: Vec<(&str, &str, Vec<(&str, &str)>, &[u16])> = vec![
+    let rows: Vec<Row> = vec![
         (
             "upper case, public",
             TRAEFIK,
