@@ -108,3 +108,74 @@ async fn a_step_up_held_open_does_not_outlive_the_session_it_carries() {
         }
     }
 }
+
+fn claims(token: &str) -> serde_json::Value {
+    jwt_parts(token).1
+}
+
+/// What a step-up of alice's session can be bent into, and what it must give instead: a
+/// re-posted identification (say as bob) or a start-over is a fresh sign-in that carries none
+/// of alice's proofs; a form for a later stage is out of step; a session cookie swapped
+/// between steps changes nothing (the step-up belongs to the session it started with).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_step_up_cannot_be_bent_into_another_users_session_or_past_a_stage() {
+    let gw = Gateway::start_with(setup()).await;
+    let bob = api_sign_in(&gw.browser(), "bob", BOB_PW).await;
+
+    // Re-post identification mid step-up, as bob: a fresh sign-in that wants bob's password.
+    for how in ["component", "stage"] {
+        let (b, _) = alice_browser(&gw).await;
+        hold_step_up(&b).await;
+        let body = match how {
+            "component" => json!({ "component": "identification", "uid": "bob" }),
+            _ => json!({ "stage": "identify", "uid": "bob" }),
+        };
+        let v = b.post_json(&prompted_api(), &body).await.json();
+        assert_eq!(
+            v["component"], "password",
+            "{how}: bob's password is asked: {v}"
+        );
+        let r = b
+            .post_json(&prompted_api(), &json!({ "password": ALICE_PW }))
+            .await;
+        assert_ne!(
+            r.json()["component"],
+            "prompt",
+            "{how}: alice's password let the re-identified sign-in on as bob: {}",
+            r.body
+        );
+        assert!(r.set_cookie_value(SESSION_COOKIE).is_none(), "{}", r.body);
+    }
+
+    // Start over mid step-up: identification again, nothing carried.
+    let (b, _) = alice_browser(&gw).await;
+    hold_step_up(&b).await;
+    let v = b
+        .post_json(&prompted_api(), &json!({ "action": "start_over" }))
+        .await
+        .json();
+    assert_eq!(v["component"], "identification", "{v}");
+
+    // Skip or replay stages: answers naming another stage are out of step.
+    let (b, _) = alice_browser(&gw).await;
+    hold_step_up(&b).await;
+    for body in [
+        json!({ "stage": "login" }),
+        json!({ "stage": "password", "password": ALICE_PW }),
+        json!({ "component": "password", "password": ALICE_PW }),
+    ] {
+        let r = b.post_json(&prompted_api(), &body).await;
+        assert_eq!(r.status, 400, "{body}: {}", r.describe());
+        assert!(r.set_cookie_value(SESSION_COOKIE).is_none());
+    }
+
+    // Swap the session cookie for bob's between the steps: the session issued is alice's
+    // (the step-up's), with alice's flows, and bob's session is left as it was.
+    b.add_cookie(&gw.url("/"), &format!("{SESSION_COOKIE}={}", bob.token));
+    let token = cash_in(&b).await.expect("the step-up completes");
+    let c = claims(&token);
+    assert_eq!(c["sub"], "alice", "{c}");
+    assert_eq!(c["flows"], json!([FLOW, PROMPTED]), "{c}");
+    assert_eq!(c["factors"], json!(["password"]), "{c}");
+    assert_token_accepted(&gw, &bob.token, "bob's session").await;
+}
