@@ -2,7 +2,7 @@
 //! Each transport only reconstructs the original request from its proxy's headers and turns
 //! the one access decision ([`crate::access`]) into the answer its proxy expects.
 
-use crate::access::{is_navigation, AccessRequest, Decision, Gate};
+use crate::access::{is_navigation, is_plain_authority, AccessRequest, Decision, Gate};
 use crate::portal::Response;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
@@ -119,7 +119,7 @@ fn from_nginx(h: &HeaderMap, arrived: &Arrived<'_>) -> Result<Original, Unusable
     if let Some(raw) = text(h, "x-original-url")? {
         let bad = Unusable::Malformed("x-original-url");
         let u = url::Url::parse(raw).map_err(|_| bad)?;
-        if !matches!(u.scheme(), "http" | "https") {
+        if !matches!(u.scheme(), "http" | "https") || !is_plain_authority(raw_authority(raw)) {
             return Err(bad);
         }
         let host = u.host_str().filter(|h| !h.is_empty()).ok_or(bad)?;
@@ -154,6 +154,18 @@ fn from_nginx(h: &HeaderMap, arrived: &Arrived<'_>) -> Result<Original, Unusable
         .to_string(),
         path_and_query: origin_form(uri, "x-original-uri")?,
     })
+}
+
+/// The authority of an absolute URL exactly as written.
+///
+/// # Security
+/// Judged as written, as the path is: the URL parser decodes and maps a host
+/// (`wiki%2eexample%2etest`, `%77iki...`, a tab inside it all become `wiki.example.test`) that
+/// nginx routed as sent, to a catch-all server when it names none. Only a plain `host[:port]`,
+/// which both read the same, describes a request.
+fn raw_authority(url: &str) -> &str {
+    let rest = url.split_once("://").map_or("", |(_, r)| r);
+    &rest[..rest.find(['/', '?', '#', '\\']).unwrap_or(rest.len())]
 }
 
 /// The path and query of an absolute URL exactly as written, `/` when it has none.
@@ -208,7 +220,7 @@ pub fn handle(gate: &Gate, flavor: Flavor, arrived: &Arrived<'_>, trusted: bool)
         match told {
             // As the proxy mode refuses such a `Host`: `wiki.test:1@evil.test` would be judged
             // as wiki.test and shape the sign-in URL into one that leads to evil.test.
-            Ok(original) if !crate::access::is_plain_authority(&original.authority) => {
+            Ok(original) if !is_plain_authority(&original.authority) => {
                 tracing::warn!(
                     ?flavor,
                     "forward-auth: the described host is not a plain host[:port]; denied"

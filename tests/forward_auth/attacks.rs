@@ -276,7 +276,7 @@ async fn header_spellings_get_the_decision_of_the_host_they_name() {
             "nginx URL with userinfo",
             NGINX,
             vec![("x-original-url", &userinfo)],
-            &[401],
+            &[403],
         ),
         (
             "nginx URI plus Traefik's headers",
@@ -414,4 +414,99 @@ async fn traversal_list_spellings_reach_no_protected_file() {
         failures.join("\n"),
         gw.logs()
     );
+}
+
+/// nginx configs written for Authelia send `X-Original-URL` built from `$http_host` and no
+/// `X-Forwarded-Host`. nginx routes on the host as sent (`wiki%2eexample%2etest` matches no
+/// server name, so a catch-all server answers), while a URL parser decodes it into wiki's
+/// name: the URL must be judged as written, as its path is, or a catch-all server would be
+/// let in on wiki's bypass.
+#[tokio::test]
+async fn an_original_url_whose_host_a_parser_rewrites_gets_no_apps_decision() {
+    let gw = Gateway::start(Opts::default()).await;
+    let public = "/public/info.txt";
+    let mut failures = Vec::new();
+    for (url, want) in [
+        (format!("http://{WIKI}{public}"), 200),
+        (format!("http://{}{public}", WIKI.to_ascii_uppercase()), 200),
+        (format!("http://{WIKI}:80{public}"), 200),
+        (format!("http://{}{public}", WIKI.replace('.', "%2e")), 403),
+        (format!("http://{}{public}", WIKI.replace('.', "%2E")), 403),
+        (format!("http://%77{}{public}", &WIKI[1..]), 403),
+        (format!("http://wi\tki{}{public}", &WIKI[4..]), 403),
+        (format!("http://{WIKI}.{public}"), 403),
+    ] {
+        for endpoint in [NGINX, COMPAT_NGINX] {
+            let (status, _) = ask(&gw, endpoint, &[("x-original-url", &url)]).await;
+            if status != Some(want) {
+                failures.push(format!("{endpoint} {url:?} -> {status:?}, want {want}"));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{}\n{}",
+        failures.join("\n"),
+        gw.logs()
+    );
+}
+
+/// The same through a real nginx with an Authelia-style config (`X-Original-URL` from
+/// `$http_host`, no `X-Forwarded-Host`): admin is the default server, wholly protected; wiki
+/// has the public bypass. `Host: wiki%2eexample%2etest` is routed to admin, and must not be
+/// judged as wiki.
+#[tokio::test]
+async fn an_encoded_host_through_an_authelia_style_nginx_config_gets_no_bypass() {
+    let wiki_root = tempdir("portcullis-wiki-");
+    let admin_root = tempdir("portcullis-admin-");
+    for (root, text) in [(&wiki_root, PUBLIC_TEXT), (&admin_root, ADMIN_TEXT)] {
+        let p = root.path().join("public/info.txt");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, format!("{text}\n")).unwrap();
+    }
+    let gw = Gateway::start(Opts::default()).await;
+    let (w, a, g) = (
+        wiki_root.path().display().to_string(),
+        admin_root.path().display().to_string(),
+        gw.port,
+    );
+    let auth = format!(
+        "location / {{ auth_request /.auth; }}\n\
+         location = /.auth {{ internal; proxy_pass http://127.0.0.1:{g}/api/authz/auth-request; \
+         proxy_pass_request_body off; proxy_set_header Content-Length \"\"; \
+         proxy_set_header X-Original-URL $scheme://$http_host$request_uri; \
+         proxy_set_header X-Original-Method $request_method; }}"
+    );
+    let nginx = Nginx::start(
+        |port| {
+            format!(
+                "server {{ listen 127.0.0.1:{port} default_server; server_name {ADMIN}; root {a}; default_type text/plain; {auth} }}\n\
+                 server {{ listen 127.0.0.1:{port}; server_name {WIKI}; root {w}; default_type text/plain; {auth} }}\n"
+            )
+        },
+        "",
+    )
+    .await;
+    // The config works: wiki's public file is public, admin's is not.
+    let (status, text) = raw_get(nginx.port, WIKI, "/public/info.txt", &[]).await;
+    assert!(
+        status == 200 && text.contains(PUBLIC_TEXT),
+        "{text}\n{}",
+        nginx.logs()
+    );
+    let (status, text) = raw_get(nginx.port, ADMIN, "/public/info.txt", &[]).await;
+    assert!(status == 401 && !text.contains(ADMIN_TEXT), "{text}");
+    for host in [
+        WIKI.replace('.', "%2e"),
+        WIKI.replace('.', "%2E"),
+        format!("%77{}", &WIKI[1..]),
+    ] {
+        let (status, text) = raw_try(nginx.port, &host, "/public/info.txt", &[]).await;
+        assert!(
+            !text.contains(ADMIN_TEXT),
+            "Host {host:?} reached admin anonymously ({status:?})\n{}\n{}",
+            nginx.logs(),
+            gw.logs()
+        );
+    }
 }
