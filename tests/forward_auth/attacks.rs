@@ -163,6 +163,13 @@ async fn an_absolute_form_target_naming_another_app_reaches_only_the_judged_apps
             failures.push(format!("{target} (Host {host}) -> {status:?}"));
         }
     }
+    // Two Host headers, wiki's first: judged as wiki, so admin's must not be what is served.
+    for second in [admin.as_str(), ADMIN] {
+        let (status, text) = raw_try(gw.port, &wiki, "/public/info.txt", &[("host", second)]).await;
+        if text.contains(ADMIN_TEXT) {
+            failures.push(format!("Host {wiki} then Host {second} -> {status:?}"));
+        }
+    }
     assert!(
         failures.is_empty(),
         "reached another app's files anonymously:\n{}\n{}",
