@@ -424,6 +424,35 @@ mod tests {
     }
 
     #[test]
+    fn original_url_host_is_judged_as_written() {
+        let mut h = HeaderMap::new();
+        for bent in [
+            "http://wiki%2etest/public/x",
+            "http://%77iki.test/public/x",
+            "http://wi\tki.test/public/x",
+            "http://x@wiki.test/public/x",
+            "http://0x7f.1/public/x",
+        ] {
+            h.insert("x-original-url", bent.parse().unwrap());
+            assert!(
+                matches!(
+                    from_nginx(&h, &arrived(&h)),
+                    Err(Unusable::Malformed("x-original-url"))
+                ),
+                "{bent:?}"
+            );
+        }
+        for plain in [
+            "http://WIKI.test/x",
+            "https://wiki.test:8443?q",
+            "http://[::1]:9/x",
+        ] {
+            h.insert("x-original-url", plain.parse().unwrap());
+            assert!(from_nginx(&h, &arrived(&h)).is_ok(), "{plain}");
+        }
+    }
+
+    #[test]
     fn forwarded_headers_must_describe_a_request() {
         let mut h = HeaderMap::new();
         assert!(matches!(
