@@ -297,6 +297,8 @@ pub fn is_plain_path(path: &str) -> bool {
     // Start of the current segment (just after its `/`).
     let mut seg = 1;
     let mut i = 1;
+    // The byte the previous `%XX` decoded to, while `%XX`s follow each other.
+    let mut lead = 0u8;
     while i < b.len() {
         match b[i] {
             b'/' => {
@@ -311,18 +313,30 @@ pub fn is_plain_path(path: &str) -> bool {
                     _ => None,
                 };
                 match decoded {
-                    Some(d) if !is_bendable_byte(d) => i += 2,
+                    Some(d) if !is_bendable_byte(d) && !is_overlong(lead, d) => {
+                        lead = d;
+                        i += 2;
+                    }
                     _ => return false,
                 }
+                i += 1;
+                continue;
             }
             b'\\' | b';' | b'#' => return false,
             c if c.is_ascii_control() => return false,
             _ => {}
         }
+        lead = 0;
         i += 1;
     }
     // The last segment may be empty (`/public/`), not a dot segment.
     is_plain_segment(&b[seg..])
+}
+
+/// Whether `d` after the lead byte `lead` starts an overlong (or out of range) UTF-8 form:
+/// `%E0%80%AF` and `%F0%80%80%AF` are `/` to a decoder that does not check, as `%C0%AF` is.
+fn is_overlong(lead: u8, d: u8) -> bool {
+    (lead == 0xE0 && d < 0xA0) || (lead == 0xF0 && d < 0x90) || d >= 0xF5
 }
 
 /// Not `.` or `..`.
@@ -407,6 +421,7 @@ mod tests {
             "/public/",
             "/public/info.txt",
             "/public/a%20b/%C3%A9t%C3%A9.png",
+            "/public/%E0%A4%B9%E0%A4%BF/%F0%9F%98%80/%E2%80%A5",
             "/public/x.tar.gz",
             "/public/...",
             "/public/.well-known/x",
@@ -452,6 +467,11 @@ mod tests {
             "/public/%252e%252e/secret",
             "/public/%c0%af../secret",
             "/public/%C1%9C",
+            "/public/..%e0%80%afsecret",
+            "/public/%E0%80%AE%E0%80%AE/x",
+            "/public/..%f0%80%80%afsecret",
+            "/public/%f8%80%80%80%af",
+            "/public/%ff",
             "/public/%",
             "/public/%2",
             "/public/%zz",

@@ -253,6 +253,7 @@ impl Engine {
         exec.carried = Some(Carried {
             sid: session.sid.clone(),
             exp: session.exp,
+            iat_ms: session.issued_ms(),
             factors,
             flows: session.flows.clone(),
         });

@@ -57,6 +57,10 @@ pub struct Carried {
     pub sid: String,
     /// Its expiry: the new session never outlives the proofs it carries over.
     pub exp: i64,
+    /// Its issue time in milliseconds, to find it revoked by a revocation of all the user's
+    /// sessions (0 in executions that predate it: any such revocation then ends it).
+    #[serde(default)]
+    pub iat_ms: i64,
     pub factors: Factors,
     pub flows: Vec<String>,
 }

@@ -2,7 +2,7 @@
 //! Each transport only reconstructs the original request from its proxy's headers and turns
 //! the one access decision ([`crate::access`]) into the answer its proxy expects.
 
-use crate::access::{is_navigation, AccessRequest, Decision, Gate};
+use crate::access::{is_navigation, is_plain_authority, AccessRequest, Decision, Gate};
 use crate::portal::Response;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
@@ -119,7 +119,7 @@ fn from_nginx(h: &HeaderMap, arrived: &Arrived<'_>) -> Result<Original, Unusable
     if let Some(raw) = text(h, "x-original-url")? {
         let bad = Unusable::Malformed("x-original-url");
         let u = url::Url::parse(raw).map_err(|_| bad)?;
-        if !matches!(u.scheme(), "http" | "https") {
+        if !matches!(u.scheme(), "http" | "https") || !is_plain_authority(raw_authority(raw)) {
             return Err(bad);
         }
         let host = u.host_str().filter(|h| !h.is_empty()).ok_or(bad)?;
@@ -154,6 +154,18 @@ fn from_nginx(h: &HeaderMap, arrived: &Arrived<'_>) -> Result<Original, Unusable
         .to_string(),
         path_and_query: origin_form(uri, "x-original-uri")?,
     })
+}
+
+/// The authority of an absolute URL exactly as written.
+///
+/// # Security
+/// Judged as written, as the path is: the URL parser decodes and maps a host
+/// (`wiki%2eexample%2etest`, `%77iki...`, a tab inside it all become `wiki.example.test`) that
+/// nginx routed as sent, to a catch-all server when it names none. Only a plain `host[:port]`,
+/// which both read the same, describes a request.
+fn raw_authority(url: &str) -> &str {
+    let rest = url.split_once("://").map_or("", |(_, r)| r);
+    &rest[..rest.find(['/', '?', '#', '\\']).unwrap_or(rest.len())]
 }
 
 /// The path and query of an absolute URL exactly as written, `/` when it has none.
@@ -206,6 +218,15 @@ pub fn handle(gate: &Gate, flavor: Flavor, arrived: &Arrived<'_>, trusted: bool)
             Flavor::Traefik | Flavor::Caddy => from_forwarded(arrived.headers, arrived),
         };
         match told {
+            // As the proxy mode refuses such a `Host`: `wiki.test:1@evil.test` would be judged
+            // as wiki.test and shape the sign-in URL into one that leads to evil.test.
+            Ok(original) if !is_plain_authority(&original.authority) => {
+                tracing::warn!(
+                    ?flavor,
+                    "forward-auth: the described host is not a plain host[:port]; denied"
+                );
+                return empty(StatusCode::FORBIDDEN);
+            }
             Ok(original) => original,
             Err(Unusable::Absent) => as_arrived(),
             Err(Unusable::HostMismatch) => return empty(StatusCode::BAD_REQUEST),
@@ -400,6 +421,35 @@ mod tests {
             "http://wiki.test\\@evil.test/x".parse().unwrap(),
         );
         assert!(from_nginx(&h, &arrived(&h)).is_err());
+    }
+
+    #[test]
+    fn original_url_host_is_judged_as_written() {
+        let mut h = HeaderMap::new();
+        for bent in [
+            "http://wiki%2etest/public/x",
+            "http://%77iki.test/public/x",
+            "http://wi\tki.test/public/x",
+            "http://x@wiki.test/public/x",
+            "http://0x7f.1/public/x",
+        ] {
+            h.insert("x-original-url", bent.parse().unwrap());
+            assert!(
+                matches!(
+                    from_nginx(&h, &arrived(&h)),
+                    Err(Unusable::Malformed("x-original-url"))
+                ),
+                "{bent:?}"
+            );
+        }
+        for plain in [
+            "http://WIKI.test/x",
+            "https://wiki.test:8443?q",
+            "http://[::1]:9/x",
+        ] {
+            h.insert("x-original-url", plain.parse().unwrap());
+            assert!(from_nginx(&h, &arrived(&h)).is_ok(), "{plain}");
+        }
     }
 
     #[test]

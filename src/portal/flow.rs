@@ -125,10 +125,24 @@ fn flow_path(slug: &str) -> String {
 }
 
 fn resume(p: &Portal, req: &Request<'_>, slug: &str) -> Result<Option<Execution>, FlowError> {
-    match cookie::find(req.headers, FLOW_COOKIE) {
-        Some(id) if !id.is_empty() && id.len() <= 64 => p.engine.resume(id, slug),
-        _ => Ok(None),
-    }
+    let exec = match cookie::find(req.headers, FLOW_COOKIE) {
+        Some(id) if !id.is_empty() && id.len() <= 64 => p.engine.resume(id, slug)?,
+        _ => None,
+    };
+    Ok(exec.filter(|e| carries_a_live_session(p, e)))
+}
+
+/// Whether a step-up's session still stands (a plain execution carries none).
+///
+/// # Security
+/// A step-up stands in for the stages its session proved. Held open, it would otherwise outlive
+/// a sign-out, a password change or the session's own end, and mint a fresh session from
+/// proofs that were revoked: such an execution is treated as gone.
+fn carries_a_live_session(p: &Portal, e: &Execution) -> bool {
+    e.carried.as_ref().is_none_or(|c| {
+        let user = e.user.as_deref().unwrap_or_default();
+        c.exp > crate::clock::now() && !p.sessions.is_revoked(&c.sid, user, c.iat_ms)
+    })
 }
 
 /// A new execution; a step-up of the session when the request carries a valid one (an app

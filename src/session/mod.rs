@@ -222,6 +222,11 @@ impl SessionService {
         self.revoke_sid(&claims.sid, claims.exp)
     }
 
+    /// Whether the session `sid` of `sub`, issued at `issued_ms`, has been revoked.
+    pub fn is_revoked(&self, sid: &str, sub: &str, issued_ms: i64) -> bool {
+        self.revocations.is_revoked(sid, sub, issued_ms)
+    }
+
     /// Revokes the session `sid` (valid until `exp`) when another replaces it, so the old
     /// token does not outlive a sign-out of the new one.
     ///

@@ -4,6 +4,7 @@
 mod harness;
 
 mod assertion;
+mod attacks;
 mod cli;
 mod config;
 mod flow_api;

@@ -8,6 +8,7 @@ mod harness;
 
 mod support;
 
+mod attacks;
 mod bent_paths;
 mod caddy;
 mod fronts;
