@@ -362,16 +362,13 @@ fn front_config(dir: &Path, port: u16, upstream: SocketAddr) -> String {
 async fn bench_signs_in_on_the_auth_host_through_the_shipped_nginx_and_caddy() {
     let gw = Gateway::start_with(front_config).await;
     for kind in [fronts::Kind::Nginx, fronts::Kind::Caddy] {
-        let front = fronts::Front::start(
-            kind,
-            &fronts::Site {
-                apps: vec!["app.bench.test".into()],
-                auth: "auth.bench.test".into(),
-                upstream: gw.upstream.to_string(),
-                gateway: format!("127.0.0.1:{}", gw.port),
-            },
-        )
-        .await;
+        let site = fronts::Site::new(
+            &["app.bench.test"],
+            "auth.bench.test",
+            &gw.upstream.to_string(),
+            &format!("127.0.0.1:{}", gw.port),
+        );
+        let front = fronts::Front::start(kind, &site).await;
         let out = run_async(
             [
                 "bench",

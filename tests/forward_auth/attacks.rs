@@ -121,7 +121,7 @@ async fn an_absolute_form_target_naming_another_app_reaches_only_the_judged_apps
         wiki_root.path().display().to_string(),
         admin_root.path().display().to_string(),
     );
-    let upstream = Nginx::start(
+    let upstream = Front::nginx(
         |port| {
             format!(
                 "server {{ listen 127.0.0.1:{port} default_server; server_name {WIKI}; root {w}; default_type text/plain; }}\n\
@@ -140,11 +140,7 @@ async fn an_absolute_form_target_naming_another_app_reaches_only_the_judged_apps
     )
     .await;
     assert!(text.contains(ADMIN_TEXT), "{text}");
-    let gw = Gateway::start(Opts {
-        upstream: format!("127.0.0.1:{}", upstream.port),
-        ..Opts::default()
-    })
-    .await;
+    let gw = Gateway::for_upstream(format!("127.0.0.1:{}", upstream.port)).await;
     let wiki = format!("{WIKI}:{}", gw.port);
     let admin = format!("{ADMIN}:{}", gw.port);
     let mut failures = Vec::new();
@@ -390,11 +386,7 @@ async fn traversal_list_spellings_reach_no_protected_file() {
     .collect();
 
     let site = StaticSite::start().await;
-    let gw = Gateway::start(Opts {
-        upstream: format!("127.0.0.1:{}", site.nginx.port),
-        ..Opts::default()
-    })
-    .await;
+    let gw = Gateway::for_upstream(format!("127.0.0.1:{}", site.nginx.port)).await;
     let host = format!("{WIKI}:{}", gw.port);
     let leaks = |t: &str| t.contains(SECRET_TEXT) || t.contains(ADMIN_TEXT);
     let mut failures = Vec::new();
@@ -484,7 +476,7 @@ async fn an_encoded_host_through_an_authelia_style_nginx_config_gets_no_bypass()
          proxy_set_header X-Original-URL $scheme://$http_host$request_uri; \
          proxy_set_header X-Original-Method $request_method; }}"
     );
-    let nginx = Nginx::start(
+    let nginx = Front::nginx(
         |port| {
             format!(
                 "server {{ listen 127.0.0.1:{port} default_server; server_name {ADMIN}; root {a}; default_type text/plain; {auth} }}\n\
