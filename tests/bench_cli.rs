@@ -112,13 +112,23 @@ fn run(args: &[&str], stdin: &str) -> Output {
 }
 
 /// `run` off the async runtime (the gateway's upstream lives on it).
-async fn run_async(args: Vec<String>, stdin: String) -> Output {
+async fn run_async(args: &[&str], stdin: &str) -> Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let stdin = stdin.to_string();
     tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         run(&args, &stdin)
     })
     .await
     .unwrap()
+}
+
+/// [`run_async`] with alice's password on stdin (for `--login alice`): the output, and its
+/// stdout and stderr as text.
+async fn run_as_alice(args: &[&str]) -> (Output, String, String) {
+    let out = run_async(args, &format!("{PASSWORD}\n")).await;
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    (out, stdout, stderr)
 }
 
 fn text(b: &[u8]) -> String {
@@ -196,28 +206,21 @@ fn row<'a>(table: &'a str, name: &str) -> &'a str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_signs_in_and_reports_the_status_mix() {
     let gw = Gateway::start().await;
-    let out = run_async(
-        [
-            "bench",
-            &gw.url(),
-            "--login",
-            "alice",
-            "--mix",
-            "valid=60,expired=20,missing=20",
-            "--connections",
-            "4",
-            "--duration",
-            "1s",
-            "--warmup",
-            "200ms",
-        ]
-        .map(String::from)
-        .to_vec(),
-        format!("{PASSWORD}\n"),
-    )
+    let (out, stdout, stderr) = run_as_alice(&[
+        "bench",
+        &gw.url(),
+        "--login",
+        "alice",
+        "--mix",
+        "valid=60,expired=20,missing=20",
+        "--connections",
+        "4",
+        "--duration",
+        "1s",
+        "--warmup",
+        "200ms",
+    ])
     .await;
-    let stdout = text(&out.stdout);
-    let stderr = text(&out.stderr);
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stderr.contains("signed in as alice"), "{stderr}");
     // Progress lines while it runs.
@@ -254,10 +257,8 @@ async fn bench_signs_in_and_reports_the_status_mix() {
 
     // A wrong password is refused with the reason, before any load is sent.
     let out = run_async(
-        ["bench", &gw.url(), "--login", "alice", "-d", "1s"]
-            .map(String::from)
-            .to_vec(),
-        "not-the-password\n".into(),
+        &["bench", &gw.url(), "--login", "alice", "-d", "1s"],
+        "not-the-password\n",
     )
     .await;
     assert_eq!(out.status.code(), Some(2), "{out:?}");
@@ -283,21 +284,21 @@ async fn bench_with_a_cookie_sends_exactly_the_requests_asked_and_writes_json() 
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("out.json");
     let out = run_async(
-        vec![
-            "bench".into(),
-            gw.url(),
-            "--cookie".into(),
-            format!("{COOKIE}={token}"),
-            "-n".into(),
-            "300".into(),
-            "-c".into(),
-            "3".into(),
-            "--warmup".into(),
-            "0s".into(),
-            "--json".into(),
-            json.display().to_string(),
+        &[
+            "bench",
+            &gw.url(),
+            "--cookie",
+            &format!("{COOKIE}={token}"),
+            "-n",
+            "300",
+            "-c",
+            "3",
+            "--warmup",
+            "0s",
+            "--json",
+            &json.display().to_string(),
         ],
-        String::new(),
+        "",
     )
     .await;
     assert!(out.status.success(), "{out:?}");
@@ -362,40 +363,30 @@ fn front_config(dir: &Path, port: u16, upstream: SocketAddr) -> String {
 async fn bench_signs_in_on_the_auth_host_through_the_shipped_nginx_and_caddy() {
     let gw = Gateway::start_with(front_config).await;
     for kind in [fronts::Kind::Nginx, fronts::Kind::Caddy] {
-        let front = fronts::Front::start(
-            kind,
-            &fronts::Site {
-                apps: vec!["app.bench.test".into()],
-                auth: "auth.bench.test".into(),
-                upstream: gw.upstream.to_string(),
-                gateway: format!("127.0.0.1:{}", gw.port),
-            },
-        )
+        let site = fronts::Site::new(
+            &["app.bench.test"],
+            "auth.bench.test",
+            &gw.upstream.to_string(),
+            &format!("127.0.0.1:{}", gw.port),
+        );
+        let front = fronts::Front::start(kind, &site).await;
+        let (out, stdout, stderr) = run_as_alice(&[
+            "bench",
+            "http://app.bench.test/page",
+            "--connect",
+            &format!("127.0.0.1:{}", front.port),
+            "--login",
+            "alice",
+            "--mix",
+            "valid=80,missing=20",
+            "-c",
+            "2",
+            "--duration",
+            "500ms",
+            "--warmup",
+            "0s",
+        ])
         .await;
-        let out = run_async(
-            [
-                "bench",
-                "http://app.bench.test/page",
-                "--connect",
-                &format!("127.0.0.1:{}", front.port),
-                "--login",
-                "alice",
-                "--mix",
-                "valid=80,missing=20",
-                "-c",
-                "2",
-                "--duration",
-                "500ms",
-                "--warmup",
-                "0s",
-            ]
-            .map(String::from)
-            .to_vec(),
-            format!("{PASSWORD}\n"),
-        )
-        .await;
-        let stdout = text(&out.stdout);
-        let stderr = text(&out.stderr);
         assert!(
             out.status.success(),
             "{kind:?}: stdout:\n{stdout}\nstderr:\n{stderr}\n--- front ---\n{}",

@@ -204,17 +204,6 @@ pub fn json_error(status: StatusCode, error: &str, message: &str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::UiConfig;
-
-    fn ui() -> Ui {
-        Ui::new(&UiConfig {
-            site_title: "T".into(),
-            templates: None,
-            logo: None,
-            accent_color: None,
-            footer_links: Vec::new(),
-        })
-    }
 
     fn body(r: &Response) -> String {
         String::from_utf8_lossy(&r.body).into_owned()
@@ -222,7 +211,7 @@ mod tests {
 
     #[test]
     fn bad_gateway_retries_only_paths_of_this_host() {
-        let ui = ui();
+        let ui = Ui::plain();
         let ok = bad_gateway(&ui, "/reports?q=1");
         assert!(
             body(&ok).contains("href=\"&#x2f;reports?q=1\""),
@@ -250,7 +239,7 @@ mod tests {
 
     #[test]
     fn gateway_pages_are_html_with_a_way_on() {
-        let ui = ui();
+        let ui = Ui::plain();
         for (r, status) in [
             (not_found(&ui), 404),
             (unknown_host(&ui, Some("https://auth.example/")), 404),

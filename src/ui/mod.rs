@@ -155,6 +155,20 @@ impl Ui {
     }
 }
 
+#[cfg(test)]
+impl Ui {
+    /// Built-in templates, no branding, site title "T": what unit tests render with.
+    pub(crate) fn plain() -> Ui {
+        Ui::new(&UiConfig {
+            site_title: "T".into(),
+            templates: None,
+            logo: None,
+            accent_color: None,
+            footer_links: Vec::new(),
+        })
+    }
+}
+
 /// What the step asks for, not the flow's name: the page's heading and the JSON `title`.
 pub(crate) fn step_title(c: &Challenge, flow_title: &str) -> String {
     if let Some(t) = &c.title {
@@ -183,19 +197,9 @@ mod tests {
     use super::*;
     use crate::flow::Field;
 
-    fn ui() -> Ui {
-        Ui::new(&UiConfig {
-            site_title: "T".into(),
-            templates: None,
-            logo: None,
-            accent_color: None,
-            footer_links: Vec::new(),
-        })
-    }
-
     #[test]
     fn flow_page_escapes_and_carries_csrf() {
-        let ui = ui();
+        let ui = Ui::plain();
         let mut c = Challenge::new(
             "identification",
             vec![Field::new("uid", "text", "Username")],
@@ -218,7 +222,7 @@ mod tests {
 
     #[test]
     fn code_fields_ask_for_digits_and_offer_one_time_code_autofill_with_one_label() {
-        let ui = ui();
+        let ui = Ui::plain();
         for component in [
             "authenticator_email",
             "authenticator_sms",
@@ -259,7 +263,9 @@ mod tests {
                     .optional(),
             ],
         );
-        let html = ui().flow_page("Sign in", "pw", &c, "t", "/x").unwrap();
+        let html = Ui::plain()
+            .flow_page("Sign in", "pw", &c, "t", "/x")
+            .unwrap();
         assert!(
             html.contains(
                 "<input type=\"text\" name=\"username\" value=\"Al&quot;ice\" autocomplete=\"username\" hidden>"
@@ -289,7 +295,9 @@ mod tests {
             name: "resend".into(),
             label: "Send a new code".into(),
         });
-        let html = ui().flow_page("Sign in", "s", &c, "t", "/x").unwrap();
+        let html = Ui::plain()
+            .flow_page("Sign in", "s", &c, "t", "/x")
+            .unwrap();
         assert!(!html.contains("<button type=\"submit\">"), "{html}");
         assert!(
             html.contains("value=\"resend\">Send a new code</button>"),

@@ -21,6 +21,22 @@ use chrome::Chrome;
 use harness::*;
 use serde_json::Value;
 
+/// Types `text` into the field `css` and submits its form.
+async fn submit(chrome: &Chrome, css: &str, text: &str) {
+    chrome.type_into(css, text).await;
+    chrome.click("button[type=submit]").await;
+}
+
+/// Waits until the browser is on the app at `path` (path and query) and asserts the app was
+/// told alice is signed in.
+async fn assert_lands_as_alice(chrome: &Chrome, path: &str) {
+    let at = chrome.wait_url(|u| u.ends_with(path)).await;
+    assert!(at.ends_with(path), "landed on the page asked for: {at}");
+    let page = chrome.wait_text(|t| t.contains("remote-user")).await;
+    let echo: Value = serde_json::from_str(&page).expect("the upstream's JSON");
+    assert_eq!(echo["headers"]["remote-user"], "alice", "{echo}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_person_signs_in_with_the_forms_and_lands_on_the_page_they_asked_for() {
     let gw = Gateway::start().await;
@@ -41,16 +57,14 @@ async fn a_person_signs_in_with_the_forms_and_lands_on_the_page_they_asked_for()
     );
     chrome.screenshot("signin-identification").await;
 
-    chrome.type_into("#f-uid", "alice").await;
-    chrome.click("button[type=submit]").await;
+    submit(&chrome, "#f-uid", "alice").await;
     let page = chrome
         .wait_text(|t| t.contains("Signing in as alice"))
         .await;
     assert!(page.contains("Signing in as alice"), "{page}");
     assert_eq!(chrome.focused_id().await, "f-password");
 
-    chrome.type_into("#f-password", WRONG_PW).await;
-    chrome.click("button[type=submit]").await;
+    submit(&chrome, "#f-password", WRONG_PW).await;
     let page = chrome.wait_text(|t| t.contains(INVALID_MSG)).await;
     assert!(
         page.contains(INVALID_MSG),
@@ -58,18 +72,8 @@ async fn a_person_signs_in_with_the_forms_and_lands_on_the_page_they_asked_for()
     );
     chrome.screenshot("signin-wrong-password").await;
 
-    chrome.type_into("#f-password", ALICE_PW).await;
-    chrome.click("button[type=submit]").await;
-    let at = chrome
-        .wait_url(|u| u.ends_with("/reports/q3?year=2026"))
-        .await;
-    assert!(
-        at.ends_with("/reports/q3?year=2026"),
-        "landed on the page asked for: {at}"
-    );
-    let page = chrome.wait_text(|t| t.contains("remote-user")).await;
-    let echo: Value = serde_json::from_str(&page).expect("the upstream's JSON");
-    assert_eq!(echo["headers"]["remote-user"], "alice", "{echo}");
+    submit(&chrome, "#f-password", ALICE_PW).await;
+    assert_lands_as_alice(&chrome, "/reports/q3?year=2026").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -77,10 +81,8 @@ async fn sign_out_confirm_page_ends_the_session_in_the_browser() {
     let gw = Gateway::start().await;
     let chrome = Chrome::start(gw.port).await;
     chrome.go(&format!("http://{APP}/")).await;
-    chrome.type_into("#f-uid", "alice").await;
-    chrome.click("button[type=submit]").await;
-    chrome.type_into("#f-password", ALICE_PW).await;
-    chrome.click("button[type=submit]").await;
+    submit(&chrome, "#f-uid", "alice").await;
+    submit(&chrome, "#f-password", ALICE_PW).await;
     let at = chrome.wait_url(|u| !u.contains("/.portcullis/")).await;
     assert!(!at.contains("/.portcullis/"), "{at}");
 
@@ -120,8 +122,7 @@ async fn back_after_a_mistyped_username_lets_the_person_sign_in_as_themselves() 
     let gw = Gateway::start().await;
     let chrome = Chrome::start(gw.port).await;
     chrome.go(&format!("http://{APP}/notes/today")).await;
-    chrome.type_into("#f-uid", "bob").await;
-    chrome.click("button[type=submit]").await;
+    submit(&chrome, "#f-uid", "bob").await;
     let page = chrome.wait_text(|t| t.contains("Signing in as bob")).await;
     assert!(page.contains("Signing in as bob"), "{page}");
 
@@ -143,8 +144,7 @@ async fn back_after_a_mistyped_username_lets_the_person_sign_in_as_themselves() 
     } else {
         clear(&chrome, "#f-uid").await;
     }
-    chrome.type_into("#f-uid", "alice").await;
-    chrome.click("button[type=submit]").await;
+    submit(&chrome, "#f-uid", "alice").await;
     let page = chrome
         .wait_text(|t| t.contains("Signing in as alice"))
         .await;
@@ -156,13 +156,8 @@ async fn back_after_a_mistyped_username_lets_the_person_sign_in_as_themselves() 
         gw.logs().contains("sign-in started over"),
         "the execution for bob was ended, not continued"
     );
-    chrome.type_into("#f-password", ALICE_PW).await;
-    chrome.click("button[type=submit]").await;
-    let at = chrome.wait_url(|u| u.ends_with("/notes/today")).await;
-    assert!(at.ends_with("/notes/today"), "landed on the app: {at}");
-    let page = chrome.wait_text(|t| t.contains("remote-user")).await;
-    let echo: Value = serde_json::from_str(&page).expect("the upstream's JSON");
-    assert_eq!(echo["headers"]["remote-user"], "alice", "{echo}");
+    submit(&chrome, "#f-password", ALICE_PW).await;
+    assert_lands_as_alice(&chrome, "/notes/today").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -170,8 +165,7 @@ async fn not_you_start_over_takes_the_person_back_to_the_name() {
     let gw = Gateway::start().await;
     let chrome = Chrome::start(gw.port).await;
     chrome.go(&format!("http://{APP}/notes/today")).await;
-    chrome.type_into("#f-uid", "bob").await;
-    chrome.click("button[type=submit]").await;
+    submit(&chrome, "#f-uid", "bob").await;
     let page = chrome.wait_text(|t| t.contains("Signing in as bob")).await;
     assert!(page.contains("Not you? Start over"), "{page}");
     chrome.screenshot("signin-password-start-over").await;
@@ -182,16 +176,10 @@ async fn not_you_start_over_takes_the_person_back_to_the_name() {
         .await;
     assert!(!page.contains("bob"), "afresh: {page}");
     assert_eq!(chrome.focused_id().await, "f-uid");
-    chrome.type_into("#f-uid", "alice").await;
-    chrome.click("button[type=submit]").await;
+    submit(&chrome, "#f-uid", "alice").await;
     chrome
         .wait_text(|t| t.contains("Signing in as alice"))
         .await;
-    chrome.type_into("#f-password", ALICE_PW).await;
-    chrome.click("button[type=submit]").await;
-    let at = chrome.wait_url(|u| u.ends_with("/notes/today")).await;
-    assert!(at.ends_with("/notes/today"), "landed on the app: {at}");
-    let page = chrome.wait_text(|t| t.contains("remote-user")).await;
-    let echo: Value = serde_json::from_str(&page).expect("the upstream's JSON");
-    assert_eq!(echo["headers"]["remote-user"], "alice", "{echo}");
+    submit(&chrome, "#f-password", ALICE_PW).await;
+    assert_lands_as_alice(&chrome, "/notes/today").await;
 }

@@ -154,11 +154,7 @@ async fn gateway_as_the_proxy_without_an_auth_host() {
 #[tokio::test(flavor = "multi_thread")]
 async fn gateway_as_the_proxy_with_an_auth_host() {
     let up = Upstream::start().await;
-    let gw = support::Gateway::start(Opts {
-        upstream: up.addr.to_string(),
-        ..Opts::default()
-    })
-    .await;
+    let gw = support::Gateway::for_upstream(up.addr.to_string()).await;
     walk_both(&Mode {
         name: "proxy-auth-host",
         app: origin("http", WIKI),
@@ -172,21 +168,14 @@ async fn gateway_as_the_proxy_with_an_auth_host() {
 
 async fn behind(kind: Kind, name: &'static str) {
     let up = Upstream::start().await;
-    let gw = support::Gateway::start(Opts {
-        upstream: up.addr.to_string(),
-        ..Opts::default()
-    })
-    .await;
-    let front = Front::start(
-        kind,
-        &Site {
-            apps: vec![WIKI.into(), ADMIN.into()],
-            auth: AUTH.into(),
-            upstream: up.addr.to_string(),
-            gateway: gw.addr().to_string(),
-        },
-    )
-    .await;
+    let gw = support::Gateway::for_upstream(up.addr.to_string()).await;
+    let site = Site::new(
+        &[WIKI, ADMIN],
+        AUTH,
+        &up.addr.to_string(),
+        &gw.addr().to_string(),
+    );
+    let front = Front::start(kind, &site).await;
     walk_both(&Mode {
         name,
         app: origin("http", WIKI),

@@ -17,6 +17,30 @@ async fn ask(gw: &Gateway, endpoint: &str, headers: &[(&str, &str)]) -> (Option<
     raw_try(gw.port, &front, endpoint, &h).await
 }
 
+/// Fails naming every row that did not hold, with the gateway's log.
+fn assert_all_held(what: &str, failures: &[String], gw: &Gateway) {
+    assert!(
+        failures.is_empty(),
+        "{what}:\n{}\n{}",
+        failures.join("\n"),
+        gw.logs()
+    );
+}
+
+/// Static roots for wiki and admin, each with a `public/info.txt` of its own (wiki's
+/// [`PUBLIC_TEXT`], admin's [`ADMIN_TEXT`]) and a `secret`, and their paths.
+fn app_roots() -> ([tempfile::TempDir; 2], String, String) {
+    let roots = [tempdir("portcullis-wiki-"), tempdir("portcullis-admin-")];
+    for (root, text) in roots.iter().zip([PUBLIC_TEXT, ADMIN_TEXT]) {
+        let p = root.path().join("public/info.txt");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, format!("{text}\n")).unwrap();
+        std::fs::write(root.path().join("secret"), format!("{SECRET_TEXT}\n")).unwrap();
+    }
+    let [w, a] = roots.each_ref().map(|r| r.path().display().to_string());
+    (roots, w, a)
+}
+
 /// The host a redirect or sign-in URL leads to, as a browser reads it.
 fn leads_to(url: &str) -> Option<String> {
     url::Url::parse(url)
@@ -94,12 +118,7 @@ async fn a_described_host_with_userinfo_or_a_path_never_shapes_the_sign_in_url()
             }
         }
     }
-    assert!(
-        failures.is_empty(),
-        "described hosts that shaped the answer:\n{}\n{}",
-        failures.join("\n"),
-        gw.logs()
-    );
+    assert_all_held("described hosts that shaped the answer", &failures, &gw);
 }
 
 /// With the gateway as the proxy, wiki and admin share one upstream: an nginx serving each by
@@ -109,19 +128,8 @@ async fn a_described_host_with_userinfo_or_a_path_never_shapes_the_sign_in_url()
 /// not reach it naming admin.
 #[tokio::test]
 async fn an_absolute_form_target_naming_another_app_reaches_only_the_judged_apps_files() {
-    let wiki_root = tempdir("portcullis-wiki-");
-    let admin_root = tempdir("portcullis-admin-");
-    for (root, text) in [(&wiki_root, PUBLIC_TEXT), (&admin_root, ADMIN_TEXT)] {
-        let p = root.path().join("public/info.txt");
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, format!("{text}\n")).unwrap();
-        std::fs::write(root.path().join("secret"), format!("{SECRET_TEXT}\n")).unwrap();
-    }
-    let (w, a) = (
-        wiki_root.path().display().to_string(),
-        admin_root.path().display().to_string(),
-    );
-    let upstream = Nginx::start(
+    let (_roots, w, a) = app_roots();
+    let upstream = Front::nginx(
         |port| {
             format!(
                 "server {{ listen 127.0.0.1:{port} default_server; server_name {WIKI}; root {w}; default_type text/plain; }}\n\
@@ -140,11 +148,7 @@ async fn an_absolute_form_target_naming_another_app_reaches_only_the_judged_apps
     )
     .await;
     assert!(text.contains(ADMIN_TEXT), "{text}");
-    let gw = Gateway::start(Opts {
-        upstream: format!("127.0.0.1:{}", upstream.port),
-        ..Opts::default()
-    })
-    .await;
+    let gw = Gateway::for_upstream(format!("127.0.0.1:{}", upstream.port)).await;
     let wiki = format!("{WIKI}:{}", gw.port);
     let admin = format!("{ADMIN}:{}", gw.port);
     let mut failures = Vec::new();
@@ -170,12 +174,7 @@ async fn an_absolute_form_target_naming_another_app_reaches_only_the_judged_apps
             failures.push(format!("Host {wiki} then Host {second} -> {status:?}"));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "reached another app's files anonymously:\n{}\n{}",
-        failures.join("\n"),
-        gw.logs()
-    );
+    assert_all_held("reached another app's files anonymously", &failures, &gw);
     // The judged app's own public file is still served.
     let (status, text) = raw_get(gw.port, &wiki, "/public/info.txt", &[]).await;
     assert!(status == 200 && text.contains(PUBLIC_TEXT), "{text}");
@@ -330,12 +329,7 @@ async fn header_spellings_get_the_decision_of_the_host_they_name() {
             }
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{}\n{}",
-        failures.join("\n"),
-        gw.logs()
-    );
+    assert_all_held("header spellings that changed the decision", &failures, &gw);
 }
 
 /// Rows of the traversal list that are plain paths: `+`, a space, three or four dots and the
@@ -390,11 +384,7 @@ async fn traversal_list_spellings_reach_no_protected_file() {
     .collect();
 
     let site = StaticSite::start().await;
-    let gw = Gateway::start(Opts {
-        upstream: format!("127.0.0.1:{}", site.nginx.port),
-        ..Opts::default()
-    })
-    .await;
+    let gw = Gateway::for_upstream(format!("127.0.0.1:{}", site.nginx.port)).await;
     let host = format!("{WIKI}:{}", gw.port);
     let leaks = |t: &str| t.contains(SECRET_TEXT) || t.contains(ADMIN_TEXT);
     let mut failures = Vec::new();
@@ -415,12 +405,7 @@ async fn traversal_list_spellings_reach_no_protected_file() {
             failures.push(format!("traefik {:.60} -> 200", v));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{}\n{}",
-        failures.join("\n"),
-        gw.logs()
-    );
+    assert_all_held("traversal spellings that got through", &failures, &gw);
 }
 
 /// nginx configs written for Authelia send `X-Original-URL` built from `$http_host` and no
@@ -450,12 +435,7 @@ async fn an_original_url_whose_host_a_parser_rewrites_gets_no_apps_decision() {
             }
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{}\n{}",
-        failures.join("\n"),
-        gw.logs()
-    );
+    assert_all_held("original URLs judged as another host", &failures, &gw);
 }
 
 /// The same through a real nginx with an Authelia-style config (`X-Original-URL` from
@@ -464,19 +444,9 @@ async fn an_original_url_whose_host_a_parser_rewrites_gets_no_apps_decision() {
 /// judged as wiki.
 #[tokio::test]
 async fn an_encoded_host_through_an_authelia_style_nginx_config_gets_no_bypass() {
-    let wiki_root = tempdir("portcullis-wiki-");
-    let admin_root = tempdir("portcullis-admin-");
-    for (root, text) in [(&wiki_root, PUBLIC_TEXT), (&admin_root, ADMIN_TEXT)] {
-        let p = root.path().join("public/info.txt");
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, format!("{text}\n")).unwrap();
-    }
+    let (_roots, w, a) = app_roots();
     let gw = Gateway::start(Opts::default()).await;
-    let (w, a, g) = (
-        wiki_root.path().display().to_string(),
-        admin_root.path().display().to_string(),
-        gw.port,
-    );
+    let g = gw.port;
     let auth = format!(
         "location / {{ auth_request /.auth; }}\n\
          location = /.auth {{ internal; proxy_pass http://127.0.0.1:{g}/api/authz/auth-request; \
@@ -484,7 +454,7 @@ async fn an_encoded_host_through_an_authelia_style_nginx_config_gets_no_bypass()
          proxy_set_header X-Original-URL $scheme://$http_host$request_uri; \
          proxy_set_header X-Original-Method $request_method; }}"
     );
-    let nginx = Nginx::start(
+    let nginx = Front::nginx(
         |port| {
             format!(
                 "server {{ listen 127.0.0.1:{port} default_server; server_name {ADMIN}; root {a}; default_type text/plain; {auth} }}\n\

@@ -5,8 +5,6 @@
 //! configs, and on the Traefik endpoint. Sent as raw request lines (a client library would
 //! normalise them).
 
-use crate::caddy::start_caddy_at;
-use crate::nginx::start_nginx_example;
 use crate::support::*;
 
 const TRAEFIK: &str = "/.portcullis/auth/traefik";
@@ -161,53 +159,29 @@ async fn the_variants_do_reach_protected_files_on_the_static_upstream_itself() {
 #[tokio::test]
 async fn bent_paths_get_no_protected_file_with_the_gateway_as_the_proxy() {
     let site = StaticSite::start().await;
-    let gw = Gateway::start(Opts {
-        upstream: format!("127.0.0.1:{}", site.nginx.port),
-        ..Opts::default()
-    })
-    .await;
+    let gw = Gateway::for_upstream(format!("127.0.0.1:{}", site.nginx.port)).await;
     let logs = || format!("--- gateway ---\n{}", gw.logs());
     assert_no_variant_reaches_a_protected_file("proxy", gw.port, &logs).await;
 }
 
-#[tokio::test]
-async fn bent_paths_get_no_protected_file_through_the_nginx_example() {
+/// [`assert_no_variant_reaches_a_protected_file`] through the shipped example of `kind`.
+async fn through_the_example(kind: Kind, mode: &str) {
     let site = StaticSite::start().await;
     let upstream = format!("127.0.0.1:{}", site.nginx.port);
-    let gw = Gateway::start(Opts {
-        upstream: upstream.clone(),
-        ..Opts::default()
-    })
-    .await;
-    let nginx = start_nginx_example(&upstream, &upstream, &gw, "").await;
-    let logs = || {
-        format!(
-            "--- nginx ---\n{}\n--- gateway ---\n{}",
-            nginx.logs(),
-            gw.logs()
-        )
-    };
-    assert_no_variant_reaches_a_protected_file("nginx auth_request", nginx.port, &logs).await;
+    let gw = Gateway::for_upstream(&upstream).await;
+    let front = start_example(kind, &upstream, &gw).await;
+    let logs = || logs_of(&front, &gw);
+    assert_no_variant_reaches_a_protected_file(mode, front.port, &logs).await;
+}
+
+#[tokio::test]
+async fn bent_paths_get_no_protected_file_through_the_nginx_example() {
+    through_the_example(Kind::Nginx, "nginx auth_request").await;
 }
 
 #[tokio::test]
 async fn bent_paths_get_no_protected_file_through_the_caddy_example() {
-    let site = StaticSite::start().await;
-    let upstream = format!("127.0.0.1:{}", site.nginx.port);
-    let gw = Gateway::start(Opts {
-        upstream: upstream.clone(),
-        ..Opts::default()
-    })
-    .await;
-    let caddy = start_caddy_at(&upstream, &gw).await;
-    let logs = || {
-        format!(
-            "--- caddy ---\n{}\n--- gateway ---\n{}",
-            caddy.logs(),
-            gw.logs()
-        )
-    };
-    assert_no_variant_reaches_a_protected_file("caddy forward_auth", caddy.port, &logs).await;
+    through_the_example(Kind::Caddy, "caddy forward_auth").await;
 }
 
 /// Traefik is not packaged: its ForwardAuth call is made as Traefik makes it, with

@@ -2,7 +2,8 @@
 //! `config/nginx/portcullis.conf` and Caddy with `config/caddy/Caddyfile`, only their
 //! placeholders substituted (host names, addresses, the listen port). Self-contained (no test
 //! harness), so any test binary can include it with `#[path]`: the browser tests drive them
-//! with Chromium, the bench test signs in through them.
+//! with Chromium, the bench test signs in through them, the forward-auth tests attack them. Also
+//! runs nginx with any other config ([`Front::nginx`]), e.g. as a static upstream.
 #![allow(dead_code)]
 
 use std::fs;
@@ -25,7 +26,47 @@ pub struct Site {
     pub auth: String,
     pub upstream: String,
     pub gateway: String,
+    /// Apps with an upstream of their own (nginx only: the shipped Caddyfile has one site for
+    /// every app).
+    own_upstreams: Vec<(String, String)>,
+    /// Lines added to nginx's `http { }` block.
+    nginx_http: String,
 }
+
+impl Site {
+    pub fn new(apps: &[&str], auth: &str, upstream: &str, gateway: &str) -> Site {
+        Site {
+            apps: apps.iter().map(|h| h.to_string()).collect(),
+            auth: auth.into(),
+            upstream: upstream.into(),
+            gateway: gateway.into(),
+            own_upstreams: Vec::new(),
+            nginx_http: String::new(),
+        }
+    }
+
+    /// `host` proxied to `upstream` instead of the common one (nginx only).
+    pub fn upstream_for(mut self, host: &str, upstream: &str) -> Site {
+        self.own_upstreams.push((host.into(), upstream.into()));
+        self
+    }
+
+    /// `lines` added to nginx's `http { }` block.
+    pub fn nginx_http(mut self, lines: &str) -> Site {
+        self.nginx_http = lines.into();
+        self
+    }
+
+    fn upstream_of(&self, host: &str) -> &str {
+        self.own_upstreams
+            .iter()
+            .find(|(h, _)| h == host)
+            .map_or(&self.upstream, |(_, u)| u)
+    }
+}
+
+/// The nginx binary (Debian's, with `auth_request`).
+pub const NGINX: &str = "/usr/sbin/nginx";
 
 /// A running front proxy in the foreground, everything in a tempdir; killed on drop.
 pub struct Front {
@@ -36,7 +77,31 @@ pub struct Front {
 }
 
 impl Front {
+    /// The shipped example of `kind` with `site` put in, on a free port.
     pub async fn start(kind: Kind, site: &Site) -> Front {
+        if kind == Kind::Caddy {
+            assert!(
+                site.own_upstreams.is_empty() && site.nginx_http.is_empty(),
+                "per-app upstreams and http lines are for nginx only"
+            );
+        }
+        Front::run(kind, &site.nginx_http, |dir, port| match kind {
+            Kind::Nginx => nginx_site(port, site),
+            Kind::Caddy => caddyfile(dir, port, site),
+        })
+        .await
+    }
+
+    /// nginx with the `server` blocks `site(port)` (any config, not only the example) on a free
+    /// port, `http_extra` added to the `http { }` block.
+    pub async fn nginx(site: impl Fn(u16) -> String, http_extra: &str) -> Front {
+        Front::run(Kind::Nginx, http_extra, |_, port| site(port)).await
+    }
+
+    /// Runs `kind` with `config(dir, port)` (nginx: the `server` blocks, included in the
+    /// `http { }` block after `http_extra`; Caddy: the whole Caddyfile) on a free port, and
+    /// on another one when that was taken meanwhile.
+    async fn run(kind: Kind, http_extra: &str, config: impl Fn(&Path, u16) -> String) -> Front {
         let dir = tempfile::Builder::new()
             .prefix("portcullis-front-")
             .tempdir()
@@ -49,11 +114,11 @@ impl Front {
         };
         for _attempt in 0..3 {
             f.port = free_port();
-            let (child, config) = match kind {
-                Kind::Nginx => f.spawn_nginx(site),
-                Kind::Caddy => f.spawn_caddy(site),
-            };
-            f.child = Some(child);
+            let config = config(f.dir.path(), f.port);
+            f.child = Some(match kind {
+                Kind::Nginx => f.spawn_nginx(&config, http_extra),
+                Kind::Caddy => f.spawn_caddy(&config),
+            });
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {
                 if tokio::net::TcpStream::connect(("127.0.0.1", f.port))
@@ -68,6 +133,7 @@ impl Front {
                         logs.to_ascii_lowercase().contains("address already in use"),
                         "{kind:?} exited with {st}:\n{logs}\n--- config ---\n{config}"
                     );
+                    // The port was taken meanwhile: try another.
                     f.child = None;
                     break;
                 }
@@ -91,15 +157,14 @@ impl Front {
         fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
-    fn spawn_nginx(&self, site: &Site) -> (Child, String) {
+    fn spawn_nginx(&self, site: &str, http_extra: &str) -> Child {
         let dir = self.dir.path();
         fs::create_dir_all(dir.join("tmp")).unwrap();
         let site_path = dir.join("site.conf");
-        let conf = nginx_site(self.port, site);
-        fs::write(&site_path, &conf).unwrap();
+        fs::write(&site_path, site).unwrap();
         let main = dir.join("nginx.conf");
-        fs::write(&main, nginx_main(dir, &site_path)).unwrap();
-        let child = Command::new("/usr/sbin/nginx")
+        fs::write(&main, nginx_main(dir, &site_path, http_extra)).unwrap();
+        Command::new(NGINX)
             .arg("-p")
             .arg(dir)
             .arg("-c")
@@ -110,20 +175,18 @@ impl Front {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("spawn nginx");
-        (child, conf)
+            .expect("spawn nginx")
     }
 
-    fn spawn_caddy(&self, site: &Site) -> (Child, String) {
+    fn spawn_caddy(&self, file: &str) -> Child {
         let dir = self.dir.path();
         for sub in ["home", "data", "config"] {
             fs::create_dir_all(dir.join(sub)).unwrap();
         }
         let path = dir.join("Caddyfile");
-        let file = caddyfile(dir, self.port, site);
-        fs::write(&path, &file).unwrap();
+        fs::write(&path, file).unwrap();
         let log = fs::File::create(self.log_path()).unwrap();
-        let child = Command::new("caddy")
+        Command::new("caddy")
             .args(["run", "--adapter", "caddyfile", "--config"])
             .arg(&path)
             .env("HOME", dir.join("home"))
@@ -134,8 +197,7 @@ impl Front {
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .expect("spawn caddy");
-        (child, file)
+            .expect("spawn caddy")
     }
 }
 
@@ -173,6 +235,7 @@ fn server_block<'a>(conf: &'a str, name: &str) -> &'a str {
     let start = conf[..at]
         .rfind("server {")
         .unwrap_or_else(|| panic!("no `server {{` before {marker}"));
+    // Match braces, ignoring comments (they may mention `{ }`).
     let mut depth = 0usize;
     let mut pos = start;
     for line in conf[start..].split_inclusive('\n') {
@@ -192,22 +255,37 @@ fn server_block<'a>(conf: &'a str, name: &str) -> &'a str {
     panic!("unbalanced server block for {name}");
 }
 
-/// The shipped nginx example: the app block once per app host, the auth block, on `port`.
+/// The shipped nginx example: the app block once per app host (each proxied to its upstream),
+/// the auth block, all on `port`.
 pub fn nginx_site(port: u16, site: &Site) -> String {
     let example = shipped("nginx/portcullis.conf");
     let app_block = server_block(&example, "wiki.example.com");
-    let mut conf = example.replace("wiki.example.com", &site.apps[0]);
+    assert!(
+        app_block.contains("auth_request "),
+        "the app block has no auth_request"
+    );
+    let app = |block: &str, host: &str| {
+        block
+            .replace("wiki.example.com", host)
+            .replace("127.0.0.1:3000", site.upstream_of(host))
+    };
+    let mut conf = app(&example, &site.apps[0]);
     for host in &site.apps[1..] {
         conf.push_str(&format!("\n# The app block again, for {host}.\n"));
-        conf.push_str(&app_block.replace("wiki.example.com", host));
+        conf.push_str(&app(app_block, host));
     }
+    assert_eq!(
+        conf.matches("listen 80;").count(),
+        site.apps.len() + 1,
+        "expected a server block listening on 80 per app and one for the auth host"
+    );
     conf.replace("auth.example.com", &site.auth)
-        .replace("127.0.0.1:3000", &site.upstream)
         .replace("127.0.0.1:9000", &site.gateway)
         .replace("listen 80;", &format!("listen 127.0.0.1:{port};"))
 }
 
-fn nginx_main(dir: &Path, site: &Path) -> String {
+/// The main config around a site config: foreground, single process, everything in `dir`.
+fn nginx_main(dir: &Path, site: &Path, http_extra: &str) -> String {
     let d = dir.display();
     format!(
         r#"daemon off;
@@ -223,6 +301,7 @@ http {{
     fastcgi_temp_path {d}/tmp/fastcgi;
     uwsgi_temp_path {d}/tmp/uwsgi;
     scgi_temp_path {d}/tmp/scgi;
+    {http_extra}
     include {site};
 }}
 "#,

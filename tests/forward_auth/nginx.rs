@@ -6,103 +6,33 @@ use crate::harness::Upstream;
 use crate::support::*;
 use crate::walk::{app_gets_no_spoofed_identity_and_no_session_cookie, full_walk, sign_in_through};
 
-/// The `server { ... }` block whose `server_name` is `name`, as written in `conf`.
-fn server_block<'a>(conf: &'a str, name: &str) -> &'a str {
-    let marker = format!("server_name {name};");
-    let at = conf
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no server block for {name} in the example"));
-    let start = conf[..at]
-        .rfind("server {")
-        .unwrap_or_else(|| panic!("no `server {{` before {marker}"));
-    // Match braces, ignoring comments (they may mention `{ }`).
-    let mut depth = 0usize;
-    let mut pos = start;
-    for line in conf[start..].split_inclusive('\n') {
-        let code = line.split('#').next().unwrap_or("");
-        for ch in code.chars() {
-            match ch {
-                '{' => depth += 1,
-                '}' => depth -= 1,
-                _ => {}
-            }
-        }
-        pos += line.len();
-        if depth == 0 {
-            return &conf[start..pos];
-        }
-    }
-    panic!("unbalanced server block for {name}");
-}
-
-/// The shipped example with the placeholders replaced: both test apps get the example's app
-/// block (the admin one derived from the wiki one), the auth host its block, all on `port`.
-pub fn site_config(port: u16, upstream: &str, admin_upstream: &str, gateway: &str) -> String {
-    let example = example("nginx/portcullis.conf");
-    let admin = server_block(&example, "wiki.example.com")
-        .replace(
-            "server_name wiki.example.com;",
-            "server_name admin.example.com;",
-        )
-        .replace("127.0.0.1:3000", admin_upstream);
-    assert!(
-        admin.contains("auth_request "),
-        "the app block has no auth_request"
-    );
-    let conf = format!("{example}\n# Derived from the wiki block above.\n{admin}");
-    assert_eq!(
-        conf.matches("listen 80;").count(),
-        3,
-        "expected three server blocks listening on 80"
-    );
-    conf.replace("wiki.example.com", WIKI)
-        .replace("admin.example.com", ADMIN)
-        .replace("auth.example.com", AUTH)
-        .replace("127.0.0.1:3000", upstream)
-        .replace("127.0.0.1:9000", gateway)
-        .replace("listen 80;", &format!("listen 127.0.0.1:{port};"))
-}
-
 /// The shipped example in front of `gw`, both apps proxied to `upstream`.
-pub async fn start_nginx(upstream: &Upstream, gw: &Gateway) -> Nginx {
-    let up = upstream.addr.to_string();
-    start_nginx_example(&up, &up, gw, "").await
+async fn start_nginx(upstream: &Upstream, gw: &Gateway) -> Front {
+    start_example(Kind::Nginx, &upstream.addr.to_string(), gw).await
 }
 
 /// The shipped example in front of `gw`: the wiki app proxied to `wiki`, the admin app to
 /// `admin` (addresses), `http_extra` added to the `http { }` block.
-pub async fn start_nginx_example(wiki: &str, admin: &str, gw: &Gateway, http_extra: &str) -> Nginx {
-    let gw = gw.addr().to_string();
-    Nginx::start(|port| site_config(port, wiki, admin, &gw), http_extra).await
+async fn start_nginx_example(wiki: &str, admin: &str, gw: &Gateway, http_extra: &str) -> Front {
+    let site = Site::new(&[WIKI, ADMIN], AUTH, wiki, &gw.addr().to_string())
+        .upstream_for(ADMIN, admin)
+        .nginx_http(http_extra);
+    Front::start(Kind::Nginx, &site).await
 }
 
 #[tokio::test]
 async fn nginx_example_config_signs_in_across_subdomains_and_passes_identity() {
     let upstream = Upstream::start().await;
-    let gw = Gateway::start(Opts {
-        upstream: upstream.addr.to_string(),
-        ..Opts::default()
-    })
-    .await;
+    let gw = Gateway::for_upstream(upstream.addr.to_string()).await;
     let nginx = start_nginx(&upstream, &gw).await;
-    let logs = || {
-        format!(
-            "--- nginx ---\n{}\n--- gateway ---\n{}",
-            nginx.logs(),
-            gw.logs()
-        )
-    };
+    let logs = || logs_of(&nginx, &gw);
     full_walk(nginx.port, &upstream, &gw, &logs).await;
 }
 
 #[tokio::test]
 async fn nginx_request_with_an_odd_host_cannot_claim_a_bypass_path() {
     let upstream = Upstream::start().await;
-    let gw = Gateway::start(Opts {
-        upstream: upstream.addr.to_string(),
-        ..Opts::default()
-    })
-    .await;
+    let gw = Gateway::for_upstream(upstream.addr.to_string()).await;
     let nginx = start_nginx(&upstream, &gw).await;
     // nginx accepts this Host and, matching no server_name, serves it with the first (the
     // protected app's) server block; the X-Original-URL it builds from it is not a valid URL.
@@ -141,11 +71,7 @@ async fn nginx_example_passes_no_spoofed_identity_spelling_and_no_session_cookie
     // must hold either way.
     for http_extra in ["", "underscores_in_headers on;"] {
         let upstream = Upstream::start().await;
-        let gw = Gateway::start(Opts {
-            upstream: upstream.addr.to_string(),
-            ..Opts::default()
-        })
-        .await;
+        let gw = Gateway::for_upstream(upstream.addr.to_string()).await;
         let up = upstream.addr.to_string();
         let nginx = start_nginx_example(&up, &up, &gw, http_extra).await;
         let logs = || {
@@ -166,11 +92,7 @@ async fn nginx_absolute_form_request_gets_the_decision_of_the_app_nginx_routed_t
     // has its own upstream, so what reached which app is known.
     let wiki_up = Upstream::start().await;
     let admin_up = Upstream::start().await;
-    let gw = Gateway::start(Opts {
-        upstream: wiki_up.addr.to_string(),
-        ..Opts::default()
-    })
-    .await;
+    let gw = Gateway::for_upstream(wiki_up.addr.to_string()).await;
     let nginx = start_nginx_example(
         &wiki_up.addr.to_string(),
         &admin_up.addr.to_string(),
@@ -180,13 +102,7 @@ async fn nginx_absolute_form_request_gets_the_decision_of_the_app_nginx_routed_t
     .await;
     let p = nginx.port;
     let (wiki, admin) = (format!("{WIKI}:{p}"), format!("{ADMIN}:{p}"));
-    let logs = || {
-        format!(
-            "--- nginx ---\n{}\n--- gateway ---\n{}",
-            nginx.logs(),
-            gw.logs()
-        )
-    };
+    let logs = || logs_of(&nginx, &gw);
     let bob = format!(
         "{SESSION_COOKIE}={}",
         sign_in_through(p, "bob", BOB_PW).await

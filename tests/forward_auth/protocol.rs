@@ -2,6 +2,7 @@
 //! Traefik (not packaged here, so emulated exactly), Caddy, nginx, and Authelia's paths. Also
 //! the trusted-proxy rule, bypass paths, revocation, header names and the auth host's `rd`.
 
+use crate::fronts::shipped;
 use crate::harness::{self, Resp, Upstream};
 use crate::support::*;
 use serde_json::Value;
@@ -386,11 +387,7 @@ async fn authelia_paths_answer_like_the_nginx_and_traefik_endpoints() {
 #[tokio::test]
 async fn authelia_paths_on_an_app_host_belong_to_the_app() {
     let upstream = Upstream::start().await;
-    let gw = Gateway::start(Opts {
-        upstream: upstream.addr.to_string(),
-        ..Opts::default()
-    })
-    .await;
+    let gw = Gateway::for_upstream(upstream.addr.to_string()).await;
     let alice = session_cookie(&gw, "alice", ALICE_PW).await;
     // The app's own /api/authz/... is proxied to the app (with the identity), not answered
     // as a forward-auth call.
@@ -662,11 +659,7 @@ async fn logged_client_address_is_the_forwarded_one_only_from_trusted_proxies() 
 #[tokio::test]
 async fn dot_segments_cannot_borrow_a_bypass_path() {
     let upstream = Upstream::start().await;
-    let gw = Gateway::start(Opts {
-        upstream: upstream.addr.to_string(),
-        ..Opts::default()
-    })
-    .await;
+    let gw = Gateway::for_upstream(upstream.addr.to_string()).await;
     // `/public/` needs no sign-in; to the app, `/public/../private` is `/private`.
     for uri in [
         "/public/../private",
@@ -703,7 +696,7 @@ async fn dot_segments_cannot_borrow_a_bypass_path() {
 
 #[tokio::test]
 async fn traefik_example_asks_the_traefik_endpoint_and_copies_every_identity_header() {
-    let example = example("traefik/dynamic.yml");
+    let example = shipped("traefik/dynamic.yml");
     let address = example
         .lines()
         .find_map(|l| l.trim().strip_prefix("address:"))
@@ -749,7 +742,7 @@ async fn traefik_example_asks_the_traefik_endpoint_and_copies_every_identity_hea
 
 #[test]
 fn traefik_example_removes_every_other_spelling_of_the_identity_headers() {
-    let example = example("traefik/dynamic.yml");
+    let example = shipped("traefik/dynamic.yml");
     let removed: Vec<String> = example
         .lines()
         .skip_while(|l| !l.contains("customRequestHeaders:"))

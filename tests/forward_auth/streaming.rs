@@ -3,7 +3,7 @@
 //! session the upgrade is refused; a slow chunked response reaches the client as it is written.
 
 use crate::support::{
-    api_sign_in, assert_auth_redirect, Client, Gateway, Opts, ALICE_PW, SESSION_COOKIE, WIKI,
+    api_sign_in, assert_auth_redirect, Client, Gateway, ALICE_PW, SESSION_COOKIE, WIKI,
 };
 use base64::Engine;
 use std::collections::BTreeMap;
@@ -363,11 +363,7 @@ async fn websocket_upgrade_of_a_signed_in_user_passes_through_and_frames_flow_bo
         "the test's SHA-1 is broken"
     );
     let ws = WsEcho::start().await;
-    let gw = Gateway::start(Opts {
-        upstream: ws.addr.to_string(),
-        ..Opts::default()
-    })
-    .await;
+    let gw = Gateway::for_upstream(ws.addr.to_string()).await;
     let cookie = alice_cookie(&gw).await;
 
     let (line, headers, mut r, mut w) = upgrade(&gw, "/socket/chat", Some(&cookie)).await;
@@ -466,11 +462,7 @@ async fn websocket_upgrade_of_a_signed_in_user_passes_through_and_frames_flow_bo
 #[tokio::test]
 async fn websocket_upgrade_without_a_session_is_refused_before_the_upstream() {
     let ws = WsEcho::start().await;
-    let gw = Gateway::start(Opts {
-        upstream: ws.addr.to_string(),
-        ..Opts::default()
-    })
-    .await;
+    let gw = Gateway::for_upstream(ws.addr.to_string()).await;
 
     let (line, headers, _r, _w) = upgrade(&gw, "/socket/chat", None).await;
     assert_eq!(status_of(&line), 401, "{line} {headers:?}");
@@ -566,11 +558,7 @@ async fn serve_slow(
 #[tokio::test]
 async fn streamed_response_reaches_the_client_before_the_upstream_finishes() {
     let up = SlowUpstream::start().await;
-    let gw = Gateway::start(Opts {
-        upstream: up.addr.to_string(),
-        ..Opts::default()
-    })
-    .await;
+    let gw = Gateway::for_upstream(up.addr.to_string()).await;
     let cookie = alice_cookie(&gw).await;
 
     let c = reqwest::Client::builder()

@@ -2,6 +2,7 @@
 //! and sign-in helpers that work through any front proxy.
 #![allow(dead_code)]
 
+pub use crate::fronts::{Front, Kind, Site};
 use crate::harness::{self, Resp, UserSpec, BIN};
 use reqwest::cookie::Jar;
 use serde_json::{json, Value};
@@ -35,14 +36,6 @@ pub fn users() -> Vec<UserSpec> {
         ),
         UserSpec::new("bob", "Bob Builder", "bob@example.test", &["staff"], BOB_PW),
     ]
-}
-
-/// Reads a shipped example file from `config/`.
-pub fn example(rel: &str) -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("config")
-        .join(rel);
-    fs::read_to_string(&p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()))
 }
 
 /// Options of the gateway's config.
@@ -174,6 +167,15 @@ impl Gateway {
             .tempdir()
             .expect("tempdir");
         Gateway::start_in(dir, o).await
+    }
+
+    /// [`Gateway::start`] with the default options, the apps proxied to `upstream`.
+    pub async fn for_upstream(upstream: impl Into<String>) -> Gateway {
+        Gateway::start(Opts {
+            upstream: upstream.into(),
+            ..Opts::default()
+        })
+        .await
     }
 
     pub async fn start_in(dir: tempfile::TempDir, o: Opts) -> Gateway {
@@ -393,138 +395,25 @@ pub fn assert_auth_redirect(r: &Resp, page_url: &str) -> String {
     loc
 }
 
-/// A tempdir for a front proxy.
+/// A tempdir named after what it holds.
 pub fn tempdir(prefix: &str) -> tempfile::TempDir {
     tempfile::Builder::new().prefix(prefix).tempdir().unwrap()
 }
 
-/// Waits until a TCP port accepts connections.
-pub async fn wait_port(port: u16, what: &str, log: impl Fn() -> String) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        if Instant::now() > deadline {
-            panic!("{what} did not listen on {port}:\n{}", log());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// The shipped example of `kind` in front of `gw`: wiki and admin proxied to `upstream` (an
+/// address), the auth host to the gateway.
+pub async fn start_example(kind: Kind, upstream: &str, gw: &Gateway) -> Front {
+    let site = Site::new(&[WIKI, ADMIN], AUTH, upstream, &gw.addr().to_string());
+    Front::start(kind, &site).await
 }
 
-pub const NGINX: &str = "/usr/sbin/nginx";
-
-/// A foreground nginx (no daemon, no master) with all its paths in a tempdir; killed on drop.
-pub struct Nginx {
-    pub dir: tempfile::TempDir,
-    pub port: u16,
-    child: Option<Child>,
-}
-
-impl Nginx {
-    pub fn error_log(&self) -> PathBuf {
-        self.dir.path().join("error.log")
-    }
-
-    pub fn logs(&self) -> String {
-        fs::read_to_string(self.error_log()).unwrap_or_default()
-    }
-
-    /// Starts nginx with the `server` blocks `site(port)` on a free port, `http_extra` added
-    /// to the `http { }` block.
-    pub async fn start(site: impl Fn(u16) -> String, http_extra: &str) -> Nginx {
-        let mut n = Nginx {
-            dir: tempdir("portcullis-nginx-"),
-            port: 0,
-            child: None,
-        };
-        let dir = n.dir.path().to_path_buf();
-        fs::create_dir_all(dir.join("tmp")).unwrap();
-        let site_path = dir.join("site.conf");
-        let conf_path = dir.join("nginx.conf");
-        fs::write(&conf_path, nginx_main_config(&dir, &site_path, http_extra)).unwrap();
-        for _attempt in 0..3 {
-            n.port = harness::free_port();
-            let site = site(n.port);
-            fs::write(&site_path, &site).unwrap();
-            let child = Command::new(NGINX)
-                .arg("-p")
-                .arg(&dir)
-                .arg("-c")
-                .arg(&conf_path)
-                .arg("-e")
-                .arg(n.error_log())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn nginx");
-            n.child = Some(child);
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                if tokio::net::TcpStream::connect(("127.0.0.1", n.port))
-                    .await
-                    .is_ok()
-                {
-                    return n;
-                }
-                if let Some(Ok(Some(st))) = n.child.as_mut().map(|c| c.try_wait()) {
-                    let logs = n.logs();
-                    assert!(
-                        logs.contains("Address already in use"),
-                        "nginx exited with {st}:\n{logs}\n--- site config ---\n{site}"
-                    );
-                    // The port was taken meanwhile: try another.
-                    n.child = None;
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "nginx did not listen on {}:\n{}",
-                    n.port,
-                    n.logs()
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-        panic!("nginx could not bind a port:\n{}", n.logs());
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// The main config around a site config: foreground, single process, everything in `dir`.
-fn nginx_main_config(dir: &Path, site: &Path, http_extra: &str) -> String {
-    let d = dir.display();
+/// The front proxy's and the gateway's logs, for a failure message.
+pub fn logs_of(front: &Front, gw: &Gateway) -> String {
     format!(
-        r#"daemon off;
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log info;
-events {{ worker_connections 256; }}
-http {{
-    access_log {d}/access.log;
-    client_body_temp_path {d}/tmp/body;
-    proxy_temp_path {d}/tmp/proxy;
-    fastcgi_temp_path {d}/tmp/fastcgi;
-    uwsgi_temp_path {d}/tmp/uwsgi;
-    scgi_temp_path {d}/tmp/scgi;
-    {http_extra}
-    include {site};
-}}
-"#,
-        site = site.display()
+        "--- {:?} ---\n{}\n--- gateway ---\n{}",
+        front.kind,
+        front.logs(),
+        gw.logs()
     )
 }
 
@@ -539,7 +428,7 @@ pub const PRIVATE_TEXT: &str = "PRIVATE-NOTE-5b20";
 /// segments are resolved), the way a static app is served: `/public/info.txt` is meant to be
 /// public, `/secret`, `/admin/index.html` and `/public/../private/note.txt` are not.
 pub struct StaticSite {
-    pub nginx: Nginx,
+    pub nginx: Front,
     pub root: tempfile::TempDir,
 }
 
@@ -558,7 +447,7 @@ impl StaticSite {
             fs::write(&p, format!("{text}\n")).unwrap();
         }
         let r = root.display().to_string();
-        let nginx = Nginx::start(
+        let nginx = Front::nginx(
             |port| {
                 format!(
                     "server {{\n    listen 127.0.0.1:{port} default_server;\n    root {r};\n    default_type text/plain;\n    location / {{ }}\n}}\n"
