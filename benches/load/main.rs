@@ -458,7 +458,7 @@ fn bench() -> Result<(), BoxError> {
             let row = b.wrk_row(
                 "portcullis static reply",
                 &url(gw, "/.portcullis/ping"),
-                &[host.clone()],
+                std::slice::from_ref(&host),
                 "/.portcullis/ping",
             )?;
             b.push(row);

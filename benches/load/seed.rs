@@ -57,7 +57,9 @@ pub fn seed(config: &Config, n: u64) -> Result<(String, Duration), BoxError> {
         name: me.name.clone(),
         email: "bench@example.com".into(),
         groups: me.groups.clone(),
-        amr: vec!["password".into()],
+        amr: vec!["identification".into(), "password".into()],
+        factors: portcullis::session::Factors::PASSWORD,
+        flows: vec![super::FLOW.into()],
         lifetime_secs: 12 * 3600,
     })?;
     Ok((token, started.elapsed()))
