@@ -3,8 +3,10 @@
 
 use crate::access::Gate;
 use crate::admin::{self, Admin};
+use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, StageConfig};
 use crate::flow::{EmailChannel, Engine, Services, SmsChannel};
+use crate::http_client::{HttpClient, HttpError, ReqwestHttpClient};
 use crate::notify::{HttpSmsSender, MessageTemplates, NotifyError, SmtpSender};
 use crate::password::{PasswordError, PasswordHasherPool};
 use crate::portal::Portal;
@@ -47,6 +49,8 @@ pub enum AppError {
         #[source]
         source: NotifyError,
     },
+    #[error("outgoing HTTP client: {0}")]
+    Http(#[from] HttpError),
     #[error("global [email] settings: {0}")]
     GlobalEmail(#[from] NotifyError),
     #[error("cannot start the server: {0}")]
@@ -79,6 +83,8 @@ impl Parts {
         let config = Arc::new(config);
         let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.storage.path)?);
         let passwords = PasswordHasherPool::new(&config.passwords)?;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let http: Arc<dyn HttpClient> = Arc::new(ReqwestHttpClient::new()?);
         let sessions = Arc::new(SessionService::new(
             &config.session,
             config.storage.keys_path.clone(),
@@ -88,7 +94,9 @@ impl Parts {
             &config,
             Services {
                 store: store.clone(),
-                passwords: passwords.clone(),
+                passwords: Arc::new(passwords.clone()),
+                clock,
+                http,
                 email: email_channels(&config)?,
                 sms: sms_channels(&config)?,
                 default_email: Arc::new(EmailChannel {

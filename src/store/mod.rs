@@ -1,34 +1,80 @@
 //! Persistence behind one trait, so the flow engine and the admin commands never see sled and
-//! another backend can be added beside it.
+//! another backend can be added beside it: [`SledStore`] on disk, [`MemoryStore`] in memory.
 
+mod memory_store;
 mod model;
 mod sled_store;
 mod username;
 
+pub use memory_store::MemoryStore;
 pub use model::{Device, DeviceClass, SessionRecord, User};
 pub use sled_store::SledStore;
 pub use username::{canonical_username, new_username, MAX_USERNAME_CHARS};
 
-/// A storage failure, with what was being done.
+/// A storage failure, with what was being done. It names no backend's types: a backend's own
+/// error travels as the boxed [`std::error::Error::source`].
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
+    /// The backend failed while doing `action`.
     #[error("storage: {action}: {source}")]
     Backend {
+        /// What was being done ("write user").
         action: &'static str,
+        /// The backend's error.
         #[source]
-        source: sled::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A record could not be encoded or decoded.
     #[error("storage: {action}: corrupt record: {source}")]
     Corrupt {
+        /// What was being done.
         action: &'static str,
+        /// Why the record did not (de)serialize.
         #[source]
         source: serde_json::Error,
     },
+    /// The database is held by another process.
     #[error("storage: the database at {path} is in use by another process")]
-    Locked { path: String },
+    Locked {
+        /// The database's path.
+        path: String,
+    },
 }
 
+impl StoreError {
+    /// A [`StoreError::Backend`] for `action` caused by `source`.
+    pub fn backend(
+        action: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Backend {
+            action,
+            source: source.into(),
+        }
+    }
+}
+
+/// What every [`Store`] method returns.
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The e-mail index key: trimmed, NFC, lower case, so an address matches however its
+/// accents were composed or its letters cased.
+fn email_key(email: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    email.trim().nfc().collect::<String>().to_lowercase()
+}
+
+/// The start of every device key of `username`.
+fn device_prefix(username: &str) -> String {
+    // NUL cannot occur in a username, so one user's prefix never matches another's.
+    format!("{username}\0")
+}
+
+/// A device's key: its user's [`device_prefix`], then its id.
+fn device_key(username: &str, id: &str) -> String {
+    format!("{}{id}", device_prefix(username))
+}
 
 /// Everything the gateway persists. Writes that a user would miss after a crash (users,
 /// revocations, executions) are durable when the call returns.

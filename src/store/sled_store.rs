@@ -1,7 +1,10 @@
 //! The embedded default backend: one sled database, one tree per record kind.
 
 use super::username::canonical_username;
-use super::{Device, SessionRecord, Store, StoreError, StoreResult, User};
+use super::{
+    device_key, device_prefix, email_key, Device, SessionRecord, Store, StoreError, StoreResult,
+    User,
+};
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::Path;
 
@@ -24,7 +27,7 @@ pub struct SledStore {
 }
 
 fn backend(action: &'static str) -> impl FnOnce(sled::Error) -> StoreError {
-    move |source| StoreError::Backend { action, source }
+    move |source| StoreError::backend(action, source)
 }
 
 fn decode<T: DeserializeOwned>(action: &'static str, bytes: &[u8]) -> StoreResult<T> {
@@ -89,10 +92,7 @@ impl SledStore {
                 sled::Error::Io(ref io) if io.to_string().contains("lock") => StoreError::Locked {
                     path: path.display().to_string(),
                 },
-                other => StoreError::Backend {
-                    action: "open database",
-                    source: other,
-                },
+                other => StoreError::backend("open database", other),
             })?;
         let tree = |name: &str| db.open_tree(name).map_err(backend("open tree"));
         Self {
@@ -396,7 +396,7 @@ impl Store for SledStore {
     }
 
     fn put_device(&self, device: &Device) -> StoreResult<()> {
-        let key = format!("{}{}", device_prefix(&device.username), device.id);
+        let key = device_key(&device.username, &device.id);
         self.devices
             .insert(key, encode("write device", device)?)
             .map_err(backend("write device"))?;
@@ -404,7 +404,7 @@ impl Store for SledStore {
     }
 
     fn remove_device(&self, username: &str, id: &str) -> StoreResult<bool> {
-        let key = format!("{}{id}", device_prefix(username));
+        let key = device_key(username, id);
         let old = self.devices.remove(key).map_err(backend("remove device"))?;
         self.durable()?;
         Ok(old.is_some())
@@ -496,18 +496,6 @@ impl Store for SledStore {
             .unwrap_or(fresh);
         Ok(v)
     }
-}
-
-/// The e-mail index key: trimmed, NFC, lower case, so an address matches however its
-/// accents were composed or its letters cased.
-fn email_key(email: &str) -> String {
-    use unicode_normalization::UnicodeNormalization;
-    email.trim().nfc().collect::<String>().to_lowercase()
-}
-
-fn device_prefix(username: &str) -> String {
-    // NUL cannot occur in a username, so one user's prefix never matches another's.
-    format!("{username}\0")
 }
 
 /// Removes the records of `tree` whose end (read by `end_of`) is at or before `now`, and
