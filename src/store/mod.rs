@@ -1,6 +1,8 @@
 //! Persistence behind one trait, so the flow engine and the admin commands never see sled and
 //! another backend can be added beside it: [`SledStore`] on disk, [`MemoryStore`] in memory.
 
+#[cfg(test)]
+mod conformance;
 mod memory_store;
 mod model;
 mod sled_store;
