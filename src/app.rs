@@ -85,10 +85,11 @@ impl Parts {
         let passwords = PasswordHasherPool::new(&config.passwords)?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let http: Arc<dyn HttpClient> = Arc::new(ReqwestHttpClient::new()?);
-        let sessions = Arc::new(SessionService::new(
+        let sessions = Arc::new(SessionService::with_clock(
             &config.session,
             config.storage.keys_path.clone(),
             store.clone(),
+            clock.clone(),
         )?);
         let engine = Arc::new(Engine::new(
             &config,
@@ -340,7 +341,7 @@ fn spawn_maintenance(store: Arc<dyn Store>, sessions: Arc<SessionService>) {
         .name("portcullis-maintenance".into())
         .spawn(move || loop {
             std::thread::sleep(Duration::from_secs(60));
-            if let Err(e) = store.purge_expired(crate::clock::now()) {
+            if let Err(e) = store.purge_expired(sessions.clock().now()) {
                 tracing::warn!(error = %e, "purging expired records failed");
             }
             sessions.prune();
