@@ -198,10 +198,19 @@ fn verify_with(argon: &Argon2<'_>, password: &str, hash: &str) -> bool {
 /// password.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyViolation {
+    /// Fewer characters than `[password] min_length`.
     #[error("the password is shorter than {min} characters (rule: [password] min_length = {min})")]
-    TooShort { min: usize },
+    TooShort {
+        /// The configured minimum.
+        min: usize,
+    },
+    /// More characters than `[password] max_length`.
     #[error("the password is longer than {max} characters (rule: [password] max_length = {max})")]
-    TooLong { max: usize },
+    TooLong {
+        /// The configured maximum.
+        max: usize,
+    },
+    /// A control character (newline, tab, NUL...).
     #[error("the password contains a control character (rule: printable characters only)")]
     ControlCharacter,
 }
