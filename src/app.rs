@@ -97,9 +97,9 @@ impl Parts {
                 store: store.clone(),
                 passwords: Arc::new(passwords.clone()),
                 clock,
-                http,
+                http: http.clone(),
                 email: email_channels(&config)?,
-                sms: sms_channels(&config)?,
+                sms: sms_channels(&config, &http)?,
                 default_email: Arc::new(EmailChannel {
                     sender: Arc::new(SmtpSender::new(&config.email)?),
                     subject: "Portcullis sign-in code".into(),
@@ -132,7 +132,10 @@ pub fn check(config: &Config) -> Result<(), AppError> {
     PasswordHasherPool::new(&config.passwords)?;
     SmtpSender::new(&config.email)?;
     email_channels(config)?;
-    sms_channels(config)?;
+    sms_channels(
+        config,
+        &(Arc::new(ReqwestHttpClient::new()?) as Arc<dyn HttpClient>),
+    )?;
     crate::session::KeyFile::check_existing(&config.storage.keys_path)
         .map_err(SessionError::from)?;
     Ok(())
@@ -160,8 +163,11 @@ fn email_channels(config: &Config) -> Result<HashMap<String, Arc<EmailChannel>>,
     Ok(out)
 }
 
-/// One SMS channel per SMS setup stage.
-fn sms_channels(config: &Config) -> Result<HashMap<String, Arc<SmsChannel>>, AppError> {
+/// One SMS channel per SMS setup stage, each sending over `http`.
+fn sms_channels(
+    config: &Config,
+    http: &Arc<dyn HttpClient>,
+) -> Result<HashMap<String, Arc<SmsChannel>>, AppError> {
     let mut out = HashMap::new();
     for (name, stage) in &config.stages {
         if let StageConfig::AuthenticatorSms(s) = stage {
@@ -171,6 +177,7 @@ fn sms_channels(config: &Config) -> Result<HashMap<String, Arc<SmsChannel>>, App
                 s.mapping.clone(),
                 s.timeout,
                 config.ui.site_title.clone(),
+                http.clone(),
             )
             .map_err(|err| AppError::Sms {
                 stage: name.clone(),
