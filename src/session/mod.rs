@@ -294,7 +294,7 @@ impl SessionService {
         self.assertions.load()
     }
 
-    /// Forgets revocations of tokens that have expired anyway; returns how many.
+    /// Forgets revocations of tokens that have expired anyway; returns how many were dropped.
     pub fn prune(&self) -> usize {
         self.revocations.prune(self.clock.now())
     }
