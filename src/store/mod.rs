@@ -160,3 +160,22 @@ pub trait Store: Send + Sync + 'static {
     /// A 32-byte secret for `name`, created on first use and kept forever.
     fn secret(&self, name: &str) -> StoreResult<[u8; 32]>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn a_backend_error_says_what_was_done_and_keeps_its_cause() {
+        let cause = std::io::Error::other("disk full");
+        let e = StoreError::backend("write user", cause);
+        assert_eq!(e.to_string(), "storage: write user: disk full");
+        let source = e.source().map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("disk full"));
+        let from_text = StoreError::backend("scan", "connection reset by the database server");
+        assert!(from_text
+            .to_string()
+            .ends_with("connection reset by the database server"));
+    }
+}
