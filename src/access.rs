@@ -9,47 +9,66 @@ use std::sync::Arc;
 
 /// The request being judged, as the transport reconstructed it.
 pub struct AccessRequest<'a> {
+    /// Method of the original request (a `GET` page load is redirected, an API call gets 401).
     pub method: &'a Method,
     /// Scheme of the original request: `http` or `https`.
     pub scheme: &'a str,
     /// Host as sent, possibly with a port (`app.test:9000`).
     pub authority: &'a str,
+    /// Path without the query, matched against the app's bypass rules.
     pub path: &'a str,
     /// Path plus query, for the return address.
     pub path_and_query: &'a str,
+    /// Headers of the original request: the session cookie and `Accept` are read from them.
     pub headers: &'a HeaderMap,
 }
 
-/// The verdict.
+/// The verdict. Every variant but [`Decision::UnknownHost`] names the app the host belongs to;
+/// `claims` is the verified session, `login` the sign-in URL ([`Gate::login_url`]), and
+/// `navigation` whether to redirect there (a browser page load) rather than answer 401.
 #[derive(Debug)]
 pub enum Decision<'a> {
     /// No app serves this host: answer 404, never forward.
     UnknownHost,
     /// The path is public for this app: forward without identity.
-    Bypass { app: &'a AppConfig },
+    Bypass {
+        /// The app the host belongs to.
+        app: &'a AppConfig,
+    },
     /// Signed in and allowed.
     Allow {
+        /// The app the host belongs to.
         app: &'a AppConfig,
+        /// The verified session, for the identity headers.
         claims: Arc<Claims>,
     },
     /// Not signed in. `navigation` says whether to redirect (a browser page load) or answer 401.
     Unauthenticated {
+        /// The app the host belongs to.
         app: &'a AppConfig,
+        /// Where to sign in, returning to this request.
         login: String,
+        /// A browser page load: redirect to `login` rather than answer 401.
         navigation: bool,
     },
     /// Signed in, but not in the app's allowed groups.
     Forbidden {
+        /// The app the host belongs to.
         app: &'a AppConfig,
+        /// The verified session, for the page naming who is signed in.
         claims: Arc<Claims>,
     },
     /// Signed in, but the session lacks a factor the app's flow requires: send the user to the
     /// app's flow (`login`), which asks only for what is missing. Answered like
     /// [`Decision::Unauthenticated`] (redirect or 401), with its own error for API calls.
     StepUp {
+        /// The app the host belongs to.
         app: &'a AppConfig,
+        /// The verified session that falls short.
         claims: Arc<Claims>,
+        /// Where to complete the app's flow, returning to this request.
         login: String,
+        /// A browser page load: redirect to `login` rather than answer 401.
         navigation: bool,
     },
 }
@@ -64,6 +83,7 @@ pub struct Gate {
 }
 
 impl Gate {
+    /// Indexes the apps by host and works out what each app's flow requires of a session.
     pub fn new(config: Arc<Config>, sessions: Arc<SessionService>) -> Self {
         let by_host = config
             .apps
@@ -89,10 +109,12 @@ impl Gate {
         }
     }
 
+    /// The validated config the gate was built from.
     pub fn config(&self) -> &Config {
         &self.config
     }
 
+    /// The session service that verifies cookies.
     pub fn sessions(&self) -> &SessionService {
         &self.sessions
     }
@@ -120,6 +142,14 @@ impl Gate {
         }
     }
 
+    /// The verdict on `req`, in order: unknown host, bypassed path, no (valid) session, not in
+    /// the app's groups, missing factors, allowed.
+    ///
+    /// # Security
+    /// This is the only access rule: the proxy and every forward-auth transport act on its
+    /// answer and must not forward on anything but [`Decision::Allow`] or
+    /// [`Decision::Bypass`]. The caller builds `req` from the original request, and only
+    /// from headers of a trusted proxy when the request came through one.
     pub fn decide<'s>(&'s self, req: &AccessRequest<'_>) -> Decision<'s> {
         let Some(app) = self.app(req.authority) else {
             return Decision::UnknownHost;

@@ -3,7 +3,7 @@
 
 mod socket;
 
-pub use socket::{send as send_to_gateway, serve as serve_socket};
+pub(crate) use socket::{send as send_to_gateway, serve as serve_socket};
 
 use crate::config::PasswordPolicy;
 use crate::password::{PasswordError, PasswordHasherPool};
@@ -16,45 +16,72 @@ use std::sync::Arc;
 /// An administrative command. Not `Debug`: it can carry a password.
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
-pub enum Command {
+pub(crate) enum Command {
+    /// Add a user with a password; the username is stored in its canonical form.
     UserAdd {
+        /// As typed; [`new_username`] checks and canonicalises it.
         username: String,
+        /// Display name (`Remote-Name`); empty when `None`.
         name: Option<String>,
+        /// Unique across users; where email codes and links go.
         email: Option<String>,
+        /// Where SMS codes go.
         phone: Option<String>,
+        /// Sent joined with commas in `Remote-Groups`, so none may contain a comma.
         groups: Vec<String>,
+        /// In clear, checked against the password policy, then hashed with argon2id.
         password: String,
     },
+    /// Set a user's password and end their sessions.
     UserPasswd {
+        /// The user, in any form that canonicalises to theirs.
         username: String,
+        /// In clear, checked against the password policy, then hashed with argon2id.
         password: String,
     },
+    /// List every user.
     UserList,
+    /// Show one user.
     UserShow {
+        /// The user to show.
         username: String,
     },
+    /// Refuse the user's sign-ins and end their sessions.
     UserDisable {
+        /// The user to disable.
         username: String,
     },
+    /// Let a disabled user sign in again.
     UserEnable {
+        /// The user to enable.
         username: String,
     },
+    /// Delete the user and end their sessions.
     UserRemove {
+        /// The user to remove.
         username: String,
     },
+    /// Re-read the session signing keys from disk (after `keys rotate`).
     KeysReload,
 }
 
 /// A user as shown to an operator: everything but the hash.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct UserView {
-    pub username: String,
-    pub name: String,
-    pub email: Option<String>,
-    pub phone: Option<String>,
-    pub groups: Vec<String>,
-    pub active: bool,
-    pub has_password: bool,
+pub(crate) struct UserView {
+    /// Canonical username.
+    pub(crate) username: String,
+    /// Display name, possibly empty.
+    pub(crate) name: String,
+    /// Email address, if any.
+    pub(crate) email: Option<String>,
+    /// Phone number, if any.
+    pub(crate) phone: Option<String>,
+    /// Group names.
+    pub(crate) groups: Vec<String>,
+    /// `false` once disabled: sign-ins are refused.
+    pub(crate) active: bool,
+    /// Whether a password hash is stored (never the hash itself).
+    pub(crate) has_password: bool,
 }
 
 impl From<&User> for UserView {
@@ -73,37 +100,52 @@ impl From<&User> for UserView {
 
 /// The answer to a command.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Reply {
-    pub ok: bool,
-    pub message: String,
+pub(crate) struct Reply {
+    /// Whether the command succeeded.
+    pub(crate) ok: bool,
+    /// What was done, or why not, for the operator.
+    pub(crate) message: String,
+    /// The users listed or shown; empty for other commands.
     #[serde(default)]
-    pub users: Vec<UserView>,
+    pub(crate) users: Vec<UserView>,
 }
 
+/// Why a command was refused or failed. The message is shown to the operator as it is.
 #[derive(Debug, thiserror::Error)]
-pub enum AdminError {
+#[non_exhaustive]
+pub(crate) enum AdminError {
+    /// A field breaks a rule (username, group, email, password policy); the text names it.
     #[error("{0}")]
     Invalid(String),
+    /// No user has this name.
     #[error("no user named `{0}`")]
     NoSuchUser(String),
+    /// `user add` for a name that is taken (in its canonical form).
     #[error("a user named `{0}` already exists")]
     Exists(String),
+    /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Hashing the password failed.
     #[error(transparent)]
     Password(#[from] PasswordError),
+    /// Reloading keys or revoking sessions through the live session service failed.
     #[error("session keys: {0}")]
     Keys(String),
 }
 
 /// Runs commands against a store. Inside the gateway it also has the live session service, so
 /// disabling a user cuts their sessions off at once.
-pub struct Admin {
-    pub store: Arc<dyn Store>,
-    pub passwords: PasswordHasherPool,
-    pub sessions: Option<Arc<SessionService>>,
+pub(crate) struct Admin {
+    /// Where users live.
+    pub(crate) store: Arc<dyn Store>,
+    /// Hashes new passwords with the configured argon2id cost.
+    pub(crate) passwords: PasswordHasherPool,
+    /// The running gateway's sessions, when the command runs inside it; `None` from the CLI,
+    /// which then revokes through the store.
+    pub(crate) sessions: Option<Arc<SessionService>>,
     /// The `[password]` rules new passwords are checked against.
-    pub policy: PasswordPolicy,
+    pub(crate) policy: PasswordPolicy,
 }
 
 /// Group names travel joined with commas in `Remote-Groups`: a comma inside one would make
@@ -195,7 +237,7 @@ fn check_new_user(
 ///
 /// # Errors
 /// [`AdminError::Invalid`] naming the rule broken.
-pub fn precheck(cmd: &Command, policy: &PasswordPolicy) -> Result<(), AdminError> {
+pub(crate) fn precheck(cmd: &Command, policy: &PasswordPolicy) -> Result<(), AdminError> {
     match cmd {
         Command::UserAdd {
             username,
@@ -215,11 +257,16 @@ pub fn precheck(cmd: &Command, policy: &PasswordPolicy) -> Result<(), AdminError
 }
 
 impl Admin {
-    /// Runs one command.
+    /// Runs one command and returns the reply for the operator.
     ///
     /// # Errors
     /// [`AdminError`] saying what was wrong; nothing is changed in that case.
-    pub fn execute(&self, cmd: Command) -> Result<Reply, AdminError> {
+    ///
+    /// # Security
+    /// Whoever can call this administers every account: only the CLI (with access to the
+    /// database) and the admin socket (mode 0600) reach it. Commands that take access away
+    /// (`passwd`, `disable`, `remove`) also end the user's sessions.
+    pub(crate) fn execute(&self, cmd: Command) -> Result<Reply, AdminError> {
         match cmd {
             Command::UserAdd {
                 username,
