@@ -260,7 +260,8 @@ impl Admin {
     /// Runs one command and returns the reply for the operator.
     ///
     /// # Errors
-    /// [`AdminError`] saying what was wrong; nothing is changed in that case.
+    /// [`AdminError`] saying what was wrong. A refused command changes nothing; a failure to
+    /// end sessions comes after the change itself was stored.
     ///
     /// # Security
     /// Whoever can call this administers every account: only the CLI (with access to the
@@ -275,58 +276,9 @@ impl Admin {
                 phone,
                 groups,
                 password,
-            } => {
-                let typed = username;
-                let username = new_username(&typed).map_err(AdminError::Invalid)?;
-                check_new_user(&groups, name.as_deref(), phone.as_deref(), email.as_deref())?;
-                if let Some(e) = &email {
-                    if self.store.user_by_email(e)?.is_some() {
-                        return Err(AdminError::Invalid(format!(
-                            "email `{e}` is already used by another user"
-                        )));
-                    }
-                }
-                self.valid_password(&password)?;
-                // Finds `alice` for `Alice`, and an account stored before names were canonical.
-                if let Some(existing) = self.store.user(&username)? {
-                    return Err(AdminError::Exists(existing.username));
-                }
-                let mut user = User::new(&username);
-                user.name = name.unwrap_or_default();
-                user.email = email;
-                user.phone = phone;
-                user.groups = groups;
-                user.password_hash =
-                    Some(self.passwords.hash_blocking(&SecretString::new(password))?);
-                self.store.put_user(&user)?;
-                Ok(ok(if typed == username {
-                    format!("added user {username}")
-                } else {
-                    format!("added user {username} (typed as {typed}; usernames are compared in this form)")
-                }))
-            }
-            Command::UserPasswd { username, password } => {
-                let mut user = self.existing(&username)?;
-                self.valid_password(&password)?;
-                user.password_hash =
-                    Some(self.passwords.hash_blocking(&SecretString::new(password))?);
-                self.store.put_user(&user)?;
-                self.revoke_sessions(&user.username)?;
-                Ok(ok(format!(
-                    "changed the password of {}; their sessions were ended",
-                    user.username
-                )))
-            }
-            Command::UserList => {
-                let mut users: Vec<UserView> =
-                    self.store.users()?.iter().map(UserView::from).collect();
-                users.sort_by(|a, b| a.username.cmp(&b.username));
-                Ok(Reply {
-                    ok: true,
-                    message: format!("{} user(s)", users.len()),
-                    users,
-                })
-            }
+            } => self.user_add(username, name, email, phone, groups, password),
+            Command::UserPasswd { username, password } => self.user_passwd(&username, password),
+            Command::UserList => self.user_list(),
             Command::UserShow { username } => {
                 let user = self.existing(&username)?;
                 Ok(Reply {
@@ -335,41 +287,108 @@ impl Admin {
                     users: vec![UserView::from(&user)],
                 })
             }
-            Command::UserDisable { username } => {
-                let mut user = self.existing(&username)?;
-                user.active = false;
-                self.store.put_user(&user)?;
-                self.revoke_sessions(&user.username)?;
-                Ok(ok(format!(
-                    "disabled user {}; their sessions were ended",
-                    user.username
-                )))
-            }
+            Command::UserDisable { username } => self.user_disable(&username),
             Command::UserEnable { username } => {
                 let mut user = self.existing(&username)?;
                 user.active = true;
                 self.store.put_user(&user)?;
                 Ok(ok(format!("enabled user {}", user.username)))
             }
-            Command::UserRemove { username } => {
-                let user = self.existing(&username)?;
-                if !self.store.remove_user(&user.username)? {
-                    return Err(AdminError::NoSuchUser(username));
-                }
-                self.revoke_sessions(&user.username)?;
-                Ok(ok(format!(
-                    "removed user {}; their sessions were ended",
-                    user.username
-                )))
+            Command::UserRemove { username } => self.user_remove(&username),
+            Command::KeysReload => self.keys_reload(),
+        }
+    }
+
+    fn user_add(
+        &self,
+        typed: String,
+        name: Option<String>,
+        email: Option<String>,
+        phone: Option<String>,
+        groups: Vec<String>,
+        password: String,
+    ) -> Result<Reply, AdminError> {
+        let username = new_username(&typed).map_err(AdminError::Invalid)?;
+        check_new_user(&groups, name.as_deref(), phone.as_deref(), email.as_deref())?;
+        if let Some(e) = &email {
+            if self.store.user_by_email(e)?.is_some() {
+                return Err(AdminError::Invalid(format!(
+                    "email `{e}` is already used by another user"
+                )));
             }
-            Command::KeysReload => match &self.sessions {
-                Some(s) => {
-                    s.reload_keys()
-                        .map_err(|e| AdminError::Keys(e.to_string()))?;
-                    Ok(ok("reloaded session keys".into()))
-                }
-                None => Ok(ok("no running gateway to reload keys in".into())),
-            },
+        }
+        self.valid_password(&password)?;
+        // Finds `alice` for `Alice`, and an account stored before names were canonical.
+        if let Some(existing) = self.store.user(&username)? {
+            return Err(AdminError::Exists(existing.username));
+        }
+        let mut user = User::new(&username);
+        user.name = name.unwrap_or_default();
+        user.email = email;
+        user.phone = phone;
+        user.groups = groups;
+        user.password_hash = Some(self.passwords.hash_blocking(&SecretString::new(password))?);
+        self.store.put_user(&user)?;
+        Ok(ok(if typed == username {
+            format!("added user {username}")
+        } else {
+            format!("added user {username} (typed as {typed}; usernames are compared in this form)")
+        }))
+    }
+
+    fn user_passwd(&self, username: &str, password: String) -> Result<Reply, AdminError> {
+        let mut user = self.existing(username)?;
+        self.valid_password(&password)?;
+        user.password_hash = Some(self.passwords.hash_blocking(&SecretString::new(password))?);
+        self.store.put_user(&user)?;
+        self.revoke_sessions(&user.username)?;
+        Ok(ok(format!(
+            "changed the password of {}; their sessions were ended",
+            user.username
+        )))
+    }
+
+    fn user_list(&self) -> Result<Reply, AdminError> {
+        let mut users: Vec<UserView> = self.store.users()?.iter().map(UserView::from).collect();
+        users.sort_by(|a, b| a.username.cmp(&b.username));
+        Ok(Reply {
+            ok: true,
+            message: format!("{} user(s)", users.len()),
+            users,
+        })
+    }
+
+    fn user_disable(&self, username: &str) -> Result<Reply, AdminError> {
+        let mut user = self.existing(username)?;
+        user.active = false;
+        self.store.put_user(&user)?;
+        self.revoke_sessions(&user.username)?;
+        Ok(ok(format!(
+            "disabled user {}; their sessions were ended",
+            user.username
+        )))
+    }
+
+    fn user_remove(&self, username: &str) -> Result<Reply, AdminError> {
+        let user = self.existing(username)?;
+        if !self.store.remove_user(&user.username)? {
+            return Err(AdminError::NoSuchUser(username.to_string()));
+        }
+        self.revoke_sessions(&user.username)?;
+        Ok(ok(format!(
+            "removed user {}; their sessions were ended",
+            user.username
+        )))
+    }
+
+    fn keys_reload(&self) -> Result<Reply, AdminError> {
+        match &self.sessions {
+            Some(s) => {
+                s.reload_keys()
+                    .map_err(|e| AdminError::Keys(e.to_string()))?;
+                Ok(ok("reloaded session keys".into()))
+            }
+            None => Ok(ok("no running gateway to reload keys in".into())),
         }
     }
 
