@@ -2,7 +2,9 @@
 //! missing session cookies and print the same table as the load bench. It needs no config file
 //! and never picks a target by itself: the URL is a required argument.
 
-use crate::loadgen::{self, table, LoadError, LoginOptions, Mix, Plan, Progress, Stop, Target};
+use crate::loadgen::{
+    self, table, LoadError, LoginOptions, Mix, Plan, Progress, Report, Stop, Target,
+};
 use crate::secret::SecretString;
 use clap::Args;
 use std::io::{IsTerminal, Write};
@@ -156,6 +158,17 @@ fn check_args(args: &BenchArgs) -> Result<(), LoadError> {
 
 async fn bench(args: BenchArgs) -> Result<(), LoadError> {
     check_args(&args)?;
+    let plan = plan(&args).await?;
+    eprintln!("{}", describe(&plan));
+    let progress = Arc::new(Progress::default());
+    let ticker = tokio::spawn(show_progress(progress.clone(), plan.warmup));
+    let report = loadgen::run(&plan, progress).await;
+    ticker.abort();
+    print_report(&args, &plan, &report?)
+}
+
+/// The run the arguments ask for; with `--login`, signs in first to get the valid cookie.
+async fn plan(args: &BenchArgs) -> Result<Plan, LoadError> {
     let target = Target::parse(&args.url, args.connect)?;
     let valid = match (&args.cookie, &args.login) {
         (Some(c), _) => Some(cookie_value(c, &args.cookie_name)),
@@ -186,7 +199,7 @@ async fn bench(args: BenchArgs) -> Result<(), LoadError> {
         None if valid.is_some() => Mix::parse("valid=100")?,
         None => Mix::parse("missing=100")?,
     };
-    let plan = Plan {
+    Ok(Plan {
         target,
         connections: args.connections,
         stop: args
@@ -199,8 +212,13 @@ async fn bench(args: BenchArgs) -> Result<(), LoadError> {
         cookie_name: args.cookie_name.clone(),
         valid_cookie: valid,
         expired_cookie: expired,
-    };
-    eprintln!(
+    })
+}
+
+/// The line announcing the run: target, connections, mix, and when it stops.
+fn describe(plan: &Plan) -> String {
+    let mix = plan.mix;
+    format!(
         "loading {} with {} connections, mix valid={} expired={} missing={}, {}",
         plan.target.url,
         plan.connections,
@@ -214,12 +232,11 @@ async fn bench(args: BenchArgs) -> Result<(), LoadError> {
             (Stop::Requests(n), None) => format!("{n} requests"),
             (Stop::Requests(n), Some(r)) => format!("{n} requests at {r} req/s"),
         }
-    );
-    let progress = Arc::new(Progress::default());
-    let ticker = tokio::spawn(show_progress(progress.clone(), plan.warmup));
-    let report = loadgen::run(&plan, progress).await;
-    ticker.abort();
-    let report = report?;
+    )
+}
+
+/// Prints the table and totals, and writes the JSON file when asked.
+fn print_report(args: &BenchArgs, plan: &Plan, report: &Report) -> Result<(), LoadError> {
     eprintln!();
     let rows = report.rows();
     println!("{}", table::render(&rows));

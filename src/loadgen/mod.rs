@@ -362,9 +362,9 @@ impl Report {
 /// Live counters for progress display.
 #[derive(Default)]
 pub(crate) struct Progress {
-    /// Requests answered so far, warm-up included.
+    /// Measured requests answered so far (warm-up not counted).
     pub(crate) done: AtomicU64,
-    /// Requests that failed so far.
+    /// Measured requests that failed so far.
     pub(crate) errors: AtomicU64,
 }
 
@@ -530,23 +530,7 @@ async fn worker(id: usize, sh: Arc<Shared>) -> BTreeMap<CookieKind, KindStats> {
         let Some(request) = sh.requests.get(&kind) else {
             continue;
         };
-        let intended = match (&mut due, sh.interval) {
-            (Some(d), Some(iv)) => {
-                tokio::time::sleep_until(*d).await;
-                let at = d.into_std();
-                *d += iv;
-                // Latency counts from when the request was due only if the server made it
-                // late: the previous answer on this connection came after that. Otherwise the
-                // lateness is the timer's (tokio's has 1 ms granularity), not the server's,
-                // and counting it would add up to a millisecond to every request.
-                if last_done > at {
-                    at
-                } else {
-                    Instant::now()
-                }
-            }
-            _ => Instant::now(),
-        };
+        let intended = pace(&mut due, sh.interval, last_done).await;
         // Read after any wait for the slot, so nothing starts once the run has stopped.
         let phase = sh.phase.load(Ordering::Relaxed);
         if phase == STOP {
@@ -568,8 +552,7 @@ async fn worker(id: usize, sh: Arc<Shared>) -> BTreeMap<CookieKind, KindStats> {
                 }
                 Ok(Err(_)) | Err(_) => {
                     if measuring {
-                        stats.entry(kind).or_default().errors += 1;
-                        sh.progress.errors.fetch_add(1, Ordering::Relaxed);
+                        count(&mut stats, &sh, kind, None);
                     }
                     // Back off a little: a refused connect returns at once.
                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -579,30 +562,69 @@ async fn worker(id: usize, sh: Arc<Shared>) -> BTreeMap<CookieKind, KindStats> {
         };
         let result = tokio::time::timeout(sh.timeout, c.roundtrip(request)).await;
         last_done = Instant::now();
-        let latency = last_done - intended;
-        match result {
+        let answer = match result {
             Ok(Ok(reply)) => {
                 if !reply.keep_alive {
                     conn = None;
                 }
-                if measuring {
-                    let s = stats.entry(kind).or_default();
-                    s.latency.record(latency);
-                    *s.statuses.entry(reply.status).or_default() += 1;
-                    sh.progress.done.fetch_add(1, Ordering::Relaxed);
-                }
+                Some((reply.status, last_done - intended))
             }
             // A failed or timed-out exchange leaves the connection in an unknown state.
             Ok(Err(_)) | Err(_) => {
                 conn = None;
-                if measuring {
-                    stats.entry(kind).or_default().errors += 1;
-                    sh.progress.errors.fetch_add(1, Ordering::Relaxed);
-                }
+                None
             }
+        };
+        if measuring {
+            count(&mut stats, &sh, kind, answer);
         }
     }
     stats
+}
+
+/// Waits for the next due time at a fixed rate (nothing to wait for otherwise) and returns
+/// the instant the request's latency counts from.
+async fn pace(
+    due: &mut Option<tokio::time::Instant>,
+    interval: Option<Duration>,
+    last_done: Instant,
+) -> Instant {
+    let (Some(d), Some(iv)) = (due.as_mut(), interval) else {
+        return Instant::now();
+    };
+    tokio::time::sleep_until(*d).await;
+    let at = d.into_std();
+    *d += iv;
+    // Latency counts from when the request was due only if the server made it late: the
+    // previous answer on this connection came after that. Otherwise the lateness is the
+    // timer's (tokio's has 1 ms granularity), not the server's, and counting it would add up
+    // to a millisecond to every request.
+    if last_done > at {
+        at
+    } else {
+        Instant::now()
+    }
+}
+
+/// Counts one measured request: its status and latency when answered, an error otherwise.
+fn count(
+    stats: &mut BTreeMap<CookieKind, KindStats>,
+    sh: &Shared,
+    kind: CookieKind,
+    answer: Option<(u16, Duration)>,
+) {
+    let s = stats.entry(kind).or_default();
+    match answer {
+        Some((status, latency)) => {
+            s.latency.record(latency);
+            *s.statuses.entry(status).or_default() += 1;
+            sh.progress.done.fetch_add(1, Ordering::Relaxed);
+        }
+        None => {
+            s.errors += 1;
+            sh.progress.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -647,5 +669,27 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&b64.decode(claims).unwrap()).unwrap();
         assert_eq!(v["exp"], 1_000_000_000);
         assert!(t.ends_with(".sig"));
+    }
+
+    #[tokio::test]
+    async fn at_a_fixed_rate_latency_counts_from_the_due_time_only_when_the_server_was_late() {
+        let iv = Duration::from_millis(20);
+        let first = tokio::time::Instant::now() + iv;
+        let mut due = Some(first);
+        // The previous answer came before the slot: wait for it, count from the send.
+        let before = Instant::now();
+        let from = pace(&mut due, Some(iv), before).await;
+        assert!(from >= first.into_std(), "sent before it was due");
+        assert_eq!(due, Some(first + iv), "the next slot is one interval later");
+        // The previous answer came after the slot was due: count from the slot.
+        let late = Instant::now() + Duration::from_secs(60);
+        let from = pace(&mut due, Some(iv), late).await;
+        assert_eq!(from, (first + iv).into_std());
+        assert_eq!(due, Some(first + iv * 2));
+        // As fast as possible: no wait, count from now.
+        let mut none = None;
+        let t = Instant::now();
+        assert!(pace(&mut none, None, late).await >= t);
+        assert!(none.is_none());
     }
 }
