@@ -24,7 +24,7 @@ pub struct AccessRequest<'a> {
 }
 
 /// The verdict. Every variant but [`Decision::UnknownHost`] names the app the host belongs to;
-/// `claims` is the verified session, `login` the sign-in URL ([`Gate::login_url`]), and
+/// `claims` is the verified session, `login` the sign-in URL (returning to the request), and
 /// `navigation` whether to redirect there (a browser page load) rather than answer 401.
 #[derive(Debug)]
 pub enum Decision<'a> {
@@ -115,12 +115,12 @@ impl Gate {
     }
 
     /// The session service that verifies cookies.
-    pub fn sessions(&self) -> &SessionService {
+    pub(crate) fn sessions(&self) -> &SessionService {
         &self.sessions
     }
 
     /// The app for a host (with or without port).
-    pub fn app(&self, authority: &str) -> Option<&AppConfig> {
+    pub(crate) fn app(&self, authority: &str) -> Option<&AppConfig> {
         let host = host_of(authority);
         let idx = if host.bytes().any(|b| b.is_ascii_uppercase()) {
             self.by_host.get(&host.to_ascii_lowercase())
@@ -185,7 +185,7 @@ impl Gate {
     /// # Security
     /// A session is only as good as the flow that made it: without this, a password-only
     /// sign-in on one app's host would open an app whose flow also asks for a code.
-    pub fn satisfies(&self, app: &AppConfig, claims: &Claims) -> bool {
+    pub(crate) fn satisfies(&self, app: &AppConfig, claims: &Claims) -> bool {
         self.requirements
             .get(app.index)
             .is_some_and(|r| r.met_by(claims.proved()))
@@ -200,7 +200,7 @@ impl Gate {
     /// Both the auth host's address and the return address (`rd`) are built from the
     /// configured public origins; the request contributes only its path and which of the
     /// app's configured hosts it named, so no `Host` header (or port in it) shapes the link.
-    pub fn login_url(&self, app: &AppConfig, req: &AccessRequest<'_>) -> String {
+    pub(crate) fn login_url(&self, app: &AppConfig, req: &AccessRequest<'_>) -> String {
         let original = format!("{}{}", request_origin(app, req), req.path_and_query);
         let path = format!(
             "/.portcullis/flow/{}?rd={}",
@@ -214,7 +214,7 @@ impl Gate {
     }
 
     /// [`Gate::login_url`] as an absolute URL, for answers read by another proxy.
-    pub fn login_url_absolute(&self, app: &AppConfig, req: &AccessRequest<'_>) -> String {
+    pub(crate) fn login_url_absolute(&self, app: &AppConfig, req: &AccessRequest<'_>) -> String {
         let url = self.login_url(app, req);
         if url.starts_with('/') {
             format!("{}{url}", request_origin(app, req))
@@ -224,7 +224,7 @@ impl Gate {
     }
 
     /// Whether `authority` names the configured auth host.
-    pub fn is_auth_host(&self, authority: &str) -> bool {
+    pub(crate) fn is_auth_host(&self, authority: &str) -> bool {
         self.config
             .server
             .auth_host
@@ -234,7 +234,7 @@ impl Gate {
 
     /// The configured public origin of the host `authority` names (an app host or the auth
     /// host; any port in `authority` is ignored), or `None` for a host that is not ours.
-    pub fn public_origin(&self, authority: &str) -> Option<&PublicOrigin> {
+    pub(crate) fn public_origin(&self, authority: &str) -> Option<&PublicOrigin> {
         if self.is_auth_host(authority) {
             return self.config.server.auth_url.as_ref();
         }
@@ -250,7 +250,7 @@ fn request_origin<'a>(app: &'a AppConfig, req: &AccessRequest<'_>) -> &'a Public
 }
 
 /// The host part of an authority, without port or IPv6 brackets' port.
-pub fn host_of(authority: &str) -> &str {
+pub(crate) fn host_of(authority: &str) -> &str {
     if let Some(rest) = authority.strip_prefix('[') {
         return rest.split(']').next().unwrap_or(rest);
     }
@@ -265,7 +265,7 @@ pub fn host_of(authority: &str) -> &str {
 /// links in email, the fallback after sign-in). A loosely read one such as
 /// `app.test:1@evil.example` would route to `app.test` yet point those URLs at another host,
 /// so anything else is refused before it is used.
-pub fn is_plain_authority(authority: &str) -> bool {
+pub(crate) fn is_plain_authority(authority: &str) -> bool {
     if authority.is_empty() || authority.len() > 255 {
         return false;
     }
@@ -319,7 +319,7 @@ pub fn is_plain_authority(authority: &str) -> bool {
 /// resource by spelling its path so that the rule reads it as public. This runs in
 /// [`Gate::decide`], so the proxy and every forward-auth transport share it. One pass over the
 /// bytes, no allocation.
-pub fn is_plain_path(path: &str) -> bool {
+pub(crate) fn is_plain_path(path: &str) -> bool {
     let b = path.as_bytes();
     if b.first() != Some(&b'/') {
         return false;
@@ -393,7 +393,7 @@ fn hex(c: u8) -> Option<u8> {
 
 /// A browser loading a page (which can follow a redirect to a sign-in form), as opposed to an
 /// API call or XHR, which should get a 401 it can handle.
-pub fn is_navigation(method: &Method, headers: &HeaderMap) -> bool {
+pub(crate) fn is_navigation(method: &Method, headers: &HeaderMap) -> bool {
     (method == Method::GET || method == Method::HEAD)
         && headers
             .get(http::header::ACCEPT)
