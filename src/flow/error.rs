@@ -2,8 +2,12 @@
 
 use crate::store::StoreError;
 
+/// Why the engine could not take a step. Answers a user gives (a wrong password, a wrong code)
+/// are not errors: they come back as a step with a message.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum FlowError {
+    /// No flow is configured under this name.
     #[error("no flow named `{0}`")]
     UnknownFlow(String),
     /// The response names a stage or field that is not the current stage's: a skip or a replay.
@@ -11,6 +15,10 @@ pub enum FlowError {
     StageMismatch { expected: String },
     #[error("a required field `{0}` is missing")]
     MissingField(String),
+    /// A stage was handed a state of another kind (the engine checks first; a bug if seen).
+    #[error("stage `{stage}` was given a state that is not its own")]
+    StateMismatch { stage: String },
+    /// A record could not be encoded or read.
     #[error("the execution state could not be read: {0}")]
     Corrupt(#[from] serde_json::Error),
     #[error(transparent)]
