@@ -17,6 +17,7 @@ pub mod config;
 pub mod flow;
 pub mod forward_auth;
 pub mod forwarded;
+pub mod http_client;
 pub mod loadgen;
 pub mod notify;
 pub mod password;
@@ -27,5 +28,7 @@ pub mod secret;
 pub mod session;
 pub mod store;
 pub mod templates;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod tls;
 pub mod ui;

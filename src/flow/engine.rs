@@ -138,7 +138,7 @@ impl Engine {
 
     /// Unix seconds now, from the engine's clock.
     pub(super) fn now(&self) -> i64 {
-        crate::clock::now()
+        self.services.clock.now()
     }
 
     /// Holds off every other step of the execution `id` until the guard drops. Take it before

@@ -1,9 +1,11 @@
 //! The outside world a stage may use ([`Services`]): the store, the password hasher, and the
 //! channels codes travel by.
 
+use crate::clock::Clock;
 use crate::config::SmsLimits;
+use crate::http_client::HttpClient;
 use crate::notify::{EmailSender, MessageTemplates, SmsSender};
-use crate::password::PasswordHasherPool;
+use crate::password::PasswordHasher;
 use crate::store::Store;
 use std::collections::BTreeMap;
 use std::collections::HashMap;
@@ -16,8 +18,14 @@ pub type Input = BTreeMap<String, String>;
 /// The outside world a stage may use, injected so stages never reach for a global.
 #[derive(Clone)]
 pub struct Services {
+    /// Where executions, users, devices, counters and tickets live.
     pub store: Arc<dyn Store>,
-    pub passwords: PasswordHasherPool,
+    /// Password hashing and checking (argon2id off the request workers).
+    pub passwords: Arc<dyn PasswordHasher>,
+    /// The time every expiry, window and timestamp is read from.
+    pub clock: Arc<dyn Clock>,
+    /// Outgoing HTTP, for provider verifications (captcha, Duo).
+    pub http: Arc<dyn HttpClient>,
     /// E-mail delivery per setup stage name; validation reaches a device through the channel
     /// of the stage that enrolled it.
     pub email: HashMap<String, Arc<EmailChannel>>,

@@ -4,10 +4,12 @@
 //! it is close to expiry.
 
 use super::{Claims, KeyFile};
+use crate::clock::{Clock, SystemClock};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use parking_lot::Mutex;
 use serde::Serialize;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// How long an assertion is valid.
 pub const LIFETIME_SECS: i64 = 60;
@@ -34,6 +36,8 @@ pub struct AssertionSigner {
     jwks: String,
     issuer: String,
     cache: Mutex<HashMap<(String, usize), (String, i64)>>,
+    /// Where `iat` and `exp` are read from.
+    clock: Arc<dyn Clock>,
 }
 
 impl AssertionSigner {
@@ -62,7 +66,14 @@ impl AssertionSigner {
             jwks: serde_json::json!({ "keys": keys }).to_string(),
             issuer: issuer.to_string(),
             cache: Mutex::new(HashMap::new()),
+            clock: Arc::new(SystemClock),
         })
+    }
+
+    /// The same signer reading the time from `clock` (the system clock by default).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The public keys, as served at `/.portcullis/jwks.json`.
@@ -80,7 +91,7 @@ impl AssertionSigner {
         app: usize,
         audience: &str,
     ) -> Result<String, jsonwebtoken::errors::Error> {
-        let now = crate::clock::now();
+        let now = self.clock.now();
         let key = (claims.sid.clone(), app);
         if let Some((token, exp)) = self.cache.lock().get(&key) {
             if exp - now > REFRESH_SECS {
