@@ -128,7 +128,11 @@ impl CodeState {
             }
         }
         let Some(issued) = self.issue(cx)? else {
-            tracing::info!(user = %Self::subject(cx.exec), client = %cx.client, stage = cx.stage, medium = self.medium.as_str(), "send limit reached");
+            let (user, client, stage) = (Self::subject(cx.exec), cx.client, cx.stage);
+            match self.medium {
+                Medium::Email => tracing::info!(%user, %client, stage, "email send limit reached"),
+                Medium::Sms => tracing::info!(%user, %client, stage, "SMS send limit reached"),
+            }
             return Ok(Err(otp::TOO_MANY_SENDS));
         };
         if let Some(channel) = pumped {
@@ -146,7 +150,14 @@ impl CodeState {
         match result {
             Ok(()) => {
                 cx.pace.record(self.medium, started.elapsed());
-                tracing::info!(user = %Self::subject(cx.exec), client = %cx.client, stage = cx.stage, medium = self.medium.as_str(), to = %otp::mask(&self.to), "sign-in code sent");
+                let (user, client, stage) = (Self::subject(cx.exec), cx.client, cx.stage);
+                let to = otp::mask(&self.to);
+                match self.medium {
+                    Medium::Email => {
+                        tracing::info!(%user, %client, stage, %to, "sign-in email sent")
+                    }
+                    Medium::Sms => tracing::info!(%user, %client, stage, %to, "sign-in SMS sent"),
+                }
             }
             // Never leave a code that did not arrive usable.
             Err(_) => self.withdraw(cx.services)?,

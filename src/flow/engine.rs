@@ -18,9 +18,13 @@ use std::sync::Arc;
 /// whom.
 #[derive(Debug, Clone)]
 pub struct FlowPlan {
+    /// The name in `/.portcullis/flow/<slug>`.
     pub slug: String,
+    /// The pages' title.
     pub title: String,
+    /// What the flow is for; only authentication flows step up a session.
     pub designation: Designation,
+    /// Stage names, in order.
     pub stages: Vec<String>,
     /// Per stage, the factors any one of which satisfies it (see [`Factors::satisfying`]): a
     /// step-up execution skips the stages its session already satisfies.
@@ -31,16 +35,30 @@ pub struct FlowPlan {
 #[derive(Debug)]
 pub enum Step {
     /// Waiting for the user to answer this stage.
-    Challenge { stage: String, challenge: Challenge },
+    Challenge {
+        /// The configured stage name, which a response may name to say what it answers.
+        stage: String,
+        /// What the stage asks.
+        challenge: Challenge,
+    },
     /// The flow completed: go to `rd`, with a session when a `user_login` stage ran.
-    Done { rd: String, login: Option<Login> },
+    Done {
+        /// Where to send the user.
+        rd: String,
+        /// The session to issue, if any.
+        login: Option<Login>,
+    },
     /// The flow ended without success; the execution is gone.
-    Ended { message: String },
+    Ended {
+        /// What to tell the user.
+        message: String,
+    },
 }
 
 /// The account a completed flow signs in, and how.
 #[derive(Debug)]
 pub struct Login {
+    /// The account, as stored when the flow completed (active).
     pub user: User,
     /// Stage kinds passed, for the session's `amr` (after a step-up, with the old session's).
     pub amr: Vec<String>,
@@ -48,6 +66,7 @@ pub struct Login {
     pub factors: Factors,
     /// The flows completed: the old session's, then this one.
     pub flows: Vec<String>,
+    /// How long the session lasts (after a step-up, no longer than the old one).
     pub lifetime_secs: i64,
     /// The session a step-up replaces: its `sid` and `exp`, to revoke it.
     pub replaces: Option<(String, i64)>,
@@ -56,14 +75,18 @@ pub struct Login {
 /// A step as both faces render it.
 #[derive(Debug)]
 pub struct View {
+    /// The flow's slug.
     pub flow: String,
+    /// The flow's title.
     pub title: String,
+    /// Where the execution stands.
     pub step: Step,
 }
 
 /// Who is asking, for logs, limits and links.
 #[derive(Clone, Copy)]
 pub struct Caller<'a> {
+    /// The client's address.
     pub client: &'a str,
     /// `scheme://host[:port]` of the request.
     pub origin: &'a str,
@@ -165,7 +188,8 @@ impl Engine {
         &self.services
     }
 
-    /// The execution a magic link belongs to, marked confirmed. Returns the ticket, or `None`
+    /// The execution a magic link belongs to, marked confirmed: the waiting page then passes
+    /// its stage at its next look (see the code machine). Returns the ticket, or `None`
     /// when the link is unknown, used or expired.
     ///
     /// # Errors

@@ -19,16 +19,21 @@ pub const EXPIRED: &str = "This sign-in expired. Start again.";
 /// `state` is what that stage waits for.
 #[derive(Serialize, Deserialize)]
 pub struct Execution {
+    /// The unguessable id the flow cookie carries (not stored inside the record).
     #[serde(skip)]
     pub id: String,
     /// The stored format ([`FORMAT`]); 0 for executions from before it was recorded.
     #[serde(default)]
     pub(crate) format: u32,
+    /// The flow's slug.
     pub flow: String,
     /// Where to go when the flow completes; validated before it is stored.
     pub rd: String,
+    /// The index in the flow's stages of the one stage that may be answered.
     pub stage: usize,
+    /// Unix seconds it started.
     pub created: i64,
+    /// Unix seconds after which the store no longer returns it.
     pub expires: i64,
     /// Binds HTML form posts to this execution.
     ///
@@ -115,7 +120,9 @@ pub struct Carried {
     /// sessions (0 in executions that predate it: any such revocation then ends it).
     #[serde(default)]
     pub iat_ms: i64,
+    /// The factors the session proved.
     pub factors: Factors,
+    /// The flows the session completed.
     pub flows: Vec<String>,
 }
 

@@ -7,15 +7,20 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Message shown when the attempt limit is reached; the execution ends.
-pub const TOO_MANY_ATTEMPTS: &str = "Too many attempts. Start the sign-in again.";
-pub const TOO_MANY_SENDS: &str =
+pub(crate) const TOO_MANY_ATTEMPTS: &str = "Too many attempts. Start the sign-in again.";
+/// Message shown when a send limit is reached.
+pub(crate) const TOO_MANY_SENDS: &str =
     "No more codes can be sent for this sign-in right now. Try again later.";
-pub const WRONG_CODE: &str = "That code is not valid. Check it and try again.";
-pub const EXPIRED_CODE: &str = "That code has expired. Send a new one.";
-pub const RESENT: &str = "A new code was sent. Codes sent earlier no longer work.";
-pub const RESENT_LINK: &str = "A new link was sent. Links sent earlier no longer work.";
+pub(crate) const WRONG_CODE: &str = "That code is not valid. Check it and try again.";
+pub(crate) const EXPIRED_CODE: &str = "That code has expired. Send a new one.";
+pub(crate) const RESENT: &str = "A new code was sent. Codes sent earlier no longer work.";
+pub(crate) const RESENT_LINK: &str = "A new link was sent. Links sent earlier no longer work.";
 
 /// A code of `len` decimal digits, each drawn uniformly from the OS CSPRNG.
+///
+/// # Security
+/// Uniform per digit (`gen_range` rejects biased draws), so a 6-digit code has 10^6 equally
+/// likely values; the attempt limits of the code machine keep guessing hopeless.
 pub fn generate_code(len: u32) -> String {
     let mut rng = rand::rngs::OsRng;
     (0..len)
@@ -35,7 +40,7 @@ pub fn hash_code(key: &[u8; 32], purpose: &str, code: &str) -> String {
 }
 
 /// SHA-256 of a high-entropy token (a link secret): enough, since it cannot be guessed.
-pub fn hash_token(token: &str) -> String {
+pub(crate) fn hash_token(token: &str) -> String {
     hex(&Sha256::digest(token.as_bytes()))
 }
 
@@ -43,17 +48,22 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Whether `code` matches `stored` (a [`hash_code`] result), in constant time.
+/// Whether `code` (trimmed) matches `stored` (a [`hash_code`] result under the same key and
+/// purpose), compared in constant time.
 pub fn verify_code(key: &[u8; 32], purpose: &str, code: &str, stored: &str) -> bool {
     let candidate = hash_code(key, purpose, code.trim());
     crate::secret::equal(candidate.as_bytes(), stored.as_bytes())
 }
 
-/// A magic link's server-side record, stored under the hash of its token.
+/// A magic link's server-side record, stored under the hash of its token (the token itself is
+/// only ever in the e-mail).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LinkTicket {
+    /// The execution waiting for the link.
     pub execution: String,
+    /// That execution's flow, to send a confirming tab back to it.
     pub flow: String,
+    /// The plan's stage that sent it.
     pub stage: String,
     /// Set when someone opened the link and confirmed; the stage then consumes it.
     pub confirmed: bool,
@@ -63,7 +73,7 @@ pub struct LinkTicket {
 
 /// Shows an address so its owner recognises it without revealing it to a bystander:
 /// `al***@example.com`, `+41*****89`.
-pub fn mask(address: &str) -> String {
+pub(crate) fn mask(address: &str) -> String {
     if let Some((local, domain)) = address.split_once('@') {
         let keep: String = local.chars().take(2).collect();
         return format!("{keep}***@{domain}");

@@ -33,19 +33,25 @@ pub struct Services {
     pub default_email: Arc<EmailChannel>,
     /// SMS delivery per SMS setup stage name.
     pub sms: HashMap<String, Arc<SmsChannel>>,
+    /// The texts of the messages codes and links travel in.
     pub templates: Arc<MessageTemplates>,
+    /// Named in messages ("your code for ...").
     pub site_title: String,
 }
 
 /// How to reach a phone: a provider plus the limits that protect it from pumping.
 pub struct SmsChannel {
+    /// The provider.
     pub sender: Arc<dyn SmsSender>,
+    /// Per number, user, client and global limits, counted in the store.
     pub limits: SmsLimits,
 }
 
 /// How to reach an e-mail address: a sender plus the subject its messages carry.
 pub struct EmailChannel {
+    /// The SMTP connection (or a test double).
     pub sender: Arc<dyn EmailSender>,
+    /// The subject line.
     pub subject: String,
 }
 
