@@ -98,7 +98,7 @@ const META_COMPONENT: &str = "component";
 
 /// The action every step after identification offers: end this execution and start the flow
 /// afresh (same `rd`), for a user who typed someone else's name.
-pub const START_OVER: &str = "start_over";
+pub(crate) const START_OVER: &str = "start_over";
 
 /// Runs the configured flows over the injected [`Services`].
 pub struct Engine {

@@ -305,3 +305,21 @@ async fn reloading_a_code_page_never_sends_again() {
     assert_eq!(rig.world.email.attempts(), 1);
     assert_eq!(rig.world.clock.now(), exec.created);
 }
+
+#[tokio::test]
+async fn an_out_of_step_answer_on_a_code_page_sends_and_counts_nothing() {
+    let rig = Rig::new();
+    rig.user("alice", Some("alice@example.test")).await;
+    let (mut exec, _) = rig.signed_in_to("setup", "alice").await;
+    let before = format!("{:?}", exec.state);
+    for fields in [
+        &[("email", "x@example.test")][..],
+        &[("password", PASSWORD)],
+        &[("device", "d1")],
+    ] {
+        assert!(rig.try_post(&mut exec, fields).await.is_err());
+    }
+    assert_eq!(rig.world.email.attempts(), 1);
+    let exec = rig.reload(&exec).expect("stored");
+    assert_eq!(format!("{:?}", exec.state), before);
+}
