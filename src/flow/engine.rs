@@ -377,6 +377,22 @@ impl Engine {
         let Some((name, stage)) = self.current(plan, exec) else {
             return self.view(exec, at).await;
         };
+        self.in_step(exec, name, stage.as_ref(), &mut input, at)?;
+        let step = self.answer(exec, name, stage.as_ref(), at, &input).await?;
+        Ok(self.wrap(exec, step))
+    }
+
+    /// Whether `input` answers the current challenge: it names no other stage or component and
+    /// carries only fields (and actions) the challenge accepts. Strips the meta keys. The
+    /// challenge is rendered to know, which is pure: nothing is sent or counted.
+    fn in_step(
+        &self,
+        exec: &Execution,
+        name: &str,
+        stage: &dyn Stage,
+        input: &mut Input,
+        at: Caller<'_>,
+    ) -> Result<(), FlowError> {
         let mismatch = || FlowError::StageMismatch {
             expected: name.to_string(),
         };
@@ -394,8 +410,7 @@ impl Engine {
         {
             return Err(mismatch());
         }
-        let step = self.answer(exec, name, stage.as_ref(), at, &input).await?;
-        Ok(self.wrap(exec, step))
+        Ok(())
     }
 
     /// Whether `input` answers an identification stage of the flow while the execution has
