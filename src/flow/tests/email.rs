@@ -323,3 +323,47 @@ async fn an_out_of_step_answer_on_a_code_page_sends_and_counts_nothing() {
     let exec = rig.reload(&exec).expect("stored");
     assert_eq!(format!("{:?}", exec.state), before);
 }
+
+/// `code` in full-width digits (`１２３`), which some keyboards type.
+fn fullwidth(code: &str) -> String {
+    code.chars()
+        .map(|c| char::from_u32(c as u32 - '0' as u32 + 0xFF10).unwrap_or(c))
+        .collect()
+}
+
+#[tokio::test]
+async fn codes_from_elsewhere_or_malformed_are_wrong_and_a_padded_right_one_is_not() {
+    type Forge = fn(&str, &str) -> String;
+    let attacks: [(&str, Forge); 5] = [
+        (
+            "a code sent to another sign-in of the same user",
+            |_, elsewhere| elsewhere.into(),
+        ),
+        ("the code with a digit more", |code, _| format!("{code}0")),
+        ("full-width digits", |code, _| fullwidth(code)),
+        ("an empty code", |_, _| String::new()),
+        ("the code inside other text", |code, _| {
+            format!("code:{code}")
+        }),
+    ];
+    let rig = Rig::new();
+    rig.user("alice", Some("alice@example.test")).await;
+    for (attack, forge) in attacks {
+        // Each round sends two codes; the per-user send limit (3) is not what this tests.
+        let sends = "otp:email:sends:user:alice";
+        rig.world.store.reset_counter(sends).expect("store");
+        let _other = rig.signed_in_to("setup", "alice").await;
+        let elsewhere = rig.mailed_code();
+        let (mut exec, _) = rig.signed_in_to("setup", "alice").await;
+        let code = rig.mailed_code();
+        let typed = forge(&code, &elsewhere);
+        if typed == code {
+            continue; // the other sign-in drew the same code (one in a million)
+        }
+        let view = rig.post(&mut exec, &[("code", &typed)]).await;
+        assert_eq!(challenge(&view).errors.len(), 1, "{attack}");
+        let padded = format!("  {code}\t");
+        let view = rig.post(&mut exec, &[("code", &padded)]).await;
+        assert!(matches!(view.step, Step::Done { .. }), "{attack}: {view:?}");
+    }
+}

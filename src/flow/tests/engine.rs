@@ -293,3 +293,25 @@ async fn a_stage_answered_before_it_was_shown_is_reached_first() {
         .expect_err("refused");
     assert!(matches!(err, FlowError::StageMismatch { .. }));
 }
+
+#[tokio::test]
+async fn debug_of_an_execution_waiting_for_a_link_shows_no_ticket_hash() {
+    let rig = Rig::new();
+    rig.user("alice", Some("alice@example.test")).await;
+    let (exec, _) = rig.signed_in_to("link", "alice").await;
+    let stored = rig
+        .world
+        .store
+        .execution(&exec.id, 0)
+        .expect("store")
+        .expect("stored");
+    let stored: serde_json::Value = serde_json::from_slice(&stored).expect("json");
+    let ticket = stored["state"]["code"]["outstanding"]["ticket"]
+        .as_str()
+        .expect("a ticket");
+    let token = rig.mailed_link_token();
+    let printed = format!("{exec:?}");
+    for secret in [ticket, token.as_str(), exec.csrf.expose()] {
+        assert!(!printed.contains(secret), "{secret} printed in {printed}");
+    }
+}
