@@ -172,7 +172,7 @@ fn form_input(p: &Portal, req: &Request<'_>, exec: &Execution) -> Result<Input, 
             input.insert(k, v);
         }
     }
-    if !csrf.is_some_and(|c| crate::secret::equal(c.as_bytes(), exec.csrf.as_bytes())) {
+    if !csrf.is_some_and(|c| crate::secret::equal(c.as_bytes(), exec.csrf.expose().as_bytes())) {
         return Err(Box::new(super::pages::csrf_failed(&p.ui, &retry)));
     }
     Ok(input)
@@ -233,7 +233,7 @@ fn render(
                         &view.title,
                         &stage,
                         &challenge,
-                        &exec.csrf,
+                        exec.csrf.expose(),
                         &flow_path(&view.flow),
                     ) {
                         Ok(page) => Response::html(StatusCode::OK, page),
