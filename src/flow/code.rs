@@ -367,3 +367,85 @@ pub(crate) fn refusal(verdict: Verdict) -> Option<(bool, &'static str)> {
         Verdict::TooMany => Some((true, otp::TOO_MANY_ATTEMPTS)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::OtpMode;
+    use std::time::Duration;
+
+    fn policy(mode: OtpMode) -> OtpPolicy {
+        OtpPolicy {
+            mode,
+            code_length: 6,
+            token_expiry: Duration::from_secs(600),
+            max_challenges_sent: 3,
+            max_allowed_attempts: 3,
+            allow_inactive_accounts: false,
+            activate_inactive_accounts: false,
+            link_ttl: Duration::from_secs(120),
+            continue_in_verify_window: true,
+            user_limit_window: Duration::from_secs(3600),
+        }
+    }
+
+    fn code(medium: Medium, mode: OtpMode, outstanding: Outstanding) -> CodeState {
+        CodeState {
+            outstanding,
+            ..CodeState::new(medium, "s", "x".into(), &policy(mode))
+        }
+    }
+
+    fn pending_code() -> Outstanding {
+        Outstanding::Code {
+            hash: SecretString::new("h"),
+            expires: 1,
+        }
+    }
+
+    #[test]
+    fn the_code_box_shows_only_while_a_code_is_outstanding_with_the_mediums_title() {
+        for (medium, title) in [
+            (Medium::Email, "Check your email"),
+            (Medium::Sms, "Enter the code we texted you"),
+        ] {
+            let c = code(medium, OtpMode::Code, Outstanding::Nothing).challenge("k", "x");
+            assert!(c.fields.is_empty(), "{c:?}");
+            assert_eq!(c.actions[0].name, RESEND);
+            assert_eq!(c.title.as_deref(), Some("Get a new code"));
+            let c = code(medium, OtpMode::Code, pending_code()).challenge("k", "x");
+            assert_eq!(c.fields[0].name, "code");
+            assert_eq!(c.fields[0].autocomplete, "one-time-code");
+            assert_eq!(c.title.as_deref(), Some(title));
+        }
+    }
+
+    #[test]
+    fn a_link_page_waits_only_for_a_link_that_went_out_and_texts_never_carry_links() {
+        let c = code(Medium::Email, OtpMode::Link, Outstanding::Nothing).challenge("k", "x");
+        assert_eq!((c.poll, c.title.as_deref()), (None, Some("Get a new link")));
+        let link = Outstanding::Link {
+            ticket: SecretString::new("t"),
+            expires: 1,
+        };
+        let c = code(Medium::Email, OtpMode::Link, link).challenge("k", "x");
+        assert_eq!(
+            (c.poll, c.title.as_deref()),
+            (Some(3), Some("Check your email"))
+        );
+        assert!(!Rules::of(&policy(OtpMode::Link), Medium::Sms).link);
+    }
+
+    #[test]
+    fn a_failed_send_shows_its_message_and_a_resend_says_so_until_quieted() {
+        let mut st = code(Medium::Email, OtpMode::Code, Outstanding::Nothing);
+        st.last = Some(Delivery::Refused {
+            message: "nope".into(),
+        });
+        assert_eq!(st.challenge("k", "x").errors, ["nope"]);
+        st.last = Some(Delivery::Resent);
+        assert_eq!(st.challenge("k", "x").info, [otp::RESENT]);
+        st.quiet();
+        assert!(st.challenge("k", "x").info.is_empty());
+    }
+}
