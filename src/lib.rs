@@ -25,6 +25,7 @@ pub mod proxy;
 pub mod redirect;
 pub mod secret;
 pub mod session;
+pub mod socket_activation;
 pub mod store;
 pub mod templates;
 pub mod tls;

@@ -7,6 +7,7 @@ use crate::admin::{self, Admin, Command, Reply};
 use crate::config::Config;
 use crate::password::PasswordHasherPool;
 use crate::session::KeyFile;
+use crate::socket_activation::InheritedListeners;
 use crate::store::{SledStore, Store, StoreError};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -112,8 +113,9 @@ pub enum KeysCmd {
     Rotate,
 }
 
-/// Runs the parsed command line.
-pub fn run(cli: Cli) -> ExitCode {
+/// Runs the command `cli` names; `serve` serves on the `inherited` listening sockets (dropped,
+/// so closed, by every other command).
+pub fn run(cli: Cli, inherited: InheritedListeners) -> ExitCode {
     // The load tool targets any deployment by URL and needs no local config, and dev
     // certificates are needed before a TLS config can load.
     let command = match cli.command {
@@ -151,7 +153,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Cmd::Serve => match crate::app::serve(config) {
+        Cmd::Serve => match crate::app::serve(config, inherited) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e}");

@@ -13,4 +13,5 @@ mod links;
 mod proxy;
 mod redirects;
 mod session;
+mod socket_activation;
 mod start_over;
