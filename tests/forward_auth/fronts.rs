@@ -335,12 +335,22 @@ pub fn nginx_site(port: u16, site: &Site) -> String {
 }
 
 /// The main config around a site config: foreground, everything in `dir`. A master process
-/// with one worker: nginx 1.22 crashes on inherited sockets with `master_process off`.
+/// with one worker: nginx 1.22 crashes (SIGSEGV) on inherited sockets with
+/// `master_process off`.
 fn nginx_main(dir: &Path, site: &Path, http_extra: &str) -> String {
     let d = dir.display();
+    // As root, nginx would run its worker as `nobody`, which cannot enter the (0700) tempdir:
+    // keep it as the test's user, like a single process.
+    // SAFETY: geteuid(2) has no preconditions.
+    let user = if unsafe { libc::geteuid() } == 0 {
+        "user root;"
+    } else {
+        ""
+    };
     format!(
         r#"daemon off;
 master_process on;
+{user}
 worker_processes 1;
 pid {d}/nginx.pid;
 error_log {d}/front.log info;
