@@ -282,13 +282,23 @@ pub fn serve(config: Config, inherited: InheritedListeners) -> Result<(), AppErr
 /// [`AppError::Bind`] naming the first address that cannot be bound, its key and the reason.
 fn check_listeners(server: &crate::config::ServerConfig, handed: &Claimed) -> Result<(), AppError> {
     let mut held = Vec::new();
+    let mut handed_seen = std::collections::HashSet::new();
     for (key, addrs) in [
         ("server.listen", &server.listen),
         ("server.tls_listen", &server.tls_listen),
     ] {
         for (i, addr) in addrs.iter().enumerate() {
             if handed.contains(addr) {
-                continue;
+                // Served on the handed-over socket: nothing to bind, but only once.
+                if handed_seen.insert(*addr) {
+                    continue;
+                }
+                return Err(AppError::Bind {
+                    key: format!("{key}[{i}]"),
+                    addr: *addr,
+                    reason: std::io::ErrorKind::AddrInUse.into(),
+                    hint: " (another entry of this config listens there)",
+                });
             }
             match std::net::TcpListener::bind(addr) {
                 Ok(l) => held.push(l),

@@ -122,3 +122,31 @@ async fn sockets_announced_for_another_process_are_not_taken() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_inherited_address_listed_twice_is_refused() {
+    // Two entries for one handed-over socket would give Pingora one descriptor twice.
+    let gw = Gateway::prepare(Setup {
+        users: vec![],
+        ..Setup::default()
+    })
+    .await;
+    let addr = format!("\"127.0.0.1:{}\"", gw.port);
+    let config = fs::read_to_string(&gw.config_path).unwrap().replacen(
+        &format!("listen = [{addr}]"),
+        &format!("listen = [{addr}, {addr}]"),
+        1,
+    );
+    fs::write(&gw.config_path, config).unwrap();
+    let (code, stderr) = serve_must_exit(
+        &gw,
+        std::slice::from_ref(&gw.listener),
+        "LISTEN_PID=$$ LISTEN_FDS=1",
+    )
+    .await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("server.listen[1]") && stderr.contains("in use"),
+        "{stderr}"
+    );
+}
