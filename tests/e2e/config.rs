@@ -282,29 +282,27 @@ fn check_config_env(path: &Path, env: &[(&str, &str)]) -> CliOut {
     )
 }
 
-/// Starts `serve` with `env` and waits until `port` answers ping; the caller kills it.
-fn serve_with_env(path: &Path, env: &[(&str, &str)], port: u16) -> std::process::Child {
-    let mut c = Command::new(BIN);
-    c.arg("serve")
-        .arg("--config")
-        .arg(path)
-        .env_remove("PORTCULLIS_CONFIG")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    for (k, v) in env {
-        c.env(k, v);
+/// Starts `serve` with `env`, handed `listeners`, and waits until the first answers ping; the
+/// caller kills it.
+async fn serve_with_env(
+    path: &Path,
+    env: &[(&str, &str)],
+    listeners: &[Listener],
+) -> std::process::Child {
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let dir = path.parent().unwrap();
+    Serve {
+        args: vec!["--config".into(), path.into()],
+        listeners,
+        dir,
+        env: &env,
+        log: &dir.join("serve.log"),
     }
-    let mut child = c.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !answers_ping(port, "x.test") {
-        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
-            let _ = child.kill();
-            panic!("the gateway with {env:?} never answered on port {port}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
+    .start()
+    .await
 }
 
 /// A plain HTTP/1.1 GET of `path` with `Host: host`; the status code, or `None` when nothing
@@ -329,45 +327,47 @@ fn answers_ping(port: u16, host: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn environment_overrides_set_lists_and_entries_of_arrays_of_tables() {
-    tokio::task::spawn_blocking(|| {
-        for form in ["comma", "json", "toml"] {
-            let dir = tempfile::tempdir().unwrap();
-            let path = write(&dir, &good_config(&dir, reserved_port()));
-            let (a, b) = (reserved_port(), reserved_port());
-            let listen = match form {
-                "comma" => format!("127.0.0.1:{a}, 127.0.0.1:{b}"),
-                "json" => format!(r#"["127.0.0.1:{a}","127.0.0.1:{b}"]"#),
-                _ => format!("['127.0.0.1:{a}', '127.0.0.1:{b}']"),
-            };
-            let hosts = match form {
-                "comma" => "renamed.test,second.test".to_string(),
-                _ => r#"["renamed.test", "second.test"]"#.to_string(),
-            };
-            let env = [
-                ("PORTCULLIS_SERVER__LISTEN", listen.as_str()),
-                ("PORTCULLIS_APPS__0__HOSTS", hosts.as_str()),
-                ("PORTCULLIS_APPS__0__BYPASS", ""),
-            ];
-            let out = check_config_env(&path, &env);
-            assert!(out.ok(), "{form}: {}", out.all());
-            let mut child = serve_with_env(&path, &env, a);
-            let seen = (
+    for form in ["comma", "json", "toml"] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(&dir, &good_config(&dir, reserved_port()));
+        // Handed over: the gateway takes them only for addresses its (overridden) config names.
+        let (la, lb) = (Listener::bind(), Listener::bind());
+        let (a, b) = (la.port(), lb.port());
+        let listen = match form {
+            "comma" => format!("127.0.0.1:{a}, 127.0.0.1:{b}"),
+            "json" => format!(r#"["127.0.0.1:{a}","127.0.0.1:{b}"]"#),
+            _ => format!("['127.0.0.1:{a}', '127.0.0.1:{b}']"),
+        };
+        let hosts = match form {
+            "comma" => "renamed.test,second.test".to_string(),
+            _ => r#"["renamed.test", "second.test"]"#.to_string(),
+        };
+        let env = [
+            ("PORTCULLIS_SERVER__LISTEN", listen.as_str()),
+            ("PORTCULLIS_APPS__0__HOSTS", hosts.as_str()),
+            ("PORTCULLIS_APPS__0__BYPASS", ""),
+        ];
+        let out = check_config_env(&path, &env);
+        assert!(out.ok(), "{form}: {}", out.all());
+        let mut child = serve_with_env(&path, &env, &[la, lb]).await;
+        let seen = tokio::task::spawn_blocking(move || {
+            (
                 answers_ping(b, "x.test"),
                 get_status(a, "renamed.test", "/public/x"),
                 get_status(a, "second.test", "/"),
                 get_status(a, APP, "/"),
-            );
-            let _ = child.kill();
-            let _ = child.wait();
-            assert!(seen.0, "{form}: the second listen address is not served");
-            // apps[0] now answers for its new hosts, with no bypass left: a redirect to sign in.
-            assert_eq!(seen.1, Some(302), "{form}: renamed.test /public/x");
-            assert_eq!(seen.2, Some(302), "{form}: second.test /");
-            assert_eq!(seen.3, Some(404), "{form}: the old host is still an app");
-        }
-    })
-    .await
-    .unwrap();
+            )
+        })
+        .await
+        .unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(seen.0, "{form}: the second listen address is not served");
+        // apps[0] now answers for its new hosts, with no bypass left: a redirect to sign in.
+        assert_eq!(seen.1, Some(302), "{form}: renamed.test /public/x");
+        assert_eq!(seen.2, Some(302), "{form}: second.test /");
+        assert_eq!(seen.3, Some(404), "{form}: the old host is still an app");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
