@@ -13,6 +13,7 @@ use crate::portal::Portal;
 use crate::proxy::Gateway;
 use crate::secret::SecretString;
 use crate::session::{SessionError, SessionService};
+use crate::socket_activation::{ActivationError, Claimed, InheritedListeners};
 use crate::store::{SledStore, Store, StoreError, User};
 use crate::ui::Ui;
 use pingora::server::configuration::ServerConf;
@@ -55,6 +56,8 @@ pub enum AppError {
     GlobalEmail(#[from] NotifyError),
     #[error("cannot start the server: {0}")]
     Server(String),
+    #[error(transparent)]
+    Activation(#[from] ActivationError),
     #[error("cannot listen on {addr} ({key}): {reason}{hint}")]
     Bind {
         key: String,
@@ -195,14 +198,25 @@ fn sms_channels(
     Ok(out)
 }
 
-/// Runs the gateway until it is stopped. Does not return on success.
+/// Runs the gateway until it is stopped, serving on the `inherited` sockets (socket activation)
+/// where they are bound to configured addresses and binding the others itself. Does not return
+/// on success.
 ///
 /// # Errors
-/// [`AppError`] when something needed at start is missing or unusable.
-pub fn serve(config: Config) -> Result<(), AppError> {
-    // Before anything is created: an address that cannot be bound ends the start here, where
-    // Pingora would retry it forever.
-    check_listeners(&config.server)?;
+/// [`AppError`] when something needed at start is missing or unusable, including an inherited
+/// socket that matches no configured listener.
+pub fn serve(config: Config, inherited: InheritedListeners) -> Result<(), AppError> {
+    // Before anything is created: a handed-over socket nobody configured, or an address that
+    // cannot be bound, ends the start here (Pingora would retry a busy address forever).
+    let configured: Vec<_> = config
+        .server
+        .listen
+        .iter()
+        .chain(&config.server.tls_listen)
+        .copied()
+        .collect();
+    let handed = inherited.claim(&configured)?;
+    check_listeners(&config.server, &handed)?;
     let parts = Parts::build(config)?;
     bootstrap_admin(&parts)?;
 
@@ -262,10 +276,12 @@ pub fn serve(config: Config) -> Result<(), AppError> {
             service.add_tls_with_settings(&addr.to_string(), None, settings);
         }
     }
-    server.add_service(service);
+    let inherited = handed.len();
+    server.add_service(handed.serve_with(service));
     tracing::info!(
         listen = ?cfg.server.listen,
         tls_listen = ?cfg.server.tls_listen,
+        inherited,
         apps = cfg.apps.len(),
         config = %cfg.source.display(),
         database = %cfg.storage.path.display(),
@@ -274,18 +290,32 @@ pub fn serve(config: Config) -> Result<(), AppError> {
     server.run_forever()
 }
 
-/// Binds every `listen` and `tls_listen` address once, all at the same time (so an address
-/// listed twice is caught too), and lets them go again for Pingora to bind.
+/// Binds every `listen` and `tls_listen` address that was not `handed` over once, all at the
+/// same time (so an address listed twice is caught too), and lets them go again for Pingora to
+/// bind.
 ///
 /// # Errors
 /// [`AppError::Bind`] naming the first address that cannot be bound, its key and the reason.
-fn check_listeners(server: &crate::config::ServerConfig) -> Result<(), AppError> {
+fn check_listeners(server: &crate::config::ServerConfig, handed: &Claimed) -> Result<(), AppError> {
     let mut held = Vec::new();
+    let mut handed_seen = std::collections::HashSet::new();
     for (key, addrs) in [
         ("server.listen", &server.listen),
         ("server.tls_listen", &server.tls_listen),
     ] {
         for (i, addr) in addrs.iter().enumerate() {
+            if handed.contains(addr) {
+                // Served on the handed-over socket: nothing to bind, but only once.
+                if handed_seen.insert(*addr) {
+                    continue;
+                }
+                return Err(AppError::Bind {
+                    key: format!("{key}[{i}]"),
+                    addr: *addr,
+                    reason: std::io::ErrorKind::AddrInUse.into(),
+                    hint: " (another entry of this config listens there)",
+                });
+            }
             match std::net::TcpListener::bind(addr) {
                 Ok(l) => held.push(l),
                 Err(reason) => {

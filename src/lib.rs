@@ -53,6 +53,7 @@ pub mod redirect;
 #[allow(missing_docs, unreachable_pub, clippy::unwrap_used)]
 pub mod secret;
 pub mod session;
+pub mod socket_activation;
 pub mod store;
 pub mod templates;
 #[cfg(test)]

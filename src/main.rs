@@ -1,10 +1,14 @@
 //! The `portcullis` binary: parse the command line, set up logging, hand over to the library.
 
 use clap::Parser;
+use portcullis::socket_activation::InheritedListeners;
 use std::io::IsTerminal;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // First, while this is the only thread: the environment is changed here.
+    let inherited = listen_fds();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG").unwrap_or_else(|_| {
@@ -16,5 +20,41 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
-    portcullis::cli::run(portcullis::cli::Cli::parse())
+    portcullis::cli::run(portcullis::cli::Cli::parse(), inherited)
+}
+
+/// The listening sockets handed to this process, as `sd_listen_fds(3)` defines it: when
+/// `LISTEN_PID` is this process's id, `LISTEN_FDS` = n sockets are open as fds 3 .. 3+n. The
+/// variables are removed either way, so no child of ours mistakes them for its own.
+fn listen_fds() -> InheritedListeners {
+    const FIRST: RawFd = 3;
+    let for_us = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|pid| pid.trim().parse::<u32>().ok())
+        == Some(std::process::id());
+    let count = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.trim().parse::<RawFd>().ok())
+        .filter(|_| for_us)
+        .unwrap_or(0)
+        .clamp(0, 1024);
+    for key in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        std::env::remove_var(key);
+    }
+    let fds = (FIRST..FIRST + count)
+        // Where /proc can tell, only descriptors that are really open (a wrong count must not
+        // make us close, or later claim, a number that is not ours).
+        .filter(|fd| {
+            !std::path::Path::new("/proc/self/fd").is_dir()
+                || std::fs::symlink_metadata(format!("/proc/self/fd/{fd}")).is_ok()
+        })
+        .map(|fd| {
+            // SAFETY: `LISTEN_PID` names this process, so whoever started it promises that
+            // fds 3 .. 3+LISTEN_FDS are open and handed to it; nothing in this process has
+            // opened or claimed a descriptor yet (this runs first in `main`), so each is owned
+            // by exactly this `OwnedFd`.
+            (fd, unsafe { OwnedFd::from_raw_fd(fd) })
+        })
+        .collect();
+    InheritedListeners::new(fds)
 }

@@ -9,16 +9,18 @@
 // Set-up helpers outside `#[test]` functions unwrap on purpose: a failed set-up is a failed test.
 #![allow(clippy::unwrap_used)]
 
+#[path = "e2e/harness.rs"]
+mod harness;
+
 #[path = "forward_auth/fronts.rs"]
 mod fronts;
 
 use portcullis::loadgen::{login, LoginOptions, Target};
 use portcullis::secret::SecretString;
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -55,14 +57,6 @@ async fn upstream() -> SocketAddr {
         }
     });
     addr
-}
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn config(dir: &Path, port: u16, upstream: SocketAddr) -> String {
@@ -144,6 +138,7 @@ fn text(b: &[u8]) -> String {
 struct Gateway {
     child: Child,
     port: u16,
+    _listener: harness::Listener,
     upstream: SocketAddr,
     _dir: tempfile::TempDir,
 }
@@ -164,35 +159,31 @@ impl Gateway {
     async fn start_with(config: impl Fn(&Path, u16, SocketAddr) -> String) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let up = upstream().await;
-        let port = free_port();
+        let listener = harness::Listener::bind();
+        let port = listener.port();
         let cfg = dir.path().join("portcullis.toml");
         std::fs::write(&cfg, config(dir.path(), port, up)).unwrap();
-        let cfg = cfg.display().to_string();
+        let cfg_s = cfg.display().to_string();
 
-        let added = run(&["--config", &cfg, "user", "add", "alice"], PASSWORD);
+        let added = run(&["--config", &cfg_s, "user", "add", "alice"], PASSWORD);
         assert!(added.status.success(), "{added:?}");
 
-        let child = Command::new(BIN)
-            .args(["--config", &cfg, "serve"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let gw = Gateway {
+        let child = harness::Serve {
+            args: vec!["--config".into(), cfg.into()],
+            listeners: std::slice::from_ref(&listener),
+            dir: dir.path(),
+            env: &[],
+            log: &dir.path().join("gateway.log"),
+        }
+        .start()
+        .await;
+        Gateway {
             child,
             port,
+            _listener: listener,
             upstream: up,
             _dir: dir,
-        };
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "gateway did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
         }
-        gw
     }
 
     fn url(&self) -> String {
@@ -330,7 +321,7 @@ fn bench_refuses_to_run_without_a_target() {
 
 #[test]
 fn bench_refuses_what_it_cannot_measure() {
-    let port = free_port(); // nothing listens there
+    let port = harness::reserved_port(); // nothing listens there
     let cases: [(&[&str], &str); 4] = [
         (&["bench", "https://127.0.0.1/"], "https is not supported"),
         (

@@ -7,6 +7,7 @@ use crate::admin::{self, Admin, Command, Reply};
 use crate::config::Config;
 use crate::password::PasswordHasherPool;
 use crate::session::KeyFile;
+use crate::socket_activation::InheritedListeners;
 use crate::store::{SledStore, Store, StoreError};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -116,11 +117,13 @@ pub(crate) enum KeysCmd {
 
 /// Runs the parsed command line and returns the process's exit code: success, 2 for an
 /// unusable config, bad arguments or a gateway that cannot start, 1 when a command failed.
+/// `serve` serves on the `inherited` listening sockets (every other command drops, so closes,
+/// them).
 ///
 /// # Security
 /// `serve` runs the gateway; the user commands change accounts directly in the database when
 /// no gateway holds it, so whoever runs them needs (and has) the database's file permissions.
-pub fn run(cli: Cli) -> ExitCode {
+pub fn run(cli: Cli, inherited: InheritedListeners) -> ExitCode {
     // The load tool targets any deployment by URL and needs no local config, and dev
     // certificates are needed before a TLS config can load.
     let command = match cli.command {
@@ -158,7 +161,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Cmd::Serve => match crate::app::serve(config) {
+        Cmd::Serve => match crate::app::serve(config, inherited) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e}");

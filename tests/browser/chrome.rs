@@ -96,7 +96,7 @@ impl Chrome {
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())
             .expect("chromedriver is not installed: run `bash .ci/setup`");
-        let port = free_port();
+        let port = crate::harness::reserved_port();
         let driver = Command::new(driver_bin)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())

@@ -213,7 +213,8 @@ async fn https_with_the_dev_certificate() {
     )
     .await;
     assert!(out.ok(), "certs dev: {}", out.all());
-    let tls_port = harness::free_port();
+    let tls = harness::Listener::bind();
+    let tls_port = tls.port();
     let gw = support::Gateway::start(Opts {
         upstream: up.addr.to_string(),
         auth_url: Some(format!("https://{AUTH}")),
@@ -222,6 +223,7 @@ async fn https_with_the_dev_certificate() {
             harness::toml_str(&certs.join("dev.pem").display().to_string()),
             harness::toml_str(&certs.join("dev.key").display().to_string()),
         ),
+        listeners: vec![tls.clone()],
         ..Opts::default()
     })
     .await;

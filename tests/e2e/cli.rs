@@ -253,18 +253,28 @@ async fn logs_never_contain_passwords_tokens_or_cookies() {
     };
     b.post_json("/.portcullis/api/logout", &json!({})).await;
 
-    // Give an asynchronous log writer a moment.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let logs = gw.logs();
     // The log is being captured and has one line per sign-in success or failure, with the
-    // user and the client address.
-    let line_with = |words: &[&str]| {
+    // user and the client address (waiting for them: a log writer may lag the answers).
+    let has_line = |logs: &str, words: &[&str]| {
         logs.lines().any(|l| {
             words
                 .iter()
                 .all(|w| l.to_ascii_lowercase().contains(&w.to_ascii_lowercase()))
         })
     };
+    let expected: [&[&str]; 4] = [
+        &["alice", "127.0.0.1", "succe"],
+        &["bob", "127.0.0.1", "succe"],
+        &["alice", "127.0.0.1", "fail"],
+        &["ghost", "127.0.0.1", "fail"],
+    ];
+    poll_until(std::time::Duration::from_secs(10), || {
+        let logs = gw.logs();
+        expected.iter().all(|words| has_line(&logs, words))
+    })
+    .await;
+    let logs = gw.logs();
+    let line_with = |words: &[&str]| has_line(&logs, words);
     assert!(
         line_with(&["alice", "127.0.0.1", "succe"]),
         "no success line for alice:\n{logs}"
@@ -357,9 +367,9 @@ fn relative_config(root: &std::path::Path) -> std::path::PathBuf {
     let conf_dir = root.join("conf");
     std::fs::create_dir_all(&conf_dir).unwrap();
     let text = config_toml(
-        free_port(),
+        reserved_port(),
         "127.0.0.1:9".parse().unwrap(),
-        free_port(),
+        reserved_port(),
         std::path::Path::new("../state/portcullis.db"),
         &Setup::default(),
     );

@@ -11,7 +11,7 @@ fn good_config(dir: &tempfile::TempDir, port: u16) -> String {
     config_toml(
         port,
         "127.0.0.1:9".parse().unwrap(),
-        free_port(),
+        reserved_port(),
         &db,
         &Setup::default(),
     )
@@ -72,7 +72,7 @@ fn assert_refused(text: &str, must_name: &[&str]) {
 #[tokio::test(flavor = "multi_thread")]
 async fn check_config_accepts_the_test_config() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write(&dir, &good_config(&dir, free_port()));
+    let path = write(&dir, &good_config(&dir, reserved_port()));
     let out = tokio::task::spawn_blocking(move || check_config(&path))
         .await
         .unwrap();
@@ -87,7 +87,7 @@ async fn check_config_accepts_the_test_config() {
 #[tokio::test(flavor = "multi_thread")]
 async fn config_path_comes_from_portcullis_config_env_and_flag_before_subcommand() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write(&dir, &good_config(&dir, free_port()));
+    let path = write(&dir, &good_config(&dir, reserved_port()));
     let p = path.display().to_string();
     let out = tokio::task::spawn_blocking(move || {
         let env = run_cli_blocking(&["check-config".into()], None, &[("PORTCULLIS_CONFIG", &p)]);
@@ -124,7 +124,7 @@ async fn config_path_comes_from_portcullis_config_env_and_flag_before_subcommand
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_key_is_refused_with_its_path() {
     let dir = tempfile::tempdir().unwrap();
-    let text = good_config(&dir, free_port()).replacen(
+    let text = good_config(&dir, reserved_port()).replacen(
         "flow = \"default-authentication\"\nallowed_groups = []\nbypass = [\"^/public/\"]",
         "flow = \"default-authentication\"\nallowed_groups = []\nbypass = [\"^/public/\"]\nupstr = \"oops\"",
         1,
@@ -140,7 +140,7 @@ async fn unknown_top_level_table_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         "{}\n[sesion]\nlifetime = \"1h\"\n",
-        good_config(&dir, free_port())
+        good_config(&dir, reserved_port())
     );
     tokio::task::spawn_blocking(move || assert_refused(&text, &["sesion"]))
         .await
@@ -150,7 +150,7 @@ async fn unknown_top_level_table_is_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_apps_on_one_host_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let text = good_config(&dir, free_port()).replacen(
+    let text = good_config(&dir, reserved_port()).replacen(
         &format!("hosts = [\"{ADMIN_APP}\"]"),
         &format!("hosts = [\"{APP}\"]"),
         1,
@@ -163,7 +163,7 @@ async fn two_apps_on_one_host_are_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn flow_naming_a_missing_stage_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let text = good_config(&dir, free_port()).replacen(
+    let text = good_config(&dir, reserved_port()).replacen(
         "stages = [\"identify\", \"password\", \"login\"]",
         "stages = [\"identify\", \"password\", \"missing-stage\"]",
         1,
@@ -178,7 +178,7 @@ async fn flow_naming_a_missing_stage_is_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_duration_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let text = good_config(&dir, free_port()).replacen(
+    let text = good_config(&dir, reserved_port()).replacen(
         "lifetime = \"12h\"",
         "lifetime = \"12 parsecs\"",
         1,
@@ -188,7 +188,7 @@ async fn bad_duration_is_refused() {
         .unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let text = good_config(&dir, free_port()).replacen(
+    let text = good_config(&dir, reserved_port()).replacen(
         "session_duration = \"12h\"",
         "session_duration = \"soon\"",
         1,
@@ -201,7 +201,7 @@ async fn bad_duration_is_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn app_naming_a_missing_flow_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let text = good_config(&dir, free_port()).replacen(
+    let text = good_config(&dir, reserved_port()).replacen(
         "flow = \"default-authentication\"",
         "flow = \"no-such-flow\"",
         1,
@@ -214,7 +214,7 @@ async fn app_naming_a_missing_flow_is_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_bypass_regex_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let text = good_config(&dir, free_port()).replacen(
+    let text = good_config(&dir, reserved_port()).replacen(
         "bypass = [\"^/public/\"]",
         "bypass = [\"^/public/(\"]",
         1,
@@ -227,7 +227,7 @@ async fn bad_bypass_regex_is_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn check_config_refuses_what_serve_would_a_corrupt_keys_file() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write(&dir, &good_config(&dir, free_port()));
+    let path = write(&dir, &good_config(&dir, reserved_port()));
     let keys = dir.path().join("data").join("keys.json");
     std::fs::create_dir_all(keys.parent().unwrap()).unwrap();
     std::fs::write(&keys, "{ not json").unwrap();
@@ -282,29 +282,27 @@ fn check_config_env(path: &Path, env: &[(&str, &str)]) -> CliOut {
     )
 }
 
-/// Starts `serve` with `env` and waits until `port` answers ping; the caller kills it.
-fn serve_with_env(path: &Path, env: &[(&str, &str)], port: u16) -> std::process::Child {
-    let mut c = Command::new(BIN);
-    c.arg("serve")
-        .arg("--config")
-        .arg(path)
-        .env_remove("PORTCULLIS_CONFIG")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    for (k, v) in env {
-        c.env(k, v);
+/// Starts `serve` with `env`, handed `listeners`, and waits until the first answers ping; the
+/// caller kills it.
+async fn serve_with_env(
+    path: &Path,
+    env: &[(&str, &str)],
+    listeners: &[Listener],
+) -> std::process::Child {
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let dir = path.parent().unwrap();
+    Serve {
+        args: vec!["--config".into(), path.into()],
+        listeners,
+        dir,
+        env: &env,
+        log: &dir.join("serve.log"),
     }
-    let mut child = c.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !answers_ping(port, "x.test") {
-        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
-            let _ = child.kill();
-            panic!("the gateway with {env:?} never answered on port {port}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
+    .start()
+    .await
 }
 
 /// A plain HTTP/1.1 GET of `path` with `Host: host`; the status code, or `None` when nothing
@@ -329,52 +327,54 @@ fn answers_ping(port: u16, host: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn environment_overrides_set_lists_and_entries_of_arrays_of_tables() {
-    tokio::task::spawn_blocking(|| {
-        for form in ["comma", "json", "toml"] {
-            let dir = tempfile::tempdir().unwrap();
-            let path = write(&dir, &good_config(&dir, free_port()));
-            let (a, b) = (free_port(), free_port());
-            let listen = match form {
-                "comma" => format!("127.0.0.1:{a}, 127.0.0.1:{b}"),
-                "json" => format!(r#"["127.0.0.1:{a}","127.0.0.1:{b}"]"#),
-                _ => format!("['127.0.0.1:{a}', '127.0.0.1:{b}']"),
-            };
-            let hosts = match form {
-                "comma" => "renamed.test,second.test".to_string(),
-                _ => r#"["renamed.test", "second.test"]"#.to_string(),
-            };
-            let env = [
-                ("PORTCULLIS_SERVER__LISTEN", listen.as_str()),
-                ("PORTCULLIS_APPS__0__HOSTS", hosts.as_str()),
-                ("PORTCULLIS_APPS__0__BYPASS", ""),
-            ];
-            let out = check_config_env(&path, &env);
-            assert!(out.ok(), "{form}: {}", out.all());
-            let mut child = serve_with_env(&path, &env, a);
-            let seen = (
+    for form in ["comma", "json", "toml"] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(&dir, &good_config(&dir, reserved_port()));
+        // Handed over: the gateway takes them only for addresses its (overridden) config names.
+        let (la, lb) = (Listener::bind(), Listener::bind());
+        let (a, b) = (la.port(), lb.port());
+        let listen = match form {
+            "comma" => format!("127.0.0.1:{a}, 127.0.0.1:{b}"),
+            "json" => format!(r#"["127.0.0.1:{a}","127.0.0.1:{b}"]"#),
+            _ => format!("['127.0.0.1:{a}', '127.0.0.1:{b}']"),
+        };
+        let hosts = match form {
+            "comma" => "renamed.test,second.test".to_string(),
+            _ => r#"["renamed.test", "second.test"]"#.to_string(),
+        };
+        let env = [
+            ("PORTCULLIS_SERVER__LISTEN", listen.as_str()),
+            ("PORTCULLIS_APPS__0__HOSTS", hosts.as_str()),
+            ("PORTCULLIS_APPS__0__BYPASS", ""),
+        ];
+        let out = check_config_env(&path, &env);
+        assert!(out.ok(), "{form}: {}", out.all());
+        let mut child = serve_with_env(&path, &env, &[la, lb]).await;
+        let seen = tokio::task::spawn_blocking(move || {
+            (
                 answers_ping(b, "x.test"),
                 get_status(a, "renamed.test", "/public/x"),
                 get_status(a, "second.test", "/"),
                 get_status(a, APP, "/"),
-            );
-            let _ = child.kill();
-            let _ = child.wait();
-            assert!(seen.0, "{form}: the second listen address is not served");
-            // apps[0] now answers for its new hosts, with no bypass left: a redirect to sign in.
-            assert_eq!(seen.1, Some(302), "{form}: renamed.test /public/x");
-            assert_eq!(seen.2, Some(302), "{form}: second.test /");
-            assert_eq!(seen.3, Some(404), "{form}: the old host is still an app");
-        }
-    })
-    .await
-    .unwrap();
+            )
+        })
+        .await
+        .unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(seen.0, "{form}: the second listen address is not served");
+        // apps[0] now answers for its new hosts, with no bypass left: a redirect to sign in.
+        assert_eq!(seen.1, Some(302), "{form}: renamed.test /public/x");
+        assert_eq!(seen.2, Some(302), "{form}: second.test /");
+        assert_eq!(seen.3, Some(404), "{form}: the old host is still an app");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn environment_override_errors_name_the_variable_and_key_never_the_value() {
     tokio::task::spawn_blocking(|| {
         let dir = tempfile::tempdir().unwrap();
-        let path = write(&dir, &good_config(&dir, free_port()));
+        let path = write(&dir, &good_config(&dir, reserved_port()));
         // (variable, value, the key path the error must name)
         let cases = [
             ("PORTCULLIS_EMAIL__PORT", "hunter2-port", "email.port"),
@@ -455,7 +455,7 @@ async fn an_address_that_cannot_be_bound_stops_the_start_naming_it() {
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy = held.local_addr().unwrap().port();
     tokio::task::spawn_blocking(move || {
-        let free = free_port();
+        let free = reserved_port();
         // (listen list, the address named, the reason's words)
         let cases = [
             (
@@ -482,7 +482,7 @@ async fn an_address_that_cannot_be_bound_stops_the_start_naming_it() {
         ];
         for (listen, named, reason) in cases {
             let dir = tempfile::tempdir().unwrap();
-            let text = good_config(&dir, free_port()).replacen(
+            let text = good_config(&dir, reserved_port()).replacen(
                 "listen = [",
                 &format!("listen = {listen}\n# was: ["),
                 1,
@@ -526,7 +526,7 @@ async fn an_address_that_cannot_be_bound_stops_the_start_naming_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn config_mistakes_are_refused_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    let base = good_config(&dir, free_port());
+    let base = good_config(&dir, reserved_port());
     let email_stage = "\n[stages.mail]\nkind = \"authenticator_email\"\nname = \"Work mail\"\n";
     let cases: Vec<(String, Vec<&str>)> = vec![
         (
@@ -571,7 +571,7 @@ async fn a_tls_address_in_use_stops_the_start_naming_it() {
         // Relative to the config's folder.
         let text = format!(
             "{}\n",
-            good_config(&dir, free_port()).replacen(
+            good_config(&dir, reserved_port()).replacen(
                 "[server]\n",
                 &format!(
                     "[server]\ntls_listen = [\"127.0.0.1:{busy}\"]\ncertificates = [{{ cert = \"certs/dev.pem\", key = \"certs/dev.key\" }}]\n"

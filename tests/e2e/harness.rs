@@ -45,10 +45,227 @@ pub const MAX_FAILURES: u32 = 3;
 // Ports
 // ---------------------------------------------------------------------------------------------
 
-/// A port that was free a moment ago on 127.0.0.1.
-pub fn free_port() -> u16 {
-    let l = StdListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().unwrap().port()
+/// A listening socket on 127.0.0.1, bound to port 0 by the test process and open for as long as
+/// a clone of it lives. The servers the tests start inherit it ([`command_with_listeners`])
+/// instead of binding a port of their own, so no other test can take the port in between, a
+/// server started again (after a stop or a `kill -9`) gets the same port, and whatever answers
+/// there is a server this test started. A connection made before the server runs waits in the
+/// socket's backlog until the server accepts it.
+#[derive(Clone, Debug)]
+pub struct Listener(Arc<StdListener>);
+
+impl Listener {
+    pub fn bind() -> Listener {
+        Listener(Arc::new(
+            StdListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"),
+        ))
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.0.local_addr().expect("local_addr")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr().port()
+    }
+}
+
+/// How a server learns which of its inherited descriptors are listeners.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handover {
+    /// systemd's socket activation (`LISTEN_PID`, `LISTEN_FDS`): `portcullis serve`.
+    Systemd,
+    /// nginx's own (`NGINX="3;4;"`, the variable its binary upgrade passes).
+    Nginx,
+    /// Not announced: the caller sets whatever variables it tests.
+    Unannounced,
+}
+
+/// Most listeners one server is handed (a fixed bound: `pre_exec` must not allocate).
+const MAX_HANDED: usize = 8;
+
+/// A command running `program` with `listeners` as its descriptors 3, 4, ... in that order,
+/// announced the `how` way. Add arguments, environment and stdio as to any [`Command`]; the
+/// process id of the child is the server's.
+pub fn command_with_listeners(
+    program: impl AsRef<std::ffi::OsStr>,
+    listeners: &[Listener],
+    how: Handover,
+) -> Command {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let n = listeners.len();
+    assert!(n <= MAX_HANDED, "at most {MAX_HANDED} listeners");
+    let mut cmd = match how {
+        Handover::Systemd => {
+            // LISTEN_PID must be the server's own pid: the shell's, which `exec` keeps.
+            let mut c = Command::new("/bin/sh");
+            c.arg("-c")
+                .arg("LISTEN_PID=$$ exec \"$0\" \"$@\"")
+                .arg(program.as_ref())
+                .env("LISTEN_FDS", n.to_string());
+            c
+        }
+        Handover::Nginx => {
+            let mut c = Command::new(program);
+            let fds: String = (0..n).map(|i| format!("{};", 3 + i)).collect();
+            c.env("NGINX", fds);
+            c
+        }
+        Handover::Unannounced => Command::new(program),
+    };
+    let mut raw = [-1; MAX_HANDED];
+    for (slot, l) in raw.iter_mut().zip(listeners) {
+        *slot = l.0.as_raw_fd();
+    }
+    let first_free = 3 + n as libc::c_int;
+    // SAFETY: between fork and exec the closure calls only async-signal-safe functions (fcntl,
+    // dup2, close) on descriptors it owns in the child, and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            // First out of the way (above 3..3+n), so a source sitting on a target number is not
+            // overwritten before it is moved; dup2 then clears close-on-exec on 3, 4, ...
+            let mut high = [-1; MAX_HANDED];
+            for i in 0..n {
+                high[i] = libc::fcntl(raw[i], libc::F_DUPFD, first_free);
+                if high[i] < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (i, fd) in high.iter().take(n).enumerate() {
+                if libc::dup2(*fd, 3 + i as libc::c_int) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(*fd);
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
+/// Waits until `child` answers `GET /.portcullis/ping` on `listener` with `200 pong`. Only
+/// `child` can answer: the listener is this test's, held since before `child` started. Fails
+/// when `child` exits first, or after 30 s.
+pub async fn wait_for_ping(child: &mut Child, listener: &Listener) -> Result<(), String> {
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    // One request: it waits in the backlog until the server accepts it.
+    let ping = http
+        .get(format!(
+            "http://127.0.0.1:{}/.portcullis/ping",
+            listener.port()
+        ))
+        .timeout(Duration::from_secs(30))
+        .send();
+    tokio::pin!(ping);
+    loop {
+        tokio::select! {
+            r = &mut ping => {
+                let r = r.map_err(|e| format!("no answer to /.portcullis/ping: {e}"))?;
+                let status = r.status().as_u16();
+                let body = r.text().await.unwrap_or_default();
+                return if status == 200 && body.trim() == "pong" {
+                    Ok(())
+                } else {
+                    Err(format!("/.portcullis/ping answered {status}: {body:?}"))
+                };
+            }
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!("the server exited with {status} before answering"));
+                }
+            }
+        }
+    }
+}
+
+/// How to run `portcullis serve` for a test.
+#[derive(Debug)]
+pub struct Serve<'a> {
+    /// Global arguments before `serve` (e.g. `--config PATH`).
+    pub args: Vec<std::ffi::OsString>,
+    /// The first one is plain HTTP: readiness is checked there.
+    pub listeners: &'a [Listener],
+    pub dir: &'a Path,
+    pub env: &'a [(String, String)],
+    /// stderr is appended here.
+    pub log: &'a Path,
+}
+
+impl Serve<'_> {
+    /// Starts `portcullis serve` on the listeners and waits until it answers ping; panics with
+    /// the new log lines when it does not.
+    pub async fn start(&self) -> Child {
+        let before = fs::metadata(self.log).map(|m| m.len()).unwrap_or(0);
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log)
+            .unwrap();
+        let mut cmd = command_with_listeners(BIN, self.listeners, Handover::Systemd);
+        cmd.args(&self.args)
+            .arg("serve")
+            .env_remove("PORTCULLIS_CONFIG")
+            .env_remove("PORTCULLIS_LOG")
+            .env_remove("RUST_LOG")
+            .current_dir(self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn portcullis serve");
+        if let Err(reason) = wait_for_ping(&mut child, &self.listeners[0]).await {
+            let _ = child.kill();
+            let _ = child.wait();
+            let logs = fs::read_to_string(self.log).unwrap_or_default();
+            panic!(
+                "gateway did not become ready: {reason}\n--- args ---\n{:?}\n--- stderr ---\n{}",
+                self.args,
+                logs.get(before as usize..).unwrap_or(&logs)
+            );
+        }
+        child
+    }
+}
+
+/// Polls `done` every 20 ms until it holds or `within` has passed; whether it held. For what
+/// the gateway does after it answered (a log line written, a message stored); the caller
+/// asserts on what it finds either way.
+pub async fn poll_until(within: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A loopback port nobody else is given for the rest of this test run, for a server that binds
+/// it itself (Caddy 2.6 and chromedriver cannot take a handed-over socket), for a config that is
+/// only checked, or for a server that comes up later: a socket bound there with `SO_REUSEADDR`,
+/// never listening, kept open. Connections to it are refused until a server (which sets
+/// `SO_REUSEADDR` too, as Pingora, Go, Python's asyncio and Chromium do) listens there.
+pub fn reserved_port() -> u16 {
+    static HELD: Mutex<Vec<socket2::Socket>> = Mutex::new(Vec::new());
+    let s =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    s.set_reuse_address(true).expect("SO_REUSEADDR");
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind 127.0.0.1:0");
+    let port = s
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("local_addr")
+        .port();
+    HELD.lock().unwrap().push(s);
+    port
 }
 
 /// `portcullis check-config --config PATH`.
@@ -102,8 +319,7 @@ pub fn serve_must_refuse(path: &Path) -> CliOut {
 
 /// A loopback port where nothing listens, reserved for as long as this value lives: the socket
 /// is bound but never listens, so connections are refused, and no other test's server can be
-/// handed the same port by the kernel (as happens with a port from [`free_port`] that was
-/// released) and receive traffic meant for a dead server.
+/// handed the same port by the kernel and receive traffic meant for a dead server.
 pub struct DeadPort(#[allow(dead_code)] tokio::net::TcpSocket, u16);
 
 impl DeadPort {
@@ -824,6 +1040,10 @@ pub struct Setup {
     pub server_toml: String,
     /// Lines added to the `app.test` app (e.g. `scheme`, `port`).
     pub app_toml: String,
+    /// Listeners handed over besides the plain one (e.g. the `tls_listen` of `server_toml`).
+    pub listeners: Vec<Listener>,
+    /// Environment of `serve`.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Setup {
@@ -835,6 +1055,8 @@ impl Default for Setup {
             extra_toml: String::new(),
             server_toml: String::new(),
             app_toml: String::new(),
+            listeners: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -1018,6 +1240,8 @@ pub async fn add_user(config: &Path, u: &UserSpec) -> CliOut {
 pub struct Gateway {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// The plain HTTP listener (`port`), handed to every run of the gateway.
+    pub listener: Listener,
     pub upstream: Upstream,
     pub config_path: PathBuf,
     pub db_path: PathBuf,
@@ -1049,7 +1273,8 @@ impl Gateway {
             .prefix("portcullis-e2e-")
             .tempdir()
             .expect("tempdir");
-        let port = free_port();
+        let listener = Listener::bind();
+        let port = listener.port();
         let down = Arc::new(DeadPort::new());
         let down_port = down.port();
         let db_path = dir.path().join("data").join("portcullis.db");
@@ -1064,6 +1289,7 @@ impl Gateway {
         let mut gw = Gateway {
             dir,
             port,
+            listener,
             upstream,
             config_path,
             db_path,
@@ -1089,102 +1315,25 @@ impl Gateway {
         gw
     }
 
-    fn rewrite_config(&self) {
-        fs::write(
-            &self.config_path,
-            config_toml(
-                self.port,
-                self.upstream.addr,
-                self.down_port,
-                &self.db_path,
-                &self.setup,
-            ),
-        )
-        .unwrap();
-    }
-
-    /// Starts the process and waits for ping; retries on another port if this one was taken.
+    /// Starts the process and waits until it answers ping.
     pub async fn launch(mut self) -> Gateway {
         self.start_process().await;
         self
     }
 
     async fn start_process(&mut self) {
-        for attempt in 0..3 {
-            let before = fs::metadata(&self.log_path).map(|m| m.len()).unwrap_or(0);
-            let log = fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.log_path)
-                .unwrap();
-            let out = fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.dir.path().join("gateway.stdout"))
-                .unwrap();
-            let child = Command::new(BIN)
-                .arg("serve")
-                .arg("--config")
-                .arg(&self.config_path)
-                .env_remove("PORTCULLIS_CONFIG")
-                .env_remove("RUST_LOG")
-                .env_remove("PORTCULLIS_LOG")
-                .current_dir(self.dir.path())
-                .stdin(Stdio::null())
-                .stdout(out)
-                .stderr(log)
-                .spawn()
-                .expect("spawn portcullis serve");
-            self.child = Some(child);
-            match self.wait_ready().await {
-                Ok(()) => return,
-                Err(reason) => {
-                    let logs = self.logs();
-                    let new_logs = logs.get(before as usize..).unwrap_or(&logs).to_string();
-                    self.kill();
-                    let in_use = new_logs.contains("in use") || new_logs.contains("AddrInUse");
-                    if in_use && attempt < 2 {
-                        self.port = free_port();
-                        self.rewrite_config();
-                        continue;
-                    }
-                    panic!(
-                        "gateway did not become ready: {reason}\n--- config ---\n{}\n--- stderr ---\n{}",
-                        fs::read_to_string(&self.config_path).unwrap_or_default(),
-                        new_logs
-                    );
-                }
-            }
+        let mut listeners = vec![self.listener.clone()];
+        listeners.extend(self.setup.listeners.iter().cloned());
+        let child = Serve {
+            args: vec!["--config".into(), self.config_path.clone().into()],
+            listeners: &listeners,
+            dir: self.dir.path(),
+            env: &self.setup.env,
+            log: &self.log_path,
         }
-    }
-
-    async fn wait_ready(&mut self) -> Result<(), String> {
-        let client = Browser::new(self.port);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(format!("gateway exited early with {status}"));
-                }
-            }
-            let ping = client
-                .http
-                .get(client.url("/.portcullis/ping"))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await;
-            if let Ok(r) = ping {
-                let status = r.status().as_u16();
-                let body = r.text().await.unwrap_or_default();
-                if status == 200 && body.trim() == "pong" {
-                    return Ok(());
-                }
-            }
-            if Instant::now() > deadline {
-                return Err("no `200 pong` from /.portcullis/ping within 20 s".into());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        .start()
+        .await;
+        self.child = Some(child);
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -1199,7 +1348,8 @@ impl Gateway {
         }
     }
 
-    fn kill(&mut self) {
+    /// `kill -9`: no shutdown at all.
+    pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();

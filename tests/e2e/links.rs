@@ -202,9 +202,11 @@ async fn tls_server_toml(dir: &std::path::Path, tls_port: u16, extra: &str) -> S
 #[tokio::test(flavor = "multi_thread")]
 async fn https_redirect_goes_to_the_configured_origin_never_the_requested_host() {
     let certs = tempfile::tempdir().unwrap();
-    let tls_port = free_port();
+    let tls = Listener::bind();
+    let tls_port = tls.port();
     let gw = Gateway::start_with(Setup {
         server_toml: tls_server_toml(certs.path(), tls_port, "redirect_http = true").await,
+        listeners: vec![tls],
         ..Setup::default()
     })
     .await;
@@ -232,9 +234,11 @@ async fn https_redirect_goes_to_the_configured_origin_never_the_requested_host()
 #[tokio::test(flavor = "multi_thread")]
 async fn https_redirect_uses_the_apps_configured_port() {
     let certs = tempfile::tempdir().unwrap();
-    let tls_port = free_port();
+    let tls = Listener::bind();
+    let tls_port = tls.port();
     let gw = Gateway::start_with(Setup {
         server_toml: tls_server_toml(certs.path(), tls_port, "redirect_http = true").await,
+        listeners: vec![tls],
         app_toml: "port = 443".into(),
         ..Setup::default()
     })

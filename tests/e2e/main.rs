@@ -18,4 +18,5 @@ mod links;
 mod proxy;
 mod redirects;
 mod session;
+mod socket_activation;
 mod start_over;

@@ -129,9 +129,9 @@ async fn a_later_sign_in_states_and_enforces_the_enrolling_stages_lifetime() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn after_a_failed_send_no_code_box_is_shown_until_a_send_succeeds() {
-    use crate::harness::free_port;
+    use crate::harness::reserved_port;
     // The relay is down when the sign-in starts.
-    let port = free_port();
+    let port = reserved_port();
     let email = format!("host = \"127.0.0.1\"\nport = {port}\ntimeout = 5\n");
     let gw = Gw::start(Spec::new(email)).await;
     let b = gw.browser();

@@ -4,14 +4,13 @@
 #![allow(dead_code)]
 
 use crate::harness::{
-    self, form_page, free_port, run_cli_blocking, toml_str, Browser, CliOut, FormPage, Resp,
+    self, form_page, run_cli_blocking, toml_str, Browser, CliOut, FormPage, Listener, Resp, Serve,
     Upstream, APP, SESSION_COOKIE,
 };
 use serde_json::{json, Value};
 use std::fs;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Child;
 
 /// identify → password → mfa (validate; configure = email_setup) → login.
 pub const MFA_FLOW: &str = "mfa-flow";
@@ -202,6 +201,8 @@ configure_stage = "email_setup"
 pub struct Gw {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// Handed to every run of the gateway.
+    pub listener: Listener,
     pub upstream: Upstream,
     pub config_path: PathBuf,
     pub db_path: PathBuf,
@@ -226,8 +227,10 @@ impl Gw {
             .expect("tempdir");
         let db_path = dir.path().join("data").join("portcullis.db");
         fs::create_dir_all(db_path.parent().unwrap()).unwrap();
+        let listener = Listener::bind();
         let gw = Gw {
-            port: free_port(),
+            port: listener.port(),
+            listener,
             upstream,
             config_path: dir.path().join("portcullis.toml"),
             log_path: dir.path().join("gateway.log"),
@@ -265,76 +268,18 @@ impl Gw {
         .unwrap();
     }
 
+    /// Starts the gateway and waits until it answers ping.
     pub async fn launch(&mut self) {
-        for attempt in 0..3 {
-            let before = fs::metadata(&self.log_path).map(|m| m.len()).unwrap_or(0);
-            let log = fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.log_path)
-                .unwrap();
-            let mut cmd = Command::new(harness::BIN);
-            cmd.arg("--config")
-                .arg(&self.config_path)
-                .arg("serve")
-                .env_remove("PORTCULLIS_CONFIG")
-                .env_remove("PORTCULLIS_LOG")
-                .env_remove("RUST_LOG")
-                .current_dir(self.dir.path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log);
-            for (k, v) in &self.spec.env {
-                cmd.env(k, v);
-            }
-            self.child = Some(cmd.spawn().expect("spawn portcullis serve"));
-            match self.wait_ready().await {
-                Ok(()) => return,
-                Err(reason) => {
-                    self.kill();
-                    let logs = self.logs();
-                    let new_logs = logs.get(before as usize..).unwrap_or(&logs).to_string();
-                    if (new_logs.contains("in use") || new_logs.contains("AddrInUse"))
-                        && attempt < 2
-                    {
-                        self.port = free_port();
-                        self.write_config();
-                        continue;
-                    }
-                    panic!(
-                        "gateway did not become ready: {reason}\n--- config ---\n{}\n--- stderr ---\n{new_logs}",
-                        fs::read_to_string(&self.config_path).unwrap_or_default()
-                    );
-                }
-            }
+        let child = Serve {
+            args: vec!["--config".into(), self.config_path.clone().into()],
+            listeners: std::slice::from_ref(&self.listener),
+            dir: self.dir.path(),
+            env: &self.spec.env,
+            log: &self.log_path,
         }
-    }
-
-    async fn wait_ready(&mut self) -> Result<(), String> {
-        let b = Browser::new(self.port);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    return Err(format!("gateway exited early with {status}"));
-                }
-            }
-            if let Ok(r) = b
-                .http
-                .get(b.url("/.portcullis/ping"))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await
-            {
-                if r.status().as_u16() == 200 {
-                    return Ok(());
-                }
-            }
-            if Instant::now() > deadline {
-                return Err("no answer on /.portcullis/ping within 30 s".into());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        .start()
+        .await;
+        self.child = Some(child);
     }
 
     fn kill(&mut self) {

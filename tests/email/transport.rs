@@ -1,7 +1,7 @@
 //! The SMTP connection: plain, STARTTLS, implicit TLS, AUTH, per-stage settings, environment
 //! overrides, and every way delivery can fail (recipient refused, server down, server silent).
 
-use crate::harness::{free_port, run_cli_blocking, Browser, DeadPort, SESSION_COOKIE};
+use crate::harness::{reserved_port, run_cli_blocking, Browser, DeadPort, SESSION_COOKIE};
 use crate::smtp::{Security, Silent, SmtpOpts, SmtpServer, SMTP_PASSWORD, SMTP_USER};
 use crate::support::*;
 use serde_json::{json, Value};
@@ -267,7 +267,7 @@ async fn refused_recipient_shows_send_failure_and_saves_no_device() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn server_down_shows_send_failure_and_a_retry_succeeds_once_it_is_up() {
-    let port = free_port();
+    let port = reserved_port();
     let email = format!("host = \"127.0.0.1\"\nport = {port}\ntimeout = 5\n");
     let gw = Gw::start(Spec::new(email)).await;
     let b = gw.browser();
@@ -346,7 +346,7 @@ fn check_config(config: &str) -> crate::harness::CliOut {
 fn config_with(spec: &Spec) -> String {
     let dir = std::env::temp_dir().join("portcullis-email-unused.db");
     config_toml(
-        free_port(),
+        reserved_port(),
         "127.0.0.1:9".parse().unwrap(),
         &dir.display().to_string(),
         spec,
@@ -412,7 +412,7 @@ async fn use_tls_and_use_ssl_from_the_environment_are_refused_too() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failed_sends_count_against_max_challenges_sent() {
-    let port = free_port();
+    let port = reserved_port();
     let email = format!("host = \"127.0.0.1\"\nport = {port}\ntimeout = 5\n");
     let gw = Gw::start(Spec::new(email).otp("max_challenges_sent = 2")).await;
     let b = gw.browser();

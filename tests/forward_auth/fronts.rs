@@ -1,11 +1,17 @@
 //! The shipped front-proxy examples, run for real: Debian's nginx with
 //! `config/nginx/portcullis.conf` and Caddy with `config/caddy/Caddyfile`, only their
-//! placeholders substituted (host names, addresses, the listen port). Self-contained (no test
-//! harness), so any test binary can include it with `#[path]`: the browser tests drive them
-//! with Chromium, the bench test signs in through them, the forward-auth tests attack them. Also
-//! runs nginx with any other config ([`Front::nginx`]), e.g. as a static upstream.
+//! placeholders substituted (host names, addresses, the listen port). Any test binary that has
+//! the shared harness (`crate::harness`) can include it with `#[path]`: the browser tests drive
+//! them with Chromium, the bench test signs in through them, the forward-auth tests attack them.
+//! Also runs nginx with any other config ([`Front::nginx`]), e.g. as a static upstream.
+//!
+//! nginx is handed its listener (bound here to port 0) the way its binary upgrade does it
+//! (`NGINX="3;"`). Caddy 2.6 cannot take a handed-over socket (`fd/N` addresses came later), so
+//! it binds a [`reserved_port`] itself: a port held for the test run with `SO_REUSEADDR`, which
+//! Caddy (Go) sets too, so nobody else is given it.
 #![allow(dead_code)]
 
+use crate::harness::{command_with_listeners, reserved_port, Handover, Listener};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -99,8 +105,8 @@ impl Front {
     }
 
     /// Runs `kind` with `config(dir, port)` (nginx: the `server` blocks, included in the
-    /// `http { }` block after `http_extra`; Caddy: the whole Caddyfile) on a free port, and
-    /// on another one when that was taken meanwhile.
+    /// `http { }` block after `http_extra`; Caddy: the whole Caddyfile) and waits until it
+    /// answers on `port`.
     async fn run(kind: Kind, http_extra: &str, config: impl Fn(&Path, u16) -> String) -> Front {
         let dir = tempfile::Builder::new()
             .prefix("portcullis-front-")
@@ -112,41 +118,51 @@ impl Front {
             dir,
             child: None,
         };
-        for _attempt in 0..3 {
-            f.port = free_port();
-            let config = config(f.dir.path(), f.port);
-            f.child = Some(match kind {
-                Kind::Nginx => f.spawn_nginx(&config, http_extra),
-                Kind::Caddy => f.spawn_caddy(&config),
-            });
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                if tokio::net::TcpStream::connect(("127.0.0.1", f.port))
-                    .await
-                    .is_ok()
-                {
-                    return f;
-                }
-                if let Some(Ok(Some(st))) = f.child.as_mut().map(|c| c.try_wait()) {
-                    let logs = f.logs();
-                    assert!(
-                        logs.to_ascii_lowercase().contains("address already in use"),
-                        "{kind:?} exited with {st}:\n{logs}\n--- config ---\n{config}"
+        match kind {
+            Kind::Nginx => {
+                let listener = Listener::bind();
+                f.port = listener.port();
+                let config = config(f.dir.path(), f.port);
+                f.child = Some(f.spawn_nginx(&config, http_extra, &listener));
+                // One request: it waits in the listener's backlog until nginx accepts it.
+                let answer = tokio::select! {
+                    r = http_head(f.port) => r,
+                    st = exited(f.child.as_mut().unwrap()) => Err(format!("exited with {st}")),
+                };
+                if let Err(e) = answer {
+                    panic!(
+                        "nginx did not answer: {e}\n{}\n--- config ---\n{config}",
+                        f.logs()
                     );
-                    // The port was taken meanwhile: try another.
-                    f.child = None;
-                    break;
                 }
-                assert!(
-                    Instant::now() < deadline,
-                    "{kind:?} did not listen on {}:\n{}",
-                    f.port,
-                    f.logs()
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Kind::Caddy => {
+                f.port = reserved_port();
+                let config = config(f.dir.path(), f.port);
+                f.child = Some(f.spawn_caddy(&config));
+                let deadline = Instant::now() + Duration::from_secs(20);
+                // Only this Caddy can listen on the reserved port: wait until it does.
+                while tokio::net::TcpStream::connect(("127.0.0.1", f.port))
+                    .await
+                    .is_err()
+                {
+                    if let Some(Ok(Some(st))) = f.child.as_mut().map(|c| c.try_wait()) {
+                        panic!(
+                            "Caddy exited with {st}:\n{}\n--- config ---\n{config}",
+                            f.logs()
+                        );
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "Caddy did not listen on {}:\n{}",
+                        f.port,
+                        f.logs()
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
             }
         }
-        panic!("{kind:?} could not bind a port:\n{}", f.logs());
+        f
     }
 
     fn log_path(&self) -> PathBuf {
@@ -157,14 +173,14 @@ impl Front {
         fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
-    fn spawn_nginx(&self, site: &str, http_extra: &str) -> Child {
+    fn spawn_nginx(&self, site: &str, http_extra: &str, listener: &Listener) -> Child {
         let dir = self.dir.path();
         fs::create_dir_all(dir.join("tmp")).unwrap();
         let site_path = dir.join("site.conf");
         fs::write(&site_path, site).unwrap();
         let main = dir.join("nginx.conf");
         fs::write(&main, nginx_main(dir, &site_path, http_extra)).unwrap();
-        Command::new(NGINX)
+        command_with_listeners(NGINX, std::slice::from_ref(listener), Handover::Nginx)
             .arg("-p")
             .arg(dir)
             .arg("-c")
@@ -203,19 +219,53 @@ impl Front {
 
 impl Drop for Front {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        if self.kind == Kind::Nginx {
+            // SIGTERM: nginx's master stops its worker (SIGKILL would leave the worker running).
+            // SAFETY: kill(2) on our own child's pid, which it still is (not yet waited for).
+            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
+        let _ = c.kill();
+        let _ = c.wait();
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Any HTTP answer to `HEAD /` on `port` (within 20 s).
+async fn http_head(port: u16) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let talk = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        s.write_all(b"HEAD / HTTP/1.1\r\nHost: ready.invalid\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut head = [0u8; 5];
+        s.read_exact(&mut head).await?;
+        Ok::<_, std::io::Error>(head)
+    };
+    match tokio::time::timeout(Duration::from_secs(20), talk).await {
+        Ok(Ok(head)) if &head == b"HTTP/" => Ok(()),
+        Ok(Ok(head)) => Err(format!("not HTTP: {head:?}")),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer within 20 s".into()),
+    }
+}
+
+/// Resolves when `child` has exited, with its status.
+async fn exited(child: &mut Child) -> std::process::ExitStatus {
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            return st;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A shipped example file from `config/`.
@@ -284,12 +334,23 @@ pub fn nginx_site(port: u16, site: &Site) -> String {
         .replace("listen 80;", &format!("listen 127.0.0.1:{port};"))
 }
 
-/// The main config around a site config: foreground, single process, everything in `dir`.
+/// The main config around a site config: foreground, everything in `dir`. A master process
+/// with one worker: nginx 1.22 crashes (SIGSEGV) on inherited sockets with
+/// `master_process off`.
 fn nginx_main(dir: &Path, site: &Path, http_extra: &str) -> String {
     let d = dir.display();
+    // As root, nginx would run its worker as `nobody`, which cannot enter the (0700) tempdir:
+    // keep it as the test's user, like a single process.
+    // SAFETY: geteuid(2) has no preconditions.
+    let user = if unsafe { libc::geteuid() } == 0 {
+        "user root;"
+    } else {
+        ""
+    };
     format!(
         r#"daemon off;
-master_process off;
+master_process on;
+{user}
 worker_processes 1;
 pid {d}/nginx.pid;
 error_log {d}/front.log info;

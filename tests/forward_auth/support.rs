@@ -3,15 +3,15 @@
 #![allow(dead_code)]
 
 pub use crate::fronts::{Front, Kind, Site};
-use crate::harness::{self, Resp, UserSpec, BIN};
+use crate::harness::{self, Listener, Resp, Serve, UserSpec};
 use reqwest::cookie::Jar;
 use serde_json::{json, Value};
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const DOMAIN: &str = "example.test";
 pub const WIKI: &str = "wiki.example.test";
@@ -56,6 +56,8 @@ pub struct Opts {
     /// Hosts of the two standard apps.
     pub wiki_hosts: Vec<String>,
     pub upstream: String,
+    /// Listeners handed over besides the plain one (e.g. the `tls_listen` of `server_extra`).
+    pub listeners: Vec<Listener>,
 }
 
 impl Default for Opts {
@@ -69,6 +71,7 @@ impl Default for Opts {
             extra: String::new(),
             wiki_hosts: vec![WIKI.into()],
             upstream: String::new(),
+            listeners: Vec::new(),
         }
     }
 }
@@ -76,6 +79,8 @@ impl Default for Opts {
 pub struct Gateway {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// The plain HTTP listener (`port`).
+    pub listener: Listener,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
     child: Option<Child>,
@@ -183,84 +188,31 @@ impl Gateway {
         fs::create_dir_all(db.parent().unwrap()).unwrap();
         let config_path = dir.path().join("portcullis.toml");
         let log_path = dir.path().join("gateway.log");
-        let mut port = harness::free_port();
+        let listener = Listener::bind();
+        let port = listener.port();
         fs::write(&config_path, config_toml(port, &db, &o)).unwrap();
         for u in users() {
             let out = harness::add_user(&config_path, &u).await;
             assert!(out.ok(), "user add {}: {}", u.username, out.all());
         }
-        let mut gw = Gateway {
+        let mut listeners = vec![listener.clone()];
+        listeners.extend(o.listeners.iter().cloned());
+        let child = Serve {
+            args: vec!["--config".into(), config_path.clone().into()],
+            listeners: &listeners,
+            dir: dir.path(),
+            env: &[],
+            log: &log_path,
+        }
+        .start()
+        .await;
+        Gateway {
             dir,
             port,
+            listener,
             config_path,
             log_path,
-            child: None,
-        };
-        for attempt in 0..3 {
-            gw.spawn();
-            match gw.wait_ready().await {
-                Ok(()) => return gw,
-                Err(e) => {
-                    gw.kill();
-                    let logs = gw.logs();
-                    if attempt < 2 && (logs.contains("in use") || logs.contains("AddrInUse")) {
-                        port = harness::free_port();
-                        gw.port = port;
-                        fs::write(&gw.config_path, config_toml(port, &db, &o)).unwrap();
-                        continue;
-                    }
-                    panic!(
-                        "gateway not ready: {e}\n--- config ---\n{}\n--- log ---\n{logs}",
-                        fs::read_to_string(&gw.config_path).unwrap_or_default()
-                    );
-                }
-            }
-        }
-        unreachable!()
-    }
-
-    fn spawn(&mut self) {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .unwrap();
-        let child = Command::new(BIN)
-            .arg("--config")
-            .arg(&self.config_path)
-            .arg("serve")
-            .env_remove("PORTCULLIS_CONFIG")
-            .env_remove("PORTCULLIS_LOG")
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn portcullis serve");
-        self.child = Some(child);
-    }
-
-    async fn wait_ready(&mut self) -> Result<(), String> {
-        let c = reqwest::Client::builder().no_proxy().build().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
-                return Err(format!("exited early with {st}"));
-            }
-            if let Ok(r) = c
-                .get(format!("http://127.0.0.1:{}/.portcullis/ping", self.port))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await
-            {
-                if r.status() == 200 {
-                    return Ok(());
-                }
-            }
-            if Instant::now() > deadline {
-                return Err("no pong within 20 s".into());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            child: Some(child),
         }
     }
 

@@ -234,7 +234,7 @@ async fn sign_in_on_page(c: &Client, page: &str) -> Resp {
 
 /// A gateway with an HTTPS listener; apps on both test names; `upstream` for the apps.
 async fn tls_gateway(
-    tls_port: u16,
+    tls: &harness::Listener,
     plain_keys: &str,
     certs: &[&CertFiles],
     upstream: &str,
@@ -243,7 +243,8 @@ async fn tls_gateway(
     Gateway::start_in(
         dir,
         Opts {
-            server_extra: tls_server_extra(tls_port, plain_keys, certs),
+            server_extra: tls_server_extra(tls.port(), plain_keys, certs),
+            listeners: vec![tls.clone()],
             auth_host: None,
             cookie_domain: None,
             wiki_hosts: vec![DEV_HOST.into(), OTHER_HOST.into()],
@@ -263,8 +264,9 @@ async fn sign_in_over_https_with_the_dev_certificate_reaches_the_upstream_with_a
     let up = harness::Upstream::start().await;
     let dir = crate::support::tempdir("portcullis-tls-");
     let dev = dev_cert(&dir.path().join("certs")).await;
-    let tls_port = harness::free_port();
-    let gw = tls_gateway(tls_port, "", &[&dev], &up.addr.to_string(), dir).await;
+    let tls = harness::Listener::bind();
+    let tls_port = tls.port();
+    let gw = tls_gateway(&tls, "", &[&dev], &up.addr.to_string(), dir).await;
 
     let c = https_client(tls_port, &[DEV_HOST], &[&dev.cert], Alpn::Http1Only);
     let page = format!("https://{DEV_HOST}:{tls_port}/wiki/Main_Page");
@@ -341,17 +343,11 @@ async fn sni_picks_the_certificate_for_the_requested_name() {
     let ca = Ca::new(&certs, "other");
     let other = ca.issue(&certs, "other", &[OTHER_HOST, "*.apps.other.test"]);
     let first = ca.issue(&certs, "first", &["first.test"]);
-    let tls_port = harness::free_port();
+    let tls = harness::Listener::bind();
+    let tls_port = tls.port();
     // Another certificate first: it is the default, so the dev and the other certificate are
     // only presented when SNI picks them.
-    let _gw = tls_gateway(
-        tls_port,
-        "",
-        &[&first, &dev, &other],
-        &up.addr.to_string(),
-        dir,
-    )
-    .await;
+    let _gw = tls_gateway(&tls, "", &[&first, &dev, &other], &up.addr.to_string(), dir).await;
     let hosts = [DEV_HOST, OTHER_HOST];
     let dev_url = format!("https://{DEV_HOST}:{tls_port}/public/a");
     let other_url = format!("https://{OTHER_HOST}:{tls_port}/public/b");
@@ -431,8 +427,9 @@ async fn https_negotiates_http2_and_signed_in_requests_work_over_it() {
     let up = harness::Upstream::start().await;
     let dir = crate::support::tempdir("portcullis-tls-");
     let dev = dev_cert(&dir.path().join("certs")).await;
-    let tls_port = harness::free_port();
-    let _gw = tls_gateway(tls_port, "", &[&dev], &up.addr.to_string(), dir).await;
+    let tls = harness::Listener::bind();
+    let tls_port = tls.port();
+    let _gw = tls_gateway(&tls, "", &[&dev], &up.addr.to_string(), dir).await;
 
     // A default client offers h2 and http/1.1 by ALPN; the gateway must pick h2.
     let c = https_client(tls_port, &[DEV_HOST], &[&dev.cert], Alpn::Default);
@@ -479,10 +476,11 @@ async fn plain_http_redirects_to_https_and_https_answers_carry_hsts() {
     let up = harness::Upstream::start().await;
     let dir = crate::support::tempdir("portcullis-tls-");
     let dev = dev_cert(&dir.path().join("certs")).await;
-    let tls_port = harness::free_port();
+    let tls = harness::Listener::bind();
+    let tls_port = tls.port();
     let hsts = "max-age=63072000; includeSubDomains";
     let keys = format!("redirect_http = true\nhsts = \"{hsts}\"\n");
-    let gw = tls_gateway(tls_port, &keys, &[&dev], &up.addr.to_string(), dir).await;
+    let gw = tls_gateway(&tls, &keys, &[&dev], &up.addr.to_string(), dir).await;
 
     let plain = https_client(gw.port, &[DEV_HOST], &[], Alpn::Http1Only);
     let r = plain
@@ -754,7 +752,7 @@ async fn run_with_server(
     };
     fs::write(
         &config,
-        crate::support::config_toml(harness::free_port(), &db, &o),
+        crate::support::config_toml(harness::reserved_port(), &db, &o),
     )
     .unwrap();
     harness::run_cli(
@@ -771,7 +769,7 @@ async fn run_with_certificate(dir: &Path, cert: &Path, key: &Path, cmd: &str) ->
         key: key.to_path_buf(),
         der: Vec::new(),
     };
-    let server = tls_server_extra(harness::free_port(), "", &[&certs]);
+    let server = tls_server_extra(harness::reserved_port(), "", &[&certs]);
     run_with_server(dir, cmd, server, cmd).await
 }
 
@@ -834,7 +832,7 @@ async fn hsts_that_cannot_be_sent_refuses_start_naming_the_key() {
         (
             // A control character: not a header value.
             tls_server_extra(
-                harness::free_port(),
+                harness::reserved_port(),
                 "hsts = \"max-age=1\\u0007\"\n",
                 &[&dev],
             ),
@@ -863,7 +861,7 @@ async fn hsts_that_cannot_be_sent_refuses_start_naming_the_key() {
     }
     // The same value with an HTTPS listener is fine.
     let server = tls_server_extra(
-        harness::free_port(),
+        harness::reserved_port(),
         "hsts = \"max-age=31536000\"\n",
         &[&dev],
     );

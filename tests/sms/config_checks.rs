@@ -10,9 +10,9 @@ use std::path::PathBuf;
 fn full_config(dir: &tempfile::TempDir, conf: &Conf) -> PathBuf {
     let db = dir.path().join("data").join("portcullis.db");
     let text = config_toml(
-        free_port(),
+        reserved_port(),
         "127.0.0.1:9".parse().unwrap(),
-        free_port(),
+        reserved_port(),
         &db,
         &Setup {
             extra_toml: conf.toml(),

@@ -210,7 +210,7 @@ async fn provider_slower_than_the_timeout_is_a_failed_send_the_user_can_retry() 
 #[tokio::test(flavor = "multi_thread")]
 async fn refused_connection_is_a_failed_send_the_user_can_retry() {
     // Nothing listens on this port until the provider "comes back".
-    let port = free_port();
+    let port = reserved_port();
     let gw = Conf::new(twilio(&format!("http://127.0.0.1:{port}")))
         .start()
         .await;

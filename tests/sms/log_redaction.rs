@@ -138,7 +138,10 @@ async fn a_provider_echoing_the_code_in_its_400_answer_leaves_no_code_in_the_log
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_connection_does_not_log_the_key_in_the_provider_url() {
     // Nothing listens here: the request fails before any answer.
-    let url = format!("http://127.0.0.1:{}/send?api_key={API_KEY}", free_port());
+    let url = format!(
+        "http://127.0.0.1:{}/send?api_key={API_KEY}",
+        reserved_port()
+    );
     let gw = Conf::new(generic_bearer(&url, "tok")).start().await;
     let b = gw.browser();
     let v = past_password(&b, ENROL, "bob", BOB_PW).await;

@@ -197,16 +197,6 @@ async fn generic_mapping_is_the_whole_json_payload() {
     finish_with_code(&b, ENROL, &code).await;
 }
 
-/// Kills the gateway this test started itself.
-struct Serving(std::process::Child);
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn twilio_auth_token_can_come_from_the_environment() {
     const ENV_TOKEN: &str = "token-from-the-environment-77";
@@ -251,41 +241,13 @@ async fn twilio_auth_token_can_come_from_the_environment() {
     .unwrap();
     assert!(out.ok(), "user add: {}", out.all());
 
-    let log = std::fs::File::create(&gw.log_path).unwrap();
-    let _serving = Serving(
-        std::process::Command::new(BIN)
-            .arg("serve")
-            .arg("--config")
-            .arg(&gw.config_path)
-            .env_remove("PORTCULLIS_CONFIG")
-            .env_remove("PORTCULLIS_LOG")
-            .envs(env)
-            .current_dir(gw.dir.path())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn portcullis serve"),
-    );
+    let mut gw = gw;
+    gw.setup.env = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let gw = gw.launch().await;
     let b = gw.browser();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let ping = b
-            .http
-            .get(b.url("/.portcullis/ping"))
-            .timeout(std::time::Duration::from_secs(2))
-            .send()
-            .await;
-        if ping.is_ok_and(|r| r.status().as_u16() == 200) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the gateway did not start:\n{}",
-            gw.logs()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
 
     let v = past_password(&b, ENROL, "bob", BOB_PW).await;
     assert_asks_phone(&v);

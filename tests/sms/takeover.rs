@@ -38,7 +38,13 @@ stages = ["identify", "sms", "login"]
         "signed in with a guessed code: {v}"
     );
 
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The gateway logs why it sends nothing where it would have sent: once that line is
+    // there, the sign-in got as far as a send could go.
+    crate::harness::poll_until(Duration::from_secs(10), || {
+        gw.logs()
+            .contains("phone enrolment before anything proved who the user is")
+    })
+    .await;
     assert_eq!(
         sms.count(),
         0,
