@@ -281,6 +281,18 @@ async fn a_magic_link_opened_after_its_lifetime_is_gone() {
 }
 
 #[tokio::test]
+async fn a_magic_link_opened_just_before_its_lifetime_ends_still_works() {
+    let rig = Rig::new();
+    rig.user("alice", Some("alice@example.test")).await;
+    let (mut exec, _) = rig.signed_in_to("link", "alice").await;
+    let token = rig.mailed_link_token();
+    rig.world.clock.advance_secs(2 * 60 - 1);
+    assert!(rig.engine.link_pending(&token).expect("store"));
+    assert!(rig.engine.confirm_link(&token).expect("store").is_some());
+    assert!(matches!(rig.view(&mut exec).await.step, Step::Done { .. }));
+}
+
+#[tokio::test]
 async fn a_resent_link_withdraws_the_earlier_one() {
     let rig = Rig::new();
     rig.user("alice", Some("alice@example.test")).await;

@@ -131,6 +131,7 @@ provider = "generic"
 url = "http://127.0.0.1:9/sms"
 from_number = "+41790000000"
 resend_cooldown = "30s"
+token_expiry = "4m"
 limit_per_number = 4
 allowed_prefixes = ["+41"]
 max_challenges_sent = 10

@@ -153,3 +153,41 @@ async fn a_phone_offered_before_anything_proved_the_user_gets_no_text() {
     assert_eq!(challenge(&view).errors.len(), 1);
     assert!(rig.devices("alice").is_empty());
 }
+
+/// The `token_expiry` of the rig's `sms` stage, in seconds.
+const SMS_LIFETIME: i64 = 4 * 60;
+
+#[tokio::test]
+async fn a_texted_code_typed_when_the_stages_token_expiry_ends_is_expired_and_offers_a_new_one() {
+    let rig = Rig::new();
+    rig.user("alice", None).await;
+    let (mut exec, _) = rig.signed_in_to("phone", "alice").await;
+    rig.post(&mut exec, &[("phone", NUMBER)]).await;
+    let code = rig.texted_code();
+    rig.world.clock.advance_secs(SMS_LIFETIME);
+    let view = rig.post(&mut exec, &[("code", &code)]).await;
+    assert_eq!(
+        challenge(&view).errors,
+        ["That code has expired. Send a new one."]
+    );
+    assert!(field_names(&view).is_empty(), "no code box without a code");
+    assert!(rig.devices("alice").is_empty());
+    let view = rig.post(&mut exec, &[("action", "resend")]).await;
+    assert!(challenge(&view).errors.is_empty(), "{view:?}");
+    assert_eq!(rig.world.sms.count(), 2);
+    let view = rig.post(&mut exec, &[("code", &rig.texted_code())]).await;
+    assert!(matches!(view.step, Step::Done { .. }), "{view:?}");
+    assert_eq!(rig.devices("alice")[0].address, E164);
+}
+
+#[tokio::test]
+async fn a_texted_code_typed_just_before_the_stages_token_expiry_ends_still_works() {
+    let rig = Rig::new();
+    rig.user("alice", None).await;
+    let (mut exec, _) = rig.signed_in_to("phone", "alice").await;
+    rig.post(&mut exec, &[("phone", NUMBER)]).await;
+    rig.world.clock.advance_secs(SMS_LIFETIME - 1);
+    let view = rig.post(&mut exec, &[("code", &rig.texted_code())]).await;
+    assert!(matches!(view.step, Step::Done { .. }), "{view:?}");
+    assert_eq!(rig.devices("alice")[0].address, E164);
+}

@@ -3,7 +3,7 @@
 
 use super::rig::*;
 use crate::flow::stages::authenticator_validate::{NOT_CONFIGURED, PICK_DEVICE};
-use crate::flow::Step;
+use crate::flow::{Execution, Step};
 use crate::session::Factors;
 use crate::store::{DeviceClass, Store};
 
@@ -115,4 +115,68 @@ async fn unknown_and_disabled_accounts_see_a_code_page_and_nothing_is_sent() {
         assert_eq!(challenge(&view).errors.len(), 1, "{name}");
     }
     assert_eq!(rig.world.email.attempts(), 0);
+}
+
+/// Each class of device with the stage that enrolled it (see [`Rig::device`]), the `token_expiry`
+/// of that stage in seconds (the validation stage sets none; its own default is 30 minutes) and
+/// how the e-mail states it (`None`: a text does not state it).
+const ENROLLED_BY: [(DeviceClass, &str, i64, Option<&str>); 2] = [
+    (
+        DeviceClass::Email,
+        "alice@example.test",
+        10 * 60,
+        Some("10 minutes"),
+    ),
+    (DeviceClass::Sms, "+41791234567", 4 * 60, None),
+];
+
+/// Alice with her one device of `class` at the validation stage, its code sent; returns the code.
+async fn validating_with(rig: &Rig, class: DeviceClass, address: &str) -> (Execution, String) {
+    rig.user("alice", None).await;
+    rig.device("alice", "d1", class, address);
+    let (exec, view) = rig.signed_in_to("mfa", "alice").await;
+    assert_eq!(field_names(&view), ["code"], "{class:?}");
+    let code = match class {
+        DeviceClass::Email => rig.mailed_code(),
+        DeviceClass::Sms => rig.texted_code(),
+    };
+    (exec, code)
+}
+
+#[tokio::test]
+async fn a_devices_code_states_and_lives_for_the_enrolling_stages_lifetime() {
+    for (class, address, lifetime, stated) in ENROLLED_BY {
+        let rig = Rig::new();
+        let (mut exec, code) = validating_with(&rig, class, address).await;
+        if let Some(stated) = stated {
+            let text = rig.world.email.sent()[0].text.clone();
+            assert!(
+                text.contains(&format!("valid for {stated}")),
+                "the mail states the enrolling stage's lifetime: {text}"
+            );
+        }
+        rig.world.clock.advance_secs(lifetime - 1);
+        let view = rig.post(&mut exec, &[("code", &code)]).await;
+        assert!(
+            matches!(view.step, Step::Done { .. }),
+            "{class:?}: {view:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_devices_code_typed_when_the_enrolling_stages_lifetime_ends_is_expired() {
+    for (class, address, lifetime, _) in ENROLLED_BY {
+        let rig = Rig::new();
+        let (mut exec, code) = validating_with(&rig, class, address).await;
+        rig.world.clock.advance_secs(lifetime);
+        let view = rig.post(&mut exec, &[("code", &code)]).await;
+        assert_eq!(
+            challenge(&view).errors,
+            ["That code has expired. Send a new one."],
+            "{class:?}: the lifetime enforced is the one the enrolling stage promised"
+        );
+        assert!(field_names(&view).is_empty(), "{class:?}");
+        assert!(rig.devices("alice")[0].last_used.is_none(), "{class:?}");
+    }
 }
