@@ -2,6 +2,7 @@
 //! structs into a validated [`Config`] where durations, regexes, addresses and header names are
 //! already typed: nothing downstream parses configuration again.
 
+mod delivery;
 mod duration;
 mod email;
 mod env;
@@ -17,8 +18,7 @@ pub use email::OwnOtp;
 pub use error::ConfigError;
 pub use ui::{FooterLink, Logo, Rgb};
 
-pub use crate::notify::{GenericAuth, SmsProvider, SmtpSecurity, SmtpSettings};
-pub use crate::store::DeviceClass;
+pub use delivery::{DeviceClass, GenericAuth, Mailbox, SmsProvider, SmtpSecurity, SmtpSettings};
 use http::HeaderName;
 use regex::RegexSet;
 use std::collections::BTreeMap;
@@ -591,8 +591,78 @@ mod tests {
         ])
         .expect("numeric-looking secrets are accepted");
         assert_eq!(c.email.port, 2525);
-        assert_eq!(c.email.password.as_deref(), Some("12345678"));
+        assert_eq!(
+            c.email.password.as_ref().map(|p| p.expose().as_str()),
+            Some("12345678")
+        );
         assert_eq!(c.email.username.as_deref(), Some("true"));
+    }
+
+    /// Every secret a config can hold, as `(where, value)`.
+    const SECRETS: [(&str, &str); 6] = [
+        ("PORTCULLIS_EMAIL__PASSWORD", "global-smtp-pw-5e1c"),
+        ("mail stage password", "stage-smtp-pw-77ab"),
+        ("twilio auth_token", "twilio-token-9f3d"),
+        ("generic bearer", "bearer-token-c0de"),
+        ("generic basic password", "basic-pw-beef"),
+        ("generic url key", "url-api-key-a11e"),
+    ];
+
+    #[test]
+    fn a_printed_config_shows_no_secret() {
+        let stages = format!(
+            r#"
+[stages.mail]
+kind = "authenticator_email"
+use_global_settings = false
+host = "smtp.example.com"
+username = "u"
+password = "{}"
+[stages.twilio]
+kind = "authenticator_sms"
+provider = "twilio"
+from_number = "+15550000000"
+account_sid = "AC1"
+auth_token = "{}"
+[stages.bearer]
+kind = "authenticator_sms"
+provider = "generic"
+from_number = "P"
+url = "https://sms.example.com/send"
+auth = "{}"
+[stages.basic]
+kind = "authenticator_sms"
+provider = "generic"
+from_number = "P"
+url = "https://sms.example.com/send?key={}"
+auth_type = "basic"
+auth = "user"
+auth_password = "{}"
+"#,
+            SECRETS[1].1, SECRETS[2].1, SECRETS[3].1, SECRETS[5].1, SECRETS[4].1
+        );
+        let path = Path::new("config/portcullis.toml");
+        let text = std::fs::read_to_string(path).expect("the example config") + &stages;
+        let env = [
+            ("PORTCULLIS_EMAIL__USERNAME", "u"),
+            ("PORTCULLIS_EMAIL__PASSWORD", SECRETS[0].1),
+        ];
+        let c = Config::from_toml(
+            &text,
+            path,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+        .expect("the config with every secret loads");
+        assert_eq!(
+            c.stages.len(),
+            7,
+            "every secret-holding stage is in the Config"
+        );
+        let printed = format!("{c:?}");
+        for (what, secret) in SECRETS {
+            assert!(!printed.contains(secret), "{what} is printed: {printed}");
+        }
+        assert!(printed.contains("Secret(<redacted>)"));
     }
 
     #[test]

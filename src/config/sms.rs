@@ -4,6 +4,7 @@ use super::email::{duration_or, limit, otp};
 use super::error::Problem;
 use super::raw::{RawOtp, RawPromptStage, RawSmsStage};
 use super::*;
+use crate::secret::Secret;
 
 type Checked<T> = Result<T, Problem>;
 
@@ -69,7 +70,7 @@ fn generic_auth(name: &str, raw: &RawSmsStage) -> Checked<GenericAuth> {
     Ok(match kind {
         "basic" => GenericAuth::Basic {
             username: auth.clone(),
-            password: raw.auth_password.clone(),
+            password: raw.auth_password.clone().map(Secret::new),
         },
         _ => {
             if raw.auth_password.is_some() {
@@ -78,7 +79,7 @@ fn generic_auth(name: &str, raw: &RawSmsStage) -> Checked<GenericAuth> {
                     "is only used with auth_type = \"basic\"",
                 ));
             }
-            GenericAuth::Bearer(auth.clone())
+            GenericAuth::Bearer(Secret::new(auth.clone()))
         }
     })
 }
@@ -134,8 +135,8 @@ pub(super) fn sms_stage(name: &str, raw: &RawSmsStage) -> Checked<SmsStageConfig
                 p("auth_token"),
                 &raw.auth_token,
                 "the Twilio provider needs the auth token",
-            )?
-            .clone(),
+            )
+            .map(|t| Secret::new(t.clone()))?,
             api_base: url(p("api_base"), raw.api_base.as_deref().unwrap_or(TWILIO_API))?,
         },
         "generic" => {
@@ -144,7 +145,7 @@ pub(super) fn sms_stage(name: &str, raw: &RawSmsStage) -> Checked<SmsStageConfig
                 required(p("url"), &raw.url, "the generic provider needs the API URL")?,
             )?;
             SmsProvider::Generic {
-                url: target,
+                url: Secret::new(target),
                 auth: generic_auth(name, raw)?,
             }
         }

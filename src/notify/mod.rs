@@ -5,8 +5,8 @@ mod email;
 mod sms;
 mod templates;
 
-pub use email::{SmtpSecurity, SmtpSender, SmtpSettings};
-pub use sms::{GenericAuth, HttpSmsSender, OutgoingSms, SmsProvider, SmsSender};
+pub use email::SmtpSender;
+pub use sms::{HttpSmsSender, OutgoingSms, SmsSender};
 pub use templates::{MessageTemplates, RenderedMessage};
 
 use async_trait::async_trait;

@@ -5,33 +5,10 @@
 //! the code (an echoed code is redacted from the body) nor the request URL (it may carry a key).
 
 use super::NotifyError;
+use crate::config::{GenericAuth, SmsProvider};
 use async_trait::async_trait;
 use minijinja::{context, Environment};
 use std::time::Duration;
-
-/// Which HTTP API delivers SMS.
-#[derive(Debug, Clone)]
-pub enum SmsProvider {
-    /// `POST {api_base}/2010-04-01/Accounts/{account_sid}/Messages.json`, form fields
-    /// `To`, `From`, `Body`, HTTP Basic auth with the SID and token.
-    Twilio {
-        account_sid: String,
-        auth_token: String,
-        api_base: url::Url,
-    },
-    /// `POST url` with a JSON payload.
-    Generic { url: url::Url, auth: GenericAuth },
-}
-
-#[derive(Debug, Clone)]
-pub enum GenericAuth {
-    None,
-    Bearer(String),
-    Basic {
-        username: String,
-        password: Option<String>,
-    },
-}
 
 /// One SMS to send.
 pub struct OutgoingSms {
@@ -149,7 +126,7 @@ impl SmsSender for HttpSmsSender {
                     let body = mapped.unwrap_or_else(|| msg.text.clone());
                     self.client
                         .post(url)
-                        .basic_auth(account_sid, Some(auth_token))
+                        .basic_auth(account_sid, Some(auth_token.expose()))
                         .form(&[
                             ("To", msg.to.as_str()),
                             ("From", self.from_number.as_str()),
@@ -171,12 +148,12 @@ impl SmsSender for HttpSmsSender {
                                 "Message": msg.text,
                             }),
                         };
-                    let req = self.client.post(url.clone()).json(&payload);
+                    let req = self.client.post(url.expose().clone()).json(&payload);
                     match auth {
                         GenericAuth::None => req,
-                        GenericAuth::Bearer(token) => req.bearer_auth(token),
+                        GenericAuth::Bearer(token) => req.bearer_auth(token.expose()),
                         GenericAuth::Basic { username, password } => {
-                            req.basic_auth(username, password.as_ref())
+                            req.basic_auth(username, password.as_ref().map(|p| p.expose()))
                         }
                     }
                 }

@@ -17,7 +17,7 @@ pub fn confirm(p: &Portal, req: &Request<'_>) -> Response {
     };
     match p
         .ui
-        .logout_page(&claims.sub, &p.sessions.csrf_for(&claims.sid))
+        .logout_page(&claims.sub, p.sessions.csrf_for(&claims.sid).expose())
     {
         Ok(page) => Response::html(StatusCode::OK, page),
         Err(e) => {
@@ -38,7 +38,7 @@ pub fn html(p: &Portal, req: &Request<'_>) -> Response {
         .and_then(|pairs| pairs.into_iter().find(|(k, _)| k == "csrf_token"))
         .map(|(_, v)| v);
     let expected = p.sessions.csrf_for(&claims.sid);
-    if !token.is_some_and(|t| crate::secret::equal(t.as_bytes(), expected.as_bytes())) {
+    if !token.is_some_and(|t| crate::secret::equal(t.as_bytes(), expected.expose().as_bytes())) {
         return super::pages::csrf_failed(&p.ui, "/.portcullis/logout");
     }
     revoke(p, req, &claims);

@@ -261,14 +261,20 @@ impl SessionService {
 
     /// A CSRF token bound to one session, for forms that act on it (sign-out). It is an HMAC
     /// of the sid, so it needs no storage and is useless for any other session.
-    pub fn csrf_for(&self, sid: &str) -> String {
+    ///
+    /// # Security
+    /// A secret: read it with [`crate::secret::Secret::expose`] only to put it in the form
+    /// and to compare (in constant time) what comes back.
+    pub fn csrf_for(&self, sid: &str) -> crate::secret::Secret<String> {
         let ring = self.keyring.load();
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&ring.mac_secret)
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(ring.mac_secret.expose())
             .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
         mac.update(b"portcullis-logout:");
         mac.update(sid.as_bytes());
         use base64::Engine;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        crate::secret::Secret::new(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()),
+        )
     }
 }
 

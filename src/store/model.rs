@@ -60,22 +60,8 @@ pub struct SessionRecord {
     pub expires: i64,
 }
 
-/// The kind of second factor a device is.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
-#[serde(rename_all = "snake_case")]
-pub enum DeviceClass {
-    Email,
-    Sms,
-}
-
-impl DeviceClass {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeviceClass::Email => "email",
-            DeviceClass::Sms => "sms",
-        }
-    }
-}
+/// The kind of second factor a device is: config's type, stored as its name.
+pub use crate::config::DeviceClass;
 
 /// A confirmed second factor: an address a code was sent to and came back from.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
