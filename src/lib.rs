@@ -23,6 +23,7 @@ pub mod password;
 pub mod portal;
 pub mod proxy;
 pub mod redirect;
+pub mod reply;
 pub mod secret;
 pub mod session;
 pub mod store;

@@ -46,6 +46,8 @@ pub struct Config {
     pub ui: UiConfig,
     /// The global SMTP connection (`[email]`), used by stages with `use_global_settings`.
     pub email: SmtpSettings,
+    /// What the gateway logs (`[log]`).
+    pub log: LogConfig,
     pub apps: Vec<AppConfig>,
     pub flows: Vec<FlowConfig>,
     pub stages: BTreeMap<String, StageConfig>,
@@ -84,6 +86,15 @@ pub struct Certificate {
     pub chain: Vec<rustls::pki_types::CertificateDer<'static>>,
     /// DNS names from the certificate (subject alternative names), lower-case.
     pub names: Vec<String>,
+}
+
+/// `[log]`: what the gateway logs besides errors and sign-ins.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogConfig {
+    /// One structured line per request (`access = true`, or `PORTCULLIS_LOG__ACCESS=true`):
+    /// app, user, status, outcome, duration and request id, under the tracing target
+    /// `portcullis::access`. Never a cookie, token, code, password or query string.
+    pub access: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -663,6 +674,20 @@ auth_password = "{}"
             assert!(!printed.contains(secret), "{what} is printed: {printed}");
         }
         assert!(printed.contains("Secret(<redacted>)"));
+    }
+
+    #[test]
+    fn the_access_log_is_off_unless_switched_on_in_the_file_or_the_environment() {
+        assert!(!example_with(&[]).expect("loads").log.access);
+        let on = example_with(&[("PORTCULLIS_LOG__ACCESS", "true")]).expect("loads");
+        assert!(on.log.access);
+        let path = Path::new("config/portcullis.toml");
+        let text = std::fs::read_to_string(path).expect("the example config");
+        let text = text.replacen("\naccess = false", "\naccess = true", 1);
+        let c = Config::from_toml(&text, path, std::iter::empty()).expect("loads");
+        assert!(c.log.access, "the example config has a [log] table");
+        let bad = example_with(&[("PORTCULLIS_LOG__ACCES", "true")]);
+        assert!(bad.is_err(), "a misspelt key is refused");
     }
 
     #[test]

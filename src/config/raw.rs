@@ -34,6 +34,9 @@ pub struct RawConfig {
     /// The policy for passwords an operator sets (`user add`, `user passwd`).
     #[serde(default)]
     pub password: RawPasswordPolicy,
+    /// What the gateway logs (`[log]`).
+    #[serde(default)]
+    pub log: RawLog,
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,6 +140,15 @@ pub struct RawPasswords {
     pub iterations: Option<u32>,
     pub parallelism: Option<u32>,
     pub max_concurrent_hashes: Option<usize>,
+}
+
+/// `[log]`: what the gateway logs besides errors and sign-ins.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// One access-log line per request.
+    #[serde(default)]
+    pub access: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

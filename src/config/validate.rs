@@ -145,6 +145,9 @@ pub(super) fn validate(mut raw: RawConfig, file: &Path) -> Checked<Config> {
             .unwrap_or_else(|| data_dir.join("admin.sock")),
         ui: super::ui::ui(raw.ui, &base)?,
         email,
+        log: LogConfig {
+            access: raw.log.access,
+        },
         apps,
         flows,
         stages,

@@ -3,7 +3,7 @@
 //! the one access decision ([`crate::access`]) into the answer its proxy expects.
 
 use crate::access::{is_navigation, is_plain_authority, AccessRequest, Decision, Gate};
-use crate::portal::Response;
+use crate::reply::{self, Response};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
 /// Which proxy is asking, and so which headers describe the original request and which
@@ -284,8 +284,8 @@ pub fn handle(gate: &Gate, flavor: Flavor, arrived: &Arrived<'_>, trusted: bool)
                 _ if is_navigation(&original.method, arrived.headers) => {
                     Response::redirect(StatusCode::FOUND, &login)
                 }
-                _ if step_up => crate::portal::pages::step_up(&login, false),
-                _ => crate::portal::pages::unauthenticated(&login, false),
+                _ if step_up => reply::step_up(&login, false),
+                _ => reply::unauthenticated(&login, false),
             }
         }
         Decision::Forbidden { claims, .. } => {

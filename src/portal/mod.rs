@@ -1,13 +1,16 @@
 //! The gateway's own endpoints under `/.portcullis/`: the sign-in flows (HTML and JSON faces),
 //! sign-out, and the pages the gateway answers with itself.
 
+mod error;
 mod flow;
 mod http;
 mod link;
 mod logout;
 pub mod pages;
 
-pub use self::http::{Request, Response, STRICT_CSP};
+pub use self::error::{respond, Face, PortalError};
+pub use self::http::Request;
+pub use crate::reply::{Response, STRICT_CSP};
 
 use crate::access::Gate;
 use crate::flow::Engine;

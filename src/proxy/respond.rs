@@ -1,6 +1,6 @@
-//! Writes a [`portal::Response`] to a Pingora session: the one place gateway answers hit the wire.
+//! Writes a [`Response`] to a Pingora session: the one place gateway answers hit the wire.
 
-use crate::portal::Response;
+use crate::reply::Response;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
