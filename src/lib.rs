@@ -30,3 +30,6 @@ pub mod store;
 pub mod templates;
 pub mod tls;
 pub mod ui;
+
+#[cfg(test)]
+mod layers;

@@ -42,8 +42,8 @@ impl std::fmt::Debug for SecretString {
 
 /// A secret the gateway holds for a while: a signing key, an SMTP password, an SMS provider's
 /// token, a CSRF token. `Debug` prints `Secret(<redacted>)`, there is no `Display`, and the
-/// value is read through [`Secret::expose`] alone, so a `{:?}` of a whole [`crate::config::Config`]
-/// or of a key file names no secret.
+/// value is read through [`Secret::expose`] alone, so a `{:?}` of a whole configuration or of
+/// a key file names no secret.
 ///
 /// # Security
 /// `Serialize` writes the value itself: it exists for the files that must keep it (the

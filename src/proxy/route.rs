@@ -111,3 +111,91 @@ pub(crate) fn authority(req: &RequestHeader) -> &str {
 pub(crate) fn path_and_query(req: &RequestHeader) -> &str {
     req.uri.path_and_query().map_or("/", |p| p.as_str())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(method: &str, target: &str, host: Option<&str>) -> RequestHeader {
+        let mut req = RequestHeader::build(method, target.as_bytes(), None).expect("request");
+        if let Some(h) = host {
+            req.insert_header("host", h).expect("host header");
+        }
+        req
+    }
+
+    #[test]
+    fn requests_take_the_route_their_head_names() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gate = crate::access::tests::gate(dir.path());
+        let router = Router { https_port: None };
+        let cases: &[(&str, Option<&str>, Route)] = &[
+            ("/.portcullis/ping", Some("nowhere.test"), Route::Ping),
+            ("/.portcullis/ping", Some("bad host"), Route::Ping),
+            ("/.portcullis/jwks.json", None, Route::Jwks),
+            ("/", Some("wiki.test"), Route::App),
+            ("/", Some("WIKI.test:8080"), Route::App),
+            ("/", None, Route::App),
+            ("/x", Some("unknown.test"), Route::App),
+            ("/.portcullis/flow/f", Some("wiki.test"), Route::Portal),
+            (
+                "/.portcullis/auth/nginx",
+                Some("wiki.test"),
+                Route::ForwardAuth(Flavor::Nginx),
+            ),
+            (
+                "/.portcullis/auth/traefik",
+                Some("x.test"),
+                Route::ForwardAuth(Flavor::Traefik),
+            ),
+            (
+                "/.portcullis/auth/caddy",
+                Some("x.test"),
+                Route::ForwardAuth(Flavor::Caddy),
+            ),
+            // Authelia's paths are the app's own on an app's host.
+            ("/api/authz/auth-request", Some("wiki.test"), Route::App),
+            (
+                "/api/authz/auth-request",
+                Some("auth.test"),
+                Route::ForwardAuth(Flavor::Nginx),
+            ),
+            (
+                "/api/authz/forward-auth",
+                Some("auth.test"),
+                Route::ForwardAuth(Flavor::Traefik),
+            ),
+            // Host header tricks are refused before anything looks at the host.
+            ("/", Some("wiki.test@evil.example"), Route::BadHost),
+            ("/", Some("wiki.test/evil"), Route::BadHost),
+            ("/", Some("wiki.test:99999"), Route::BadHost),
+            ("/", Some("wiki.test:"), Route::BadHost),
+            ("/", Some("wiki.test evil"), Route::BadHost),
+            (
+                "/.portcullis/flow/f",
+                Some("wiki.test\\evil"),
+                Route::BadHost,
+            ),
+            ("/.portcullis/auth/nginx", Some("[::1"), Route::BadHost),
+        ];
+        for (target, host, want) in cases {
+            let got = router.route(&gate, &head("GET", target, *host), false);
+            assert_eq!(&got, want, "{target} on {host:?}");
+        }
+    }
+
+    #[test]
+    fn plain_http_goes_to_https_only_for_our_hosts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gate = crate::access::tests::gate(dir.path());
+        let router = Router {
+            https_port: Some(8443),
+        };
+        let req = head("GET", "/a?b=c", Some("wiki.test:9000"));
+        let want = format!("{}/a?b=c", gate.config().apps[0].origin());
+        assert_eq!(router.route(&gate, &req, false), Route::ToHttps(want));
+        assert_eq!(router.route(&gate, &req, true), Route::App);
+        let other = head("GET", "/a", Some("evil.example"));
+        assert_eq!(router.route(&gate, &other, false), Route::App);
+    }
+}
