@@ -5,6 +5,7 @@ use std::path::PathBuf;
 /// A configuration that cannot be used. `Display` names the file, the key path and the reason, so
 /// `check-config` and a refused `serve` print the same line an operator can act on.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     #[error("{file}: cannot read: {source}")]
     Read {

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 /// Why a message was not delivered. The text is for the operator's log; it never contains
 /// the code or link being sent.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum NotifyError {
     #[error("invalid address `{0}`")]
     Address(String),

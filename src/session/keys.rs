@@ -12,7 +12,9 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// Why the signing keys file could not be used; it names the file, never a key.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum KeyError {
     #[error("session keys {path}: {source}")]
     Io {

@@ -12,6 +12,7 @@ use crate::flow::Challenge;
 use minijinja::{context, Environment};
 use std::path::PathBuf;
 
+/// A page template that failed to render (an operator's override, usually), naming it.
 #[derive(Debug, thiserror::Error)]
 #[error("template `{name}`: {source}")]
 pub struct UiError {
