@@ -40,7 +40,7 @@ pub(crate) struct Problem {
 }
 
 impl Problem {
-    pub fn new(path: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(super) fn new(path: impl Into<String>, reason: impl Into<String>) -> Self {
         Self {
             path: path.into(),
             reason: reason.into(),

@@ -9,8 +9,8 @@ use crate::secret::Secret;
 type Checked<T> = Result<T, Problem>;
 
 /// Twilio's public API, unless `api_base` points elsewhere (a region, or a test server).
-pub const TWILIO_API: &str = "https://api.twilio.com";
-pub const DEFAULT_PHONE_ERROR: &str = "Invalid phone number or missing region code";
+pub(super) const TWILIO_API: &str = "https://api.twilio.com";
+pub(super) const DEFAULT_PHONE_ERROR: &str = "Invalid phone number or missing region code";
 
 fn url(path: String, v: &str) -> Checked<url::Url> {
     let u = url::Url::parse(v)

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 type Checked<T> = Result<T, Problem>;
 
 /// The largest logo accepted: it is sent with every page that shows it.
-pub const MAX_LOGO_BYTES: usize = 512 * 1024;
+pub(super) const MAX_LOGO_BYTES: usize = 512 * 1024;
 
 /// An sRGB colour, parsed from `#rgb` or `#rrggbb`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,12 +12,12 @@ use http::{Method, StatusCode};
 type Answer = Result<Response, PortalError>;
 
 /// `/.portcullis/flow/<slug>`: server-rendered forms, CSRF-protected, no JavaScript needed.
-pub async fn html(p: &Portal, req: &Request<'_>, slug: &str) -> Response {
+pub(super) async fn html(p: &Portal, req: &Request<'_>, slug: &str) -> Response {
     handle(p, req, slug, Face::Html).await
 }
 
 /// `/.portcullis/api/flow/<slug>`: the same steps as JSON.
-pub async fn json(p: &Portal, req: &Request<'_>, slug: &str) -> Response {
+pub(super) async fn json(p: &Portal, req: &Request<'_>, slug: &str) -> Response {
     handle(p, req, slug, Face::Json).await
 }
 

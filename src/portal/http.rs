@@ -51,7 +51,9 @@ impl Request<'_> {
 /// Chromium applies `form-action` to the redirects that follow a form post, so the sign-in
 /// form on the auth host, answered with a `303` to the app, needs the app's origin listed;
 /// with `'self'` alone the browser stays on the password page.
-pub fn page_csp<'a>(origins: impl Iterator<Item = &'a crate::config::PublicOrigin>) -> HeaderValue {
+pub(super) fn page_csp<'a>(
+    origins: impl Iterator<Item = &'a crate::config::PublicOrigin>,
+) -> HeaderValue {
     let mut sources: Vec<&str> = vec!["'self'"];
     for o in origins {
         if !sources.contains(&o.as_str()) {

@@ -17,7 +17,7 @@ fn token_from_query(req: &Request<'_>) -> Option<String> {
 }
 
 /// `GET /.portcullis/link?token=...`
-pub fn confirm_page(p: &Portal, req: &Request<'_>) -> Response {
+pub(super) fn confirm_page(p: &Portal, req: &Request<'_>) -> Response {
     let Some(token) = token_from_query(req) else {
         return gone(p);
     };
@@ -29,7 +29,7 @@ pub fn confirm_page(p: &Portal, req: &Request<'_>) -> Response {
 }
 
 /// `POST /.portcullis/link` with the token from the confirm page's form.
-pub fn confirm(p: &Portal, req: &Request<'_>) -> Response {
+pub(super) fn confirm(p: &Portal, req: &Request<'_>) -> Response {
     let token = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&req.body)
         .ok()
         .and_then(|pairs| pairs.into_iter().find(|(k, _)| k == "token"))

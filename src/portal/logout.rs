@@ -11,7 +11,7 @@ use serde_json::json;
 
 /// `GET /.portcullis/logout`: a confirm page whose form posts, so a link or an `<img>` on
 /// another site cannot sign anyone out.
-pub fn confirm(p: &Portal, req: &Request<'_>) -> Response {
+pub(super) fn confirm(p: &Portal, req: &Request<'_>) -> Response {
     let Some(claims) = p.gate.session(req.headers) else {
         return signed_out_page(p, "You are not signed in.");
     };
@@ -25,7 +25,7 @@ pub fn confirm(p: &Portal, req: &Request<'_>) -> Response {
 }
 
 /// `POST /.portcullis/logout` from the confirm page.
-pub fn html(p: &Portal, req: &Request<'_>) -> Response {
+pub(super) fn html(p: &Portal, req: &Request<'_>) -> Response {
     let Some(claims) = p.gate.session(req.headers) else {
         return signed_out_page(p, "You are not signed in.")
             .set_cookie(p.session_cookie(req).clear());
@@ -44,7 +44,7 @@ pub fn html(p: &Portal, req: &Request<'_>) -> Response {
 }
 
 /// `POST /.portcullis/api/logout` with `Content-Type: application/json`.
-pub fn json(p: &Portal, req: &Request<'_>) -> Response {
+pub(super) fn json(p: &Portal, req: &Request<'_>) -> Response {
     if req.content_type().as_deref() != Some("application/json") {
         return respond(&p.ui, Face::Json, &PortalError::NotJson);
     }

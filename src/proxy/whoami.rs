@@ -10,7 +10,7 @@ use crate::ui::Ui;
 use http::StatusCode;
 use pingora::http::RequestHeader;
 
-pub fn page(
+pub(super) fn page(
     ui: &Ui,
     req: &RequestHeader,
     claims: Option<&Claims>,
