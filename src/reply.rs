@@ -12,12 +12,16 @@ pub const STRICT_CSP: &str = "default-src 'none'; img-src 'self'; style-src 'uns
 /// A complete response.
 #[derive(Debug)]
 pub struct Response {
+    /// The status.
     pub status: StatusCode,
+    /// The headers, in order (`Content-Length` is added when it is sent).
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The whole body.
     pub body: Bytes,
 }
 
 impl Response {
+    /// A response of `content_type` that no cache keeps (`Cache-Control: no-store`).
     pub fn new(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Self {
         let mut r = Self {
             status,
@@ -51,10 +55,12 @@ impl Response {
         r
     }
 
+    /// A JSON document.
     pub fn json(status: StatusCode, v: &serde_json::Value) -> Self {
         Self::new(status, "application/json", v.to_string())
     }
 
+    /// Plain text.
     pub fn text(status: StatusCode, body: &'static str) -> Self {
         Self::new(
             status,
@@ -72,6 +78,7 @@ impl Response {
         r
     }
 
+    /// Adds a `Set-Cookie` header (dropped if `value` is no valid header value).
     pub fn set_cookie(mut self, value: String) -> Self {
         if let Ok(v) = HeaderValue::from_str(&value) {
             self.headers.push((http::header::SET_COOKIE, v));

@@ -207,9 +207,13 @@ pub(super) fn email_stage(name: &str, raw: &RawEmailStage) -> Checked<EmailStage
 /// lifetime its owner promised when it was set up.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OwnOtp {
+    /// `mode` is set here.
     pub mode: bool,
+    /// `code_length` is set here.
     pub code_length: bool,
+    /// `token_expiry` is set here.
     pub token_expiry: bool,
+    /// `link_ttl` is set here.
     pub link_ttl: bool,
 }
 

@@ -7,18 +7,31 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
+    /// The file could not be read.
     #[error("{file}: cannot read: {source}")]
     Read {
+        /// The config file.
         file: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// The file is not TOML.
     #[error("{file}: {reason}")]
-    Syntax { file: PathBuf, reason: String },
+    Syntax {
+        /// The config file.
+        file: PathBuf,
+        /// The parser's message.
+        reason: String,
+    },
+    /// A key's value is refused.
     #[error("{file}: {path}: {reason}")]
     Invalid {
+        /// The config file.
         file: PathBuf,
+        /// The key path (`stages.mfa.code_length`) or the variable that set it.
         path: String,
+        /// Why, without echoing a value from the environment.
         reason: String,
     },
 }

@@ -50,10 +50,15 @@ impl Original {
 
 /// The request the forward-auth call itself is, judged as it arrived.
 pub struct Arrived<'a> {
+    /// Its method.
     pub method: &'a Method,
+    /// `http` or `https`, as it reached us.
     pub scheme: &'a str,
+    /// Its Host.
     pub authority: &'a str,
+    /// Its target.
     pub path_and_query: &'a str,
+    /// Its headers, which describe the original request.
     pub headers: &'a HeaderMap,
 }
 

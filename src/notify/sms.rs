@@ -12,6 +12,7 @@ use std::time::Duration;
 
 /// One SMS to send.
 pub struct OutgoingSms {
+    /// The number, normalised (`+41791234567`).
     pub to: String,
     /// The code alone (the generic payload's `Body`).
     pub token: String,
@@ -19,8 +20,13 @@ pub struct OutgoingSms {
     pub text: String,
 }
 
+/// Sends SMS. Implementations must give up within their configured timeout.
 #[async_trait]
 pub trait SmsSender: Send + Sync {
+    /// Delivers one SMS.
+    ///
+    /// # Errors
+    /// [`NotifyError::Sms`] when the provider refused, failed or did not answer in time.
     async fn send(&self, msg: OutgoingSms) -> Result<(), NotifyError>;
 }
 

@@ -8,10 +8,15 @@ use http::{HeaderMap, HeaderValue, Method};
 
 /// A request to a `/.portcullis/` endpoint.
 pub struct Request<'a> {
+    /// The method.
     pub method: &'a Method,
+    /// The path, without query.
     pub path: &'a str,
+    /// The query string, if any.
     pub query: Option<&'a str>,
+    /// The headers, identity headers already stripped.
     pub headers: &'a HeaderMap,
+    /// The whole body (at most [`super::MAX_BODY`]).
     pub body: Bytes,
     /// `http` or `https`, as the client reached us.
     pub scheme: &'a str,
@@ -22,6 +27,7 @@ pub struct Request<'a> {
 }
 
 impl Request<'_> {
+    /// Whether the client reached us over HTTPS.
     pub fn tls(&self) -> bool {
         self.scheme == "https"
     }

@@ -51,6 +51,7 @@ pub fn payload_too_large(ui: &Ui) -> Response {
     )
 }
 
+/// A method this endpoint does not take.
 pub fn method_not_allowed(ui: &Ui) -> Response {
     Response::html(
         StatusCode::METHOD_NOT_ALLOWED,
@@ -123,6 +124,7 @@ pub fn logo(ui: &Ui) -> Response {
     r
 }
 
+/// Signed in as `user`, who is not in the app's allowed groups.
 pub fn forbidden(ui: &Ui, user: &str) -> Response {
     Response::html(
         StatusCode::FORBIDDEN,
@@ -156,6 +158,7 @@ pub fn bad_gateway(ui: &Ui, retry: &str) -> Response {
     )
 }
 
+/// Something failed on our side; the details are in the log.
 pub fn internal_error(ui: &Ui) -> Response {
     Response::html(
         StatusCode::INTERNAL_SERVER_ERROR,

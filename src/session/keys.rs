@@ -16,14 +16,23 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyError {
+    /// The file could not be read or written.
     #[error("session keys {path}: {source}")]
     Io {
+        /// The keys file.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// The file is not a keys file, or a key in it is unusable.
     #[error("session keys {path}: not a keys file: {reason}")]
-    Invalid { path: PathBuf, reason: String },
+    Invalid {
+        /// The keys file.
+        path: PathBuf,
+        /// What is wrong, naming a key by its id only.
+        reason: String,
+    },
 }
 
 /// The keys file as stored.
@@ -31,6 +40,7 @@ pub enum KeyError {
 pub struct KeyFile {
     /// The key id new tokens are signed with.
     pub active: String,
+    /// The session (HS256) keys, retired ones included.
     pub keys: Vec<KeyEntry>,
     /// Ed25519 keys for identity assertions to upstreams (public halves at
     /// `/.portcullis/jwks.json`); the last one signs.
@@ -41,7 +51,9 @@ pub struct KeyFile {
 /// An asymmetric signing key for identity assertions.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AssertionKey {
+    /// The key id (the JWT's `kid`).
     pub kid: String,
+    /// `EdDSA`.
     pub alg: String,
     /// PKCS#8 PEM of the private key.
     ///
@@ -50,6 +62,7 @@ pub struct AssertionKey {
     pub private_pem: Secret<String>,
     /// The raw 32-byte public key, base64url: the JWK's `x`.
     pub public_x: String,
+    /// When it was made (unix seconds).
     pub created: i64,
 }
 
@@ -67,15 +80,19 @@ impl AssertionKey {
     }
 }
 
+/// A session signing key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeyEntry {
+    /// The key id (the JWT's `kid`).
     pub kid: String,
+    /// `HS256`.
     pub alg: String,
     /// 32 random bytes, base64url without padding.
     ///
     /// # Security
     /// Whoever holds it can mint session cookies for any user.
     pub secret: Secret<String>,
+    /// When it was made (unix seconds).
     pub created: i64,
     /// Set when the key was rotated out: what it may still verify.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -290,6 +307,8 @@ pub struct Keyring {
 }
 
 impl Keyring {
+    /// The keys of `file` prepared for signing and verifying; a key whose secret does not
+    /// decode is skipped (the file was checked when loaded).
     pub fn from_file(file: &KeyFile) -> Keyring {
         let mut decoding = HashMap::new();
         let mut encoding = None;

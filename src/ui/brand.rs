@@ -68,11 +68,14 @@ pub struct FooterLink {
 pub struct Brand {
     /// The logo's URL (with a version so a changed file is fetched anew), if one is set.
     pub logo: Option<String>,
+    /// The accent colour and its contrasts.
     pub accent: Accent,
+    /// The footer's links.
     pub footer_links: Vec<FooterLink>,
 }
 
 impl Brand {
+    /// What `[ui]` says, prepared for templates.
     pub fn new(cfg: &UiConfig) -> Brand {
         let logo = cfg.logo.as_ref().map(|l| {
             let digest = Sha256::digest(&l.bytes);
