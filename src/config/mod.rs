@@ -85,8 +85,8 @@ pub struct ServerConfig {
     pub auth_url: Option<PublicOrigin>,
     /// Answer plain-HTTP requests with a redirect to HTTPS.
     pub redirect_http: bool,
-    /// `Strict-Transport-Security` value sent on HTTPS responses.
-    pub hsts: Option<String>,
+    /// `Strict-Transport-Security` value sent on HTTPS responses, parsed at load.
+    pub hsts: Option<http::HeaderValue>,
     /// CA bundle for verifying HTTPS upstreams instead of the system roots.
     pub upstream_ca_file: Option<PathBuf>,
 }

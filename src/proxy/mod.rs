@@ -82,11 +82,7 @@ impl Gateway {
             .redirect_http
             .then(|| cfg.server.tls_listen.first().map(|a| a.port()))
             .flatten();
-        let hsts = cfg
-            .server
-            .hsts
-            .as_deref()
-            .and_then(|v| http::HeaderValue::from_str(v).ok());
+        let hsts = cfg.server.hsts.clone();
         let access_log = cfg.log.access;
         Self {
             gate,
