@@ -22,14 +22,14 @@ pub(super) async fn json(p: &Portal, req: &Request<'_>, slug: &str) -> Response 
 }
 
 async fn handle(p: &Portal, req: &Request<'_>, slug: &str, face: Face) -> Response {
-    let to = Reply { p, req, face };
+    let to = Answering { p, req, face };
     step(&to, slug)
         .await
         .unwrap_or_else(|e| respond(&p.ui, face, &e))
 }
 
 /// Who is answered, and how.
-struct Reply<'r> {
+struct Answering<'r> {
     p: &'r Portal,
     req: &'r Request<'r>,
     face: Face,
@@ -42,7 +42,7 @@ fn in_flow(slug: &str) -> impl Fn(FlowError) -> PortalError + '_ {
     }
 }
 
-async fn step(to: &Reply<'_>, slug: &str) -> Answer {
+async fn step(to: &Answering<'_>, slug: &str) -> Answer {
     let (p, req) = (to.p, to.req);
     if p.engine.flow(slug).is_none() {
         return Err(PortalError::UnknownFlow(slug.to_string()));
@@ -80,7 +80,12 @@ async fn step(to: &Reply<'_>, slug: &str) -> Answer {
 }
 
 /// A page load: the execution under way, or a fresh one.
-async fn show(to: &Reply<'_>, slug: &str, existing: Option<Execution>, at: Caller<'_>) -> Answer {
+async fn show(
+    to: &Answering<'_>,
+    slug: &str,
+    existing: Option<Execution>,
+    at: Caller<'_>,
+) -> Answer {
     // A page load that names where to go afterwards starts afresh when the sign-in under way
     // was for somewhere else (another app sent the user to the auth host), so the user lands
     // where they were going.
@@ -187,7 +192,7 @@ fn json_input(req: &Request<'_>) -> Result<Input, PortalError> {
     Ok(input)
 }
 
-fn render(to: &Reply<'_>, exec: &Execution, view: View, fresh: bool, posted: bool) -> Answer {
+fn render(to: &Answering<'_>, exec: &Execution, view: View, fresh: bool, posted: bool) -> Answer {
     let flow_cookie = to.p.flow_cookie(to.req);
     let View { flow, title, step } = view;
     let names = Names {
@@ -225,7 +230,7 @@ struct Names<'a> {
 }
 
 fn challenge_page(
-    to: &Reply<'_>,
+    to: &Answering<'_>,
     exec: &Execution,
     view: Names<'_>,
     stage: &str,
@@ -259,7 +264,7 @@ fn done(face: Face, flow: &str, rd: &str, posted: bool) -> Response {
     }
 }
 
-fn ended(to: &Reply<'_>, exec: &Execution, view: Names<'_>, message: &str) -> Response {
+fn ended(to: &Answering<'_>, exec: &Execution, view: Names<'_>, message: &str) -> Response {
     if to.face == Face::Json {
         return Response::json(StatusCode::OK, &ended_json(view.flow, message));
     }
