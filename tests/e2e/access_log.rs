@@ -84,8 +84,22 @@ async fn access_log_names_app_user_status_and_outcome_and_no_secret() {
     let anon = gw.raw().get_with_token("/", "", "application/json").await;
     assert_eq!(anon.status, 401, "{}", anon.describe());
 
-    // ping (the harness), 5 sign-in steps, 4 requests.
-    let lines = access_lines(&gw, 10).await;
+    // A Host that tries to forge fields of the line is refused and logged escaped.
+    let forged = b
+        .send(b.http.get(b.url("/")).header("host", "x\" user=\"admin"))
+        .await;
+    assert_eq!(forged.status, 400, "{}", forged.describe());
+    // ping (the harness), 5 sign-in steps, 5 requests.
+    let lines = access_lines(&gw, 11).await;
+    let bad_host = lines
+        .iter()
+        .find(|l| l.contains("outcome=\"bad_host\""))
+        .unwrap_or_else(|| panic!("no bad_host line:\n{}", lines.join("\n")));
+    assert!(
+        !bad_host.contains(" user=\"admin\""),
+        "forged field: {bad_host}"
+    );
+    assert!(bad_host.contains("user=\"\""), "{bad_host}");
     let allowed = line_for(&lines, APP, "/reports", 200);
     for field in [
         "app=\"demo\"",
