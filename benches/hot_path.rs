@@ -14,6 +14,9 @@
 //! - `otp/`: one-time code generation, hash and verification;
 //! - `argon2id/`: one hash with the configured parameters (what a password sign-in costs).
 
+// `criterion_group!` defines an undocumented `pub fn benches`; a bench binary has no API.
+#![allow(missing_docs)]
+
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
 use http::{HeaderMap, HeaderValue, Method};

@@ -9,47 +9,66 @@ use std::sync::Arc;
 
 /// The request being judged, as the transport reconstructed it.
 pub struct AccessRequest<'a> {
+    /// Method of the original request (a `GET` page load is redirected, an API call gets 401).
     pub method: &'a Method,
     /// Scheme of the original request: `http` or `https`.
     pub scheme: &'a str,
     /// Host as sent, possibly with a port (`app.test:9000`).
     pub authority: &'a str,
+    /// Path without the query, matched against the app's bypass rules.
     pub path: &'a str,
     /// Path plus query, for the return address.
     pub path_and_query: &'a str,
+    /// Headers of the original request: the session cookie and `Accept` are read from them.
     pub headers: &'a HeaderMap,
 }
 
-/// The verdict.
+/// The verdict. Every variant but [`Decision::UnknownHost`] names the app the host belongs to;
+/// `claims` is the verified session, `login` the sign-in URL (returning to the request), and
+/// `navigation` whether to redirect there (a browser page load) rather than answer 401.
 #[derive(Debug)]
 pub enum Decision<'a> {
     /// No app serves this host: answer 404, never forward.
     UnknownHost,
     /// The path is public for this app: forward without identity.
-    Bypass { app: &'a AppConfig },
+    Bypass {
+        /// The app the host belongs to.
+        app: &'a AppConfig,
+    },
     /// Signed in and allowed.
     Allow {
+        /// The app the host belongs to.
         app: &'a AppConfig,
+        /// The verified session, for the identity headers.
         claims: Arc<Claims>,
     },
     /// Not signed in. `navigation` says whether to redirect (a browser page load) or answer 401.
     Unauthenticated {
+        /// The app the host belongs to.
         app: &'a AppConfig,
+        /// Where to sign in, returning to this request.
         login: String,
+        /// A browser page load: redirect to `login` rather than answer 401.
         navigation: bool,
     },
     /// Signed in, but not in the app's allowed groups.
     Forbidden {
+        /// The app the host belongs to.
         app: &'a AppConfig,
+        /// The verified session, for the page naming who is signed in.
         claims: Arc<Claims>,
     },
     /// Signed in, but the session lacks a factor the app's flow requires: send the user to the
     /// app's flow (`login`), which asks only for what is missing. Answered like
     /// [`Decision::Unauthenticated`] (redirect or 401), with its own error for API calls.
     StepUp {
+        /// The app the host belongs to.
         app: &'a AppConfig,
+        /// The verified session that falls short.
         claims: Arc<Claims>,
+        /// Where to complete the app's flow, returning to this request.
         login: String,
+        /// A browser page load: redirect to `login` rather than answer 401.
         navigation: bool,
     },
 }
@@ -64,6 +83,7 @@ pub struct Gate {
 }
 
 impl Gate {
+    /// Indexes the apps by host and works out what each app's flow requires of a session.
     pub fn new(config: Arc<Config>, sessions: Arc<SessionService>) -> Self {
         let by_host = config
             .apps
@@ -89,16 +109,18 @@ impl Gate {
         }
     }
 
+    /// The validated config the gate was built from.
     pub fn config(&self) -> &Config {
         &self.config
     }
 
-    pub fn sessions(&self) -> &SessionService {
+    /// The session service that verifies cookies.
+    pub(crate) fn sessions(&self) -> &SessionService {
         &self.sessions
     }
 
     /// The app for a host (with or without port).
-    pub fn app(&self, authority: &str) -> Option<&AppConfig> {
+    pub(crate) fn app(&self, authority: &str) -> Option<&AppConfig> {
         let host = host_of(authority);
         let idx = if host.bytes().any(|b| b.is_ascii_uppercase()) {
             self.by_host.get(&host.to_ascii_lowercase())
@@ -120,6 +142,14 @@ impl Gate {
         }
     }
 
+    /// The verdict on `req`, in order: unknown host, bypassed path, no (valid) session, not in
+    /// the app's groups, missing factors, allowed.
+    ///
+    /// # Security
+    /// This is the only access rule: the proxy and every forward-auth transport act on its
+    /// answer and must not forward on anything but [`Decision::Allow`] or
+    /// [`Decision::Bypass`]. The caller builds `req` from the original request, and only
+    /// from headers of a trusted proxy when the request came through one.
     pub fn decide<'s>(&'s self, req: &AccessRequest<'_>) -> Decision<'s> {
         let Some(app) = self.app(req.authority) else {
             return Decision::UnknownHost;
@@ -155,7 +185,7 @@ impl Gate {
     /// # Security
     /// A session is only as good as the flow that made it: without this, a password-only
     /// sign-in on one app's host would open an app whose flow also asks for a code.
-    pub fn satisfies(&self, app: &AppConfig, claims: &Claims) -> bool {
+    pub(crate) fn satisfies(&self, app: &AppConfig, claims: &Claims) -> bool {
         self.requirements
             .get(app.index)
             .is_some_and(|r| r.met_by(claims.proved()))
@@ -170,7 +200,7 @@ impl Gate {
     /// Both the auth host's address and the return address (`rd`) are built from the
     /// configured public origins; the request contributes only its path and which of the
     /// app's configured hosts it named, so no `Host` header (or port in it) shapes the link.
-    pub fn login_url(&self, app: &AppConfig, req: &AccessRequest<'_>) -> String {
+    pub(crate) fn login_url(&self, app: &AppConfig, req: &AccessRequest<'_>) -> String {
         let original = format!("{}{}", request_origin(app, req), req.path_and_query);
         let path = format!(
             "/.portcullis/flow/{}?rd={}",
@@ -184,7 +214,7 @@ impl Gate {
     }
 
     /// [`Gate::login_url`] as an absolute URL, for answers read by another proxy.
-    pub fn login_url_absolute(&self, app: &AppConfig, req: &AccessRequest<'_>) -> String {
+    pub(crate) fn login_url_absolute(&self, app: &AppConfig, req: &AccessRequest<'_>) -> String {
         let url = self.login_url(app, req);
         if url.starts_with('/') {
             format!("{}{url}", request_origin(app, req))
@@ -194,7 +224,7 @@ impl Gate {
     }
 
     /// Whether `authority` names the configured auth host.
-    pub fn is_auth_host(&self, authority: &str) -> bool {
+    pub(crate) fn is_auth_host(&self, authority: &str) -> bool {
         self.config
             .server
             .auth_host
@@ -204,7 +234,7 @@ impl Gate {
 
     /// The configured public origin of the host `authority` names (an app host or the auth
     /// host; any port in `authority` is ignored), or `None` for a host that is not ours.
-    pub fn public_origin(&self, authority: &str) -> Option<&PublicOrigin> {
+    pub(crate) fn public_origin(&self, authority: &str) -> Option<&PublicOrigin> {
         if self.is_auth_host(authority) {
             return self.config.server.auth_url.as_ref();
         }
@@ -220,7 +250,7 @@ fn request_origin<'a>(app: &'a AppConfig, req: &AccessRequest<'_>) -> &'a Public
 }
 
 /// The host part of an authority, without port or IPv6 brackets' port.
-pub fn host_of(authority: &str) -> &str {
+pub(crate) fn host_of(authority: &str) -> &str {
     if let Some(rest) = authority.strip_prefix('[') {
         return rest.split(']').next().unwrap_or(rest);
     }
@@ -235,7 +265,7 @@ pub fn host_of(authority: &str) -> &str {
 /// links in email, the fallback after sign-in). A loosely read one such as
 /// `app.test:1@evil.example` would route to `app.test` yet point those URLs at another host,
 /// so anything else is refused before it is used.
-pub fn is_plain_authority(authority: &str) -> bool {
+pub(crate) fn is_plain_authority(authority: &str) -> bool {
     if authority.is_empty() || authority.len() > 255 {
         return false;
     }
@@ -289,7 +319,7 @@ pub fn is_plain_authority(authority: &str) -> bool {
 /// resource by spelling its path so that the rule reads it as public. This runs in
 /// [`Gate::decide`], so the proxy and every forward-auth transport share it. One pass over the
 /// bytes, no allocation.
-pub fn is_plain_path(path: &str) -> bool {
+pub(crate) fn is_plain_path(path: &str) -> bool {
     let b = path.as_bytes();
     if b.first() != Some(&b'/') {
         return false;
@@ -363,7 +393,7 @@ fn hex(c: u8) -> Option<u8> {
 
 /// A browser loading a page (which can follow a redirect to a sign-in form), as opposed to an
 /// API call or XHR, which should get a 401 it can handle.
-pub fn is_navigation(method: &Method, headers: &HeaderMap) -> bool {
+pub(crate) fn is_navigation(method: &Method, headers: &HeaderMap) -> bool {
     (method == Method::GET || method == Method::HEAD)
         && headers
             .get(http::header::ACCEPT)

@@ -3,8 +3,10 @@
 
 use crate::access::Gate;
 use crate::admin::{self, Admin};
+use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, StageConfig};
 use crate::flow::{EmailChannel, Engine, Services, SmsChannel};
+use crate::http_client::{HttpClient, HttpError, ReqwestHttpClient};
 use crate::notify::{HttpSmsSender, MessageTemplates, NotifyError, SmtpSender};
 use crate::password::{PasswordError, PasswordHasherPool};
 use crate::portal::Portal;
@@ -47,6 +49,8 @@ pub enum AppError {
         #[source]
         source: NotifyError,
     },
+    #[error("outgoing HTTP client: {0}")]
+    Http(#[from] HttpError),
     #[error("global [email] settings: {0}")]
     GlobalEmail(#[from] NotifyError),
     #[error("cannot start the server: {0}")]
@@ -79,18 +83,23 @@ impl Parts {
         let config = Arc::new(config);
         let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.storage.path)?);
         let passwords = PasswordHasherPool::new(&config.passwords)?;
-        let sessions = Arc::new(SessionService::new(
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let http: Arc<dyn HttpClient> = Arc::new(ReqwestHttpClient::new()?);
+        let sessions = Arc::new(SessionService::with_clock(
             &config.session,
             config.storage.keys_path.clone(),
             store.clone(),
+            clock.clone(),
         )?);
         let engine = Arc::new(Engine::new(
             &config,
             Services {
                 store: store.clone(),
-                passwords: passwords.clone(),
+                passwords: Arc::new(passwords.clone()),
+                clock,
+                http: http.clone(),
                 email: email_channels(&config)?,
-                sms: sms_channels(&config)?,
+                sms: sms_channels(&config, &http)?,
                 default_email: Arc::new(EmailChannel {
                     sender: Arc::new(SmtpSender::new(&config.email)?),
                     subject: "Portcullis sign-in code".into(),
@@ -123,7 +132,10 @@ pub fn check(config: &Config) -> Result<(), AppError> {
     PasswordHasherPool::new(&config.passwords)?;
     SmtpSender::new(&config.email)?;
     email_channels(config)?;
-    sms_channels(config)?;
+    sms_channels(
+        config,
+        &(Arc::new(ReqwestHttpClient::new()?) as Arc<dyn HttpClient>),
+    )?;
     crate::session::KeyFile::check_existing(&config.storage.keys_path)
         .map_err(SessionError::from)?;
     Ok(())
@@ -151,8 +163,11 @@ fn email_channels(config: &Config) -> Result<HashMap<String, Arc<EmailChannel>>,
     Ok(out)
 }
 
-/// One SMS channel per SMS setup stage.
-fn sms_channels(config: &Config) -> Result<HashMap<String, Arc<SmsChannel>>, AppError> {
+/// One SMS channel per SMS setup stage, each sending over `http`.
+fn sms_channels(
+    config: &Config,
+    http: &Arc<dyn HttpClient>,
+) -> Result<HashMap<String, Arc<SmsChannel>>, AppError> {
     let mut out = HashMap::new();
     for (name, stage) in &config.stages {
         if let StageConfig::AuthenticatorSms(s) = stage {
@@ -162,6 +177,7 @@ fn sms_channels(config: &Config) -> Result<HashMap<String, Arc<SmsChannel>>, App
                 s.mapping.clone(),
                 s.timeout,
                 config.ui.site_title.clone(),
+                http.clone(),
             )
             .map_err(|err| AppError::Sms {
                 stage: name.clone(),
@@ -332,7 +348,7 @@ fn spawn_maintenance(store: Arc<dyn Store>, sessions: Arc<SessionService>) {
         .name("portcullis-maintenance".into())
         .spawn(move || loop {
             std::thread::sleep(Duration::from_secs(60));
-            if let Err(e) = store.purge_expired(crate::clock::now()) {
+            if let Err(e) = store.purge_expired(sessions.clock().now()) {
                 tracing::warn!(error = %e, "purging expired records failed");
             }
             sessions.prune();

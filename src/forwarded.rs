@@ -8,16 +8,18 @@ use std::net::IpAddr;
 
 /// The configured trusted networks.
 #[derive(Debug, Clone)]
-pub struct TrustedProxies {
+pub(crate) struct TrustedProxies {
     nets: Vec<IpNet>,
 }
 
 impl TrustedProxies {
-    pub fn new(nets: Vec<IpNet>) -> Self {
+    /// Trusts peers inside any of `nets` (the validated `[server] trusted_proxies`).
+    pub(crate) fn new(nets: Vec<IpNet>) -> Self {
         Self { nets }
     }
 
-    pub fn trusts(&self, peer: IpAddr) -> bool {
+    /// Whether `peer` is a trusted proxy; an IPv4-mapped IPv6 address counts as its IPv4 one.
+    pub(crate) fn trusts(&self, peer: IpAddr) -> bool {
         let peer = match peer {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(peer),
             v4 => v4,
@@ -28,7 +30,7 @@ impl TrustedProxies {
     /// The real client: for a trusted peer, the right-most address in `X-Forwarded-For` that
     /// is not itself a trusted proxy (entries further left are the client's own claims);
     /// otherwise the peer.
-    pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    pub(crate) fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         if !self.trusts(peer) {
             return peer;
         }
@@ -46,15 +48,6 @@ impl TrustedProxies {
         }
         peer
     }
-}
-
-/// A header's value as text, if present and valid.
-pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
 }
 
 #[cfg(test)]

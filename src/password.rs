@@ -8,17 +8,23 @@
 
 use crate::config::{PasswordParams, PasswordPolicy};
 use crate::secret::SecretString;
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, SaltString};
+use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, PasswordVerifier, Version};
+use async_trait::async_trait;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 
+/// Why a password could not be hashed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PasswordError {
+    /// The configured argon2 cost is out of argon2's range.
     #[error("argon2 parameters rejected: {0}")]
     Params(argon2::Error),
+    /// argon2 refused to hash (not expected with valid parameters).
     #[error("hashing failed: {0}")]
     Hash(argon2::password_hash::Error),
+    /// The hashing threads are gone.
     #[error("the hashing pool has shut down")]
     PoolClosed,
 }
@@ -77,6 +83,25 @@ impl Workers {
     }
 }
 
+/// Password hashing as the flow engine sees it: asynchronous, off the request workers.
+/// Implemented by [`PasswordHasherPool`] (argon2id); tests use a pool with a cheap cost.
+#[async_trait]
+pub trait PasswordHasher: Send + Sync {
+    /// Hashes `password`; returns its PHC string (`$argon2id$...`) with a fresh salt.
+    ///
+    /// # Errors
+    /// [`PasswordError`] when the hash cannot be computed.
+    async fn hash(&self, password: SecretString) -> Result<String, PasswordError>;
+
+    /// Whether `password` matches `hash`. With no hash (unknown user, no password set) it
+    /// returns false after as much work as a real check.
+    ///
+    /// # Security
+    /// Taking the same time with and without a hash keeps the answer's timing from telling
+    /// which usernames exist.
+    async fn verify(&self, password: SecretString, hash: Option<String>) -> bool;
+}
+
 /// Hashes and verifies passwords with the configured argon2id cost.
 #[derive(Clone)]
 pub struct PasswordHasherPool {
@@ -89,6 +114,8 @@ pub struct PasswordHasherPool {
 }
 
 impl PasswordHasherPool {
+    /// A pool hashing with the cost `p`; its threads start on the first asynchronous hash.
+    ///
     /// # Errors
     /// [`PasswordError::Params`] when the configured cost is not accepted by argon2.
     pub fn new(p: &PasswordParams) -> Result<Self, PasswordError> {
@@ -116,11 +143,19 @@ impl PasswordHasherPool {
         hash_with(&self.argon, password.expose())
     }
 
+    /// Blocking verify, for callers outside the async runtime.
+    pub fn verify_blocking(&self, password: &SecretString, hash: &str) -> bool {
+        verify_with(&self.argon, password.expose(), hash)
+    }
+}
+
+#[async_trait]
+impl PasswordHasher for PasswordHasherPool {
     /// Hashes on the hashing threads.
     ///
     /// # Errors
-    /// As [`Self::hash_blocking`], or [`PasswordError::PoolClosed`].
-    pub async fn hash(&self, password: SecretString) -> Result<String, PasswordError> {
+    /// As [`PasswordHasherPool::hash_blocking`], or [`PasswordError::PoolClosed`].
+    async fn hash(&self, password: SecretString) -> Result<String, PasswordError> {
         let argon = self.argon.clone();
         self.workers()
             .run(move || hash_with(&argon, password.expose()))
@@ -129,7 +164,7 @@ impl PasswordHasherPool {
 
     /// Checks `password` against `hash`; with no hash (unknown user, no password set) it checks
     /// against a dummy so the answer takes the same time, and returns false.
-    pub async fn verify(&self, password: SecretString, hash: Option<String>) -> bool {
+    async fn verify(&self, password: SecretString, hash: Option<String>) -> bool {
         let argon = self.argon.clone();
         let real = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy.as_ref().clone());
@@ -139,11 +174,6 @@ impl PasswordHasherPool {
             .await
             .unwrap_or(false);
         ok && real
-    }
-
-    /// Blocking verify, for callers outside the async runtime.
-    pub fn verify_blocking(&self, password: &SecretString, hash: &str) -> bool {
-        verify_with(&self.argon, password.expose(), hash)
     }
 }
 
@@ -168,10 +198,19 @@ fn verify_with(argon: &Argon2<'_>, password: &str, hash: &str) -> bool {
 /// password.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyViolation {
+    /// Fewer characters than `[password] min_length`.
     #[error("the password is shorter than {min} characters (rule: [password] min_length = {min})")]
-    TooShort { min: usize },
+    TooShort {
+        /// The configured minimum.
+        min: usize,
+    },
+    /// More characters than `[password] max_length`.
     #[error("the password is longer than {max} characters (rule: [password] max_length = {max})")]
-    TooLong { max: usize },
+    TooLong {
+        /// The configured maximum.
+        max: usize,
+    },
+    /// A control character (newline, tab, NUL...).
     #[error("the password contains a control character (rule: printable characters only)")]
     ControlCharacter,
 }

@@ -34,6 +34,20 @@ impl SecretString {
     }
 }
 
+/// Stored as the plain string (an execution keeps its CSRF token and a code's hash this way):
+/// serialising is how a secret reaches the store, never a log.
+impl serde::Serialize for SecretString {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SecretString {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Self)
+    }
+}
+
 impl std::fmt::Debug for SecretString {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SecretString(<redacted>)")
@@ -71,6 +85,12 @@ impl<T> From<T> for Secret<T> {
     }
 }
 
+impl From<&str> for Secret<String> {
+    fn from(value: &str) -> Self {
+        Self(value.to_string())
+    }
+}
+
 impl<T> std::fmt::Debug for Secret<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(<redacted>)")
@@ -96,6 +116,16 @@ mod tests {
         assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
         assert_eq!(s.expose(), "hunter2");
         assert!(!format!("{:?}", SecretString::new("hunter2")).contains("hunter2"));
+    }
+
+    #[test]
+    fn secret_strings_round_trip_through_serde_but_not_debug() {
+        let s = SecretString::new("hunter2");
+        let json = serde_json::to_string(&s).expect("serialises");
+        assert_eq!(json, "\"hunter2\"");
+        let back: SecretString = serde_json::from_str(&json).expect("deserialises");
+        assert_eq!(back.expose(), "hunter2");
+        assert!(!format!("{back:?}").contains("hunter2"));
     }
 
     #[test]

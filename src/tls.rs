@@ -9,24 +9,30 @@ use rustls::sign::CertifiedKey;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// A certificate or key that cannot serve: the file (or config key) and why, for the start-up
+/// error.
 #[derive(Debug, thiserror::Error)]
 #[error("certificate {path}: {reason}")]
-pub struct TlsError {
+pub(crate) struct TlsError {
     path: String,
     reason: String,
 }
 
 /// Picks the certificate for a handshake by the name the client asked for.
 #[derive(Debug)]
-pub struct SniResolver {
+pub(crate) struct SniResolver {
     by_name: HashMap<String, Arc<CertifiedKey>>,
     default: Arc<CertifiedKey>,
 }
 
 impl SniResolver {
+    /// A resolver over the configured certificates, each served for the names it covers; the
+    /// first one is the default for clients that send no (or an unknown) name.
+    ///
     /// # Errors
-    /// [`TlsError`] naming the file when a key cannot be used for signing.
-    pub fn new(certs: &[Certificate]) -> Result<Self, TlsError> {
+    /// [`TlsError`] naming the file when a key cannot be read or used for signing, or naming
+    /// `[server.certificates]` when the list is empty.
+    pub(crate) fn new(certs: &[Certificate]) -> Result<Self, TlsError> {
         let mut by_name = HashMap::new();
         let mut default = None;
         for c in certs {
@@ -76,7 +82,8 @@ impl ResolvesServerCert for SniResolver {
 }
 
 /// Writes a self-signed certificate for `localhost` and `*.localhost` (and 127.0.0.1, ::1)
-/// into `dir` as `dev.pem` and `dev.key` (mode 0600), for trying HTTPS locally.
+/// into `dir` as `dev.pem` and `dev.key` (mode 0600), for trying HTTPS locally. Returns the
+/// paths of the certificate and the key, in that order.
 ///
 /// # Errors
 /// The I/O or generation error, as text naming the path.
@@ -84,7 +91,7 @@ impl ResolvesServerCert for SniResolver {
 /// `extra` names are added as they are: TLS clients refuse a wildcard directly under a
 /// single-label name, so `*.localhost` (kept for tools that accept it) does not cover
 /// `wiki.localhost` in browsers, rustls or OpenSSL, and such names must be listed.
-pub fn write_dev_certificate(
+pub(crate) fn write_dev_certificate(
     dir: &std::path::Path,
     extra: &[String],
 ) -> Result<(std::path::PathBuf, std::path::PathBuf), String> {

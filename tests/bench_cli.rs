@@ -4,6 +4,11 @@
 //! that many requests; and it refuses, with exit code 2 and a message saying why, to run
 //! without a target, against https, with a wrong password, or without a cookie its mix needs.
 
+// A test crate has no API: `pub` in its modules only shares helpers between them.
+#![allow(unreachable_pub)]
+// Set-up helpers outside `#[test]` functions unwrap on purpose: a failed set-up is a failed test.
+#![allow(clippy::unwrap_used)]
+
 #[path = "forward_auth/fronts.rs"]
 mod fronts;
 

@@ -7,17 +7,17 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 /// The listeners of the one nginx the bench starts.
-pub struct Ports {
+pub(crate) struct Ports {
     pub ret200: SocketAddr,
-    pub proxy: SocketAddr,
-    pub auth_trivial: SocketAddr,
-    pub auth_portcullis: SocketAddr,
+    pub(crate) proxy: SocketAddr,
+    pub(crate) auth_trivial: SocketAddr,
+    pub(crate) auth_portcullis: SocketAddr,
 }
 
 /// The forward-auth endpoint nginx `auth_request` asks (issue 5).
-pub const FORWARD_AUTH_PATH: &str = "/.portcullis/auth/nginx";
+pub(crate) const FORWARD_AUTH_PATH: &str = "/.portcullis/auth/nginx";
 
-pub fn config(
+pub(crate) fn config(
     dir: &Path,
     p: &Ports,
     upstream: SocketAddr,
@@ -112,7 +112,7 @@ fn is_root() -> bool {
 }
 
 /// Starts nginx with the config, pinned to `cpus`; `None` when nginx is not installed.
-pub fn start(dir: &Path, cpus: &str, conf: &str) -> Result<Option<Proc>, BoxError> {
+pub(crate) fn start(dir: &Path, cpus: &str, conf: &str) -> Result<Option<Proc>, BoxError> {
     let Some(bin) = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
         .iter()
         .map(Path::new)

@@ -30,7 +30,7 @@ impl ProxyHttp for Plain {
 }
 
 /// Serves until the process is killed.
-pub fn run(listen: SocketAddr, upstream: SocketAddr, threads: usize) -> ! {
+pub(crate) fn run(listen: SocketAddr, upstream: SocketAddr, threads: usize) -> ! {
     let mut peer = HttpPeer::new(upstream, false, String::new());
     peer.options.connection_timeout = Some(Duration::from_secs(5));
     peer.options.total_connection_timeout = Some(Duration::from_secs(10));

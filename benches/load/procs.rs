@@ -7,23 +7,23 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A port that was free a moment ago on 127.0.0.1.
-pub fn free_addr() -> Result<SocketAddr, BoxError> {
+pub(crate) fn free_addr() -> Result<SocketAddr, BoxError> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
 /// A child process that is killed (by its own pid) when dropped.
-pub struct Proc {
-    pub name: String,
+pub(crate) struct Proc {
+    pub(crate) name: String,
     child: Child,
     log: std::path::PathBuf,
 }
 
 impl Proc {
     /// Starts `program args` pinned to `cpus` (a taskset list), stdout/stderr to `log`.
-    pub fn spawn(
+    pub(crate) fn spawn(
         name: &str,
         cpus: &str,
         program: &Path,
@@ -50,12 +50,12 @@ impl Proc {
         })
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Resident memory in KiB, from /proc.
-    pub fn rss_kib(&self) -> Option<u64> {
+    pub(crate) fn rss_kib(&self) -> Option<u64> {
         let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
         s.lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -63,7 +63,7 @@ impl Proc {
     }
 
     /// Waits for the process to end; its output (stdout and stderr) from the log file.
-    pub fn wait_stdout(&mut self) -> Result<String, BoxError> {
+    pub(crate) fn wait_stdout(&mut self) -> Result<String, BoxError> {
         let status = self.child.wait()?;
         let out = std::fs::read_to_string(&self.log)?;
         if !status.success() {
@@ -73,7 +73,7 @@ impl Proc {
     }
 
     /// Fails if the process has already exited.
-    pub fn check_alive(&mut self) -> Result<(), BoxError> {
+    pub(crate) fn check_alive(&mut self) -> Result<(), BoxError> {
         match self.child.try_wait()? {
             Some(status) => Err(format!("{} exited: {status}", self.name).into()),
             None => Ok(()),
@@ -102,7 +102,7 @@ impl Drop for Proc {
 }
 
 /// A blocking `GET` over a fresh connection: status and body.
-pub fn http_get(
+pub(crate) fn http_get(
     addr: SocketAddr,
     host: &str,
     path: &str,
@@ -128,7 +128,7 @@ pub fn http_get(
 }
 
 /// Waits until `GET path` answers with any status (the server is up), or fails after `limit`.
-pub fn wait_http(
+pub(crate) fn wait_http(
     addr: SocketAddr,
     host: &str,
     path: &str,
@@ -148,16 +148,16 @@ pub fn wait_http(
 
 /// One wrk measurement.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Measure {
-    pub rps: f64,
+pub(crate) struct Measure {
+    pub(crate) rps: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub p999_ms: f64,
     /// Responses with status >= 400, as wrk counts them.
     pub non_2xx_3xx: u64,
     /// Connect, read, write and timeout errors.
-    pub errors: u64,
-    pub requests: u64,
+    pub(crate) errors: u64,
+    pub(crate) requests: u64,
 }
 
 /// Prints a JSON line with the numbers wrk's text output lacks (p99.9, exact counts).
@@ -170,15 +170,15 @@ done = function(summary, latency, requests)
 end
 "#;
 
-pub struct Wrk {
-    pub cpus: String,
-    pub connections: usize,
-    pub threads: usize,
-    pub script: std::path::PathBuf,
+pub(crate) struct Wrk {
+    pub(crate) cpus: String,
+    pub(crate) connections: usize,
+    pub(crate) threads: usize,
+    pub(crate) script: std::path::PathBuf,
 }
 
 impl Wrk {
-    pub fn new(
+    pub(crate) fn new(
         dir: &Path,
         cpus: &str,
         connections: usize,
@@ -195,7 +195,12 @@ impl Wrk {
     }
 
     /// One wrk run of `secs` against `url` with extra headers.
-    pub fn run(&self, url: &str, headers: &[String], secs: u64) -> Result<Measure, BoxError> {
+    pub(crate) fn run(
+        &self,
+        url: &str,
+        headers: &[String],
+        secs: u64,
+    ) -> Result<Measure, BoxError> {
         let mut cmd = Command::new("taskset");
         cmd.arg("-c")
             .arg(&self.cpus)
@@ -238,7 +243,7 @@ impl Wrk {
 }
 
 /// The median of each figure over the runs (runs are few, so each figure separately).
-pub fn median(runs: &[Measure]) -> Measure {
+pub(crate) fn median(runs: &[Measure]) -> Measure {
     let med = |f: fn(&Measure) -> f64| {
         let mut v: Vec<f64> = runs.iter().map(f).collect();
         v.sort_by(|a, b| a.total_cmp(b));

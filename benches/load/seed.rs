@@ -19,15 +19,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub const USER: &str = "bench";
-pub const PASSWORD: &str = "bench-Password-4711";
+pub(crate) const USER: &str = "bench";
+pub(crate) const PASSWORD: &str = "bench-Password-4711";
 
 /// Records per sled batch: large enough that batching pays, small enough to bound memory.
 const BATCH: u64 = 20_000;
 
 /// Seeds `n` of each record kind (the bench user counts as one) and returns a valid token and
 /// how long seeding took.
-pub fn seed(config: &Config, n: u64) -> Result<(String, Duration), BoxError> {
+pub(crate) fn seed(config: &Config, n: u64) -> Result<(String, Duration), BoxError> {
     let started = Instant::now();
     let passwords = PasswordHasherPool::new(&config.passwords)?;
     // One real hash shared by every seeded user: hashing a million passwords would take hours

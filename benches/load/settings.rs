@@ -5,30 +5,30 @@ use std::process::Command;
 
 /// What a run does, from `LOAD_*` environment variables. The defaults take about 8 minutes
 /// plus seeding (see benches/README.md).
-pub struct Settings {
+pub(crate) struct Settings {
     /// Seconds per measured run (`LOAD_SECS`).
-    pub secs: u64,
+    pub(crate) secs: u64,
     /// Unmeasured seconds before each measurement (`LOAD_WARMUP`).
-    pub warmup: u64,
+    pub(crate) warmup: u64,
     /// Runs per measurement; the median is kept (`LOAD_RUNS`, at least 1).
-    pub runs: usize,
+    pub(crate) runs: usize,
     /// wrk's connections, the same for every throughput row (`LOAD_CONNECTIONS`).
-    pub connections: usize,
-    pub wrk_threads: usize,
+    pub(crate) connections: usize,
+    pub(crate) wrk_threads: usize,
     /// taskset CPU lists: servers on one, load generators on the other (`LOAD_SERVER_CPUS`,
     /// `LOAD_CLIENT_CPUS`); both 0 on a one-core machine.
-    pub server_cpu: String,
-    pub client_cpu: String,
+    pub(crate) server_cpu: String,
+    pub(crate) client_cpu: String,
     /// Stored users/sessions/revocations for each pass (`LOAD_SCALES`, comma-separated).
-    pub scales: Vec<u64>,
+    pub(crate) scales: Vec<u64>,
     /// The fixed rate for the added-latency rows (`LOAD_RATE`).
-    pub rate: u64,
+    pub(crate) rate: u64,
     /// The fixed rate of signed-in traffic measured quiet and during a sign-in storm.
-    pub storm_rate: u64,
+    pub(crate) storm_rate: u64,
     /// Sign-ins in flight for the sign-in rows and the storm (`LOAD_STORM_CONNS`).
-    pub storm_conns: usize,
+    pub(crate) storm_conns: usize,
     /// Free text stored with the results, e.g. "other builds ran" (`LOAD_NOTE`).
-    pub note: String,
+    pub(crate) note: String,
 }
 
 /// `key` parsed, or `default` when unset; a value that does not parse is an error, so a typo
@@ -46,7 +46,7 @@ fn env_or<T: std::str::FromStr>(key: &str, default: T) -> Result<T, String> {
 impl Settings {
     /// # Errors
     /// A message naming the variable that does not parse.
-    pub fn from_env() -> Result<Settings, String> {
+    pub(crate) fn from_env() -> Result<Settings, String> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let (server, client) = if cores >= 2 { ("0", "1") } else { ("0", "0") };
         let scales = env_or("LOAD_SCALES", "1,100000,1000000".to_string())?
@@ -77,7 +77,7 @@ impl Settings {
     }
 
     /// The settings as recorded in the JSON.
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::json!({
             "seconds": self.secs, "warmup": self.warmup, "runs": self.runs,
             "connections": self.connections, "wrk_threads": self.wrk_threads,
@@ -90,7 +90,7 @@ impl Settings {
 
 /// Installs a Debian package when its command is missing (the bench needs wrk; nginx is
 /// optional), as root only.
-pub fn ensure_tool(cmd: &str, package: &str) -> bool {
+pub(crate) fn ensure_tool(cmd: &str, package: &str) -> bool {
     let found = |c: &str| {
         Command::new("sh")
             .arg("-c")
@@ -122,7 +122,7 @@ pub fn ensure_tool(cmd: &str, package: &str) -> bool {
 
 /// The machine: CPU, cores, kernel, nginx and wrk versions, and the load average when the
 /// bench started (a high one means the numbers were taken while other work ran).
-pub fn machine() -> serde_json::Value {
+pub(crate) fn machine() -> serde_json::Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {

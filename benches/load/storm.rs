@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Hashes for `secs` on the calling thread; prints `{"hashes_per_s":..}`.
-pub fn argon2_rate(config: &Config, secs: f64) -> Result<(), BoxError> {
+pub(crate) fn argon2_rate(config: &Config, secs: f64) -> Result<(), BoxError> {
     let pool = PasswordHasherPool::new(&config.passwords)?;
     let pw = SecretString::new("a-password-to-hash");
     pool.hash_blocking(&pw)?;
@@ -29,7 +29,7 @@ pub fn argon2_rate(config: &Config, secs: f64) -> Result<(), BoxError> {
 }
 
 /// Signs in over and over from `conns` tasks for `secs`; prints rate and latency as JSON.
-pub fn signins(
+pub(crate) fn signins(
     url: &str,
     flow: &str,
     cookie: &str,

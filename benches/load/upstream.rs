@@ -17,7 +17,7 @@ struct Counters {
 }
 
 /// Serves until the process is killed.
-pub fn run(listen: SocketAddr) -> std::io::Result<()> {
+pub(crate) fn run(listen: SocketAddr) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -3,7 +3,7 @@
 
 mod socket;
 
-pub use socket::{send as send_to_gateway, serve as serve_socket};
+pub(crate) use socket::{send as send_to_gateway, serve as serve_socket};
 
 use crate::config::PasswordPolicy;
 use crate::password::{PasswordError, PasswordHasherPool};
@@ -16,45 +16,72 @@ use std::sync::Arc;
 /// An administrative command. Not `Debug`: it can carry a password.
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
-pub enum Command {
+pub(crate) enum Command {
+    /// Add a user with a password; the username is stored in its canonical form.
     UserAdd {
+        /// As typed; [`new_username`] checks and canonicalises it.
         username: String,
+        /// Display name (`Remote-Name`); empty when `None`.
         name: Option<String>,
+        /// Unique across users; where email codes and links go.
         email: Option<String>,
+        /// Where SMS codes go.
         phone: Option<String>,
+        /// Sent joined with commas in `Remote-Groups`, so none may contain a comma.
         groups: Vec<String>,
+        /// In clear, checked against the password policy, then hashed with argon2id.
         password: String,
     },
+    /// Set a user's password and end their sessions.
     UserPasswd {
+        /// The user, in any form that canonicalises to theirs.
         username: String,
+        /// In clear, checked against the password policy, then hashed with argon2id.
         password: String,
     },
+    /// List every user.
     UserList,
+    /// Show one user.
     UserShow {
+        /// The user to show.
         username: String,
     },
+    /// Refuse the user's sign-ins and end their sessions.
     UserDisable {
+        /// The user to disable.
         username: String,
     },
+    /// Let a disabled user sign in again.
     UserEnable {
+        /// The user to enable.
         username: String,
     },
+    /// Delete the user and end their sessions.
     UserRemove {
+        /// The user to remove.
         username: String,
     },
+    /// Re-read the session signing keys from disk (after `keys rotate`).
     KeysReload,
 }
 
 /// A user as shown to an operator: everything but the hash.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct UserView {
-    pub username: String,
-    pub name: String,
-    pub email: Option<String>,
-    pub phone: Option<String>,
-    pub groups: Vec<String>,
-    pub active: bool,
-    pub has_password: bool,
+pub(crate) struct UserView {
+    /// Canonical username.
+    pub(crate) username: String,
+    /// Display name, possibly empty.
+    pub(crate) name: String,
+    /// Email address, if any.
+    pub(crate) email: Option<String>,
+    /// Phone number, if any.
+    pub(crate) phone: Option<String>,
+    /// Group names.
+    pub(crate) groups: Vec<String>,
+    /// `false` once disabled: sign-ins are refused.
+    pub(crate) active: bool,
+    /// Whether a password hash is stored (never the hash itself).
+    pub(crate) has_password: bool,
 }
 
 impl From<&User> for UserView {
@@ -73,37 +100,52 @@ impl From<&User> for UserView {
 
 /// The answer to a command.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Reply {
-    pub ok: bool,
-    pub message: String,
+pub(crate) struct Reply {
+    /// Whether the command succeeded.
+    pub(crate) ok: bool,
+    /// What was done, or why not, for the operator.
+    pub(crate) message: String,
+    /// The users listed or shown; empty for other commands.
     #[serde(default)]
-    pub users: Vec<UserView>,
+    pub(crate) users: Vec<UserView>,
 }
 
+/// Why a command was refused or failed. The message is shown to the operator as it is.
 #[derive(Debug, thiserror::Error)]
-pub enum AdminError {
+#[non_exhaustive]
+pub(crate) enum AdminError {
+    /// A field breaks a rule (username, group, email, password policy); the text names it.
     #[error("{0}")]
     Invalid(String),
+    /// No user has this name.
     #[error("no user named `{0}`")]
     NoSuchUser(String),
+    /// `user add` for a name that is taken (in its canonical form).
     #[error("a user named `{0}` already exists")]
     Exists(String),
+    /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Hashing the password failed.
     #[error(transparent)]
     Password(#[from] PasswordError),
+    /// Reloading keys or revoking sessions through the live session service failed.
     #[error("session keys: {0}")]
     Keys(String),
 }
 
 /// Runs commands against a store. Inside the gateway it also has the live session service, so
 /// disabling a user cuts their sessions off at once.
-pub struct Admin {
-    pub store: Arc<dyn Store>,
-    pub passwords: PasswordHasherPool,
-    pub sessions: Option<Arc<SessionService>>,
+pub(crate) struct Admin {
+    /// Where users live.
+    pub(crate) store: Arc<dyn Store>,
+    /// Hashes new passwords with the configured argon2id cost.
+    pub(crate) passwords: PasswordHasherPool,
+    /// The running gateway's sessions, when the command runs inside it; `None` from the CLI,
+    /// which then revokes through the store.
+    pub(crate) sessions: Option<Arc<SessionService>>,
     /// The `[password]` rules new passwords are checked against.
-    pub policy: PasswordPolicy,
+    pub(crate) policy: PasswordPolicy,
 }
 
 /// Group names travel joined with commas in `Remote-Groups`: a comma inside one would make
@@ -195,7 +237,7 @@ fn check_new_user(
 ///
 /// # Errors
 /// [`AdminError::Invalid`] naming the rule broken.
-pub fn precheck(cmd: &Command, policy: &PasswordPolicy) -> Result<(), AdminError> {
+pub(crate) fn precheck(cmd: &Command, policy: &PasswordPolicy) -> Result<(), AdminError> {
     match cmd {
         Command::UserAdd {
             username,
@@ -215,11 +257,17 @@ pub fn precheck(cmd: &Command, policy: &PasswordPolicy) -> Result<(), AdminError
 }
 
 impl Admin {
-    /// Runs one command.
+    /// Runs one command and returns the reply for the operator.
     ///
     /// # Errors
-    /// [`AdminError`] saying what was wrong; nothing is changed in that case.
-    pub fn execute(&self, cmd: Command) -> Result<Reply, AdminError> {
+    /// [`AdminError`] saying what was wrong. A refused command changes nothing; a failure to
+    /// end sessions comes after the change itself was stored.
+    ///
+    /// # Security
+    /// Whoever can call this administers every account: only the CLI (with access to the
+    /// database) and the admin socket (mode 0600) reach it. Commands that take access away
+    /// (`passwd`, `disable`, `remove`) also end the user's sessions.
+    pub(crate) fn execute(&self, cmd: Command) -> Result<Reply, AdminError> {
         match cmd {
             Command::UserAdd {
                 username,
@@ -228,58 +276,9 @@ impl Admin {
                 phone,
                 groups,
                 password,
-            } => {
-                let typed = username;
-                let username = new_username(&typed).map_err(AdminError::Invalid)?;
-                check_new_user(&groups, name.as_deref(), phone.as_deref(), email.as_deref())?;
-                if let Some(e) = &email {
-                    if self.store.user_by_email(e)?.is_some() {
-                        return Err(AdminError::Invalid(format!(
-                            "email `{e}` is already used by another user"
-                        )));
-                    }
-                }
-                self.valid_password(&password)?;
-                // Finds `alice` for `Alice`, and an account stored before names were canonical.
-                if let Some(existing) = self.store.user(&username)? {
-                    return Err(AdminError::Exists(existing.username));
-                }
-                let mut user = User::new(&username);
-                user.name = name.unwrap_or_default();
-                user.email = email;
-                user.phone = phone;
-                user.groups = groups;
-                user.password_hash =
-                    Some(self.passwords.hash_blocking(&SecretString::new(password))?);
-                self.store.put_user(&user)?;
-                Ok(ok(if typed == username {
-                    format!("added user {username}")
-                } else {
-                    format!("added user {username} (typed as {typed}; usernames are compared in this form)")
-                }))
-            }
-            Command::UserPasswd { username, password } => {
-                let mut user = self.existing(&username)?;
-                self.valid_password(&password)?;
-                user.password_hash =
-                    Some(self.passwords.hash_blocking(&SecretString::new(password))?);
-                self.store.put_user(&user)?;
-                self.revoke_sessions(&user.username)?;
-                Ok(ok(format!(
-                    "changed the password of {}; their sessions were ended",
-                    user.username
-                )))
-            }
-            Command::UserList => {
-                let mut users: Vec<UserView> =
-                    self.store.users()?.iter().map(UserView::from).collect();
-                users.sort_by(|a, b| a.username.cmp(&b.username));
-                Ok(Reply {
-                    ok: true,
-                    message: format!("{} user(s)", users.len()),
-                    users,
-                })
-            }
+            } => self.user_add(username, name, email, phone, groups, password),
+            Command::UserPasswd { username, password } => self.user_passwd(&username, password),
+            Command::UserList => self.user_list(),
             Command::UserShow { username } => {
                 let user = self.existing(&username)?;
                 Ok(Reply {
@@ -288,41 +287,108 @@ impl Admin {
                     users: vec![UserView::from(&user)],
                 })
             }
-            Command::UserDisable { username } => {
-                let mut user = self.existing(&username)?;
-                user.active = false;
-                self.store.put_user(&user)?;
-                self.revoke_sessions(&user.username)?;
-                Ok(ok(format!(
-                    "disabled user {}; their sessions were ended",
-                    user.username
-                )))
-            }
+            Command::UserDisable { username } => self.user_disable(&username),
             Command::UserEnable { username } => {
                 let mut user = self.existing(&username)?;
                 user.active = true;
                 self.store.put_user(&user)?;
                 Ok(ok(format!("enabled user {}", user.username)))
             }
-            Command::UserRemove { username } => {
-                let user = self.existing(&username)?;
-                if !self.store.remove_user(&user.username)? {
-                    return Err(AdminError::NoSuchUser(username));
-                }
-                self.revoke_sessions(&user.username)?;
-                Ok(ok(format!(
-                    "removed user {}; their sessions were ended",
-                    user.username
-                )))
+            Command::UserRemove { username } => self.user_remove(&username),
+            Command::KeysReload => self.keys_reload(),
+        }
+    }
+
+    fn user_add(
+        &self,
+        typed: String,
+        name: Option<String>,
+        email: Option<String>,
+        phone: Option<String>,
+        groups: Vec<String>,
+        password: String,
+    ) -> Result<Reply, AdminError> {
+        let username = new_username(&typed).map_err(AdminError::Invalid)?;
+        check_new_user(&groups, name.as_deref(), phone.as_deref(), email.as_deref())?;
+        if let Some(e) = &email {
+            if self.store.user_by_email(e)?.is_some() {
+                return Err(AdminError::Invalid(format!(
+                    "email `{e}` is already used by another user"
+                )));
             }
-            Command::KeysReload => match &self.sessions {
-                Some(s) => {
-                    s.reload_keys()
-                        .map_err(|e| AdminError::Keys(e.to_string()))?;
-                    Ok(ok("reloaded session keys".into()))
-                }
-                None => Ok(ok("no running gateway to reload keys in".into())),
-            },
+        }
+        self.valid_password(&password)?;
+        // Finds `alice` for `Alice`, and an account stored before names were canonical.
+        if let Some(existing) = self.store.user(&username)? {
+            return Err(AdminError::Exists(existing.username));
+        }
+        let mut user = User::new(&username);
+        user.name = name.unwrap_or_default();
+        user.email = email;
+        user.phone = phone;
+        user.groups = groups;
+        user.password_hash = Some(self.passwords.hash_blocking(&SecretString::new(password))?);
+        self.store.put_user(&user)?;
+        Ok(ok(if typed == username {
+            format!("added user {username}")
+        } else {
+            format!("added user {username} (typed as {typed}; usernames are compared in this form)")
+        }))
+    }
+
+    fn user_passwd(&self, username: &str, password: String) -> Result<Reply, AdminError> {
+        let mut user = self.existing(username)?;
+        self.valid_password(&password)?;
+        user.password_hash = Some(self.passwords.hash_blocking(&SecretString::new(password))?);
+        self.store.put_user(&user)?;
+        self.revoke_sessions(&user.username)?;
+        Ok(ok(format!(
+            "changed the password of {}; their sessions were ended",
+            user.username
+        )))
+    }
+
+    fn user_list(&self) -> Result<Reply, AdminError> {
+        let mut users: Vec<UserView> = self.store.users()?.iter().map(UserView::from).collect();
+        users.sort_by(|a, b| a.username.cmp(&b.username));
+        Ok(Reply {
+            ok: true,
+            message: format!("{} user(s)", users.len()),
+            users,
+        })
+    }
+
+    fn user_disable(&self, username: &str) -> Result<Reply, AdminError> {
+        let mut user = self.existing(username)?;
+        user.active = false;
+        self.store.put_user(&user)?;
+        self.revoke_sessions(&user.username)?;
+        Ok(ok(format!(
+            "disabled user {}; their sessions were ended",
+            user.username
+        )))
+    }
+
+    fn user_remove(&self, username: &str) -> Result<Reply, AdminError> {
+        let user = self.existing(username)?;
+        if !self.store.remove_user(&user.username)? {
+            return Err(AdminError::NoSuchUser(username.to_string()));
+        }
+        self.revoke_sessions(&user.username)?;
+        Ok(ok(format!(
+            "removed user {}; their sessions were ended",
+            user.username
+        )))
+    }
+
+    fn keys_reload(&self) -> Result<Reply, AdminError> {
+        match &self.sessions {
+            Some(s) => {
+                s.reload_keys()
+                    .map_err(|e| AdminError::Keys(e.to_string()))?;
+                Ok(ok("reloaded session keys".into()))
+            }
+            None => Ok(ok("no running gateway to reload keys in".into())),
         }
     }
 

@@ -11,8 +11,12 @@ use std::time::Duration;
 /// Binds the socket (replacing a stale one) and serves it on a background thread.
 ///
 /// # Errors
-/// The I/O error if the socket cannot be bound.
-pub fn serve(path: &Path, admin: Arc<Admin>) -> std::io::Result<()> {
+/// The I/O error if the socket cannot be bound, its mode set or the thread started.
+///
+/// # Security
+/// Every command is accepted from whoever connects: the socket file's mode (0600) is the
+/// only check, so `path` must be in a directory other accounts cannot write to.
+pub(crate) fn serve(path: &Path, admin: Arc<Admin>) -> std::io::Result<()> {
     if path.exists() {
         // A live gateway would hold the database lock, so whatever is here is stale.
         std::fs::remove_file(path)?;
@@ -69,7 +73,7 @@ fn handle(stream: UnixStream, admin: &Admin) -> std::io::Result<()> {
 ///
 /// # Errors
 /// I/O errors other than "nobody is listening".
-pub fn send(path: &Path, cmd: &Command) -> std::io::Result<Option<Reply>> {
+pub(crate) fn send(path: &Path, cmd: &Command) -> std::io::Result<Option<Reply>> {
     let mut stream = match UnixStream::connect(path) {
         Ok(s) => s,
         Err(e)

@@ -2,7 +2,9 @@
 //! missing session cookies and print the same table as the load bench. It needs no config file
 //! and never picks a target by itself: the URL is a required argument.
 
-use crate::loadgen::{self, table, LoadError, LoginOptions, Mix, Plan, Progress, Stop, Target};
+use crate::loadgen::{
+    self, table, LoadError, LoginOptions, Mix, Plan, Progress, Report, Stop, Target,
+};
 use crate::secret::SecretString;
 use clap::Args;
 use std::io::{IsTerminal, Write};
@@ -14,57 +16,57 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Args, Debug)]
-pub struct BenchArgs {
+pub(crate) struct BenchArgs {
     /// The URL to load, e.g. http://app.example.com:9000/ (plain HTTP).
-    pub url: String,
+    pub(crate) url: String,
     /// A valid session cookie's value (or `name=value`).
     #[arg(long, conflicts_with = "login")]
-    pub cookie: Option<String>,
+    pub(crate) cookie: Option<String>,
     /// Sign in as this user through the JSON flow API to get a session; the password is read
     /// from stdin (first line) or a hidden prompt.
     #[arg(long, value_name = "USER")]
-    pub login: Option<String>,
+    pub(crate) login: Option<String>,
     /// The flow slug for --login (default: learnt from the target's 401 answer).
     #[arg(long, value_name = "SLUG")]
-    pub flow: Option<String>,
+    pub(crate) flow: Option<String>,
     /// The session cookie's name.
     #[arg(long, default_value = "portcullis_session")]
-    pub cookie_name: String,
+    pub(crate) cookie_name: String,
     /// A really expired session cookie for the `expired` share (default: the valid one with
     /// `exp` moved into the past, which the gateway refuses after the same verification work).
     #[arg(long)]
-    pub expired_cookie: Option<String>,
+    pub(crate) expired_cookie: Option<String>,
     /// Shares of requests per cookie kind (default: all valid with a cookie, else all missing).
     #[arg(long, value_name = "valid=N,expired=N,missing=N")]
-    pub mix: Option<String>,
+    pub(crate) mix: Option<String>,
     /// Concurrent keep-alive connections.
     #[arg(short, long, default_value_t = 32)]
-    pub connections: usize,
+    pub(crate) connections: usize,
     /// How long to measure, e.g. 10s, 1m (ignored with --requests).
     #[arg(short, long, default_value = "10s", value_parser = parse_duration)]
-    pub duration: Duration,
+    pub(crate) duration: Duration,
     /// Stop after this many measured requests instead of after --duration.
     #[arg(short = 'n', long)]
-    pub requests: Option<u64>,
+    pub(crate) requests: Option<u64>,
     /// Unmeasured warm-up time first.
     #[arg(long, default_value = "1s", value_parser = parse_warmup)]
-    pub warmup: Duration,
+    pub(crate) warmup: Duration,
     /// Send at this fixed rate (requests per second) instead of as fast as possible; latency
     /// then counts from when each request was due.
     #[arg(long)]
-    pub rate: Option<f64>,
+    pub(crate) rate: Option<f64>,
     /// Give up on one request after this long (it counts as an error).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Client threads (default: the core count).
     #[arg(long)]
-    pub threads: Option<usize>,
+    pub(crate) threads: Option<usize>,
     /// Connect to this address instead of resolving the URL's host (the Host header stays).
     #[arg(long, value_name = "IP:PORT")]
-    pub connect: Option<SocketAddr>,
+    pub(crate) connect: Option<SocketAddr>,
     /// Also write the table as JSON to this file.
     #[arg(long)]
-    pub json: Option<PathBuf>,
+    pub(crate) json: Option<PathBuf>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -77,7 +79,7 @@ fn parse_warmup(s: &str) -> Result<Duration, String> {
 }
 
 /// Runs the tool; exit code 2 for bad arguments or an unreachable target.
-pub fn run(args: BenchArgs) -> ExitCode {
+pub(crate) fn run(args: BenchArgs) -> ExitCode {
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -156,6 +158,17 @@ fn check_args(args: &BenchArgs) -> Result<(), LoadError> {
 
 async fn bench(args: BenchArgs) -> Result<(), LoadError> {
     check_args(&args)?;
+    let plan = plan(&args).await?;
+    eprintln!("{}", describe(&plan));
+    let progress = Arc::new(Progress::default());
+    let ticker = tokio::spawn(show_progress(progress.clone(), plan.warmup));
+    let report = loadgen::run(&plan, progress).await;
+    ticker.abort();
+    print_report(&args, &plan, &report?)
+}
+
+/// The run the arguments ask for; with `--login`, signs in first to get the valid cookie.
+async fn plan(args: &BenchArgs) -> Result<Plan, LoadError> {
     let target = Target::parse(&args.url, args.connect)?;
     let valid = match (&args.cookie, &args.login) {
         (Some(c), _) => Some(cookie_value(c, &args.cookie_name)),
@@ -186,7 +199,7 @@ async fn bench(args: BenchArgs) -> Result<(), LoadError> {
         None if valid.is_some() => Mix::parse("valid=100")?,
         None => Mix::parse("missing=100")?,
     };
-    let plan = Plan {
+    Ok(Plan {
         target,
         connections: args.connections,
         stop: args
@@ -199,8 +212,13 @@ async fn bench(args: BenchArgs) -> Result<(), LoadError> {
         cookie_name: args.cookie_name.clone(),
         valid_cookie: valid,
         expired_cookie: expired,
-    };
-    eprintln!(
+    })
+}
+
+/// The line announcing the run: target, connections, mix, and when it stops.
+fn describe(plan: &Plan) -> String {
+    let mix = plan.mix;
+    format!(
         "loading {} with {} connections, mix valid={} expired={} missing={}, {}",
         plan.target.url,
         plan.connections,
@@ -214,12 +232,11 @@ async fn bench(args: BenchArgs) -> Result<(), LoadError> {
             (Stop::Requests(n), None) => format!("{n} requests"),
             (Stop::Requests(n), Some(r)) => format!("{n} requests at {r} req/s"),
         }
-    );
-    let progress = Arc::new(Progress::default());
-    let ticker = tokio::spawn(show_progress(progress.clone(), plan.warmup));
-    let report = loadgen::run(&plan, progress).await;
-    ticker.abort();
-    let report = report?;
+    )
+}
+
+/// Prints the table and totals, and writes the JSON file when asked.
+fn print_report(args: &BenchArgs, plan: &Plan, report: &Report) -> Result<(), LoadError> {
     eprintln!();
     let rows = report.rows();
     println!("{}", table::render(&rows));

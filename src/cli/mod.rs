@@ -13,6 +13,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+/// The parsed command line: the config file and one subcommand. Build it with
+/// [`clap::Parser::parse`] and hand it to [`run`].
 #[derive(Parser)]
 #[command(
     name = "portcullis",
@@ -27,13 +29,13 @@ pub struct Cli {
         env = "PORTCULLIS_CONFIG",
         default_value = "config/portcullis.toml"
     )]
-    pub config: PathBuf,
+    pub(crate) config: PathBuf,
     #[command(subcommand)]
-    pub command: Cmd,
+    pub(crate) command: Cmd,
 }
 
 #[derive(Subcommand)]
-pub enum Cmd {
+pub(crate) enum Cmd {
     /// Run the gateway.
     Serve,
     /// Validate the config and exit: 0 when it is usable, 2 with the key and reason when not.
@@ -55,7 +57,7 @@ pub enum Cmd {
 }
 
 #[derive(Subcommand)]
-pub enum UserCmd {
+pub(crate) enum UserCmd {
     /// Add a user; the password is read from stdin (or a hidden prompt on a terminal).
     Add {
         username: String,
@@ -91,7 +93,7 @@ pub enum UserCmd {
 }
 
 #[derive(Subcommand)]
-pub enum CertsCmd {
+pub(crate) enum CertsCmd {
     /// Write a self-signed certificate (dev.pem, dev.key) for localhost, 127.0.0.1, ::1 and
     /// `*.localhost`, plus every `--name`.
     Dev {
@@ -106,13 +108,18 @@ pub enum CertsCmd {
 }
 
 #[derive(Subcommand)]
-pub enum KeysCmd {
+pub(crate) enum KeysCmd {
     /// Add a new signing key and make it active; tokens signed with older keys keep working
     /// until they expire.
     Rotate,
 }
 
-/// Runs the parsed command line.
+/// Runs the parsed command line and returns the process's exit code: success, 2 for an
+/// unusable config, bad arguments or a gateway that cannot start, 1 when a command failed.
+///
+/// # Security
+/// `serve` runs the gateway; the user commands change accounts directly in the database when
+/// no gateway holds it, so whoever runs them needs (and has) the database's file permissions.
 pub fn run(cli: Cli) -> ExitCode {
     // The load tool targets any deployment by URL and needs no local config, and dev
     // certificates are needed before a TLS config can load.

@@ -3,7 +3,12 @@
 
 use std::io::{BufRead, IsTerminal};
 
-pub fn read(prompt: &str) -> Result<String, String> {
+/// The password typed (twice, on a terminal) or the first line of stdin without its line end.
+///
+/// # Errors
+/// A message for the operator when the two entries differ, stdin cannot be read, or the
+/// password is empty.
+pub(crate) fn read(prompt: &str) -> Result<String, String> {
     let pw = if std::io::stdin().is_terminal() {
         let first = rpassword::prompt_password(prompt).map_err(|e| e.to_string())?;
         let again = rpassword::prompt_password("Again: ").map_err(|e| e.to_string())?;

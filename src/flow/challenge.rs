@@ -6,11 +6,14 @@ use serde::Serialize;
 /// One input the stage wants.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Field {
+    /// The key its value is submitted under.
     pub name: String,
     /// An HTML input type: `text`, `email`, `tel`, `password`, `hidden`.
     #[serde(rename = "type")]
     pub kind: String,
+    /// What the page shows beside it.
     pub label: String,
+    /// Whether the page marks it required (the stage still checks).
     pub required: bool,
     /// A value to pre-fill (hidden fields, a known address).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -27,6 +30,7 @@ pub struct Field {
 }
 
 impl Field {
+    /// A required field with no value, placeholder or autocomplete hint.
     pub fn new(name: &str, kind: &str, label: &str) -> Self {
         Self {
             name: name.into(),
@@ -40,21 +44,25 @@ impl Field {
         }
     }
 
+    /// With the browser hint `hint` (`username`, `one-time-code`, ...).
     pub fn autocomplete(mut self, hint: &'static str) -> Self {
         self.autocomplete = hint;
         self
     }
 
+    /// With the values a `choice` field picks from.
     pub fn choices(mut self, options: Vec<Choice>) -> Self {
         self.options = options;
         self
     }
 
+    /// Not marked required.
     pub fn optional(mut self) -> Self {
         self.required = false;
         self
     }
 
+    /// Pre-filled with `v`.
     pub fn value(mut self, v: impl Into<String>) -> Self {
         self.value = Some(v.into());
         self
@@ -64,15 +72,20 @@ impl Field {
 /// One option of a `choice` field.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Choice {
+    /// Submitted when picked.
     pub value: String,
+    /// Shown.
     pub label: String,
 }
 
 /// A stage's question: which component (the stage kind), the fields it wants, and messages.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Challenge {
+    /// The stage kind asking (`password`, `authenticator_email`, ...).
     pub component: String,
+    /// What to fill in.
     pub fields: Vec<Field>,
+    /// Why the last answer was refused.
     pub errors: Vec<String>,
     /// Informational lines ("Signing in as alice", "A new code was sent").
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -91,14 +104,17 @@ pub struct Challenge {
     pub title: Option<String>,
 }
 
+/// A button besides the main submit.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Action {
     /// Sent as the value of the `action` field.
     pub name: String,
+    /// The button's text.
     pub label: String,
 }
 
 impl Challenge {
+    /// A challenge of `component` asking for `fields`, with nothing else.
     pub fn new(component: &str, fields: Vec<Field>) -> Self {
         Self {
             component: component.into(),
@@ -111,6 +127,7 @@ impl Challenge {
         }
     }
 
+    /// With the page heading `title`.
     pub fn titled(mut self, title: impl Into<String>) -> Self {
         self.title = Some(title.into());
         self

@@ -1,21 +1,30 @@
-//! Drives executions: finds the current stage, runs stages that need no input, judges
-//! responses, and persists the state after every step.
+//! The engine's public face: flows by name, executions started, resumed, viewed and answered
+//! one step at a time, magic links confirmed. How a step is driven is in [`super::drive`].
 
-use super::execution::Carried;
-use super::stage::{Input, Outcome, Services, Stage, StageContext};
-use super::{stages, Action, Challenge, Execution, FlowError};
+use super::delivery::Pace;
+use super::execution::{Carried, FORMAT};
+use super::stage::{Input, Services};
+use super::step::Stage;
+use super::{stages, Challenge, Execution, FlowError, StageKind};
 use crate::config::{Config, Designation};
+use crate::secret::SecretString;
 use crate::session::{Claims, Factors};
 use crate::store::User;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// A configured flow: its stages in order.
+/// A configured flow: its stages in order. With an execution's `stage` index, `passed` kinds
+/// and `user`, this is the plan of a sign-in: which stage is next, what has been proved, by
+/// whom.
 #[derive(Debug, Clone)]
 pub struct FlowPlan {
+    /// The name in `/.portcullis/flow/<slug>`.
     pub slug: String,
+    /// The pages' title.
     pub title: String,
+    /// What the flow is for; only authentication flows step up a session.
     pub designation: Designation,
+    /// Stage names, in order.
     pub stages: Vec<String>,
     /// Per stage, the factors any one of which satisfies it (see [`Factors::satisfying`]): a
     /// step-up execution skips the stages its session already satisfies.
@@ -26,16 +35,30 @@ pub struct FlowPlan {
 #[derive(Debug)]
 pub enum Step {
     /// Waiting for the user to answer this stage.
-    Challenge { stage: String, challenge: Challenge },
+    Challenge {
+        /// The configured stage name, which a response may name to say what it answers.
+        stage: String,
+        /// What the stage asks.
+        challenge: Challenge,
+    },
     /// The flow completed: go to `rd`, with a session when a `user_login` stage ran.
-    Done { rd: String, login: Option<Login> },
+    Done {
+        /// Where to send the user.
+        rd: String,
+        /// The session to issue, if any.
+        login: Option<Login>,
+    },
     /// The flow ended without success; the execution is gone.
-    Ended { message: String },
+    Ended {
+        /// What to tell the user.
+        message: String,
+    },
 }
 
 /// The account a completed flow signs in, and how.
 #[derive(Debug)]
 pub struct Login {
+    /// The account, as stored when the flow completed (active).
     pub user: User,
     /// Stage kinds passed, for the session's `amr` (after a step-up, with the old session's).
     pub amr: Vec<String>,
@@ -43,6 +66,7 @@ pub struct Login {
     pub factors: Factors,
     /// The flows completed: the old session's, then this one.
     pub flows: Vec<String>,
+    /// How long the session lasts (after a step-up, no longer than the old one).
     pub lifetime_secs: i64,
     /// The session a step-up replaces: its `sid` and `exp`, to revoke it.
     pub replaces: Option<(String, i64)>,
@@ -51,14 +75,18 @@ pub struct Login {
 /// A step as both faces render it.
 #[derive(Debug)]
 pub struct View {
+    /// The flow's slug.
     pub flow: String,
+    /// The flow's title.
     pub title: String,
+    /// Where the execution stands.
     pub step: Step,
 }
 
 /// Who is asking, for logs, limits and links.
 #[derive(Clone, Copy)]
 pub struct Caller<'a> {
+    /// The client's address.
     pub client: &'a str,
     /// `scheme://host[:port]` of the request.
     pub origin: &'a str,
@@ -70,20 +98,19 @@ const META_COMPONENT: &str = "component";
 
 /// The action every step after identification offers: end this execution and start the flow
 /// afresh (same `rd`), for a user who typed someone else's name.
-pub const START_OVER: &str = "start_over";
-const START_OVER_LABEL: &str = "Not you? Start over";
-const IDENTIFICATION: &str = "identification";
-/// Shown on every step of a step-up, so a signed-in user knows why they are asked again.
-const STEP_UP_INFO: &str = "This application asks for one more step to confirm it is you.";
+pub(crate) const START_OVER: &str = "start_over";
 
+/// Runs the configured flows over the injected [`Services`].
 pub struct Engine {
-    flows: HashMap<String, FlowPlan>,
-    stages: HashMap<String, Arc<dyn Stage>>,
-    services: Services,
+    pub(super) flows: HashMap<String, FlowPlan>,
+    pub(super) stages: HashMap<String, Arc<dyn Stage>>,
+    pub(super) services: Services,
     flow_lifetime: i64,
     /// Striped locks that serialise the steps of one execution (see [`Engine::lock`]).
     locks: Box<[tokio::sync::Mutex<()>]>,
     lock_hasher: std::collections::hash_map::RandomState,
+    /// How long real sends take, for decoys to take as long.
+    pub(super) pace: Pace,
 }
 
 /// How many execution locks there are; executions that share a stripe only wait for each
@@ -91,6 +118,8 @@ pub struct Engine {
 const LOCK_STRIPES: usize = 256;
 
 impl Engine {
+    /// The engine for `cfg`'s flows and stages (the config is validated: every stage a flow
+    /// names exists).
     pub fn new(cfg: &Config, services: Services) -> Self {
         let stages = cfg
             .stages
@@ -126,7 +155,13 @@ impl Engine {
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
             lock_hasher: Default::default(),
+            pace: Pace::new(),
         }
+    }
+
+    /// Unix seconds now, from the engine's clock.
+    pub(super) fn now(&self) -> i64 {
+        self.services.clock.now()
     }
 
     /// Holds off every other step of the execution `id` until the guard drops. Take it before
@@ -143,15 +178,18 @@ impl Engine {
         self.locks[i].lock().await
     }
 
+    /// The flow named `slug`, if configured.
     pub fn flow(&self, slug: &str) -> Option<&FlowPlan> {
         self.flows.get(slug)
     }
 
+    /// The services stages run over.
     pub fn services(&self) -> &Services {
         &self.services
     }
 
-    /// The execution a magic link belongs to, marked confirmed. Returns the ticket, or `None`
+    /// The execution a magic link belongs to, marked confirmed: the waiting page then passes
+    /// its stage at its next look (see the code machine). Returns the ticket, or `None`
     /// when the link is unknown, used or expired.
     ///
     /// # Errors
@@ -159,7 +197,7 @@ impl Engine {
     pub fn confirm_link(&self, token: &str) -> Result<Option<super::otp::LinkTicket>, FlowError> {
         let store = &self.services.store;
         let hash = super::otp::hash_token(token);
-        let now = crate::clock::now();
+        let now = self.now();
         let Some(bytes) = store.ticket(&hash, now)? else {
             return Ok(None);
         };
@@ -170,7 +208,7 @@ impl Engine {
         ticket.confirmed = true;
         // Keep it until the waiting tab consumes it, but no longer than the execution lives.
         let expires = match store.execution(&ticket.execution, now)? {
-            Some(b) => serde_json::from_slice::<Execution>(&b)?.expires,
+            Some(b) => Execution::decode(&ticket.execution, &ticket.flow, &b).expires,
             None => return Ok(None),
         };
         store.put_ticket(&hash, expires, &serde_json::to_vec(&ticket)?)?;
@@ -183,7 +221,7 @@ impl Engine {
     /// Storage or corrupt-record errors.
     pub fn link_pending(&self, token: &str) -> Result<bool, FlowError> {
         let hash = super::otp::hash_token(token);
-        match self.services.store.ticket(&hash, crate::clock::now())? {
+        match self.services.store.ticket(&hash, self.now())? {
             Some(b) => Ok(!serde_json::from_slice::<super::otp::LinkTicket>(&b)?.confirmed),
             None => Ok(false),
         }
@@ -198,24 +236,26 @@ impl Engine {
         if !self.flows.contains_key(slug) {
             return Err(FlowError::UnknownFlow(slug.into()));
         }
-        let now = crate::clock::now();
+        let now = self.now();
         Ok(Execution {
             id: crate::secret::random_token(32),
+            format: FORMAT,
             flow: slug.into(),
             rd,
             stage: 0,
             created: now,
             expires: now + self.flow_lifetime,
-            csrf: crate::secret::random_token(24),
+            csrf: SecretString::new(crate::secret::random_token(24)),
             uid: None,
             user: None,
             passed: Vec::new(),
             prompt_data: Default::default(),
-            stage_state: Default::default(),
+            state: None,
             login: None,
             client: client.into(),
             factors: Factors::NONE,
             carried: None,
+            spoiled: None,
         })
     }
 
@@ -248,7 +288,13 @@ impl Engine {
         let factors = session.proved();
         exec.uid = Some(session.sub.clone());
         exec.user = Some(session.sub.clone());
-        exec.passed = session.amr.clone();
+        // Every `amr` entry was written by this gateway from a stage kind; one this version
+        // does not know proves nothing here.
+        exec.passed = session
+            .amr
+            .iter()
+            .filter_map(|k| StageKind::named(k))
+            .collect();
         exec.factors = factors;
         exec.carried = Some(Carried {
             sid: session.sid.clone(),
@@ -263,7 +309,7 @@ impl Engine {
     /// Ends `exec` and puts a fresh execution of the same flow, towards the same `rd`, in its
     /// place (a new id: the caller sets the new flow cookie). Never a step-up: whoever starts
     /// over is choosing who signs in.
-    fn restart(&self, exec: &mut Execution) -> Result<(), FlowError> {
+    pub(super) fn restart(&self, exec: &mut Execution) -> Result<(), FlowError> {
         let fresh = self.start(&exec.flow, exec.rd.clone(), &exec.client)?;
         if let Err(e) = self.services.store.remove_execution(&exec.id) {
             tracing::warn!(error = %e, "could not remove a restarted execution; it will expire");
@@ -273,20 +319,22 @@ impl Engine {
         Ok(())
     }
 
-    /// The live execution `id` of flow `slug`, if there is one.
+    /// The live execution `id` of flow `slug`, if there is one. A stored execution that
+    /// cannot be read back (another format, a state that does not decode) is returned too:
+    /// its next view or submit ends it with [`super::EXPIRED`].
     ///
     /// # Errors
-    /// [`FlowError::Store`] or [`FlowError::Corrupt`].
+    /// [`FlowError::Store`].
     pub fn resume(&self, id: &str, slug: &str) -> Result<Option<Execution>, FlowError> {
-        let Some(bytes) = self.services.store.execution(id, crate::clock::now())? else {
+        let Some(bytes) = self.services.store.execution(id, self.now())? else {
             return Ok(None);
         };
-        let mut exec: Execution = serde_json::from_slice(&bytes)?;
-        exec.id = id.to_string();
+        let exec = Execution::decode(id, slug, &bytes);
         Ok((exec.flow == slug).then_some(exec))
     }
 
-    /// The current step, running any stages that need no input first.
+    /// The current step, running any stages that need no input first. Showing a step never
+    /// sends, stores or counts anything: a reload shows the same page.
     ///
     /// # Errors
     /// [`FlowError`] from storage or a stage.
@@ -295,7 +343,8 @@ impl Engine {
         Ok(self.wrap(exec, step))
     }
 
-    /// Judges a response to the current stage and moves on.
+    /// Judges a response to the current stage, carries out what the stage decided, and moves
+    /// on.
     ///
     /// # Errors
     /// [`FlowError::StageMismatch`] when the response is for another stage (a skip or a
@@ -306,10 +355,12 @@ impl Engine {
         mut input: Input,
         at: Caller<'_>,
     ) -> Result<View, FlowError> {
+        if exec.spoiled().is_some() {
+            return self.view(exec, at).await;
+        }
         if input.get("action").is_some_and(|a| a == START_OVER) {
             self.restart(exec)?;
-            let step = self.advance(exec, at, Vec::new()).await?;
-            return Ok(self.wrap(exec, step));
+            return self.view(exec, at).await;
         }
         if self.reidentifies(exec, &input)? {
             // The identification form again (Back, or a client going back) while the execution
@@ -318,11 +369,30 @@ impl Engine {
             self.restart(exec)?;
             self.advance(exec, at, Vec::new()).await?;
         }
+        if exec.state.is_none() {
+            // Answered before the stage was ever shown: reach it first.
+            self.advance(exec, at, Vec::new()).await?;
+        }
         let plan = self.plan(exec)?;
         let Some((name, stage)) = self.current(plan, exec) else {
-            let step = self.advance(exec, at, Vec::new()).await?;
-            return Ok(self.wrap(exec, step));
+            return self.view(exec, at).await;
         };
+        self.in_step(exec, name, stage.as_ref(), &mut input, at)?;
+        let step = self.answer(exec, name, stage.as_ref(), at, &input).await?;
+        Ok(self.wrap(exec, step))
+    }
+
+    /// Whether `input` answers the current challenge: it names no other stage or component and
+    /// carries only fields (and actions) the challenge accepts. Strips the meta keys. The
+    /// challenge is rendered to know, which is pure: nothing is sent or counted.
+    fn in_step(
+        &self,
+        exec: &Execution,
+        name: &str,
+        stage: &dyn Stage,
+        input: &mut Input,
+        at: Caller<'_>,
+    ) -> Result<(), FlowError> {
         let mismatch = || FlowError::StageMismatch {
             expected: name.to_string(),
         };
@@ -330,34 +400,17 @@ impl Engine {
             return Err(mismatch());
         }
         let component = input.remove(META_COMPONENT);
-        let challenge = {
-            let mut cx = self.context(exec, name, at);
-            stage.challenge(&mut cx).await?
+        let Some(state) = exec.state.as_ref() else {
+            return Err(mismatch());
         };
+        let challenge = stage.challenge(&self.cx(exec, name, at), state)?;
         if !stage.interactive()
             || component.is_some_and(|c| c != challenge.component)
             || input.keys().any(|k| !challenge.accepts(k))
         {
             return Err(mismatch());
         }
-        let outcome = {
-            let mut cx = self.context(exec, name, at);
-            stage.submit(&mut cx, &input).await?
-        };
-        let errors = match outcome {
-            Outcome::Pass => {
-                Self::record_pass(exec, stage.as_ref());
-                Vec::new()
-            }
-            Outcome::Skip => {
-                exec.stage += 1;
-                Vec::new()
-            }
-            Outcome::Stay(errors) => errors,
-            Outcome::Cancel(message) => return Ok(self.end(exec, message)),
-        };
-        let step = self.advance(exec, at, errors).await?;
-        Ok(self.wrap(exec, step))
+        Ok(())
     }
 
     /// Whether `input` answers an identification stage of the flow while the execution has
@@ -371,7 +424,7 @@ impl Engine {
         let is_identification = |name: &str| {
             self.stages
                 .get(name)
-                .is_some_and(|s| s.kind() == IDENTIFICATION)
+                .is_some_and(|s| s.kind() == StageKind::Identification)
         };
         let current = plan.stages.get(exec.stage).map(String::as_str);
         if current.is_some_and(is_identification) {
@@ -381,37 +434,17 @@ impl Engine {
             Some(named) => plan.stages.contains(named) && is_identification(named),
             None => input
                 .get(META_COMPONENT)
-                .is_some_and(|c| c == IDENTIFICATION),
+                .is_some_and(|c| c == StageKind::Identification.as_str()),
         })
     }
 
-    /// A stage passed: record it for `amr`, add the factor it proves, move on.
-    fn record_pass(exec: &mut Execution, stage: &dyn Stage) {
-        exec.passed.push(stage.kind().to_string());
-        exec.factors = exec.factors.with(Factors::of_kind(stage.kind()));
-        exec.stage += 1;
-    }
-
-    /// Whether a step-up execution skips the current stage: identification (the user is the
-    /// session's) and any stage the carried factors satisfy.
-    fn carried_past(&self, plan: &FlowPlan, exec: &Execution, stage: &dyn Stage) -> bool {
-        let Some(carried) = &exec.carried else {
-            return false;
-        };
-        stage.kind() == IDENTIFICATION
-            || plan
-                .satisfied_by
-                .get(exec.stage)
-                .is_some_and(|need| carried.factors.meets(*need))
-    }
-
-    fn plan(&self, exec: &Execution) -> Result<&FlowPlan, FlowError> {
+    pub(super) fn plan(&self, exec: &Execution) -> Result<&FlowPlan, FlowError> {
         self.flows
             .get(&exec.flow)
             .ok_or_else(|| FlowError::UnknownFlow(exec.flow.clone()))
     }
 
-    fn current<'a>(
+    pub(super) fn current<'a>(
         &'a self,
         plan: &'a FlowPlan,
         exec: &Execution,
@@ -420,162 +453,7 @@ impl Engine {
         Some((name.as_str(), self.stages.get(name)?))
     }
 
-    fn context<'a>(
-        &'a self,
-        exec: &'a mut Execution,
-        name: &'a str,
-        at: Caller<'a>,
-    ) -> StageContext<'a> {
-        StageContext {
-            exec,
-            services: &self.services,
-            name,
-            client: at.client,
-            origin: at.origin,
-        }
-    }
-
-    /// Runs non-interactive stages until one needs the user or the flow ends; persists.
-    async fn advance(
-        &self,
-        exec: &mut Execution,
-        at: Caller<'_>,
-        mut errors: Vec<String>,
-    ) -> Result<Step, FlowError> {
-        let plan = self.plan(exec)?;
-        loop {
-            let Some((name, stage)) = self.current(plan, exec) else {
-                return self.finish(exec);
-            };
-            if self.carried_past(plan, exec, stage.as_ref()) {
-                exec.stage += 1;
-                continue;
-            }
-            let mut cx = self.context(exec, name, at);
-            let outcome = if stage.interactive() {
-                match stage.resume(&mut cx).await? {
-                    Some(Outcome::Stay(_)) | None => {
-                        let mut challenge = stage.challenge(&mut cx).await?;
-                        challenge.errors.append(&mut errors);
-                        if exec.carried.is_some() {
-                            challenge.info.insert(0, STEP_UP_INFO.into());
-                        }
-                        if exec.uid.is_some() && stage.kind() != IDENTIFICATION {
-                            challenge.actions.push(Action {
-                                name: START_OVER.into(),
-                                label: START_OVER_LABEL.into(),
-                            });
-                        }
-                        self.save(exec).await?;
-                        return Ok(Step::Challenge {
-                            stage: name.to_string(),
-                            challenge,
-                        });
-                    }
-                    Some(outcome) => outcome,
-                }
-            } else {
-                stage.submit(&mut cx, &Input::new()).await?
-            };
-            match outcome {
-                Outcome::Pass => Self::record_pass(exec, stage.as_ref()),
-                Outcome::Skip => exec.stage += 1,
-                Outcome::Stay(_) => {
-                    return Err(FlowError::Stage {
-                        stage: name.to_string(),
-                        reason: "a stage without input cannot ask again".into(),
-                    })
-                }
-                Outcome::Cancel(message) => return Ok(self.ended(exec, message)),
-            }
-        }
-    }
-
-    fn finish(&self, exec: &mut Execution) -> Result<Step, FlowError> {
-        self.services.store.remove_execution(&exec.id)?;
-        if exec.login.is_some() && !exec.authenticated() {
-            // A flow that never asked for proof (identification then login, or a validation
-            // skipped for a user without devices) must not hand out a session.
-            tracing::warn!(flow = %exec.flow, client = %exec.client, "flow reached user_login without an authenticating stage; no session issued");
-            return Ok(Step::Ended {
-                message: stages::SIGN_IN_FAILED.into(),
-            });
-        }
-        let login = match (exec.login, &exec.user) {
-            (Some(lifetime_secs), Some(name)) => match self.services.store.user(name)? {
-                Some(user) if user.active => Some(self.login(exec, user, lifetime_secs)),
-                _ => {
-                    return Ok(Step::Ended {
-                        message: stages::SIGN_IN_FAILED.into(),
-                    })
-                }
-            },
-            _ => None,
-        };
-        Ok(Step::Done {
-            rd: exec.rd.clone(),
-            login,
-        })
-    }
-
-    /// The session a completed execution earns. After a step-up it carries the old session's
-    /// proofs and flows, and ends no later than the old one did.
-    fn login(&self, exec: &Execution, user: User, lifetime_secs: i64) -> Login {
-        let mut amr: Vec<String> = Vec::with_capacity(exec.passed.len());
-        for k in &exec.passed {
-            if k != "user_login" && !amr.contains(k) {
-                amr.push(k.clone());
-            }
-        }
-        let mut flows = exec
-            .carried
-            .as_ref()
-            .map(|c| c.flows.clone())
-            .unwrap_or_default();
-        if !flows.contains(&exec.flow) {
-            flows.push(exec.flow.clone());
-        }
-        let (lifetime_secs, replaces) = match &exec.carried {
-            Some(c) => (
-                lifetime_secs.min(c.exp - crate::clock::now()).max(1),
-                Some((c.sid.clone(), c.exp)),
-            ),
-            None => (lifetime_secs, None),
-        };
-        Login {
-            user,
-            amr,
-            factors: exec.factors,
-            flows,
-            lifetime_secs,
-            replaces,
-        }
-    }
-
-    fn end(&self, exec: &Execution, message: String) -> View {
-        let step = self.ended(exec, message);
-        self.wrap(exec, step)
-    }
-
-    fn ended(&self, exec: &Execution, message: String) -> Step {
-        if let Err(e) = self.services.store.remove_execution(&exec.id) {
-            tracing::warn!(error = %e, "could not remove an ended execution; it will expire");
-        }
-        Step::Ended { message }
-    }
-
-    /// Persists the execution durably (it must survive a restart). The write ends in an
-    /// fsync, so it runs on the blocking pool: a storm of sign-ins then waits on the disk
-    /// without holding the async workers that serve signed-in traffic.
-    async fn save(&self, exec: &Execution) -> Result<(), FlowError> {
-        let bytes = serde_json::to_vec(exec)?;
-        let store = self.services.store.clone();
-        let (id, expires) = (exec.id.clone(), exec.expires);
-        tokio::task::spawn_blocking(move || store.put_execution(&id, expires, &bytes)).await??;
-        Ok(())
-    }
-
-    fn wrap(&self, exec: &Execution, step: Step) -> View {
+    pub(super) fn wrap(&self, exec: &Execution, step: Step) -> View {
         View {
             flow: exec.flow.clone(),
             title: self

@@ -2,21 +2,40 @@
 
 use crate::store::StoreError;
 
+/// Why the engine could not take a step. Answers a user gives (a wrong password, a wrong code)
+/// are not errors: they come back as a step with a message.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum FlowError {
+    /// No flow is configured under this name.
     #[error("no flow named `{0}`")]
     UnknownFlow(String),
     /// The response names a stage or field that is not the current stage's: a skip or a replay.
     #[error("the response does not answer the current stage `{expected}`")]
-    StageMismatch { expected: String },
-    #[error("a required field `{0}` is missing")]
-    MissingField(String),
+    StageMismatch {
+        /// The stage that may be answered now.
+        expected: String,
+    },
+    /// A stage was handed a state of another kind (the engine checks first; a bug if seen).
+    #[error("stage `{stage}` was given a state that is not its own")]
+    StateMismatch {
+        /// The configured stage name.
+        stage: String,
+    },
+    /// A record could not be encoded or read.
     #[error("the execution state could not be read: {0}")]
     Corrupt(#[from] serde_json::Error),
+    /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A stage could not do its part (no account to enrol a device for, a device gone).
     #[error("stage `{stage}` failed: {reason}")]
-    Stage { stage: String, reason: String },
+    Stage {
+        /// The configured stage name.
+        stage: String,
+        /// For the operator's log; never a secret.
+        reason: String,
+    },
     /// A write handed to the blocking pool never reported back (the pool is shutting down).
     #[error("saving the sign-in did not complete: {0}")]
     Interrupted(#[from] tokio::task::JoinError),

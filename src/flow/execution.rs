@@ -1,23 +1,45 @@
 //! One run of a flow for one browser: the state persisted between steps.
 
+use super::state::StageState;
+use super::StageKind;
+use crate::secret::SecretString;
 use crate::session::Factors;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// The stored format of executions. An execution stored in another format (an older gateway's)
+/// does not resume: it ends with [`EXPIRED`], and the user starts again.
+pub(crate) const FORMAT: u32 = 2;
+
+/// What a user sees when their execution cannot be read back.
+pub const EXPIRED: &str = "This sign-in expired. Start again.";
+
 /// An execution's state. It is stored under an unguessable id carried in the flow cookie and
-/// only ever moves forward: `stage` is the index of the one stage that may be answered.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// only ever moves forward: `stage` is the index of the one stage that may be answered, and
+/// `state` is what that stage waits for.
+#[derive(Serialize, Deserialize)]
 pub struct Execution {
+    /// The unguessable id the flow cookie carries (not stored inside the record).
     #[serde(skip)]
     pub id: String,
+    /// The stored format ([`FORMAT`]); 0 for executions from before it was recorded.
+    #[serde(default)]
+    pub(crate) format: u32,
+    /// The flow's slug.
     pub flow: String,
     /// Where to go when the flow completes; validated before it is stored.
     pub rd: String,
+    /// The index in the flow's stages of the one stage that may be answered.
     pub stage: usize,
+    /// Unix seconds it started.
     pub created: i64,
+    /// Unix seconds after which the store no longer returns it.
     pub expires: i64,
     /// Binds HTML form posts to this execution.
-    pub csrf: String,
+    ///
+    /// # Security
+    /// Redacted in `Debug`; compare it with [`crate::secret::equal`].
+    pub csrf: SecretString,
     /// What the user typed to identify themselves.
     #[serde(default)]
     pub uid: Option<String>,
@@ -27,13 +49,13 @@ pub struct Execution {
     pub user: Option<String>,
     /// Stage kinds passed, in order: the session's `amr`.
     #[serde(default)]
-    pub passed: Vec<String>,
+    pub passed: Vec<StageKind>,
     /// Values collected by prompt stages, for later stages to use.
     #[serde(default)]
     pub prompt_data: BTreeMap<String, String>,
-    /// Per-stage private state, keyed by stage name.
-    #[serde(default)]
-    pub stage_state: BTreeMap<String, serde_json::Value>,
+    /// What the current stage waits for; `None` until it is reached.
+    #[serde(default, skip_deserializing)]
+    pub(crate) state: Option<StageState>,
     /// Set by `user_login`: the session to issue at the end, and for how long (seconds).
     #[serde(default)]
     pub login: Option<i64>,
@@ -46,6 +68,43 @@ pub struct Execution {
     /// The session this execution steps up, when it was started by a signed-in user.
     #[serde(default)]
     pub carried: Option<Carried>,
+    /// Why the stored record could not be read back; such an execution only ends.
+    #[serde(skip)]
+    pub(crate) spoiled: Option<Spoiled>,
+}
+
+/// Why a stored execution could not be read. Holds no value from the record: a serde message
+/// may quote one, and the record holds secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Spoiled {
+    /// Stored by another format version.
+    Format(u32),
+    /// The state belongs to another stage than the plan's current one.
+    Misplaced,
+    /// The record, or its stage state, does not decode: where, and what kind of failure.
+    Undecodable {
+        part: &'static str,
+        category: &'static str,
+        line: usize,
+        column: usize,
+    },
+}
+
+impl Spoiled {
+    fn of(part: &'static str, e: &serde_json::Error) -> Self {
+        let category = match e.classify() {
+            serde_json::error::Category::Io => "io",
+            serde_json::error::Category::Syntax => "syntax",
+            serde_json::error::Category::Data => "data",
+            serde_json::error::Category::Eof => "eof",
+        };
+        Spoiled::Undecodable {
+            part,
+            category,
+            line: e.line(),
+            column: e.column(),
+        }
+    }
 }
 
 /// What a step-up execution takes from the session it started with. The user is already
@@ -61,30 +120,110 @@ pub struct Carried {
     /// sessions (0 in executions that predate it: any such revocation then ends it).
     #[serde(default)]
     pub iat_ms: i64,
+    /// The factors the session proved.
     pub factors: Factors,
+    /// The flows the session completed.
     pub flows: Vec<String>,
 }
 
-/// Stage kinds whose pass proves who the user is: a password, or a code sent to a destination
-/// the account already had (or that was enrolled only after one of these). Identification,
-/// prompts and skips prove nothing.
-const AUTHENTICATING: &[&str] = &[
-    "password",
-    "authenticator_validate",
-    "authenticator_email",
-    "authenticator_sms",
-];
-
 impl Execution {
-    /// Whether a stage that proves who the user is has passed in this execution.
+    /// Whether a stage that proves who the user is has passed in this execution (or in the
+    /// session a step-up carries).
     ///
     /// # Security
     /// Setup stages accept a destination the user types (or gave to a prompt) only when this
     /// holds: otherwise anyone could name an account without an address, type their own, and
     /// sign in as it. And no session is issued without it.
     pub fn authenticated(&self) -> bool {
-        self.passed
-            .iter()
-            .any(|k| AUTHENTICATING.contains(&k.as_str()))
+        self.passed.iter().any(|k| k.authenticates())
+    }
+
+    /// Why this execution cannot go on, when it was stored in another format or does not
+    /// decode; the engine then ends it with [`EXPIRED`].
+    pub(crate) fn spoiled(&self) -> Option<&Spoiled> {
+        self.spoiled.as_ref()
+    }
+
+    /// Reads a stored execution back. Never fails: a record that does not decode comes back
+    /// spoiled, with the flow and return address it names when those can be read, so the
+    /// engine can end it with a clear message instead of an error page.
+    pub(crate) fn decode(id: &str, flow: &str, bytes: &[u8]) -> Execution {
+        let mut value: serde_json::Value = match serde_json::from_slice(bytes) {
+            Ok(v) => v,
+            Err(e) => return Self::ruin(id, flow, None, Spoiled::of("record", &e)),
+        };
+        let state = value
+            .as_object_mut()
+            .and_then(|o| o.remove("state"))
+            .unwrap_or(serde_json::Value::Null);
+        let mut exec: Execution = match serde_json::from_value(value.clone()) {
+            Ok(e) => e,
+            Err(e) => return Self::ruin(id, flow, Some(&value), Spoiled::of("record", &e)),
+        };
+        exec.id = id.to_string();
+        if exec.format != FORMAT {
+            exec.spoiled = Some(Spoiled::Format(exec.format));
+            return exec;
+        }
+        match serde_json::from_value::<Option<StageState>>(state) {
+            Ok(state) => exec.state = state,
+            Err(e) => exec.spoiled = Some(Spoiled::of("stage state", &e)),
+        }
+        exec
+    }
+
+    /// An execution that only ends: the flow and `rd` of the record when readable.
+    fn ruin(id: &str, flow: &str, value: Option<&serde_json::Value>, why: Spoiled) -> Execution {
+        let text = |key: &str| {
+            value
+                .and_then(|v| v.get(key))
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string)
+        };
+        Execution {
+            id: id.to_string(),
+            format: FORMAT,
+            flow: text("flow").unwrap_or_else(|| flow.to_string()),
+            rd: text("rd").unwrap_or_default(),
+            stage: 0,
+            created: 0,
+            expires: 0,
+            csrf: SecretString::new(""),
+            uid: None,
+            user: None,
+            passed: Vec::new(),
+            prompt_data: BTreeMap::new(),
+            state: None,
+            login: None,
+            client: String::new(),
+            factors: Factors::NONE,
+            carried: None,
+            spoiled: Some(why),
+        }
+    }
+}
+
+/// Shows the shape of the execution without its secrets: the CSRF token and codes are
+/// redacted by their types, prompt answers (a prompt may ask for a password) show only keys.
+impl std::fmt::Debug for Execution {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Execution")
+            .field("id", &self.id)
+            .field("format", &self.format)
+            .field("flow", &self.flow)
+            .field("rd", &self.rd)
+            .field("stage", &self.stage)
+            .field("expires", &self.expires)
+            .field("csrf", &self.csrf)
+            .field("uid", &self.uid)
+            .field("user", &self.user)
+            .field("passed", &self.passed)
+            .field("prompt_keys", &self.prompt_data.keys().collect::<Vec<_>>())
+            .field("state", &self.state)
+            .field("login", &self.login)
+            .field("factors", &self.factors)
+            .field("carried", &self.carried)
+            .field("spoiled", &self.spoiled)
+            .finish()
     }
 }

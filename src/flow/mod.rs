@@ -1,17 +1,33 @@
 //! The embedded flow engine: ordered stages, executions persisted between steps, and one
 //! [`View`] per step that the HTML page and the JSON API both render.
+//!
+//! A step is a typed state machine: the current stage's [`state::StageState`] says what it
+//! waits for; the stage consumes it with the user's answer and returns the next state plus
+//! effects (send a code, check a code, store a device) that the engine carries out once, in
+//! order. Challenges are pure renderings of the state. The flow sees the world only through
+//! [`Services`]: no HTTP server, database, mail or HTTP-client crate is imported here.
 
+mod address;
 mod challenge;
+mod code;
+mod delivery;
+mod drive;
 mod engine;
 mod error;
 mod execution;
+mod kind;
 pub mod otp;
-pub mod phone;
+pub(crate) mod phone;
 mod stage;
-pub mod stages;
+pub(crate) mod stages;
+mod state;
+mod step;
+#[cfg(test)]
+mod tests;
 
 pub use challenge::{Action, Challenge, Choice, Field};
 pub use engine::{Caller, Engine, FlowPlan, Login, Step, View};
 pub use error::FlowError;
-pub use execution::Execution;
-pub use stage::{EmailChannel, Input, Outcome, Services, SmsChannel, Stage, StageContext};
+pub use execution::{Carried, Execution, EXPIRED};
+pub use kind::StageKind;
+pub use stage::{EmailChannel, Input, Services, SmsChannel};

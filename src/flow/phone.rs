@@ -4,7 +4,7 @@ use crate::config::SmsStageConfig;
 
 /// Strips the separators people type (spaces, `-`, `.`, `(`, `)`, `/`) and checks the result is
 /// E.164: `+` and 8 to 15 digits.
-pub fn normalise(raw: &str) -> Option<String> {
+pub(crate) fn normalise(raw: &str) -> Option<String> {
     let n: String = raw
         .chars()
         .filter(|c| !c.is_whitespace() && !matches!(c, '-' | '.' | '(' | ')' | '/'))
@@ -17,7 +17,7 @@ pub fn normalise(raw: &str) -> Option<String> {
 /// The normalised number if this stage accepts it: E.164, one of `allowed_prefixes` (when
 /// set), and matching `phone_pattern` in full (when set; the config anchors it at load, as
 /// HTML's `pattern` is anchored, so `\+4179` does not accept every number that starts so).
-pub fn accept(raw: &str, cfg: &SmsStageConfig) -> Option<String> {
+pub(crate) fn accept(raw: &str, cfg: &SmsStageConfig) -> Option<String> {
     let n = normalise(raw)?;
     if !cfg.allowed_prefixes.is_empty() && !cfg.allowed_prefixes.iter().any(|p| n.starts_with(p)) {
         return None;

@@ -57,6 +57,7 @@ fn upper(i: usize) -> u64 {
 }
 
 impl Histogram {
+    /// Counts one latency (saturating at `u64::MAX` nanoseconds).
     pub fn record(&mut self, d: Duration) {
         let v = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         self.counts[index(v)] += 1;
@@ -64,6 +65,7 @@ impl Histogram {
         self.max = self.max.max(v);
     }
 
+    /// Adds `other`'s counts to these, exactly (same buckets).
     pub fn merge(&mut self, other: &Histogram) {
         for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
             *a += b;
@@ -72,6 +74,7 @@ impl Histogram {
         self.max = self.max.max(other.max);
     }
 
+    /// The number of latencies recorded.
     pub fn count(&self) -> u64 {
         self.total
     }

@@ -11,22 +11,28 @@ use tokio::net::TcpStream;
 /// A response head larger than this is refused rather than buffered without end.
 const MAX_HEAD: usize = 64 * 1024;
 
+/// Why a request on a connection failed; the connection cannot be used again.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
+    /// Connecting, writing or reading failed.
     #[error("connection: {0}")]
     Io(#[from] std::io::Error),
+    /// The server closed the connection before a whole response arrived.
     #[error("the server closed the connection")]
     Closed,
+    /// The response is not HTTP/1.1 the client can frame (or its head is too large).
     #[error("malformed response: {0}")]
     Malformed(&'static str),
 }
 
 /// What the load tool keeps of a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reply {
-    pub status: u16,
+pub(crate) struct Reply {
+    /// The status code.
+    pub(crate) status: u16,
     /// Whether the connection can carry the next request.
-    pub keep_alive: bool,
+    pub(crate) keep_alive: bool,
 }
 
 /// How the body of a response is delimited.
@@ -37,15 +43,17 @@ enum Framing {
 }
 
 /// One client connection.
-pub struct Conn {
+pub(crate) struct Conn {
     stream: TcpStream,
     buf: BytesMut,
 }
 
 impl Conn {
+    /// A connection to `addr`, with Nagle's algorithm off.
+    ///
     /// # Errors
     /// The connect error.
-    pub async fn connect(addr: SocketAddr) -> Result<Conn, ClientError> {
+    pub(crate) async fn connect(addr: SocketAddr) -> Result<Conn, ClientError> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         Ok(Conn {
@@ -59,7 +67,7 @@ impl Conn {
     /// # Errors
     /// [`ClientError`] when the connection fails or the response cannot be parsed; the
     /// connection must then be dropped.
-    pub async fn roundtrip(&mut self, request: &[u8]) -> Result<Reply, ClientError> {
+    pub(crate) async fn roundtrip(&mut self, request: &[u8]) -> Result<Reply, ClientError> {
         self.stream.write_all(request).await?;
         let (head_len, status, framing, mut keep_alive) = loop {
             if let Some(head) = parse_head(&self.buf)? {

@@ -12,11 +12,15 @@ use std::collections::BTreeMap;
 /// More steps than any password flow has: a flow that keeps asking is not one this tool can do.
 const MAX_STEPS: usize = 8;
 
+/// Who signs in, and where the session cookie is found afterwards.
 pub struct LoginOptions<'a> {
+    /// The username typed at `identification`.
     pub user: &'a str,
+    /// The password answered at `password`; sent only to the flow API.
     pub password: SecretString,
     /// The flow slug; learnt from the target's 401 when `None`.
     pub flow: Option<&'a str>,
+    /// The session cookie's name, looked for in the final answer's `Set-Cookie`.
     pub cookie_name: &'a str,
 }
 

@@ -6,7 +6,7 @@
 //! whenever the server's previous answer on the connection made it late, so a stalled server
 //! shows up in the percentiles instead of silently lowering the rate.
 
-pub mod hist;
+mod hist;
 pub mod http1;
 mod login;
 pub mod table;
@@ -21,31 +21,58 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Why a load run (or the sign-in before it) could not start. The message is for the operator.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LoadError {
+    /// The URL cannot be targeted (not `http://`, no host, does not resolve).
     #[error("target {url:?}: {reason}")]
-    Target { url: String, reason: String },
+    Target {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The `--mix` weights cannot be parsed.
     #[error("--mix {spec:?}: {reason}")]
-    Mix { spec: String, reason: String },
+    Mix {
+        /// The spec as given.
+        spec: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Arguments that do not go together (e.g. an `expired` share without a cookie).
     #[error("{0}")]
     Usage(String),
+    /// The target refused or dropped the first connection.
     #[error("cannot reach {addr}: {source}")]
     Connect {
+        /// The address connected to.
         addr: SocketAddr,
+        /// The client's error.
         #[source]
         source: http1::ClientError,
     },
+    /// Signing in through the JSON flow API failed; `reason` never holds the password.
     #[error("sign-in as {user:?}: {reason}")]
-    Login { user: String, reason: String },
+    Login {
+        /// The username signed in as.
+        user: String,
+        /// What the flow answered or what failed.
+        reason: String,
+    },
 }
 
 /// Where the load goes: a plain `http://` URL, and the address to connect to.
 #[derive(Debug, Clone)]
 pub struct Target {
+    /// The URL as given.
     pub url: String,
     /// The `Host` header: the URL's authority.
     pub authority: String,
+    /// The request target sent on every request: the URL's path and query.
     pub path_and_query: String,
+    /// Where connections go: the URL's host resolved, or `--connect`.
     pub addr: SocketAddr,
     /// `addr` was given (`--connect`): every host the tool talks to, the auth host of a
     /// sign-in included, is reached there, as behind one front proxy.
@@ -110,16 +137,22 @@ impl Target {
 
 /// Which session cookie a request carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum CookieKind {
+pub(crate) enum CookieKind {
+    /// A session cookie the gateway accepts.
     Valid,
+    /// A session cookie past its `exp`: refused after the full verification work.
     Expired,
+    /// No session cookie.
     Missing,
 }
 
 impl CookieKind {
-    pub const ALL: [CookieKind; 3] = [CookieKind::Valid, CookieKind::Expired, CookieKind::Missing];
+    /// Every kind, in table order.
+    pub(crate) const ALL: [CookieKind; 3] =
+        [CookieKind::Valid, CookieKind::Expired, CookieKind::Missing];
 
-    pub fn name(self) -> &'static str {
+    /// The kind's name in `--mix` and in the table.
+    pub(crate) fn name(self) -> &'static str {
         match self {
             CookieKind::Valid => "valid",
             CookieKind::Expired => "expired",
@@ -130,16 +163,21 @@ impl CookieKind {
 
 /// Relative weights of the cookie kinds, from `valid=80,expired=10,missing=10`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Mix {
-    pub valid: u32,
-    pub expired: u32,
-    pub missing: u32,
+pub(crate) struct Mix {
+    /// Weight of requests with a valid cookie.
+    pub(crate) valid: u32,
+    /// Weight of requests with an expired cookie.
+    pub(crate) expired: u32,
+    /// Weight of requests without a cookie.
+    pub(crate) missing: u32,
 }
 
 impl Mix {
+    /// Parses `valid=N,expired=N,missing=N` (any subset, any order; missing kinds weigh 0).
+    ///
     /// # Errors
     /// [`LoadError::Mix`] for unknown kinds, non-numbers, or all-zero weights.
-    pub fn parse(spec: &str) -> Result<Mix, LoadError> {
+    pub(crate) fn parse(spec: &str) -> Result<Mix, LoadError> {
         let bad = |reason: String| LoadError::Mix {
             spec: spec.to_string(),
             reason,
@@ -174,7 +212,8 @@ impl Mix {
         Ok(mix)
     }
 
-    pub fn weight(&self, k: CookieKind) -> u32 {
+    /// The weight of kind `k`.
+    pub(crate) fn weight(&self, k: CookieKind) -> u32 {
         match k {
             CookieKind::Valid => self.valid,
             CookieKind::Expired => self.expired,
@@ -211,36 +250,48 @@ impl Mix {
 
 /// When a run ends.
 #[derive(Debug, Clone, Copy)]
-pub enum Stop {
+pub(crate) enum Stop {
+    /// After this long of measuring.
     After(Duration),
+    /// After this many measured requests.
     Requests(u64),
 }
 
 /// Everything a run needs.
 #[derive(Debug, Clone)]
-pub struct Plan {
-    pub target: Target,
-    pub connections: usize,
-    pub stop: Stop,
+pub(crate) struct Plan {
+    /// Where the load goes.
+    pub(crate) target: Target,
+    /// Concurrent keep-alive connections.
+    pub(crate) connections: usize,
+    /// When the measured part ends.
+    pub(crate) stop: Stop,
     /// Unmeasured time first, so connection set-up and cold caches do not count.
-    pub warmup: Duration,
+    pub(crate) warmup: Duration,
     /// Requests per second over all connections; `None` sends as fast as answers come.
-    pub rate: Option<f64>,
+    pub(crate) rate: Option<f64>,
     /// How long one request may take before it counts as an error and its connection is
     /// dropped: a stalled server must not stall the tool past its duration.
-    pub timeout: Duration,
-    pub mix: Mix,
-    pub cookie_name: String,
-    pub valid_cookie: Option<String>,
-    pub expired_cookie: Option<String>,
+    pub(crate) timeout: Duration,
+    /// Shares of requests per cookie kind.
+    pub(crate) mix: Mix,
+    /// The session cookie's name.
+    pub(crate) cookie_name: String,
+    /// The cookie value for [`CookieKind::Valid`] requests.
+    pub(crate) valid_cookie: Option<String>,
+    /// The cookie value for [`CookieKind::Expired`] requests.
+    pub(crate) expired_cookie: Option<String>,
 }
 
 /// Results for one cookie kind.
 #[derive(Clone, Default)]
-pub struct KindStats {
-    pub latency: Histogram,
-    pub statuses: BTreeMap<u16, u64>,
-    pub errors: u64,
+pub(crate) struct KindStats {
+    /// Latency of answered requests.
+    pub(crate) latency: Histogram,
+    /// Answers by status code.
+    pub(crate) statuses: BTreeMap<u16, u64>,
+    /// Requests that got no answer (connection error, timeout, malformed response).
+    pub(crate) errors: u64,
 }
 
 impl KindStats {
@@ -252,21 +303,25 @@ impl KindStats {
         self.errors += o.errors;
     }
 
-    pub fn requests(&self) -> u64 {
+    /// Answered requests, whatever their status.
+    pub(crate) fn requests(&self) -> u64 {
         self.statuses.values().sum()
     }
 }
 
 /// What a run measured.
-pub struct Report {
-    pub elapsed: Duration,
-    pub kinds: BTreeMap<CookieKind, KindStats>,
+pub(crate) struct Report {
+    /// Length of the measured part.
+    pub(crate) elapsed: Duration,
+    /// Results per cookie kind in the mix.
+    pub(crate) kinds: BTreeMap<CookieKind, KindStats>,
     /// Connections opened during the measured part (1 per connection = full keep-alive).
-    pub connects: u64,
+    pub(crate) connects: u64,
 }
 
 impl Report {
-    pub fn total(&self) -> KindStats {
+    /// Every kind's results merged.
+    pub(crate) fn total(&self) -> KindStats {
         let mut t = KindStats::default();
         for k in self.kinds.values() {
             t.merge(k);
@@ -275,7 +330,7 @@ impl Report {
     }
 
     /// The table: one row for all requests, then one per cookie kind in the mix.
-    pub fn rows(&self) -> Vec<Row> {
+    pub(crate) fn rows(&self) -> Vec<Row> {
         let secs = self.elapsed.as_secs_f64().max(1e-9);
         let row = |name: &str, s: &KindStats| {
             let ms = |p| Some(s.latency.percentile(p).as_secs_f64() * 1e3);
@@ -306,9 +361,11 @@ impl Report {
 
 /// Live counters for progress display.
 #[derive(Default)]
-pub struct Progress {
-    pub done: AtomicU64,
-    pub errors: AtomicU64,
+pub(crate) struct Progress {
+    /// Measured requests answered so far (warm-up not counted).
+    pub(crate) done: AtomicU64,
+    /// Measured requests that failed so far.
+    pub(crate) errors: AtomicU64,
 }
 
 const WARMUP: u8 = 0;
@@ -333,7 +390,7 @@ struct Shared {
 /// The JWT with its `exp` moved into the past and the signature left as is: the gateway does
 /// the full verification work (header, key lookup, HMAC) and refuses it, as it would a token
 /// that really expired. Used when no `--expired-cookie` is given.
-pub fn expired_variant(token: &str) -> Option<String> {
+pub(crate) fn expired_variant(token: &str) -> Option<String> {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let mut parts = token.split('.');
@@ -377,7 +434,7 @@ impl Plan {
 /// # Errors
 /// [`LoadError::Usage`] when the mix needs a cookie that was not given, [`LoadError::Connect`]
 /// when the target cannot be reached at all.
-pub async fn run(plan: &Plan, progress: Arc<Progress>) -> Result<Report, LoadError> {
+pub(crate) async fn run(plan: &Plan, progress: Arc<Progress>) -> Result<Report, LoadError> {
     let mut requests = BTreeMap::new();
     for k in CookieKind::ALL {
         if plan.mix.weight(k) > 0 {
@@ -473,23 +530,7 @@ async fn worker(id: usize, sh: Arc<Shared>) -> BTreeMap<CookieKind, KindStats> {
         let Some(request) = sh.requests.get(&kind) else {
             continue;
         };
-        let intended = match (&mut due, sh.interval) {
-            (Some(d), Some(iv)) => {
-                tokio::time::sleep_until(*d).await;
-                let at = d.into_std();
-                *d += iv;
-                // Latency counts from when the request was due only if the server made it
-                // late: the previous answer on this connection came after that. Otherwise the
-                // lateness is the timer's (tokio's has 1 ms granularity), not the server's,
-                // and counting it would add up to a millisecond to every request.
-                if last_done > at {
-                    at
-                } else {
-                    Instant::now()
-                }
-            }
-            _ => Instant::now(),
-        };
+        let intended = pace(&mut due, sh.interval, last_done).await;
         // Read after any wait for the slot, so nothing starts once the run has stopped.
         let phase = sh.phase.load(Ordering::Relaxed);
         if phase == STOP {
@@ -511,8 +552,7 @@ async fn worker(id: usize, sh: Arc<Shared>) -> BTreeMap<CookieKind, KindStats> {
                 }
                 Ok(Err(_)) | Err(_) => {
                     if measuring {
-                        stats.entry(kind).or_default().errors += 1;
-                        sh.progress.errors.fetch_add(1, Ordering::Relaxed);
+                        count(&mut stats, &sh, kind, None);
                     }
                     // Back off a little: a refused connect returns at once.
                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -522,30 +562,69 @@ async fn worker(id: usize, sh: Arc<Shared>) -> BTreeMap<CookieKind, KindStats> {
         };
         let result = tokio::time::timeout(sh.timeout, c.roundtrip(request)).await;
         last_done = Instant::now();
-        let latency = last_done - intended;
-        match result {
+        let answer = match result {
             Ok(Ok(reply)) => {
                 if !reply.keep_alive {
                     conn = None;
                 }
-                if measuring {
-                    let s = stats.entry(kind).or_default();
-                    s.latency.record(latency);
-                    *s.statuses.entry(reply.status).or_default() += 1;
-                    sh.progress.done.fetch_add(1, Ordering::Relaxed);
-                }
+                Some((reply.status, last_done - intended))
             }
             // A failed or timed-out exchange leaves the connection in an unknown state.
             Ok(Err(_)) | Err(_) => {
                 conn = None;
-                if measuring {
-                    stats.entry(kind).or_default().errors += 1;
-                    sh.progress.errors.fetch_add(1, Ordering::Relaxed);
-                }
+                None
             }
+        };
+        if measuring {
+            count(&mut stats, &sh, kind, answer);
         }
     }
     stats
+}
+
+/// Waits for the next due time at a fixed rate (nothing to wait for otherwise) and returns
+/// the instant the request's latency counts from.
+async fn pace(
+    due: &mut Option<tokio::time::Instant>,
+    interval: Option<Duration>,
+    last_done: Instant,
+) -> Instant {
+    let (Some(d), Some(iv)) = (due.as_mut(), interval) else {
+        return Instant::now();
+    };
+    tokio::time::sleep_until(*d).await;
+    let at = d.into_std();
+    *d += iv;
+    // Latency counts from when the request was due only if the server made it late: the
+    // previous answer on this connection came after that. Otherwise the lateness is the
+    // timer's (tokio's has 1 ms granularity), not the server's, and counting it would add up
+    // to a millisecond to every request.
+    if last_done > at {
+        at
+    } else {
+        Instant::now()
+    }
+}
+
+/// Counts one measured request: its status and latency when answered, an error otherwise.
+fn count(
+    stats: &mut BTreeMap<CookieKind, KindStats>,
+    sh: &Shared,
+    kind: CookieKind,
+    answer: Option<(u16, Duration)>,
+) {
+    let s = stats.entry(kind).or_default();
+    match answer {
+        Some((status, latency)) => {
+            s.latency.record(latency);
+            *s.statuses.entry(status).or_default() += 1;
+            sh.progress.done.fetch_add(1, Ordering::Relaxed);
+        }
+        None => {
+            s.errors += 1;
+            sh.progress.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -590,5 +669,27 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&b64.decode(claims).unwrap()).unwrap();
         assert_eq!(v["exp"], 1_000_000_000);
         assert!(t.ends_with(".sig"));
+    }
+
+    #[tokio::test]
+    async fn at_a_fixed_rate_latency_counts_from_the_due_time_only_when_the_server_was_late() {
+        let iv = Duration::from_millis(20);
+        let first = tokio::time::Instant::now() + iv;
+        let mut due = Some(first);
+        // The previous answer came before the slot: wait for it, count from the send.
+        let before = Instant::now();
+        let from = pace(&mut due, Some(iv), before).await;
+        assert!(from >= first.into_std(), "sent before it was due");
+        assert_eq!(due, Some(first + iv), "the next slot is one interval later");
+        // The previous answer came after the slot was due: count from the slot.
+        let late = Instant::now() + Duration::from_secs(60);
+        let from = pace(&mut due, Some(iv), late).await;
+        assert_eq!(from, (first + iv).into_std());
+        assert_eq!(due, Some(first + iv * 2));
+        // As fast as possible: no wait, count from now.
+        let mut none = None;
+        let t = Instant::now();
+        assert!(pace(&mut none, None, late).await >= t);
+        assert!(none.is_none());
     }
 }

@@ -8,11 +8,15 @@ use std::fmt::Write as _;
 /// One measured (or skipped) line of the table.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Row {
+    /// What was measured, e.g. `all`, `valid`, `portcullis`.
     pub name: String,
     /// Requests (or operations, for sign-ins and hashes) per second; `None` when skipped.
     pub rps: Option<f64>,
+    /// Median latency in milliseconds.
     pub p50_ms: Option<f64>,
+    /// 99th percentile latency in milliseconds.
     pub p99_ms: Option<f64>,
+    /// 99.9th percentile latency in milliseconds.
     pub p999_ms: Option<f64>,
     /// The row this one is compared with, by name.
     pub baseline: Option<String>,
@@ -20,12 +24,14 @@ pub struct Row {
     pub ratio: Option<f64>,
     /// The ratio this row must reach, e.g. `>= 0.95`.
     pub target: Option<String>,
+    /// Whether `ratio` reached `target`; `None` when there is no target or no ratio.
     pub met: Option<bool>,
     /// Status mix, errors, why a row was skipped, or what a value means.
     pub note: String,
 }
 
 impl Row {
+    /// An empty row named `name`: no numbers, no comparison, no note.
     pub fn new(name: impl Into<String>) -> Row {
         Row {
             name: name.into(),

@@ -1,4 +1,5 @@
-//! SMS delivery over HTTP (reqwest): Twilio's Messages API or any JSON endpoint.
+//! SMS delivery over HTTP (the [`HttpClient`] port): Twilio's Messages API or any JSON
+//! endpoint.
 //!
 //! Any answer with status 400 or higher, a timeout or a connection error is a failed send.
 //! The error names the provider, status and (truncated) body for the operator; it never holds
@@ -6,8 +7,10 @@
 
 use super::NotifyError;
 use crate::config::{GenericAuth, SmsProvider};
+use crate::http_client::{HttpClient, HttpRequest};
 use async_trait::async_trait;
 use minijinja::{context, Environment};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One SMS to send.
@@ -35,7 +38,9 @@ const BODY_LOG_LIMIT: usize = 300;
 
 /// An [`SmsSender`] for one configured provider.
 pub struct HttpSmsSender {
-    client: reqwest::Client,
+    http: Arc<dyn HttpClient>,
+    /// How long one send may take, connecting included.
+    timeout: Duration,
     provider: SmsProvider,
     from_number: String,
     /// Operator's mapping: Twilio's message text, or the generic provider's whole JSON payload.
@@ -44,21 +49,18 @@ pub struct HttpSmsSender {
 }
 
 impl HttpSmsSender {
+    /// A sender to `provider` over `http`, each send given up after `timeout`.
+    ///
     /// # Errors
-    /// [`NotifyError::Build`] when the HTTP client or the mapping template cannot be built.
+    /// [`NotifyError::Build`] when the mapping template cannot be built.
     pub fn new(
         provider: SmsProvider,
         from_number: String,
         mapping: Option<String>,
         timeout: Duration,
         site_title: String,
+        http: Arc<dyn HttpClient>,
     ) -> Result<Self, NotifyError> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| NotifyError::Build(e.to_string()))?;
         let mapping = match mapping {
             Some(m) => {
                 let mut env = Environment::new();
@@ -69,7 +71,8 @@ impl HttpSmsSender {
             None => None,
         };
         Ok(Self {
-            client,
+            http,
+            timeout,
             provider,
             from_number,
             mapping,
@@ -129,15 +132,23 @@ impl SmsSender for HttpSmsSender {
                         "{}/2010-04-01/Accounts/{account_sid}/Messages.json",
                         api_base.as_str().trim_end_matches('/')
                     );
+                    // The URL stays out of the error: it names the account.
+                    let url = url::Url::parse(&url).map_err(|e| {
+                        self.failed(
+                            None,
+                            format!("request failed: the account SID makes a bad URL: {e}"),
+                        )
+                    })?;
                     let body = mapped.unwrap_or_else(|| msg.text.clone());
-                    self.client
-                        .post(url)
-                        .basic_auth(account_sid, Some(auth_token.expose()))
-                        .form(&[
+                    HttpRequest::form(
+                        url,
+                        [
                             ("To", msg.to.as_str()),
                             ("From", self.from_number.as_str()),
                             ("Body", body.as_str()),
-                        ])
+                        ],
+                    )
+                    .basic_auth(account_sid, Some(auth_token.expose()))
                 }
                 SmsProvider::Generic { url, auth } => {
                     let payload =
@@ -154,31 +165,25 @@ impl SmsSender for HttpSmsSender {
                                 "Message": msg.text,
                             }),
                         };
-                    let req = self.client.post(url.expose().clone()).json(&payload);
+                    let req = HttpRequest::json(url.expose().clone(), payload);
                     match auth {
                         GenericAuth::None => req,
                         GenericAuth::Bearer(token) => req.bearer_auth(token.expose()),
                         GenericAuth::Basic { username, password } => {
-                            req.basic_auth(username, password.as_ref().map(|p| p.expose()))
+                            req.basic_auth(username, password.as_ref().map(|p| p.expose().as_str()))
                         }
                     }
                 }
             };
-        let response = request.send().await.map_err(|e| {
-            let kind = if e.is_timeout() {
-                "timed out"
-            } else if e.is_connect() {
-                "connection failed"
-            } else {
-                "request failed"
-            };
-            // The URL stays out: a generic provider's URL may carry an API key in its query.
-            self.failed(None, format!("{kind}: {}", e.without_url()))
-        })?;
-        let status = response.status();
+        // `HttpError` never holds the URL: a generic provider's may carry an API key.
+        let reply = self
+            .http
+            .post(request.timeout(self.timeout))
+            .await
+            .map_err(|e| self.failed(None, e.to_string()))?;
+        let status = reply.status;
         if status.as_u16() >= 400 {
-            let body = response.text().await.unwrap_or_default();
-            let shown = shown_body(&body, &msg.token);
+            let shown = shown_body(&reply.text(), &msg.token);
             return Err(self.failed(Some(status.as_u16()), format!("answered {status}: {shown}")));
         }
         Ok(())
@@ -208,6 +213,144 @@ const REDACTED: &str = "******";
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http_client::{HttpBody, HttpError, HttpReply};
+    use crate::testing::ScriptedHttpClient;
+    use http::header::AUTHORIZATION;
+    use http::StatusCode;
+
+    // Providers are built here only, so a change to their types is one edit.
+    fn twilio() -> SmsProvider {
+        SmsProvider::Twilio {
+            account_sid: "AC123".into(),
+            auth_token: "tok".into(),
+            api_base: url::Url::parse("http://127.0.0.1:9/base/").unwrap(),
+        }
+    }
+
+    fn generic(auth: GenericAuth) -> SmsProvider {
+        SmsProvider::Generic {
+            url: crate::secret::Secret::new(
+                url::Url::parse("http://127.0.0.1:9/sms?key=K").unwrap(),
+            ),
+            auth,
+        }
+    }
+
+    fn sender(
+        provider: SmsProvider,
+        mapping: Option<&str>,
+    ) -> (HttpSmsSender, Arc<ScriptedHttpClient>) {
+        let http = ScriptedHttpClient::new();
+        let s = HttpSmsSender::new(
+            provider,
+            "+15550000".into(),
+            mapping.map(str::to_string),
+            Duration::from_secs(7),
+            "Portcullis".into(),
+            http.clone(),
+        )
+        .unwrap();
+        (s, http)
+    }
+
+    fn code_to(to: &str) -> OutgoingSms {
+        OutgoingSms {
+            to: to.into(),
+            token: "482913".into(),
+            text: "Your code is 482913".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn twilio_gets_a_form_with_basic_auth_at_the_account_url() {
+        let (s, http) = sender(twilio(), None);
+        s.send(code_to("+15551234")).await.unwrap();
+        let requests = http.requests();
+        let r = &requests[0];
+        assert_eq!(
+            r.url.as_str(),
+            "http://127.0.0.1:9/base/2010-04-01/Accounts/AC123/Messages.json"
+        );
+        assert_eq!(r.headers[AUTHORIZATION], "Basic QUMxMjM6dG9r");
+        assert_eq!(r.timeout, Duration::from_secs(7));
+        let want: Vec<(String, String)> = [
+            ("To", "+15551234"),
+            ("From", "+15550000"),
+            ("Body", "Your code is 482913"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert!(r.body == HttpBody::Form(want));
+    }
+
+    #[tokio::test]
+    async fn a_generic_provider_gets_json_with_its_auth_or_the_mapped_payload() {
+        let (s, http) = sender(generic(GenericAuth::Bearer("BT".into())), None);
+        s.send(code_to("+1")).await.unwrap();
+        {
+            let r = &http.requests()[0];
+            assert_eq!(r.url.as_str(), "http://127.0.0.1:9/sms?key=K");
+            assert_eq!(r.headers[AUTHORIZATION], "Bearer BT");
+            let want = serde_json::json!({
+                "From": "+15550000", "To": "+1", "Body": "482913", "Message": "Your code is 482913",
+            });
+            assert!(r.body == HttpBody::Json(want));
+        }
+
+        let mapping = r#"{"to": "{{ device.phone_number }}", "otp": "{{ token }}"}"#;
+        let (s, http) = sender(generic(GenericAuth::None), Some(mapping));
+        s.send(code_to("+2")).await.unwrap();
+        let r = &http.requests()[0];
+        assert!(r.headers.get(AUTHORIZATION).is_none());
+        assert!(r.body == HttpBody::Json(serde_json::json!({"to": "+2", "otp": "482913"})));
+    }
+
+    /// What a failed send tells the operator, by what the provider did.
+    #[tokio::test]
+    async fn a_failed_send_names_status_and_reason_but_never_the_code_or_url() {
+        let cases: Vec<(Result<HttpReply, HttpError>, Option<u16>, &str)> = vec![
+            (
+                Ok(HttpReply::new(
+                    StatusCode::BAD_REQUEST,
+                    r#"{"echo":"482913"}"#,
+                )),
+                Some(400),
+                "answered 400 Bad Request",
+            ),
+            (
+                Ok(HttpReply::new(StatusCode::TOO_MANY_REQUESTS, "slow down")),
+                Some(429),
+                "slow down",
+            ),
+            (Err(HttpError::Timeout), None, "timed out"),
+            (
+                Err(HttpError::Connect("tcp connect error".into())),
+                None,
+                "connection failed",
+            ),
+        ];
+        for (reply, want_status, want_text) in cases {
+            let (s, http) = sender(generic(GenericAuth::None), None);
+            http.push(reply);
+            let err = s.send(code_to("+1")).await.unwrap_err();
+            let NotifyError::Sms { status, reason, .. } = &err else {
+                panic!("{err:?}");
+            };
+            assert_eq!(*status, want_status, "{err}");
+            let shown = err.to_string();
+            assert!(shown.contains(want_text), "{shown}");
+            assert!(
+                !shown.contains("482913") && !shown.contains("key=K"),
+                "{shown}"
+            );
+            assert!(!reason.is_empty());
+        }
+        // Any status below 400 is a delivery.
+        let (s, http) = sender(generic(GenericAuth::None), None);
+        http.push(Ok(HttpReply::new(StatusCode::ACCEPTED, "queued")));
+        assert!(s.send(code_to("+1")).await.is_ok());
+    }
 
     #[test]
     fn an_echoed_code_is_redacted_from_the_logged_body() {

@@ -205,7 +205,7 @@ mod tests {
             (PortalError::NotJson, 415, 415),
             (PortalError::BadRequest("no".into()), 400, 400),
             (
-                PortalError::Link(FlowError::MissingField("token".into())),
+                PortalError::Link(FlowError::UnknownFlow("f".into())),
                 500,
                 500,
             ),

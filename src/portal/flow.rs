@@ -161,7 +161,7 @@ fn form_input(req: &Request<'_>, exec: &Execution) -> Result<Input, PortalError>
             input.insert(k, v);
         }
     }
-    if !csrf.is_some_and(|c| crate::secret::equal(c.as_bytes(), exec.csrf.as_bytes())) {
+    if !csrf.is_some_and(|c| crate::secret::equal(c.as_bytes(), exec.csrf.expose().as_bytes())) {
         return Err(PortalError::Csrf { retry });
     }
     Ok(input)
@@ -250,7 +250,7 @@ fn challenge_page(
             let action = flow_path(view.flow);
             let page =
                 to.p.ui
-                    .flow_page(view.title, stage, challenge, &exec.csrf, &action)?;
+                    .flow_page(view.title, stage, challenge, exec.csrf.expose(), &action)?;
             Response::html(StatusCode::OK, page)
         }
     })

@@ -4,10 +4,12 @@
 //! it is close to expiry.
 
 use super::{Claims, KeyFile};
+use crate::clock::{Clock, SystemClock};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use parking_lot::Mutex;
 use serde::Serialize;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// How long an assertion is valid.
 pub const LIFETIME_SECS: i64 = 60;
@@ -28,15 +30,21 @@ struct AssertionClaims<'a> {
     exp: i64,
 }
 
+/// Signs identity assertions with the newest Ed25519 key of the keys file and publishes every
+/// key's public half, so upstreams keep verifying across a rotation.
 pub struct AssertionSigner {
     kid: String,
     key: EncodingKey,
     jwks: String,
     issuer: String,
     cache: Mutex<HashMap<(String, usize), (String, i64)>>,
+    /// Where `iat` and `exp` are read from.
+    clock: Arc<dyn Clock>,
 }
 
 impl AssertionSigner {
+    /// A signer over the newest assertion key in `file`, issuing as `issuer`.
+    ///
     /// # Errors
     /// A message when the file holds no usable assertion key.
     pub fn new(file: &KeyFile, issuer: &str) -> Result<Self, String> {
@@ -62,7 +70,14 @@ impl AssertionSigner {
             jwks: serde_json::json!({ "keys": keys }).to_string(),
             issuer: issuer.to_string(),
             cache: Mutex::new(HashMap::new()),
+            clock: Arc::new(SystemClock),
         })
+    }
+
+    /// The same signer reading the time from `clock` (the system clock by default).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The public keys, as served at `/.portcullis/jwks.json`.
@@ -70,7 +85,13 @@ impl AssertionSigner {
         &self.jwks
     }
 
-    /// An assertion of `claims` for app `audience` (index `app` for the cache).
+    /// An assertion of `claims` for app `audience` (index `app` for the cache): a compact
+    /// EdDSA JWT living [`LIFETIME_SECS`], never past the session's own `exp`.
+    ///
+    /// # Security
+    /// The assertion carries the session's identity to an upstream: call it only for a session
+    /// [`super::SessionService::verify`] accepted and for the app the request goes to, since
+    /// `aud` is what stops one app replaying it at another.
     ///
     /// # Errors
     /// The signing error (not expected with a valid key).
@@ -80,7 +101,7 @@ impl AssertionSigner {
         app: usize,
         audience: &str,
     ) -> Result<String, jsonwebtoken::errors::Error> {
-        let now = crate::clock::now();
+        let now = self.clock.now();
         let key = (claims.sid.clone(), app);
         if let Some((token, exp)) = self.cache.lock().get(&key) {
             if exp - now > REFRESH_SECS {

@@ -10,13 +10,18 @@ use std::sync::OnceLock;
 /// before `exp`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Claims {
+    /// The canonical username (`Remote-User`).
     pub sub: String,
+    /// Display name (`Remote-Name`), possibly empty.
     #[serde(default)]
     pub name: String,
+    /// Email address (`Remote-Email`), possibly empty.
     #[serde(default)]
     pub email: String,
+    /// Group names (`Remote-Groups`, joined with commas), checked against `allowed_groups`.
     #[serde(default)]
     pub groups: Vec<String>,
+    /// The stage kinds passed to get the session (`password`, `authenticator_email`, ...).
     #[serde(default)]
     pub amr: Vec<String>,
     /// The factors proved ([`Factors`] names: `password`, `email`, `sms`).
@@ -25,9 +30,13 @@ pub struct Claims {
     /// The flow that issued the session first, then every flow a step-up completed on it.
     #[serde(default)]
     pub flows: Vec<String>,
+    /// The session's id: what a revocation names.
     pub sid: String,
+    /// Issue time, in seconds since the epoch.
     pub iat: i64,
+    /// Expiry, in seconds since the epoch.
     pub exp: i64,
+    /// The issuer the gateway signs with and requires.
     pub iss: String,
     /// Issue time in milliseconds, so a revocation in the same second as a sign-in is ordered
     /// correctly. Absent in tokens that predate it; then `iat` is taken at the end of its second.
@@ -44,7 +53,7 @@ pub struct Claims {
 
 /// The factor bits of a session, built once per verified token. Not part of what claims are.
 #[derive(Default, Clone)]
-pub struct ProofCache(OnceLock<Factors>);
+pub(crate) struct ProofCache(OnceLock<Factors>);
 
 impl PartialEq for ProofCache {
     fn eq(&self, _: &Self) -> bool {
@@ -64,7 +73,7 @@ impl std::fmt::Debug for ProofCache {
 /// them holds bytes a header value cannot). Not part of what claims are: equal claims are
 /// equal whether or not this has been built.
 #[derive(Default, Clone)]
-pub struct IdentityValues(OnceLock<Option<[HeaderValue; 4]>>);
+pub(crate) struct IdentityValues(OnceLock<Option<[HeaderValue; 4]>>);
 
 impl PartialEq for IdentityValues {
     fn eq(&self, _: &Self) -> bool {
@@ -127,6 +136,7 @@ impl Claims {
         self.flows.iter().any(|f| f == slug)
     }
 
+    /// Whether the session holds at least one of the `allowed` groups (compared exactly).
     pub fn in_any_group(&self, allowed: &[String]) -> bool {
         self.groups.iter().any(|g| allowed.contains(g))
     }

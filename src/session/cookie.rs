@@ -7,6 +7,10 @@ use http::HeaderMap;
 
 /// The value of cookie `name`, looked up across every `Cookie` header. This runs on every
 /// proxied request, so it borrows rather than parses into a jar.
+///
+/// # Security
+/// When a client sends the name twice, the first one wins; the value is untrusted input until
+/// verified (for the session cookie: [`super::SessionService::verify`]).
 pub fn find<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(COOKIE)
@@ -21,6 +25,10 @@ pub fn find<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// The `Cookie` header with the named cookies removed, or `None` when nothing remains.
+///
+/// # Security
+/// The proxy sends upstream only what this returns, so the gateway's own cookies (the session
+/// token above all) never reach an app.
 pub fn without(headers: &HeaderMap, names: &[&str]) -> Option<String> {
     let mut out = String::new();
     for pair in headers
@@ -47,8 +55,12 @@ pub fn without(headers: &HeaderMap, names: &[&str]) -> Option<String> {
 
 /// Attributes for a cookie Portcullis sets.
 pub struct CookieSpec<'a> {
+    /// The cookie's name.
     pub name: &'a str,
+    /// The `Path` attribute.
     pub path: &'a str,
+    /// The `Domain` attribute (shared across subdomains for single sign-on); host-only when
+    /// `None`.
     pub domain: Option<&'a str>,
     /// Sent over TLS: mark it `Secure`.
     pub secure: bool,

@@ -18,6 +18,7 @@ const NAMES: [(Factors, &str); 3] = [
 ];
 
 impl Factors {
+    /// No factor: what a session with no proof, or an unknown stage kind, holds.
     pub const NONE: Factors = Factors(0);
     /// A `password` stage passed.
     pub const PASSWORD: Factors = Factors(1);
@@ -37,6 +38,7 @@ impl Factors {
         self.0 & other.0 != 0
     }
 
+    /// Whether the set holds no factor.
     pub const fn is_empty(self) -> bool {
         self.0 == 0
     }

@@ -4,6 +4,8 @@
 use parking_lot::RwLock;
 use std::collections::HashMap;
 
+/// The revoked sessions and users, checked on every request. Times come from the caller (the
+/// [`super::SessionService`]'s clock), so this holds no clock of its own.
 #[derive(Default)]
 pub struct RevocationList {
     /// sid -> when its token expires anyway (after which the entry can go).
@@ -13,6 +15,9 @@ pub struct RevocationList {
 }
 
 impl RevocationList {
+    /// A list holding `sids` (sid, expiry in unix seconds) and `users` (username, revoked
+    /// up to this unix millisecond), as [`crate::store::Store::revocations`] and
+    /// [`crate::store::Store::user_revocations`] return them.
     pub fn load(sids: Vec<(String, i64)>, users: Vec<(String, i64)>) -> Self {
         Self {
             sids: RwLock::new(sids.into_iter().collect()),
@@ -20,15 +25,18 @@ impl RevocationList {
         }
     }
 
+    /// Refuses the session `sid` until `expires` (unix seconds), when its token dies anyway.
     pub fn revoke_sid(&self, sid: &str, expires: i64) {
         self.sids.write().insert(sid.to_string(), expires);
     }
 
+    /// Refuses every token of `username` issued at or before `since` (unix milliseconds).
     pub fn revoke_user(&self, username: &str, since: i64) {
         self.users.write().insert(username.to_string(), since);
     }
 
-    /// Whether a token with this sid, subject and issue time has been revoked.
+    /// Whether a token with this sid, subject and issue time (`iat`, unix milliseconds) has
+    /// been revoked.
     pub fn is_revoked(&self, sid: &str, sub: &str, iat: i64) -> bool {
         if self.sids.read().contains_key(sid) {
             return true;
@@ -47,10 +55,12 @@ impl RevocationList {
         before - sids.len()
     }
 
+    /// How many sessions are revoked one by one.
     pub fn len(&self) -> usize {
         self.sids.read().len()
     }
 
+    /// Whether no session is revoked one by one.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

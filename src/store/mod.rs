@@ -1,37 +1,92 @@
 //! Persistence behind one trait, so the flow engine and the admin commands never see sled and
-//! another backend can be added beside it.
+//! another backend can be added beside it: [`SledStore`] on disk, [`MemoryStore`] in memory.
 
+#[cfg(test)]
+mod conformance;
+mod memory_store;
 mod model;
 mod sled_store;
 mod username;
 
+pub use memory_store::MemoryStore;
 pub use model::{Device, DeviceClass, SessionRecord, User};
 pub use sled_store::SledStore;
 pub use username::{canonical_username, new_username, MAX_USERNAME_CHARS};
 
-/// A storage failure, with what was being done.
+/// A storage failure, with what was being done. It names no backend's types: a backend's own
+/// error travels as the boxed [`std::error::Error::source`].
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
+    /// The backend failed while doing `action`.
     #[error("storage: {action}: {source}")]
     Backend {
+        /// What was being done ("write user").
         action: &'static str,
+        /// The backend's error.
         #[source]
-        source: sled::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A record could not be encoded or decoded.
     #[error("storage: {action}: corrupt record: {source}")]
     Corrupt {
+        /// What was being done.
         action: &'static str,
+        /// Why the record did not (de)serialize.
         #[source]
         source: serde_json::Error,
     },
+    /// The database is held by another process.
     #[error("storage: the database at {path} is in use by another process")]
-    Locked { path: String },
+    Locked {
+        /// The database's path.
+        path: String,
+    },
 }
 
+impl StoreError {
+    /// A [`StoreError::Backend`] for `action` caused by `source`.
+    pub fn backend(
+        action: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Backend {
+            action,
+            source: source.into(),
+        }
+    }
+}
+
+/// What every [`Store`] method returns.
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The e-mail index key: trimmed, NFC, lower case, so an address matches however its
+/// accents were composed or its letters cased.
+fn email_key(email: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    email.trim().nfc().collect::<String>().to_lowercase()
+}
+
+/// The start of every device key of `username`.
+fn device_prefix(username: &str) -> String {
+    // NUL cannot occur in a username, so one user's prefix never matches another's.
+    format!("{username}\0")
+}
+
+/// A device's key: its user's [`device_prefix`], then its id.
+fn device_key(username: &str, id: &str) -> String {
+    format!("{}{id}", device_prefix(username))
+}
 
 /// Everything the gateway persists. Writes that a user would miss after a crash (users,
 /// revocations, executions) are durable when the call returns.
+///
+/// Times are passed in, never read: every method that judges expiry takes the caller's `now`
+/// (unix seconds), and a record is dead at its expiry (`expires <= now`). Each method is
+/// atomic on its own; `src/store/conformance.rs` holds the behaviour every backend must show.
+///
+/// # Errors
+/// Every method fails with [`StoreError`] when the backend does.
 pub trait Store: Send + Sync + 'static {
     /// The account `username` names: stored under exactly that name, or under its canonical
     /// form ([`canonical_username`]: `ALICE` finds `alice`), or stored before names were
@@ -41,35 +96,48 @@ pub trait Store: Send + Sync + 'static {
     fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
     /// Creates or replaces a user, keeping the e-mail index in step.
     fn put_user(&self, user: &User) -> StoreResult<()>;
-    /// Returns whether the user existed.
+    /// Removes the account `username` names (any spelling, as [`Store::user`] finds it) and
+    /// its e-mail index entry; returns whether it existed.
     fn remove_user(&self, username: &str) -> StoreResult<bool>;
+    /// Every account, ordered by stored username.
     fn users(&self) -> StoreResult<Vec<User>>;
+    /// How many accounts exist.
     fn user_count(&self) -> StoreResult<usize>;
 
     /// An execution's serialized state, if it exists and has not expired at `now`.
     fn execution(&self, id: &str, now: i64) -> StoreResult<Option<Vec<u8>>>;
+    /// Creates or replaces an execution's state, alive until `expires` (unix seconds,
+    /// exclusive). Durable on return.
     fn put_execution(&self, id: &str, expires: i64, state: &[u8]) -> StoreResult<()>;
+    /// Forgets an execution; nothing happens when it does not exist.
     fn remove_execution(&self, id: &str) -> StoreResult<()>;
     /// Drops whatever has expired by `now`: executions, session records, revocations of
     /// tokens that are dead anyway, one-time tickets and counters whose window has passed.
     /// Returns how many records went, so the database does not grow with every sign-in.
     fn purge_expired(&self, now: i64) -> StoreResult<usize>;
 
+    /// Records an issued session, for listing and revocation.
     fn put_session(&self, session: &SessionRecord) -> StoreResult<()>;
+    /// The recorded session `sid`, unless it was revoked or purged.
     fn session(&self, sid: &str) -> StoreResult<Option<SessionRecord>>;
-    /// Marks a session revoked until `expires` (after which its token is dead anyway).
+    /// Marks a session revoked until `expires` (after which its token is dead anyway) and
+    /// drops its record. Durable on return.
     fn revoke_session(&self, sid: &str, expires: i64) -> StoreResult<()>;
-    /// Every revocation still in force at `now`, to load into memory at start.
+    /// Every revocation still in force at `now` (sid, expiry), to load into memory at start;
+    /// those no longer in force are dropped.
     fn revocations(&self, now: i64) -> StoreResult<Vec<(String, i64)>>;
-    /// Tokens for `username` issued at or before `since` (unix milliseconds) are refused (set when a user is disabled,
-    /// removed or changes password).
+    /// Tokens for `username` issued at or before `since` (unix milliseconds) are refused (set
+    /// when a user is disabled, removed or changes password); replaces an earlier `since`.
+    /// Durable on return.
     fn revoke_user_sessions(&self, username: &str, since: i64) -> StoreResult<()>;
+    /// Every user revocation (username, since in unix milliseconds); they never expire.
     fn user_revocations(&self) -> StoreResult<Vec<(String, i64)>>;
 
-    /// A user's enrolled second-factor devices.
+    /// A user's enrolled second-factor devices, ordered by id; never another user's.
     fn devices(&self, username: &str) -> StoreResult<Vec<Device>>;
     /// Creates or replaces a device (durable on return).
     fn put_device(&self, device: &Device) -> StoreResult<()>;
+    /// Removes a user's device; returns whether it existed. Durable on return.
     fn remove_device(&self, username: &str, id: &str) -> StoreResult<bool>;
 
     /// Adds one to the counter `key` in a fixed window of `window` seconds starting at its
@@ -78,6 +146,7 @@ pub trait Store: Send + Sync + 'static {
     fn bump_counter(&self, key: &str, window: i64, now: i64) -> StoreResult<u32>;
     /// The counter's value in its current window (0 once the window has passed).
     fn counter(&self, key: &str, now: i64) -> StoreResult<u32>;
+    /// Drops the counter, so the next bump starts a new window at 1.
     fn reset_counter(&self, key: &str) -> StoreResult<()>;
 
     /// Stores a one-time ticket (e.g. a magic link) under the hash of its secret.
@@ -90,4 +159,23 @@ pub trait Store: Send + Sync + 'static {
 
     /// A 32-byte secret for `name`, created on first use and kept forever.
     fn secret(&self, name: &str) -> StoreResult<[u8; 32]>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn a_backend_error_says_what_was_done_and_keeps_its_cause() {
+        let cause = std::io::Error::other("disk full");
+        let e = StoreError::backend("write user", cause);
+        assert_eq!(e.to_string(), "storage: write user: disk full");
+        let source = e.source().map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("disk full"));
+        let from_text = StoreError::backend("scan", "connection reset by the database server");
+        assert!(from_text
+            .to_string()
+            .ends_with("connection reset by the database server"));
+    }
 }

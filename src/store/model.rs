@@ -6,19 +6,27 @@ use serde::{Deserialize, Serialize};
 /// password stages always fail for this user.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct User {
+    /// The canonical username ([`super::canonical_username`]): the account's key.
     pub username: String,
+    /// Display name; empty when none is set.
     #[serde(default)]
     pub name: String,
+    /// Email address, unique across users; where email codes and links go.
     #[serde(default)]
     pub email: Option<String>,
+    /// Phone number, where SMS codes go.
     #[serde(default)]
     pub phone: Option<String>,
+    /// Group names, checked against an app's `allowed_groups`.
     #[serde(default)]
     pub groups: Vec<String>,
+    /// `false` once disabled: every sign-in is refused.
     #[serde(default = "yes")]
     pub active: bool,
+    /// The argon2id PHC string, or `None` when no password is set.
     #[serde(default)]
     pub password_hash: Option<String>,
+    /// When the account was created, in unix seconds.
     #[serde(default)]
     pub created: i64,
 }
@@ -28,6 +36,8 @@ fn yes() -> bool {
 }
 
 impl User {
+    /// An active account named `username` (already canonical), created now, with no name,
+    /// address, group or password.
     pub fn new(username: impl Into<String>) -> Self {
         Self {
             username: username.into(),
@@ -54,9 +64,13 @@ impl User {
 /// A signed-in session, kept so it can be listed and revoked; the cookie itself is the JWT.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SessionRecord {
+    /// The session's id (the token's `sid`).
     pub sid: String,
+    /// Whose session it is.
     pub username: String,
+    /// Issue time, in unix seconds.
     pub issued: i64,
+    /// Expiry, in unix seconds.
     pub expires: i64,
 }
 
@@ -66,8 +80,11 @@ pub use crate::config::DeviceClass;
 /// A confirmed second factor: an address a code was sent to and came back from.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Device {
+    /// A random id that names the device in forms and in the store.
     pub id: String,
+    /// The owner's canonical username.
     pub username: String,
+    /// How codes reach it.
     pub class: DeviceClass,
     /// What the user sees when choosing between devices ("Email", "Work phone").
     pub name: String,
@@ -78,7 +95,9 @@ pub struct Device {
     pub address_hash: Option<String>,
     /// The setup stage that enrolled it; its delivery settings are used to reach it again.
     pub stage: String,
+    /// When it was enrolled, in unix seconds.
     pub created: i64,
+    /// When a code sent to it last came back, in unix seconds.
     #[serde(default)]
     pub last_used: Option<i64>,
 }

@@ -3,6 +3,11 @@
 //! cannot: the forms work as a person uses them (labels, focus, submit buttons, redirects,
 //! cookies) without any JavaScript of ours.
 
+// A test crate has no API: `pub` in its modules only shares helpers between them.
+#![allow(unreachable_pub)]
+// Set-up helpers outside `#[test]` functions unwrap on purpose: a failed set-up is a failed test.
+#![allow(clippy::unwrap_used)]
+
 #[path = "../e2e/harness.rs"]
 mod harness;
 

@@ -1,6 +1,11 @@
 //! End-to-end tests for Portcullis: the real `portcullis` binary in front of a real upstream
 //! HTTP server, both on ephemeral loopback ports. One test target so the (slow) link happens once.
 
+// A test crate has no API: `pub` in its modules only shares helpers between them.
+#![allow(unreachable_pub)]
+// Set-up helpers outside `#[test]` functions unwrap on purpose: a failed set-up is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod harness;
 
 mod access_log;

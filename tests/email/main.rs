@@ -3,6 +3,11 @@
 //! with certificates generated here by rcgen. The real `portcullis` binary runs in front of a
 //! real upstream; the codes and links are read from the messages the SMTP server received.
 
+// A test crate has no API: `pub` in its modules only shares helpers between them.
+#![allow(unreachable_pub)]
+// Set-up helpers outside `#[test]` functions unwrap on purpose: a failed set-up is a failed test.
+#![allow(clippy::unwrap_used)]
+
 #[path = "../e2e/harness.rs"]
 mod harness;
 

@@ -3,6 +3,11 @@
 //! upstream behind them; Traefik's protocol emulated header for header; TLS listeners, SNI,
 //! HTTP/2, TLS upstreams; WebSocket upgrades and streamed responses through the proxy.
 
+// A test crate has no API: `pub` in its modules only shares helpers between them.
+#![allow(unreachable_pub)]
+// Set-up helpers outside `#[test]` functions unwrap on purpose: a failed set-up is a failed test.
+#![allow(clippy::unwrap_used)]
+
 #[path = "../e2e/harness.rs"]
 mod harness;
 

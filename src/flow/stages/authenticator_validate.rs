@@ -2,10 +2,11 @@
 //! several, the user picks one; with none, `not_configured_action` decides (skip, deny, or run
 //! the setup stage inline).
 
-use super::otp_step::{self, Answer, Sent};
 use crate::config::{NotConfigured, OtpPolicy, StageConfig, ValidateStageConfig};
-use crate::flow::otp::{self, OtpState};
-use crate::flow::{Challenge, Choice, Field, FlowError, Input, Outcome, Stage, StageContext};
+use crate::flow::code::{self, Answer, CodeState, Medium};
+use crate::flow::state::StageState;
+use crate::flow::step::{mismatch, Cx, Effect, Next, Stage, Transition};
+use crate::flow::{otp, Action, Challenge, Choice, Field, FlowError, Input, StageKind};
 use crate::session::Factors;
 use crate::store::{Device, DeviceClass};
 use async_trait::async_trait;
@@ -13,16 +14,16 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-pub const NOT_CONFIGURED: &str =
+pub(crate) const NOT_CONFIGURED: &str =
     "This account has no second factor set up, so it cannot sign in here. Contact whoever runs this site.";
-pub const PICK_DEVICE: &str = "Choose where to send the code.";
+pub(crate) const PICK_DEVICE: &str = "Choose where to send the code.";
 /// The action that goes back to the list of devices.
 const CHOOSE_ANOTHER: &str = "choose";
 
-pub struct AuthenticatorValidate {
-    pub cfg: ValidateStageConfig,
+pub(crate) struct AuthenticatorValidate {
+    cfg: ValidateStageConfig,
     /// The setup stage run inline for users without a device, with its configured name.
-    pub configure: Option<(String, Arc<dyn Stage>)>,
+    configure: Option<(String, Arc<dyn Stage>)>,
     /// The code policy of every setup stage, by name: a device's codes follow the stage that
     /// enrolled it where this stage does not set its own.
     owners: BTreeMap<String, OtpPolicy>,
@@ -30,16 +31,48 @@ pub struct AuthenticatorValidate {
     decoy_owner: Option<String>,
 }
 
-#[derive(Default, Serialize, Deserialize)]
-struct State {
-    /// The chosen device id (or `decoy`).
-    device: Option<String>,
-    otp: OtpState,
-    notice: Option<String>,
-    send_error: Option<String>,
+/// What a validation stage waits for.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "waiting", rename_all = "snake_case")]
+pub(crate) enum ValidateState {
+    /// Several devices: which one the code goes to.
+    Choosing { choices: Vec<DeviceChoice> },
+    /// The code sent to `device` (`None`: the pretend device shown to unknown and ineligible
+    /// accounts); `choices` lets the user go back and pick another.
+    Code {
+        device: Option<String>,
+        class: DeviceClass,
+        choices: Vec<DeviceChoice>,
+        code: CodeState,
+    },
+    /// No device yet: the configured setup stage runs inline, in this state.
+    Enrolling { setup: Box<StageState> },
 }
 
-const DECOY: &str = "decoy";
+/// One device as the choice list shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct DeviceChoice {
+    id: String,
+    label: String,
+}
+
+impl ValidateState {
+    pub(crate) fn code(&self) -> Option<&CodeState> {
+        match self {
+            ValidateState::Code { code, .. } => Some(code),
+            ValidateState::Enrolling { setup } => setup.code(),
+            ValidateState::Choosing { .. } => None,
+        }
+    }
+
+    pub(crate) fn code_mut(&mut self) -> Option<&mut CodeState> {
+        match self {
+            ValidateState::Code { code, .. } => Some(code),
+            ValidateState::Enrolling { setup } => setup.code_mut(),
+            ValidateState::Choosing { .. } => None,
+        }
+    }
+}
 
 /// What the user may choose from.
 enum Devices {
@@ -49,7 +82,7 @@ enum Devices {
 }
 
 impl AuthenticatorValidate {
-    pub fn new(
+    pub(crate) fn new(
         cfg: ValidateStageConfig,
         configure: Option<(String, Arc<dyn Stage>)>,
         all: &BTreeMap<String, StageConfig>,
@@ -95,7 +128,7 @@ impl AuthenticatorValidate {
         self.cfg.policy_for(owner.and_then(|o| self.owners.get(o)))
     }
 
-    fn devices(&self, cx: &StageContext<'_>) -> Result<Devices, FlowError> {
+    fn devices(&self, cx: &Cx<'_>) -> Result<Devices, FlowError> {
         let user = match &cx.exec.user {
             Some(name) => cx.services.store.user(name)?,
             None => None,
@@ -117,80 +150,96 @@ impl AuthenticatorValidate {
         Ok(Devices::Real(devices))
     }
 
-    fn delegate<'c>(
-        &'c self,
-        cx: &'c mut StageContext<'_>,
-    ) -> Option<(StageContext<'c>, &'c dyn Stage)> {
-        let (name, stage) = self.configure.as_ref()?;
-        Some((
-            StageContext {
-                exec: &mut *cx.exec,
-                services: cx.services,
-                name,
-                client: cx.client,
-                origin: cx.origin,
-            },
-            stage.as_ref(),
-        ))
+    fn choices(devices: &[Device]) -> Vec<DeviceChoice> {
+        devices
+            .iter()
+            .map(|d| DeviceChoice {
+                id: d.id.clone(),
+                label: Self::label(d),
+            })
+            .collect()
     }
 
-    fn chosen<'d>(st: &State, devices: &'d [Device]) -> Option<&'d Device> {
-        let id = st.device.as_deref()?;
-        devices.iter().find(|d| d.id == id)
-    }
-
-    async fn send(
-        &self,
-        cx: &mut StageContext<'_>,
-        st: &mut State,
-        device: Option<&Device>,
-    ) -> Result<(), FlowError> {
-        let (to, stage) = match device {
-            Some(d) => (d.address.clone(), d.stage.clone()),
-            None => (String::new(), String::new()),
-        };
-        // The device remembers the stage that enrolled it, so the code travels the same way
-        // (that stage's SMTP connection or SMS provider) as the one that verified it.
-        let class = device.map(|d| d.class).unwrap_or(DeviceClass::Email);
+    /// Codes to `device` (the decoy's when `None`), the first one sent at once. The device
+    /// remembers the stage that enrolled it, so the code travels the same way (that stage's
+    /// SMTP connection or SMS provider) and follows the same policy as the one that verified
+    /// it.
+    fn confirm(&self, device: Option<&Device>, choices: Vec<DeviceChoice>) -> Transition {
         let policy = self.policy(device);
-        let sent = match class {
-            DeviceClass::Email => {
-                let channel = cx.services.email_channel(&stage).clone();
-                otp_step::send_email(cx, &policy, &mut st.otp, &channel, &to).await?
+        let code = match device {
+            Some(d) => {
+                let medium = match d.class {
+                    DeviceClass::Email => Medium::Email,
+                    DeviceClass::Sms => Medium::Sms,
+                };
+                CodeState::new(medium, &d.stage, d.address.clone(), &policy)
             }
-            DeviceClass::Sms => match cx.services.sms_channel(&stage).cloned() {
-                Some(channel) => {
-                    otp_step::send_sms(cx, &policy, &mut st.otp, &channel, &to).await?
-                }
-                None => {
-                    tracing::error!(stage = cx.name, device_stage = %stage, "an SMS device exists but no SMS provider is configured");
-                    Sent::Failed(otp_step::SMS_SEND_FAILED.into())
-                }
-            },
+            None => {
+                let route = self.decoy_owner.as_deref().unwrap_or_default();
+                CodeState::decoy(Medium::Email, route, String::new(), &policy)
+            }
         };
-        st.send_error = match sent {
-            Sent::Ok => None,
-            Sent::Failed(m) => Some(m),
+        let state = ValidateState::Code {
+            device: device.map(|d| d.id.clone()),
+            class: device.map_or(DeviceClass::Email, |d| d.class),
+            choices,
+            code,
         };
-        Ok(())
+        Transition::stay(state).and(Effect::SendCode { resend: false })
     }
 
-    /// A validated device: note its use and the factor it proved, activate the account if
+    /// A validated device: the factor it proved, its use noted, the account activated if
     /// configured.
-    fn validated(&self, cx: &mut StageContext<'_>, device: &Device) -> Result<(), FlowError> {
-        cx.exec.factors = cx.exec.factors.with(Factors::of_class(device.class));
-        let store = &cx.services.store;
-        let mut d = device.clone();
-        d.last_used = Some(crate::clock::now());
-        store.put_device(&d)?;
+    fn validated(&self, cx: &Cx<'_>, id: &str) -> Result<Vec<Effect>, FlowError> {
+        let Some(device) = cx
+            .services
+            .store
+            .devices(cx.exec.user.as_deref().unwrap_or_default())?
+            .into_iter()
+            .find(|d| d.id == id)
+        else {
+            return Err(FlowError::Stage {
+                stage: cx.name.to_string(),
+                reason: "the validated device is gone".into(),
+            });
+        };
+        let mut effects = vec![Effect::Prove(Factors::of_class(device.class))];
         if self.cfg.otp.activate_inactive_accounts {
-            if let Some(mut u) = store.user(&device.username)?.filter(|u| !u.active) {
+            if let Some(mut u) = cx.user()?.filter(|u| !u.active) {
                 u.active = true;
-                store.put_user(&u)?;
                 tracing::info!(user = %u.username, "account activated by a validated code");
+                effects.push(Effect::PutUser(u));
             }
         }
-        Ok(())
+        effects.insert(
+            1,
+            Effect::PutDevice(Device {
+                last_used: Some(cx.now),
+                ..device
+            }),
+        );
+        Ok(effects)
+    }
+
+    /// A step of the setup stage run inline, seen as this stage's: its state wrapped, and its
+    /// pass proving its channel's factor.
+    fn inline(&self, setup: &dyn Stage, t: Transition) -> Transition {
+        let Transition { next, mut effects } = t;
+        let next = match next {
+            Next::Stay(state, errors) => Next::Stay(
+                ValidateState::Enrolling {
+                    setup: Box::new(state),
+                }
+                .into(),
+                errors,
+            ),
+            Next::Pass => {
+                effects.push(Effect::Prove(Factors::of_kind(setup.kind().as_str())));
+                Next::Pass
+            }
+            other => other,
+        };
+        Transition { next, effects }
     }
 
     fn label(d: &Device) -> String {
@@ -199,192 +248,154 @@ impl AuthenticatorValidate {
     }
 }
 
-/// A setup stage run inline passed: its channel is the factor this validation proved.
-fn proved_by_setup(cx: &mut StageContext<'_>, setup: &dyn Stage, outcome: &Outcome) {
-    if *outcome == Outcome::Pass {
-        cx.exec.factors = cx.exec.factors.with(Factors::of_kind(setup.kind()));
-    }
-}
-
 #[async_trait]
 impl Stage for AuthenticatorValidate {
-    fn kind(&self) -> &'static str {
-        "authenticator_validate"
+    fn kind(&self) -> StageKind {
+        StageKind::AuthenticatorValidate
     }
 
-    async fn resume(&self, cx: &mut StageContext<'_>) -> Result<Option<Outcome>, FlowError> {
+    async fn enter(&self, cx: &Cx<'_>) -> Result<Transition, FlowError> {
         let devices = match self.devices(cx)? {
-            Devices::Decoy => return Ok(None),
+            Devices::Decoy => return Ok(self.confirm(None, Vec::new())),
             Devices::Real(d) => d,
         };
-        if devices.is_empty() {
-            return match self.cfg.not_configured_action {
-                NotConfigured::Skip => Ok(Some(Outcome::Skip)),
-                NotConfigured::Deny => Ok(Some(Outcome::Cancel(NOT_CONFIGURED.into()))),
-                NotConfigured::Configure => match self.delegate(cx) {
-                    Some((mut sub, stage)) => {
-                        let outcome = stage.resume(&mut sub).await?;
-                        Ok(outcome.inspect(|o| proved_by_setup(&mut sub, stage, o)))
-                    }
-                    None => Ok(Some(Outcome::Cancel(NOT_CONFIGURED.into()))),
-                },
-            };
+        match devices.as_slice() {
+            [] => {}
+            [one] => return Ok(self.confirm(Some(one), Vec::new())),
+            several => {
+                let choices = Self::choices(several);
+                return Ok(Transition::stay(ValidateState::Choosing { choices }));
+            }
         }
-        let mut st: State = cx.state();
-        let Some(device) = Self::chosen(&st, &devices).cloned() else {
-            return Ok(None);
-        };
-        if !otp_step::link_done(cx, &self.policy(Some(&device)), "email", &mut st.otp)? {
-            return Ok(None);
+        match (self.cfg.not_configured_action, &self.configure) {
+            (NotConfigured::Skip, _) => Ok(Transition::to(Next::Skip)),
+            (NotConfigured::Configure, Some((name, setup))) => {
+                let t = setup.enter(&cx.named(name)).await?;
+                Ok(self.inline(setup.as_ref(), t))
+            }
+            (NotConfigured::Deny | NotConfigured::Configure, _) => {
+                Ok(Transition::cancel(NOT_CONFIGURED))
+            }
         }
-        self.validated(cx, &device)?;
-        cx.set_state(&st)?;
-        Ok(Some(Outcome::Pass))
     }
 
-    async fn challenge(&self, cx: &mut StageContext<'_>) -> Result<Challenge, FlowError> {
-        let mut st: State = cx.state();
-        let devices = match self.devices(cx)? {
-            Devices::Decoy => {
-                st.otp.decoy = true;
-                st.device = Some(DECOY.into());
-                Vec::new()
-            }
-            Devices::Real(d) if d.is_empty() => {
-                if let Some((mut sub, stage)) = self.delegate(cx) {
-                    return stage.challenge(&mut sub).await;
-                }
-                return Ok(Challenge::new(self.kind(), Vec::new()));
-            }
-            Devices::Real(d) => d,
+    fn challenge(&self, cx: &Cx<'_>, state: &StageState) -> Result<Challenge, FlowError> {
+        let StageState::AuthenticatorValidate(state) = state else {
+            return Err(mismatch(cx));
         };
-        if st.device.is_none() && devices.len() == 1 {
-            st.device = Some(devices[0].id.clone());
-        }
-        if st.device.is_none() {
-            let options = devices
-                .iter()
-                .map(|d| Choice {
-                    value: d.id.clone(),
-                    label: Self::label(d),
-                })
-                .collect();
-            let mut c = Challenge::new(
-                self.kind(),
-                vec![Field::new("device", "choice", "Send the code to").choices(options)],
-            );
-            c.info.push(PICK_DEVICE.into());
-            let c = c.titled("Choose how to confirm it is you");
-            cx.set_state(&st)?;
-            return Ok(c);
-        }
-        let device = Self::chosen(&st, &devices).cloned();
-        if st.otp.sends == 0 {
-            self.send(cx, &mut st, device.as_ref()).await?;
-        }
-        // The chosen device is named as the user labelled it, never by its address, so the
-        // page reads the same for the decoy shown to unknown and disabled accounts.
-        let (shown, channel) = match &device {
-            Some(d) if d.class == DeviceClass::Sms => (
-                "the phone number on your account".to_string(),
-                otp_step::Channel::Sms,
-            ),
-            _ => (
-                super::authenticator_email::ACCOUNT_ADDRESS.to_string(),
-                otp_step::Channel::Email,
-            ),
-        };
-        let mut c = otp_step::code_challenge(
-            self.kind(),
-            &self.policy(device.as_ref()),
-            &st.otp,
-            &shown,
-            channel,
-        );
-        // With several devices the user can go back and pick another, e.g. when texts do not
-        // arrive but email does.
-        if devices.len() > 1 {
-            c.actions.push(crate::flow::Action {
-                name: CHOOSE_ANOTHER.into(),
-                label: "Use another method".into(),
-            });
-        }
-        // Shown until the next response, so a redirect after the post does not lose it.
-        if let Some(n) = &st.notice {
-            c.info.push(n.clone());
-        }
-        if let Some(e) = &st.send_error {
-            c.errors.push(e.clone());
-        }
-        cx.set_state(&st)?;
-        Ok(c)
-    }
-
-    async fn submit(&self, cx: &mut StageContext<'_>, input: &Input) -> Result<Outcome, FlowError> {
-        let mut st: State = cx.state();
-        st.notice = None;
-        let devices = match self.devices(cx)? {
-            Devices::Decoy => Vec::new(),
-            Devices::Real(d) if d.is_empty() => {
-                return match self.delegate(cx) {
-                    Some((mut sub, stage)) => {
-                        let outcome = stage.submit(&mut sub, input).await?;
-                        proved_by_setup(&mut sub, stage, &outcome);
-                        Ok(outcome)
-                    }
-                    None => Ok(Outcome::Cancel(NOT_CONFIGURED.into())),
+        match state {
+            ValidateState::Choosing { choices } => {
+                let options = choices
+                    .iter()
+                    .map(|d| Choice {
+                        value: d.id.clone(),
+                        label: d.label.clone(),
+                    })
+                    .collect();
+                let field = Field::new("device", "choice", "Send the code to").choices(options);
+                let mut c = Challenge::new(self.kind().as_str(), vec![field]);
+                c.info.push(PICK_DEVICE.into());
+                Ok(c.titled("Choose how to confirm it is you"))
+            }
+            ValidateState::Code {
+                class,
+                choices,
+                code,
+                ..
+            } => {
+                // The chosen device is named as a kind, never by its address, so the page
+                // reads the same for the decoy shown to unknown and disabled accounts.
+                let shown = match class {
+                    DeviceClass::Sms => "the phone number on your account",
+                    DeviceClass::Email => super::authenticator_email::ACCOUNT_ADDRESS,
                 };
-            }
-            Devices::Real(d) => d,
-        };
-        if let Some(id) = input.get("device") {
-            if !devices.iter().any(|d| &d.id == id) {
-                return Ok(Outcome::Stay(vec![PICK_DEVICE.into()]));
-            }
-            if st.device.as_deref() != Some(id.as_str()) {
-                st.device = Some(id.clone());
-                st.otp.withdraw(cx)?;
-                let device = Self::chosen(&st, &devices).cloned();
-                self.send(cx, &mut st, device.as_ref()).await?;
-            }
-            cx.set_state(&st)?;
-            return Ok(Outcome::Stay(Vec::new()));
-        }
-        if input.get("action").is_some_and(|a| a == CHOOSE_ANOTHER) && devices.len() > 1 {
-            st.device = None;
-            st.send_error = None;
-            st.otp.withdraw(cx)?;
-            cx.set_state(&st)?;
-            return Ok(Outcome::Stay(Vec::new()));
-        }
-        let device = Self::chosen(&st, &devices).cloned();
-        let outcome = match otp_step::answer(input) {
-            Answer::Resend => {
-                self.send(cx, &mut st, device.as_ref()).await?;
-                if st.send_error.is_none() {
-                    st.notice = Some(otp_step::resent_notice(self.policy(device.as_ref()).mode));
+                let mut c = code.challenge(self.kind().as_str(), shown);
+                // With several devices the user can go back and pick another, e.g. when texts
+                // do not arrive but email does.
+                if choices.len() > 1 {
+                    c.actions.push(Action {
+                        name: CHOOSE_ANOTHER.into(),
+                        label: "Use another method".into(),
+                    });
                 }
-                Outcome::Stay(Vec::new())
+                Ok(c)
             }
-            Answer::Nothing => Outcome::Stay(Vec::new()),
-            Answer::Code(code) => {
-                let channel = match device.as_ref().map(|d| d.class) {
-                    Some(DeviceClass::Sms) => "sms",
-                    _ => "email",
+            ValidateState::Enrolling { setup } => match &self.configure {
+                Some((name, stage)) => stage.challenge(&cx.named(name), setup),
+                None => Err(mismatch(cx)),
+            },
+        }
+    }
+
+    async fn submit(
+        &self,
+        cx: &Cx<'_>,
+        state: StageState,
+        input: &Input,
+    ) -> Result<Transition, FlowError> {
+        let StageState::AuthenticatorValidate(state) = state else {
+            return Err(mismatch(cx));
+        };
+        match state {
+            ValidateState::Enrolling { setup } => match &self.configure {
+                Some((name, stage)) => {
+                    let t = stage.submit(&cx.named(name), *setup, input).await?;
+                    Ok(self.inline(stage.as_ref(), t))
+                }
+                None => Err(mismatch(cx)),
+            },
+            ValidateState::Choosing { choices } => {
+                let picked = input.get("device");
+                let devices = match self.devices(cx)? {
+                    Devices::Real(d) => d,
+                    Devices::Decoy => Vec::new(),
                 };
-                let policy = self.policy(device.as_ref());
-                let verdict = otp_step::check_code(cx, &policy, channel, &mut st.otp, code)?;
-                match (otp_step::refused(verdict), &device) {
-                    (Some(outcome), _) => outcome,
-                    (None, Some(d)) => {
-                        self.validated(cx, d)?;
-                        Outcome::Pass
-                    }
-                    (None, None) => Outcome::Stay(vec![otp::WRONG_CODE.into()]),
+                let chosen = picked.and_then(|id| {
+                    choices.iter().any(|c| &c.id == id).then_some(())?;
+                    devices.iter().find(|d| &d.id == id)
+                });
+                match chosen {
+                    Some(d) => Ok(self.confirm(Some(d), choices)),
+                    None if picked.is_some() => Ok(Transition::refuse(
+                        ValidateState::Choosing { choices },
+                        PICK_DEVICE,
+                    )),
+                    None => Ok(Transition::stay(ValidateState::Choosing { choices })),
                 }
             }
+            ValidateState::Code { choices, code, .. }
+                if input.get("action").is_some_and(|a| a == CHOOSE_ANOTHER)
+                    && choices.len() > 1 =>
+            {
+                let back = ValidateState::Choosing { choices };
+                Ok(Transition::stay(back).and(Effect::Withdraw(Box::new(code))))
+            }
+            state @ ValidateState::Code { .. } => Ok(match code::answer(input) {
+                Answer::Resend => Transition::stay(state).and(Effect::SendCode { resend: true }),
+                Answer::Code(typed) => Transition::stay(state).and(Effect::CheckCode(typed)),
+                Answer::Nothing => Transition::stay(state),
+            }),
+        }
+    }
+
+    async fn verified(&self, cx: &Cx<'_>, state: &StageState) -> Result<Vec<Effect>, FlowError> {
+        let StageState::AuthenticatorValidate(state) = state else {
+            return Err(mismatch(cx));
         };
-        cx.set_state(&st)?;
-        Ok(outcome)
+        match state {
+            ValidateState::Code {
+                device: Some(id), ..
+            } => self.validated(cx, id),
+            ValidateState::Enrolling { setup } => match &self.configure {
+                Some((name, stage)) => {
+                    let mut effects = stage.verified(&cx.named(name), setup).await?;
+                    effects.push(Effect::Prove(Factors::of_kind(stage.kind().as_str())));
+                    Ok(effects)
+                }
+                None => Err(mismatch(cx)),
+            },
+            // A decoy never verifies; fail closed if it somehow did.
+            _ => Err(mismatch(cx)),
+        }
     }
 }

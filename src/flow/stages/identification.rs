@@ -2,11 +2,22 @@
 //! so this step never tells an attacker which identifiers are real.
 
 use crate::config::UserField;
-use crate::flow::{Challenge, Field, FlowError, Input, Outcome, Stage, StageContext};
+use crate::flow::state::StageState;
+use crate::flow::step::{mismatch, Cx, Effect, Stage, Transition};
+use crate::flow::{Challenge, Field, FlowError, Input, StageKind};
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
-pub struct Identification {
-    pub user_fields: Vec<UserField>,
+/// What identification waits for.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "waiting", rename_all = "snake_case")]
+pub(crate) enum IdentificationState {
+    /// The identifier.
+    Uid,
+}
+
+pub(crate) struct Identification {
+    pub(crate) user_fields: Vec<UserField>,
 }
 
 impl Identification {
@@ -24,7 +35,7 @@ impl Identification {
     /// RFC 8265 form (`ALICE`, `ａｌｉｃｅ` find `alice`) and addresses trimmed, NFC and lower
     /// case, so every spelling reaches one account, and what the rest of the flow, the session
     /// and `Remote-User` carry is the stored name, never the typed one.
-    fn resolve(&self, cx: &StageContext<'_>, uid: &str) -> Result<Option<String>, FlowError> {
+    fn resolve(&self, cx: &Cx<'_>, uid: &str) -> Result<Option<String>, FlowError> {
         let store = &cx.services.store;
         for field in &self.user_fields {
             let found = match field {
@@ -42,32 +53,44 @@ impl Identification {
 
 #[async_trait]
 impl Stage for Identification {
-    fn kind(&self) -> &'static str {
-        "identification"
+    fn kind(&self) -> StageKind {
+        StageKind::Identification
     }
 
-    async fn challenge(&self, _cx: &mut StageContext<'_>) -> Result<Challenge, FlowError> {
+    async fn enter(&self, _cx: &Cx<'_>) -> Result<Transition, FlowError> {
+        Ok(Transition::stay(IdentificationState::Uid))
+    }
+
+    fn challenge(&self, cx: &Cx<'_>, state: &StageState) -> Result<Challenge, FlowError> {
+        let StageState::Identification(IdentificationState::Uid) = state else {
+            return Err(mismatch(cx));
+        };
         let kind = if self.user_fields == [UserField::Email] {
             "email"
         } else {
             "text"
         };
         Ok(Challenge::new(
-            self.kind(),
+            self.kind().as_str(),
             vec![Field::new("uid", kind, self.label()).autocomplete("username")],
         ))
     }
 
-    async fn submit(&self, cx: &mut StageContext<'_>, input: &Input) -> Result<Outcome, FlowError> {
+    async fn submit(
+        &self,
+        cx: &Cx<'_>,
+        state: StageState,
+        input: &Input,
+    ) -> Result<Transition, FlowError> {
         let uid = input.get("uid").map(|s| s.trim()).unwrap_or_default();
         if uid.is_empty() || uid.len() > 256 {
-            return Ok(Outcome::Stay(vec![format!(
-                "Enter your {}.",
-                self.label().to_lowercase()
-            )]));
+            let error = format!("Enter your {}.", self.label().to_lowercase());
+            return Ok(Transition::refuse(state, error));
         }
-        cx.exec.user = self.resolve(cx, uid)?;
-        cx.exec.uid = Some(uid.to_string());
-        Ok(Outcome::Pass)
+        let user = self.resolve(cx, uid)?;
+        Ok(Transition::pass().and(Effect::Identify {
+            uid: uid.to_string(),
+            user,
+        }))
     }
 }

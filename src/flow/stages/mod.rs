@@ -1,26 +1,24 @@
 //! One module per stage kind; [`build`] turns a stage's config into the stage.
 
-mod authenticator_email;
-mod authenticator_sms;
-mod authenticator_validate;
-mod deny;
-mod identification;
-mod otp_step;
-mod password;
-mod prompt;
-mod user_login;
+pub(crate) mod authenticator_email;
+pub(crate) mod authenticator_sms;
+pub(crate) mod authenticator_validate;
+pub(crate) mod deny;
+pub(crate) mod identification;
+pub(crate) mod password;
+pub(crate) mod prompt;
+pub(crate) mod user_login;
 
-pub use password::{INVALID as INVALID_CREDENTIALS, TOO_MANY as TOO_MANY_ATTEMPTS};
-pub use user_login::FAILED as SIGN_IN_FAILED;
+pub(crate) use user_login::FAILED as SIGN_IN_FAILED;
 
-use super::Stage;
+use super::step::Stage;
 use crate::config::StageConfig;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Builds a stage from its config; `all` lets a validation stage build the setup stage it
 /// runs inline.
-pub fn build(cfg: &StageConfig, all: &BTreeMap<String, StageConfig>) -> Arc<dyn Stage> {
+pub(crate) fn build(cfg: &StageConfig, all: &BTreeMap<String, StageConfig>) -> Arc<dyn Stage> {
     match cfg {
         StageConfig::AuthenticatorEmail(c) => {
             Arc::new(authenticator_email::AuthenticatorEmail { cfg: (**c).clone() })

@@ -1,30 +1,42 @@
 //! `password`: checks the identified user's password with argon2id. An unknown user, a
 //! disabled one and a wrong password all get the same answer after the same work.
 
-use crate::flow::{Challenge, Field, FlowError, Input, Outcome, Stage, StageContext};
+use crate::flow::state::StageState;
+use crate::flow::step::{mismatch, Cx, Stage, Transition};
+use crate::flow::{Challenge, Field, FlowError, Input, StageKind};
 use crate::secret::SecretString;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-pub const INVALID: &str = "Invalid username or password.";
-pub const TOO_MANY: &str = "Too many failed attempts. Start the sign-in again.";
+pub(crate) const INVALID: &str = "Invalid username or password.";
+pub(crate) const TOO_MANY: &str = "Too many failed attempts. Start the sign-in again.";
 
-pub struct Password {
-    pub failed_attempts_before_cancel: u32,
+pub(crate) struct Password {
+    pub(crate) failed_attempts_before_cancel: u32,
 }
 
-#[derive(Default, Serialize, Deserialize)]
-struct State {
-    failures: u32,
+/// What a password stage waits for.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "waiting", rename_all = "snake_case")]
+pub(crate) enum PasswordState {
+    /// The password, after this many wrong ones in this execution.
+    Password { failures: u32 },
 }
 
 #[async_trait]
 impl Stage for Password {
-    fn kind(&self) -> &'static str {
-        "password"
+    fn kind(&self) -> StageKind {
+        StageKind::Password
     }
 
-    async fn challenge(&self, cx: &mut StageContext<'_>) -> Result<Challenge, FlowError> {
+    async fn enter(&self, _cx: &Cx<'_>) -> Result<Transition, FlowError> {
+        Ok(Transition::stay(PasswordState::Password { failures: 0 }))
+    }
+
+    fn challenge(&self, cx: &Cx<'_>, state: &StageState) -> Result<Challenge, FlowError> {
+        let StageState::Password(PasswordState::Password { .. }) = state else {
+            return Err(mismatch(cx));
+        };
         let mut fields =
             vec![Field::new("password", "password", "Password").autocomplete("current-password")];
         if let Some(uid) = &cx.exec.uid {
@@ -36,37 +48,42 @@ impl Stage for Password {
                     .optional(),
             );
         }
-        let mut c = Challenge::new(self.kind(), fields);
+        let mut c = Challenge::new(self.kind().as_str(), fields);
         if let Some(uid) = &cx.exec.uid {
             c.info.push(format!("Signing in as {uid}"));
         }
         Ok(c)
     }
 
-    async fn submit(&self, cx: &mut StageContext<'_>, input: &Input) -> Result<Outcome, FlowError> {
-        let typed = SecretString::new(input.get("password").cloned().unwrap_or_default());
-        let user = match &cx.exec.user {
-            Some(name) => cx.services.store.user(name)?,
-            None => None,
+    async fn submit(
+        &self,
+        cx: &Cx<'_>,
+        state: StageState,
+        input: &Input,
+    ) -> Result<Transition, FlowError> {
+        let StageState::Password(PasswordState::Password { failures }) = state else {
+            return Err(mismatch(cx));
         };
-        let hash = user
-            .as_ref()
+        let typed = SecretString::new(input.get("password").cloned().unwrap_or_default());
+        let hash = cx
+            .user()?
             .filter(|u| u.active)
-            .and_then(|u| u.password_hash.clone());
+            .and_then(|u| u.password_hash);
         let ok = cx.services.passwords.verify(typed, hash).await;
-        let uid = cx.exec.uid.clone().unwrap_or_default();
+        let uid = cx.exec.uid.as_deref().unwrap_or_default();
         if ok {
             tracing::debug!(user = %uid, client = %cx.client, "password accepted");
-            return Ok(Outcome::Pass);
+            return Ok(Transition::pass());
         }
-        let mut st: State = cx.state();
-        st.failures += 1;
-        cx.set_state(&st)?;
+        let failures = failures + 1;
         tracing::info!(user = %uid, client = %cx.client, outcome = "failure", stage = "password", "sign-in failed");
-        if st.failures >= self.failed_attempts_before_cancel {
-            tracing::info!(user = %uid, client = %cx.client, "sign-in cancelled after {} failed attempts", st.failures);
-            return Ok(Outcome::Cancel(TOO_MANY.into()));
+        if failures >= self.failed_attempts_before_cancel {
+            tracing::info!(user = %uid, client = %cx.client, "sign-in cancelled after {failures} failed attempts");
+            return Ok(Transition::cancel(TOO_MANY));
         }
-        Ok(Outcome::Stay(vec![INVALID.into()]))
+        Ok(Transition::refuse(
+            PasswordState::Password { failures },
+            INVALID,
+        ))
     }
 }

@@ -2,20 +2,38 @@
 //! `prompt_data`, where later stages find them (an SMS stage takes `phone` from there).
 
 use crate::config::PromptStageConfig;
-use crate::flow::{Challenge, Field, FlowError, Input, Outcome, Stage, StageContext};
+use crate::flow::state::StageState;
+use crate::flow::step::{mismatch, Cx, Effect, Next, Stage, Transition};
+use crate::flow::{Challenge, Field, FlowError, Input, StageKind};
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
-pub struct Prompt {
-    pub cfg: PromptStageConfig,
+pub(crate) struct Prompt {
+    pub(crate) cfg: PromptStageConfig,
+}
+
+/// What a prompt waits for.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "waiting", rename_all = "snake_case")]
+pub(crate) enum PromptState {
+    /// Its configured fields.
+    Fields,
 }
 
 #[async_trait]
 impl Stage for Prompt {
-    fn kind(&self) -> &'static str {
-        "prompt"
+    fn kind(&self) -> StageKind {
+        StageKind::Prompt
     }
 
-    async fn challenge(&self, cx: &mut StageContext<'_>) -> Result<Challenge, FlowError> {
+    async fn enter(&self, _cx: &Cx<'_>) -> Result<Transition, FlowError> {
+        Ok(Transition::stay(PromptState::Fields))
+    }
+
+    fn challenge(&self, cx: &Cx<'_>, state: &StageState) -> Result<Challenge, FlowError> {
+        let StageState::Prompt(PromptState::Fields) = state else {
+            return Err(mismatch(cx));
+        };
         let fields = self
             .cfg
             .fields
@@ -40,10 +58,15 @@ impl Stage for Prompt {
                 field
             })
             .collect();
-        Ok(Challenge::new(self.kind(), fields))
+        Ok(Challenge::new(self.kind().as_str(), fields))
     }
 
-    async fn submit(&self, cx: &mut StageContext<'_>, input: &Input) -> Result<Outcome, FlowError> {
+    async fn submit(
+        &self,
+        _cx: &Cx<'_>,
+        state: StageState,
+        input: &Input,
+    ) -> Result<Transition, FlowError> {
         let mut errors = Vec::new();
         let mut values = Vec::new();
         for f in &self.cfg.fields {
@@ -86,10 +109,9 @@ impl Stage for Prompt {
             values.push((f.key.clone(), value));
         }
         if !errors.is_empty() {
-            return Ok(Outcome::Stay(errors));
+            return Ok(Transition::to(Next::Stay(state, errors)));
         }
-        cx.exec.prompt_data.extend(values);
-        Ok(Outcome::Pass)
+        Ok(Transition::pass().and(Effect::Remember(values)))
     }
 }
 

@@ -1,44 +1,47 @@
 //! `user_login`: marks the execution to end with a session for the identified user.
 
-use crate::flow::{Challenge, FlowError, Input, Outcome, Stage, StageContext};
+use crate::flow::state::StageState;
+use crate::flow::step::{mismatch, Cx, Effect, Stage, Transition};
+use crate::flow::{Challenge, FlowError, Input, StageKind};
 use async_trait::async_trait;
 use std::time::Duration;
 
-pub const FAILED: &str = "Sign-in failed. Start again.";
+pub(crate) const FAILED: &str = "Sign-in failed. Start again.";
 
-pub struct UserLogin {
-    pub session_duration: Duration,
+pub(crate) struct UserLogin {
+    pub(crate) session_duration: Duration,
 }
 
 #[async_trait]
 impl Stage for UserLogin {
-    fn kind(&self) -> &'static str {
-        "user_login"
+    fn kind(&self) -> StageKind {
+        StageKind::UserLogin
     }
 
     fn interactive(&self) -> bool {
         false
     }
 
-    async fn challenge(&self, _cx: &mut StageContext<'_>) -> Result<Challenge, FlowError> {
-        Ok(Challenge::new(self.kind(), Vec::new()))
+    async fn enter(&self, cx: &Cx<'_>) -> Result<Transition, FlowError> {
+        // Only a resolved, active account gets a session; anything else means an earlier
+        // stage let through someone it should not have, and the flow ends.
+        if !cx.user()?.is_some_and(|u| u.active) {
+            return Ok(Transition::cancel(FAILED));
+        }
+        let lifetime_secs = self.session_duration.as_secs() as i64;
+        Ok(Transition::pass().and(Effect::Login { lifetime_secs }))
+    }
+
+    fn challenge(&self, cx: &Cx<'_>, _state: &StageState) -> Result<Challenge, FlowError> {
+        Err(mismatch(cx))
     }
 
     async fn submit(
         &self,
-        cx: &mut StageContext<'_>,
+        cx: &Cx<'_>,
+        _state: StageState,
         _input: &Input,
-    ) -> Result<Outcome, FlowError> {
-        // Only a resolved, active account gets a session; anything else means an earlier
-        // stage let through someone it should not have, and the flow ends.
-        let active = match &cx.exec.user {
-            Some(name) => cx.services.store.user(name)?.is_some_and(|u| u.active),
-            None => false,
-        };
-        if !active {
-            return Ok(Outcome::Cancel(FAILED.into()));
-        }
-        cx.exec.login = Some(self.session_duration.as_secs() as i64);
-        Ok(Outcome::Pass)
+    ) -> Result<Transition, FlowError> {
+        Err(mismatch(cx))
     }
 }

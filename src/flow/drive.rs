@@ -1,0 +1,405 @@
+//! How the engine drives one step: reach stages (running those that need no input), carry out
+//! what a stage decided, effect by effect and once, judge codes through the one code machine,
+//! render the challenge, and persist.
+
+use super::code::{self, CodeCx, CodeState, Verdict};
+use super::engine::{Caller, Engine, Login, Step};
+use super::execution::{Spoiled, EXPIRED};
+use super::state::StageState;
+use super::step::{Cx, Effect, Next, Stage, Transition};
+use super::{stages, Action, Execution, FlowError, Input, StageKind};
+use crate::session::Factors;
+use crate::store::User;
+
+const START_OVER_LABEL: &str = "Not you? Start over";
+/// Shown on every step of a step-up, so a signed-in user knows why they are asked again.
+const STEP_UP_INFO: &str = "This application asks for one more step to confirm it is you.";
+
+/// Where a carried-out transition left the execution.
+enum Moved {
+    /// The stage waits (its state is back in the execution), with these errors to show.
+    Stayed(Vec<String>),
+    /// The stage is behind: passed or skipped.
+    On,
+    /// The execution ends with this message.
+    Ended(String),
+}
+
+impl Engine {
+    /// What a stage sees of this step.
+    pub(super) fn cx<'a>(&'a self, exec: &'a Execution, name: &'a str, at: Caller<'a>) -> Cx<'a> {
+        Cx {
+            exec,
+            services: &self.services,
+            name,
+            client: at.client,
+            now: self.now(),
+        }
+    }
+
+    fn code_cx<'a>(&'a self, exec: &'a Execution, name: &'a str, at: Caller<'a>) -> CodeCx<'a> {
+        CodeCx {
+            services: &self.services,
+            exec,
+            stage: name,
+            client: at.client,
+            origin: at.origin,
+            now: self.now(),
+            pace: &self.pace,
+        }
+    }
+
+    /// Runs stages until one needs the user or the flow ends; persists a waiting execution.
+    pub(super) async fn advance(
+        &self,
+        exec: &mut Execution,
+        at: Caller<'_>,
+        mut errors: Vec<String>,
+    ) -> Result<Step, FlowError> {
+        if let Some(why) = exec.spoiled().cloned() {
+            return Ok(self.spoil(exec, &why));
+        }
+        let plan = self.plan(exec)?;
+        loop {
+            let Some((name, stage)) = self.current(plan, exec) else {
+                return self.finish(exec);
+            };
+            let stage = stage.as_ref();
+            if self.carried_past(exec, stage) {
+                Self::move_on(exec);
+                continue;
+            }
+            if exec.state.is_none() {
+                let entered = stage.enter(&self.cx(exec, name, at)).await?;
+                match self.carry_out(exec, name, stage, at, entered).await? {
+                    Moved::Stayed(mut more) => errors.append(&mut more),
+                    Moved::On => continue,
+                    Moved::Ended(message) => return Ok(self.ended(exec, message)),
+                }
+            }
+            if !stage.interactive() {
+                return Err(FlowError::Stage {
+                    stage: name.to_string(),
+                    reason: "a stage without input cannot ask again".into(),
+                });
+            }
+            match exec.state.as_ref().map(StageState::kind) {
+                Some(kind) if kind == stage.kind() => {}
+                _ => return Ok(self.spoil(exec, &Spoiled::Misplaced)),
+            }
+            match self.link_confirmed(exec, name, stage, at).await? {
+                Some(Moved::Ended(message)) => return Ok(self.ended(exec, message)),
+                Some(_) => continue,
+                None => {}
+            }
+            return self.ask(exec, name, stage, at, errors).await;
+        }
+    }
+
+    /// Renders the current stage's challenge (pure) and saves the execution.
+    async fn ask(
+        &self,
+        exec: &mut Execution,
+        name: &str,
+        stage: &dyn Stage,
+        at: Caller<'_>,
+        mut errors: Vec<String>,
+    ) -> Result<Step, FlowError> {
+        let Some(state) = exec.state.as_ref() else {
+            return Err(FlowError::StateMismatch { stage: name.into() });
+        };
+        let mut challenge = stage.challenge(&self.cx(exec, name, at), state)?;
+        challenge.errors.append(&mut errors);
+        if exec.carried.is_some() {
+            challenge.info.insert(0, STEP_UP_INFO.into());
+        }
+        if exec.uid.is_some() && stage.kind() != StageKind::Identification {
+            challenge.actions.push(Action {
+                name: super::engine::START_OVER.into(),
+                label: START_OVER_LABEL.into(),
+            });
+        }
+        self.save(exec).await?;
+        Ok(Step::Challenge {
+            stage: name.to_string(),
+            challenge,
+        })
+    }
+
+    /// Hands a response to the current stage, carries out its decision and moves on.
+    pub(super) async fn answer(
+        &self,
+        exec: &mut Execution,
+        name: &str,
+        stage: &dyn Stage,
+        at: Caller<'_>,
+        input: &Input,
+    ) -> Result<Step, FlowError> {
+        let Some(mut state) = exec.state.take() else {
+            return Err(FlowError::StateMismatch { stage: name.into() });
+        };
+        if let Some(code) = state.code_mut() {
+            code.quiet();
+        }
+        let decided = stage.submit(&self.cx(exec, name, at), state, input).await?;
+        match self.carry_out(exec, name, stage, at, decided).await? {
+            Moved::Stayed(errors) => self.advance(exec, at, errors).await,
+            Moved::On => self.advance(exec, at, Vec::new()).await,
+            Moved::Ended(message) => Ok(self.ended(exec, message)),
+        }
+    }
+
+    /// Whether a link for the waiting stage was confirmed elsewhere; if so the stage passes
+    /// (or the execution ends) as if the code had been typed.
+    async fn link_confirmed(
+        &self,
+        exec: &mut Execution,
+        name: &str,
+        stage: &dyn Stage,
+        at: Caller<'_>,
+    ) -> Result<Option<Moved>, FlowError> {
+        if !exec
+            .state
+            .as_ref()
+            .and_then(StageState::code)
+            .is_some_and(CodeState::awaits_link)
+        {
+            return Ok(None);
+        }
+        let Some(mut state) = exec.state.take() else {
+            return Ok(None);
+        };
+        let confirmed = match state.code_mut() {
+            Some(code) => code.link_confirmed(&self.code_cx(exec, name, at))?,
+            None => false,
+        };
+        if !confirmed {
+            exec.state = Some(state);
+            return Ok(None);
+        }
+        let effects = stage.verified(&self.cx(exec, name, at), &state).await?;
+        let passed = Transition {
+            next: Next::Pass,
+            effects,
+        };
+        self.carry_out(exec, name, stage, at, passed)
+            .await
+            .map(Some)
+    }
+
+    /// Carries out a transition's effects in order, then moves as it says.
+    async fn carry_out(
+        &self,
+        exec: &mut Execution,
+        name: &str,
+        stage: &dyn Stage,
+        at: Caller<'_>,
+        t: Transition,
+    ) -> Result<Moved, FlowError> {
+        let Transition { mut next, effects } = t;
+        for effect in effects {
+            match effect {
+                Effect::SendCode { resend } => {
+                    let code = staying_code(&mut next, name)?;
+                    code.send(&self.code_cx(exec, name, at), resend).await?;
+                }
+                Effect::CheckCode(typed) => {
+                    let code = staying_code(&mut next, name)?;
+                    let verdict = code.verify(&self.code_cx(exec, name, at), &typed)?;
+                    next = self.judged(exec, name, stage, at, next, verdict).await?;
+                }
+                Effect::Withdraw(mut code) => code.withdraw(&self.services)?,
+                other => self.record(exec, name, other)?,
+            }
+        }
+        Ok(match next {
+            Next::Stay(state, errors) => {
+                exec.state = Some(state);
+                Moved::Stayed(errors)
+            }
+            Next::Pass => {
+                Self::record_pass(exec, stage.kind());
+                Moved::On
+            }
+            Next::Skip => {
+                Self::move_on(exec);
+                Moved::On
+            }
+            Next::Cancel(message) => Moved::Ended(message),
+        })
+    }
+
+    /// What a code's verdict makes of the step: a valid code records what the stage says
+    /// and passes; a refused one stays with its message, or ends at the attempt limit.
+    async fn judged(
+        &self,
+        exec: &mut Execution,
+        name: &str,
+        stage: &dyn Stage,
+        at: Caller<'_>,
+        next: Next,
+        verdict: Verdict,
+    ) -> Result<Next, FlowError> {
+        let Next::Stay(state, mut errors) = next else {
+            return Ok(next);
+        };
+        match code::refusal(verdict) {
+            Some((true, message)) => Ok(Next::Cancel(message.into())),
+            Some((false, message)) => {
+                errors.push(message.into());
+                Ok(Next::Stay(state, errors))
+            }
+            None => {
+                for effect in stage.verified(&self.cx(exec, name, at), &state).await? {
+                    self.record(exec, name, effect)?;
+                }
+                Ok(Next::Pass)
+            }
+        }
+    }
+
+    /// Carries out an effect that touches only the execution or the store.
+    fn record(&self, exec: &mut Execution, name: &str, effect: Effect) -> Result<(), FlowError> {
+        let store = &self.services.store;
+        match effect {
+            Effect::Identify { uid, user } => {
+                exec.uid = Some(uid);
+                exec.user = user;
+            }
+            Effect::Remember(values) => exec.prompt_data.extend(values),
+            Effect::Prove(f) => exec.factors = exec.factors.with(f),
+            Effect::Login { lifetime_secs } => exec.login = Some(lifetime_secs),
+            Effect::PutDevice(d) => store.put_device(&d)?,
+            Effect::PutUser(u) => store.put_user(&u)?,
+            Effect::SendCode { .. } | Effect::CheckCode(_) | Effect::Withdraw(_) => {
+                return Err(FlowError::Stage {
+                    stage: name.into(),
+                    reason: "a code effect outside a waiting code state".into(),
+                })
+            }
+        }
+        Ok(())
+    }
+
+    /// A stage passed: record it for `amr`, add the factor it proves, move on.
+    fn record_pass(exec: &mut Execution, kind: StageKind) {
+        exec.passed.push(kind);
+        exec.factors = exec.factors.with(Factors::of_kind(kind.as_str()));
+        Self::move_on(exec);
+    }
+
+    fn move_on(exec: &mut Execution) {
+        exec.stage += 1;
+        exec.state = None;
+    }
+
+    /// Whether a step-up execution skips the current stage: identification (the user is the
+    /// session's) and any stage the carried factors satisfy.
+    fn carried_past(&self, exec: &Execution, stage: &dyn Stage) -> bool {
+        let Some(carried) = &exec.carried else {
+            return false;
+        };
+        stage.kind() == StageKind::Identification
+            || self
+                .flow(&exec.flow)
+                .and_then(|plan| plan.satisfied_by.get(exec.stage))
+                .is_some_and(|need| carried.factors.meets(*need))
+    }
+
+    fn finish(&self, exec: &mut Execution) -> Result<Step, FlowError> {
+        self.services.store.remove_execution(&exec.id)?;
+        if exec.login.is_some() && !exec.authenticated() {
+            // A flow that never asked for proof (identification then login, or a validation
+            // skipped for a user without devices) must not hand out a session.
+            tracing::warn!(flow = %exec.flow, client = %exec.client, "flow reached user_login without an authenticating stage; no session issued");
+            return Ok(Step::Ended {
+                message: stages::SIGN_IN_FAILED.into(),
+            });
+        }
+        let login = match (exec.login, &exec.user) {
+            (Some(lifetime_secs), Some(name)) => match self.services.store.user(name)? {
+                Some(user) if user.active => Some(self.login(exec, user, lifetime_secs)),
+                _ => {
+                    return Ok(Step::Ended {
+                        message: stages::SIGN_IN_FAILED.into(),
+                    })
+                }
+            },
+            _ => None,
+        };
+        Ok(Step::Done {
+            rd: exec.rd.clone(),
+            login,
+        })
+    }
+
+    /// The session a completed execution earns. After a step-up it carries the old session's
+    /// proofs and flows, and ends no later than the old one did.
+    fn login(&self, exec: &Execution, user: User, lifetime_secs: i64) -> Login {
+        let mut amr: Vec<String> = Vec::with_capacity(exec.passed.len());
+        for &kind in &exec.passed {
+            if kind != StageKind::UserLogin && !amr.iter().any(|a| a == kind.as_str()) {
+                amr.push(kind.as_str().to_string());
+            }
+        }
+        let mut flows = exec
+            .carried
+            .as_ref()
+            .map(|c| c.flows.clone())
+            .unwrap_or_default();
+        if !flows.contains(&exec.flow) {
+            flows.push(exec.flow.clone());
+        }
+        let (lifetime_secs, replaces) = match &exec.carried {
+            Some(c) => (
+                lifetime_secs.min(c.exp - self.now()).max(1),
+                Some((c.sid.clone(), c.exp)),
+            ),
+            None => (lifetime_secs, None),
+        };
+        Login {
+            user,
+            amr,
+            factors: exec.factors,
+            flows,
+            lifetime_secs,
+            replaces,
+        }
+    }
+
+    /// Ends an execution that cannot be read back, with one log line and [`EXPIRED`].
+    fn spoil(&self, exec: &Execution, why: &Spoiled) -> Step {
+        tracing::warn!(flow = %exec.flow, reason = ?why, "a stored sign-in could not be read back; it ends and the user starts again");
+        self.ended(exec, EXPIRED.into())
+    }
+
+    pub(super) fn ended(&self, exec: &Execution, message: String) -> Step {
+        if let Err(e) = self.services.store.remove_execution(&exec.id) {
+            tracing::warn!(error = %e, "could not remove an ended execution; it will expire");
+        }
+        Step::Ended { message }
+    }
+
+    /// Persists the execution durably (it must survive a restart). The write ends in an
+    /// fsync, so it runs on the blocking pool: a storm of sign-ins then waits on the disk
+    /// without holding the async workers that serve signed-in traffic.
+    async fn save(&self, exec: &Execution) -> Result<(), FlowError> {
+        let bytes = serde_json::to_vec(exec)?;
+        let store = self.services.store.clone();
+        let (id, expires) = (exec.id.clone(), exec.expires);
+        tokio::task::spawn_blocking(move || store.put_execution(&id, expires, &bytes)).await??;
+        Ok(())
+    }
+}
+
+/// The code machine of the state a transition stays in.
+fn staying_code<'n>(next: &'n mut Next, name: &str) -> Result<&'n mut CodeState, FlowError> {
+    match next {
+        Next::Stay(state, _) => state.code_mut(),
+        _ => None,
+    }
+    .ok_or_else(|| FlowError::Stage {
+        stage: name.into(),
+        reason: "a code effect outside a waiting code state".into(),
+    })
+}

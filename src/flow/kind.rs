@@ -1,0 +1,102 @@
+//! The stage kinds as a closed set: what the plan records as passed, what a session's `amr`
+//! lists, and which of them prove who the user is.
+
+use serde::{Deserialize, Serialize};
+
+/// One kind of stage. Serialised under the names the config's `kind = ...` and the session's
+/// `amr` use (`password`, `authenticator_email`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageKind {
+    /// Who is signing in.
+    Identification,
+    /// A password checked against the account's hash.
+    Password,
+    /// Operator-defined fields kept for later stages.
+    Prompt,
+    /// Enrols an e-mail address by a code or link sent there.
+    AuthenticatorEmail,
+    /// Enrols a phone number by a texted code.
+    AuthenticatorSms,
+    /// A code sent to one of the user's enrolled devices.
+    AuthenticatorValidate,
+    /// Ends the flow with a message.
+    Deny,
+    /// Ends the flow with a session.
+    UserLogin,
+}
+
+/// Every kind, for parsing and tests.
+const ALL: [StageKind; 8] = [
+    StageKind::Identification,
+    StageKind::Password,
+    StageKind::Prompt,
+    StageKind::AuthenticatorEmail,
+    StageKind::AuthenticatorSms,
+    StageKind::AuthenticatorValidate,
+    StageKind::Deny,
+    StageKind::UserLogin,
+];
+
+impl StageKind {
+    /// The kind's name: the challenge's `component`, the config's `kind`, the `amr` entry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageKind::Identification => "identification",
+            StageKind::Password => "password",
+            StageKind::Prompt => "prompt",
+            StageKind::AuthenticatorEmail => "authenticator_email",
+            StageKind::AuthenticatorSms => "authenticator_sms",
+            StageKind::AuthenticatorValidate => "authenticator_validate",
+            StageKind::Deny => "deny",
+            StageKind::UserLogin => "user_login",
+        }
+    }
+
+    /// The kind named `name`; `None` for a name this version does not know.
+    pub fn named(name: &str) -> Option<StageKind> {
+        ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
+    /// Whether passing a stage of this kind proves who the user is: a password, or a code sent
+    /// to a destination the account already had (or that was enrolled only after one of these).
+    /// Identification, prompts and skips prove nothing.
+    pub fn authenticates(self) -> bool {
+        matches!(
+            self,
+            StageKind::Password
+                | StageKind::AuthenticatorValidate
+                | StageKind::AuthenticatorEmail
+                | StageKind::AuthenticatorSms
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_serialise_under_their_config_names() {
+        for k in ALL {
+            let json = serde_json::to_string(&k).expect("serialises");
+            assert_eq!(json, format!("\"{}\"", k.as_str()));
+            assert_eq!(StageKind::named(k.as_str()), Some(k));
+        }
+        assert_eq!(StageKind::named("webauthn"), None);
+    }
+
+    #[test]
+    fn only_proving_kinds_authenticate() {
+        let proving: Vec<_> = ALL.into_iter().filter(|k| k.authenticates()).collect();
+        assert_eq!(
+            proving,
+            [
+                StageKind::Password,
+                StageKind::AuthenticatorEmail,
+                StageKind::AuthenticatorSms,
+                StageKind::AuthenticatorValidate
+            ]
+        );
+    }
+}

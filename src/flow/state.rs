@@ -1,0 +1,79 @@
+//! The typed state of the current stage: one variant per stage kind, each an enum of what that
+//! stage waits for. Stored inside the execution, tagged with the kind, under the execution's
+//! format version; a state that does not decode ends the execution (see
+//! [`super::Execution::spoiled`]), it never becomes a default.
+
+use super::code::CodeState;
+use super::stages::authenticator_email::EmailState;
+use super::stages::authenticator_sms::SmsState;
+use super::stages::authenticator_validate::ValidateState;
+use super::stages::identification::IdentificationState;
+use super::stages::password::PasswordState;
+use super::stages::prompt::PromptState;
+use super::StageKind;
+use serde::{Deserialize, Serialize};
+
+/// What the current stage waits for.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "stage", rename_all = "snake_case")]
+pub(crate) enum StageState {
+    Identification(IdentificationState),
+    Password(PasswordState),
+    Prompt(PromptState),
+    AuthenticatorEmail(EmailState),
+    AuthenticatorSms(SmsState),
+    AuthenticatorValidate(ValidateState),
+}
+
+impl StageState {
+    /// The stage kind this state belongs to.
+    pub(crate) fn kind(&self) -> StageKind {
+        match self {
+            StageState::Identification(_) => StageKind::Identification,
+            StageState::Password(_) => StageKind::Password,
+            StageState::Prompt(_) => StageKind::Prompt,
+            StageState::AuthenticatorEmail(_) => StageKind::AuthenticatorEmail,
+            StageState::AuthenticatorSms(_) => StageKind::AuthenticatorSms,
+            StageState::AuthenticatorValidate(_) => StageKind::AuthenticatorValidate,
+        }
+    }
+
+    /// The one-time-code machine this state drives, if it is waiting for a code or link.
+    pub(crate) fn code(&self) -> Option<&CodeState> {
+        match self {
+            StageState::AuthenticatorEmail(s) => s.code(),
+            StageState::AuthenticatorSms(s) => s.code(),
+            StageState::AuthenticatorValidate(s) => s.code(),
+            _ => None,
+        }
+    }
+
+    /// As [`StageState::code`], to change.
+    pub(crate) fn code_mut(&mut self) -> Option<&mut CodeState> {
+        match self {
+            StageState::AuthenticatorEmail(s) => s.code_mut(),
+            StageState::AuthenticatorSms(s) => s.code_mut(),
+            StageState::AuthenticatorValidate(s) => s.code_mut(),
+            _ => None,
+        }
+    }
+}
+
+macro_rules! state_from {
+    ($($ty:ty => $variant:ident),*) => {$(
+        impl From<$ty> for StageState {
+            fn from(s: $ty) -> Self {
+                StageState::$variant(s)
+            }
+        }
+    )*};
+}
+
+state_from!(
+    IdentificationState => Identification,
+    PasswordState => Password,
+    PromptState => Prompt,
+    EmailState => AuthenticatorEmail,
+    SmsState => AuthenticatorSms,
+    ValidateState => AuthenticatorValidate
+);

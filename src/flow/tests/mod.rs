@@ -1,0 +1,10 @@
+//! In-process tests of the engine and every stage kind, over the in-memory store, the manual
+//! clock and recording senders: no server, no sleeps. Each file covers one stage kind or one
+//! engine behaviour; [`rig`] builds the world they run in.
+
+mod email;
+mod engine;
+mod plain;
+mod rig;
+mod sms;
+mod validate;

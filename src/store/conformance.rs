@@ -1,0 +1,393 @@
+//! One suite of behaviour every [`Store`] backend must show, run against each backend: what
+//! the flow engine, the sessions and the admin commands rely on, whatever holds the data.
+
+use super::{Device, DeviceClass, MemoryStore, SessionRecord, SledStore, Store, User};
+use std::sync::{Arc, Barrier};
+
+/// A backend under test, with whatever must live as long as it (a temporary directory).
+struct Subject {
+    store: Arc<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn sled() -> Subject {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SledStore::open(&dir.path().join("db")).expect("open sled");
+    Subject {
+        store: Arc::new(store),
+        _dir: Some(dir),
+    }
+}
+
+fn memory() -> Subject {
+    Subject {
+        store: Arc::new(MemoryStore::new()),
+        _dir: None,
+    }
+}
+
+/// Runs each named check against every backend, as `<backend>::<check>` tests.
+macro_rules! conformance {
+    ($($check:ident),* $(,)?) => {
+        mod sled_backend {
+            $( #[test] fn $check() { super::$check(&super::sled().store) } )*
+        }
+        mod memory_backend {
+            $( #[test] fn $check() { super::$check(&super::memory().store) } )*
+        }
+    };
+}
+
+conformance!(
+    users_round_trip_are_listed_counted_and_removed,
+    email_index_ignores_case_and_composition_and_follows_changes,
+    any_spelling_of_a_name_finds_the_account,
+    a_name_stored_in_another_spelling_is_found_by_its_canonical_form,
+    a_canonical_account_wins_over_an_older_spelling_of_it,
+    an_execution_expires_at_its_expiry_and_can_be_replaced_or_removed,
+    a_revoked_session_is_listed_until_it_expires,
+    a_user_revocation_is_replaced_by_a_later_one,
+    devices_belong_to_one_user_in_id_order,
+    counters_count_within_a_fixed_window_then_restart,
+    concurrent_bumps_are_all_counted,
+    a_ticket_is_readable_until_it_expires_and_taken_once,
+    one_of_many_concurrent_takers_gets_a_ticket,
+    a_secret_is_created_once_even_under_races,
+    purge_drops_what_has_expired_and_keeps_the_rest,
+);
+
+fn user(name: &str, email: Option<&str>) -> User {
+    let mut u = User::new(name);
+    u.email = email.map(str::to_string);
+    u
+}
+
+fn names(users: Vec<User>) -> Vec<String> {
+    users.into_iter().map(|u| u.username).collect()
+}
+
+fn found(s: &Arc<dyn Store>, typed: &str) -> Option<String> {
+    s.user(typed).unwrap().map(|u| u.username)
+}
+
+fn by_email(s: &Arc<dyn Store>, typed: &str) -> Option<String> {
+    s.user_by_email(typed).unwrap().map(|u| u.username)
+}
+
+fn users_round_trip_are_listed_counted_and_removed(s: &Arc<dyn Store>) {
+    assert_eq!(s.user_count().unwrap(), 0);
+    let mut bob = user("bob", None);
+    bob.groups = vec!["staff".into()];
+    bob.password_hash = Some("$argon2id$x".into());
+    s.put_user(&bob).unwrap();
+    s.put_user(&user("alice", None)).unwrap();
+    assert_eq!(s.user("bob").unwrap().as_ref(), Some(&bob));
+    assert_eq!(names(s.users().unwrap()), ["alice", "bob"]);
+    assert_eq!(s.user_count().unwrap(), 2);
+    bob.active = false;
+    s.put_user(&bob).unwrap();
+    assert!(!s.user("bob").unwrap().unwrap().active);
+    assert_eq!(s.user_count().unwrap(), 2);
+    assert!(s.remove_user("BOB").unwrap(), "removal finds any spelling");
+    assert!(!s.remove_user("bob").unwrap());
+    assert_eq!(names(s.users().unwrap()), ["alice"]);
+    assert!(s.user("nobody").unwrap().is_none());
+}
+
+fn email_index_ignores_case_and_composition_and_follows_changes(s: &Arc<dyn Store>) {
+    s.put_user(&user("alice", Some("Alice@Example.com")))
+        .unwrap();
+    // Composed é in the record; decomposed e + U+0301 typed.
+    s.put_user(&user("jose", Some("josé@example.com"))).unwrap();
+    for (typed, want) in [
+        ("alice@example.com", Some("alice")),
+        ("  ALICE@EXAMPLE.COM ", Some("alice")),
+        ("JOSE\u{301}@example.com", Some("jose")),
+        ("jose@example.com", None),
+        ("", None),
+    ] {
+        assert_eq!(by_email(s, typed).as_deref(), want, "{typed:?}");
+    }
+    s.put_user(&user("alice", Some("new@example.com"))).unwrap();
+    assert_eq!(by_email(s, "alice@example.com"), None);
+    assert_eq!(by_email(s, "NEW@example.com").as_deref(), Some("alice"));
+    s.put_user(&user("alice", None)).unwrap();
+    assert_eq!(by_email(s, "new@example.com"), None);
+    assert!(s.remove_user("jose").unwrap());
+    assert_eq!(by_email(s, "josé@example.com"), None);
+}
+
+fn any_spelling_of_a_name_finds_the_account(s: &Arc<dyn Store>) {
+    s.put_user(&user("émilie", None)).unwrap();
+    for typed in [
+        "émilie",
+        "ÉMILIE",
+        "E\u{301}milie",
+        "Émilie",
+        "ＥＭＩＬＩＥ",
+    ] {
+        let want = (typed != "ＥＭＩＬＩＥ").then_some("émilie");
+        assert_eq!(found(s, typed).as_deref(), want, "{typed:?}");
+    }
+    for typed in ["emilie", "émilie x", "", "émilie\u{0}"] {
+        assert_eq!(found(s, typed), None, "{typed:?}");
+    }
+}
+
+fn a_name_stored_in_another_spelling_is_found_by_its_canonical_form(s: &Arc<dyn Store>) {
+    s.put_user(&user("Carol", Some("carol@example.com")))
+        .unwrap();
+    for typed in ["carol", "CAROL", "Carol"] {
+        assert_eq!(found(s, typed).as_deref(), Some("Carol"), "{typed:?}");
+    }
+    assert!(s.remove_user("carol").unwrap());
+    for typed in ["carol", "Carol"] {
+        assert_eq!(found(s, typed), None, "{typed:?}");
+    }
+    assert_eq!(by_email(s, "carol@example.com"), None);
+    // The index entry went with the account: a new `carol` is not shadowed by it.
+    s.put_user(&user("carol", None)).unwrap();
+    assert_eq!(found(s, "CAROL").as_deref(), Some("carol"));
+}
+
+fn a_canonical_account_wins_over_an_older_spelling_of_it(s: &Arc<dyn Store>) {
+    s.put_user(&user("dave", None)).unwrap();
+    s.put_user(&user("Dave", None)).unwrap();
+    assert_eq!(found(s, "DAVE").as_deref(), Some("dave"));
+    assert_eq!(found(s, "Dave").as_deref(), Some("Dave"));
+    assert!(s.remove_user("Dave").unwrap());
+    assert_eq!(found(s, "Dave").as_deref(), Some("dave"));
+}
+
+fn an_execution_expires_at_its_expiry_and_can_be_replaced_or_removed(s: &Arc<dyn Store>) {
+    s.put_execution("x", 100, b"one").unwrap();
+    assert_eq!(s.execution("x", 99).unwrap().as_deref(), Some(&b"one"[..]));
+    s.put_execution("x", 200, b"two").unwrap();
+    assert_eq!(s.execution("x", 150).unwrap().as_deref(), Some(&b"two"[..]));
+    assert_eq!(s.execution("x", 200).unwrap(), None, "dead at its expiry");
+    // Once seen expired it stays gone, even asked about an earlier time.
+    assert_eq!(s.execution("x", 150).unwrap(), None);
+    s.put_execution("y", 100, b"").unwrap();
+    assert_eq!(s.execution("y", 0).unwrap().as_deref(), Some(&b""[..]));
+    s.remove_execution("y").unwrap();
+    s.remove_execution("never").unwrap();
+    assert_eq!(s.execution("y", 0).unwrap(), None);
+}
+
+fn session(sid: &str, expires: i64) -> SessionRecord {
+    SessionRecord {
+        sid: sid.into(),
+        username: "alice".into(),
+        issued: expires - 100,
+        expires,
+    }
+}
+
+fn a_revoked_session_is_listed_until_it_expires(s: &Arc<dyn Store>) {
+    s.put_session(&session("s1", 1_000)).unwrap();
+    s.put_session(&session("s2", 2_000)).unwrap();
+    assert_eq!(s.session("s1").unwrap(), Some(session("s1", 1_000)));
+    s.revoke_session("s1", 1_000).unwrap();
+    s.revoke_session("s2", 2_000).unwrap();
+    assert_eq!(
+        s.session("s1").unwrap(),
+        None,
+        "a revoked session is not listed"
+    );
+    assert_eq!(
+        s.revocations(999).unwrap(),
+        [("s1".to_string(), 1_000), ("s2".to_string(), 2_000)]
+    );
+    assert_eq!(s.revocations(1_000).unwrap(), [("s2".to_string(), 2_000)]);
+    assert_eq!(s.revocations(0).unwrap(), [("s2".to_string(), 2_000)]);
+    assert_eq!(s.session("unknown").unwrap(), None);
+}
+
+fn a_user_revocation_is_replaced_by_a_later_one(s: &Arc<dyn Store>) {
+    assert!(s.user_revocations().unwrap().is_empty());
+    s.revoke_user_sessions("bob", 5_000).unwrap();
+    s.revoke_user_sessions("alice", 1_000).unwrap();
+    s.revoke_user_sessions("bob", 7_000).unwrap();
+    let mut all = s.user_revocations().unwrap();
+    all.sort();
+    assert_eq!(
+        all,
+        [("alice".to_string(), 1_000), ("bob".to_string(), 7_000)]
+    );
+}
+
+fn device(username: &str, id: &str) -> Device {
+    Device {
+        id: id.into(),
+        username: username.into(),
+        class: DeviceClass::Email,
+        name: "Email".into(),
+        address: format!("{username}@example.com"),
+        address_hash: None,
+        stage: "email-setup".into(),
+        created: 1,
+        last_used: None,
+    }
+}
+
+fn devices_belong_to_one_user_in_id_order(s: &Arc<dyn Store>) {
+    s.put_device(&device("alice", "b")).unwrap();
+    s.put_device(&device("alice", "a")).unwrap();
+    s.put_device(&device("al", "x")).unwrap();
+    s.put_device(&device("alice2", "y")).unwrap();
+    let ids =
+        |u: &str| -> Vec<String> { s.devices(u).unwrap().into_iter().map(|d| d.id).collect() };
+    assert_eq!(ids("alice"), ["a", "b"]);
+    assert_eq!(
+        ids("al"),
+        ["x"],
+        "one user's devices never leak into another's"
+    );
+    assert!(ids("ali").is_empty());
+    let mut used = device("alice", "a");
+    used.last_used = Some(42);
+    s.put_device(&used).unwrap();
+    assert_eq!(s.devices("alice").unwrap()[0], used);
+    assert!(s.remove_device("alice", "a").unwrap());
+    assert!(!s.remove_device("alice", "a").unwrap());
+    assert!(!s.remove_device("al", "b").unwrap());
+    assert_eq!(ids("alice"), ["b"]);
+}
+
+fn counters_count_within_a_fixed_window_then_restart(s: &Arc<dyn Store>) {
+    assert_eq!(s.counter("k", 100).unwrap(), 0);
+    assert_eq!(s.bump_counter("k", 10, 100).unwrap(), 1);
+    assert_eq!(s.bump_counter("k", 10, 105).unwrap(), 2);
+    // The window is fixed at its first hit: a later bump does not extend it.
+    assert_eq!(s.bump_counter("k", 10, 109).unwrap(), 3);
+    assert_eq!(s.counter("k", 109).unwrap(), 3);
+    assert_eq!(
+        s.counter("k", 110).unwrap(),
+        0,
+        "the window ends at first hit + window"
+    );
+    assert_eq!(s.bump_counter("k", 10, 111).unwrap(), 1);
+    assert_eq!(s.counter("other", 111).unwrap(), 0);
+    s.reset_counter("k").unwrap();
+    s.reset_counter("never").unwrap();
+    assert_eq!(s.counter("k", 111).unwrap(), 0);
+    assert_eq!(s.bump_counter("k", 10, 112).unwrap(), 1);
+}
+
+/// Runs `f` on `n` threads released at once; returns their results.
+fn at_once<T: Send + 'static>(
+    s: &Arc<dyn Store>,
+    n: usize,
+    f: impl Fn(&dyn Store) -> T + Send + Sync + 'static,
+) -> Vec<T> {
+    let barrier = Arc::new(Barrier::new(n));
+    let f = Arc::new(f);
+    let threads: Vec<_> = (0..n)
+        .map(|_| {
+            let (s, barrier, f) = (s.clone(), barrier.clone(), f.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                f(s.as_ref())
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .map(|t| t.join().expect("thread"))
+        .collect()
+}
+
+fn concurrent_bumps_are_all_counted(s: &Arc<dyn Store>) {
+    let counts = at_once(s, 8, |s| {
+        (0..25)
+            .map(|_| s.bump_counter("busy", 60, 1_000).unwrap())
+            .collect::<Vec<_>>()
+    });
+    let mut seen: Vec<u32> = counts.into_iter().flatten().collect();
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (1..=200).collect::<Vec<_>>(),
+        "every count handed out once"
+    );
+    assert_eq!(s.counter("busy", 1_000).unwrap(), 200);
+}
+
+fn a_ticket_is_readable_until_it_expires_and_taken_once(s: &Arc<dyn Store>) {
+    s.put_ticket("h", 200, b"data").unwrap();
+    assert_eq!(s.ticket("h", 100).unwrap().as_deref(), Some(&b"data"[..]));
+    assert_eq!(s.ticket("h", 199).unwrap().as_deref(), Some(&b"data"[..]));
+    assert_eq!(s.ticket("h", 200).unwrap(), None, "dead at its expiry");
+    assert_eq!(s.ticket("other", 100).unwrap(), None);
+    assert!(s.take_ticket("h").unwrap());
+    assert!(!s.take_ticket("h").unwrap());
+    assert_eq!(s.ticket("h", 100).unwrap(), None);
+}
+
+fn one_of_many_concurrent_takers_gets_a_ticket(s: &Arc<dyn Store>) {
+    for round in 0..5 {
+        let hash = format!("race-{round}");
+        s.put_ticket(&hash, i64::MAX, b"x").unwrap();
+        let won = at_once(s, 8, move |s| s.take_ticket(&hash).unwrap());
+        assert_eq!(
+            won.iter().filter(|w| **w).count(),
+            1,
+            "round {round}: {won:?}"
+        );
+    }
+}
+
+fn a_secret_is_created_once_even_under_races(s: &Arc<dyn Store>) {
+    let seen = at_once(s, 8, |s| s.secret("otp").unwrap());
+    assert!(
+        seen.windows(2).all(|w| w[0] == w[1]),
+        "racing callers saw different secrets"
+    );
+    assert_eq!(s.secret("otp").unwrap(), seen[0]);
+    assert_ne!(s.secret("other").unwrap(), seen[0]);
+    assert_ne!(seen[0], [0u8; 32]);
+}
+
+fn purge_drops_what_has_expired_and_keeps_the_rest(s: &Arc<dyn Store>) {
+    let now = 1_000_000;
+    // Every `-old` record ends exactly at `now`: dead at its expiry, as when it is read.
+    s.put_execution("old", now, b"{}").unwrap();
+    s.put_execution("live", now + 60, b"{}").unwrap();
+    s.put_session(&session("s-old", now)).unwrap();
+    s.put_session(&session("s-live", now + 60)).unwrap();
+    s.revoke_session("r-old", now).unwrap();
+    s.revoke_session("r-live", now + 1).unwrap();
+    s.put_ticket("t-old", now, b"x").unwrap();
+    s.put_ticket("t-live", now + 1, b"x").unwrap();
+    s.bump_counter("c-old", 10, now - 10).unwrap();
+    s.bump_counter("c-live", 100, now - 20).unwrap();
+    s.put_user(&user("alice", None)).unwrap();
+    s.put_device(&device("alice", "d")).unwrap();
+    s.revoke_user_sessions("alice", 1).unwrap();
+
+    assert_eq!(s.purge_expired(now).unwrap(), 5);
+    assert!(s.execution("live", now).unwrap().is_some());
+    assert!(s.session("s-live").unwrap().is_some());
+    assert!(s.session("s-old").unwrap().is_none());
+    let live = [("r-live".to_string(), now + 1)];
+    assert_eq!(s.revocations(now).unwrap(), live);
+    assert_eq!(
+        s.revocations(0).unwrap(),
+        live,
+        "a purged revocation is gone"
+    );
+    assert!(s.ticket("t-live", now).unwrap().is_some());
+    assert!(
+        s.ticket("t-old", 0).unwrap().is_none(),
+        "a purged ticket is gone"
+    );
+    assert!(!s.take_ticket("t-old").unwrap());
+    assert_eq!(s.counter("c-live", now).unwrap(), 1);
+    let old = s.counter("c-old", now - 5).unwrap();
+    assert_eq!(old, 0, "a purged counter is gone");
+    // Records without an expiry are never purged.
+    assert_eq!(s.user_count().unwrap(), 1);
+    assert_eq!(s.devices("alice").unwrap().len(), 1);
+    assert_eq!(s.user_revocations().unwrap().len(), 1);
+    assert_eq!(s.purge_expired(now).unwrap(), 0);
+}

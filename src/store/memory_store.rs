@@ -1,0 +1,319 @@
+//! An in-memory [`Store`] with the same semantics as [`super::SledStore`], for in-process
+//! tests and throw-away gateways. Nothing survives the process.
+
+use super::username::canonical_username;
+use super::{
+    device_key, device_prefix, email_key, Device, SessionRecord, Store, StoreResult, User,
+};
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, HashMap};
+
+/// A [`Store`] held in memory. Every call takes one lock, so each call is atomic the way the
+/// sled backend's are: a counter bump, a ticket taken once, a secret created once.
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Keyed by the username as stored; ordered like sled's byte-ordered keys.
+    users: BTreeMap<String, User>,
+    /// canonical username -> the key of an account stored under another spelling.
+    legacy_names: HashMap<String, String>,
+    /// [`email_key`] -> username.
+    emails: HashMap<String, String>,
+    /// id -> (expires, state).
+    executions: HashMap<String, (i64, Vec<u8>)>,
+    sessions: HashMap<String, SessionRecord>,
+    /// sid -> expires.
+    revoked: HashMap<String, i64>,
+    /// username -> since (unix ms).
+    user_revoked: BTreeMap<String, i64>,
+    /// [`device_key`] -> device.
+    devices: BTreeMap<String, Device>,
+    /// key -> (window end, count).
+    counters: HashMap<String, (i64, u32)>,
+    /// hash -> (expires, data).
+    tickets: HashMap<String, (i64, Vec<u8>)>,
+    secrets: HashMap<String, [u8; 32]>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Inner {
+    /// As the sled backend's: `raw` reachable under its canonical form when it is not that
+    /// form and no account holds it.
+    fn index_legacy_name(&mut self, raw: &str) {
+        let Some(canonical) = canonical_username(raw) else {
+            return;
+        };
+        if canonical == raw {
+            return;
+        }
+        let taken = self.users.contains_key(&canonical);
+        let indexed = !taken
+            && self
+                .legacy_names
+                .entry(canonical.clone())
+                .or_insert_with(|| raw.to_string())
+                .as_str()
+                == raw;
+        if !indexed {
+            tracing::warn!(user = %raw, canonical = %canonical, "two accounts have the same username once case is ignored; the one stored as typed is reached only by its exact name: remove or rename one");
+        }
+    }
+
+    fn user(&self, username: &str) -> Option<User> {
+        if let Some(u) = self.users.get(username) {
+            return Some(u.clone());
+        }
+        let canonical = canonical_username(username)?;
+        if let Some(u) = self.users.get(&canonical) {
+            return Some(u.clone());
+        }
+        let raw = self.legacy_names.get(&canonical)?;
+        self.users.get(raw).cloned()
+    }
+
+    fn forget_email(&mut self, email: &str) {
+        self.emails.remove(&email_key(email));
+        self.emails.remove(&email.trim().to_lowercase());
+    }
+}
+
+impl Store for MemoryStore {
+    fn user(&self, username: &str) -> StoreResult<Option<User>> {
+        Ok(self.inner.lock().user(username))
+    }
+
+    fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
+        let inner = self.inner.lock();
+        let found = inner
+            .emails
+            .get(&email_key(email))
+            .or_else(|| inner.emails.get(&email.trim().to_lowercase()));
+        Ok(found.and_then(|name| inner.users.get(name)).cloned())
+    }
+
+    fn put_user(&self, user: &User) -> StoreResult<()> {
+        let mut inner = self.inner.lock();
+        let old = inner.users.get(&user.username).cloned();
+        if let Some(old_email) = old.as_ref().and_then(|o| o.email.as_ref()) {
+            inner.forget_email(old_email);
+        }
+        if let Some(email) = &user.email {
+            inner.emails.insert(email_key(email), user.username.clone());
+        }
+        inner.users.insert(user.username.clone(), user.clone());
+        if old.is_none() {
+            inner.index_legacy_name(&user.username);
+        }
+        Ok(())
+    }
+
+    fn remove_user(&self, username: &str) -> StoreResult<bool> {
+        let mut inner = self.inner.lock();
+        let Some(old) = inner.user(username) else {
+            return Ok(false);
+        };
+        if let Some(email) = &old.email {
+            inner.forget_email(email);
+        }
+        if let Some(canonical) = canonical_username(&old.username) {
+            if inner.legacy_names.get(&canonical) == Some(&old.username) {
+                inner.legacy_names.remove(&canonical);
+            }
+        }
+        inner.users.remove(&old.username);
+        Ok(true)
+    }
+
+    fn users(&self) -> StoreResult<Vec<User>> {
+        Ok(self.inner.lock().users.values().cloned().collect())
+    }
+
+    fn user_count(&self) -> StoreResult<usize> {
+        Ok(self.inner.lock().users.len())
+    }
+
+    fn execution(&self, id: &str, now: i64) -> StoreResult<Option<Vec<u8>>> {
+        let mut inner = self.inner.lock();
+        match inner.executions.get(id) {
+            Some((exp, data)) if *exp > now => Ok(Some(data.clone())),
+            Some(_) => {
+                inner.executions.remove(id);
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn put_execution(&self, id: &str, expires: i64, state: &[u8]) -> StoreResult<()> {
+        self.inner
+            .lock()
+            .executions
+            .insert(id.to_string(), (expires, state.to_vec()));
+        Ok(())
+    }
+
+    fn remove_execution(&self, id: &str) -> StoreResult<()> {
+        self.inner.lock().executions.remove(id);
+        Ok(())
+    }
+
+    fn purge_expired(&self, now: i64) -> StoreResult<usize> {
+        let mut inner = self.inner.lock();
+        let before = inner.executions.len()
+            + inner.sessions.len()
+            + inner.revoked.len()
+            + inner.tickets.len()
+            + inner.counters.len();
+        inner.executions.retain(|_, (exp, _)| *exp > now);
+        inner.sessions.retain(|_, s| s.expires > now);
+        inner.revoked.retain(|_, exp| *exp > now);
+        inner.tickets.retain(|_, (exp, _)| *exp > now);
+        inner.counters.retain(|_, (end, _)| *end > now);
+        let after = inner.executions.len()
+            + inner.sessions.len()
+            + inner.revoked.len()
+            + inner.tickets.len()
+            + inner.counters.len();
+        Ok(before - after)
+    }
+
+    fn put_session(&self, session: &SessionRecord) -> StoreResult<()> {
+        self.inner
+            .lock()
+            .sessions
+            .insert(session.sid.clone(), session.clone());
+        Ok(())
+    }
+
+    fn session(&self, sid: &str) -> StoreResult<Option<SessionRecord>> {
+        Ok(self.inner.lock().sessions.get(sid).cloned())
+    }
+
+    fn revoke_session(&self, sid: &str, expires: i64) -> StoreResult<()> {
+        let mut inner = self.inner.lock();
+        inner.revoked.insert(sid.to_string(), expires);
+        inner.sessions.remove(sid);
+        Ok(())
+    }
+
+    fn revocations(&self, now: i64) -> StoreResult<Vec<(String, i64)>> {
+        let mut inner = self.inner.lock();
+        inner.revoked.retain(|_, exp| *exp > now);
+        let mut out: Vec<(String, i64)> = inner
+            .revoked
+            .iter()
+            .map(|(sid, exp)| (sid.clone(), *exp))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    fn revoke_user_sessions(&self, username: &str, since: i64) -> StoreResult<()> {
+        self.inner
+            .lock()
+            .user_revoked
+            .insert(username.to_string(), since);
+        Ok(())
+    }
+
+    fn user_revocations(&self) -> StoreResult<Vec<(String, i64)>> {
+        Ok(self
+            .inner
+            .lock()
+            .user_revoked
+            .iter()
+            .map(|(u, since)| (u.clone(), *since))
+            .collect())
+    }
+
+    fn devices(&self, username: &str) -> StoreResult<Vec<Device>> {
+        let prefix = device_prefix(username);
+        Ok(self
+            .inner
+            .lock()
+            .devices
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(_, d)| d.clone())
+            .collect())
+    }
+
+    fn put_device(&self, device: &Device) -> StoreResult<()> {
+        self.inner
+            .lock()
+            .devices
+            .insert(device_key(&device.username, &device.id), device.clone());
+        Ok(())
+    }
+
+    fn remove_device(&self, username: &str, id: &str) -> StoreResult<bool> {
+        Ok(self
+            .inner
+            .lock()
+            .devices
+            .remove(&device_key(username, id))
+            .is_some())
+    }
+
+    fn bump_counter(&self, key: &str, window: i64, now: i64) -> StoreResult<u32> {
+        let mut inner = self.inner.lock();
+        let slot = inner.counters.entry(key.to_string()).or_insert((0, 0));
+        *slot = if slot.0 > now {
+            (slot.0, slot.1.saturating_add(1))
+        } else {
+            (now + window, 1)
+        };
+        Ok(slot.1)
+    }
+
+    fn counter(&self, key: &str, now: i64) -> StoreResult<u32> {
+        Ok(match self.inner.lock().counters.get(key) {
+            Some((end, count)) if *end > now => *count,
+            _ => 0,
+        })
+    }
+
+    fn reset_counter(&self, key: &str) -> StoreResult<()> {
+        self.inner.lock().counters.remove(key);
+        Ok(())
+    }
+
+    fn put_ticket(&self, hash: &str, expires: i64, data: &[u8]) -> StoreResult<()> {
+        self.inner
+            .lock()
+            .tickets
+            .insert(hash.to_string(), (expires, data.to_vec()));
+        Ok(())
+    }
+
+    fn ticket(&self, hash: &str, now: i64) -> StoreResult<Option<Vec<u8>>> {
+        Ok(match self.inner.lock().tickets.get(hash) {
+            Some((exp, data)) if *exp > now => Some(data.clone()),
+            _ => None,
+        })
+    }
+
+    fn take_ticket(&self, hash: &str) -> StoreResult<bool> {
+        Ok(self.inner.lock().tickets.remove(hash).is_some())
+    }
+
+    fn secret(&self, name: &str) -> StoreResult<[u8; 32]> {
+        let mut inner = self.inner.lock();
+        let secret = inner.secrets.entry(name.to_string()).or_insert_with(|| {
+            let mut fresh = [0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut fresh);
+            fresh
+        });
+        Ok(*secret)
+    }
+}
