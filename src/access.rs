@@ -402,7 +402,7 @@ pub(crate) fn is_navigation(method: &Method, headers: &HeaderMap) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -517,7 +517,7 @@ mod tests {
     }
 
     /// A gate with one app, `wiki.test`, whose bypass is `^/public/`.
-    fn gate(dir: &std::path::Path) -> Gate {
+    pub(crate) fn gate(dir: &std::path::Path) -> Gate {
         let text = format!(
             r#"
 [server]

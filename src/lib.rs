@@ -26,31 +26,20 @@ pub(crate) mod admin;
 pub mod app;
 pub mod cli;
 pub mod clock;
-// lint debt: removed at merge
-#[allow(missing_docs, unreachable_pub, clippy::unwrap_used)]
 pub mod config;
 // lint debt: removed at merge
 #[allow(missing_docs, unreachable_pub, clippy::unwrap_used)]
 pub mod flow;
-// lint debt: removed at merge
-#[allow(missing_docs, unreachable_pub, clippy::unwrap_used)]
 pub mod forward_auth;
 pub(crate) mod forwarded;
 pub mod http_client;
 pub mod loadgen;
-// lint debt: removed at merge
-#[allow(missing_docs, unreachable_pub, clippy::unwrap_used)]
 pub mod notify;
 pub mod password;
-// lint debt: removed at merge
-#[allow(missing_docs, unreachable_pub, clippy::unwrap_used)]
 pub mod portal;
-// lint debt: removed at merge
-#[allow(missing_docs, unreachable_pub, clippy::unwrap_used)]
 pub mod proxy;
 pub mod redirect;
-// lint debt: removed at merge
-#[allow(missing_docs, unreachable_pub, clippy::unwrap_used)]
+pub mod reply;
 pub mod secret;
 pub mod session;
 pub mod socket_activation;
@@ -59,6 +48,7 @@ pub mod templates;
 #[cfg(test)]
 pub(crate) mod testing;
 pub(crate) mod tls;
-// lint debt: removed at merge
-#[allow(missing_docs, unreachable_pub, clippy::unwrap_used)]
 pub mod ui;
+
+#[cfg(test)]
+mod layers;

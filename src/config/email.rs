@@ -5,6 +5,7 @@ use super::error::Problem;
 use super::raw::{RawEmailStage, RawOtp, RawSmtp, RawValidateStage};
 use super::sms::{at_least_a_second, whole_seconds};
 use super::*;
+use crate::secret::Secret;
 
 type Checked<T> = Result<T, Problem>;
 
@@ -39,16 +40,13 @@ pub(super) fn smtp(path: &str, raw: &RawSmtp) -> Checked<SmtpSettings> {
             "use_tls (STARTTLS) and use_ssl (implicit TLS) cannot both be on; pick one",
         ));
     }
-    let from = raw
-        .from
-        .clone()
-        .unwrap_or_else(|| "system@portcullis.local".into());
-    if from.parse::<lettre::message::Mailbox>().is_err() {
+    let text = raw.from.as_deref().unwrap_or("system@portcullis.local");
+    let Some(from) = Mailbox::parse(text) else {
         return Err(Problem::new(
             format!("{path}.from"),
-            format!("`{from}` is not an email address"),
+            format!("`{text}` is not an email address"),
         ));
-    }
+    };
     if raw.password.is_some() && raw.username.is_none() {
         return Err(Problem::new(
             format!("{path}.password"),
@@ -59,7 +57,7 @@ pub(super) fn smtp(path: &str, raw: &RawSmtp) -> Checked<SmtpSettings> {
         host: raw.host.clone().unwrap_or_else(|| "localhost".into()),
         port: raw.port.unwrap_or(25),
         username: raw.username.clone(),
-        password: raw.password.clone(),
+        password: raw.password.clone().map(Secret::new),
         security: if use_ssl {
             SmtpSecurity::Implicit
         } else if use_tls {
@@ -209,9 +207,13 @@ pub(super) fn email_stage(name: &str, raw: &RawEmailStage) -> Checked<EmailStage
 /// lifetime its owner promised when it was set up.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OwnOtp {
+    /// `mode` is set here.
     pub mode: bool,
+    /// `code_length` is set here.
     pub code_length: bool,
+    /// `token_expiry` is set here.
     pub token_expiry: bool,
+    /// `link_ttl` is set here.
     pub link_ttl: bool,
 }
 

@@ -5,19 +5,33 @@ use std::path::PathBuf;
 /// A configuration that cannot be used. `Display` names the file, the key path and the reason, so
 /// `check-config` and a refused `serve` print the same line an operator can act on.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
+    /// The file could not be read.
     #[error("{file}: cannot read: {source}")]
     Read {
+        /// The config file.
         file: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// The file is not TOML.
     #[error("{file}: {reason}")]
-    Syntax { file: PathBuf, reason: String },
+    Syntax {
+        /// The config file.
+        file: PathBuf,
+        /// The parser's message.
+        reason: String,
+    },
+    /// A key's value is refused.
     #[error("{file}: {path}: {reason}")]
     Invalid {
+        /// The config file.
         file: PathBuf,
+        /// The key path (`stages.mfa.code_length`) or the variable that set it.
         path: String,
+        /// Why, without echoing a value from the environment.
         reason: String,
     },
 }
@@ -39,7 +53,7 @@ pub(crate) struct Problem {
 }
 
 impl Problem {
-    pub fn new(path: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(super) fn new(path: impl Into<String>, reason: impl Into<String>) -> Self {
         Self {
             path: path.into(),
             reason: reason.into(),

@@ -2,6 +2,7 @@
 //! structs into a validated [`Config`] where durations, regexes, addresses and header names are
 //! already typed: nothing downstream parses configuration again.
 
+mod delivery;
 mod duration;
 mod email;
 mod env;
@@ -17,8 +18,7 @@ pub use email::OwnOtp;
 pub use error::ConfigError;
 pub use ui::{FooterLink, Logo, Rgb};
 
-pub use crate::notify::{GenericAuth, SmsProvider, SmtpSecurity, SmtpSettings};
-pub use crate::store::DeviceClass;
+pub use delivery::{DeviceClass, GenericAuth, Mailbox, SmsProvider, SmtpSecurity, SmtpSettings};
 use http::HeaderName;
 use regex::RegexSet;
 use std::collections::BTreeMap;
@@ -35,25 +35,40 @@ pub const ENV_PREFIX: &str = "PORTCULLIS_";
 pub struct Config {
     /// The file it was read from, for messages.
     pub source: PathBuf,
+    /// `[server]`: listeners, certificates, proxies, the auth host.
     pub server: ServerConfig,
+    /// `[storage]`: the database and the signing keys file.
     pub storage: StorageConfig,
+    /// `[session]`: the session cookie and lifetimes.
     pub session: SessionConfig,
+    /// `[headers]`: the identity headers sent upstream.
     pub headers: IdentityHeaders,
+    /// `[passwords]`: the argon2id cost.
     pub passwords: PasswordParams,
     /// What a password set by `user add` / `user passwd` must be (`[password]`).
     pub password_policy: PasswordPolicy,
+    /// `[admin] socket`: where the admin commands reach the running gateway.
     pub admin_socket: PathBuf,
+    /// `[ui]`: branding and templates.
     pub ui: UiConfig,
     /// The global SMTP connection (`[email]`), used by stages with `use_global_settings`.
     pub email: SmtpSettings,
+    /// What the gateway logs (`[log]`).
+    pub log: LogConfig,
+    /// `[[apps]]`, in file order.
     pub apps: Vec<AppConfig>,
+    /// `[[flows]]`, in file order.
     pub flows: Vec<FlowConfig>,
+    /// `[stages.<name>]`, by name.
     pub stages: BTreeMap<String, StageConfig>,
 }
 
+/// `[server]`: where the gateway listens and how it is reached.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
+    /// Plain-HTTP listeners.
     pub listen: Vec<SocketAddr>,
+    /// Worker threads; 0 means one per core.
     pub threads: usize,
     /// HTTPS listeners (HTTP/2 and HTTP/1.1), using `certificates`.
     pub tls_listen: Vec<SocketAddr>,
@@ -70,8 +85,8 @@ pub struct ServerConfig {
     pub auth_url: Option<PublicOrigin>,
     /// Answer plain-HTTP requests with a redirect to HTTPS.
     pub redirect_http: bool,
-    /// `Strict-Transport-Security` value sent on HTTPS responses.
-    pub hsts: Option<String>,
+    /// `Strict-Transport-Security` value sent on HTTPS responses, parsed at load.
+    pub hsts: Option<http::HeaderValue>,
     /// CA bundle for verifying HTTPS upstreams instead of the system roots.
     pub upstream_ca_file: Option<PathBuf>,
 }
@@ -79,13 +94,26 @@ pub struct ServerConfig {
 /// A certificate chain and key, already parsed, with the names it covers.
 #[derive(Debug, Clone)]
 pub struct Certificate {
+    /// The certificate chain's file (PEM).
     pub cert_path: PathBuf,
+    /// The private key's file (PEM).
     pub key_path: PathBuf,
+    /// The chain, leaf first.
     pub chain: Vec<rustls::pki_types::CertificateDer<'static>>,
     /// DNS names from the certificate (subject alternative names), lower-case.
     pub names: Vec<String>,
 }
 
+/// `[log]`: what the gateway logs besides errors and sign-ins.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogConfig {
+    /// One structured line per request (`access = true`, or `PORTCULLIS_LOG__ACCESS=true`):
+    /// app, user, status, outcome, duration and request id, under the tracing target
+    /// `portcullis::access`. Never a cookie, token, code, password or query string.
+    pub access: bool,
+}
+
+/// `[storage]`: where state and keys live.
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
     /// The sled database directory.
@@ -94,12 +122,16 @@ pub struct StorageConfig {
     pub keys_path: PathBuf,
 }
 
+/// `[session]`: the session cookie.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
+    /// The session cookie's name.
     pub cookie_name: String,
+    /// How long a session lasts unless a `user_login` stage says otherwise.
     pub lifetime: Duration,
     /// When set, the session cookie is issued for this domain so every subdomain shares it.
     pub cookie_domain: Option<String>,
+    /// The `iss` claim of session tokens.
     pub issuer: String,
     /// How long an unfinished sign-in (a flow execution) stays valid.
     pub flow_lifetime: Duration,
@@ -109,10 +141,15 @@ pub struct SessionConfig {
 /// every client request before anything else looks at it.
 #[derive(Debug, Clone)]
 pub struct IdentityHeaders {
+    /// Carries the username.
     pub user: HeaderName,
+    /// Carries the display name.
     pub name: HeaderName,
+    /// Carries the e-mail address.
     pub email: HeaderName,
+    /// Carries the groups, comma-separated.
     pub groups: HeaderName,
+    /// More headers removed from every client request.
     pub strip: Vec<HeaderName>,
 }
 
@@ -137,8 +174,11 @@ impl IdentityHeaders {
 /// argon2id cost. Defaults are OWASP's minimum (19 MiB, 2 passes, 1 lane).
 #[derive(Debug, Clone)]
 pub struct PasswordParams {
+    /// Memory per hash, in KiB.
     pub memory_kib: u32,
+    /// Passes over the memory.
     pub iterations: u32,
+    /// Lanes.
     pub parallelism: u32,
     /// Hashes run on a blocking pool capped at this many at once (default: the core count) so a
     /// storm of sign-ins cannot starve signed-in traffic.
@@ -150,7 +190,9 @@ pub struct PasswordParams {
 /// in Unicode code points. Checked by [`PasswordPolicy::check`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PasswordPolicy {
+    /// The fewest characters allowed.
     pub min_length: usize,
+    /// The most characters allowed.
     pub max_length: usize,
 }
 
@@ -163,8 +205,10 @@ impl Default for PasswordPolicy {
     }
 }
 
+/// `[ui]`: what the gateway's pages look like.
 #[derive(Debug, Clone)]
 pub struct UiConfig {
+    /// The name pages and messages show.
     pub site_title: String,
     /// A folder whose templates replace the built-in ones of the same name.
     pub templates: Option<PathBuf>,
@@ -172,20 +216,28 @@ pub struct UiConfig {
     pub logo: Option<Logo>,
     /// Buttons and links; `None` keeps the built-in blue.
     pub accent_color: Option<Rgb>,
+    /// Links at the foot of every page.
     pub footer_links: Vec<FooterLink>,
 }
 
+/// One `[[apps]]` entry: a protected application.
 #[derive(Debug, Clone)]
 pub struct AppConfig {
     /// Position in [`Config::apps`], so per-app runtime state can be a plain vector.
     pub index: usize,
+    /// Its name (logs, assertion audience).
     pub name: String,
     /// Lower-case host names without port.
     pub hosts: Vec<String>,
+    /// Where its traffic goes, round-robin.
     pub upstreams: Vec<Upstream>,
+    /// The slug of the flow that signs users in for it.
     pub flow: String,
+    /// When non-empty, only members of one of these groups get in.
     pub allowed_groups: Vec<String>,
+    /// Paths that go upstream without a session.
     pub bypass: RegexSet,
+    /// Whether it also gets a signed identity assertion.
     pub assertion: bool,
     /// Where users reach the app, one per entry of `hosts` (same order): the configured
     /// scheme and port with that host. The first is the app's public origin.
@@ -208,11 +260,14 @@ impl AppConfig {
 /// `http` or `https`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
+    /// Plain HTTP.
     Http,
+    /// HTTP over TLS.
     Https,
 }
 
 impl Scheme {
+    /// `http` or `https`.
     pub fn as_str(self) -> &'static str {
         match self {
             Scheme::Http => "http",
@@ -260,6 +315,7 @@ impl PublicOrigin {
         }
     }
 
+    /// How it is reached.
     pub fn scheme(&self) -> Scheme {
         self.scheme
     }
@@ -269,6 +325,7 @@ impl PublicOrigin {
         &self.host
     }
 
+    /// The port users reach it on.
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -290,8 +347,11 @@ impl std::fmt::Display for PublicOrigin {
 pub enum Upstream {
     /// The demo page built into the gateway, which shows the identity headers it receives.
     Whoami,
+    /// An HTTP server.
     Http {
+        /// Its address.
         addr: SocketAddr,
+        /// Whether to speak TLS to it.
         tls: bool,
         /// The name sent as SNI and checked against the upstream's certificate.
         sni: String,
@@ -300,39 +360,70 @@ pub enum Upstream {
     },
 }
 
+/// What a flow is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Designation {
+    /// Signing in.
     Authentication,
+    /// Creating an account.
     Enrollment,
+    /// Adding or changing a factor.
     StageConfiguration,
 }
 
+/// One `[[flows]]` entry: stages in order.
 #[derive(Debug, Clone)]
 pub struct FlowConfig {
+    /// Its name in URLs (`/.portcullis/flow/<slug>`).
     pub slug: String,
+    /// What its pages are titled.
     pub title: String,
+    /// What it is for.
     pub designation: Designation,
     /// Stage names, in order, each a key of [`Config::stages`].
     pub stages: Vec<String>,
 }
 
+/// What users may identify with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UserField {
+    /// The username.
     Username,
+    /// The e-mail address.
     Email,
 }
 
 /// A stage's validated options.
 #[derive(Debug, Clone)]
 pub enum StageConfig {
-    Identification { user_fields: Vec<UserField> },
-    Password { failed_attempts_before_cancel: u32 },
-    UserLogin { session_duration: Duration },
-    Deny { deny_message: String },
+    /// Asks who is signing in.
+    Identification {
+        /// What users may identify with.
+        user_fields: Vec<UserField>,
+    },
+    /// Checks the password.
+    Password {
+        /// Wrong passwords before the sign-in is cancelled.
+        failed_attempts_before_cancel: u32,
+    },
+    /// Issues the session.
+    UserLogin {
+        /// How long it lasts.
+        session_duration: Duration,
+    },
+    /// Ends the flow with a message.
+    Deny {
+        /// What users see.
+        deny_message: String,
+    },
+    /// Enrols an e-mail address.
     AuthenticatorEmail(Box<EmailStageConfig>),
+    /// Asks for a code from an enrolled device.
     AuthenticatorValidate(Box<ValidateStageConfig>),
+    /// Enrols a phone.
     AuthenticatorSms(Box<SmsStageConfig>),
+    /// Asks for fields.
     Prompt(Box<PromptStageConfig>),
 }
 
@@ -340,47 +431,74 @@ pub enum StageConfig {
 /// hold across executions and restarts.
 #[derive(Debug, Clone)]
 pub struct SmsLimits {
+    /// Sends to one number per `window`.
     pub per_number: u32,
+    /// Sends for one user per `window`.
     pub per_user: u32,
+    /// Sends from one client address per `window`.
     pub per_client: u32,
+    /// The window the three counts above are kept over.
     pub window: Duration,
+    /// Sends per hour across everyone.
     pub global_per_hour: u32,
+    /// The least time between two sends to one number.
     pub resend_cooldown: Duration,
 }
 
+/// An `authenticator_sms` stage: enrols a phone by a code sent to it.
 #[derive(Debug, Clone)]
 pub struct SmsStageConfig {
+    /// What users see for this kind of authenticator ("SMS").
     pub friendly_name: String,
+    /// The sender number or name.
     pub from_number: String,
+    /// The HTTP API that delivers.
     pub provider: SmsProvider,
+    /// How long the provider may take.
     pub timeout: Duration,
+    /// Keep only the number's hash: the device proves a number once and is never sent to.
     pub verify_only: bool,
     /// Twilio: the message text. Generic: the whole JSON payload.
     pub mapping: Option<String>,
+    /// The flow (by slug) where users add or change this factor.
     pub configure_flow: Option<String>,
+    /// Numbers must start with one of these (none: any).
     pub allowed_prefixes: Vec<String>,
+    /// Numbers must match this (the whole normalised number).
     pub phone_pattern: Option<regex::Regex>,
+    /// What users see for a number that is refused.
     pub phone_error_message: String,
+    /// Limits against SMS pumping.
     pub limits: SmsLimits,
+    /// The one-time code policy.
     pub otp: OtpPolicy,
 }
 
 /// A prompt stage's fields.
 #[derive(Debug, Clone)]
 pub struct PromptStageConfig {
+    /// The fields, in order.
     pub fields: Vec<PromptField>,
 }
 
+/// One field of a prompt stage.
 #[derive(Debug, Clone)]
 pub struct PromptField {
+    /// The name later stages read it by.
     pub key: String,
+    /// What users see beside it.
     pub label: String,
     /// text, email, tel, password or hidden.
     pub kind: String,
+    /// Whether an empty answer is refused.
     pub required: bool,
+    /// The hint shown in the empty field.
     pub placeholder: Option<String>,
+    /// The whole answer must match this.
     pub pattern: Option<regex::Regex>,
+    /// What users see when it does not.
     pub pattern_message: String,
+    /// A preset value (hidden fields).
     pub value: Option<String>,
 }
 
@@ -403,24 +521,34 @@ impl StageConfig {
 /// Whether the code travels as digits to type or as a link to open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OtpMode {
+    /// Digits to type.
     Code,
+    /// A link to open.
     Link,
 }
 
 /// One-time code policy (Curity's Email Authenticator options).
 #[derive(Debug, Clone)]
 pub struct OtpPolicy {
+    /// A code to type or a link to open.
     pub mode: OtpMode,
+    /// Digits in a code.
     pub code_length: u32,
+    /// How long a code is valid.
     pub token_expiry: Duration,
     /// Sends allowed per execution and per user within `user_limit_window`; 0 = unlimited.
     pub max_challenges_sent: u32,
     /// Wrong codes allowed per execution and per user within `user_limit_window`; 0 = unlimited.
     pub max_allowed_attempts: u32,
+    /// Send to disabled accounts too.
     pub allow_inactive_accounts: bool,
+    /// Activate a disabled account when its code is used.
     pub activate_inactive_accounts: bool,
+    /// How long a link works.
     pub link_ttl: Duration,
+    /// Continue the sign-in in the tab that opened the link (same browser only).
     pub continue_in_verify_window: bool,
+    /// The window per-user send and failure counts are kept over.
     pub user_limit_window: Duration,
 }
 
@@ -433,32 +561,44 @@ pub enum EmailSource {
     Prompt(String),
 }
 
+/// An `authenticator_email` stage: enrols an address by a code or link sent to it.
 #[derive(Debug, Clone)]
 pub struct EmailStageConfig {
     /// What users see for this kind of authenticator ("Email").
     pub friendly_name: String,
     /// Own SMTP settings, or `None` to use the global `[email]` ones.
     pub smtp: Option<SmtpSettings>,
+    /// The mail's subject.
     pub subject: String,
+    /// The flow (by slug) where users add or change this factor.
     pub configure_flow: Option<String>,
+    /// Where the address comes from.
     pub email_source: EmailSource,
+    /// The one-time code policy.
     pub otp: OtpPolicy,
 }
 
 /// What `authenticator_validate` does for a user without a device of the allowed classes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotConfigured {
+    /// Let them through.
     Skip,
+    /// End the sign-in.
     Deny,
+    /// Run the setup stage inline.
     Configure,
 }
 
+/// An `authenticator_validate` stage: asks for a code from an enrolled device.
 #[derive(Debug, Clone)]
 pub struct ValidateStageConfig {
+    /// The device kinds that count.
     pub device_classes: Vec<DeviceClass>,
+    /// What to do for a user without one.
     pub not_configured_action: NotConfigured,
     /// The setup stage run inline when `not_configured_action = "configure"`.
     pub configure_stage: Option<String>,
+    /// The one-time code policy.
     pub otp: OtpPolicy,
     /// The code options set here; the rest follow the device's enrolling stage.
     pub own: OwnOtp,
@@ -500,6 +640,7 @@ impl Config {
         self.apps.iter().find(|a| a.hosts.iter().any(|h| h == host))
     }
 
+    /// The flow with this slug.
     pub fn flow(&self, slug: &str) -> Option<&FlowConfig> {
         self.flows.iter().find(|f| f.slug == slug)
     }
@@ -591,8 +732,92 @@ mod tests {
         ])
         .expect("numeric-looking secrets are accepted");
         assert_eq!(c.email.port, 2525);
-        assert_eq!(c.email.password.as_deref(), Some("12345678"));
+        assert_eq!(
+            c.email.password.as_ref().map(|p| p.expose().as_str()),
+            Some("12345678")
+        );
         assert_eq!(c.email.username.as_deref(), Some("true"));
+    }
+
+    /// Every secret a config can hold, as `(where, value)`.
+    const SECRETS: [(&str, &str); 6] = [
+        ("PORTCULLIS_EMAIL__PASSWORD", "global-smtp-pw-5e1c"),
+        ("mail stage password", "stage-smtp-pw-77ab"),
+        ("twilio auth_token", "twilio-token-9f3d"),
+        ("generic bearer", "bearer-token-c0de"),
+        ("generic basic password", "basic-pw-beef"),
+        ("generic url key", "url-api-key-a11e"),
+    ];
+
+    #[test]
+    fn a_printed_config_shows_no_secret() {
+        let stages = format!(
+            r#"
+[stages.mail]
+kind = "authenticator_email"
+use_global_settings = false
+host = "smtp.example.com"
+username = "u"
+password = "{}"
+[stages.twilio]
+kind = "authenticator_sms"
+provider = "twilio"
+from_number = "+15550000000"
+account_sid = "AC1"
+auth_token = "{}"
+[stages.bearer]
+kind = "authenticator_sms"
+provider = "generic"
+from_number = "P"
+url = "https://sms.example.com/send"
+auth = "{}"
+[stages.basic]
+kind = "authenticator_sms"
+provider = "generic"
+from_number = "P"
+url = "https://sms.example.com/send?key={}"
+auth_type = "basic"
+auth = "user"
+auth_password = "{}"
+"#,
+            SECRETS[1].1, SECRETS[2].1, SECRETS[3].1, SECRETS[5].1, SECRETS[4].1
+        );
+        let path = Path::new("config/portcullis.toml");
+        let text = std::fs::read_to_string(path).expect("the example config") + &stages;
+        let env = [
+            ("PORTCULLIS_EMAIL__USERNAME", "u"),
+            ("PORTCULLIS_EMAIL__PASSWORD", SECRETS[0].1),
+        ];
+        let c = Config::from_toml(
+            &text,
+            path,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+        .expect("the config with every secret loads");
+        assert_eq!(
+            c.stages.len(),
+            7,
+            "every secret-holding stage is in the Config"
+        );
+        let printed = format!("{c:?}");
+        for (what, secret) in SECRETS {
+            assert!(!printed.contains(secret), "{what} is printed: {printed}");
+        }
+        assert!(printed.contains("Secret(<redacted>)"));
+    }
+
+    #[test]
+    fn the_access_log_is_off_unless_switched_on_in_the_file_or_the_environment() {
+        assert!(!example_with(&[]).expect("loads").log.access);
+        let on = example_with(&[("PORTCULLIS_LOG__ACCESS", "true")]).expect("loads");
+        assert!(on.log.access);
+        let path = Path::new("config/portcullis.toml");
+        let text = std::fs::read_to_string(path).expect("the example config");
+        let text = text.replacen("\naccess = false", "\naccess = true", 1);
+        let c = Config::from_toml(&text, path, std::iter::empty()).expect("loads");
+        assert!(c.log.access, "the example config has a [log] table");
+        let bad = example_with(&[("PORTCULLIS_LOG__ACCES", "true")]);
+        assert!(bad.is_err(), "a misspelt key is refused");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawConfig {
+pub(super) struct RawConfig {
     #[serde(default)]
     pub server: RawServer,
     #[serde(default)]
@@ -34,11 +34,14 @@ pub struct RawConfig {
     /// The policy for passwords an operator sets (`user add`, `user passwd`).
     #[serde(default)]
     pub password: RawPasswordPolicy,
+    /// What the gateway logs (`[log]`).
+    #[serde(default)]
+    pub log: RawLog,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawServer {
+pub(super) struct RawServer {
     #[serde(default = "default_listen")]
     pub listen: Vec<String>,
     /// Worker threads for the proxy; 0 means one per core.
@@ -78,7 +81,7 @@ impl Default for RawServer {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawCertificate {
+pub(super) struct RawCertificate {
     pub cert: String,
     pub key: String,
 }
@@ -89,7 +92,7 @@ fn default_listen() -> Vec<String> {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawStorage {
+pub(super) struct RawStorage {
     #[serde(default = "default_storage_path")]
     pub path: String,
 }
@@ -108,7 +111,7 @@ fn default_storage_path() -> String {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawSession {
+pub(super) struct RawSession {
     pub cookie_name: Option<String>,
     pub lifetime: Option<String>,
     pub cookie_domain: Option<String>,
@@ -119,7 +122,7 @@ pub struct RawSession {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawHeaders {
+pub(super) struct RawHeaders {
     pub user: Option<String>,
     pub name: Option<String>,
     pub email: Option<String>,
@@ -132,22 +135,31 @@ pub struct RawHeaders {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawPasswords {
+pub(super) struct RawPasswords {
     pub memory_kib: Option<u32>,
     pub iterations: Option<u32>,
     pub parallelism: Option<u32>,
     pub max_concurrent_hashes: Option<usize>,
 }
 
+/// `[log]`: what the gateway logs besides errors and sign-ins.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawAdmin {
+pub(super) struct RawLog {
+    /// One access-log line per request.
+    #[serde(default)]
+    pub access: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
     pub socket: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawUi {
+pub(super) struct RawUi {
     pub site_title: Option<String>,
     pub templates: Option<String>,
     /// A PNG, JPEG, GIF, WebP or SVG file shown above every page.
@@ -160,14 +172,14 @@ pub struct RawUi {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawFooterLink {
+pub(super) struct RawFooterLink {
     pub label: String,
     pub url: String,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawApp {
+pub(super) struct RawApp {
     pub name: String,
     pub hosts: Vec<String>,
     pub upstream: RawUpstream,
@@ -188,14 +200,14 @@ pub struct RawApp {
 /// One address or several (round-robin).
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-pub enum RawUpstream {
+pub(super) enum RawUpstream {
     One(String),
     Many(Vec<String>),
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawFlow {
+pub(super) struct RawFlow {
     pub slug: String,
     pub title: Option<String>,
     pub designation: String,
@@ -205,7 +217,7 @@ pub struct RawFlow {
 /// A stage definition; `kind` picks the variant so each kind only accepts its own options.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum RawStage {
+pub(super) enum RawStage {
     Identification {
         #[serde(default)]
         user_fields: Option<Vec<String>>,
@@ -230,7 +242,7 @@ pub enum RawStage {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawSmsStage {
+pub(super) struct RawSmsStage {
     pub provider: String,
     pub from_number: String,
     pub friendly_name: Option<String>,
@@ -269,13 +281,13 @@ pub struct RawSmsStage {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawPromptStage {
+pub(super) struct RawPromptStage {
     pub fields: Vec<RawPromptField>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawPromptField {
+pub(super) struct RawPromptField {
     pub key: String,
     pub label: Option<String>,
     #[serde(rename = "type")]
@@ -291,7 +303,7 @@ pub struct RawPromptField {
 /// SMTP connection settings, as in authentik's Email stage.
 #[derive(Debug, Default, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
-pub struct RawSmtp {
+pub(super) struct RawSmtp {
     pub host: Option<String>,
     pub port: Option<u16>,
     pub username: Option<String>,
@@ -308,7 +320,7 @@ pub struct RawSmtp {
 /// structs repeat these fields (serde cannot combine `flatten` with `deny_unknown_fields`);
 /// [`RawOtp::from`] gathers them.
 #[derive(Debug, Default)]
-pub struct RawOtp {
+pub(super) struct RawOtp {
     pub mode: Option<String>,
     pub code_length: Option<u32>,
     /// Minutes, or a duration string.
@@ -326,7 +338,7 @@ pub struct RawOtp {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawEmailStage {
+pub(super) struct RawEmailStage {
     /// Refused with a pointer to `friendly_name`: nothing reads it (a stage's name is its key).
     pub name: Option<String>,
     pub friendly_name: Option<String>,
@@ -357,7 +369,7 @@ pub struct RawEmailStage {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawValidateStage {
+pub(super) struct RawValidateStage {
     pub device_classes: Option<Vec<String>>,
     pub not_configured_action: Option<String>,
     pub configure_stage: Option<String>,
@@ -376,7 +388,7 @@ pub struct RawValidateStage {
 macro_rules! otp_of {
     ($t:ty) => {
         impl $t {
-            pub fn otp(&self) -> RawOtp {
+            pub(crate) fn otp(&self) -> RawOtp {
                 RawOtp {
                     mode: self.mode.clone(),
                     code_length: self.code_length,
@@ -400,7 +412,7 @@ otp_of!(RawValidateStage);
 /// as NIST SP 800-63B counts them.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawPasswordPolicy {
+pub(super) struct RawPasswordPolicy {
     pub min_length: Option<usize>,
     pub max_length: Option<usize>,
 }

@@ -10,19 +10,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 type Checked<T> = Result<T, Problem>;
 
 pub(super) fn server(raw: &RawServer, listen: Vec<SocketAddr>) -> Checked<ServerConfig> {
-    let tls_listen = raw
-        .tls_listen
-        .iter()
-        .enumerate()
-        .map(|(i, l)| {
-            l.parse::<SocketAddr>().map_err(|_| {
-                Problem::new(
-                    format!("server.tls_listen[{i}]"),
-                    format!("`{l}` is not an address like \"0.0.0.0:443\""),
-                )
-            })
-        })
-        .collect::<Checked<Vec<_>>>()?;
+    let tls_listen = tls_listen(raw)?;
     let certificates = raw
         .certificates
         .iter()
@@ -41,30 +29,66 @@ pub(super) fn server(raw: &RawServer, listen: Vec<SocketAddr>) -> Checked<Server
             "needs a tls_listen address to redirect to",
         ));
     }
-    let trusted_proxies = match &raw.trusted_proxies {
-        None => vec![
-            "127.0.0.0/8"
-                .parse()
-                .map_err(|_| Problem::new("server.trusted_proxies", "bad default"))?,
-            "::1/128"
-                .parse()
-                .map_err(|_| Problem::new("server.trusted_proxies", "bad default"))?,
-        ],
-        Some(list) => list
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                c.parse::<ipnet::IpNet>()
-                    .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                    .map_err(|_| {
-                        Problem::new(
-                            format!("server.trusted_proxies[{i}]"),
-                            format!("`{c}` is not an address or CIDR like \"10.0.0.0/8\""),
-                        )
-                    })
+    let trusted_proxies = trusted_proxies(raw)?;
+    let auth_url = auth_url(raw)?;
+    let upstream_ca_file = upstream_ca_file(raw)?;
+    Ok(ServerConfig {
+        listen,
+        threads: raw.threads,
+        hsts: hsts(raw, &tls_listen)?,
+        tls_listen,
+        certificates,
+        trusted_proxies,
+        auth_host: auth_url.as_ref().map(|a| a.host().to_string()),
+        auth_url,
+        redirect_http: raw.redirect_http,
+        upstream_ca_file,
+    })
+}
+
+fn tls_listen(raw: &RawServer) -> Checked<Vec<SocketAddr>> {
+    raw.tls_listen
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            l.parse::<SocketAddr>().map_err(|_| {
+                Problem::new(
+                    format!("server.tls_listen[{i}]"),
+                    format!("`{l}` is not an address like \"0.0.0.0:443\""),
+                )
             })
-            .collect::<Checked<Vec<_>>>()?,
+        })
+        .collect()
+}
+
+/// `trusted_proxies`, loopback alone by default.
+fn trusted_proxies(raw: &RawServer) -> Checked<Vec<ipnet::IpNet>> {
+    let Some(list) = &raw.trusted_proxies else {
+        return ["127.0.0.0/8", "::1/128"]
+            .iter()
+            .map(|c| {
+                c.parse()
+                    .map_err(|_| Problem::new("server.trusted_proxies", "bad default"))
+            })
+            .collect();
     };
+    list.iter()
+        .enumerate()
+        .map(|(i, c)| {
+            c.parse::<ipnet::IpNet>()
+                .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    Problem::new(
+                        format!("server.trusted_proxies[{i}]"),
+                        format!("`{c}` is not an address or CIDR like \"10.0.0.0/8\""),
+                    )
+                })
+        })
+        .collect()
+}
+
+/// `auth_url`, refusing the old `auth_host` and plain HTTP under `redirect_http`.
+fn auth_url(raw: &RawServer) -> Checked<Option<PublicOrigin>> {
     if let Some(h) = &raw.auth_host {
         // The old key took scheme and port from each request; there is no way to read it
         // that keeps links independent of the request, so it is refused with the fix.
@@ -81,64 +105,66 @@ pub(super) fn server(raw: &RawServer, listen: Vec<SocketAddr>) -> Checked<Server
         .as_deref()
         .map(|u| public_url("server.auth_url", u))
         .transpose()?;
-    if raw.redirect_http {
-        if let Some(a) = auth_url.as_ref().filter(|a| a.scheme() != Scheme::Https) {
-            return Err(Problem::new(
-                "server.auth_url",
-                format!("`{a}` is plain HTTP, but redirect_http sends every plain-HTTP request to HTTPS"),
-            ));
-        }
+    if let Some(a) = auth_url
+        .as_ref()
+        .filter(|a| raw.redirect_http && a.scheme() != Scheme::Https)
+    {
+        return Err(Problem::new(
+            "server.auth_url",
+            format!(
+                "`{a}` is plain HTTP, but redirect_http sends every plain-HTTP request to HTTPS"
+            ),
+        ));
     }
-    let upstream_ca_file = match &raw.upstream_ca_file {
-        Some(p) => {
-            let path = PathBuf::from(p);
-            let n = CertificateDer::pem_file_iter(&path)
-                .map_err(|e| {
-                    Problem::new(
-                        "server.upstream_ca_file",
-                        format!("cannot read {}: {e}", path.display()),
-                    )
-                })?
-                .filter(Result::is_ok)
-                .count();
-            if n == 0 {
-                return Err(Problem::new(
-                    "server.upstream_ca_file",
-                    format!("{} holds no PEM certificate", path.display()),
-                ));
-            }
-            Some(path)
-        }
-        None => None,
+    Ok(auth_url)
+}
+
+/// `upstream_ca_file`, read now: it must hold at least one PEM certificate.
+fn upstream_ca_file(raw: &RawServer) -> Checked<Option<PathBuf>> {
+    let Some(p) = &raw.upstream_ca_file else {
+        return Ok(None);
     };
-    // Checked here so a value that cannot be a header refuses start instead of the header
-    // silently never being sent.
-    if let Some(h) = &raw.hsts {
-        if h.trim().is_empty() || http::HeaderValue::from_str(h).is_err() {
-            return Err(Problem::new(
+    let path = PathBuf::from(p);
+    let n = CertificateDer::pem_file_iter(&path)
+        .map_err(|e| {
+            Problem::new(
+                "server.upstream_ca_file",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?
+        .filter(Result::is_ok)
+        .count();
+    if n == 0 {
+        return Err(Problem::new(
+            "server.upstream_ca_file",
+            format!("{} holds no PEM certificate", path.display()),
+        ));
+    }
+    Ok(Some(path))
+}
+
+/// `hsts`, parsed into the header value here, so a value that cannot be a header refuses
+/// start instead of the header silently never being sent.
+fn hsts(raw: &RawServer, tls_listen: &[SocketAddr]) -> Checked<Option<http::HeaderValue>> {
+    let Some(h) = &raw.hsts else {
+        return Ok(None);
+    };
+    let value = http::HeaderValue::from_str(h)
+        .ok()
+        .filter(|_| !h.trim().is_empty())
+        .ok_or_else(|| {
+            Problem::new(
                 "server.hsts",
                 format!("`{h}` is not a Strict-Transport-Security value like \"max-age=31536000\""),
-            ));
-        }
-        if tls_listen.is_empty() {
-            return Err(Problem::new(
-                "server.hsts",
-                "is only sent on HTTPS and needs a tls_listen address",
-            ));
-        }
+            )
+        })?;
+    if tls_listen.is_empty() {
+        return Err(Problem::new(
+            "server.hsts",
+            "is only sent on HTTPS and needs a tls_listen address",
+        ));
     }
-    Ok(ServerConfig {
-        listen,
-        threads: raw.threads,
-        tls_listen,
-        certificates,
-        trusted_proxies,
-        auth_host: auth_url.as_ref().map(|a| a.host().to_string()),
-        auth_url,
-        redirect_http: raw.redirect_http,
-        hsts: raw.hsts.clone(),
-        upstream_ca_file,
-    })
+    Ok(Some(value))
 }
 
 /// Reads a certificate chain and its key now, so a missing or unreadable file refuses start

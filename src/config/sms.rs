@@ -4,12 +4,13 @@ use super::email::{duration_or, limit, otp};
 use super::error::Problem;
 use super::raw::{RawOtp, RawPromptStage, RawSmsStage};
 use super::*;
+use crate::secret::Secret;
 
 type Checked<T> = Result<T, Problem>;
 
 /// Twilio's public API, unless `api_base` points elsewhere (a region, or a test server).
-pub const TWILIO_API: &str = "https://api.twilio.com";
-pub const DEFAULT_PHONE_ERROR: &str = "Invalid phone number or missing region code";
+pub(super) const TWILIO_API: &str = "https://api.twilio.com";
+pub(super) const DEFAULT_PHONE_ERROR: &str = "Invalid phone number or missing region code";
 
 fn url(path: String, v: &str) -> Checked<url::Url> {
     let u = url::Url::parse(v)
@@ -69,7 +70,7 @@ fn generic_auth(name: &str, raw: &RawSmsStage) -> Checked<GenericAuth> {
     Ok(match kind {
         "basic" => GenericAuth::Basic {
             username: auth.clone(),
-            password: raw.auth_password.clone(),
+            password: raw.auth_password.clone().map(Secret::new),
         },
         _ => {
             if raw.auth_password.is_some() {
@@ -78,7 +79,7 @@ fn generic_auth(name: &str, raw: &RawSmsStage) -> Checked<GenericAuth> {
                     "is only used with auth_type = \"basic\"",
                 ));
             }
-            GenericAuth::Bearer(auth.clone())
+            GenericAuth::Bearer(Secret::new(auth.clone()))
         }
     })
 }
@@ -122,8 +123,48 @@ fn prefix_list(prefixes: &[String]) -> String {
 
 pub(super) fn sms_stage(name: &str, raw: &RawSmsStage) -> Checked<SmsStageConfig> {
     let p = |k: &str| format!("stages.{name}.{k}");
-    let provider = match raw.provider.as_str() {
-        "twilio" => SmsProvider::Twilio {
+    let provider = provider(name, raw)?;
+    if let Some(m) = &raw.mapping {
+        let mut env = minijinja::Environment::new();
+        env.add_template("mapping", m)
+            .map_err(|e| Problem::new(p("mapping"), format!("not a valid template: {e}")))?;
+    }
+    let allowed_prefixes = allowed_prefixes(name, raw)?;
+    let phone_pattern = match &raw.phone_pattern {
+        Some(re) => Some(whole_value_regex(p("phone_pattern"), re)?),
+        None => None,
+    };
+    let policy = sms_otp(name, raw)?;
+    let timeout = duration_or(
+        &p("timeout"),
+        &raw.timeout,
+        Duration::from_secs(1),
+        Duration::from_secs(10),
+    )?;
+    Ok(SmsStageConfig {
+        friendly_name: raw.friendly_name.clone().unwrap_or_else(|| "SMS".into()),
+        from_number: raw.from_number.clone(),
+        provider,
+        timeout,
+        verify_only: raw.verify_only.unwrap_or(false),
+        mapping: raw.mapping.clone(),
+        configure_flow: raw.configure_flow.clone(),
+        allowed_prefixes,
+        phone_pattern,
+        phone_error_message: raw
+            .phone_error_message
+            .clone()
+            .unwrap_or_else(|| DEFAULT_PHONE_ERROR.into()),
+        limits: sms_limits(name, raw)?,
+        otp: policy,
+    })
+}
+
+/// The provider and its credentials (kept as [`Secret`]s).
+fn provider(name: &str, raw: &RawSmsStage) -> Checked<SmsProvider> {
+    let p = |k: &str| format!("stages.{name}.{k}");
+    match raw.provider.as_str() {
+        "twilio" => Ok(SmsProvider::Twilio {
             account_sid: required(
                 p("account_sid"),
                 &raw.account_sid,
@@ -134,32 +175,29 @@ pub(super) fn sms_stage(name: &str, raw: &RawSmsStage) -> Checked<SmsStageConfig
                 p("auth_token"),
                 &raw.auth_token,
                 "the Twilio provider needs the auth token",
-            )?
-            .clone(),
+            )
+            .map(|t| Secret::new(t.clone()))?,
             api_base: url(p("api_base"), raw.api_base.as_deref().unwrap_or(TWILIO_API))?,
-        },
+        }),
         "generic" => {
             let target = url(
                 p("url"),
                 required(p("url"), &raw.url, "the generic provider needs the API URL")?,
             )?;
-            SmsProvider::Generic {
-                url: target,
+            Ok(SmsProvider::Generic {
+                url: Secret::new(target),
                 auth: generic_auth(name, raw)?,
-            }
+            })
         }
-        other => {
-            return Err(Problem::new(
-                p("provider"),
-                format!("`{other}` is not one of \"twilio\", \"generic\""),
-            ))
-        }
-    };
-    if let Some(m) = &raw.mapping {
-        let mut env = minijinja::Environment::new();
-        env.add_template("mapping", m)
-            .map_err(|e| Problem::new(p("mapping"), format!("not a valid template: {e}")))?;
+        other => Err(Problem::new(
+            p("provider"),
+            format!("`{other}` is not one of \"twilio\", \"generic\""),
+        )),
     }
+}
+
+/// `allowed_prefixes`: each `+` and 1 to 15 digits.
+fn allowed_prefixes(name: &str, raw: &RawSmsStage) -> Checked<Vec<String>> {
     let allowed_prefixes = raw.allowed_prefixes.clone().unwrap_or_default();
     for (i, prefix) in allowed_prefixes.iter().enumerate() {
         let digits = prefix.strip_prefix('+').unwrap_or_default();
@@ -174,17 +212,12 @@ pub(super) fn sms_stage(name: &str, raw: &RawSmsStage) -> Checked<SmsStageConfig
             ));
         }
     }
-    let phone_pattern = match &raw.phone_pattern {
-        Some(re) => Some(whole_value_regex(p("phone_pattern"), re)?),
-        None => None,
-    };
-    let window = |k: &str, v: &Option<String>, d: u64| -> Checked<Duration> {
-        match v {
-            Some(t) => whole_seconds(&p(k), t),
-            None => Ok(Duration::from_secs(d)),
-        }
-    };
-    let policy = otp(
+    Ok(allowed_prefixes)
+}
+
+/// The code policy: SMS carries codes only, so the link options do not apply.
+fn sms_otp(name: &str, raw: &RawSmsStage) -> Checked<OtpPolicy> {
+    otp(
         &format!("stages.{name}"),
         &RawOtp {
             mode: None,
@@ -198,44 +231,32 @@ pub(super) fn sms_stage(name: &str, raw: &RawSmsStage) -> Checked<SmsStageConfig
             continue_in_verify_window: None,
             user_limit_window: raw.user_limit_window.clone(),
         },
-    )?;
-    Ok(SmsStageConfig {
-        friendly_name: raw.friendly_name.clone().unwrap_or_else(|| "SMS".into()),
-        from_number: raw.from_number.clone(),
-        provider,
-        timeout: duration_or(
-            &p("timeout"),
-            &raw.timeout,
-            Duration::from_secs(1),
-            Duration::from_secs(10),
-        )?,
-        verify_only: raw.verify_only.unwrap_or(false),
-        mapping: raw.mapping.clone(),
-        configure_flow: raw.configure_flow.clone(),
-        allowed_prefixes,
-        phone_pattern,
-        phone_error_message: raw
-            .phone_error_message
-            .clone()
-            .unwrap_or_else(|| DEFAULT_PHONE_ERROR.into()),
-        limits: SmsLimits {
-            per_number: limit(p("limit_per_number"), raw.limit_per_number, 5)?,
-            per_user: limit(p("limit_per_user"), raw.limit_per_user, 5)?,
-            per_client: limit(p("limit_per_client"), raw.limit_per_client, 10)?,
-            window: window("limit_window", &raw.limit_window, 3600)?,
-            global_per_hour: raw.global_limit_per_hour.unwrap_or(200),
-            resend_cooldown: match &raw.resend_cooldown {
-                // "0s" switches the cooldown off; anything else is kept in whole seconds.
-                Some(t) => match humantime::parse_duration(t)
-                    .map_err(|e| Problem::new(p("resend_cooldown"), e.to_string()))?
-                {
-                    d if d.is_zero() => d,
-                    d => at_least_a_second(&p("resend_cooldown"), d)?,
-                },
-                None => Duration::from_secs(30),
+    )
+}
+
+/// The limits against SMS pumping.
+fn sms_limits(name: &str, raw: &RawSmsStage) -> Checked<SmsLimits> {
+    let p = |k: &str| format!("stages.{name}.{k}");
+    let window = match &raw.limit_window {
+        Some(t) => whole_seconds(&p("limit_window"), t),
+        None => Ok(Duration::from_secs(3600)),
+    };
+    Ok(SmsLimits {
+        per_number: limit(p("limit_per_number"), raw.limit_per_number, 5)?,
+        per_user: limit(p("limit_per_user"), raw.limit_per_user, 5)?,
+        per_client: limit(p("limit_per_client"), raw.limit_per_client, 10)?,
+        window: window?,
+        global_per_hour: raw.global_limit_per_hour.unwrap_or(200),
+        resend_cooldown: match &raw.resend_cooldown {
+            // "0s" switches the cooldown off; anything else is kept in whole seconds.
+            Some(t) => match humantime::parse_duration(t)
+                .map_err(|e| Problem::new(p("resend_cooldown"), e.to_string()))?
+            {
+                d if d.is_zero() => d,
+                d => at_least_a_second(&p("resend_cooldown"), d)?,
             },
+            None => Duration::from_secs(30),
         },
-        otp: policy,
     })
 }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 type Checked<T> = Result<T, Problem>;
 
 /// The largest logo accepted: it is sent with every page that shows it.
-pub const MAX_LOGO_BYTES: usize = 512 * 1024;
+pub(super) const MAX_LOGO_BYTES: usize = 512 * 1024;
 
 /// An sRGB colour, parsed from `#rgb` or `#rrggbb`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +68,9 @@ impl Rgb {
 /// The logo: its bytes and the content type found from them (not from the file name).
 #[derive(Clone)]
 pub struct Logo {
+    /// The file's bytes.
     pub bytes: Bytes,
+    /// Its media type, from its bytes.
     pub content_type: &'static str,
 }
 
@@ -81,6 +83,7 @@ impl std::fmt::Debug for Logo {
 /// A link in the page footer (privacy policy, help desk).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FooterLink {
+    /// The link's text.
     pub label: String,
     /// An absolute `http` or `https` URL.
     pub url: String,

@@ -78,35 +78,10 @@ pub(super) fn validate(mut raw: RawConfig, file: &Path) -> Checked<Config> {
     let base = base_dir(file);
     resolve_paths(&mut raw, &base);
 
-    let listen = raw
-        .server
-        .listen
-        .iter()
-        .enumerate()
-        .map(|(i, l)| {
-            l.parse::<SocketAddr>().map_err(|_| {
-                Problem::new(
-                    format!("server.listen[{i}]"),
-                    format!("`{l}` is not an address like \"127.0.0.1:9000\""),
-                )
-            })
-        })
-        .collect::<Checked<Vec<_>>>()?;
-    if listen.is_empty() {
-        return Err(Problem::new("server.listen", "needs at least one address"));
-    }
-
-    let storage_path = PathBuf::from(&raw.storage.path);
-    let data_dir = storage_path
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    let keys_path = raw
-        .session
-        .keys_path
-        .as_ref()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| data_dir.join("keys.json"));
+    let listen = listen(&raw.server)?;
+    let storage = storage(&raw);
+    let data_dir = storage.path.parent().map(Path::to_path_buf);
+    let data_dir = data_dir.unwrap_or_else(|| PathBuf::from("."));
 
     let session = session(&raw.session)?;
     let headers = headers(&raw.headers)?;
@@ -130,10 +105,7 @@ pub(super) fn validate(mut raw: RawConfig, file: &Path) -> Checked<Config> {
             None => file.to_path_buf(),
         },
         server,
-        storage: StorageConfig {
-            path: storage_path,
-            keys_path,
-        },
+        storage,
         session,
         headers,
         passwords,
@@ -145,10 +117,50 @@ pub(super) fn validate(mut raw: RawConfig, file: &Path) -> Checked<Config> {
             .unwrap_or_else(|| data_dir.join("admin.sock")),
         ui: super::ui::ui(raw.ui, &base)?,
         email,
+        log: LogConfig {
+            access: raw.log.access,
+        },
         apps,
         flows,
         stages,
     })
+}
+
+/// `[server] listen`: at least one address.
+fn listen(raw: &super::raw::RawServer) -> Checked<Vec<SocketAddr>> {
+    let listen = raw
+        .listen
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            l.parse::<SocketAddr>().map_err(|_| {
+                Problem::new(
+                    format!("server.listen[{i}]"),
+                    format!("`{l}` is not an address like \"127.0.0.1:9000\""),
+                )
+            })
+        })
+        .collect::<Checked<Vec<_>>>()?;
+    if listen.is_empty() {
+        return Err(Problem::new("server.listen", "needs at least one address"));
+    }
+    Ok(listen)
+}
+
+/// `[storage]`, the keys file next to the database unless `[session] keys_path` says.
+fn storage(raw: &RawConfig) -> StorageConfig {
+    let path = PathBuf::from(&raw.storage.path);
+    let data_dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let keys_path = raw
+        .session
+        .keys_path
+        .as_ref()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| data_dir.join("keys.json"));
+    StorageConfig { path, keys_path }
 }
 
 fn session(raw: &super::raw::RawSession) -> Checked<SessionConfig> {
@@ -422,67 +434,14 @@ fn apps(raw: &[RawApp], flows: &[FlowConfig]) -> Checked<Vec<AppConfig>> {
                 format!("app `{}` is defined twice", a.name),
             ));
         }
-        if a.hosts.is_empty() {
-            return Err(Problem::new(
-                format!("apps[{i}].hosts"),
-                "needs at least one host",
-            ));
-        }
-        let mut hosts = Vec::with_capacity(a.hosts.len());
-        for (j, h) in a.hosts.iter().enumerate() {
-            let host = h.trim().to_ascii_lowercase();
-            if host.is_empty() || host.contains(['/', ':', ' ', '@']) {
-                return Err(Problem::new(
-                    format!("apps[{i}].hosts[{j}]"),
-                    format!("`{h}` is not a host name (no scheme, port or path)"),
-                ));
-            }
-            if let Some(other) = owner.insert(host.clone(), a.name.clone()) {
-                return Err(Problem::new(
-                    format!("apps[{i}].hosts[{j}]"),
-                    format!("host `{host}` is already used by app `{other}`"),
-                ));
-            }
-            hosts.push(host);
-        }
-        let list: Vec<&String> = match &a.upstream {
-            RawUpstream::One(s) => vec![s],
-            RawUpstream::Many(v) => v.iter().collect(),
-        };
-        if list.is_empty() {
-            return Err(Problem::new(
-                format!("apps[{i}].upstream"),
-                "needs at least one address",
-            ));
-        }
-        let upstreams = list
-            .iter()
-            .enumerate()
-            .map(|(j, u)| {
-                let path = if matches!(a.upstream, RawUpstream::One(_)) {
-                    format!("apps[{i}].upstream")
-                } else {
-                    format!("apps[{i}].upstream[{j}]")
-                };
-                upstream(u).map_err(|r| Problem::new(path, r))
-            })
-            .collect::<Checked<Vec<_>>>()?;
+        let hosts = app_hosts(i, a, &mut owner)?;
+        let upstreams = app_upstreams(i, a)?;
         if !flows.iter().any(|f| f.slug == a.flow) {
             return Err(Problem::new(
                 format!("apps[{i}].flow"),
                 format!("no flow with slug `{}` under [[flows]]", a.flow),
             ));
         }
-        for (j, pattern) in a.bypass.iter().enumerate() {
-            regex::Regex::new(pattern).map_err(|e| {
-                Problem::new(
-                    format!("apps[{i}].bypass[{j}]"),
-                    format!("not a valid regex: {e}"),
-                )
-            })?;
-        }
-        let bypass = RegexSet::new(&a.bypass)
-            .map_err(|e| Problem::new(format!("apps[{i}].bypass"), e.to_string()))?;
         out.push(AppConfig {
             index: i,
             name: a.name.clone(),
@@ -490,13 +449,79 @@ fn apps(raw: &[RawApp], flows: &[FlowConfig]) -> Checked<Vec<AppConfig>> {
             upstreams,
             flow: a.flow.clone(),
             allowed_groups: a.allowed_groups.clone(),
-            bypass,
+            bypass: app_bypass(i, a)?,
             assertion: a.assertion,
             // Filled in by `server::public_origins` once `[server]` is known.
             origins: Vec::new(),
         });
     }
     Ok(out)
+}
+
+/// An app's hosts, lower-case; `owner` remembers which app took each host.
+fn app_hosts(i: usize, a: &RawApp, owner: &mut HashMap<String, String>) -> Checked<Vec<String>> {
+    if a.hosts.is_empty() {
+        return Err(Problem::new(
+            format!("apps[{i}].hosts"),
+            "needs at least one host",
+        ));
+    }
+    let mut hosts = Vec::with_capacity(a.hosts.len());
+    for (j, h) in a.hosts.iter().enumerate() {
+        let host = h.trim().to_ascii_lowercase();
+        if host.is_empty() || host.contains(['/', ':', ' ', '@']) {
+            return Err(Problem::new(
+                format!("apps[{i}].hosts[{j}]"),
+                format!("`{h}` is not a host name (no scheme, port or path)"),
+            ));
+        }
+        if let Some(other) = owner.insert(host.clone(), a.name.clone()) {
+            return Err(Problem::new(
+                format!("apps[{i}].hosts[{j}]"),
+                format!("host `{host}` is already used by app `{other}`"),
+            ));
+        }
+        hosts.push(host);
+    }
+    Ok(hosts)
+}
+
+/// An app's upstreams, one or a list.
+fn app_upstreams(i: usize, a: &RawApp) -> Checked<Vec<Upstream>> {
+    let list: Vec<&String> = match &a.upstream {
+        RawUpstream::One(s) => vec![s],
+        RawUpstream::Many(v) => v.iter().collect(),
+    };
+    if list.is_empty() {
+        return Err(Problem::new(
+            format!("apps[{i}].upstream"),
+            "needs at least one address",
+        ));
+    }
+    list.iter()
+        .enumerate()
+        .map(|(j, u)| {
+            let path = if matches!(a.upstream, RawUpstream::One(_)) {
+                format!("apps[{i}].upstream")
+            } else {
+                format!("apps[{i}].upstream[{j}]")
+            };
+            upstream(u).map_err(|r| Problem::new(path, r))
+        })
+        .collect()
+}
+
+/// An app's bypass patterns, each checked alone first so an error names the bad one.
+fn app_bypass(i: usize, a: &RawApp) -> Checked<RegexSet> {
+    for (j, pattern) in a.bypass.iter().enumerate() {
+        regex::Regex::new(pattern).map_err(|e| {
+            Problem::new(
+                format!("apps[{i}].bypass[{j}]"),
+                format!("not a valid regex: {e}"),
+            )
+        })?;
+    }
+    RegexSet::new(&a.bypass).map_err(|e| Problem::new(format!("apps[{i}].bypass"), e.to_string()))
 }
 
 /// `builtin:whoami`, `host:port` (plain HTTP), `http://host[:port]` or `https://host[:port]`.

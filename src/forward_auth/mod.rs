@@ -3,7 +3,7 @@
 //! the one access decision ([`crate::access`]) into the answer its proxy expects.
 
 use crate::access::{is_navigation, is_plain_authority, AccessRequest, Decision, Gate};
-use crate::portal::Response;
+use crate::reply::{self, Response};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
 /// Which proxy is asking, and so which headers describe the original request and which
@@ -50,10 +50,15 @@ impl Original {
 
 /// The request the forward-auth call itself is, judged as it arrived.
 pub struct Arrived<'a> {
+    /// Its method.
     pub method: &'a Method,
+    /// `http` or `https`, as it reached us.
     pub scheme: &'a str,
+    /// Its Host.
     pub authority: &'a str,
+    /// Its target.
     pub path_and_query: &'a str,
+    /// Its headers, which describe the original request.
     pub headers: &'a HeaderMap,
 }
 
@@ -206,37 +211,9 @@ fn from_forwarded(h: &HeaderMap, arrived: &Arrived<'_>) -> Result<Original, Unus
 /// Answers one forward-auth call. `trusted` says whether the caller is a trusted proxy: only
 /// then are its headers believed.
 pub fn handle(gate: &Gate, flavor: Flavor, arrived: &Arrived<'_>, trusted: bool) -> Response {
-    let as_arrived = || Original {
-        method: arrived.method.clone(),
-        scheme: arrived.scheme.to_string(),
-        authority: arrived.authority.to_string(),
-        path_and_query: arrived.path_and_query.to_string(),
-    };
-    let original = if trusted {
-        let told = match flavor {
-            Flavor::Nginx => from_nginx(arrived.headers, arrived),
-            Flavor::Traefik | Flavor::Caddy => from_forwarded(arrived.headers, arrived),
-        };
-        match told {
-            // As the proxy mode refuses such a `Host`: `wiki.test:1@evil.test` would be judged
-            // as wiki.test and shape the sign-in URL into one that leads to evil.test.
-            Ok(original) if !is_plain_authority(&original.authority) => {
-                tracing::warn!(
-                    ?flavor,
-                    "forward-auth: the described host is not a plain host[:port]; denied"
-                );
-                return empty(StatusCode::FORBIDDEN);
-            }
-            Ok(original) => original,
-            Err(Unusable::Absent) => as_arrived(),
-            Err(Unusable::HostMismatch) => return empty(StatusCode::BAD_REQUEST),
-            Err(Unusable::Malformed(header)) => {
-                tracing::warn!(header, ?flavor, "forward-auth: the proxy described the original request with an unusable header; denied");
-                return empty(StatusCode::FORBIDDEN);
-            }
-        }
-    } else {
-        as_arrived()
+    let original = match original(flavor, arrived, trusted) {
+        Ok(o) => o,
+        Err(refusal) => return refusal,
     };
     let req = AccessRequest {
         method: &original.method,
@@ -248,45 +225,15 @@ pub fn handle(gate: &Gate, flavor: Flavor, arrived: &Arrived<'_>, trusted: bool)
     };
     let decision = gate.decide(&req);
     match decision {
-        Decision::Allow { claims, .. } => {
-            let names = &gate.config().headers;
-            let mut r = empty(StatusCode::OK);
-            // The same values the proxy sends upstream, built once per session.
-            if let Some([user, name, email, groups]) = claims.identity_values() {
-                r.headers.extend([
-                    (names.user.clone(), user.clone()),
-                    (names.name.clone(), name.clone()),
-                    (names.email.clone(), email.clone()),
-                    (names.groups.clone(), groups.clone()),
-                ]);
-            }
-            r
-        }
+        Decision::Allow { claims, .. } => allowed(gate, &claims),
         Decision::Bypass { .. } => empty(StatusCode::OK),
         // A step-up is answered the way the proxy in front expects a sign-in: its config sends
         // the browser to the URL given, which asks only for what the session lacks.
         Decision::Unauthenticated { app, .. } | Decision::StepUp { app, .. } => {
             let step_up = matches!(decision, Decision::StepUp { .. });
             let login = gate.login_url_absolute(app, &req);
-            match flavor {
-                // `auth_request` understands only 401 here, so nginx's config must turn it into
-                // a redirect itself. Location always carries the sign-in URL (Authelia's
-                // answer, for configs written for it); [`REDIRECT_HEADER`] carries it only when
-                // a redirect is right, so the shipped config can answer XHR/fetch with 401.
-                Flavor::Nginx => {
-                    let r = with_location(empty(StatusCode::UNAUTHORIZED), &login);
-                    if is_navigation(&original.method, arrived.headers) {
-                        with_header(r, REDIRECT_HEADER, &login)
-                    } else {
-                        r
-                    }
-                }
-                _ if is_navigation(&original.method, arrived.headers) => {
-                    Response::redirect(StatusCode::FOUND, &login)
-                }
-                _ if step_up => crate::portal::pages::step_up(&login, false),
-                _ => crate::portal::pages::unauthenticated(&login, false),
-            }
+            let navigation = is_navigation(&original.method, arrived.headers);
+            sign_in(flavor, &login, navigation, step_up)
         }
         Decision::Forbidden { claims, .. } => {
             tracing::info!(user = %claims.sub, host = %original.authority, "forward-auth: access denied by allowed_groups");
@@ -296,6 +243,79 @@ pub fn handle(gate: &Gate, flavor: Flavor, arrived: &Arrived<'_>, trusted: bool)
             tracing::warn!(host = %original.authority, trusted, "forward-auth for a host no app is configured for; denied");
             empty(StatusCode::FORBIDDEN)
         }
+    }
+}
+
+/// The original request: as a trusted proxy describes it, else as the call arrived. `Err`
+/// is the refusal of a description that cannot be used.
+fn original(flavor: Flavor, arrived: &Arrived<'_>, trusted: bool) -> Result<Original, Response> {
+    let as_arrived = || Original {
+        method: arrived.method.clone(),
+        scheme: arrived.scheme.to_string(),
+        authority: arrived.authority.to_string(),
+        path_and_query: arrived.path_and_query.to_string(),
+    };
+    if !trusted {
+        return Ok(as_arrived());
+    }
+    let told = match flavor {
+        Flavor::Nginx => from_nginx(arrived.headers, arrived),
+        Flavor::Traefik | Flavor::Caddy => from_forwarded(arrived.headers, arrived),
+    };
+    match told {
+        // As the proxy mode refuses such a `Host`: `wiki.test:1@evil.test` would be judged
+        // as wiki.test and shape the sign-in URL into one that leads to evil.test.
+        Ok(original) if !is_plain_authority(&original.authority) => {
+            tracing::warn!(
+                ?flavor,
+                "forward-auth: the described host is not a plain host[:port]; denied"
+            );
+            Err(empty(StatusCode::FORBIDDEN))
+        }
+        Ok(original) => Ok(original),
+        Err(Unusable::Absent) => Ok(as_arrived()),
+        Err(Unusable::HostMismatch) => Err(empty(StatusCode::BAD_REQUEST)),
+        Err(Unusable::Malformed(header)) => {
+            tracing::warn!(header, ?flavor, "forward-auth: the proxy described the original request with an unusable header; denied");
+            Err(empty(StatusCode::FORBIDDEN))
+        }
+    }
+}
+
+/// `200` with the identity headers the proxy copies to the app.
+fn allowed(gate: &Gate, claims: &crate::session::Claims) -> Response {
+    let names = &gate.config().headers;
+    let mut r = empty(StatusCode::OK);
+    // The same values the proxy sends upstream, built once per session.
+    if let Some([user, name, email, groups]) = claims.identity_values() {
+        r.headers.extend([
+            (names.user.clone(), user.clone()),
+            (names.name.clone(), name.clone()),
+            (names.email.clone(), email.clone()),
+            (names.groups.clone(), groups.clone()),
+        ]);
+    }
+    r
+}
+
+/// The way to the sign-in at `login`, as each proxy understands it.
+fn sign_in(flavor: Flavor, login: &str, navigation: bool, step_up: bool) -> Response {
+    match flavor {
+        // `auth_request` understands only 401 here, so nginx's config must turn it into a
+        // redirect itself. Location always carries the sign-in URL (Authelia's answer, for
+        // configs written for it); [`REDIRECT_HEADER`] carries it only when a redirect is
+        // right, so the shipped config can answer XHR/fetch with 401.
+        Flavor::Nginx => {
+            let r = with_location(empty(StatusCode::UNAUTHORIZED), login);
+            if navigation {
+                with_header(r, REDIRECT_HEADER, login)
+            } else {
+                r
+            }
+        }
+        _ if navigation => Response::redirect(StatusCode::FOUND, login),
+        _ if step_up => reply::step_up(login, false),
+        _ => reply::unauthenticated(login, false),
     }
 }
 

@@ -1,38 +1,13 @@
 //! SMTP delivery with lettre on tokio and rustls.
 
 use super::{EmailSender, NotifyError, OutgoingEmail};
+use crate::config::{SmtpSecurity, SmtpSettings};
 use async_trait::async_trait;
 use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use std::path::PathBuf;
 use std::time::Duration;
-
-/// How the connection is protected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SmtpSecurity {
-    /// Plain SMTP (a relay on localhost or a trusted network).
-    None,
-    /// `use_tls`: plain connect, then STARTTLS, which is required.
-    StartTls,
-    /// `use_ssl`: TLS from the first byte (port 465).
-    Implicit,
-}
-
-/// Connection settings, global (`[email]`) or per stage.
-#[derive(Debug, Clone)]
-pub struct SmtpSettings {
-    pub host: String,
-    pub port: u16,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    pub security: SmtpSecurity,
-    pub timeout: Duration,
-    pub from: String,
-    /// Extra CA certificate (PEM) to trust, for relays with a private CA.
-    pub ca_file: Option<PathBuf>,
-}
 
 /// An [`EmailSender`] over SMTP. The transport is built once; lettre pools connections.
 pub struct SmtpSender {
@@ -50,10 +25,13 @@ impl SmtpSender {
     /// # Errors
     /// [`NotifyError::Address`] for a bad `from`, [`NotifyError::Tls`] for an unreadable CA file.
     pub fn new(s: &SmtpSettings) -> Result<Self, NotifyError> {
-        let from: Mailbox = s
-            .from
-            .parse()
-            .map_err(|_| NotifyError::Address(s.from.clone()))?;
+        let address = s.from.address();
+        let from = Mailbox::new(
+            s.from.name().map(str::to_string),
+            address
+                .parse()
+                .map_err(|_| NotifyError::Address(address.to_string()))?,
+        );
         // Read the CA file now so a bad path refuses start instead of failing the first user.
         tls_security(s)?;
         Ok(Self {
@@ -83,7 +61,10 @@ fn build(s: &SmtpSettings) -> Result<AsyncSmtpTransport<Tokio1Executor>, NotifyE
     if let Some(user) = &s.username {
         builder = builder.credentials(Credentials::new(
             user.clone(),
-            s.password.clone().unwrap_or_default(),
+            s.password
+                .as_ref()
+                .map(|p| p.expose().clone())
+                .unwrap_or_default(),
         ));
     }
     Ok(builder.build())

@@ -5,8 +5,8 @@ mod email;
 mod sms;
 mod templates;
 
-pub use email::{SmtpSecurity, SmtpSender, SmtpSettings};
-pub use sms::{GenericAuth, HttpSmsSender, OutgoingSms, SmsProvider, SmsSender};
+pub use email::SmtpSender;
+pub use sms::{HttpSmsSender, OutgoingSms, SmsSender};
 pub use templates::{MessageTemplates, RenderedMessage};
 
 use async_trait::async_trait;
@@ -14,41 +14,75 @@ use async_trait::async_trait;
 /// Why a message was not delivered. The text is for the operator's log; it never contains
 /// the code or link being sent.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum NotifyError {
+    /// An address that is not one.
     #[error("invalid address `{0}`")]
     Address(String),
+    /// The message or the client could not be built.
     #[error("could not build the message: {0}")]
     Build(String),
+    /// The SMTP server refused or failed.
     #[error("SMTP {host}:{port}: {reason}")]
     Smtp {
+        /// The relay.
         host: String,
+        /// Its port.
         port: u16,
+        /// What went wrong.
         reason: String,
     },
+    /// The SMTP server did not answer in time.
     #[error("SMTP {host}:{port}: no answer within {secs} s")]
-    Timeout { host: String, port: u16, secs: u64 },
+    Timeout {
+        /// The relay.
+        host: String,
+        /// Its port.
+        port: u16,
+        /// How long it was given.
+        secs: u64,
+    },
+    /// A message template failed.
     #[error("template `{name}`: {reason}")]
-    Template { name: String, reason: String },
+    Template {
+        /// The template.
+        name: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The SMS provider refused or failed.
     #[error("SMS provider {provider}{}: {reason}", status.map(|s| format!(" (status {s})")).unwrap_or_default())]
     Sms {
+        /// `twilio` or `generic`.
         provider: &'static str,
+        /// The HTTP status, when it answered.
         status: Option<u16>,
+        /// Its answer (truncated, any code redacted) or the transport error.
         reason: String,
     },
+    /// A CA file or TLS setting could not be used.
     #[error("TLS settings: {0}")]
     Tls(String),
 }
 
 /// A message ready to send: both parts already rendered.
 pub struct OutgoingEmail {
+    /// The recipient's address.
     pub to: String,
+    /// The subject.
     pub subject: String,
+    /// The plain-text part.
     pub text: String,
+    /// The HTML part.
     pub html: String,
 }
 
 /// Sends e-mail. Implementations must give up within their configured timeout.
 #[async_trait]
 pub trait EmailSender: Send + Sync {
+    /// Delivers one message.
+    ///
+    /// # Errors
+    /// [`NotifyError`] when it was not delivered (refused, timed out, bad address).
     async fn send(&self, msg: OutgoingEmail) -> Result<(), NotifyError>;
 }

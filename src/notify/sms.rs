@@ -6,38 +6,16 @@
 //! the code (an echoed code is redacted from the body) nor the request URL (it may carry a key).
 
 use super::NotifyError;
+use crate::config::{GenericAuth, SmsProvider};
 use crate::http_client::{HttpClient, HttpRequest};
 use async_trait::async_trait;
 use minijinja::{context, Environment};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Which HTTP API delivers SMS.
-#[derive(Debug, Clone)]
-pub enum SmsProvider {
-    /// `POST {api_base}/2010-04-01/Accounts/{account_sid}/Messages.json`, form fields
-    /// `To`, `From`, `Body`, HTTP Basic auth with the SID and token.
-    Twilio {
-        account_sid: String,
-        auth_token: String,
-        api_base: url::Url,
-    },
-    /// `POST url` with a JSON payload.
-    Generic { url: url::Url, auth: GenericAuth },
-}
-
-#[derive(Debug, Clone)]
-pub enum GenericAuth {
-    None,
-    Bearer(String),
-    Basic {
-        username: String,
-        password: Option<String>,
-    },
-}
-
 /// One SMS to send.
 pub struct OutgoingSms {
+    /// The number, normalised (`+41791234567`).
     pub to: String,
     /// The code alone (the generic payload's `Body`).
     pub token: String,
@@ -45,8 +23,13 @@ pub struct OutgoingSms {
     pub text: String,
 }
 
+/// Sends SMS. Implementations must give up within their configured timeout.
 #[async_trait]
 pub trait SmsSender: Send + Sync {
+    /// Delivers one SMS.
+    ///
+    /// # Errors
+    /// [`NotifyError::Sms`] when the provider refused, failed or did not answer in time.
     async fn send(&self, msg: OutgoingSms) -> Result<(), NotifyError>;
 }
 
@@ -165,7 +148,7 @@ impl SmsSender for HttpSmsSender {
                             ("Body", body.as_str()),
                         ],
                     )
-                    .basic_auth(account_sid, Some(auth_token))
+                    .basic_auth(account_sid, Some(auth_token.expose()))
                 }
                 SmsProvider::Generic { url, auth } => {
                     let payload =
@@ -182,12 +165,12 @@ impl SmsSender for HttpSmsSender {
                                 "Message": msg.text,
                             }),
                         };
-                    let req = HttpRequest::json(url.clone(), payload);
+                    let req = HttpRequest::json(url.expose().clone(), payload);
                     match auth {
                         GenericAuth::None => req,
-                        GenericAuth::Bearer(token) => req.bearer_auth(token),
+                        GenericAuth::Bearer(token) => req.bearer_auth(token.expose()),
                         GenericAuth::Basic { username, password } => {
-                            req.basic_auth(username, password.as_deref())
+                            req.basic_auth(username, password.as_ref().map(|p| p.expose().as_str()))
                         }
                     }
                 }
@@ -246,7 +229,9 @@ mod tests {
 
     fn generic(auth: GenericAuth) -> SmsProvider {
         SmsProvider::Generic {
-            url: url::Url::parse("http://127.0.0.1:9/sms?key=K").unwrap(),
+            url: crate::secret::Secret::new(
+                url::Url::parse("http://127.0.0.1:9/sms?key=K").unwrap(),
+            ),
             auth,
         }
     }

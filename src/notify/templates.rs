@@ -20,11 +20,14 @@ pub struct MessageTemplates {
 
 /// Both parts of a rendered e-mail.
 pub struct RenderedMessage {
+    /// The plain-text part.
     pub text: String,
+    /// The HTML part.
     pub html: String,
 }
 
 impl MessageTemplates {
+    /// The built-in message templates, each replaced by a file of the same name in `dir`.
     pub fn new(dir: Option<PathBuf>) -> Self {
         let mut env = Environment::new();
         env.set_loader(crate::templates::loader(dir, BUILTIN));

@@ -1,35 +1,51 @@
 //! The flow endpoints. Both faces load the execution the same way, hand the input to the one
-//! engine, and differ only in how they render the resulting [`View`].
+//! engine, and differ only in how they render the resulting [`View`]; every error goes to
+//! [`respond`], the one place it becomes a page or a JSON body.
 
-use super::pages::{internal_error, json_error};
+use super::error::{flow_path, respond, Face, PortalError};
 use super::{Portal, Request, Response, FLOW_COOKIE};
-use crate::flow::{Caller, Execution, FlowError, Input, Login, Step, View};
+use crate::flow::{Caller, Challenge, Execution, FlowError, Input, Login, Step, View};
 use crate::session::{cookie, NewSession};
 use crate::ui::{challenge_json, ended_json, redirect_json, Link};
 use http::{Method, StatusCode};
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Face {
-    Html,
-    Json,
-}
+type Answer = Result<Response, PortalError>;
 
 /// `/.portcullis/flow/<slug>`: server-rendered forms, CSRF-protected, no JavaScript needed.
-pub async fn html(p: &Portal, req: &Request<'_>, slug: &str) -> Response {
+pub(super) async fn html(p: &Portal, req: &Request<'_>, slug: &str) -> Response {
     handle(p, req, slug, Face::Html).await
 }
 
 /// `/.portcullis/api/flow/<slug>`: the same steps as JSON.
-pub async fn json(p: &Portal, req: &Request<'_>, slug: &str) -> Response {
+pub(super) async fn json(p: &Portal, req: &Request<'_>, slug: &str) -> Response {
     handle(p, req, slug, Face::Json).await
 }
 
 async fn handle(p: &Portal, req: &Request<'_>, slug: &str, face: Face) -> Response {
+    let to = Answering { p, req, face };
+    step(&to, slug)
+        .await
+        .unwrap_or_else(|e| respond(&p.ui, face, &e))
+}
+
+/// Who is answered, and how.
+struct Answering<'r> {
+    p: &'r Portal,
+    req: &'r Request<'r>,
+    face: Face,
+}
+
+fn in_flow(slug: &str) -> impl Fn(FlowError) -> PortalError + '_ {
+    move |source| PortalError::Flow {
+        slug: slug.to_string(),
+        source,
+    }
+}
+
+async fn step(to: &Answering<'_>, slug: &str) -> Answer {
+    let (p, req) = (to.p, to.req);
     if p.engine.flow(slug).is_none() {
-        return match face {
-            Face::Html => super::pages::not_found(&p.ui),
-            Face::Json => json_error(StatusCode::NOT_FOUND, "unknown_flow", "no such flow"),
-        };
+        return Err(PortalError::UnknownFlow(slug.to_string()));
     }
     // Magic links and same-site return addresses use the configured origin, not the Host.
     let origin = p.origin(req);
@@ -42,86 +58,57 @@ async fn handle(p: &Portal, req: &Request<'_>, slug: &str, face: Face) -> Respon
         Some(id) => Some(p.engine.lock(id).await),
         None => None,
     };
-    let existing = match resume(p, req, slug) {
-        Ok(e) => e,
-        Err(e) => return failure(p, face, &e),
-    };
+    let existing = resume(p, req, slug).map_err(in_flow(slug))?;
     if *req.method != Method::POST {
-        // A page load that names where to go afterwards starts afresh when the sign-in under
-        // way was for somewhere else (another app sent the user to the auth host), so the
-        // user lands where they were going.
-        let existing = existing.filter(|e| match req.query_param("rd") {
-            Some(rd) => {
-                p.redirects
-                    .resolve(Some(&rd), &p.origin(req), &p.fallback(req))
-                    == e.rd
-            }
-            None => true,
-        });
-        let (mut exec, fresh) = match existing {
-            Some(e) => (e, false),
-            None => match start(p, req, slug) {
-                Ok(e) => (e, true),
-                Err(e) => return failure(p, face, &e),
-            },
-        };
-        return match p.engine.view(&mut exec, at).await {
-            Ok(view) => render(p, req, face, &exec, view, fresh, false),
-            Err(e) => failure(p, face, &e),
-        };
+        return show(to, slug, existing, at).await;
     }
-
-    let Some(mut exec) = existing else {
-        return match face {
-            // The sign-in expired between page load and submit: start over on a fresh page.
-            Face::Html => Response::redirect(StatusCode::SEE_OTHER, &flow_path(slug)),
-            Face::Json => json_error(
-                StatusCode::GONE,
-                "execution_expired",
-                "this sign-in has expired or was never started; GET the flow to start again",
-            ),
-        };
-    };
-    let input = match face {
-        Face::Html => form_input(p, req, &exec),
-        Face::Json => json_input(req),
-    };
-    let input = match input {
-        Ok(i) => i,
-        Err(resp) => return *resp,
+    let mut exec = existing.ok_or_else(|| PortalError::Expired(slug.to_string()))?;
+    let input = match to.face {
+        Face::Html => form_input(req, &exec)?,
+        Face::Json => json_input(req)?,
     };
     let before = exec.id.clone();
-    match p.engine.submit(&mut exec, input, at).await {
-        // A start-over (or a corrected identification) replaced the execution: hand out the
-        // new one's cookie.
-        Ok(view) => {
-            let fresh = exec.id != before;
-            render(p, req, face, &exec, view, fresh, true)
-        }
-        Err(FlowError::StageMismatch { expected }) => match face {
-            Face::Json => json_error(
-                StatusCode::BAD_REQUEST,
-                "stage_mismatch",
-                &format!("the response does not answer the current stage `{expected}`"),
-            ),
-            Face::Html => Response::html(
-                StatusCode::BAD_REQUEST,
-                p.ui.message(
-                    "Out of step",
-                    "That form was for another step of this sign-in.",
-                    Some(Link {
-                        href: &flow_path(slug),
-                        label: "Continue signing in",
-                    }),
-                ),
-            ),
-        },
-        Err(e) => failure(p, face, &e),
-    }
+    let view = p
+        .engine
+        .submit(&mut exec, input, at)
+        .await
+        .map_err(in_flow(slug))?;
+    // A start-over (or a corrected identification) replaced the execution: hand out the new
+    // one's cookie.
+    let fresh = exec.id != before;
+    render(to, &exec, view, fresh, true)
 }
 
-fn flow_path(slug: &str) -> String {
-    format!("/.portcullis/flow/{slug}")
+/// A page load: the execution under way, or a fresh one.
+async fn show(
+    to: &Answering<'_>,
+    slug: &str,
+    existing: Option<Execution>,
+    at: Caller<'_>,
+) -> Answer {
+    // A page load that names where to go afterwards starts afresh when the sign-in under way
+    // was for somewhere else (another app sent the user to the auth host), so the user lands
+    // where they were going.
+    let existing = existing.filter(|e| goes_to(to.p, to.req, e));
+    let (mut exec, fresh) = match existing {
+        Some(e) => (e, false),
+        None => (start(to.p, to.req, slug).map_err(in_flow(slug))?, true),
+    };
+    let view =
+        to.p.engine
+            .view(&mut exec, at)
+            .await
+            .map_err(in_flow(slug))?;
+    render(to, &exec, view, fresh, false)
+}
+
+/// Whether the execution returns where this request's `rd` (if any) asks to go.
+fn goes_to(p: &Portal, req: &Request<'_>, e: &Execution) -> bool {
+    req.query_param("rd").is_none_or(|rd| {
+        p.redirects
+            .resolve(Some(&rd), &p.origin(req), &p.fallback(req))
+            == e.rd
+    })
 }
 
 fn resume(p: &Portal, req: &Request<'_>, slug: &str) -> Result<Option<Execution>, FlowError> {
@@ -159,10 +146,12 @@ fn start(p: &Portal, req: &Request<'_>, slug: &str) -> Result<Execution, FlowErr
     }
 }
 
-fn form_input(p: &Portal, req: &Request<'_>, exec: &Execution) -> Result<Input, Box<Response>> {
+/// The form's fields, once its CSRF token matched the execution's.
+fn form_input(req: &Request<'_>, exec: &Execution) -> Result<Input, PortalError> {
     let retry = flow_path(&exec.flow);
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&req.body)
-        .map_err(|_| Box::new(super::pages::malformed_form(&p.ui, &retry)))?;
+    let Ok(pairs) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&req.body) else {
+        return Err(PortalError::MalformedForm { retry });
+    };
     let mut input = Input::new();
     let mut csrf = None;
     for (k, v) in pairs {
@@ -173,22 +162,18 @@ fn form_input(p: &Portal, req: &Request<'_>, exec: &Execution) -> Result<Input, 
         }
     }
     if !csrf.is_some_and(|c| crate::secret::equal(c.as_bytes(), exec.csrf.expose().as_bytes())) {
-        return Err(Box::new(super::pages::csrf_failed(&p.ui, &retry)));
+        return Err(PortalError::Csrf { retry });
     }
     Ok(input)
 }
 
-fn json_input(req: &Request<'_>) -> Result<Input, Box<Response>> {
+fn json_input(req: &Request<'_>) -> Result<Input, PortalError> {
     // Requiring a JSON content type is the API's CSRF defence: a cross-site form cannot send
     // one without a CORS preflight, which we never grant.
     if req.content_type().as_deref() != Some("application/json") {
-        return Err(Box::new(json_error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the response as Content-Type: application/json",
-        )));
+        return Err(PortalError::NotJson);
     }
-    let bad = |m: &str| Box::new(json_error(StatusCode::BAD_REQUEST, "bad_request", m));
+    let bad = |m: &str| PortalError::BadRequest(m.to_string());
     let value: serde_json::Value =
         serde_json::from_slice(&req.body).map_err(|_| bad("the body is not valid JSON"))?;
     let serde_json::Value::Object(map) = value else {
@@ -207,97 +192,101 @@ fn json_input(req: &Request<'_>) -> Result<Input, Box<Response>> {
     Ok(input)
 }
 
-fn render(
-    p: &Portal,
-    req: &Request<'_>,
-    face: Face,
-    exec: &Execution,
-    view: View,
-    fresh: bool,
-    posted: bool,
-) -> Response {
-    let flow_cookie = p.flow_cookie(req);
-    match view.step {
+fn render(to: &Answering<'_>, exec: &Execution, view: View, fresh: bool, posted: bool) -> Answer {
+    let flow_cookie = to.p.flow_cookie(to.req);
+    let View { flow, title, step } = view;
+    let names = Names {
+        flow: &flow,
+        title: &title,
+    };
+    match step {
         Step::Challenge { stage, challenge } => {
-            let mut resp = match face {
-                Face::Json => Response::json(
-                    StatusCode::OK,
-                    &challenge_json(&view.flow, &view.title, &stage, &challenge),
-                ),
-                // After a successful post, redirect so a reload does not resubmit the form.
-                Face::Html if posted && challenge.errors.is_empty() => {
-                    Response::redirect(StatusCode::SEE_OTHER, &flow_path(&view.flow))
-                }
-                Face::Html => {
-                    match p.ui.flow_page(
-                        &view.title,
-                        &stage,
-                        &challenge,
-                        exec.csrf.expose(),
-                        &flow_path(&view.flow),
-                    ) {
-                        Ok(page) => Response::html(StatusCode::OK, page),
-                        Err(e) => {
-                            tracing::error!(error = %e, "flow page failed to render");
-                            return internal_error(&p.ui);
-                        }
-                    }
-                }
-            };
-            if fresh {
-                let max_age = exec.expires - crate::clock::now();
-                resp = resp.set_cookie(flow_cookie.set(&exec.id, max_age));
+            let resp = challenge_page(to, exec, names, &stage, &challenge, posted)?;
+            if !fresh {
+                return Ok(resp);
             }
-            resp
+            let max_age = exec.expires - crate::clock::now();
+            Ok(resp.set_cookie(flow_cookie.set(&exec.id, max_age)))
         }
         Step::Done { rd, login } => {
-            let mut resp = match face {
-                Face::Json => Response::json(StatusCode::OK, &redirect_json(&view.flow, &rd)),
-                Face::Html if posted => Response::redirect(StatusCode::SEE_OTHER, &rd),
-                Face::Html => Response::redirect(StatusCode::FOUND, &rd),
+            let resp = done(to.face, &flow, &rd, posted);
+            let resp = match login {
+                Some(login) => resp.set_cookie(issue(to.p, to.req, &flow, login)?),
+                None => resp,
             };
-            if let Some(login) = login {
-                match issue(p, req, &view.flow, login) {
-                    Ok(cookie) => resp = resp.set_cookie(cookie),
-                    Err(resp) => return resp,
-                }
-            }
-            resp.set_cookie(flow_cookie.clear())
+            Ok(resp.set_cookie(flow_cookie.clear()))
         }
         Step::Ended { message } => {
-            let resp = match face {
-                Face::Json => Response::json(StatusCode::OK, &ended_json(&view.flow, &message)),
-                Face::Html => {
-                    let restart = format!(
-                        "{}?rd={}",
-                        flow_path(&view.flow),
-                        percent_encoding::utf8_percent_encode(
-                            &exec.rd,
-                            percent_encoding::NON_ALPHANUMERIC
-                        )
-                    );
-                    Response::html(
-                        StatusCode::OK,
-                        p.ui.message(
-                            &view.title,
-                            &message,
-                            Some(Link {
-                                href: &restart,
-                                label: "Start again",
-                            }),
-                        ),
-                    )
-                }
-            };
-            resp.set_cookie(flow_cookie.clear())
+            Ok(ended(to, exec, names, &message).set_cookie(flow_cookie.clear()))
         }
     }
 }
 
+/// The flow's slug and title.
+#[derive(Clone, Copy)]
+struct Names<'a> {
+    flow: &'a str,
+    title: &'a str,
+}
+
+fn challenge_page(
+    to: &Answering<'_>,
+    exec: &Execution,
+    view: Names<'_>,
+    stage: &str,
+    challenge: &Challenge,
+    posted: bool,
+) -> Answer {
+    Ok(match to.face {
+        Face::Json => Response::json(
+            StatusCode::OK,
+            &challenge_json(view.flow, view.title, stage, challenge),
+        ),
+        // After a successful post, redirect so a reload does not resubmit the form.
+        Face::Html if posted && challenge.errors.is_empty() => {
+            Response::redirect(StatusCode::SEE_OTHER, &flow_path(view.flow))
+        }
+        Face::Html => {
+            let action = flow_path(view.flow);
+            let page =
+                to.p.ui
+                    .flow_page(view.title, stage, challenge, exec.csrf.expose(), &action)?;
+            Response::html(StatusCode::OK, page)
+        }
+    })
+}
+
+fn done(face: Face, flow: &str, rd: &str, posted: bool) -> Response {
+    match face {
+        Face::Json => Response::json(StatusCode::OK, &redirect_json(flow, rd)),
+        Face::Html if posted => Response::redirect(StatusCode::SEE_OTHER, rd),
+        Face::Html => Response::redirect(StatusCode::FOUND, rd),
+    }
+}
+
+fn ended(to: &Answering<'_>, exec: &Execution, view: Names<'_>, message: &str) -> Response {
+    if to.face == Face::Json {
+        return Response::json(StatusCode::OK, &ended_json(view.flow, message));
+    }
+    let restart = format!(
+        "{}?rd={}",
+        flow_path(view.flow),
+        percent_encoding::utf8_percent_encode(&exec.rd, percent_encoding::NON_ALPHANUMERIC)
+    );
+    let link = Link {
+        href: &restart,
+        label: "Start again",
+    };
+    Response::html(
+        StatusCode::OK,
+        to.p.ui.message(view.title, message, Some(link)),
+    )
+}
+
 /// Signs the session for a completed flow; returns the `Set-Cookie` value.
-fn issue(p: &Portal, req: &Request<'_>, flow: &str, login: Login) -> Result<String, Response> {
+fn issue(p: &Portal, req: &Request<'_>, flow: &str, login: Login) -> Result<String, PortalError> {
     let user = login.user;
-    let issued = p.sessions.issue(NewSession {
+    let (token, _claims) = p.sessions.issue(NewSession {
         name: user.display_name().to_string(),
         email: user.email.clone().unwrap_or_default(),
         groups: user.groups.clone(),
@@ -306,35 +295,15 @@ fn issue(p: &Portal, req: &Request<'_>, flow: &str, login: Login) -> Result<Stri
         flows: login.flows,
         lifetime_secs: login.lifetime_secs,
         username: user.username.clone(),
-    });
-    match issued {
-        Ok((token, _claims)) => {
-            let step_up = login.replaces.is_some();
-            if let Some((sid, exp)) = login.replaces {
-                // The new cookie replaces the old session: a sign-out of the new one must not
-                // leave the old token usable.
-                if let Err(e) = p.sessions.revoke_sid(&sid, exp) {
-                    tracing::warn!(error = %e, "could not record the revocation of a replaced session");
-                }
-            }
-            tracing::info!(user = %user.username, client = %req.client, flow, step_up, outcome = "success", "sign-in succeeded");
-            Ok(p.session_cookie(req).set(&token, login.lifetime_secs))
-        }
-        Err(e) => {
-            tracing::error!(error = %e, user = %user.username, "could not issue a session");
-            Err(internal_error(&p.ui))
+    })?;
+    let step_up = login.replaces.is_some();
+    if let Some((sid, exp)) = login.replaces {
+        // The new cookie replaces the old session: a sign-out of the new one must not leave
+        // the old token usable.
+        if let Err(e) = p.sessions.revoke_sid(&sid, exp) {
+            tracing::warn!(error = %e, "could not record the revocation of a replaced session");
         }
     }
-}
-
-fn failure(p: &Portal, face: Face, e: &FlowError) -> Response {
-    tracing::error!(error = %e, "flow step failed");
-    match face {
-        Face::Html => internal_error(&p.ui),
-        Face::Json => json_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "the sign-in service hit an internal error; try again",
-        ),
-    }
+    tracing::info!(user = %user.username, client = %req.client, flow, step_up, outcome = "success", "sign-in succeeded");
+    Ok(p.session_cookie(req).set(&token, login.lifetime_secs))
 }

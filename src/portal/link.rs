@@ -2,6 +2,7 @@
 //! prefetch links cannot burn or use them. The POST from that page confirms the link; the
 //! waiting sign-in then consumes it.
 
+use super::error::{respond, Face, PortalError};
 use super::{Portal, Request, Response, FLOW_COOKIE};
 use crate::session::cookie;
 use crate::ui::Link;
@@ -16,22 +17,19 @@ fn token_from_query(req: &Request<'_>) -> Option<String> {
 }
 
 /// `GET /.portcullis/link?token=...`
-pub fn confirm_page(p: &Portal, req: &Request<'_>) -> Response {
+pub(super) fn confirm_page(p: &Portal, req: &Request<'_>) -> Response {
     let Some(token) = token_from_query(req) else {
         return gone(p);
     };
     match p.engine.link_pending(&token) {
         Ok(true) => Response::html(StatusCode::OK, p.ui.link_confirm(&token)),
         Ok(false) => gone(p),
-        Err(e) => {
-            tracing::error!(error = %e, "reading a sign-in link failed");
-            super::pages::internal_error(&p.ui)
-        }
+        Err(e) => respond(&p.ui, Face::Html, &PortalError::Link(e)),
     }
 }
 
 /// `POST /.portcullis/link` with the token from the confirm page's form.
-pub fn confirm(p: &Portal, req: &Request<'_>) -> Response {
+pub(super) fn confirm(p: &Portal, req: &Request<'_>) -> Response {
     let token = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&req.body)
         .ok()
         .and_then(|pairs| pairs.into_iter().find(|(k, _)| k == "token"))
@@ -43,10 +41,7 @@ pub fn confirm(p: &Portal, req: &Request<'_>) -> Response {
     let ticket = match p.engine.confirm_link(&token) {
         Ok(Some(t)) => t,
         Ok(None) => return gone(p),
-        Err(e) => {
-            tracing::error!(error = %e, "confirming a sign-in link failed");
-            return super::pages::internal_error(&p.ui);
-        }
+        Err(e) => return respond(&p.ui, Face::Html, &PortalError::Link(e)),
     };
     tracing::info!(client = %req.client, flow = %ticket.flow, "sign-in link confirmed");
     let same_browser = cookie::find(req.headers, FLOW_COOKIE)

@@ -2,7 +2,7 @@
 //! Both faces refuse cross-site triggers: the form carries a session-bound CSRF token, the
 //! API demands a JSON content type.
 
-use super::pages::json_error;
+use super::error::{respond, Face, PortalError};
 use super::{Portal, Request, Response};
 use crate::session::Claims;
 use crate::ui::Link;
@@ -11,24 +11,21 @@ use serde_json::json;
 
 /// `GET /.portcullis/logout`: a confirm page whose form posts, so a link or an `<img>` on
 /// another site cannot sign anyone out.
-pub fn confirm(p: &Portal, req: &Request<'_>) -> Response {
+pub(super) fn confirm(p: &Portal, req: &Request<'_>) -> Response {
     let Some(claims) = p.gate.session(req.headers) else {
         return signed_out_page(p, "You are not signed in.");
     };
     match p
         .ui
-        .logout_page(&claims.sub, &p.sessions.csrf_for(&claims.sid))
+        .logout_page(&claims.sub, p.sessions.csrf_for(&claims.sid).expose())
     {
         Ok(page) => Response::html(StatusCode::OK, page),
-        Err(e) => {
-            tracing::error!(error = %e, "logout page failed to render");
-            super::pages::internal_error(&p.ui)
-        }
+        Err(e) => respond(&p.ui, Face::Html, &PortalError::Render(e)),
     }
 }
 
 /// `POST /.portcullis/logout` from the confirm page.
-pub fn html(p: &Portal, req: &Request<'_>) -> Response {
+pub(super) fn html(p: &Portal, req: &Request<'_>) -> Response {
     let Some(claims) = p.gate.session(req.headers) else {
         return signed_out_page(p, "You are not signed in.")
             .set_cookie(p.session_cookie(req).clear());
@@ -38,21 +35,18 @@ pub fn html(p: &Portal, req: &Request<'_>) -> Response {
         .and_then(|pairs| pairs.into_iter().find(|(k, _)| k == "csrf_token"))
         .map(|(_, v)| v);
     let expected = p.sessions.csrf_for(&claims.sid);
-    if !token.is_some_and(|t| crate::secret::equal(t.as_bytes(), expected.as_bytes())) {
-        return super::pages::csrf_failed(&p.ui, "/.portcullis/logout");
+    if !token.is_some_and(|t| crate::secret::equal(t.as_bytes(), expected.expose().as_bytes())) {
+        let retry = "/.portcullis/logout".to_string();
+        return respond(&p.ui, Face::Html, &PortalError::Csrf { retry });
     }
     revoke(p, req, &claims);
     signed_out_page(p, "You have signed out.").set_cookie(p.session_cookie(req).clear())
 }
 
 /// `POST /.portcullis/api/logout` with `Content-Type: application/json`.
-pub fn json(p: &Portal, req: &Request<'_>) -> Response {
+pub(super) fn json(p: &Portal, req: &Request<'_>) -> Response {
     if req.content_type().as_deref() != Some("application/json") {
-        return json_error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send Content-Type: application/json",
-        );
+        return respond(&p.ui, Face::Json, &PortalError::NotJson);
     }
     if let Some(claims) = p.gate.session(req.headers) {
         revoke(p, req, &claims);

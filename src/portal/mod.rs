@@ -1,13 +1,16 @@
 //! The gateway's own endpoints under `/.portcullis/`: the sign-in flows (HTML and JSON faces),
 //! sign-out, and the pages the gateway answers with itself.
 
+mod error;
 mod flow;
 mod http;
 mod link;
 mod logout;
 pub mod pages;
 
-pub use self::http::{Request, Response, STRICT_CSP};
+pub use self::error::{respond, Face, PortalError};
+pub use self::http::Request;
+pub use crate::reply::{Response, STRICT_CSP};
 
 use crate::access::Gate;
 use crate::flow::Engine;
@@ -20,6 +23,7 @@ use std::sync::Arc;
 
 /// The prefix every gateway endpoint lives under; nothing below it reaches an upstream.
 pub const PREFIX: &str = "/.portcullis/";
+/// Answers `200 pong` on every host: the health check.
 pub const PING: &str = "/.portcullis/ping";
 /// Public keys for identity assertions.
 pub const JWKS: &str = "/.portcullis/jwks.json";
@@ -29,6 +33,7 @@ pub const FLOW_COOKIE: &str = "portcullis_flow";
 /// Largest request body a gateway endpoint reads (forms and JSON are tiny).
 pub const MAX_BODY: usize = 64 * 1024;
 
+/// The gateway's own endpoints, ready to answer [`Request`]s from any transport.
 pub struct Portal {
     pub(crate) engine: Arc<Engine>,
     pub(crate) sessions: Arc<SessionService>,
@@ -39,6 +44,8 @@ pub struct Portal {
 }
 
 impl Portal {
+    /// The endpoints over the engine, the sessions, the pages and the access decision; the
+    /// redirect policy and the pages' CSP are built here once from `gate`'s config.
     pub fn new(
         engine: Arc<Engine>,
         sessions: Arc<SessionService>,
@@ -74,6 +81,7 @@ impl Portal {
         &self.csp
     }
 
+    /// The pages.
     pub fn ui(&self) -> &Ui {
         &self.ui
     }

@@ -3,7 +3,6 @@
 use super::Response;
 use crate::ui::{Link, Ui};
 use http::StatusCode;
-use serde_json::json;
 
 /// Nothing here. On one of our hosts the way on is its start page; for a host that is not
 /// ours the caller names where to go (`home`), if anywhere.
@@ -52,6 +51,7 @@ pub fn payload_too_large(ui: &Ui) -> Response {
     )
 }
 
+/// A method this endpoint does not take.
 pub fn method_not_allowed(ui: &Ui) -> Response {
     Response::html(
         StatusCode::METHOD_NOT_ALLOWED,
@@ -124,6 +124,7 @@ pub fn logo(ui: &Ui) -> Response {
     r
 }
 
+/// Signed in as `user`, who is not in the app's allowed groups.
 pub fn forbidden(ui: &Ui, user: &str) -> Response {
     Response::html(
         StatusCode::FORBIDDEN,
@@ -157,6 +158,7 @@ pub fn bad_gateway(ui: &Ui, retry: &str) -> Response {
     )
 }
 
+/// Something failed on our side; the details are in the log.
 pub fn internal_error(ui: &Ui) -> Response {
     Response::html(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -171,35 +173,7 @@ pub fn internal_error(ui: &Ui) -> Response {
     )
 }
 
-/// Not signed in: a redirect for a browser page load, a 401 with the sign-in URL otherwise.
-pub fn unauthenticated(login: &str, navigation: bool) -> Response {
-    if navigation {
-        Response::redirect(StatusCode::FOUND, login)
-    } else {
-        Response::json(
-            StatusCode::UNAUTHORIZED,
-            &json!({ "error": "unauthenticated", "login": login }),
-        )
-    }
-}
-
-/// Signed in, but the app's flow asks for more than the session proves: a redirect to the
-/// step-up sign-in for a page load, otherwise a 401 naming it (`login`), with its own `error`
-/// so a client can tell "sign in again" from "confirm it is you".
-pub fn step_up(login: &str, navigation: bool) -> Response {
-    if navigation {
-        Response::redirect(StatusCode::FOUND, login)
-    } else {
-        Response::json(
-            StatusCode::UNAUTHORIZED,
-            &json!({ "error": "step_up_required", "login": login }),
-        )
-    }
-}
-
-pub fn json_error(status: StatusCode, error: &str, message: &str) -> Response {
-    Response::json(status, &json!({ "error": error, "message": message }))
-}
+pub use crate::reply::{json_error, step_up, unauthenticated};
 
 #[cfg(test)]
 mod tests {

@@ -10,7 +10,7 @@ use pingora::http::RequestHeader;
 /// Spellings with `_` for `-` (`Remote_User`) go too: CGI, WSGI, PHP and Rack read both as
 /// `HTTP_REMOTE_USER`, so an app behind the gateway would take a client's `Remote_User` for
 /// the real header.
-pub fn strip(req: &mut RequestHeader, names: &IdentityHeaders) {
+pub(super) fn strip(req: &mut RequestHeader, names: &IdentityHeaders) {
     for name in names.all() {
         req.remove_header(name);
     }
@@ -43,7 +43,7 @@ pub fn strip(req: &mut RequestHeader, names: &IdentityHeaders) {
 ///
 /// # Errors
 /// Pingora's error if a claim holds bytes not allowed in a header value.
-pub fn inject(
+pub(super) fn inject(
     req: &mut RequestHeader,
     names: &IdentityHeaders,
     claims: &Claims,
@@ -66,7 +66,7 @@ pub fn inject(
 ///
 /// # Errors
 /// Pingora's error if the remaining cookies cannot be set back (they came from a valid header).
-pub fn strip_cookies(req: &mut RequestHeader, names: &[&str]) -> pingora::Result<()> {
+pub(super) fn strip_cookies(req: &mut RequestHeader, names: &[&str]) -> pingora::Result<()> {
     if !names
         .iter()
         .any(|n| cookie::find(&req.headers, n).is_some())

@@ -1,35 +1,61 @@
 //! The Pingora face: route by host, strip client identity headers, ask the access decision,
 //! answer gateway endpoints, and forward allowed requests with the user's identity.
 //!
-//! Phase methods stay short and delegate; the rules live in [`crate::access`] and the
-//! endpoints in [`crate::portal`].
+//! Phase methods stay short and delegate: [`route::Router`] says where a request goes, the
+//! rules live in [`crate::access`], the endpoints in [`crate::portal`], and every phase runs in
+//! the request's span ([`trace`]), whose `logging` phase writes the access log.
 
+mod endpoints;
 mod identity;
 mod respond;
+mod route;
+mod trace;
 mod upstream;
 mod whoami;
 
+pub use trace::ACCESS_TARGET;
+
 use crate::access::{AccessRequest, Decision, Gate};
-use crate::forward_auth;
 use crate::forwarded::TrustedProxies;
-use crate::portal::{self, pages, Portal, FLOW_COOKIE, JWKS, MAX_BODY, PING, PREFIX};
+use crate::portal::{pages, Portal, FLOW_COOKIE};
+use crate::reply::{self, Response};
 use crate::session::Claims;
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
 use http::StatusCode;
 use pingora::http::RequestHeader;
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType};
+use route::{authority, path_and_query, Route, Router};
 use std::sync::Arc;
+use tracing::Instrument;
 use upstream::UpstreamSet;
 
 /// Per-request state carried between Pingora's phases.
-#[derive(Default)]
 pub struct RequestCtx {
     app: Option<usize>,
-    claims: Option<std::sync::Arc<Claims>>,
+    /// The session let in: its identity goes upstream.
+    claims: Option<Arc<Claims>>,
+    /// The session seen, let in or not: the access log's `user`.
+    seen: Option<Arc<Claims>>,
     tls: bool,
+    trace: trace::Trace,
+}
+
+impl RequestCtx {
+    fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// Notes the app and the session the access decision judged.
+    fn judged(&mut self, app: usize, claims: &Arc<Claims>) {
+        self.app = Some(app);
+        self.seen = Some(claims.clone());
+    }
 }
 
 /// The gateway as a Pingora proxy.
@@ -38,13 +64,15 @@ pub struct Gateway {
     portal: Arc<Portal>,
     upstreams: Vec<UpstreamSet>,
     trusted: TrustedProxies,
-    /// Where `redirect_http` sends plain-HTTP requests.
-    https_port: Option<u16>,
+    router: Router,
     /// `Strict-Transport-Security` for HTTPS responses.
     hsts: Option<http::HeaderValue>,
+    /// `[log] access`: one line per request.
+    access_log: bool,
 }
 
 impl Gateway {
+    /// The proxy over the access decision and the portal, prepared from `gate`'s config.
     pub fn new(gate: Arc<Gate>, portal: Arc<Portal>) -> Self {
         let cfg = gate.config();
         let upstreams = cfg.apps.iter().map(UpstreamSet::new).collect();
@@ -54,18 +82,16 @@ impl Gateway {
             .redirect_http
             .then(|| cfg.server.tls_listen.first().map(|a| a.port()))
             .flatten();
-        let hsts = cfg
-            .server
-            .hsts
-            .as_deref()
-            .and_then(|v| http::HeaderValue::from_str(v).ok());
+        let hsts = cfg.server.hsts.clone();
+        let access_log = cfg.log.access;
         Self {
             gate,
             portal,
             upstreams,
             trusted,
-            https_port,
+            router: Router { https_port },
             hsts,
+            access_log,
         }
     }
 
@@ -87,250 +113,56 @@ impl Gateway {
         }
     }
 
-    /// Answers a forward-auth call from nginx, Traefik or Caddy.
-    async fn forward_auth(
-        &self,
-        session: &mut Session,
-        flavor: forward_auth::Flavor,
-        scheme: &str,
-    ) -> pingora::Result<bool> {
-        let trusted = Self::peer_ip(session).is_some_and(|ip| self.trusted.trusts(ip));
-        let req = session.req_header();
-        let resp = forward_auth::handle(
-            &self.gate,
-            flavor,
-            &forward_auth::Arrived {
-                method: &req.method,
-                scheme,
-                authority: authority(req),
-                path_and_query: req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
-                headers: &req.headers,
-            },
-            trusted,
-        );
-        self.reply(session, resp).await
-    }
-
-    /// The public keys upstreams use to verify identity assertions.
-    async fn jwks(&self, session: &mut Session) -> pingora::Result<bool> {
-        let jwks = self.gate.sessions().assertions().jwks().to_string();
-        let mut resp = portal::Response::new(StatusCode::OK, "application/jwk-set+json", jwks);
-        resp.headers
-            .retain(|(n, _)| n != http::header::CACHE_CONTROL);
-        resp.headers.push((
-            http::header::CACHE_CONTROL,
-            http::HeaderValue::from_static("public, max-age=300"),
-        ));
-        self.reply(session, resp).await
-    }
-
-    /// The auth host's own root: who is signed in, with a way out.
-    async fn auth_home(&self, session: &mut Session) -> pingora::Result<bool> {
-        let ui = self.portal.ui();
-        let page = match self.gate.session(&session.req_header().headers) {
-            Some(c) => ui.message(
-                "Signed in",
-                &format!("You are signed in as {}.", c.sub),
-                Some(crate::ui::Link {
-                    href: "/.portcullis/logout",
-                    label: "Sign out",
-                }),
-            ),
-            None => {
-                let flow = self.gate.config().apps.first().map(|a| a.flow.as_str());
-                let href = format!("/.portcullis/flow/{}", flow.unwrap_or_default());
-                ui.message(
-                    "Not signed in",
-                    "Open the application you want to use; it will send you here to sign in.",
-                    flow.map(|_| crate::ui::Link {
-                        href: &href,
-                        label: "Sign in",
-                    }),
-                )
-            }
-        };
-        self.reply(session, portal::Response::html(StatusCode::OK, page))
-            .await
-    }
-
-    /// The sign-in service's home page, the way on from a host that is not ours: the auth
-    /// host's root when one is configured (from `auth_url`, never from the request's `Host`).
-    fn home(&self) -> Option<String> {
-        let origin = self.gate.config().server.auth_url.as_ref()?;
-        Some(format!("{}/", origin.as_str()))
-    }
-
-    /// With `redirect_http`, plain-HTTP requests for our hosts go to the same path on the
-    /// host's configured (HTTPS) origin; a host that is not ours gets no redirect (it is
-    /// answered `404` further on), so no `Host` header shapes the target.
-    fn https_redirect(&self, req: &RequestHeader) -> Option<portal::Response> {
-        self.https_port?;
-        let origin = self.gate.public_origin(authority(req))?;
-        let pq = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        Some(portal::Response::redirect(
-            StatusCode::PERMANENT_REDIRECT,
-            &format!("{origin}{pq}"),
-        ))
-    }
-
-    async fn reply(
-        &self,
-        session: &mut Session,
-        mut resp: portal::Response,
-    ) -> pingora::Result<bool> {
-        if let Some(h) = self.hsts.as_ref().filter(|_| is_tls(session)) {
-            resp.headers
-                .push((http::header::STRICT_TRANSPORT_SECURITY, h.clone()));
-        }
-        // Pages carry the strict policy; their forms may also lead to our configured origins.
-        // Any other policy (the logo's sandbox) is kept as it is.
-        for (name, value) in &mut resp.headers {
-            if *name == http::header::CONTENT_SECURITY_POLICY
-                && value.as_bytes() == portal::STRICT_CSP.as_bytes()
-            {
-                *value = self.portal.csp().clone();
-            }
-        }
-        respond::send(session, resp).await?;
-        Ok(true)
-    }
-
-    /// Hands a `/.portcullis/` request to the portal.
-    async fn portal(&self, session: &mut Session, scheme: &str) -> pingora::Result<bool> {
-        let authority = authority(session.req_header()).to_string();
-        if self.gate.app(&authority).is_none() && !self.gate.is_auth_host(&authority) {
-            let page = pages::unknown_host(self.portal.ui(), self.home().as_deref());
-            return self.reply(session, page).await;
-        }
-        let body = match read_body(session).await? {
-            Some(b) => b,
-            None => {
-                let resp = pages::payload_too_large(self.portal.ui());
-                return self.reply(session, resp).await;
-            }
-        };
-        let client = self.client_ip(session);
-        let req = session.req_header();
-        let resp = self
-            .portal
-            .handle(portal::Request {
-                method: &req.method,
-                path: req.uri.path(),
-                query: req.uri.query(),
-                headers: &req.headers,
-                body,
-                scheme,
-                authority: &authority,
-                client: &client,
-            })
-            .await;
-        self.reply(session, resp).await
-    }
-}
-
-/// The Host the client asked for (HTTP/1 `Host`, or the HTTP/2 authority).
-fn authority(req: &RequestHeader) -> &str {
-    req.headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.authority().map(|a| a.as_str()))
-        .unwrap_or("")
-}
-
-fn is_tls(session: &Session) -> bool {
-    session.digest().is_some_and(|d| d.ssl_digest.is_some())
-}
-
-/// The whole request body, or `None` when it is over [`MAX_BODY`].
-async fn read_body(session: &mut Session) -> pingora::Result<Option<Bytes>> {
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = session.read_request_body().await? {
-        if buf.len() + chunk.len() > MAX_BODY {
-            return Ok(None);
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(Some(buf.freeze()))
-}
-
-#[async_trait]
-impl ProxyHttp for Gateway {
-    type CTX = RequestCtx;
-
-    fn new_ctx(&self) -> Self::CTX {
-        RequestCtx::default()
-    }
-
-    async fn request_filter(
-        &self,
-        session: &mut Session,
-        ctx: &mut Self::CTX,
-    ) -> pingora::Result<bool> {
+    /// Where the request goes, and what it does there: one arm per [`Route`].
+    async fn filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<bool> {
         identity::strip(session.req_header_mut(), &self.gate.config().headers);
-        let path = session.req_header().uri.path();
-        if path == PING {
-            return self
-                .reply(session, portal::Response::text(StatusCode::OK, "pong"))
-                .await;
-        }
-        if path == JWKS {
-            return self.jwks(session).await;
-        }
-        let host = authority(session.req_header());
-        if !host.is_empty() && !crate::access::is_plain_authority(host) {
-            return self
-                .reply(
-                    session,
-                    portal::Response::text(StatusCode::BAD_REQUEST, "malformed Host header\n"),
-                )
-                .await;
-        }
-        let tls = is_tls(session);
-        ctx.tls = tls;
-        let scheme = if tls { "https" } else { "http" };
-        if let Some(flavor) = forward_auth::route(path) {
-            let compat = forward_auth::is_compat_path(path);
-            if !compat || self.gate.app(authority(session.req_header())).is_none() {
-                return self.forward_auth(session, flavor, scheme).await;
+        ctx.tls = is_tls(session);
+        let route = self.router.route(&self.gate, session.req_header(), ctx.tls);
+        ctx.trace.outcome = route.name();
+        match route {
+            Route::Ping => {
+                self.reply(session, Response::text(StatusCode::OK, "pong"))
+                    .await
             }
-        }
-        if !tls {
-            if let Some(resp) = self.https_redirect(session.req_header()) {
-                return self.reply(session, resp).await;
+            Route::Jwks => self.jwks(session).await,
+            Route::BadHost => self.reply(session, bad_host()).await,
+            Route::ForwardAuth(flavor) => self.forward_auth(session, flavor, ctx.scheme()).await,
+            Route::ToHttps(to) => self.reply(session, permanent_redirect(&to)).await,
+            Route::Portal => self.portal(session, ctx.scheme()).await,
+            Route::AuthHome => self.auth_home(session).await,
+            Route::AuthNotFound => {
+                self.reply(session, pages::not_found(self.portal.ui()))
+                    .await
             }
+            Route::App => self.app(session, ctx).await,
         }
-        if path.starts_with(PREFIX) {
-            return self.portal(session, scheme).await;
-        }
-        if self.gate.is_auth_host(authority(session.req_header())) {
-            if path == "/" {
-                return self.auth_home(session).await;
-            }
-            return self
-                .reply(session, pages::not_found(self.portal.ui()))
-                .await;
-        }
+    }
 
-        let req = session.req_header();
-        let decision = self.gate.decide(&AccessRequest {
-            method: &req.method,
-            scheme,
-            authority: authority(req),
-            path: req.uri.path(),
-            path_and_query: req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
-            headers: &req.headers,
-        });
+    /// A request for an app: the access decision, then its answer or the way upstream.
+    async fn app(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<bool> {
+        let decision = self
+            .gate
+            .decide(&access_request(session.req_header(), ctx.scheme()));
+        ctx.trace.outcome = outcome(&decision);
+        match self.refusal(decision, ctx) {
+            Some(resp) => self.reply(session, resp).await,
+            None => self.serve_builtin(session, ctx).await,
+        }
+    }
+
+    /// The answer to a request the decision does not let through; `None` when it goes on
+    /// (its app and identity noted in `ctx`).
+    fn refusal(&self, decision: Decision<'_>, ctx: &mut RequestCtx) -> Option<Response> {
         let ui = self.portal.ui();
         match decision {
-            Decision::UnknownHost => {
-                let page = pages::unknown_host(ui, self.home().as_deref());
-                self.reply(session, page).await
-            }
+            Decision::UnknownHost => Some(pages::unknown_host(ui, self.home().as_deref())),
             Decision::Unauthenticated {
-                login, navigation, ..
+                app,
+                login,
+                navigation,
             } => {
-                self.reply(session, pages::unauthenticated(&login, navigation))
-                    .await
+                ctx.app = Some(app.index);
+                Some(reply::unauthenticated(&login, navigation))
             }
             Decision::StepUp {
                 app,
@@ -338,24 +170,85 @@ impl ProxyHttp for Gateway {
                 login,
                 navigation,
             } => {
+                ctx.judged(app.index, &claims);
                 tracing::info!(user = %claims.sub, app = %app.name, "session lacks a factor the app's flow requires; step-up");
-                self.reply(session, pages::step_up(&login, navigation))
-                    .await
+                Some(reply::step_up(&login, navigation))
             }
-            Decision::Forbidden { claims, .. } => {
+            Decision::Forbidden { app, claims } => {
+                ctx.judged(app.index, &claims);
                 tracing::info!(user = %claims.sub, "access denied by allowed_groups");
-                self.reply(session, pages::forbidden(ui, &claims.sub)).await
+                Some(pages::forbidden(ui, &claims.sub))
             }
             Decision::Bypass { app } => {
                 ctx.app = Some(app.index);
-                self.serve_builtin(session, ctx).await
+                None
             }
             Decision::Allow { app, claims } => {
-                ctx.app = Some(app.index);
+                ctx.judged(app.index, &claims);
                 ctx.claims = Some(claims);
-                self.serve_builtin(session, ctx).await
+                None
             }
         }
+    }
+}
+
+pub(crate) fn is_tls(session: &Session) -> bool {
+    session.digest().is_some_and(|d| d.ssl_digest.is_some())
+}
+
+/// The access decision's view of a request.
+fn access_request<'r>(req: &'r RequestHeader, scheme: &'r str) -> AccessRequest<'r> {
+    AccessRequest {
+        method: &req.method,
+        scheme,
+        authority: authority(req),
+        path: req.uri.path(),
+        path_and_query: path_and_query(req),
+        headers: &req.headers,
+    }
+}
+
+/// The access log's name for a decision.
+fn outcome(d: &Decision<'_>) -> &'static str {
+    match d {
+        Decision::UnknownHost => "unknown_host",
+        Decision::Bypass { .. } => "bypass",
+        Decision::Allow { .. } => "allow",
+        Decision::Unauthenticated { .. } => "unauthenticated",
+        Decision::Forbidden { .. } => "forbidden",
+        Decision::StepUp { .. } => "step_up",
+    }
+}
+
+fn bad_host() -> Response {
+    Response::text(StatusCode::BAD_REQUEST, "malformed Host header\n")
+}
+
+fn permanent_redirect(location: &str) -> Response {
+    Response::redirect(StatusCode::PERMANENT_REDIRECT, location)
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> Self::CTX {
+        RequestCtx {
+            app: None,
+            claims: None,
+            seen: None,
+            tls: false,
+            trace: trace::Trace::new(),
+        }
+    }
+
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut Self::CTX,
+    ) -> pingora::Result<bool> {
+        let span = ctx.trace.span.clone();
+        self.filter(session, ctx).instrument(span).await
     }
 
     async fn upstream_peer(
@@ -378,30 +271,10 @@ impl ProxyHttp for Gateway {
     ) -> pingora::Result<()> {
         // `upstream` is a copy of the client's request as `request_filter` left it, identity
         // headers already stripped there; only the session's are added here.
-        let cfg = self.gate.config();
-        if let Some(claims) = &ctx.claims {
-            identity::inject(upstream, &cfg.headers, claims)?;
-            if let Some(app) = ctx
-                .app
-                .and_then(|i| cfg.apps.get(i))
-                .filter(|a| a.assertion)
-            {
-                match self
-                    .gate
-                    .sessions()
-                    .assertions()
-                    .assertion(claims, app.index, &app.name)
-                {
-                    Ok(token) => {
-                        upstream.insert_header(crate::config::ASSERTION_HEADER.clone(), token)?
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, app = %app.name, "could not sign an identity assertion")
-                    }
-                }
-            }
-        }
-        identity::strip_cookies(upstream, &[cfg.session.cookie_name.as_str(), FLOW_COOKIE])
+        let _in = ctx.trace.span.enter();
+        self.identify(upstream, ctx)?;
+        let cookies = [self.gate.config().session.cookie_name.as_str(), FLOW_COOKIE];
+        identity::strip_cookies(upstream, &cookies)
     }
 
     async fn response_filter(
@@ -420,38 +293,15 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         e: &Error,
-        _ctx: &mut Self::CTX,
+        ctx: &mut Self::CTX,
     ) -> FailToProxy {
-        let code = match e.etype() {
-            ErrorType::HTTPStatus(code) => *code,
-            _ => match e.esource() {
-                ErrorSource::Upstream => 502,
-                ErrorSource::Downstream => match e.etype() {
-                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
-                    _ => 400,
-                },
-                ErrorSource::Internal | ErrorSource::Unset => 502,
-            },
-        };
-        if code == 502 {
-            tracing::warn!(error = %e, "upstream failed");
-            if session.response_written().is_none() {
-                let req = session.req_header();
-                let retry = req.uri.path_and_query().map_or("/", |p| p.as_str());
-                let page = pages::bad_gateway(self.portal.ui(), retry);
-                // Pingora closes the client connection after a proxy failure; say so, so a
-                // pooling client does not send its next request into a closed socket.
-                if !session.is_http2() {
-                    session.set_keepalive(None);
-                }
-                let _ = respond::send(session, page).await;
-            }
-        } else if code > 0 && session.response_written().is_none() {
-            let _ = session.respond_error(code).await;
-        }
-        FailToProxy {
-            error_code: code,
-            can_reuse_downstream: false,
+        let span = ctx.trace.span.clone();
+        self.failed(session, e, ctx).instrument(span).await
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
+        if self.access_log {
+            self.log_access(session, ctx);
         }
     }
 }
@@ -478,5 +328,98 @@ impl Gateway {
             &self.gate.config().headers,
         );
         self.reply(session, page).await
+    }
+}
+
+impl Gateway {
+    /// Adds the session's identity (and, for apps that want one, a signed assertion) to a
+    /// request going upstream.
+    fn identify(&self, upstream: &mut RequestHeader, ctx: &RequestCtx) -> pingora::Result<()> {
+        let Some(claims) = &ctx.claims else {
+            return Ok(());
+        };
+        let cfg = self.gate.config();
+        identity::inject(upstream, &cfg.headers, claims)?;
+        let Some(app) = ctx
+            .app
+            .and_then(|i| cfg.apps.get(i))
+            .filter(|a| a.assertion)
+        else {
+            return Ok(());
+        };
+        let assertions = self.gate.sessions().assertions();
+        match assertions.assertion(claims, app.index, &app.name) {
+            Ok(token) => upstream.insert_header(crate::config::ASSERTION_HEADER.clone(), token),
+            Err(e) => {
+                tracing::error!(error = %e, app = %app.name, "could not sign an identity assertion");
+                Ok(())
+            }
+        }
+    }
+
+    /// The answer to a request that could not be proxied: a page for a failed upstream,
+    /// Pingora's error page for a bad request, nothing when the client went away.
+    async fn failed(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let code = failure_status(e);
+        if code == 502 {
+            ctx.trace.outcome = "upstream_failed";
+            tracing::warn!(error = %e, "upstream failed");
+            self.bad_gateway(session).await;
+        } else if code > 0 && session.response_written().is_none() {
+            let _ = session.respond_error(code).await;
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn bad_gateway(&self, session: &mut Session) {
+        if session.response_written().is_some() {
+            return;
+        }
+        let page = pages::bad_gateway(self.portal.ui(), path_and_query(session.req_header()));
+        // Pingora closes the client connection after a proxy failure; say so, so a pooling
+        // client does not send its next request into a closed socket.
+        if !session.is_http2() {
+            session.set_keepalive(None);
+        }
+        let _ = respond::send(session, page).await;
+    }
+
+    /// The request's access-log line.
+    fn log_access(&self, session: &Session, ctx: &RequestCtx) {
+        let req = session.req_header();
+        let apps = &self.gate.config().apps;
+        trace::access(
+            &ctx.trace,
+            &trace::AccessLine {
+                method: req.method.as_str(),
+                host: authority(req),
+                path: req.uri.path(),
+                app: ctx
+                    .app
+                    .and_then(|i| apps.get(i))
+                    .map_or("", |a| a.name.as_str()),
+                user: ctx.seen.as_deref().map_or("", |c| c.sub.as_str()),
+                status: session.response_written().map_or(0, |r| r.status.as_u16()),
+            },
+        );
+    }
+}
+
+/// The status a proxy failure answers with: 502 for the upstream's (and our own) failures,
+/// 400 for a bad request, 0 when the client is gone.
+fn failure_status(e: &Error) -> u16 {
+    match e.etype() {
+        ErrorType::HTTPStatus(code) => *code,
+        _ => match e.esource() {
+            ErrorSource::Upstream => 502,
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                _ => 400,
+            },
+            ErrorSource::Internal | ErrorSource::Unset => 502,
+        },
     }
 }

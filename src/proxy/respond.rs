@@ -1,6 +1,6 @@
-//! Writes a [`portal::Response`] to a Pingora session: the one place gateway answers hit the wire.
+//! Writes a [`Response`] to a Pingora session: the one place gateway answers hit the wire.
 
-use crate::portal::Response;
+use crate::reply::Response;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
@@ -8,7 +8,7 @@ use pingora::proxy::Session;
 ///
 /// # Errors
 /// Pingora's error if the client has gone away.
-pub async fn send(session: &mut Session, resp: Response) -> pingora::Result<()> {
+pub(super) async fn send(session: &mut Session, resp: Response) -> pingora::Result<()> {
     let mut header = ResponseHeader::build(resp.status, Some(resp.headers.len() + 2))?;
     for (name, value) in resp.headers {
         header.append_header(name, value)?;

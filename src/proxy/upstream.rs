@@ -6,13 +6,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// The upstreams of one app.
-pub struct UpstreamSet {
+pub(super) struct UpstreamSet {
     peers: Vec<HttpPeer>,
     next: AtomicUsize,
 }
 
 impl UpstreamSet {
-    pub fn new(app: &AppConfig) -> Self {
+    pub(super) fn new(app: &AppConfig) -> Self {
         let peers = app
             .upstreams
             .iter()
@@ -34,7 +34,7 @@ impl UpstreamSet {
     }
 
     /// The next peer in turn, or `None` for an app served by the built-in demo.
-    pub fn pick(&self) -> Option<HttpPeer> {
+    pub(super) fn pick(&self) -> Option<HttpPeer> {
         if self.peers.is_empty() {
             return None;
         }
@@ -42,7 +42,7 @@ impl UpstreamSet {
         Some(self.peers[i].clone())
     }
 
-    pub fn is_builtin(&self) -> bool {
+    pub(super) fn is_builtin(&self) -> bool {
         self.peers.is_empty()
     }
 }

@@ -3,13 +3,14 @@
 //! their own.
 
 use crate::config::IdentityHeaders;
-use crate::portal::Response;
+use crate::portal::{Face, PortalError};
+use crate::reply::Response;
 use crate::session::Claims;
 use crate::ui::Ui;
 use http::StatusCode;
 use pingora::http::RequestHeader;
 
-pub fn page(
+pub(super) fn page(
     ui: &Ui,
     req: &RequestHeader,
     claims: Option<&Claims>,
@@ -40,9 +41,6 @@ pub fn page(
         claims.map(|c| c.name.as_str()),
     ) {
         Ok(html) => Response::html(StatusCode::OK, html),
-        Err(e) => {
-            tracing::error!(error = %e, "whoami page failed to render");
-            crate::portal::pages::internal_error(ui)
-        }
+        Err(e) => crate::portal::respond(ui, Face::Html, &PortalError::Render(e)),
     }
 }

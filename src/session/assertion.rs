@@ -52,8 +52,8 @@ impl AssertionSigner {
             .assertion
             .last()
             .ok_or("no assertion key in the keys file")?;
-        let key =
-            EncodingKey::from_ed_pem(last.private_pem.as_bytes()).map_err(|e| e.to_string())?;
+        let key = EncodingKey::from_ed_pem(last.private_pem.expose().as_bytes())
+            .map_err(|e| e.to_string())?;
         let keys: Vec<_> = file
             .assertion
             .iter()

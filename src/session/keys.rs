@@ -4,7 +4,7 @@
 //! expiring within the longest session lifetime after it, and is dropped from the file once
 //! that has passed, so a leaked old key cannot mint tokens for ever.
 
-use crate::secret::random_token;
+use crate::secret::{random_token, Secret};
 use base64::Engine;
 use jsonwebtoken::{DecodingKey, EncodingKey};
 use serde::{Deserialize, Serialize};
@@ -12,16 +12,27 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// Why the signing keys file could not be used; it names the file, never a key.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum KeyError {
+    /// The file could not be read or written.
     #[error("session keys {path}: {source}")]
     Io {
+        /// The keys file.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// The file is not a keys file, or a key in it is unusable.
     #[error("session keys {path}: not a keys file: {reason}")]
-    Invalid { path: PathBuf, reason: String },
+    Invalid {
+        /// The keys file.
+        path: PathBuf,
+        /// What is wrong, naming a key by its id only.
+        reason: String,
+    },
 }
 
 /// The keys file as stored.
@@ -29,6 +40,7 @@ pub enum KeyError {
 pub struct KeyFile {
     /// The key id new tokens are signed with.
     pub active: String,
+    /// The session (HS256) keys, retired ones included.
     pub keys: Vec<KeyEntry>,
     /// Ed25519 keys for identity assertions to upstreams (public halves at
     /// `/.portcullis/jwks.json`); the last one signs.
@@ -39,12 +51,18 @@ pub struct KeyFile {
 /// An asymmetric signing key for identity assertions.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AssertionKey {
+    /// The key id (the JWT's `kid`).
     pub kid: String,
+    /// `EdDSA`.
     pub alg: String,
     /// PKCS#8 PEM of the private key.
-    pub private_pem: String,
+    ///
+    /// # Security
+    /// Whoever holds it can sign identity assertions every upstream believes.
+    pub private_pem: Secret<String>,
     /// The raw 32-byte public key, base64url: the JWK's `x`.
     pub public_x: String,
+    /// When it was made (unix seconds).
     pub created: i64,
 }
 
@@ -54,7 +72,7 @@ impl AssertionKey {
         Ok(Self {
             kid: random_token(9),
             alg: "EdDSA".into(),
-            private_pem: pair.serialize_pem(),
+            private_pem: Secret::new(pair.serialize_pem()),
             public_x: base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .encode(pair.public_key_raw()),
             created: crate::clock::now(),
@@ -62,12 +80,19 @@ impl AssertionKey {
     }
 }
 
+/// A session signing key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeyEntry {
+    /// The key id (the JWT's `kid`).
     pub kid: String,
+    /// `HS256`.
     pub alg: String,
     /// 32 random bytes, base64url without padding.
-    pub secret: String,
+    ///
+    /// # Security
+    /// Whoever holds it can mint session cookies for any user.
+    pub secret: Secret<String>,
+    /// When it was made (unix seconds).
     pub created: i64,
     /// Set when the key was rotated out: what it may still verify.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -87,7 +112,7 @@ impl KeyEntry {
         Self {
             kid: random_token(9),
             alg: "HS256".into(),
-            secret: random_token(32),
+            secret: Secret::new(random_token(32)),
             created: crate::clock::now(),
             retired: None,
         }
@@ -217,7 +242,7 @@ impl KeyFile {
                     k.kid, k.alg
                 )));
             }
-            let secret = decode_secret(&k.secret)
+            let secret = decode_secret(k.secret.expose())
                 .ok_or_else(|| invalid(format!("key `{}` has no valid secret", k.kid)))?;
             if secret.len() < 32 {
                 return Err(invalid(format!("key `{}` is shorter than 32 bytes", k.kid)));
@@ -278,16 +303,18 @@ pub struct Keyring {
     pub(super) encoding: EncodingKey,
     pub(super) decoding: HashMap<String, VerifyKey>,
     /// Raw active secret, for HMACs that are not JWTs (logout CSRF tokens).
-    pub(super) mac_secret: Vec<u8>,
+    pub(super) mac_secret: Secret<Vec<u8>>,
 }
 
 impl Keyring {
+    /// The keys of `file` prepared for signing and verifying; a key whose secret does not
+    /// decode is skipped (the file was checked when loaded).
     pub fn from_file(file: &KeyFile) -> Keyring {
         let mut decoding = HashMap::new();
         let mut encoding = None;
         let mut mac_secret = Vec::new();
         for k in &file.keys {
-            let Some(secret) = decode_secret(&k.secret) else {
+            let Some(secret) = decode_secret(k.secret.expose()) else {
                 continue;
             };
             decoding.insert(
@@ -306,7 +333,7 @@ impl Keyring {
             active_kid: file.active.clone(),
             encoding: encoding.unwrap_or_else(|| EncodingKey::from_secret(&mac_secret)),
             decoding,
-            mac_secret,
+            mac_secret: Secret::new(mac_secret),
         }
     }
 }
@@ -340,6 +367,20 @@ mod tests {
             .unwrap()
             .retired
             .is_none());
+    }
+
+    #[test]
+    fn a_printed_key_file_shows_no_key_material() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = KeyFile::load_or_create(&dir.path().join("keys.json")).unwrap();
+        let printed = format!("{file:?}");
+        for k in &file.keys {
+            assert!(!printed.contains(k.secret.expose().as_str()), "{printed}");
+        }
+        for a in &file.assertion {
+            assert!(!printed.contains("PRIVATE KEY"), "{printed}");
+            assert!(!printed.contains(a.private_pem.expose().as_str()));
+        }
     }
 
     #[test]

@@ -320,15 +320,18 @@ impl SessionService {
     ///
     /// # Security
     /// Compare a submitted token with this in constant time. It changes with the signing keys,
-    /// so a form rendered before `keys rotate` fails its check after the reload.
-    pub fn csrf_for(&self, sid: &str) -> String {
+    /// so a form rendered before `keys rotate` fails its check after the reload. A secret: read
+    /// it with [`crate::secret::Secret::expose`] only to put it in the form and to compare.
+    pub fn csrf_for(&self, sid: &str) -> crate::secret::Secret<String> {
         let ring = self.keyring.load();
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&ring.mac_secret)
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(ring.mac_secret.expose())
             .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
         mac.update(b"portcullis-logout:");
         mac.update(sid.as_bytes());
         use base64::Engine;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        crate::secret::Secret::new(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()),
+        )
     }
 }
 

@@ -74,25 +74,8 @@ pub struct SessionRecord {
     pub expires: i64,
 }
 
-/// The kind of second factor a device is.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
-#[serde(rename_all = "snake_case")]
-pub enum DeviceClass {
-    /// Codes and links sent by email.
-    Email,
-    /// Codes sent by SMS.
-    Sms,
-}
-
-impl DeviceClass {
-    /// The class's name as stored and shown: `email` or `sms`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeviceClass::Email => "email",
-            DeviceClass::Sms => "sms",
-        }
-    }
-}
+/// The kind of second factor a device is: config's type, stored as its name.
+pub use crate::config::DeviceClass;
 
 /// A confirmed second factor: an address a code was sent to and came back from.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

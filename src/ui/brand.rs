@@ -9,14 +9,14 @@ use sha2::{Digest, Sha256};
 pub const LOGO_PATH: &str = "/.portcullis/logo";
 
 /// The built-in accent.
-pub const DEFAULT_ACCENT: Rgb = Rgb(0x30, 0x56, 0xd3);
+pub(super) const DEFAULT_ACCENT: Rgb = Rgb(0x30, 0x56, 0xd3);
 /// The lightest background links sit on in each scheme (the card; `base.html` uses the same
 /// colours): light text must stand out on the lighter one, dark text on white.
-pub const LIGHT_BG: Rgb = Rgb(0xff, 0xff, 0xff);
-pub const DARK_BG: Rgb = Rgb(0x1b, 0x1f, 0x25);
+pub(super) const LIGHT_BG: Rgb = Rgb(0xff, 0xff, 0xff);
+pub(super) const DARK_BG: Rgb = Rgb(0x1b, 0x1f, 0x25);
 
 /// WCAG 2.x AA for normal text.
-pub const MIN_CONTRAST: f64 = 4.5;
+pub(super) const MIN_CONTRAST: f64 = 4.5;
 
 /// The accent as pages use it: a button colour with its text colour, and a link colour for
 /// each scheme.
@@ -68,11 +68,14 @@ pub struct FooterLink {
 pub struct Brand {
     /// The logo's URL (with a version so a changed file is fetched anew), if one is set.
     pub logo: Option<String>,
+    /// The accent colour and its contrasts.
     pub accent: Accent,
+    /// The footer's links.
     pub footer_links: Vec<FooterLink>,
 }
 
 impl Brand {
+    /// What `[ui]` says, prepared for templates.
     pub fn new(cfg: &UiConfig) -> Brand {
         let logo = cfg.logo.as_ref().map(|l| {
             let digest = Sha256::digest(&l.bytes);

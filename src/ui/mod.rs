@@ -12,6 +12,7 @@ use crate::flow::Challenge;
 use minijinja::{context, Environment};
 use std::path::PathBuf;
 
+/// A page template that failed to render (an operator's override, usually), naming it.
 #[derive(Debug, thiserror::Error)]
 #[error("template `{name}`: {source}")]
 pub struct UiError {
@@ -39,11 +40,14 @@ pub struct Ui {
 
 /// A link under a message.
 pub struct Link<'a> {
+    /// Where it leads.
     pub href: &'a str,
+    /// Its text.
     pub label: &'a str,
 }
 
 impl Ui {
+    /// The built-in templates, each replaced by a file of the same name in `[ui] templates`.
     pub fn new(cfg: &UiConfig) -> Self {
         let mut env = Environment::new();
         let dir: Option<PathBuf> = cfg.templates.clone();
@@ -56,6 +60,7 @@ impl Ui {
         }
     }
 
+    /// `[ui] site_title`.
     pub fn site_title(&self) -> &str {
         &self.site_title
     }

@@ -8,6 +8,7 @@
 
 mod harness;
 
+mod access_log;
 mod assertion;
 mod attacks;
 mod cli;

@@ -1,0 +1,245 @@
+//! The one place a gateway error becomes an answer: [`respond`] picks the status, the HTML
+//! page or JSON body for the face that asked, and writes the one log line.
+
+use super::pages::{csrf_failed, internal_error, json_error, malformed_form, not_found};
+use crate::flow::FlowError;
+use crate::reply::Response;
+use crate::session::SessionError;
+use crate::ui::{Link, Ui, UiError};
+use http::StatusCode;
+
+/// Who asked: a browser page (HTML forms) or the JSON API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Face {
+    /// Server-rendered pages; errors are pages with a way on.
+    Html,
+    /// `/.portcullis/api/...`; errors are `{"error", "message"}` bodies.
+    Json,
+}
+
+/// Why a request to a gateway endpoint was not answered as asked.
+///
+/// # Security
+/// Messages name no secret: no code, token, CSRF token or password reaches them.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PortalError {
+    /// No flow has this slug.
+    #[error("no flow named `{0}`")]
+    UnknownFlow(String),
+    /// A submit for a sign-in that has expired or was never started.
+    #[error("the sign-in of flow `{0}` has expired or was never started")]
+    Expired(String),
+    /// The engine refused or failed a step of flow `slug`.
+    #[error("flow `{slug}`: {source}")]
+    Flow {
+        /// The flow's slug, for the page's way on.
+        slug: String,
+        /// What the engine said.
+        #[source]
+        source: FlowError,
+    },
+    /// Reading or confirming a sign-in link failed.
+    #[error("sign-in link: {0}")]
+    Link(#[source] FlowError),
+    /// A page template failed.
+    #[error(transparent)]
+    Render(#[from] UiError),
+    /// The session for a completed sign-in could not be signed.
+    #[error("could not issue a session: {0}")]
+    Session(#[from] SessionError),
+    /// A form post whose CSRF token is missing or wrong; `retry` reloads the form.
+    #[error("the form's CSRF token is missing or wrong")]
+    Csrf {
+        /// The page that issues a fresh form.
+        retry: String,
+    },
+    /// A form body that could not be read; `retry` reloads the form.
+    #[error("the form body could not be read")]
+    MalformedForm {
+        /// The page that issues a fresh form.
+        retry: String,
+    },
+    /// An API call without `Content-Type: application/json`.
+    #[error("the body is not declared as JSON")]
+    NotJson,
+    /// An API body that is not the JSON the endpoint takes.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+}
+
+impl PortalError {
+    /// The status the client gets.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        match self {
+            PortalError::UnknownFlow(_) => StatusCode::NOT_FOUND,
+            PortalError::Expired(_) => StatusCode::GONE,
+            PortalError::Flow {
+                source: FlowError::StageMismatch { .. },
+                ..
+            } => StatusCode::BAD_REQUEST,
+            PortalError::Csrf { .. } => StatusCode::FORBIDDEN,
+            PortalError::MalformedForm { .. } | PortalError::BadRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            PortalError::NotJson => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// Turns an error into its answer for `face` and logs it once: server errors at `error`,
+/// the client's mistakes at `debug` (the access log counts them).
+pub fn respond(ui: &Ui, face: Face, err: &PortalError) -> Response {
+    let status = err.status();
+    if status.is_server_error() {
+        tracing::error!(error = %err, status = status.as_u16(), "request failed");
+    } else {
+        tracing::debug!(error = %err, status = status.as_u16(), "request refused");
+    }
+    match face {
+        Face::Html => page(ui, err),
+        Face::Json => json(err),
+    }
+}
+
+fn page(ui: &Ui, err: &PortalError) -> Response {
+    match err {
+        PortalError::UnknownFlow(_) => not_found(ui),
+        // The sign-in expired between page load and submit: start over on a fresh page.
+        PortalError::Expired(slug) => Response::redirect(StatusCode::SEE_OTHER, &flow_path(slug)),
+        PortalError::Flow {
+            slug,
+            source: FlowError::StageMismatch { .. },
+        } => out_of_step(ui, slug),
+        PortalError::Csrf { retry } => csrf_failed(ui, retry),
+        PortalError::MalformedForm { retry } => malformed_form(ui, retry),
+        e if e.status().is_client_error() => not_understood(ui, e.status()),
+        _ => internal_error(ui),
+    }
+}
+
+fn not_understood(ui: &Ui, status: StatusCode) -> Response {
+    Response::html(
+        status,
+        ui.message(
+            "Request not understood",
+            "What was sent is not what this address takes.",
+            Some(Link {
+                href: "/",
+                label: "Go to the start page",
+            }),
+        ),
+    )
+}
+
+fn json(err: &PortalError) -> Response {
+    let (code, message) = match err {
+        PortalError::UnknownFlow(_) => ("unknown_flow", "no such flow".to_string()),
+        PortalError::Expired(_) => (
+            "execution_expired",
+            "this sign-in has expired or was never started; GET the flow to start again".into(),
+        ),
+        PortalError::Flow {
+            source: e @ FlowError::StageMismatch { .. },
+            ..
+        } => ("stage_mismatch", e.to_string()),
+        PortalError::NotJson => (
+            "unsupported_media_type",
+            "send the response as Content-Type: application/json".into(),
+        ),
+        PortalError::BadRequest(m) => ("bad_request", m.clone()),
+        PortalError::Csrf { .. } | PortalError::MalformedForm { .. } => {
+            ("bad_request", err.to_string())
+        }
+        _ => (
+            "internal",
+            "the sign-in service hit an internal error; try again".into(),
+        ),
+    };
+    json_error(err.status(), code, &message)
+}
+
+fn out_of_step(ui: &Ui, slug: &str) -> Response {
+    Response::html(
+        StatusCode::BAD_REQUEST,
+        ui.message(
+            "Out of step",
+            "That form was for another step of this sign-in.",
+            Some(Link {
+                href: &flow_path(slug),
+                label: "Continue signing in",
+            }),
+        ),
+    )
+}
+
+/// The HTML face of a flow.
+pub(crate) fn flow_path(slug: &str) -> String {
+    format!("/.portcullis/flow/{slug}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mismatch() -> PortalError {
+        PortalError::Flow {
+            slug: "f".into(),
+            source: FlowError::StageMismatch {
+                expected: "password".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn each_error_has_one_status_on_both_faces() {
+        let ui = Ui::plain();
+        let cases: Vec<(PortalError, u16, u16)> = vec![
+            (PortalError::UnknownFlow("x".into()), 404, 404),
+            (PortalError::Expired("f".into()), 303, 410),
+            (mismatch(), 400, 400),
+            (PortalError::Csrf { retry: "/r".into() }, 403, 403),
+            (PortalError::MalformedForm { retry: "/r".into() }, 400, 400),
+            (PortalError::NotJson, 415, 415),
+            (PortalError::BadRequest("no".into()), 400, 400),
+            (
+                PortalError::Link(FlowError::UnknownFlow("f".into())),
+                500,
+                500,
+            ),
+        ];
+        for (err, html, json) in cases {
+            assert_eq!(
+                respond(&ui, Face::Html, &err).status.as_u16(),
+                html,
+                "{err}"
+            );
+            assert_eq!(
+                respond(&ui, Face::Json, &err).status.as_u16(),
+                json,
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn json_errors_name_a_code_and_never_the_internal_reason() {
+        let err = PortalError::Link(FlowError::Stage {
+            stage: "mail".into(),
+            reason: "smtp said no".into(),
+        });
+        let r = respond(&Ui::plain(), Face::Json, &err);
+        let body: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+        assert_eq!(body["error"], "internal");
+        assert!(!body.to_string().contains("smtp said no"));
+        let r = respond(&Ui::plain(), Face::Json, &mismatch());
+        let body: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+        assert_eq!(body["error"], "stage_mismatch");
+        assert_eq!(
+            body["message"],
+            "the response does not answer the current stage `password`"
+        );
+    }
+}
