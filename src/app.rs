@@ -22,58 +22,88 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Why the gateway could not start: each variant names what was being opened or built.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AppError {
+    /// The configuration is unusable.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// The database could not be opened or read.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The signing keys could not be loaded or created.
     #[error(transparent)]
     Session(#[from] SessionError),
+    /// The password hashing pool could not be set up with the configured parameters.
     #[error(transparent)]
     Password(#[from] PasswordError),
+    /// The admin socket could not be created.
     #[error("admin socket {path}: {source}")]
     AdminSocket {
+        /// Where the socket was to be created.
         path: String,
+        /// Why it could not be.
         #[source]
         source: std::io::Error,
     },
+    /// A stage's e-mail delivery settings are unusable.
     #[error("email settings of stage `{stage}`: {source}")]
     Email {
+        /// The stage's name under `[stages]`.
         stage: String,
+        /// What is wrong with them.
         #[source]
         source: NotifyError,
     },
+    /// A stage's SMS delivery settings are unusable.
     #[error("SMS settings of stage `{stage}`: {source}")]
     Sms {
+        /// The stage's name under `[stages]`.
         stage: String,
+        /// What is wrong with them.
         #[source]
         source: NotifyError,
     },
+    /// The outgoing HTTP client (SMS providers, verifications) could not be built.
     #[error("outgoing HTTP client: {0}")]
     Http(#[from] HttpError),
+    /// The global `[email]` settings are unusable.
     #[error("global [email] settings: {0}")]
     GlobalEmail(#[from] NotifyError),
+    /// Pingora refused to set the server up.
     #[error("cannot start the server: {0}")]
     Server(String),
+    /// A socket handed over by the service manager cannot be used.
     #[error(transparent)]
     Activation(#[from] ActivationError),
+    /// A configured listener address cannot be bound.
     #[error("cannot listen on {addr} ({key}): {reason}{hint}")]
     Bind {
+        /// The config key naming the address (`server.listen[0]`).
         key: String,
+        /// The address.
         addr: std::net::SocketAddr,
+        /// What the operating system said.
         reason: std::io::Error,
+        /// What to do about it, when there is an obvious fix.
         hint: &'static str,
     },
 }
 
 /// Everything a running gateway is made of.
 pub struct Parts {
+    /// The validated configuration.
     pub config: Arc<Config>,
+    /// The database.
     pub store: Arc<dyn Store>,
+    /// Session issuing and verification, with the signing keys.
     pub sessions: Arc<SessionService>,
+    /// The argon2id pool, shared by sign-ins and admin commands.
     pub passwords: PasswordHasherPool,
+    /// The one access decision, used by the proxy and every forward-auth endpoint.
     pub gate: Arc<Gate>,
+    /// The sign-in pages and flow endpoints.
     pub portal: Arc<Portal>,
 }
 

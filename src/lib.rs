@@ -21,14 +21,10 @@
 
 pub mod access;
 pub(crate) mod admin;
-// lint debt: removed at merge
-#[allow(missing_docs, unreachable_pub, clippy::unwrap_used)]
 pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
-// lint debt: removed at merge
-#[allow(missing_docs, unreachable_pub, clippy::unwrap_used)]
 pub mod flow;
 pub mod forward_auth;
 pub(crate) mod forwarded;

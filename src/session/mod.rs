@@ -7,8 +7,6 @@ pub mod cookie;
 #[cfg(test)]
 mod expiry_tests;
 mod factors;
-// lint debt: removed at merge
-#[allow(missing_docs, unreachable_pub, clippy::unwrap_used)]
 mod keys;
 mod revocation;
 
