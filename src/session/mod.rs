@@ -31,6 +31,7 @@ use std::sync::Arc;
 /// Why a session cookie was not accepted. The reason goes to debug logs only: to the client
 /// every one of them is simply "not signed in".
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SessionError {
     /// The token's `kid` names no key of the keyring (rotated out, or forged).
     #[error("token signed with an unknown key")]
