@@ -293,8 +293,8 @@ mod tests {
     fn sms(to: &str) -> OutgoingSms {
         OutgoingSms {
             to: to.into(),
-            token: "123456".into(),
-            text: "code 123456".into(),
+            token: SecretString::new("123456"),
+            text: SecretString::new("code 123456"),
         }
     }
 

@@ -13,8 +13,9 @@ use crate::store::{new_username, Store, StoreError, User};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-/// An administrative command. Not `Debug`: it can carry a password.
-#[derive(Serialize, Deserialize)]
+/// An administrative command. It can carry a password, held as a [`SecretString`]: `Debug`
+/// redacts it, and it crosses the admin socket only inside the serialised command.
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub(crate) enum Command {
     /// Add a user with a password; the username is stored in its canonical form.
@@ -29,15 +30,15 @@ pub(crate) enum Command {
         phone: Option<String>,
         /// Sent joined with commas in `Remote-Groups`, so none may contain a comma.
         groups: Vec<String>,
-        /// In clear, checked against the password policy, then hashed with argon2id.
-        password: String,
+        /// Checked against the password policy, then hashed with argon2id.
+        password: SecretString,
     },
     /// Set a user's password and end their sessions.
     UserPasswd {
         /// The user, in any form that canonicalises to theirs.
         username: String,
-        /// In clear, checked against the password policy, then hashed with argon2id.
-        password: String,
+        /// Checked against the password policy, then hashed with argon2id.
+        password: SecretString,
     },
     /// List every user.
     UserList,
@@ -199,14 +200,14 @@ fn valid_email(email: &str) -> Result<(), AdminError> {
 }
 
 impl Admin {
-    fn valid_password(&self, pw: &str) -> Result<(), AdminError> {
+    fn valid_password(&self, pw: &SecretString) -> Result<(), AdminError> {
         precheck_password(&self.policy, pw)
     }
 }
 
-fn precheck_password(policy: &PasswordPolicy, pw: &str) -> Result<(), AdminError> {
+fn precheck_password(policy: &PasswordPolicy, pw: &SecretString) -> Result<(), AdminError> {
     policy
-        .check(pw)
+        .check(pw.expose())
         .map_err(|v| AdminError::Invalid(v.to_string()))
 }
 
@@ -306,7 +307,7 @@ impl Admin {
         email: Option<String>,
         phone: Option<String>,
         groups: Vec<String>,
-        password: String,
+        password: SecretString,
     ) -> Result<Reply, AdminError> {
         let username = new_username(&typed).map_err(AdminError::Invalid)?;
         check_new_user(&groups, name.as_deref(), phone.as_deref(), email.as_deref())?;
@@ -327,7 +328,7 @@ impl Admin {
         user.email = email;
         user.phone = phone;
         user.groups = groups;
-        user.password_hash = Some(self.passwords.hash_blocking(&SecretString::new(password))?);
+        user.password_hash = Some(self.passwords.hash_blocking(&password)?);
         self.store.put_user(&user)?;
         Ok(ok(if typed == username {
             format!("added user {username}")
@@ -336,10 +337,10 @@ impl Admin {
         }))
     }
 
-    fn user_passwd(&self, username: &str, password: String) -> Result<Reply, AdminError> {
+    fn user_passwd(&self, username: &str, password: SecretString) -> Result<Reply, AdminError> {
         let mut user = self.existing(username)?;
         self.valid_password(&password)?;
-        user.password_hash = Some(self.passwords.hash_blocking(&SecretString::new(password))?);
+        user.password_hash = Some(self.passwords.hash_blocking(&password)?);
         self.store.put_user(&user)?;
         self.revoke_sessions(&user.username)?;
         Ok(ok(format!(
@@ -415,5 +416,53 @@ fn ok(message: String) -> Reply {
         ok: true,
         message,
         users: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWORD: &str = "correct horse battery staple";
+
+    fn with_password() -> [Command; 2] {
+        [
+            Command::UserAdd {
+                username: "alice".into(),
+                name: None,
+                email: None,
+                phone: None,
+                groups: Vec::new(),
+                password: SecretString::new(PASSWORD),
+            },
+            Command::UserPasswd {
+                username: "alice".into(),
+                password: SecretString::new(PASSWORD),
+            },
+        ]
+    }
+
+    #[test]
+    fn a_commands_debug_names_the_user_but_never_the_password() {
+        for cmd in with_password() {
+            let shown = format!("{cmd:?}");
+            assert!(shown.contains("alice"), "{shown}");
+            assert!(!shown.contains(PASSWORD), "{shown}");
+            assert!(!shown.contains("horse"), "{shown}");
+        }
+    }
+
+    /// The admin socket carries the command as JSON: the password must survive the trip.
+    #[test]
+    fn a_command_keeps_its_password_across_the_admin_socket_encoding() {
+        for cmd in with_password() {
+            let line = serde_json::to_string(&cmd).expect("serialises");
+            let back: Command = serde_json::from_str(&line).expect("deserialises");
+            let (Command::UserAdd { password, .. } | Command::UserPasswd { password, .. }) = back
+            else {
+                panic!("{back:?}");
+            };
+            assert_eq!(password.expose(), PASSWORD);
+        }
     }
 }

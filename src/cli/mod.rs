@@ -325,7 +325,7 @@ fn hash_password(config: &Config) -> ExitCode {
         Ok(h) => h,
         Err(e) => return fail(&e.to_string()),
     };
-    match hasher.hash_blocking(&crate::secret::SecretString::new(pw)) {
+    match hasher.hash_blocking(&pw) {
         Ok(h) => {
             println!("{h}");
             ExitCode::SUCCESS

@@ -1,6 +1,7 @@
 //! Reads a password from a hidden prompt on a terminal, or the first line of stdin otherwise.
 //! Never from argv, where every user of the machine could see it.
 
+use crate::secret::SecretString;
 use std::io::{BufRead, IsTerminal};
 
 /// The password typed (twice, on a terminal) or the first line of stdin without its line end.
@@ -8,7 +9,7 @@ use std::io::{BufRead, IsTerminal};
 /// # Errors
 /// A message for the operator when the two entries differ, stdin cannot be read, or the
 /// password is empty.
-pub(crate) fn read(prompt: &str) -> Result<String, String> {
+pub(crate) fn read(prompt: &str) -> Result<SecretString, String> {
     let pw = if std::io::stdin().is_terminal() {
         let first = rpassword::prompt_password(prompt).map_err(|e| e.to_string())?;
         let again = rpassword::prompt_password("Again: ").map_err(|e| e.to_string())?;
@@ -29,5 +30,5 @@ pub(crate) fn read(prompt: &str) -> Result<String, String> {
             "no password given (write it to stdin, or run on a terminal for a prompt)".into(),
         );
     }
-    Ok(pw)
+    Ok(SecretString::new(pw))
 }

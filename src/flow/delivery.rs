@@ -144,7 +144,7 @@ impl CodeState {
         }
         let started = std::time::Instant::now();
         let result = match &sms {
-            Some(channel) => self.text(cx, channel, &issued).await,
+            Some(channel) => self.text(cx, channel, issued).await,
             None => self.email(cx, &issued).await,
         };
         match result {
@@ -191,14 +191,14 @@ impl CodeState {
         self.withdraw(cx.services)?;
         if !self.rules.link {
             let code = otp::generate_code(self.rules.code_length);
-            let hash = otp::hash_code(&store.secret("otp")?, &self.purpose(cx), &code);
+            let hash = otp::hash_code(&store.secret("otp")?, &self.purpose(cx), code.expose());
             self.outstanding = Outstanding::Code {
                 hash: SecretString::new(hash),
                 expires: cx.now + self.rules.code_ttl as i64,
             };
-            return Ok(Some(Issued::Code(SecretString::new(code))));
+            return Ok(Some(Issued::Code(code)));
         }
-        let token = crate::secret::random_token(32);
+        let token = SecretString::new(crate::secret::random_token(32));
         let hash = otp::hash_token(&token);
         let ticket = LinkTicket {
             execution: cx.exec.id.clone(),
@@ -215,7 +215,7 @@ impl CodeState {
             ticket: SecretString::new(hash),
             expires,
         };
-        let url = format!("{}/.portcullis/link?token={token}", cx.origin);
+        let url = format!("{}/.portcullis/link?token={}", cx.origin, token.expose());
         Ok(Some(Issued::Link(SecretString::new(url))))
     }
 
@@ -253,7 +253,7 @@ impl CodeState {
         &self,
         cx: &CodeCx<'_>,
         channel: &SmsChannel,
-        issued: &Issued,
+        issued: Issued,
     ) -> Result<(), &'static str> {
         let Issued::Code(code) = issued else {
             tracing::error!(stage = cx.stage, "SMS carries codes, not links");
@@ -270,8 +270,8 @@ impl CodeState {
             })?;
         let sms = OutgoingSms {
             to: self.to.clone(),
-            token: code.expose().to_string(),
-            text: text.trim().to_string(),
+            token: code,
+            text: SecretString::new(text.trim()),
         };
         channel.sender.send(sms).await.map_err(|e| {
             tracing::error!(error = %e, stage = cx.stage, to = %otp::mask(&self.to), "sign-in SMS could not be sent");

@@ -194,7 +194,10 @@ impl Engine {
     ///
     /// # Errors
     /// Storage or corrupt-record errors.
-    pub fn confirm_link(&self, token: &str) -> Result<Option<super::otp::LinkTicket>, FlowError> {
+    pub fn confirm_link(
+        &self,
+        token: &SecretString,
+    ) -> Result<Option<super::otp::LinkTicket>, FlowError> {
         let store = &self.services.store;
         let hash = super::otp::hash_token(token);
         let now = self.now();
@@ -219,7 +222,7 @@ impl Engine {
     ///
     /// # Errors
     /// Storage or corrupt-record errors.
-    pub fn link_pending(&self, token: &str) -> Result<bool, FlowError> {
+    pub fn link_pending(&self, token: &SecretString) -> Result<bool, FlowError> {
         let hash = super::otp::hash_token(token);
         match self.services.store.ticket(&hash, self.now())? {
             Some(b) => Ok(!serde_json::from_slice::<super::otp::LinkTicket>(&b)?.confirmed),

@@ -1,6 +1,7 @@
 //! One-time code primitives: generation from the OS CSPRNG, keyed hashing, constant-time
 //! checks, masking of destinations, and the messages the code machine ([`super::code`]) shows.
 
+use crate::secret::SecretString;
 use hmac::{Hmac, Mac};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -20,12 +21,15 @@ pub(crate) const RESENT_LINK: &str = "A new link was sent. Links sent earlier no
 ///
 /// # Security
 /// Uniform per digit (`gen_range` rejects biased draws), so a 6-digit code has 10^6 equally
-/// likely values; the attempt limits of the code machine keep guessing hopeless.
-pub fn generate_code(len: u32) -> String {
+/// likely values; the attempt limits of the code machine keep guessing hopeless. Returned as a
+/// [`SecretString`] so that from here to the transport it cannot be logged by a `{:?}`.
+pub fn generate_code(len: u32) -> SecretString {
     let mut rng = rand::rngs::OsRng;
-    (0..len)
-        .map(|_| char::from(b'0' + rng.gen_range(0..10u8)))
-        .collect()
+    SecretString::new(
+        (0..len)
+            .map(|_| char::from(b'0' + rng.gen_range(0..10u8)))
+            .collect::<String>(),
+    )
 }
 
 /// HMAC-SHA256 of a code under the gateway's OTP key, bound to its purpose. Codes are short, so
@@ -40,8 +44,8 @@ pub fn hash_code(key: &[u8; 32], purpose: &str, code: &str) -> String {
 }
 
 /// SHA-256 of a high-entropy token (a link secret): enough, since it cannot be guessed.
-pub(crate) fn hash_token(token: &str) -> String {
-    hex(&Sha256::digest(token.as_bytes()))
+pub(crate) fn hash_token(token: &SecretString) -> String {
+    hex(&Sha256::digest(token.expose().as_bytes()))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -94,6 +98,7 @@ mod tests {
     #[test]
     fn codes_have_the_length_and_only_digits() {
         let c = generate_code(8);
+        let c = c.expose();
         assert_eq!(c.len(), 8);
         assert!(c.bytes().all(|b| b.is_ascii_digit()));
     }

@@ -99,12 +99,12 @@ impl EmailSender for SmtpSender {
                     .singlepart(
                         SinglePart::builder()
                             .header(ContentType::TEXT_PLAIN)
-                            .body(msg.text),
+                            .body(msg.text.expose().to_owned()),
                     )
                     .singlepart(
                         SinglePart::builder()
                             .header(ContentType::TEXT_HTML)
-                            .body(msg.html),
+                            .body(msg.html.expose().to_owned()),
                     ),
             )
             .map_err(|e| NotifyError::Build(e.to_string()))?;

@@ -9,6 +9,7 @@ pub use email::SmtpSender;
 pub use sms::{HttpSmsSender, OutgoingSms, SmsSender};
 pub use templates::{MessageTemplates, RenderedMessage};
 
+use crate::secret::SecretString;
 use async_trait::async_trait;
 
 /// Why a message was not delivered. The text is for the operator's log; it never contains
@@ -66,15 +67,21 @@ pub enum NotifyError {
 }
 
 /// A message ready to send: both parts already rendered.
+///
+/// # Security
+/// Both parts carry the one-time code or the link's token, so they are [`SecretString`]s:
+/// `Debug` shows the recipient and subject only, and the parts are read (with
+/// [`SecretString::expose`]) by the transport that sends them and nothing else.
+#[derive(Debug)]
 pub struct OutgoingEmail {
     /// The recipient's address.
     pub to: String,
-    /// The subject.
+    /// The subject (the channel's, never holding the code).
     pub subject: String,
     /// The plain-text part.
-    pub text: String,
+    pub text: SecretString,
     /// The HTML part.
-    pub html: String,
+    pub html: SecretString,
 }
 
 /// Sends e-mail. Implementations must give up within their configured timeout.
@@ -85,4 +92,24 @@ pub trait EmailSender: Send + Sync {
     /// # Errors
     /// [`NotifyError`] when it was not delivered (refused, timed out, bad address).
     async fn send(&self, msg: OutgoingEmail) -> Result<(), NotifyError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outgoing_emails_debug_names_the_recipient_but_never_its_parts() {
+        let mail = OutgoingEmail {
+            to: "alice@example.test".into(),
+            subject: "Your sign-in code".into(),
+            text: SecretString::new("Your code is 482913"),
+            html: SecretString::new("<a href=\"https://g/.portcullis/link?token=T0KEN\">go</a>"),
+        };
+        let shown = format!("{mail:?}");
+        assert!(shown.contains("alice@example.test"), "{shown}");
+        for secret in ["482913", "T0KEN", "token="] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+    }
 }

@@ -8,19 +8,26 @@
 use super::NotifyError;
 use crate::config::{GenericAuth, SmsProvider};
 use crate::http_client::{HttpClient, HttpRequest};
+use crate::secret::SecretString;
 use async_trait::async_trait;
 use minijinja::{context, Environment};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// One SMS to send.
+///
+/// # Security
+/// The code and the text holding it are [`SecretString`]s: `Debug` shows the number only, and
+/// they are read (with [`SecretString::expose`]) by the sender that builds the provider's
+/// request and nothing else.
+#[derive(Debug)]
 pub struct OutgoingSms {
     /// The number, normalised (`+41791234567`).
     pub to: String,
     /// The code alone (the generic payload's `Body`).
-    pub token: String,
+    pub token: SecretString,
     /// The full message (Twilio's `Body`, the generic payload's `Message`).
-    pub text: String,
+    pub text: SecretString,
 }
 
 /// Sends SMS. Implementations must give up within their configured timeout.
@@ -92,8 +99,8 @@ impl HttpSmsSender {
             return Ok(None);
         };
         let ctx = context! {
-            token => msg.token,
-            message => msg.text,
+            token => msg.token.expose(),
+            message => msg.text.expose(),
             device => context! { phone_number => msg.to },
             stage => context! { from_number => self.from_number },
             site_title => self.site_title,
@@ -139,7 +146,7 @@ impl SmsSender for HttpSmsSender {
                             format!("request failed: the account SID makes a bad URL: {e}"),
                         )
                     })?;
-                    let body = mapped.unwrap_or_else(|| msg.text.clone());
+                    let body = mapped.unwrap_or_else(|| msg.text.expose().to_owned());
                     HttpRequest::form(
                         url,
                         [
@@ -161,8 +168,8 @@ impl SmsSender for HttpSmsSender {
                             None => serde_json::json!({
                                 "From": self.from_number,
                                 "To": msg.to,
-                                "Body": msg.token,
-                                "Message": msg.text,
+                                "Body": msg.token.expose(),
+                                "Message": msg.text.expose(),
                             }),
                         };
                     let req = HttpRequest::json(url.expose().clone(), payload);
@@ -183,7 +190,7 @@ impl SmsSender for HttpSmsSender {
             .map_err(|e| self.failed(None, e.to_string()))?;
         let status = reply.status;
         if status.as_u16() >= 400 {
-            let shown = shown_body(&reply.text(), &msg.token);
+            let shown = shown_body(&reply.text(), msg.token.expose());
             return Err(self.failed(Some(status.as_u16()), format!("answered {status}: {shown}")));
         }
         Ok(())
@@ -256,8 +263,8 @@ mod tests {
     fn code_to(to: &str) -> OutgoingSms {
         OutgoingSms {
             to: to.into(),
-            token: "482913".into(),
-            text: "Your code is 482913".into(),
+            token: SecretString::new("482913"),
+            text: SecretString::new("Your code is 482913"),
         }
     }
 
@@ -350,6 +357,13 @@ mod tests {
         let (s, http) = sender(generic(GenericAuth::None), None);
         http.push(Ok(HttpReply::new(StatusCode::ACCEPTED, "queued")));
         assert!(s.send(code_to("+1")).await.is_ok());
+    }
+
+    #[test]
+    fn an_outgoing_sms_debug_shows_the_number_but_never_the_code() {
+        let shown = format!("{:?}", code_to("+15551234"));
+        assert!(shown.contains("+15551234"), "{shown}");
+        assert!(!shown.contains("482913"), "{shown}");
     }
 
     #[test]

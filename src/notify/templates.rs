@@ -2,6 +2,7 @@
 //! name in their templates folder (`config/templates/` in the example config).
 
 use super::NotifyError;
+use crate::secret::SecretString;
 use minijinja::Environment;
 use std::path::PathBuf;
 
@@ -18,12 +19,13 @@ pub struct MessageTemplates {
     env: Environment<'static>,
 }
 
-/// Both parts of a rendered e-mail.
+/// Both parts of a rendered e-mail. They hold the code or link, hence [`SecretString`]s.
+#[derive(Debug)]
 pub struct RenderedMessage {
     /// The plain-text part.
-    pub text: String,
+    pub text: SecretString,
     /// The HTML part.
-    pub html: String,
+    pub html: SecretString,
 }
 
 impl MessageTemplates {
@@ -58,8 +60,8 @@ impl MessageTemplates {
         ctx: &minijinja::Value,
     ) -> Result<RenderedMessage, NotifyError> {
         Ok(RenderedMessage {
-            text: self.render(&format!("{base}.txt"), ctx)?,
-            html: self.render(&format!("{base}.html"), ctx)?,
+            text: SecretString::new(self.render(&format!("{base}.txt"), ctx)?),
+            html: SecretString::new(self.render(&format!("{base}.html"), ctx)?),
         })
     }
 }

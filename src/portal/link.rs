@@ -4,6 +4,7 @@
 
 use super::error::{respond, Face, PortalError};
 use super::{Portal, Request, Response, FLOW_COOKIE};
+use crate::secret::SecretString;
 use crate::session::cookie;
 use crate::ui::Link;
 use http::StatusCode;
@@ -11,9 +12,10 @@ use http::StatusCode;
 const GONE: &str =
     "This link has expired or was already used. Start signing in again to get a new one.";
 
-fn token_from_query(req: &Request<'_>) -> Option<String> {
+fn token_from_query(req: &Request<'_>) -> Option<SecretString> {
     req.query_param("token")
         .filter(|t| !t.is_empty() && t.len() <= 128)
+        .map(SecretString::new)
 }
 
 /// `GET /.portcullis/link?token=...`
@@ -34,7 +36,8 @@ pub(super) fn confirm(p: &Portal, req: &Request<'_>) -> Response {
         .ok()
         .and_then(|pairs| pairs.into_iter().find(|(k, _)| k == "token"))
         .map(|(_, v)| v)
-        .filter(|t| !t.is_empty() && t.len() <= 128);
+        .filter(|t| !t.is_empty() && t.len() <= 128)
+        .map(SecretString::new);
     let Some(token) = token else {
         return gone(p);
     };

@@ -9,6 +9,7 @@ pub use json::{challenge_json, ended_json, redirect_json};
 
 use crate::config::{Logo, UiConfig};
 use crate::flow::Challenge;
+use crate::secret::SecretString;
 use minijinja::{context, Environment};
 use std::path::PathBuf;
 
@@ -133,8 +134,8 @@ impl Ui {
     }
 
     /// The page a magic link opens: a button that confirms it.
-    pub fn link_confirm(&self, token: &str) -> String {
-        self.render("link.html", context! { token })
+    pub fn link_confirm(&self, token: &SecretString) -> String {
+        self.render("link.html", context! { token => token.expose() })
             .unwrap_or_else(|e| {
                 tracing::error!(error = %e, "link template failed");
                 self.message("Confirm sign-in", "This page could not be shown.", None)

@@ -275,7 +275,7 @@ async fn a_magic_link_opened_after_its_lifetime_is_gone() {
     );
     rig.post(&mut exec, &[("action", "resend")]).await;
     let fresh = rig.mailed_link_token();
-    assert_ne!(fresh, token);
+    assert_ne!(fresh.expose(), token.expose());
     assert!(rig.engine.confirm_link(&fresh).expect("store").is_some());
     assert!(matches!(rig.view(&mut exec).await.step, Step::Done { .. }));
 }
@@ -377,5 +377,24 @@ async fn codes_from_elsewhere_or_malformed_are_wrong_and_a_padded_right_one_is_n
         let padded = format!("  {code}\t");
         let view = rig.post(&mut exec, &[("code", &padded)]).await;
         assert!(matches!(view.step, Step::Done { .. }), "{attack}: {view:?}");
+    }
+}
+
+/// What `{:?}` of a delivered e-mail shows, for a code and for a link: the recipient, never
+/// the secret it carries.
+#[tokio::test]
+async fn a_sent_emails_debug_names_the_recipient_but_never_its_code_or_link() {
+    for (flow, secret) in [
+        ("setup", Rig::mailed_code as fn(&Rig) -> String),
+        ("link", |rig| rig.mailed_link_token().expose().to_string()),
+    ] {
+        let rig = Rig::new();
+        rig.user("alice", Some("alice@example.test")).await;
+        rig.signed_in_to(flow, "alice").await;
+        let secret = secret(&rig);
+        let shown = format!("{:?}", rig.world.email.sent()[0]);
+        assert!(shown.contains("alice@example.test"), "{flow}: {shown}");
+        assert!(!shown.contains(&secret), "{flow}: {shown}");
+        assert!(!shown.contains("token="), "{flow}: {shown}");
     }
 }

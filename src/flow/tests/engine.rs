@@ -311,7 +311,7 @@ async fn debug_of_an_execution_waiting_for_a_link_shows_no_ticket_hash() {
         .expect("a ticket");
     let token = rig.mailed_link_token();
     let printed = format!("{exec:?}");
-    for secret in [ticket, token.as_str(), exec.csrf.expose()] {
+    for secret in [ticket, token.expose(), exec.csrf.expose()] {
         assert!(!printed.contains(secret), "{secret} printed in {printed}");
     }
 }

@@ -270,21 +270,25 @@ impl Rig {
         let Some(last) = sent.last() else {
             panic!("no e-mail was sent");
         };
-        digits(&last.text).unwrap_or_else(|| panic!("no code in {:?}", last.text))
+        let text = last.text.expose();
+        digits(text).unwrap_or_else(|| panic!("no code in {text:?}"))
     }
 
     /// The link in the last e-mail sent.
-    pub(super) fn mailed_link_token(&self) -> String {
+    pub(super) fn mailed_link_token(&self) -> SecretString {
         let sent = self.world.email.sent();
         let Some(last) = sent.last() else {
             panic!("no e-mail was sent");
         };
-        let Some((_, rest)) = last.text.split_once("token=") else {
-            panic!("no link in {:?}", last.text);
+        let text = last.text.expose();
+        let Some((_, rest)) = text.split_once("token=") else {
+            panic!("no link in {text:?}");
         };
-        rest.chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-            .collect()
+        SecretString::new(
+            rest.chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                .collect::<String>(),
+        )
     }
 
     pub(super) fn texted_code(&self) -> String {
@@ -292,7 +296,7 @@ impl Rig {
         let Some(last) = sent.last() else {
             panic!("no SMS was sent");
         };
-        last.token.clone()
+        last.token.expose().to_string()
     }
 }
 

@@ -191,3 +191,15 @@ async fn a_texted_code_typed_just_before_the_stages_token_expiry_ends_still_work
     assert!(matches!(view.step, Step::Done { .. }), "{view:?}");
     assert_eq!(rig.devices("alice")[0].address, E164);
 }
+
+#[tokio::test]
+async fn a_sent_texts_debug_names_the_number_but_never_its_code() {
+    let rig = Rig::new();
+    rig.user("alice", None).await;
+    let (mut exec, _) = rig.signed_in_to("phone", "alice").await;
+    rig.post(&mut exec, &[("phone", NUMBER)]).await;
+    let code = rig.texted_code();
+    let shown = format!("{:?}", rig.world.sms.sent()[0]);
+    assert!(shown.contains(E164), "{shown}");
+    assert!(!shown.contains(&code), "{shown}");
+}

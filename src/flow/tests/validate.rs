@@ -149,7 +149,7 @@ async fn a_devices_code_states_and_lives_for_the_enrolling_stages_lifetime() {
         let rig = Rig::new();
         let (mut exec, code) = validating_with(&rig, class, address).await;
         if let Some(stated) = stated {
-            let text = rig.world.email.sent()[0].text.clone();
+            let text = rig.world.email.sent()[0].text.expose().to_string();
             assert!(
                 text.contains(&format!("valid for {stated}")),
                 "the mail states the enrolling stage's lifetime: {text}"
