@@ -250,62 +250,13 @@ pub fn serve(config: Config, inherited: InheritedListeners) -> Result<(), AppErr
     let parts = Parts::build(config)?;
     bootstrap_admin(&parts)?;
 
-    let admin = Arc::new(Admin {
-        store: parts.store.clone(),
-        passwords: parts.passwords.clone(),
-        sessions: Some(parts.sessions.clone()),
-        policy: parts.config.password_policy,
-    });
-    let socket = parts.config.admin_socket.clone();
-    admin::serve_socket(&socket, admin).map_err(|source| AppError::AdminSocket {
-        path: socket.display().to_string(),
-        source,
-    })?;
+    start_admin_socket(&parts)?;
     spawn_maintenance(parts.store.clone(), parts.sessions.clone());
 
     let cfg = &parts.config;
-    let mut conf = ServerConf {
-        threads: if cfg.server.threads == 0 {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        } else {
-            cfg.server.threads
-        },
-        grace_period_seconds: Some(1),
-        graceful_shutdown_timeout_seconds: Some(5),
-        ..ServerConf::default()
-    };
-    conf.upstream_keepalive_pool_size = 256;
-    conf.ca_file = cfg
-        .server
-        .upstream_ca_file
-        .as_ref()
-        .map(|p| p.display().to_string());
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let mut server = Server::new_with_opt_and_conf(None, server_conf(cfg));
     server.bootstrap();
-    let mut service = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Gateway::new(parts.gate.clone(), parts.portal.clone()),
-        "portcullis",
-    );
-    for addr in &cfg.server.listen {
-        service.add_tcp(&addr.to_string());
-    }
-    if !cfg.server.tls_listen.is_empty() {
-        let resolver = Arc::new(
-            crate::tls::SniResolver::new(&cfg.server.certificates)
-                .map_err(|e| AppError::Server(e.to_string()))?,
-        );
-        for addr in &cfg.server.tls_listen {
-            let mut settings =
-                pingora::listeners::tls::TlsSettings::with_callbacks(Box::new(NoCallbacks))
-                    .map_err(|e| AppError::Server(e.to_string()))?;
-            settings.set_cert_resolver(resolver.clone());
-            settings.enable_h2();
-            service.add_tls_with_settings(&addr.to_string(), None, settings);
-        }
-    }
+    let service = proxy_service(&server, &parts)?;
     let inherited = handed.len();
     server.add_service(handed.serve_with(service));
     tracing::info!(
@@ -318,6 +269,84 @@ pub fn serve(config: Config, inherited: InheritedListeners) -> Result<(), AppErr
         "portcullis is running"
     );
     server.run_forever()
+}
+
+/// Opens the admin socket the CLI's user commands talk to while the gateway holds the database.
+///
+/// # Errors
+/// [`AppError::AdminSocket`] when the socket cannot be created.
+fn start_admin_socket(parts: &Parts) -> Result<(), AppError> {
+    let admin = Arc::new(Admin {
+        store: parts.store.clone(),
+        passwords: parts.passwords.clone(),
+        sessions: Some(parts.sessions.clone()),
+        policy: parts.config.password_policy,
+    });
+    let socket = parts.config.admin_socket.clone();
+    admin::serve_socket(&socket, admin).map_err(|source| AppError::AdminSocket {
+        path: socket.display().to_string(),
+        source,
+    })
+}
+
+/// Pingora's settings: worker threads (0 means one per core), a short grace period, the
+/// upstream connection pool and the CA file upstream certificates are checked against.
+fn server_conf(cfg: &Config) -> ServerConf {
+    let threads = match cfg.server.threads {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        n => n,
+    };
+    let mut conf = ServerConf {
+        threads,
+        grace_period_seconds: Some(1),
+        graceful_shutdown_timeout_seconds: Some(5),
+        ..ServerConf::default()
+    };
+    conf.upstream_keepalive_pool_size = 256;
+    conf.ca_file = cfg
+        .server
+        .upstream_ca_file
+        .as_ref()
+        .map(|p| p.display().to_string());
+    conf
+}
+
+/// The proxy service with every `listen` (plain) and `tls_listen` (TLS with SNI, HTTP/2)
+/// address added.
+///
+/// # Errors
+/// [`AppError::Server`] when the certificates or TLS settings cannot be loaded.
+fn proxy_service(
+    server: &Server,
+    parts: &Parts,
+) -> Result<pingora::services::listening::Service<pingora::proxy::HttpProxy<Gateway>>, AppError> {
+    let cfg = &parts.config;
+    let mut service = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Gateway::new(parts.gate.clone(), parts.portal.clone()),
+        "portcullis",
+    );
+    for addr in &cfg.server.listen {
+        service.add_tcp(&addr.to_string());
+    }
+    if cfg.server.tls_listen.is_empty() {
+        return Ok(service);
+    }
+    let resolver = Arc::new(
+        crate::tls::SniResolver::new(&cfg.server.certificates)
+            .map_err(|e| AppError::Server(e.to_string()))?,
+    );
+    for addr in &cfg.server.tls_listen {
+        let mut settings =
+            pingora::listeners::tls::TlsSettings::with_callbacks(Box::new(NoCallbacks))
+                .map_err(|e| AppError::Server(e.to_string()))?;
+        settings.set_cert_resolver(resolver.clone());
+        settings.enable_h2();
+        service.add_tls_with_settings(&addr.to_string(), None, settings);
+    }
+    Ok(service)
 }
 
 /// Binds every `listen` and `tls_listen` address that was not `handed` over once, all at the
