@@ -249,7 +249,8 @@ impl CodeState {
             }
             return Ok(Verdict::Expired);
         }
-        self.attempts += 1;
+        // Saturating: a count read back at the top of its range stays there, never wraps to 0.
+        self.attempts = self.attempts.saturating_add(1);
         if max > 0 && (self.attempts >= max || user_fails >= max) {
             self.outstanding = Outstanding::Nothing;
             return Ok(Verdict::TooMany);

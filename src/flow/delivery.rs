@@ -185,7 +185,7 @@ impl CodeState {
             return Ok(None);
         }
         let store = &cx.services.store;
-        self.sends += 1;
+        self.sends = self.sends.saturating_add(1);
         let key = self.counter_key("sends", &Self::subject(cx.exec));
         store.bump_counter(&key, self.rules.window as i64, cx.now)?;
         self.withdraw(cx.services)?;

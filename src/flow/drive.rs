@@ -83,9 +83,8 @@ impl Engine {
                     reason: "a stage without input cannot ask again".into(),
                 });
             }
-            match exec.state.as_ref().map(StageState::kind) {
-                Some(kind) if kind == stage.kind() => {}
-                _ => return Ok(self.spoil(exec, &Spoiled::Misplaced)),
+            if !exec.state.as_ref().is_some_and(|s| stage.owns(s)) {
+                return Ok(self.spoil(exec, &Spoiled::Misplaced));
             }
             match self.link_confirmed(exec, name, stage, at).await? {
                 Some(Moved::Ended(message)) => return Ok(self.ended(exec, message)),

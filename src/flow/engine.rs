@@ -365,7 +365,7 @@ impl Engine {
             self.restart(exec)?;
             return self.view(exec, at).await;
         }
-        if self.reidentifies(exec, &input)? {
+        if self.reidentifies(exec, &input, at)? {
             // The identification form again (Back, or a client going back) while the execution
             // is further on: the user is correcting who they are. Start afresh and answer its
             // identification with this input.
@@ -418,27 +418,55 @@ impl Engine {
 
     /// Whether `input` answers an identification stage of the flow while the execution has
     /// moved past identification (it names the stage, or in JSON the `identification`
-    /// component, and the current stage is not one).
-    fn reidentifies(&self, exec: &Execution, input: &Input) -> Result<bool, FlowError> {
+    /// component, and the current stage is not one) with only fields that stage takes.
+    ///
+    /// # Security
+    /// The answer restarts the execution, so a stale or forged post that merely names the
+    /// identification stage (a code beside `stage=identify`) must not: it would end the
+    /// sign-in under way and leave its cookie pointing at nothing. It is out of step instead.
+    fn reidentifies(
+        &self,
+        exec: &Execution,
+        input: &Input,
+        at: Caller<'_>,
+    ) -> Result<bool, FlowError> {
         if exec.uid.is_none() {
             return Ok(false);
         }
         let plan = self.plan(exec)?;
-        let is_identification = |name: &str| {
+        let identification = |name: &str| {
             self.stages
                 .get(name)
-                .is_some_and(|s| s.kind() == StageKind::Identification)
+                .filter(|s| s.kind() == StageKind::Identification)
         };
         let current = plan.stages.get(exec.stage).map(String::as_str);
-        if current.is_some_and(is_identification) {
+        if current.is_some_and(|name| identification(name).is_some()) {
             return Ok(false);
         }
-        Ok(match input.get(META_STAGE) {
-            Some(named) => plan.stages.contains(named) && is_identification(named),
-            None => input
+        let named = match input.get(META_STAGE) {
+            Some(named) if plan.stages.contains(named) => Some(named.as_str()),
+            Some(_) => None,
+            None if input
                 .get(META_COMPONENT)
-                .is_some_and(|c| c == StageKind::Identification.as_str()),
-        })
+                .is_some_and(|c| c == StageKind::Identification.as_str()) =>
+            {
+                plan.stages
+                    .iter()
+                    .map(String::as_str)
+                    .find(|name| identification(name).is_some())
+            }
+            None => None,
+        };
+        let Some((name, stage)) = named.and_then(|n| Some((n, identification(n)?))) else {
+            return Ok(false);
+        };
+        let asked =
+            super::state::StageState::from(stages::identification::IdentificationState::Uid);
+        let challenge = stage.challenge(&self.cx(exec, name, at), &asked)?;
+        Ok(input
+            .keys()
+            .filter(|k| *k != META_STAGE && *k != META_COMPONENT)
+            .all(|k| challenge.accepts(k)))
     }
 
     pub(super) fn plan(&self, exec: &Execution) -> Result<&FlowPlan, FlowError> {

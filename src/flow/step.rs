@@ -145,6 +145,13 @@ pub(crate) trait Stage: Send + Sync {
         true
     }
 
+    /// Whether `state` is one this stage can be in: its kind, and for a stage that nests
+    /// another's state (validation running a setup stage inline), the nested one too. The
+    /// engine ends an execution whose stored state fails this with [`super::EXPIRED`].
+    fn owns(&self, state: &StageState) -> bool {
+        state.kind() == self.kind()
+    }
+
     /// The stage is reached: what it waits for, and what to do first (send the first code).
     /// May read the store; never writes it.
     ///

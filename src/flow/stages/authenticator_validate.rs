@@ -254,6 +254,17 @@ impl Stage for AuthenticatorValidate {
         StageKind::AuthenticatorValidate
     }
 
+    /// A validation state, and when it enrols inline, a state of the configured setup stage.
+    fn owns(&self, state: &StageState) -> bool {
+        match state {
+            StageState::AuthenticatorValidate(ValidateState::Enrolling { setup }) => self
+                .configure
+                .as_ref()
+                .is_some_and(|(_, stage)| stage.owns(setup)),
+            other => other.kind() == self.kind(),
+        }
+    }
+
     async fn enter(&self, cx: &Cx<'_>) -> Result<Transition, FlowError> {
         let devices = match self.devices(cx)? {
             Devices::Decoy => return Ok(self.confirm(None, Vec::new())),

@@ -75,7 +75,8 @@ impl Stage for Password {
             tracing::debug!(user = %uid, client = %cx.client, "password accepted");
             return Ok(Transition::pass());
         }
-        let failures = failures + 1;
+        // Saturating: a count read back at the top of its range stays there, never wraps to 0.
+        let failures = failures.saturating_add(1);
         tracing::info!(user = %uid, client = %cx.client, outcome = "failure", stage = "password", "sign-in failed");
         if failures >= self.failed_attempts_before_cancel {
             tracing::info!(user = %uid, client = %cx.client, "sign-in cancelled after {failures} failed attempts");

@@ -2,6 +2,7 @@
 //! clock and recording senders: no server, no sleeps. Each file covers one stage kind or one
 //! engine behaviour; [`rig`] builds the world they run in.
 
+mod attacks;
 mod email;
 mod engine;
 mod plain;
