@@ -1,4 +1,4 @@
-//! Attacks through the real binary where the transport matters: with every log level on
+//! Attacks through the real binary where the transport matters: with debug logging on
 //! (`PORTCULLIS_LOG=debug`, Pingora's included), the gateway's log never holds a password
 //! (right or wrong), a CSRF token, a flow or session cookie, a sign-in link's token or a
 //! code; and form posts whose CSRF token is only in the query, or repeated, are judged by the
@@ -37,7 +37,8 @@ async fn with_every_log_level_on_no_secret_reaches_the_log() {
     let other = gw.browser();
     let page = form_page(&other.get_html(&other.url(&flow_path())).await);
     let with_query = format!("{}?csrf_token={}", page.action, pct(&page.csrf));
-    let cases: Vec<(&str, String, Vec<(&str, &str)>)> = vec![
+    type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>);
+    let cases: Vec<Case<'_>> = vec![
         (
             "token only in the query",
             with_query,

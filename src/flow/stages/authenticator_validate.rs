@@ -35,8 +35,13 @@ pub(crate) struct AuthenticatorValidate {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "waiting", rename_all = "snake_case")]
 pub(crate) enum ValidateState {
-    /// Several devices: which one the code goes to.
-    Choosing { choices: Vec<DeviceChoice> },
+    /// Several devices: which one the code goes to. `spent`: what earlier choices of this
+    /// execution used up, carried into the next one.
+    Choosing {
+        choices: Vec<DeviceChoice>,
+        #[serde(default)]
+        spent: Spent,
+    },
     /// The code sent to `device` (`None`: the pretend device shown to unknown and ineligible
     /// accounts); `choices` lets the user go back and pick another.
     Code {
@@ -47,6 +52,27 @@ pub(crate) enum ValidateState {
     },
     /// No device yet: the configured setup stage runs inline, in this state.
     Enrolling { setup: Box<StageState> },
+}
+
+/// Sends and wrong codes of this execution, across the devices it switched between.
+///
+/// # Security
+/// Switching to another device (and back) must not give the execution a fresh set of sends
+/// or attempts: the per-execution limits hold for the whole validation, as they did before
+/// the code machine was per device.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub(crate) struct Spent {
+    sends: u32,
+    attempts: u32,
+}
+
+impl Spent {
+    fn of(code: &CodeState) -> Spent {
+        Spent {
+            sends: code.sends,
+            attempts: code.attempts,
+        }
+    }
 }
 
 /// One device as the choice list shows it.
@@ -164,9 +190,14 @@ impl AuthenticatorValidate {
     /// remembers the stage that enrolled it, so the code travels the same way (that stage's
     /// SMTP connection or SMS provider) and follows the same policy as the one that verified
     /// it.
-    fn confirm(&self, device: Option<&Device>, choices: Vec<DeviceChoice>) -> Transition {
+    fn confirm(
+        &self,
+        device: Option<&Device>,
+        choices: Vec<DeviceChoice>,
+        spent: Spent,
+    ) -> Transition {
         let policy = self.policy(device);
-        let code = match device {
+        let mut code = match device {
             Some(d) => {
                 let medium = match d.class {
                     DeviceClass::Email => Medium::Email,
@@ -179,6 +210,8 @@ impl AuthenticatorValidate {
                 CodeState::decoy(Medium::Email, route, String::new(), &policy)
             }
         };
+        code.sends = spent.sends;
+        code.attempts = spent.attempts;
         let state = ValidateState::Code {
             device: device.map(|d| d.id.clone()),
             class: device.map_or(DeviceClass::Email, |d| d.class),
@@ -267,15 +300,16 @@ impl Stage for AuthenticatorValidate {
 
     async fn enter(&self, cx: &Cx<'_>) -> Result<Transition, FlowError> {
         let devices = match self.devices(cx)? {
-            Devices::Decoy => return Ok(self.confirm(None, Vec::new())),
+            Devices::Decoy => return Ok(self.confirm(None, Vec::new(), Spent::default())),
             Devices::Real(d) => d,
         };
         match devices.as_slice() {
             [] => {}
-            [one] => return Ok(self.confirm(Some(one), Vec::new())),
+            [one] => return Ok(self.confirm(Some(one), Vec::new(), Spent::default())),
             several => {
                 let choices = Self::choices(several);
-                return Ok(Transition::stay(ValidateState::Choosing { choices }));
+                let spent = Spent::default();
+                return Ok(Transition::stay(ValidateState::Choosing { choices, spent }));
             }
         }
         match (self.cfg.not_configured_action, &self.configure) {
@@ -295,7 +329,7 @@ impl Stage for AuthenticatorValidate {
             return Err(mismatch(cx));
         };
         match state {
-            ValidateState::Choosing { choices } => {
+            ValidateState::Choosing { choices, .. } => {
                 let options = choices
                     .iter()
                     .map(|d| Choice {
@@ -355,7 +389,7 @@ impl Stage for AuthenticatorValidate {
                 }
                 None => Err(mismatch(cx)),
             },
-            ValidateState::Choosing { choices } => {
+            ValidateState::Choosing { choices, spent } => {
                 let picked = input.get("device");
                 let devices = match self.devices(cx)? {
                     Devices::Real(d) => d,
@@ -366,19 +400,20 @@ impl Stage for AuthenticatorValidate {
                     devices.iter().find(|d| &d.id == id)
                 });
                 match chosen {
-                    Some(d) => Ok(self.confirm(Some(d), choices)),
+                    Some(d) => Ok(self.confirm(Some(d), choices, spent)),
                     None if picked.is_some() => Ok(Transition::refuse(
-                        ValidateState::Choosing { choices },
+                        ValidateState::Choosing { choices, spent },
                         PICK_DEVICE,
                     )),
-                    None => Ok(Transition::stay(ValidateState::Choosing { choices })),
+                    None => Ok(Transition::stay(ValidateState::Choosing { choices, spent })),
                 }
             }
             ValidateState::Code { choices, code, .. }
                 if input.get("action").is_some_and(|a| a == CHOOSE_ANOTHER)
                     && choices.len() > 1 =>
             {
-                let back = ValidateState::Choosing { choices };
+                let spent = Spent::of(&code);
+                let back = ValidateState::Choosing { choices, spent };
                 Ok(Transition::stay(back).and(Effect::Withdraw(Box::new(code))))
             }
             state @ ValidateState::Code { .. } => Ok(match code::answer(input) {

@@ -524,3 +524,47 @@ async fn a_device_choice_not_offered_is_refused_and_sends_nothing() {
     }
     assert_eq!(rig.world.email.count() + rig.world.sms.sent().len(), 0);
 }
+
+#[tokio::test]
+async fn switching_devices_back_and_forth_keeps_the_sign_ins_attempts_and_sends() {
+    // As before the rewrite, one validation's wrong codes and sends count across the devices
+    // it switches between: switching is not a way to a fresh set of attempts or sends.
+    let rig = Rig::new();
+    rig.user("alice", None).await;
+    rig.device("alice", "mail", DeviceClass::Email, "alice@example.test");
+    rig.device("alice", "phone", DeviceClass::Sms, "+41791234567");
+    let (mut exec, _) = rig.signed_in_to("mfa", "alice").await;
+    rig.post(&mut exec, &[("device", "mail")]).await;
+    for _ in 0..2 {
+        let bad = other_than(&rig.mailed_code());
+        let view = rig.post(&mut exec, &[("code", &bad)]).await;
+        assert_eq!(challenge(&view).errors, [WRONG_CODE]);
+    }
+    rig.post(&mut exec, &[("action", "choose")]).await;
+    rig.post(&mut exec, &[("device", "phone")]).await;
+    let bad = other_than(&rig.texted_code());
+    let view = rig.post(&mut exec, &[("code", &bad)]).await;
+    assert_eq!(
+        ended(&view),
+        TOO_MANY_ATTEMPTS,
+        "the third wrong code of this sign-in"
+    );
+
+    // Sends: 3 per sign-in; switching away and back does not add any.
+    let rig = Rig::new();
+    rig.user("alice", None).await;
+    rig.device("alice", "mail", DeviceClass::Email, "alice@example.test");
+    rig.device("alice", "phone", DeviceClass::Sms, "+41791234567");
+    let (mut exec, _) = rig.signed_in_to("mfa", "alice").await;
+    rig.post(&mut exec, &[("device", "phone")]).await;
+    for _ in 0..2 {
+        rig.world.clock.advance_secs(60);
+        rig.post(&mut exec, &[("action", "choose")]).await;
+        let view = rig.post(&mut exec, &[("device", "phone")]).await;
+        assert!(challenge(&view).errors.is_empty(), "{view:?}");
+    }
+    assert_eq!(rig.world.sms.sent().len(), 3);
+    rig.post(&mut exec, &[("action", "choose")]).await;
+    let view = rig.post(&mut exec, &[("device", "mail")]).await;
+    assert_eq!(challenge(&view).errors, [TOO_MANY_SENDS], "{view:?}");
+}
