@@ -19,6 +19,7 @@ mod links;
 mod log_secrets;
 mod proxy;
 mod redirects;
+mod route_tricks;
 mod session;
 mod socket_activation;
 mod start_over;
