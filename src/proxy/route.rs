@@ -177,6 +177,15 @@ mod tests {
                 Route::BadHost,
             ),
             ("/.portcullis/auth/nginx", Some("[::1"), Route::BadHost),
+            // Near misses of the gateway's paths are the app's, never the portal's.
+            ("/.PORTCULLIS/flow/f", Some("wiki.test"), Route::App),
+            ("//.portcullis/ping", Some("wiki.test"), Route::App),
+            ("/%2Eportcullis/flow/f", Some("wiki.test"), Route::App),
+            ("/x/.portcullis/flow/f", Some("wiki.test"), Route::App),
+            ("/.portcullis", Some("wiki.test"), Route::App),
+            // The query is not the path.
+            ("/.portcullis/ping?x=/", Some("wiki.test"), Route::Ping),
+            ("/?p=/.portcullis/flow/f", Some("wiki.test"), Route::App),
         ];
         for (target, host, want) in cases {
             let got = router.route(&gate, &head("GET", target, *host), false);
