@@ -568,3 +568,89 @@ async fn switching_devices_back_and_forth_keeps_the_sign_ins_attempts_and_sends(
     let view = rig.post(&mut exec, &[("device", "mail")]).await;
     assert_eq!(challenge(&view).errors, [TOO_MANY_SENDS], "{view:?}");
 }
+
+/// Log lines written on this thread while the guard lives, at every level.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn start(&self) -> tracing::subscriber::DefaultGuard {
+        let sink = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}
+
+#[tokio::test]
+async fn at_trace_level_the_engine_logs_no_password_code_link_or_csrf_token() {
+    let logs = Captured::default();
+    let _guard = logs.start();
+    let rig = Rig::new();
+    rig.user("alice", Some("alice@example.test")).await;
+    let mut secrets: Vec<(&str, String)> = Vec::new();
+
+    // Email codes: a wrong password, a wrong code, a resend, the right code.
+    let (mut exec, _) = rig.start("setup").await;
+    secrets.push(("csrf token", exec.csrf.expose().to_string()));
+    secrets.push(("execution id", exec.id.clone()));
+    rig.post(&mut exec, &[("uid", "alice")]).await;
+    rig.post(&mut exec, &[("password", "Wrong-Horse-4711")])
+        .await;
+    secrets.push(("wrong password", "Wrong-Horse-4711".into()));
+    rig.post(&mut exec, &[("password", PASSWORD)]).await;
+    let first = rig.mailed_code();
+    let bad = other_than(&first);
+    rig.post(&mut exec, &[("code", &bad)]).await;
+    rig.post(&mut exec, &[("action", "resend")]).await;
+    let second = rig.mailed_code();
+    rig.post(&mut exec, &[("code", &second)]).await;
+    secrets.push(("first code", first));
+    secrets.push(("second code", second));
+
+    // A magic link, and a code texted to a phone given to a prompt.
+    let (mut exec, _) = rig.signed_in_to("link", "alice").await;
+    let token = rig.mailed_link_token();
+    rig.engine.confirm_link(&token).expect("store");
+    rig.view(&mut exec).await;
+    secrets.push(("link token", token.expose().to_string()));
+    let (mut exec, _) = rig.signed_in_to("ask", "alice").await;
+    rig.post(
+        &mut exec,
+        &[("nickname", "al"), ("phone", "+41 79 765 43 21")],
+    )
+    .await;
+    let texted = rig.texted_code();
+    rig.post(&mut exec, &[("code", &texted)]).await;
+    secrets.push(("texted code", texted));
+
+    let text = logs.text();
+    assert!(text.contains("sign-in email sent"), "captured: {text}");
+    secrets.push(("password", PASSWORD.into()));
+    for (what, secret) in &secrets {
+        if let Some(line) = text.lines().find(|l| l.contains(secret.as_str())) {
+            panic!("the {what} is in the log: {line}");
+        }
+    }
+}
