@@ -210,8 +210,12 @@ impl Engine {
         }
         ticket.confirmed = true;
         // Keep it until the waiting tab consumes it, but no longer than the execution lives.
+        // A sign-in that cannot be read back only ends: its link is as gone as its sign-in.
         let expires = match store.execution(&ticket.execution, now)? {
-            Some(b) => Execution::decode(&ticket.execution, &ticket.flow, &b).expires,
+            Some(b) => match Execution::decode(&ticket.execution, &ticket.flow, &b) {
+                exec if exec.spoiled().is_none() => exec.expires,
+                _ => return Ok(None),
+            },
             None => return Ok(None),
         };
         store.put_ticket(&hash, expires, &serde_json::to_vec(&ticket)?)?;
