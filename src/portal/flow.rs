@@ -161,7 +161,10 @@ fn form_input(req: &Request<'_>, exec: &Execution) -> Result<Input, PortalError>
             input.insert(k, v);
         }
     }
-    if !csrf.is_some_and(|c| crate::secret::equal(c.as_bytes(), exec.csrf.expose().as_bytes())) {
+    // An execution read back without a token (a record that did not decode) matches no post,
+    // not even one whose token is empty.
+    let expected = exec.csrf.expose().as_bytes();
+    if expected.is_empty() || !csrf.is_some_and(|c| crate::secret::equal(c.as_bytes(), expected)) {
         return Err(PortalError::Csrf { retry });
     }
     Ok(input)
@@ -306,4 +309,68 @@ fn issue(p: &Portal, req: &Request<'_>, flow: &str, login: Login) -> Result<Stri
     }
     tracing::info!(user = %user.username, client = %req.client, flow, step_up, outcome = "success", "sign-in succeeded");
     Ok(p.session_cookie(req).set(&token, login.lifetime_secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::SecretString;
+    use http::HeaderMap;
+
+    fn post(body: &'static str) -> (Method, HeaderMap, &'static str) {
+        (Method::POST, HeaderMap::new(), body)
+    }
+
+    fn judged(exec: &Execution, body: &'static str) -> Result<Input, PortalError> {
+        let (method, headers, body) = post(body);
+        let req = Request {
+            method: &method,
+            path: "/.portcullis/flow/f",
+            query: None,
+            headers: &headers,
+            body: bytes::Bytes::from_static(body.as_bytes()),
+            scheme: "http",
+            authority: "auth.test",
+            client: "192.0.2.7",
+        };
+        form_input(&req, exec)
+    }
+
+    #[test]
+    fn a_form_post_passes_only_with_its_executions_own_token_in_the_body() {
+        // A record that did not decode comes back with no token: nothing matches it.
+        let spoiled = Execution::decode("id", "f", b"not json");
+        for body in ["csrf_token=", "", "csrf_token=&uid=a"] {
+            let err = judged(&spoiled, body).expect_err("refused");
+            assert!(matches!(err, PortalError::Csrf { .. }), "{body:?}: {err}");
+        }
+        let mut exec = Execution::decode("id", "f", b"not json");
+        exec.csrf = SecretString::new("tok3n");
+        let refused = [
+            "uid=a",
+            "csrf_token=&uid=a",
+            "csrf_token=TOK3N&uid=a",
+            "csrf_token=tok3&uid=a",
+            "csrf_token=tok3nn&uid=a",
+            "csrf_token=tok3n%00&uid=a",
+            "csrf_token=%20tok3n&uid=a",
+            "csrf_token=tok3n&csrf_token=x&uid=a",
+            "csrf_tokens=tok3n&uid=a",
+        ];
+        for body in refused {
+            let err = judged(&exec, body).expect_err("refused");
+            assert!(matches!(err, PortalError::Csrf { .. }), "{body:?}: {err}");
+        }
+        let input = judged(&exec, "csrf_token=tok3n&uid=a").expect("accepted");
+        assert_eq!(input.get("uid").map(String::as_str), Some("a"));
+        assert!(
+            !input.contains_key("csrf_token"),
+            "the token is not a field"
+        );
+        let err = judged(&exec, "uid=%ZZ&csrf_token=tok3n").map(|_| ());
+        assert!(
+            err.is_ok() || matches!(err, Err(PortalError::MalformedForm { .. })),
+            "{err:?}"
+        );
+    }
 }
