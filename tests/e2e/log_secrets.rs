@@ -1,5 +1,5 @@
-//! Attacks through the real binary where the transport matters: with debug logging on
-//! (`PORTCULLIS_LOG=debug`, Pingora's included), the gateway's log never holds a password
+//! Attacks through the real binary where the transport matters: with trace logging on
+//! (`PORTCULLIS_LOG=trace`, Pingora's included), the gateway's log never holds a password
 //! (right or wrong), a CSRF token, a flow or session cookie, a sign-in link's token or a
 //! code; and form posts whose CSRF token is only in the query, or repeated, are judged by the
 //! body alone.
@@ -10,7 +10,7 @@ use serde_json::json;
 fn verbose() -> Setup {
     Setup {
         extra_toml: "[log]\naccess = true\n".into(),
-        env: vec![("PORTCULLIS_LOG".into(), "debug".into())],
+        env: vec![("PORTCULLIS_LOG".into(), "trace".into())],
         ..Setup::default()
     }
 }
