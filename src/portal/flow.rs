@@ -128,7 +128,7 @@ fn resume(p: &Portal, req: &Request<'_>, slug: &str) -> Result<Option<Execution>
 fn carries_a_live_session(p: &Portal, e: &Execution) -> bool {
     e.carried.as_ref().is_none_or(|c| {
         let user = e.user.as_deref().unwrap_or_default();
-        c.exp > crate::clock::now() && !p.sessions.is_revoked(&c.sid, user, c.iat_ms)
+        c.exp > p.sessions.clock().now() && !p.sessions.is_revoked(&c.sid, user, c.iat_ms)
     })
 }
 
@@ -208,7 +208,7 @@ fn render(to: &Answering<'_>, exec: &Execution, view: View, fresh: bool, posted:
             if !fresh {
                 return Ok(resp);
             }
-            let max_age = exec.expires - crate::clock::now();
+            let max_age = exec.expires - to.p.sessions.clock().now();
             Ok(resp.set_cookie(flow_cookie.set(&exec.id, max_age)))
         }
         Step::Done { rd, login } => {
