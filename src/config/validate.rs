@@ -92,7 +92,8 @@ pub(super) fn validate(mut raw: RawConfig, file: &Path) -> Checked<Config> {
         .into_iter()
         .map(|(name, st)| Ok((name.clone(), stage(&name, st, session.lifetime)?)))
         .collect::<Checked<BTreeMap<_, _>>>()?;
-    let flows = flows(&raw.flows, &stages)?;
+    let policies = super::policies::policies(raw.policies)?;
+    let flows = flows(&raw.flows, &stages, &policies)?;
     super::email::cross_check(&stages, &flows)?;
     let mut apps = apps(&raw.apps, &flows)?;
     let server = super::server::server(&raw.server, listen)?;
@@ -123,6 +124,7 @@ pub(super) fn validate(mut raw: RawConfig, file: &Path) -> Checked<Config> {
         apps,
         flows,
         stages,
+        policies,
     })
 }
 
@@ -367,6 +369,7 @@ fn stage(name: &str, raw: RawStage, session_lifetime: Duration) -> Checked<Stage
 fn flows(
     raw: &[super::raw::RawFlow],
     stages: &BTreeMap<String, StageConfig>,
+    policies: &BTreeMap<String, std::sync::Arc<crate::policy::Policy>>,
 ) -> Checked<Vec<FlowConfig>> {
     let mut seen = HashMap::new();
     let mut out = Vec::with_capacity(raw.len());
@@ -405,19 +408,32 @@ fn flows(
                 "needs at least one stage",
             ));
         }
-        for (j, s) in f.stages.iter().enumerate() {
+        let mut bindings = Vec::with_capacity(f.stages.len());
+        for (j, entry) in f.stages.iter().enumerate() {
+            let s = entry.stage();
             if !stages.contains_key(s) {
                 return Err(Problem::new(
                     format!("flows[{i}].stages[{j}]"),
                     format!("no stage named `{s}` under [stages]"),
                 ));
             }
+            let path = format!("flows[{i}].stages[{j}]");
+            bindings.push(super::policies::stage_binding(&path, entry, policies)?);
         }
+        let flow_policies = super::policies::binding(
+            &format!("flows[{i}]"),
+            &f.policies,
+            f.policy_engine_mode.as_deref(),
+            false,
+            policies,
+        )?;
         out.push(FlowConfig {
             slug: f.slug.clone(),
             title: f.title.clone().unwrap_or_else(|| "Sign in".into()),
             designation,
-            stages: f.stages.clone(),
+            stages: f.stages.iter().map(|e| e.stage().to_string()).collect(),
+            policies: flow_policies,
+            bindings,
         });
     }
     Ok(out)

@@ -29,6 +29,10 @@ pub struct FlowPlan {
     /// Per stage, the factors any one of which satisfies it (see [`Factors::satisfying`]): a
     /// step-up execution skips the stages its session already satisfies.
     pub satisfied_by: Vec<Factors>,
+    /// Who may start the flow.
+    pub policies: crate::policy::Binding,
+    /// Per stage (parallel to `stages`), the policies that decide whether it runs.
+    pub bindings: Vec<crate::config::StageBinding>,
 }
 
 /// Where an execution stands after a step.
@@ -90,6 +94,10 @@ pub struct Caller<'a> {
     pub client: &'a str,
     /// `scheme://host[:port]` of the request.
     pub origin: &'a str,
+    /// The request's method, for policies (`request.method`).
+    pub method: &'a str,
+    /// The request headers policies may read ([`super::POLICY_HEADERS`]), as sent.
+    pub headers: &'a [(&'a str, &'a str)],
 }
 
 /// Meta keys a response may carry besides the stage's fields: they name what it answers.
@@ -142,6 +150,8 @@ impl Engine {
                             .iter()
                             .map(|s| cfg.stages.get(s).map_or(Factors::NONE, Factors::satisfying))
                             .collect(),
+                        policies: f.policies.clone(),
+                        bindings: f.bindings.clone(),
                     },
                 )
             })
@@ -255,6 +265,7 @@ impl Engine {
             prompt_data: Default::default(),
             state: None,
             login: None,
+            planned: None,
             client: client.into(),
             factors: Factors::NONE,
             carried: None,

@@ -5,6 +5,7 @@
 mod email;
 mod engine;
 mod plain;
+mod policies;
 mod rig;
 mod sms;
 mod validate;

@@ -1,0 +1,195 @@
+//! Policies in the engine: who may start a flow (its binding, checked when the plan is made),
+//! which stages the plan keeps (`evaluate_on_plan`), and whether a reached stage still runs
+//! (`re_evaluate_policies`). Bindings are judged through the [`crate::policy::Judge`] port
+//! over [`Facts`] the engine fills from the execution and the request.
+
+use super::engine::{Caller, Engine, FlowPlan};
+use super::{Execution, FlowError};
+use crate::config::StageBinding;
+use crate::policy::{Binding, Facts, FlowFacts, RequestFacts, UserFacts, Verdict};
+use crate::store::User;
+use std::collections::BTreeMap;
+
+/// Request headers an expression may read as `request.headers` (lower-case names).
+pub const POLICY_HEADERS: [&str; 3] = ["user-agent", "accept-language", "referer"];
+
+/// What `portcullis flow check` prints: the flow's verdict, then each stage's.
+#[derive(Debug)]
+pub struct PlanCheck {
+    /// Who may start the flow.
+    pub flow: Verdict,
+    /// Per stage in order: its name, and its binding's verdict on plan (`None`: no policies,
+    /// or only re-evaluated when reached, which `flow check` also evaluates now).
+    pub stages: Vec<(String, Option<Verdict>)>,
+}
+
+/// The user facts of an account.
+pub fn user_facts(u: &User) -> UserFacts {
+    let mut attributes = BTreeMap::new();
+    if let Some(p) = &u.phone {
+        attributes.insert("phone".to_string(), p.clone());
+    }
+    UserFacts {
+        username: u.username.clone(),
+        name: u.name.clone(),
+        email: u.email.clone().unwrap_or_default(),
+        groups: u.groups.clone(),
+        attributes,
+        is_active: u.active,
+    }
+}
+
+fn flow_facts(plan: &FlowPlan) -> FlowFacts {
+    FlowFacts {
+        slug: plan.slug.clone(),
+        designation: plan.designation.as_str().to_string(),
+        ..Default::default()
+    }
+}
+
+impl Engine {
+    /// What policies see of `exec` in this request.
+    fn facts(&self, plan: &FlowPlan, exec: &Execution, at: Caller<'_>) -> Result<Facts, FlowError> {
+        let user = match &exec.user {
+            Some(name) => self.services.store.user(name)?.as_ref().map(user_facts),
+            None => None,
+        };
+        let (host, path) = match url::Url::parse(&exec.rd) {
+            Ok(u) => (
+                u.host_str().unwrap_or_default().to_string(),
+                u.path().to_string(),
+            ),
+            Err(_) => (String::new(), exec.rd.clone()),
+        };
+        let mut flow = flow_facts(plan);
+        flow.prompt_data = exec.prompt_data.clone();
+        flow.stages_passed = exec.passed.iter().map(|k| k.as_str().to_string()).collect();
+        Ok(Facts {
+            user,
+            request: RequestFacts {
+                ip: at.client.to_string(),
+                host,
+                path,
+                method: at.method.to_string(),
+                headers: at
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+                    .collect(),
+            },
+            flow,
+            now: self.now(),
+        })
+    }
+
+    async fn judge(&self, binding: &Binding, facts: &Facts) -> Verdict {
+        self.services.policies.judge(binding, facts).await
+    }
+
+    /// Makes the plan at the execution's first step: the flow's own binding (who may start
+    /// it), then every stage binding evaluated on plan. Returns the refusal to show when the
+    /// flow's binding fails.
+    pub(super) async fn make_plan(
+        &self,
+        exec: &mut Execution,
+        at: Caller<'_>,
+    ) -> Result<Option<String>, FlowError> {
+        let plan = self.plan(exec)?;
+        let facts = self.facts(plan, exec, at)?;
+        let verdict = self.judge(&plan.policies, &facts).await;
+        if !verdict.passed {
+            tracing::info!(flow = %plan.slug, client = %at.client, outcomes = ?verdict.outcomes, "flow refused by its policies");
+            return Ok(Some(verdict.messages.join(" ")));
+        }
+        let mut kept = Vec::with_capacity(plan.bindings.len());
+        for (name, b) in plan.stages.iter().zip(&plan.bindings) {
+            kept.push(
+                self.keeps(&plan.slug, name, b, b.evaluate_on_plan, &facts)
+                    .await,
+            );
+        }
+        exec.planned = Some(kept);
+        Ok(None)
+    }
+
+    /// Whether the stage the execution just reached is skipped: left out of the plan, or its
+    /// binding fails when re-evaluated now.
+    pub(super) async fn skips_reached(
+        &self,
+        exec: &Execution,
+        at: Caller<'_>,
+    ) -> Result<bool, FlowError> {
+        let plan = self.plan(exec)?;
+        if exec
+            .planned
+            .as_ref()
+            .and_then(|p| p.get(exec.stage))
+            .is_some_and(|kept| !kept)
+        {
+            return Ok(true);
+        }
+        let (Some(name), Some(b)) = (plan.stages.get(exec.stage), plan.bindings.get(exec.stage))
+        else {
+            return Ok(false);
+        };
+        if !b.re_evaluate_policies || b.binding.is_empty() {
+            return Ok(false);
+        }
+        let facts = self.facts(plan, exec, at)?;
+        Ok(!self.keeps(&plan.slug, name, b, true, &facts).await)
+    }
+
+    async fn keeps(
+        &self,
+        flow: &str,
+        stage: &str,
+        b: &StageBinding,
+        now: bool,
+        facts: &Facts,
+    ) -> bool {
+        if !now || b.binding.is_empty() {
+            return true;
+        }
+        let verdict = self.judge(&b.binding, facts).await;
+        if !verdict.passed {
+            tracing::info!(flow, stage, outcomes = ?verdict.outcomes, "stage skipped by its policies");
+        }
+        verdict.passed
+    }
+
+    /// Every binding of flow `slug` judged for `user` from `ip`, as serving would judge them
+    /// at the first step (re-evaluated bindings too, over what is known now).
+    ///
+    /// # Errors
+    /// [`FlowError::UnknownFlow`].
+    pub async fn check(
+        &self,
+        slug: &str,
+        user: Option<&User>,
+        ip: &str,
+    ) -> Result<PlanCheck, FlowError> {
+        let plan = self
+            .flow(slug)
+            .ok_or_else(|| FlowError::UnknownFlow(slug.into()))?;
+        let facts = Facts {
+            user: user.map(user_facts),
+            request: RequestFacts {
+                ip: ip.to_string(),
+                ..Default::default()
+            },
+            flow: flow_facts(plan),
+            now: self.now(),
+        };
+        let flow = self.judge(&plan.policies, &facts).await;
+        let mut stages = Vec::with_capacity(plan.stages.len());
+        for (name, b) in plan.stages.iter().zip(&plan.bindings) {
+            let verdict = if b.binding.is_empty() {
+                None
+            } else {
+                Some(self.judge(&b.binding, &facts).await)
+            };
+            stages.push((name.clone(), verdict));
+        }
+        Ok(PlanCheck { flow, stages })
+    }
+}
