@@ -6,11 +6,11 @@ use super::execution::{Carried, FORMAT};
 use super::stage::{Input, Services};
 use super::step::Stage;
 use super::{stages, Challenge, Execution, FlowError, StageKind};
-use crate::config::{Config, Designation};
+use crate::config::{Config, Designation, FlowConfig, StageConfig};
 use crate::secret::SecretString;
 use crate::session::{Claims, Factors};
 use crate::store::User;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// A configured flow: its stages in order. With an execution's `stage` index, `passed` kinds
@@ -33,6 +33,25 @@ pub struct FlowPlan {
     pub policies: crate::policy::Binding,
     /// Per stage (parallel to `stages`), the policies that decide whether it runs.
     pub bindings: Vec<crate::config::StageBinding>,
+}
+
+impl FlowPlan {
+    /// The plan of the configured flow `f` (its stages are keys of `stages`).
+    pub fn new(f: &FlowConfig, stages: &BTreeMap<String, StageConfig>) -> FlowPlan {
+        FlowPlan {
+            slug: f.slug.clone(),
+            title: f.title.clone(),
+            designation: f.designation,
+            stages: f.stages.clone(),
+            satisfied_by: f
+                .stages
+                .iter()
+                .map(|s| stages.get(s).map_or(Factors::NONE, Factors::satisfying))
+                .collect(),
+            policies: f.policies.clone(),
+            bindings: f.bindings.clone(),
+        }
+    }
 }
 
 /// Where an execution stands after a step.
@@ -137,24 +156,7 @@ impl Engine {
         let flows = cfg
             .flows
             .iter()
-            .map(|f| {
-                (
-                    f.slug.clone(),
-                    FlowPlan {
-                        slug: f.slug.clone(),
-                        title: f.title.clone(),
-                        designation: f.designation,
-                        stages: f.stages.clone(),
-                        satisfied_by: f
-                            .stages
-                            .iter()
-                            .map(|s| cfg.stages.get(s).map_or(Factors::NONE, Factors::satisfying))
-                            .collect(),
-                        policies: f.policies.clone(),
-                        bindings: f.bindings.clone(),
-                    },
-                )
-            })
+            .map(|f| (f.slug.clone(), FlowPlan::new(f, &cfg.stages)))
             .collect();
         Self {
             flows,

@@ -31,5 +31,5 @@ pub use engine::{Caller, Engine, FlowPlan, Login, Step, View};
 pub use error::FlowError;
 pub use execution::{Carried, Execution, EXPIRED};
 pub use kind::StageKind;
-pub use policy::{user_facts, PlanCheck, POLICY_HEADERS};
+pub use policy::{check_plan, user_facts, PlanCheck, StageCheck, POLICY_HEADERS};
 pub use stage::{EmailChannel, Input, Services, SmsChannel};

@@ -6,7 +6,7 @@
 use super::engine::{Caller, Engine, FlowPlan};
 use super::{Execution, FlowError};
 use crate::config::StageBinding;
-use crate::policy::{Binding, Facts, FlowFacts, RequestFacts, UserFacts, Verdict};
+use crate::policy::{Binding, Facts, FlowFacts, Judge, RequestFacts, UserFacts, Verdict};
 use crate::store::User;
 use std::collections::BTreeMap;
 
@@ -18,9 +18,21 @@ pub const POLICY_HEADERS: [&str; 3] = ["user-agent", "accept-language", "referer
 pub struct PlanCheck {
     /// Who may start the flow.
     pub flow: Verdict,
-    /// Per stage in order: its name, and its binding's verdict on plan (`None`: no policies,
-    /// or only re-evaluated when reached, which `flow check` also evaluates now).
-    pub stages: Vec<(String, Option<Verdict>)>,
+    /// Per stage, in order.
+    pub stages: Vec<StageCheck>,
+}
+
+/// One stage of a [`PlanCheck`].
+#[derive(Debug)]
+pub struct StageCheck {
+    /// The stage's name.
+    pub stage: String,
+    /// Whether its binding is evaluated when the plan is made.
+    pub on_plan: bool,
+    /// Whether its binding is evaluated when the stage is reached.
+    pub when_reached: bool,
+    /// Its binding's verdict; `None` when it binds no policies (it always runs).
+    pub verdict: Option<Verdict>,
 }
 
 /// The user facts of an account.
@@ -157,8 +169,7 @@ impl Engine {
         verdict.passed
     }
 
-    /// Every binding of flow `slug` judged for `user` from `ip`, as serving would judge them
-    /// at the first step (re-evaluated bindings too, over what is known now).
+    /// Every binding of flow `slug` judged by [`check_plan`] with this engine's judge and clock.
     ///
     /// # Errors
     /// [`FlowError::UnknownFlow`].
@@ -171,25 +182,43 @@ impl Engine {
         let plan = self
             .flow(slug)
             .ok_or_else(|| FlowError::UnknownFlow(slug.into()))?;
-        let facts = Facts {
-            user: user.map(user_facts),
-            request: RequestFacts {
-                ip: ip.to_string(),
-                ..Default::default()
-            },
-            flow: flow_facts(plan),
-            now: self.now(),
-        };
-        let flow = self.judge(&plan.policies, &facts).await;
-        let mut stages = Vec::with_capacity(plan.stages.len());
-        for (name, b) in plan.stages.iter().zip(&plan.bindings) {
-            let verdict = if b.binding.is_empty() {
-                None
-            } else {
-                Some(self.judge(&b.binding, &facts).await)
-            };
-            stages.push((name.clone(), verdict));
-        }
-        Ok(PlanCheck { flow, stages })
+        Ok(check_plan(plan, self.services.policies.as_ref(), user, ip, self.now()).await)
     }
+}
+
+/// Every binding of `plan` judged for `user` from `ip` at `now`, as serving judges them at the
+/// first step; bindings re-evaluated when their stage is reached are judged too, over what is
+/// known now (the user; no prompt data yet).
+pub async fn check_plan(
+    plan: &FlowPlan,
+    judge: &dyn Judge,
+    user: Option<&User>,
+    ip: &str,
+    now: i64,
+) -> PlanCheck {
+    let facts = Facts {
+        user: user.map(user_facts),
+        request: RequestFacts {
+            ip: ip.to_string(),
+            ..Default::default()
+        },
+        flow: flow_facts(plan),
+        now,
+    };
+    let flow = judge.judge(&plan.policies, &facts).await;
+    let mut stages = Vec::with_capacity(plan.stages.len());
+    for (name, b) in plan.stages.iter().zip(&plan.bindings) {
+        let verdict = if b.binding.is_empty() {
+            None
+        } else {
+            Some(judge.judge(&b.binding, &facts).await)
+        };
+        stages.push(StageCheck {
+            stage: name.clone(),
+            on_plan: b.evaluate_on_plan,
+            when_reached: b.re_evaluate_policies,
+            verdict,
+        });
+    }
+    PlanCheck { flow, stages }
 }

@@ -16,6 +16,7 @@ mod config;
 mod flow_api;
 mod flow_html;
 mod links;
+mod policies;
 mod proxy;
 mod redirects;
 mod session;
