@@ -498,6 +498,9 @@ pub struct SmsStageConfig {
 pub struct PromptStageConfig {
     /// The fields, in order.
     pub fields: Vec<PromptField>,
+    /// Policies the answers must pass (`validation_policies`, all of them), judged over the
+    /// execution with the answers added to `flow.prompt_data`.
+    pub validation_policies: crate::policy::Binding,
 }
 
 /// One field of a prompt stage.

@@ -116,7 +116,7 @@ fn policy(name: &str, raw: RawPolicy) -> Checked<Policy> {
     })
 }
 
-/// The binding of `names` at `path` (each a key of `[policies]`).
+/// The binding of `names` at `path` (the key listing them; each a key of `[policies]`).
 pub(super) fn binding(
     path: &str,
     names: &[String],
@@ -128,7 +128,7 @@ pub(super) fn binding(
         None => Mode::All,
         Some(m) => Mode::parse(m).ok_or_else(|| {
             Problem::new(
-                format!("{path}.policy_engine_mode"),
+                format!("{}.policy_engine_mode", parent(path)),
                 format!("`{m}` is not one of \"all\", \"any\""),
             )
         })?,
@@ -139,7 +139,7 @@ pub(super) fn binding(
         .map(|(i, n)| {
             all.get(n).cloned().ok_or_else(|| {
                 Problem::new(
-                    format!("{path}.policies[{i}]"),
+                    format!("{path}[{i}]"),
                     format!("no policy named `{n}` under [policies]"),
                 )
             })
@@ -147,7 +147,7 @@ pub(super) fn binding(
         .collect::<Checked<Vec<_>>>()?;
     if negate && policies.is_empty() {
         return Err(Problem::new(
-            format!("{path}.negate"),
+            format!("{}.negate", parent(path)),
             "negates nothing: bind at least one policy",
         ));
     }
@@ -168,7 +168,7 @@ pub(super) fn stage_binding(
         return Ok(StageBinding::default());
     };
     let binding = binding(
-        path,
+        &format!("{path}.policies"),
         &b.policies,
         b.policy_engine_mode.as_deref(),
         b.negate,
@@ -187,4 +187,9 @@ pub(super) fn stage_binding(
         evaluate_on_plan,
         re_evaluate_policies,
     })
+}
+
+/// The table a key belongs to: `flows[0]` for `flows[0].policies`.
+fn parent(path: &str) -> &str {
+    path.rsplit_once('.').map_or(path, |(p, _)| p)
 }

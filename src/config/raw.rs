@@ -290,6 +290,10 @@ pub(super) struct RawSmsStage {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPromptStage {
     pub fields: Vec<RawPromptField>,
+    /// Policies the answers must pass (all of them); a failing one's message is shown as an
+    /// error and the prompt asks again.
+    #[serde(default)]
+    pub validation_policies: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

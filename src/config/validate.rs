@@ -87,12 +87,12 @@ pub(super) fn validate(mut raw: RawConfig, file: &Path) -> Checked<Config> {
     let headers = headers(&raw.headers)?;
     let passwords = passwords(&raw.passwords)?;
     let password_policy = password_policy(&raw.password)?;
+    let policies = super::policies::policies(raw.policies)?;
     let stages = raw
         .stages
         .into_iter()
-        .map(|(name, st)| Ok((name.clone(), stage(&name, st, session.lifetime)?)))
+        .map(|(name, st)| Ok((name.clone(), stage(&name, st, session.lifetime, &policies)?)))
         .collect::<Checked<BTreeMap<_, _>>>()?;
-    let policies = super::policies::policies(raw.policies)?;
     let flows = flows(&raw.flows, &stages, &policies)?;
     super::email::cross_check(&stages, &flows)?;
     let mut apps = apps(&raw.apps, &flows)?;
@@ -303,7 +303,12 @@ fn password_policy(raw: &super::raw::RawPasswordPolicy) -> Checked<PasswordPolic
     Ok(p)
 }
 
-fn stage(name: &str, raw: RawStage, session_lifetime: Duration) -> Checked<StageConfig> {
+fn stage(
+    name: &str,
+    raw: RawStage,
+    session_lifetime: Duration,
+    policies: &BTreeMap<String, std::sync::Arc<crate::policy::Policy>>,
+) -> Checked<StageConfig> {
     let path = |key: &str| format!("stages.{name}.{key}");
     Ok(match raw {
         RawStage::Identification { user_fields } => {
@@ -358,7 +363,7 @@ fn stage(name: &str, raw: RawStage, session_lifetime: Duration) -> Checked<Stage
             StageConfig::AuthenticatorSms(Box::new(super::sms::sms_stage(name, &raw)?))
         }
         RawStage::Prompt(raw) => {
-            StageConfig::Prompt(Box::new(super::sms::prompt_stage(name, &raw)?))
+            StageConfig::Prompt(Box::new(super::sms::prompt_stage(name, &raw, policies)?))
         }
         RawStage::AuthenticatorValidate(raw) => {
             StageConfig::AuthenticatorValidate(Box::new(super::email::validate_stage(name, &raw)?))
@@ -421,7 +426,7 @@ fn flows(
             bindings.push(super::policies::stage_binding(&path, entry, policies)?);
         }
         let flow_policies = super::policies::binding(
-            &format!("flows[{i}]"),
+            &format!("flows[{i}].policies"),
             &f.policies,
             f.policy_engine_mode.as_deref(),
             false,

@@ -34,6 +34,12 @@ impl Engine {
             name,
             client: at.client,
             now: self.now(),
+            at,
+            designation: self
+                .flow(&exec.flow)
+                .map_or(crate::config::Designation::Authentication, |p| {
+                    p.designation
+                }),
         }
     }
 

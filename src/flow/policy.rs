@@ -4,7 +4,8 @@
 //! over [`Facts`] the engine fills from the execution and the request.
 
 use super::engine::{Caller, Engine, FlowPlan};
-use super::{Execution, FlowError};
+use super::{Execution, FlowError, Services};
+use crate::config::Designation;
 use crate::config::StageBinding;
 use crate::policy::{Binding, Facts, FlowFacts, Judge, RequestFacts, UserFacts, Verdict};
 use crate::store::User;
@@ -59,39 +60,53 @@ fn flow_facts(plan: &FlowPlan) -> FlowFacts {
     }
 }
 
+/// What policies see of `exec` in the request `at`: the user it names (looked up now), the
+/// request, the flow with its prompt data and passed stages, and `now`.
+pub(crate) fn facts_of(
+    exec: &Execution,
+    services: &Services,
+    at: Caller<'_>,
+    designation: Designation,
+    now: i64,
+) -> Result<Facts, FlowError> {
+    let user = match &exec.user {
+        Some(name) => services.store.user(name)?.as_ref().map(user_facts),
+        None => None,
+    };
+    let (host, path) = match url::Url::parse(&exec.rd) {
+        Ok(u) => (
+            u.host_str().unwrap_or_default().to_string(),
+            u.path().to_string(),
+        ),
+        Err(_) => (String::new(), exec.rd.clone()),
+    };
+    Ok(Facts {
+        user,
+        request: RequestFacts {
+            ip: at.client.to_string(),
+            host,
+            path,
+            method: at.method.to_string(),
+            headers: at
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+                .collect(),
+        },
+        flow: FlowFacts {
+            slug: exec.flow.clone(),
+            designation: designation.as_str().to_string(),
+            prompt_data: exec.prompt_data.clone(),
+            stages_passed: exec.passed.iter().map(|k| k.as_str().to_string()).collect(),
+        },
+        now,
+    })
+}
+
 impl Engine {
     /// What policies see of `exec` in this request.
     fn facts(&self, plan: &FlowPlan, exec: &Execution, at: Caller<'_>) -> Result<Facts, FlowError> {
-        let user = match &exec.user {
-            Some(name) => self.services.store.user(name)?.as_ref().map(user_facts),
-            None => None,
-        };
-        let (host, path) = match url::Url::parse(&exec.rd) {
-            Ok(u) => (
-                u.host_str().unwrap_or_default().to_string(),
-                u.path().to_string(),
-            ),
-            Err(_) => (String::new(), exec.rd.clone()),
-        };
-        let mut flow = flow_facts(plan);
-        flow.prompt_data = exec.prompt_data.clone();
-        flow.stages_passed = exec.passed.iter().map(|k| k.as_str().to_string()).collect();
-        Ok(Facts {
-            user,
-            request: RequestFacts {
-                ip: at.client.to_string(),
-                host,
-                path,
-                method: at.method.to_string(),
-                headers: at
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
-                    .collect(),
-            },
-            flow,
-            now: self.now(),
-        })
+        facts_of(exec, &self.services, at, plan.designation, self.now())
     }
 
     async fn judge(&self, binding: &Binding, facts: &Facts) -> Verdict {

@@ -31,6 +31,10 @@ message = "Cannot tell."
 kind = "expression"
 expression = "true"
 
+[stages.ask_phone]
+kind = "prompt"
+fields = [{ key = "phone", label = "Mobile number", type = "tel" }]
+validation_policies = ["phone_prefix"]
 [stages.wrong_phone]
 kind = "deny"
 deny_message = "Phones must start with +1234."
@@ -87,6 +91,11 @@ slug = "staff_when_reached"
 title = "Sign in"
 designation = "authentication"
 stages = ["identify", "password", { stage = "no", policies = ["staff"], negate = true, evaluate_on_plan = false, re_evaluate_policies = true }, "login"]
+[[flows]]
+slug = "phone_checked"
+title = "Your details"
+designation = "authentication"
+stages = ["identify", "password", "ask_phone", "login"]
 [[flows]]
 slug = "phone_prefix"
 title = "Your details"
@@ -187,6 +196,27 @@ async fn re_evaluated_bindings_see_the_user_identified_by_then() {
 }
 
 #[tokio::test]
+async fn a_prompt_asks_again_with_the_policys_message_until_its_validation_policies_pass() {
+    let rig = rig();
+    rig.user("alice", None).await;
+    let (mut exec, _) = rig.start("phone_checked").await;
+    rig.post(&mut exec, &[("uid", "alice")]).await;
+    rig.post(&mut exec, &[("password", PASSWORD)]).await;
+    for phone in ["+4930123456", "0012345", "+1 234 5"] {
+        let view = rig.post(&mut exec, &[("phone", phone)]).await;
+        assert_eq!(component(&view), "prompt", "{phone}");
+        assert_eq!(
+            challenge(&view).errors,
+            ["Phones must start with +1234."],
+            "{phone}"
+        );
+        assert!(!exec.prompt_data.contains_key("phone"), "{phone} was kept");
+    }
+    let view = rig.post(&mut exec, &[("phone", "+12345550100")]).await;
+    assert_eq!(signed_in(&view), ["identification", "password", "prompt"]);
+}
+
+#[tokio::test]
 async fn the_phone_prefix_example_refuses_other_numbers() {
     let rig = rig();
     rig.user("alice", None).await;
@@ -244,6 +274,10 @@ async fn config_refuses_bad_policies_naming_the_policy() {
         (
             "[policies.p]\nkind = \"expression\"\nexpression = \"true\"\n[[flows]]\nslug = \"x\"\ndesignation = \"authentication\"\nstages = [{ stage = \"identify\", policies = [\"p\"], evaluate_on_plan = false }]\n",
             "flows[12].stages[0]",
+        ),
+        (
+            "[stages.p]\nkind = \"prompt\"\nfields = [{ key = \"a\" }]\nvalidation_policies = [\"nope\"]\n",
+            "stages.p.validation_policies[0]",
         ),
     ];
     for (extra, path) in cases {
