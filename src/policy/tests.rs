@@ -203,3 +203,28 @@ async fn network_policy_matches_client_addresses() {
         assert_eq!(v.outcomes[0].1, outcome, "{ip}");
     }
 }
+
+/// Sources of the allowed size built to recurse as deep as they can: each is refused, or
+/// compiles to a tree shallow enough to run; none overflows a stack (which would abort).
+#[tokio::test]
+async fn deeply_nested_sources_neither_overflow_the_parser_nor_the_interpreter() {
+    let f = facts("192.0.2.1", None);
+    let mut sources = Vec::new();
+    for (open, close) in [("[", "]"), ("!", ""), ("-", ""), ("{1:", "}"), ("(", ")")] {
+        sources.push(format!("{}1{}", open.repeat(1000), close.repeat(1000)));
+    }
+    for op in ["+", "&&", "||", "==", "."] {
+        let operand = if op == "." { "user" } else { "1" };
+        let n = (MAX_EXPRESSION_BYTES - 16) / (operand.len() + op.len());
+        sources.push(vec![operand; n].join(op));
+    }
+    sources.push("true ? 1 : ".repeat(MAX_EXPRESSION_BYTES / 12) + "0");
+    for source in &sources {
+        if let Ok(e) = Expression::compile(source) {
+            let _ = e.evaluate(&f, DEFAULT_TIME_LIMIT).await;
+        }
+    }
+    let nested = format!("{}1{}", "[".repeat(100), "]".repeat(100));
+    let refused = Expression::compile(&nested);
+    assert!(refused.is_err(), "{refused:?}");
+}
