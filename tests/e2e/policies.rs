@@ -141,3 +141,52 @@ async fn flow_check_prints_each_bindings_verdict() {
         assert!(out.stderr.contains(error), "{args:?}: {}", out.all());
     }
 }
+
+/// A network policy sees the client address the gateway trusts: forwarding headers count only
+/// from `trusted_proxies`, so a client cannot claim the lab's address.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_network_policy_cannot_be_passed_with_forged_forwarding_headers() {
+    let forged: &[(&str, &str)] = &[
+        ("x-forwarded-for", "10.1.2.3"),
+        ("x-forwarded-for", "10.1.2.3, 10.9.9.9"),
+        ("X-FORWARDED-FOR", "10.1.2.3"),
+        ("forwarded", "for=10.1.2.3"),
+        ("x-real-ip", "10.1.2.3"),
+        ("true-client-ip", "10.1.2.3"),
+    ];
+    let gw = Gateway::start_with(Setup {
+        server_toml: "trusted_proxies = []".into(),
+        ..setup()
+    })
+    .await;
+    let b = gw.browser();
+    for (name, value) in forged {
+        let r = b
+            .send(
+                b.http
+                    .get(b.url_on(APP, "/.portcullis/api/flow/lab"))
+                    .header("accept", "application/json")
+                    .header(*name, *value),
+            )
+            .await;
+        assert_eq!(
+            r.json()["component"],
+            "access_denied",
+            "{name}: {value}: {}",
+            r.body
+        );
+    }
+    drop(gw);
+    // From a trusted proxy (loopback, the default) the forwarded address is the client's.
+    let gw = Gateway::start_with(setup()).await;
+    let b = gw.browser();
+    let r = b
+        .send(
+            b.http
+                .get(b.url_on(APP, "/.portcullis/api/flow/lab"))
+                .header("accept", "application/json")
+                .header("x-forwarded-for", "10.1.2.3"),
+        )
+        .await;
+    assert_eq!(r.json()["component"], "identification", "{}", r.body);
+}

@@ -31,9 +31,19 @@ message = "Cannot tell."
 kind = "expression"
 expression = "true"
 
+[policies.request_facts]
+kind = "expression"
+expression = "request.headers['user-agent'] == 'flow-tests' && request.method == 'GET' && request.host == 'app.example.test' && request.path == '/' && request.ip == '192.0.2.7' && flow.slug == 'request_facts' && flow.designation == 'authentication' && time.now > 0"
+message = "Facts differ."
+[policies.forged_header]
+kind = "expression"
+expression = "'x-forwarded-for' in request.headers || 'User-Agent' in request.headers"
+message = "Forged."
+
 [stages.ask_phone]
 kind = "prompt"
-fields = [{ key = "phone", label = "Mobile number", type = "tel" }]
+# `text`, not `tel`: the policy alone judges, so answers shaped as code reach it.
+fields = [{ key = "phone", label = "Mobile number" }]
 validation_policies = ["phone_prefix"]
 [stages.wrong_phone]
 kind = "deny"
@@ -91,6 +101,18 @@ slug = "staff_when_reached"
 title = "Sign in"
 designation = "authentication"
 stages = ["identify", "password", { stage = "no", policies = ["staff"], negate = true, evaluate_on_plan = false, re_evaluate_policies = true }, "login"]
+[[flows]]
+slug = "request_facts"
+title = "Sign in"
+designation = "authentication"
+stages = ["identify", "password", "login"]
+policies = ["request_facts"]
+[[flows]]
+slug = "forged_header"
+title = "Sign in"
+designation = "authentication"
+stages = ["identify", "password", "login"]
+policies = ["forged_header"]
 [[flows]]
 slug = "phone_checked"
 title = "Your details"
@@ -202,7 +224,15 @@ async fn a_prompt_asks_again_with_the_policys_message_until_its_validation_polic
     let (mut exec, _) = rig.start("phone_checked").await;
     rig.post(&mut exec, &[("uid", "alice")]).await;
     rig.post(&mut exec, &[("password", PASSWORD)]).await;
-    for phone in ["+4930123456", "0012345", "+1 234 5"] {
+    // Answers are data, never code: quotes and CEL operators change nothing.
+    for phone in [
+        "+4930123456",
+        "0012345",
+        "+1 234 5",
+        "+4930' || true || '",
+        "\" || true || \"",
+        "+49+1234",
+    ] {
         let view = rig.post(&mut exec, &[("phone", phone)]).await;
         assert_eq!(component(&view), "prompt", "{phone}");
         assert_eq!(
@@ -291,4 +321,14 @@ async fn config_refuses_bad_policies_naming_the_policy() {
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(e.contains("unknown variable `secrets`"), "{e}");
+}
+
+#[tokio::test]
+async fn expressions_see_the_request_with_lower_case_header_names_and_only_selected_headers() {
+    let rig = rig();
+    let (_, view) = rig.start("request_facts").await;
+    assert_eq!(component(&view), "identification");
+    // The rig sends `User-Agent`; it is seen as `user-agent`, and no other header is.
+    let (_, view) = rig.start("forged_header").await;
+    assert_eq!(ended(&view), "Forged.");
 }
