@@ -3,7 +3,7 @@
 //! Expressions are compiled here, once; CIDRs parsed here.
 
 use super::error::Problem;
-use crate::policy::{Binding, Expression, Mode, Policy, PolicyKind};
+use crate::policy::{Binding, Expression, Mode, PasswordRules, Policy, PolicyKind};
 use ipnet::IpNet;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -21,6 +21,20 @@ pub(super) enum RawPolicy {
     },
     Network {
         cidrs: Vec<String>,
+        message: Option<String>,
+    },
+    Password {
+        password_field: Option<String>,
+        #[serde(default)]
+        length_min: usize,
+        #[serde(default)]
+        amount_uppercase: usize,
+        #[serde(default)]
+        amount_lowercase: usize,
+        #[serde(default)]
+        amount_digits: usize,
+        #[serde(default)]
+        amount_symbols: usize,
         message: Option<String>,
     },
 }
@@ -107,6 +121,36 @@ fn policy(name: &str, raw: RawPolicy) -> Checked<Policy> {
                 })
                 .collect::<Checked<Vec<_>>>()?;
             (PolicyKind::Network(nets), message)
+        }
+        RawPolicy::Password {
+            password_field,
+            length_min,
+            amount_uppercase,
+            amount_lowercase,
+            amount_digits,
+            amount_symbols,
+            message,
+        } => {
+            let rules = PasswordRules {
+                field: password_field.unwrap_or_else(|| "password".into()),
+                length_min,
+                amount_uppercase,
+                amount_lowercase,
+                amount_digits,
+                amount_symbols,
+            };
+            if rules
+                == (PasswordRules {
+                    field: rules.field.clone(),
+                    ..Default::default()
+                })
+            {
+                return Err(Problem::new(
+                    format!("policies.{name}"),
+                    "a password policy needs at least one rule (length_min, amount_*)",
+                ));
+            }
+            (PolicyKind::Password(rules), message)
         }
     };
     Ok(Policy {

@@ -228,3 +228,40 @@ async fn deeply_nested_sources_neither_overflow_the_parser_nor_the_interpreter()
     let refused = Expression::compile(&nested);
     assert!(refused.is_err(), "{refused:?}");
 }
+
+#[tokio::test]
+async fn password_policy_counts_each_rule_over_the_prompt_answer() {
+    let rules = PasswordRules {
+        field: "new_password".into(),
+        length_min: 10,
+        amount_uppercase: 1,
+        amount_lowercase: 1,
+        amount_digits: 2,
+        amount_symbols: 1,
+    };
+    let p = Arc::new(Policy {
+        name: "strong".into(),
+        message: Some("Too weak.".into()),
+        kind: PolicyKind::Password(rules),
+    });
+    let judge = Evaluator::default();
+    let b = binding(vec![p], Mode::All, false);
+    for (password, passes) in [
+        (Some("Correct-Horse-42"), true),
+        (Some("Ünïcödé-42x"), true),
+        (Some("Short-4x2"), false),
+        (Some("no-upper-case-42"), false),
+        (Some("NO-LOWER-CASE-42"), false),
+        (Some("One-Digit-only-4"), false),
+        (Some("NoSymbolsHere42"), false),
+        (Some("Spaces Are Not 42"), false),
+        (None, false),
+    ] {
+        let mut f = facts("192.0.2.1", None);
+        if let Some(p) = password {
+            f.flow.prompt_data.insert("new_password".into(), p.into());
+        }
+        let v = judge.judge(&b, &f).await;
+        assert_eq!(v.passed, passes, "{password:?}");
+    }
+}

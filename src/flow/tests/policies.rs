@@ -306,6 +306,14 @@ async fn config_refuses_bad_policies_naming_the_policy() {
             "flows[12].stages[0]",
         ),
         (
+            "[policies.p]\nkind = \"password\"\npassword_field = \"pw\"\n",
+            "policies.p: a password policy needs at least one rule",
+        ),
+        (
+            "[policies.p]\nkind = \"password\"\nlength_min = 8\namount_digit = 1\n",
+            "amount_digit",
+        ),
+        (
             "[stages.p]\nkind = \"prompt\"\nfields = [{ key = \"a\" }]\nvalidation_policies = [\"nope\"]\n",
             "stages.p.validation_policies[0]",
         ),
