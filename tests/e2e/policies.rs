@@ -140,6 +140,18 @@ async fn flow_check_prints_each_bindings_verdict() {
         assert!(!out.ok(), "{args:?} succeeded: {}", out.all());
         assert!(out.stderr.contains(error), "{args:?}: {}", out.all());
     }
+    // With the gateway running (it holds the database), the user comes over its admin socket.
+    let gw = gw.launch().await;
+    let out = gw
+        .cli(&["flow", "check", "guarded", "--user", "BOB"], None)
+        .await;
+    assert!(out.ok(), "{}", out.all());
+    assert!(
+        out.stdout.contains("flow guarded for bob from 127.0.0.1")
+            && out.stdout.contains("stage 2 nope: runs"),
+        "{}",
+        out.stdout
+    );
 }
 
 /// A network policy sees the client address the gateway trusts: forwarding headers count only
