@@ -340,3 +340,54 @@ async fn expressions_see_the_request_with_lower_case_header_names_and_only_selec
     let (_, view) = rig.start("forged_header").await;
     assert_eq!(ended(&view), "Forged.");
 }
+
+/// The policies commented in `config/portcullis.toml`, uncommented, do what its comments say.
+#[tokio::test]
+async fn the_example_configs_phone_prefix_policy_works_as_commented() {
+    let example = std::fs::read_to_string("config/portcullis.toml")
+        .unwrap_or_else(|e| panic!("the example config: {e}"));
+    let start = example
+        .find("# [policies.phone_prefix]")
+        .unwrap_or_else(|| panic!("no phone_prefix example"));
+    let toml: String = example[start..]
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| {
+            let key = l.split_once(" = ").map(|(k, _)| k);
+            l.starts_with("[policies.")
+                || key.is_some_and(|k| {
+                    k != "stages" && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                })
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(toml.contains("[policies.office]"), "{toml}");
+    let rig = Rig::with(
+        &format!(
+            "{}\n{toml}",
+            r#"
+[stages.example_phone]
+kind = "prompt"
+fields = [{ key = "phone", label = "Mobile number", type = "tel" }]
+validation_policies = ["phone_prefix"]
+[[flows]]
+slug = "example"
+title = "Add a phone"
+designation = "authentication"
+stages = ["identify", "password", "example_phone", "login"]
+"#
+        ),
+        None,
+    );
+    rig.user("alice", None).await;
+    let (mut exec, _) = rig.start("example").await;
+    rig.post(&mut exec, &[("uid", "alice")]).await;
+    rig.post(&mut exec, &[("password", PASSWORD)]).await;
+    let view = rig.post(&mut exec, &[("phone", "+41 79 123 45 67")]).await;
+    assert_eq!(
+        challenge(&view).errors,
+        ["Use a phone number that starts with +1234."]
+    );
+    let view = rig.post(&mut exec, &[("phone", "+1234 555 0100")]).await;
+    assert_eq!(signed_in(&view), ["identification", "password", "prompt"]);
+}
