@@ -23,6 +23,12 @@ pub(super) enum RawPolicy {
         cidrs: Vec<String>,
         message: Option<String>,
     },
+    Reputation {
+        check_ip: Option<bool>,
+        check_username: Option<bool>,
+        threshold: u32,
+        message: Option<String>,
+    },
     Password {
         password_field: Option<String>,
         #[serde(default)]
@@ -121,6 +127,29 @@ fn policy(name: &str, raw: RawPolicy) -> Checked<Policy> {
                 })
                 .collect::<Checked<Vec<_>>>()?;
             (PolicyKind::Network(nets), message)
+        }
+        RawPolicy::Reputation {
+            check_ip,
+            check_username,
+            threshold,
+            message,
+        } => {
+            let (check_ip, check_username) =
+                (check_ip.unwrap_or(true), check_username.unwrap_or(true));
+            if threshold == 0 || !(check_ip || check_username) {
+                return Err(Problem::new(
+                    format!("policies.{name}"),
+                    "a reputation policy needs threshold >= 1 and check_ip or check_username",
+                ));
+            }
+            (
+                PolicyKind::Reputation {
+                    check_ip,
+                    check_username,
+                    threshold,
+                },
+                message,
+            )
         }
         RawPolicy::Password {
             password_field,

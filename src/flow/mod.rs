@@ -18,7 +18,7 @@ mod execution;
 mod kind;
 pub mod otp;
 pub(crate) mod phone;
-mod policy;
+pub(crate) mod policy;
 mod stage;
 pub(crate) mod stages;
 mod state;

@@ -7,7 +7,7 @@ use super::engine::{Caller, Engine, FlowPlan};
 use super::{Execution, FlowError, Services};
 use crate::config::Designation;
 use crate::config::StageBinding;
-use crate::policy::{Binding, Facts, FlowFacts, Judge, RequestFacts, UserFacts, Verdict};
+use crate::policy::{Binding, Facts, Failures, FlowFacts, Judge, RequestFacts, UserFacts, Verdict};
 use crate::store::User;
 use std::collections::BTreeMap;
 
@@ -60,6 +60,40 @@ fn flow_facts(plan: &FlowPlan) -> FlowFacts {
     }
 }
 
+/// How long a failed sign-in counts for `reputation` policies, in seconds.
+pub(crate) const REPUTATION_WINDOW: i64 = 3600;
+
+fn ip_key(ip: &str) -> String {
+    format!("rep:ip:{ip}")
+}
+
+fn user_key(user: &str) -> String {
+    format!("rep:user:{user}")
+}
+
+/// The account a failure counts against: the resolved one, else the identifier typed.
+fn account(exec: &Execution) -> Option<&str> {
+    exec.user.as_deref().or(exec.uid.as_deref())
+}
+
+/// Records a failed sign-in (a wrong password) for `reputation` policies.
+///
+/// # Errors
+/// [`FlowError::Store`].
+pub(crate) fn record_failure(
+    exec: &Execution,
+    services: &Services,
+    client: &str,
+    now: i64,
+) -> Result<(), FlowError> {
+    let store = &services.store;
+    store.bump_counter(&ip_key(client), REPUTATION_WINDOW, now)?;
+    if let Some(user) = account(exec) {
+        store.bump_counter(&user_key(user), REPUTATION_WINDOW, now)?;
+    }
+    Ok(())
+}
+
 /// What policies see of `exec` in the request `at`: the user it names (looked up now), the
 /// request, the flow with its prompt data and passed stages, and `now`.
 pub(crate) fn facts_of(
@@ -80,7 +114,15 @@ pub(crate) fn facts_of(
         ),
         Err(_) => (String::new(), exec.rd.clone()),
     };
+    let failures = Failures {
+        ip: services.store.counter(&ip_key(at.client), now)?,
+        user: match account(exec) {
+            Some(u) => services.store.counter(&user_key(u), now)?,
+            None => 0,
+        },
+    };
     Ok(Facts {
+        failures,
         user,
         request: RequestFacts {
             ip: at.client.to_string(),
@@ -203,7 +245,7 @@ impl Engine {
 
 /// Every binding of `plan` judged for `user` from `ip` at `now`, as serving judges them at the
 /// first step; bindings re-evaluated when their stage is reached are judged too, over what is
-/// known now (the user; no prompt data yet).
+/// known now (the user; no prompt data yet). `reputation` policies count no failures here.
 pub async fn check_plan(
     plan: &FlowPlan,
     judge: &dyn Judge,
@@ -219,6 +261,7 @@ pub async fn check_plan(
         },
         flow: flow_facts(plan),
         now,
+        failures: Failures::default(),
     };
     let flow = judge.judge(&plan.policies, &facts).await;
     let mut stages = Vec::with_capacity(plan.stages.len());

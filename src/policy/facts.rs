@@ -15,6 +15,17 @@ pub struct Facts {
     pub flow: FlowFacts,
     /// `time.now`: unix seconds.
     pub now: i64,
+    /// Failed sign-ins recently recorded, for `reputation` policies (not shown to expressions).
+    pub failures: Failures,
+}
+
+/// Failed sign-ins (wrong passwords) within the recording window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Failures {
+    /// From the client's address.
+    pub ip: u32,
+    /// For the account (or the identifier typed, when it names none).
+    pub user: u32,
 }
 
 /// `user.*`.

@@ -7,7 +7,7 @@ mod expression;
 mod facts;
 
 pub use expression::{Expression, MAX_EXPRESSION_BYTES};
-pub use facts::{Facts, FlowFacts, RequestFacts, UserFacts};
+pub use facts::{Facts, Failures, FlowFacts, RequestFacts, UserFacts};
 
 use ipnet::IpNet;
 use std::net::IpAddr;
@@ -50,6 +50,16 @@ pub enum PolicyKind {
     Network(Vec<IpNet>),
     /// A prompt answer meets these password rules.
     Password(PasswordRules),
+    /// Fewer than `threshold` recent failed sign-ins from the client's address and/or for the
+    /// account.
+    Reputation {
+        /// Count the address's failures.
+        check_ip: bool,
+        /// Count the account's failures.
+        check_username: bool,
+        /// The failures at which the policy fails.
+        threshold: u32,
+    },
 }
 
 /// What a `password` policy asks of a prompt answer (authentik's names). Counts are of
@@ -231,6 +241,18 @@ impl Evaluator {
     pub async fn evaluate(&self, policy: &Policy, facts: &Facts) -> Outcome {
         match &policy.kind {
             PolicyKind::Network(nets) => network(&policy.name, nets, &facts.request.ip),
+            PolicyKind::Reputation {
+                check_ip,
+                check_username,
+                threshold,
+            } => {
+                let f = facts.failures;
+                if (*check_ip && f.ip >= *threshold) || (*check_username && f.user >= *threshold) {
+                    Outcome::Fail
+                } else {
+                    Outcome::Pass
+                }
+            }
             PolicyKind::Password(rules) => match facts.flow.prompt_data.get(&rules.field) {
                 Some(p) if rules.allows(p) => Outcome::Pass,
                 _ => Outcome::Fail,

@@ -33,6 +33,7 @@ fn facts(ip: &str, phone: Option<&str>) -> Facts {
             ..Default::default()
         },
         now: 1_700_000_000,
+        failures: Failures::default(),
     }
 }
 
@@ -263,5 +264,35 @@ async fn password_policy_counts_each_rule_over_the_prompt_answer() {
         }
         let v = judge.judge(&b, &f).await;
         assert_eq!(v.passed, passes, "{password:?}");
+    }
+}
+
+#[tokio::test]
+async fn reputation_policy_fails_at_its_threshold_for_what_it_checks() {
+    let judge = Evaluator::default();
+    let rep = |check_ip, check_username| {
+        Arc::new(Policy {
+            name: "rep".into(),
+            message: None,
+            kind: PolicyKind::Reputation {
+                check_ip,
+                check_username,
+                threshold: 3,
+            },
+        })
+    };
+    for (ip, user, check_ip, check_username, passes) in [
+        (0, 0, true, true, true),
+        (2, 2, true, true, true),
+        (3, 0, true, true, false),
+        (0, 3, true, true, false),
+        (3, 0, false, true, true),
+        (0, 3, true, false, true),
+    ] {
+        let mut f = facts("192.0.2.1", None);
+        f.failures = Failures { ip, user };
+        let b = binding(vec![rep(check_ip, check_username)], Mode::All, false);
+        let v = judge.judge(&b, &f).await;
+        assert_eq!(v.passed, passes, "{ip} {user} {check_ip} {check_username}");
     }
 }

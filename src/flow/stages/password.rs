@@ -76,6 +76,7 @@ impl Stage for Password {
             return Ok(Transition::pass());
         }
         let failures = failures + 1;
+        crate::flow::policy::record_failure(cx.exec, cx.services, cx.client, cx.now)?;
         tracing::info!(user = %uid, client = %cx.client, outcome = "failure", stage = "password", "sign-in failed");
         if failures >= self.failed_attempts_before_cancel {
             tracing::info!(user = %uid, client = %cx.client, "sign-in cancelled after {failures} failed attempts");

@@ -27,6 +27,10 @@ message = "Phones must start with +1234."
 kind = "expression"
 expression = "int(request.ip) > 0"
 message = "Cannot tell."
+[policies.reputation]
+kind = "reputation"
+threshold = 3
+message = "Too many failed sign-ins; try again later."
 [policies.always]
 kind = "expression"
 expression = "true"
@@ -113,6 +117,12 @@ title = "Sign in"
 designation = "authentication"
 stages = ["identify", "password", "login"]
 policies = ["forged_header"]
+[[flows]]
+slug = "guarded_by_reputation"
+title = "Sign in"
+designation = "authentication"
+stages = ["identify", "password", "login"]
+policies = ["reputation"]
 [[flows]]
 slug = "phone_checked"
 title = "Your details"
@@ -390,4 +400,27 @@ stages = ["identify", "password", "example_phone", "login"]
     );
     let view = rig.post(&mut exec, &[("phone", "+1234 555 0100")]).await;
     assert_eq!(signed_in(&view), ["identification", "password", "prompt"]);
+}
+
+#[tokio::test]
+async fn a_reputation_policy_refuses_after_the_threshold_of_failed_passwords() {
+    let rig = rig();
+    rig.user("alice", None).await;
+    // Two wrong passwords: still under the threshold of three.
+    let (mut exec, _) = rig.start("guarded_by_reputation").await;
+    rig.post(&mut exec, &[("uid", "alice")]).await;
+    for _ in 0..2 {
+        rig.post(&mut exec, &[("password", "wrong")]).await;
+    }
+    let (mut exec, view) = rig.start("guarded_by_reputation").await;
+    assert_eq!(component(&view), "identification");
+    rig.post(&mut exec, &[("uid", "alice")]).await;
+    rig.post(&mut exec, &[("password", "wrong")]).await;
+    // The address now has three failures: the flow is refused, even for the right password.
+    let (_, view) = rig.start("guarded_by_reputation").await;
+    assert_eq!(ended(&view), "Too many failed sign-ins; try again later.");
+    // The failures expire with their window.
+    rig.world.clock.advance_secs(3601);
+    let (_, view) = rig.start("guarded_by_reputation").await;
+    assert_eq!(component(&view), "identification");
 }
