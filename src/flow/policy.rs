@@ -78,6 +78,11 @@ fn account(exec: &Execution) -> Option<&str> {
 
 /// Records a failed sign-in (a wrong password) for `reputation` policies.
 ///
+/// # Security
+/// Anyone may type a wrong password for any name, so a policy with `check_username` lets a
+/// stranger hold an account under its threshold (as authentik's does); `check_ip` alone
+/// does not. Keys are bounded: identifiers are at most 256 characters, counters expire.
+///
 /// # Errors
 /// [`FlowError::Store`].
 pub(crate) fn record_failure(
