@@ -139,6 +139,7 @@ impl Parts {
                 }),
                 templates: Arc::new(MessageTemplates::new(config.ui.templates.clone())),
                 site_title: config.ui.site_title.clone(),
+                policies: Arc::new(crate::policy::Evaluator::default()),
             },
         ));
         let ui = Arc::new(Ui::new(&config.ui));

@@ -15,8 +15,20 @@ const RULES: &[(&str, &[&str], &str)] = &[
             "reqwest::",
             "crate::proxy",
             "crate::portal",
+            "cel::",
         ],
         "the engine and its stages see ports (traits), never a transport or a backend",
+    ),
+    (
+        "src/policy",
+        &[
+            "crate::flow",
+            "crate::config",
+            "crate::store",
+            "crate::session",
+            "pingora::",
+        ],
+        "policies are a leaf: the engine fills their facts, config compiles them",
     ),
     (
         "src/config",

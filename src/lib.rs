@@ -32,6 +32,7 @@ pub mod http_client;
 pub mod loadgen;
 pub mod notify;
 pub mod password;
+pub mod policy;
 pub mod portal;
 pub mod proxy;
 pub mod redirect;

@@ -234,6 +234,7 @@ impl TestWorld {
             sms: HashMap::new(),
             templates: Arc::new(MessageTemplates::new(None)),
             site_title: "Portcullis".into(),
+            policies: Arc::new(crate::policy::Evaluator::default()),
         };
         Self {
             services,

@@ -1,6 +1,7 @@
 //! The command line: `serve`, `check-config`, user and key administration.
 
 mod bench;
+mod flow_check;
 mod password_input;
 
 use crate::admin::{self, Admin, Command, Reply};
@@ -46,6 +47,9 @@ pub(crate) enum Cmd {
     User(UserCmd),
     /// Hash a password read from stdin with the configured argon2id cost.
     HashPassword,
+    /// Inspect flows.
+    #[command(subcommand)]
+    Flow(FlowCmd),
     /// Manage session signing keys.
     #[command(subcommand)]
     Keys(KeysCmd),
@@ -105,6 +109,22 @@ pub(crate) enum CertsCmd {
         /// `*.localhost` for subdomains, so name them here.
         #[arg(long = "name")]
         names: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum FlowCmd {
+    /// Print the flow's stage plan for a user and client address, with each policy binding's
+    /// verdict, judged as `serve` judges them.
+    Check {
+        /// The flow's slug.
+        slug: String,
+        /// The account the user signs in as (anonymous when left out).
+        #[arg(long)]
+        user: Option<String>,
+        /// The client's address.
+        #[arg(long, default_value = "127.0.0.1")]
+        ip: String,
     },
 }
 
@@ -182,6 +202,9 @@ pub fn run(cli: Cli, inherited: InheritedListeners) -> ExitCode {
             }
         }
         Cmd::Keys(KeysCmd::Rotate) => rotate_keys(&config),
+        Cmd::Flow(FlowCmd::Check { slug, user, ip }) => {
+            flow_check::run(&config, &slug, user.as_deref(), &ip)
+        }
     }
 }
 

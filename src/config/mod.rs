@@ -7,6 +7,7 @@ mod duration;
 mod email;
 mod env;
 mod error;
+mod policies;
 mod raw;
 mod server;
 mod sms;
@@ -16,6 +17,7 @@ mod validate;
 pub use duration::parse as parse_duration;
 pub use email::OwnOtp;
 pub use error::ConfigError;
+pub use policies::StageBinding;
 pub use ui::{FooterLink, Logo, Rgb};
 
 pub use delivery::{DeviceClass, GenericAuth, Mailbox, SmsProvider, SmtpSecurity, SmtpSettings};
@@ -61,6 +63,8 @@ pub struct Config {
     pub flows: Vec<FlowConfig>,
     /// `[stages.<name>]`, by name.
     pub stages: BTreeMap<String, StageConfig>,
+    /// `[policies.<name>]`, compiled, by name.
+    pub policies: BTreeMap<String, std::sync::Arc<crate::policy::Policy>>,
 }
 
 /// `[server]`: where the gateway listens and how it is reached.
@@ -372,6 +376,17 @@ pub enum Designation {
     StageConfiguration,
 }
 
+impl Designation {
+    /// As written in the config (`flow.designation` for policies).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Designation::Authentication => "authentication",
+            Designation::Enrollment => "enrollment",
+            Designation::StageConfiguration => "stage_configuration",
+        }
+    }
+}
+
 /// One `[[flows]]` entry: stages in order.
 #[derive(Debug, Clone)]
 pub struct FlowConfig {
@@ -383,6 +398,10 @@ pub struct FlowConfig {
     pub designation: Designation,
     /// Stage names, in order, each a key of [`Config::stages`].
     pub stages: Vec<String>,
+    /// Who may start the flow (`policies`, `policy_engine_mode`).
+    pub policies: crate::policy::Binding,
+    /// Per stage (parallel to `stages`), the policies that decide whether it runs.
+    pub bindings: Vec<StageBinding>,
 }
 
 /// What users may identify with.
@@ -479,6 +498,9 @@ pub struct SmsStageConfig {
 pub struct PromptStageConfig {
     /// The fields, in order.
     pub fields: Vec<PromptField>,
+    /// Policies the answers must pass (`validation_policies`, all of them), judged over the
+    /// execution with the answers added to `flow.prompt_data`.
+    pub validation_policies: crate::policy::Binding,
 }
 
 /// One field of a prompt stage.

@@ -31,6 +31,9 @@ pub(super) struct RawConfig {
     pub flows: Vec<RawFlow>,
     #[serde(default)]
     pub stages: BTreeMap<String, RawStage>,
+    /// `[policies.NAME]`: checks bound to flows and stages.
+    #[serde(default)]
+    pub policies: BTreeMap<String, super::policies::RawPolicy>,
     /// The policy for passwords an operator sets (`user add`, `user passwd`).
     #[serde(default)]
     pub password: RawPasswordPolicy,
@@ -211,7 +214,11 @@ pub(super) struct RawFlow {
     pub slug: String,
     pub title: Option<String>,
     pub designation: String,
-    pub stages: Vec<String>,
+    pub stages: Vec<super::policies::RawStageEntry>,
+    /// Who may start the flow.
+    #[serde(default)]
+    pub policies: Vec<String>,
+    pub policy_engine_mode: Option<String>,
 }
 
 /// A stage definition; `kind` picks the variant so each kind only accepts its own options.
@@ -283,6 +290,10 @@ pub(super) struct RawSmsStage {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPromptStage {
     pub fields: Vec<RawPromptField>,
+    /// Policies the answers must pass (all of them); a failing one's message is shown as an
+    /// error and the prompt asks again.
+    #[serde(default)]
+    pub validation_policies: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -260,7 +260,11 @@ fn sms_limits(name: &str, raw: &RawSmsStage) -> Checked<SmsLimits> {
     })
 }
 
-pub(super) fn prompt_stage(name: &str, raw: &RawPromptStage) -> Checked<PromptStageConfig> {
+pub(super) fn prompt_stage(
+    name: &str,
+    raw: &RawPromptStage,
+    policies: &BTreeMap<String, std::sync::Arc<crate::policy::Policy>>,
+) -> Checked<PromptStageConfig> {
     if raw.fields.is_empty() {
         return Err(Problem::new(
             format!("stages.{name}.fields"),
@@ -303,5 +307,15 @@ pub(super) fn prompt_stage(name: &str, raw: &RawPromptStage) -> Checked<PromptSt
             })
         })
         .collect::<Checked<Vec<_>>>()?;
-    Ok(PromptStageConfig { fields })
+    let validation_policies = super::policies::binding(
+        &format!("stages.{name}.validation_policies"),
+        &raw.validation_policies,
+        None,
+        false,
+        policies,
+    )?;
+    Ok(PromptStageConfig {
+        fields,
+        validation_policies,
+    })
 }

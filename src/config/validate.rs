@@ -87,12 +87,13 @@ pub(super) fn validate(mut raw: RawConfig, file: &Path) -> Checked<Config> {
     let headers = headers(&raw.headers)?;
     let passwords = passwords(&raw.passwords)?;
     let password_policy = password_policy(&raw.password)?;
+    let policies = super::policies::policies(raw.policies)?;
     let stages = raw
         .stages
         .into_iter()
-        .map(|(name, st)| Ok((name.clone(), stage(&name, st, session.lifetime)?)))
+        .map(|(name, st)| Ok((name.clone(), stage(&name, st, session.lifetime, &policies)?)))
         .collect::<Checked<BTreeMap<_, _>>>()?;
-    let flows = flows(&raw.flows, &stages)?;
+    let flows = flows(&raw.flows, &stages, &policies)?;
     super::email::cross_check(&stages, &flows)?;
     let mut apps = apps(&raw.apps, &flows)?;
     let server = super::server::server(&raw.server, listen)?;
@@ -123,6 +124,7 @@ pub(super) fn validate(mut raw: RawConfig, file: &Path) -> Checked<Config> {
         apps,
         flows,
         stages,
+        policies,
     })
 }
 
@@ -301,7 +303,12 @@ fn password_policy(raw: &super::raw::RawPasswordPolicy) -> Checked<PasswordPolic
     Ok(p)
 }
 
-fn stage(name: &str, raw: RawStage, session_lifetime: Duration) -> Checked<StageConfig> {
+fn stage(
+    name: &str,
+    raw: RawStage,
+    session_lifetime: Duration,
+    policies: &BTreeMap<String, std::sync::Arc<crate::policy::Policy>>,
+) -> Checked<StageConfig> {
     let path = |key: &str| format!("stages.{name}.{key}");
     Ok(match raw {
         RawStage::Identification { user_fields } => {
@@ -356,7 +363,7 @@ fn stage(name: &str, raw: RawStage, session_lifetime: Duration) -> Checked<Stage
             StageConfig::AuthenticatorSms(Box::new(super::sms::sms_stage(name, &raw)?))
         }
         RawStage::Prompt(raw) => {
-            StageConfig::Prompt(Box::new(super::sms::prompt_stage(name, &raw)?))
+            StageConfig::Prompt(Box::new(super::sms::prompt_stage(name, &raw, policies)?))
         }
         RawStage::AuthenticatorValidate(raw) => {
             StageConfig::AuthenticatorValidate(Box::new(super::email::validate_stage(name, &raw)?))
@@ -367,6 +374,7 @@ fn stage(name: &str, raw: RawStage, session_lifetime: Duration) -> Checked<Stage
 fn flows(
     raw: &[super::raw::RawFlow],
     stages: &BTreeMap<String, StageConfig>,
+    policies: &BTreeMap<String, std::sync::Arc<crate::policy::Policy>>,
 ) -> Checked<Vec<FlowConfig>> {
     let mut seen = HashMap::new();
     let mut out = Vec::with_capacity(raw.len());
@@ -405,19 +413,32 @@ fn flows(
                 "needs at least one stage",
             ));
         }
-        for (j, s) in f.stages.iter().enumerate() {
+        let mut bindings = Vec::with_capacity(f.stages.len());
+        for (j, entry) in f.stages.iter().enumerate() {
+            let s = entry.stage();
             if !stages.contains_key(s) {
                 return Err(Problem::new(
                     format!("flows[{i}].stages[{j}]"),
                     format!("no stage named `{s}` under [stages]"),
                 ));
             }
+            let path = format!("flows[{i}].stages[{j}]");
+            bindings.push(super::policies::stage_binding(&path, entry, policies)?);
         }
+        let flow_policies = super::policies::binding(
+            &format!("flows[{i}].policies"),
+            &f.policies,
+            f.policy_engine_mode.as_deref(),
+            false,
+            policies,
+        )?;
         out.push(FlowConfig {
             slug: f.slug.clone(),
             title: f.title.clone().unwrap_or_else(|| "Sign in".into()),
             designation,
-            stages: f.stages.clone(),
+            stages: f.stages.iter().map(|e| e.stage().to_string()).collect(),
+            policies: flow_policies,
+            bindings,
         });
     }
     Ok(out)

@@ -34,6 +34,12 @@ impl Engine {
             name,
             client: at.client,
             now: self.now(),
+            at,
+            designation: self
+                .flow(&exec.flow)
+                .map_or(crate::config::Designation::Authentication, |p| {
+                    p.designation
+                }),
         }
     }
 
@@ -59,6 +65,11 @@ impl Engine {
         if let Some(why) = exec.spoiled().cloned() {
             return Ok(self.spoil(exec, &why));
         }
+        if exec.planned.is_none() {
+            if let Some(refusal) = self.make_plan(exec, at).await? {
+                return Ok(self.ended(exec, refusal));
+            }
+        }
         let plan = self.plan(exec)?;
         loop {
             let Some((name, stage)) = self.current(plan, exec) else {
@@ -66,6 +77,10 @@ impl Engine {
             };
             let stage = stage.as_ref();
             if self.carried_past(exec, stage) {
+                Self::move_on(exec);
+                continue;
+            }
+            if exec.state.is_none() && self.skips_reached(exec, at).await? {
                 Self::move_on(exec);
                 continue;
             }

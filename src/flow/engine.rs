@@ -6,11 +6,11 @@ use super::execution::{Carried, FORMAT};
 use super::stage::{Input, Services};
 use super::step::Stage;
 use super::{stages, Challenge, Execution, FlowError, StageKind};
-use crate::config::{Config, Designation};
+use crate::config::{Config, Designation, FlowConfig, StageConfig};
 use crate::secret::SecretString;
 use crate::session::{Claims, Factors};
 use crate::store::User;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// A configured flow: its stages in order. With an execution's `stage` index, `passed` kinds
@@ -29,6 +29,29 @@ pub struct FlowPlan {
     /// Per stage, the factors any one of which satisfies it (see [`Factors::satisfying`]): a
     /// step-up execution skips the stages its session already satisfies.
     pub satisfied_by: Vec<Factors>,
+    /// Who may start the flow.
+    pub policies: crate::policy::Binding,
+    /// Per stage (parallel to `stages`), the policies that decide whether it runs.
+    pub bindings: Vec<crate::config::StageBinding>,
+}
+
+impl FlowPlan {
+    /// The plan of the configured flow `f` (its stages are keys of `stages`).
+    pub fn new(f: &FlowConfig, stages: &BTreeMap<String, StageConfig>) -> FlowPlan {
+        FlowPlan {
+            slug: f.slug.clone(),
+            title: f.title.clone(),
+            designation: f.designation,
+            stages: f.stages.clone(),
+            satisfied_by: f
+                .stages
+                .iter()
+                .map(|s| stages.get(s).map_or(Factors::NONE, Factors::satisfying))
+                .collect(),
+            policies: f.policies.clone(),
+            bindings: f.bindings.clone(),
+        }
+    }
 }
 
 /// Where an execution stands after a step.
@@ -90,6 +113,10 @@ pub struct Caller<'a> {
     pub client: &'a str,
     /// `scheme://host[:port]` of the request.
     pub origin: &'a str,
+    /// The request's method, for policies (`request.method`).
+    pub method: &'a str,
+    /// The request headers policies may read ([`super::POLICY_HEADERS`]), as sent.
+    pub headers: &'a [(&'a str, &'a str)],
 }
 
 /// Meta keys a response may carry besides the stage's fields: they name what it answers.
@@ -129,22 +156,7 @@ impl Engine {
         let flows = cfg
             .flows
             .iter()
-            .map(|f| {
-                (
-                    f.slug.clone(),
-                    FlowPlan {
-                        slug: f.slug.clone(),
-                        title: f.title.clone(),
-                        designation: f.designation,
-                        stages: f.stages.clone(),
-                        satisfied_by: f
-                            .stages
-                            .iter()
-                            .map(|s| cfg.stages.get(s).map_or(Factors::NONE, Factors::satisfying))
-                            .collect(),
-                    },
-                )
-            })
+            .map(|f| (f.slug.clone(), FlowPlan::new(f, &cfg.stages)))
             .collect();
         Self {
             flows,
@@ -259,6 +271,7 @@ impl Engine {
             prompt_data: Default::default(),
             state: None,
             login: None,
+            planned: None,
             client: client.into(),
             factors: Factors::NONE,
             carried: None,

@@ -59,6 +59,10 @@ pub struct Execution {
     /// Set by `user_login`: the session to issue at the end, and for how long (seconds).
     #[serde(default)]
     pub login: Option<i64>,
+    /// Per stage, whether the plan made at the first step keeps it (its bindings evaluated
+    /// on plan); `None` until the plan is made.
+    #[serde(default)]
+    pub planned: Option<Vec<bool>>,
     /// Client address the execution was started from (for limits and logs).
     #[serde(default)]
     pub client: String,
@@ -195,6 +199,7 @@ impl Execution {
             prompt_data: BTreeMap::new(),
             state: None,
             login: None,
+            planned: None,
             client: String::new(),
             factors: Factors::NONE,
             carried: None,
@@ -221,6 +226,7 @@ impl std::fmt::Debug for Execution {
             .field("prompt_keys", &self.prompt_data.keys().collect::<Vec<_>>())
             .field("state", &self.state)
             .field("login", &self.login)
+            .field("planned", &self.planned)
             .field("factors", &self.factors)
             .field("carried", &self.carried)
             .field("spoiled", &self.spoiled)

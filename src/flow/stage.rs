@@ -37,6 +37,8 @@ pub struct Services {
     pub templates: Arc<MessageTemplates>,
     /// Named in messages ("your code for ...").
     pub site_title: String,
+    /// Judges the policies bound to flows and stages.
+    pub policies: Arc<dyn crate::policy::Judge>,
 }
 
 /// How to reach a phone: a provider plus the limits that protect it from pumping.

@@ -21,9 +21,32 @@ pub(crate) struct Cx<'a> {
     pub(crate) client: &'a str,
     /// Unix seconds, from the engine's clock.
     pub(crate) now: i64,
+    /// The request this step answers, for policies.
+    pub(crate) at: super::Caller<'a>,
+    /// What the flow is for, for policies (`flow.designation`).
+    pub(crate) designation: crate::config::Designation,
 }
 
 impl<'a> Cx<'a> {
+    /// What policies see of this step, with `extra` answers not yet in the execution.
+    ///
+    /// # Errors
+    /// [`FlowError::Store`] looking the user up.
+    pub(crate) fn facts(
+        &self,
+        extra: &[(String, String)],
+    ) -> Result<crate::policy::Facts, FlowError> {
+        let mut facts = super::policy::facts_of(
+            self.exec,
+            self.services,
+            self.at,
+            self.designation,
+            self.now,
+        )?;
+        facts.flow.prompt_data.extend(extra.iter().cloned());
+        Ok(facts)
+    }
+
     /// The same moment seen by the stage `name` (a setup stage run inside a validation).
     pub(crate) fn named(&self, name: &'a str) -> Cx<'a> {
         Cx {
@@ -32,6 +55,8 @@ impl<'a> Cx<'a> {
             name,
             client: self.client,
             now: self.now,
+            at: self.at,
+            designation: self.designation,
         }
     }
 

@@ -49,9 +49,15 @@ async fn step(to: &Answering<'_>, slug: &str) -> Answer {
     }
     // Magic links and same-site return addresses use the configured origin, not the Host.
     let origin = p.origin(req);
+    let headers: Vec<(&str, &str)> = crate::flow::POLICY_HEADERS
+        .iter()
+        .filter_map(|&name| Some((name, req.headers.get(name)?.to_str().ok()?)))
+        .collect();
     let at = Caller {
         client: req.client,
         origin: &origin,
+        method: req.method.as_str(),
+        headers: &headers,
     };
     // One step of an execution at a time, from load to save (see `Engine::lock`).
     let _step = match cookie::find(req.headers, FLOW_COOKIE) {

@@ -17,6 +17,7 @@ mod flow_api;
 mod flow_html;
 mod links;
 mod log_secrets;
+mod policies;
 mod proxy;
 mod redirects;
 mod route_tricks;

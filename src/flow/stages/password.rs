@@ -77,6 +77,7 @@ impl Stage for Password {
         }
         // Saturating: a count read back at the top of its range stays there, never wraps to 0.
         let failures = failures.saturating_add(1);
+        crate::flow::policy::record_failure(cx.exec, cx.services, cx.client, cx.now)?;
         tracing::info!(user = %uid, client = %cx.client, outcome = "failure", stage = "password", "sign-in failed");
         if failures >= self.failed_attempts_before_cancel {
             tracing::info!(user = %uid, client = %cx.client, "sign-in cancelled after {failures} failed attempts");

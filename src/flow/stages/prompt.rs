@@ -63,7 +63,7 @@ impl Stage for Prompt {
 
     async fn submit(
         &self,
-        _cx: &Cx<'_>,
+        cx: &Cx<'_>,
         state: StageState,
         input: &Input,
     ) -> Result<Transition, FlowError> {
@@ -110,6 +110,15 @@ impl Stage for Prompt {
         }
         if !errors.is_empty() {
             return Ok(Transition::to(Next::Stay(state, errors)));
+        }
+        let policies = &self.cfg.validation_policies;
+        if !policies.is_empty() {
+            let facts = cx.facts(&values)?;
+            let verdict = cx.services.policies.judge(policies, &facts).await;
+            if !verdict.passed {
+                tracing::info!(stage = %cx.name, outcomes = ?verdict.outcomes, "prompt answers refused by its validation policies");
+                return Ok(Transition::to(Next::Stay(state, verdict.messages)));
+            }
         }
         Ok(Transition::pass().and(Effect::Remember(values)))
     }

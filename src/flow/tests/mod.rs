@@ -6,6 +6,7 @@ mod attacks;
 mod email;
 mod engine;
 mod plain;
+mod policies;
 mod rig;
 mod sms;
 mod validate;

@@ -6,15 +6,19 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::flow::delivery::Pace;
 use crate::flow::{Caller, Challenge, Engine, Execution, FlowError, Input, Step, View};
+use crate::policy::Judge;
 use crate::secret::SecretString;
 use crate::store::{Device, DeviceClass, Store, User};
 use crate::testing::TestWorld;
 use std::path::Path;
+use std::sync::Arc;
 
 pub(super) const PASSWORD: &str = "correct horse";
 pub(super) const AT: Caller<'static> = Caller {
     client: "192.0.2.7",
     origin: "https://auth.example.test",
+    method: "GET",
+    headers: &[("User-Agent", "flow-tests")],
 };
 
 const CONFIG: &str = r#"
@@ -158,12 +162,26 @@ pub(super) struct Rig {
 
 impl Rig {
     pub(super) fn new() -> Rig {
-        let config = Config::from_toml(CONFIG, Path::new("flow-tests.toml"), std::iter::empty())
-            .unwrap_or_else(|e| panic!("test config refused: {e}"));
-        let world = TestWorld::for_config(&config);
+        Rig::with("", None)
+    }
+
+    /// The test config plus `extra` (more flows, stages, policies), policies judged by `judge`
+    /// (the default evaluator when `None`).
+    pub(super) fn with(extra: &str, judge: Option<Arc<dyn Judge>>) -> Rig {
+        let config = Rig::config(extra).unwrap_or_else(|e| panic!("test config refused: {e}"));
+        let mut world = TestWorld::for_config(&config);
+        if let Some(judge) = judge {
+            world.services.policies = judge;
+        }
         let mut engine = Engine::new(&config, world.services.clone());
         engine.pace = Pace::instant();
         Rig { engine, world }
+    }
+
+    /// The test config plus `extra`, as loading would make it.
+    pub(super) fn config(extra: &str) -> Result<Config, crate::config::ConfigError> {
+        let text = format!("{CONFIG}\n{extra}");
+        Config::from_toml(&text, Path::new("flow-tests.toml"), std::iter::empty())
     }
 
     /// Adds an active user with [`PASSWORD`] and `email`.

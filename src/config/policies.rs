@@ -1,0 +1,268 @@
+//! `[policies.NAME]` and the bindings that use them: a flow's `policies` (who may start it)
+//! and a stage entry's `{ stage = "..", policies = [..], .. }` (whether the stage runs).
+//! Expressions are compiled here, once; CIDRs parsed here.
+
+use super::error::Problem;
+use crate::policy::{Binding, Expression, Mode, PasswordRules, Policy, PolicyKind};
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+type Checked<T> = Result<T, Problem>;
+
+/// `[policies.NAME]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub(super) enum RawPolicy {
+    Expression {
+        expression: String,
+        message: Option<String>,
+    },
+    Network {
+        cidrs: Vec<String>,
+        message: Option<String>,
+    },
+    Reputation {
+        check_ip: Option<bool>,
+        check_username: Option<bool>,
+        threshold: u32,
+        message: Option<String>,
+    },
+    Password {
+        password_field: Option<String>,
+        #[serde(default)]
+        length_min: usize,
+        #[serde(default)]
+        amount_uppercase: usize,
+        #[serde(default)]
+        amount_lowercase: usize,
+        #[serde(default)]
+        amount_digits: usize,
+        #[serde(default)]
+        amount_symbols: usize,
+        message: Option<String>,
+    },
+}
+
+/// One entry of a flow's `stages`: a stage name, or a table binding policies to it.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawStageEntry {
+    Name(String),
+    Bound(RawStageBinding),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStageBinding {
+    pub stage: String,
+    #[serde(default)]
+    pub policies: Vec<String>,
+    #[serde(default)]
+    pub negate: bool,
+    pub policy_engine_mode: Option<String>,
+    pub evaluate_on_plan: Option<bool>,
+    pub re_evaluate_policies: Option<bool>,
+}
+
+impl RawStageEntry {
+    pub(super) fn stage(&self) -> &str {
+        match self {
+            RawStageEntry::Name(s) => s,
+            RawStageEntry::Bound(b) => &b.stage,
+        }
+    }
+}
+
+/// A flow's stage with the policies that decide whether it runs.
+#[derive(Debug, Clone, Default)]
+pub struct StageBinding {
+    /// The policies; an empty binding always passes.
+    pub binding: Binding,
+    /// Evaluated when the plan is made (the flow's first step): a failing stage is left out.
+    pub evaluate_on_plan: bool,
+    /// Evaluated (again) when the stage is reached, over what the execution knows by then: a
+    /// failing stage is skipped.
+    pub re_evaluate_policies: bool,
+}
+
+/// `[policies]`: each compiled or parsed once.
+pub(super) fn policies(raw: BTreeMap<String, RawPolicy>) -> Checked<BTreeMap<String, Arc<Policy>>> {
+    raw.into_iter()
+        .map(|(name, p)| {
+            let policy = policy(&name, p)?;
+            Ok((name, Arc::new(policy)))
+        })
+        .collect()
+}
+
+fn policy(name: &str, raw: RawPolicy) -> Checked<Policy> {
+    let (kind, message) = match raw {
+        RawPolicy::Expression {
+            expression,
+            message,
+        } => {
+            let e = Expression::compile(&expression)
+                .map_err(|e| Problem::new(format!("policies.{name}.expression"), e.to_string()))?;
+            (PolicyKind::Expression(e), message)
+        }
+        RawPolicy::Network { cidrs, message } => {
+            if cidrs.is_empty() {
+                return Err(Problem::new(
+                    format!("policies.{name}.cidrs"),
+                    "needs at least one network",
+                ));
+            }
+            let nets = cidrs
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    c.parse::<IpNet>().map_err(|_| {
+                        Problem::new(
+                            format!("policies.{name}.cidrs[{i}]"),
+                            format!("`{c}` is not a network like \"10.0.0.0/8\""),
+                        )
+                    })
+                })
+                .collect::<Checked<Vec<_>>>()?;
+            (PolicyKind::Network(nets), message)
+        }
+        RawPolicy::Reputation {
+            check_ip,
+            check_username,
+            threshold,
+            message,
+        } => {
+            let (check_ip, check_username) =
+                (check_ip.unwrap_or(true), check_username.unwrap_or(true));
+            if threshold == 0 || !(check_ip || check_username) {
+                return Err(Problem::new(
+                    format!("policies.{name}"),
+                    "a reputation policy needs threshold >= 1 and check_ip or check_username",
+                ));
+            }
+            (
+                PolicyKind::Reputation {
+                    check_ip,
+                    check_username,
+                    threshold,
+                },
+                message,
+            )
+        }
+        RawPolicy::Password {
+            password_field,
+            length_min,
+            amount_uppercase,
+            amount_lowercase,
+            amount_digits,
+            amount_symbols,
+            message,
+        } => {
+            let rules = PasswordRules {
+                field: password_field.unwrap_or_else(|| "password".into()),
+                length_min,
+                amount_uppercase,
+                amount_lowercase,
+                amount_digits,
+                amount_symbols,
+            };
+            if rules
+                == (PasswordRules {
+                    field: rules.field.clone(),
+                    ..Default::default()
+                })
+            {
+                return Err(Problem::new(
+                    format!("policies.{name}"),
+                    "a password policy needs at least one rule (length_min, amount_*)",
+                ));
+            }
+            (PolicyKind::Password(rules), message)
+        }
+    };
+    Ok(Policy {
+        name: name.to_string(),
+        message: message.filter(|m| !m.trim().is_empty()),
+        kind,
+    })
+}
+
+/// The binding of `names` at `path` (the key listing them; each a key of `[policies]`).
+pub(super) fn binding(
+    path: &str,
+    names: &[String],
+    mode: Option<&str>,
+    negate: bool,
+    all: &BTreeMap<String, Arc<Policy>>,
+) -> Checked<Binding> {
+    let mode = match mode {
+        None => Mode::All,
+        Some(m) => Mode::parse(m).ok_or_else(|| {
+            Problem::new(
+                format!("{}.policy_engine_mode", parent(path)),
+                format!("`{m}` is not one of \"all\", \"any\""),
+            )
+        })?,
+    };
+    let policies = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            all.get(n).cloned().ok_or_else(|| {
+                Problem::new(
+                    format!("{path}[{i}]"),
+                    format!("no policy named `{n}` under [policies]"),
+                )
+            })
+        })
+        .collect::<Checked<Vec<_>>>()?;
+    if negate && policies.is_empty() {
+        return Err(Problem::new(
+            format!("{}.negate", parent(path)),
+            "negates nothing: bind at least one policy",
+        ));
+    }
+    Ok(Binding {
+        policies,
+        mode,
+        negate,
+    })
+}
+
+/// The binding of a flow's stage entry at `path`.
+pub(super) fn stage_binding(
+    path: &str,
+    entry: &RawStageEntry,
+    all: &BTreeMap<String, Arc<Policy>>,
+) -> Checked<StageBinding> {
+    let RawStageEntry::Bound(b) = entry else {
+        return Ok(StageBinding::default());
+    };
+    let binding = binding(
+        &format!("{path}.policies"),
+        &b.policies,
+        b.policy_engine_mode.as_deref(),
+        b.negate,
+        all,
+    )?;
+    let evaluate_on_plan = b.evaluate_on_plan.unwrap_or(true);
+    let re_evaluate_policies = b.re_evaluate_policies.unwrap_or(false);
+    if !binding.is_empty() && !evaluate_on_plan && !re_evaluate_policies {
+        return Err(Problem::new(
+            path,
+            "its policies would never be evaluated: set evaluate_on_plan or re_evaluate_policies",
+        ));
+    }
+    Ok(StageBinding {
+        binding,
+        evaluate_on_plan,
+        re_evaluate_policies,
+    })
+}
+
+/// The table a key belongs to: `flows[0]` for `flows[0].policies`.
+fn parent(path: &str) -> &str {
+    path.rsplit_once('.').map_or(path, |(p, _)| p)
+}

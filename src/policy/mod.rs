@@ -1,0 +1,301 @@
+//! Policies: named yes/no checks (`[policies.NAME]`) that decide who may start a flow and
+//! which of its stages run. An `expression` policy is a CEL program compiled at config load;
+//! a `network` policy matches the client address against CIDRs. The flow engine asks through
+//! the [`Judge`] port; [`Evaluator`] is the one implementation.
+
+mod expression;
+mod facts;
+
+pub use expression::{Expression, MAX_EXPRESSION_BYTES};
+pub use facts::{Facts, Failures, FlowFacts, RequestFacts, UserFacts};
+
+use ipnet::IpNet;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What a policy is refused for at config load.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// The CEL source does not parse.
+    #[error("does not parse: {0}")]
+    Syntax(String),
+    /// The program names a variable outside the documented context.
+    #[error("unknown variable `{0}` (known: user, request, flow, time)")]
+    UnknownVariable(String),
+    /// The program is larger than the evaluation bound allows.
+    #[error("too large: {0}")]
+    TooLarge(String),
+}
+
+/// One configured policy.
+#[derive(Debug)]
+pub struct Policy {
+    /// Its name under `[policies]`.
+    pub name: String,
+    /// Shown to the user when the policy fails (authentik's `ak_message`).
+    pub message: Option<String>,
+    /// What it checks.
+    pub kind: PolicyKind,
+}
+
+/// What a policy checks.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum PolicyKind {
+    /// A CEL expression over [`Facts`] that must be `true`.
+    Expression(Expression),
+    /// The client address is in one of these networks.
+    Network(Vec<IpNet>),
+    /// A prompt answer meets these password rules.
+    Password(PasswordRules),
+    /// Fewer than `threshold` recent failed sign-ins from the client's address and/or for the
+    /// account.
+    Reputation {
+        /// Count the address's failures.
+        check_ip: bool,
+        /// Count the account's failures.
+        check_username: bool,
+        /// The failures at which the policy fails.
+        threshold: u32,
+    },
+}
+
+/// What a `password` policy asks of a prompt answer (authentik's names). Counts are of
+/// Unicode characters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PasswordRules {
+    /// The `flow.prompt_data` key holding the password.
+    pub field: String,
+    /// At least this many characters.
+    pub length_min: usize,
+    /// At least this many upper-case letters.
+    pub amount_uppercase: usize,
+    /// At least this many lower-case letters.
+    pub amount_lowercase: usize,
+    /// At least this many digits.
+    pub amount_digits: usize,
+    /// At least this many symbols (neither letter, digit nor space).
+    pub amount_symbols: usize,
+}
+
+impl PasswordRules {
+    /// Whether `password` meets every rule.
+    pub fn allows(&self, password: &str) -> bool {
+        let count = |f: fn(&char) -> bool| password.chars().filter(f).count();
+        password.chars().count() >= self.length_min
+            && count(|c| c.is_uppercase()) >= self.amount_uppercase
+            && count(|c| c.is_lowercase()) >= self.amount_lowercase
+            && count(|c| c.is_numeric()) >= self.amount_digits
+            && count(|c| !c.is_alphanumeric() && !c.is_whitespace()) >= self.amount_symbols
+    }
+}
+
+/// How a binding's policies combine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Every policy must pass (the default).
+    #[default]
+    All,
+    /// One passing policy is enough.
+    Any,
+}
+
+impl Mode {
+    /// `"all"` or `"any"`.
+    pub fn parse(s: &str) -> Option<Mode> {
+        match s {
+            "all" => Some(Mode::All),
+            "any" => Some(Mode::Any),
+            _ => None,
+        }
+    }
+}
+
+/// Policies bound to a flow or a stage, with how they combine.
+#[derive(Debug, Clone, Default)]
+pub struct Binding {
+    /// The policies, in the configured order.
+    pub policies: Vec<Arc<Policy>>,
+    /// How their results combine.
+    pub mode: Mode,
+    /// Inverts the combined result (never an error: a policy that errors still denies).
+    pub negate: bool,
+}
+
+impl Binding {
+    /// Whether the binding has no policies (it always passes).
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
+}
+
+/// One policy's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// It held.
+    Pass,
+    /// It did not hold.
+    Fail,
+    /// It could not be evaluated (a runtime error, a non-boolean result, the time bound); it
+    /// denies whatever the binding's mode or negation.
+    Error,
+}
+
+impl Outcome {
+    /// `pass`, `fail` or `error`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Pass => "pass",
+            Outcome::Fail => "fail",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// A binding's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// Whether the binding lets the user through.
+    pub passed: bool,
+    /// The messages of the policies that made it fail, to show the user.
+    pub messages: Vec<String>,
+    /// Each policy's outcome, by name, in order.
+    pub outcomes: Vec<(String, Outcome)>,
+}
+
+/// What a refused user is told when no failing policy has a message.
+pub const DENIED: &str = "Access denied.";
+
+impl Verdict {
+    /// Combines per-policy outcomes as `binding` says.
+    pub fn combine(binding: &Binding, outcomes: Vec<(String, Outcome)>) -> Verdict {
+        if outcomes.is_empty() {
+            return Verdict {
+                passed: true,
+                messages: Vec::new(),
+                outcomes,
+            };
+        }
+        let errored = outcomes.iter().any(|(_, o)| *o == Outcome::Error);
+        let held = match binding.mode {
+            Mode::All => outcomes.iter().all(|(_, o)| *o == Outcome::Pass),
+            Mode::Any => outcomes.iter().any(|(_, o)| *o == Outcome::Pass),
+        };
+        let passed = !errored && (held != binding.negate);
+        let mut messages = Vec::new();
+        if !passed {
+            for (policy, (_, o)) in binding.policies.iter().zip(&outcomes) {
+                // Negated, a passing policy is what refuses; otherwise a failing one is.
+                let refusing = *o == Outcome::Error || ((*o == Outcome::Pass) == binding.negate);
+                if let (true, Some(m)) = (refusing, &policy.message) {
+                    if !messages.contains(m) {
+                        messages.push(m.clone());
+                    }
+                }
+            }
+            if messages.is_empty() {
+                messages.push(DENIED.into());
+            }
+        }
+        Verdict {
+            passed,
+            messages,
+            outcomes,
+        }
+    }
+}
+
+/// The port the flow engine evaluates bindings through.
+#[async_trait::async_trait]
+pub trait Judge: Send + Sync {
+    /// Evaluates every policy of `binding` over `facts` and combines the outcomes.
+    async fn judge(&self, binding: &Binding, facts: &Facts) -> Verdict;
+}
+
+/// Evaluates policies in process, each expression on the blocking pool within a time bound.
+#[derive(Debug, Clone)]
+pub struct Evaluator {
+    limit: Duration,
+}
+
+/// How long one expression may run before it counts as an error (and denies). Programs are
+/// bounded at load (size, depth, nesting), so this is a backstop: generous enough that a busy
+/// machine never denies a sound policy (50 ms did, in a debug build on two loaded cores).
+pub const DEFAULT_TIME_LIMIT: Duration = Duration::from_secs(1);
+
+impl Default for Evaluator {
+    fn default() -> Self {
+        Self::new(DEFAULT_TIME_LIMIT)
+    }
+}
+
+impl Evaluator {
+    /// An evaluator that gives each expression `limit` to finish.
+    pub fn new(limit: Duration) -> Self {
+        Self { limit }
+    }
+
+    /// One policy's outcome. Errors are logged here, once, with the policy's name.
+    pub async fn evaluate(&self, policy: &Policy, facts: &Facts) -> Outcome {
+        match &policy.kind {
+            PolicyKind::Network(nets) => network(&policy.name, nets, &facts.request.ip),
+            PolicyKind::Reputation {
+                check_ip,
+                check_username,
+                threshold,
+            } => {
+                let f = facts.failures;
+                if (*check_ip && f.ip >= *threshold) || (*check_username && f.user >= *threshold) {
+                    Outcome::Fail
+                } else {
+                    Outcome::Pass
+                }
+            }
+            PolicyKind::Password(rules) => match facts.flow.prompt_data.get(&rules.field) {
+                Some(p) if rules.allows(p) => Outcome::Pass,
+                _ => Outcome::Fail,
+            },
+            PolicyKind::Expression(e) => match e.evaluate(facts, self.limit).await {
+                Ok(true) => Outcome::Pass,
+                Ok(false) => Outcome::Fail,
+                Err(why) => {
+                    tracing::warn!(policy = %policy.name, error = %why, "policy could not be evaluated; it denies");
+                    Outcome::Error
+                }
+            },
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Judge for Evaluator {
+    async fn judge(&self, binding: &Binding, facts: &Facts) -> Verdict {
+        let mut outcomes = Vec::with_capacity(binding.policies.len());
+        for p in &binding.policies {
+            outcomes.push((p.name.clone(), self.evaluate(p, facts).await));
+        }
+        Verdict::combine(binding, outcomes)
+    }
+}
+
+fn network(name: &str, nets: &[IpNet], ip: &str) -> Outcome {
+    let Ok(ip) = ip.parse::<IpAddr>() else {
+        tracing::warn!(policy = %name, "client address is not an IP address; the network policy denies");
+        return Outcome::Error;
+    };
+    // An IPv4 client seen through an IPv6 socket (::ffff:a.b.c.d) is matched as IPv4.
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    if nets.iter().any(|n| n.contains(&ip)) {
+        Outcome::Pass
+    } else {
+        Outcome::Fail
+    }
+}
+
+#[cfg(test)]
+mod tests;

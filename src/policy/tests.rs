@@ -1,0 +1,298 @@
+use super::*;
+use std::collections::BTreeMap;
+
+fn expr(name: &str, source: &str, message: Option<&str>) -> Arc<Policy> {
+    Arc::new(Policy {
+        name: name.into(),
+        message: message.map(str::to_string),
+        kind: PolicyKind::Expression(
+            Expression::compile(source).unwrap_or_else(|e| panic!("{source}: {e}")),
+        ),
+    })
+}
+
+fn facts(ip: &str, phone: Option<&str>) -> Facts {
+    let mut prompt_data = BTreeMap::new();
+    if let Some(p) = phone {
+        prompt_data.insert("phone".to_string(), p.to_string());
+    }
+    Facts {
+        user: Some(UserFacts {
+            username: "alice".into(),
+            groups: vec!["staff".into()],
+            is_active: true,
+            ..Default::default()
+        }),
+        request: RequestFacts {
+            ip: ip.into(),
+            ..Default::default()
+        },
+        flow: FlowFacts {
+            slug: "login".into(),
+            prompt_data,
+            ..Default::default()
+        },
+        now: 1_700_000_000,
+        failures: Failures::default(),
+    }
+}
+
+fn binding(policies: Vec<Arc<Policy>>, mode: Mode, negate: bool) -> Binding {
+    Binding {
+        policies,
+        mode,
+        negate,
+    }
+}
+
+type Expect = fn(&PolicyError) -> bool;
+
+#[test]
+fn compile_refuses_what_cannot_run() {
+    let cases: &[(&str, Expect)] = &[
+        ("user.username ==", |e| matches!(e, PolicyError::Syntax(_))),
+        ("usr.username == 'a'", |e| {
+            *e == PolicyError::UnknownVariable("usr".into())
+        }),
+        ("secret", |e| {
+            *e == PolicyError::UnknownVariable("secret".into())
+        }),
+        // A comprehension's variable is only bound inside it.
+        ("user.groups.exists(g, g == 'x') && g == 'y'", |e| {
+            *e == PolicyError::UnknownVariable("g".into())
+        }),
+        ("[1].all(a, [1].all(b, [1].all(c, true)))", |e| {
+            matches!(e, PolicyError::TooLarge(_))
+        }),
+    ];
+    for (source, ok) in cases {
+        match Expression::compile(source) {
+            Ok(_) => panic!("{source} compiled"),
+            Err(e) => assert!(ok(&e), "{source}: {e:?}"),
+        }
+    }
+    let long = format!("'{}' == ''", "a".repeat(MAX_EXPRESSION_BYTES));
+    assert!(matches!(
+        Expression::compile(&long),
+        Err(PolicyError::TooLarge(_))
+    ));
+    let many = vec!["true"; 600].join(" && ");
+    assert!(matches!(
+        Expression::compile(&many),
+        Err(PolicyError::TooLarge(_))
+    ));
+}
+
+#[test]
+fn compile_accepts_the_documented_context() {
+    for source in [
+        "user.groups.exists(g, g == 'staff')",
+        "request.ip.startsWith('10.') || request.headers['x-team'] == 'ops'",
+        "'phone' in flow.prompt_data && flow.prompt_data.phone.startsWith('+1234')",
+        "time.now > 0 && flow.stages_passed.size() >= 0 && user.is_active",
+    ] {
+        assert!(Expression::compile(source).is_ok(), "{source}");
+    }
+}
+
+#[tokio::test]
+async fn phone_prefix_expression_passes_only_its_prefix() {
+    let p = expr(
+        "phone_prefix",
+        "'phone' in flow.prompt_data && flow.prompt_data.phone.startsWith('+1234')",
+        Some("Only +1234 numbers."),
+    );
+    let judge = Evaluator::default();
+    let b = binding(vec![p], Mode::All, false);
+    for (phone, passes) in [
+        (Some("+12345678"), true),
+        (Some("+4912345"), false),
+        (Some(" +1234"), false),
+        (None, false),
+    ] {
+        let v = judge.judge(&b, &facts("192.0.2.1", phone)).await;
+        assert_eq!(v.passed, passes, "{phone:?}");
+        if !passes {
+            assert_eq!(v.messages, vec!["Only +1234 numbers.".to_string()]);
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_erroring_expression_denies_even_negated_or_in_any_mode() {
+    let judge = Evaluator::default();
+    let bad = expr("bad", "int(request.ip) > 0", Some("Nope."));
+    let not_bool = expr("not_bool", "user.username", None);
+    let yes = expr("yes", "true", None);
+    let f = facts("192.0.2.1", None);
+    for b in [
+        binding(vec![bad.clone()], Mode::All, false),
+        binding(vec![bad.clone()], Mode::All, true),
+        binding(vec![bad.clone(), yes.clone()], Mode::Any, false),
+        binding(vec![not_bool.clone()], Mode::All, false),
+    ] {
+        let v = judge.judge(&b, &f).await;
+        assert!(!v.passed, "{:?}", v.outcomes);
+        assert!(v.outcomes.iter().any(|(_, o)| *o == Outcome::Error));
+    }
+}
+
+#[tokio::test]
+async fn an_expression_over_its_time_bound_denies() {
+    let judge = Evaluator::new(Duration::ZERO);
+    let b = binding(vec![expr("slow", "true", None)], Mode::All, false);
+    let v = judge.judge(&b, &facts("192.0.2.1", None)).await;
+    assert!(!v.passed);
+    assert_eq!(v.outcomes, vec![("slow".to_string(), Outcome::Error)]);
+    assert_eq!(v.messages, vec![DENIED.to_string()]);
+}
+
+#[tokio::test]
+async fn modes_and_negation_combine_as_documented() {
+    let judge = Evaluator::default();
+    let yes = expr("yes", "true", Some("yes said no"));
+    let no = expr("no", "false", Some("no said no"));
+    let f = facts("192.0.2.1", None);
+    let cases = [
+        (vec![yes.clone(), no.clone()], Mode::All, false, false),
+        (vec![yes.clone(), no.clone()], Mode::Any, false, true),
+        (vec![yes.clone(), no.clone()], Mode::All, true, true),
+        (vec![yes.clone(), no.clone()], Mode::Any, true, false),
+        (vec![no.clone()], Mode::Any, false, false),
+        (vec![], Mode::All, false, true),
+    ];
+    for (policies, mode, negate, passes) in cases {
+        let v = judge.judge(&binding(policies, mode, negate), &f).await;
+        assert_eq!(v.passed, passes, "{mode:?} negate={negate}: {v:?}");
+    }
+    let v = judge
+        .judge(
+            &binding(vec![yes.clone(), no.clone()], Mode::All, false),
+            &f,
+        )
+        .await;
+    assert_eq!(v.messages, vec!["no said no".to_string()]);
+    let v = judge
+        .judge(&binding(vec![yes, no], Mode::Any, true), &f)
+        .await;
+    assert_eq!(v.messages, vec!["yes said no".to_string()]);
+}
+
+#[tokio::test]
+async fn network_policy_matches_client_addresses() {
+    let nets = vec![
+        "10.0.0.0/8".parse().unwrap_or_else(|e| panic!("{e}")),
+        "2001:db8::/32".parse().unwrap_or_else(|e| panic!("{e}")),
+    ];
+    let p = Arc::new(Policy {
+        name: "office".into(),
+        message: None,
+        kind: PolicyKind::Network(nets),
+    });
+    let judge = Evaluator::default();
+    let b = binding(vec![p], Mode::All, false);
+    for (ip, outcome) in [
+        ("10.1.2.3", Outcome::Pass),
+        ("::ffff:10.1.2.3", Outcome::Pass),
+        ("2001:db8::1", Outcome::Pass),
+        ("11.0.0.1", Outcome::Fail),
+        ("192.0.2.1", Outcome::Fail),
+        ("10.1.2.3:443", Outcome::Error),
+        ("", Outcome::Error),
+    ] {
+        let v = judge.judge(&b, &facts(ip, None)).await;
+        assert_eq!(v.outcomes[0].1, outcome, "{ip}");
+    }
+}
+
+/// Sources of the allowed size built to recurse as deep as they can: each is refused, or
+/// compiles to a tree shallow enough to run; none overflows a stack (which would abort).
+#[tokio::test]
+async fn deeply_nested_sources_neither_overflow_the_parser_nor_the_interpreter() {
+    let f = facts("192.0.2.1", None);
+    let mut sources = Vec::new();
+    for (open, close) in [("[", "]"), ("!", ""), ("-", ""), ("{1:", "}"), ("(", ")")] {
+        sources.push(format!("{}1{}", open.repeat(1000), close.repeat(1000)));
+    }
+    for op in ["+", "&&", "||", "==", "."] {
+        let operand = if op == "." { "user" } else { "1" };
+        let n = (MAX_EXPRESSION_BYTES - 16) / (operand.len() + op.len());
+        sources.push(vec![operand; n].join(op));
+    }
+    sources.push("true ? 1 : ".repeat(MAX_EXPRESSION_BYTES / 12) + "0");
+    for source in &sources {
+        if let Ok(e) = Expression::compile(source) {
+            let _ = e.evaluate(&f, DEFAULT_TIME_LIMIT).await;
+        }
+    }
+    let nested = format!("{}1{}", "[".repeat(100), "]".repeat(100));
+    let refused = Expression::compile(&nested);
+    assert!(refused.is_err(), "{refused:?}");
+}
+
+#[tokio::test]
+async fn password_policy_counts_each_rule_over_the_prompt_answer() {
+    let rules = PasswordRules {
+        field: "new_password".into(),
+        length_min: 10,
+        amount_uppercase: 1,
+        amount_lowercase: 1,
+        amount_digits: 2,
+        amount_symbols: 1,
+    };
+    let p = Arc::new(Policy {
+        name: "strong".into(),
+        message: Some("Too weak.".into()),
+        kind: PolicyKind::Password(rules),
+    });
+    let judge = Evaluator::default();
+    let b = binding(vec![p], Mode::All, false);
+    for (password, passes) in [
+        (Some("Correct-Horse-42"), true),
+        (Some("Ünïcödé-42x"), true),
+        (Some("Short-4x2"), false),
+        (Some("no-upper-case-42"), false),
+        (Some("NO-LOWER-CASE-42"), false),
+        (Some("One-Digit-only-4"), false),
+        (Some("NoSymbolsHere42"), false),
+        (Some("Spaces Are Not 42"), false),
+        (None, false),
+    ] {
+        let mut f = facts("192.0.2.1", None);
+        if let Some(p) = password {
+            f.flow.prompt_data.insert("new_password".into(), p.into());
+        }
+        let v = judge.judge(&b, &f).await;
+        assert_eq!(v.passed, passes, "{password:?}");
+    }
+}
+
+#[tokio::test]
+async fn reputation_policy_fails_at_its_threshold_for_what_it_checks() {
+    let judge = Evaluator::default();
+    let rep = |check_ip, check_username| {
+        Arc::new(Policy {
+            name: "rep".into(),
+            message: None,
+            kind: PolicyKind::Reputation {
+                check_ip,
+                check_username,
+                threshold: 3,
+            },
+        })
+    };
+    for (ip, user, check_ip, check_username, passes) in [
+        (0, 0, true, true, true),
+        (2, 2, true, true, true),
+        (3, 0, true, true, false),
+        (0, 3, true, true, false),
+        (3, 0, false, true, true),
+        (0, 3, true, false, true),
+    ] {
+        let mut f = facts("192.0.2.1", None);
+        f.failures = Failures { ip, user };
+        let b = binding(vec![rep(check_ip, check_username)], Mode::All, false);
+        let v = judge.judge(&b, &f).await;
+        assert_eq!(v.passed, passes, "{ip} {user} {check_ip} {check_username}");
+    }
+}
