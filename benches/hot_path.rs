@@ -217,6 +217,7 @@ fn access(c: &mut Criterion, f: &Fixture) {
         path: "/reports/2024",
         path_and_query: "/reports/2024?page=2",
         headers: &f.headers,
+        client: Some(std::net::Ipv4Addr::LOCALHOST.into()),
     };
     c.bench_function("access/decide_signed_in", |b| {
         b.iter(|| match gate.decide(black_box(&req)) {
@@ -490,6 +491,7 @@ fn forward_auth(c: &mut Criterion, f: &Fixture) {
         authority: "auth.internal",
         path_and_query: "/.portcullis/auth/nginx",
         headers: &headers,
+        client: Some(std::net::Ipv4Addr::LOCALHOST.into()),
     };
     c.bench_function("forward_auth/nginx_signed_in", |b| {
         b.iter(|| {

@@ -8,6 +8,7 @@ mod email;
 mod env;
 mod error;
 mod raw;
+mod rules;
 mod server;
 mod sms;
 mod ui;
@@ -16,6 +17,9 @@ mod validate;
 pub use duration::parse as parse_duration;
 pub use email::OwnOtp;
 pub use error::ConfigError;
+pub use rules::{
+    AccessRules, DomainMatch, Networks, Policy, QueryMatch, QueryOp, Rule, RuleInput, Subject,
+};
 pub use ui::{FooterLink, Logo, Rgb};
 
 pub use delivery::{DeviceClass, GenericAuth, Mailbox, SmsProvider, SmtpSecurity, SmtpSettings};
@@ -61,6 +65,8 @@ pub struct Config {
     pub flows: Vec<FlowConfig>,
     /// `[stages.<name>]`, by name.
     pub stages: BTreeMap<String, StageConfig>,
+    /// `[networks]`: named sets of networks, for access rules and policies.
+    pub networks: BTreeMap<String, Networks>,
 }
 
 /// `[server]`: where the gateway listens and how it is reached.
@@ -235,8 +241,11 @@ pub struct AppConfig {
     pub flow: String,
     /// When non-empty, only members of one of these groups get in.
     pub allowed_groups: Vec<String>,
-    /// Paths that go upstream without a session.
+    /// Paths that go upstream without a session (a shorthand for `bypass` rules placed
+    /// before `rules`).
     pub bypass: RegexSet,
+    /// `[[apps.rules]]` and `default_policy`.
+    pub access: AccessRules,
     /// Whether it also gets a signed identity assertion.
     pub assertion: bool,
     /// Where users reach the app, one per entry of `hosts` (same order): the configured
