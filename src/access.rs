@@ -244,11 +244,15 @@ impl Gate {
         let Some(app) = self.app(req.authority) else {
             return verdict(Decision::UnknownHost, Matched::NoApp);
         };
-        let plain = is_plain_path(req.path);
+        // Only a bypass needs to know (an app with neither bypass nor rules skips the scan).
+        let rules = &app.access;
+        let plain = (!app.bypass.is_empty()
+            || !rules.rules.is_empty()
+            || rules.default_policy == Policy::Bypass)
+            && is_plain_path(req.path);
         if !app.bypass.is_empty() && plain && app.bypass.is_match(req.path) {
             return verdict(Decision::Bypass { app }, Matched::BypassKey);
         }
-        let rules = &app.access;
         if !rules.rules.is_empty() {
             let path = judged_path(req.path);
             let host = host_of(req.authority);

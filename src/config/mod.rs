@@ -18,7 +18,8 @@ pub use duration::parse as parse_duration;
 pub use email::OwnOtp;
 pub use error::ConfigError;
 pub use rules::{
-    AccessRules, DomainMatch, Networks, Policy, QueryMatch, QueryOp, Rule, RuleInput, Subject,
+    AccessRules, DomainMatch, Networks, Policy, QueryMatch, QueryOp, Resources, Rule, RuleInput,
+    Subject,
 };
 pub use ui::{FooterLink, Logo, Rgb};
 

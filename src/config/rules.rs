@@ -196,7 +196,7 @@ pub struct Rule {
     /// `domain_regex`, matched against the lower-case host.
     pub domain_regex: Option<RegexSet>,
     /// `resources`, matched against the normalised path.
-    pub resources: Option<RegexSet>,
+    pub resources: Option<Resources>,
     /// `methods`, upper-case.
     pub methods: Vec<Method>,
     /// `networks`: CIDRs and `[networks]` names, together.
@@ -249,6 +249,49 @@ impl Rule {
                 .subject
                 .iter()
                 .any(|all| all.iter().all(|s| s.holds(user, groups)))
+    }
+}
+
+/// A rule's `resources`: the patterns that are only `^` and literal text are kept as prefixes
+/// and compared without the regex engine (the common `^/api/` costs a `starts_with`); the
+/// others run as one regex set.
+#[derive(Debug, Clone)]
+pub struct Resources {
+    prefixes: Vec<String>,
+    set: Option<RegexSet>,
+}
+
+/// The text after `^` when a pattern is `^` plus literal text (no regex syntax).
+fn literal_prefix(p: &str) -> Option<&str> {
+    p.strip_prefix('^').filter(|rest| {
+        !rest
+            .chars()
+            .any(|c| "\\.+*?()|[]{}^$#&-~".contains(c) || c.is_whitespace())
+    })
+}
+
+impl Resources {
+    fn new(all: RegexSet, patterns: Vec<&str>) -> Self {
+        if patterns.iter().all(|p| literal_prefix(p).is_some()) {
+            return Self {
+                prefixes: patterns
+                    .iter()
+                    .filter_map(|p| literal_prefix(p))
+                    .map(str::to_string)
+                    .collect(),
+                set: None,
+            };
+        }
+        Self {
+            prefixes: Vec::new(),
+            set: Some(all),
+        }
+    }
+
+    /// Whether one of the patterns matches `path`.
+    pub fn is_match(&self, path: &str) -> bool {
+        self.prefixes.iter().any(|p| path.starts_with(p.as_str()))
+            || self.set.as_ref().is_some_and(|s| s.is_match(path))
     }
 }
 
@@ -442,7 +485,15 @@ fn rule(
         .map(|(i, d)| domain(&format!("{}[{i}]", key("domain")), d))
         .collect::<Checked<Vec<_>>>()?;
     let domain_regex = regex_set(&key("domain_regex"), r.domain_regex.as_ref())?;
-    let resources = regex_set(&key("resources"), r.resources.as_ref())?;
+    let resources = regex_set(&key("resources"), r.resources.as_ref())?.map(|set| {
+        Resources::new(
+            set,
+            r.resources
+                .as_ref()
+                .map(OneOrMany::list)
+                .unwrap_or_default(),
+        )
+    });
     let methods = r
         .methods
         .as_ref()
@@ -735,4 +786,50 @@ fn query_match(path: &str, m: &RawQuery) -> Checked<QueryMatch> {
         key: m.key.clone(),
         op,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resources(patterns: &[&str]) -> Resources {
+        Resources::new(RegexSet::new(patterns).expect("set"), patterns.to_vec())
+    }
+
+    #[test]
+    fn literal_prefixes_match_like_the_regexes_they_are() {
+        let lit = resources(&["^/api/", "^/admin"]);
+        assert!(lit.set.is_none(), "literal patterns skip the regex engine");
+        let re = resources(&["^/api/", "^/a.min", "/x$"]);
+        assert!(re.set.is_some());
+        for path in [
+            "/api/x",
+            "/admin",
+            "/administrators",
+            "/apix",
+            "/",
+            "/x/api/",
+            "/aXmin",
+            "/q/x",
+        ] {
+            let set = RegexSet::new(["^/api/", "^/admin"]).expect("set");
+            assert_eq!(lit.is_match(path), set.is_match(path), "{path}");
+            let set = RegexSet::new(["^/api/", "^/a.min", "/x$"]).expect("set");
+            assert_eq!(re.is_match(path), set.is_match(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn networks_hold_mapped_ipv4_and_single_addresses() {
+        let n = Networks::new(vec![
+            Networks::parse_one("10.0.0.0/8").expect("cidr"),
+            Networks::parse_one("2001:db8::1").expect("address"),
+        ]);
+        assert!(n.contains("10.2.3.4".parse().expect("ip")));
+        assert!(n.contains("::ffff:10.2.3.4".parse().expect("ip")));
+        assert!(n.contains("2001:db8::1".parse().expect("ip")));
+        assert!(!n.contains("2001:db8::2".parse().expect("ip")));
+        assert!(!n.contains("11.0.0.1".parse().expect("ip")));
+        assert!(Networks::parse_one("10.0.0.0/33").is_none());
+    }
 }

@@ -8,6 +8,9 @@
 
 mod harness;
 
+#[path = "../support/rules_table.rs"]
+mod rules_table;
+
 mod access_log;
 mod assertion;
 mod attacks;
@@ -18,6 +21,7 @@ mod flow_html;
 mod links;
 mod proxy;
 mod redirects;
+mod rules;
 mod session;
 mod socket_activation;
 mod start_over;
