@@ -147,6 +147,8 @@ pub struct Gate {
     requirements: Vec<Requirement>,
     /// Per app, per rule, its `factors` and `max_age` as bits and milliseconds.
     needs: Vec<Vec<Needs>>,
+    /// Per flow slug, the shortest `max_age` (ms) of a rule of an app that flow signs in.
+    fresh_within: HashMap<String, i64>,
 }
 
 impl Gate {
@@ -168,17 +170,25 @@ impl Gate {
                 })
             })
             .collect();
-        let needs = config
+        let needs: Vec<Vec<Needs>> = config
             .apps
             .iter()
             .map(|a| a.access.rules.iter().map(needs_of).collect())
             .collect();
+        let mut fresh_within: HashMap<String, i64> = HashMap::new();
+        for (app, needs) in config.apps.iter().zip(&needs) {
+            for ms in needs.iter().filter_map(|n: &Needs| n.max_age_ms) {
+                let e = fresh_within.entry(app.flow.clone()).or_insert(ms);
+                *e = (*e).min(ms);
+            }
+        }
         Self {
             config,
             by_host,
             sessions,
             requirements,
             needs,
+            fresh_within,
         }
     }
 
@@ -398,16 +408,21 @@ impl Gate {
         }
     }
 
-    /// When a signed-in user starts flow `slug` and their session already satisfies every
-    /// stage of it, the step-up would ask nothing; the only reason to be sent there is a rule's
-    /// `max_age`. Returns the session as a re-authentication should carry it: the identity
-    /// and the stages that prove nothing (identification, prompts), no factor; `None` when the
-    /// step-up asks for something (carry the session whole).
+    /// When a signed-in user starts flow `slug`, whether that is a re-authentication: the
+    /// session already satisfies every stage of the flow that proves a factor, and it is
+    /// older than the shortest `max_age` of a rule of an app signed in by this flow (what sent
+    /// it back). Returns the session as a re-authentication carries it: the identity and the
+    /// stages that prove nothing (identification, prompts), no factor; `None` when the
+    /// step-up carries the session whole (as it always does for flows no `max_age` names).
     ///
     /// # Security
-    /// Without this, a stale session could refresh itself through a step-up that runs no
-    /// stage and mints a new token (a new `iat`), defeating every `max_age`.
+    /// Without this, a stale session could refresh itself through a step-up that proves
+    /// nothing and mints a new token (a new `iat`), defeating every `max_age`.
     pub(crate) fn reauthentication(&self, slug: &str, claims: &Claims) -> Option<Claims> {
+        let within = *self.fresh_within.get(slug)?;
+        if self.sessions.now_ms().saturating_sub(claims.issued_ms()) <= within {
+            return None;
+        }
         let flow = self.config.flow(slug)?;
         let requirement = Requirement::of_flow(&flow.stages, &self.config.stages);
         if !requirement.met_by(claims.proved()) {

@@ -317,23 +317,37 @@ fn max_age_sends_a_stale_session_to_step_up_and_a_fresh_one_through() {
 }
 
 #[test]
-fn a_step_up_that_would_ask_nothing_is_a_reauthentication_without_factors() {
+fn a_stale_session_starting_its_flow_again_is_asked_every_factor() {
     let w = world(RULES);
     let token = w.signed_in("alice", &["ops"], Factors::PASSWORD.with(Factors::EMAIL));
     let claims = w.gate.session(&token).expect("session");
+    assert!(
+        w.gate.reauthentication("f", &claims).is_none(),
+        "fresh: an ordinary step-up"
+    );
+    w.clock.advance_secs(601);
     let bare = w
         .gate
         .reauthentication("f", &claims)
-        .expect("the session satisfies the flow: re-authenticate");
+        .expect("older than the flow's shortest max_age: re-authenticate");
     assert_eq!(bare.sub, "alice");
     assert_eq!(bare.proved(), Factors::NONE);
     assert_eq!(bare.amr, vec!["identification".to_string()]);
-    // A session that lacks a factor of the flow gets an ordinary step-up.
+    // A session that lacks a factor of the flow gets an ordinary step-up, stale or not.
     let pw = w.gate.session(&w.signed_in("bob", &[], Factors::PASSWORD));
+    w.clock.advance_secs(601);
     assert!(w
         .gate
         .reauthentication("f", &pw.expect("session"))
         .is_none());
+    // A flow no max_age names is never a re-authentication.
+    let plain = world(&RULES.replace("max_age = \"10m\"\n", ""));
+    let c = plain
+        .gate
+        .session(&plain.signed_in("alice", &[], Factors::PASSWORD.with(Factors::EMAIL)))
+        .expect("session");
+    plain.clock.advance_secs(86_000);
+    assert!(plain.gate.reauthentication("f", &c).is_none());
 }
 
 #[test]

@@ -141,8 +141,8 @@ fn start(p: &Portal, req: &Request<'_>, slug: &str) -> Result<Execution, FlowErr
         &p.fallback(req),
     );
     match p.gate.session(req.headers) {
-        // A step-up that would ask nothing is a re-authentication (a rule's `max_age`):
-        // only the identity is carried, every factor is asked again.
+        // A session older than a rule's `max_age` that already satisfies the flow is
+        // re-authenticated: only the identity is carried, every factor is asked again.
         Some(session) => match p.gate.reauthentication(slug, &session) {
             Some(bare) => p.engine.start_signed_in(slug, rd, req.client, &bare),
             None => p.engine.start_signed_in(slug, rd, req.client, &session),

@@ -239,3 +239,41 @@ async fn a_bad_rule_refuses_the_config_naming_the_key() {
         out.all()
     );
 }
+
+/// The whole `max_age` loop in the binary: a stale session is sent to step-up, which asks for
+/// the password again (never a no-op that would mint a fresh token), then lets it back in.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_older_than_max_age_must_prove_its_factors_again() {
+    let gw = Gateway::start_with(Setup {
+        app_toml: "[[apps.rules]]\nresources = [\"^/admin\"]\npolicy = \"one_factor\"\nmax_age = \"2s\"\n[[apps.rules]]\npolicy = \"one_factor\"\n".into(),
+        ..Setup::default()
+    })
+    .await;
+    let (b, _) = alice_browser(&gw).await;
+    assert_eq!(b.get_json("/admin").await.status, 200, "fresh");
+    // Waits out max_age (the binary reads the system clock; the in-process tests use a
+    // manual one).
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_eq!(b.get_json("/other").await.status, 200, "no max_age there");
+    let r = b.get_json("/admin").await;
+    assert_eq!(r.status, 401, "{}", r.describe());
+    assert_eq!(r.json()["error"], "step_up_required", "{}", r.body);
+    let login = r.json()["login"].as_str().expect("login").to_string();
+    let api = login.replacen("/.portcullis/flow/", "/.portcullis/api/flow/", 1);
+    let v = b.get_json(&api).await.json();
+    assert_eq!(
+        v["component"], "password",
+        "the step-up asks for the password again: {v}"
+    );
+    let r = b
+        .post_json(&api_path(), &serde_json::json!({ "password": ALICE_PW }))
+        .await;
+    assert_eq!(r.json()["component"], "redirect", "{}", r.body);
+    assert!(
+        r.set_cookie_value(SESSION_COOKIE).is_some(),
+        "a new session"
+    );
+    let r = b.get_json("/admin").await;
+    assert_eq!(r.status, 200, "fresh again: {}", r.describe());
+    assert_eq!(r.echo().header("remote-user"), Some("alice"));
+}
