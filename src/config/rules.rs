@@ -585,11 +585,34 @@ fn summary(r: &RawRule) -> String {
     list("resources", r.resources.as_ref());
     list("methods", r.methods.as_ref());
     list("networks", r.networks.as_ref());
-    if r.subject.is_some() {
-        parts.push("subject=…".into());
+    match &r.subject {
+        None => {}
+        Some(RawSubject::One(s)) => parts.push(format!("subject={s}")),
+        Some(RawSubject::List(items)) => {
+            let all = items.iter().all(|i| matches!(i, OneOrMany::One(_)));
+            let alternatives: Vec<String> = items.iter().map(|i| i.list().join("&")).collect();
+            parts.push(format!(
+                "subject={}",
+                alternatives.join(if all { "&" } else { "|" })
+            ));
+        }
     }
-    if r.query.is_some() {
-        parts.push("query=…".into());
+    if let Some(q) = &r.query {
+        let one = |m: &RawQuery| match (&m.operator, &m.value) {
+            (Some(op), Some(v)) => format!("{} {op} {v}", m.key),
+            (Some(op), None) => format!("{} {op}", m.key),
+            (None, Some(v)) => format!("{}={v}", m.key),
+            (None, None) => format!("{} present", m.key),
+        };
+        let text = match q {
+            RawQueryList::All(all) => all.iter().map(one).collect::<Vec<_>>().join("&"),
+            RawQueryList::Any(any) => any
+                .iter()
+                .map(|g| g.iter().map(one).collect::<Vec<_>>().join("&"))
+                .collect::<Vec<_>>()
+                .join("|"),
+        };
+        parts.push(format!("query={text}"));
     }
     parts.push(format!("policy={}", r.policy));
     if let Some(f) = &r.factors {

@@ -98,7 +98,7 @@ async fn access_check_prints_the_rule_the_verdict_and_what_is_asked_for() {
             &["--user", "bob", "http://grafana.example.test/ops/x"],
             &[
                 "user: bob (groups: admins",
-                "rule: rules[1]",
+                "rule: rules[1]: resources=^/ops/ subject=group:admins policy=one_factor",
                 "verdict: allow",
             ],
         ),
