@@ -259,6 +259,8 @@ impl Rule {
 pub struct Resources {
     prefixes: Vec<String>,
     set: Option<RegexSet>,
+    /// When every pattern is `^`-anchored, the literal starts they need.
+    set_needs: Option<Vec<String>>,
 }
 
 /// The text after `^` when a pattern is `^` plus literal text (no regex syntax).
@@ -268,6 +270,28 @@ fn literal_prefix(p: &str) -> Option<&str> {
             .chars()
             .any(|c| "\\.+*?()|[]{}^$#&-~".contains(c) || c.is_whitespace())
     })
+}
+
+/// The literal text every match of a `^`-anchored pattern starts with (up to its first
+/// regex syntax; a character a quantifier follows is left out), or `None` when there is none
+/// or the pattern has an alternation (whose other branches are not anchored by the `^`).
+fn required_prefix(p: &str) -> Option<String> {
+    let rest = p.strip_prefix('^')?;
+    if rest.contains('|') {
+        return None;
+    }
+    let mut out = String::new();
+    for c in rest.chars() {
+        if "?*{".contains(c) {
+            out.pop();
+            break;
+        }
+        if "\\.+()[]^$#&-~".contains(c) || c.is_whitespace() {
+            break;
+        }
+        out.push(c);
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 impl Resources {
@@ -280,18 +304,32 @@ impl Resources {
                     .map(str::to_string)
                     .collect(),
                 set: None,
+                set_needs: None,
             };
         }
         Self {
             prefixes: Vec::new(),
             set: Some(all),
+            set_needs: patterns
+                .iter()
+                .map(|p| required_prefix(p))
+                .collect::<Option<Vec<_>>>(),
         }
     }
 
-    /// Whether one of the patterns matches `path`.
+    /// Whether one of the patterns matches `path`. A path that starts with none of the
+    /// patterns' required prefixes skips the regex engine.
     pub fn is_match(&self, path: &str) -> bool {
-        self.prefixes.iter().any(|p| path.starts_with(p.as_str()))
-            || self.set.as_ref().is_some_and(|s| s.is_match(path))
+        if self.prefixes.iter().any(|p| path.starts_with(p.as_str())) {
+            return true;
+        }
+        let Some(set) = &self.set else { return false };
+        if let Some(needs) = &self.set_needs {
+            if !needs.iter().any(|n| path.starts_with(n.as_str())) {
+                return false;
+            }
+        }
+        set.is_match(path)
     }
 }
 
