@@ -264,7 +264,12 @@ impl Gate {
             return verdict(Decision::Bypass { app }, Matched::BypassKey);
         }
         if !rules.rules.is_empty() {
-            let path = judged_path(req.path);
+            // A plain path without escapes is its own normal form: no second scan.
+            let path = if plain && !req.path.contains('%') {
+                Cow::Borrowed(req.path)
+            } else {
+                judged_path(req.path)
+            };
             let host = host_of(req.authority);
             let host: Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
                 Cow::Owned(host.to_ascii_lowercase())
