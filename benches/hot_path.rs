@@ -6,6 +6,8 @@
 //! - `session/`: cookie lookup, HS256 verification (the only algorithm session tokens may use:
 //!   a session's first request, later ones, a refused token), issuing a session;
 //! - `access/`: the one access decision, signed in and without a cookie;
+//! - `rules/`: the same decision for an app with 1, 10 and 50 access rules, the last one
+//!   matching (the worst case), beside the app without rules;
 //! - `headers/`: identity headers stripped and injected, the gateway's cookies removed;
 //! - `assertion/`: the EdDSA identity assertion for apps with `assertion = true`;
 //! - `forward_auth/`: an nginx `auth_request` answered for a signed-in user;
@@ -21,7 +23,7 @@ use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
 use http::{HeaderMap, HeaderValue, Method};
 use pingora::http::RequestHeader;
-use portcullis::access::{AccessRequest, Decision};
+use portcullis::access::{AccessRequest, Decision, Gate};
 use portcullis::app::Parts;
 use portcullis::config::Config;
 use portcullis::portal::{self, Response};
@@ -30,6 +32,7 @@ use portcullis::secret::SecretString;
 use portcullis::session::{cookie, NewSession};
 use portcullis::store::User;
 use std::path::Path;
+use std::sync::Arc;
 
 const COOKIE: &str = "portcullis_session";
 const FLOW_COOKIE: &str = "portcullis_flow";
@@ -38,6 +41,11 @@ const PASSWORD: &str = "correct horse";
 /// The gateway's config for the benches. `cheap_passwords` makes argon2 near-free, for the
 /// fixture whose flow steps need a password stage passed in their (untimed) set-up.
 fn config(dir: &Path, cheap_passwords: bool) -> Config {
+    config_with_rules(dir, cheap_passwords, "")
+}
+
+/// [`config`] with `rules` (`[[apps.rules]]` tables) added to the app.
+fn config_with_rules(dir: &Path, cheap_passwords: bool, rules: &str) -> Config {
     let passwords = if cheap_passwords {
         "[passwords]\nmemory_kib = 8\niterations = 1\nparallelism = 1"
     } else {
@@ -61,6 +69,7 @@ hosts = ["app.test"]
 upstream = "127.0.0.1:9"
 flow = "login"
 bypass = ["^/public/"]
+{rules}
 [[flows]]
 slug = "login"
 title = "Sign in"
@@ -217,6 +226,7 @@ fn access(c: &mut Criterion, f: &Fixture) {
         path: "/reports/2024",
         path_and_query: "/reports/2024?page=2",
         headers: &f.headers,
+        client: Some(std::net::Ipv4Addr::LOCALHOST.into()),
     };
     c.bench_function("access/decide_signed_in", |b| {
         b.iter(|| match gate.decide(black_box(&req)) {
@@ -232,6 +242,54 @@ fn access(c: &mut Criterion, f: &Fixture) {
     c.bench_function("access/decide_no_cookie", |b| {
         b.iter(|| gate.decide(black_box(&anon)))
     });
+}
+
+/// `[[apps.rules]]` for the rules benches: `n - 1` rules that do not match
+/// `GET /reports/2024` (other paths, other methods, another network, a regex), then one
+/// that does.
+fn rules_text(n: usize) -> String {
+    let mut t = String::new();
+    for i in 0..n.saturating_sub(1) {
+        let rule = match i % 4 {
+            0 => format!("resources = [\"^/r{i}/\", \"^/s{i}/\"]\npolicy = \"deny\""),
+            1 => format!("resources = [\"^/r{i}/\"]\nmethods = [\"POST\"]\npolicy = \"deny\""),
+            2 => format!("networks = [\"10.{i}.0.0/16\"]\npolicy = \"bypass\""),
+            _ => format!("resources = [\"^/r{i}/[0-9]+$\"]\npolicy = \"deny\""),
+        };
+        t.push_str(&format!("[[apps.rules]]\n{rule}\n"));
+    }
+    t.push_str("[[apps.rules]]\nresources = [\"^/reports/\"]\nmethods = [\"GET\", \"HEAD\"]\npolicy = \"one_factor\"\n");
+    t
+}
+
+/// The signed-in decision with 1, 10 and 50 rules (the last matching), beside today's app
+/// without rules. All in memory: the gates share the fixture's session service.
+fn rules(c: &mut Criterion, f: &Fixture) {
+    let req = AccessRequest {
+        method: &Method::GET,
+        scheme: "http",
+        authority: "app.test:9000",
+        path: "/reports/2024",
+        path_and_query: "/reports/2024?page=2",
+        headers: &f.headers,
+        client: Some(std::net::Ipv4Addr::new(192, 0, 2, 7).into()),
+    };
+    let decide = |gate: &Gate| match gate.decide(black_box(&req)) {
+        Decision::Allow { claims, .. } => claims,
+        other => panic!("not allowed: {other:?}"),
+    };
+    c.bench_function("rules/decide_signed_in_no_rules", |b| {
+        b.iter(|| decide(&f.parts.gate))
+    });
+    for n in [1, 10, 50] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = config_with_rules(dir.path(), false, &rules_text(n));
+        assert_eq!(config.apps[0].access.rules.len(), n);
+        let gate = Gate::new(Arc::new(config), f.parts.sessions.clone());
+        c.bench_function(&format!("rules/decide_signed_in_{n}_rules"), |b| {
+            b.iter(|| decide(&gate))
+        });
+    }
 }
 
 /// What the proxy does to every allowed request's headers. `proxy::identity` is private, so
@@ -490,6 +548,7 @@ fn forward_auth(c: &mut Criterion, f: &Fixture) {
         authority: "auth.internal",
         path_and_query: "/.portcullis/auth/nginx",
         headers: &headers,
+        client: Some(std::net::Ipv4Addr::LOCALHOST.into()),
     };
     c.bench_function("forward_auth/nginx_signed_in", |b| {
         b.iter(|| {
@@ -531,6 +590,7 @@ fn all(c: &mut Criterion) {
     let f = fixture(false);
     session(c, &f);
     access(c, &f);
+    rules(c, &f);
     headers(c, &f);
     redirect(c);
     assertion(c, &f);

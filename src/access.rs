@@ -1,11 +1,14 @@
 //! The one access decision. The proxy and every forward-auth transport ask this; none of them
 //! has rules of its own.
 
-use crate::config::{AppConfig, Config, PublicOrigin};
-use crate::session::{cookie, Claims, Requirement, SessionService};
+use crate::config::{AppConfig, Config, Policy, PublicOrigin, Rule, RuleInput};
+use crate::session::{cookie, Claims, Factors, Requirement, SessionService};
 use http::{HeaderMap, Method};
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The request being judged, as the transport reconstructed it.
 pub struct AccessRequest<'a> {
@@ -21,6 +24,10 @@ pub struct AccessRequest<'a> {
     pub path_and_query: &'a str,
     /// Headers of the original request: the session cookie and `Accept` are read from them.
     pub headers: &'a HeaderMap,
+    /// The client address the gateway trusts (the socket's peer, or what a trusted proxy
+    /// says; see `forwarded`), for rules with `networks`. `None` when unknown: such rules then
+    /// do not match.
+    pub client: Option<IpAddr>,
 }
 
 /// The verdict. Every variant but [`Decision::UnknownHost`] names the app the host belongs to;
@@ -51,6 +58,13 @@ pub enum Decision<'a> {
         /// A browser page load: redirect to `login` rather than answer 401.
         navigation: bool,
     },
+    /// A `deny` rule (or `default_policy = "deny"`) matched: 403, signed in or not.
+    Denied {
+        /// The app the host belongs to.
+        app: &'a AppConfig,
+        /// The verified session, when the request carried one (to name who is signed in).
+        claims: Option<Arc<Claims>>,
+    },
     /// Signed in, but not in the app's allowed groups.
     Forbidden {
         /// The app the host belongs to.
@@ -73,6 +87,57 @@ pub enum Decision<'a> {
     },
 }
 
+/// Which rule decided, for `portcullis access check` and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Matched {
+    /// No app serves the host.
+    NoApp,
+    /// One of the app's `bypass` patterns (the shorthand for bypass rules placed first).
+    BypassKey,
+    /// `rules[i]` of the app.
+    Rule(usize),
+    /// No rule matched: the app's `default_policy`.
+    Default,
+}
+
+/// What a session would have to add to be let in (empty when it is let in, or refused
+/// outright).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wanted {
+    /// A sign-in through the app's flow.
+    SignIn,
+    /// The factors of the app's flow the session lacks.
+    FlowFactors(Factors),
+    /// A second distinct factor (`two_factor`).
+    SecondFactor,
+    /// These factor classes (a rule's `factors`).
+    Factors(Factors),
+    /// A sign-in no older than this (a rule's `max_age`): the flow's factors asked again.
+    Fresh(Duration),
+    /// Membership of one of the app's `allowed_groups` (nothing a sign-in can give).
+    Group,
+}
+
+/// A decision with what led to it.
+#[derive(Debug)]
+pub struct Verdict<'a> {
+    /// The decision itself, as [`Gate::decide`] returns it.
+    pub decision: Decision<'a>,
+    /// The rule that decided.
+    pub matched: Matched,
+    /// What the session lacks (for `StepUp`, `Unauthenticated` and `Forbidden`).
+    pub wanted: Vec<Wanted>,
+}
+
+/// What a rule asks of a session beyond a sign-in, prepared once.
+#[derive(Debug, Clone, Default)]
+struct Needs {
+    /// A rule's `factors`, all of them.
+    factors: Factors,
+    /// A rule's `max_age`, in milliseconds.
+    max_age_ms: Option<i64>,
+}
+
 /// Holds what the decision needs, prepared once.
 pub struct Gate {
     config: Arc<Config>,
@@ -80,6 +145,10 @@ pub struct Gate {
     sessions: Arc<SessionService>,
     /// Per app (by [`AppConfig::index`]), what its flow requires of a session.
     requirements: Vec<Requirement>,
+    /// Per app, per rule, its `factors` and `max_age` as bits and milliseconds.
+    needs: Vec<Vec<Needs>>,
+    /// Per flow slug, the shortest `max_age` (ms) of a rule of an app that flow signs in.
+    fresh_within: HashMap<String, i64>,
 }
 
 impl Gate {
@@ -101,11 +170,25 @@ impl Gate {
                 })
             })
             .collect();
+        let needs: Vec<Vec<Needs>> = config
+            .apps
+            .iter()
+            .map(|a| a.access.rules.iter().map(needs_of).collect())
+            .collect();
+        let mut fresh_within: HashMap<String, i64> = HashMap::new();
+        for (app, needs) in config.apps.iter().zip(&needs) {
+            for ms in needs.iter().filter_map(|n: &Needs| n.max_age_ms) {
+                let e = fresh_within.entry(app.flow.clone()).or_insert(ms);
+                *e = (*e).min(ms);
+            }
+        }
         Self {
             config,
             by_host,
             sessions,
             requirements,
+            needs,
+            fresh_within,
         }
     }
 
@@ -142,40 +225,223 @@ impl Gate {
         }
     }
 
-    /// The verdict on `req`, in order: unknown host, bypassed path, no (valid) session, not in
-    /// the app's groups, missing factors, allowed.
+    /// The verdict on `req`: unknown host; else the app's `bypass` patterns, then its
+    /// `[[apps.rules]]` in order (the first that matches decides), then its `default_policy`.
+    /// A policy that needs a session then asks, in order: a valid session, the app's
+    /// `allowed_groups`, the app's flow's factors, a second factor (`two_factor`), the rule's
+    /// `factors`, its `max_age`.
     ///
     /// # Security
     /// This is the only access rule: the proxy and every forward-auth transport act on its
     /// answer and must not forward on anything but [`Decision::Allow`] or
     /// [`Decision::Bypass`]. The caller builds `req` from the original request, and only
-    /// from headers of a trusted proxy when the request came through one.
+    /// from headers of a trusted proxy when the request came through one. Rules are matched
+    /// on the normalised path ([`judged_path`]) and a `bypass` never applies to a path that is
+    /// not plain ([`is_plain_path`]).
     pub fn decide<'s>(&'s self, req: &AccessRequest<'_>) -> Decision<'s> {
+        self.judge(req, || self.session(req.headers)).decision
+    }
+
+    /// [`Gate::decide`] with the rule that decided and what the session lacks, the session
+    /// coming from `session` (called at most once, only when a rule needs it).
+    /// `portcullis access check` calls this with the session a user would have.
+    pub fn judge<'s>(
+        &'s self,
+        req: &AccessRequest<'_>,
+        session: impl FnOnce() -> Option<Arc<Claims>>,
+    ) -> Verdict<'s> {
+        let mut session = Lazy::new(session);
         let Some(app) = self.app(req.authority) else {
-            return Decision::UnknownHost;
+            return verdict(Decision::UnknownHost, Matched::NoApp);
         };
-        if !app.bypass.is_empty() && is_plain_path(req.path) && app.bypass.is_match(req.path) {
-            return Decision::Bypass { app };
+        // Only a bypass needs to know (an app with neither bypass nor rules skips the scan).
+        let rules = &app.access;
+        let plain = (!app.bypass.is_empty()
+            || !rules.rules.is_empty()
+            || rules.default_policy == Policy::Bypass)
+            && is_plain_path(req.path);
+        if !app.bypass.is_empty() && plain && app.bypass.is_match(req.path) {
+            return verdict(Decision::Bypass { app }, Matched::BypassKey);
         }
-        let Some(claims) = self.session(req.headers) else {
-            return Decision::Unauthenticated {
-                app,
-                login: self.login_url(app, req),
-                navigation: is_navigation(req.method, req.headers),
+        if !rules.rules.is_empty() {
+            // A plain path without escapes is its own normal form: no second scan.
+            let path = if plain && !req.path.contains('%') {
+                Cow::Borrowed(req.path)
+            } else {
+                judged_path(req.path)
             };
+            let host = host_of(req.authority);
+            let host: Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+                Cow::Owned(host.to_ascii_lowercase())
+            } else {
+                Cow::Borrowed(host)
+            };
+            let input = RuleInput {
+                host: &host,
+                path: &path,
+                plain,
+                method: req.method,
+                client: req.client,
+            };
+            let mut query = None;
+            for (j, rule) in rules.rules.iter().enumerate() {
+                if !rule.matches_request(&input) {
+                    continue;
+                }
+                if !rule.query.is_empty()
+                    && !rule.matches_query(query.get_or_insert_with(|| query_pairs(req)))
+                {
+                    continue;
+                }
+                if !rule.subject.is_empty() {
+                    let Some(claims) = session.get() else {
+                        // Who the user is decides whether the rule applies: sign in first.
+                        return self.unauthenticated(app, req, Matched::Rule(j));
+                    };
+                    if !rule.matches_subject(&claims.sub, &claims.groups) {
+                        continue;
+                    }
+                }
+                let needs = self.needs.get(app.index).and_then(|n| n.get(j));
+                return self.apply(
+                    app,
+                    req,
+                    rule.policy,
+                    needs,
+                    plain,
+                    Matched::Rule(j),
+                    &mut session,
+                );
+            }
+        }
+        self.apply(
+            app,
+            req,
+            rules.default_policy,
+            None,
+            plain,
+            Matched::Default,
+            &mut session,
+        )
+    }
+
+    /// The answer of `policy` (with a rule's `needs`) for this request.
+    #[allow(clippy::too_many_arguments)]
+    fn apply<'s, F: FnOnce() -> Option<Arc<Claims>>>(
+        &'s self,
+        app: &'s AppConfig,
+        req: &AccessRequest<'_>,
+        policy: Policy,
+        needs: Option<&Needs>,
+        plain: bool,
+        matched: Matched,
+        session: &mut Lazy<F>,
+    ) -> Verdict<'s> {
+        match policy {
+            // Only reached with a plain path from a rule; a `default_policy = "bypass"` is
+            // never applied to a bent path, which is then judged as `one_factor`.
+            Policy::Bypass if plain => return verdict(Decision::Bypass { app }, matched),
+            Policy::Deny => {
+                let claims = session.get();
+                return verdict(Decision::Denied { app, claims }, matched);
+            }
+            Policy::Bypass | Policy::OneFactor | Policy::TwoFactor => {}
+        }
+        let Some(claims) = session.get() else {
+            return self.unauthenticated(app, req, matched);
         };
         if !app.allowed_groups.is_empty() && !claims.in_any_group(&app.allowed_groups) {
-            return Decision::Forbidden { app, claims };
+            return Verdict {
+                decision: Decision::Forbidden { app, claims },
+                matched,
+                wanted: vec![Wanted::Group],
+            };
         }
+        let mut wanted = Vec::new();
+        let have = claims.proved();
         if !self.satisfies(app, &claims) {
-            return Decision::StepUp {
+            let missing = self
+                .requirements
+                .get(app.index)
+                .map_or(Factors::NONE, |r| r.missing(have));
+            wanted.push(Wanted::FlowFactors(missing));
+        }
+        if policy == Policy::TwoFactor && have.names().count() < 2 {
+            wanted.push(Wanted::SecondFactor);
+        }
+        if let Some(n) = needs {
+            if !have.contains(n.factors) {
+                wanted.push(Wanted::Factors(n.factors));
+            }
+            if let Some(max) = n.max_age_ms {
+                let age = self.sessions.now_ms().saturating_sub(claims.issued_ms());
+                if age > max {
+                    let ms = u64::try_from(max).unwrap_or_default();
+                    wanted.push(Wanted::Fresh(Duration::from_millis(ms)));
+                }
+            }
+        }
+        if wanted.is_empty() {
+            return verdict(Decision::Allow { app, claims }, matched);
+        }
+        Verdict {
+            decision: Decision::StepUp {
                 app,
                 login: self.login_url(app, req),
                 navigation: is_navigation(req.method, req.headers),
                 claims,
-            };
+            },
+            matched,
+            wanted,
         }
-        Decision::Allow { app, claims }
+    }
+
+    fn unauthenticated<'s>(
+        &'s self,
+        app: &'s AppConfig,
+        req: &AccessRequest<'_>,
+        matched: Matched,
+    ) -> Verdict<'s> {
+        Verdict {
+            decision: Decision::Unauthenticated {
+                app,
+                login: self.login_url(app, req),
+                navigation: is_navigation(req.method, req.headers),
+            },
+            matched,
+            wanted: vec![Wanted::SignIn],
+        }
+    }
+
+    /// When a signed-in user starts flow `slug`, whether that is a re-authentication: the
+    /// session already satisfies every stage of the flow that proves a factor, and it is
+    /// older than the shortest `max_age` of a rule of an app signed in by this flow (what sent
+    /// it back). Returns the session as a re-authentication carries it: the identity and the
+    /// stages that prove nothing (identification, prompts), no factor; `None` when the
+    /// step-up carries the session whole (as it always does for flows no `max_age` names).
+    ///
+    /// # Security
+    /// Without this, a stale session could refresh itself through a step-up that proves
+    /// nothing and mints a new token (a new `iat`), defeating every `max_age`.
+    pub(crate) fn reauthentication(&self, slug: &str, claims: &Claims) -> Option<Claims> {
+        let within = *self.fresh_within.get(slug)?;
+        if self.sessions.now_ms().saturating_sub(claims.issued_ms()) <= within {
+            return None;
+        }
+        let flow = self.config.flow(slug)?;
+        let requirement = Requirement::of_flow(&flow.stages, &self.config.stages);
+        if !requirement.met_by(claims.proved()) {
+            return None;
+        }
+        let mut bare = Claims {
+            identity: Default::default(),
+            proof: Default::default(),
+            ..claims.clone()
+        };
+        bare.factors.clear();
+        bare.amr
+            .retain(|k| matches!(k.as_str(), "identification" | "prompt"));
+        Some(bare)
     }
 
     /// Whether a session may use `app`: it completed the app's flow, or proves a factor for
@@ -241,6 +507,120 @@ impl Gate {
         let host = host_of(authority).to_ascii_lowercase();
         self.app(authority)?.origin_for(&host)
     }
+}
+
+/// A verdict with nothing wanted.
+fn verdict(decision: Decision<'_>, matched: Matched) -> Verdict<'_> {
+    Verdict {
+        decision,
+        matched,
+        wanted: Vec::new(),
+    }
+}
+
+fn needs_of(rule: &Rule) -> Needs {
+    Needs {
+        factors: rule
+            .factors
+            .iter()
+            .filter_map(|f| Factors::named(f))
+            .fold(Factors::NONE, Factors::with),
+        max_age_ms: rule
+            .max_age
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+    }
+}
+
+/// A value computed on first use, at most once.
+struct Lazy<F: FnOnce() -> Option<Arc<Claims>>> {
+    make: Option<F>,
+    value: Option<Arc<Claims>>,
+}
+
+impl<F: FnOnce() -> Option<Arc<Claims>>> Lazy<F> {
+    fn new(make: F) -> Self {
+        Self {
+            make: Some(make),
+            value: None,
+        }
+    }
+
+    fn get(&mut self) -> Option<Arc<Claims>> {
+        if let Some(make) = self.make.take() {
+            self.value = make();
+        }
+        self.value.clone()
+    }
+}
+
+/// The query's pairs, form-decoded (`a=1&b=x%20y`).
+fn query_pairs(req: &AccessRequest<'_>) -> Vec<(String, String)> {
+    let query = req.path_and_query.split_once('?').map_or("", |(_, q)| q);
+    url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// The path rules are matched against: the path as sent when it is plain and has no
+/// percent-escape (no copy), else
+/// the path as an upstream that decodes and resolves it would read it: percent-escapes
+/// decoded once, `\` read as `/`, `;` parameters and anything after `#` or a NUL dropped,
+/// empty and `.` segments removed, `..` resolved.
+///
+/// # Security
+/// A rule such as `^/admin` must catch `/x/../admin`, `/%61dmin` (plain, yet `/admin` to
+/// every upstream) and `//admin` too, or a
+/// bent spelling would fall through to a weaker rule. Bypass rules never see such a path
+/// (see [`is_plain_path`]).
+pub(crate) fn judged_path(path: &str) -> Cow<'_, str> {
+    if !path.contains('%') && is_plain_path(path) {
+        return Cow::Borrowed(path);
+    }
+    let b = path.as_bytes();
+    let mut decoded = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let c = match b[i] {
+            b'%' => match (
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            ) {
+                (Some(h), Some(l)) => {
+                    i += 2;
+                    h << 4 | l
+                }
+                _ => b'%',
+            },
+            c => c,
+        };
+        i += 1;
+        match c {
+            b'#' | 0 => break,
+            b'\\' => decoded.push(b'/'),
+            c => decoded.push(c),
+        }
+    }
+    let text = String::from_utf8_lossy(&decoded);
+    let mut segments: Vec<&str> = Vec::new();
+    for seg in text.split('/') {
+        let seg = seg.split(';').next().unwrap_or_default();
+        match seg {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = String::with_capacity(text.len() + 1);
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if out.is_empty() || text.ends_with('/') {
+        out.push('/');
+    }
+    Cow::Owned(out)
 }
 
 /// The configured origin of the app host the request named, or the app's first one.
@@ -584,6 +964,7 @@ kind = "user_login"
                 path,
                 path_and_query: path,
                 headers,
+                client: None,
             });
             match d {
                 Decision::Bypass { .. } => "bypass",
@@ -619,3 +1000,6 @@ kind = "user_login"
         assert!(!is_navigation(&Method::GET, &h));
     }
 }
+
+#[cfg(test)]
+pub(crate) mod rules_tests;

@@ -1,5 +1,6 @@
 //! The command line: `serve`, `check-config`, user and key administration.
 
+mod access;
 mod bench;
 mod flow_check;
 mod password_input;
@@ -56,6 +57,9 @@ pub(crate) enum Cmd {
     /// Certificates for trying HTTPS.
     #[command(subcommand)]
     Certs(CertsCmd),
+    /// Access rules: see what a request would get before deploying.
+    #[command(subcommand)]
+    Access(AccessCmd),
     /// Load a deployment (any URL) with valid, expired and missing session cookies and print
     /// requests per second and latency percentiles.
     Bench(Box<bench::BenchArgs>),
@@ -126,6 +130,13 @@ pub(crate) enum FlowCmd {
         #[arg(long, default_value = "127.0.0.1")]
         ip: String,
     },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AccessCmd {
+    /// Print the rule that matches a request, the verdict and what the user would be asked
+    /// for, decided by the same code as `serve`.
+    Check(access::CheckArgs),
 }
 
 #[derive(Subcommand)]
@@ -205,7 +216,55 @@ pub fn run(cli: Cli, inherited: InheritedListeners) -> ExitCode {
         Cmd::Flow(FlowCmd::Check { slug, user, ip }) => {
             flow_check::run(&config, &slug, user.as_deref(), &ip)
         }
+        Cmd::Access(AccessCmd::Check(args)) => access::check(config, args),
     }
+}
+
+/// One user as stored: from the running gateway when there is one, else read from the
+/// database (never created).
+///
+/// # Errors
+/// A message naming the database when the user or the database is not there.
+fn read_user(config: &Config, username: &str) -> Result<admin::UserView, String> {
+    let cmd = Command::UserShow {
+        username: username.to_string(),
+    };
+    let db = config.storage.path.display().to_string();
+    let reply = match admin::send_to_gateway(&config.admin_socket, &cmd) {
+        Ok(Some(reply)) => reply,
+        Ok(None) => {
+            if !config.storage.path.exists() {
+                return Err(format!("no database at {db}; nothing was created"));
+            }
+            let store = SledStore::open(&config.storage.path)
+                .map_err(|e| format!("{e} (database {db})"))?;
+            let passwords =
+                PasswordHasherPool::new(&config.passwords).map_err(|e| e.to_string())?;
+            let admin = Admin {
+                store: Arc::new(store) as Arc<dyn Store>,
+                passwords,
+                sessions: None,
+                policy: config.password_policy,
+            };
+            admin
+                .execute(cmd)
+                .map_err(|e| format!("{e} (database {db})"))?
+        }
+        Err(e) => {
+            return Err(format!(
+                "the gateway's admin socket {} did not answer: {e}",
+                config.admin_socket.display()
+            ))
+        }
+    };
+    if !reply.ok {
+        return Err(reply.message);
+    }
+    reply
+        .users
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("no user `{username}` (database {db})"))
 }
 
 fn fail(msg: &str) -> ExitCode {

@@ -9,6 +9,7 @@ mod env;
 mod error;
 mod policies;
 mod raw;
+mod rules;
 mod server;
 mod sms;
 mod ui;
@@ -18,6 +19,10 @@ pub use duration::parse as parse_duration;
 pub use email::OwnOtp;
 pub use error::ConfigError;
 pub use policies::StageBinding;
+pub use rules::{
+    AccessRules, DomainMatch, Networks, Policy, QueryMatch, QueryOp, Resources, Rule, RuleInput,
+    Subject,
+};
 pub use ui::{FooterLink, Logo, Rgb};
 
 pub use delivery::{DeviceClass, GenericAuth, Mailbox, SmsProvider, SmtpSecurity, SmtpSettings};
@@ -65,6 +70,8 @@ pub struct Config {
     pub stages: BTreeMap<String, StageConfig>,
     /// `[policies.<name>]`, compiled, by name.
     pub policies: BTreeMap<String, std::sync::Arc<crate::policy::Policy>>,
+    /// `[networks]`: named sets of networks, for access rules and policies.
+    pub networks: BTreeMap<String, Networks>,
 }
 
 /// `[server]`: where the gateway listens and how it is reached.
@@ -239,8 +246,11 @@ pub struct AppConfig {
     pub flow: String,
     /// When non-empty, only members of one of these groups get in.
     pub allowed_groups: Vec<String>,
-    /// Paths that go upstream without a session.
+    /// Paths that go upstream without a session (a shorthand for `bypass` rules placed
+    /// before `rules`).
     pub bypass: RegexSet,
+    /// `[[apps.rules]]` and `default_policy`.
+    pub access: AccessRules,
     /// Whether it also gets a signed identity assertion.
     pub assertion: bool,
     /// Where users reach the app, one per entry of `hosts` (same order): the configured

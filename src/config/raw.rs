@@ -40,6 +40,9 @@ pub(super) struct RawConfig {
     /// What the gateway logs (`[log]`).
     #[serde(default)]
     pub log: RawLog,
+    /// Named networks (`[networks]`), for access rules and policies.
+    #[serde(default)]
+    pub networks: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -198,6 +201,11 @@ pub(super) struct RawApp {
     pub scheme: Option<String>,
     /// The port users reach the app on; see [`super::server`].
     pub port: Option<u16>,
+    /// Access rules (`[[apps.rules]]`), first match wins; see [`super::rules`].
+    #[serde(default)]
+    pub rules: Vec<super::rules::RawRule>,
+    /// What applies when no rule matches.
+    pub default_policy: Option<String>,
 }
 
 /// One address or several (round-robin).

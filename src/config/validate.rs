@@ -95,7 +95,8 @@ pub(super) fn validate(mut raw: RawConfig, file: &Path) -> Checked<Config> {
         .collect::<Checked<BTreeMap<_, _>>>()?;
     let flows = flows(&raw.flows, &stages, &policies)?;
     super::email::cross_check(&stages, &flows)?;
-    let mut apps = apps(&raw.apps, &flows)?;
+    let networks = super::rules::networks(&raw.networks)?;
+    let mut apps = apps(&raw.apps, &flows, &stages, &networks)?;
     let server = super::server::server(&raw.server, listen)?;
     super::server::public_origins(&raw.apps, &server, &mut apps)?;
     let email = super::email::smtp("email", &raw.email.unwrap_or_default())?;
@@ -125,6 +126,7 @@ pub(super) fn validate(mut raw: RawConfig, file: &Path) -> Checked<Config> {
         flows,
         stages,
         policies,
+        networks,
     })
 }
 
@@ -444,7 +446,12 @@ fn flows(
     Ok(out)
 }
 
-fn apps(raw: &[RawApp], flows: &[FlowConfig]) -> Checked<Vec<AppConfig>> {
+fn apps(
+    raw: &[RawApp],
+    flows: &[FlowConfig],
+    stages: &BTreeMap<String, StageConfig>,
+    networks: &BTreeMap<String, Networks>,
+) -> Checked<Vec<AppConfig>> {
     let mut owner: HashMap<String, String> = HashMap::new();
     let mut names = HashMap::new();
     let mut out = Vec::with_capacity(raw.len());
@@ -471,6 +478,14 @@ fn apps(raw: &[RawApp], flows: &[FlowConfig]) -> Checked<Vec<AppConfig>> {
             flow: a.flow.clone(),
             allowed_groups: a.allowed_groups.clone(),
             bypass: app_bypass(i, a)?,
+            access: super::rules::access_rules(
+                i,
+                &a.rules,
+                a.default_policy.as_deref(),
+                networks,
+                flows.iter().find(|f| f.slug == a.flow),
+                stages,
+            )?,
             assertion: a.assertion,
             // Filled in by `server::public_origins` once `[server]` is known.
             origins: Vec::new(),

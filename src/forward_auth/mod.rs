@@ -60,6 +60,9 @@ pub struct Arrived<'a> {
     pub path_and_query: &'a str,
     /// Its headers, which describe the original request.
     pub headers: &'a HeaderMap,
+    /// The original client's address by the trusted-proxy rule (the peer's own, unless the
+    /// peer is a trusted proxy naming one in `X-Forwarded-For`), for rules with `networks`.
+    pub client: Option<std::net::IpAddr>,
 }
 
 /// Why a trusted proxy's description of the original request is not used.
@@ -222,6 +225,7 @@ pub fn handle(gate: &Gate, flavor: Flavor, arrived: &Arrived<'_>, trusted: bool)
         path: original.path(),
         path_and_query: &original.path_and_query,
         headers: arrived.headers,
+        client: arrived.client,
     };
     let decision = gate.decide(&req);
     match decision {
@@ -234,6 +238,11 @@ pub fn handle(gate: &Gate, flavor: Flavor, arrived: &Arrived<'_>, trusted: bool)
             let login = gate.login_url_absolute(app, &req);
             let navigation = is_navigation(&original.method, arrived.headers);
             sign_in(flavor, &login, navigation, step_up)
+        }
+        Decision::Denied { claims, .. } => {
+            let user = claims.as_ref().map_or("-", |c| c.sub.as_str());
+            tracing::info!(user, host = %original.authority, "forward-auth: access denied by a deny rule");
+            empty(StatusCode::FORBIDDEN)
         }
         Decision::Forbidden { claims, .. } => {
             tracing::info!(user = %claims.sub, host = %original.authority, "forward-auth: access denied by allowed_groups");
@@ -363,6 +372,7 @@ mod tests {
             authority: "127.0.0.1:9000",
             path_and_query: "/.portcullis/auth/nginx",
             headers: h,
+            client: None,
         }
     }
 

@@ -147,7 +147,12 @@ fn start(p: &Portal, req: &Request<'_>, slug: &str) -> Result<Execution, FlowErr
         &p.fallback(req),
     );
     match p.gate.session(req.headers) {
-        Some(session) => p.engine.start_signed_in(slug, rd, req.client, &session),
+        // A session older than a rule's `max_age` that already satisfies the flow is
+        // re-authenticated: only the identity is carried, every factor is asked again.
+        Some(session) => match p.gate.reauthentication(slug, &session) {
+            Some(bare) => p.engine.start_signed_in(slug, rd, req.client, &bare),
+            None => p.engine.start_signed_in(slug, rd, req.client, &session),
+        },
         None => p.engine.start(slug, rd, req.client),
     }
 }

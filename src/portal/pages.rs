@@ -124,7 +124,19 @@ pub fn logo(ui: &Ui) -> Response {
     r
 }
 
-/// Signed in as `user`, who is not in the app's allowed groups.
+/// 403 for a request an access rule denies to everyone, signed in or not.
+pub fn denied(ui: &Ui) -> Response {
+    Response::html(
+        StatusCode::FORBIDDEN,
+        ui.message(
+            "Access denied",
+            "This address of the application is closed.",
+            None,
+        ),
+    )
+}
+
+/// Signed in as `user`, who is not in the app's allowed groups (or whom a rule denies).
 pub fn forbidden(ui: &Ui, user: &str) -> Response {
     Response::html(
         StatusCode::FORBIDDEN,

@@ -19,8 +19,10 @@ impl Gateway {
         flavor: forward_auth::Flavor,
         scheme: &str,
     ) -> pingora::Result<bool> {
-        let trusted = Self::peer_ip(session).is_some_and(|ip| self.trusted.trusts(ip));
+        let peer = Self::peer_ip(session);
+        let trusted = peer.is_some_and(|ip| self.trusted.trusts(ip));
         let req = session.req_header();
+        let client = peer.map(|ip| self.trusted.client(ip, &req.headers));
         let resp = forward_auth::handle(
             &self.gate,
             flavor,
@@ -30,6 +32,7 @@ impl Gateway {
                 authority: authority(req),
                 path_and_query: path_and_query(req),
                 headers: &req.headers,
+                client,
             },
             trusted,
         );

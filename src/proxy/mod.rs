@@ -140,9 +140,11 @@ impl Gateway {
 
     /// A request for an app: the access decision, then its answer or the way upstream.
     async fn app(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<bool> {
-        let decision = self
-            .gate
-            .decide(&access_request(session.req_header(), ctx.scheme()));
+        let client =
+            Self::peer_ip(session).map(|ip| self.trusted.client(ip, &session.req_header().headers));
+        let decision =
+            self.gate
+                .decide(&access_request(session.req_header(), ctx.scheme(), client));
         ctx.trace.outcome = outcome(&decision);
         match self.refusal(decision, ctx) {
             Some(resp) => self.reply(session, resp).await,
@@ -174,6 +176,20 @@ impl Gateway {
                 tracing::info!(user = %claims.sub, app = %app.name, "session lacks a factor the app's flow requires; step-up");
                 Some(reply::step_up(&login, navigation))
             }
+            Decision::Denied { app, claims } => {
+                ctx.app = Some(app.index);
+                match claims {
+                    Some(claims) => {
+                        ctx.judged(app.index, &claims);
+                        tracing::info!(user = %claims.sub, app = %app.name, "access denied by a deny rule");
+                        Some(pages::forbidden(ui, &claims.sub))
+                    }
+                    None => {
+                        tracing::info!(app = %app.name, "access denied by a deny rule");
+                        Some(pages::denied(ui))
+                    }
+                }
+            }
             Decision::Forbidden { app, claims } => {
                 ctx.judged(app.index, &claims);
                 tracing::info!(user = %claims.sub, "access denied by allowed_groups");
@@ -197,8 +213,13 @@ pub(crate) fn is_tls(session: &Session) -> bool {
 }
 
 /// The access decision's view of a request.
-fn access_request<'r>(req: &'r RequestHeader, scheme: &'r str) -> AccessRequest<'r> {
+fn access_request<'r>(
+    req: &'r RequestHeader,
+    scheme: &'r str,
+    client: Option<std::net::IpAddr>,
+) -> AccessRequest<'r> {
     AccessRequest {
+        client,
         method: &req.method,
         scheme,
         authority: authority(req),
@@ -216,6 +237,7 @@ fn outcome(d: &Decision<'_>) -> &'static str {
         Decision::Allow { .. } => "allow",
         Decision::Unauthenticated { .. } => "unauthenticated",
         Decision::Forbidden { .. } => "forbidden",
+        Decision::Denied { .. } => "denied",
         Decision::StepUp { .. } => "step_up",
     }
 }

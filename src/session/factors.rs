@@ -38,6 +38,11 @@ impl Factors {
         self.0 & other.0 != 0
     }
 
+    /// Whether the set holds every factor of `other`.
+    pub const fn contains(self, other: Factors) -> bool {
+        self.0 & other.0 == other.0
+    }
+
     /// Whether the set holds no factor.
     pub const fn is_empty(self) -> bool {
         self.0 == 0

@@ -173,6 +173,12 @@ impl SessionService {
         Ok(())
     }
 
+    /// Now, in milliseconds, on the clock sessions are issued and checked by (what a rule's
+    /// `max_age` is measured against).
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
     /// Signs a new session and records it; returns the token and its claims.
     ///
     /// # Errors

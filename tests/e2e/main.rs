@@ -8,6 +8,9 @@
 
 mod harness;
 
+#[path = "../support/rules_table.rs"]
+mod rules_table;
+
 mod access_log;
 mod assertion;
 mod attacks;
@@ -21,6 +24,7 @@ mod policies;
 mod proxy;
 mod redirects;
 mod route_tricks;
+mod rules;
 mod session;
 mod socket_activation;
 mod start_over;

@@ -13,12 +13,16 @@ mod harness;
 
 mod support;
 
+#[path = "../support/rules_table.rs"]
+mod rules_table;
+
 mod attacks;
 mod bent_paths;
 mod caddy;
 mod fronts;
 mod nginx;
 mod protocol;
+mod rules;
 mod streaming;
 mod tls;
 mod walk;
