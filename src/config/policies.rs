@@ -20,7 +20,11 @@ pub(super) enum RawPolicy {
         message: Option<String>,
     },
     Network {
+        #[serde(default)]
         cidrs: Vec<String>,
+        /// Names of `[networks]` entries.
+        #[serde(default)]
+        networks: Vec<String>,
         message: Option<String>,
     },
     Reputation {
@@ -88,16 +92,23 @@ pub struct StageBinding {
 }
 
 /// `[policies]`: each compiled or parsed once.
-pub(super) fn policies(raw: BTreeMap<String, RawPolicy>) -> Checked<BTreeMap<String, Arc<Policy>>> {
+pub(super) fn policies(
+    raw: BTreeMap<String, RawPolicy>,
+    named: &BTreeMap<String, super::Networks>,
+) -> Checked<BTreeMap<String, Arc<Policy>>> {
     raw.into_iter()
         .map(|(name, p)| {
-            let policy = policy(&name, p)?;
+            let policy = policy(&name, p, named)?;
             Ok((name, Arc::new(policy)))
         })
         .collect()
 }
 
-fn policy(name: &str, raw: RawPolicy) -> Checked<Policy> {
+fn policy(
+    name: &str,
+    raw: RawPolicy,
+    named: &BTreeMap<String, super::Networks>,
+) -> Checked<Policy> {
     let (kind, message) = match raw {
         RawPolicy::Expression {
             expression,
@@ -107,14 +118,18 @@ fn policy(name: &str, raw: RawPolicy) -> Checked<Policy> {
                 .map_err(|e| Problem::new(format!("policies.{name}.expression"), e.to_string()))?;
             (PolicyKind::Expression(e), message)
         }
-        RawPolicy::Network { cidrs, message } => {
-            if cidrs.is_empty() {
+        RawPolicy::Network {
+            cidrs,
+            networks,
+            message,
+        } => {
+            if cidrs.is_empty() && networks.is_empty() {
                 return Err(Problem::new(
                     format!("policies.{name}.cidrs"),
-                    "needs at least one network",
+                    "needs at least one network (`cidrs`, or `networks` naming [networks] entries)",
                 ));
             }
-            let nets = cidrs
+            let mut nets = cidrs
                 .iter()
                 .enumerate()
                 .map(|(i, c)| {
@@ -126,6 +141,15 @@ fn policy(name: &str, raw: RawPolicy) -> Checked<Policy> {
                     })
                 })
                 .collect::<Checked<Vec<_>>>()?;
+            for (i, n) in networks.iter().enumerate() {
+                let Some(set) = named.get(n) else {
+                    return Err(Problem::new(
+                        format!("policies.{name}.networks[{i}]"),
+                        format!("no [networks] entry named `{n}`"),
+                    ));
+                };
+                nets.extend_from_slice(set.nets());
+            }
             (PolicyKind::Network(nets), message)
         }
         RawPolicy::Reputation {

@@ -87,7 +87,8 @@ pub(super) fn validate(mut raw: RawConfig, file: &Path) -> Checked<Config> {
     let headers = headers(&raw.headers)?;
     let passwords = passwords(&raw.passwords)?;
     let password_policy = password_policy(&raw.password)?;
-    let policies = super::policies::policies(raw.policies)?;
+    let networks = super::rules::networks(&raw.networks)?;
+    let policies = super::policies::policies(raw.policies, &networks)?;
     let stages = raw
         .stages
         .into_iter()
@@ -95,7 +96,6 @@ pub(super) fn validate(mut raw: RawConfig, file: &Path) -> Checked<Config> {
         .collect::<Checked<BTreeMap<_, _>>>()?;
     let flows = flows(&raw.flows, &stages, &policies)?;
     super::email::cross_check(&stages, &flows)?;
-    let networks = super::rules::networks(&raw.networks)?;
     let mut apps = apps(&raw.apps, &flows, &stages, &networks)?;
     let server = super::server::server(&raw.server, listen)?;
     super::server::public_origins(&raw.apps, &server, &mut apps)?;

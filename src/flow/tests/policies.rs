@@ -304,6 +304,14 @@ async fn config_refuses_bad_policies_naming_the_policy() {
             "",
         ),
         (
+            "[policies.p]\nkind = \"network\"\nnetworks = [\"office\"]\n",
+            "policies.p.networks[0]: no [networks] entry named `office`",
+        ),
+        (
+            "[policies.p]\nkind = \"network\"\n",
+            "policies.p.cidrs",
+        ),
+        (
             "[[flows]]\nslug = \"x\"\ndesignation = \"authentication\"\nstages = [\"identify\"]\npolicies = [\"nope\"]\n",
             "flows[12].policies[0]",
         ),
@@ -339,6 +347,22 @@ async fn config_refuses_bad_policies_naming_the_policy() {
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(e.contains("unknown variable `secrets`"), "{e}");
+}
+
+/// A network policy may name `[networks]` entries (the ones access rules use) beside its own
+/// CIDRs: the office network is written once.
+#[tokio::test]
+async fn a_network_policy_takes_named_networks_beside_its_own_cidrs() {
+    let cfg = Rig::config(
+        "[networks]\noffice = [\"10.0.0.0/8\", \"2001:db8::/32\"]\n[policies.p]\nkind = \"network\"\nnetworks = [\"office\"]\ncidrs = [\"192.0.2.0/24\"]\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let policy = cfg.policies.get("p").unwrap_or_else(|| panic!("policy p"));
+    let crate::policy::PolicyKind::Network(nets) = &policy.kind else {
+        panic!("not a network policy");
+    };
+    let listed: Vec<String> = nets.iter().map(ToString::to_string).collect();
+    assert_eq!(listed, ["192.0.2.0/24", "10.0.0.0/8", "2001:db8::/32"]);
 }
 
 #[tokio::test]
