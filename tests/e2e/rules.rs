@@ -242,18 +242,28 @@ async fn a_bad_rule_refuses_the_config_naming_the_key() {
 
 /// The whole `max_age` loop in the binary: a stale session is sent to step-up, which asks for
 /// the password again (never a no-op that would mint a fresh token), then lets it back in.
+/// The stale session is the user's own, signed again with the gateway's keys as if issued an
+/// hour ago: no waiting for the clock (the edges of `max_age` are tested in process with a
+/// manual clock, `access::rules_tests`).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_session_older_than_max_age_must_prove_its_factors_again() {
     let gw = Gateway::start_with(Setup {
-        app_toml: "[[apps.rules]]\nresources = [\"^/admin\"]\npolicy = \"one_factor\"\nmax_age = \"2s\"\n[[apps.rules]]\npolicy = \"one_factor\"\n".into(),
+        app_toml: "[[apps.rules]]\nresources = [\"^/admin\"]\npolicy = \"one_factor\"\nmax_age = \"10m\"\n[[apps.rules]]\npolicy = \"one_factor\"\n".into(),
         ..Setup::default()
     })
     .await;
     let (b, _) = alice_browser(&gw).await;
     assert_eq!(b.get_json("/admin").await.status, 200, "fresh");
-    // Waits out max_age (the binary reads the system clock; the in-process tests use a
-    // manual one).
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let fresh = b
+        .cookie(&gw.url("/admin"), SESSION_COOKIE)
+        .expect("session cookie");
+    let old = signed_an_hour_ago(&gw, &fresh);
+    b.add_cookie(&gw.url("/"), &format!("{SESSION_COOKIE}={old}; Path=/"));
+    assert_eq!(
+        b.cookie(&gw.url("/admin"), SESSION_COOKIE).as_deref(),
+        Some(old.as_str()),
+        "the jar sends the old session"
+    );
     assert_eq!(b.get_json("/other").await.status, 200, "no max_age there");
     let r = b.get_json("/admin").await;
     assert_eq!(r.status, 401, "{}", r.describe());
@@ -276,4 +286,55 @@ async fn a_session_older_than_max_age_must_prove_its_factors_again() {
     let r = b.get_json("/admin").await;
     assert_eq!(r.status, 200, "fresh again: {}", r.describe());
     assert_eq!(r.echo().header("remote-user"), Some("alice"));
+}
+
+/// `fresh`'s claims in a token issued an hour ago (lifetime two hours), signed with the keys the
+/// gateway uses.
+fn signed_an_hour_ago(gw: &Gateway, fresh: &str) -> String {
+    use base64::Engine as _;
+    use portcullis::session::{Factors, NewSession, SessionService};
+    let payload = fresh.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url payload");
+    let c: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON claims");
+    let strings = |k: &str| -> Vec<String> {
+        c[k].as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let factors = strings("factors")
+        .iter()
+        .filter_map(|n| Factors::named(n))
+        .fold(Factors::NONE, Factors::with);
+    let cfg = portcullis::config::Config::load(&gw.config_path).expect("config");
+    let hour_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs() as i64
+        - 3600;
+    let sessions = SessionService::with_clock(
+        &cfg.session,
+        cfg.storage.keys_path.clone(),
+        std::sync::Arc::new(portcullis::store::MemoryStore::new()),
+        std::sync::Arc::new(portcullis::clock::ManualClock::new(hour_ago)),
+    )
+    .expect("the gateway's keys");
+    let (token, _) = sessions
+        .issue(NewSession {
+            username: c["sub"].as_str().expect("sub").to_string(),
+            name: c["name"].as_str().unwrap_or_default().to_string(),
+            email: c["email"].as_str().unwrap_or_default().to_string(),
+            groups: strings("groups"),
+            amr: strings("amr"),
+            factors,
+            flows: strings("flows"),
+            lifetime_secs: 7200,
+        })
+        .expect("issue");
+    token
 }
