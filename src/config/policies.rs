@@ -122,36 +122,10 @@ fn policy(
             cidrs,
             networks,
             message,
-        } => {
-            if cidrs.is_empty() && networks.is_empty() {
-                return Err(Problem::new(
-                    format!("policies.{name}.cidrs"),
-                    "needs at least one network (`cidrs`, or `networks` naming [networks] entries)",
-                ));
-            }
-            let mut nets = cidrs
-                .iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    c.parse::<IpNet>().map_err(|_| {
-                        Problem::new(
-                            format!("policies.{name}.cidrs[{i}]"),
-                            format!("`{c}` is not a network like \"10.0.0.0/8\""),
-                        )
-                    })
-                })
-                .collect::<Checked<Vec<_>>>()?;
-            for (i, n) in networks.iter().enumerate() {
-                let Some(set) = named.get(n) else {
-                    return Err(Problem::new(
-                        format!("policies.{name}.networks[{i}]"),
-                        format!("no [networks] entry named `{n}`"),
-                    ));
-                };
-                nets.extend_from_slice(set.nets());
-            }
-            (PolicyKind::Network(nets), message)
-        }
+        } => (
+            PolicyKind::Network(network_list(name, &cidrs, &networks, named)?),
+            message,
+        ),
         RawPolicy::Reputation {
             check_ip,
             check_username,
@@ -211,6 +185,43 @@ fn policy(
         message: message.filter(|m| !m.trim().is_empty()),
         kind,
     })
+}
+
+/// A network policy's `cidrs`, then the networks of the `[networks]` entries it names.
+fn network_list(
+    name: &str,
+    cidrs: &[String],
+    networks: &[String],
+    named: &BTreeMap<String, super::Networks>,
+) -> Checked<Vec<IpNet>> {
+    if cidrs.is_empty() && networks.is_empty() {
+        return Err(Problem::new(
+            format!("policies.{name}.cidrs"),
+            "needs at least one network (`cidrs`, or `networks` naming [networks] entries)",
+        ));
+    }
+    let mut nets = cidrs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            c.parse::<IpNet>().map_err(|_| {
+                Problem::new(
+                    format!("policies.{name}.cidrs[{i}]"),
+                    format!("`{c}` is not a network like \"10.0.0.0/8\""),
+                )
+            })
+        })
+        .collect::<Checked<Vec<_>>>()?;
+    for (i, n) in networks.iter().enumerate() {
+        let Some(set) = named.get(n) else {
+            return Err(Problem::new(
+                format!("policies.{name}.networks[{i}]"),
+                format!("no [networks] entry named `{n}`"),
+            ));
+        };
+        nets.extend_from_slice(set.nets());
+    }
+    Ok(nets)
 }
 
 /// The binding of `names` at `path` (the key listing them; each a key of `[policies]`).

@@ -553,46 +553,12 @@ fn rule(
         None => Vec::new(),
         Some(q) => query(&key("query"), q)?,
     };
-    let factors = r.factors.clone().unwrap_or_default();
-    for (i, f) in factors.iter().enumerate() {
-        let at = format!("{}[{i}]", key("factors"));
-        if !FACTORS.contains(&f.as_str()) {
-            return Err(Problem::new(
-                at,
-                format!("`{f}` is not one of \"password\", \"email\", \"sms\""),
-            ));
-        }
-        // A stage only this factor satisfies: a session without it is then asked for it.
-        if !proves.iter().any(|p| p.as_slice() == [f.as_str()]) {
-            return Err(Problem::new(
-                at,
-                format!("the app's flow has no stage that asks for `{f}` alone, so a session without it could never get it"),
-            ));
-        }
-    }
+    let factors = rule_factors(&key("factors"), r, proves)?;
     let max_age = match &r.max_age {
         None => None,
         Some(t) => Some(super::sms::whole_seconds(&key("max_age"), t)?),
     };
-    if matches!(policy, Policy::Bypass | Policy::Deny) && (!factors.is_empty() || max_age.is_some())
-    {
-        return Err(Problem::new(
-            path,
-            format!(
-                "`factors` and `max_age` mean nothing with policy `{}`",
-                policy.as_str()
-            ),
-        ));
-    }
-    if policy == Policy::Bypass && !subject.is_empty() {
-        return Err(Problem::new(
-            key("subject"),
-            "a `bypass` rule cannot have a subject: it lets requests through without a session",
-        ));
-    }
-    if policy == Policy::TwoFactor {
-        two_factor_possible(&key("policy"), proves)?;
-    }
+    policy_fits(path, policy, &factors, max_age, &subject, proves)?;
     let summary = summary(r);
     Ok(Rule {
         index,
@@ -608,6 +574,60 @@ fn rule(
         max_age,
         summary,
     })
+}
+
+/// A rule's `factors`: known factor names, each one the app's flow can ask for alone.
+fn rule_factors(key: &str, r: &RawRule, proves: &[Vec<&'static str>]) -> Checked<Vec<String>> {
+    let factors = r.factors.clone().unwrap_or_default();
+    for (i, f) in factors.iter().enumerate() {
+        let at = format!("{key}[{i}]");
+        if !FACTORS.contains(&f.as_str()) {
+            return Err(Problem::new(
+                at,
+                format!("`{f}` is not one of \"password\", \"email\", \"sms\""),
+            ));
+        }
+        // A stage only this factor satisfies: a session without it is then asked for it.
+        if !proves.iter().any(|p| p.as_slice() == [f.as_str()]) {
+            return Err(Problem::new(
+                at,
+                format!("the app's flow has no stage that asks for `{f}` alone, so a session without it could never get it"),
+            ));
+        }
+    }
+    Ok(factors)
+}
+
+/// Whether the rule's policy goes with its other keys: no `factors`/`max_age` on `bypass` or
+/// `deny`, no subject on `bypass`, and `two_factor` only where the flow can ask for two.
+fn policy_fits(
+    path: &str,
+    policy: Policy,
+    factors: &[String],
+    max_age: Option<std::time::Duration>,
+    subject: &[Vec<Subject>],
+    proves: &[Vec<&'static str>],
+) -> Checked<()> {
+    if matches!(policy, Policy::Bypass | Policy::Deny) && (!factors.is_empty() || max_age.is_some())
+    {
+        return Err(Problem::new(
+            path,
+            format!(
+                "`factors` and `max_age` mean nothing with policy `{}`",
+                policy.as_str()
+            ),
+        ));
+    }
+    if policy == Policy::Bypass && !subject.is_empty() {
+        return Err(Problem::new(
+            format!("{path}.subject"),
+            "a `bypass` rule cannot have a subject: it lets requests through without a session",
+        ));
+    }
+    if policy == Policy::TwoFactor {
+        two_factor_possible(&format!("{path}.policy"), proves)?;
+    }
+    Ok(())
 }
 
 /// The rule as one line: its criteria and policy, as written.
