@@ -122,6 +122,14 @@ pub enum DeviceClass {
     Email,
     /// Codes by SMS.
     Sms,
+    /// Time-based one-time passwords from an authenticator app (RFC 6238).
+    Totp,
+    /// Single-use recovery codes.
+    Static,
+    /// Passkeys and security keys (WebAuthn).
+    Webauthn,
+    /// Duo push or passcode (Duo Auth API).
+    Duo,
 }
 
 impl DeviceClass {
@@ -130,6 +138,10 @@ impl DeviceClass {
         match self {
             DeviceClass::Email => "email",
             DeviceClass::Sms => "sms",
+            DeviceClass::Totp => "totp",
+            DeviceClass::Static => "static",
+            DeviceClass::Webauthn => "webauthn",
+            DeviceClass::Duo => "duo",
         }
     }
 }

@@ -487,7 +487,9 @@ fn flow_factors(
 }
 
 /// The known factor classes (the session's `factors` claim names).
-const FACTORS: [&str; 3] = ["password", "email", "sms"];
+const FACTORS: [&str; 7] = [
+    "password", "email", "sms", "totp", "static", "webauthn", "duo",
+];
 
 /// A rule sends a session that falls short to the app's flow; that flow must be able to give
 /// what the rule wants, or the user would loop between the app and the flow.

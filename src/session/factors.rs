@@ -11,10 +11,14 @@ use std::collections::BTreeMap;
 pub struct Factors(u8);
 
 /// Each factor with the name it has in the session's `factors` claim.
-const NAMES: [(Factors, &str); 3] = [
+const NAMES: [(Factors, &str); 7] = [
     (Factors::PASSWORD, "password"),
     (Factors::EMAIL, "email"),
     (Factors::SMS, "sms"),
+    (Factors::TOTP, "totp"),
+    (Factors::STATIC, "static"),
+    (Factors::WEBAUTHN, "webauthn"),
+    (Factors::DUO, "duo"),
 ];
 
 impl Factors {
@@ -26,6 +30,14 @@ impl Factors {
     pub const EMAIL: Factors = Factors(2);
     /// A code sent to a phone was answered.
     pub const SMS: Factors = Factors(4);
+    /// A code from an authenticator app (TOTP) was answered.
+    pub const TOTP: Factors = Factors(8);
+    /// A recovery code was used.
+    pub const STATIC: Factors = Factors(16);
+    /// A passkey or security key signed a challenge.
+    pub const WEBAUTHN: Factors = Factors(32);
+    /// Duo approved (push or passcode).
+    pub const DUO: Factors = Factors(64);
 
     /// Both sets together.
     #[must_use]
@@ -53,6 +65,10 @@ impl Factors {
         match class {
             DeviceClass::Email => Factors::EMAIL,
             DeviceClass::Sms => Factors::SMS,
+            DeviceClass::Totp => Factors::TOTP,
+            DeviceClass::Static => Factors::STATIC,
+            DeviceClass::Webauthn => Factors::WEBAUTHN,
+            DeviceClass::Duo => Factors::DUO,
         }
     }
 

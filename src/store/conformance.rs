@@ -227,6 +227,7 @@ fn device(username: &str, id: &str) -> Device {
         stage: "email-setup".into(),
         created: 1,
         last_used: None,
+        secret: None,
     }
 }
 

@@ -100,6 +100,11 @@ pub struct Device {
     /// When a code sent to it last came back, in unix seconds.
     #[serde(default)]
     pub last_used: Option<i64>,
+    /// Class-specific material, opaque to the store: for `totp` the secret sealed under the
+    /// device key, for `static` the codes' hashes, for `webauthn` the credential, for `duo`
+    /// Duo's user id. `None` for email and SMS devices, whose material is `address`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
 }
 
 impl Device {

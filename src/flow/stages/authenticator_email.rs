@@ -88,6 +88,7 @@ impl AuthenticatorEmail {
                 stage: cx.name.to_string(),
                 created: cx.now,
                 last_used: Some(cx.now),
+                secret: None,
             },
         };
         let mut effects = vec![Effect::PutDevice(device)];

@@ -113,6 +113,7 @@ impl AuthenticatorSms {
                 stage: cx.name.to_string(),
                 created: cx.now,
                 last_used: Some(cx.now),
+                secret: None,
             },
         };
         let mut effects = vec![Effect::PutDevice(device)];

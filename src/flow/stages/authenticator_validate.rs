@@ -100,6 +100,16 @@ impl ValidateState {
     }
 }
 
+/// The medium codes for a device of this class are sent by; `None` for classes the user
+/// answers without a send.
+fn sent_by(class: DeviceClass) -> Option<Medium> {
+    match class {
+        DeviceClass::Email => Some(Medium::Email),
+        DeviceClass::Sms => Some(Medium::Sms),
+        DeviceClass::Totp | DeviceClass::Static | DeviceClass::Webauthn | DeviceClass::Duo => None,
+    }
+}
+
 /// What the user may choose from.
 enum Devices {
     Real(Vec<Device>),
@@ -170,7 +180,11 @@ impl AuthenticatorValidate {
             .store
             .devices(&user.username)?
             .into_iter()
-            .filter(|d| self.cfg.device_classes.contains(&d.class) && !d.verify_only())
+            .filter(|d| {
+                self.cfg.device_classes.contains(&d.class)
+                    && sent_by(d.class).is_some()
+                    && !d.verify_only()
+            })
             .collect();
         devices.sort_by_key(|d| d.created);
         Ok(Devices::Real(devices))
@@ -199,10 +213,8 @@ impl AuthenticatorValidate {
         let policy = self.policy(device);
         let mut code = match device {
             Some(d) => {
-                let medium = match d.class {
-                    DeviceClass::Email => Medium::Email,
-                    DeviceClass::Sms => Medium::Sms,
-                };
+                // `devices` keeps only classes codes are sent to.
+                let medium = sent_by(d.class).unwrap_or(Medium::Email);
                 CodeState::new(medium, &d.stage, d.address.clone(), &policy)
             }
             None => {
@@ -352,7 +364,7 @@ impl Stage for AuthenticatorValidate {
                 // reads the same for the decoy shown to unknown and disabled accounts.
                 let shown = match class {
                     DeviceClass::Sms => "the phone number on your account",
-                    DeviceClass::Email => super::authenticator_email::ACCOUNT_ADDRESS,
+                    _ => super::authenticator_email::ACCOUNT_ADDRESS,
                 };
                 let mut c = code.challenge(self.kind().as_str(), shown);
                 // With several devices the user can go back and pick another, e.g. when texts

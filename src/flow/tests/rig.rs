@@ -206,6 +206,7 @@ impl Rig {
         let stage = match class {
             DeviceClass::Email => "email_setup",
             DeviceClass::Sms => "sms",
+            other => panic!("the rig enrols no {other:?} device"),
         };
         let d = Device {
             id: id.into(),
@@ -217,6 +218,7 @@ impl Rig {
             stage: stage.into(),
             created: self.world.clock.now(),
             last_used: None,
+            secret: None,
         };
         self.world
             .store

@@ -139,6 +139,7 @@ async fn validating_with(rig: &Rig, class: DeviceClass, address: &str) -> (Execu
     let code = match class {
         DeviceClass::Email => rig.mailed_code(),
         DeviceClass::Sms => rig.texted_code(),
+        other => panic!("no code is sent to {other:?} devices"),
     };
     (exec, code)
 }
