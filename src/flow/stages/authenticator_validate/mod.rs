@@ -83,6 +83,8 @@ pub(crate) enum ValidateState {
     PickingSetup,
     /// No device yet: the setup stage `stage` runs inline, in this state.
     Enrolling {
+        // Not `stage`: the enclosing `StageState` is tagged by a key of that name.
+        #[serde(rename = "setup_stage")]
         stage: String,
         setup: Box<StageState>,
     },
@@ -607,5 +609,28 @@ impl Stage for AuthenticatorValidate {
             // A decoy never verifies; fail closed if it somehow did.
             _ => Err(mismatch(cx)),
         }
+    }
+}
+#[cfg(test)]
+mod stored_state_tests {
+    use super::*;
+    use crate::flow::stages::prompt::PromptState;
+
+    /// Every state is stored as JSON inside `StageState` (tagged `stage`) and read back on
+    /// the next request; a field of the same name as a tag would make it unreadable.
+    #[test]
+    fn enrolling_state_reads_back_as_it_was_stored() {
+        let inner = StageState::Prompt(PromptState::Fields);
+        let st = StageState::AuthenticatorValidate(ValidateState::Enrolling {
+            stage: "email_setup".into(),
+            setup: Box::new(inner),
+        });
+        let v = serde_json::to_value(Some(&st)).expect("serialise");
+        let back = serde_json::from_value::<Option<StageState>>(v).expect("read back");
+        let Some(StageState::AuthenticatorValidate(ValidateState::Enrolling { stage, .. })) = back
+        else {
+            panic!("not the enrolling state: {back:?}");
+        };
+        assert_eq!(stage, "email_setup");
     }
 }
