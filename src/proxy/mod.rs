@@ -146,7 +146,8 @@ impl Gateway {
             self.gate
                 .decide(&access_request(session.req_header(), ctx.scheme(), client));
         ctx.trace.outcome = outcome(&decision);
-        match self.refusal(decision, ctx) {
+        let html = pages::wants_html(&session.req_header().headers);
+        match self.refusal(decision, ctx, html) {
             Some(resp) => self.reply(session, resp).await,
             None => self.serve_builtin(session, ctx).await,
         }
@@ -154,7 +155,12 @@ impl Gateway {
 
     /// The answer to a request the decision does not let through; `None` when it goes on
     /// (its app and identity noted in `ctx`).
-    fn refusal(&self, decision: Decision<'_>, ctx: &mut RequestCtx) -> Option<Response> {
+    fn refusal(
+        &self,
+        decision: Decision<'_>,
+        ctx: &mut RequestCtx,
+        html: bool,
+    ) -> Option<Response> {
         let ui = self.portal.ui();
         match decision {
             Decision::UnknownHost => Some(pages::unknown_host(ui, self.home().as_deref())),
@@ -189,6 +195,14 @@ impl Gateway {
                         Some(pages::denied(ui))
                     }
                 }
+            }
+            Decision::Refused {
+                app,
+                claims,
+                messages,
+            } => {
+                ctx.judged(app.index, &claims);
+                Some(pages::refused(ui, &claims.sub, &messages, html))
             }
             Decision::Forbidden { app, claims } => {
                 ctx.judged(app.index, &claims);
@@ -238,6 +252,7 @@ fn outcome(d: &Decision<'_>) -> &'static str {
         Decision::Unauthenticated { .. } => "unauthenticated",
         Decision::Forbidden { .. } => "forbidden",
         Decision::Denied { .. } => "denied",
+        Decision::Refused { .. } => "refused",
         Decision::StepUp { .. } => "step_up",
     }
 }
