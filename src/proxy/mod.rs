@@ -146,8 +146,7 @@ impl Gateway {
             self.gate
                 .decide(&access_request(session.req_header(), ctx.scheme(), client));
         ctx.trace.outcome = outcome(&decision);
-        let html = pages::wants_html(&session.req_header().headers);
-        match self.refusal(decision, ctx, html) {
+        match self.refusal(decision, ctx, &session.req_header().headers) {
             Some(resp) => self.reply(session, resp).await,
             None => self.serve_builtin(session, ctx).await,
         }
@@ -159,7 +158,7 @@ impl Gateway {
         &self,
         decision: Decision<'_>,
         ctx: &mut RequestCtx,
-        html: bool,
+        headers: &http::HeaderMap,
     ) -> Option<Response> {
         let ui = self.portal.ui();
         match decision {
@@ -202,6 +201,7 @@ impl Gateway {
                 messages,
             } => {
                 ctx.judged(app.index, &claims);
+                let html = pages::wants_html(headers);
                 Some(pages::refused(ui, &claims.sub, &messages, html))
             }
             Decision::Forbidden { app, claims } => {

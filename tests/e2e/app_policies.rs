@@ -236,3 +236,39 @@ fn bad_app_policy_and_geoip_keys_refuse_the_config_naming_the_key() {
         );
     }
 }
+
+/// The country comes from the address the gateway trusts: from a client that is not a
+/// trusted proxy, forwarding headers naming a British address give it no country.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_country_policy_cannot_be_passed_with_forged_forwarding_headers() {
+    let gw = Gateway::start_with(Setup {
+        server_toml: "trusted_proxies = []".into(),
+        ..setup()
+    })
+    .await;
+    let (_, staff) = cookies(&gw).await;
+    let http = client(&gw);
+    for (name, value) in [
+        ("x-forwarded-for", "81.2.69.142"),
+        ("x-forwarded-for", "81.2.69.142, 81.2.69.142"),
+        ("forwarded", "for=81.2.69.142"),
+        ("x-real-ip", "81.2.69.142"),
+        ("true-client-ip", "81.2.69.142"),
+    ] {
+        let r = http
+            .get(format!("http://{UK}:{}/x", gw.port))
+            .header("accept", "application/json")
+            .header("cookie", &staff)
+            .header(name, value)
+            .send()
+            .await
+            .expect("request");
+        let r = Resp::read(r).await;
+        assert_eq!(r.status, 403, "{name}: {value}: {}", r.describe());
+        assert_eq!(
+            r.json()["message"],
+            "Only from the United Kingdom.",
+            "{name}"
+        );
+    }
+}
