@@ -272,3 +272,37 @@ async fn a_country_policy_cannot_be_passed_with_forged_forwarding_headers() {
         );
     }
 }
+
+/// `request.country` in a flow's binding: who may start it, by the address the gateway
+/// trusts, with the policy's message.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flow_bound_country_policy_lets_only_its_country_start_the_flow() {
+    let gw = Gateway::start_with(Setup {
+        extra_toml: format!(
+            "{}\n[[flows]]\nslug = \"uk-only\"\ndesignation = \"authentication\"\nstages = [\"identify\", \"password\", \"login\"]\npolicies = [\"uk\"]\n",
+            app_policies_toml("builtin:whoami", FLOW)
+        ),
+        ..Setup::default()
+    })
+    .await;
+    for (from, component) in [
+        ("81.2.69.142", "identification"),
+        ("89.160.20.112", "access_denied"),
+    ] {
+        // A fresh client each time: a kept flow cookie would resume the planned execution.
+        let b = gw.browser();
+        let r = b
+            .send(
+                b.http
+                    .get(b.url_on(APP, "/.portcullis/api/flow/uk-only"))
+                    .header("accept", "application/json")
+                    .header("x-forwarded-for", from),
+            )
+            .await;
+        let v = r.json();
+        assert_eq!(v["component"], component, "{from}: {v}");
+        if component == "access_denied" {
+            assert_eq!(v["errors"][0], "Only from the United Kingdom.", "{v}");
+        }
+    }
+}
