@@ -478,7 +478,7 @@ impl Gate {
                 host: host_of(req.authority).to_ascii_lowercase(),
                 path: judged_path(req.path).into_owned(),
                 method: req.method.as_str().to_string(),
-                headers: crate::flow::POLICY_HEADERS
+                headers: crate::policy::POLICY_HEADERS
                     .iter()
                     .filter_map(|h| {
                         let v = req.headers.get(*h)?.to_str().ok()?;

@@ -253,10 +253,11 @@ pub fn handle(
         }
         Decision::Refused {
             claims, messages, ..
-        } => {
-            let html = crate::portal::pages::wants_html(arrived.headers);
-            crate::portal::pages::refused(ui, &claims.sub, &messages, html)
-        }
+        } => ui.refused(
+            &claims.sub,
+            &messages,
+            crate::reply::wants_html(arrived.headers),
+        ),
         Decision::Forbidden { claims, .. } => {
             tracing::info!(user = %claims.sub, host = %original.authority, "forward-auth: access denied by allowed_groups");
             empty(StatusCode::FORBIDDEN)

@@ -16,6 +16,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Request headers an expression may read as `request.headers` (lower-case names).
+pub const POLICY_HEADERS: [&str; 3] = ["user-agent", "accept-language", "referer"];
+
 /// What a policy is refused for at config load.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]

@@ -151,42 +151,6 @@ pub fn forbidden(ui: &Ui, user: &str) -> Response {
     )
 }
 
-/// 403 for `user`, whom the app's `policies` refuse: the policies' `messages` on the page
-/// for a browser (`html`), else as JSON,
-/// `{"error": "access_denied", "message": "<all>", "messages": [..]}`.
-pub fn refused(ui: &Ui, user: &str, messages: &[String], html: bool) -> Response {
-    let text = if messages.is_empty() {
-        crate::policy::DENIED.to_string()
-    } else {
-        messages.join(" ")
-    };
-    if !html {
-        return Response::json(
-            StatusCode::FORBIDDEN,
-            &serde_json::json!({ "error": "access_denied", "message": text, "messages": messages }),
-        );
-    }
-    Response::html(
-        StatusCode::FORBIDDEN,
-        ui.message(
-            "Access denied",
-            &format!("You are signed in as {user}. {text}"),
-            Some(Link {
-                href: "/.portcullis/logout",
-                label: "Sign in as someone else",
-            }),
-        ),
-    )
-}
-
-/// Whether the client reads HTML (a browser): its `Accept` names `text/html`.
-pub fn wants_html(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("text/html"))
-}
-
 /// The upstream did not answer. The way on is the same address again (`retry`, a path of
 /// this host; anything else falls back to `/`).
 pub fn bad_gateway(ui: &Ui, retry: &str) -> Response {

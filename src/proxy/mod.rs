@@ -201,8 +201,7 @@ impl Gateway {
                 messages,
             } => {
                 ctx.judged(app.index, &claims);
-                let html = pages::wants_html(headers);
-                Some(pages::refused(ui, &claims.sub, &messages, html))
+                Some(ui.refused(&claims.sub, &messages, reply::wants_html(headers)))
             }
             Decision::Forbidden { app, claims } => {
                 ctx.judged(app.index, &claims);
