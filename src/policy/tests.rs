@@ -437,3 +437,17 @@ fn inline_judging_combines_modes_and_negation_and_errors_deny() {
     assert_eq!(v.outcomes[0].1, Outcome::Error);
     assert_eq!(v.messages, vec!["broken".to_string()]);
 }
+
+#[test]
+fn an_inline_run_over_its_time_bound_denies() {
+    let judge = Evaluator::new(Duration::ZERO);
+    let b = binding(
+        vec![expr("slow", "true", Some("Too slow."))],
+        Mode::Any,
+        true,
+    );
+    let v = judge.judge_inline(&b, &facts("192.0.2.1", None));
+    assert!(!v.passed);
+    assert_eq!(v.outcomes, vec![("slow".to_string(), Outcome::Error)]);
+    assert_eq!(v.messages, vec!["Too slow.".to_string()]);
+}
