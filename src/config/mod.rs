@@ -72,6 +72,8 @@ pub struct Config {
     pub policies: BTreeMap<String, std::sync::Arc<crate::policy::Policy>>,
     /// `[networks]`: named sets of networks, for access rules and policies.
     pub networks: BTreeMap<String, Networks>,
+    /// `[geoip] database`, read once at load: what `request.country` is looked up in.
+    pub geoip: Option<std::sync::Arc<crate::policy::GeoIp>>,
 }
 
 /// `[server]`: where the gateway listens and how it is reached.
@@ -253,6 +255,10 @@ pub struct AppConfig {
     pub access: AccessRules,
     /// Whether it also gets a signed identity assertion.
     pub assertion: bool,
+    /// `policies`, `policy_engine_mode`, `negate`: judged for every request that needs a
+    /// session, once the session is otherwise let in; a failing binding answers 403 with the
+    /// policies' messages.
+    pub policies: crate::policy::Binding,
     /// Where users reach the app, one per entry of `hosts` (same order): the configured
     /// scheme and port with that host. The first is the app's public origin.
     pub origins: Vec<PublicOrigin>,

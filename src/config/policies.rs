@@ -1,6 +1,7 @@
-//! `[policies.NAME]` and the bindings that use them: a flow's `policies` (who may start it)
-//! and a stage entry's `{ stage = "..", policies = [..], .. }` (whether the stage runs).
-//! Expressions are compiled here, once; CIDRs parsed here.
+//! `[policies.NAME]` and the bindings that use them: a flow's `policies` (who may start it),
+//! a stage entry's `{ stage = "..", policies = [..], .. }` (whether the stage runs) and an
+//! app's `policies` (who may use it). Expressions are compiled here, once; CIDRs parsed
+//! here; the `[geoip]` database read here.
 
 use super::error::Problem;
 use crate::policy::{Binding, Expression, Mode, PasswordRules, Policy, PolicyKind};
@@ -300,4 +301,67 @@ pub(super) fn stage_binding(
 /// The table a key belongs to: `flows[0]` for `flows[0].policies`.
 fn parent(path: &str) -> &str {
     path.rsplit_once('.').map_or(path, |(p, _)| p)
+}
+
+/// An app's `policies`, `policy_engine_mode` and `negate`.
+///
+/// # Security
+/// The access decision judges these for every signed-in request, inline and off disk. A
+/// `reputation` policy reads failure counters kept in the store and a `password` policy reads
+/// prompt answers no app request has, so binding either to an app is refused here, naming
+/// the key (bind them to a flow or a stage instead).
+pub(super) fn app_binding(
+    i: usize,
+    app: &super::raw::RawApp,
+    all: &BTreeMap<String, Arc<Policy>>,
+) -> Checked<Binding> {
+    let b = binding(
+        &format!("apps[{i}].policies"),
+        &app.policies,
+        app.policy_engine_mode.as_deref(),
+        app.negate,
+        all,
+    )?;
+    for (j, p) in b.policies.iter().enumerate() {
+        let why = match p.kind {
+            PolicyKind::Reputation { .. } => {
+                "is a reputation policy: its counters live in the store, which the access decision never reads; bind it to a flow or a stage"
+            }
+            PolicyKind::Password(_) => {
+                "is a password policy: it judges prompt answers, which an app request has none of; bind it to a prompt's validation_policies"
+            }
+            _ => continue,
+        };
+        return Err(Problem::new(
+            format!("apps[{i}].policies[{j}]"),
+            format!("`{}` {why}", p.name),
+        ));
+    }
+    Ok(b)
+}
+
+/// `[geoip]`: the database, read whole now. Refused, naming `geoip.database`, when the file
+/// cannot be read or is not a MaxMind database; and an expression that reads
+/// `request.country` without a `[geoip]` database is refused naming it (it would always see
+/// `""`, which silently opens a policy such as `!(request.country in ["XX"])`).
+pub(super) fn geoip(
+    raw: Option<&super::raw::RawGeoIp>,
+    all: &BTreeMap<String, Arc<Policy>>,
+) -> Checked<Option<Arc<crate::policy::GeoIp>>> {
+    let Some(raw) = raw else {
+        for (name, p) in all {
+            if let PolicyKind::Expression(e) = &p.kind {
+                if e.reads_country() {
+                    return Err(Problem::new(
+                        format!("policies.{name}.expression"),
+                        "reads request.country, but no [geoip] database is configured",
+                    ));
+                }
+            }
+        }
+        return Ok(None);
+    };
+    let db = crate::policy::GeoIp::open(std::path::Path::new(&raw.database))
+        .map_err(|e| Problem::new("geoip.database", e))?;
+    Ok(Some(Arc::new(db)))
 }

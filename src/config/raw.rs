@@ -43,6 +43,16 @@ pub(super) struct RawConfig {
     /// Named networks (`[networks]`), for access rules and policies.
     #[serde(default)]
     pub networks: BTreeMap<String, Vec<String>>,
+    /// `[geoip]`: the country database behind `request.country`.
+    pub geoip: Option<RawGeoIp>,
+}
+
+/// `[geoip]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGeoIp {
+    /// A MaxMind database (`.mmdb`) with countries: GeoLite2-Country, GeoIP2-Country or City.
+    pub database: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -206,6 +216,13 @@ pub(super) struct RawApp {
     pub rules: Vec<super::rules::RawRule>,
     /// What applies when no rule matches.
     pub default_policy: Option<String>,
+    /// Policies every request that needs a session must pass (as a flow's `policies`).
+    #[serde(default)]
+    pub policies: Vec<String>,
+    pub policy_engine_mode: Option<String>,
+    /// Inverts the app's binding (as a stage entry's `negate`).
+    #[serde(default)]
+    pub negate: bool,
 }
 
 /// One address or several (round-robin).

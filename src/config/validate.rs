@@ -55,6 +55,9 @@ fn resolve_paths(raw: &mut RawConfig, base: &Path) {
         }
     };
     fix(&mut raw.storage.path);
+    if let Some(g) = raw.geoip.as_mut() {
+        fix(&mut g.database);
+    }
     fix_opt(&mut raw.session.keys_path);
     fix_opt(&mut raw.admin.socket);
     fix_opt(&mut raw.ui.templates);
@@ -96,7 +99,8 @@ pub(super) fn validate(mut raw: RawConfig, file: &Path) -> Checked<Config> {
         .collect::<Checked<BTreeMap<_, _>>>()?;
     let flows = flows(&raw.flows, &stages, &policies)?;
     super::email::cross_check(&stages, &flows)?;
-    let mut apps = apps(&raw.apps, &flows, &stages, &networks)?;
+    let geoip = super::policies::geoip(raw.geoip.as_ref(), &policies)?;
+    let mut apps = apps(&raw.apps, &flows, &stages, &networks, &policies)?;
     let server = super::server::server(&raw.server, listen)?;
     super::server::public_origins(&raw.apps, &server, &mut apps)?;
     let email = super::email::smtp("email", &raw.email.unwrap_or_default())?;
@@ -127,6 +131,7 @@ pub(super) fn validate(mut raw: RawConfig, file: &Path) -> Checked<Config> {
         stages,
         policies,
         networks,
+        geoip,
     })
 }
 
@@ -451,6 +456,7 @@ fn apps(
     flows: &[FlowConfig],
     stages: &BTreeMap<String, StageConfig>,
     networks: &BTreeMap<String, Networks>,
+    policies: &BTreeMap<String, std::sync::Arc<crate::policy::Policy>>,
 ) -> Checked<Vec<AppConfig>> {
     let mut owner: HashMap<String, String> = HashMap::new();
     let mut names = HashMap::new();
@@ -487,6 +493,7 @@ fn apps(
                 stages,
             )?,
             assertion: a.assertion,
+            policies: super::policies::app_binding(i, a, policies)?,
             // Filled in by `server::public_origins` once `[server]` is known.
             origins: Vec::new(),
         });

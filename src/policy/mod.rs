@@ -5,14 +5,19 @@
 
 mod expression;
 mod facts;
+mod geoip;
 
 pub use expression::{Expression, MAX_EXPRESSION_BYTES};
 pub use facts::{Facts, Failures, FlowFacts, RequestFacts, UserFacts};
+pub use geoip::GeoIp;
 
 use ipnet::IpNet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Request headers an expression may read as `request.headers` (lower-case names).
+pub const POLICY_HEADERS: [&str; 3] = ["user-agent", "accept-language", "referer"];
 
 /// What a policy is refused for at config load.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -214,10 +219,12 @@ pub trait Judge: Send + Sync {
     async fn judge(&self, binding: &Binding, facts: &Facts) -> Verdict;
 }
 
-/// Evaluates policies in process, each expression on the blocking pool within a time bound.
+/// Evaluates policies in process: for flows each expression on its own thread within a time
+/// bound ([`Judge`]); for the access decision inline ([`Evaluator::judge_inline`]).
 #[derive(Debug, Clone)]
 pub struct Evaluator {
     limit: Duration,
+    geoip: Option<Arc<GeoIp>>,
 }
 
 /// How long one expression may run before it counts as an error (and denies). Programs are
@@ -234,7 +241,48 @@ impl Default for Evaluator {
 impl Evaluator {
     /// An evaluator that gives each expression `limit` to finish.
     pub fn new(limit: Duration) -> Self {
-        Self { limit }
+        Self { limit, geoip: None }
+    }
+
+    /// This evaluator, looking `request.country` up in `geoip` (`""` without one).
+    pub fn with_geoip(mut self, geoip: Option<Arc<GeoIp>>) -> Self {
+        self.geoip = geoip;
+        self
+    }
+
+    /// `request.country` for `e`: looked up only when `e` reads it and a database is set.
+    fn country(&self, e: &Expression, facts: &Facts) -> String {
+        match &self.geoip {
+            Some(db) if e.reads_country() => db.country(&facts.request.ip),
+            _ => String::new(),
+        }
+    }
+
+    /// [`Judge::judge`] on the calling thread, for the access decision (policies bound to
+    /// apps): every expression runs inline ([`Expression::evaluate_inline`] says why that is
+    /// bounded). `password` and `reputation` policies are refused on apps at config load (no
+    /// prompt answers; counters live in the store): here they error, and so deny.
+    pub fn judge_inline(&self, binding: &Binding, facts: &Facts) -> Verdict {
+        let outcomes = binding
+            .policies
+            .iter()
+            .map(|p| (p.name.clone(), self.evaluate_inline(p, facts)))
+            .collect();
+        Verdict::combine(binding, outcomes)
+    }
+
+    fn evaluate_inline(&self, policy: &Policy, facts: &Facts) -> Outcome {
+        match &policy.kind {
+            PolicyKind::Network(nets) => network(&policy.name, nets, &facts.request.ip),
+            PolicyKind::Expression(e) => {
+                let country = self.country(e, facts);
+                answer(&policy.name, e.evaluate_inline(facts, &country, self.limit))
+            }
+            PolicyKind::Password(_) | PolicyKind::Reputation { .. } => {
+                tracing::warn!(policy = %policy.name, "this kind cannot be judged in the access decision; it denies");
+                Outcome::Error
+            }
+        }
     }
 
     /// One policy's outcome. Errors are logged here, once, with the policy's name.
@@ -257,14 +305,22 @@ impl Evaluator {
                 Some(p) if rules.allows(p) => Outcome::Pass,
                 _ => Outcome::Fail,
             },
-            PolicyKind::Expression(e) => match e.evaluate(facts, self.limit).await {
-                Ok(true) => Outcome::Pass,
-                Ok(false) => Outcome::Fail,
-                Err(why) => {
-                    tracing::warn!(policy = %policy.name, error = %why, "policy could not be evaluated; it denies");
-                    Outcome::Error
-                }
-            },
+            PolicyKind::Expression(e) => {
+                let country = self.country(e, facts);
+                answer(&policy.name, e.evaluate(facts, &country, self.limit).await)
+            }
+        }
+    }
+}
+
+/// An expression's answer as an outcome; an error is logged here, once, with the name.
+fn answer(name: &str, result: Result<bool, String>) -> Outcome {
+    match result {
+        Ok(true) => Outcome::Pass,
+        Ok(false) => Outcome::Fail,
+        Err(why) => {
+            tracing::warn!(policy = %name, error = %why, "policy could not be evaluated; it denies");
+            Outcome::Error
         }
     }
 }

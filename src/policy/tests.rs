@@ -222,7 +222,7 @@ async fn deeply_nested_sources_neither_overflow_the_parser_nor_the_interpreter()
     sources.push("true ? 1 : ".repeat(MAX_EXPRESSION_BYTES / 12) + "0");
     for source in &sources {
         if let Ok(e) = Expression::compile(source) {
-            let _ = e.evaluate(&f, DEFAULT_TIME_LIMIT).await;
+            let _ = e.evaluate(&f, "", DEFAULT_TIME_LIMIT).await;
         }
     }
     let nested = format!("{}1{}", "[".repeat(100), "]".repeat(100));
@@ -295,4 +295,159 @@ async fn reputation_policy_fails_at_its_threshold_for_what_it_checks() {
         let v = judge.judge(&b, &f).await;
         assert_eq!(v.passed, passes, "{ip} {user} {check_ip} {check_username}");
     }
+}
+
+/// Sources as deep as the load-time bound allows run inline (as the access decision runs
+/// them) on a thread with an eighth of a worker's 2 MiB stack: none overflows it.
+#[test]
+fn the_deepest_programs_run_inline_on_a_small_stack() {
+    let mut sources = Vec::new();
+    for (open, close) in [("[", "]"), ("!", ""), ("-", ""), ("{1:", "}"), ("(", ")")] {
+        for n in [20, 40, 47, 48, 100] {
+            sources.push(format!("{}1{}", open.repeat(n), close.repeat(n)));
+        }
+    }
+    for op in ["+", "&&", "||", "==", "."] {
+        let operand = if op == "." { "user" } else { "1" };
+        for n in [10, 40, 47, 48, 49] {
+            sources.push(vec![operand; n].join(op));
+        }
+    }
+    for n in [10, 40, 47, 48, 49] {
+        sources.push("true ? 1 : ".repeat(n) + "0");
+    }
+    sources.push("user.groups.exists(g, user.groups.exists(h, g + h == 'ab'))".into());
+    let programs: Vec<Expression> = sources
+        .iter()
+        .filter_map(|s| Expression::compile(s).ok())
+        .collect();
+    assert!(programs.len() > 20, "{}", programs.len());
+    let f = facts("192.0.2.1", None);
+    let ran = std::thread::Builder::new()
+        .stack_size(256 << 10)
+        .spawn(move || {
+            for p in &programs {
+                let _ = p.evaluate_inline(&f, "", DEFAULT_TIME_LIMIT);
+            }
+            programs.len()
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
+        .join();
+    assert!(ran.is_ok());
+}
+
+#[test]
+fn reads_country_is_decided_from_the_tree() {
+    for (source, reads) in [
+        ("request.country == 'GB'", true),
+        ("request.country in ['GB', 'SE']", true),
+        ("has(request.country)", true),
+        ("request['country'] == 'GB'", true),
+        ("'country' in request", true),
+        (
+            "request.ip == '1.2.3.4' && request.path.startsWith('/a')",
+            false,
+        ),
+        ("user != null && 'staff' in user.groups", false),
+        (
+            "[1].exists(request, request == 1) && request.ip == ''",
+            false,
+        ),
+    ] {
+        let e = Expression::compile(source).unwrap_or_else(|e| panic!("{source}: {e}"));
+        assert_eq!(e.reads_country(), reads, "{source}");
+    }
+}
+
+fn geoip() -> Arc<GeoIp> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/GeoLite2-Country-Test.mmdb");
+    Arc::new(GeoIp::open(&path).unwrap_or_else(|e| panic!("{e}")))
+}
+
+#[test]
+fn geoip_gives_iso_codes_and_nothing_for_unknown_addresses() {
+    let db = geoip();
+    for (ip, code) in [
+        ("81.2.69.142", "GB"),
+        ("89.160.20.112", "SE"),
+        ("67.43.156.1", "BT"),
+        ("50.114.0.1", "US"),
+        ("::ffff:81.2.69.142", "GB"),
+        ("127.0.0.1", ""),
+        ("10.1.2.3", ""),
+        ("not an address", ""),
+        ("", ""),
+    ] {
+        assert_eq!(db.country(ip), code, "{ip}");
+    }
+    let bad = std::env::temp_dir().join(format!("not-a-db-{}.mmdb", std::process::id()));
+    std::fs::write(&bad, b"hello").unwrap_or_else(|e| panic!("{e}"));
+    assert!(GeoIp::open(&bad).is_err());
+    let _ = std::fs::remove_file(&bad);
+    assert!(GeoIp::open(std::path::Path::new("/nonexistent/x.mmdb")).is_err());
+}
+
+#[tokio::test]
+async fn request_country_is_looked_up_for_policies_that_read_it_in_both_evaluators() {
+    let judge = Evaluator::default().with_geoip(Some(geoip()));
+    let b = binding(
+        vec![expr("uk", "request.country in ['GB']", Some("UK only."))],
+        Mode::All,
+        false,
+    );
+    for (ip, passes) in [
+        ("81.2.69.142", true),
+        ("89.160.20.112", false),
+        ("127.0.0.1", false),
+    ] {
+        let f = facts(ip, None);
+        assert_eq!(judge.judge(&b, &f).await.passed, passes, "{ip}");
+        let v = judge.judge_inline(&b, &f);
+        assert_eq!(v.passed, passes, "{ip}");
+        if !passes {
+            assert_eq!(v.messages, vec!["UK only.".to_string()]);
+        }
+    }
+    // Without a database the country is empty.
+    let none = Evaluator::default();
+    assert!(!none.judge_inline(&b, &facts("81.2.69.142", None)).passed);
+}
+
+#[test]
+fn inline_judging_combines_modes_and_negation_and_errors_deny() {
+    let judge = Evaluator::default();
+    let yes = expr("yes", "true", Some("yes said no"));
+    let no = expr("no", "false", Some("no said no"));
+    let bad = expr("bad", "user.nope == 1", Some("broken"));
+    let f = facts("192.0.2.1", None);
+    let cases = [
+        (vec![yes.clone(), no.clone()], Mode::All, false, false),
+        (vec![yes.clone(), no.clone()], Mode::Any, false, true),
+        (vec![yes.clone(), no.clone()], Mode::All, true, true),
+        (vec![yes.clone(), no.clone()], Mode::Any, true, false),
+        (vec![bad.clone(), yes.clone()], Mode::Any, false, false),
+        (vec![bad.clone()], Mode::All, true, false),
+    ];
+    for (policies, mode, negate, passes) in cases {
+        let v = judge.judge_inline(&binding(policies, mode, negate), &f);
+        assert_eq!(v.passed, passes, "{mode:?} negate={negate}: {v:?}");
+    }
+    let v = judge.judge_inline(&binding(vec![bad], Mode::All, false), &f);
+    assert_eq!(v.outcomes[0].1, Outcome::Error);
+    assert_eq!(v.messages, vec!["broken".to_string()]);
+}
+
+#[test]
+fn an_inline_run_over_its_time_bound_denies() {
+    let judge = Evaluator::new(Duration::ZERO);
+    let b = binding(
+        vec![expr("slow", "true", Some("Too slow."))],
+        Mode::Any,
+        true,
+    );
+    let v = judge.judge_inline(&b, &facts("192.0.2.1", None));
+    assert!(!v.passed);
+    assert_eq!(v.outcomes, vec![("slow".to_string(), Outcome::Error)]);
+    assert_eq!(v.messages, vec!["Too slow.".to_string()]);
 }

@@ -127,6 +127,36 @@ impl Ui {
             })
     }
 
+    /// 403 for `user`, whom an app's `policies` refuse: the policies' `messages` on the page
+    /// for a browser (`html`), else as JSON,
+    /// `{"error": "access_denied", "message": "<all>", "messages": [..]}`. The proxy and
+    /// every forward-auth endpoint answer with this.
+    pub fn refused(&self, user: &str, messages: &[String], html: bool) -> crate::reply::Response {
+        use crate::reply::Response;
+        let text = if messages.is_empty() {
+            crate::policy::DENIED.to_string()
+        } else {
+            messages.join(" ")
+        };
+        if !html {
+            return Response::json(
+                http::StatusCode::FORBIDDEN,
+                &serde_json::json!({ "error": "access_denied", "message": text, "messages": messages }),
+            );
+        }
+        Response::html(
+            http::StatusCode::FORBIDDEN,
+            self.message(
+                "Access denied",
+                &format!("You are signed in as {user}. {text}"),
+                Some(Link {
+                    href: "/.portcullis/logout",
+                    label: "Sign in as someone else",
+                }),
+            ),
+        )
+    }
+
     /// # Errors
     /// [`UiError`] if a replacement template is broken.
     pub fn logout_page(&self, user: &str, csrf: &str) -> Result<String, UiError> {

@@ -11,7 +11,11 @@ mod harness;
 #[path = "../support/rules_table.rs"]
 mod rules_table;
 
+#[path = "../support/app_policies_table.rs"]
+mod app_policies_table;
+
 mod access_log;
+mod app_policies;
 mod assertion;
 mod attacks;
 mod cli;
