@@ -495,3 +495,23 @@ fn the_static_rules_are_described_when_the_policy_has_no_message() {
     };
     assert_eq!(off.check("short", &[], false), PasswordVerdict::Pass);
 }
+
+/// Only the range file of the password's own prefix is opened: another prefix's entry that
+/// cannot be read as a file (here a folder) changes nothing.
+#[tokio::test]
+async fn only_the_passwords_own_range_file_is_read() {
+    let dir = range_dir(&[("hunter2-but-longer", 3)]);
+    let mine = &sha1_upper_hex("a-different-passphrase-77")[..5];
+    for prefix in ["00000", "FFFFF", "7A3C1"] {
+        if prefix != mine {
+            std::fs::create_dir(dir.path().join(format!("{prefix}.txt"))).unwrap();
+        }
+    }
+    let p = password_policy(None, breached_rules(dir.path(), 0));
+    let v = judge_password(&p, "a-different-passphrase-77", None).await;
+    assert!(v.passed, "{:?}", v.messages);
+    // Its own prefix as a folder: an error, never "not breached".
+    std::fs::create_dir(dir.path().join(format!("{mine}.txt"))).unwrap();
+    let v = judge_password(&p, "a-different-passphrase-77", None).await;
+    assert_eq!(v.outcomes[0].1, Outcome::Error);
+}
