@@ -4,7 +4,7 @@
 //! here; the `[geoip]` database read here.
 
 use super::error::Problem;
-use crate::policy::{Binding, Expression, Mode, PasswordRules, Policy, PolicyKind};
+use crate::policy::{Binding, BreachedList, Expression, Mode, PasswordRules, Policy, PolicyKind};
 use ipnet::IpNet;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -46,6 +46,13 @@ pub(super) enum RawPolicy {
         amount_digits: usize,
         #[serde(default)]
         amount_symbols: usize,
+        check_static_rules: Option<bool>,
+        check_zxcvbn: Option<bool>,
+        zxcvbn_score_threshold: Option<u8>,
+        check_have_i_been_pwned: Option<bool>,
+        hibp_allowed_count: Option<u64>,
+        /// A folder of HIBP range files; made absolute against the config file's folder.
+        hibp_directory: Option<String>,
         message: Option<String>,
     },
 }
@@ -157,25 +164,34 @@ fn policy(
             amount_lowercase,
             amount_digits,
             amount_symbols,
+            check_static_rules,
+            check_zxcvbn,
+            zxcvbn_score_threshold,
+            check_have_i_been_pwned,
+            hibp_allowed_count,
+            hibp_directory,
             message,
         } => {
             let rules = PasswordRules {
                 field: password_field.unwrap_or_else(|| "password".into()),
+                check_static_rules: check_static_rules.unwrap_or(true),
                 length_min,
                 amount_uppercase,
                 amount_lowercase,
                 amount_digits,
                 amount_symbols,
+                zxcvbn_score_threshold: zxcvbn(name, check_zxcvbn, zxcvbn_score_threshold)?,
+                breached: breached(
+                    name,
+                    check_have_i_been_pwned,
+                    hibp_directory,
+                    hibp_allowed_count,
+                )?,
             };
-            if rules
-                == (PasswordRules {
-                    field: rules.field.clone(),
-                    ..Default::default()
-                })
-            {
+            if !rules.checks_anything() {
                 return Err(Problem::new(
                     format!("policies.{name}"),
-                    "a password policy needs at least one rule (length_min, amount_*)",
+                    "a password policy needs at least one rule (length_min, amount_*, check_zxcvbn, check_have_i_been_pwned)",
                 ));
             }
             (PolicyKind::Password(rules), message)
@@ -186,6 +202,47 @@ fn policy(
         message: message.filter(|m| !m.trim().is_empty()),
         kind,
     })
+}
+
+/// The zxcvbn threshold when zxcvbn is checked: `check_zxcvbn` (default: whether a threshold
+/// is written), `zxcvbn_score_threshold` (authentik's default 2; a score at or below it fails).
+fn zxcvbn(name: &str, check: Option<bool>, threshold: Option<u8>) -> Checked<Option<u8>> {
+    if let Some(t @ 4..) = threshold {
+        return Err(Problem::new(
+            format!("policies.{name}.zxcvbn_score_threshold"),
+            format!("{t} would refuse every password: zxcvbn scores 0 to 4, and a score at or below the threshold fails (use 0 to 3)"),
+        ));
+    }
+    Ok(check
+        .unwrap_or(threshold.is_some())
+        .then_some(threshold.unwrap_or(2)))
+}
+
+/// The offline breached-password list: `check_have_i_been_pwned` (default: whether
+/// `hibp_directory` is written), the folder (already absolute) and `hibp_allowed_count`
+/// (default 0: a password seen once fails).
+fn breached(
+    name: &str,
+    check: Option<bool>,
+    dir: Option<String>,
+    allowed: Option<u64>,
+) -> Checked<Option<BreachedList>> {
+    if !check.unwrap_or(dir.is_some()) {
+        return Ok(None);
+    }
+    let key = format!("policies.{name}.hibp_directory");
+    let Some(dir) = dir else {
+        return Err(Problem::new(
+            key,
+            "check_have_i_been_pwned needs a folder of Have I Been Pwned range files (ABCDE.txt per SHA-1 prefix, as its downloader writes them); Portcullis never asks the online API",
+        ));
+    };
+    let dir = std::path::PathBuf::from(dir);
+    BreachedList::usable(&dir).map_err(|why| Problem::new(key, why))?;
+    Ok(Some(BreachedList {
+        dir,
+        allowed_count: allowed.unwrap_or(0),
+    }))
 }
 
 /// A network policy's `cidrs`, then the networks of the `[networks]` entries it names.

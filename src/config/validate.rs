@@ -75,6 +75,11 @@ fn resolve_paths(raw: &mut RawConfig, base: &Path) {
             fix_opt(&mut e.ca_file);
         }
     }
+    for policy in raw.policies.values_mut() {
+        if let super::policies::RawPolicy::Password { hibp_directory, .. } = policy {
+            fix_opt(hibp_directory);
+        }
+    }
 }
 
 pub(super) fn validate(mut raw: RawConfig, file: &Path) -> Checked<Config> {

@@ -24,6 +24,7 @@ mod flow_api;
 mod flow_html;
 mod links;
 mod log_secrets;
+mod password_policy;
 mod policies;
 mod proxy;
 mod redirects;

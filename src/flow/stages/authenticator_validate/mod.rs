@@ -620,7 +620,7 @@ mod stored_state_tests {
     /// the next request; a field of the same name as a tag would make it unreadable.
     #[test]
     fn enrolling_state_reads_back_as_it_was_stored() {
-        let inner = StageState::Prompt(PromptState::Fields);
+        let inner = StageState::Prompt(PromptState::Fields { kept: Vec::new() });
         let st = StageState::AuthenticatorValidate(ValidateState::Enrolling {
             stage: "email_setup".into(),
             setup: Box::new(inner),
