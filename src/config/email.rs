@@ -258,9 +258,10 @@ pub(super) fn validate_stage(name: &str, raw: &RawValidateStage) -> Checked<Vali
         .map(|(i, c)| match c.as_str() {
             "email" => Ok(DeviceClass::Email),
             "sms" => Ok(DeviceClass::Sms),
+            "duo" => Ok(DeviceClass::Duo),
             other => Err(Problem::new(
                 format!("{base}.device_classes[{i}]"),
-                format!("`{other}` is not one of \"email\", \"sms\""),
+                format!("`{other}` is not one of \"email\", \"sms\", \"duo\""),
             )),
         })
         .collect::<Checked<Vec<_>>>()?;
@@ -321,6 +322,7 @@ pub(super) fn cross_check(
                     let class = match stages.get(target) {
                         Some(StageConfig::AuthenticatorEmail(_)) => DeviceClass::Email,
                         Some(StageConfig::AuthenticatorSms(_)) => DeviceClass::Sms,
+                        Some(StageConfig::AuthenticatorDuo(_)) => DeviceClass::Duo,
                         Some(other) => {
                             return Err(Problem::new(
                                 format!("stages.{name}.configure_stage"),

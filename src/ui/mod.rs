@@ -108,11 +108,22 @@ impl Ui {
         // failed offers only its retry button).
         let submit = !challenge.fields.is_empty()
             || (challenge.poll.is_none() && challenge.actions.is_empty());
+        let qr_svg = challenge
+            .qr
+            .as_deref()
+            .and_then(qr_svg)
+            .map(minijinja::Value::from_safe_string);
+        // Only an https link is offered: a provider's answer decides the URL.
+        let link = challenge
+            .link
+            .as_ref()
+            .filter(|l| l.href.starts_with("https://"))
+            .map(|l| context! { href => l.href, label => l.label });
         self.render(
             "flow.html",
             context! {
                 title, step_title => step_title(challenge, title), stage, challenge, csrf,
-                action, fields, submit, submit_label => submit_label(challenge),
+                action, fields, submit, submit_label => submit_label(challenge), qr_svg, link,
             },
         )
     }
@@ -173,6 +184,27 @@ impl Ui {
             footer_links: Vec::new(),
         })
     }
+}
+
+/// `text` as a QR code in inline SVG markup (dark modules as one path, no script, no external
+/// reference), or `None` when it is too long for a QR code.
+fn qr_svg(text: &str) -> Option<String> {
+    use qrcode::render::svg;
+    let code = qrcode::QrCode::with_error_correction_level(text, qrcode::EcLevel::M).ok()?;
+    let svg = code
+        .render::<svg::Color<'_>>()
+        .min_dimensions(200, 200)
+        .quiet_zone(true)
+        .dark_color(svg::Color("#000000"))
+        .light_color(svg::Color("#ffffff"))
+        .build();
+    // The renderer starts with an XML declaration, which has no place inside HTML.
+    let start = svg.find("<svg")?;
+    Some(svg[start..].replacen(
+        "<svg",
+        "<svg role=\"img\" aria-label=\"QR code\" class=\"qr\"",
+        1,
+    ))
 }
 
 /// What the step asks for, not the flow's name: the page's heading and the JSON `title`.

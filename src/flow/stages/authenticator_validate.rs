@@ -2,11 +2,13 @@
 //! several, the user picks one; with none, `not_configured_action` decides (skip, deny, or run
 //! the setup stage inline).
 
-use crate::config::{NotConfigured, OtpPolicy, StageConfig, ValidateStageConfig};
+use crate::config::{DuoApi, NotConfigured, OtpPolicy, StageConfig, ValidateStageConfig};
 use crate::flow::code::{self, Answer, CodeState, Medium};
+use crate::flow::duo::{Asked, DuoAsk, DuoCx};
 use crate::flow::state::StageState;
 use crate::flow::step::{mismatch, Cx, Effect, Next, Stage, Transition};
 use crate::flow::{otp, Action, Challenge, Choice, Field, FlowError, Input, StageKind};
+use crate::notify::duo::DuoUser;
 use crate::session::Factors;
 use crate::store::{Device, DeviceClass};
 use async_trait::async_trait;
@@ -29,6 +31,9 @@ pub(crate) struct AuthenticatorValidate {
     owners: BTreeMap<String, OtpPolicy>,
     /// The setup stage whose policy the decoy (unknown or disabled account) follows.
     decoy_owner: Option<String>,
+    /// The Duo integration of every Duo setup stage, by name: a Duo device is asked about
+    /// through the integration that enrolled it.
+    duo: BTreeMap<String, DuoApi>,
 }
 
 /// What a validation stage waits for.
@@ -52,6 +57,12 @@ pub(crate) enum ValidateState {
     },
     /// No device yet: the configured setup stage runs inline, in this state.
     Enrolling { setup: Box<StageState> },
+    /// Duo asked about `device`: a push approved or a passcode typed.
+    Duo {
+        device: String,
+        choices: Vec<DeviceChoice>,
+        ask: DuoAsk,
+    },
 }
 
 /// Sends and wrong codes of this execution, across the devices it switched between.
@@ -87,7 +98,7 @@ impl ValidateState {
         match self {
             ValidateState::Code { code, .. } => Some(code),
             ValidateState::Enrolling { setup } => setup.code(),
-            ValidateState::Choosing { .. } => None,
+            ValidateState::Choosing { .. } | ValidateState::Duo { .. } => None,
         }
     }
 
@@ -95,7 +106,7 @@ impl ValidateState {
         match self {
             ValidateState::Code { code, .. } => Some(code),
             ValidateState::Enrolling { setup } => setup.code_mut(),
-            ValidateState::Choosing { .. } => None,
+            ValidateState::Choosing { .. } | ValidateState::Duo { .. } => None,
         }
     }
 }
@@ -147,11 +158,19 @@ impl AuthenticatorValidate {
                 })
                 .map(|(name, _)| name.clone())
         });
+        let duo = all
+            .iter()
+            .filter_map(|(name, st)| match st {
+                StageConfig::AuthenticatorDuo(d) => Some((name.clone(), d.api.clone())),
+                _ => None,
+            })
+            .collect();
         Self {
             cfg,
             configure,
             owners,
             decoy_owner,
+            duo,
         }
     }
 
@@ -182,7 +201,7 @@ impl AuthenticatorValidate {
             .into_iter()
             .filter(|d| {
                 self.cfg.device_classes.contains(&d.class)
-                    && sent_by(d.class).is_some()
+                    && (sent_by(d.class).is_some() || self.asks_duo(d))
                     && !d.verify_only()
             })
             .collect();
@@ -200,6 +219,21 @@ impl AuthenticatorValidate {
             .collect()
     }
 
+    /// Whether `d` is a Duo device whose integration is still configured.
+    fn asks_duo(&self, d: &Device) -> bool {
+        d.class == DeviceClass::Duo && d.secret.is_some() && self.duo.contains_key(&d.stage)
+    }
+
+    /// The Duo check of `device`, nothing sent until the user asks for a push.
+    fn ask_duo(device: &Device, choices: Vec<DeviceChoice>) -> Transition {
+        let user = DuoUser::from_stored(device.secret.as_deref().unwrap_or_default());
+        Transition::stay(ValidateState::Duo {
+            device: device.id.clone(),
+            choices,
+            ask: DuoAsk::new(user),
+        })
+    }
+
     /// Codes to `device` (the decoy's when `None`), the first one sent at once. The device
     /// remembers the stage that enrolled it, so the code travels the same way (that stage's
     /// SMTP connection or SMS provider) and follows the same policy as the one that verified
@@ -210,6 +244,9 @@ impl AuthenticatorValidate {
         choices: Vec<DeviceChoice>,
         spent: Spent,
     ) -> Transition {
+        if let Some(d) = device.filter(|d| d.class == DeviceClass::Duo) {
+            return Self::ask_duo(d, choices);
+        }
         let policy = self.policy(device);
         let mut code = match device {
             Some(d) => {
@@ -287,7 +324,56 @@ impl AuthenticatorValidate {
         Transition { next, effects }
     }
 
+    /// A Duo device's answer: pass with its factor proved, stay, or end.
+    async fn answer_duo(
+        &self,
+        cx: &Cx<'_>,
+        device: String,
+        choices: Vec<DeviceChoice>,
+        ask: DuoAsk,
+        input: &Input,
+    ) -> Result<Transition, FlowError> {
+        let owner = self.devices(cx)?;
+        let Devices::Real(devices) = owner else {
+            return Err(mismatch(cx));
+        };
+        let Some(api) = devices
+            .iter()
+            .find(|d| d.id == device)
+            .and_then(|d| self.duo.get(&d.stage))
+        else {
+            return Ok(Transition::cancel(NOT_CONFIGURED));
+        };
+        let duo = DuoCx {
+            api,
+            http: cx.services.http.as_ref(),
+            now: cx.now,
+            client: cx.client,
+            max_attempts: self.cfg.otp.max_allowed_attempts,
+        };
+        match ask.answer(&duo, cx.name, input).await? {
+            Asked::Approved => {
+                let mut t = Transition::pass();
+                t.effects = self.validated(cx, &device)?;
+                Ok(t)
+            }
+            Asked::Stay(ask, errors) => Ok(Transition::to(Next::Stay(
+                ValidateState::Duo {
+                    device,
+                    choices,
+                    ask,
+                }
+                .into(),
+                errors,
+            ))),
+            Asked::Cancel(message) => Ok(Transition::cancel(message)),
+        }
+    }
+
     fn label(d: &Device) -> String {
+        if d.class == DeviceClass::Duo {
+            return d.name.clone();
+        }
         let shown = otp::mask(&d.address);
         format!("{} ({shown})", d.name)
     }
@@ -381,6 +467,16 @@ impl Stage for AuthenticatorValidate {
                 Some((name, stage)) => stage.challenge(&cx.named(name), setup),
                 None => Err(mismatch(cx)),
             },
+            ValidateState::Duo { choices, ask, .. } => {
+                let mut c = ask.challenge(self.kind().as_str(), "Duo");
+                if choices.len() > 1 {
+                    c.actions.push(Action {
+                        name: CHOOSE_ANOTHER.into(),
+                        label: "Use another method".into(),
+                    });
+                }
+                Ok(c)
+            }
         }
     }
 
@@ -420,6 +516,18 @@ impl Stage for AuthenticatorValidate {
                     None => Ok(Transition::stay(ValidateState::Choosing { choices, spent })),
                 }
             }
+            ValidateState::Duo { choices, .. }
+                if input.get("action").is_some_and(|a| a == CHOOSE_ANOTHER)
+                    && choices.len() > 1 =>
+            {
+                let spent = Spent::default();
+                Ok(Transition::stay(ValidateState::Choosing { choices, spent }))
+            }
+            ValidateState::Duo {
+                device,
+                choices,
+                ask,
+            } => self.answer_duo(cx, device, choices, ask, input).await,
             ValidateState::Code { choices, code, .. }
                 if input.get("action").is_some_and(|a| a == CHOOSE_ANOTHER)
                     && choices.len() > 1 =>

@@ -1,5 +1,6 @@
 //! One module per stage kind; [`build`] turns a stage's config into the stage.
 
+pub(crate) mod authenticator_duo;
 pub(crate) mod authenticator_email;
 pub(crate) mod authenticator_sms;
 pub(crate) mod authenticator_validate;
@@ -26,6 +27,9 @@ pub(crate) fn build(cfg: &StageConfig, all: &BTreeMap<String, StageConfig>) -> A
         StageConfig::AuthenticatorSms(c) => {
             Arc::new(authenticator_sms::AuthenticatorSms { cfg: (**c).clone() })
         }
+        StageConfig::AuthenticatorDuo(c) => {
+            Arc::new(authenticator_duo::AuthenticatorDuo { cfg: (**c).clone() })
+        }
         StageConfig::Prompt(c) => Arc::new(prompt::Prompt { cfg: (**c).clone() }),
         StageConfig::AuthenticatorValidate(c) => {
             let configure = c.configure_stage.as_ref().and_then(|target| {
@@ -35,6 +39,9 @@ pub(crate) fn build(cfg: &StageConfig, all: &BTreeMap<String, StageConfig>) -> A
                     }
                     Some(StageConfig::AuthenticatorSms(e)) => {
                         Arc::new(authenticator_sms::AuthenticatorSms { cfg: (**e).clone() })
+                    }
+                    Some(StageConfig::AuthenticatorDuo(e)) => {
+                        Arc::new(authenticator_duo::AuthenticatorDuo { cfg: (**e).clone() })
                     }
                     _ => return None,
                 };
