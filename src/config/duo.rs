@@ -184,4 +184,30 @@ mod tests {
             .unwrap_or_else(|p| panic!("{}", p.reason));
         assert!(!format!("{c:?}").contains("Zh5eGm"));
     }
+
+    #[test]
+    fn the_secret_key_can_come_from_the_environment_and_is_never_printed() {
+        let path = std::path::Path::new("config/portcullis.toml");
+        let text = std::fs::read_to_string(path).expect("the example config")
+            + "\n[stages.mfa-duo]\nkind = \"authenticator_duo\"\napi_hostname = \"api-1234abcd.duosecurity.com\"\nclient_id = \"DIWJ8X6AEYOR5OMC6TQ1\"\n";
+        let env = [(
+            "PORTCULLIS_STAGES__MFA_DUO__CLIENT_SECRET".to_string(),
+            "env-duo-secret-77f1".to_string(),
+        )];
+        let c = super::super::Config::from_toml(&text, path, env.into_iter())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let Some(super::super::StageConfig::AuthenticatorDuo(d)) = c.stages.get("mfa-duo") else {
+            panic!("the Duo stage is loaded");
+        };
+        assert_eq!(d.api.client_secret.expose(), "env-duo-secret-77f1");
+        assert_eq!(d.friendly_name, "Duo");
+        assert!(!format!("{c:?}").contains("env-duo-secret-77f1"));
+        let e = super::super::Config::from_toml(&text, path, std::iter::empty())
+            .expect_err("no secret anywhere");
+        assert!(
+            e.to_string()
+                .contains("PORTCULLIS_STAGES__MFA_DUO__CLIENT_SECRET"),
+            "{e}"
+        );
+    }
 }

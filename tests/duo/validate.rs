@@ -174,3 +174,44 @@ async fn a_user_without_a_duo_device_is_not_let_through() {
         "Duo is not asked about users without a device"
     );
 }
+
+/// Passcodes with characters that percent-encoding treats specially reach Duo signed right
+/// (the stand-in recomputes the signature from the decoded form): each is judged as a wrong
+/// passcode, never refused as a bad signature.
+#[tokio::test]
+async fn passcodes_with_awkward_characters_are_signed_as_duo_canonicalises_them() {
+    let (duo, gw, _b) = at_validation(Push::Allow).await;
+    for typed in ["12 34", "a&b=c", "ü€", "+%2B", "~._-*", "1\u{7f}2", "%00"] {
+        // A sign-in each: three wrong passcodes end one.
+        let b = gw.browser();
+        past_password(&b, SIGNIN, "alice", ALICE_PW).await;
+        let v = post(&b, SIGNIN, json!({ "passcode": typed })).await;
+        assert_eq!(
+            strings(&v, "errors"),
+            ["That passcode was not accepted."],
+            "{typed:?}: {v}"
+        );
+        let last = duo.seen().last().cloned().unwrap();
+        assert!(last.verified, "{typed:?} signed wrong");
+        assert_eq!(last.params["passcode"], typed, "{typed:?}");
+    }
+}
+
+/// A push belongs to the sign-in that sent it: another sign-in of the same user pressing
+/// "continue" gets nothing from it, and an approved push passes once.
+#[tokio::test]
+async fn a_push_approves_only_the_sign_in_that_sent_it() {
+    let (duo, gw, a) = at_validation(Push::Allow).await;
+    let b = gw.browser();
+    past_password(&b, SIGNIN, "alice", ALICE_PW).await;
+    post(&a, SIGNIN, json!({ "action": "duo_push" })).await;
+    let v = post(&b, SIGNIN, json!({ "action": "duo_check" })).await;
+    assert_eq!(v["component"], "authenticator_validate", "{v}");
+    assert!(b.cookie(&b.url("/"), SESSION_COOKIE).is_none());
+    let r = post_resp(&a, SIGNIN, json!({ "action": "duo_check" })).await;
+    assert_signed_in(&r);
+    // The approved push is spent with its execution: continuing again starts over.
+    let r = post_resp(&a, SIGNIN, json!({ "action": "duo_check" })).await;
+    assert_ne!(r.json()["component"], "redirect", "{}", r.describe());
+    assert_eq!(duo.calls("/auth/v2/auth_status").len(), 1);
+}
