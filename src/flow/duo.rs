@@ -41,11 +41,30 @@ pub(crate) struct DuoAsk {
     attempts: u32,
 }
 
+/// How Duo said yes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Method {
+    /// A push approved in Duo Mobile: a second channel (RFC 8176 `mca`).
+    Push,
+    /// A passcode (Duo Mobile's HOTP/TOTP, a token, or one Duo texted: RFC 8176 `otp`).
+    Passcode,
+}
+
+impl Method {
+    /// The RFC 8176 `amr` values it earns.
+    pub(crate) fn amr(self) -> &'static [&'static str] {
+        match self {
+            Method::Push => &["mca"],
+            Method::Passcode => &["otp"],
+        }
+    }
+}
+
 /// Where an answer left the check.
 #[derive(Debug)]
 pub(crate) enum Asked {
     /// Duo said yes.
-    Approved,
+    Approved(Method),
     /// Still waiting, with these errors (and infos) to show.
     Stay(DuoAsk, Vec<String>),
     /// Too many refusals: the execution ends with this message.
@@ -94,6 +113,38 @@ impl DuoAsk {
             user,
             txid: None,
             attempts: 0,
+        }
+    }
+
+    /// As [`DuoAsk::new`], with refusals already counted (switching devices keeps them).
+    pub(crate) fn with_attempts(user: DuoUser, attempts: u32) -> Self {
+        Self {
+            attempts,
+            ..Self::new(user)
+        }
+    }
+
+    /// Refused passcodes and pushes so far.
+    pub(crate) fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// The answer for a pretend device (an unknown or ineligible account): the same pages and
+    /// messages, Duo never asked, never approved.
+    pub(crate) fn pretend(mut self, max_attempts: u32, input: &Input) -> Asked {
+        let action = input.get("action").map(String::as_str);
+        let typed = input.get(PASSCODE).is_some_and(|p| !p.trim().is_empty());
+        match (action, typed) {
+            (Some(PUSH), _) => {
+                self.txid = Some(crate::secret::random_token(16));
+                Asked::Stay(self, Vec::new())
+            }
+            (Some(CHECK), _) if self.txid.is_some() => Asked::Stay(
+                self,
+                vec!["Not approved yet: approve the push in Duo Mobile, then continue.".into()],
+            ),
+            (None, true) => self.refused(max_attempts, "That passcode was not accepted.".into()),
+            _ => Asked::Stay(self, Vec::new()),
         }
     }
 
@@ -156,7 +207,7 @@ impl DuoAsk {
                     return Ok(Asked::Stay(self, Vec::new()));
                 };
                 match cx.client().auth_status(&txid).await {
-                    Ok(Verdict::Allow) => Ok(Asked::Approved),
+                    Ok(Verdict::Allow) => Ok(Asked::Approved(Method::Push)),
                     Ok(Verdict::Waiting) => Ok(Asked::Stay(
                         self,
                         vec![
@@ -171,7 +222,7 @@ impl DuoAsk {
                             return Ok(Asked::Stay(self, vec![e.into()]));
                         }
                         tracing::info!(stage, status = %status, "Duo push refused");
-                        Ok(self.refused(cx, refusal("The push was denied", &message)))
+                        Ok(self.refused(cx.max_attempts, refusal("The push was denied", &message)))
                     }
                     Err(e) => Ok(Asked::Stay(self, vec![failed(&e, stage)])),
                 }
@@ -179,10 +230,10 @@ impl DuoAsk {
             (None, Some(code)) => {
                 let code = SecretString::new(code);
                 match cx.client().passcode(&self.user, &code, cx.ip()).await {
-                    Ok(Verdict::Allow) => Ok(Asked::Approved),
+                    Ok(Verdict::Allow) => Ok(Asked::Approved(Method::Passcode)),
                     Ok(Verdict::Deny { status, .. }) => {
                         tracing::info!(stage, status = %status, "Duo passcode refused");
-                        Ok(self.refused(cx, "That passcode was not accepted.".into()))
+                        Ok(self.refused(cx.max_attempts, "That passcode was not accepted.".into()))
                     }
                     Ok(Verdict::Waiting) => Ok(Asked::Stay(self, Vec::new())),
                     Err(e) => Ok(Asked::Stay(self, vec![failed(&e, stage)])),
@@ -193,9 +244,9 @@ impl DuoAsk {
     }
 
     /// One more refusal: stay with `error`, or end at the limit.
-    fn refused(mut self, cx: &DuoCx<'_>, error: String) -> Asked {
+    fn refused(mut self, max_attempts: u32, error: String) -> Asked {
         self.attempts += 1;
-        if cx.max_attempts > 0 && self.attempts >= cx.max_attempts {
+        if max_attempts > 0 && self.attempts >= max_attempts {
             return Asked::Cancel("Too many refused attempts. Start again.".into());
         }
         Asked::Stay(self, vec![error])

@@ -97,6 +97,8 @@ pub(crate) enum Effect {
     Remember(Vec<(String, String)>),
     /// Add factors this step proved (validation proves its device's class).
     Prove(Factors),
+    /// Add RFC 8176 authentication method values (`otp`, `hwk`, ...) to the session's `amr`.
+    Methods(Vec<&'static str>),
     /// End the flow with a session of this many seconds.
     Login { lifetime_secs: i64 },
     /// Issue a code or link for the code machine of the staying state and send it; `resend`

@@ -241,7 +241,7 @@ impl Stage for AuthenticatorDuo {
                     .answer(&self.duo_cx(cx, LINK_ATTEMPTS), cx.name, input)
                     .await?;
                 match asked {
-                    Asked::Approved => {
+                    Asked::Approved(_) => {
                         let Some(user) = cx.user()? else {
                             return Ok(Transition::cancel(super::SIGN_IN_FAILED));
                         };
