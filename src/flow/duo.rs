@@ -26,6 +26,9 @@ pub(crate) const PASSCODE: &str = "passcode";
 /// What the user sees when Duo is down or limiting the rate.
 pub(crate) const UNAVAILABLE: &str =
     "Duo is not answering right now. Wait a moment, then try again.";
+/// What the user sees after the last push this sign-in may send.
+pub(crate) const PUSH_LIMIT: &str =
+    "No more pushes can be sent for this sign-in. Type a passcode from Duo Mobile instead.";
 /// What the user sees when Duo refused the gateway (its credentials): the operator must act.
 pub(crate) const MISCONFIGURED: &str =
     "Duo could not be asked. Try again later or contact your administrator.";
@@ -39,6 +42,9 @@ pub(crate) struct DuoAsk {
     txid: Option<String>,
     /// Refused passcodes and pushes so far.
     attempts: u32,
+    /// Pushes Duo sent so far.
+    #[serde(default)]
+    pushes: u32,
 }
 
 /// How Duo said yes.
@@ -80,6 +86,8 @@ pub(crate) struct DuoCx<'a> {
     pub(crate) client: &'a str,
     /// Refusals allowed before the execution ends; 0 = no limit (Duo's own lockout applies).
     pub(crate) max_attempts: u32,
+    /// Pushes allowed; 0 = no limit.
+    pub(crate) max_pushes: u32,
 }
 
 impl DuoCx<'_> {
@@ -113,13 +121,16 @@ impl DuoAsk {
             user,
             txid: None,
             attempts: 0,
+            pushes: 0,
         }
     }
 
-    /// As [`DuoAsk::new`], with refusals already counted (switching devices keeps them).
-    pub(crate) fn with_attempts(user: DuoUser, attempts: u32) -> Self {
+    /// As [`DuoAsk::new`], with pushes and refusals already counted (switching devices
+    /// keeps them).
+    pub(crate) fn resumed(user: DuoUser, pushes: u32, attempts: u32) -> Self {
         Self {
             attempts,
+            pushes,
             ..Self::new(user)
         }
     }
@@ -129,14 +140,32 @@ impl DuoAsk {
         self.attempts
     }
 
+    /// Pushes sent so far.
+    pub(crate) fn pushes(&self) -> u32 {
+        self.pushes
+    }
+
+    /// Whether another push may go out.
+    ///
+    /// # Security
+    /// Against push fatigue: a sign-in cannot flood the phone with prompts until one is
+    /// approved by mistake.
+    fn may_push(&self, max_pushes: u32) -> bool {
+        max_pushes == 0 || self.pushes < max_pushes
+    }
+
     /// The answer for a pretend device (an unknown or ineligible account): the same pages and
     /// messages, Duo never asked, never approved.
-    pub(crate) fn pretend(mut self, max_attempts: u32, input: &Input) -> Asked {
+    pub(crate) fn pretend(mut self, max_attempts: u32, max_pushes: u32, input: &Input) -> Asked {
         let action = input.get("action").map(String::as_str);
         let typed = input.get(PASSCODE).is_some_and(|p| !p.trim().is_empty());
         match (action, typed) {
+            (Some(PUSH), _) if !self.may_push(max_pushes) => {
+                Asked::Stay(self, vec![PUSH_LIMIT.into()])
+            }
             (Some(PUSH), _) => {
                 self.txid = Some(crate::secret::random_token(16));
+                self.pushes += 1;
                 Asked::Stay(self, Vec::new())
             }
             (Some(CHECK), _) if self.txid.is_some() => Asked::Stay(
@@ -195,9 +224,13 @@ impl DuoAsk {
             .map(|p| p.trim())
             .filter(|p| !p.is_empty());
         match (action, passcode) {
+            (Some(PUSH), _) if !self.may_push(cx.max_pushes) => {
+                Ok(Asked::Stay(self, vec![PUSH_LIMIT.into()]))
+            }
             (Some(PUSH), _) => match cx.client().push(&self.user, cx.ip()).await {
                 Ok(txid) => {
                     self.txid = Some(txid);
+                    self.pushes += 1;
                     Ok(Asked::Stay(self, Vec::new()))
                 }
                 Err(e) => Ok(Asked::Stay(self, vec![failed(&e, stage)])),

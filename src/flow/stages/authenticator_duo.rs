@@ -26,6 +26,8 @@ const ACTIVATED: &str = "duo_activated";
 const RETRY: &str = "duo_retry";
 /// Refused pushes and passcodes allowed while linking.
 const LINK_ATTEMPTS: u32 = 5;
+/// Pushes a linking may send.
+const LINK_PUSHES: u32 = 3;
 
 pub(crate) struct AuthenticatorDuo {
     pub(crate) cfg: DuoStageConfig,
@@ -44,13 +46,14 @@ pub(crate) enum DuoSetupState {
 }
 
 impl AuthenticatorDuo {
-    fn duo_cx<'a>(&'a self, cx: &'a Cx<'_>, max_attempts: u32) -> DuoCx<'a> {
+    fn duo_cx<'a>(&'a self, cx: &'a Cx<'_>) -> DuoCx<'a> {
         DuoCx {
             api: &self.cfg.api,
             http: cx.services.http.as_ref(),
             now: cx.now,
             client: cx.client,
-            max_attempts,
+            max_attempts: LINK_ATTEMPTS,
+            max_pushes: LINK_PUSHES,
         }
     }
 
@@ -237,9 +240,7 @@ impl Stage for AuthenticatorDuo {
                 }
             }
             DuoSetupState::Linking { ask } => {
-                let asked = ask
-                    .answer(&self.duo_cx(cx, LINK_ATTEMPTS), cx.name, input)
-                    .await?;
+                let asked = ask.answer(&self.duo_cx(cx), cx.name, input).await?;
                 match asked {
                     Asked::Approved(_) => {
                         let Some(user) = cx.user()? else {

@@ -164,3 +164,42 @@ async fn an_unknown_account_sees_the_same_duo_steps_and_duo_is_never_asked() {
         "Duo is never asked for a decoy"
     );
 }
+
+/// # Security
+/// Against push fatigue: pushes per sign-in are capped by `max_challenges_sent` (3 by
+/// default), also across switching to another device and back; passcodes still work.
+#[tokio::test]
+async fn pushes_per_sign_in_are_capped_even_across_switching_devices() {
+    let rig = Rig::with(EXTRA, None);
+    rig.user("alice", Some("alice@example.test")).await;
+    rig.device("alice", "mail", DeviceClass::Email, "alice@example.test");
+    duo_device(&rig, "alice");
+    let (mut exec, _) = rig.signed_in_to("duo_mfa", "alice").await;
+    rig.post(&mut exec, &[("device", "duo1")]).await;
+    for i in 0..2 {
+        rig.world.http.push(ok(&format!(r#"{{"txid":"tx-{i}"}}"#)));
+        let view = rig.post(&mut exec, &[("action", "duo_push")]).await;
+        assert!(challenge(&view).errors.is_empty());
+    }
+    // Away to e-mail and back: the count stays.
+    rig.post(&mut exec, &[("action", "choose")]).await;
+    rig.post(&mut exec, &[("device", "duo1")]).await;
+    rig.world.http.push(ok(r#"{"txid":"tx-2"}"#));
+    let view = rig.post(&mut exec, &[("action", "duo_push")]).await;
+    assert!(challenge(&view).errors.is_empty());
+    let view = rig.post(&mut exec, &[("action", "duo_push")]).await;
+    assert_eq!(challenge(&view).errors, [crate::flow::duo::PUSH_LIMIT]);
+    let pushes = rig
+        .world
+        .http
+        .requests()
+        .iter()
+        .filter(|r| r.url.path() == "/auth/v2/auth")
+        .count();
+    assert_eq!(pushes, 3, "the fourth push never reached Duo");
+    rig.world.http.push(ok(
+        r#"{"result":"allow","status":"allow","status_msg":"Success"}"#,
+    ));
+    let view = rig.post(&mut exec, &[("passcode", "123456")]).await;
+    assert!(signed_in(&view).contains(&"otp".to_string()));
+}

@@ -59,7 +59,7 @@ impl Pending {
                 attempts: c.attempts,
             },
             Pending::Duo(ask) => Spent {
-                sends: 0,
+                sends: ask.pushes(),
                 attempts: ask.attempts(),
             },
         }

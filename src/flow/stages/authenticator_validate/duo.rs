@@ -23,6 +23,7 @@ impl Duo {
             now: cx.cx.now,
             client: cx.cx.client,
             max_attempts: cx.cfg.otp.max_allowed_attempts,
+            max_pushes: cx.cfg.otp.max_challenges_sent,
         }
     }
 }
@@ -49,7 +50,7 @@ impl Class for Duo {
             None => DuoUser::Username(String::new()),
         };
         Ok((
-            Pending::Duo(DuoAsk::with_attempts(user, cx.spent.attempts)),
+            Pending::Duo(DuoAsk::resumed(user, cx.spent.sends, cx.spent.attempts)),
             Vec::new(),
         ))
     }
@@ -75,7 +76,11 @@ impl Class for Duo {
             // # Security
             // The decoy (unknown or ineligible account) shows the same steps and never asks
             // Duo or passes.
-            None => ask.pretend(cx.cfg.otp.max_allowed_attempts, input),
+            None => ask.pretend(
+                cx.cfg.otp.max_allowed_attempts,
+                cx.cfg.otp.max_challenges_sent,
+                input,
+            ),
             Some(d) => {
                 let Some(api) = cx.duo.get(&d.stage) else {
                     tracing::warn!(stage = cx.cx.name, setup = %d.stage, "a Duo device whose setup stage is gone");
