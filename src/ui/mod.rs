@@ -251,6 +251,38 @@ mod tests {
         assert!(html.contains("<label for=\"f-uid\">Username</label>"));
     }
 
+    /// The QR code is inline SVG the page's CSP allows (no script, no outside reference,
+    /// no XML declaration); markup in the encoded text never reaches the page; only an https
+    /// link is shown.
+    #[test]
+    fn a_qr_code_is_inline_svg_and_hostile_text_or_links_stay_out() {
+        let ui = Ui::plain();
+        let mut c = Challenge::new("authenticator_duo", Vec::new());
+        c.qr = Some("duo://</svg><script>alert(1)</script>".into());
+        c.link = Some(crate::flow::Link {
+            href: "javascript:alert(1)".into(),
+            label: "Open".into(),
+        });
+        let html = ui.flow_page("Add Duo", "duo", &c, "tok", "/x").unwrap();
+        let start = html.find("<div class=\"qr\"><svg").expect("an inline SVG");
+        let end = html[start..].find("</svg></div>").expect("one SVG, closed") + start;
+        let svg = &html[start..end];
+        for bad in ["<script", "<?xml", "href", "<image", "javascript:"] {
+            assert!(!svg.contains(bad), "{bad} in {svg}");
+        }
+        assert!(!html.contains("<script"), "{html}");
+        assert!(
+            !html.contains("javascript:"),
+            "a non-https link is not shown"
+        );
+        c.link = Some(crate::flow::Link {
+            href: "https://m-1.duosecurity.com/activate/x".into(),
+            label: "Open".into(),
+        });
+        let html = ui.flow_page("Add Duo", "duo", &c, "tok", "/x").unwrap();
+        assert!(html.contains("<a href=\"https:"), "{html}");
+    }
+
     fn code_challenge(component: &str) -> Challenge {
         Challenge::new(
             component,
