@@ -403,19 +403,23 @@ impl<'a> DuoClient<'a> {
         verdict(&r)
     }
 
-    /// `POST /auth/v2/enroll` with `username`: a new Duo user and the code that activates
-    /// Duo Mobile for them, valid `valid_secs`.
+    /// `POST /auth/v2/enroll`: a new Duo user (named `username`, or a name Duo picks when
+    /// `None`) and the code that activates Duo Mobile for them, valid `valid_secs`.
     ///
     /// # Errors
     /// [`DuoError`] (a `Refused` when Duo already has a user of that name).
-    pub async fn enroll(&self, username: &str, valid_secs: u32) -> Result<Enrollment, DuoError> {
+    pub async fn enroll(
+        &self,
+        username: Option<&str>,
+        valid_secs: u32,
+    ) -> Result<Enrollment, DuoError> {
         let secs = valid_secs.to_string();
+        let mut params = vec![("valid_secs", secs.as_str())];
+        if let Some(name) = username {
+            params.push(("username", name));
+        }
         let r = self
-            .call(
-                http::Method::POST,
-                "/auth/v2/enroll",
-                &[("username", username), ("valid_secs", &secs)],
-            )
+            .call(http::Method::POST, "/auth/v2/enroll", &params)
             .await?;
         let (Some(user_id), Some(code), Some(url)) = (
             r["user_id"].as_str(),

@@ -147,3 +147,28 @@ async fn a_denied_push_does_not_link_the_account() {
     let v = past_password(&b, SIGNIN, "bob", BOB_PW).await;
     assert_eq!(v["component"], "access_denied", "{v}");
 }
+
+/// An enrolment begun and left leaves a Duo user of that name without a device: Duo refuses
+/// the name at the next `enroll`, so the gateway enrols under a name Duo picks, and the
+/// device signs in through its user id.
+#[tokio::test]
+async fn an_enrolment_left_unfinished_can_be_started_again() {
+    let duo = DuoStandIn::start().await;
+    let gw = gateway(&duo).await;
+    let first = gw.browser();
+    let v = past_password(&first, SETUP, "alice", ALICE_PW).await;
+    assert!(v["qr"].is_string(), "{v}");
+    let b = gw.browser();
+    let v = past_password(&b, SETUP, "alice", ALICE_PW).await;
+    assert!(strings(&v, "errors").is_empty(), "{v}");
+    let picked = duo.last_enrolled();
+    assert_ne!(picked, "alice");
+    assert_eq!(v["qr"], duo.activation_code(&picked), "{v}");
+    duo.activate(&picked);
+    let r = post_resp(&b, SETUP, json!({ "action": "duo_activated" })).await;
+    assert_signed_in(&r);
+    let b = gw.browser();
+    past_password(&b, SIGNIN, "alice", ALICE_PW).await;
+    let r = post_resp(&b, SIGNIN, json!({ "passcode": crate::stand_in::PASSCODE })).await;
+    assert_signed_in(&r);
+}

@@ -146,6 +146,15 @@ impl DuoStandIn {
             .unwrap_or_else(|| panic!("Duo has no user {username}"))
     }
 
+    /// The name of the user enrolled last (Duo picks one when the gateway sends none).
+    pub fn last_enrolled(&self) -> String {
+        let st = self.state.lock().unwrap();
+        st.users
+            .last()
+            .map(|u| u.username.clone())
+            .unwrap_or_default()
+    }
+
     pub fn seen(&self) -> Vec<Seen> {
         self.state.lock().unwrap().seen.clone()
     }
@@ -272,21 +281,23 @@ fn answer(st: &mut State, method: &str, path: &str, p: &BTreeMap<String, String>
             })),
         },
         ("POST", "/auth/v2/enroll") => {
-            let Some(username) = p.get("username") else {
-                return fail(400, 40002, "Invalid request parameters");
-            };
-            if st
-                .users
-                .iter()
-                .any(|u| &u.username == username && u.activated)
-            {
-                return fail(400, 40002, "Invalid request parameters");
-            }
+            // As Duo: a name already taken is refused; without one, Duo picks a name.
             st.next += 1;
             let n = st.next;
+            let username = match p.get("username") {
+                Some(name) if st.users.iter().any(|u| &u.username == name) => {
+                    return fail(
+                        400,
+                        40002,
+                        "Invalid request parameters: username already exists",
+                    );
+                }
+                Some(name) => name.clone(),
+                None => format!("duo-picked-{n}"),
+            };
             let user = DuoUser {
                 user_id: format!("DUJZ2U4L80HT45MQ4EO{n}"),
-                username: username.clone(),
+                username,
                 activation_code: format!(
                     "duo://7vHgeuZTxP{n}cFaDCQWfd-YXBpLWZpcnN0LmR1b3NlY3VyaXR5LmNvbQ"
                 ),

@@ -13,7 +13,7 @@ use crate::flow::duo::{self, Asked, DuoAsk, DuoCx};
 use crate::flow::state::StageState;
 use crate::flow::step::{mismatch, Cx, Effect, Next, Stage, Transition};
 use crate::flow::{Action, Challenge, FlowError, Input, Link, StageKind};
-use crate::notify::duo::{DuoClient, DuoUser, EnrollStatus, Enrollment, Preauth};
+use crate::notify::duo::{DuoClient, DuoError, DuoUser, EnrollStatus, Enrollment, Preauth};
 use crate::store::{Device, DeviceClass};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -99,7 +99,19 @@ impl AuthenticatorDuo {
         mut errors: Vec<String>,
     ) -> Result<Transition, FlowError> {
         let client = DuoClient::new(&self.cfg.api, cx.services.http.as_ref(), cx.now);
-        match client.enroll(username, ACTIVATION_SECS).await {
+        let mut enrolled = client.enroll(Some(username), ACTIVATION_SECS).await;
+        if let Err(DuoError::Refused { status: 400, .. }) = &enrolled {
+            // Duo already has a user of this name without an activated device (an enrolment
+            // begun and left): it refuses the name again, so let Duo pick one. The device
+            // keeps the new user's id, which is what later requests name.
+            tracing::info!(
+                stage = cx.name,
+                user = username,
+                "Duo refused the username at enrolment; enrolling under a name Duo picks"
+            );
+            enrolled = client.enroll(None, ACTIVATION_SECS).await;
+        }
+        match enrolled {
             Ok(enrollment) => Ok(Transition::to(Next::Stay(
                 DuoSetupState::Activating { enrollment }.into(),
                 errors,
