@@ -236,15 +236,19 @@ impl<'a> DuoClient<'a> {
     }
 
     /// The signed request for `method` `path` with `params`.
-    fn request(&self, method: &http::Method, path: &str, params: &[(&str, &str)]) -> HttpRequest {
+    fn request(
+        &self,
+        method: &http::Method,
+        path: &str,
+        params: &[(&str, &str)],
+    ) -> Result<HttpRequest, DuoError> {
         let date = rfc2822(self.now);
         let canon = canonical(&date, method.as_str(), &self.api.host, path, params);
         let sig = signature(self.api.client_secret.expose(), &canon);
         let base = format!("{}://{}{path}", self.api.scheme, self.api.host);
         // The host was checked as a URL host when the config was loaded.
-        let mut url = url::Url::parse(&base).unwrap_or_else(|_| {
-            url::Url::parse("https://invalid.invalid/").unwrap_or_else(|_| unreachable!())
-        });
+        let mut url = url::Url::parse(&base)
+            .map_err(|e| DuoError::Malformed(format!("the API hostname makes no URL: {e}")))?;
         let request = if *method == http::Method::GET {
             let query = canonical_params(params);
             url.set_query((!query.is_empty()).then_some(query.as_str()));
@@ -265,7 +269,7 @@ impl<'a> DuoClient<'a> {
                 .header(HeaderName::from_static(DATE_HEADER), v.clone())
                 .header(http::header::DATE, v);
         }
-        request
+        Ok(request)
     }
 
     /// Sends and unwraps Duo's envelope: the `response` of an `OK` answer.
@@ -275,7 +279,7 @@ impl<'a> DuoClient<'a> {
         path: &str,
         params: &[(&str, &str)],
     ) -> Result<serde_json::Value, DuoError> {
-        let request = self.request(&method, path, params);
+        let request = self.request(&method, path, params)?;
         let reply = self
             .http
             .post(request)
