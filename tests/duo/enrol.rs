@@ -172,3 +172,25 @@ async fn an_enrolment_left_unfinished_can_be_started_again() {
     let r = post_resp(&b, SIGNIN, json!({ "passcode": crate::stand_in::PASSCODE })).await;
     assert_signed_in(&r);
 }
+
+#[tokio::test]
+async fn an_expired_activation_code_is_replaced_by_a_new_one() {
+    let duo = DuoStandIn::start().await;
+    let gw = gateway(&duo).await;
+    let b = gw.browser();
+    let v = past_password(&b, SETUP, "alice", ALICE_PW).await;
+    let old = v["qr"].as_str().unwrap().to_string();
+    duo.expire_activation("alice");
+    let v = post(&b, SETUP, json!({ "action": "duo_activated" })).await;
+    assert_eq!(
+        strings(&v, "errors"),
+        ["That activation code no longer works: scan this new one."]
+    );
+    let new = v["qr"].as_str().unwrap().to_string();
+    assert_ne!(new, old);
+    let picked = duo.last_enrolled();
+    assert_eq!(new, duo.activation_code(&picked));
+    duo.activate(&picked);
+    let r = post_resp(&b, SETUP, json!({ "action": "duo_activated" })).await;
+    assert_signed_in(&r);
+}

@@ -135,6 +135,14 @@ impl DuoStandIn {
         u.activated = true;
     }
 
+    /// The activation code issued to `username` stops working (it expired).
+    pub fn expire_activation(&self, username: &str) {
+        let mut st = self.state.lock().unwrap();
+        if let Some(u) = st.users.iter_mut().rev().find(|u| u.username == username) {
+            u.activation_code = "duo://expired".into();
+        }
+    }
+
     /// The activation code issued to `username`.
     pub fn activation_code(&self, username: &str) -> String {
         let st = self.state.lock().unwrap();
