@@ -167,7 +167,7 @@ impl DeviceClass {
     /// Whether `authenticator_validate` can validate devices of this class in this build.
     /// A class whose stage is not built yet is refused at config load, naming the key.
     pub fn validated_here(self) -> bool {
-        !matches!(self, DeviceClass::Webauthn | DeviceClass::Duo)
+        !matches!(self, DeviceClass::Webauthn)
     }
 
     /// The name as written in config and stored records.

@@ -3,6 +3,7 @@
 //! already typed: nothing downstream parses configuration again.
 
 mod delivery;
+mod duo;
 mod duration;
 mod email;
 mod env;
@@ -15,6 +16,7 @@ mod sms;
 mod ui;
 mod validate;
 
+pub use duo::{DuoApi, DuoStageConfig};
 pub use duration::parse as parse_duration;
 pub use email::OwnOtp;
 pub use error::ConfigError;
@@ -458,6 +460,8 @@ pub enum StageConfig {
     AuthenticatorValidate(Box<ValidateStageConfig>),
     /// Enrols a phone.
     AuthenticatorSms(Box<SmsStageConfig>),
+    /// Enrols a Duo Mobile device, or links an account Duo already knows.
+    AuthenticatorDuo(Box<DuoStageConfig>),
     /// Asks for fields.
     Prompt(Box<PromptStageConfig>),
 }
@@ -551,6 +555,7 @@ impl StageConfig {
             StageConfig::AuthenticatorEmail(_) => "authenticator_email",
             StageConfig::AuthenticatorValidate(_) => "authenticator_validate",
             StageConfig::AuthenticatorSms(_) => "authenticator_sms",
+            StageConfig::AuthenticatorDuo(_) => "authenticator_duo",
             StageConfig::Prompt(_) => "prompt",
         }
     }
@@ -561,6 +566,7 @@ impl StageConfig {
         match self {
             StageConfig::AuthenticatorEmail(_) => Some(DeviceClass::Email),
             StageConfig::AuthenticatorSms(_) => Some(DeviceClass::Sms),
+            StageConfig::AuthenticatorDuo(_) => Some(DeviceClass::Duo),
             StageConfig::Identification { .. }
             | StageConfig::Password { .. }
             | StageConfig::UserLogin { .. }

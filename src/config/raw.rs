@@ -269,7 +269,24 @@ pub(super) enum RawStage {
     AuthenticatorEmail(Box<RawEmailStage>),
     AuthenticatorValidate(Box<RawValidateStage>),
     AuthenticatorSms(Box<RawSmsStage>),
+    AuthenticatorDuo(Box<RawDuoStage>),
     Prompt(Box<RawPromptStage>),
+}
+
+/// `kind = "authenticator_duo"`: Duo's Auth API (authentik's option names).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDuoStage {
+    pub api_hostname: String,
+    /// The integration key.
+    pub client_id: String,
+    /// The secret key; usually from `PORTCULLIS_STAGES__<NAME>__CLIENT_SECRET`.
+    pub client_secret: Option<String>,
+    pub friendly_name: Option<String>,
+    /// Seconds, or a duration string.
+    pub timeout: Option<toml::Value>,
+    /// Reach `api_hostname` over plain HTTP: only for a loopback test stand-in.
+    pub danger_plain_http: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -374,6 +374,9 @@ fn stage(
         RawStage::AuthenticatorSms(raw) => {
             StageConfig::AuthenticatorSms(Box::new(super::sms::sms_stage(name, &raw)?))
         }
+        RawStage::AuthenticatorDuo(raw) => {
+            StageConfig::AuthenticatorDuo(Box::new(super::duo::duo_stage(name, &raw)?))
+        }
         RawStage::Prompt(raw) => {
             StageConfig::Prompt(Box::new(super::sms::prompt_stage(name, &raw, policies)?))
         }

@@ -102,6 +102,22 @@ pub struct Challenge {
     /// pick one from the component.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
+    /// Text to scan (an app's activation code): the page draws it as a QR code, inline SVG
+    /// made by the gateway (no image service, no script); the JSON carries the text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qr: Option<String>,
+    /// A link the page offers besides its buttons (an activation page to open on the phone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<Link>,
+}
+
+/// A link a challenge offers.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Link {
+    /// Where it leads (an `https` URL from a provider's answer).
+    pub href: String,
+    /// Its text.
+    pub label: String,
 }
 
 /// A button besides the main submit.
@@ -124,6 +140,8 @@ impl Challenge {
             actions: Vec::new(),
             poll: None,
             title: None,
+            qr: None,
+            link: None,
         }
     }
 

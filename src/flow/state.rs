@@ -4,6 +4,7 @@
 //! [`super::Execution::spoiled`]), it never becomes a default.
 
 use super::code::CodeState;
+use super::stages::authenticator_duo::DuoSetupState;
 use super::stages::authenticator_email::EmailState;
 use super::stages::authenticator_sms::SmsState;
 use super::stages::authenticator_validate::ValidateState;
@@ -22,6 +23,7 @@ pub(crate) enum StageState {
     Prompt(PromptState),
     AuthenticatorEmail(EmailState),
     AuthenticatorSms(SmsState),
+    AuthenticatorDuo(DuoSetupState),
     AuthenticatorValidate(ValidateState),
 }
 
@@ -34,6 +36,7 @@ impl StageState {
             StageState::Prompt(_) => StageKind::Prompt,
             StageState::AuthenticatorEmail(_) => StageKind::AuthenticatorEmail,
             StageState::AuthenticatorSms(_) => StageKind::AuthenticatorSms,
+            StageState::AuthenticatorDuo(_) => StageKind::AuthenticatorDuo,
             StageState::AuthenticatorValidate(_) => StageKind::AuthenticatorValidate,
         }
     }
@@ -75,5 +78,6 @@ state_from!(
     PromptState => Prompt,
     EmailState => AuthenticatorEmail,
     SmsState => AuthenticatorSms,
+    DuoSetupState => AuthenticatorDuo,
     ValidateState => AuthenticatorValidate
 );

@@ -79,6 +79,7 @@ impl Factors {
             "password" => Factors::PASSWORD,
             "authenticator_email" => Factors::EMAIL,
             "authenticator_sms" => Factors::SMS,
+            "authenticator_duo" => Factors::DUO,
             _ => Factors::NONE,
         }
     }
@@ -109,6 +110,7 @@ impl Factors {
                 .fold(Factors::NONE, |acc, c| acc.with(Factors::of_class(*c))),
             StageConfig::AuthenticatorEmail(_) => Factors::EMAIL,
             StageConfig::AuthenticatorSms(_) => Factors::SMS,
+            StageConfig::AuthenticatorDuo(_) => Factors::DUO,
             StageConfig::Identification { .. }
             | StageConfig::Prompt(_)
             | StageConfig::UserLogin { .. }

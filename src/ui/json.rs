@@ -23,6 +23,12 @@ pub fn challenge_json(flow: &str, flow_title: &str, stage: &str, c: &Challenge) 
     if let Some(p) = c.poll {
         v["poll"] = json!(p);
     }
+    if let Some(q) = &c.qr {
+        v["qr"] = json!(q);
+    }
+    if let Some(l) = &c.link {
+        v["link"] = json!(l);
+    }
     v
 }
 

@@ -3,14 +3,17 @@
 //! was last validated, and records factors and `amr`; a class only says how one chosen device
 //! is asked and how an answer is judged.
 
+use super::duo::Duo;
 use super::sent::Sent;
-use crate::config::{OtpPolicy, ValidateStageConfig};
+use crate::config::{DuoApi, OtpPolicy, ValidateStageConfig};
 use crate::flow::code::CodeState;
+use crate::flow::duo::DuoAsk;
 use crate::flow::step::{Cx, Effect};
 use crate::flow::{Challenge, FlowError, Input};
 use crate::store::{Device, DeviceClass};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// What a chosen device waits for, one variant per kind of answer. Stored in the execution
 /// (inside [`super::ValidateState::Answering`]), so every variant is plain data.
@@ -20,6 +23,8 @@ pub(crate) enum Pending {
     /// A code or link sent through the one code machine (email, SMS): the engine sends it and
     /// judges the typed code ([`Effect::SendCode`], [`Effect::CheckCode`]).
     Sent(CodeState),
+    /// A Duo push or passcode, judged by Duo ([`crate::flow::duo`]).
+    Duo(DuoAsk),
 }
 
 impl Pending {
@@ -27,12 +32,14 @@ impl Pending {
     pub(crate) fn code(&self) -> Option<&CodeState> {
         match self {
             Pending::Sent(c) => Some(c),
+            Pending::Duo(_) => None,
         }
     }
 
     pub(crate) fn code_mut(&mut self) -> Option<&mut CodeState> {
         match self {
             Pending::Sent(c) => Some(c),
+            Pending::Duo(_) => None,
         }
     }
 
@@ -40,6 +47,7 @@ impl Pending {
     pub(crate) fn into_code(self) -> Option<CodeState> {
         match self {
             Pending::Sent(c) => Some(c),
+            Pending::Duo(_) => None,
         }
     }
 
@@ -49,6 +57,10 @@ impl Pending {
             Pending::Sent(c) => Spent {
                 sends: c.sends,
                 attempts: c.attempts,
+            },
+            Pending::Duo(ask) => Spent {
+                sends: ask.pushes(),
+                attempts: ask.attempts(),
             },
         }
     }
@@ -80,6 +92,9 @@ pub(crate) struct ClassCx<'a> {
     pub(crate) spent: Spent,
     /// The setup stage whose channel and policy the decoy imitates.
     pub(crate) decoy_route: &'a str,
+    /// The Duo integration of every Duo setup stage, by name: a Duo device is asked about
+    /// through the one that enrolled it.
+    pub(crate) duo: &'a BTreeMap<String, DuoApi>,
 }
 
 /// A class's verdict on a response.
@@ -177,9 +192,8 @@ pub(crate) fn of(class: DeviceClass) -> &'static dyn Class {
         DeviceClass::Email => &Sent::EMAIL,
         DeviceClass::Sms => &Sent::SMS,
         // Refused at config load until their stages exist (`DeviceClass::validated_here`).
-        DeviceClass::Totp | DeviceClass::Static | DeviceClass::Webauthn | DeviceClass::Duo => {
-            &Unavailable
-        }
+        DeviceClass::Duo => &Duo,
+        DeviceClass::Totp | DeviceClass::Static | DeviceClass::Webauthn => &Unavailable,
     }
 }
 
