@@ -64,6 +64,21 @@ pub(crate) enum Command {
     },
     /// Re-read the session signing keys from disk (after `keys rotate`).
     KeysReload,
+    /// Issue a fresh set of recovery codes for a user who lost every factor, replacing any
+    /// earlier set; the reply carries the codes (shown once).
+    UserRecoveryCodes {
+        /// The user.
+        username: String,
+        /// The recovery-code setup stage the set counts as enrolled by (its name under
+        /// `[stages]`), or `cli` when the config has none.
+        stage: String,
+        /// What the user sees for the set ("Recovery codes").
+        name: String,
+        /// Codes in the set.
+        count: u32,
+        /// Characters per code.
+        length: u32,
+    },
 }
 
 /// A user as shown to an operator: everything but the hash.
@@ -297,6 +312,32 @@ impl Admin {
             }
             Command::UserRemove { username } => self.user_remove(&username),
             Command::KeysReload => self.keys_reload(),
+            Command::UserRecoveryCodes {
+                username,
+                stage,
+                name,
+                count,
+                length,
+            } => {
+                let user = self.existing(&username)?;
+                let key = self.store.secret(crate::flow::recovery::HASH_SECRET)?;
+                let (device, codes) = crate::flow::recovery::issue(
+                    &key,
+                    &user.username,
+                    &name,
+                    &stage,
+                    count,
+                    length,
+                    crate::clock::now(),
+                );
+                self.store.put_device(&device)?;
+                tracing::info!(user = %user.username, count, outcome = "issued", "recovery codes issued by an operator");
+                Ok(ok(format!(
+                    "new recovery codes for {} (any earlier set no longer works); give them to the user, they are not shown again:\n{}",
+                    user.username,
+                    codes.join("\n")
+                )))
+            }
         }
     }
 

@@ -99,6 +99,12 @@ pub(crate) enum UserCmd {
     Remove {
         username: String,
     },
+    /// Issue a fresh set of recovery codes for a user who lost every factor (printed once;
+    /// any earlier set stops working). Count and length follow the config's first
+    /// `authenticator_static` stage (10 codes of 12 characters without one).
+    RecoveryCodes {
+        username: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -207,7 +213,7 @@ pub fn run(cli: Cli, inherited: InheritedListeners) -> ExitCode {
             if let Err(e) = database_for(&config, &cmd) {
                 return fail(&e);
             }
-            match user_command(cmd) {
+            match user_command(&config, cmd) {
                 Ok(cmd) => admin_command(&config, cmd),
                 Err(e) => fail(&e),
             }
@@ -272,7 +278,7 @@ fn fail(msg: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn user_command(cmd: UserCmd) -> Result<Command, String> {
+fn user_command(config: &Config, cmd: UserCmd) -> Result<Command, String> {
     Ok(match cmd {
         UserCmd::Add {
             username,
@@ -297,6 +303,28 @@ fn user_command(cmd: UserCmd) -> Result<Command, String> {
         UserCmd::Disable { username } => Command::UserDisable { username },
         UserCmd::Enable { username } => Command::UserEnable { username },
         UserCmd::Remove { username } => Command::UserRemove { username },
+        UserCmd::RecoveryCodes { username } => {
+            let stage = config.stages.iter().find_map(|(name, st)| match st {
+                crate::config::StageConfig::AuthenticatorStatic(s) => Some((name, s)),
+                _ => None,
+            });
+            match stage {
+                Some((stage, s)) => Command::UserRecoveryCodes {
+                    username,
+                    stage: stage.clone(),
+                    name: s.friendly_name.clone(),
+                    count: s.token_count,
+                    length: s.token_length,
+                },
+                None => Command::UserRecoveryCodes {
+                    username,
+                    stage: "cli".into(),
+                    name: "Recovery codes".into(),
+                    count: 10,
+                    length: 12,
+                },
+            }
+        }
     })
 }
 

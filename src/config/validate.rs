@@ -55,6 +55,7 @@ fn resolve_paths(raw: &mut RawConfig, base: &Path) {
         }
     };
     fix(&mut raw.storage.path);
+    fix_opt(&mut raw.storage.device_key_path);
     fix_opt(&mut raw.session.keys_path);
     fix_opt(&mut raw.admin.socket);
     fix_opt(&mut raw.ui.templates);
@@ -164,7 +165,17 @@ fn storage(raw: &RawConfig) -> StorageConfig {
         .as_ref()
         .map(PathBuf::from)
         .unwrap_or_else(|| data_dir.join("keys.json"));
-    StorageConfig { path, keys_path }
+    let device_key_path = raw
+        .storage
+        .device_key_path
+        .as_ref()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| data_dir.join("device-key.json"));
+    StorageConfig {
+        path,
+        keys_path,
+        device_key_path,
+    }
 }
 
 fn session(raw: &super::raw::RawSession) -> Checked<SessionConfig> {
@@ -366,6 +377,12 @@ fn stage(
         }
         RawStage::Prompt(raw) => {
             StageConfig::Prompt(Box::new(super::sms::prompt_stage(name, &raw, policies)?))
+        }
+        RawStage::AuthenticatorTotp(raw) => {
+            StageConfig::AuthenticatorTotp(super::strong::totp_stage(name, &raw)?)
+        }
+        RawStage::AuthenticatorStatic(raw) => {
+            StageConfig::AuthenticatorStatic(super::strong::static_stage(name, &raw)?)
         }
         RawStage::AuthenticatorValidate(raw) => {
             StageConfig::AuthenticatorValidate(Box::new(super::email::validate_stage(name, &raw)?))

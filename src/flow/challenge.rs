@@ -102,6 +102,24 @@ pub struct Challenge {
     /// pick one from the component.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
+    /// An authenticator app being set up: its secret, URL and QR code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub totp: Option<TotpEnrolment>,
+    /// Recovery codes shown once, while the user saves them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub recovery_codes: Vec<String>,
+}
+
+/// What an authenticator app needs to be set up.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TotpEnrolment {
+    /// The secret, base32 without padding, for typing in.
+    pub secret: String,
+    /// The `otpauth://totp/...` URL the QR code carries.
+    pub otpauth_url: String,
+    /// The QR code as an inline `<svg>` element, made by the gateway (HTML face only).
+    #[serde(skip)]
+    pub qr_svg: String,
 }
 
 /// A button besides the main submit.
@@ -124,6 +142,8 @@ impl Challenge {
             actions: Vec::new(),
             poll: None,
             title: None,
+            totp: None,
+            recovery_codes: Vec::new(),
         }
     }
 

@@ -6,6 +6,8 @@
 use super::code::CodeState;
 use super::stages::authenticator_email::EmailState;
 use super::stages::authenticator_sms::SmsState;
+use super::stages::authenticator_static::StaticState;
+use super::stages::authenticator_totp::TotpState;
 use super::stages::authenticator_validate::ValidateState;
 use super::stages::identification::IdentificationState;
 use super::stages::password::PasswordState;
@@ -23,6 +25,8 @@ pub(crate) enum StageState {
     AuthenticatorEmail(EmailState),
     AuthenticatorSms(SmsState),
     AuthenticatorValidate(ValidateState),
+    AuthenticatorTotp(TotpState),
+    AuthenticatorStatic(StaticState),
 }
 
 impl StageState {
@@ -35,6 +39,8 @@ impl StageState {
             StageState::AuthenticatorEmail(_) => StageKind::AuthenticatorEmail,
             StageState::AuthenticatorSms(_) => StageKind::AuthenticatorSms,
             StageState::AuthenticatorValidate(_) => StageKind::AuthenticatorValidate,
+            StageState::AuthenticatorTotp(_) => StageKind::AuthenticatorTotp,
+            StageState::AuthenticatorStatic(_) => StageKind::AuthenticatorStatic,
         }
     }
 
@@ -75,5 +81,7 @@ state_from!(
     PromptState => Prompt,
     EmailState => AuthenticatorEmail,
     SmsState => AuthenticatorSms,
-    ValidateState => AuthenticatorValidate
+    ValidateState => AuthenticatorValidate,
+    TotpState => AuthenticatorTotp,
+    StaticState => AuthenticatorStatic
 );

@@ -79,6 +79,8 @@ impl Factors {
             "password" => Factors::PASSWORD,
             "authenticator_email" => Factors::EMAIL,
             "authenticator_sms" => Factors::SMS,
+            "authenticator_totp" => Factors::TOTP,
+            "authenticator_static" => Factors::STATIC,
             _ => Factors::NONE,
         }
     }
@@ -109,6 +111,8 @@ impl Factors {
                 .fold(Factors::NONE, |acc, c| acc.with(Factors::of_class(*c))),
             StageConfig::AuthenticatorEmail(_) => Factors::EMAIL,
             StageConfig::AuthenticatorSms(_) => Factors::SMS,
+            StageConfig::AuthenticatorTotp(_) => Factors::TOTP,
+            StageConfig::AuthenticatorStatic(_) => Factors::STATIC,
             StageConfig::Identification { .. }
             | StageConfig::Prompt(_)
             | StageConfig::UserLogin { .. }

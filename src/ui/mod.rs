@@ -113,6 +113,8 @@ impl Ui {
             context! {
                 title, step_title => step_title(challenge, title), stage, challenge, csrf,
                 action, fields, submit, submit_label => submit_label(challenge),
+                // Markup the gateway made itself (flow::totp::qr_svg), never user input.
+                qr_svg => challenge.totp.as_ref().map(|t| minijinja::Value::from_safe_string(t.qr_svg.clone())),
             },
         )
     }

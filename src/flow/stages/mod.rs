@@ -2,6 +2,8 @@
 
 pub(crate) mod authenticator_email;
 pub(crate) mod authenticator_sms;
+pub(crate) mod authenticator_static;
+pub(crate) mod authenticator_totp;
 pub(crate) mod authenticator_validate;
 pub(crate) mod deny;
 pub(crate) mod identification;
@@ -27,6 +29,12 @@ pub(crate) fn build(cfg: &StageConfig, all: &BTreeMap<String, StageConfig>) -> A
             Arc::new(authenticator_sms::AuthenticatorSms { cfg: (**c).clone() })
         }
         StageConfig::Prompt(c) => Arc::new(prompt::Prompt { cfg: (**c).clone() }),
+        StageConfig::AuthenticatorTotp(c) => {
+            Arc::new(authenticator_totp::AuthenticatorTotp { cfg: c.clone() })
+        }
+        StageConfig::AuthenticatorStatic(c) => {
+            Arc::new(authenticator_static::AuthenticatorStatic { cfg: c.clone() })
+        }
         StageConfig::AuthenticatorValidate(c) => {
             let configure = c
                 .configuration_stages
@@ -70,6 +78,8 @@ fn setup_label(cfg: &StageConfig) -> String {
     match cfg {
         StageConfig::AuthenticatorEmail(e) => e.friendly_name.clone(),
         StageConfig::AuthenticatorSms(e) => e.friendly_name.clone(),
+        StageConfig::AuthenticatorTotp(e) => e.friendly_name.clone(),
+        StageConfig::AuthenticatorStatic(e) => e.friendly_name.clone(),
         other => other.kind().to_string(),
     }
 }

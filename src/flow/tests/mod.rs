@@ -9,5 +9,6 @@ mod plain;
 mod policies;
 mod rig;
 mod sms;
+mod strong;
 mod validate;
 mod validate_classes;

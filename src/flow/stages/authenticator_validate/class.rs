@@ -3,7 +3,9 @@
 //! was last validated, and records factors and `amr`; a class only says how one chosen device
 //! is asked and how an answer is judged.
 
+use super::recovery::Recovery;
 use super::sent::Sent;
+use super::totp::Totp;
 use crate::config::{OtpPolicy, ValidateStageConfig};
 use crate::flow::code::CodeState;
 use crate::flow::step::{Cx, Effect};
@@ -20,6 +22,15 @@ pub(crate) enum Pending {
     /// A code or link sent through the one code machine (email, SMS): the engine sends it and
     /// judges the typed code ([`Effect::SendCode`], [`Effect::CheckCode`]).
     Sent(CodeState),
+    /// A code the user reads off their own device or list (TOTP, recovery codes): nothing is
+    /// sent; the class judges it, counting wrong ones.
+    Typed(Typed),
+}
+
+/// Wrong codes typed at this device so far.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Typed {
+    pub(crate) attempts: u32,
 }
 
 impl Pending {
@@ -27,12 +38,14 @@ impl Pending {
     pub(crate) fn code(&self) -> Option<&CodeState> {
         match self {
             Pending::Sent(c) => Some(c),
+            Pending::Typed(_) => None,
         }
     }
 
     pub(crate) fn code_mut(&mut self) -> Option<&mut CodeState> {
         match self {
             Pending::Sent(c) => Some(c),
+            Pending::Typed(_) => None,
         }
     }
 
@@ -40,6 +53,7 @@ impl Pending {
     pub(crate) fn into_code(self) -> Option<CodeState> {
         match self {
             Pending::Sent(c) => Some(c),
+            Pending::Typed(_) => None,
         }
     }
 
@@ -49,6 +63,10 @@ impl Pending {
             Pending::Sent(c) => Spent {
                 sends: c.sends,
                 attempts: c.attempts,
+            },
+            Pending::Typed(t) => Spent {
+                sends: 0,
+                attempts: t.attempts,
             },
         }
     }
@@ -69,9 +87,8 @@ pub(crate) struct Spent {
 pub(crate) struct ClassCx<'a> {
     /// The step (execution, services, clock, stage name).
     pub(crate) cx: &'a Cx<'a>,
-    /// The validation stage's options.
-    // Read by classes that judge their own answers (attempt limits, user verification).
-    #[allow(dead_code)]
+    /// The validation stage's options (`webauthn_user_verification` for passkeys).
+    #[allow(dead_code)] // Read by the WebAuthn class, which lands on its own branch.
     pub(crate) cfg: &'a ValidateStageConfig,
     /// The one-time code policy for this device: the stage's own options over those of the
     /// setup stage that enrolled it.
@@ -83,9 +100,6 @@ pub(crate) struct ClassCx<'a> {
 }
 
 /// A class's verdict on a response.
-// `Proved` and `Cancel` come from classes that judge their own answers (TOTP, recovery codes,
-// WebAuthn, Duo); email and SMS codes are judged by the engine.
-#[allow(dead_code)]
 #[derive(Debug)]
 pub(crate) enum Answer {
     /// Keep waiting in `pending`, showing `errors`; the engine carries out `effects` first
@@ -101,6 +115,8 @@ pub(crate) enum Answer {
     Proved {
         effects: Vec<Effect>,
         methods: Vec<&'static str>,
+        /// Lines to show before the flow moves on (recovery codes left); empty moves on at once.
+        notice: Vec<String>,
     },
     /// The execution ends with this message (attempt limit reached).
     Cancel(String),
@@ -176,10 +192,10 @@ pub(crate) fn of(class: DeviceClass) -> &'static dyn Class {
     match class {
         DeviceClass::Email => &Sent::EMAIL,
         DeviceClass::Sms => &Sent::SMS,
+        DeviceClass::Totp => &Totp,
+        DeviceClass::Static => &Recovery,
         // Refused at config load until their stages exist (`DeviceClass::validated_here`).
-        DeviceClass::Totp | DeviceClass::Static | DeviceClass::Webauthn | DeviceClass::Duo => {
-            &Unavailable
-        }
+        DeviceClass::Webauthn | DeviceClass::Duo => &Unavailable,
     }
 }
 

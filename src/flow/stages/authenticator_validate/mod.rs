@@ -18,7 +18,15 @@
 //! here records the factor ([`Factors::of_class`]), the `amr` values, and account activation.
 
 mod class;
+mod recovery;
 mod sent;
+mod totp;
+mod typed;
+
+#[cfg(test)]
+pub(crate) use recovery::left_notice;
+#[cfg(test)]
+pub(crate) use totp::REPLAYED;
 
 use crate::config::{NotConfigured, OtpPolicy, StageConfig, ValidateStageConfig};
 use crate::flow::code::CodeState;
@@ -79,6 +87,8 @@ pub(crate) enum ValidateState {
         choices: Vec<DeviceChoice>,
         pending: Pending,
     },
+    /// Proved, with something to say first (recovery codes left): the next response moves on.
+    Noticed { lines: Vec<String> },
     /// No device yet and several setup stages offered: which one to run.
     PickingSetup,
     /// No device yet: the setup stage `stage` runs inline, in this state.
@@ -100,7 +110,9 @@ impl ValidateState {
         match self {
             ValidateState::Answering { pending, .. } => pending.code(),
             ValidateState::Enrolling { setup, .. } => setup.code(),
-            ValidateState::Choosing { .. } | ValidateState::PickingSetup => None,
+            ValidateState::Choosing { .. }
+            | ValidateState::PickingSetup
+            | ValidateState::Noticed { .. } => None,
         }
     }
 
@@ -108,7 +120,9 @@ impl ValidateState {
         match self {
             ValidateState::Answering { pending, .. } => pending.code_mut(),
             ValidateState::Enrolling { setup, .. } => setup.code_mut(),
-            ValidateState::Choosing { .. } | ValidateState::PickingSetup => None,
+            ValidateState::Choosing { .. }
+            | ValidateState::PickingSetup
+            | ValidateState::Noticed { .. } => None,
         }
     }
 }
@@ -289,16 +303,19 @@ impl AuthenticatorValidate {
             Answer::Proved {
                 mut effects,
                 methods,
+                notice,
             } => {
                 let Some(device) = device else {
                     // A decoy never proves anything; fail closed if a class said it did.
                     return Err(mismatch(cx));
                 };
                 effects.extend(self.proved(cx, device.class, methods)?);
-                Ok(Transition {
-                    next: Next::Pass,
-                    effects,
-                })
+                let next = if notice.is_empty() {
+                    Next::Pass
+                } else {
+                    Next::Stay(ValidateState::Noticed { lines: notice }.into(), Vec::new())
+                };
+                Ok(Transition { next, effects })
             }
             Answer::Cancel(message) => Ok(Transition::cancel(message)),
         }
@@ -481,6 +498,13 @@ impl Stage for AuthenticatorValidate {
                 }
                 Ok(c)
             }
+            ValidateState::Noticed { lines } => {
+                // A field, so the page has its Continue button beside "Start over".
+                let next = Field::new("continue", "hidden", "").value("yes");
+                let mut c = Challenge::new(self.kind().as_str(), vec![next]);
+                c.info.clone_from(lines);
+                Ok(c.titled("Signed in with a recovery code"))
+            }
             ValidateState::PickingSetup => {
                 let options = self
                     .configure
@@ -519,6 +543,8 @@ impl Stage for AuthenticatorValidate {
                 }
                 None => Err(mismatch(cx)),
             },
+            // Already proved (its effects carried out): any response moves on.
+            ValidateState::Noticed { .. } => Ok(Transition::pass()),
             ValidateState::PickingSetup => {
                 let picked = input.get("setup").and_then(|n| self.setup(n));
                 match picked {
