@@ -332,10 +332,12 @@ impl Admin {
                 );
                 self.store.put_device(&device)?;
                 tracing::info!(user = %user.username, count, outcome = "issued", "recovery codes issued by an operator");
+                // The codes first, one a line; the sentence after them takes the "(via ...)"
+                // the CLI appends.
                 Ok(ok(format!(
-                    "new recovery codes for {} (any earlier set no longer works); give them to the user, they are not shown again:\n{}",
+                    "{}\nnew recovery codes for {}: give them to the user, they are not shown again; any earlier set no longer works",
+                    codes.join("\n"),
                     user.username,
-                    codes.join("\n")
                 )))
             }
         }

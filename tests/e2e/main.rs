@@ -28,3 +28,4 @@ mod rules;
 mod session;
 mod socket_activation;
 mod start_over;
+mod strong;

@@ -451,6 +451,9 @@ async fn without_a_device_the_user_picks_the_app_or_recovery_codes() {
     let view = rig.post(&mut exec, &[("setup", "totp")]).await;
     assert_eq!(component(&view), "authenticator_totp");
     let secret = shown_secret(&view);
+    // As the next request finds it: the inline setup's state reads back from the store.
+    let mut exec = rig.reload(&exec).expect("stored");
+    assert_eq!(shown_secret(&rig.view(&mut exec).await), secret);
     let view = rig
         .post(&mut exec, &[("code", &code_at(&rig, &secret, 0, &SIX))])
         .await;

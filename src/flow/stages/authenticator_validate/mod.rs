@@ -91,9 +91,10 @@ pub(crate) enum ValidateState {
     Noticed { lines: Vec<String> },
     /// No device yet and several setup stages offered: which one to run.
     PickingSetup,
-    /// No device yet: the setup stage `stage` runs inline, in this state.
+    /// No device yet: the setup stage named `setup_stage` runs inline, in `setup`. (Not
+    /// `stage`: this record sits inside [`StageState`], whose tag is `stage`.)
     Enrolling {
-        stage: String,
+        setup_stage: String,
         setup: Box<StageState>,
     },
 }
@@ -381,7 +382,7 @@ impl AuthenticatorValidate {
         let next = match next {
             Next::Stay(state, errors) => Next::Stay(
                 ValidateState::Enrolling {
-                    stage: name.to_string(),
+                    setup_stage: name.to_string(),
                     setup: Box::new(state),
                 }
                 .into(),
@@ -426,8 +427,8 @@ impl Stage for AuthenticatorValidate {
     /// A validation state, and when it enrols inline, a state of the named setup stage.
     fn owns(&self, state: &StageState) -> bool {
         match state {
-            StageState::AuthenticatorValidate(ValidateState::Enrolling { stage, setup }) => {
-                self.setup(stage).is_some_and(|s| s.stage.owns(setup))
+            StageState::AuthenticatorValidate(ValidateState::Enrolling { setup_stage, setup }) => {
+                self.setup(setup_stage).is_some_and(|s| s.stage.owns(setup))
             }
             other => other.kind() == self.kind(),
         }
@@ -519,7 +520,7 @@ impl Stage for AuthenticatorValidate {
                 c.info.push(PICK_SETUP.into());
                 Ok(c.titled("Set up a second factor"))
             }
-            ValidateState::Enrolling { stage, setup } => match self.setup(stage) {
+            ValidateState::Enrolling { setup_stage, setup } => match self.setup(setup_stage) {
                 Some(s) => s.stage.challenge(&cx.named(&s.name), setup),
                 None => Err(mismatch(cx)),
             },
@@ -536,7 +537,7 @@ impl Stage for AuthenticatorValidate {
             return Err(mismatch(cx));
         };
         match state {
-            ValidateState::Enrolling { stage, setup } => match self.setup(&stage) {
+            ValidateState::Enrolling { setup_stage, setup } => match self.setup(&setup_stage) {
                 Some(s) => {
                     let t = s.stage.submit(&cx.named(&s.name), *setup, input).await?;
                     Ok(self.inline(&s.name, s.stage.as_ref(), t))
@@ -622,7 +623,7 @@ impl Stage for AuthenticatorValidate {
             ValidateState::Answering {
                 device: Some(id), ..
             } => self.validated(cx, id),
-            ValidateState::Enrolling { stage, setup } => match self.setup(stage) {
+            ValidateState::Enrolling { setup_stage, setup } => match self.setup(setup_stage) {
                 Some(s) => {
                     let mut effects = s.stage.verified(&cx.named(&s.name), setup).await?;
                     effects.push(Effect::Prove(Factors::of_kind(s.stage.kind().as_str())));
