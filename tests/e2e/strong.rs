@@ -220,3 +220,58 @@ async fn recovery_codes_from_the_cli_sign_in_once_each() {
         "old set gone"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_or_damaged_device_key_with_totp_devices_stops_the_gateway_naming_the_file() {
+    let mut gw = gateway().await;
+    let key_file = gw.db_path.parent().unwrap().join("device-key.json");
+    assert!(key_file.exists(), "created at the first start");
+    let b = gw.browser();
+    let v = signed_in_json(&b, "add-app").await;
+    let secret = v["secret"].as_str().unwrap().to_string();
+    let r = b
+        .post_json(&api("add-app"), &json!({ "code": code(&secret, 0) }))
+        .await;
+    assert_eq!(r.json()["component"], "redirect", "{}", r.describe());
+    gw.stop().await;
+
+    // The same config on a port of its own (the harness holds the gateway's listener).
+    let text = std::fs::read_to_string(&gw.config_path).unwrap();
+    let own = text.replace(
+        &format!("127.0.0.1:{}", gw.port),
+        &format!("127.0.0.1:{}", reserved_port()),
+    );
+    assert_ne!(own, text, "the listen address was replaced");
+    let other = gw.config_path.with_file_name("refusing.toml");
+    std::fs::write(&other, own).unwrap();
+
+    let kept = std::fs::read(&key_file).unwrap();
+    std::fs::remove_file(&key_file).unwrap();
+    let out = serve_must_refuse(&other);
+    assert!(
+        out.stderr.contains("device-key.json") && out.stderr.contains("missing"),
+        "{out:?}"
+    );
+    assert!(!key_file.exists(), "no new key replaces the lost one");
+
+    std::fs::write(&key_file, b"{\"key\": \"not a key\"}").unwrap();
+    let out = serve_must_refuse(&other);
+    assert!(
+        out.stderr.contains("device-key.json") && out.stderr.contains("damaged"),
+        "{out:?}"
+    );
+    assert!(
+        !out.stderr.contains("not a key"),
+        "never prints the file's content"
+    );
+
+    // Restored from the backup, the enrolled app works again.
+    std::fs::write(&key_file, kept).unwrap();
+    gw.start_again().await;
+    let b = gw.browser();
+    signed_in_json(&b, "strong").await;
+    let r = b
+        .post_json(&api("strong"), &json!({ "code": code(&secret, 1) }))
+        .await;
+    assert_eq!(r.json()["component"], "redirect", "{}", r.describe());
+}
