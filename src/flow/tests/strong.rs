@@ -523,3 +523,65 @@ fn setup_stage_keys_are_checked_and_named() {
         Rig::config(&format!("[stages.x]\n{ok}\n")).unwrap_or_else(|e| panic!("{ok}: {e}"));
     }
 }
+
+#[tokio::test]
+async fn another_users_recovery_code_and_mangled_ones_are_refused() {
+    let rig = rig();
+    rig.user("bob", None).await;
+    let (mut exec, view) = rig.signed_in_to("codes_setup", "bob").await;
+    let bobs = challenge(&view).recovery_codes.clone();
+    rig.post(&mut exec, &[("saved", "yes")]).await;
+    rig.user("alice", None).await;
+    let alices = issued_codes(&rig).await;
+    let first = &alices[0];
+    let attacks = [
+        bobs[0].clone(),
+        format!("{first}X"),
+        first[..11].to_string(),
+        format!("{first}\0"),
+        // One character off.
+        format!(
+            "{}{}",
+            &first[..11],
+            if first.ends_with('A') { 'B' } else { 'A' }
+        ),
+        String::new(),
+        " ".into(),
+    ];
+    for attack in attacks {
+        // Each try in a sign-in of its own, below the per-user limit.
+        rig.world
+            .store
+            .reset_counter("otp:typed:fails:user:alice")
+            .expect("store");
+        let (_, view) = with_recovery_code(&rig, &attack).await;
+        assert_eq!(challenge(&view).errors, [otp::WRONG_CODE], "{attack:?}");
+    }
+    // Spaces, dashes and lower case are how people copy codes: still the code.
+    let spaced = format!(
+        "{}-{} {}",
+        &first[..4],
+        &first[4..8],
+        first[8..].to_lowercase()
+    );
+    let (_, view) = with_recovery_code(&rig, &spaced).await;
+    assert_eq!(challenge(&view).info, left_notice(4));
+}
+
+#[tokio::test]
+async fn an_unknown_account_gets_the_same_code_page_and_never_passes() {
+    let rig = rig();
+    let secret = enrolled(&rig, "totp_setup", &SIX).await;
+    let (mut exec, _) = rig.start("strong").await;
+    rig.post(&mut exec, &[("uid", "nobody")]).await;
+    // The password stage stops an unknown name; reach the validation's decoy directly.
+    exec.stage = 2;
+    exec.state = None;
+    let view = rig.view(&mut exec).await;
+    assert_eq!(field_names(&view), ["code"]);
+    rig.world.clock.advance_secs(30);
+    let view = rig
+        .post(&mut exec, &[("code", &code_at(&rig, &secret, 0, &SIX))])
+        .await;
+    assert_eq!(challenge(&view).errors, [otp::WRONG_CODE]);
+}
