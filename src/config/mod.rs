@@ -908,9 +908,11 @@ auth_password = "{}"
             env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
         )
         .expect("the config with every secret loads");
+        // The example's own stages (identify, password, login, and the strong flow's
+        // mfa_strong, authenticator_app, recovery_codes) plus the four added above.
         assert_eq!(
             c.stages.len(),
-            7,
+            10,
             "every secret-holding stage is in the Config"
         );
         let printed = format!("{c:?}");
