@@ -35,6 +35,9 @@ pub enum AppError {
     /// The signing keys could not be loaded or created.
     #[error(transparent)]
     Session(#[from] SessionError),
+    /// The device key (TOTP secrets' seal) could not be loaded or created.
+    #[error(transparent)]
+    DeviceKey(#[from] crate::device_key::DeviceKeyError),
     /// The password hashing pool could not be set up with the configured parameters.
     #[error(transparent)]
     Password(#[from] PasswordError),
@@ -142,6 +145,7 @@ impl Parts {
                 policies: Arc::new(
                     crate::policy::Evaluator::default().with_geoip(config.geoip.clone()),
                 ),
+                device_key: Arc::new(device_key(&config, store.as_ref())?),
             },
         ));
         let ui = Arc::new(Ui::new(&config.ui));
@@ -174,7 +178,31 @@ pub fn check(config: &Config) -> Result<(), AppError> {
     )?;
     crate::session::KeyFile::check_existing(&config.storage.keys_path)
         .map_err(SessionError::from)?;
+    crate::device_key::DeviceKey::check_existing(&config.storage.device_key_path)?;
     Ok(())
+}
+
+/// The device key, created on first start. A missing file while sealed TOTP devices exist is
+/// an error naming it (see [`crate::device_key`]), so it is counted first.
+fn device_key(
+    config: &Config,
+    store: &dyn Store,
+) -> Result<crate::device_key::DeviceKey, AppError> {
+    let path = &config.storage.device_key_path;
+    let sealed = if path.exists() {
+        0
+    } else {
+        let mut n = 0;
+        for user in store.users()? {
+            n += store
+                .devices(&user.username)?
+                .iter()
+                .filter(|d| d.class == crate::store::DeviceClass::Totp)
+                .count();
+        }
+        n
+    };
+    Ok(crate::device_key::DeviceKey::load_or_create(path, sealed)?)
 }
 
 /// One SMTP channel per email setup stage: its own connection or the global one.

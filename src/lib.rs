@@ -25,6 +25,7 @@ pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod device_key;
 pub mod flow;
 pub mod forward_auth;
 pub(crate) mod forwarded;

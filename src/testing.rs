@@ -235,6 +235,7 @@ impl TestWorld {
             templates: Arc::new(MessageTemplates::new(None)),
             site_title: "Portcullis".into(),
             policies: Arc::new(crate::policy::Evaluator::default()),
+            device_key: Arc::new(crate::device_key::DeviceKey::generate()),
         };
         Self {
             services,

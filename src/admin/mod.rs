@@ -76,6 +76,21 @@ pub(crate) enum Command {
     },
     /// Re-read the session signing keys from disk (after `keys rotate`).
     KeysReload,
+    /// Issue a fresh set of recovery codes for a user who lost every factor, replacing any
+    /// earlier set; the reply carries the codes (shown once).
+    UserRecoveryCodes {
+        /// The user.
+        username: String,
+        /// The recovery-code setup stage the set counts as enrolled by (its name under
+        /// `[stages]`), or `cli` when the config has none.
+        stage: String,
+        /// What the user sees for the set ("Recovery codes").
+        name: String,
+        /// Codes in the set.
+        count: u32,
+        /// Characters per code.
+        length: u32,
+    },
 }
 
 /// A device as shown to an operator: never its secret material, and its address masked as the
@@ -350,6 +365,34 @@ impl Admin {
             Command::UserDevices { username } => self.user_devices(&username),
             Command::UserDeviceRemove { username, id } => self.user_device_remove(&username, &id),
             Command::KeysReload => self.keys_reload(),
+            Command::UserRecoveryCodes {
+                username,
+                stage,
+                name,
+                count,
+                length,
+            } => {
+                let user = self.existing(&username)?;
+                let key = self.store.secret(crate::flow::recovery::HASH_SECRET)?;
+                let (device, codes) = crate::flow::recovery::issue(
+                    &key,
+                    &user.username,
+                    &name,
+                    &stage,
+                    count,
+                    length,
+                    crate::clock::now(),
+                );
+                self.store.put_device(&device)?;
+                tracing::info!(user = %user.username, count, outcome = "issued", "recovery codes issued by an operator");
+                // The codes first, one a line; the sentence after them takes the "(via ...)"
+                // the CLI appends.
+                Ok(ok(format!(
+                    "{}\nnew recovery codes for {}: give them to the user, they are not shown again; any earlier set no longer works",
+                    codes.join("\n"),
+                    user.username,
+                )))
+            }
         }
     }
 

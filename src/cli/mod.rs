@@ -108,6 +108,12 @@ pub(crate) enum UserCmd {
         username: String,
         id: String,
     },
+    /// Issue a fresh set of recovery codes for a user who lost every factor (printed once;
+    /// any earlier set stops working). Count and length follow the config's first
+    /// `authenticator_static` stage (10 codes of 12 characters without one).
+    RecoveryCodes {
+        username: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -216,7 +222,7 @@ pub fn run(cli: Cli, inherited: InheritedListeners) -> ExitCode {
             if let Err(e) = database_for(&config, &cmd) {
                 return fail(&e);
             }
-            match user_command(cmd) {
+            match user_command(&config, cmd) {
                 Ok(cmd) => admin_command(&config, cmd),
                 Err(e) => fail(&e),
             }
@@ -281,7 +287,7 @@ fn fail(msg: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn user_command(cmd: UserCmd) -> Result<Command, String> {
+fn user_command(config: &Config, cmd: UserCmd) -> Result<Command, String> {
     Ok(match cmd {
         UserCmd::Add {
             username,
@@ -308,6 +314,28 @@ fn user_command(cmd: UserCmd) -> Result<Command, String> {
         UserCmd::Remove { username } => Command::UserRemove { username },
         UserCmd::Devices { username } => Command::UserDevices { username },
         UserCmd::DeviceRemove { username, id } => Command::UserDeviceRemove { username, id },
+        UserCmd::RecoveryCodes { username } => {
+            let stage = config.stages.iter().find_map(|(name, st)| match st {
+                crate::config::StageConfig::AuthenticatorStatic(s) => Some((name, s)),
+                _ => None,
+            });
+            match stage {
+                Some((stage, s)) => Command::UserRecoveryCodes {
+                    username,
+                    stage: stage.clone(),
+                    name: s.friendly_name.clone(),
+                    count: s.token_count,
+                    length: s.token_length,
+                },
+                None => Command::UserRecoveryCodes {
+                    username,
+                    stage: "cli".into(),
+                    name: "Recovery codes".into(),
+                    count: 10,
+                    length: 12,
+                },
+            }
+        }
     })
 }
 

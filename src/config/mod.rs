@@ -13,6 +13,7 @@ mod raw;
 mod rules;
 mod server;
 mod sms;
+mod strong;
 mod ui;
 mod validate;
 
@@ -25,6 +26,7 @@ pub use rules::{
     AccessRules, DomainMatch, Networks, Policy, QueryMatch, QueryOp, Resources, Rule, RuleInput,
     Subject,
 };
+pub use strong::{TotpAlgorithm, TotpParams};
 pub use ui::{FooterLink, Logo, Rgb};
 
 pub use delivery::{DeviceClass, GenericAuth, Mailbox, SmsProvider, SmtpSecurity, SmtpSettings};
@@ -135,6 +137,9 @@ pub struct StorageConfig {
     pub path: PathBuf,
     /// The signing keys file (mode 0600), next to the database unless configured.
     pub keys_path: PathBuf,
+    /// The device key file (mode 0600): device secrets (TOTP keys) are sealed under it, apart
+    /// from the session keys. Next to the database unless `[storage] device_key_path` says.
+    pub device_key_path: PathBuf,
 }
 
 /// `[session]`: the session cookie.
@@ -464,6 +469,34 @@ pub enum StageConfig {
     AuthenticatorDuo(Box<DuoStageConfig>),
     /// Asks for fields.
     Prompt(Box<PromptStageConfig>),
+    /// Enrols an authenticator app (TOTP).
+    AuthenticatorTotp(TotpStageConfig),
+    /// Issues a set of recovery codes.
+    AuthenticatorStatic(StaticStageConfig),
+}
+
+/// An `authenticator_totp` stage: enrols an authenticator app by one valid code.
+#[derive(Debug, Clone)]
+pub struct TotpStageConfig {
+    /// What users see for this kind of authenticator ("Authenticator app").
+    pub friendly_name: String,
+    /// The flow (by slug) where users add or change this factor.
+    pub configure_flow: Option<String>,
+    /// How the device's codes are made: `digits` 6 or 8, `period` 30 s, `algorithm`.
+    pub params: TotpParams,
+}
+
+/// An `authenticator_static` stage: issues `token_count` recovery codes of `token_length`.
+#[derive(Debug, Clone)]
+pub struct StaticStageConfig {
+    /// What users see for this kind of authenticator ("Recovery codes").
+    pub friendly_name: String,
+    /// The flow (by slug) where users add or change this factor.
+    pub configure_flow: Option<String>,
+    /// Codes per set (default 10).
+    pub token_count: u32,
+    /// Characters per code (default 12).
+    pub token_length: u32,
 }
 
 /// Limits against SMS pumping (toll fraud) and code guessing. Counted in the store, so they
@@ -557,6 +590,8 @@ impl StageConfig {
             StageConfig::AuthenticatorSms(_) => "authenticator_sms",
             StageConfig::AuthenticatorDuo(_) => "authenticator_duo",
             StageConfig::Prompt(_) => "prompt",
+            StageConfig::AuthenticatorTotp(_) => "authenticator_totp",
+            StageConfig::AuthenticatorStatic(_) => "authenticator_static",
         }
     }
 
@@ -567,6 +602,8 @@ impl StageConfig {
             StageConfig::AuthenticatorEmail(_) => Some(DeviceClass::Email),
             StageConfig::AuthenticatorSms(_) => Some(DeviceClass::Sms),
             StageConfig::AuthenticatorDuo(_) => Some(DeviceClass::Duo),
+            StageConfig::AuthenticatorTotp(_) => Some(DeviceClass::Totp),
+            StageConfig::AuthenticatorStatic(_) => Some(DeviceClass::Static),
             StageConfig::Identification { .. }
             | StageConfig::Password { .. }
             | StageConfig::UserLogin { .. }
@@ -883,9 +920,11 @@ auth_password = "{}"
             env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
         )
         .expect("the config with every secret loads");
+        // The example's own stages (identify, password, login, and the strong flow's
+        // mfa_strong, authenticator_app, recovery_codes) plus the four added above.
         assert_eq!(
             c.stages.len(),
-            7,
+            10,
             "every secret-holding stage is in the Config"
         );
         let printed = format!("{c:?}");

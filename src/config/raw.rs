@@ -111,12 +111,16 @@ fn default_listen() -> Vec<String> {
 pub(super) struct RawStorage {
     #[serde(default = "default_storage_path")]
     pub path: String,
+    /// The key device secrets (TOTP) are sealed under; next to the database by default.
+    #[serde(default)]
+    pub device_key_path: Option<String>,
 }
 
 impl Default for RawStorage {
     fn default() -> Self {
         Self {
             path: default_storage_path(),
+            device_key_path: None,
         }
     }
 }
@@ -271,6 +275,29 @@ pub(super) enum RawStage {
     AuthenticatorSms(Box<RawSmsStage>),
     AuthenticatorDuo(Box<RawDuoStage>),
     Prompt(Box<RawPromptStage>),
+    AuthenticatorTotp(RawTotpStage),
+    AuthenticatorStatic(RawStaticStage),
+}
+
+/// authentik's TOTP setup stage.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTotpStage {
+    pub friendly_name: Option<String>,
+    pub configure_flow: Option<String>,
+    pub digits: Option<u32>,
+    pub period: Option<u64>,
+    pub algorithm: Option<String>,
+}
+
+/// authentik's static (recovery code) setup stage.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStaticStage {
+    pub friendly_name: Option<String>,
+    pub configure_flow: Option<String>,
+    pub token_count: Option<u32>,
+    pub token_length: Option<u32>,
 }
 
 /// `kind = "authenticator_duo"`: Duo's Auth API (authentik's option names).

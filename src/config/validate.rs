@@ -58,6 +58,7 @@ fn resolve_paths(raw: &mut RawConfig, base: &Path) {
     if let Some(g) = raw.geoip.as_mut() {
         fix(&mut g.database);
     }
+    fix_opt(&mut raw.storage.device_key_path);
     fix_opt(&mut raw.session.keys_path);
     fix_opt(&mut raw.admin.socket);
     fix_opt(&mut raw.ui.templates);
@@ -174,7 +175,17 @@ fn storage(raw: &RawConfig) -> StorageConfig {
         .as_ref()
         .map(PathBuf::from)
         .unwrap_or_else(|| data_dir.join("keys.json"));
-    StorageConfig { path, keys_path }
+    let device_key_path = raw
+        .storage
+        .device_key_path
+        .as_ref()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| data_dir.join("device-key.json"));
+    StorageConfig {
+        path,
+        keys_path,
+        device_key_path,
+    }
 }
 
 fn session(raw: &super::raw::RawSession) -> Checked<SessionConfig> {
@@ -379,6 +390,12 @@ fn stage(
         }
         RawStage::Prompt(raw) => {
             StageConfig::Prompt(Box::new(super::sms::prompt_stage(name, &raw, policies)?))
+        }
+        RawStage::AuthenticatorTotp(raw) => {
+            StageConfig::AuthenticatorTotp(super::strong::totp_stage(name, &raw)?)
+        }
+        RawStage::AuthenticatorStatic(raw) => {
+            StageConfig::AuthenticatorStatic(super::strong::static_stage(name, &raw)?)
         }
         RawStage::AuthenticatorValidate(raw) => {
             StageConfig::AuthenticatorValidate(Box::new(super::email::validate_stage(name, &raw)?))

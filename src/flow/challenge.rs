@@ -109,6 +109,12 @@ pub struct Challenge {
     /// A link the page offers besides its buttons (an activation page to open on the phone).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub link: Option<Link>,
+    /// An authenticator app being set up: its secret and URL (`qr` carries the URL too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub totp: Option<TotpEnrolment>,
+    /// Recovery codes shown once, while the user saves them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub recovery_codes: Vec<String>,
 }
 
 /// A link a challenge offers.
@@ -118,6 +124,15 @@ pub struct Link {
     pub href: String,
     /// Its text.
     pub label: String,
+}
+
+/// What an authenticator app needs to be set up.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TotpEnrolment {
+    /// The secret, base32 without padding, for typing in.
+    pub secret: String,
+    /// The `otpauth://totp/...` URL the QR code carries.
+    pub otpauth_url: String,
 }
 
 /// A button besides the main submit.
@@ -142,6 +157,8 @@ impl Challenge {
             title: None,
             qr: None,
             link: None,
+            totp: None,
+            recovery_codes: Vec::new(),
         }
     }
 

@@ -26,10 +26,14 @@ pub enum StageKind {
     Deny,
     /// Ends the flow with a session.
     UserLogin,
+    /// Enrols an authenticator app (TOTP) by one valid code.
+    AuthenticatorTotp,
+    /// Issues a set of recovery codes.
+    AuthenticatorStatic,
 }
 
 /// Every kind, for parsing and tests.
-const ALL: [StageKind; 9] = [
+const ALL: [StageKind; 11] = [
     StageKind::Identification,
     StageKind::Password,
     StageKind::Prompt,
@@ -39,6 +43,8 @@ const ALL: [StageKind; 9] = [
     StageKind::AuthenticatorValidate,
     StageKind::Deny,
     StageKind::UserLogin,
+    StageKind::AuthenticatorTotp,
+    StageKind::AuthenticatorStatic,
 ];
 
 impl StageKind {
@@ -54,6 +60,8 @@ impl StageKind {
             StageKind::AuthenticatorValidate => "authenticator_validate",
             StageKind::Deny => "deny",
             StageKind::UserLogin => "user_login",
+            StageKind::AuthenticatorTotp => "authenticator_totp",
+            StageKind::AuthenticatorStatic => "authenticator_static",
         }
     }
 
@@ -64,7 +72,9 @@ impl StageKind {
 
     /// Whether passing a stage of this kind proves who the user is: a password, or a code sent
     /// to a destination the account already had (or that was enrolled only after one of these).
-    /// Identification, prompts and skips prove nothing.
+    /// Identification, prompts and skips prove nothing; nor do the TOTP and recovery-code
+    /// setup stages, which only run once the user proved who they are (they make a new secret
+    /// rather than check one the account had).
     pub fn authenticates(self) -> bool {
         matches!(
             self,

@@ -21,14 +21,16 @@ mod kind;
 pub mod otp;
 pub(crate) mod phone;
 pub(crate) mod policy;
+pub(crate) mod recovery;
 mod stage;
 pub(crate) mod stages;
 mod state;
 mod step;
 #[cfg(test)]
 mod tests;
+pub mod totp;
 
-pub use challenge::{Action, Challenge, Choice, Field, Link};
+pub use challenge::{Action, Challenge, Choice, Field, Link, TotpEnrolment};
 pub use engine::{Caller, Engine, FlowPlan, Login, Step, View};
 pub use error::FlowError;
 pub use execution::{Carried, Execution, EXPIRED};

@@ -39,6 +39,8 @@ pub struct Services {
     pub site_title: String,
     /// Judges the policies bound to flows and stages.
     pub policies: Arc<dyn crate::policy::Judge>,
+    /// Seals device secrets (TOTP keys) at rest, apart from the session keys.
+    pub device_key: Arc<crate::device_key::DeviceKey>,
 }
 
 /// How to reach a phone: a provider plus the limits that protect it from pumping.

@@ -7,6 +7,8 @@ use super::code::CodeState;
 use super::stages::authenticator_duo::DuoSetupState;
 use super::stages::authenticator_email::EmailState;
 use super::stages::authenticator_sms::SmsState;
+use super::stages::authenticator_static::StaticState;
+use super::stages::authenticator_totp::TotpState;
 use super::stages::authenticator_validate::ValidateState;
 use super::stages::identification::IdentificationState;
 use super::stages::password::PasswordState;
@@ -25,6 +27,8 @@ pub(crate) enum StageState {
     AuthenticatorSms(SmsState),
     AuthenticatorDuo(DuoSetupState),
     AuthenticatorValidate(ValidateState),
+    AuthenticatorTotp(TotpState),
+    AuthenticatorStatic(StaticState),
 }
 
 impl StageState {
@@ -38,6 +42,8 @@ impl StageState {
             StageState::AuthenticatorSms(_) => StageKind::AuthenticatorSms,
             StageState::AuthenticatorDuo(_) => StageKind::AuthenticatorDuo,
             StageState::AuthenticatorValidate(_) => StageKind::AuthenticatorValidate,
+            StageState::AuthenticatorTotp(_) => StageKind::AuthenticatorTotp,
+            StageState::AuthenticatorStatic(_) => StageKind::AuthenticatorStatic,
         }
     }
 
@@ -79,5 +85,7 @@ state_from!(
     EmailState => AuthenticatorEmail,
     SmsState => AuthenticatorSms,
     DuoSetupState => AuthenticatorDuo,
-    ValidateState => AuthenticatorValidate
+    ValidateState => AuthenticatorValidate,
+    TotpState => AuthenticatorTotp,
+    StaticState => AuthenticatorStatic
 );

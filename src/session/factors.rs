@@ -80,6 +80,8 @@ impl Factors {
             "authenticator_email" => Factors::EMAIL,
             "authenticator_sms" => Factors::SMS,
             "authenticator_duo" => Factors::DUO,
+            "authenticator_totp" => Factors::TOTP,
+            "authenticator_static" => Factors::STATIC,
             _ => Factors::NONE,
         }
     }
@@ -111,6 +113,8 @@ impl Factors {
             StageConfig::AuthenticatorEmail(_) => Factors::EMAIL,
             StageConfig::AuthenticatorSms(_) => Factors::SMS,
             StageConfig::AuthenticatorDuo(_) => Factors::DUO,
+            StageConfig::AuthenticatorTotp(_) => Factors::TOTP,
+            StageConfig::AuthenticatorStatic(_) => Factors::STATIC,
             StageConfig::Identification { .. }
             | StageConfig::Prompt(_)
             | StageConfig::UserLogin { .. }

@@ -29,6 +29,13 @@ pub fn challenge_json(flow: &str, flow_title: &str, stage: &str, c: &Challenge) 
     if let Some(l) = &c.link {
         v["link"] = json!(l);
     }
+    if let Some(t) = &c.totp {
+        v["secret"] = json!(t.secret);
+        v["otpauth_url"] = json!(t.otpauth_url);
+    }
+    if !c.recovery_codes.is_empty() {
+        v["recovery_codes"] = json!(c.recovery_codes);
+    }
     v
 }
 

@@ -13,6 +13,7 @@ mod harness;
 
 mod chrome;
 mod pages;
+mod strong;
 
 #[path = "../forward_auth/support.rs"]
 mod support;

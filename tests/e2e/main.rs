@@ -33,3 +33,4 @@ mod rules;
 mod session;
 mod socket_activation;
 mod start_over;
+mod strong;

@@ -3,6 +3,8 @@
 pub(crate) mod authenticator_duo;
 pub(crate) mod authenticator_email;
 pub(crate) mod authenticator_sms;
+pub(crate) mod authenticator_static;
+pub(crate) mod authenticator_totp;
 pub(crate) mod authenticator_validate;
 pub(crate) mod deny;
 pub(crate) mod identification;
@@ -31,6 +33,12 @@ pub(crate) fn build(cfg: &StageConfig, all: &BTreeMap<String, StageConfig>) -> A
             Arc::new(authenticator_duo::AuthenticatorDuo { cfg: (**c).clone() })
         }
         StageConfig::Prompt(c) => Arc::new(prompt::Prompt { cfg: (**c).clone() }),
+        StageConfig::AuthenticatorTotp(c) => {
+            Arc::new(authenticator_totp::AuthenticatorTotp { cfg: c.clone() })
+        }
+        StageConfig::AuthenticatorStatic(c) => {
+            Arc::new(authenticator_static::AuthenticatorStatic { cfg: c.clone() })
+        }
         StageConfig::AuthenticatorValidate(c) => {
             let configure = c
                 .configuration_stages
@@ -75,6 +83,8 @@ fn setup_label(cfg: &StageConfig) -> String {
         StageConfig::AuthenticatorEmail(e) => e.friendly_name.clone(),
         StageConfig::AuthenticatorSms(e) => e.friendly_name.clone(),
         StageConfig::AuthenticatorDuo(e) => e.friendly_name.clone(),
+        StageConfig::AuthenticatorTotp(e) => e.friendly_name.clone(),
+        StageConfig::AuthenticatorStatic(e) => e.friendly_name.clone(),
         other => other.kind().to_string(),
     }
 }

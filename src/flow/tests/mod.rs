@@ -10,5 +10,6 @@ mod plain;
 mod policies;
 mod rig;
 mod sms;
+mod strong;
 mod validate;
 mod validate_classes;

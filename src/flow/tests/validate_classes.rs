@@ -141,6 +141,7 @@ async fn without_a_device_the_user_chooses_which_setup_stage_runs() {
     assert_eq!(challenge(&view).errors, [PICK_SETUP]);
     let view = rig.post(&mut exec, &[("setup", "sms")]).await;
     assert_eq!(component(&view), "authenticator_sms");
+    let mut exec = rig.reload(&exec).expect("the inline setup reads back");
     let view = rig.post(&mut exec, &[("phone", "+41791234567")]).await;
     assert_eq!(field_names(&view), ["code"]);
     let view = rig.post(&mut exec, &[("code", &rig.texted_code())]).await;

@@ -4,7 +4,9 @@
 //! is asked and how an answer is judged.
 
 use super::duo::Duo;
+use super::recovery::Recovery;
 use super::sent::Sent;
+use super::totp::Totp;
 use crate::config::{DuoApi, OtpPolicy, ValidateStageConfig};
 use crate::flow::code::CodeState;
 use crate::flow::duo::DuoAsk;
@@ -25,6 +27,15 @@ pub(crate) enum Pending {
     Sent(CodeState),
     /// A Duo push or passcode, judged by Duo ([`crate::flow::duo`]).
     Duo(DuoAsk),
+    /// A code the user reads off their own device or list (TOTP, recovery codes): nothing is
+    /// sent; the class judges it, counting wrong ones.
+    Typed(Typed),
+}
+
+/// Wrong codes typed at this device so far.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Typed {
+    pub(crate) attempts: u32,
 }
 
 impl Pending {
@@ -33,6 +44,7 @@ impl Pending {
         match self {
             Pending::Sent(c) => Some(c),
             Pending::Duo(_) => None,
+            Pending::Typed(_) => None,
         }
     }
 
@@ -40,6 +52,7 @@ impl Pending {
         match self {
             Pending::Sent(c) => Some(c),
             Pending::Duo(_) => None,
+            Pending::Typed(_) => None,
         }
     }
 
@@ -48,6 +61,7 @@ impl Pending {
         match self {
             Pending::Sent(c) => Some(c),
             Pending::Duo(_) => None,
+            Pending::Typed(_) => None,
         }
     }
 
@@ -61,6 +75,10 @@ impl Pending {
             Pending::Duo(ask) => Spent {
                 sends: ask.pushes(),
                 attempts: ask.attempts(),
+            },
+            Pending::Typed(t) => Spent {
+                sends: 0,
+                attempts: t.attempts,
             },
         }
     }
@@ -81,9 +99,8 @@ pub(crate) struct Spent {
 pub(crate) struct ClassCx<'a> {
     /// The step (execution, services, clock, stage name).
     pub(crate) cx: &'a Cx<'a>,
-    /// The validation stage's options.
-    // Read by classes that judge their own answers (attempt limits, user verification).
-    #[allow(dead_code)]
+    /// The validation stage's options (`webauthn_user_verification` for passkeys).
+    #[allow(dead_code)] // Read by the WebAuthn class, which lands on its own branch.
     pub(crate) cfg: &'a ValidateStageConfig,
     /// The one-time code policy for this device: the stage's own options over those of the
     /// setup stage that enrolled it.
@@ -98,9 +115,6 @@ pub(crate) struct ClassCx<'a> {
 }
 
 /// A class's verdict on a response.
-// `Proved` and `Cancel` come from classes that judge their own answers (TOTP, recovery codes,
-// WebAuthn, Duo); email and SMS codes are judged by the engine.
-#[allow(dead_code)]
 #[derive(Debug)]
 pub(crate) enum Answer {
     /// Keep waiting in `pending`, showing `errors`; the engine carries out `effects` first
@@ -116,6 +130,8 @@ pub(crate) enum Answer {
     Proved {
         effects: Vec<Effect>,
         methods: Vec<&'static str>,
+        /// Lines to show before the flow moves on (recovery codes left); empty moves on at once.
+        notice: Vec<String>,
     },
     /// The execution ends with this message (attempt limit reached).
     Cancel(String),
@@ -191,9 +207,11 @@ pub(crate) fn of(class: DeviceClass) -> &'static dyn Class {
     match class {
         DeviceClass::Email => &Sent::EMAIL,
         DeviceClass::Sms => &Sent::SMS,
-        // Refused at config load until their stages exist (`DeviceClass::validated_here`).
+        DeviceClass::Totp => &Totp,
+        DeviceClass::Static => &Recovery,
         DeviceClass::Duo => &Duo,
-        DeviceClass::Totp | DeviceClass::Static | DeviceClass::Webauthn => &Unavailable,
+        // Refused at config load until its stage exists (`DeviceClass::validated_here`).
+        DeviceClass::Webauthn => &Unavailable,
     }
 }
 

@@ -107,6 +107,7 @@ impl Class for Duo {
                         ..d.clone()
                     })],
                     methods: method.amr().to_vec(),
+                    notice: Vec::new(),
                 }
             }
         })

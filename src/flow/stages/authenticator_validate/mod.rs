@@ -19,7 +19,15 @@
 
 mod class;
 mod duo;
+mod recovery;
 mod sent;
+mod totp;
+mod typed;
+
+#[cfg(test)]
+pub(crate) use recovery::left_notice;
+#[cfg(test)]
+pub(crate) use totp::REPLAYED;
 
 use crate::config::{DuoApi, NotConfigured, OtpPolicy, StageConfig, ValidateStageConfig};
 use crate::flow::code::CodeState;
@@ -82,13 +90,14 @@ pub(crate) enum ValidateState {
         choices: Vec<DeviceChoice>,
         pending: Pending,
     },
+    /// Proved, with something to say first (recovery codes left): the next response moves on.
+    Noticed { lines: Vec<String> },
     /// No device yet and several setup stages offered: which one to run.
     PickingSetup,
-    /// No device yet: the setup stage `stage` runs inline, in this state.
+    /// No device yet: the setup stage named `setup_stage` runs inline, in `setup`. (Not
+    /// `stage`: this record sits inside [`StageState`], whose tag is `stage`.)
     Enrolling {
-        // Not `stage`: the enclosing `StageState` is tagged by a key of that name.
-        #[serde(rename = "setup_stage")]
-        stage: String,
+        setup_stage: String,
         setup: Box<StageState>,
     },
 }
@@ -105,7 +114,9 @@ impl ValidateState {
         match self {
             ValidateState::Answering { pending, .. } => pending.code(),
             ValidateState::Enrolling { setup, .. } => setup.code(),
-            ValidateState::Choosing { .. } | ValidateState::PickingSetup => None,
+            ValidateState::Choosing { .. }
+            | ValidateState::PickingSetup
+            | ValidateState::Noticed { .. } => None,
         }
     }
 
@@ -113,7 +124,9 @@ impl ValidateState {
         match self {
             ValidateState::Answering { pending, .. } => pending.code_mut(),
             ValidateState::Enrolling { setup, .. } => setup.code_mut(),
-            ValidateState::Choosing { .. } | ValidateState::PickingSetup => None,
+            ValidateState::Choosing { .. }
+            | ValidateState::PickingSetup
+            | ValidateState::Noticed { .. } => None,
         }
     }
 }
@@ -303,16 +316,19 @@ impl AuthenticatorValidate {
             Answer::Proved {
                 mut effects,
                 methods,
+                notice,
             } => {
                 let Some(device) = device else {
                     // A decoy never proves anything; fail closed if a class said it did.
                     return Err(mismatch(cx));
                 };
                 effects.extend(self.proved(cx, device.class, methods)?);
-                Ok(Transition {
-                    next: Next::Pass,
-                    effects,
-                })
+                let next = if notice.is_empty() {
+                    Next::Pass
+                } else {
+                    Next::Stay(ValidateState::Noticed { lines: notice }.into(), Vec::new())
+                };
+                Ok(Transition { next, effects })
             }
             Answer::Cancel(message) => Ok(Transition::cancel(message)),
         }
@@ -378,7 +394,7 @@ impl AuthenticatorValidate {
         let next = match next {
             Next::Stay(state, errors) => Next::Stay(
                 ValidateState::Enrolling {
-                    stage: name.to_string(),
+                    setup_stage: name.to_string(),
                     setup: Box::new(state),
                 }
                 .into(),
@@ -423,8 +439,8 @@ impl Stage for AuthenticatorValidate {
     /// A validation state, and when it enrols inline, a state of the named setup stage.
     fn owns(&self, state: &StageState) -> bool {
         match state {
-            StageState::AuthenticatorValidate(ValidateState::Enrolling { stage, setup }) => {
-                self.setup(stage).is_some_and(|s| s.stage.owns(setup))
+            StageState::AuthenticatorValidate(ValidateState::Enrolling { setup_stage, setup }) => {
+                self.setup(setup_stage).is_some_and(|s| s.stage.owns(setup))
             }
             other => other.kind() == self.kind(),
         }
@@ -495,6 +511,13 @@ impl Stage for AuthenticatorValidate {
                 }
                 Ok(c)
             }
+            ValidateState::Noticed { lines } => {
+                // A field, so the page has its Continue button beside "Start over".
+                let next = Field::new("continue", "hidden", "").value("yes");
+                let mut c = Challenge::new(self.kind().as_str(), vec![next]);
+                c.info.clone_from(lines);
+                Ok(c.titled("Signed in with a recovery code"))
+            }
             ValidateState::PickingSetup => {
                 let options = self
                     .configure
@@ -509,7 +532,7 @@ impl Stage for AuthenticatorValidate {
                 c.info.push(PICK_SETUP.into());
                 Ok(c.titled("Set up a second factor"))
             }
-            ValidateState::Enrolling { stage, setup } => match self.setup(stage) {
+            ValidateState::Enrolling { setup_stage, setup } => match self.setup(setup_stage) {
                 Some(s) => s.stage.challenge(&cx.named(&s.name), setup),
                 None => Err(mismatch(cx)),
             },
@@ -526,13 +549,15 @@ impl Stage for AuthenticatorValidate {
             return Err(mismatch(cx));
         };
         match state {
-            ValidateState::Enrolling { stage, setup } => match self.setup(&stage) {
+            ValidateState::Enrolling { setup_stage, setup } => match self.setup(&setup_stage) {
                 Some(s) => {
                     let t = s.stage.submit(&cx.named(&s.name), *setup, input).await?;
                     Ok(self.inline(&s.name, s.stage.as_ref(), t))
                 }
                 None => Err(mismatch(cx)),
             },
+            // Already proved (its effects carried out): any response moves on.
+            ValidateState::Noticed { .. } => Ok(Transition::pass()),
             ValidateState::PickingSetup => {
                 let picked = input.get("setup").and_then(|n| self.setup(n));
                 match picked {
@@ -610,7 +635,7 @@ impl Stage for AuthenticatorValidate {
             ValidateState::Answering {
                 device: Some(id), ..
             } => self.validated(cx, id),
-            ValidateState::Enrolling { stage, setup } => match self.setup(stage) {
+            ValidateState::Enrolling { setup_stage, setup } => match self.setup(setup_stage) {
                 Some(s) => {
                     let mut effects = s.stage.verified(&cx.named(&s.name), setup).await?;
                     effects.push(Effect::Prove(Factors::of_kind(s.stage.kind().as_str())));
@@ -634,15 +659,17 @@ mod stored_state_tests {
     fn enrolling_state_reads_back_as_it_was_stored() {
         let inner = StageState::Prompt(PromptState::Fields { kept: Vec::new() });
         let st = StageState::AuthenticatorValidate(ValidateState::Enrolling {
-            stage: "email_setup".into(),
+            setup_stage: "email_setup".into(),
             setup: Box::new(inner),
         });
         let v = serde_json::to_value(Some(&st)).expect("serialise");
         let back = serde_json::from_value::<Option<StageState>>(v).expect("read back");
-        let Some(StageState::AuthenticatorValidate(ValidateState::Enrolling { stage, .. })) = back
+        let Some(StageState::AuthenticatorValidate(ValidateState::Enrolling {
+            setup_stage, ..
+        })) = back
         else {
             panic!("not the enrolling state: {back:?}");
         };
-        assert_eq!(stage, "email_setup");
+        assert_eq!(setup_stage, "email_setup");
     }
 }
