@@ -303,7 +303,15 @@ impl Gate {
                 client: req.client,
             };
             let mut query = None;
-            for (j, rule) in rules.rules.iter().enumerate() {
+            // Only the rules the path can match, in file order: the index narrows by the
+            // rules' literal path starts, every criterion is still checked below.
+            let candidates = rules.index.as_ref().map(|i| i.candidates(&path));
+            let considered = rules
+                .rules
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| candidates.as_ref().is_none_or(|c| c.contains(*j)));
+            for (j, rule) in considered {
                 if !rule.matches_request(&input) {
                     continue;
                 }

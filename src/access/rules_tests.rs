@@ -573,3 +573,50 @@ fn an_app_without_rules_keeps_todays_one_factor_default() {
     assert_eq!(app.access.default_policy, Policy::OneFactor);
     assert!(app.access.rules.is_empty());
 }
+
+/// The path index only narrows: every rule whose `resources` match a path (or that has none)
+/// is among the candidates for it, whatever the patterns look like.
+#[test]
+fn the_path_index_never_hides_a_rule_that_matches() {
+    let mut text = String::from(RULES);
+    for (j, pattern) in [
+        "^/api?/x",
+        "^/a.min",
+        "^",
+        "/x$",
+        "^/(a|b)/",
+        "^/r[0-9]+/",
+        "^/caf\u{e9}/",
+        "^/re\\.port",
+        "^/a*b",
+        "(?i)^/ADMIN",
+        "^/admin|^/x",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let pattern = pattern.replace('\\', "\\\\");
+        text.push_str(&format!(
+            "\n[[apps.rules]]\nresources = [\"{pattern}\", \"^/n{j}/\"]\npolicy = \"deny\"\n"
+        ));
+    }
+    let w = world(&text);
+    let rules = &w.gate.config().apps[0].access;
+    let index = rules.index.as_ref().expect("indexed");
+    let paths = [
+        "/", "", "/api/x", "/ap/x", "/admin", "/aXmin", "/ADMIN", "/admin/x", "/x", "/a/x", "/b/",
+        "/r12/", "/r/", "/café/", "/re.port", "/report", "/b", "/aaab", "/n3/", "/n10/", "/write",
+        "/ops/", "/mail/", "/zzz",
+    ];
+    for path in paths {
+        let c = index.candidates(path);
+        for (j, rule) in rules.rules.iter().enumerate() {
+            let could = rule.resources.as_ref().is_none_or(|r| r.is_match(path));
+            assert!(
+                !could || c.contains(j),
+                "rule {j} ({}) hidden for {path:?}",
+                rule.summary
+            );
+        }
+    }
+}

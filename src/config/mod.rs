@@ -8,6 +8,7 @@ mod duration;
 mod email;
 mod env;
 mod error;
+mod path_index;
 mod policies;
 mod raw;
 mod rules;
@@ -21,6 +22,7 @@ pub use duo::{DuoApi, DuoStageConfig};
 pub use duration::parse as parse_duration;
 pub use email::OwnOtp;
 pub use error::ConfigError;
+pub use path_index::{PathIndex, RuleSet, MAX_INDEXED};
 pub use policies::StageBinding;
 pub use rules::{
     AccessRules, DomainMatch, Networks, Policy, QueryMatch, QueryOp, Resources, Rule, RuleInput,

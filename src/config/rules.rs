@@ -5,6 +5,7 @@
 //! `methods`, `networks`, `subject`, `query`, `policy`), so a rule list translates line by line.
 
 use super::error::Problem;
+use super::path_index::PathIndex;
 use super::{FlowConfig, StageConfig};
 use http::Method;
 use ipnet::IpNet;
@@ -317,6 +318,16 @@ impl Resources {
         }
     }
 
+    /// The literal texts a matching path must start with one of, or `None` when some pattern
+    /// has no literal start (any path may match it). For [`super::path_index::PathIndex`].
+    pub fn required_starts(&self) -> Option<Vec<&str>> {
+        let mut out: Vec<&str> = self.prefixes.iter().map(String::as_str).collect();
+        if self.set.is_some() {
+            out.extend(self.set_needs.as_ref()?.iter().map(String::as_str));
+        }
+        Some(out)
+    }
+
     /// Whether one of the patterns matches `path`. A path that starts with none of the
     /// patterns' required prefixes skips the regex engine.
     pub fn is_match(&self, path: &str) -> bool {
@@ -342,6 +353,9 @@ pub struct AccessRules {
     pub default_policy: Policy,
     /// Whether any rule has a `query` criterion (the query is decoded only then).
     pub reads_query: bool,
+    /// Which rules a path can match, by the rules' literal path starts (`None`: more rules
+    /// than it indexes, scanned one by one).
+    pub index: Option<PathIndex>,
 }
 
 impl Default for AccessRules {
@@ -350,6 +364,7 @@ impl Default for AccessRules {
             rules: Vec::new(),
             default_policy: Policy::OneFactor,
             reads_query: false,
+            index: None,
         }
     }
 }
@@ -459,6 +474,7 @@ pub(super) fn access_rules(
     }
     Ok(AccessRules {
         reads_query: rules.iter().any(|r| !r.query.is_empty()),
+        index: PathIndex::new(&rules),
         rules,
         default_policy,
     })
