@@ -240,7 +240,11 @@ impl ValidateStageConfig {
     }
 }
 
-pub(super) fn validate_stage(name: &str, raw: &RawValidateStage) -> Checked<ValidateStageConfig> {
+pub(super) fn validate_stage(
+    name: &str,
+    raw: &RawValidateStage,
+    rp: Option<&std::sync::Arc<RelyingPartyConfig>>,
+) -> Checked<ValidateStageConfig> {
     let base = format!("stages.{name}");
     let classes = raw
         .device_classes
@@ -258,9 +262,10 @@ pub(super) fn validate_stage(name: &str, raw: &RawValidateStage) -> Checked<Vali
         .map(|(i, c)| match c.as_str() {
             "email" => Ok(DeviceClass::Email),
             "sms" => Ok(DeviceClass::Sms),
+            "webauthn" => Ok(DeviceClass::Webauthn),
             other => Err(Problem::new(
                 format!("{base}.device_classes[{i}]"),
-                format!("`{other}` is not one of \"email\", \"sms\""),
+                format!("`{other}` is not one of \"email\", \"sms\", \"webauthn\""),
             )),
         })
         .collect::<Checked<Vec<_>>>()?;
@@ -298,12 +303,24 @@ pub(super) fn validate_stage(name: &str, raw: &RawValidateStage) -> Checked<Vali
         token_expiry: raw.token_expiry.is_some(),
         link_ttl: raw.link_ttl.is_some(),
     };
+    let webauthn = match device_classes.contains(&DeviceClass::Webauthn) {
+        true => Some(super::webauthn::needed(
+            rp,
+            &format!("{base}.device_classes"),
+        )?),
+        false => None,
+    };
     Ok(ValidateStageConfig {
         device_classes,
         not_configured_action,
         configure_stage: raw.configure_stage.clone(),
         otp,
         own,
+        webauthn_user_verification: super::webauthn::user_verification(
+            &format!("{base}.webauthn_user_verification"),
+            raw.webauthn_user_verification.as_deref(),
+        )?,
+        webauthn,
     })
 }
 
@@ -321,6 +338,7 @@ pub(super) fn cross_check(
                     let class = match stages.get(target) {
                         Some(StageConfig::AuthenticatorEmail(_)) => DeviceClass::Email,
                         Some(StageConfig::AuthenticatorSms(_)) => DeviceClass::Sms,
+                        Some(StageConfig::AuthenticatorWebauthn(_)) => DeviceClass::Webauthn,
                         Some(other) => {
                             return Err(Problem::new(
                                 format!("stages.{name}.configure_stage"),
@@ -349,6 +367,20 @@ pub(super) fn cross_check(
                             ),
                         ));
                     }
+                }
+            }
+            StageConfig::Identification {
+                passkeys: Some(p), ..
+            } => {
+                let accepts = matches!(stages.get(&p.stage), Some(StageConfig::AuthenticatorValidate(v)) if v.device_classes.contains(&DeviceClass::Webauthn));
+                if !accepts {
+                    return Err(Problem::new(
+                        format!("stages.{name}.webauthn_stage"),
+                        format!(
+                            "`{}` must name an authenticator_validate stage whose device_classes include \"webauthn\"",
+                            p.stage
+                        ),
+                    ));
                 }
             }
             StageConfig::AuthenticatorSms(e) => {

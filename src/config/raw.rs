@@ -43,6 +43,9 @@ pub(super) struct RawConfig {
     /// Named networks (`[networks]`), for access rules and policies.
     #[serde(default)]
     pub networks: BTreeMap<String, Vec<String>>,
+    /// The relying party of passkeys (`[webauthn]`).
+    #[serde(default)]
+    pub webauthn: Option<super::webauthn::RawWebauthn>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -236,6 +239,8 @@ pub(super) enum RawStage {
     Identification {
         #[serde(default)]
         user_fields: Option<Vec<String>>,
+        #[serde(default)]
+        webauthn_stage: Option<String>,
     },
     Password {
         #[serde(default)]
@@ -253,6 +258,7 @@ pub(super) enum RawStage {
     AuthenticatorValidate(Box<RawValidateStage>),
     AuthenticatorSms(Box<RawSmsStage>),
     Prompt(Box<RawPromptStage>),
+    AuthenticatorWebauthn(Box<super::webauthn::RawWebauthnStage>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -402,6 +408,7 @@ pub(super) struct RawValidateStage {
     pub link_ttl: Option<toml::Value>,
     pub continue_in_verify_window: Option<bool>,
     pub user_limit_window: Option<String>,
+    pub webauthn_user_verification: Option<String>,
 }
 
 macro_rules! otp_of {

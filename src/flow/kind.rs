@@ -18,6 +18,8 @@ pub enum StageKind {
     AuthenticatorEmail,
     /// Enrols a phone number by a texted code.
     AuthenticatorSms,
+    /// Enrols a passkey or security key (also recorded for a passkey sign-in).
+    AuthenticatorWebauthn,
     /// A code sent to one of the user's enrolled devices.
     AuthenticatorValidate,
     /// Ends the flow with a message.
@@ -27,12 +29,13 @@ pub enum StageKind {
 }
 
 /// Every kind, for parsing and tests.
-const ALL: [StageKind; 8] = [
+const ALL: [StageKind; 9] = [
     StageKind::Identification,
     StageKind::Password,
     StageKind::Prompt,
     StageKind::AuthenticatorEmail,
     StageKind::AuthenticatorSms,
+    StageKind::AuthenticatorWebauthn,
     StageKind::AuthenticatorValidate,
     StageKind::Deny,
     StageKind::UserLogin,
@@ -47,6 +50,7 @@ impl StageKind {
             StageKind::Prompt => "prompt",
             StageKind::AuthenticatorEmail => "authenticator_email",
             StageKind::AuthenticatorSms => "authenticator_sms",
+            StageKind::AuthenticatorWebauthn => "authenticator_webauthn",
             StageKind::AuthenticatorValidate => "authenticator_validate",
             StageKind::Deny => "deny",
             StageKind::UserLogin => "user_login",
@@ -68,6 +72,7 @@ impl StageKind {
                 | StageKind::AuthenticatorValidate
                 | StageKind::AuthenticatorEmail
                 | StageKind::AuthenticatorSms
+                | StageKind::AuthenticatorWebauthn
         )
     }
 }
@@ -95,6 +100,7 @@ mod tests {
                 StageKind::Password,
                 StageKind::AuthenticatorEmail,
                 StageKind::AuthenticatorSms,
+                StageKind::AuthenticatorWebauthn,
                 StageKind::AuthenticatorValidate
             ]
         );

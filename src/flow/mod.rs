@@ -25,6 +25,7 @@ mod state;
 mod step;
 #[cfg(test)]
 mod tests;
+pub(crate) mod webauthn;
 
 pub use challenge::{Action, Challenge, Choice, Field};
 pub use engine::{Caller, Engine, FlowPlan, Login, Step, View};

@@ -7,6 +7,7 @@ use super::code::CodeState;
 use super::stages::authenticator_email::EmailState;
 use super::stages::authenticator_sms::SmsState;
 use super::stages::authenticator_validate::ValidateState;
+use super::stages::authenticator_webauthn::WebauthnState;
 use super::stages::identification::IdentificationState;
 use super::stages::password::PasswordState;
 use super::stages::prompt::PromptState;
@@ -23,6 +24,7 @@ pub(crate) enum StageState {
     AuthenticatorEmail(EmailState),
     AuthenticatorSms(SmsState),
     AuthenticatorValidate(ValidateState),
+    AuthenticatorWebauthn(WebauthnState),
 }
 
 impl StageState {
@@ -35,6 +37,7 @@ impl StageState {
             StageState::AuthenticatorEmail(_) => StageKind::AuthenticatorEmail,
             StageState::AuthenticatorSms(_) => StageKind::AuthenticatorSms,
             StageState::AuthenticatorValidate(_) => StageKind::AuthenticatorValidate,
+            StageState::AuthenticatorWebauthn(_) => StageKind::AuthenticatorWebauthn,
         }
     }
 
@@ -75,5 +78,6 @@ state_from!(
     PromptState => Prompt,
     EmailState => AuthenticatorEmail,
     SmsState => AuthenticatorSms,
-    ValidateState => AuthenticatorValidate
+    ValidateState => AuthenticatorValidate,
+    WebauthnState => AuthenticatorWebauthn
 );

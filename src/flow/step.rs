@@ -97,6 +97,9 @@ pub(crate) enum Effect {
     Remember(Vec<(String, String)>),
     /// Add factors this step proved (validation proves its device's class).
     Prove(Factors),
+    /// Record `kind` as passed too, for `amr` (a passkey at identification passes for the
+    /// WebAuthn check it made).
+    Passed(StageKind),
     /// End the flow with a session of this many seconds.
     Login { lifetime_secs: i64 },
     /// Issue a code or link for the code machine of the staying state and send it; `resend`

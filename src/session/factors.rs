@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 pub struct Factors(u8);
 
 /// Each factor with the name it has in the session's `factors` claim.
-const NAMES: [(Factors, &str); 7] = [
+const NAMES: [(Factors, &str); 8] = [
     (Factors::PASSWORD, "password"),
     (Factors::EMAIL, "email"),
     (Factors::SMS, "sms"),
@@ -19,6 +19,7 @@ const NAMES: [(Factors, &str); 7] = [
     (Factors::STATIC, "static"),
     (Factors::WEBAUTHN, "webauthn"),
     (Factors::DUO, "duo"),
+    (Factors::PASSKEY, "passkey"),
 ];
 
 impl Factors {
@@ -38,6 +39,10 @@ impl Factors {
     pub const WEBAUTHN: Factors = Factors(32);
     /// Duo approved (push or passcode).
     pub const DUO: Factors = Factors(64);
+    /// A passkey signed in by itself, with the user verified (PIN or biometrics) on the
+    /// authenticator: a multi-factor proof that stands in for the password (always together
+    /// with [`Factors::WEBAUTHN`]).
+    pub const PASSKEY: Factors = Factors(128);
 
     /// Both sets together.
     #[must_use]
@@ -79,6 +84,7 @@ impl Factors {
             "password" => Factors::PASSWORD,
             "authenticator_email" => Factors::EMAIL,
             "authenticator_sms" => Factors::SMS,
+            "authenticator_webauthn" => Factors::WEBAUTHN,
             _ => Factors::NONE,
         }
     }
@@ -102,13 +108,16 @@ impl Factors {
     /// an email or SMS setup stage a code of its own channel. Other stages prove nothing.
     pub fn satisfying(stage: &StageConfig) -> Factors {
         match stage {
-            StageConfig::Password { .. } => Factors::PASSWORD,
+            // A passwordless sign-in (a user-verified passkey at identification) satisfies
+            // the password stage it skipped.
+            StageConfig::Password { .. } => Factors::PASSWORD.with(Factors::PASSKEY),
             StageConfig::AuthenticatorValidate(v) => v
                 .device_classes
                 .iter()
                 .fold(Factors::NONE, |acc, c| acc.with(Factors::of_class(*c))),
             StageConfig::AuthenticatorEmail(_) => Factors::EMAIL,
             StageConfig::AuthenticatorSms(_) => Factors::SMS,
+            StageConfig::AuthenticatorWebauthn(_) => Factors::WEBAUTHN,
             StageConfig::Identification { .. }
             | StageConfig::Prompt(_)
             | StageConfig::UserLogin { .. }
@@ -207,11 +216,12 @@ kind = "user_login"
             Requirement::of_flow(&f.stages, &cfg.stages)
         };
         let pw_and_email = Factors::PASSWORD.with(Factors::EMAIL);
+        let password = Factors::PASSWORD.with(Factors::PASSKEY);
         assert_eq!(
             of("strong"),
-            Requirement(vec![Factors::PASSWORD, Factors::EMAIL].into())
+            Requirement(vec![password, Factors::EMAIL].into())
         );
-        assert_eq!(of("weak"), Requirement(vec![Factors::PASSWORD].into()));
+        assert_eq!(of("weak"), Requirement(vec![password].into()));
         // A password-only session passes the weak flow, not the strong one.
         assert!(of("weak").met_by(Factors::PASSWORD));
         assert!(!of("strong").met_by(Factors::PASSWORD));

@@ -106,13 +106,20 @@ impl Ui {
         // One main button: it submits the fields, or re-checks when there are none and no
         // other button (a link that is on its way has its page refresh instead; a send that
         // failed offers only its retry button).
-        let submit = !challenge.fields.is_empty()
-            || (challenge.poll.is_none() && challenge.actions.is_empty());
+        let webauthn = challenge.webauthn.as_ref().map(webauthn_context);
+        // A registration has nothing to type: its only way on is the passkey button.
+        let creates = challenge
+            .webauthn
+            .as_ref()
+            .is_some_and(|w| w["mode"] == "create");
+        let submit = !creates
+            && (!challenge.fields.is_empty()
+                || (challenge.poll.is_none() && challenge.actions.is_empty()));
         self.render(
             "flow.html",
             context! {
                 title, step_title => step_title(challenge, title), stage, challenge, csrf,
-                action, fields, submit, submit_label => submit_label(challenge),
+                action, fields, submit, submit_label => submit_label(challenge), webauthn,
             },
         )
     }
@@ -175,6 +182,35 @@ impl Ui {
     }
 }
 
+/// Where the pages' one script is served ([`WEBAUTHN_JS`]); `flow.html` names it.
+pub const WEBAUTHN_JS_PATH: &str = "/.portcullis/webauthn.js";
+
+/// The browser's part of the WebAuthn ceremonies: the only script any page loads.
+pub const WEBAUTHN_JS: &str = include_str!("assets/webauthn.js");
+
+/// What the page needs to run a WebAuthn ceremony: the options (JSON, escaped into an
+/// attribute by the template), the button, and what to say without JavaScript.
+fn webauthn_context(w: &serde_json::Value) -> minijinja::Value {
+    let create = w["mode"] == "create";
+    let (label, noscript) = if create {
+        (
+            "Create a passkey",
+            "Adding a passkey needs JavaScript, which is turned off in this browser. Turn it on for this site and reload the page.",
+        )
+    } else {
+        (
+            "Sign in with a passkey",
+            "Signing in with a passkey needs JavaScript, which is turned off in this browser. You can still sign in with your username.",
+        )
+    };
+    context! {
+        options => w.to_string(),
+        label,
+        noscript,
+        class => if create { "" } else { "secondary" },
+    }
+}
+
 /// What the step asks for, not the flow's name: the page's heading and the JSON `title`.
 pub(crate) fn step_title(c: &Challenge, flow_title: &str) -> String {
     if let Some(t) = &c.title {
@@ -183,6 +219,7 @@ pub(crate) fn step_title(c: &Challenge, flow_title: &str) -> String {
     match c.component.as_str() {
         "identification" => "Sign in".into(),
         "password" => "Enter your password".into(),
+        "authenticator_webauthn" => "Add a passkey".into(),
         _ => flow_title.into(),
     }
 }

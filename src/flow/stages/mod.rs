@@ -3,6 +3,7 @@
 pub(crate) mod authenticator_email;
 pub(crate) mod authenticator_sms;
 pub(crate) mod authenticator_validate;
+pub(crate) mod authenticator_webauthn;
 pub(crate) mod deny;
 pub(crate) mod identification;
 pub(crate) mod password;
@@ -36,6 +37,9 @@ pub(crate) fn build(cfg: &StageConfig, all: &BTreeMap<String, StageConfig>) -> A
                     Some(StageConfig::AuthenticatorSms(e)) => {
                         Arc::new(authenticator_sms::AuthenticatorSms { cfg: (**e).clone() })
                     }
+                    Some(StageConfig::AuthenticatorWebauthn(e)) => Arc::new(
+                        authenticator_webauthn::AuthenticatorWebauthn::new((**e).clone()),
+                    ),
                     _ => return None,
                 };
                 Some((target.clone(), stage))
@@ -46,9 +50,16 @@ pub(crate) fn build(cfg: &StageConfig, all: &BTreeMap<String, StageConfig>) -> A
                 all,
             ))
         }
-        StageConfig::Identification { user_fields } => Arc::new(identification::Identification {
-            user_fields: user_fields.clone(),
-        }),
+        StageConfig::Identification {
+            user_fields,
+            passkeys,
+        } => Arc::new(identification::Identification::new(
+            user_fields.clone(),
+            passkeys.as_ref(),
+        )),
+        StageConfig::AuthenticatorWebauthn(c) => Arc::new(
+            authenticator_webauthn::AuthenticatorWebauthn::new((**c).clone()),
+        ),
         StageConfig::Password {
             failed_attempts_before_cancel,
         } => Arc::new(password::Password {
