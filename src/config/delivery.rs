@@ -133,6 +133,43 @@ pub enum DeviceClass {
 }
 
 impl DeviceClass {
+    /// Every class, strongest first: the order a user with several devices is offered them.
+    ///
+    /// Phishing-resistant passkeys first; then the authenticator app and Duo (something the
+    /// user has, not phishing-resistant); then recovery codes (NIST SP 800-63B look-up
+    /// secrets: a full authenticator, but a finite one the user should keep for emergencies);
+    /// then SMS (a restricted authenticator under SP 800-63B) and e-mail (not an authenticator
+    /// there at all) last.
+    pub const STRONGEST_FIRST: [DeviceClass; 6] = [
+        DeviceClass::Webauthn,
+        DeviceClass::Totp,
+        DeviceClass::Duo,
+        DeviceClass::Static,
+        DeviceClass::Sms,
+        DeviceClass::Email,
+    ];
+
+    /// The class named `name` as written in config; `None` for an unknown name.
+    pub fn named(name: &str) -> Option<DeviceClass> {
+        Self::STRONGEST_FIRST
+            .into_iter()
+            .find(|c| c.as_str() == name)
+    }
+
+    /// Where the class stands in [`DeviceClass::STRONGEST_FIRST`] (0 is strongest).
+    pub fn rank(self) -> usize {
+        Self::STRONGEST_FIRST
+            .iter()
+            .position(|c| *c == self)
+            .unwrap_or(Self::STRONGEST_FIRST.len())
+    }
+
+    /// Whether `authenticator_validate` can validate devices of this class in this build.
+    /// A class whose stage is not built yet is refused at config load, naming the key.
+    pub fn validated_here(self) -> bool {
+        !matches!(self, DeviceClass::Duo)
+    }
+
     /// The name as written in config and stored records.
     pub fn as_str(self) -> &'static str {
         match self {

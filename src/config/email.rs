@@ -259,14 +259,23 @@ pub(super) fn validate_stage(
     let device_classes = classes
         .iter()
         .enumerate()
-        .map(|(i, c)| match c.as_str() {
-            "email" => Ok(DeviceClass::Email),
-            "sms" => Ok(DeviceClass::Sms),
-            "webauthn" => Ok(DeviceClass::Webauthn),
-            other => Err(Problem::new(
-                format!("{base}.device_classes[{i}]"),
-                format!("`{other}` is not one of \"email\", \"sms\", \"webauthn\""),
-            )),
+        .map(|(i, c)| {
+            let key = format!("{base}.device_classes[{i}]");
+            let class = DeviceClass::named(c).ok_or_else(|| {
+                Problem::new(
+                    &key,
+                    format!(
+                        "`{c}` is not one of \"email\", \"sms\", \"totp\", \"static\", \"webauthn\", \"duo\""
+                    ),
+                )
+            })?;
+            if !class.validated_here() {
+                return Err(Problem::new(
+                    &key,
+                    format!("`{c}` devices cannot be validated by this build yet"),
+                ));
+            }
+            Ok(class)
         })
         .collect::<Checked<Vec<_>>>()?;
     let not_configured_action = match raw.not_configured_action.as_deref().unwrap_or("skip") {
@@ -280,12 +289,56 @@ pub(super) fn validate_stage(
             ))
         }
     };
-    if not_configured_action == NotConfigured::Configure && raw.configure_stage.is_none() {
+    let configuration_stages = match (&raw.configure_stage, &raw.configuration_stages) {
+        (Some(_), Some(_)) => {
+            return Err(Problem::new(
+                format!("{base}.configure_stage"),
+                "set configuration_stages or configure_stage, not both",
+            ))
+        }
+        (Some(one), None) => vec![one.clone()],
+        (None, Some(list)) => list.clone(),
+        (None, None) => Vec::new(),
+    };
+    if not_configured_action == NotConfigured::Configure && configuration_stages.is_empty() {
+        let key = if raw.configuration_stages.is_some() {
+            "configuration_stages"
+        } else {
+            "configure_stage"
+        };
         return Err(Problem::new(
-            format!("{base}.configure_stage"),
+            format!("{base}.{key}"),
             "not_configured_action = \"configure\" needs the name of a setup stage here",
         ));
     }
+    let last_validation_threshold = match &raw.last_validation_threshold {
+        None => Duration::ZERO,
+        Some(text) => {
+            let key = format!("{base}.last_validation_threshold");
+            let d = super::duration::parse_timedelta(text).map_err(|m| Problem::new(&key, m))?;
+            // # Security
+            // Shorter than one TOTP period, a remembered validation would mostly let a replayed
+            // submission of the same sign-in through; 30 s is the least that means anything.
+            if !d.is_zero() && d < Duration::from_secs(30) {
+                return Err(Problem::new(
+                    key,
+                    "must be at least 30 seconds (or \"seconds=0\" to always validate)",
+                ));
+            }
+            d
+        }
+    };
+    let webauthn_user_verification = match raw.webauthn_user_verification.as_deref() {
+        None | Some("preferred") => UserVerification::Preferred,
+        Some("required") => UserVerification::Required,
+        Some("discouraged") => UserVerification::Discouraged,
+        Some(other) => {
+            return Err(Problem::new(
+                format!("{base}.webauthn_user_verification"),
+                format!("`{other}` is not one of \"required\", \"preferred\", \"discouraged\""),
+            ))
+        }
+    };
     let otp = otp(&base, &raw.otp())?;
     // A text message carries a code, never a link: refused here rather than failing at the
     // first send to a phone.
@@ -303,23 +356,24 @@ pub(super) fn validate_stage(
         token_expiry: raw.token_expiry.is_some(),
         link_ttl: raw.link_ttl.is_some(),
     };
-    let webauthn = match device_classes.contains(&DeviceClass::Webauthn) {
-        true => Some(super::webauthn::needed(
+    let webauthn = match device_classes
+        .iter()
+        .position(|c| *c == DeviceClass::Webauthn)
+    {
+        Some(i) => Some(super::webauthn::needed(
             rp,
-            &format!("{base}.device_classes"),
+            &format!("{base}.device_classes[{i}]"),
         )?),
-        false => None,
+        None => None,
     };
     Ok(ValidateStageConfig {
         device_classes,
         not_configured_action,
-        configure_stage: raw.configure_stage.clone(),
+        configuration_stages,
+        last_validation_threshold,
+        webauthn_user_verification,
         otp,
         own,
-        webauthn_user_verification: super::webauthn::user_verification(
-            &format!("{base}.webauthn_user_verification"),
-            raw.webauthn_user_verification.as_deref(),
-        )?,
         webauthn,
     })
 }
@@ -334,23 +388,29 @@ pub(super) fn cross_check(
     for (name, st) in stages {
         match st {
             StageConfig::AuthenticatorValidate(v) => {
-                if let Some(target) = &v.configure_stage {
+                for (i, target) in v.configuration_stages.iter().enumerate() {
+                    // Named as written: one `configure_stage`, or an entry of the list.
+                    let key = if v.configuration_stages.len() == 1 {
+                        format!("stages.{name}.configure_stage")
+                    } else {
+                        format!("stages.{name}.configuration_stages[{i}]")
+                    };
                     let class = match stages.get(target) {
-                        Some(StageConfig::AuthenticatorEmail(_)) => DeviceClass::Email,
-                        Some(StageConfig::AuthenticatorSms(_)) => DeviceClass::Sms,
-                        Some(StageConfig::AuthenticatorWebauthn(_)) => DeviceClass::Webauthn,
-                        Some(other) => {
-                            return Err(Problem::new(
-                                format!("stages.{name}.configure_stage"),
-                                format!(
-                                "stage `{target}` is a {} stage, not an authenticator setup stage",
-                                other.kind()
-                            ),
-                            ))
-                        }
+                        Some(st) => match st.enrols() {
+                            Some(class) => class,
+                            None => {
+                                return Err(Problem::new(
+                                    key,
+                                    format!(
+                                        "stage `{target}` is a {} stage, not an authenticator setup stage",
+                                        st.kind()
+                                    ),
+                                ))
+                            }
+                        },
                         None => {
                             return Err(Problem::new(
-                                format!("stages.{name}.configure_stage"),
+                                key,
                                 format!("no stage named `{target}` under [stages]"),
                             ))
                         }
@@ -359,7 +419,7 @@ pub(super) fn cross_check(
                     // would be sent to set one up again at every sign-in.
                     if !v.device_classes.contains(&class) {
                         return Err(Problem::new(
-                            format!("stages.{name}.configure_stage"),
+                            key,
                             format!(
                                 "stage `{target}` sets up {} devices, but device_classes does not include \"{}\"",
                                 class.as_str(),

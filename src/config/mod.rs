@@ -25,9 +25,7 @@ pub use rules::{
     Subject,
 };
 pub use ui::{FooterLink, Logo, Rgb};
-pub use webauthn::{
-    aaguid, Attachment, RelyingPartyConfig, ResidentKey, UserVerification, WebauthnStageConfig,
-};
+pub use webauthn::{aaguid, Attachment, RelyingPartyConfig, ResidentKey, WebauthnStageConfig};
 
 pub use delivery::{DeviceClass, GenericAuth, Mailbox, SmsProvider, SmtpSecurity, SmtpSettings};
 use http::HeaderName;
@@ -569,6 +567,22 @@ impl StageConfig {
             StageConfig::AuthenticatorWebauthn(_) => "authenticator_webauthn",
         }
     }
+
+    /// The class of device this stage sets up, for the setup stages validation may run inline
+    /// (`configuration_stages`); `None` for every other kind.
+    pub fn enrols(&self) -> Option<DeviceClass> {
+        match self {
+            StageConfig::AuthenticatorEmail(_) => Some(DeviceClass::Email),
+            StageConfig::AuthenticatorSms(_) => Some(DeviceClass::Sms),
+            StageConfig::AuthenticatorWebauthn(_) => Some(DeviceClass::Webauthn),
+            StageConfig::Identification { .. }
+            | StageConfig::Password { .. }
+            | StageConfig::UserLogin { .. }
+            | StageConfig::Deny { .. }
+            | StageConfig::AuthenticatorValidate(_)
+            | StageConfig::Prompt(_) => None,
+        }
+    }
 }
 
 /// Whether the code travels as digits to type or as a link to open.
@@ -642,22 +656,49 @@ pub enum NotConfigured {
     Configure,
 }
 
-/// An `authenticator_validate` stage: asks for a code from an enrolled device.
+/// WebAuthn user verification (PIN or biometric on the authenticator), as the WebAuthn
+/// specification names its levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UserVerification {
+    /// The authenticator must verify the user; one that cannot is refused.
+    Required,
+    /// Verify when the authenticator can.
+    #[default]
+    Preferred,
+    /// Do not ask for verification.
+    Discouraged,
+}
+
+impl UserVerification {
+    /// The name as written in config and in WebAuthn options.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserVerification::Required => "required",
+            UserVerification::Preferred => "preferred",
+            UserVerification::Discouraged => "discouraged",
+        }
+    }
+}
+
+/// An `authenticator_validate` stage: asks for proof from one of the user's devices.
 #[derive(Debug, Clone)]
 pub struct ValidateStageConfig {
     /// The device kinds that count.
     pub device_classes: Vec<DeviceClass>,
     /// What to do for a user without one.
     pub not_configured_action: NotConfigured,
-    /// The setup stage run inline when `not_configured_action = "configure"`.
-    pub configure_stage: Option<String>,
+    /// The setup stages offered (run inline) when `not_configured_action = "configure"`;
+    /// with more than one the user chooses. Each enrols a class of `device_classes`.
+    pub configuration_stages: Vec<String>,
+    /// Skip the stage when a device of an accepted class was validated this recently (zero:
+    /// never skip). Only after another stage of the execution proved who the user is.
+    pub last_validation_threshold: Duration,
+    /// User verification asked of passkeys validated here.
+    pub webauthn_user_verification: UserVerification,
     /// The one-time code policy.
     pub otp: OtpPolicy,
     /// The code options set here; the rest follow the device's enrolling stage.
     pub own: OwnOtp,
-    /// `webauthn_user_verification`: what a passkey or security key must show (default
-    /// `preferred`).
-    pub webauthn_user_verification: UserVerification,
     /// `[webauthn]`, when `device_classes` has `webauthn`.
     pub webauthn: Option<std::sync::Arc<RelyingPartyConfig>>,
 }

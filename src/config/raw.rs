@@ -397,7 +397,16 @@ pub(super) struct RawEmailStage {
 pub(super) struct RawValidateStage {
     pub device_classes: Option<Vec<String>>,
     pub not_configured_action: Option<String>,
+    /// One setup stage (the older spelling of a one-entry `configuration_stages`).
     pub configure_stage: Option<String>,
+    /// authentik's name: the setup stages a user without a device chooses from.
+    pub configuration_stages: Option<Vec<String>>,
+    /// authentik's `last_auth_threshold` format (`"hours=1;minutes=30"`) or a duration
+    /// (`"90m"`); `"seconds=0"` (the default) never skips.
+    #[serde(alias = "last_auth_threshold")]
+    pub last_validation_threshold: Option<String>,
+    /// `required`, `preferred` (default) or `discouraged`, for passkeys validated here.
+    pub webauthn_user_verification: Option<String>,
     pub mode: Option<String>,
     pub code_length: Option<u32>,
     pub token_expiry: Option<toml::Value>,
@@ -408,7 +417,6 @@ pub(super) struct RawValidateStage {
     pub link_ttl: Option<toml::Value>,
     pub continue_in_verify_window: Option<bool>,
     pub user_limit_window: Option<String>,
-    pub webauthn_user_verification: Option<String>,
 }
 
 macro_rules! otp_of {

@@ -2,6 +2,7 @@
 //! options of `authenticator_webauthn` stages, as authentik names them.
 
 use super::error::Problem;
+use super::UserVerification;
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,18 +48,6 @@ pub struct RelyingPartyConfig {
     pub origins: Vec<url::Url>,
     /// `timeout`: how long the browser waits for the authenticator (default 5 minutes).
     pub timeout: Duration,
-}
-
-/// `user_verification` (and validation's `webauthn_user_verification`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum UserVerification {
-    /// The authenticator must verify the user (PIN, biometrics): refused without it.
-    Required,
-    /// Asked for; accepted without.
-    #[default]
-    Preferred,
-    /// Not asked for.
-    Discouraged,
 }
 
 /// `resident_key_requirement`: whether the credential is discoverable (a passkey that can

@@ -283,6 +283,7 @@ impl Engine {
             Effect::Remember(values) => exec.prompt_data.extend(values),
             Effect::Prove(f) => exec.factors = exec.factors.with(f),
             Effect::Passed(kind) => exec.passed.push(kind),
+            Effect::Methods(methods) => super::amr::add(&mut exec.methods, &methods),
             Effect::Login { lifetime_secs } => exec.login = Some(lifetime_secs),
             Effect::PutDevice(d) => store.put_device(&d)?,
             Effect::PutUser(u) => store.put_user(&u)?,
@@ -299,6 +300,7 @@ impl Engine {
     /// A stage passed: record it for `amr`, add the factor it proves, move on.
     fn record_pass(exec: &mut Execution, kind: StageKind) {
         exec.passed.push(kind);
+        super::amr::add(&mut exec.methods, super::amr::of_kind(kind));
         exec.factors = exec.factors.with(Factors::of_kind(kind.as_str()));
         Self::move_on(exec);
     }
@@ -363,12 +365,7 @@ impl Engine {
     /// The session a completed execution earns. After a step-up it carries the old session's
     /// proofs and flows, and ends no later than the old one did.
     fn login(&self, exec: &Execution, user: User, lifetime_secs: i64) -> Login {
-        let mut amr: Vec<String> = Vec::with_capacity(exec.passed.len());
-        for &kind in &exec.passed {
-            if kind != StageKind::UserLogin && !amr.iter().any(|a| a == kind.as_str()) {
-                amr.push(kind.as_str().to_string());
-            }
-        }
+        let amr = super::amr::session(&exec.passed, &exec.methods, exec.factors);
         let mut flows = exec
             .carried
             .as_ref()

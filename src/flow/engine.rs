@@ -83,7 +83,9 @@ pub enum Step {
 pub struct Login {
     /// The account, as stored when the flow completed (active).
     pub user: User,
-    /// Stage kinds passed, for the session's `amr` (after a step-up, with the old session's).
+    /// Stage kinds passed, then RFC 8176 method values (`pwd`, `otp`, `sms`, `hwk`, `swk`,
+    /// `user`, `pin`, and `mfa` for two factors or more), for the session's `amr` (after a
+    /// step-up, with the old session's).
     pub amr: Vec<String>,
     /// The factors proved (after a step-up, with the old session's).
     pub factors: Factors,
@@ -268,6 +270,7 @@ impl Engine {
             uid: None,
             user: None,
             passed: Vec::new(),
+            methods: Vec::new(),
             prompt_data: Default::default(),
             state: None,
             login: None,
@@ -315,6 +318,7 @@ impl Engine {
             .iter()
             .filter_map(|k| StageKind::named(k))
             .collect();
+        exec.methods = super::amr::carried(&session.amr);
         exec.factors = factors;
         exec.carried = Some(Carried {
             sid: session.sid.clone(),

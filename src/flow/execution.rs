@@ -50,6 +50,10 @@ pub struct Execution {
     /// Stage kinds passed, in order: the session's `amr`.
     #[serde(default)]
     pub passed: Vec<StageKind>,
+    /// RFC 8176 method values earned so far (`pwd`, `otp`, `hwk`, ...), for the session's
+    /// `amr` beside the stage kinds; `mfa` is added when the session is issued.
+    #[serde(default)]
+    pub methods: Vec<String>,
     /// Values collected by prompt stages, for later stages to use.
     #[serde(default)]
     pub prompt_data: BTreeMap<String, String>,
@@ -196,6 +200,7 @@ impl Execution {
             uid: None,
             user: None,
             passed: Vec::new(),
+            methods: Vec::new(),
             prompt_data: BTreeMap::new(),
             state: None,
             login: None,

@@ -8,6 +8,7 @@
 //! [`Services`]: no HTTP server, database, mail or HTTP-client crate is imported here.
 
 mod address;
+mod amr;
 mod challenge;
 mod code;
 mod delivery;

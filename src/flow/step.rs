@@ -100,6 +100,8 @@ pub(crate) enum Effect {
     /// Record `kind` as passed too, for `amr` (a passkey at identification passes for the
     /// WebAuthn check it made).
     Passed(StageKind),
+    /// Add RFC 8176 authentication method values (`otp`, `hwk`, ...) to the session's `amr`.
+    Methods(Vec<&'static str>),
     /// End the flow with a session of this many seconds.
     Login { lifetime_secs: i64 },
     /// Issue a code or link for the code machine of the staying state and send it; `resend`

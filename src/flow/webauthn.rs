@@ -276,8 +276,6 @@ impl RelyingParty {
     ///
     /// # Errors
     /// [`Refused::Unknown`] when none of them is a WebAuthn credential.
-    // Used by `authenticator_validate`'s webauthn class.
-    #[allow(dead_code)]
     pub(crate) fn start_assertion(
         &self,
         devices: &[Device],
@@ -297,6 +295,31 @@ impl RelyingParty {
             .generate_challenge_authenticate(builder)
             .map_err(Refused::of)?;
         let options = serde_json::to_value(&rcr).map_err(|_| Refused::Malformed)?;
+        Ok(Assertion { options, state })
+    }
+
+    /// What an unknown or ineligible account is shown instead of [`Self::start_assertion`]:
+    /// the same options, naming one random credential that no authenticator has.
+    ///
+    /// # Errors
+    /// Only if the core refuses its own options.
+    pub(crate) fn start_decoy(&self, uv: UserVerification) -> Result<Assertion, Refused> {
+        use base64::Engine;
+        let builder = self
+            .core
+            .new_challenge_authenticate_builder(Vec::new(), Some(policy(uv)))
+            .map_err(Refused::of)?
+            .allow_backup_eligible_upgrade(true);
+        let (rcr, state) = self
+            .core
+            .generate_challenge_authenticate(builder)
+            .map_err(Refused::of)?;
+        let mut options = serde_json::to_value(&rcr).map_err(|_| Refused::Malformed)?;
+        let id: [u8; 32] = rand::random();
+        options["publicKey"]["allowCredentials"] = serde_json::json!([{
+            "type": "public-key",
+            "id": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id),
+        }]);
         Ok(Assertion { options, state })
     }
 
@@ -322,7 +345,9 @@ impl RelyingParty {
     }
 
     /// Checks the answer `response` (JSON) to `a` against the devices of the account it is
-    /// for, and returns the device used with its counter and last use brought up to date.
+    /// for, and returns the device used with its counter and last use brought up to date,
+    /// and the RFC 8176 `amr` values the signature earned (`hwk` for a device-bound key,
+    /// `swk` for one that may be synced; `pin` when the user was verified, else `user`).
     /// For a discoverable sign-in the account is the one the credential names (see
     /// [`claimed_user`]); the caller passes its devices.
     ///
@@ -335,7 +360,7 @@ impl RelyingParty {
         response: &PublicKeyCredential,
         devices: &[Device],
         now: i64,
-    ) -> Result<Device, Refused> {
+    ) -> Result<(Device, &'static [&'static str]), Refused> {
         let found = devices
             .iter()
             .filter_map(|d| credential(d).map(|c| (d, c)))
@@ -352,12 +377,20 @@ impl RelyingParty {
         }
         cred.backup_state = result.backup_state();
         cred.backup_eligible = result.backup_eligible();
+        let methods: &'static [&'static str] =
+            match (result.backup_eligible(), result.user_verified()) {
+                (false, true) => &["hwk", "pin"],
+                (false, false) => &["hwk", "user"],
+                (true, true) => &["swk", "pin"],
+                (true, false) => &["swk", "user"],
+            };
         let secret = serde_json::to_string(&cred).map_err(|_| Refused::Malformed)?;
-        Ok(Device {
+        let used = Device {
             secret: Some(secret),
             last_used: Some(now),
             ..device.clone()
-        })
+        };
+        Ok((used, methods))
     }
 }
 

@@ -48,6 +48,8 @@ conformance!(
     a_revoked_session_is_listed_until_it_expires,
     a_user_revocation_is_replaced_by_a_later_one,
     devices_belong_to_one_user_in_id_order,
+    a_device_swaps_only_from_what_is_stored,
+    of_many_concurrent_swaps_from_one_record_exactly_one_wins,
     counters_count_within_a_fixed_window_then_restart,
     concurrent_bumps_are_all_counted,
     a_ticket_is_readable_until_it_expires_and_taken_once,
@@ -253,6 +255,45 @@ fn devices_belong_to_one_user_in_id_order(s: &Arc<dyn Store>) {
     assert!(!s.remove_device("alice", "a").unwrap());
     assert!(!s.remove_device("al", "b").unwrap());
     assert_eq!(ids("alice"), ["b"]);
+}
+
+fn a_device_swaps_only_from_what_is_stored(s: &Arc<dyn Store>) {
+    let first = device("alice", "t");
+    assert!(
+        !s.swap_device(&first, &first).unwrap(),
+        "nothing stored: nothing to swap"
+    );
+    s.put_device(&first).unwrap();
+    let mut used = first.clone();
+    used.last_used = Some(7);
+    assert!(s.swap_device(&first, &used).unwrap());
+    assert_eq!(s.devices("alice").unwrap(), [used.clone()]);
+    let mut again = first.clone();
+    again.last_used = Some(8);
+    assert!(
+        !s.swap_device(&first, &again).unwrap(),
+        "a stale copy must not overwrite"
+    );
+    assert_eq!(s.devices("alice").unwrap(), [used]);
+}
+
+fn of_many_concurrent_swaps_from_one_record_exactly_one_wins(s: &Arc<dyn Store>) {
+    let first = device("alice", "t");
+    s.put_device(&first).unwrap();
+    let wins: usize = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let (s, first) = (s.clone(), first.clone());
+                scope.spawn(move || {
+                    let mut next = first.clone();
+                    next.last_used = Some(i);
+                    usize::from(s.swap_device(&first, &next).unwrap())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(wins, 1);
 }
 
 fn counters_count_within_a_fixed_window_then_restart(s: &Arc<dyn Store>) {

@@ -256,6 +256,18 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn swap_device(&self, current: &Device, new: &Device) -> StoreResult<bool> {
+        let mut inner = self.inner.lock();
+        let key = device_key(&current.username, &current.id);
+        match inner.devices.get_mut(&key) {
+            Some(stored) if stored == current => {
+                *stored = new.clone();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     fn remove_device(&self, username: &str, id: &str) -> StoreResult<bool> {
         Ok(self
             .inner

@@ -137,6 +137,11 @@ pub trait Store: Send + Sync + 'static {
     fn devices(&self, username: &str) -> StoreResult<Vec<Device>>;
     /// Creates or replaces a device (durable on return).
     fn put_device(&self, device: &Device) -> StoreResult<()>;
+    /// Replaces the stored device `current` names (same user and id) with `new`, only if the
+    /// stored record still equals `current`; returns whether it did. Of several writers that
+    /// read the same record, exactly one wins: a TOTP step or a recovery code is used once
+    /// however many requests race. Durable on return.
+    fn swap_device(&self, current: &Device, new: &Device) -> StoreResult<bool>;
     /// Removes a user's device; returns whether it existed. Durable on return.
     fn remove_device(&self, username: &str, id: &str) -> StoreResult<bool>;
 

@@ -403,6 +403,28 @@ impl Store for SledStore {
         self.durable()
     }
 
+    fn swap_device(&self, current: &Device, new: &Device) -> StoreResult<bool> {
+        // The stored bytes are compared, not re-encoded: a record written by an older version
+        // (fields in another order, a default left out) still swaps when it decodes equal.
+        let key = device_key(&current.username, &current.id);
+        let Some(raw) = self.devices.get(&key).map_err(backend("read device"))? else {
+            return Ok(false);
+        };
+        let stored: Device = decode("read device", &raw)?;
+        if &stored != current {
+            return Ok(false);
+        }
+        let swapped = self
+            .devices
+            .compare_and_swap(key, Some(raw), Some(encode("write device", new)?))
+            .map_err(backend("write device"))?
+            .is_ok();
+        if swapped {
+            self.durable()?;
+        }
+        Ok(swapped)
+    }
+
     fn remove_device(&self, username: &str, id: &str) -> StoreResult<bool> {
         let key = device_key(username, id);
         let old = self.devices.remove(key).map_err(backend("remove device"))?;

@@ -107,12 +107,11 @@ impl Ui {
         // other button (a link that is on its way has its page refresh instead; a send that
         // failed offers only its retry button).
         let webauthn = challenge.webauthn.as_ref().map(webauthn_context);
-        // A registration has nothing to type: its only way on is the passkey button.
-        let creates = challenge
-            .webauthn
-            .as_ref()
-            .is_some_and(|w| w["mode"] == "create");
-        let submit = !creates
+        // A ceremony with nothing to type (registration, a passkey as second factor) has the
+        // passkey button as its only way on.
+        let only_passkey =
+            webauthn.is_some() && challenge.fields.iter().all(|f| f.kind == "hidden");
+        let submit = !only_passkey
             && (!challenge.fields.is_empty()
                 || (challenge.poll.is_none() && challenge.actions.is_empty()));
         self.render(
@@ -197,17 +196,22 @@ fn webauthn_context(w: &serde_json::Value) -> minijinja::Value {
             "Create a passkey",
             "Adding a passkey needs JavaScript, which is turned off in this browser. Turn it on for this site and reload the page.",
         )
-    } else {
+    } else if w.get("mediation").is_some() {
         (
             "Sign in with a passkey",
             "Signing in with a passkey needs JavaScript, which is turned off in this browser. You can still sign in with your username.",
+        )
+    } else {
+        (
+            "Use your passkey",
+            "Confirming with a passkey needs JavaScript, which is turned off in this browser. Turn it on for this site and reload the page.",
         )
     };
     context! {
         options => w.to_string(),
         label,
         noscript,
-        class => if create { "" } else { "secondary" },
+        class => if w.get("mediation").is_some() { "secondary" } else { "" },
     }
 }
 

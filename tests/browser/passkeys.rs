@@ -474,3 +474,57 @@ async fn the_json_face_carries_the_public_key_options_and_refuses_forged_answers
         "{v}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_passkey_confirms_a_password_sign_in_as_the_second_factor() {
+    let gw = gateway("").await;
+    let chrome = Chrome::start_with(Options::mapping(&[(APP, gw.port)])).await;
+    let auth = enrol_alice(&gw, &chrome).await;
+    let creds = detach(&chrome, &auth).await;
+    sign_out(&gw, &chrome).await;
+
+    // Name and password first (no authenticator at hand, so autofill offers nothing).
+    let base = url_base(&gw).await;
+    chrome.go(&format!("{base}/second?f=1")).await;
+    chrome.type_into("#f-uid", "alice").await;
+    chrome.click("button[type=submit]").await;
+    chrome
+        .wait_text(|t| t.contains("Signing in as alice"))
+        .await;
+    chrome.type_into("#f-password", ALICE_PW).await;
+    chrome.click("button[type=submit]").await;
+    let page = chrome.wait_text(|t| t.contains("Use your passkey")).await;
+    assert!(
+        page.contains("Confirm it is you with your passkey"),
+        "{page}"
+    );
+    assert!(
+        !page.contains("Continue"),
+        "the passkey button is the way on: {page}"
+    );
+    chrome.screenshot("passkey-second-factor").await;
+
+    // A wrong passkey (another authenticator's) is refused and the page asks again.
+    let stranger = authenticator(&chrome).await;
+    chrome.click("#webauthn-start").await;
+    let page = chrome
+        .wait_text(|t| t.contains("Try again") || t.contains("did not work"))
+        .await;
+    assert!(!chrome.url().await.ends_with("/second?f=1"), "{page}");
+    chrome
+        .cmd(
+            reqwest::Method::DELETE,
+            &format!("/webauthn/authenticator/{stranger}"),
+            None,
+        )
+        .await;
+
+    // Alice's passkey.
+    attach(&chrome, &creds).await;
+    chrome.click("#webauthn-start").await;
+    let at = chrome.wait_url(|u| u.ends_with("/second?f=1")).await;
+    assert!(at.ends_with("/second?f=1"), "password then passkey: {at}");
+    let page = chrome.wait_text(|t| t.contains("Alice")).await;
+    assert!(page.contains("Hello, Alice A"), "{page}");
+    assert!(gw.logs().contains("passkey validated"));
+}

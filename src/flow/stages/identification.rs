@@ -76,18 +76,26 @@ impl Identification {
             .into_iter()
             .filter(|d| d.class == DeviceClass::Webauthn)
             .collect();
-        let device = match rp.finish_assertion(assertion, &response, &devices, cx.now) {
+        let (used, methods) = match rp.finish_assertion(assertion, &response, &devices, cx.now) {
             Ok(d) => d,
             Err(e) => return Ok(Err(e)),
         };
-        tracing::info!(stage = cx.name, user = %user.username, device = %device.id, "signed in with a passkey");
+        // Saved from exactly the record it was checked against: two sign-ins racing with one
+        // key cannot both move its counter from the same value.
+        let checked = devices.iter().find(|d| d.id == used.id);
+        if !checked.is_some_and(|d| store.swap_device(d, &used).unwrap_or(false)) {
+            return Ok(Err(webauthn::Refused::Invalid(
+                "device changed during the check",
+            )));
+        }
+        tracing::info!(stage = cx.name, user = %user.username, device = %used.id, "signed in with a passkey");
         Ok(Ok(Transition::pass()
             .and(Effect::Identify {
                 uid: user.username.clone(),
                 user: Some(user.username),
             })
-            .and(Effect::PutDevice(device))
             .and(Effect::Prove(Factors::WEBAUTHN.with(Factors::PASSKEY)))
+            .and(Effect::Methods(methods.to_vec()))
             .and(Effect::Passed(StageKind::AuthenticatorWebauthn))))
     }
 

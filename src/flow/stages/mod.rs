@@ -29,21 +29,20 @@ pub(crate) fn build(cfg: &StageConfig, all: &BTreeMap<String, StageConfig>) -> A
         }
         StageConfig::Prompt(c) => Arc::new(prompt::Prompt { cfg: (**c).clone() }),
         StageConfig::AuthenticatorValidate(c) => {
-            let configure = c.configure_stage.as_ref().and_then(|target| {
-                let stage: Arc<dyn Stage> = match all.get(target) {
-                    Some(StageConfig::AuthenticatorEmail(e)) => {
-                        Arc::new(authenticator_email::AuthenticatorEmail { cfg: (**e).clone() })
-                    }
-                    Some(StageConfig::AuthenticatorSms(e)) => {
-                        Arc::new(authenticator_sms::AuthenticatorSms { cfg: (**e).clone() })
-                    }
-                    Some(StageConfig::AuthenticatorWebauthn(e)) => Arc::new(
-                        authenticator_webauthn::AuthenticatorWebauthn::new((**e).clone()),
-                    ),
-                    _ => return None,
-                };
-                Some((target.clone(), stage))
-            });
+            let configure = c
+                .configuration_stages
+                .iter()
+                .filter_map(|target| {
+                    let cfg = all.get(target)?;
+                    // Only setup stages run inline (the config check refuses anything else).
+                    cfg.enrols()?;
+                    Some(authenticator_validate::Setup {
+                        name: target.clone(),
+                        label: setup_label(cfg),
+                        stage: build(cfg, all),
+                    })
+                })
+                .collect();
             Arc::new(authenticator_validate::AuthenticatorValidate::new(
                 (**c).clone(),
                 configure,
@@ -71,5 +70,15 @@ pub(crate) fn build(cfg: &StageConfig, all: &BTreeMap<String, StageConfig>) -> A
         StageConfig::Deny { deny_message } => Arc::new(deny::Deny {
             message: deny_message.clone(),
         }),
+    }
+}
+
+/// What a user choosing among setup stages sees for `cfg`: its `friendly_name`.
+fn setup_label(cfg: &StageConfig) -> String {
+    match cfg {
+        StageConfig::AuthenticatorEmail(e) => e.friendly_name.clone(),
+        StageConfig::AuthenticatorSms(e) => e.friendly_name.clone(),
+        StageConfig::AuthenticatorWebauthn(e) => e.friendly_name.clone(),
+        other => other.kind().to_string(),
     }
 }

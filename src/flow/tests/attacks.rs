@@ -518,7 +518,7 @@ async fn a_device_choice_not_offered_is_refused_and_sends_nothing() {
         assert_eq!(field_names(&view), ["device"], "{picked:?}");
         assert_eq!(
             challenge(&view).errors,
-            ["Choose where to send the code."],
+            [crate::flow::stages::authenticator_validate::PICK_DEVICE],
             "{picked:?}"
         );
     }

@@ -24,7 +24,7 @@ async fn setup_sends_one_code_to_the_account_address_and_enrols_it_on_the_right_
     let view = rig.post(&mut exec, &[("code", &code)]).await;
     assert_eq!(
         signed_in(&view),
-        ["identification", "password", "authenticator_email"]
+        ["identification", "password", "authenticator_email", "mfa"]
     );
     let devices = rig.devices("alice");
     assert_eq!(devices.len(), 1);
@@ -253,7 +253,7 @@ async fn a_confirmed_magic_link_passes_the_waiting_stage_once() {
     let view = rig.view(&mut exec).await;
     assert_eq!(
         signed_in(&view),
-        ["identification", "password", "authenticator_email"]
+        ["identification", "password", "authenticator_email", "mfa"]
     );
     assert!(!rig.engine.link_pending(&token).expect("store"));
 }

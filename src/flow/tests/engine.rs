@@ -237,7 +237,7 @@ async fn a_step_up_skips_what_the_session_proved_and_keeps_its_proofs() {
     };
     assert_eq!(
         login.amr,
-        ["identification", "password", "authenticator_email"]
+        ["identification", "password", "authenticator_email", "mfa"]
     );
     assert_eq!(login.replaces.as_ref().map(|r| r.0.as_str()), Some("sid-1"));
     assert!(login.lifetime_secs <= 3600);

@@ -10,3 +10,4 @@ mod policies;
 mod rig;
 mod sms;
 mod validate;
+mod validate_classes;

@@ -27,7 +27,13 @@ async fn setup_texts_a_code_to_the_normalised_number_and_enrols_it() {
     let view = rig.post(&mut exec, &[("code", &rig.texted_code())]).await;
     assert_eq!(
         signed_in(&view),
-        ["identification", "password", "authenticator_sms"]
+        [
+            "identification",
+            "password",
+            "authenticator_sms",
+            "sms",
+            "mfa"
+        ]
     );
     let devices = rig.devices("alice");
     assert_eq!(

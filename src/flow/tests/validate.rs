@@ -25,7 +25,12 @@ async fn the_only_device_gets_the_code_at_once_and_proves_its_factor() {
     };
     assert_eq!(
         login.amr,
-        ["identification", "password", "authenticator_validate"]
+        [
+            "identification",
+            "password",
+            "authenticator_validate",
+            "mfa"
+        ]
     );
     assert!(login.factors.meets(Factors::EMAIL) && login.factors.meets(Factors::PASSWORD));
     assert!(rig.devices("alice")[0].last_used.is_some());
@@ -80,7 +85,12 @@ async fn without_a_device_the_setup_stage_runs_inline_and_enrols_one() {
     };
     assert_eq!(
         login.amr,
-        ["identification", "password", "authenticator_validate"]
+        [
+            "identification",
+            "password",
+            "authenticator_validate",
+            "mfa"
+        ]
     );
     assert!(login.factors.meets(Factors::EMAIL));
     assert_eq!(rig.devices("alice").len(), 1);

@@ -1,0 +1,229 @@
+//! The per-class part of validation: one [`Class`] per [`DeviceClass`], reached through
+//! [`of`]. The stage (`super`) lists devices, orders and offers them, remembers when a class
+//! was last validated, and records factors and `amr`; a class only says how one chosen device
+//! is asked and how an answer is judged.
+
+use super::sent::Sent;
+use crate::config::{OtpPolicy, ValidateStageConfig};
+use crate::flow::code::CodeState;
+use crate::flow::step::{Cx, Effect};
+use crate::flow::{Challenge, FlowError, Input};
+use crate::store::{Device, DeviceClass};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// What a chosen device waits for, one variant per kind of answer. Stored in the execution
+/// (inside [`super::ValidateState::Answering`]), so every variant is plain data.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub(crate) enum Pending {
+    /// A code or link sent through the one code machine (email, SMS): the engine sends it and
+    /// judges the typed code ([`Effect::SendCode`], [`Effect::CheckCode`]).
+    Sent(CodeState),
+    /// A WebAuthn ceremony for the chosen passkey or security key (judged by the class).
+    Webauthn(crate::flow::webauthn::Assertion),
+}
+
+impl Pending {
+    /// The code machine the engine drives, for classes that send.
+    pub(crate) fn code(&self) -> Option<&CodeState> {
+        match self {
+            Pending::Sent(c) => Some(c),
+            Pending::Webauthn(_) => None,
+        }
+    }
+
+    pub(crate) fn code_mut(&mut self) -> Option<&mut CodeState> {
+        match self {
+            Pending::Sent(c) => Some(c),
+            Pending::Webauthn(_) => None,
+        }
+    }
+
+    /// The code machine, taken out to be withdrawn when the user picks another device.
+    pub(crate) fn into_code(self) -> Option<CodeState> {
+        match self {
+            Pending::Sent(c) => Some(c),
+            Pending::Webauthn(_) => None,
+        }
+    }
+
+    /// Sends and wrong answers so far, carried when the user switches devices.
+    pub(crate) fn spent(&self) -> Spent {
+        match self {
+            Pending::Sent(c) => Spent {
+                sends: c.sends,
+                attempts: c.attempts,
+            },
+            Pending::Webauthn(_) => Spent::default(),
+        }
+    }
+}
+
+/// Sends and wrong answers of this execution, across the devices it switched between.
+///
+/// # Security
+/// Switching to another device (and back) must not give the execution a fresh set of sends
+/// or attempts: the per-execution limits hold for the whole validation.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub(crate) struct Spent {
+    pub(crate) sends: u32,
+    pub(crate) attempts: u32,
+}
+
+/// What a class sees while it asks and judges.
+pub(crate) struct ClassCx<'a> {
+    /// The step (execution, services, clock, stage name).
+    pub(crate) cx: &'a Cx<'a>,
+    /// The validation stage's options.
+    // Read by classes that judge their own answers (attempt limits, user verification).
+    #[allow(dead_code)]
+    pub(crate) cfg: &'a ValidateStageConfig,
+    /// The one-time code policy for this device: the stage's own options over those of the
+    /// setup stage that enrolled it.
+    pub(crate) policy: OtpPolicy,
+    /// What earlier choices of this execution used up.
+    pub(crate) spent: Spent,
+    /// The setup stage whose channel and policy the decoy imitates.
+    pub(crate) decoy_route: &'a str,
+}
+
+/// A class's verdict on a response.
+// `Proved` and `Cancel` come from classes that judge their own answers (TOTP, recovery codes,
+// WebAuthn, Duo); email and SMS codes are judged by the engine.
+#[allow(dead_code)]
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// Keep waiting in `pending`, showing `errors`; the engine carries out `effects` first
+    /// (a code check decides the step itself: see [`Effect::CheckCode`]).
+    Wait {
+        pending: Pending,
+        errors: Vec<String>,
+        effects: Vec<Effect>,
+    },
+    /// The device proved the user. `effects` record its use (the class stores the device with
+    /// `last_used = now`, by compare-and-swap where its material changed, so the
+    /// `last_validation_threshold` sees it); `methods` are the RFC 8176 `amr` values earned.
+    Proved {
+        effects: Vec<Effect>,
+        methods: Vec<&'static str>,
+    },
+    /// The execution ends with this message (attempt limit reached).
+    Cancel(String),
+}
+
+impl Answer {
+    /// Wait in `pending` with nothing to show or do.
+    pub(crate) fn wait(pending: Pending) -> Answer {
+        Answer::Wait {
+            pending,
+            errors: Vec::new(),
+            effects: Vec::new(),
+        }
+    }
+}
+
+/// How validation asks one class of device. Implementations are stateless: what a device
+/// waits for lives in a [`Pending`] variant of the class's own.
+#[async_trait]
+pub(crate) trait Class: Send + Sync {
+    /// Whether a stored device of this class can be validated (an SMS device that kept only
+    /// its number's hash cannot be texted).
+    fn usable(&self, _device: &Device) -> bool {
+        true
+    }
+
+    /// The device as the choice list shows it; never a secret.
+    fn label(&self, device: &Device) -> String {
+        device.name.clone()
+    }
+
+    /// The device was chosen (`None`: the decoy shown to unknown and ineligible accounts,
+    /// which must look the same and never pass): what it waits for, and what to do first
+    /// (send the first code).
+    ///
+    /// # Errors
+    /// Storage errors.
+    async fn begin(
+        &self,
+        cx: &ClassCx<'_>,
+        device: Option<&Device>,
+    ) -> Result<(Pending, Vec<Effect>), FlowError>;
+
+    /// The question while waiting in `pending`. Pure: rendering sends, stores and counts
+    /// nothing.
+    ///
+    /// # Errors
+    /// [`FlowError::StateMismatch`] for another class's `pending`.
+    fn challenge(&self, cx: &ClassCx<'_>, pending: &Pending) -> Result<Challenge, FlowError>;
+
+    /// Judges a response (`device` as stored now; `None` for the decoy).
+    ///
+    /// # Errors
+    /// Storage errors, [`FlowError::StateMismatch`].
+    async fn submit(
+        &self,
+        cx: &ClassCx<'_>,
+        device: Option<&Device>,
+        pending: Pending,
+        input: &Input,
+    ) -> Result<Answer, FlowError>;
+
+    /// The RFC 8176 `amr` values a code the engine judged valid earns (classes that send);
+    /// classes that judge their own answers return them in [`Answer::Proved`].
+    fn code_methods(&self) -> &'static [&'static str] {
+        &[]
+    }
+}
+
+/// The implementation of `class`. Adding a class is one module beside this one, one
+/// [`Pending`] variant, and one arm here.
+pub(crate) fn of(class: DeviceClass) -> &'static dyn Class {
+    match class {
+        DeviceClass::Email => &Sent::EMAIL,
+        DeviceClass::Sms => &Sent::SMS,
+        DeviceClass::Webauthn => &super::passkey::Passkey,
+        // Refused at config load until their stages exist (`DeviceClass::validated_here`).
+        DeviceClass::Totp | DeviceClass::Static | DeviceClass::Duo => &Unavailable,
+    }
+}
+
+/// A class this build cannot validate: never offered (its devices are not usable), and an
+/// error if reached anyway.
+struct Unavailable;
+
+#[async_trait]
+impl Class for Unavailable {
+    fn usable(&self, _device: &Device) -> bool {
+        false
+    }
+
+    async fn begin(
+        &self,
+        cx: &ClassCx<'_>,
+        _device: Option<&Device>,
+    ) -> Result<(Pending, Vec<Effect>), FlowError> {
+        Err(unavailable(cx))
+    }
+
+    fn challenge(&self, cx: &ClassCx<'_>, _pending: &Pending) -> Result<Challenge, FlowError> {
+        Err(unavailable(cx))
+    }
+
+    async fn submit(
+        &self,
+        cx: &ClassCx<'_>,
+        _device: Option<&Device>,
+        _pending: Pending,
+        _input: &Input,
+    ) -> Result<Answer, FlowError> {
+        Err(unavailable(cx))
+    }
+}
+
+fn unavailable(cx: &ClassCx<'_>) -> FlowError {
+    FlowError::Stage {
+        stage: cx.cx.name.to_string(),
+        reason: "a device class this build cannot validate".into(),
+    }
+}
