@@ -230,6 +230,62 @@ kind = "user_login"
     }
 
     #[test]
+    fn a_passkey_sign_in_stands_in_for_the_password_and_webauthn_checks_only() {
+        let cfg = crate::config::Config::from_toml(
+            r#"
+[webauthn]
+rp_id = "localhost"
+origins = ["http://localhost:9000"]
+[[apps]]
+name = "demo"
+hosts = ["localhost"]
+upstream = "builtin:whoami"
+flow = "f"
+[[flows]]
+slug = "f"
+designation = "authentication"
+stages = ["id", "pw", "keys", "mail", "login"]
+[stages.id]
+kind = "identification"
+webauthn_stage = "keys"
+[stages.pw]
+kind = "password"
+[stages.keys]
+kind = "authenticator_validate"
+device_classes = ["webauthn", "email"]
+[stages.mail]
+kind = "authenticator_validate"
+device_classes = ["email"]
+[stages.login]
+kind = "user_login"
+"#,
+            std::path::Path::new("test.toml"),
+            std::iter::empty(),
+        )
+        .expect("config");
+        let need = |s: &str| Factors::satisfying(&cfg.stages[s]);
+        let passkey = Factors::WEBAUTHN.with(Factors::PASSKEY);
+        assert!(
+            need("pw").meets(passkey),
+            "a passkey stands in for the password"
+        );
+        assert!(
+            need("keys").meets(passkey),
+            "and for a validation that takes webauthn"
+        );
+        assert!(!need("mail").meets(passkey), "not for an email code");
+        assert!(
+            !need("pw").meets(Factors::WEBAUTHN),
+            "a security key as second factor is not a password"
+        );
+        let f = cfg.flows.iter().find(|f| f.slug == "f").expect("flow");
+        let r = Requirement::of_flow(&f.stages, &cfg.stages);
+        assert!(!r.met_by(passkey), "the email stage still wants its code");
+        assert!(r.met_by(passkey.with(Factors::EMAIL)));
+        assert_eq!(Factors::named("passkey"), Some(Factors::PASSKEY));
+    }
+
+    #[test]
     fn a_requirement_wants_one_factor_per_proving_stage() {
         let any_code = Factors::EMAIL.with(Factors::SMS);
         let r = Requirement(vec![Factors::PASSWORD, any_code].into());

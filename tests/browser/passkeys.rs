@@ -45,7 +45,8 @@ webauthn_stage = "pk-mfa"
 [stages.pk-mfa]
 kind = "authenticator_validate"
 device_classes = ["webauthn"]
-not_configured_action = "deny"
+not_configured_action = "configure"
+configure_stage = "pk-setup"
 webauthn_user_verification = "preferred"
 
 [stages.pk-setup]
@@ -432,6 +433,18 @@ async fn the_json_face_carries_the_public_key_options_and_refuses_forged_answers
         );
         seen.push(c);
     }
+
+    // Bob has no passkey: after his password the validation runs the setup stage inline.
+    let b2 = Browser::new(gw.port);
+    b2.get_json(&format!("{}?rd=/x", api(PASSKEY_FLOW))).await;
+    b2.post_json(&api(PASSKEY_FLOW), &json!({"uid": "bob"}))
+        .await;
+    let v = b2
+        .post_json(&api(PASSKEY_FLOW), &json!({"password": BOB_PW}))
+        .await
+        .json();
+    assert_eq!(v["component"], "authenticator_webauthn", "{v}");
+    assert_eq!(v["webauthn"]["publicKey"]["user"]["name"], "bob", "{v}");
 
     // The setup stage, after the password, asks the browser to create a passkey for alice.
     let b = Browser::new(gw.port);
