@@ -541,3 +541,45 @@ async fn a_passkey_confirms_a_password_sign_in_as_the_second_factor() {
     assert!(page.contains("Hello, Alice A"), "{page}");
     assert!(gw.logs().contains("passkey validated"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_authenticator_model_outside_device_type_restrictions_is_not_enrolled() {
+    let strict = r#"
+[[flows]]
+slug = "enrol-strict"
+designation = "authentication"
+stages = ["identify", "password", "pk-setup-strict", "login"]
+
+[stages.pk-setup-strict]
+kind = "authenticator_webauthn"
+resident_key_requirement = "required"
+device_type_restrictions = ["cb69481e-8ff7-4039-93ec-0a2729a154a8"]
+"#;
+    let gw = gateway(strict).await;
+    let chrome = Chrome::start_with(Options::mapping(&[(APP, gw.port)])).await;
+    authenticator(&chrome).await;
+    let base = url_base(&gw).await;
+    chrome
+        .go(&format!("{base}/.portcullis/flow/enrol-strict?rd=/in"))
+        .await;
+    chrome.type_into("#f-uid", "alice").await;
+    chrome.click("button[type=submit]").await;
+    chrome
+        .wait_text(|t| t.contains("Signing in as alice"))
+        .await;
+    chrome.type_into("#f-password", ALICE_PW).await;
+    chrome.click("button[type=submit]").await;
+    chrome.wait_text(|t| t.contains("Create a passkey")).await;
+    chrome.click("#webauthn-start").await;
+    let page = chrome
+        .wait_text(|t| t.contains("is not allowed here"))
+        .await;
+    assert!(
+        page.contains("This kind of security key or passkey is not allowed here"),
+        "{page}"
+    );
+    assert!(!chrome.url().await.ends_with("/in"), "not signed in");
+    let logs = gw.logs();
+    assert!(logs.contains("authenticator model not allowed"), "{logs}");
+    assert!(!logs.contains("passkey registered"), "no device stored");
+}
