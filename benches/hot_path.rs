@@ -7,7 +7,8 @@
 //!   a session's first request, later ones, a refused token), issuing a session;
 //! - `access/`: the one access decision, signed in and without a cookie;
 //! - `rules/`: the same decision for an app with 1, 10 and 50 access rules, the last one
-//!   matching (the worst case), beside the app without rules;
+//!   matching (the worst case), beside the app without rules, and for an app with one
+//!   expression policy bound to it (judged inline on every signed-in request);
 //! - `headers/`: identity headers stripped and injected, the gateway's cookies removed;
 //! - `assertion/`: the EdDSA identity assertion for apps with `assertion = true`;
 //! - `forward_auth/`: an nginx `auth_request` answered for a signed-in user;
@@ -290,6 +291,15 @@ fn rules(c: &mut Criterion, f: &Fixture) {
             b.iter(|| decide(&gate))
         });
     }
+    // An app with one expression policy: what every signed-in request of it pays on top.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let policy = "policies = [\"staff\"]\n[policies.staff]\nkind = \"expression\"\nexpression = \"'staff' in user.groups && request.method in ['GET', 'HEAD']\"\n";
+    let config = config_with_rules(dir.path(), false, policy);
+    assert_eq!(config.apps[0].policies.policies.len(), 1);
+    let gate = Gate::new(Arc::new(config), f.parts.sessions.clone());
+    c.bench_function("rules/decide_signed_in_app_policy", |b| {
+        b.iter(|| decide(&gate))
+    });
 }
 
 /// What the proxy does to every allowed request's headers. `proxy::identity` is private, so
@@ -552,7 +562,13 @@ fn forward_auth(c: &mut Criterion, f: &Fixture) {
     };
     c.bench_function("forward_auth/nginx_signed_in", |b| {
         b.iter(|| {
-            let r = handle(&f.parts.gate, Flavor::Nginx, black_box(&arrived), true);
+            let r = handle(
+                &f.parts.gate,
+                f.parts.portal.ui(),
+                Flavor::Nginx,
+                black_box(&arrived),
+                true,
+            );
             assert_eq!(r.status, http::StatusCode::OK);
             r
         })

@@ -2,6 +2,7 @@
 //! has rules of its own.
 
 use crate::config::{AppConfig, Config, Policy, PublicOrigin, Rule, RuleInput};
+use crate::policy::{Evaluator, Facts, FlowFacts, RequestFacts, UserFacts};
 use crate::session::{cookie, Claims, Factors, Requirement, SessionService};
 use http::{HeaderMap, Method};
 use std::borrow::Cow;
@@ -65,6 +66,16 @@ pub enum Decision<'a> {
         /// The verified session, when the request carried one (to name who is signed in).
         claims: Option<Arc<Claims>>,
     },
+    /// Signed in and otherwise let in, but the app's `policies` refuse: 403, showing
+    /// `messages` (the failing policies' `message`s, or `Access denied.`).
+    Refused {
+        /// The app the host belongs to.
+        app: &'a AppConfig,
+        /// The verified session, for the page naming who is signed in.
+        claims: Arc<Claims>,
+        /// What to tell the user.
+        messages: Vec<String>,
+    },
     /// Signed in, but not in the app's allowed groups.
     Forbidden {
         /// The app the host belongs to.
@@ -127,6 +138,9 @@ pub struct Verdict<'a> {
     pub matched: Matched,
     /// What the session lacks (for `StepUp`, `Unauthenticated` and `Forbidden`).
     pub wanted: Vec<Wanted>,
+    /// The verdict of the app's `policies`, when they were judged (a session otherwise let
+    /// in); `None` when the app binds none or the decision came before them.
+    pub policies: Option<crate::policy::Verdict>,
 }
 
 /// What a rule asks of a session beyond a sign-in, prepared once.
@@ -149,6 +163,8 @@ pub struct Gate {
     needs: Vec<Vec<Needs>>,
     /// Per flow slug, the shortest `max_age` (ms) of a rule of an app that flow signs in.
     fresh_within: HashMap<String, i64>,
+    /// Judges apps' `policies`, inline.
+    evaluator: Evaluator,
 }
 
 impl Gate {
@@ -182,6 +198,7 @@ impl Gate {
                 *e = (*e).min(ms);
             }
         }
+        let evaluator = Evaluator::default().with_geoip(config.geoip.clone());
         Self {
             config,
             by_host,
@@ -189,6 +206,7 @@ impl Gate {
             requirements,
             needs,
             fresh_within,
+            evaluator,
         }
     }
 
@@ -229,7 +247,8 @@ impl Gate {
     /// `[[apps.rules]]` in order (the first that matches decides), then its `default_policy`.
     /// A policy that needs a session then asks, in order: a valid session, the app's
     /// `allowed_groups`, the app's flow's factors, a second factor (`two_factor`), the rule's
-    /// `factors`, its `max_age`.
+    /// `factors`, its `max_age`, and last the app's `policies` (judged inline, see
+    /// [`Gate::app_policies`]).
     ///
     /// # Security
     /// This is the only access rule: the proxy and every forward-auth transport act on its
@@ -355,6 +374,7 @@ impl Gate {
                 decision: Decision::Forbidden { app, claims },
                 matched,
                 wanted: vec![Wanted::Group],
+                policies: None,
             };
         }
         let mut wanted = Vec::new();
@@ -382,7 +402,24 @@ impl Gate {
             }
         }
         if wanted.is_empty() {
-            return verdict(Decision::Allow { app, claims }, matched);
+            let Some(judged) = self.app_policies(app, req, &claims) else {
+                return verdict(Decision::Allow { app, claims }, matched);
+            };
+            let decision = if judged.passed {
+                Decision::Allow { app, claims }
+            } else {
+                Decision::Refused {
+                    app,
+                    claims,
+                    messages: judged.messages.clone(),
+                }
+            };
+            return Verdict {
+                decision,
+                matched,
+                wanted: Vec::new(),
+                policies: Some(judged),
+            };
         }
         Verdict {
             decision: Decision::StepUp {
@@ -393,6 +430,70 @@ impl Gate {
             },
             matched,
             wanted,
+            policies: None,
+        }
+    }
+
+    /// The verdict of `app`'s `policies` on this request by this session; `None` when the app
+    /// binds none (then nothing is built or run).
+    ///
+    /// # Security
+    /// Runs on the request's own thread, off disk: expressions inline within the load-time
+    /// bounds ([`crate::policy::Expression::evaluate_inline`]), networks against the client
+    /// address the gateway trusts, the country from the in-memory `[geoip]` database and only
+    /// for expressions that read it; kinds that need the store are refused on apps at load.
+    /// `request.path` is the normalised path rules match, so a bent spelling cannot slip past
+    /// a policy on the path. A policy that errors denies.
+    pub fn app_policies(
+        &self,
+        app: &AppConfig,
+        req: &AccessRequest<'_>,
+        claims: &Claims,
+    ) -> Option<crate::policy::Verdict> {
+        if app.policies.is_empty() {
+            return None;
+        }
+        let facts = self.facts(app, req, claims);
+        let judged = self.evaluator.judge_inline(&app.policies, &facts);
+        if !judged.passed {
+            tracing::info!(user = %claims.sub, app = %app.name, outcomes = ?judged.outcomes, "access refused by the app's policies");
+        }
+        Some(judged)
+    }
+
+    /// What an app's policies see of a request by a signed-in user.
+    fn facts(&self, app: &AppConfig, req: &AccessRequest<'_>, claims: &Claims) -> Facts {
+        let flow = self.config.flow(&app.flow);
+        Facts {
+            user: Some(UserFacts {
+                username: claims.sub.clone(),
+                name: claims.name.clone(),
+                email: claims.email.clone(),
+                groups: claims.groups.clone(),
+                attributes: Default::default(),
+                is_active: true,
+            }),
+            request: RequestFacts {
+                ip: req.client.map(|ip| ip.to_string()).unwrap_or_default(),
+                host: host_of(req.authority).to_ascii_lowercase(),
+                path: judged_path(req.path).into_owned(),
+                method: req.method.as_str().to_string(),
+                headers: crate::policy::POLICY_HEADERS
+                    .iter()
+                    .filter_map(|h| {
+                        let v = req.headers.get(*h)?.to_str().ok()?;
+                        Some((h.to_string(), v.to_string()))
+                    })
+                    .collect(),
+            },
+            flow: FlowFacts {
+                slug: app.flow.clone(),
+                designation: flow.map_or("", |f| f.designation.as_str()).to_string(),
+                prompt_data: Default::default(),
+                stages_passed: claims.amr.clone(),
+            },
+            now: self.sessions.now_ms().div_euclid(1000),
+            failures: Default::default(),
         }
     }
 
@@ -410,6 +511,7 @@ impl Gate {
             },
             matched,
             wanted: vec![Wanted::SignIn],
+            policies: None,
         }
     }
 
@@ -515,6 +617,7 @@ fn verdict(decision: Decision<'_>, matched: Matched) -> Verdict<'_> {
         decision,
         matched,
         wanted: Vec::new(),
+        policies: None,
     }
 }
 

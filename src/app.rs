@@ -139,7 +139,9 @@ impl Parts {
                 }),
                 templates: Arc::new(MessageTemplates::new(config.ui.templates.clone())),
                 site_title: config.ui.site_title.clone(),
-                policies: Arc::new(crate::policy::Evaluator::default()),
+                policies: Arc::new(
+                    crate::policy::Evaluator::default().with_geoip(config.geoip.clone()),
+                ),
             },
         ));
         let ui = Arc::new(Ui::new(&config.ui));

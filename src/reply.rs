@@ -133,3 +133,11 @@ pub fn step_up(login: &str, navigation: bool) -> Response {
 pub fn json_error(status: StatusCode, error: &str, message: &str) -> Response {
     Response::json(status, &json!({ "error": error, "message": message }))
 }
+
+/// Whether the client reads HTML (a browser): its `Accept` names `text/html`.
+pub fn wants_html(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"))
+}

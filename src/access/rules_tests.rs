@@ -180,6 +180,7 @@ pub(crate) fn name(d: &Decision<'_>) -> &'static str {
         Decision::Denied { .. } => "denied",
         Decision::Forbidden { .. } => "forbidden",
         Decision::StepUp { .. } => "step_up",
+        Decision::Refused { .. } => "refused",
     }
 }
 

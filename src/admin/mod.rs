@@ -9,7 +9,7 @@ use crate::config::PasswordPolicy;
 use crate::password::{PasswordError, PasswordHasherPool};
 use crate::secret::SecretString;
 use crate::session::SessionService;
-use crate::store::{new_username, Store, StoreError, User};
+use crate::store::{new_username, Device, Store, StoreError, User};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -62,8 +62,55 @@ pub(crate) enum Command {
         /// The user to remove.
         username: String,
     },
+    /// List a user's second-factor devices.
+    UserDevices {
+        /// Whose devices.
+        username: String,
+    },
+    /// Remove one of a user's devices.
+    UserDeviceRemove {
+        /// Whose device.
+        username: String,
+        /// The device's id, as `user devices` lists it; another user's id is refused.
+        id: String,
+    },
     /// Re-read the session signing keys from disk (after `keys rotate`).
     KeysReload,
+}
+
+/// A device as shown to an operator: never its secret material, and its address masked as the
+/// sign-in pages show it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct DeviceView {
+    /// The device's id (what `user device-remove` takes).
+    pub(crate) id: String,
+    /// Its class as stored: `email`, `sms`, `totp`, `static`, `webauthn`, `duo`.
+    pub(crate) class: String,
+    /// The name the user sees when choosing.
+    pub(crate) name: String,
+    /// The address codes go to, masked (`al***@example.com`); `None` when it has none.
+    pub(crate) address: Option<String>,
+    /// When it was enrolled, in unix seconds.
+    pub(crate) created: i64,
+    /// When it was last used to sign in, in unix seconds.
+    pub(crate) last_used: Option<i64>,
+}
+
+impl From<&Device> for DeviceView {
+    fn from(d: &Device) -> Self {
+        Self {
+            id: d.id.clone(),
+            class: d.class.as_str().to_string(),
+            name: d.name.clone(),
+            address: if d.verify_only() {
+                d.address_hash.as_ref().map(|_| "(verify only)".to_string())
+            } else {
+                Some(crate::flow::otp::mask(&d.address))
+            },
+            created: d.created,
+            last_used: d.last_used,
+        }
+    }
 }
 
 /// A user as shown to an operator: everything but the hash.
@@ -109,6 +156,9 @@ pub(crate) struct Reply {
     /// The users listed or shown; empty for other commands.
     #[serde(default)]
     pub(crate) users: Vec<UserView>,
+    /// The devices listed; empty for other commands.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) devices: Vec<DeviceView>,
 }
 
 /// Why a command was refused or failed. The message is shown to the operator as it is.
@@ -286,6 +336,7 @@ impl Admin {
                     ok: true,
                     message: String::new(),
                     users: vec![UserView::from(&user)],
+                    devices: Vec::new(),
                 })
             }
             Command::UserDisable { username } => self.user_disable(&username),
@@ -296,6 +347,8 @@ impl Admin {
                 Ok(ok(format!("enabled user {}", user.username)))
             }
             Command::UserRemove { username } => self.user_remove(&username),
+            Command::UserDevices { username } => self.user_devices(&username),
+            Command::UserDeviceRemove { username, id } => self.user_device_remove(&username, &id),
             Command::KeysReload => self.keys_reload(),
         }
     }
@@ -356,6 +409,7 @@ impl Admin {
             ok: true,
             message: format!("{} user(s)", users.len()),
             users,
+            devices: Vec::new(),
         })
     }
 
@@ -380,6 +434,35 @@ impl Admin {
             "removed user {}; their sessions were ended",
             user.username
         )))
+    }
+
+    fn user_devices(&self, username: &str) -> Result<Reply, AdminError> {
+        let user = self.existing(username)?;
+        let devices: Vec<DeviceView> = self
+            .store
+            .devices(&user.username)?
+            .iter()
+            .map(DeviceView::from)
+            .collect();
+        let mut reply = ok(format!("{} device(s) of {}", devices.len(), user.username));
+        reply.devices = devices;
+        Ok(reply)
+    }
+
+    /// # Security
+    /// The store keys devices by owner and id, so an id of another user's device is not found
+    /// under this user and nothing is removed.
+    fn user_device_remove(&self, username: &str, id: &str) -> Result<Reply, AdminError> {
+        let user = self.existing(username)?;
+        if !self.store.remove_device(&user.username, id)? {
+            return Err(AdminError::Invalid(format!(
+                "{} has no device with id `{}` (`portcullis user devices {}` lists theirs)",
+                user.username,
+                id.escape_debug(),
+                user.username
+            )));
+        }
+        Ok(ok(format!("removed device {id} of {}", user.username)))
     }
 
     fn keys_reload(&self) -> Result<Reply, AdminError> {
@@ -416,6 +499,7 @@ fn ok(message: String) -> Reply {
         ok: true,
         message,
         users: Vec::new(),
+        devices: Vec::new(),
     }
 }
 

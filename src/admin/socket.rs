@@ -56,11 +56,13 @@ fn handle(stream: UnixStream, admin: &Admin) -> std::io::Result<()> {
             ok: false,
             message: e.to_string(),
             users: Vec::new(),
+            devices: Vec::new(),
         }),
         Err(e) => Reply {
             ok: false,
             message: format!("malformed command: {e}"),
             users: Vec::new(),
+            devices: Vec::new(),
         },
     };
     let mut out = serde_json::to_vec(&reply).map_err(std::io::Error::other)?;

@@ -204,6 +204,7 @@ fn describe(
         | Decision::Allow { app, .. }
         | Decision::Unauthenticated { app, .. }
         | Decision::Denied { app, .. }
+        | Decision::Refused { app, .. }
         | Decision::Forbidden { app, .. }
         | Decision::StepUp { app, .. } => Some(*app),
     };
@@ -231,6 +232,7 @@ fn describe(
         Decision::Allow { .. } => "allow: forwarded with the user's identity",
         Decision::Unauthenticated { .. } => "sign in: redirected to sign-in (401 for API calls)",
         Decision::Denied { .. } => "deny: 403",
+        Decision::Refused { .. } => "refused: 403 (the app's policies)",
         Decision::Forbidden { .. } => "forbidden: 403 (not in the app's allowed_groups)",
         Decision::StepUp { .. } => "step up: sent to the app's flow (401 for API calls)",
     };
@@ -240,6 +242,7 @@ fn describe(
     {
         out.push(format!("sign-in: {}", gate.login_url_absolute(app, req)));
     }
+    policy_lines(gate, req, v, app, claims, &mut out);
     for w in &v.wanted {
         out.push(format!(
             "asks for: {}",
@@ -291,4 +294,41 @@ fn wanted(gate: &Gate, flow: Option<&str>, w: &Wanted) -> String {
             "membership of one of the app's allowed_groups (a sign-in cannot give it)".into()
         }
     }
+}
+
+/// The app's policies: each one's verdict, judged by the decision (or, when it stopped before
+/// them, as they would judge this session), then the binding's result.
+fn policy_lines(
+    gate: &Gate,
+    req: &AccessRequest<'_>,
+    v: &Verdict<'_>,
+    app: Option<&crate::config::AppConfig>,
+    claims: &Option<Arc<Claims>>,
+    out: &mut Vec<String>,
+) {
+    let Some(app) = app.filter(|a| !a.policies.is_empty()) else {
+        return;
+    };
+    let (judged, note) = match (&v.policies, claims) {
+        (Some(p), _) => (p.clone(), ""),
+        (None, Some(c)) => match gate.app_policies(app, req, c) {
+            Some(p) => (
+                p,
+                " (not reached: judged once the rest lets the session in)",
+            ),
+            None => return,
+        },
+        (None, None) => {
+            out.push("app policies: not judged without a session".into());
+            return;
+        }
+    };
+    for (name, outcome) in &judged.outcomes {
+        out.push(format!("app policy {name}: {}", outcome.as_str()));
+    }
+    out.push(if judged.passed {
+        format!("app policies: pass{note}")
+    } else {
+        format!("app policies: refuse: {}{note}", judged.messages.join(" "))
+    });
 }

@@ -30,7 +30,7 @@ pub(super) fn run(config: &Config, slug: &str, user: Option<&str>, ip: &str) -> 
         Err(e) => return super::fail(&format!("cannot start the evaluator: {e}")),
     };
     let now = crate::clock::now();
-    let judge = Evaluator::default();
+    let judge = Evaluator::default().with_geoip(config.geoip.clone());
     let checked = runtime.block_on(check_plan(&plan, &judge, user.as_ref(), ip, now));
     print!("{}", report(slug, user.as_ref(), ip, &checked));
     ExitCode::SUCCESS

@@ -99,6 +99,15 @@ pub(crate) enum UserCmd {
     Remove {
         username: String,
     },
+    /// List a user's second-factor devices: id, class, name, masked address, created, last used.
+    Devices {
+        username: String,
+    },
+    /// Remove one of a user's devices by the id `user devices` shows.
+    DeviceRemove {
+        username: String,
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -297,6 +306,8 @@ fn user_command(cmd: UserCmd) -> Result<Command, String> {
         UserCmd::Disable { username } => Command::UserDisable { username },
         UserCmd::Enable { username } => Command::UserEnable { username },
         UserCmd::Remove { username } => Command::UserRemove { username },
+        UserCmd::Devices { username } => Command::UserDevices { username },
+        UserCmd::DeviceRemove { username, id } => Command::UserDeviceRemove { username, id },
     })
 }
 
@@ -334,7 +345,10 @@ fn admin_command(config: &Config, cmd: Command) -> ExitCode {
     if let Err(e) = admin::precheck(&cmd, &config.password_policy) {
         return fail(&e.to_string());
     }
-    let read_only = matches!(cmd, Command::UserList | Command::UserShow { .. });
+    let read_only = matches!(
+        cmd,
+        Command::UserList | Command::UserShow { .. } | Command::UserDevices { .. }
+    );
     let existed = config.storage.path.exists();
     if read_only && !existed {
         return fail(&format!("no database at {db}; nothing was created"));
@@ -392,10 +406,74 @@ fn print_reply(reply: &Reply, how: &str) -> ExitCode {
             if u.has_password { "set" } else { "none" },
         );
     }
+    if !reply.devices.is_empty() {
+        print!("{}", devices_table(&reply.devices));
+    }
     if !reply.message.is_empty() {
         println!("{} ({how})", reply.message);
     }
     ExitCode::SUCCESS
+}
+
+/// Devices as an aligned table, times in UTC.
+fn devices_table(devices: &[admin::DeviceView]) -> String {
+    let mut rows = vec![[
+        "ID".to_string(),
+        "CLASS".into(),
+        "NAME".into(),
+        "ADDRESS".into(),
+        "CREATED (UTC)".into(),
+        "LAST USED (UTC)".into(),
+    ]];
+    for d in devices {
+        rows.push([
+            d.id.clone(),
+            d.class.clone(),
+            printable(&d.name),
+            d.address.as_deref().map_or("-".into(), printable),
+            utc(d.created),
+            d.last_used.map_or("never".into(), utc),
+        ]);
+    }
+    let mut widths = [0usize; 6];
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// A name as typed, without control characters that would move the terminal's cursor.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// Unix seconds as `2026-12-01 16:51`, UTC.
+fn utc(secs: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(secs) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute()
+        ),
+        Err(_) => secs.to_string(),
+    }
 }
 
 fn hash_password(config: &Config) -> ExitCode {

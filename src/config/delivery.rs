@@ -167,7 +167,9 @@ impl DeviceClass {
     /// Whether `authenticator_validate` can validate devices of this class in this build.
     /// A class whose stage is not built yet is refused at config load, naming the key.
     pub fn validated_here(self) -> bool {
-        !matches!(self, DeviceClass::Duo)
+        // Every class has its stage in this build.
+        let _ = self;
+        true
     }
 
     /// The name as written in config and stored records.

@@ -3,6 +3,7 @@
 //! already typed: nothing downstream parses configuration again.
 
 mod delivery;
+mod duo;
 mod duration;
 mod email;
 mod env;
@@ -16,6 +17,7 @@ mod ui;
 mod validate;
 mod webauthn;
 
+pub use duo::{DuoApi, DuoStageConfig};
 pub use duration::parse as parse_duration;
 pub use email::OwnOtp;
 pub use error::ConfigError;
@@ -76,6 +78,8 @@ pub struct Config {
     pub networks: BTreeMap<String, Networks>,
     /// `[webauthn]`: the relying party of passkeys, when configured.
     pub webauthn: Option<std::sync::Arc<RelyingPartyConfig>>,
+    /// `[geoip] database`, read once at load: what `request.country` is looked up in.
+    pub geoip: Option<std::sync::Arc<crate::policy::GeoIp>>,
 }
 
 /// `[server]`: where the gateway listens and how it is reached.
@@ -257,6 +261,10 @@ pub struct AppConfig {
     pub access: AccessRules,
     /// Whether it also gets a signed identity assertion.
     pub assertion: bool,
+    /// `policies`, `policy_engine_mode`, `negate`: judged for every request that needs a
+    /// session, once the session is otherwise let in; a failing binding answers 403 with the
+    /// policies' messages.
+    pub policies: crate::policy::Binding,
     /// Where users reach the app, one per entry of `hosts` (same order): the configured
     /// scheme and port with that host. The first is the app's public origin.
     pub origins: Vec<PublicOrigin>,
@@ -458,6 +466,8 @@ pub enum StageConfig {
     AuthenticatorValidate(Box<ValidateStageConfig>),
     /// Enrols a phone.
     AuthenticatorSms(Box<SmsStageConfig>),
+    /// Enrols a Duo Mobile device, or links an account Duo already knows.
+    AuthenticatorDuo(Box<DuoStageConfig>),
     /// Asks for fields.
     Prompt(Box<PromptStageConfig>),
     /// Enrols a passkey or security key.
@@ -563,6 +573,7 @@ impl StageConfig {
             StageConfig::AuthenticatorEmail(_) => "authenticator_email",
             StageConfig::AuthenticatorValidate(_) => "authenticator_validate",
             StageConfig::AuthenticatorSms(_) => "authenticator_sms",
+            StageConfig::AuthenticatorDuo(_) => "authenticator_duo",
             StageConfig::Prompt(_) => "prompt",
             StageConfig::AuthenticatorWebauthn(_) => "authenticator_webauthn",
         }
@@ -575,6 +586,7 @@ impl StageConfig {
             StageConfig::AuthenticatorEmail(_) => Some(DeviceClass::Email),
             StageConfig::AuthenticatorSms(_) => Some(DeviceClass::Sms),
             StageConfig::AuthenticatorWebauthn(_) => Some(DeviceClass::Webauthn),
+            StageConfig::AuthenticatorDuo(_) => Some(DeviceClass::Duo),
             StageConfig::Identification { .. }
             | StageConfig::Password { .. }
             | StageConfig::UserLogin { .. }

@@ -1,9 +1,10 @@
-//! `[policies.NAME]` and the bindings that use them: a flow's `policies` (who may start it)
-//! and a stage entry's `{ stage = "..", policies = [..], .. }` (whether the stage runs).
-//! Expressions are compiled here, once; CIDRs parsed here.
+//! `[policies.NAME]` and the bindings that use them: a flow's `policies` (who may start it),
+//! a stage entry's `{ stage = "..", policies = [..], .. }` (whether the stage runs) and an
+//! app's `policies` (who may use it). Expressions are compiled here, once; CIDRs parsed
+//! here; the `[geoip]` database read here.
 
 use super::error::Problem;
-use crate::policy::{Binding, Expression, Mode, PasswordRules, Policy, PolicyKind};
+use crate::policy::{Binding, BreachedList, Expression, Mode, PasswordRules, Policy, PolicyKind};
 use ipnet::IpNet;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -45,6 +46,13 @@ pub(super) enum RawPolicy {
         amount_digits: usize,
         #[serde(default)]
         amount_symbols: usize,
+        check_static_rules: Option<bool>,
+        check_zxcvbn: Option<bool>,
+        zxcvbn_score_threshold: Option<u8>,
+        check_have_i_been_pwned: Option<bool>,
+        hibp_allowed_count: Option<u64>,
+        /// A folder of HIBP range files; made absolute against the config file's folder.
+        hibp_directory: Option<String>,
         message: Option<String>,
     },
 }
@@ -156,25 +164,34 @@ fn policy(
             amount_lowercase,
             amount_digits,
             amount_symbols,
+            check_static_rules,
+            check_zxcvbn,
+            zxcvbn_score_threshold,
+            check_have_i_been_pwned,
+            hibp_allowed_count,
+            hibp_directory,
             message,
         } => {
             let rules = PasswordRules {
                 field: password_field.unwrap_or_else(|| "password".into()),
+                check_static_rules: check_static_rules.unwrap_or(true),
                 length_min,
                 amount_uppercase,
                 amount_lowercase,
                 amount_digits,
                 amount_symbols,
+                zxcvbn_score_threshold: zxcvbn(name, check_zxcvbn, zxcvbn_score_threshold)?,
+                breached: breached(
+                    name,
+                    check_have_i_been_pwned,
+                    hibp_directory,
+                    hibp_allowed_count,
+                )?,
             };
-            if rules
-                == (PasswordRules {
-                    field: rules.field.clone(),
-                    ..Default::default()
-                })
-            {
+            if !rules.checks_anything() {
                 return Err(Problem::new(
                     format!("policies.{name}"),
-                    "a password policy needs at least one rule (length_min, amount_*)",
+                    "a password policy needs at least one rule (length_min, amount_*, check_zxcvbn, check_have_i_been_pwned)",
                 ));
             }
             (PolicyKind::Password(rules), message)
@@ -185,6 +202,47 @@ fn policy(
         message: message.filter(|m| !m.trim().is_empty()),
         kind,
     })
+}
+
+/// The zxcvbn threshold when zxcvbn is checked: `check_zxcvbn` (default: whether a threshold
+/// is written), `zxcvbn_score_threshold` (authentik's default 2; a score at or below it fails).
+fn zxcvbn(name: &str, check: Option<bool>, threshold: Option<u8>) -> Checked<Option<u8>> {
+    if let Some(t @ 4..) = threshold {
+        return Err(Problem::new(
+            format!("policies.{name}.zxcvbn_score_threshold"),
+            format!("{t} would refuse every password: zxcvbn scores 0 to 4, and a score at or below the threshold fails (use 0 to 3)"),
+        ));
+    }
+    Ok(check
+        .unwrap_or(threshold.is_some())
+        .then_some(threshold.unwrap_or(2)))
+}
+
+/// The offline breached-password list: `check_have_i_been_pwned` (default: whether
+/// `hibp_directory` is written), the folder (already absolute) and `hibp_allowed_count`
+/// (default 0: a password seen once fails).
+fn breached(
+    name: &str,
+    check: Option<bool>,
+    dir: Option<String>,
+    allowed: Option<u64>,
+) -> Checked<Option<BreachedList>> {
+    if !check.unwrap_or(dir.is_some()) {
+        return Ok(None);
+    }
+    let key = format!("policies.{name}.hibp_directory");
+    let Some(dir) = dir else {
+        return Err(Problem::new(
+            key,
+            "check_have_i_been_pwned needs a folder of Have I Been Pwned range files (ABCDE.txt per SHA-1 prefix, as its downloader writes them); Portcullis never asks the online API",
+        ));
+    };
+    let dir = std::path::PathBuf::from(dir);
+    BreachedList::usable(&dir).map_err(|why| Problem::new(key, why))?;
+    Ok(Some(BreachedList {
+        dir,
+        allowed_count: allowed.unwrap_or(0),
+    }))
 }
 
 /// A network policy's `cidrs`, then the networks of the `[networks]` entries it names.
@@ -300,4 +358,67 @@ pub(super) fn stage_binding(
 /// The table a key belongs to: `flows[0]` for `flows[0].policies`.
 fn parent(path: &str) -> &str {
     path.rsplit_once('.').map_or(path, |(p, _)| p)
+}
+
+/// An app's `policies`, `policy_engine_mode` and `negate`.
+///
+/// # Security
+/// The access decision judges these for every signed-in request, inline and off disk. A
+/// `reputation` policy reads failure counters kept in the store and a `password` policy reads
+/// prompt answers no app request has, so binding either to an app is refused here, naming
+/// the key (bind them to a flow or a stage instead).
+pub(super) fn app_binding(
+    i: usize,
+    app: &super::raw::RawApp,
+    all: &BTreeMap<String, Arc<Policy>>,
+) -> Checked<Binding> {
+    let b = binding(
+        &format!("apps[{i}].policies"),
+        &app.policies,
+        app.policy_engine_mode.as_deref(),
+        app.negate,
+        all,
+    )?;
+    for (j, p) in b.policies.iter().enumerate() {
+        let why = match p.kind {
+            PolicyKind::Reputation { .. } => {
+                "is a reputation policy: its counters live in the store, which the access decision never reads; bind it to a flow or a stage"
+            }
+            PolicyKind::Password(_) => {
+                "is a password policy: it judges prompt answers, which an app request has none of; bind it to a prompt's validation_policies"
+            }
+            _ => continue,
+        };
+        return Err(Problem::new(
+            format!("apps[{i}].policies[{j}]"),
+            format!("`{}` {why}", p.name),
+        ));
+    }
+    Ok(b)
+}
+
+/// `[geoip]`: the database, read whole now. Refused, naming `geoip.database`, when the file
+/// cannot be read or is not a MaxMind database; and an expression that reads
+/// `request.country` without a `[geoip]` database is refused naming it (it would always see
+/// `""`, which silently opens a policy such as `!(request.country in ["XX"])`).
+pub(super) fn geoip(
+    raw: Option<&super::raw::RawGeoIp>,
+    all: &BTreeMap<String, Arc<Policy>>,
+) -> Checked<Option<Arc<crate::policy::GeoIp>>> {
+    let Some(raw) = raw else {
+        for (name, p) in all {
+            if let PolicyKind::Expression(e) = &p.kind {
+                if e.reads_country() {
+                    return Err(Problem::new(
+                        format!("policies.{name}.expression"),
+                        "reads request.country, but no [geoip] database is configured",
+                    ));
+                }
+            }
+        }
+        return Ok(None);
+    };
+    let db = crate::policy::GeoIp::open(std::path::Path::new(&raw.database))
+        .map_err(|e| Problem::new("geoip.database", e))?;
+    Ok(Some(Arc::new(db)))
 }

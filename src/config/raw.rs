@@ -46,6 +46,16 @@ pub(super) struct RawConfig {
     /// The relying party of passkeys (`[webauthn]`).
     #[serde(default)]
     pub webauthn: Option<super::webauthn::RawWebauthn>,
+    /// `[geoip]`: the country database behind `request.country`.
+    pub geoip: Option<RawGeoIp>,
+}
+
+/// `[geoip]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGeoIp {
+    /// A MaxMind database (`.mmdb`) with countries: GeoLite2-Country, GeoIP2-Country or City.
+    pub database: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -209,6 +219,13 @@ pub(super) struct RawApp {
     pub rules: Vec<super::rules::RawRule>,
     /// What applies when no rule matches.
     pub default_policy: Option<String>,
+    /// Policies every request that needs a session must pass (as a flow's `policies`).
+    #[serde(default)]
+    pub policies: Vec<String>,
+    pub policy_engine_mode: Option<String>,
+    /// Inverts the app's binding (as a stage entry's `negate`).
+    #[serde(default)]
+    pub negate: bool,
 }
 
 /// One address or several (round-robin).
@@ -257,8 +274,25 @@ pub(super) enum RawStage {
     AuthenticatorEmail(Box<RawEmailStage>),
     AuthenticatorValidate(Box<RawValidateStage>),
     AuthenticatorSms(Box<RawSmsStage>),
+    AuthenticatorDuo(Box<RawDuoStage>),
     Prompt(Box<RawPromptStage>),
     AuthenticatorWebauthn(Box<super::webauthn::RawWebauthnStage>),
+}
+
+/// `kind = "authenticator_duo"`: Duo's Auth API (authentik's option names).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDuoStage {
+    pub api_hostname: String,
+    /// The integration key.
+    pub client_id: String,
+    /// The secret key; usually from `PORTCULLIS_STAGES__<NAME>__CLIENT_SECRET`.
+    pub client_secret: Option<String>,
+    pub friendly_name: Option<String>,
+    /// Seconds, or a duration string.
+    pub timeout: Option<toml::Value>,
+    /// Reach `api_hostname` over plain HTTP: only for a loopback test stand-in.
+    pub danger_plain_http: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -477,6 +477,7 @@ fn flow_factors(
             StageConfig::Password { .. } => vec!["password"],
             StageConfig::AuthenticatorEmail(_) => vec!["email"],
             StageConfig::AuthenticatorSms(_) => vec!["sms"],
+            StageConfig::AuthenticatorDuo(_) => vec!["duo"],
             StageConfig::AuthenticatorValidate(v) => {
                 v.device_classes.iter().map(|c| c.as_str()).collect()
             }

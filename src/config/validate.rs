@@ -55,6 +55,9 @@ fn resolve_paths(raw: &mut RawConfig, base: &Path) {
         }
     };
     fix(&mut raw.storage.path);
+    if let Some(g) = raw.geoip.as_mut() {
+        fix(&mut g.database);
+    }
     fix_opt(&mut raw.session.keys_path);
     fix_opt(&mut raw.admin.socket);
     fix_opt(&mut raw.ui.templates);
@@ -70,6 +73,11 @@ fn resolve_paths(raw: &mut RawConfig, base: &Path) {
     for stage in raw.stages.values_mut() {
         if let RawStage::AuthenticatorEmail(e) = stage {
             fix_opt(&mut e.ca_file);
+        }
+    }
+    for policy in raw.policies.values_mut() {
+        if let super::policies::RawPolicy::Password { hibp_directory, .. } = policy {
+            fix_opt(hibp_directory);
         }
     }
 }
@@ -105,7 +113,8 @@ pub(super) fn validate(mut raw: RawConfig, file: &Path) -> Checked<Config> {
         .collect::<Checked<BTreeMap<_, _>>>()?;
     let flows = flows(&raw.flows, &stages, &policies)?;
     super::email::cross_check(&stages, &flows)?;
-    let mut apps = apps(&raw.apps, &flows, &stages, &networks)?;
+    let geoip = super::policies::geoip(raw.geoip.as_ref(), &policies)?;
+    let mut apps = apps(&raw.apps, &flows, &stages, &networks, &policies)?;
     let server = super::server::server(&raw.server, listen)?;
     super::server::public_origins(&raw.apps, &server, &mut apps)?;
     let email = super::email::smtp("email", &raw.email.unwrap_or_default())?;
@@ -137,6 +146,7 @@ pub(super) fn validate(mut raw: RawConfig, file: &Path) -> Checked<Config> {
         policies,
         networks,
         webauthn,
+        geoip,
     })
 }
 
@@ -388,6 +398,9 @@ fn stage(
         RawStage::AuthenticatorSms(raw) => {
             StageConfig::AuthenticatorSms(Box::new(super::sms::sms_stage(name, &raw)?))
         }
+        RawStage::AuthenticatorDuo(raw) => {
+            StageConfig::AuthenticatorDuo(Box::new(super::duo::duo_stage(name, &raw)?))
+        }
         RawStage::Prompt(raw) => {
             StageConfig::Prompt(Box::new(super::sms::prompt_stage(name, &raw, policies)?))
         }
@@ -478,6 +491,7 @@ fn apps(
     flows: &[FlowConfig],
     stages: &BTreeMap<String, StageConfig>,
     networks: &BTreeMap<String, Networks>,
+    policies: &BTreeMap<String, std::sync::Arc<crate::policy::Policy>>,
 ) -> Checked<Vec<AppConfig>> {
     let mut owner: HashMap<String, String> = HashMap::new();
     let mut names = HashMap::new();
@@ -514,6 +528,7 @@ fn apps(
                 stages,
             )?,
             assertion: a.assertion,
+            policies: super::policies::app_binding(i, a, policies)?,
             // Filled in by `server::public_origins` once `[server]` is known.
             origins: Vec::new(),
         });

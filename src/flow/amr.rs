@@ -7,6 +7,7 @@
 //! | (none) | a `password` stage: its kind `password` already says so, and `pwd` beside it would only repeat it |
 //! | `otp` | a TOTP code (RFC 8176 cites RFC 4226/6238 OTP devices; an e-mailed code or a recovery code earns no value, their `factors` entries say what they were) |
 //! | `sms` | a code texted to a registered number (setup or validation) |
+//! | `mca` | a Duo push approved on the phone: a second channel (a Duo passcode earns `otp`) |
 //! | `hwk` / `swk` | a WebAuthn signature with a hardware- / software-bound key |
 //! | `user` / `pin` | WebAuthn user presence / user verification (PIN or biometric) |
 //! | `mfa` | the session holds two or more distinct factors |
@@ -15,7 +16,7 @@ use super::StageKind;
 use crate::session::Factors;
 
 /// Every RFC 8176 value this gateway writes.
-const KNOWN: [&str; 7] = ["otp", "sms", "hwk", "swk", "user", "pin", "mfa"];
+const KNOWN: [&str; 8] = ["otp", "sms", "mca", "hwk", "swk", "user", "pin", "mfa"];
 
 /// The values a passed stage of `kind` earns by itself (validation earns its device's
 /// through [`super::step::Effect::Methods`]).

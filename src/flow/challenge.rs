@@ -107,6 +107,22 @@ pub struct Challenge {
     /// members in base64url. The answer goes back as the field `credential` (JSON).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webauthn: Option<serde_json::Value>,
+    /// Text to scan (an app's activation code): the page draws it as a QR code, inline SVG
+    /// made by the gateway (no image service, no script); the JSON carries the text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qr: Option<String>,
+    /// A link the page offers besides its buttons (an activation page to open on the phone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<Link>,
+}
+
+/// A link a challenge offers.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Link {
+    /// Where it leads (an `https` URL from a provider's answer).
+    pub href: String,
+    /// Its text.
+    pub label: String,
 }
 
 /// A button besides the main submit.
@@ -130,6 +146,8 @@ impl Challenge {
             poll: None,
             title: None,
             webauthn: None,
+            qr: None,
+            link: None,
         }
     }
 

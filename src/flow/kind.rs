@@ -20,6 +20,8 @@ pub enum StageKind {
     AuthenticatorSms,
     /// Enrols a passkey or security key (also recorded for a passkey sign-in).
     AuthenticatorWebauthn,
+    /// Enrols a Duo Mobile device (or links a Duo account) through Duo's Auth API.
+    AuthenticatorDuo,
     /// A code sent to one of the user's enrolled devices.
     AuthenticatorValidate,
     /// Ends the flow with a message.
@@ -29,13 +31,14 @@ pub enum StageKind {
 }
 
 /// Every kind, for parsing and tests.
-const ALL: [StageKind; 9] = [
+const ALL: [StageKind; 10] = [
     StageKind::Identification,
     StageKind::Password,
     StageKind::Prompt,
     StageKind::AuthenticatorEmail,
     StageKind::AuthenticatorSms,
     StageKind::AuthenticatorWebauthn,
+    StageKind::AuthenticatorDuo,
     StageKind::AuthenticatorValidate,
     StageKind::Deny,
     StageKind::UserLogin,
@@ -51,6 +54,7 @@ impl StageKind {
             StageKind::AuthenticatorEmail => "authenticator_email",
             StageKind::AuthenticatorSms => "authenticator_sms",
             StageKind::AuthenticatorWebauthn => "authenticator_webauthn",
+            StageKind::AuthenticatorDuo => "authenticator_duo",
             StageKind::AuthenticatorValidate => "authenticator_validate",
             StageKind::Deny => "deny",
             StageKind::UserLogin => "user_login",
@@ -73,6 +77,7 @@ impl StageKind {
                 | StageKind::AuthenticatorEmail
                 | StageKind::AuthenticatorSms
                 | StageKind::AuthenticatorWebauthn
+                | StageKind::AuthenticatorDuo
         )
     }
 }
@@ -101,6 +106,7 @@ mod tests {
                 StageKind::AuthenticatorEmail,
                 StageKind::AuthenticatorSms,
                 StageKind::AuthenticatorWebauthn,
+                StageKind::AuthenticatorDuo,
                 StageKind::AuthenticatorValidate
             ]
         );

@@ -13,6 +13,7 @@ mod challenge;
 mod code;
 mod delivery;
 mod drive;
+pub(crate) mod duo;
 mod engine;
 mod error;
 mod execution;
@@ -28,7 +29,7 @@ mod step;
 mod tests;
 pub(crate) mod webauthn;
 
-pub use challenge::{Action, Challenge, Choice, Field};
+pub use challenge::{Action, Challenge, Choice, Field, Link};
 pub use engine::{Caller, Engine, FlowPlan, Login, Step, View};
 pub use error::FlowError;
 pub use execution::{Carried, Execution, EXPIRED};

@@ -11,8 +11,7 @@ use crate::policy::{Binding, Facts, Failures, FlowFacts, Judge, RequestFacts, Us
 use crate::store::User;
 use std::collections::BTreeMap;
 
-/// Request headers an expression may read as `request.headers` (lower-case names).
-pub const POLICY_HEADERS: [&str; 3] = ["user-agent", "accept-language", "referer"];
+pub use crate::policy::POLICY_HEADERS;
 
 /// What `portcullis flow check` prints: the flow's verdict, then each stage's.
 #[derive(Debug)]

@@ -4,6 +4,7 @@
 //! [`super::Execution::spoiled`]), it never becomes a default.
 
 use super::code::CodeState;
+use super::stages::authenticator_duo::DuoSetupState;
 use super::stages::authenticator_email::EmailState;
 use super::stages::authenticator_sms::SmsState;
 use super::stages::authenticator_validate::ValidateState;
@@ -23,6 +24,7 @@ pub(crate) enum StageState {
     Prompt(PromptState),
     AuthenticatorEmail(EmailState),
     AuthenticatorSms(SmsState),
+    AuthenticatorDuo(DuoSetupState),
     AuthenticatorValidate(ValidateState),
     AuthenticatorWebauthn(WebauthnState),
 }
@@ -36,6 +38,7 @@ impl StageState {
             StageState::Prompt(_) => StageKind::Prompt,
             StageState::AuthenticatorEmail(_) => StageKind::AuthenticatorEmail,
             StageState::AuthenticatorSms(_) => StageKind::AuthenticatorSms,
+            StageState::AuthenticatorDuo(_) => StageKind::AuthenticatorDuo,
             StageState::AuthenticatorValidate(_) => StageKind::AuthenticatorValidate,
             StageState::AuthenticatorWebauthn(_) => StageKind::AuthenticatorWebauthn,
         }
@@ -78,6 +81,7 @@ state_from!(
     PromptState => Prompt,
     EmailState => AuthenticatorEmail,
     SmsState => AuthenticatorSms,
+    DuoSetupState => AuthenticatorDuo,
     ValidateState => AuthenticatorValidate,
     WebauthnState => AuthenticatorWebauthn
 );

@@ -212,8 +212,15 @@ fn from_forwarded(h: &HeaderMap, arrived: &Arrived<'_>) -> Result<Original, Unus
 }
 
 /// Answers one forward-auth call. `trusted` says whether the caller is a trusted proxy: only
-/// then are its headers believed.
-pub fn handle(gate: &Gate, flavor: Flavor, arrived: &Arrived<'_>, trusted: bool) -> Response {
+/// then are its headers believed. `ui` renders the page of a refusal by the app's policies
+/// (Traefik and Caddy hand a non-2xx answer's body to the client; nginx shows its own).
+pub fn handle(
+    gate: &Gate,
+    ui: &crate::ui::Ui,
+    flavor: Flavor,
+    arrived: &Arrived<'_>,
+    trusted: bool,
+) -> Response {
     let original = match original(flavor, arrived, trusted) {
         Ok(o) => o,
         Err(refusal) => return refusal,
@@ -244,6 +251,13 @@ pub fn handle(gate: &Gate, flavor: Flavor, arrived: &Arrived<'_>, trusted: bool)
             tracing::info!(user, host = %original.authority, "forward-auth: access denied by a deny rule");
             empty(StatusCode::FORBIDDEN)
         }
+        Decision::Refused {
+            claims, messages, ..
+        } => ui.refused(
+            &claims.sub,
+            &messages,
+            crate::reply::wants_html(arrived.headers),
+        ),
         Decision::Forbidden { claims, .. } => {
             tracing::info!(user = %claims.sub, host = %original.authority, "forward-auth: access denied by allowed_groups");
             empty(StatusCode::FORBIDDEN)

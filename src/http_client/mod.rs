@@ -16,21 +16,25 @@ use std::time::Duration;
 /// [`HttpReply::truncated`] says so. A provider's answer is a few hundred bytes.
 pub const MAX_REPLY_BYTES: usize = 256 * 1024;
 
-/// The body of a POST.
+/// The body of a request.
 #[derive(Clone, PartialEq)]
 pub enum HttpBody {
+    /// No body: a GET, whose parameters are in the URL's query.
+    Empty,
     /// `application/x-www-form-urlencoded` fields, in order.
     Form(Vec<(String, String)>),
     /// `application/json`.
     Json(serde_json::Value),
 }
 
-/// One POST to send.
+/// One request to send: a POST with a body, or a GET ([`HttpRequest::get`]).
 ///
 /// `Debug` shows the method, the URL's host and the header names only: the path, query,
 /// header values and body may carry credentials or one-time codes.
 #[derive(Clone)]
 pub struct HttpRequest {
+    /// `POST`, or `GET` for requests built with [`HttpRequest::get`].
+    pub method: http::Method,
     /// Where to send it.
     pub url: url::Url,
     /// Extra headers (the body's content type is set from [`HttpRequest::body`]).
@@ -57,6 +61,13 @@ impl HttpRequest {
         Self::new(url, HttpBody::Form(fields))
     }
 
+    /// A GET of `url` (its query carries any parameters).
+    pub fn get(url: url::Url) -> Self {
+        let mut r = Self::new(url, HttpBody::Empty);
+        r.method = http::Method::GET;
+        r
+    }
+
     /// A JSON POST of `value` to `url`.
     pub fn json(url: url::Url, value: serde_json::Value) -> Self {
         Self::new(url, HttpBody::Json(value))
@@ -64,6 +75,7 @@ impl HttpRequest {
 
     fn new(url: url::Url, body: HttpBody) -> Self {
         Self {
+            method: http::Method::POST,
             url,
             headers: HeaderMap::new(),
             body,
@@ -116,10 +128,12 @@ impl HttpRequest {
 impl fmt::Debug for HttpRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let body = match self.body {
+            HttpBody::Empty => "none",
             HttpBody::Form(_) => "form",
             HttpBody::Json(_) => "json",
         };
         f.debug_struct("HttpRequest")
+            .field("method", &self.method)
             .field("host", &self.url.host_str())
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("body", &body)
@@ -182,7 +196,8 @@ pub enum HttpError {
 /// Sends HTTP requests. Held as `Arc<dyn HttpClient>` in the engine's services.
 #[async_trait]
 pub trait HttpClient: Send + Sync {
-    /// Sends `request` and returns the answer, whatever its status.
+    /// Sends `request` (a POST, or the GET [`HttpRequest::get`] builds) and returns the
+    /// answer, whatever its status.
     ///
     /// # Errors
     /// [`HttpError`] when no answer came.

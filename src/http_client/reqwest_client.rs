@@ -50,13 +50,19 @@ fn failure(e: reqwest::Error) -> HttpError {
 impl HttpClient for ReqwestHttpClient {
     async fn post(&self, request: HttpRequest) -> Result<HttpReply, HttpError> {
         let HttpRequest {
+            method,
             url,
             headers,
             body,
             timeout,
         } = request;
-        let builder = self.client.post(url).timeout(timeout).headers(headers);
+        let builder = self
+            .client
+            .request(method, url)
+            .timeout(timeout)
+            .headers(headers);
         let builder = match &body {
+            HttpBody::Empty => builder,
             HttpBody::Form(fields) => builder.form(fields),
             HttpBody::Json(value) => builder.json(value),
         };

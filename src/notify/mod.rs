@@ -1,6 +1,8 @@
 //! Delivery of one-time codes and links: e-mail over SMTP (lettre) behind [`EmailSender`] and
 //! SMS over HTTP (reqwest) behind [`SmsSender`], so stages see traits and never a transport.
+//! Also the client of Duo's Auth API ([`duo`]), over the same HTTP-client port.
 
+pub mod duo;
 mod email;
 mod sms;
 mod templates;

@@ -94,8 +94,9 @@ fn list(v: &[String]) -> Value {
 }
 
 impl Facts {
-    /// The four top-level values, by name.
-    pub(super) fn to_values(&self) -> Vec<(&'static str, Value)> {
+    /// The four top-level values, by name; `request.country` is `country` (looked up only
+    /// for programs that read it).
+    pub(super) fn to_values(&self, country: &str) -> Vec<(&'static str, Value)> {
         let user = match &self.user {
             None => Value::Null,
             Some(u) => map(vec![
@@ -114,6 +115,7 @@ impl Facts {
             ("path", Value::from(r.path.clone())),
             ("method", Value::from(r.method.clone())),
             ("headers", strings(&r.headers)),
+            ("country", Value::from(country.to_string())),
         ]);
         let f = &self.flow;
         let flow = map(vec![

@@ -1,18 +1,28 @@
 //! Policies: named yes/no checks (`[policies.NAME]`) that decide who may start a flow and
 //! which of its stages run. An `expression` policy is a CEL program compiled at config load;
-//! a `network` policy matches the client address against CIDRs. The flow engine asks through
+//! a `network` policy matches the client address against CIDRs; a `password` policy judges a
+//! prompt answer (static rules, zxcvbn, breached passwords). The flow engine asks through
 //! the [`Judge`] port; [`Evaluator`] is the one implementation.
 
 mod expression;
 mod facts;
+mod geoip;
+mod password;
 
 pub use expression::{Expression, MAX_EXPRESSION_BYTES};
 pub use facts::{Facts, Failures, FlowFacts, RequestFacts, UserFacts};
+pub use geoip::GeoIp;
+pub use password::{
+    sha1_upper_hex, BreachedList, PasswordRules, PasswordVerdict, TOO_WEAK, UNCHECKED,
+};
 
 use ipnet::IpNet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Request headers an expression may read as `request.headers` (lower-case names).
+pub const POLICY_HEADERS: [&str; 3] = ["user-agent", "accept-language", "referer"];
 
 /// What a policy is refused for at config load.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -60,36 +70,6 @@ pub enum PolicyKind {
         /// The failures at which the policy fails.
         threshold: u32,
     },
-}
-
-/// What a `password` policy asks of a prompt answer (authentik's names). Counts are of
-/// Unicode characters.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PasswordRules {
-    /// The `flow.prompt_data` key holding the password.
-    pub field: String,
-    /// At least this many characters.
-    pub length_min: usize,
-    /// At least this many upper-case letters.
-    pub amount_uppercase: usize,
-    /// At least this many lower-case letters.
-    pub amount_lowercase: usize,
-    /// At least this many digits.
-    pub amount_digits: usize,
-    /// At least this many symbols (neither letter, digit nor space).
-    pub amount_symbols: usize,
-}
-
-impl PasswordRules {
-    /// Whether `password` meets every rule.
-    pub fn allows(&self, password: &str) -> bool {
-        let count = |f: fn(&char) -> bool| password.chars().filter(f).count();
-        password.chars().count() >= self.length_min
-            && count(|c| c.is_uppercase()) >= self.amount_uppercase
-            && count(|c| c.is_lowercase()) >= self.amount_lowercase
-            && count(|c| c.is_numeric()) >= self.amount_digits
-            && count(|c| !c.is_alphanumeric() && !c.is_whitespace()) >= self.amount_symbols
-    }
 }
 
 /// How a binding's policies combine.
@@ -171,6 +151,17 @@ pub const DENIED: &str = "Access denied.";
 impl Verdict {
     /// Combines per-policy outcomes as `binding` says.
     pub fn combine(binding: &Binding, outcomes: Vec<(String, Outcome)>) -> Verdict {
+        Self::combine_with_reasons(binding, outcomes, Vec::new())
+    }
+
+    /// As [`Verdict::combine`], with each policy's own reasons (in binding order; missing
+    /// entries are none): a refusing policy shows its message, then its reasons; one that
+    /// errored with a reason shows only the reason (the message may not fit the error).
+    pub fn combine_with_reasons(
+        binding: &Binding,
+        outcomes: Vec<(String, Outcome)>,
+        reasons: Vec<Vec<String>>,
+    ) -> Verdict {
         if outcomes.is_empty() {
             return Verdict {
                 passed: true,
@@ -186,10 +177,21 @@ impl Verdict {
         let passed = !errored && (held != binding.negate);
         let mut messages = Vec::new();
         if !passed {
-            for (policy, (_, o)) in binding.policies.iter().zip(&outcomes) {
+            let none = Vec::new();
+            for (i, (policy, (_, o))) in binding.policies.iter().zip(&outcomes).enumerate() {
                 // Negated, a passing policy is what refuses; otherwise a failing one is.
                 let refusing = *o == Outcome::Error || ((*o == Outcome::Pass) == binding.negate);
-                if let (true, Some(m)) = (refusing, &policy.message) {
+                if !refusing {
+                    continue;
+                }
+                let own = reasons.get(i).unwrap_or(&none);
+                let message = policy
+                    .message
+                    .as_ref()
+                    .filter(|_| *o != Outcome::Error || own.is_empty());
+                // A negated binding refuses on a pass: the reasons of a pass explain nothing.
+                let own = if *o == Outcome::Pass { &none } else { own };
+                for m in message.into_iter().chain(own) {
                     if !messages.contains(m) {
                         messages.push(m.clone());
                     }
@@ -214,10 +216,12 @@ pub trait Judge: Send + Sync {
     async fn judge(&self, binding: &Binding, facts: &Facts) -> Verdict;
 }
 
-/// Evaluates policies in process, each expression on the blocking pool within a time bound.
+/// Evaluates policies in process: for flows each expression on its own thread within a time
+/// bound ([`Judge`]); for the access decision inline ([`Evaluator::judge_inline`]).
 #[derive(Debug, Clone)]
 pub struct Evaluator {
     limit: Duration,
+    geoip: Option<Arc<GeoIp>>,
 }
 
 /// How long one expression may run before it counts as an error (and denies). Programs are
@@ -234,12 +238,59 @@ impl Default for Evaluator {
 impl Evaluator {
     /// An evaluator that gives each expression `limit` to finish.
     pub fn new(limit: Duration) -> Self {
-        Self { limit }
+        Self { limit, geoip: None }
+    }
+
+    /// This evaluator, looking `request.country` up in `geoip` (`""` without one).
+    pub fn with_geoip(mut self, geoip: Option<Arc<GeoIp>>) -> Self {
+        self.geoip = geoip;
+        self
+    }
+
+    /// `request.country` for `e`: looked up only when `e` reads it and a database is set.
+    fn country(&self, e: &Expression, facts: &Facts) -> String {
+        match &self.geoip {
+            Some(db) if e.reads_country() => db.country(&facts.request.ip),
+            _ => String::new(),
+        }
+    }
+
+    /// [`Judge::judge`] on the calling thread, for the access decision (policies bound to
+    /// apps): every expression runs inline ([`Expression::evaluate_inline`] says why that is
+    /// bounded). `password` and `reputation` policies are refused on apps at config load (no
+    /// prompt answers; counters live in the store): here they error, and so deny.
+    pub fn judge_inline(&self, binding: &Binding, facts: &Facts) -> Verdict {
+        let outcomes = binding
+            .policies
+            .iter()
+            .map(|p| (p.name.clone(), self.evaluate_inline(p, facts)))
+            .collect();
+        Verdict::combine(binding, outcomes)
+    }
+
+    fn evaluate_inline(&self, policy: &Policy, facts: &Facts) -> Outcome {
+        match &policy.kind {
+            PolicyKind::Network(nets) => network(&policy.name, nets, &facts.request.ip),
+            PolicyKind::Expression(e) => {
+                let country = self.country(e, facts);
+                answer(&policy.name, e.evaluate_inline(facts, &country, self.limit))
+            }
+            PolicyKind::Password(_) | PolicyKind::Reputation { .. } => {
+                tracing::warn!(policy = %policy.name, "this kind cannot be judged in the access decision; it denies");
+                Outcome::Error
+            }
+        }
     }
 
     /// One policy's outcome. Errors are logged here, once, with the policy's name.
     pub async fn evaluate(&self, policy: &Policy, facts: &Facts) -> Outcome {
-        match &policy.kind {
+        self.assess(policy, facts).await.0
+    }
+
+    /// One policy's outcome with its reasons for the user (a password policy says which check
+    /// failed; other kinds have none beyond their message).
+    async fn assess(&self, policy: &Policy, facts: &Facts) -> (Outcome, Vec<String>) {
+        let outcome = match &policy.kind {
             PolicyKind::Network(nets) => network(&policy.name, nets, &facts.request.ip),
             PolicyKind::Reputation {
                 check_ip,
@@ -253,18 +304,76 @@ impl Evaluator {
                     Outcome::Pass
                 }
             }
-            PolicyKind::Password(rules) => match facts.flow.prompt_data.get(&rules.field) {
-                Some(p) if rules.allows(p) => Outcome::Pass,
-                _ => Outcome::Fail,
-            },
-            PolicyKind::Expression(e) => match e.evaluate(facts, self.limit).await {
-                Ok(true) => Outcome::Pass,
-                Ok(false) => Outcome::Fail,
-                Err(why) => {
-                    tracing::warn!(policy = %policy.name, error = %why, "policy could not be evaluated; it denies");
-                    Outcome::Error
-                }
-            },
+            PolicyKind::Password(rules) => return password(policy, rules, facts).await,
+            PolicyKind::Expression(e) => {
+                let country = self.country(e, facts);
+                answer(&policy.name, e.evaluate(facts, &country, self.limit).await)
+            }
+        };
+        (outcome, Vec::new())
+    }
+}
+
+/// An expression's answer as an outcome; an error is logged here, once, with the name.
+fn answer(name: &str, result: Result<bool, String>) -> Outcome {
+    match result {
+        Ok(true) => Outcome::Pass,
+        Ok(false) => Outcome::Fail,
+        Err(why) => {
+            tracing::warn!(policy = %name, error = %why, "policy could not be evaluated; it denies");
+            Outcome::Error
+        }
+    }
+}
+
+/// A password policy over its prompt answer, on the blocking pool (zxcvbn takes milliseconds,
+/// the breached-password check reads a file). zxcvbn is told the user's username, name and
+/// email (and their words), from the account or, before there is one, from the prompt's
+/// answers.
+async fn password(policy: &Policy, rules: &PasswordRules, facts: &Facts) -> (Outcome, Vec<String>) {
+    let Some(pw) = facts.flow.prompt_data.get(&rules.field) else {
+        return (Outcome::Fail, Vec::new());
+    };
+    let mut inputs: Vec<String> = Vec::new();
+    if let Some(u) = &facts.user {
+        inputs.extend([u.username.clone(), u.name.clone(), u.email.clone()]);
+    }
+    for key in ["username", "name", "email"] {
+        inputs.extend(facts.flow.prompt_data.get(key).cloned());
+    }
+    // zxcvbn matches each input as one token: the name's words and the address's local part
+    // (and its pieces) are tokens too, so `Jane.Doe` counts as the user's own name.
+    let whole = std::mem::take(&mut inputs);
+    for i in whole {
+        let local = i.split('@').next().unwrap_or_default().to_string();
+        inputs.extend(
+            local
+                .split(|c: char| c.is_whitespace() || matches!(c, '.' | '_' | '-' | '+'))
+                .filter(|w| w.chars().count() >= 3)
+                .map(str::to_string),
+        );
+        inputs.push(local);
+        inputs.push(i);
+    }
+    inputs.retain(|i| !i.is_empty());
+    inputs.sort();
+    inputs.dedup();
+    let (rules, pw, has_message) = (rules.clone(), pw.clone(), policy.message.is_some());
+    let verdict = tokio::task::spawn_blocking(move || {
+        let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        rules.check(&pw, &inputs, has_message)
+    })
+    .await;
+    match verdict {
+        Ok(PasswordVerdict::Pass) => (Outcome::Pass, Vec::new()),
+        Ok(PasswordVerdict::Fail(reasons)) => (Outcome::Fail, reasons),
+        Ok(PasswordVerdict::Unchecked(why)) => {
+            tracing::warn!(policy = %policy.name, "password policy could not check the password; it denies");
+            (Outcome::Error, vec![why])
+        }
+        Err(e) => {
+            tracing::warn!(policy = %policy.name, error = %e, "password policy check failed; it denies");
+            (Outcome::Error, Vec::new())
         }
     }
 }
@@ -273,10 +382,13 @@ impl Evaluator {
 impl Judge for Evaluator {
     async fn judge(&self, binding: &Binding, facts: &Facts) -> Verdict {
         let mut outcomes = Vec::with_capacity(binding.policies.len());
+        let mut reasons = Vec::with_capacity(binding.policies.len());
         for p in &binding.policies {
-            outcomes.push((p.name.clone(), self.evaluate(p, facts).await));
+            let (outcome, why) = self.assess(p, facts).await;
+            outcomes.push((p.name.clone(), outcome));
+            reasons.push(why);
         }
-        Verdict::combine(binding, outcomes)
+        Verdict::combine_with_reasons(binding, outcomes, reasons)
     }
 }
 

@@ -25,6 +25,7 @@ impl Gateway {
         let client = peer.map(|ip| self.trusted.client(ip, &req.headers));
         let resp = forward_auth::handle(
             &self.gate,
+            self.portal.ui(),
             flavor,
             &forward_auth::Arrived {
                 method: &req.method,

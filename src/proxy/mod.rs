@@ -146,7 +146,7 @@ impl Gateway {
             self.gate
                 .decide(&access_request(session.req_header(), ctx.scheme(), client));
         ctx.trace.outcome = outcome(&decision);
-        match self.refusal(decision, ctx) {
+        match self.refusal(decision, ctx, &session.req_header().headers) {
             Some(resp) => self.reply(session, resp).await,
             None => self.serve_builtin(session, ctx).await,
         }
@@ -154,7 +154,12 @@ impl Gateway {
 
     /// The answer to a request the decision does not let through; `None` when it goes on
     /// (its app and identity noted in `ctx`).
-    fn refusal(&self, decision: Decision<'_>, ctx: &mut RequestCtx) -> Option<Response> {
+    fn refusal(
+        &self,
+        decision: Decision<'_>,
+        ctx: &mut RequestCtx,
+        headers: &http::HeaderMap,
+    ) -> Option<Response> {
         let ui = self.portal.ui();
         match decision {
             Decision::UnknownHost => Some(pages::unknown_host(ui, self.home().as_deref())),
@@ -189,6 +194,14 @@ impl Gateway {
                         Some(pages::denied(ui))
                     }
                 }
+            }
+            Decision::Refused {
+                app,
+                claims,
+                messages,
+            } => {
+                ctx.judged(app.index, &claims);
+                Some(ui.refused(&claims.sub, &messages, reply::wants_html(headers)))
             }
             Decision::Forbidden { app, claims } => {
                 ctx.judged(app.index, &claims);
@@ -238,6 +251,7 @@ fn outcome(d: &Decision<'_>) -> &'static str {
         Decision::Unauthenticated { .. } => "unauthenticated",
         Decision::Forbidden { .. } => "forbidden",
         Decision::Denied { .. } => "denied",
+        Decision::Refused { .. } => "refused",
         Decision::StepUp { .. } => "step_up",
     }
 }

@@ -85,6 +85,7 @@ impl Factors {
             "authenticator_email" => Factors::EMAIL,
             "authenticator_sms" => Factors::SMS,
             "authenticator_webauthn" => Factors::WEBAUTHN,
+            "authenticator_duo" => Factors::DUO,
             _ => Factors::NONE,
         }
     }
@@ -118,6 +119,7 @@ impl Factors {
             StageConfig::AuthenticatorEmail(_) => Factors::EMAIL,
             StageConfig::AuthenticatorSms(_) => Factors::SMS,
             StageConfig::AuthenticatorWebauthn(_) => Factors::WEBAUTHN,
+            StageConfig::AuthenticatorDuo(_) => Factors::DUO,
             StageConfig::Identification { .. }
             | StageConfig::Prompt(_)
             | StageConfig::UserLogin { .. }

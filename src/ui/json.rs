@@ -26,6 +26,12 @@ pub fn challenge_json(flow: &str, flow_title: &str, stage: &str, c: &Challenge) 
     if let Some(w) = &c.webauthn {
         v["webauthn"] = w.clone();
     }
+    if let Some(q) = &c.qr {
+        v["qr"] = json!(q);
+    }
+    if let Some(l) = &c.link {
+        v["link"] = json!(l);
+    }
     v
 }
 

@@ -114,11 +114,23 @@ impl Ui {
         let submit = !only_passkey
             && (!challenge.fields.is_empty()
                 || (challenge.poll.is_none() && challenge.actions.is_empty()));
+        let qr_svg = challenge
+            .qr
+            .as_deref()
+            .and_then(qr_svg)
+            .map(minijinja::Value::from_safe_string);
+        // Only an https link is offered: a provider's answer decides the URL.
+        let link = challenge
+            .link
+            .as_ref()
+            .filter(|l| l.href.starts_with("https://"))
+            .map(|l| context! { href => l.href, label => l.label });
         self.render(
             "flow.html",
             context! {
                 title, step_title => step_title(challenge, title), stage, challenge, csrf,
                 action, fields, submit, submit_label => submit_label(challenge), webauthn,
+                qr_svg, link,
             },
         )
     }
@@ -131,6 +143,36 @@ impl Ui {
                 tracing::error!(error = %e, "message template failed; using plain text");
                 format!("{heading}\n\n{message}\n")
             })
+    }
+
+    /// 403 for `user`, whom an app's `policies` refuse: the policies' `messages` on the page
+    /// for a browser (`html`), else as JSON,
+    /// `{"error": "access_denied", "message": "<all>", "messages": [..]}`. The proxy and
+    /// every forward-auth endpoint answer with this.
+    pub fn refused(&self, user: &str, messages: &[String], html: bool) -> crate::reply::Response {
+        use crate::reply::Response;
+        let text = if messages.is_empty() {
+            crate::policy::DENIED.to_string()
+        } else {
+            messages.join(" ")
+        };
+        if !html {
+            return Response::json(
+                http::StatusCode::FORBIDDEN,
+                &serde_json::json!({ "error": "access_denied", "message": text, "messages": messages }),
+            );
+        }
+        Response::html(
+            http::StatusCode::FORBIDDEN,
+            self.message(
+                "Access denied",
+                &format!("You are signed in as {user}. {text}"),
+                Some(Link {
+                    href: "/.portcullis/logout",
+                    label: "Sign in as someone else",
+                }),
+            ),
+        )
     }
 
     /// # Errors
@@ -215,6 +257,27 @@ fn webauthn_context(w: &serde_json::Value) -> minijinja::Value {
     }
 }
 
+/// `text` as a QR code in inline SVG markup (dark modules as one path, no script, no external
+/// reference), or `None` when it is too long for a QR code.
+fn qr_svg(text: &str) -> Option<String> {
+    use qrcode::render::svg;
+    let code = qrcode::QrCode::with_error_correction_level(text, qrcode::EcLevel::M).ok()?;
+    let svg = code
+        .render::<svg::Color<'_>>()
+        .min_dimensions(200, 200)
+        .quiet_zone(true)
+        .dark_color(svg::Color("#000000"))
+        .light_color(svg::Color("#ffffff"))
+        .build();
+    // The renderer starts with an XML declaration, which has no place inside HTML.
+    let start = svg.find("<svg")?;
+    Some(svg[start..].replacen(
+        "<svg",
+        "<svg role=\"img\" aria-label=\"QR code\" class=\"qr\"",
+        1,
+    ))
+}
+
 /// What the step asks for, not the flow's name: the page's heading and the JSON `title`.
 pub(crate) fn step_title(c: &Challenge, flow_title: &str) -> String {
     if let Some(t) = &c.title {
@@ -258,6 +321,38 @@ mod tests {
         assert!(html.contains("name=\"csrf_token\" value=\"tok\""));
         assert!(html.contains("&lt;script&gt;"));
         assert!(html.contains("<label for=\"f-uid\">Username</label>"));
+    }
+
+    /// The QR code is inline SVG the page's CSP allows (no script, no outside reference,
+    /// no XML declaration); markup in the encoded text never reaches the page; only an https
+    /// link is shown.
+    #[test]
+    fn a_qr_code_is_inline_svg_and_hostile_text_or_links_stay_out() {
+        let ui = Ui::plain();
+        let mut c = Challenge::new("authenticator_duo", Vec::new());
+        c.qr = Some("duo://</svg><script>alert(1)</script>".into());
+        c.link = Some(crate::flow::Link {
+            href: "javascript:alert(1)".into(),
+            label: "Open".into(),
+        });
+        let html = ui.flow_page("Add Duo", "duo", &c, "tok", "/x").unwrap();
+        let start = html.find("<div class=\"qr\"><svg").expect("an inline SVG");
+        let end = html[start..].find("</svg></div>").expect("one SVG, closed") + start;
+        let svg = &html[start..end];
+        for bad in ["<script", "<?xml", "href", "<image", "javascript:"] {
+            assert!(!svg.contains(bad), "{bad} in {svg}");
+        }
+        assert!(!html.contains("<script"), "{html}");
+        assert!(
+            !html.contains("javascript:"),
+            "a non-https link is not shown"
+        );
+        c.link = Some(crate::flow::Link {
+            href: "https://m-1.duosecurity.com/activate/x".into(),
+            label: "Open".into(),
+        });
+        let html = ui.flow_page("Add Duo", "duo", &c, "tok", "/x").unwrap();
+        assert!(html.contains("<a href=\"https:"), "{html}");
     }
 
     fn code_challenge(component: &str) -> Challenge {

@@ -655,3 +655,177 @@ async fn names_groups_and_passwords_that_break_the_rules_are_refused_naming_the_
         .await;
     assert!(out.ok(), "64 characters must be allowed: {}", out.all());
 }
+
+/// Devices of every class, as the setup stages store them, written straight into the database
+/// before the gateway first starts.
+fn put_devices(db: &std::path::Path) {
+    use portcullis::store::{Device, DeviceClass, SledStore, Store};
+    let store = SledStore::open(db).expect("open the database");
+    let device = |id: &str, user: &str, class, name: &str, address: &str, secret| Device {
+        id: id.into(),
+        username: user.into(),
+        class,
+        name: name.into(),
+        address: address.into(),
+        address_hash: None,
+        stage: "setup".into(),
+        created: 1_764_600_000,
+        last_used: if id == "dev-totp" {
+            Some(1_764_603_600)
+        } else {
+            None
+        },
+        secret,
+    };
+    for d in [
+        device(
+            "dev-email",
+            "alice",
+            DeviceClass::Email,
+            "Email",
+            "alice@example.com",
+            None,
+        ),
+        device(
+            "dev-sms",
+            "alice",
+            DeviceClass::Sms,
+            "Work phone",
+            "+41791234589",
+            None,
+        ),
+        device(
+            "dev-totp",
+            "alice",
+            DeviceClass::Totp,
+            "Authenticator app",
+            "",
+            Some("SEALED-TOTP-SECRET-XYZ".into()),
+        ),
+        device(
+            "dev-static",
+            "alice",
+            DeviceClass::Static,
+            "Recovery codes",
+            "",
+            Some("RECOVERY-HASHES-XYZ".into()),
+        ),
+        device(
+            "dev-bob",
+            "bob",
+            DeviceClass::Webauthn,
+            "Bob's key",
+            "",
+            Some("CRED-XYZ".into()),
+        ),
+    ] {
+        store.put_device(&d).expect("put device");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn user_devices_lists_and_device_remove_removes_only_that_users_devices() {
+    let mut gw = Gateway::prepare(Setup::default()).await;
+    put_devices(&gw.db_path);
+    for running in [false, true] {
+        if running {
+            gw = gw.launch().await;
+        }
+        let how = if running {
+            "via running gateway"
+        } else {
+            "gateway not running"
+        };
+        let out = gw.cli(&["user", "devices", "Alice"], None).await;
+        assert!(out.ok(), "{}", out.all());
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        assert!(
+            lines[0].starts_with("ID")
+                && lines[0].contains("CLASS")
+                && lines[0].contains("LAST USED"),
+            "{}",
+            out.stdout
+        );
+        // The first round removes the SMS device (offline), the second runs after that.
+        let (sms, count): (&[&str], _) = if running {
+            (&[], "3 device(s) of alice")
+        } else {
+            (
+                &["dev-sms", "Work phone", "+41*******89"],
+                "4 device(s) of alice",
+            )
+        };
+        for want in [
+            "dev-email",
+            "dev-totp",
+            "dev-static",
+            "Authenticator app",
+            "al***@example.com",
+            "2025-12-01 14:40",
+            "2025-12-01 15:40",
+            "never",
+            count,
+            how,
+        ]
+        .iter()
+        .chain(sms)
+        {
+            assert!(out.stdout.contains(want), "{want} missing:\n{}", out.stdout);
+        }
+        let totp = lines
+            .iter()
+            .find(|l| l.starts_with("dev-totp"))
+            .expect("totp row");
+        assert!(totp.contains("totp"), "{totp}");
+        for hidden in [
+            "SEALED",
+            "RECOVERY-HASHES",
+            "alice@example.com",
+            "+41791234589",
+            "dev-bob",
+        ] {
+            assert!(
+                !out.stdout.contains(hidden),
+                "{hidden} shown:\n{}",
+                out.stdout
+            );
+        }
+
+        // bob's device is not alice's to remove: refused, non-zero, nothing removed.
+        let out = gw
+            .cli(&["user", "device-remove", "alice", "dev-bob"], None)
+            .await;
+        assert!(!out.ok(), "{}", out.all());
+        assert!(
+            out.stderr.contains("alice has no device with id `dev-bob`"),
+            "{}",
+            out.all()
+        );
+        let out = gw.cli(&["user", "devices", "bob"], None).await;
+        assert!(out.stdout.contains("dev-bob"), "{}", out.all());
+        let out = gw.cli(&["user", "devices", "nobody"], None).await;
+        assert!(
+            !out.ok() && out.stderr.contains("no user named `nobody`"),
+            "{}",
+            out.all()
+        );
+
+        let id = if running { "dev-static" } else { "dev-sms" };
+        let out = gw.cli(&["user", "device-remove", "alice", id], None).await;
+        assert!(out.ok(), "{}", out.all());
+        assert!(
+            out.stdout
+                .contains(&format!("removed device {id} of alice")),
+            "{}",
+            out.stdout
+        );
+        let out = gw.cli(&["user", "devices", "alice"], None).await;
+        assert!(
+            !out.stdout.contains(id),
+            "{id} still listed:\n{}",
+            out.stdout
+        );
+        let out = gw.cli(&["user", "device-remove", "alice", id], None).await;
+        assert!(!out.ok(), "removed twice: {}", out.all());
+    }
+}

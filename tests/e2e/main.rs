@@ -11,7 +11,11 @@ mod harness;
 #[path = "../support/rules_table.rs"]
 mod rules_table;
 
+#[path = "../support/app_policies_table.rs"]
+mod app_policies_table;
+
 mod access_log;
+mod app_policies;
 mod assertion;
 mod attacks;
 mod cli;
@@ -20,6 +24,7 @@ mod flow_api;
 mod flow_html;
 mod links;
 mod log_secrets;
+mod password_policy;
 mod policies;
 mod proxy;
 mod redirects;

@@ -37,6 +37,8 @@ pub struct Site {
     own_upstreams: Vec<(String, String)>,
     /// Lines added to nginx's `http { }` block.
     nginx_http: String,
+    /// Lines added to the shipped Caddyfile's `forward_auth` block.
+    caddy_forward_auth: String,
 }
 
 impl Site {
@@ -48,7 +50,15 @@ impl Site {
             gateway: gateway.into(),
             own_upstreams: Vec::new(),
             nginx_http: String::new(),
+            caddy_forward_auth: String::new(),
         }
+    }
+
+    /// `lines` added to the shipped Caddyfile's `forward_auth` block (e.g. `trusted_proxies`,
+    /// as a Caddy behind a load balancer has; Caddy 2.6 has no global `trusted_proxies`).
+    pub fn caddy_forward_auth(mut self, lines: &str) -> Site {
+        self.caddy_forward_auth = lines.into();
+        self
     }
 
     /// `host` proxied to `upstream` instead of the common one (nginx only).
@@ -395,6 +405,12 @@ pub fn caddyfile(dir: &Path, port: u16, site: &Site) -> String {
         )
         .replace("127.0.0.1:3000", &site.upstream)
         .replace("127.0.0.1:9000", &site.gateway);
+    let uri = "\t\t\turi /.portcullis/auth/caddy\n";
+    assert!(
+        body.contains(uri),
+        "the example's forward_auth has no `uri` line"
+    );
+    let body = body.replace(uri, &format!("{uri}{}\n", site.caddy_forward_auth));
     format!(
         "# Test-only global options.\n{{\n\tadmin off\n\tauto_https off\n\tdefault_bind 127.0.0.1\n\tstorage file_system {}\n}}\n\n{body}",
         dir.join("data").display()

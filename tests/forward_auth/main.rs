@@ -16,6 +16,10 @@ mod support;
 #[path = "../support/rules_table.rs"]
 mod rules_table;
 
+#[path = "../support/app_policies_table.rs"]
+mod app_policies_table;
+
+mod app_policies;
 mod attacks;
 mod bent_paths;
 mod caddy;

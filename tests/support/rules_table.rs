@@ -1,5 +1,5 @@
 //! One access-rules table, run in proxy mode (tests/e2e/rules.rs) and through the forward-auth
-//! endpoints and a real nginx (tests/forward_auth/rules.rs): the same rules must give the same
+//! endpoints, a real nginx and a real Caddy (tests/forward_auth/rules.rs): the same rules must give the same
 //! answers whichever way a request reaches the gateway.
 
 /// The app the rules protect.

@@ -1,5 +1,6 @@
 //! One module per stage kind; [`build`] turns a stage's config into the stage.
 
+pub(crate) mod authenticator_duo;
 pub(crate) mod authenticator_email;
 pub(crate) mod authenticator_sms;
 pub(crate) mod authenticator_validate;
@@ -26,6 +27,9 @@ pub(crate) fn build(cfg: &StageConfig, all: &BTreeMap<String, StageConfig>) -> A
         }
         StageConfig::AuthenticatorSms(c) => {
             Arc::new(authenticator_sms::AuthenticatorSms { cfg: (**c).clone() })
+        }
+        StageConfig::AuthenticatorDuo(c) => {
+            Arc::new(authenticator_duo::AuthenticatorDuo { cfg: (**c).clone() })
         }
         StageConfig::Prompt(c) => Arc::new(prompt::Prompt { cfg: (**c).clone() }),
         StageConfig::AuthenticatorValidate(c) => {
@@ -79,6 +83,7 @@ fn setup_label(cfg: &StageConfig) -> String {
         StageConfig::AuthenticatorEmail(e) => e.friendly_name.clone(),
         StageConfig::AuthenticatorSms(e) => e.friendly_name.clone(),
         StageConfig::AuthenticatorWebauthn(e) => e.friendly_name.clone(),
+        StageConfig::AuthenticatorDuo(e) => e.friendly_name.clone(),
         other => other.kind().to_string(),
     }
 }

@@ -16,8 +16,12 @@ pub(crate) struct Prompt {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "waiting", rename_all = "snake_case")]
 pub(crate) enum PromptState {
-    /// Its configured fields.
-    Fields,
+    /// Its configured fields; `kept` holds the answers of a refused submission that the form
+    /// shows again (never a password field's).
+    Fields {
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        kept: Vec<(String, String)>,
+    },
 }
 
 #[async_trait]
@@ -27,11 +31,11 @@ impl Stage for Prompt {
     }
 
     async fn enter(&self, _cx: &Cx<'_>) -> Result<Transition, FlowError> {
-        Ok(Transition::stay(PromptState::Fields))
+        Ok(Transition::stay(PromptState::Fields { kept: Vec::new() }))
     }
 
     fn challenge(&self, cx: &Cx<'_>, state: &StageState) -> Result<Challenge, FlowError> {
-        let StageState::Prompt(PromptState::Fields) = state else {
+        let StageState::Prompt(PromptState::Fields { kept }) = state else {
             return Err(mismatch(cx));
         };
         let fields = self
@@ -45,7 +49,10 @@ impl Stage for Prompt {
                 field.value = if f.kind == "hidden" {
                     f.value.clone()
                 } else if f.kind != "password" {
-                    cx.exec.prompt_data.get(&f.key).cloned()
+                    kept.iter()
+                        .find(|(k, _)| *k == f.key)
+                        .map(|(_, v)| v.clone())
+                        .or_else(|| cx.exec.prompt_data.get(&f.key).cloned())
                 } else {
                     None
                 };
@@ -64,7 +71,7 @@ impl Stage for Prompt {
     async fn submit(
         &self,
         cx: &Cx<'_>,
-        state: StageState,
+        _state: StageState,
         input: &Input,
     ) -> Result<Transition, FlowError> {
         let mut errors = Vec::new();
@@ -108,8 +115,24 @@ impl Stage for Prompt {
             }
             values.push((f.key.clone(), value));
         }
+        // Shown again after a refusal: what was typed, except passwords and what broke a rule.
+        let kept = || {
+            let state = PromptState::Fields {
+                kept: values
+                    .iter()
+                    .filter(|(k, _)| {
+                        self.cfg
+                            .fields
+                            .iter()
+                            .any(|f| f.key == *k && f.kind != "password" && f.kind != "hidden")
+                    })
+                    .cloned()
+                    .collect(),
+            };
+            StageState::from(state)
+        };
         if !errors.is_empty() {
-            return Ok(Transition::to(Next::Stay(state, errors)));
+            return Ok(Transition::to(Next::Stay(kept(), errors)));
         }
         let policies = &self.cfg.validation_policies;
         if !policies.is_empty() {
@@ -117,7 +140,7 @@ impl Stage for Prompt {
             let verdict = cx.services.policies.judge(policies, &facts).await;
             if !verdict.passed {
                 tracing::info!(stage = %cx.name, outcomes = ?verdict.outcomes, "prompt answers refused by its validation policies");
-                return Ok(Transition::to(Next::Stay(state, verdict.messages)));
+                return Ok(Transition::to(Next::Stay(kept(), verdict.messages)));
             }
         }
         Ok(Transition::pass().and(Effect::Remember(values)))

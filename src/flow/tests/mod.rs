@@ -3,6 +3,7 @@
 //! engine behaviour; [`rig`] builds the world they run in.
 
 mod attacks;
+mod duo;
 mod email;
 mod engine;
 mod plain;

@@ -49,6 +49,16 @@ kind = "prompt"
 # `text`, not `tel`: the policy alone judges, so answers shaped as code reach it.
 fields = [{ key = "phone", label = "Mobile number" }]
 validation_policies = ["phone_prefix"]
+[stages.choose_password]
+kind = "prompt"
+fields = [{ key = "nickname", label = "Nickname" }, { key = "new_password", label = "New password", type = "password" }]
+validation_policies = ["strong_password"]
+[policies.strong_password]
+kind = "password"
+password_field = "new_password"
+length_min = 10
+check_zxcvbn = true
+message = "Choose a stronger password."
 [stages.wrong_phone]
 kind = "deny"
 deny_message = "Phones must start with +1234."
@@ -123,6 +133,11 @@ title = "Sign in"
 designation = "authentication"
 stages = ["identify", "password", "login"]
 policies = ["reputation"]
+[[flows]]
+slug = "choose_password"
+title = "Your details"
+designation = "authentication"
+stages = ["identify", "password", "choose_password", "login"]
 [[flows]]
 slug = "phone_checked"
 title = "Your details"
@@ -335,6 +350,26 @@ async fn config_refuses_bad_policies_naming_the_policy() {
             "[stages.p]\nkind = \"prompt\"\nfields = [{ key = \"a\" }]\nvalidation_policies = [\"nope\"]\n",
             "stages.p.validation_policies[0]",
         ),
+        (
+            "[policies.p]\nkind = \"password\"\ncheck_zxcvbn = true\nzxcvbn_score_threshold = 4\n",
+            "policies.p.zxcvbn_score_threshold: 4 would refuse every password",
+        ),
+        (
+            "[policies.p]\nkind = \"password\"\ncheck_have_i_been_pwned = true\n",
+            "policies.p.hibp_directory: check_have_i_been_pwned needs a folder",
+        ),
+        (
+            "[policies.p]\nkind = \"password\"\nhibp_directory = \"/nonexistent/pwned-passwords\"\n",
+            "policies.p.hibp_directory: `/nonexistent/pwned-passwords` is not a readable folder",
+        ),
+        (
+            "[policies.p]\nkind = \"password\"\ncheck_zxcvbn = false\ncheck_static_rules = false\nlength_min = 8\n",
+            "policies.p: a password policy needs at least one rule",
+        ),
+        (
+            "[policies.p]\nkind = \"password\"\nhibp_dir = \"/tmp\"\n",
+            "hibp_dir",
+        ),
     ];
     for (extra, path) in cases {
         match Rig::config(extra) {
@@ -447,4 +482,77 @@ async fn a_reputation_policy_refuses_after_the_threshold_of_failed_passwords() {
     rig.world.clock.advance_secs(3601);
     let (_, view) = rig.start("guarded_by_reputation").await;
     assert_eq!(component(&view), "identification");
+}
+
+/// `hibp_directory` is read against the config file's folder, like every other path, and
+/// `check_have_i_been_pwned` is on once a folder is named.
+#[test]
+fn a_relative_hibp_directory_is_read_against_the_config_files_folder() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir(dir.path().join("pwned")).unwrap_or_else(|e| panic!("{e}"));
+    let text = format!(
+        "{}\n[policies.p]\nkind = \"password\"\nhibp_directory = \"pwned\"\nhibp_allowed_count = 5\n",
+        super::rig::CONFIG
+    );
+    let cfg = crate::config::Config::from_toml(
+        &text,
+        &dir.path().join("portcullis.toml"),
+        std::iter::empty(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let p = cfg.policies.get("p").unwrap_or_else(|| panic!("policy p"));
+    let crate::policy::PolicyKind::Password(rules) = &p.kind else {
+        panic!("not a password policy");
+    };
+    let list = rules.breached.as_ref().unwrap_or_else(|| panic!("no list"));
+    let want = std::fs::canonicalize(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(list.dir, want.join("pwned"));
+    assert_eq!(list.allowed_count, 5);
+    assert!(rules.check_static_rules && rules.zxcvbn_score_threshold.is_none());
+}
+
+/// A password refused by its policy: the user is told why, the other answers stay in the form,
+/// the password does not, and nothing is remembered until the policy passes.
+#[tokio::test]
+async fn a_refused_password_keeps_the_other_answers_but_never_the_password() {
+    let rig = rig();
+    rig.user("alice", None).await;
+    let (mut exec, _) = rig.start("choose_password").await;
+    rig.post(&mut exec, &[("uid", "alice")]).await;
+    rig.post(&mut exec, &[("password", PASSWORD)]).await;
+    for weak in ["password123", "alicealice1", "short"] {
+        let view = rig
+            .post(&mut exec, &[("nickname", "Al"), ("new_password", weak)])
+            .await;
+        assert_eq!(component(&view), "prompt", "{weak}");
+        let c = challenge(&view);
+        assert_eq!(
+            c.errors[0], "Choose a stronger password.",
+            "{weak}: {:?}",
+            c.errors
+        );
+        let value = |name: &str| {
+            c.fields
+                .iter()
+                .find(|f| f.name == name)
+                .unwrap_or_else(|| panic!("no {name}"))
+                .value
+                .clone()
+        };
+        assert_eq!(value("nickname").as_deref(), Some("Al"), "{weak}");
+        assert_eq!(value("new_password"), None, "{weak}");
+        assert!(exec.prompt_data.is_empty(), "{weak} remembered something");
+        let state = serde_json::to_string(&exec).unwrap_or_default();
+        assert!(!state.contains(weak), "{weak} stored in the execution");
+    }
+    let view = rig
+        .post(
+            &mut exec,
+            &[
+                ("nickname", "Al"),
+                ("new_password", "tangerine-Orbit-lantern-58"),
+            ],
+        )
+        .await;
+    assert_eq!(signed_in(&view), ["identification", "password", "prompt"]);
 }

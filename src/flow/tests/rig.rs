@@ -21,7 +21,7 @@ pub(super) const AT: Caller<'static> = Caller {
     headers: &[("User-Agent", "flow-tests")],
 };
 
-const CONFIG: &str = r#"
+pub(super) const CONFIG: &str = r#"
 [server]
 listen = ["127.0.0.1:0"]
 [storage]

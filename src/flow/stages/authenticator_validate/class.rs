@@ -3,14 +3,17 @@
 //! was last validated, and records factors and `amr`; a class only says how one chosen device
 //! is asked and how an answer is judged.
 
+use super::duo::Duo;
 use super::sent::Sent;
-use crate::config::{OtpPolicy, ValidateStageConfig};
+use crate::config::{DuoApi, OtpPolicy, ValidateStageConfig};
 use crate::flow::code::CodeState;
+use crate::flow::duo::DuoAsk;
 use crate::flow::step::{Cx, Effect};
 use crate::flow::{Challenge, FlowError, Input};
 use crate::store::{Device, DeviceClass};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// What a chosen device waits for, one variant per kind of answer. Stored in the execution
 /// (inside [`super::ValidateState::Answering`]), so every variant is plain data.
@@ -22,6 +25,8 @@ pub(crate) enum Pending {
     Sent(CodeState),
     /// A WebAuthn ceremony for the chosen passkey or security key (judged by the class).
     Webauthn(crate::flow::webauthn::Assertion),
+    /// A Duo push or passcode, judged by Duo ([`crate::flow::duo`]).
+    Duo(DuoAsk),
 }
 
 impl Pending {
@@ -30,6 +35,7 @@ impl Pending {
         match self {
             Pending::Sent(c) => Some(c),
             Pending::Webauthn(_) => None,
+            Pending::Duo(_) => None,
         }
     }
 
@@ -37,6 +43,7 @@ impl Pending {
         match self {
             Pending::Sent(c) => Some(c),
             Pending::Webauthn(_) => None,
+            Pending::Duo(_) => None,
         }
     }
 
@@ -45,6 +52,7 @@ impl Pending {
         match self {
             Pending::Sent(c) => Some(c),
             Pending::Webauthn(_) => None,
+            Pending::Duo(_) => None,
         }
     }
 
@@ -56,6 +64,10 @@ impl Pending {
                 attempts: c.attempts,
             },
             Pending::Webauthn(_) => Spent::default(),
+            Pending::Duo(ask) => Spent {
+                sends: ask.pushes(),
+                attempts: ask.attempts(),
+            },
         }
     }
 }
@@ -86,6 +98,9 @@ pub(crate) struct ClassCx<'a> {
     pub(crate) spent: Spent,
     /// The setup stage whose channel and policy the decoy imitates.
     pub(crate) decoy_route: &'a str,
+    /// The Duo integration of every Duo setup stage, by name: a Duo device is asked about
+    /// through the one that enrolled it.
+    pub(crate) duo: &'a BTreeMap<String, DuoApi>,
 }
 
 /// A class's verdict on a response.
@@ -183,8 +198,9 @@ pub(crate) fn of(class: DeviceClass) -> &'static dyn Class {
         DeviceClass::Email => &Sent::EMAIL,
         DeviceClass::Sms => &Sent::SMS,
         DeviceClass::Webauthn => &super::passkey::Passkey,
-        // Refused at config load until their stages exist (`DeviceClass::validated_here`).
-        DeviceClass::Totp | DeviceClass::Static | DeviceClass::Duo => &Unavailable,
+        DeviceClass::Duo => &Duo,
+        // Not validated by this build yet: their devices are never offered.
+        DeviceClass::Totp | DeviceClass::Static => &Unavailable,
     }
 }
 

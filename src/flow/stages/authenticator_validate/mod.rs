@@ -18,10 +18,11 @@
 //! here records the factor ([`Factors::of_class`]), the `amr` values, and account activation.
 
 mod class;
+mod duo;
 mod passkey;
 mod sent;
 
-use crate::config::{NotConfigured, OtpPolicy, StageConfig, ValidateStageConfig};
+use crate::config::{DuoApi, NotConfigured, OtpPolicy, StageConfig, ValidateStageConfig};
 use crate::flow::code::CodeState;
 use crate::flow::state::StageState;
 use crate::flow::step::{mismatch, Cx, Effect, Next, Stage, Transition};
@@ -59,6 +60,8 @@ pub(crate) struct AuthenticatorValidate {
     /// follows, and the class it pretends to be.
     decoy_owner: Option<String>,
     decoy_class: DeviceClass,
+    /// The Duo integration of every Duo setup stage, by name.
+    duo: BTreeMap<String, DuoApi>,
 }
 
 /// What a validation stage waits for.
@@ -153,12 +156,20 @@ impl AuthenticatorValidate {
                 .find(|(_, st)| st.enrols() == Some(decoy_class))
                 .map(|(name, _)| name.clone())
         });
+        let duo = all
+            .iter()
+            .filter_map(|(name, st)| match st {
+                StageConfig::AuthenticatorDuo(d) => Some((name.clone(), d.api.clone())),
+                _ => None,
+            })
+            .collect();
         Self {
             cfg,
             configure,
             owners,
             decoy_owner,
             decoy_class,
+            duo,
         }
     }
 
@@ -183,6 +194,7 @@ impl AuthenticatorValidate {
             policy: self.policy(device),
             spent,
             decoy_route: self.decoy_owner.as_deref().unwrap_or_default(),
+            duo: &self.duo,
         }
     }
 
@@ -621,7 +633,7 @@ mod stored_state_tests {
     /// the next request; a field of the same name as a tag would make it unreadable.
     #[test]
     fn enrolling_state_reads_back_as_it_was_stored() {
-        let inner = StageState::Prompt(PromptState::Fields);
+        let inner = StageState::Prompt(PromptState::Fields { kept: Vec::new() });
         let st = StageState::AuthenticatorValidate(ValidateState::Enrolling {
             stage: "email_setup".into(),
             setup: Box::new(inner),
