@@ -9,6 +9,10 @@ use serde_json::json;
 /// The policy of a page whose forms may lead only to its own origin.
 pub const STRICT_CSP: &str = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
+/// The policy of a page that runs a WebAuthn ceremony: [`STRICT_CSP`] plus the gateway's own
+/// scripts (`script-src 'self'`: the one script it serves, no inline code, no other origin).
+pub const SCRIPTED_CSP: &str = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; script-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
 /// A complete response.
 #[derive(Debug)]
 pub struct Response {
@@ -52,6 +56,18 @@ impl Response {
             http::header::X_FRAME_OPTIONS,
             HeaderValue::from_static("DENY"),
         ));
+        r
+    }
+
+    /// An HTML page that loads the gateway's WebAuthn script: as [`Response::html`], under
+    /// [`SCRIPTED_CSP`].
+    pub fn html_scripted(status: StatusCode, body: impl Into<Bytes>) -> Self {
+        let mut r = Self::html(status, body);
+        for (name, value) in &mut r.headers {
+            if *name == http::header::CONTENT_SECURITY_POLICY {
+                *value = HeaderValue::from_static(SCRIPTED_CSP);
+            }
+        }
         r
     }
 

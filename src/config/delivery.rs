@@ -164,12 +164,6 @@ impl DeviceClass {
             .unwrap_or(Self::STRONGEST_FIRST.len())
     }
 
-    /// Whether `authenticator_validate` can validate devices of this class in this build.
-    /// A class whose stage is not built yet is refused at config load, naming the key.
-    pub fn validated_here(self) -> bool {
-        !matches!(self, DeviceClass::Webauthn)
-    }
-
     /// The name as written in config and stored records.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -240,7 +240,11 @@ impl ValidateStageConfig {
     }
 }
 
-pub(super) fn validate_stage(name: &str, raw: &RawValidateStage) -> Checked<ValidateStageConfig> {
+pub(super) fn validate_stage(
+    name: &str,
+    raw: &RawValidateStage,
+    rp: Option<&std::sync::Arc<RelyingPartyConfig>>,
+) -> Checked<ValidateStageConfig> {
     let base = format!("stages.{name}");
     let classes = raw
         .device_classes
@@ -265,12 +269,6 @@ pub(super) fn validate_stage(name: &str, raw: &RawValidateStage) -> Checked<Vali
                     ),
                 )
             })?;
-            if !class.validated_here() {
-                return Err(Problem::new(
-                    &key,
-                    format!("`{c}` devices cannot be validated by this build yet"),
-                ));
-            }
             Ok(class)
         })
         .collect::<Checked<Vec<_>>>()?;
@@ -352,6 +350,16 @@ pub(super) fn validate_stage(name: &str, raw: &RawValidateStage) -> Checked<Vali
         token_expiry: raw.token_expiry.is_some(),
         link_ttl: raw.link_ttl.is_some(),
     };
+    let webauthn = match device_classes
+        .iter()
+        .position(|c| *c == DeviceClass::Webauthn)
+    {
+        Some(i) => Some(super::webauthn::needed(
+            rp,
+            &format!("{base}.device_classes[{i}]"),
+        )?),
+        None => None,
+    };
     Ok(ValidateStageConfig {
         device_classes,
         not_configured_action,
@@ -360,6 +368,7 @@ pub(super) fn validate_stage(name: &str, raw: &RawValidateStage) -> Checked<Vali
         webauthn_user_verification,
         otp,
         own,
+        webauthn,
     })
 }
 
@@ -412,6 +421,20 @@ pub(super) fn cross_check(
                             ),
                         ));
                     }
+                }
+            }
+            StageConfig::Identification {
+                passkeys: Some(p), ..
+            } => {
+                let accepts = matches!(stages.get(&p.stage), Some(StageConfig::AuthenticatorValidate(v)) if v.device_classes.contains(&DeviceClass::Webauthn));
+                if !accepts {
+                    return Err(Problem::new(
+                        format!("stages.{name}.webauthn_stage"),
+                        format!(
+                            "`{}` must name an authenticator_validate stage whose device_classes include \"webauthn\"",
+                            p.stage
+                        ),
+                    ));
                 }
             }
             StageConfig::AuthenticatorSms(e) => {

@@ -17,6 +17,7 @@ mod sms;
 mod strong;
 mod ui;
 mod validate;
+mod webauthn;
 
 pub use duo::{DuoApi, DuoStageConfig};
 pub use duration::parse as parse_duration;
@@ -30,6 +31,7 @@ pub use rules::{
 };
 pub use strong::{TotpAlgorithm, TotpParams};
 pub use ui::{FooterLink, Logo, Rgb};
+pub use webauthn::{aaguid, Attachment, RelyingPartyConfig, ResidentKey, WebauthnStageConfig};
 
 pub use delivery::{DeviceClass, GenericAuth, Mailbox, SmsProvider, SmtpSecurity, SmtpSettings};
 use http::HeaderName;
@@ -78,6 +80,8 @@ pub struct Config {
     pub policies: BTreeMap<String, std::sync::Arc<crate::policy::Policy>>,
     /// `[networks]`: named sets of networks, for access rules and policies.
     pub networks: BTreeMap<String, Networks>,
+    /// `[webauthn]`: the relying party of passkeys, when configured.
+    pub webauthn: Option<std::sync::Arc<RelyingPartyConfig>>,
     /// `[geoip] database`, read once at load: what `request.country` is looked up in.
     pub geoip: Option<std::sync::Arc<crate::policy::GeoIp>>,
 }
@@ -445,6 +449,8 @@ pub enum StageConfig {
     Identification {
         /// What users may identify with.
         user_fields: Vec<UserField>,
+        /// `webauthn_stage`: offer "Sign in with a passkey" and passkey autofill.
+        passkeys: Option<PasskeyLogin>,
     },
     /// Checks the password.
     Password {
@@ -475,6 +481,8 @@ pub enum StageConfig {
     AuthenticatorTotp(TotpStageConfig),
     /// Issues a set of recovery codes.
     AuthenticatorStatic(StaticStageConfig),
+    /// Enrols a passkey or security key.
+    AuthenticatorWebauthn(Box<WebauthnStageConfig>),
 }
 
 /// An `authenticator_totp` stage: enrols an authenticator app by one valid code.
@@ -499,6 +507,16 @@ pub struct StaticStageConfig {
     pub token_count: u32,
     /// Characters per code (default 12).
     pub token_length: u32,
+}
+
+/// An identification stage's passkey sign-in (`webauthn_stage`): a discoverable-credential
+/// ceremony that names the user and proves the factor at once.
+#[derive(Debug, Clone)]
+pub struct PasskeyLogin {
+    /// `[webauthn]`.
+    pub rp: std::sync::Arc<RelyingPartyConfig>,
+    /// The validation stage named by `webauthn_stage` (it accepts `webauthn`).
+    pub stage: String,
 }
 
 /// Limits against SMS pumping (toll fraud) and code guessing. Counted in the store, so they
@@ -594,6 +612,7 @@ impl StageConfig {
             StageConfig::Prompt(_) => "prompt",
             StageConfig::AuthenticatorTotp(_) => "authenticator_totp",
             StageConfig::AuthenticatorStatic(_) => "authenticator_static",
+            StageConfig::AuthenticatorWebauthn(_) => "authenticator_webauthn",
         }
     }
 
@@ -603,6 +622,7 @@ impl StageConfig {
         match self {
             StageConfig::AuthenticatorEmail(_) => Some(DeviceClass::Email),
             StageConfig::AuthenticatorSms(_) => Some(DeviceClass::Sms),
+            StageConfig::AuthenticatorWebauthn(_) => Some(DeviceClass::Webauthn),
             StageConfig::AuthenticatorDuo(_) => Some(DeviceClass::Duo),
             StageConfig::AuthenticatorTotp(_) => Some(DeviceClass::Totp),
             StageConfig::AuthenticatorStatic(_) => Some(DeviceClass::Static),
@@ -730,6 +750,8 @@ pub struct ValidateStageConfig {
     pub otp: OtpPolicy,
     /// The code options set here; the rest follow the device's enrolling stage.
     pub own: OwnOtp,
+    /// `[webauthn]`, when `device_classes` has `webauthn`.
+    pub webauthn: Option<std::sync::Arc<RelyingPartyConfig>>,
 }
 
 impl Config {
@@ -849,6 +871,61 @@ mod tests {
             .unwrap_or_else(|e| panic!("{server} / {app}: {e}"));
             assert_eq!(c.apps[0].origin().as_str(), want, "{server} / {app}");
         }
+    }
+
+    #[test]
+    fn the_example_passkey_section_loads_when_uncommented() {
+        let example = std::fs::read_to_string("config/portcullis.toml").unwrap();
+        let start = example.find("# [webauthn]").expect("the passkey section");
+        let end = example.find("# --- end of passkeys").expect("its end");
+        let section: String = example[start..end]
+            .lines()
+            .filter(|l| !l.starts_with("# #") && *l != "#")
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let text = example.replacen(
+            "stages = [\"identify\", \"password\", \"login\"]",
+            "stages = [\"identify_passkey\", \"password\", \"passkey_mfa\", \"login\"]",
+            1,
+        ) + "\n"
+            + &section;
+        let c = Config::from_toml(
+            &text,
+            Path::new("config/portcullis.toml"),
+            std::iter::empty(),
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{section}"));
+        let rp = c.webauthn.expect("[webauthn]");
+        assert_eq!(rp.id, "example.com");
+        assert!(matches!(
+            c.stages.get("identify_passkey"),
+            Some(StageConfig::Identification { passkeys: Some(p), .. }) if p.stage == "passkey_mfa"
+        ));
+        let Some(StageConfig::AuthenticatorWebauthn(w)) = c.stages.get("passkey_setup") else {
+            panic!("the setup stage");
+        };
+        assert_eq!(w.user_verification, UserVerification::Preferred);
+        assert_eq!(w.resident_key_requirement, ResidentKey::Preferred);
+        assert_eq!(w.authenticator_attachment, None);
+
+        // Passkeys without [webauthn], or passkey sign-in naming a stage that does not take
+        // them, are refused with the key to fix.
+        let (a, b) = (
+            text.rfind("\n[webauthn]").unwrap(),
+            text.rfind("\n[stages.identify_passkey]").unwrap(),
+        );
+        let no_rp = format!("{}\n{}", &text[..a], &text[b..]);
+        let e = Config::from_toml(&no_rp, Path::new("x.toml"), std::iter::empty()).unwrap_err();
+        assert!(e.to_string().contains("[webauthn]"), "{e}");
+        let at = text.rfind("webauthn_stage = \"passkey_mfa\"").unwrap();
+        let wrong = format!(
+            "{}webauthn_stage = \"password\"{}",
+            &text[..at],
+            &text[at + "webauthn_stage = \"passkey_mfa\"".len()..]
+        );
+        let e = Config::from_toml(&wrong, Path::new("x.toml"), std::iter::empty()).unwrap_err();
+        assert!(e.to_string().contains("webauthn_stage"), "{e}");
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub(super) struct RawConfig {
     /// Named networks (`[networks]`), for access rules and policies.
     #[serde(default)]
     pub networks: BTreeMap<String, Vec<String>>,
+    /// The relying party of passkeys (`[webauthn]`).
+    #[serde(default)]
+    pub webauthn: Option<super::webauthn::RawWebauthn>,
     /// `[geoip]`: the country database behind `request.country`.
     pub geoip: Option<RawGeoIp>,
 }
@@ -257,6 +260,8 @@ pub(super) enum RawStage {
     Identification {
         #[serde(default)]
         user_fields: Option<Vec<String>>,
+        #[serde(default)]
+        webauthn_stage: Option<String>,
     },
     Password {
         #[serde(default)]
@@ -277,6 +282,7 @@ pub(super) enum RawStage {
     Prompt(Box<RawPromptStage>),
     AuthenticatorTotp(RawTotpStage),
     AuthenticatorStatic(RawStaticStage),
+    AuthenticatorWebauthn(Box<super::webauthn::RawWebauthnStage>),
 }
 
 /// authentik's TOTP setup stage.

@@ -504,8 +504,8 @@ fn flow_factors(
 }
 
 /// The known factor classes (the session's `factors` claim names).
-const FACTORS: [&str; 7] = [
-    "password", "email", "sms", "totp", "static", "webauthn", "duo",
+const FACTORS: [&str; 8] = [
+    "password", "email", "sms", "totp", "static", "webauthn", "duo", "passkey",
 ];
 
 /// A rule sends a session that falls short to the app's flow; that flow must be able to give
@@ -595,6 +595,15 @@ fn rule(
     })
 }
 
+/// `"a", "b", "c"`, for messages naming the allowed values.
+fn quoted_list(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("\"{n}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A rule's `factors`: known factor names, each one the app's flow can ask for alone.
 fn rule_factors(key: &str, r: &RawRule, proves: &[Vec<&'static str>]) -> Checked<Vec<String>> {
     let factors = r.factors.clone().unwrap_or_default();
@@ -603,7 +612,7 @@ fn rule_factors(key: &str, r: &RawRule, proves: &[Vec<&'static str>]) -> Checked
         if !FACTORS.contains(&f.as_str()) {
             return Err(Problem::new(
                 at,
-                format!("`{f}` is not one of \"password\", \"email\", \"sms\""),
+                format!("`{f}` is not one of {}", quoted_list(&FACTORS)),
             ));
         }
         // A stage only this factor satisfies: a session without it is then asked for it.

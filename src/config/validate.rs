@@ -98,10 +98,19 @@ pub(super) fn validate(mut raw: RawConfig, file: &Path) -> Checked<Config> {
     let password_policy = password_policy(&raw.password)?;
     let networks = super::rules::networks(&raw.networks)?;
     let policies = super::policies::policies(raw.policies, &networks)?;
+    let site_title = raw
+        .ui
+        .site_title
+        .clone()
+        .unwrap_or_else(|| "Portcullis".into());
+    let webauthn = super::webauthn::relying_party(raw.webauthn.take(), &site_title)?;
     let stages = raw
         .stages
         .into_iter()
-        .map(|(name, st)| Ok((name.clone(), stage(&name, st, session.lifetime, &policies)?)))
+        .map(|(name, st)| {
+            let st = stage(&name, st, session.lifetime, &policies, webauthn.as_ref())?;
+            Ok((name.clone(), st))
+        })
         .collect::<Checked<BTreeMap<_, _>>>()?;
     let flows = flows(&raw.flows, &stages, &policies)?;
     super::email::cross_check(&stages, &flows)?;
@@ -137,6 +146,7 @@ pub(super) fn validate(mut raw: RawConfig, file: &Path) -> Checked<Config> {
         stages,
         policies,
         networks,
+        webauthn,
         geoip,
     })
 }
@@ -331,10 +341,14 @@ fn stage(
     raw: RawStage,
     session_lifetime: Duration,
     policies: &BTreeMap<String, std::sync::Arc<crate::policy::Policy>>,
+    rp: Option<&std::sync::Arc<RelyingPartyConfig>>,
 ) -> Checked<StageConfig> {
     let path = |key: &str| format!("stages.{name}.{key}");
     Ok(match raw {
-        RawStage::Identification { user_fields } => {
+        RawStage::Identification {
+            user_fields,
+            webauthn_stage,
+        } => {
             let fields = user_fields.unwrap_or_else(|| vec!["username".into(), "email".into()]);
             if fields.is_empty() {
                 return Err(Problem::new(
@@ -354,7 +368,17 @@ fn stage(
                     )),
                 })
                 .collect::<Checked<_>>()?;
-            StageConfig::Identification { user_fields }
+            let passkeys = match webauthn_stage {
+                Some(stage) => Some(PasskeyLogin {
+                    rp: super::webauthn::needed(rp, &path("webauthn_stage"))?,
+                    stage,
+                }),
+                None => None,
+            };
+            StageConfig::Identification {
+                user_fields,
+                passkeys,
+            }
         }
         RawStage::Password {
             failed_attempts_before_cancel,
@@ -397,8 +421,11 @@ fn stage(
         RawStage::AuthenticatorStatic(raw) => {
             StageConfig::AuthenticatorStatic(super::strong::static_stage(name, &raw)?)
         }
-        RawStage::AuthenticatorValidate(raw) => {
-            StageConfig::AuthenticatorValidate(Box::new(super::email::validate_stage(name, &raw)?))
+        RawStage::AuthenticatorValidate(raw) => StageConfig::AuthenticatorValidate(Box::new(
+            super::email::validate_stage(name, &raw, rp)?,
+        )),
+        RawStage::AuthenticatorWebauthn(raw) => {
+            StageConfig::AuthenticatorWebauthn(Box::new(super::webauthn::stage(name, &raw, rp)?))
         }
     })
 }

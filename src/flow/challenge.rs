@@ -102,6 +102,11 @@ pub struct Challenge {
     /// pick one from the component.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
+    /// A WebAuthn ceremony for the browser: `{"mode": "create" | "get", "publicKey": {...},
+    /// "mediation"?}`, the options of `navigator.credentials.create` / `get` with binary
+    /// members in base64url. The answer goes back as the field `credential` (JSON).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webauthn: Option<serde_json::Value>,
     /// Text to scan (an app's activation code): the page draws it as a QR code, inline SVG
     /// made by the gateway (no image service, no script); the JSON carries the text.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -155,6 +160,7 @@ impl Challenge {
             actions: Vec::new(),
             poll: None,
             title: None,
+            webauthn: None,
             qr: None,
             link: None,
             totp: None,

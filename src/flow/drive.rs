@@ -76,7 +76,7 @@ impl Engine {
                 return self.finish(exec);
             };
             let stage = stage.as_ref();
-            if self.carried_past(exec, stage) {
+            if self.carried_past(exec, stage) || self.passkey_past(exec) {
                 Self::move_on(exec);
                 continue;
             }
@@ -282,6 +282,7 @@ impl Engine {
             }
             Effect::Remember(values) => exec.prompt_data.extend(values),
             Effect::Prove(f) => exec.factors = exec.factors.with(f),
+            Effect::Passed(kind) => exec.passed.push(kind),
             Effect::Methods(methods) => super::amr::add(&mut exec.methods, &methods),
             Effect::Login { lifetime_secs } => exec.login = Some(lifetime_secs),
             Effect::PutDevice(d) => store.put_device(&d)?,
@@ -320,6 +321,18 @@ impl Engine {
                 .flow(&exec.flow)
                 .and_then(|plan| plan.satisfied_by.get(exec.stage))
                 .is_some_and(|need| carried.factors.meets(*need))
+    }
+
+    /// Whether a passwordless sign-in skips the current stage: a user-verified passkey at
+    /// identification stands in for the password and for a validation that accepts WebAuthn
+    /// (each stage the proved factors satisfy), never for other checks (a TOTP-only
+    /// validation, a prompt).
+    fn passkey_past(&self, exec: &Execution) -> bool {
+        exec.factors.meets(Factors::PASSKEY)
+            && self
+                .flow(&exec.flow)
+                .and_then(|plan| plan.satisfied_by.get(exec.stage))
+                .is_some_and(|need| need.meets(exec.factors))
     }
 
     fn finish(&self, exec: &mut Execution) -> Result<Step, FlowError> {

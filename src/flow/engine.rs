@@ -482,7 +482,9 @@ impl Engine {
             return Ok(false);
         };
         let asked =
-            super::state::StageState::from(stages::identification::IdentificationState::Uid);
+            super::state::StageState::from(stages::identification::IdentificationState::Uid {
+                passkey: None,
+            });
         let challenge = stage.challenge(&self.cx(exec, name, at), &asked)?;
         Ok(input
             .keys()

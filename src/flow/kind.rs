@@ -18,6 +18,8 @@ pub enum StageKind {
     AuthenticatorEmail,
     /// Enrols a phone number by a texted code.
     AuthenticatorSms,
+    /// Enrols a passkey or security key (also recorded for a passkey sign-in).
+    AuthenticatorWebauthn,
     /// Enrols a Duo Mobile device (or links a Duo account) through Duo's Auth API.
     AuthenticatorDuo,
     /// A code sent to one of the user's enrolled devices.
@@ -33,12 +35,13 @@ pub enum StageKind {
 }
 
 /// Every kind, for parsing and tests.
-const ALL: [StageKind; 11] = [
+const ALL: [StageKind; 12] = [
     StageKind::Identification,
     StageKind::Password,
     StageKind::Prompt,
     StageKind::AuthenticatorEmail,
     StageKind::AuthenticatorSms,
+    StageKind::AuthenticatorWebauthn,
     StageKind::AuthenticatorDuo,
     StageKind::AuthenticatorValidate,
     StageKind::Deny,
@@ -56,6 +59,7 @@ impl StageKind {
             StageKind::Prompt => "prompt",
             StageKind::AuthenticatorEmail => "authenticator_email",
             StageKind::AuthenticatorSms => "authenticator_sms",
+            StageKind::AuthenticatorWebauthn => "authenticator_webauthn",
             StageKind::AuthenticatorDuo => "authenticator_duo",
             StageKind::AuthenticatorValidate => "authenticator_validate",
             StageKind::Deny => "deny",
@@ -82,6 +86,7 @@ impl StageKind {
                 | StageKind::AuthenticatorValidate
                 | StageKind::AuthenticatorEmail
                 | StageKind::AuthenticatorSms
+                | StageKind::AuthenticatorWebauthn
                 | StageKind::AuthenticatorDuo
         )
     }
@@ -110,6 +115,7 @@ mod tests {
                 StageKind::Password,
                 StageKind::AuthenticatorEmail,
                 StageKind::AuthenticatorSms,
+                StageKind::AuthenticatorWebauthn,
                 StageKind::AuthenticatorDuo,
                 StageKind::AuthenticatorValidate
             ]

@@ -29,6 +29,7 @@ mod step;
 #[cfg(test)]
 mod tests;
 pub mod totp;
+pub(crate) mod webauthn;
 
 pub use challenge::{Action, Challenge, Choice, Field, Link, TotpEnrolment};
 pub use engine::{Caller, Engine, FlowPlan, Login, Step, View};

@@ -10,6 +10,7 @@ use super::stages::authenticator_sms::SmsState;
 use super::stages::authenticator_static::StaticState;
 use super::stages::authenticator_totp::TotpState;
 use super::stages::authenticator_validate::ValidateState;
+use super::stages::authenticator_webauthn::WebauthnState;
 use super::stages::identification::IdentificationState;
 use super::stages::password::PasswordState;
 use super::stages::prompt::PromptState;
@@ -29,6 +30,7 @@ pub(crate) enum StageState {
     AuthenticatorValidate(ValidateState),
     AuthenticatorTotp(TotpState),
     AuthenticatorStatic(StaticState),
+    AuthenticatorWebauthn(WebauthnState),
 }
 
 impl StageState {
@@ -44,6 +46,7 @@ impl StageState {
             StageState::AuthenticatorValidate(_) => StageKind::AuthenticatorValidate,
             StageState::AuthenticatorTotp(_) => StageKind::AuthenticatorTotp,
             StageState::AuthenticatorStatic(_) => StageKind::AuthenticatorStatic,
+            StageState::AuthenticatorWebauthn(_) => StageKind::AuthenticatorWebauthn,
         }
     }
 
@@ -87,5 +90,6 @@ state_from!(
     DuoSetupState => AuthenticatorDuo,
     ValidateState => AuthenticatorValidate,
     TotpState => AuthenticatorTotp,
-    StaticState => AuthenticatorStatic
+    StaticState => AuthenticatorStatic,
+    WebauthnState => AuthenticatorWebauthn
 );

@@ -97,6 +97,9 @@ pub(crate) enum Effect {
     Remember(Vec<(String, String)>),
     /// Add factors this step proved (validation proves its device's class).
     Prove(Factors),
+    /// Record `kind` as passed too, for `amr` (a passkey at identification passes for the
+    /// WebAuthn check it made).
+    Passed(StageKind),
     /// Add RFC 8176 authentication method values (`otp`, `hwk`, ...) to the session's `amr`.
     Methods(Vec<&'static str>),
     /// End the flow with a session of this many seconds.

@@ -199,6 +199,8 @@ fn json_input(req: &Request<'_>) -> Result<Input, PortalError> {
             serde_json::Value::String(s) => s,
             serde_json::Value::Number(n) => n.to_string(),
             serde_json::Value::Bool(b) => b.to_string(),
+            // A WebAuthn answer may come as the object `navigator.credentials` gave.
+            v @ serde_json::Value::Object(_) if k == "credential" => v.to_string(),
             _ => return Err(bad(&format!("field `{k}` must be a string"))),
         };
         input.insert(k, v);
@@ -265,7 +267,11 @@ fn challenge_page(
             let page =
                 to.p.ui
                     .flow_page(view.title, stage, challenge, exec.csrf.expose(), &action)?;
-            Response::html(StatusCode::OK, page)
+            // Only a page with a passkey ceremony may run the gateway's script.
+            match challenge.webauthn {
+                Some(_) => Response::html_scripted(StatusCode::OK, page),
+                None => Response::html(StatusCode::OK, page),
+            }
         }
     })
 }

@@ -2,7 +2,6 @@
 //! nothing of Pingora and can be driven by any listener; they answer with a
 //! [`crate::reply::Response`].
 
-use crate::reply::STRICT_CSP;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method};
 
@@ -51,7 +50,8 @@ impl Request<'_> {
     }
 }
 
-/// The policy of the gateway's pages: [`STRICT_CSP`] with `form-action` naming exactly the
+/// The policy of the gateway's pages: `base` ([`crate::reply::STRICT_CSP`], or
+/// [`crate::reply::SCRIPTED_CSP`] for a passkey page) with `form-action` naming exactly the
 /// origins a form may lead to, `'self'` plus `origins` (every app's and the auth host's).
 ///
 /// Chromium applies `form-action` to the redirects that follow a form post, so the sign-in
@@ -59,6 +59,7 @@ impl Request<'_> {
 /// with `'self'` alone the browser stays on the password page.
 pub(super) fn page_csp<'a>(
     origins: impl Iterator<Item = &'a crate::config::PublicOrigin>,
+    base: &'static str,
 ) -> HeaderValue {
     let mut sources: Vec<&str> = vec!["'self'"];
     for o in origins {
@@ -66,11 +67,11 @@ pub(super) fn page_csp<'a>(
             sources.push(o.as_str());
         }
     }
-    let policy = STRICT_CSP.replace(
+    let policy = base.replace(
         "form-action 'self'",
         &format!("form-action {}", sources.join(" ")),
     );
     // Origins are validated DNS names or IPv4 addresses with a scheme and port: always a
-    // valid header value. Should that ever fail, the strict policy is the safe answer.
-    HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static(STRICT_CSP))
+    // valid header value. Should that ever fail, the unwidened policy is the safe answer.
+    HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static(base))
 }

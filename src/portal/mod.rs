@@ -10,7 +10,7 @@ pub mod pages;
 
 pub use self::error::{respond, Face, PortalError};
 pub use self::http::Request;
-pub use crate::reply::{Response, STRICT_CSP};
+pub use crate::reply::{Response, SCRIPTED_CSP, STRICT_CSP};
 
 use crate::access::Gate;
 use crate::flow::Engine;
@@ -41,6 +41,7 @@ pub struct Portal {
     pub(crate) gate: Arc<Gate>,
     pub(crate) redirects: RedirectPolicy,
     csp: ::http::HeaderValue,
+    scripted_csp: ::http::HeaderValue,
 }
 
 impl Portal {
@@ -59,12 +60,14 @@ impl Portal {
                 .flat_map(|a| a.origins.iter())
                 .chain(cfg.server.auth_url.as_ref()),
         );
-        let csp = http::page_csp(
+        let origins = || {
             cfg.apps
                 .iter()
                 .flat_map(|a| a.origins.iter())
-                .chain(cfg.server.auth_url.as_ref()),
-        );
+                .chain(cfg.server.auth_url.as_ref())
+        };
+        let csp = http::page_csp(origins(), STRICT_CSP);
+        let scripted_csp = http::page_csp(origins(), SCRIPTED_CSP);
         Self {
             engine,
             sessions,
@@ -72,6 +75,7 @@ impl Portal {
             gate,
             redirects,
             csp,
+            scripted_csp,
         }
     }
 
@@ -79,6 +83,12 @@ impl Portal {
     /// config (see [`http::page_csp`]).
     pub fn csp(&self) -> &::http::HeaderValue {
         &self.csp
+    }
+
+    /// The policy of the pages that run a WebAuthn ceremony: [`Portal::csp`] plus
+    /// `script-src 'self'`.
+    pub fn scripted_csp(&self) -> &::http::HeaderValue {
+        &self.scripted_csp
     }
 
     /// The pages.
@@ -108,6 +118,7 @@ impl Portal {
             ("/.portcullis/link", &Method::GET) => link::confirm_page(self, &req),
             ("/.portcullis/link", &Method::POST) => link::confirm(self, &req),
             (crate::ui::LOGO_PATH, &Method::GET | &Method::HEAD) => pages::logo(&self.ui),
+            (crate::ui::WEBAUTHN_JS_PATH, &Method::GET | &Method::HEAD) => pages::webauthn_js(),
             _ => pages::not_found(&self.ui),
         }
     }

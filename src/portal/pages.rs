@@ -187,6 +187,21 @@ pub fn internal_error(ui: &Ui) -> Response {
 
 pub use crate::reply::{json_error, step_up, unauthenticated};
 
+/// The pages' one script ([`crate::ui::WEBAUTHN_JS`]), for pages that run a WebAuthn
+/// ceremony; served as JavaScript only (`nosniff`).
+pub fn webauthn_js() -> Response {
+    let mut r = Response::new(
+        StatusCode::OK,
+        "text/javascript; charset=utf-8",
+        crate::ui::WEBAUTHN_JS,
+    );
+    r.headers.push((
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        http::HeaderValue::from_static("nosniff"),
+    ));
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -102,10 +102,13 @@ impl Gateway {
         // Pages carry the strict policy; their forms may also lead to our configured origins.
         // Any other policy (the logo's sandbox) is kept as it is.
         for (name, value) in &mut resp.headers {
-            if *name == http::header::CONTENT_SECURITY_POLICY
-                && value.as_bytes() == reply::STRICT_CSP.as_bytes()
-            {
+            if *name != http::header::CONTENT_SECURITY_POLICY {
+                continue;
+            }
+            if value.as_bytes() == reply::STRICT_CSP.as_bytes() {
                 *value = self.portal.csp().clone();
+            } else if value.as_bytes() == reply::SCRIPTED_CSP.as_bytes() {
+                *value = self.portal.scripted_csp().clone();
             }
         }
         respond::send(session, resp).await?;

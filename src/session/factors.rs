@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 pub struct Factors(u8);
 
 /// Each factor with the name it has in the session's `factors` claim.
-const NAMES: [(Factors, &str); 7] = [
+const NAMES: [(Factors, &str); 8] = [
     (Factors::PASSWORD, "password"),
     (Factors::EMAIL, "email"),
     (Factors::SMS, "sms"),
@@ -19,6 +19,7 @@ const NAMES: [(Factors, &str); 7] = [
     (Factors::STATIC, "static"),
     (Factors::WEBAUTHN, "webauthn"),
     (Factors::DUO, "duo"),
+    (Factors::PASSKEY, "passkey"),
 ];
 
 impl Factors {
@@ -38,6 +39,10 @@ impl Factors {
     pub const WEBAUTHN: Factors = Factors(32);
     /// Duo approved (push or passcode).
     pub const DUO: Factors = Factors(64);
+    /// A passkey signed in by itself, with the user verified (PIN or biometrics) on the
+    /// authenticator: a multi-factor proof that stands in for the password (always together
+    /// with [`Factors::WEBAUTHN`]).
+    pub const PASSKEY: Factors = Factors(128);
 
     /// Both sets together.
     #[must_use]
@@ -79,6 +84,7 @@ impl Factors {
             "password" => Factors::PASSWORD,
             "authenticator_email" => Factors::EMAIL,
             "authenticator_sms" => Factors::SMS,
+            "authenticator_webauthn" => Factors::WEBAUTHN,
             "authenticator_duo" => Factors::DUO,
             "authenticator_totp" => Factors::TOTP,
             "authenticator_static" => Factors::STATIC,
@@ -105,13 +111,16 @@ impl Factors {
     /// an email or SMS setup stage a code of its own channel. Other stages prove nothing.
     pub fn satisfying(stage: &StageConfig) -> Factors {
         match stage {
-            StageConfig::Password { .. } => Factors::PASSWORD,
+            // A passwordless sign-in (a user-verified passkey at identification) satisfies
+            // the password stage it skipped.
+            StageConfig::Password { .. } => Factors::PASSWORD.with(Factors::PASSKEY),
             StageConfig::AuthenticatorValidate(v) => v
                 .device_classes
                 .iter()
                 .fold(Factors::NONE, |acc, c| acc.with(Factors::of_class(*c))),
             StageConfig::AuthenticatorEmail(_) => Factors::EMAIL,
             StageConfig::AuthenticatorSms(_) => Factors::SMS,
+            StageConfig::AuthenticatorWebauthn(_) => Factors::WEBAUTHN,
             StageConfig::AuthenticatorDuo(_) => Factors::DUO,
             StageConfig::AuthenticatorTotp(_) => Factors::TOTP,
             StageConfig::AuthenticatorStatic(_) => Factors::STATIC,
@@ -213,16 +222,73 @@ kind = "user_login"
             Requirement::of_flow(&f.stages, &cfg.stages)
         };
         let pw_and_email = Factors::PASSWORD.with(Factors::EMAIL);
+        let password = Factors::PASSWORD.with(Factors::PASSKEY);
         assert_eq!(
             of("strong"),
-            Requirement(vec![Factors::PASSWORD, Factors::EMAIL].into())
+            Requirement(vec![password, Factors::EMAIL].into())
         );
-        assert_eq!(of("weak"), Requirement(vec![Factors::PASSWORD].into()));
+        assert_eq!(of("weak"), Requirement(vec![password].into()));
         // A password-only session passes the weak flow, not the strong one.
         assert!(of("weak").met_by(Factors::PASSWORD));
         assert!(!of("strong").met_by(Factors::PASSWORD));
         assert!(!of("strong").met_by(Factors::EMAIL.with(Factors::SMS)));
         assert!(of("strong").met_by(pw_and_email));
+    }
+
+    #[test]
+    fn a_passkey_sign_in_stands_in_for_the_password_and_webauthn_checks_only() {
+        let cfg = crate::config::Config::from_toml(
+            r#"
+[webauthn]
+rp_id = "localhost"
+origins = ["http://localhost:9000"]
+[[apps]]
+name = "demo"
+hosts = ["localhost"]
+upstream = "builtin:whoami"
+flow = "f"
+[[flows]]
+slug = "f"
+designation = "authentication"
+stages = ["id", "pw", "keys", "mail", "login"]
+[stages.id]
+kind = "identification"
+webauthn_stage = "keys"
+[stages.pw]
+kind = "password"
+[stages.keys]
+kind = "authenticator_validate"
+device_classes = ["webauthn", "email"]
+[stages.mail]
+kind = "authenticator_validate"
+device_classes = ["email"]
+[stages.login]
+kind = "user_login"
+"#,
+            std::path::Path::new("test.toml"),
+            std::iter::empty(),
+        )
+        .expect("config");
+        let need = |s: &str| Factors::satisfying(&cfg.stages[s]);
+        let passkey = Factors::WEBAUTHN.with(Factors::PASSKEY);
+        assert!(
+            need("pw").meets(passkey),
+            "a passkey stands in for the password"
+        );
+        assert!(
+            need("keys").meets(passkey),
+            "and for a validation that takes webauthn"
+        );
+        assert!(!need("mail").meets(passkey), "not for an email code");
+        assert!(
+            !need("pw").meets(Factors::WEBAUTHN),
+            "a security key as second factor is not a password"
+        );
+        let f = cfg.flows.iter().find(|f| f.slug == "f").expect("flow");
+        let r = Requirement::of_flow(&f.stages, &cfg.stages);
+        assert!(!r.met_by(passkey), "the email stage still wants its code");
+        assert!(r.met_by(passkey.with(Factors::EMAIL)));
+        assert_eq!(Factors::named("passkey"), Some(Factors::PASSKEY));
     }
 
     #[test]

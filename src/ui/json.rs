@@ -23,6 +23,9 @@ pub fn challenge_json(flow: &str, flow_title: &str, stage: &str, c: &Challenge) 
     if let Some(p) = c.poll {
         v["poll"] = json!(p);
     }
+    if let Some(w) = &c.webauthn {
+        v["webauthn"] = w.clone();
+    }
     if let Some(q) = &c.qr {
         v["qr"] = json!(q);
     }

@@ -106,8 +106,14 @@ impl Ui {
         // One main button: it submits the fields, or re-checks when there are none and no
         // other button (a link that is on its way has its page refresh instead; a send that
         // failed offers only its retry button).
-        let submit = !challenge.fields.is_empty()
-            || (challenge.poll.is_none() && challenge.actions.is_empty());
+        let webauthn = challenge.webauthn.as_ref().map(webauthn_context);
+        // A ceremony with nothing to type (registration, a passkey as second factor) has the
+        // passkey button as its only way on.
+        let only_passkey =
+            webauthn.is_some() && challenge.fields.iter().all(|f| f.kind == "hidden");
+        let submit = !only_passkey
+            && (!challenge.fields.is_empty()
+                || (challenge.poll.is_none() && challenge.actions.is_empty()));
         let qr_svg = challenge
             .qr
             .as_deref()
@@ -123,7 +129,8 @@ impl Ui {
             "flow.html",
             context! {
                 title, step_title => step_title(challenge, title), stage, challenge, csrf,
-                action, fields, submit, submit_label => submit_label(challenge), qr_svg, link,
+                action, fields, submit, submit_label => submit_label(challenge), webauthn,
+                qr_svg, link,
             },
         )
     }
@@ -216,6 +223,40 @@ impl Ui {
     }
 }
 
+/// Where the pages' one script is served ([`WEBAUTHN_JS`]); `flow.html` names it.
+pub const WEBAUTHN_JS_PATH: &str = "/.portcullis/webauthn.js";
+
+/// The browser's part of the WebAuthn ceremonies: the only script any page loads.
+pub const WEBAUTHN_JS: &str = include_str!("assets/webauthn.js");
+
+/// What the page needs to run a WebAuthn ceremony: the options (JSON, escaped into an
+/// attribute by the template), the button, and what to say without JavaScript.
+fn webauthn_context(w: &serde_json::Value) -> minijinja::Value {
+    let create = w["mode"] == "create";
+    let (label, noscript) = if create {
+        (
+            "Create a passkey",
+            "Adding a passkey needs JavaScript, which is turned off in this browser. Turn it on for this site and reload the page.",
+        )
+    } else if w.get("mediation").is_some() {
+        (
+            "Sign in with a passkey",
+            "Signing in with a passkey needs JavaScript, which is turned off in this browser. You can still sign in with your username.",
+        )
+    } else {
+        (
+            "Use your passkey",
+            "Confirming with a passkey needs JavaScript, which is turned off in this browser. Turn it on for this site and reload the page.",
+        )
+    };
+    context! {
+        options => w.to_string(),
+        label,
+        noscript,
+        class => if w.get("mediation").is_some() { "secondary" } else { "" },
+    }
+}
+
 /// `text` as a QR code in inline SVG markup (dark modules as one path, no script, no external
 /// reference), or `None` when it is too long for a QR code.
 fn qr_svg(text: &str) -> Option<String> {
@@ -245,6 +286,7 @@ pub(crate) fn step_title(c: &Challenge, flow_title: &str) -> String {
     match c.component.as_str() {
         "identification" => "Sign in".into(),
         "password" => "Enter your password".into(),
+        "authenticator_webauthn" => "Add a passkey".into(),
         _ => flow_title.into(),
     }
 }

@@ -23,6 +23,8 @@ mod fronts;
 
 mod modes;
 
+mod passkeys;
+
 use chrome::Chrome;
 use harness::*;
 use serde_json::Value;

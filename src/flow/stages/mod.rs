@@ -6,6 +6,7 @@ pub(crate) mod authenticator_sms;
 pub(crate) mod authenticator_static;
 pub(crate) mod authenticator_totp;
 pub(crate) mod authenticator_validate;
+pub(crate) mod authenticator_webauthn;
 pub(crate) mod deny;
 pub(crate) mod identification;
 pub(crate) mod password;
@@ -60,9 +61,16 @@ pub(crate) fn build(cfg: &StageConfig, all: &BTreeMap<String, StageConfig>) -> A
                 all,
             ))
         }
-        StageConfig::Identification { user_fields } => Arc::new(identification::Identification {
-            user_fields: user_fields.clone(),
-        }),
+        StageConfig::Identification {
+            user_fields,
+            passkeys,
+        } => Arc::new(identification::Identification::new(
+            user_fields.clone(),
+            passkeys.as_ref(),
+        )),
+        StageConfig::AuthenticatorWebauthn(c) => Arc::new(
+            authenticator_webauthn::AuthenticatorWebauthn::new((**c).clone()),
+        ),
         StageConfig::Password {
             failed_attempts_before_cancel,
         } => Arc::new(password::Password {
@@ -82,6 +90,7 @@ fn setup_label(cfg: &StageConfig) -> String {
     match cfg {
         StageConfig::AuthenticatorEmail(e) => e.friendly_name.clone(),
         StageConfig::AuthenticatorSms(e) => e.friendly_name.clone(),
+        StageConfig::AuthenticatorWebauthn(e) => e.friendly_name.clone(),
         StageConfig::AuthenticatorDuo(e) => e.friendly_name.clone(),
         StageConfig::AuthenticatorTotp(e) => e.friendly_name.clone(),
         StageConfig::AuthenticatorStatic(e) => e.friendly_name.clone(),

@@ -25,6 +25,8 @@ pub(crate) enum Pending {
     /// A code or link sent through the one code machine (email, SMS): the engine sends it and
     /// judges the typed code ([`Effect::SendCode`], [`Effect::CheckCode`]).
     Sent(CodeState),
+    /// A WebAuthn ceremony for the chosen passkey or security key (judged by the class).
+    Webauthn(crate::flow::webauthn::Assertion),
     /// A Duo push or passcode, judged by Duo ([`crate::flow::duo`]).
     Duo(DuoAsk),
     /// A code the user reads off their own device or list (TOTP, recovery codes): nothing is
@@ -43,6 +45,7 @@ impl Pending {
     pub(crate) fn code(&self) -> Option<&CodeState> {
         match self {
             Pending::Sent(c) => Some(c),
+            Pending::Webauthn(_) => None,
             Pending::Duo(_) => None,
             Pending::Typed(_) => None,
         }
@@ -51,6 +54,7 @@ impl Pending {
     pub(crate) fn code_mut(&mut self) -> Option<&mut CodeState> {
         match self {
             Pending::Sent(c) => Some(c),
+            Pending::Webauthn(_) => None,
             Pending::Duo(_) => None,
             Pending::Typed(_) => None,
         }
@@ -60,6 +64,7 @@ impl Pending {
     pub(crate) fn into_code(self) -> Option<CodeState> {
         match self {
             Pending::Sent(c) => Some(c),
+            Pending::Webauthn(_) => None,
             Pending::Duo(_) => None,
             Pending::Typed(_) => None,
         }
@@ -72,6 +77,7 @@ impl Pending {
                 sends: c.sends,
                 attempts: c.attempts,
             },
+            Pending::Webauthn(_) => Spent::default(),
             Pending::Duo(ask) => Spent {
                 sends: ask.pushes(),
                 attempts: ask.attempts(),
@@ -210,47 +216,6 @@ pub(crate) fn of(class: DeviceClass) -> &'static dyn Class {
         DeviceClass::Totp => &Totp,
         DeviceClass::Static => &Recovery,
         DeviceClass::Duo => &Duo,
-        // Refused at config load until its stage exists (`DeviceClass::validated_here`).
-        DeviceClass::Webauthn => &Unavailable,
-    }
-}
-
-/// A class this build cannot validate: never offered (its devices are not usable), and an
-/// error if reached anyway.
-struct Unavailable;
-
-#[async_trait]
-impl Class for Unavailable {
-    fn usable(&self, _device: &Device) -> bool {
-        false
-    }
-
-    async fn begin(
-        &self,
-        cx: &ClassCx<'_>,
-        _device: Option<&Device>,
-    ) -> Result<(Pending, Vec<Effect>), FlowError> {
-        Err(unavailable(cx))
-    }
-
-    fn challenge(&self, cx: &ClassCx<'_>, _pending: &Pending) -> Result<Challenge, FlowError> {
-        Err(unavailable(cx))
-    }
-
-    async fn submit(
-        &self,
-        cx: &ClassCx<'_>,
-        _device: Option<&Device>,
-        _pending: Pending,
-        _input: &Input,
-    ) -> Result<Answer, FlowError> {
-        Err(unavailable(cx))
-    }
-}
-
-fn unavailable(cx: &ClassCx<'_>) -> FlowError {
-    FlowError::Stage {
-        stage: cx.cx.name.to_string(),
-        reason: "a device class this build cannot validate".into(),
+        DeviceClass::Webauthn => &super::passkey::Passkey,
     }
 }

@@ -12,13 +12,14 @@
 //! and the verdict on a response ([`class::Answer`]: wait with effects and errors, proved
 //! with the `amr` values earned, or cancel). What a device waits for is a variant of
 //! [`class::Pending`], stored in the execution. A new class is one module in this folder
-//! implementing `Class`, one `Pending` variant, one arm in [`class::of`], and lifting
-//! [`DeviceClass::validated_here`]; its setup stage adds one arm to
+//! implementing `Class`, one `Pending` variant and one arm in [`class::of`]; its setup stage
+//! adds one arm to
 //! [`crate::config::StageConfig::enrols`] so `configuration_stages` may name it. The stage
 //! here records the factor ([`Factors::of_class`]), the `amr` values, and account activation.
 
 mod class;
 mod duo;
+mod passkey;
 mod recovery;
 mod sent;
 mod totp;
