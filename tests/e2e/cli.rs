@@ -725,7 +725,10 @@ fn put_devices(db: &std::path::Path) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn user_devices_lists_and_device_remove_removes_only_that_users_devices() {
-    let mut gw = Gateway::prepare(Setup::default()).await;
+    // A first start creates the device key, as in a real deployment: a TOTP device sealed
+    // without one would (rightly) stop the gateway from starting.
+    let mut gw = Gateway::prepare(Setup::default()).await.launch().await;
+    gw.stop().await;
     put_devices(&gw.db_path);
     for running in [false, true] {
         if running {
