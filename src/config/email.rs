@@ -344,6 +344,23 @@ pub(super) fn validate_stage(
             ));
         }
     }
+    // # Security
+    // Nothing is sent for an authenticator app or a recovery code, so only the attempt limit
+    // stands between a stranger and a million guesses at a six-digit code.
+    if otp.max_allowed_attempts == 0 {
+        if let Some(c) = device_classes
+            .iter()
+            .find(|c| matches!(c, DeviceClass::Totp | DeviceClass::Static))
+        {
+            return Err(Problem::new(
+                format!("{base}.max_allowed_attempts"),
+                format!(
+                    "0 (unlimited) cannot be used with \"{}\": codes typed from an app or a list would have no guessing limit",
+                    c.as_str()
+                ),
+            ));
+        }
+    }
     let own = OwnOtp {
         mode: raw.mode.is_some(),
         code_length: raw.code_length.is_some(),

@@ -48,6 +48,7 @@ conformance!(
     a_revoked_session_is_listed_until_it_expires,
     a_user_revocation_is_replaced_by_a_later_one,
     devices_belong_to_one_user_in_id_order,
+    removing_a_user_removes_their_devices_and_no_one_elses,
     a_device_swaps_only_from_what_is_stored,
     of_many_concurrent_swaps_from_one_record_exactly_one_wins,
     counters_count_within_a_fixed_window_then_restart,
@@ -231,6 +232,25 @@ fn device(username: &str, id: &str) -> Device {
         last_used: None,
         secret: None,
     }
+}
+
+/// # Security
+/// Devices are keyed by username: left behind, they would let whoever later gets the same name
+/// sign in with the old holder's passkey, authenticator app or recovery codes.
+fn removing_a_user_removes_their_devices_and_no_one_elses(s: &Arc<dyn Store>) {
+    s.put_user(&user("alice", None)).unwrap();
+    s.put_user(&user("al", None)).unwrap();
+    s.put_device(&device("alice", "a")).unwrap();
+    s.put_device(&device("alice", "b")).unwrap();
+    s.put_device(&device("al", "x")).unwrap();
+    assert!(s.remove_user("alice").unwrap());
+    assert!(s.devices("alice").unwrap().is_empty());
+    s.put_user(&user("alice", None)).unwrap();
+    assert!(
+        s.devices("alice").unwrap().is_empty(),
+        "a new alice inherits nothing"
+    );
+    assert_eq!(s.devices("al").unwrap().len(), 1);
 }
 
 fn devices_belong_to_one_user_in_id_order(s: &Arc<dyn Store>) {

@@ -130,6 +130,8 @@ impl Store for MemoryStore {
                 inner.legacy_names.remove(&canonical);
             }
         }
+        let prefix = device_prefix(&old.username);
+        inner.devices.retain(|k, _| !k.starts_with(&prefix));
         inner.users.remove(&old.username);
         Ok(true)
     }

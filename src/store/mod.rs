@@ -96,8 +96,8 @@ pub trait Store: Send + Sync + 'static {
     fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
     /// Creates or replaces a user, keeping the e-mail index in step.
     fn put_user(&self, user: &User) -> StoreResult<()>;
-    /// Removes the account `username` names (any spelling, as [`Store::user`] finds it) and
-    /// its e-mail index entry; returns whether it existed.
+    /// Removes the account `username` names (any spelling, as [`Store::user`] finds it), its
+    /// e-mail index entry and every device it enrolled; returns whether it existed.
     fn remove_user(&self, username: &str) -> StoreResult<bool>;
     /// Every account, ordered by stored username.
     fn users(&self) -> StoreResult<Vec<User>>;

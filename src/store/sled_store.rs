@@ -247,6 +247,19 @@ impl Store for SledStore {
         let Some(old) = self.user(username)? else {
             return Ok(false);
         };
+        // Devices first: a crash in between leaves an account without factors, never factors
+        // waiting for the next account of that name.
+        let mut batch = sled::Batch::default();
+        for key in self
+            .devices
+            .scan_prefix(device_prefix(&old.username))
+            .keys()
+        {
+            batch.remove(key.map_err(backend("list devices"))?);
+        }
+        self.devices
+            .apply_batch(batch)
+            .map_err(backend("remove devices"))?;
         if let Some(email) = &old.email {
             for key in [email_key(email), email.trim().to_lowercase()] {
                 self.emails

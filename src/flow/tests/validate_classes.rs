@@ -192,6 +192,15 @@ fn validation_keys_are_checked_and_named() {
             "not_configured_action = \"configure\"\nconfiguration_stages = []",
             "stages.v.configuration_stages",
         ),
+        // Typed codes with no attempt limit: unlimited guessing.
+        (
+            "device_classes = [\"email\", \"totp\"]\nmax_allowed_attempts = 0",
+            "stages.v.max_allowed_attempts",
+        ),
+        (
+            "device_classes = [\"static\"]\nmax_allowed_attempts = 0",
+            "stages.v.max_allowed_attempts",
+        ),
     ];
     for (body, key) in cases {
         let err = Rig::config(&stage(body)).expect_err(body).to_string();
