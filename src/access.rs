@@ -398,6 +398,14 @@ impl Gate {
             wanted.push(Wanted::SecondFactor);
         }
         if let Some(n) = needs {
+            // A user-verified passkey stands in for the password, as at the flow's password
+            // stage (which a passkey session skips): a rule naming `password` would otherwise
+            // send such a session round between the app and its flow.
+            let have = if have.meets(Factors::PASSKEY) {
+                have.with(Factors::PASSWORD)
+            } else {
+                have
+            };
             if !have.contains(n.factors) {
                 wanted.push(Wanted::Factors(n.factors));
             }

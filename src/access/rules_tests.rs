@@ -122,6 +122,17 @@ impl World {
     /// A cookie header for `user` in `groups` whose session proves `factors` and completed
     /// the app's flow.
     pub(crate) fn signed_in(&self, user: &str, groups: &[&str], factors: Factors) -> HeaderMap {
+        self.signed_in_by(user, groups, factors, &["identification", "password"])
+    }
+
+    /// [`World::signed_in`] with the session's `amr` (its stage kinds) given.
+    pub(crate) fn signed_in_by(
+        &self,
+        user: &str,
+        groups: &[&str],
+        factors: Factors,
+        amr: &[&str],
+    ) -> HeaderMap {
         let (token, _) = self
             .gate
             .sessions()
@@ -130,7 +141,7 @@ impl World {
                 name: user.into(),
                 email: format!("{user}@example.com"),
                 groups: groups.iter().map(|g| g.to_string()).collect(),
-                amr: vec!["identification".into(), "password".into()],
+                amr: amr.iter().map(|k| k.to_string()).collect(),
                 factors,
                 flows: vec!["f".into()],
                 lifetime_secs: 86_400,
@@ -619,4 +630,37 @@ fn the_path_index_never_hides_a_rule_that_matches() {
             );
         }
     }
+}
+
+/// A passkey sign-in skips the flow's password stage, so a rule asking for `password` takes
+/// the passkey instead (a step-up could never add the password: the user would loop).
+#[test]
+fn a_passkey_session_meets_a_rule_that_names_the_password() {
+    // First, ahead of the table's catch-all rules.
+    let text = RULES.replacen(
+        "default_policy = \"deny\"\n",
+        "default_policy = \"deny\"\n\n[[apps.rules]]\nresources = [\"^/pw/\"]\nfactors = [\"password\"]\npolicy = \"one_factor\"\n",
+        1,
+    );
+    assert_ne!(text, RULES);
+    let w = world(&text);
+    let passkey = w.signed_in_by(
+        "alice",
+        &[],
+        Factors::PASSKEY.with(Factors::WEBAUTHN),
+        &["identification", "authenticator_webauthn"],
+    );
+    assert_eq!(
+        w.ask("GET", "grafana.test/pw/x", OFFICE, &passkey).0,
+        "allow"
+    );
+    let email = w.signed_in_by(
+        "alice",
+        &[],
+        Factors::EMAIL,
+        &["identification", "authenticator_email"],
+    );
+    let (d, _, wanted) = w.ask("GET", "grafana.test/pw/x", OFFICE, &email);
+    assert_eq!(d, "step_up");
+    assert_eq!(wanted, vec![Wanted::Factors(Factors::PASSWORD)]);
 }
