@@ -7,6 +7,12 @@ use cel::common::ast::{EntryExpr, Expr, IdedExpr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+thread_local! {
+    /// A CEL context holding only the standard functions, built once per thread (building it
+    /// registers every function); each evaluation adds its variables in a child scope.
+    static STDLIB: cel::Context<'static, 'static> = cel::Context::default();
+}
+
 /// The longest expression source accepted.
 pub const MAX_EXPRESSION_BYTES: usize = 4096;
 /// The most AST nodes a program may have.
@@ -167,16 +173,20 @@ impl Expression {
         limit: Duration,
     ) -> Result<bool, String> {
         let started = Instant::now();
-        let mut cx = cel::Context::default();
-        for (name, value) in facts.to_values(country) {
-            cx.add_variable_from_value(name, value);
-        }
         // Shallow programs (every real policy) run on the worker's own stack; a deep one, when
         // the stack left is short of what its depth may need, on a fresh segment of this
         // thread (no thread is started).
         let need = STACK_BASE + (self.depth + 1) * STACK_PER_LEVEL;
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            stacker::maybe_grow(need, EVAL_STACK, || self.program.execute(&cx))
+            // The standard library's functions are registered once per thread, not per
+            // request: the request's variables live in a child scope of that root.
+            STDLIB.with(|root| {
+                let mut cx = root.new_inner_scope();
+                for (name, value) in facts.to_values(country) {
+                    cx.add_variable_from_value(name, value);
+                }
+                stacker::maybe_grow(need, EVAL_STACK, || self.program.execute(&cx))
+            })
         }));
         let value = match run {
             Err(_) => return Err("the interpreter failed".into()),
