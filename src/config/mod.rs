@@ -401,8 +401,12 @@ pub enum Designation {
     Authentication,
     /// Creating an account.
     Enrollment,
-    /// Adding or changing a factor.
+    /// Adding or changing a factor, by a signed-in user.
     StageConfiguration,
+    /// Getting back into an account (a forgotten password), by a visitor without a session.
+    Recovery,
+    /// Deleting one's own account, by a signed-in user.
+    Unenrollment,
 }
 
 impl Designation {
@@ -412,8 +416,46 @@ impl Designation {
             Designation::Authentication => "authentication",
             Designation::Enrollment => "enrollment",
             Designation::StageConfiguration => "stage_configuration",
+            Designation::Recovery => "recovery",
+            Designation::Unenrollment => "unenrollment",
         }
     }
+
+    /// Every designation, in the order the config check lists them.
+    pub const ALL: [Designation; 5] = [
+        Designation::Authentication,
+        Designation::Enrollment,
+        Designation::Recovery,
+        Designation::Unenrollment,
+        Designation::StageConfiguration,
+    ];
+
+    /// The designation written `name` in the config; `None` for any other word.
+    pub fn named(name: &str) -> Option<Designation> {
+        Self::ALL.into_iter().find(|d| d.as_str() == name)
+    }
+
+    /// Who may start a flow of this designation (see [`Starter`]).
+    pub fn starter(self) -> Starter {
+        match self {
+            Designation::Authentication => Starter::SignInOrStepUp,
+            Designation::Enrollment | Designation::Recovery => Starter::Visitor,
+            Designation::StageConfiguration | Designation::Unenrollment => Starter::SignedIn,
+        }
+    }
+}
+
+/// Who may start a flow, by its [`Designation`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Starter {
+    /// Anyone without a session; a signed-in user only as a step-up (the session falls short
+    /// of the flow, or is older than a rule allows).
+    SignInOrStepUp,
+    /// Only a visitor without a session (enrolment, recovery).
+    Visitor,
+    /// Only a signed-in user, who is the flow's pending user (stage configuration,
+    /// unenrolment).
+    SignedIn,
 }
 
 /// One `[[flows]]` entry: stages in order.

@@ -124,10 +124,11 @@ impl Engine {
         };
         let mut challenge = stage.challenge(&self.cx(exec, name, at), state)?;
         challenge.errors.append(&mut errors);
-        if exec.carried.is_some() {
+        let bound = self.bound(exec);
+        if exec.carried.is_some() && !bound {
             challenge.info.insert(0, STEP_UP_INFO.into());
         }
-        if exec.uid.is_some() && stage.kind() != StageKind::Identification {
+        if exec.uid.is_some() && !bound && stage.kind() != StageKind::Identification {
             challenge.actions.push(Action {
                 name: super::engine::START_OVER.into(),
                 label: START_OVER_LABEL.into(),
@@ -310,17 +311,18 @@ impl Engine {
         exec.state = None;
     }
 
-    /// Whether a step-up execution skips the current stage: identification (the user is the
-    /// session's) and any stage the carried factors satisfy.
+    /// Whether an execution started with a session skips the current stage: identification
+    /// (the user is the session's), and in a step-up any stage the carried factors satisfy.
     fn carried_past(&self, exec: &Execution, stage: &dyn Stage) -> bool {
         let Some(carried) = &exec.carried else {
             return false;
         };
         stage.kind() == StageKind::Identification
-            || self
-                .flow(&exec.flow)
-                .and_then(|plan| plan.satisfied_by.get(exec.stage))
-                .is_some_and(|need| carried.factors.meets(*need))
+            || !self.bound(exec)
+                && self
+                    .flow(&exec.flow)
+                    .and_then(|plan| plan.satisfied_by.get(exec.stage))
+                    .is_some_and(|need| carried.factors.meets(*need))
     }
 
     /// Whether a passwordless sign-in skips the current stage: a user-verified passkey at
@@ -365,7 +367,13 @@ impl Engine {
     /// The session a completed execution earns. After a step-up it carries the old session's
     /// proofs and flows, and ends no later than the old one did.
     fn login(&self, exec: &Execution, user: User, lifetime_secs: i64) -> Login {
-        let amr = super::amr::session(&exec.passed, &exec.methods, exec.factors);
+        // A flow run for the signed-in user proved only its own factors; the session it
+        // replaces keeps the ones it had (a step-up already counts them).
+        let factors = exec
+            .carried
+            .as_ref()
+            .map_or(exec.factors, |c| exec.factors.with(c.factors));
+        let amr = super::amr::session(&exec.passed, &exec.methods, factors);
         let mut flows = exec
             .carried
             .as_ref()
@@ -384,7 +392,7 @@ impl Engine {
         Login {
             user,
             amr,
-            factors: exec.factors,
+            factors,
             flows,
             lifetime_secs,
             replaces,
