@@ -6,6 +6,7 @@ mod attacks;
 mod duo;
 mod email;
 mod engine;
+mod enrol;
 mod plain;
 mod policies;
 mod rig;
