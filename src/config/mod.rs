@@ -6,6 +6,7 @@ mod delivery;
 mod duo;
 mod duration;
 mod email;
+mod enrol;
 mod env;
 mod error;
 mod path_index;
@@ -22,6 +23,7 @@ mod webauthn;
 pub use duo::{DuoApi, DuoStageConfig};
 pub use duration::parse as parse_duration;
 pub use email::OwnOtp;
+pub use enrol::{UserCreationMode, UserWriteStageConfig, PASSWORD_KEY};
 pub use error::ConfigError;
 pub use path_index::{PathIndex, RuleSet, MAX_INDEXED};
 pub use policies::StageBinding;
@@ -525,6 +527,13 @@ pub enum StageConfig {
     AuthenticatorStatic(StaticStageConfig),
     /// Enrols a passkey or security key.
     AuthenticatorWebauthn(Box<WebauthnStageConfig>),
+    /// Writes what the flow gathered to the pending user, creating one when needed.
+    UserWrite(Box<UserWriteStageConfig>),
+    /// Accepts an invitation (`?itoken=` on the flow's link, or a prompt's `token`).
+    Invitation {
+        /// Without a valid invitation the flow goes on (without its data) instead of ending.
+        continue_flow_without_invitation: bool,
+    },
 }
 
 /// An `authenticator_totp` stage: enrols an authenticator app by one valid code.
@@ -655,6 +664,8 @@ impl StageConfig {
             StageConfig::AuthenticatorTotp(_) => "authenticator_totp",
             StageConfig::AuthenticatorStatic(_) => "authenticator_static",
             StageConfig::AuthenticatorWebauthn(_) => "authenticator_webauthn",
+            StageConfig::UserWrite(_) => "user_write",
+            StageConfig::Invitation { .. } => "invitation",
         }
     }
 
@@ -673,7 +684,9 @@ impl StageConfig {
             | StageConfig::UserLogin { .. }
             | StageConfig::Deny { .. }
             | StageConfig::AuthenticatorValidate(_)
-            | StageConfig::Prompt(_) => None,
+            | StageConfig::Prompt(_)
+            | StageConfig::UserWrite(_)
+            | StageConfig::Invitation { .. } => None,
         }
     }
 }

@@ -108,12 +108,20 @@ pub(super) fn validate(mut raw: RawConfig, file: &Path) -> Checked<Config> {
         .stages
         .into_iter()
         .map(|(name, st)| {
-            let st = stage(&name, st, session.lifetime, &policies, webauthn.as_ref())?;
+            let st = stage(
+                &name,
+                st,
+                session.lifetime,
+                &policies,
+                webauthn.as_ref(),
+                password_policy,
+            )?;
             Ok((name.clone(), st))
         })
         .collect::<Checked<BTreeMap<_, _>>>()?;
     let flows = flows(&raw.flows, &stages, &policies)?;
     super::email::cross_check(&stages, &flows)?;
+    super::enrol::cross_check(&stages, &flows)?;
     let geoip = super::policies::geoip(raw.geoip.as_ref(), &policies)?;
     let mut apps = apps(&raw.apps, &flows, &stages, &networks, &policies)?;
     let server = super::server::server(&raw.server, listen)?;
@@ -342,6 +350,7 @@ fn stage(
     session_lifetime: Duration,
     policies: &BTreeMap<String, std::sync::Arc<crate::policy::Policy>>,
     rp: Option<&std::sync::Arc<RelyingPartyConfig>>,
+    password_policy: PasswordPolicy,
 ) -> Checked<StageConfig> {
     let path = |key: &str| format!("stages.{name}.{key}");
     Ok(match raw {
@@ -427,6 +436,14 @@ fn stage(
         RawStage::AuthenticatorWebauthn(raw) => {
             StageConfig::AuthenticatorWebauthn(Box::new(super::webauthn::stage(name, &raw, rp)?))
         }
+        RawStage::UserWrite(raw) => StageConfig::UserWrite(Box::new(
+            super::enrol::user_write_stage(name, &raw, password_policy)?,
+        )),
+        RawStage::Invitation {
+            continue_flow_without_invitation,
+        } => StageConfig::Invitation {
+            continue_flow_without_invitation: continue_flow_without_invitation.unwrap_or(false),
+        },
     })
 }
 

@@ -288,6 +288,28 @@ impl Engine {
             Effect::Login { lifetime_secs } => exec.login = Some(lifetime_secs),
             Effect::PutDevice(d) => store.put_device(&d)?,
             Effect::PutUser(u) => store.put_user(&u)?,
+            Effect::Keep(secrets) => exec.secrets.extend(secrets),
+            Effect::Enrolled(name) => exec.enrolled = Some(name),
+            Effect::Invited(inv) => {
+                let fixed = &inv.fixed;
+                let shown = [("email", &fixed.email), ("name", &fixed.name)];
+                for (k, v) in shown {
+                    if let Some(v) = v {
+                        exec.prompt_data.insert(k.to_string(), v.clone());
+                    }
+                }
+                for (k, v) in &fixed.attributes {
+                    exec.prompt_data
+                        .insert(format!("attributes.{k}"), v.clone());
+                }
+                exec.invitation_token = None;
+                exec.invitation = Some(*inv);
+            }
+            Effect::InvitationSpent => {
+                if let Some(inv) = exec.invitation.as_mut() {
+                    inv.spent = true;
+                }
+            }
             Effect::SendCode { .. } | Effect::CheckCode(_) | Effect::Withdraw(_) => {
                 return Err(FlowError::Stage {
                     stage: name.into(),
@@ -339,6 +361,15 @@ impl Engine {
 
     fn finish(&self, exec: &mut Execution) -> Result<Step, FlowError> {
         self.services.store.remove_execution(&exec.id)?;
+        // A flow without a user_write spends its invitation when it completes.
+        let unspent = exec.invitation.as_ref().filter(|i| !i.spent);
+        if let Some(inv) = unspent {
+            if !stages::invitation::spend_now(&self.services, inv, self.now())? {
+                return Ok(Step::Ended {
+                    message: stages::invitation::INVALID.into(),
+                });
+            }
+        }
         if exec.login.is_some() && !exec.authenticated() {
             // A flow that never asked for proof (identification then login, or a validation
             // skipped for a user without devices) must not hand out a session.

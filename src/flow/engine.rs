@@ -287,6 +287,10 @@ impl Engine {
             factors: Factors::NONE,
             carried: None,
             spoiled: None,
+            secrets: Default::default(),
+            enrolled: None,
+            invitation: None,
+            invitation_token: None,
         }
     }
 

@@ -7,6 +7,7 @@ mod designation;
 mod duo;
 mod email;
 mod engine;
+mod enrol;
 mod plain;
 mod policies;
 mod rig;
