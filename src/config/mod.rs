@@ -525,6 +525,10 @@ pub enum StageConfig {
     AuthenticatorStatic(StaticStageConfig),
     /// Enrols a passkey or security key.
     AuthenticatorWebauthn(Box<WebauthnStageConfig>),
+    /// Deletes the signed-in user's account (only in `unenrollment` flows).
+    UserDelete,
+    /// Ends the current session.
+    UserLogout,
 }
 
 /// An `authenticator_totp` stage: enrols an authenticator app by one valid code.
@@ -655,6 +659,8 @@ impl StageConfig {
             StageConfig::AuthenticatorTotp(_) => "authenticator_totp",
             StageConfig::AuthenticatorStatic(_) => "authenticator_static",
             StageConfig::AuthenticatorWebauthn(_) => "authenticator_webauthn",
+            StageConfig::UserDelete => "user_delete",
+            StageConfig::UserLogout => "user_logout",
         }
     }
 
@@ -673,7 +679,9 @@ impl StageConfig {
             | StageConfig::UserLogin { .. }
             | StageConfig::Deny { .. }
             | StageConfig::AuthenticatorValidate(_)
-            | StageConfig::Prompt(_) => None,
+            | StageConfig::Prompt(_)
+            | StageConfig::UserDelete
+            | StageConfig::UserLogout => None,
         }
     }
 }

@@ -283,6 +283,8 @@ pub(super) enum RawStage {
     AuthenticatorTotp(RawTotpStage),
     AuthenticatorStatic(RawStaticStage),
     AuthenticatorWebauthn(Box<super::webauthn::RawWebauthnStage>),
+    UserDelete {},
+    UserLogout {},
 }
 
 /// authentik's TOTP setup stage.

@@ -427,6 +427,8 @@ fn stage(
         RawStage::AuthenticatorWebauthn(raw) => {
             StageConfig::AuthenticatorWebauthn(Box::new(super::webauthn::stage(name, &raw, rp)?))
         }
+        RawStage::UserDelete {} => StageConfig::UserDelete,
+        RawStage::UserLogout {} => StageConfig::UserLogout,
     })
 }
 
@@ -481,6 +483,18 @@ fn flows(
                 ));
             }
             let path = format!("flows[{i}].stages[{j}]");
+            // Deleting the pending user is for the signed-in user's own unenrolment only: in
+            // any other flow the pending user is whoever was named at identification.
+            if matches!(stages.get(s), Some(StageConfig::UserDelete))
+                && designation != Designation::Unenrollment
+            {
+                return Err(Problem::new(
+                    path,
+                    format!(
+                        "`{s}` is a user_delete stage: only an \"unenrollment\" flow may have one"
+                    ),
+                ));
+            }
             bindings.push(super::policies::stage_binding(&path, entry, policies)?);
         }
         let flow_policies = super::policies::binding(

@@ -32,10 +32,14 @@ pub enum StageKind {
     AuthenticatorTotp,
     /// Issues a set of recovery codes.
     AuthenticatorStatic,
+    /// Deletes the signed-in user's account (unenrolment).
+    UserDelete,
+    /// Ends the current session.
+    UserLogout,
 }
 
 /// Every kind, for parsing and tests.
-const ALL: [StageKind; 12] = [
+const ALL: [StageKind; 14] = [
     StageKind::Identification,
     StageKind::Password,
     StageKind::Prompt,
@@ -48,6 +52,8 @@ const ALL: [StageKind; 12] = [
     StageKind::UserLogin,
     StageKind::AuthenticatorTotp,
     StageKind::AuthenticatorStatic,
+    StageKind::UserDelete,
+    StageKind::UserLogout,
 ];
 
 impl StageKind {
@@ -66,6 +72,8 @@ impl StageKind {
             StageKind::UserLogin => "user_login",
             StageKind::AuthenticatorTotp => "authenticator_totp",
             StageKind::AuthenticatorStatic => "authenticator_static",
+            StageKind::UserDelete => "user_delete",
+            StageKind::UserLogout => "user_logout",
         }
     }
 

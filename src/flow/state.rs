@@ -14,6 +14,8 @@ use super::stages::authenticator_webauthn::WebauthnState;
 use super::stages::identification::IdentificationState;
 use super::stages::password::PasswordState;
 use super::stages::prompt::PromptState;
+use super::stages::user_delete::UserDeleteState;
+use super::stages::user_logout::UserLogoutState;
 use super::StageKind;
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +33,8 @@ pub(crate) enum StageState {
     AuthenticatorTotp(TotpState),
     AuthenticatorStatic(StaticState),
     AuthenticatorWebauthn(WebauthnState),
+    UserDelete(UserDeleteState),
+    UserLogout(UserLogoutState),
 }
 
 impl StageState {
@@ -47,6 +51,8 @@ impl StageState {
             StageState::AuthenticatorTotp(_) => StageKind::AuthenticatorTotp,
             StageState::AuthenticatorStatic(_) => StageKind::AuthenticatorStatic,
             StageState::AuthenticatorWebauthn(_) => StageKind::AuthenticatorWebauthn,
+            StageState::UserDelete(_) => StageKind::UserDelete,
+            StageState::UserLogout(_) => StageKind::UserLogout,
         }
     }
 
@@ -91,5 +97,7 @@ state_from!(
     ValidateState => AuthenticatorValidate,
     TotpState => AuthenticatorTotp,
     StaticState => AuthenticatorStatic,
-    WebauthnState => AuthenticatorWebauthn
+    WebauthnState => AuthenticatorWebauthn,
+    UserDeleteState => UserDelete,
+    UserLogoutState => UserLogout
 );

@@ -117,6 +117,11 @@ pub(crate) enum Effect {
     PutDevice(Device),
     /// Save an account (an address filled in, an account activated).
     PutUser(User),
+    /// Delete this account and every device it enrolled, end all its sessions; the flow then
+    /// ends signed out.
+    DeleteUser(String),
+    /// End the session the execution runs in; the flow then ends signed out.
+    EndSession,
 }
 
 /// A stage's decision.

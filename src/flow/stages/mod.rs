@@ -11,7 +11,9 @@ pub(crate) mod deny;
 pub(crate) mod identification;
 pub(crate) mod password;
 pub(crate) mod prompt;
+pub(crate) mod user_delete;
 pub(crate) mod user_login;
+pub(crate) mod user_logout;
 
 pub(crate) use user_login::FAILED as SIGN_IN_FAILED;
 
@@ -82,6 +84,8 @@ pub(crate) fn build(cfg: &StageConfig, all: &BTreeMap<String, StageConfig>) -> A
         StageConfig::Deny { deny_message } => Arc::new(deny::Deny {
             message: deny_message.clone(),
         }),
+        StageConfig::UserDelete => Arc::new(user_delete::UserDelete),
+        StageConfig::UserLogout => Arc::new(user_logout::UserLogout),
     }
 }
 
