@@ -453,6 +453,8 @@ pub enum StageConfig {
         user_fields: Vec<UserField>,
         /// `webauthn_stage`: offer "Sign in with a passkey" and passkey autofill.
         passkeys: Option<PasskeyLogin>,
+        /// `enrollment_flow`: the enrollment flow (slug) a "Sign up" link starts.
+        enrollment_flow: Option<String>,
     },
     /// Checks the password.
     Password {
