@@ -309,3 +309,37 @@ async fn a_flow_without_user_write_spends_its_invitation_when_it_completes() {
     let now = rig.world.clock.now();
     assert!(rig.world.store.invitation(&id, now).unwrap().is_none());
 }
+
+#[tokio::test]
+async fn the_example_configs_enroll_flow_enrols_an_invited_colleague() {
+    let path = std::path::Path::new("config/portcullis.toml");
+    let text = std::fs::read_to_string(path).expect("the example config");
+    let config = crate::config::Config::from_toml(&text, path, std::iter::empty())
+        .expect("the example config loads");
+    let world = crate::testing::TestWorld::for_config(&config);
+    let engine = crate::flow::Engine::new(&config, world.services.clone());
+    let rig = Rig { engine, world };
+    let (_, token) = invitation(&rig, Some("enroll"), true);
+    let (mut exec, view) = open(&rig, "enroll", Some(token.expose())).await;
+    assert_eq!(prefilled(&view, "email"), Some("bob@example.com"));
+    let pw = "a long enough passphrase";
+    let view = rig
+        .post(
+            &mut exec,
+            &[
+                ("username", "bob"),
+                ("email", "bob@example.com"),
+                ("name", "Bob"),
+                ("password", pw),
+                ("password_repeat", pw),
+            ],
+        )
+        .await;
+    signed_in(&view);
+    assert_eq!(
+        rig.world.store.user("bob").unwrap().unwrap().groups,
+        ["dev"]
+    );
+    let (_, view) = open(&rig, "enroll", None).await;
+    assert_eq!(ended(&view), INVALID, "no invitation, no sign-up");
+}
