@@ -300,3 +300,37 @@ async fn invite_create_refuses_a_flow_without_an_invitation_stage_and_bad_input(
         listed.all()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_browsers_posting_one_single_use_link_at_once_make_one_account() {
+    let gw = Gateway::start_with(setup()).await;
+    let (link, _) = invite(&gw, &["--group", "dev"]).await;
+    let api_link = link.replace("/.portcullis/flow/", "/.portcullis/api/flow/");
+    let (a, b) = (gw.browser(), gw.browser());
+    for br in [&a, &b] {
+        let v = br.get_json(&br.url_on(APP, &api_link)).await.json();
+        assert_eq!(v["component"], "prompt", "{v}");
+    }
+    let url = a.url_on(APP, "/.portcullis/api/flow/enroll");
+    let body = |n: &str| json!({ "username": n, "email": format!("{n}@example.com"), "password": PW, "password_repeat": PW });
+    let (body_a, body_b) = (body("carol"), body("dave"));
+    let (ra, rb) = tokio::join!(a.post_json(&url, &body_a), b.post_json(&url, &body_b));
+    let components = [
+        ra.json()["component"].clone(),
+        rb.json()["component"].clone(),
+    ];
+    let won = components.iter().filter(|c| **c == "redirect").count();
+    assert_eq!(won, 1, "{} / {}", ra.body, rb.body);
+    assert!(
+        components.iter().any(|c| *c == "access_denied"),
+        "{} / {}",
+        ra.body,
+        rb.body
+    );
+    let users = gw.cli(&["user", "list"], None).await;
+    let made = ["carol", "dave"]
+        .iter()
+        .filter(|n| users.stdout.contains(&format!("{n}\t")))
+        .count();
+    assert_eq!(made, 1, "{}", users.all());
+}
