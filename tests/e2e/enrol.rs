@@ -47,6 +47,23 @@ fields = [
 
 [stages.write]
 kind = "user_write"
+
+[[flows]]
+slug = "change-password"
+title = "New password"
+designation = "authentication"
+stages = ["identify", "password", "new_password", "write_existing", "login"]
+
+[stages.new_password]
+kind = "prompt"
+fields = [
+  { key = "password", label = "New password", type = "password" },
+  { key = "password_repeat", label = "Repeat", type = "password" },
+]
+
+[stages.write_existing]
+kind = "user_write"
+user_creation_mode = "never_create"
 "#
         .into(),
         ..Setup::default()
@@ -333,4 +350,29 @@ async fn two_browsers_posting_one_single_use_link_at_once_make_one_account() {
         .filter(|n| users.stdout.contains(&format!("{n}\t")))
         .count();
     assert_eq!(made, 1, "{}", users.all());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_password_written_by_a_flow_ends_the_users_other_sessions_at_once() {
+    let gw = Gateway::start_with(setup()).await;
+    let (_, before) = alice_browser(&gw).await;
+    assert_token_accepted(&gw, &before.token, "alice's session").await;
+    let b = gw.browser();
+    let api = b.url_on(APP, "/.portcullis/api/flow/change-password");
+    b.get_json(&api).await;
+    b.post_json(&api, &json!({ "uid": "alice" })).await;
+    let v = b
+        .post_json(&api, &json!({ "password": ALICE_PW }))
+        .await
+        .json();
+    assert_eq!(v["component"], "prompt", "{v}");
+    let r = b
+        .post_json(&api, &json!({ "password": PW, "password_repeat": PW }))
+        .await;
+    assert_eq!(r.json()["component"], "redirect", "{}", r.body);
+    let fresh = r.set_cookie_value(SESSION_COOKIE).expect("a new session");
+    assert_token_refused(&gw, &before.token, "the session from before the change").await;
+    assert_token_accepted(&gw, &fresh, "the session the change issued").await;
+    api_sign_in(&gw.browser(), "alice", PW).await;
+    assert!(!gw.logs().contains(PW), "the new password is logged");
 }
