@@ -376,3 +376,30 @@ async fn a_password_written_by_a_flow_ends_the_users_other_sessions_at_once() {
     api_sign_in(&gw.browser(), "alice", PW).await;
     assert!(!gw.logs().contains(PW), "the new password is logged");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invitations_made_while_the_gateway_is_down_work_once_it_runs() {
+    let gw = Gateway::prepare(setup()).await;
+    let (link, id) = invite(&gw, &["--email", "carol@example.com", "--flow", "enroll"]).await;
+    let listed = gw.cli(&["invite", "list"], None).await;
+    assert!(listed.stdout.contains(&id), "{}", listed.all());
+    assert!(
+        listed.stdout.contains("gateway not running"),
+        "{}",
+        listed.all()
+    );
+    assert!(
+        !listed.stdout.contains(link.split_once('.').unwrap().1),
+        "the list shows no token: {}",
+        listed.all()
+    );
+    let gw = gw.launch().await;
+    let b = gw.browser();
+    let api_link = link.replace("/.portcullis/flow/", "/.portcullis/api/flow/");
+    let v = b.get_json(&b.url_on(APP, &api_link)).await.json();
+    assert_eq!(
+        value_of(&v, "email").as_deref(),
+        Some("carol@example.com"),
+        "{v}"
+    );
+}
