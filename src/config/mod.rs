@@ -17,6 +17,7 @@ mod sms;
 mod strong;
 mod ui;
 mod validate;
+mod verify;
 mod webauthn;
 
 pub use duo::{DuoApi, DuoStageConfig};
@@ -403,6 +404,8 @@ pub enum Designation {
     Enrollment,
     /// Adding or changing a factor.
     StageConfiguration,
+    /// Regaining access to an account (a forgotten password).
+    Recovery,
 }
 
 impl Designation {
@@ -412,6 +415,7 @@ impl Designation {
             Designation::Authentication => "authentication",
             Designation::Enrollment => "enrollment",
             Designation::StageConfiguration => "stage_configuration",
+            Designation::Recovery => "recovery",
         }
     }
 }
@@ -451,11 +455,15 @@ pub enum StageConfig {
         user_fields: Vec<UserField>,
         /// `webauthn_stage`: offer "Sign in with a passkey" and passkey autofill.
         passkeys: Option<PasskeyLogin>,
+        /// `recovery_flow`: the slug of a recovery flow, offered as "Forgot password?".
+        recovery_flow: Option<String>,
     },
     /// Checks the password.
     Password {
         /// Wrong passwords before the sign-in is cancelled.
         failed_attempts_before_cancel: u32,
+        /// `recovery_flow`: the slug of a recovery flow, offered as "Forgot password?".
+        recovery_flow: Option<String>,
     },
     /// Issues the session.
     UserLogin {
@@ -483,6 +491,8 @@ pub enum StageConfig {
     AuthenticatorStatic(StaticStageConfig),
     /// Enrols a passkey or security key.
     AuthenticatorWebauthn(Box<WebauthnStageConfig>),
+    /// Verifies the pending user's address by a link or code sent there (`kind = "email"`).
+    Email(Box<EmailVerifyConfig>),
 }
 
 /// An `authenticator_totp` stage: enrols an authenticator app by one valid code.
@@ -613,6 +623,7 @@ impl StageConfig {
             StageConfig::AuthenticatorTotp(_) => "authenticator_totp",
             StageConfig::AuthenticatorStatic(_) => "authenticator_static",
             StageConfig::AuthenticatorWebauthn(_) => "authenticator_webauthn",
+            StageConfig::Email(_) => "email",
         }
     }
 
@@ -631,7 +642,8 @@ impl StageConfig {
             | StageConfig::UserLogin { .. }
             | StageConfig::Deny { .. }
             | StageConfig::AuthenticatorValidate(_)
-            | StageConfig::Prompt(_) => None,
+            | StageConfig::Prompt(_)
+            | StageConfig::Email(_) => None,
         }
     }
 }
@@ -677,6 +689,28 @@ pub enum EmailSource {
     Account,
     /// A field of an earlier prompt stage.
     Prompt(String),
+    /// Curity's `intermediate_attribute`: a value an earlier stage put in the flow (a prompt
+    /// field, an invitation's data). Never the first factor: the config check refuses a flow
+    /// where no stage proving who the user is comes before it.
+    Intermediate(String),
+}
+
+/// An `email` stage (authentik's Email stage): verifies the pending user's address with a
+/// link or a code, delivered in the background by the persisted outbox.
+#[derive(Debug, Clone)]
+pub struct EmailVerifyConfig {
+    /// Own SMTP settings, or `None` to use the global `[email]` ones.
+    pub smtp: Option<SmtpSettings>,
+    /// The mail's subject.
+    pub subject: String,
+    /// The message template's base name: `<template>.txt` and `<template>.html`.
+    pub template: String,
+    /// Mark the pending user active once the address is proved.
+    pub activate_user_on_success: bool,
+    /// The least time between two sends in one execution.
+    pub resend_cooldown: Duration,
+    /// The link or code policy; `token_expiry` is the lifetime of both.
+    pub otp: OtpPolicy,
 }
 
 /// An `authenticator_email` stage: enrols an address by a code or link sent to it.
@@ -692,6 +726,9 @@ pub struct EmailStageConfig {
     pub configure_flow: Option<String>,
     /// Where the address comes from.
     pub email_source: EmailSource,
+    /// Curity's registration mode: an unknown user proves the address they identified with,
+    /// and a later `user_write` stage creates the account with it.
+    pub registration: bool,
     /// The one-time code policy.
     pub otp: OtpPolicy,
 }

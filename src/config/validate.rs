@@ -75,6 +75,9 @@ fn resolve_paths(raw: &mut RawConfig, base: &Path) {
         if let RawStage::AuthenticatorEmail(e) = stage {
             fix_opt(&mut e.ca_file);
         }
+        if let RawStage::Email(e) = stage {
+            fix_opt(&mut e.ca_file);
+        }
     }
     for policy in raw.policies.values_mut() {
         if let super::policies::RawPolicy::Password { hibp_directory, .. } = policy {
@@ -114,6 +117,7 @@ pub(super) fn validate(mut raw: RawConfig, file: &Path) -> Checked<Config> {
         .collect::<Checked<BTreeMap<_, _>>>()?;
     let flows = flows(&raw.flows, &stages, &policies)?;
     super::email::cross_check(&stages, &flows)?;
+    super::verify::cross_check(&stages, &flows)?;
     let geoip = super::policies::geoip(raw.geoip.as_ref(), &policies)?;
     let mut apps = apps(&raw.apps, &flows, &stages, &networks, &policies)?;
     let server = super::server::server(&raw.server, listen)?;
@@ -348,6 +352,7 @@ fn stage(
         RawStage::Identification {
             user_fields,
             webauthn_stage,
+            recovery_flow,
         } => {
             let fields = user_fields.unwrap_or_else(|| vec!["username".into(), "email".into()]);
             if fields.is_empty() {
@@ -378,10 +383,12 @@ fn stage(
             StageConfig::Identification {
                 user_fields,
                 passkeys,
+                recovery_flow,
             }
         }
         RawStage::Password {
             failed_attempts_before_cancel,
+            recovery_flow,
         } => {
             let n = failed_attempts_before_cancel.unwrap_or(5);
             if n == 0 {
@@ -392,6 +399,7 @@ fn stage(
             }
             StageConfig::Password {
                 failed_attempts_before_cancel: n,
+                recovery_flow,
             }
         }
         RawStage::UserLogin { session_duration } => StageConfig::UserLogin {
@@ -427,6 +435,9 @@ fn stage(
         RawStage::AuthenticatorWebauthn(raw) => {
             StageConfig::AuthenticatorWebauthn(Box::new(super::webauthn::stage(name, &raw, rp)?))
         }
+        RawStage::Email(raw) => {
+            StageConfig::Email(Box::new(super::verify::verify_stage(name, &raw)?))
+        }
     })
 }
 
@@ -459,10 +470,11 @@ fn flows(
             "authentication" => Designation::Authentication,
             "enrollment" => Designation::Enrollment,
             "stage_configuration" => Designation::StageConfiguration,
+            "recovery" => Designation::Recovery,
             other => {
                 return Err(Problem::new(
                     format!("flows[{i}].designation"),
-                    format!("`{other}` is not one of \"authentication\", \"enrollment\", \"stage_configuration\""),
+                    format!("`{other}` is not one of \"authentication\", \"enrollment\", \"recovery\", \"stage_configuration\""),
                 ))
             }
         };

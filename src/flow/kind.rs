@@ -32,10 +32,12 @@ pub enum StageKind {
     AuthenticatorTotp,
     /// Issues a set of recovery codes.
     AuthenticatorStatic,
+    /// Verifies the pending user's address by a link or code (authentik's Email stage).
+    Email,
 }
 
 /// Every kind, for parsing and tests.
-const ALL: [StageKind; 12] = [
+const ALL: [StageKind; 13] = [
     StageKind::Identification,
     StageKind::Password,
     StageKind::Prompt,
@@ -48,6 +50,7 @@ const ALL: [StageKind; 12] = [
     StageKind::UserLogin,
     StageKind::AuthenticatorTotp,
     StageKind::AuthenticatorStatic,
+    StageKind::Email,
 ];
 
 impl StageKind {
@@ -66,6 +69,7 @@ impl StageKind {
             StageKind::UserLogin => "user_login",
             StageKind::AuthenticatorTotp => "authenticator_totp",
             StageKind::AuthenticatorStatic => "authenticator_static",
+            StageKind::Email => "email",
         }
     }
 
@@ -88,6 +92,7 @@ impl StageKind {
                 | StageKind::AuthenticatorSms
                 | StageKind::AuthenticatorWebauthn
                 | StageKind::AuthenticatorDuo
+                | StageKind::Email
         )
     }
 }
@@ -117,7 +122,8 @@ mod tests {
                 StageKind::AuthenticatorSms,
                 StageKind::AuthenticatorWebauthn,
                 StageKind::AuthenticatorDuo,
-                StageKind::AuthenticatorValidate
+                StageKind::AuthenticatorValidate,
+                StageKind::Email
             ]
         );
     }

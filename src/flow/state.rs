@@ -11,6 +11,7 @@ use super::stages::authenticator_static::StaticState;
 use super::stages::authenticator_totp::TotpState;
 use super::stages::authenticator_validate::ValidateState;
 use super::stages::authenticator_webauthn::WebauthnState;
+use super::stages::email::VerifyState;
 use super::stages::identification::IdentificationState;
 use super::stages::password::PasswordState;
 use super::stages::prompt::PromptState;
@@ -31,6 +32,7 @@ pub(crate) enum StageState {
     AuthenticatorTotp(TotpState),
     AuthenticatorStatic(StaticState),
     AuthenticatorWebauthn(WebauthnState),
+    Email(VerifyState),
 }
 
 impl StageState {
@@ -47,6 +49,7 @@ impl StageState {
             StageState::AuthenticatorTotp(_) => StageKind::AuthenticatorTotp,
             StageState::AuthenticatorStatic(_) => StageKind::AuthenticatorStatic,
             StageState::AuthenticatorWebauthn(_) => StageKind::AuthenticatorWebauthn,
+            StageState::Email(_) => StageKind::Email,
         }
     }
 
@@ -56,6 +59,7 @@ impl StageState {
             StageState::AuthenticatorEmail(s) => s.code(),
             StageState::AuthenticatorSms(s) => s.code(),
             StageState::AuthenticatorValidate(s) => s.code(),
+            StageState::Email(s) => s.code(),
             _ => None,
         }
     }
@@ -66,6 +70,7 @@ impl StageState {
             StageState::AuthenticatorEmail(s) => s.code_mut(),
             StageState::AuthenticatorSms(s) => s.code_mut(),
             StageState::AuthenticatorValidate(s) => s.code_mut(),
+            StageState::Email(s) => s.code_mut(),
             _ => None,
         }
     }
@@ -91,5 +96,6 @@ state_from!(
     ValidateState => AuthenticatorValidate,
     TotpState => AuthenticatorTotp,
     StaticState => AuthenticatorStatic,
-    WebauthnState => AuthenticatorWebauthn
+    WebauthnState => AuthenticatorWebauthn,
+    VerifyState => Email
 );

@@ -57,6 +57,7 @@ conformance!(
     one_of_many_concurrent_takers_gets_a_ticket,
     a_secret_is_created_once_even_under_races,
     purge_drops_what_has_expired_and_keeps_the_rest,
+    queued_mail_is_listed_rescheduled_only_from_what_is_stored_and_taken_once,
 );
 
 fn user(name: &str, email: Option<&str>) -> User {
@@ -452,4 +453,23 @@ fn purge_drops_what_has_expired_and_keeps_the_rest(s: &Arc<dyn Store>) {
     assert_eq!(s.devices("alice").unwrap().len(), 1);
     assert_eq!(s.user_revocations().unwrap().len(), 1);
     assert_eq!(s.purge_expired(now).unwrap(), 0);
+}
+
+fn queued_mail_is_listed_rescheduled_only_from_what_is_stored_and_taken_once(s: &Arc<dyn Store>) {
+    assert!(s.outbox().unwrap().is_empty());
+    s.put_outbox("b", b"second").unwrap();
+    s.put_outbox("a", b"first").unwrap();
+    let ids: Vec<_> = s.outbox().unwrap().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(ids, ["a", "b"]);
+    assert!(!s.swap_outbox("a", b"stale", b"x").unwrap());
+    assert!(s.swap_outbox("a", b"first", b"retry").unwrap());
+    assert_eq!(s.outbox().unwrap()[0].1, b"retry");
+    assert!(s.take_outbox("a").unwrap());
+    assert!(!s.take_outbox("a").unwrap(), "taken once");
+    // A reschedule after the message was taken does not bring it back.
+    assert!(!s.swap_outbox("a", b"retry", b"again").unwrap());
+    assert_eq!(s.outbox().unwrap().len(), 1);
+    // Not an expiring record: purging leaves queued mail alone.
+    s.purge_expired(i64::MAX).unwrap();
+    assert_eq!(s.outbox().unwrap().len(), 1);
 }

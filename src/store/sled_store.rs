@@ -24,6 +24,8 @@ pub struct SledStore {
     counters: sled::Tree,
     tickets: sled::Tree,
     meta: sled::Tree,
+    /// Mail waiting for delivery, by message id.
+    outbox: sled::Tree,
 }
 
 fn backend(action: &'static str) -> impl FnOnce(sled::Error) -> StoreError {
@@ -107,6 +109,7 @@ impl SledStore {
             counters: tree("counters")?,
             tickets: tree("tickets")?,
             meta: tree("meta")?,
+            outbox: tree("outbox")?,
             db,
         }
         .with_username_index()
@@ -530,6 +533,39 @@ impl Store for SledStore {
             .and_then(|v| <[u8; 32]>::try_from(v.as_ref()).ok())
             .unwrap_or(fresh);
         Ok(v)
+    }
+
+    fn put_outbox(&self, id: &str, record: &[u8]) -> StoreResult<()> {
+        self.outbox
+            .insert(id, record)
+            .map_err(backend("queue mail"))?;
+        self.durable()
+    }
+
+    fn outbox(&self) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        self.outbox
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.map_err(backend("read outbox"))?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
+            })
+            .collect()
+    }
+
+    fn swap_outbox(&self, id: &str, current: &[u8], new: &[u8]) -> StoreResult<bool> {
+        let swapped = self
+            .outbox
+            .compare_and_swap(id, Some(current), Some(new))
+            .map_err(backend("reschedule mail"))?
+            .is_ok();
+        self.durable()?;
+        Ok(swapped)
+    }
+
+    fn take_outbox(&self, id: &str) -> StoreResult<bool> {
+        let old = self.outbox.remove(id).map_err(backend("dequeue mail"))?;
+        self.durable()?;
+        Ok(old.is_some())
     }
 }
 

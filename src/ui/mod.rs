@@ -125,12 +125,23 @@ impl Ui {
             .as_ref()
             .filter(|l| l.href.starts_with("https://"))
             .map(|l| context! { href => l.href, label => l.label });
+        // Links to the gateway's own flows only: a relative path under /.portcullis/flow/.
+        let links: Vec<_> = challenge
+            .links
+            .iter()
+            .filter(|l| {
+                l.href
+                    .strip_prefix("/.portcullis/flow/")
+                    .is_some_and(|slug| !slug.is_empty() && !slug.contains(['/', '\\']))
+            })
+            .map(|l| context! { href => l.href, label => l.label })
+            .collect();
         self.render(
             "flow.html",
             context! {
                 title, step_title => step_title(challenge, title), stage, challenge, csrf,
                 action, fields, submit, submit_label => submit_label(challenge), webauthn,
-                qr_svg, link,
+                qr_svg, link, links,
             },
         )
     }

@@ -31,6 +31,8 @@ pub(crate) enum IdentificationState {
 pub(crate) struct Identification {
     user_fields: Vec<UserField>,
     passkeys: Option<RelyingParty>,
+    /// The recovery flow "Forgot password?" leads to.
+    recovery_flow: Option<String>,
 }
 
 impl Identification {
@@ -38,7 +40,22 @@ impl Identification {
         Self {
             user_fields,
             passkeys: passkeys.map(|p| RelyingParty::new(&p.rp)),
+            recovery_flow: None,
         }
+    }
+
+    /// With "Forgot password?" leading to the recovery flow `slug`.
+    pub(crate) fn with_recovery(mut self, slug: Option<String>) -> Self {
+        self.recovery_flow = slug;
+        self
+    }
+
+    /// `challenge` with the links this stage offers besides its form.
+    fn linked(&self, mut c: Challenge) -> Challenge {
+        if let Some(slug) = &self.recovery_flow {
+            c.links.push(super::forgot_password(slug));
+        }
+        c
     }
 
     /// What the stage waits for: the identifier, and a fresh passkey sign-in when offered.
@@ -150,10 +167,10 @@ impl Stage for Identification {
         };
         let uid = Field::new("uid", kind, self.label());
         let Some(assertion) = passkey else {
-            return Ok(Challenge::new(
+            return Ok(self.linked(Challenge::new(
                 self.kind().as_str(),
                 vec![uid.autocomplete("username")],
-            ));
+            )));
         };
         // `webauthn` in the hint lets the browser offer passkeys in the field's autofill
         // (conditional mediation).
@@ -167,7 +184,7 @@ impl Stage for Identification {
             "mediation": "conditional",
             "publicKey": assertion.options["publicKey"],
         }));
-        Ok(c)
+        Ok(self.linked(c))
     }
 
     async fn submit(

@@ -8,6 +8,7 @@ mod email;
 mod engine;
 mod plain;
 mod policies;
+mod recovery;
 mod rig;
 mod sms;
 mod strong;
