@@ -32,12 +32,16 @@ pub enum StageKind {
     AuthenticatorTotp,
     /// Issues a set of recovery codes.
     AuthenticatorStatic,
+    /// Writes prompt and invitation data to the pending user, creating one when needed.
+    UserWrite,
+    /// Accepts an invitation and carries its fixed data into the flow.
+    Invitation,
     /// Verifies the pending user's address by a link or code (authentik's Email stage).
     Email,
 }
 
 /// Every kind, for parsing and tests.
-const ALL: [StageKind; 13] = [
+const ALL: [StageKind; 15] = [
     StageKind::Identification,
     StageKind::Password,
     StageKind::Prompt,
@@ -50,6 +54,8 @@ const ALL: [StageKind; 13] = [
     StageKind::UserLogin,
     StageKind::AuthenticatorTotp,
     StageKind::AuthenticatorStatic,
+    StageKind::UserWrite,
+    StageKind::Invitation,
     StageKind::Email,
 ];
 
@@ -69,6 +75,8 @@ impl StageKind {
             StageKind::UserLogin => "user_login",
             StageKind::AuthenticatorTotp => "authenticator_totp",
             StageKind::AuthenticatorStatic => "authenticator_static",
+            StageKind::UserWrite => "user_write",
+            StageKind::Invitation => "invitation",
             StageKind::Email => "email",
         }
     }

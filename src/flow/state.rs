@@ -15,6 +15,7 @@ use super::stages::email::VerifyState;
 use super::stages::identification::IdentificationState;
 use super::stages::password::PasswordState;
 use super::stages::prompt::PromptState;
+use super::stages::user_write::UserWriteState;
 use super::StageKind;
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +33,7 @@ pub(crate) enum StageState {
     AuthenticatorTotp(TotpState),
     AuthenticatorStatic(StaticState),
     AuthenticatorWebauthn(WebauthnState),
+    UserWrite(UserWriteState),
     Email(VerifyState),
 }
 
@@ -49,6 +51,7 @@ impl StageState {
             StageState::AuthenticatorTotp(_) => StageKind::AuthenticatorTotp,
             StageState::AuthenticatorStatic(_) => StageKind::AuthenticatorStatic,
             StageState::AuthenticatorWebauthn(_) => StageKind::AuthenticatorWebauthn,
+            StageState::UserWrite(_) => StageKind::UserWrite,
             StageState::Email(_) => StageKind::Email,
         }
     }
@@ -97,5 +100,6 @@ state_from!(
     TotpState => AuthenticatorTotp,
     StaticState => AuthenticatorStatic,
     WebauthnState => AuthenticatorWebauthn,
+    UserWriteState => UserWrite,
     VerifyState => Email
 );
