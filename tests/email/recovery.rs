@@ -3,9 +3,10 @@
 //! the message goes out once the server is back (also after a `kill -9` of the gateway), and
 //! never twice; codes and links work once; an unknown account reads the same.
 
-use crate::harness::{has_input, next_page, pct, submit, Browser};
+use crate::harness::{has_input, next_page, pct, submit, Browser, SESSION_COOKIE};
 use crate::smtp::{Silent, SmtpOpts, SmtpServer};
 use crate::support::*;
+use portcullis::flow::totp::{self, Algorithm, Params};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,41 @@ subject = "Reset your password"
 
 [stages.verify_link]
 kind = "email"
+
+[[flows]]
+slug = "reset"
+title = "Reset your password"
+designation = "recovery"
+stages = ["identify_r", "verify", "second_r", "new_password", "write", "login"]
+
+[[flows]]
+slug = "add-app"
+title = "Add an authenticator app"
+designation = "authentication"
+stages = ["identify_r", "password_r", "app", "login"]
+
+[stages.second_r]
+kind = "authenticator_validate"
+device_classes = ["totp", "static"]
+not_configured_action = "skip"
+
+[stages.app]
+kind = "authenticator_totp"
+
+[stages.new_password]
+kind = "prompt"
+fields = [{ key = "password", label = "New password", type = "password" }]
+validation_policies = ["new_password"]
+
+[stages.write]
+kind = "user_write"
+user_creation_mode = "never_create"
+
+[policies.new_password]
+kind = "password"
+length_min = 12
+check_zxcvbn = true
+message = "Choose a stronger password."
 "#;
 
 /// A loopback port nothing listens on (yet).
@@ -253,4 +289,107 @@ async fn identification_and_password_pages_offer_forgot_password() {
     // And the link leads to the recovery flow.
     let page = html_page(&b, &html_flow(RECOVERY)).await;
     assert!(shows(&page.html, "Reset your password"), "{}", page.html);
+}
+
+/// The TOTP code `offset` steps from now for the base32 `secret`.
+fn totp_code(secret: &str, offset: i64) -> String {
+    let raw = data_encoding::BASE32_NOPAD
+        .decode(secret.as_bytes())
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let step = totp::step(now, 30).checked_add_signed(offset).unwrap();
+    let six = Params {
+        digits: 6,
+        period: 30,
+        algorithm: Algorithm::Sha1,
+    };
+    totp::code(&raw, step, &six)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recovery_asks_the_authenticator_app_checks_the_new_password_and_ends_every_old_session() {
+    let smtp = SmtpServer::start(SmtpOpts::plain()).await;
+    let gw = Gw::start(Spec {
+        app_flow: FORGOT.into(),
+        ..spec(smtp.email_toml())
+    })
+    .await;
+    // Alice signs in and adds an authenticator app: this browser's session predates the
+    // recovery.
+    let old = gw.browser();
+    let v = api_until_email(&gw, &old, "add-app", "alice").await;
+    assert_eq!(v["component"], "password", "{v}");
+    let v = post(&old, "add-app", json!({ "password": PW })).await;
+    let secret = v["secret"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v}"))
+        .to_string();
+    let r = post_resp(&old, "add-app", json!({ "code": totp_code(&secret, 0) })).await;
+    let old_token = assert_signed_in(&gw, &r);
+    assert_session_is(&old, &gw, "alice").await;
+
+    // She forgets her password: identification, the mailed code, then the app is asked for.
+    let b = gw.browser();
+    let (v, _) = recover(&gw, &b, "reset", "alice").await;
+    assert_code_challenge(&v, "email");
+    let code = smtp.nth(1).await.code();
+    let v = post(&b, "reset", json!({ "code": code })).await;
+    assert_eq!(
+        v["component"], "authenticator_validate",
+        "a fresh second factor: {v}"
+    );
+    let v = post(&b, "reset", json!({ "code": totp_code(&secret, 0) })).await;
+    assert_eq!(
+        errors(&v).len(),
+        1,
+        "the code already used at enrolment: {v}"
+    );
+    let v = post(&b, "reset", json!({ "code": totp_code(&secret, 1) })).await;
+    assert_eq!(v["component"], "prompt", "{v}");
+    // The new password is judged by the password policy.
+    let v = post(&b, "reset", json!({ "password": "password" })).await;
+    assert!(
+        errors(&v)
+            .iter()
+            .any(|e| e.contains("Choose a stronger password.")),
+        "{v}"
+    );
+    assert_eq!(v["component"], "prompt", "{v}");
+    let new_pw = "Quartz-lantern-over-9-rivers";
+    let r = post_resp(&b, "reset", json!({ "password": new_pw })).await;
+    let token = assert_signed_in(&gw, &r);
+    assert!(
+        amr(&token).contains(&"email".to_string()),
+        "{:?}",
+        amr(&token)
+    );
+
+    // Every session from before is dead: the old cookie no longer opens the app.
+    let r = old.get_json(&gw.url("/private")).await;
+    assert_eq!(r.status, 401, "the old session: {}", r.describe());
+    let stale = gw.browser();
+    stale.add_cookie(&gw.url("/"), &format!("{SESSION_COOKIE}={old_token}"));
+    let r = stale.get_json(&gw.url("/private")).await;
+    assert_eq!(r.status, 401, "the old cookie elsewhere: {}", r.describe());
+    // The old password is refused, the new one signs in.
+    for (pw, ok) in [(PW, false), (new_pw, true)] {
+        let c = gw.browser();
+        let v = api_until_email(&gw, &c, FORGOT, "alice").await;
+        assert_eq!(v["component"], "password", "{v}");
+        let r = c.post_json(&api(FORGOT), &json!({ "password": pw })).await;
+        assert_eq!(
+            r.json()["component"] == "redirect",
+            ok,
+            "{pw}: {}",
+            r.describe()
+        );
+    }
+    assert!(
+        !gw.logs().contains(new_pw),
+        "the new password is never logged"
+    );
+    assert!(!gw.logs().contains(&code), "the code is never logged");
 }
