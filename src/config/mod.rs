@@ -1088,11 +1088,13 @@ auth_password = "{}"
             env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
         )
         .expect("the config with every secret loads");
-        // The example's own stages (identify, password, login, and the strong flow's
-        // mfa_strong, authenticator_app, recovery_codes) plus the four added above.
+        // The example's own stages (identify, password, login, the strong flow's
+        // mfa_strong, authenticator_app, recovery_codes, and the recovery flow's
+        // recovery_email, recovery_factor, new_password, write_password) plus the four
+        // added above.
         assert_eq!(
             c.stages.len(),
-            10,
+            14,
             "every secret-holding stage is in the Config"
         );
         let printed = format!("{c:?}");
@@ -1100,6 +1102,22 @@ auth_password = "{}"
             assert!(!printed.contains(secret), "{what} is printed: {printed}");
         }
         assert!(printed.contains("Secret(<redacted>)"));
+    }
+
+    #[test]
+    fn the_example_ships_a_live_recovery_flow_linked_from_the_password_stage() {
+        let c = example_with(&[]).expect("loads");
+        let flow = c.flow("recovery").expect("the recovery flow");
+        assert_eq!(flow.designation, Designation::Recovery);
+        assert!(matches!(
+            c.stages.get("password"),
+            Some(StageConfig::Password { recovery_flow: Some(slug), .. }) if slug == "recovery"
+        ));
+        let Some(StageConfig::Email(e)) = c.stages.get(&flow.stages[1]) else {
+            panic!("the second stage verifies the address");
+        };
+        assert_eq!(e.otp.token_expiry, Duration::from_secs(30 * 60));
+        assert!(!e.activate_user_on_success);
     }
 
     #[test]
