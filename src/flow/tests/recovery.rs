@@ -32,6 +32,18 @@ title = "Add an address"
 designation = "authentication"
 stages = ["identify", "password", "ask_mail", "intermediate", "login"]
 
+[[flows]]
+slug = "register"
+title = "Sign up by email"
+designation = "enrollment"
+stages = ["identify", "register_mail", "write_reg", "login"]
+
+[stages.register_mail]
+kind = "authenticator_email"
+registration = true
+[stages.write_reg]
+kind = "user_write"
+
 [stages.identify_r]
 kind = "identification"
 recovery_flow = "recover"
@@ -399,10 +411,10 @@ fn intermediate_attribute_as_the_first_factor_is_refused_naming_the_key() {
 #[test]
 fn registration_mode_needs_a_user_write_stage_after_it() {
     let extra = format!(
-        "{EXTRA}\n[[flows]]\nslug = \"register\"\ndesignation = \"enrollment\"\nstages = [\"identify\", \"register_mail\", \"login\"]\n[stages.register_mail]\nkind = \"authenticator_email\"\nregistration = true\n"
+        "{EXTRA}\n[[flows]]\nslug = \"register_alone\"\ndesignation = \"enrollment\"\nstages = [\"identify\", \"register_alone\", \"login\"]\n[stages.register_alone]\nkind = \"authenticator_email\"\nregistration = true\n"
     );
     let e = Rig::config(&extra).expect_err("refused").to_string();
-    assert!(e.contains("stages.register_mail.registration"), "{e}");
+    assert!(e.contains("stages.register_alone.registration"), "{e}");
     assert!(e.contains("user_write"), "{e}");
 }
 
@@ -416,4 +428,62 @@ fn a_verification_stage_refuses_unlimited_sends_or_attempts() {
         let e = Rig::config(&extra).expect_err("refused").to_string();
         assert!(e.contains(&format!("stages.verify_link.{key}")), "{e}");
     }
+}
+
+#[tokio::test]
+async fn registration_mode_creates_an_account_for_an_unknown_address_once_it_is_proved() {
+    let rig = rig();
+    rig.user("alice", Some("alice@example.test")).await;
+    let (mut exec, view) = identified(&rig, "register", "new@example.test").await;
+    assert_eq!(field_names(&view), ["code"]);
+    // The page reads as a known account's does: the typed address is not shown back.
+    let (_, known) = identified(&rig, "register", "alice").await;
+    assert_eq!(challenge(&view).info, challenge(&known).info);
+    let sent = rig.world.email.sent();
+    assert_eq!(
+        sent.iter().map(|m| m.to.as_str()).collect::<Vec<_>>(),
+        ["new@example.test", "alice@example.test"]
+    );
+    drop(sent);
+    let codes: Vec<String> = rig
+        .world
+        .email
+        .sent()
+        .iter()
+        .map(|m| {
+            m.text
+                .expose()
+                .split(|c: char| !c.is_ascii_digit())
+                .find(|w| w.len() == 6)
+                .expect("a code")
+                .to_string()
+        })
+        .collect();
+    let view = rig
+        .post(&mut exec, &[("code", &other_than(&codes[0]))])
+        .await;
+    assert_eq!(challenge(&view).errors, [crate::flow::otp::WRONG_CODE]);
+    assert!(rig
+        .world
+        .store
+        .user("new@example.test")
+        .expect("store")
+        .is_none());
+    let view = rig.post(&mut exec, &[("code", &codes[0])]).await;
+    assert!(
+        matches!(view.step, Step::Done { login: Some(_), .. }),
+        "{view:?}"
+    );
+    let created = rig
+        .world
+        .store
+        .user_by_email("new@example.test")
+        .expect("store")
+        .expect("the account was created");
+    assert_eq!(created.email.as_deref(), Some("new@example.test"));
+    // A typed name that is not an address is never sent anything.
+    let before = rig.world.email.count();
+    let (_, view) = identified(&rig, "register", "not-an-address").await;
+    assert_eq!(field_names(&view), ["code"]);
+    assert_eq!(rig.world.email.count(), before);
 }
