@@ -18,6 +18,7 @@ mod sms;
 mod strong;
 mod ui;
 mod validate;
+mod verify;
 mod webauthn;
 
 pub use duo::{DuoApi, DuoStageConfig};
@@ -497,11 +498,15 @@ pub enum StageConfig {
         passkeys: Option<PasskeyLogin>,
         /// `enrollment_flow`: the enrollment flow (slug) a "Sign up" link starts.
         enrollment_flow: Option<String>,
+        /// `recovery_flow`: the slug of a recovery flow, offered as "Forgot password?".
+        recovery_flow: Option<String>,
     },
     /// Checks the password.
     Password {
         /// Wrong passwords before the sign-in is cancelled.
         failed_attempts_before_cancel: u32,
+        /// `recovery_flow`: the slug of a recovery flow, offered as "Forgot password?".
+        recovery_flow: Option<String>,
     },
     /// Issues the session.
     UserLogin {
@@ -540,6 +545,8 @@ pub enum StageConfig {
     UserDelete,
     /// Ends the current session.
     UserLogout,
+    /// Verifies the pending user's address by a link or code sent there (`kind = "email"`).
+    Email(Box<EmailVerifyConfig>),
 }
 
 /// An `authenticator_totp` stage: enrols an authenticator app by one valid code.
@@ -674,6 +681,7 @@ impl StageConfig {
             StageConfig::Invitation { .. } => "invitation",
             StageConfig::UserDelete => "user_delete",
             StageConfig::UserLogout => "user_logout",
+            StageConfig::Email(_) => "email",
         }
     }
 
@@ -696,7 +704,8 @@ impl StageConfig {
             | StageConfig::UserWrite(_)
             | StageConfig::Invitation { .. } => None,
             | StageConfig::UserDelete
-            | StageConfig::UserLogout => None,
+            | StageConfig::UserLogout
+            | StageConfig::Email(_) => None,
         }
     }
 }
@@ -742,6 +751,28 @@ pub enum EmailSource {
     Account,
     /// A field of an earlier prompt stage.
     Prompt(String),
+    /// Curity's `intermediate_attribute`: a value an earlier stage put in the flow (a prompt
+    /// field, an invitation's data). Never the first factor: the config check refuses a flow
+    /// where no stage proving who the user is comes before it.
+    Intermediate(String),
+}
+
+/// An `email` stage (authentik's Email stage): verifies the pending user's address with a
+/// link or a code, delivered in the background by the persisted outbox.
+#[derive(Debug, Clone)]
+pub struct EmailVerifyConfig {
+    /// Own SMTP settings, or `None` to use the global `[email]` ones.
+    pub smtp: Option<SmtpSettings>,
+    /// The mail's subject.
+    pub subject: String,
+    /// The message template's base name: `<template>.txt` and `<template>.html`.
+    pub template: String,
+    /// Mark the pending user active once the address is proved.
+    pub activate_user_on_success: bool,
+    /// The least time between two sends in one execution.
+    pub resend_cooldown: Duration,
+    /// The link or code policy; `token_expiry` is the lifetime of both.
+    pub otp: OtpPolicy,
 }
 
 /// An `authenticator_email` stage: enrols an address by a code or link sent to it.
@@ -757,6 +788,9 @@ pub struct EmailStageConfig {
     pub configure_flow: Option<String>,
     /// Where the address comes from.
     pub email_source: EmailSource,
+    /// Curity's registration mode: an unknown user proves the address they identified with,
+    /// and a later `user_write` stage creates the account with it.
+    pub registration: bool,
     /// The one-time code policy.
     pub otp: OtpPolicy,
 }
@@ -1065,11 +1099,12 @@ auth_password = "{}"
         )
         .expect("the config with every secret loads");
         // The example's own stages (identify, password, login, the strong flow's
-        // mfa_strong, authenticator_app, recovery_codes, and the enroll flow's invite, signup,
-        // write) plus the four added above.
+        // mfa_strong, authenticator_app, recovery_codes, the enroll flow's invite, signup,
+        // write, and the recovery flow's recovery_email, recovery_factor, new_password,
+        // write_password) plus the four added above.
         assert_eq!(
             c.stages.len(),
-            13,
+            17,
             "every secret-holding stage is in the Config"
         );
         let printed = format!("{c:?}");
@@ -1077,6 +1112,22 @@ auth_password = "{}"
             assert!(!printed.contains(secret), "{what} is printed: {printed}");
         }
         assert!(printed.contains("Secret(<redacted>)"));
+    }
+
+    #[test]
+    fn the_example_ships_a_live_recovery_flow_linked_from_the_password_stage() {
+        let c = example_with(&[]).expect("loads");
+        let flow = c.flow("recovery").expect("the recovery flow");
+        assert_eq!(flow.designation, Designation::Recovery);
+        assert!(matches!(
+            c.stages.get("password"),
+            Some(StageConfig::Password { recovery_flow: Some(slug), .. }) if slug == "recovery"
+        ));
+        let Some(StageConfig::Email(e)) = c.stages.get(&flow.stages[1]) else {
+            panic!("the second stage verifies the address");
+        };
+        assert_eq!(e.otp.token_expiry, Duration::from_secs(30 * 60));
+        assert!(!e.activate_user_on_success);
     }
 
     #[test]

@@ -75,6 +75,9 @@ fn resolve_paths(raw: &mut RawConfig, base: &Path) {
         if let RawStage::AuthenticatorEmail(e) = stage {
             fix_opt(&mut e.ca_file);
         }
+        if let RawStage::Email(e) = stage {
+            fix_opt(&mut e.ca_file);
+        }
     }
     for policy in raw.policies.values_mut() {
         if let super::policies::RawPolicy::Password { hibp_directory, .. } = policy {
@@ -122,6 +125,7 @@ pub(super) fn validate(mut raw: RawConfig, file: &Path) -> Checked<Config> {
     let flows = flows(&raw.flows, &stages, &policies)?;
     super::email::cross_check(&stages, &flows)?;
     super::enrol::cross_check(&stages, &flows)?;
+    super::verify::cross_check(&stages, &flows)?;
     let geoip = super::policies::geoip(raw.geoip.as_ref(), &policies)?;
     let mut apps = apps(&raw.apps, &flows, &stages, &networks, &policies)?;
     let server = super::server::server(&raw.server, listen)?;
@@ -358,6 +362,7 @@ fn stage(
             user_fields,
             webauthn_stage,
             enrollment_flow,
+            recovery_flow,
         } => {
             let fields = user_fields.unwrap_or_else(|| vec!["username".into(), "email".into()]);
             if fields.is_empty() {
@@ -389,10 +394,12 @@ fn stage(
                 user_fields,
                 passkeys,
                 enrollment_flow,
+                recovery_flow,
             }
         }
         RawStage::Password {
             failed_attempts_before_cancel,
+            recovery_flow,
         } => {
             let n = failed_attempts_before_cancel.unwrap_or(5);
             if n == 0 {
@@ -403,6 +410,7 @@ fn stage(
             }
             StageConfig::Password {
                 failed_attempts_before_cancel: n,
+                recovery_flow,
             }
         }
         RawStage::UserLogin { session_duration } => StageConfig::UserLogin {
@@ -448,6 +456,9 @@ fn stage(
         },
         RawStage::UserDelete {} => StageConfig::UserDelete,
         RawStage::UserLogout {} => StageConfig::UserLogout,
+        RawStage::Email(raw) => {
+            StageConfig::Email(Box::new(super::verify::verify_stage(name, &raw)?))
+        }
     })
 }
 

@@ -2,7 +2,7 @@
 //! what a stage decided, effect by effect and once, judge codes through the one code machine,
 //! render the challenge, and persist.
 
-use super::code::{self, CodeCx, CodeState, Verdict};
+use super::code::{self, CodeCx, CodeState, LinkCheck, Verdict};
 use super::engine::{Caller, Engine, Login, Step};
 use super::execution::{Spoiled, EXPIRED};
 use super::state::StageState;
@@ -54,6 +54,7 @@ impl Engine {
             origin: at.origin,
             now: self.now(),
             pace: &self.pace,
+            outbox: &self.outbox,
         }
     }
 
@@ -186,13 +187,20 @@ impl Engine {
         let Some(mut state) = exec.state.take() else {
             return Ok(None);
         };
-        let confirmed = match state.code_mut() {
+        let check = match state.code_mut() {
             Some(code) => code.link_confirmed(&self.code_cx(exec, name, at))?,
-            None => false,
+            None => LinkCheck::Waiting,
         };
-        if !confirmed {
-            exec.state = Some(state);
-            return Ok(None);
+        match check {
+            LinkCheck::Confirmed => {}
+            LinkCheck::Waiting => {
+                exec.state = Some(state);
+                return Ok(None);
+            }
+            LinkCheck::TooMany => {
+                tracing::info!(user = %CodeState::subject(exec), client = %at.client, stage = name, outcome = "failure", "too many invalid links opened; sign-in ended");
+                return Ok(Some(Moved::Ended(super::otp::TOO_MANY_ATTEMPTS.into())));
+            }
         }
         let effects = stage.verified(&self.cx(exec, name, at), &state).await?;
         let passed = Transition {

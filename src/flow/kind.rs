@@ -40,10 +40,12 @@ pub enum StageKind {
     UserDelete,
     /// Ends the current session.
     UserLogout,
+    /// Verifies the pending user's address by a link or code (authentik's Email stage).
+    Email,
 }
 
 /// Every kind, for parsing and tests.
-const ALL: [StageKind; 16] = [
+const ALL: [StageKind; 17] = [
     StageKind::Identification,
     StageKind::Password,
     StageKind::Prompt,
@@ -60,6 +62,7 @@ const ALL: [StageKind; 16] = [
     StageKind::Invitation,
     StageKind::UserDelete,
     StageKind::UserLogout,
+    StageKind::Email,
 ];
 
 impl StageKind {
@@ -82,6 +85,7 @@ impl StageKind {
             StageKind::Invitation => "invitation",
             StageKind::UserDelete => "user_delete",
             StageKind::UserLogout => "user_logout",
+            StageKind::Email => "email",
         }
     }
 
@@ -104,6 +108,7 @@ impl StageKind {
                 | StageKind::AuthenticatorSms
                 | StageKind::AuthenticatorWebauthn
                 | StageKind::AuthenticatorDuo
+                | StageKind::Email
         )
     }
 }
@@ -133,7 +138,8 @@ mod tests {
                 StageKind::AuthenticatorSms,
                 StageKind::AuthenticatorWebauthn,
                 StageKind::AuthenticatorDuo,
-                StageKind::AuthenticatorValidate
+                StageKind::AuthenticatorValidate,
+                StageKind::Email
             ]
         );
     }

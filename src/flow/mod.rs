@@ -19,6 +19,7 @@ mod error;
 mod execution;
 mod kind;
 pub mod otp;
+mod outbox;
 pub(crate) mod phone;
 pub(crate) mod policy;
 pub(crate) mod recovery;

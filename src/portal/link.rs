@@ -39,11 +39,11 @@ pub(super) fn confirm(p: &Portal, req: &Request<'_>) -> Response {
         .filter(|t| !t.is_empty() && t.len() <= 128)
         .map(SecretString::new);
     let Some(token) = token else {
-        return gone(p);
+        return refused(p, req);
     };
     let ticket = match p.engine.confirm_link(&token) {
         Ok(Some(t)) => t,
-        Ok(None) => return gone(p),
+        Ok(None) => return refused(p, req),
         Err(e) => return respond(&p.ui, Face::Html, &PortalError::Link(e)),
     };
     tracing::info!(client = %req.client, flow = %ticket.flow, "sign-in link confirmed");
@@ -63,6 +63,18 @@ pub(super) fn confirm(p: &Portal, req: &Request<'_>) -> Response {
             None,
         ),
     )
+}
+
+/// A link that does not confirm. Opened in the browser of a sign-in waiting for a link, it
+/// counts against that sign-in's `max_allowed_attempts` (Curity counts link confirmations as
+/// attempts), so links cannot be tried without limit from the page that waits for one.
+fn refused(p: &Portal, req: &Request<'_>) -> Response {
+    if let Some(id) = cookie::find(req.headers, FLOW_COOKIE) {
+        if let Err(e) = p.engine.link_refused(id) {
+            tracing::warn!(error = %e, "could not count a refused link");
+        }
+    }
+    gone(p)
 }
 
 fn gone(p: &Portal) -> Response {

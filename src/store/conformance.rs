@@ -62,6 +62,7 @@ conformance!(
     an_invitation_is_readable_until_it_expires_listed_and_removed_once,
     one_of_many_concurrent_spenders_removes_an_invitation,
     purge_drops_expired_invitations_only,
+    queued_mail_is_listed_rescheduled_only_from_what_is_stored_and_taken_once,
 );
 
 fn user(name: &str, email: Option<&str>) -> User {
@@ -549,4 +550,23 @@ fn purge_drops_expired_invitations_only(s: &Arc<dyn Store>) {
     assert_eq!(s.purge_expired(100).unwrap(), 1);
     let ids: Vec<_> = s.invitations().unwrap().into_iter().map(|i| i.id).collect();
     assert_eq!(ids, ["live"]);
+}
+
+fn queued_mail_is_listed_rescheduled_only_from_what_is_stored_and_taken_once(s: &Arc<dyn Store>) {
+    assert!(s.outbox().unwrap().is_empty());
+    s.put_outbox("b", b"second").unwrap();
+    s.put_outbox("a", b"first").unwrap();
+    let ids: Vec<_> = s.outbox().unwrap().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(ids, ["a", "b"]);
+    assert!(!s.swap_outbox("a", b"stale", b"x").unwrap());
+    assert!(s.swap_outbox("a", b"first", b"retry").unwrap());
+    assert_eq!(s.outbox().unwrap()[0].1, b"retry");
+    assert!(s.take_outbox("a").unwrap());
+    assert!(!s.take_outbox("a").unwrap(), "taken once");
+    // A reschedule after the message was taken does not bring it back.
+    assert!(!s.swap_outbox("a", b"retry", b"again").unwrap());
+    assert_eq!(s.outbox().unwrap().len(), 1);
+    // Not an expiring record: purging leaves queued mail alone.
+    s.purge_expired(i64::MAX).unwrap();
+    assert_eq!(s.outbox().unwrap().len(), 1);
 }

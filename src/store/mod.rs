@@ -181,6 +181,18 @@ pub trait Store: Send + Sync + 'static {
     /// it, so of two enrolments racing with one single-use invitation only one spends it.
     /// Durable on return.
     fn remove_invitation(&self, id: &str) -> StoreResult<bool>;
+    /// Puts a message in the outbox (mail waiting for delivery) under the unique `id`.
+    /// Durable on return: a message queued before a crash is still there after it.
+    fn put_outbox(&self, id: &str, record: &[u8]) -> StoreResult<()>;
+    /// Every message in the outbox, ordered by id.
+    fn outbox(&self) -> StoreResult<Vec<(String, Vec<u8>)>>;
+    /// Replaces the message `id` with `new`, only if it is still stored as `current`; returns
+    /// whether it did. A message taken meanwhile (sent, or withdrawn by a resend) is never
+    /// brought back by a late reschedule. Durable on return.
+    fn swap_outbox(&self, id: &str, current: &[u8], new: &[u8]) -> StoreResult<bool>;
+    /// Removes the message `id`, returning whether this call removed it. Durable on return:
+    /// a message taken after it was delivered is never delivered again after a restart.
+    fn take_outbox(&self, id: &str) -> StoreResult<bool>;
 }
 
 #[cfg(test)]

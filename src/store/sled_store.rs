@@ -27,6 +27,8 @@ pub struct SledStore {
     invitations: sled::Tree,
     /// Serialises [`Store::create_user`]: its checks and its writes span two trees.
     creating: std::sync::Mutex<()>,
+    /// Mail waiting for delivery, by message id.
+    outbox: sled::Tree,
 }
 
 fn backend(action: &'static str) -> impl FnOnce(sled::Error) -> StoreError {
@@ -112,6 +114,7 @@ impl SledStore {
             meta: tree("meta")?,
             invitations: tree("invitations")?,
             creating: std::sync::Mutex::new(()),
+            outbox: tree("outbox")?,
             db,
         }
         .with_username_index()
@@ -595,6 +598,39 @@ impl Store for SledStore {
             .invitations
             .remove(id)
             .map_err(backend("remove invitation"))?;
+        self.durable()?;
+        Ok(old.is_some())
+    }
+
+    fn put_outbox(&self, id: &str, record: &[u8]) -> StoreResult<()> {
+        self.outbox
+            .insert(id, record)
+            .map_err(backend("queue mail"))?;
+        self.durable()
+    }
+
+    fn outbox(&self) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        self.outbox
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.map_err(backend("read outbox"))?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
+            })
+            .collect()
+    }
+
+    fn swap_outbox(&self, id: &str, current: &[u8], new: &[u8]) -> StoreResult<bool> {
+        let swapped = self
+            .outbox
+            .compare_and_swap(id, Some(current), Some(new))
+            .map_err(backend("reschedule mail"))?
+            .is_ok();
+        self.durable()?;
+        Ok(swapped)
+    }
+
+    fn take_outbox(&self, id: &str) -> StoreResult<bool> {
+        let old = self.outbox.remove(id).map_err(backend("dequeue mail"))?;
         self.durable()?;
         Ok(old.is_some())
     }

@@ -125,11 +125,15 @@ impl Ui {
             .as_ref()
             .filter(|l| l.href.starts_with("https://"))
             .map(|l| context! { href => l.href, label => l.label });
-        // Other flows, on this host only.
+        // Links to the gateway's own flows only: a relative path under /.portcullis/flow/.
         let flow_links: Vec<_> = challenge
             .links
             .iter()
-            .filter(|l| l.href.starts_with("/.portcullis/flow/"))
+            .filter(|l| {
+                l.href
+                    .strip_prefix("/.portcullis/flow/")
+                    .is_some_and(|slug| !slug.is_empty() && !slug.contains(['/', '\\']))
+            })
             .map(|l| context! { href => l.href, label => l.label })
             .collect();
         self.render(

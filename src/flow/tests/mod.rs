@@ -11,6 +11,7 @@ mod enrol;
 mod invite;
 mod plain;
 mod policies;
+mod recovery;
 mod rig;
 mod sms;
 mod strong;
