@@ -423,7 +423,7 @@ fn reauthenticate(p: &Portal, req: &Request<'_>, id: &str) -> Refused {
     let back = format!(
         "{}?remove={}",
         page_url(p, req),
-        percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC)
+        url::form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>()
     );
     let html = flow_url(slug, &back);
     let api = html.replacen("/.portcullis/flow/", "/.portcullis/api/flow/", 1);
