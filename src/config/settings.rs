@@ -90,3 +90,76 @@ pub(super) fn settings(raw: &RawSettings, flows: &[FlowConfig]) -> Checked<Setti
         max_age,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn load(settings: &str) -> Result<Config, String> {
+        let text = format!(
+            r#"
+[[apps]]
+name = "demo"
+hosts = ["localhost"]
+upstream = "builtin:whoami"
+flow = "signin"
+[[flows]]
+slug = "signin"
+designation = "authentication"
+stages = ["id", "login"]
+[[flows]]
+slug = "profile"
+designation = "stage_configuration"
+stages = ["id", "login"]
+[stages.id]
+kind = "identification"
+[stages.login]
+kind = "user_login"
+{settings}
+"#
+        );
+        Config::from_toml(&text, std::path::Path::new("t.toml"), std::iter::empty())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn settings_name_existing_flows_of_the_right_designation() {
+        let cfg = load("").expect("no [settings] at all");
+        assert_eq!(cfg.settings.max_age.as_secs(), 300);
+        assert_eq!(cfg.settings.profile_flow, None);
+        let cfg = load(
+            "[settings]\nprofile_flow = \"profile\"\nreauthentication_flow = \"signin\"\nmax_age = \"90s\"",
+        )
+        .expect("valid");
+        assert_eq!(cfg.settings.profile_flow.as_deref(), Some("profile"));
+        assert_eq!(
+            cfg.settings.reauthentication_flow.as_deref(),
+            Some("signin")
+        );
+        assert_eq!(cfg.settings.max_age.as_secs(), 90);
+        let refused = [
+            (
+                "profile_flow = \"nope\"",
+                "settings.profile_flow",
+                "no flow",
+            ),
+            (
+                "profile_flow = \"signin\"",
+                "settings.profile_flow",
+                "stage_configuration",
+            ),
+            (
+                "reauthentication_flow = \"profile\"",
+                "settings.reauthentication_flow",
+                "authentication",
+            ),
+            ("max_age = \"0s\"", "settings.max_age", "longer than zero"),
+            ("max_age = \"soon\"", "settings.max_age", "not a duration"),
+            ("fresh_for = \"5m\"", "fresh_for", "unknown"),
+        ];
+        for (line, path, reason) in refused {
+            let err = load(&format!("[settings]\n{line}")).expect_err(line);
+            assert!(err.contains(path) && err.contains(reason), "{line}: {err}");
+        }
+    }
+}
