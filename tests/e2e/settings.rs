@@ -22,6 +22,7 @@ fn extra(max_age: &str) -> String {
         r#"
 [settings]
 max_age = "{max_age}"
+profile_flow = "edit-profile"
 
 [[apps]]
 name = "mail"
@@ -40,6 +41,24 @@ slug = "add-app"
 title = "Add an authenticator app"
 designation = "stage_configuration"
 stages = ["identify", "password", "app_setup", "login"]
+
+[[flows]]
+slug = "edit-profile"
+title = "Edit your profile"
+designation = "stage_configuration"
+stages = ["password", "ask_profile", "write_profile"]
+
+[stages.ask_profile]
+kind = "prompt"
+[[stages.ask_profile.fields]]
+key = "name"
+label = "Name"
+type = "text"
+required = true
+
+[stages.write_profile]
+kind = "user_write"
+user_creation_mode = "never_create"
 
 [stages.mail_mfa]
 kind = "authenticator_validate"
@@ -766,4 +785,85 @@ async fn sessions_are_listed_per_browser_and_a_signed_out_one_loses_access_at_on
     assert_eq!(r.status, 200, "{}", r.describe());
     assert!(cookie_is_cleared(&r.set_cookie(SESSION_COOKIE).unwrap()));
     assert!(!still_signed_in(&a).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn add_runs_the_setup_stages_configuration_flow_for_the_signed_in_user_and_comes_back() {
+    use portcullis::flow::totp::{self, Algorithm, Params};
+    let gw = gateway("5m").await;
+    let (b, _) = signed_in(&gw, FIREFOX, "alice", ALICE_PW).await;
+    let s = settings(&b).await;
+    let href = s["add"][0]["href"].as_str().unwrap().to_string();
+    let back = format!("http://{APP}:{}{PAGE}", gw.port);
+
+    // The configuration flow knows who is signed in: it asks for the password, never a name.
+    let page = form_page(&b.get_html(&href).await);
+    assert!(has_input(&page.html, "password"), "{}", page.html);
+    assert!(!has_input(&page.html, "uid"), "{}", page.html);
+
+    let api = href.replacen("/.portcullis/flow/", "/.portcullis/api/flow/", 1);
+    let flow = api.split('?').next().unwrap().to_string();
+    let r = b.get_json(&api).await;
+    assert_eq!(r.json()["component"], "password", "{}", r.body);
+    let r = b
+        .post_json(&b.url(&flow), &json!({ "password": ALICE_PW }))
+        .await;
+    let v = r.json();
+    assert_eq!(v["component"], "authenticator_totp", "{v}");
+    let secret = data_encoding::BASE32_NOPAD
+        .decode(v["secret"].as_str().unwrap().as_bytes())
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let six = Params {
+        digits: 6,
+        period: 30,
+        algorithm: Algorithm::Sha1,
+    };
+    let code = totp::code(&secret, totp::step(now, 30), &six);
+    let r = b.post_json(&b.url(&flow), &json!({ "code": code })).await;
+    let v = r.json();
+    assert_eq!(v["component"], "redirect", "{v}");
+    assert_eq!(v["to"], back, "back to the settings page");
+    let s = settings(&b).await;
+    let added: Vec<&Value> = s["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["class"] == "totp")
+        .collect();
+    assert_eq!(added.len(), 1, "{s}");
+    assert_eq!(added[0]["name"], "Authenticator app");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn edit_runs_the_profile_flow_for_the_signed_in_user_and_the_page_shows_the_new_name() {
+    let gw = gateway("5m").await;
+    let (b, _) = signed_in(&gw, FIREFOX, "alice", ALICE_PW).await;
+    let s = settings(&b).await;
+    let back = format!("http://{APP}:{}{PAGE}", gw.port);
+    let edit = s["profile"]["edit"].as_str().unwrap().to_string();
+    assert_eq!(
+        edit,
+        format!("/.portcullis/flow/edit-profile?rd={}", pct(&back))
+    );
+    let page = b.get_html(&b.url(PAGE)).await;
+    assert!(page.body.contains("Edit name and email"), "{}", page.body);
+
+    let page = form_page(&b.get_html(&edit).await);
+    assert!(
+        has_input(&page.html, "password"),
+        "the flow asks for the password first"
+    );
+    let r = submit(&b, &page, &[("password", ALICE_PW)]).await;
+    let page = next_page(&b, &r).await;
+    assert!(has_input(&page.html, "name"), "{}", page.html);
+    let r = submit(&b, &page, &[("name", "Alice Liddell")]).await;
+    assert_eq!(r.status, 303, "{}", r.describe());
+    assert_eq!(r.location(), back);
+    let s = settings(&b).await;
+    assert_eq!(s["profile"]["name"], "Alice Liddell", "{s}");
+    assert_eq!(s["profile"]["username"], "alice");
 }
