@@ -560,6 +560,74 @@ mod tests {
     }
 
     #[test]
+    fn sessions_are_listed_with_where_they_came_from_and_last_seen_reaches_the_store_on_flush() {
+        use crate::clock::ManualClock;
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.path().join("db")).unwrap());
+        let clock = Arc::new(ManualClock::default());
+        let cfg = SessionConfig {
+            cookie_name: "s".into(),
+            lifetime: Duration::from_secs(3600),
+            cookie_domain: None,
+            issuer: "portcullis".into(),
+            flow_lifetime: Duration::from_secs(60),
+        };
+        let s = SessionService::with_clock(
+            &cfg,
+            dir.path().join("keys.json"),
+            store.clone(),
+            clock.clone(),
+        )
+        .unwrap();
+        let seen = Seen {
+            client: "192.0.2.7".into(),
+            browser: "Firefox 128 on Linux".into(),
+        };
+        let (a, ca) = s.issue_seen(new_session(), &seen).unwrap();
+        let issued = clock.now();
+        clock.advance_secs(1);
+        let (_, cb) = s.issue_seen(new_session(), &Seen::default()).unwrap();
+        let list = s.sessions_of("alice").unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(
+            (list[0].sid.as_str(), list[0].client.as_str()),
+            (ca.sid.as_str(), "192.0.2.7")
+        );
+        assert_eq!(list[0].browser, "Firefox 128 on Linux");
+        assert_eq!(list[0].last_seen, Some(issued));
+
+        // A request 30 s later: seen in memory at once, in the store only after a flush.
+        clock.advance_secs(30);
+        s.verify(&a).unwrap();
+        s.verify(&a).unwrap();
+        let later = clock.now();
+        assert_eq!(s.sessions_of("alice").unwrap()[0].last_seen, Some(later));
+        assert_eq!(
+            store.session(&ca.sid).unwrap().unwrap().last_seen,
+            Some(issued)
+        );
+        assert_eq!(s.flush_seen().unwrap(), 1);
+        assert_eq!(
+            store.session(&ca.sid).unwrap().unwrap().last_seen,
+            Some(later)
+        );
+        assert_eq!(s.flush_seen().unwrap(), 0, "nothing moved since");
+
+        // Revoked sessions leave the list, one by one or all at once.
+        s.revoke_sid(&cb.sid, cb.exp).unwrap();
+        let sids: Vec<String> = s
+            .sessions_of("alice")
+            .unwrap()
+            .into_iter()
+            .map(|r| r.sid)
+            .collect();
+        assert_eq!(sids, [ca.sid.clone()]);
+        clock.advance_secs(1);
+        s.revoke_user("alice").unwrap();
+        assert!(s.sessions_of("alice").unwrap().is_empty());
+    }
+
+    #[test]
     fn user_revocation_kills_earlier_tokens() {
         let dir = tempfile::tempdir().unwrap();
         let s = service(dir.path());
