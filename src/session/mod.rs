@@ -621,7 +621,7 @@ mod tests {
             .into_iter()
             .map(|r| r.sid)
             .collect();
-        assert_eq!(sids, [ca.sid.clone()]);
+        assert_eq!(sids, std::slice::from_ref(&ca.sid));
         clock.advance_secs(1);
         s.revoke_user("alice").unwrap();
         assert!(s.sessions_of("alice").unwrap().is_empty());
