@@ -486,18 +486,31 @@ fn spawn_outbox(engine: Arc<crate::flow::Engine>) {
         tracing::error!(error = %e, "could not start the outbox thread; queued mail is not delivered");
     }
 }
+/// Every how many maintenance rounds (minutes) the sessions' last-seen times are written.
+const SEEN_FLUSH_TICKS: u64 = 5;
 
 /// Drops expired records (executions, sessions, revocations, tickets, counters) and in-memory
-/// revocations once a minute, off the request path.
+/// revocations once a minute, and writes the sessions' last-seen times every
+/// [`SEEN_FLUSH_TICKS`] minutes, off the request path.
 fn spawn_maintenance(store: Arc<dyn Store>, sessions: Arc<SessionService>) {
     let spawned = std::thread::Builder::new()
         .name("portcullis-maintenance".into())
-        .spawn(move || loop {
-            std::thread::sleep(Duration::from_secs(60));
-            if let Err(e) = store.purge_expired(sessions.clock().now()) {
-                tracing::warn!(error = %e, "purging expired records failed");
+        .spawn(move || {
+            let mut ticks: u64 = 0;
+            loop {
+                std::thread::sleep(Duration::from_secs(60));
+                if let Err(e) = store.purge_expired(sessions.clock().now()) {
+                    tracing::warn!(error = %e, "purging expired records failed");
+                }
+                sessions.prune();
+                // "Last seen" lives in memory; the store hears of it every few minutes.
+                ticks += 1;
+                if ticks.is_multiple_of(SEEN_FLUSH_TICKS) {
+                    if let Err(e) = sessions.flush_seen() {
+                        tracing::warn!(error = %e, "recording when sessions were last seen failed");
+                    }
+                }
             }
-            sessions.prune();
         });
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "could not start the maintenance thread; expired records stay until restart");

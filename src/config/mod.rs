@@ -14,6 +14,7 @@ mod policies;
 mod raw;
 mod rules;
 mod server;
+mod settings;
 mod sms;
 mod strong;
 mod ui;
@@ -32,6 +33,7 @@ pub use rules::{
     AccessRules, DomainMatch, Networks, Policy, QueryMatch, QueryOp, Resources, Rule, RuleInput,
     Subject,
 };
+pub use settings::SettingsConfig;
 pub use strong::{TotpAlgorithm, TotpParams};
 pub use ui::{FooterLink, Logo, Rgb};
 pub use webauthn::{aaguid, Attachment, RelyingPartyConfig, ResidentKey, WebauthnStageConfig};
@@ -87,6 +89,8 @@ pub struct Config {
     pub webauthn: Option<std::sync::Arc<RelyingPartyConfig>>,
     /// `[geoip] database`, read once at load: what `request.country` is looked up in.
     pub geoip: Option<std::sync::Arc<crate::policy::GeoIp>>,
+    /// `[settings]`: the user's settings page.
+    pub settings: SettingsConfig,
 }
 
 /// `[server]`: where the gateway listens and how it is reached.

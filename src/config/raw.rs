@@ -48,6 +48,9 @@ pub(super) struct RawConfig {
     pub webauthn: Option<super::webauthn::RawWebauthn>,
     /// `[geoip]`: the country database behind `request.country`.
     pub geoip: Option<RawGeoIp>,
+    /// `[settings]`: the user's settings page.
+    #[serde(default)]
+    pub settings: super::settings::RawSettings,
 }
 
 /// `[geoip]`.

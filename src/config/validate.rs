@@ -131,6 +131,7 @@ pub(super) fn validate(mut raw: RawConfig, file: &Path) -> Checked<Config> {
     let server = super::server::server(&raw.server, listen)?;
     super::server::public_origins(&raw.apps, &server, &mut apps)?;
     let email = super::email::smtp("email", &raw.email.unwrap_or_default())?;
+    let settings = super::settings::settings(&raw.settings, &flows)?;
 
     Ok(Config {
         source: match file.file_name() {
@@ -160,6 +161,7 @@ pub(super) fn validate(mut raw: RawConfig, file: &Path) -> Checked<Config> {
         networks,
         webauthn,
         geoip,
+        settings,
     })
 }
 

@@ -7,6 +7,7 @@ mod http;
 mod link;
 mod logout;
 pub mod pages;
+pub mod settings;
 
 pub use self::error::{respond, Face, PortalError};
 pub use self::http::Request;
@@ -117,6 +118,8 @@ impl Portal {
             ("/.portcullis/api/logout", &Method::POST) => logout::json(self, &req),
             ("/.portcullis/link", &Method::GET) => link::confirm_page(self, &req),
             ("/.portcullis/link", &Method::POST) => link::confirm(self, &req),
+            (settings::PAGE, _) => settings::handle(self, &req, Face::Html),
+            (settings::API, _) => settings::handle(self, &req, Face::Json),
             (crate::ui::LOGO_PATH, &Method::GET | &Method::HEAD) => pages::logo(&self.ui),
             (crate::ui::WEBAUTHN_JS_PATH, &Method::GET | &Method::HEAD) => pages::webauthn_js(),
             _ => pages::not_found(&self.ui),

@@ -414,4 +414,28 @@ impl Store for MemoryStore {
     fn take_outbox(&self, id: &str) -> StoreResult<bool> {
         Ok(self.inner.lock().outbox.remove(id).is_some())
     }
+
+    fn user_sessions(&self, username: &str, now: i64) -> StoreResult<Vec<SessionRecord>> {
+        let inner = self.inner.lock();
+        let mut out: Vec<SessionRecord> = inner
+            .sessions
+            .values()
+            .filter(|s| s.username == username && s.expires > now)
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| (a.issued, &a.sid).cmp(&(b.issued, &b.sid)));
+        Ok(out)
+    }
+
+    fn touch_sessions(&self, seen: &[(String, i64)]) -> StoreResult<()> {
+        let mut inner = self.inner.lock();
+        for (sid, at) in seen {
+            if let Some(s) = inner.sessions.get_mut(sid) {
+                if s.last_seen.is_none_or(|t| t < *at) {
+                    s.last_seen = Some(*at);
+                }
+            }
+        }
+        Ok(())
+    }
 }

@@ -73,6 +73,12 @@ fn device_prefix(username: &str) -> String {
     format!("{username}\0")
 }
 
+/// A session's key in the per-user index: its user's [`device_prefix`] (the same
+/// NUL-terminated username), then its sid.
+fn user_session_key(username: &str, sid: &str) -> String {
+    format!("{}{sid}", device_prefix(username))
+}
+
 /// A device's key: its user's [`device_prefix`], then its id.
 fn device_key(username: &str, id: &str) -> String {
     format!("{}{id}", device_prefix(username))
@@ -193,6 +199,14 @@ pub trait Store: Send + Sync + 'static {
     /// Removes the message `id`, returning whether this call removed it. Durable on return:
     /// a message taken after it was delivered is never delivered again after a restart.
     fn take_outbox(&self, id: &str) -> StoreResult<bool>;
+
+    /// The recorded sessions of `username` still alive at `now` (neither revoked nor
+    /// expired), oldest first; never another user's. What the settings page lists.
+    fn user_sessions(&self, username: &str, now: i64) -> StoreResult<Vec<SessionRecord>>;
+    /// Records when sessions were last seen: (sid, unix seconds) pairs; a sid with no record
+    /// (revoked, purged) is skipped, and an older time never replaces a newer one. Need not be
+    /// durable on return: a lost write only shows an older "last seen".
+    fn touch_sessions(&self, seen: &[(String, i64)]) -> StoreResult<()>;
 }
 
 #[cfg(test)]

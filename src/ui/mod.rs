@@ -29,6 +29,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("logout.html", include_str!("templates/logout.html")),
     ("whoami.html", include_str!("templates/whoami.html")),
     ("link.html", include_str!("templates/link.html")),
+    ("settings.html", include_str!("templates/settings.html")),
 ];
 
 /// Renders pages. Templates in the configured folder replace built-in ones of the same name.
@@ -53,6 +54,7 @@ impl Ui {
         let mut env = Environment::new();
         let dir: Option<PathBuf> = cfg.templates.clone();
         env.set_loader(crate::templates::loader(dir, BUILTIN));
+        env.add_filter("datetime", datetime);
         Self {
             env,
             site_title: cfg.site_title.clone(),
@@ -201,6 +203,24 @@ impl Ui {
             })
     }
 
+    /// The signed-in user's settings (`settings`: the data the JSON face sends), with a
+    /// notice after a change, an error when one was refused, and the device waiting for its
+    /// removal to be confirmed.
+    ///
+    /// # Errors
+    /// [`UiError`] if a replacement template is broken.
+    pub fn settings_page(
+        &self,
+        settings: &impl serde::Serialize,
+        notice: Option<&str>,
+        error: Option<&str>,
+        confirm: Option<&impl serde::Serialize>,
+    ) -> Result<String, UiError> {
+        let s = minijinja::Value::from_serialize(settings);
+        let confirm = confirm.map(minijinja::Value::from_serialize);
+        self.render("settings.html", context! { s, notice, error, confirm })
+    }
+
     /// The built-in demo upstream: shows the request and the headers it arrived with.
     ///
     /// # Errors
@@ -287,6 +307,21 @@ fn qr_svg(text: &str) -> Option<String> {
         "<svg role=\"img\" aria-label=\"QR code\" class=\"qr\"",
         1,
     ))
+}
+
+/// The `datetime` filter: unix seconds as `2025-12-01 14:40 UTC`.
+fn datetime(secs: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(secs) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute()
+        ),
+        Err(_) => secs.to_string(),
+    }
 }
 
 /// What the step asks for, not the flow's name: the page's heading and the JSON `title`.

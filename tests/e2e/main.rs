@@ -33,6 +33,7 @@ mod redirects;
 mod route_tricks;
 mod rules;
 mod session;
+mod settings;
 mod socket_activation;
 mod start_over;
 mod strong;
