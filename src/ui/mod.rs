@@ -127,14 +127,25 @@ impl Ui {
             .as_ref()
             .filter(|l| l.href.starts_with("https://"))
             .map(|l| context! { href => l.href, label => l.label });
-        // Links to the gateway's own flows only: a relative path under /.portcullis/flow/.
+        // Links to the gateway's own flows only: `/.portcullis/flow/<slug>`, the slug in a
+        // flow slug's alphabet (nothing that leaves the path: `..`, `/`, `\\`, `%`), then at
+        // most a query (a "Sign up" link carries `?rd=`, checked again when the flow starts).
         let flow_links: Vec<_> = challenge
             .links
             .iter()
             .filter(|l| {
                 l.href
                     .strip_prefix("/.portcullis/flow/")
-                    .is_some_and(|slug| !slug.is_empty() && !slug.contains(['/', '\\']))
+                    .map(|rest| rest.split_once('?').map_or(rest, |(slug, _)| slug))
+                    .is_some_and(|slug| {
+                        !slug.is_empty()
+                            && slug.bytes().all(|b| {
+                                b.is_ascii_lowercase()
+                                    || b.is_ascii_digit()
+                                    || b == b'-'
+                                    || b == b'_'
+                            })
+                    })
             })
             .map(|l| context! { href => l.href, label => l.label })
             .collect();
@@ -399,6 +410,37 @@ mod tests {
         });
         let html = ui.flow_page("Add Duo", "duo", &c, "tok", "/x").unwrap();
         assert!(html.contains("<a href=\"https:"), "{html}");
+    }
+
+    #[test]
+    fn only_links_to_the_gateways_own_flows_are_shown() {
+        let ui = Ui::plain();
+        let table = [
+            ("/.portcullis/flow/recovery", true),
+            ("/.portcullis/flow/reset-2_b", true),
+            ("https://evil.example/", false),
+            ("//evil.example/.portcullis/flow/recovery", false),
+            ("javascript:alert(1)", false),
+            ("/.portcullis/flow/..", false),
+            ("/.portcullis/flow/../logout", false),
+            ("/.portcullis/flow/a/b", false),
+            ("/.portcullis/flow/a\\b", false),
+            ("/.portcullis/flow/a?rd=https://evil.example", false),
+            ("/.portcullis/flow/%2e%2e", false),
+            ("/.portcullis/flow/", false),
+            ("/.portcullis/flow/Recovery", false),
+        ];
+        for (href, shown) in table {
+            let mut c = Challenge::new("password", Vec::new());
+            c.links.push(crate::flow::Link {
+                href: href.into(),
+                label: "Forgot password?".into(),
+            });
+            let html = ui
+                .flow_page("Sign in", "password", &c, "tok", "/x")
+                .unwrap();
+            assert_eq!(html.contains("Forgot password?"), shown, "{href}");
+        }
     }
 
     fn code_challenge(component: &str) -> Challenge {
