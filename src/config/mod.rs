@@ -2,6 +2,7 @@
 //! structs into a validated [`Config`] where durations, regexes, addresses and header names are
 //! already typed: nothing downstream parses configuration again.
 
+mod captcha;
 mod delivery;
 mod duo;
 mod duration;
@@ -19,6 +20,7 @@ mod ui;
 mod validate;
 mod webauthn;
 
+pub use captcha::{CaptchaProvider, CaptchaStageConfig};
 pub use duo::{DuoApi, DuoStageConfig};
 pub use duration::parse as parse_duration;
 pub use email::OwnOtp;
@@ -529,6 +531,8 @@ pub enum StageConfig {
     UserDelete,
     /// Ends the current session.
     UserLogout,
+    /// A captcha solved in the browser and verified with its provider.
+    Captcha(Box<CaptchaStageConfig>),
 }
 
 /// An `authenticator_totp` stage: enrols an authenticator app by one valid code.
@@ -661,6 +665,7 @@ impl StageConfig {
             StageConfig::AuthenticatorWebauthn(_) => "authenticator_webauthn",
             StageConfig::UserDelete => "user_delete",
             StageConfig::UserLogout => "user_logout",
+            StageConfig::Captcha(_) => "captcha",
         }
     }
 
@@ -681,7 +686,8 @@ impl StageConfig {
             | StageConfig::AuthenticatorValidate(_)
             | StageConfig::Prompt(_)
             | StageConfig::UserDelete
-            | StageConfig::UserLogout => None,
+            | StageConfig::UserLogout
+            | StageConfig::Captcha(_) => None,
         }
     }
 }

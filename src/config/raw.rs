@@ -285,6 +285,7 @@ pub(super) enum RawStage {
     AuthenticatorWebauthn(Box<super::webauthn::RawWebauthnStage>),
     UserDelete {},
     UserLogout {},
+    Captcha(Box<super::captcha::RawCaptchaStage>),
 }
 
 /// authentik's TOTP setup stage.

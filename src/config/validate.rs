@@ -429,6 +429,9 @@ fn stage(
         }
         RawStage::UserDelete {} => StageConfig::UserDelete,
         RawStage::UserLogout {} => StageConfig::UserLogout,
+        RawStage::Captcha(raw) => {
+            StageConfig::Captcha(Box::new(super::captcha::captcha_stage(name, &raw)?))
+        }
     })
 }
 

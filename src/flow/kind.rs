@@ -36,10 +36,12 @@ pub enum StageKind {
     UserDelete,
     /// Ends the current session.
     UserLogout,
+    /// A captcha verified with its provider.
+    Captcha,
 }
 
 /// Every kind, for parsing and tests.
-const ALL: [StageKind; 14] = [
+const ALL: [StageKind; 15] = [
     StageKind::Identification,
     StageKind::Password,
     StageKind::Prompt,
@@ -54,6 +56,7 @@ const ALL: [StageKind; 14] = [
     StageKind::AuthenticatorStatic,
     StageKind::UserDelete,
     StageKind::UserLogout,
+    StageKind::Captcha,
 ];
 
 impl StageKind {
@@ -74,6 +77,7 @@ impl StageKind {
             StageKind::AuthenticatorStatic => "authenticator_static",
             StageKind::UserDelete => "user_delete",
             StageKind::UserLogout => "user_logout",
+            StageKind::Captcha => "captcha",
         }
     }
 

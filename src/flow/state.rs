@@ -11,6 +11,7 @@ use super::stages::authenticator_static::StaticState;
 use super::stages::authenticator_totp::TotpState;
 use super::stages::authenticator_validate::ValidateState;
 use super::stages::authenticator_webauthn::WebauthnState;
+use super::stages::captcha::CaptchaState;
 use super::stages::identification::IdentificationState;
 use super::stages::password::PasswordState;
 use super::stages::prompt::PromptState;
@@ -35,6 +36,7 @@ pub(crate) enum StageState {
     AuthenticatorWebauthn(WebauthnState),
     UserDelete(UserDeleteState),
     UserLogout(UserLogoutState),
+    Captcha(CaptchaState),
 }
 
 impl StageState {
@@ -53,6 +55,7 @@ impl StageState {
             StageState::AuthenticatorWebauthn(_) => StageKind::AuthenticatorWebauthn,
             StageState::UserDelete(_) => StageKind::UserDelete,
             StageState::UserLogout(_) => StageKind::UserLogout,
+            StageState::Captcha(_) => StageKind::Captcha,
         }
     }
 
@@ -99,5 +102,6 @@ state_from!(
     StaticState => AuthenticatorStatic,
     WebauthnState => AuthenticatorWebauthn,
     UserDeleteState => UserDelete,
-    UserLogoutState => UserLogout
+    UserLogoutState => UserLogout,
+    CaptchaState => Captcha
 );

@@ -129,7 +129,8 @@ impl Factors {
             | StageConfig::UserLogin { .. }
             | StageConfig::Deny { .. }
             | StageConfig::UserDelete
-            | StageConfig::UserLogout => Factors::NONE,
+            | StageConfig::UserLogout
+            | StageConfig::Captcha(_) => Factors::NONE,
         }
     }
 }

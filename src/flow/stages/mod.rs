@@ -7,6 +7,7 @@ pub(crate) mod authenticator_static;
 pub(crate) mod authenticator_totp;
 pub(crate) mod authenticator_validate;
 pub(crate) mod authenticator_webauthn;
+pub(crate) mod captcha;
 pub(crate) mod deny;
 pub(crate) mod identification;
 pub(crate) mod password;
@@ -86,6 +87,7 @@ pub(crate) fn build(cfg: &StageConfig, all: &BTreeMap<String, StageConfig>) -> A
         }),
         StageConfig::UserDelete => Arc::new(user_delete::UserDelete),
         StageConfig::UserLogout => Arc::new(user_logout::UserLogout),
+        StageConfig::Captcha(c) => Arc::new(captcha::Captcha { cfg: (**c).clone() }),
     }
 }
 
