@@ -291,6 +291,31 @@ mod tests {
     }
 
     #[test]
+    fn the_secret_key_can_come_from_the_environment_and_is_never_printed() {
+        let path = std::path::Path::new("config/portcullis.toml");
+        let text = std::fs::read_to_string(path).expect("the example config")
+            + "\n[stages.bot-check]\nkind = \"captcha\"\nprovider = \"hcaptcha\"\npublic_key = \"site\"\n";
+        let env = [(
+            "PORTCULLIS_STAGES__BOT_CHECK__PRIVATE_KEY".to_string(),
+            "env-captcha-secret-41c2".to_string(),
+        )];
+        let c = super::super::Config::from_toml(&text, path, env.into_iter())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let Some(super::super::StageConfig::Captcha(k)) = c.stages.get("bot-check") else {
+            panic!("the captcha stage is loaded");
+        };
+        assert_eq!(k.private_key.expose(), "env-captcha-secret-41c2");
+        assert!(!format!("{c:?}").contains("env-captcha-secret-41c2"));
+        let e = super::super::Config::from_toml(&text, path, std::iter::empty())
+            .expect_err("no secret anywhere");
+        assert!(
+            e.to_string()
+                .contains("PORTCULLIS_STAGES__BOT_CHECK__PRIVATE_KEY"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn bad_urls_keys_and_thresholds_are_refused_naming_the_key() {
         // (change, the key named)
         type Change = fn(&mut RawCaptchaStage);
