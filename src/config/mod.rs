@@ -1055,11 +1055,12 @@ auth_password = "{}"
             env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
         )
         .expect("the config with every secret loads");
-        // The example's own stages (identify, password, login, and the strong flow's
-        // mfa_strong, authenticator_app, recovery_codes) plus the four added above.
+        // The example's own stages (identify, password, login, the strong flow's
+        // mfa_strong, authenticator_app, recovery_codes, and unenroll's delete_account)
+        // plus the four added above.
         assert_eq!(
             c.stages.len(),
-            10,
+            11,
             "every secret-holding stage is in the Config"
         );
         let printed = format!("{c:?}");
