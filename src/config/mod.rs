@@ -2,6 +2,7 @@
 //! structs into a validated [`Config`] where durations, regexes, addresses and header names are
 //! already typed: nothing downstream parses configuration again.
 
+mod captcha;
 mod delivery;
 mod duo;
 mod duration;
@@ -22,6 +23,7 @@ mod validate;
 mod verify;
 mod webauthn;
 
+pub use captcha::{CaptchaProvider, CaptchaStageConfig};
 pub use duo::{DuoApi, DuoStageConfig};
 pub use duration::parse as parse_duration;
 pub use email::OwnOtp;
@@ -551,6 +553,8 @@ pub enum StageConfig {
     UserLogout,
     /// Verifies the pending user's address by a link or code sent there (`kind = "email"`).
     Email(Box<EmailVerifyConfig>),
+    /// A captcha solved in the browser and verified with its provider.
+    Captcha(Box<CaptchaStageConfig>),
 }
 
 /// An `authenticator_totp` stage: enrols an authenticator app by one valid code.
@@ -686,6 +690,7 @@ impl StageConfig {
             StageConfig::UserDelete => "user_delete",
             StageConfig::UserLogout => "user_logout",
             StageConfig::Email(_) => "email",
+            StageConfig::Captcha(_) => "captcha",
         }
     }
 
@@ -710,6 +715,7 @@ impl StageConfig {
             | StageConfig::UserDelete
             | StageConfig::UserLogout
             | StageConfig::Email(_) => None,
+            | StageConfig::Captcha(_) => None,
         }
     }
 }
@@ -1104,11 +1110,11 @@ auth_password = "{}"
         .expect("the config with every secret loads");
         // The example's own stages (identify, password, login, the strong flow's
         // mfa_strong, authenticator_app, recovery_codes, the enroll flow's invite, signup,
-        // write, and the recovery flow's recovery_email, recovery_factor, new_password,
-        // write_password) plus the four added above.
+        // write, the recovery flow's recovery_email, recovery_factor, new_password,
+        // write_password, and unenroll's delete_account) plus the four added above.
         assert_eq!(
             c.stages.len(),
-            17,
+            18,
             "every secret-holding stage is in the Config"
         );
         let printed = format!("{c:?}");

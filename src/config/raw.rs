@@ -301,6 +301,7 @@ pub(super) enum RawStage {
     },
     UserDelete {},
     UserLogout {},
+    Captcha(Box<super::captcha::RawCaptchaStage>),
     /// authentik's Email (verification) stage.
     Email(Box<RawVerifyStage>),
 }

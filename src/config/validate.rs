@@ -461,6 +461,9 @@ fn stage(
         RawStage::Email(raw) => {
             StageConfig::Email(Box::new(super::verify::verify_stage(name, &raw)?))
         }
+        RawStage::Captcha(raw) => {
+            StageConfig::Captcha(Box::new(super::captcha::captcha_stage(name, &raw)?))
+        }
     })
 }
 

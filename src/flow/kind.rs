@@ -42,10 +42,12 @@ pub enum StageKind {
     UserLogout,
     /// Verifies the pending user's address by a link or code (authentik's Email stage).
     Email,
+    /// A captcha verified with its provider.
+    Captcha,
 }
 
 /// Every kind, for parsing and tests.
-const ALL: [StageKind; 17] = [
+const ALL: [StageKind; 18] = [
     StageKind::Identification,
     StageKind::Password,
     StageKind::Prompt,
@@ -63,6 +65,7 @@ const ALL: [StageKind; 17] = [
     StageKind::UserDelete,
     StageKind::UserLogout,
     StageKind::Email,
+    StageKind::Captcha,
 ];
 
 impl StageKind {
@@ -86,6 +89,7 @@ impl StageKind {
             StageKind::UserDelete => "user_delete",
             StageKind::UserLogout => "user_logout",
             StageKind::Email => "email",
+            StageKind::Captcha => "captcha",
         }
     }
 

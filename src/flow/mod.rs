@@ -32,7 +32,7 @@ mod tests;
 pub mod totp;
 pub(crate) mod webauthn;
 
-pub use challenge::{Action, Challenge, Choice, Field, Link, TotpEnrolment};
+pub use challenge::{Action, CaptchaWidget, Challenge, Choice, Field, Link, TotpEnrolment};
 pub use engine::{Caller, Engine, FlowPlan, Login, Step, View};
 pub use error::FlowError;
 pub use execution::{Carried, Execution, InvitationUse, EXPIRED};

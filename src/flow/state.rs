@@ -12,6 +12,7 @@ use super::stages::authenticator_totp::TotpState;
 use super::stages::authenticator_validate::ValidateState;
 use super::stages::authenticator_webauthn::WebauthnState;
 use super::stages::email::VerifyState;
+use super::stages::captcha::CaptchaState;
 use super::stages::identification::IdentificationState;
 use super::stages::password::PasswordState;
 use super::stages::prompt::PromptState;
@@ -39,6 +40,7 @@ pub(crate) enum StageState {
     UserDelete(UserDeleteState),
     UserLogout(UserLogoutState),
     Email(VerifyState),
+    Captcha(CaptchaState),
 }
 
 impl StageState {
@@ -59,6 +61,7 @@ impl StageState {
             StageState::UserDelete(_) => StageKind::UserDelete,
             StageState::UserLogout(_) => StageKind::UserLogout,
             StageState::Email(_) => StageKind::Email,
+            StageState::Captcha(_) => StageKind::Captcha,
         }
     }
 
@@ -109,5 +112,6 @@ state_from!(
     UserWriteState => UserWrite,
     UserDeleteState => UserDelete,
     UserLogoutState => UserLogout,
-    VerifyState => Email
+    VerifyState => Email,
+    CaptchaState => Captcha
 );

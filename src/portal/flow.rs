@@ -358,13 +358,28 @@ fn challenge_page(
             let page =
                 to.p.ui
                     .flow_page(view.title, stage, challenge, exec.csrf.expose(), &action)?;
-            // Only a page with a passkey ceremony may run the gateway's script.
-            match challenge.webauthn {
-                Some(_) => Response::html_scripted(StatusCode::OK, page),
-                None => Response::html(StatusCode::OK, page),
+            // Only a page with a passkey ceremony may run the gateway's script; only a captcha
+            // page its provider's.
+            match (&challenge.webauthn, &challenge.captcha) {
+                (_, Some(c)) => with_csp(
+                    Response::html_scripted(StatusCode::OK, page),
+                    to.p.captcha_csp(&c.csp_sources),
+                ),
+                (Some(_), None) => Response::html_scripted(StatusCode::OK, page),
+                (None, None) => Response::html(StatusCode::OK, page),
             }
         }
     })
+}
+
+/// `resp` under the policy `csp` instead of its own.
+fn with_csp(mut resp: Response, csp: http::HeaderValue) -> Response {
+    for (name, value) in &mut resp.headers {
+        if *name == http::header::CONTENT_SECURITY_POLICY {
+            *value = csp.clone();
+        }
+    }
+    resp
 }
 
 fn done(face: Face, flow: &str, rd: &str, posted: bool) -> Response {

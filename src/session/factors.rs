@@ -131,7 +131,8 @@ impl Factors {
             | StageConfig::UserWrite(_)
             | StageConfig::Invitation { .. }
             | StageConfig::UserDelete
-            | StageConfig::UserLogout => Factors::NONE,
+            | StageConfig::UserLogout
+            | StageConfig::Captcha(_) => Factors::NONE,
         }
     }
 }

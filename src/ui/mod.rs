@@ -149,12 +149,13 @@ impl Ui {
             })
             .map(|l| context! { href => l.href, label => l.label })
             .collect();
+        let captcha = challenge.captcha.as_deref().map(captcha_context);
         self.render(
             "flow.html",
             context! {
                 title, step_title => step_title(challenge, title), stage, challenge, csrf,
                 action, fields, submit, submit_label => submit_label(challenge), webauthn,
-                qr_svg, link, flow_links,
+                qr_svg, link, flow_links, captcha,
             },
         )
     }
@@ -268,8 +269,30 @@ impl Ui {
 /// Where the pages' one script is served ([`WEBAUTHN_JS`]); `flow.html` names it.
 pub const WEBAUTHN_JS_PATH: &str = "/.portcullis/webauthn.js";
 
-/// The browser's part of the WebAuthn ceremonies: the only script any page loads.
+/// The browser's part of the WebAuthn ceremonies.
 pub const WEBAUTHN_JS: &str = include_str!("assets/webauthn.js");
+
+/// Where the reCAPTCHA v3 helper is served ([`CAPTCHA_JS`]); `flow.html` names it.
+pub const CAPTCHA_JS_PATH: &str = "/.portcullis/captcha.js";
+
+/// Fills in a reCAPTCHA v3 token when a captcha page's form is sent.
+pub const CAPTCHA_JS: &str = include_str!("assets/captcha.js");
+
+/// What the page needs to draw a captcha: the widget's element and the provider's script
+/// (reCAPTCHA v3's with the site key it renders for).
+fn captcha_context(c: &crate::flow::CaptchaWidget) -> minijinja::Value {
+    let script = if c.interactive {
+        c.js_url.clone()
+    } else {
+        let sep = if c.js_url.contains('?') { '&' } else { '?' };
+        let key: String = url::form_urlencoded::byte_serialize(c.site_key.as_bytes()).collect();
+        format!("{}{sep}render={key}", c.js_url)
+    };
+    context! {
+        class => c.widget_class, site_key => c.site_key, action => c.action,
+        interactive => c.interactive, script, helper => CAPTCHA_JS_PATH,
+    }
+}
 
 /// What the page needs to run a WebAuthn ceremony: the options (JSON, escaped into an
 /// attribute by the template), the button, and what to say without JavaScript.

@@ -18,6 +18,8 @@ mod access_log;
 mod app_policies;
 mod assertion;
 mod attacks;
+mod captcha;
+mod captcha_stand_in;
 mod cli;
 mod config;
 mod designations;

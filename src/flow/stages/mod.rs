@@ -7,6 +7,7 @@ pub(crate) mod authenticator_static;
 pub(crate) mod authenticator_totp;
 pub(crate) mod authenticator_validate;
 pub(crate) mod authenticator_webauthn;
+pub(crate) mod captcha;
 pub(crate) mod deny;
 pub(crate) mod email;
 pub(crate) mod identification;
@@ -101,6 +102,7 @@ pub(crate) fn build(cfg: &StageConfig, all: &BTreeMap<String, StageConfig>) -> A
         StageConfig::UserDelete => Arc::new(user_delete::UserDelete),
         StageConfig::UserLogout => Arc::new(user_logout::UserLogout),
         StageConfig::Email(c) => Arc::new(email::EmailVerify { cfg: (**c).clone() }),
+        StageConfig::Captcha(c) => Arc::new(captcha::Captcha { cfg: (**c).clone() }),
     }
 }
 

@@ -3,6 +3,7 @@
 //! engine behaviour; [`rig`] builds the world they run in.
 
 mod attacks;
+mod captcha;
 mod designation;
 mod duo;
 mod email;
