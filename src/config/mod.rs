@@ -712,10 +712,8 @@ impl StageConfig {
             | StageConfig::Prompt(_)
             | StageConfig::UserWrite(_)
             | StageConfig::Invitation { .. } => None,
-            | StageConfig::UserDelete
-            | StageConfig::UserLogout
-            | StageConfig::Email(_) => None,
-            | StageConfig::Captcha(_) => None,
+            StageConfig::UserDelete | StageConfig::UserLogout | StageConfig::Email(_) => None,
+            StageConfig::Captcha(_) => None,
         }
     }
 }

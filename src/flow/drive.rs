@@ -11,9 +11,9 @@ use super::{stages, Action, Execution, FlowError, Input, StageKind};
 use crate::session::Factors;
 use crate::store::User;
 
+use crate::audit::AUDIT_TARGET;
+
 const START_OVER_LABEL: &str = "Not you? Start over";
-/// The tracing target of account changes made by their owners (`PORTCULLIS_LOG=portcullis::audit=info`).
-pub(crate) const AUDIT_TARGET: &str = "portcullis::audit";
 /// Shown on every step of a step-up, so a signed-in user knows why they are asked again.
 const STEP_UP_INFO: &str = "This application asks for one more step to confirm it is you.";
 

@@ -11,14 +11,14 @@ use super::stages::authenticator_static::StaticState;
 use super::stages::authenticator_totp::TotpState;
 use super::stages::authenticator_validate::ValidateState;
 use super::stages::authenticator_webauthn::WebauthnState;
-use super::stages::email::VerifyState;
 use super::stages::captcha::CaptchaState;
+use super::stages::email::VerifyState;
 use super::stages::identification::IdentificationState;
 use super::stages::password::PasswordState;
 use super::stages::prompt::PromptState;
-use super::stages::user_write::UserWriteState;
 use super::stages::user_delete::UserDeleteState;
 use super::stages::user_logout::UserLogoutState;
+use super::stages::user_write::UserWriteState;
 use super::StageKind;
 use serde::{Deserialize, Serialize};
 

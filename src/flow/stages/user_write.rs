@@ -375,7 +375,7 @@ impl UserWrite {
                 vec![USERNAME_TAKEN.into()],
             ));
         }
-        tracing::info!(stage = cx.name, flow = %cx.exec.flow, user = %user.username, client = %cx.client, active = user.active, outcome = "created", "account created");
+        tracing::info!(target: crate::audit::AUDIT_TARGET, stage = cx.name, flow = %cx.exec.flow, user = %user.username, client = %cx.client, active = user.active, outcome = "created", "account created");
         let mut t = Transition::pass()
             .and(Effect::Identify {
                 uid: user.username.clone(),
@@ -481,9 +481,9 @@ impl UserWrite {
         if new_password {
             // A new password ends every session the old one opened, here and elsewhere.
             cx.services.sessions.revoke_user(&user.username)?;
-            tracing::info!(stage = cx.name, flow = %cx.exec.flow, user = %user.username, client = %cx.client, outcome = "password_changed", "password written; every session of the user ended");
+            tracing::info!(target: crate::audit::AUDIT_TARGET, stage = cx.name, flow = %cx.exec.flow, user = %user.username, client = %cx.client, outcome = "password_changed", "password written; every session of the user ended");
         } else {
-            tracing::info!(stage = cx.name, flow = %cx.exec.flow, user = %user.username, client = %cx.client, outcome = "updated", "account updated");
+            tracing::info!(target: crate::audit::AUDIT_TARGET, stage = cx.name, flow = %cx.exec.flow, user = %user.username, client = %cx.client, outcome = "updated", "account updated");
         }
         let mut t = Transition::pass();
         if spent {
