@@ -31,6 +31,8 @@ pub struct DuoApi {
 pub struct DuoStageConfig {
     /// What users see for this kind of authenticator ("Duo").
     pub friendly_name: String,
+    /// The flow (by slug) where users add or change this factor.
+    pub configure_flow: Option<String>,
     /// The API and its credentials.
     pub api: DuoApi,
 }
@@ -109,6 +111,7 @@ pub(super) fn duo_stage(name: &str, raw: &RawDuoStage) -> Checked<DuoStageConfig
     )?;
     Ok(DuoStageConfig {
         friendly_name: raw.friendly_name.clone().unwrap_or_else(|| "Duo".into()),
+        configure_flow: raw.configure_flow.clone(),
         api: DuoApi {
             host,
             scheme: if plain { "http" } else { "https" },
@@ -129,6 +132,7 @@ mod tests {
             client_id: "DIWJ8X6AEYOR5OMC6TQ1".into(),
             client_secret: Some("Zh5eGmUq9zpfQnyUIu5OL9iWoMMv5ZNmk3zLJ4Ep".into()),
             friendly_name: None,
+            configure_flow: None,
             timeout: None,
             danger_plain_http: plain,
         }

@@ -483,16 +483,6 @@ pub(super) fn cross_check(
                     ));
                 }
             }
-            StageConfig::AuthenticatorSms(e) => {
-                if let Some(flow) = &e.configure_flow {
-                    if !flows.iter().any(|f| &f.slug == flow) {
-                        return Err(Problem::new(
-                            format!("stages.{name}.configure_flow"),
-                            format!("no flow with slug `{flow}` under [[flows]]"),
-                        ));
-                    }
-                }
-            }
             StageConfig::AuthenticatorEmail(e) => {
                 if let EmailSource::Prompt(key) = &e.email_source {
                     let asked = stages.values().any(|s| match s {
@@ -506,17 +496,34 @@ pub(super) fn cross_check(
                         ));
                     }
                 }
-                if let Some(flow) = &e.configure_flow {
-                    if !flows.iter().any(|f| &f.slug == flow) {
-                        return Err(Problem::new(
-                            format!("stages.{name}.configure_flow"),
-                            format!("no flow with slug `{flow}` under [[flows]]"),
-                        ));
-                    }
-                }
             }
             _ => {}
         }
+        configure_flow_check(name, st, flows)?;
     }
     Ok(())
+}
+
+/// A setup stage's `configure_flow` names a `stage_configuration` flow: the one a signed-in
+/// user's settings page links, which runs for that user without asking who they are (an
+/// authentication flow would refuse them as already signed in).
+fn configure_flow_check(name: &str, st: &StageConfig, flows: &[FlowConfig]) -> Checked<()> {
+    let Some(flow) = st.configure_flow() else {
+        return Ok(());
+    };
+    let key = format!("stages.{name}.configure_flow");
+    match flows.iter().find(|f| f.slug == flow) {
+        None => Err(Problem::new(
+            key,
+            format!("no flow with slug `{flow}` under [[flows]]"),
+        )),
+        Some(f) if f.designation != super::Designation::StageConfiguration => Err(Problem::new(
+            key,
+            format!(
+                "flow `{flow}` is designated `{}`; a configuration flow must be `stage_configuration`",
+                f.designation.as_str()
+            ),
+        )),
+        Some(_) => Ok(()),
+    }
 }

@@ -694,6 +694,33 @@ impl StageConfig {
         }
     }
 
+    /// A setup stage's `friendly_name` ("Authenticator app"); `None` for any other kind.
+    pub fn friendly_name(&self) -> Option<&str> {
+        match self {
+            StageConfig::AuthenticatorEmail(c) => Some(&c.friendly_name),
+            StageConfig::AuthenticatorSms(c) => Some(&c.friendly_name),
+            StageConfig::AuthenticatorWebauthn(c) => Some(&c.friendly_name),
+            StageConfig::AuthenticatorDuo(c) => Some(&c.friendly_name),
+            StageConfig::AuthenticatorTotp(c) => Some(&c.friendly_name),
+            StageConfig::AuthenticatorStatic(c) => Some(&c.friendly_name),
+            _ => None,
+        }
+    }
+
+    /// A setup stage's `configure_flow`: where a signed-in user adds or changes this factor
+    /// (their settings page links it); `None` when unset or for any other kind.
+    pub fn configure_flow(&self) -> Option<&str> {
+        match self {
+            StageConfig::AuthenticatorEmail(c) => c.configure_flow.as_deref(),
+            StageConfig::AuthenticatorSms(c) => c.configure_flow.as_deref(),
+            StageConfig::AuthenticatorWebauthn(c) => c.configure_flow.as_deref(),
+            StageConfig::AuthenticatorDuo(c) => c.configure_flow.as_deref(),
+            StageConfig::AuthenticatorTotp(c) => c.configure_flow.as_deref(),
+            StageConfig::AuthenticatorStatic(c) => c.configure_flow.as_deref(),
+            _ => None,
+        }
+    }
+
     /// The class of device this stage sets up, for the setup stages validation may run inline
     /// (`configuration_stages`); `None` for every other kind.
     pub fn enrols(&self) -> Option<DeviceClass> {
@@ -981,6 +1008,36 @@ mod tests {
     }
 
     #[test]
+    fn a_configure_flow_must_name_a_stage_configuration_flow() {
+        let example = std::fs::read_to_string("config/portcullis.toml").unwrap();
+        let c = Config::from_toml(&example, Path::new("x.toml"), std::iter::empty()).unwrap();
+        assert_eq!(
+            c.stages["authenticator_app"].configure_flow(),
+            Some("add-authenticator-app")
+        );
+        let flow = "slug = \"add-authenticator-app\"\ntitle = \"Add an authenticator app\"\ndesignation = \"stage_configuration\"";
+        assert!(example.contains(flow));
+        for (text, why) in [
+            (
+                example.replace(flow, &flow.replace("stage_configuration", "authentication")),
+                "a configuration flow must be `stage_configuration`",
+            ),
+            (
+                example.replace(
+                    "configure_flow = \"add-authenticator-app\"",
+                    "configure_flow = \"nowhere\"",
+                ),
+                "no flow with slug `nowhere`",
+            ),
+        ] {
+            let e = Config::from_toml(&text, Path::new("x.toml"), std::iter::empty()).unwrap_err();
+            let e = e.to_string();
+            assert!(e.contains("stages.authenticator_app.configure_flow"), "{e}");
+            assert!(e.contains(why), "{e}");
+        }
+    }
+
+    #[test]
     fn the_example_passkey_section_loads_when_uncommented() {
         let example = std::fs::read_to_string("config/portcullis.toml").unwrap();
         let start = example.find("# [webauthn]").expect("the passkey section");
@@ -1108,11 +1165,12 @@ auth_password = "{}"
         .expect("the config with every secret loads");
         // The example's own stages (identify, password, login, the strong flow's
         // mfa_strong, authenticator_app, recovery_codes, the enroll flow's invite, signup,
-        // write, the recovery flow's recovery_email, recovery_factor, new_password,
-        // write_password, and unenroll's delete_account) plus the four added above.
+        // write, verify_email, the recovery flow's recovery_email, recovery_factor,
+        // new_password, write_password, unenroll's delete_account, edit-profile's ask_profile
+        // and write_profile) plus the four added above.
         assert_eq!(
             c.stages.len(),
-            18,
+            21,
             "every secret-holding stage is in the Config"
         );
         let printed = format!("{c:?}");

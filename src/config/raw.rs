@@ -365,6 +365,7 @@ pub(super) struct RawDuoStage {
     /// The secret key; usually from `PORTCULLIS_STAGES__<NAME>__CLIENT_SECRET`.
     pub client_secret: Option<String>,
     pub friendly_name: Option<String>,
+    pub configure_flow: Option<String>,
     /// Seconds, or a duration string.
     pub timeout: Option<toml::Value>,
     /// Reach `api_hostname` over plain HTTP: only for a loopback test stand-in.

@@ -30,6 +30,7 @@ pub(super) struct RawWebauthnStage {
     #[serde(default)]
     pub device_type_restrictions: Vec<String>,
     pub friendly_name: Option<String>,
+    pub configure_flow: Option<String>,
 }
 
 /// The relying party every WebAuthn ceremony names: credentials are bound to `rp_id`, and a
@@ -87,6 +88,8 @@ pub struct WebauthnStageConfig {
     pub device_type_restrictions: Vec<[u8; 16]>,
     /// `friendly_name`: the device's name in choices and `user devices` (default "Passkey").
     pub friendly_name: String,
+    /// The flow (by slug) where users add another passkey.
+    pub configure_flow: Option<String>,
 }
 
 /// `[webauthn]`, when written.
@@ -269,6 +272,7 @@ pub(super) fn stage(
         authenticator_attachment,
         device_type_restrictions,
         friendly_name,
+        configure_flow: raw.configure_flow.clone(),
     })
 }
 

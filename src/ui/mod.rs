@@ -129,21 +129,26 @@ impl Ui {
             .map(|l| context! { href => l.href, label => l.label });
         // Links to the gateway's own flows only: `/.portcullis/flow/<slug>`, the slug in a
         // flow slug's alphabet (nothing that leaves the path: `..`, `/`, `\\`, `%`), then at
-        // most a query (a "Sign up" link carries `?rd=`, checked again when the flow starts).
+        // most `?rd=` with a percent-encoded value (a "Sign up" link keeps the return address,
+        // which the flow checks again when it starts).
         let flow_links: Vec<_> = challenge
             .links
             .iter()
             .filter(|l| {
                 l.href
                     .strip_prefix("/.portcullis/flow/")
-                    .map(|rest| rest.split_once('?').map_or(rest, |(slug, _)| slug))
-                    .is_some_and(|slug| {
+                    .map(|rest| rest.split_once('?').unwrap_or((rest, "rd=")))
+                    .is_some_and(|(slug, query)| {
                         !slug.is_empty()
                             && slug.bytes().all(|b| {
                                 b.is_ascii_lowercase()
                                     || b.is_ascii_digit()
                                     || b == b'-'
                                     || b == b'_'
+                            })
+                            && query.strip_prefix("rd=").is_some_and(|rd| {
+                                rd.bytes()
+                                    .all(|b| b.is_ascii_alphanumeric() || b"%-_.~+".contains(&b))
                             })
                     })
             })
@@ -449,6 +454,9 @@ mod tests {
             ("/.portcullis/flow/a/b", false),
             ("/.portcullis/flow/a\\b", false),
             ("/.portcullis/flow/a?rd=https://evil.example", false),
+            ("/.portcullis/flow/a?rd=https%3A%2F%2Fapp.example%2Fx", true),
+            ("/.portcullis/flow/a?next=x", false),
+            ("/.portcullis/flow/a?rd=x&rd=y", false),
             ("/.portcullis/flow/%2e%2e", false),
             ("/.portcullis/flow/", false),
             ("/.portcullis/flow/Recovery", false),

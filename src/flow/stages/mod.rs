@@ -108,15 +108,7 @@ pub(crate) fn build(cfg: &StageConfig, all: &BTreeMap<String, StageConfig>) -> A
 
 /// What a user choosing among setup stages sees for `cfg`: its `friendly_name`.
 fn setup_label(cfg: &StageConfig) -> String {
-    match cfg {
-        StageConfig::AuthenticatorEmail(e) => e.friendly_name.clone(),
-        StageConfig::AuthenticatorSms(e) => e.friendly_name.clone(),
-        StageConfig::AuthenticatorWebauthn(e) => e.friendly_name.clone(),
-        StageConfig::AuthenticatorDuo(e) => e.friendly_name.clone(),
-        StageConfig::AuthenticatorTotp(e) => e.friendly_name.clone(),
-        StageConfig::AuthenticatorStatic(e) => e.friendly_name.clone(),
-        other => other.kind().to_string(),
-    }
+    cfg.friendly_name().unwrap_or(cfg.kind()).to_string()
 }
 
 /// The "Forgot password?" link to the recovery flow `slug`, for identification and password

@@ -335,11 +335,22 @@ async fn the_example_configs_enroll_flow_enrols_an_invited_colleague() {
             ],
         )
         .await;
+    // The account exists, disabled, until Bob proves the address with the mailed code.
+    assert_eq!(component(&view), "email", "{view:?}");
+    assert!(!rig.world.store.user("bob").unwrap().unwrap().active);
+    rig.engine.deliver_queued().await.expect("outbox");
+    assert_eq!(rig.world.email.sent()[0].to, "bob@example.com");
+    let mail = rig.world.email.sent()[0].text.expose().to_string();
+    let code = mail
+        .split_whitespace()
+        .find(|w| w.len() == 8 && w.bytes().all(|b| b.is_ascii_digit()))
+        .unwrap_or_else(|| panic!("no 8-digit code in {mail:?}"))
+        .to_string();
+    let view = rig.post(&mut exec, &[("code", &code)]).await;
     signed_in(&view);
-    assert_eq!(
-        rig.world.store.user("bob").unwrap().unwrap().groups,
-        ["dev"]
-    );
+    let bob = rig.world.store.user("bob").unwrap().unwrap();
+    assert_eq!(bob.groups, ["dev"]);
+    assert!(bob.active, "the proved address enables the account");
     let (_, view) = open(&rig, "enroll", None).await;
     assert_eq!(ended(&view), INVALID, "no invitation, no sign-up");
 }

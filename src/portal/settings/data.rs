@@ -188,17 +188,7 @@ pub(crate) fn kind_name(class: DeviceClass) -> &'static str {
 
 /// The setup stage's friendly name and configuration flow, for the stages that have one.
 fn configure_flow(stage: &StageConfig) -> Option<(&str, &str)> {
-    match stage {
-        StageConfig::AuthenticatorEmail(e) => {
-            Some((&e.friendly_name, e.configure_flow.as_deref()?))
-        }
-        StageConfig::AuthenticatorSms(s) => Some((&s.friendly_name, s.configure_flow.as_deref()?)),
-        StageConfig::AuthenticatorTotp(t) => Some((&t.friendly_name, t.configure_flow.as_deref()?)),
-        StageConfig::AuthenticatorStatic(t) => {
-            Some((&t.friendly_name, t.configure_flow.as_deref()?))
-        }
-        _ => None,
-    }
+    Some((stage.friendly_name()?, stage.configure_flow()?))
 }
 
 /// A flow's page, returning to `here` when it completes.
