@@ -21,6 +21,7 @@ mod inactive;
 mod limits;
 mod link;
 mod origin;
+mod phish;
 mod setup;
 mod step_up;
 mod takeover;
