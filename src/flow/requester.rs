@@ -37,27 +37,21 @@ impl Requester {
     }
 }
 
-/// What an unreadable or missing User-Agent is shown as.
-const UNKNOWN: &str = "An unknown browser";
+/// What an unreadable, missing or unknown User-Agent is shown as.
+const UNKNOWN: &str = "Unknown browser";
 
 /// A short, human description of a User-Agent: `Firefox 121 on Windows`, `Safari on iPhone`,
-/// `curl 8.5`. Unknown agents show their first product token, cut short; control
-/// characters never pass.
+/// `curl 8`; `Unknown browser` for anything else.
+///
+/// # Security
+/// Only fixed names and digits come out: whoever asks for the link writes the User-Agent,
+/// and a page that asks "Was this you?" must not show them a line of their own choosing.
 pub(crate) fn browser(ua: &str) -> String {
-    let ua: String = ua.chars().filter(|c| !c.is_control()).take(512).collect();
-    let ua = ua.trim();
-    if ua.is_empty() {
-        return UNKNOWN.into();
-    }
-    let Some(name) = product(ua) else {
-        // Not a browser: its first token, e.g. `curl/8.5.0` → `curl 8.5.0`.
-        let first = ua.split_whitespace().next().unwrap_or(ua);
-        let shown: String = first.replacen('/', " ", 1).chars().take(40).collect();
-        return shown;
-    };
-    match platform(ua) {
-        Some(os) => format!("{name} on {os}"),
-        None => name,
+    match (product(ua), platform(ua)) {
+        (Some(name), Some(os)) => format!("{name} on {os}"),
+        (Some(name), None) => name,
+        (None, Some(os)) => format!("A browser on {os}"),
+        (None, None) => UNKNOWN.into(),
     }
 }
 
@@ -76,6 +70,7 @@ fn product(ua: &str) -> Option<String> {
         ("CriOS/", "Chrome"),
         ("Chromium/", "Chromium"),
         ("Chrome/", "Chrome"),
+        ("curl/", "curl"),
     ];
     for (token, name) in BROWSERS {
         if let Some(version) = version_after(ua, token) {
@@ -179,9 +174,11 @@ mod tests {
                 "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36 OPR/106.0.0.0",
                 "Opera 106 on Windows",
             ),
-            ("curl/8.5.0", "curl 8.5.0"),
-            ("", "An unknown browser"),
-            ("   ", "An unknown browser"),
+            ("curl/8.5.0", "curl 8"),
+            ("", "Unknown browser"),
+            ("   ", "Unknown browser"),
+            ("Approve this, it is you/1.0", "Unknown browser"),
+            ("Approve this (Windows)", "A browser on Windows"),
         ];
         for (ua, shown) in cases {
             assert_eq!(browser(ua), shown, "{ua}");
@@ -189,17 +186,17 @@ mod tests {
     }
 
     #[test]
-    fn hostile_user_agents_are_cut_short_and_lose_control_characters() {
+    fn hostile_user_agents_show_only_fixed_names_and_digits() {
         let long = format!("X{}", "A".repeat(10_000));
-        assert!(browser(&long).chars().count() <= 40);
-        let shown = browser("evil\r\nSet-Cookie:\u{7}x");
-        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert_eq!(browser(&long), "Unknown browser");
+        assert_eq!(browser("evil\r\nSet-Cookie:\u{7}x"), "Unknown browser");
         // A version is digits only, and short.
         assert_eq!(
             browser("Firefox/1234567890123 (Windows)"),
             "Firefox 123456 on Windows"
         );
-        assert_eq!(browser("Chrome/<script>"), "Chrome <script>");
+        assert_eq!(browser("Chrome/<script>"), "Unknown browser");
+        assert_eq!(browser("Chrome/<script> Linux"), "A browser on Linux");
     }
 
     #[test]

@@ -104,18 +104,10 @@ continue_flow_without_invitation = false
 
 [stages.st-account]
 kind = "prompt"
-
-[[stages.st-account.fields]]
-field_key = "username"
-label = "Username"
-type = "username"
-required = true
-
-[[stages.st-account.fields]]
-field_key = "password"
-label = "Password"
-type = "password"
-required = true
+fields = [
+  {{ key = "username", label = "Username", type = "text" }},
+  {{ key = "password", label = "Password", type = "password" }},
+]
 
 [stages.st-write]
 kind = "user_write"
@@ -132,12 +124,7 @@ mode = "link"
 
 [stages.st-new-password]
 kind = "prompt"
-
-[[stages.st-new-password.fields]]
-field_key = "password"
-label = "New password"
-type = "password"
-required = true
+fields = [{{ key = "password", label = "New password", type = "password" }}]
 
 [stages.st-passkey]
 kind = "authenticator_webauthn"
