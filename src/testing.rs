@@ -236,6 +236,10 @@ impl TestWorld {
             site_title: "Portcullis".into(),
             policies: Arc::new(crate::policy::Evaluator::default()),
             device_key: Arc::new(crate::device_key::DeviceKey::generate()),
+            revoker: Arc::new(crate::session::StoreRevoker {
+                store: store.clone(),
+                clock: clock.clone(),
+            }),
         };
         Self {
             services,

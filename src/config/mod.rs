@@ -6,6 +6,7 @@ mod delivery;
 mod duo;
 mod duration;
 mod email;
+mod enrol;
 mod env;
 mod error;
 mod path_index;
@@ -22,6 +23,7 @@ mod webauthn;
 pub use duo::{DuoApi, DuoStageConfig};
 pub use duration::parse as parse_duration;
 pub use email::OwnOtp;
+pub use enrol::{UserCreationMode, UserWriteStageConfig, PASSWORD_KEY};
 pub use error::ConfigError;
 pub use path_index::{PathIndex, RuleSet, MAX_INDEXED};
 pub use policies::StageBinding;
@@ -401,8 +403,12 @@ pub enum Designation {
     Authentication,
     /// Creating an account.
     Enrollment,
-    /// Adding or changing a factor.
+    /// Adding or changing a factor, by a signed-in user.
     StageConfiguration,
+    /// Getting back into an account (a forgotten password), by a visitor without a session.
+    Recovery,
+    /// Deleting one's own account, by a signed-in user.
+    Unenrollment,
 }
 
 impl Designation {
@@ -412,8 +418,46 @@ impl Designation {
             Designation::Authentication => "authentication",
             Designation::Enrollment => "enrollment",
             Designation::StageConfiguration => "stage_configuration",
+            Designation::Recovery => "recovery",
+            Designation::Unenrollment => "unenrollment",
         }
     }
+
+    /// Every designation, in the order the config check lists them.
+    pub const ALL: [Designation; 5] = [
+        Designation::Authentication,
+        Designation::Enrollment,
+        Designation::Recovery,
+        Designation::Unenrollment,
+        Designation::StageConfiguration,
+    ];
+
+    /// The designation written `name` in the config; `None` for any other word.
+    pub fn named(name: &str) -> Option<Designation> {
+        Self::ALL.into_iter().find(|d| d.as_str() == name)
+    }
+
+    /// Who may start a flow of this designation (see [`Starter`]).
+    pub fn starter(self) -> Starter {
+        match self {
+            Designation::Authentication => Starter::SignInOrStepUp,
+            Designation::Enrollment | Designation::Recovery => Starter::Visitor,
+            Designation::StageConfiguration | Designation::Unenrollment => Starter::SignedIn,
+        }
+    }
+}
+
+/// Who may start a flow, by its [`Designation`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Starter {
+    /// Anyone without a session; a signed-in user only as a step-up (the session falls short
+    /// of the flow, or is older than a rule allows).
+    SignInOrStepUp,
+    /// Only a visitor without a session (enrolment, recovery).
+    Visitor,
+    /// Only a signed-in user, who is the flow's pending user (stage configuration,
+    /// unenrolment).
+    SignedIn,
 }
 
 /// One `[[flows]]` entry: stages in order.
@@ -483,6 +527,13 @@ pub enum StageConfig {
     AuthenticatorStatic(StaticStageConfig),
     /// Enrols a passkey or security key.
     AuthenticatorWebauthn(Box<WebauthnStageConfig>),
+    /// Writes what the flow gathered to the pending user, creating one when needed.
+    UserWrite(Box<UserWriteStageConfig>),
+    /// Accepts an invitation (`?itoken=` on the flow's link, or a prompt's `token`).
+    Invitation {
+        /// Without a valid invitation the flow goes on (without its data) instead of ending.
+        continue_flow_without_invitation: bool,
+    },
 }
 
 /// An `authenticator_totp` stage: enrols an authenticator app by one valid code.
@@ -613,6 +664,8 @@ impl StageConfig {
             StageConfig::AuthenticatorTotp(_) => "authenticator_totp",
             StageConfig::AuthenticatorStatic(_) => "authenticator_static",
             StageConfig::AuthenticatorWebauthn(_) => "authenticator_webauthn",
+            StageConfig::UserWrite(_) => "user_write",
+            StageConfig::Invitation { .. } => "invitation",
         }
     }
 
@@ -631,7 +684,9 @@ impl StageConfig {
             | StageConfig::UserLogin { .. }
             | StageConfig::Deny { .. }
             | StageConfig::AuthenticatorValidate(_)
-            | StageConfig::Prompt(_) => None,
+            | StageConfig::Prompt(_)
+            | StageConfig::UserWrite(_)
+            | StageConfig::Invitation { .. } => None,
         }
     }
 }

@@ -283,6 +283,11 @@ pub(super) enum RawStage {
     AuthenticatorTotp(RawTotpStage),
     AuthenticatorStatic(RawStaticStage),
     AuthenticatorWebauthn(Box<super::webauthn::RawWebauthnStage>),
+    UserWrite(super::enrol::RawUserWriteStage),
+    Invitation {
+        #[serde(default)]
+        continue_flow_without_invitation: Option<bool>,
+    },
 }
 
 /// authentik's TOTP setup stage.

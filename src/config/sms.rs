@@ -278,11 +278,13 @@ pub(super) fn prompt_stage(
         .enumerate()
         .map(|(i, f)| {
             let p = |k: &str| format!("stages.{name}.fields[{i}].{k}");
-            let key_ok = !f.key.is_empty()
-                && f.key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            // `attributes.<key>` is written to the account's attributes by `user_write`.
+            let bare = f.key.strip_prefix("attributes.").unwrap_or(&f.key);
+            let key_ok = !bare.is_empty()
+                && bare.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
                 && !matches!(f.key.as_str(), "stage" | "component" | "action" | "csrf_token");
             if !key_ok {
-                return Err(Problem::new(p("key"), format!("`{}` is not usable as a field key (letters, digits, `_`; not a reserved name)", f.key)));
+                return Err(Problem::new(p("key"), format!("`{}` is not usable as a field key (letters, digits, `_`, optionally after `attributes.`; not a reserved name)", f.key)));
             }
             if !seen.insert(f.key.clone()) {
                 return Err(Problem::new(p("key"), format!("field `{}` appears twice", f.key)));

@@ -108,12 +108,20 @@ pub(super) fn validate(mut raw: RawConfig, file: &Path) -> Checked<Config> {
         .stages
         .into_iter()
         .map(|(name, st)| {
-            let st = stage(&name, st, session.lifetime, &policies, webauthn.as_ref())?;
+            let st = stage(
+                &name,
+                st,
+                session.lifetime,
+                &policies,
+                webauthn.as_ref(),
+                password_policy,
+            )?;
             Ok((name.clone(), st))
         })
         .collect::<Checked<BTreeMap<_, _>>>()?;
     let flows = flows(&raw.flows, &stages, &policies)?;
     super::email::cross_check(&stages, &flows)?;
+    super::enrol::cross_check(&stages, &flows)?;
     let geoip = super::policies::geoip(raw.geoip.as_ref(), &policies)?;
     let mut apps = apps(&raw.apps, &flows, &stages, &networks, &policies)?;
     let server = super::server::server(&raw.server, listen)?;
@@ -342,6 +350,7 @@ fn stage(
     session_lifetime: Duration,
     policies: &BTreeMap<String, std::sync::Arc<crate::policy::Policy>>,
     rp: Option<&std::sync::Arc<RelyingPartyConfig>>,
+    password_policy: PasswordPolicy,
 ) -> Checked<StageConfig> {
     let path = |key: &str| format!("stages.{name}.{key}");
     Ok(match raw {
@@ -427,6 +436,14 @@ fn stage(
         RawStage::AuthenticatorWebauthn(raw) => {
             StageConfig::AuthenticatorWebauthn(Box::new(super::webauthn::stage(name, &raw, rp)?))
         }
+        RawStage::UserWrite(raw) => StageConfig::UserWrite(Box::new(
+            super::enrol::user_write_stage(name, &raw, password_policy)?,
+        )),
+        RawStage::Invitation {
+            continue_flow_without_invitation,
+        } => StageConfig::Invitation {
+            continue_flow_without_invitation: continue_flow_without_invitation.unwrap_or(false),
+        },
     })
 }
 
@@ -455,16 +472,15 @@ fn flows(
                 format!("flow `{}` is defined twice", f.slug),
             ));
         }
-        let designation = match f.designation.as_str() {
-            "authentication" => Designation::Authentication,
-            "enrollment" => Designation::Enrollment,
-            "stage_configuration" => Designation::StageConfiguration,
-            other => {
-                return Err(Problem::new(
-                    format!("flows[{i}].designation"),
-                    format!("`{other}` is not one of \"authentication\", \"enrollment\", \"stage_configuration\""),
-                ))
-            }
+        let Some(designation) = Designation::named(&f.designation) else {
+            let known: Vec<String> = Designation::ALL
+                .iter()
+                .map(|d| format!("\"{}\"", d.as_str()))
+                .collect();
+            return Err(Problem::new(
+                format!("flows[{i}].designation"),
+                format!("`{}` is not one of {}", f.designation, known.join(", ")),
+            ));
         };
         if f.stages.is_empty() {
             return Err(Problem::new(
@@ -522,10 +538,22 @@ fn apps(
         }
         let hosts = app_hosts(i, a, &mut owner)?;
         let upstreams = app_upstreams(i, a)?;
-        if !flows.iter().any(|f| f.slug == a.flow) {
+        let Some(flow) = flows.iter().find(|f| f.slug == a.flow) else {
             return Err(Problem::new(
                 format!("apps[{i}].flow"),
                 format!("no flow with slug `{}` under [[flows]]", a.flow),
+            ));
+        };
+        // An app sends visitors without a session to its flow: only a sign-in flow can let
+        // them in (an enrolment or settings flow would refuse them or never sign them in).
+        if flow.designation != Designation::Authentication {
+            return Err(Problem::new(
+                format!("apps[{i}].flow"),
+                format!(
+                    "flow `{}` is designated `{}`; an app needs an \"authentication\" flow",
+                    a.flow,
+                    flow.designation.as_str()
+                ),
             ));
         }
         out.push(AppConfig {
@@ -751,6 +779,37 @@ kind = "identification"
             Ok(Upstream::Http { tls: true, .. })
         ));
         assert!(upstream("ftp://x").is_err());
+    }
+
+    #[test]
+    fn every_designation_loads_and_only_a_sign_in_flow_serves_an_app() {
+        for d in Designation::ALL {
+            let text = BASE.replacen(
+                "designation = \"authentication\"",
+                &format!("designation = \"{}\"", d.as_str()),
+                1,
+            );
+            match (d, load(&text)) {
+                (Designation::Authentication, Ok(c)) => {
+                    assert_eq!(c.flows[0].designation, d);
+                }
+                (_, Err(e)) => {
+                    assert_eq!(e.path(), Some("apps[0].flow"), "{e}");
+                    assert!(e.to_string().contains(d.as_str()), "{e}");
+                }
+                (_, Ok(_)) => panic!("an app signed in by a `{}` flow", d.as_str()),
+            }
+            let other = format!(
+                "{BASE}[[flows]]\nslug = \"g\"\ndesignation = \"{}\"\nstages = [\"id\"]\n",
+                d.as_str()
+            );
+            let c = load(&other).unwrap_or_else(|e| panic!("{}: {e}", d.as_str()));
+            assert_eq!(c.flow("g").map(|f| f.designation), Some(d));
+        }
+        let e = load(&BASE.replacen("\"authentication\"", "\"signup\"", 1)).unwrap_err();
+        assert_eq!(e.path(), Some("flows[0].designation"), "{e}");
+        assert!(e.to_string().contains("\"recovery\""), "{e}");
+        assert!(e.to_string().contains("\"unenrollment\""), "{e}");
     }
 
     #[test]

@@ -125,10 +125,11 @@ impl Engine {
         };
         let mut challenge = stage.challenge(&self.cx(exec, name, at), state)?;
         challenge.errors.append(&mut errors);
-        if exec.carried.is_some() {
+        let bound = self.bound(exec);
+        if exec.carried.is_some() && !bound {
             challenge.info.insert(0, STEP_UP_INFO.into());
         }
-        if exec.uid.is_some() && stage.kind() != StageKind::Identification {
+        if exec.uid.is_some() && !bound && stage.kind() != StageKind::Identification {
             challenge.actions.push(Action {
                 name: super::engine::START_OVER.into(),
                 label: START_OVER_LABEL.into(),
@@ -288,6 +289,28 @@ impl Engine {
             Effect::Login { lifetime_secs } => exec.login = Some(lifetime_secs),
             Effect::PutDevice(d) => store.put_device(&d)?,
             Effect::PutUser(u) => store.put_user(&u)?,
+            Effect::Keep(secrets) => exec.secrets.extend(secrets),
+            Effect::Enrolled(name) => exec.enrolled = Some(name),
+            Effect::Invited(inv) => {
+                let fixed = &inv.fixed;
+                let shown = [("email", &fixed.email), ("name", &fixed.name)];
+                for (k, v) in shown {
+                    if let Some(v) = v {
+                        exec.prompt_data.insert(k.to_string(), v.clone());
+                    }
+                }
+                for (k, v) in &fixed.attributes {
+                    exec.prompt_data
+                        .insert(format!("attributes.{k}"), v.clone());
+                }
+                exec.invitation_token = None;
+                exec.invitation = Some(*inv);
+            }
+            Effect::InvitationSpent => {
+                if let Some(inv) = exec.invitation.as_mut() {
+                    inv.spent = true;
+                }
+            }
             Effect::SendCode { .. } | Effect::CheckCode(_) | Effect::Withdraw(_) => {
                 return Err(FlowError::Stage {
                     stage: name.into(),
@@ -311,17 +334,18 @@ impl Engine {
         exec.state = None;
     }
 
-    /// Whether a step-up execution skips the current stage: identification (the user is the
-    /// session's) and any stage the carried factors satisfy.
+    /// Whether an execution started with a session skips the current stage: identification
+    /// (the user is the session's), and in a step-up any stage the carried factors satisfy.
     fn carried_past(&self, exec: &Execution, stage: &dyn Stage) -> bool {
         let Some(carried) = &exec.carried else {
             return false;
         };
         stage.kind() == StageKind::Identification
-            || self
-                .flow(&exec.flow)
-                .and_then(|plan| plan.satisfied_by.get(exec.stage))
-                .is_some_and(|need| carried.factors.meets(*need))
+            || !self.bound(exec)
+                && self
+                    .flow(&exec.flow)
+                    .and_then(|plan| plan.satisfied_by.get(exec.stage))
+                    .is_some_and(|need| carried.factors.meets(*need))
     }
 
     /// Whether a passwordless sign-in skips the current stage: a user-verified passkey at
@@ -338,6 +362,15 @@ impl Engine {
 
     fn finish(&self, exec: &mut Execution) -> Result<Step, FlowError> {
         self.services.store.remove_execution(&exec.id)?;
+        // A flow without a user_write spends its invitation when it completes.
+        let unspent = exec.invitation.as_ref().filter(|i| !i.spent);
+        if let Some(inv) = unspent {
+            if !stages::invitation::spend_now(&self.services, inv, self.now())? {
+                return Ok(Step::Ended {
+                    message: stages::invitation::INVALID.into(),
+                });
+            }
+        }
         if exec.login.is_some() && !exec.authenticated() {
             // A flow that never asked for proof (identification then login, or a validation
             // skipped for a user without devices) must not hand out a session.
@@ -366,7 +399,13 @@ impl Engine {
     /// The session a completed execution earns. After a step-up it carries the old session's
     /// proofs and flows, and ends no later than the old one did.
     fn login(&self, exec: &Execution, user: User, lifetime_secs: i64) -> Login {
-        let amr = super::amr::session(&exec.passed, &exec.methods, exec.factors);
+        // A flow run for the signed-in user proved only its own factors; the session it
+        // replaces keeps the ones it had (a step-up already counts them).
+        let factors = exec
+            .carried
+            .as_ref()
+            .map_or(exec.factors, |c| exec.factors.with(c.factors));
+        let amr = super::amr::session(&exec.passed, &exec.methods, factors);
         let mut flows = exec
             .carried
             .as_ref()
@@ -385,7 +424,7 @@ impl Engine {
         Login {
             user,
             amr,
-            factors: exec.factors,
+            factors,
             flows,
             lifetime_secs,
             replaces,

@@ -6,7 +6,7 @@ use super::execution::{Carried, FORMAT};
 use super::stage::{Input, Services};
 use super::step::Stage;
 use super::{stages, Challenge, Execution, FlowError, StageKind};
-use crate::config::{Config, Designation, FlowConfig, StageConfig};
+use crate::config::{Config, Designation, FlowConfig, StageConfig, Starter};
 use crate::secret::SecretString;
 use crate::session::{Claims, Factors};
 use crate::store::User;
@@ -297,17 +297,25 @@ impl Engine {
         Ok(Some(ticket))
     }
 
-    /// A new execution of `slug` that will end at `rd` (already validated by the caller). It is
-    /// stored at its first [`Engine::view`].
+    /// A new execution of `slug` for a visitor without a session, that will end at `rd`
+    /// (already validated by the caller). It is stored at its first [`Engine::view`].
     ///
     /// # Errors
-    /// [`FlowError::UnknownFlow`].
+    /// [`FlowError::UnknownFlow`]; [`FlowError::SignInRequired`] for a flow only a signed-in
+    /// user may start (`stage_configuration`, `unenrollment`).
     pub fn start(&self, slug: &str, rd: String, client: &str) -> Result<Execution, FlowError> {
-        if !self.flows.contains_key(slug) {
-            return Err(FlowError::UnknownFlow(slug.into()));
+        let plan = self.flow_named(slug)?;
+        if plan.designation.starter() == Starter::SignedIn {
+            return Err(FlowError::SignInRequired { flow: slug.into() });
         }
+        Ok(self.blank(slug, rd, client))
+    }
+
+    /// An execution of `slug` at its first stage, whoever asks (the start rules are the
+    /// callers').
+    fn blank(&self, slug: &str, rd: String, client: &str) -> Execution {
         let now = self.now();
-        Ok(Execution {
+        Execution {
             id: crate::secret::random_token(32),
             format: FORMAT,
             flow: slug.into(),
@@ -328,20 +336,38 @@ impl Engine {
             factors: Factors::NONE,
             carried: None,
             spoiled: None,
-        })
+            secrets: Default::default(),
+            enrolled: None,
+            invitation: None,
+            invitation_token: None,
+        }
     }
 
-    /// A new execution of `slug` for the holder of a valid session: a step-up. The user is the
-    /// session's, identification and every stage the session's factors satisfy are skipped,
-    /// and the session issued at the end carries the old proofs plus the new ones. Flows not
-    /// designated for authentication start as [`Engine::start`] does.
+    fn flow_named(&self, slug: &str) -> Result<&FlowPlan, FlowError> {
+        self.flows
+            .get(slug)
+            .ok_or_else(|| FlowError::UnknownFlow(slug.into()))
+    }
+
+    /// A new execution of `slug` for the holder of a valid session, as the flow's designation
+    /// allows:
+    /// - `authentication`: a step-up, only when the session falls short of the flow (a stage
+    ///   that proves a factor the session lacks; a re-authentication passes a session stripped
+    ///   of its factors). Identification and every stage the session's factors satisfy are
+    ///   skipped, and the session issued at the end carries the old proofs plus the new ones.
+    /// - `stage_configuration`, `unenrollment`: the session's user is the pending user
+    ///   (identification is skipped, [`Execution::authenticated`] holds so setup stages take a
+    ///   typed destination); every other stage runs, none is skipped for the session's
+    ///   factors (a fresh factor asked here is asked).
+    /// - `enrollment`, `recovery`: refused.
     ///
     /// # Security
     /// Only a verified, unrevoked session may be passed here: it stands in for the stages it
-    /// skips. The user is still looked up (and must still be active) when the session is issued.
+    /// skips. The user is still looked up (and must still be active) when a session is issued.
     ///
     /// # Errors
-    /// [`FlowError::UnknownFlow`].
+    /// [`FlowError::UnknownFlow`]; [`FlowError::AlreadySignedIn`] for an authentication flow
+    /// the session already satisfies, or an enrolment or recovery flow.
     pub fn start_signed_in(
         &self,
         slug: &str,
@@ -349,15 +375,26 @@ impl Engine {
         client: &str,
         session: &Claims,
     ) -> Result<Execution, FlowError> {
-        let mut exec = self.start(slug, rd, client)?;
-        let authentication = self
-            .flows
-            .get(slug)
-            .is_some_and(|f| f.designation == Designation::Authentication);
-        if !authentication {
-            return Ok(exec);
-        }
+        let plan = self.flow_named(slug)?;
         let factors = session.proved();
+        let refused = match plan.designation.starter() {
+            Starter::Visitor => true,
+            Starter::SignInOrStepUp => plan
+                .satisfied_by
+                .iter()
+                .filter(|need| !need.is_empty())
+                .all(|need| factors.meets(*need)),
+            Starter::SignedIn => false,
+        };
+        if refused {
+            return Err(FlowError::AlreadySignedIn {
+                flow: slug.into(),
+                designation: plan.designation,
+                rd,
+            });
+        }
+        let step_up = plan.designation.starter() == Starter::SignInOrStepUp;
+        let mut exec = self.blank(slug, rd, client);
         exec.uid = Some(session.sub.clone());
         exec.user = Some(session.sub.clone());
         // Every `amr` entry was written by this gateway from a stage kind; one this version
@@ -368,7 +405,10 @@ impl Engine {
             .filter_map(|k| StageKind::named(k))
             .collect();
         exec.methods = super::amr::carried(&session.amr);
-        exec.factors = factors;
+        // A step-up counts the session's factors as proved here (stages they satisfy are
+        // skipped); a flow run for the signed-in user proves its own and only adds the
+        // session's to a session it issues.
+        exec.factors = if step_up { factors } else { Factors::NONE };
         exec.carried = Some(Carried {
             sid: session.sid.clone(),
             exp: session.exp,
@@ -379,10 +419,32 @@ impl Engine {
         Ok(exec)
     }
 
+    /// Whether `exec` runs for the signed-in user of the session it carries, who may not be
+    /// changed (a `stage_configuration` or `unenrollment` flow): no start-over, no
+    /// identification, no stage skipped for the session's factors.
+    pub fn bound(&self, exec: &Execution) -> bool {
+        exec.carried.is_some()
+            && self
+                .flows
+                .get(&exec.flow)
+                .is_some_and(|p| p.designation.starter() == Starter::SignedIn)
+    }
+
     /// Ends `exec` and puts a fresh execution of the same flow, towards the same `rd`, in its
     /// place (a new id: the caller sets the new flow cookie). Never a step-up: whoever starts
     /// over is choosing who signs in.
     pub(super) fn restart(&self, exec: &mut Execution) -> Result<(), FlowError> {
+        if self.bound(exec) {
+            // Only the signed-in user runs this flow: there is nobody else to start as.
+            return Err(FlowError::StageMismatch {
+                expected: self
+                    .plan(exec)?
+                    .stages
+                    .get(exec.stage)
+                    .cloned()
+                    .unwrap_or_default(),
+            });
+        }
         let fresh = self.start(&exec.flow, exec.rd.clone(), &exec.client)?;
         if let Err(e) = self.services.store.remove_execution(&exec.id) {
             tracing::warn!(error = %e, "could not remove a restarted execution; it will expire");
@@ -500,7 +562,7 @@ impl Engine {
         input: &Input,
         at: Caller<'_>,
     ) -> Result<bool, FlowError> {
-        if exec.uid.is_none() {
+        if exec.uid.is_none() || self.bound(exec) {
             return Ok(false);
         }
         let plan = self.plan(exec)?;

@@ -36,6 +36,24 @@ pub enum FlowError {
         /// For the operator's log; never a secret.
         reason: String,
     },
+    /// The flow is only for a signed-in user (stage configuration, unenrolment) and the
+    /// request carries no valid session: sign in first, then come back.
+    #[error("flow `{flow}` needs a signed-in user")]
+    SignInRequired {
+        /// The flow's slug.
+        flow: String,
+    },
+    /// A signed-in user started a flow that is not for them: an authentication flow their
+    /// session already satisfies (nothing to step up), or an enrolment or recovery flow.
+    #[error("flow `{flow}` is not for a signed-in user")]
+    AlreadySignedIn {
+        /// The flow's slug.
+        flow: String,
+        /// What the flow is for (the answer differs: a sign-in goes on to `rd`).
+        designation: crate::config::Designation,
+        /// Where the user was going (already validated).
+        rd: String,
+    },
     /// A write handed to the blocking pool never reported back (the pool is shutting down).
     #[error("saving the sign-in did not complete: {0}")]
     Interrupted(#[from] tokio::task::JoinError),

@@ -79,6 +79,39 @@ pub struct Execution {
     /// Why the stored record could not be read back; such an execution only ends.
     #[serde(skip)]
     pub(crate) spoiled: Option<Spoiled>,
+    /// Answers of password fields, handed by a prompt to the `user_write` that follows it in
+    /// the same step.
+    ///
+    /// # Security
+    /// Never stored: a password typed into a prompt is never written to the store in the
+    /// clear, only as the argon2id hash `user_write` makes of it.
+    #[serde(skip)]
+    pub(crate) secrets: BTreeMap<String, SecretString>,
+    /// The account this execution's `user_write` created. Whoever made it holds it: it
+    /// counts as proof for a session of that account (see [`Execution::authenticated`]).
+    #[serde(default)]
+    pub enrolled: Option<String>,
+    /// The invitation an invitation stage accepted for this execution.
+    #[serde(default)]
+    pub invitation: Option<InvitationUse>,
+    /// The invitation token the flow's link carried (`?itoken=`), until an invitation stage
+    /// reads it.
+    #[serde(default)]
+    pub invitation_token: Option<SecretString>,
+}
+
+/// An invitation accepted by an execution: its data, and whether this execution spent it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InvitationUse {
+    /// The invitation's id.
+    pub id: String,
+    /// Whether enrolling spends it.
+    pub single_use: bool,
+    /// Whether this execution already spent it (a single-use one is then gone).
+    #[serde(default)]
+    pub spent: bool,
+    /// What it writes into the account.
+    pub fixed: crate::store::InvitationData,
 }
 
 /// Why a stored execution could not be read. Holds no value from the record: a serde message
@@ -144,6 +177,7 @@ impl Execution {
     /// sign in as it. And no session is issued without it.
     pub fn authenticated(&self) -> bool {
         self.passed.iter().any(|k| k.authenticates())
+            || self.enrolled.is_some() && self.enrolled == self.user
     }
 
     /// Why this execution cannot go on, when it was stored in another format or does not
@@ -209,6 +243,10 @@ impl Execution {
             factors: Factors::NONE,
             carried: None,
             spoiled: Some(why),
+            secrets: BTreeMap::new(),
+            enrolled: None,
+            invitation: None,
+            invitation_token: None,
         }
     }
 }
@@ -235,6 +273,10 @@ impl std::fmt::Debug for Execution {
             .field("factors", &self.factors)
             .field("carried", &self.carried)
             .field("spoiled", &self.spoiled)
+            .field("secret_keys", &self.secrets.keys().collect::<Vec<_>>())
+            .field("enrolled", &self.enrolled)
+            .field("invitation", &self.invitation.as_ref().map(|i| &i.id))
+            .field("invitation_token", &self.invitation_token)
             .finish()
     }
 }

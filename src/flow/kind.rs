@@ -32,10 +32,14 @@ pub enum StageKind {
     AuthenticatorTotp,
     /// Issues a set of recovery codes.
     AuthenticatorStatic,
+    /// Writes prompt and invitation data to the pending user, creating one when needed.
+    UserWrite,
+    /// Accepts an invitation and carries its fixed data into the flow.
+    Invitation,
 }
 
 /// Every kind, for parsing and tests.
-const ALL: [StageKind; 12] = [
+const ALL: [StageKind; 14] = [
     StageKind::Identification,
     StageKind::Password,
     StageKind::Prompt,
@@ -48,6 +52,8 @@ const ALL: [StageKind; 12] = [
     StageKind::UserLogin,
     StageKind::AuthenticatorTotp,
     StageKind::AuthenticatorStatic,
+    StageKind::UserWrite,
+    StageKind::Invitation,
 ];
 
 impl StageKind {
@@ -66,6 +72,8 @@ impl StageKind {
             StageKind::UserLogin => "user_login",
             StageKind::AuthenticatorTotp => "authenticator_totp",
             StageKind::AuthenticatorStatic => "authenticator_static",
+            StageKind::UserWrite => "user_write",
+            StageKind::Invitation => "invitation",
         }
     }
 

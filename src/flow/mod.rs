@@ -35,7 +35,7 @@ pub(crate) mod webauthn;
 pub use challenge::{Action, Challenge, Choice, Field, Link, TotpEnrolment};
 pub use engine::{Caller, Engine, FlowPlan, Login, Step, View};
 pub use error::FlowError;
-pub use execution::{Carried, Execution, EXPIRED};
+pub use execution::{Carried, Execution, InvitationUse, EXPIRED};
 pub use kind::StageKind;
 pub use policy::{check_plan, user_facts, PlanCheck, StageCheck, POLICY_HEADERS};
 pub use requester::Requester;

@@ -41,6 +41,8 @@ pub struct Services {
     pub policies: Arc<dyn crate::policy::Judge>,
     /// Seals device secrets (TOTP keys) at rest, apart from the session keys.
     pub device_key: Arc<crate::device_key::DeviceKey>,
+    /// Ends a user's sessions when a stage changes their password.
+    pub revoker: Arc<dyn crate::session::SessionRevoker>,
 }
 
 /// How to reach a phone: a provider plus the limits that protect it from pumping.

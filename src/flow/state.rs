@@ -14,6 +14,7 @@ use super::stages::authenticator_webauthn::WebauthnState;
 use super::stages::identification::IdentificationState;
 use super::stages::password::PasswordState;
 use super::stages::prompt::PromptState;
+use super::stages::user_write::UserWriteState;
 use super::StageKind;
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +32,7 @@ pub(crate) enum StageState {
     AuthenticatorTotp(TotpState),
     AuthenticatorStatic(StaticState),
     AuthenticatorWebauthn(WebauthnState),
+    UserWrite(UserWriteState),
 }
 
 impl StageState {
@@ -47,6 +49,7 @@ impl StageState {
             StageState::AuthenticatorTotp(_) => StageKind::AuthenticatorTotp,
             StageState::AuthenticatorStatic(_) => StageKind::AuthenticatorStatic,
             StageState::AuthenticatorWebauthn(_) => StageKind::AuthenticatorWebauthn,
+            StageState::UserWrite(_) => StageKind::UserWrite,
         }
     }
 
@@ -91,5 +94,6 @@ state_from!(
     ValidateState => AuthenticatorValidate,
     TotpState => AuthenticatorTotp,
     StaticState => AuthenticatorStatic,
-    WebauthnState => AuthenticatorWebauthn
+    WebauthnState => AuthenticatorWebauthn,
+    UserWriteState => UserWrite
 );

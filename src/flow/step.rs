@@ -117,6 +117,14 @@ pub(crate) enum Effect {
     PutDevice(Device),
     /// Save an account (an address filled in, an account activated).
     PutUser(User),
+    /// Hand password answers to a `user_write` later in this step; never stored.
+    Keep(Vec<(String, SecretString)>),
+    /// This execution created the account it names (`user_write`): it may sign it in.
+    Enrolled(String),
+    /// An invitation was accepted: keep it, and show its fixed data in later prompts.
+    Invited(Box<super::InvitationUse>),
+    /// This execution spent its invitation.
+    InvitationSpent,
 }
 
 /// A stage's decision.

@@ -2,6 +2,7 @@
 //! page or JSON body for the face that asked, and writes the one log line.
 
 use super::pages::{csrf_failed, internal_error, json_error, malformed_form, not_found};
+use crate::config::Designation;
 use crate::flow::FlowError;
 use crate::reply::Response;
 use crate::session::SessionError;
@@ -42,6 +43,15 @@ pub enum PortalError {
     /// Reading or confirming a sign-in link failed.
     #[error("sign-in link: {0}")]
     Link(#[source] FlowError),
+    /// The flow is only for a signed-in user and the request has no session: sign in at
+    /// `login`, which comes back to the flow.
+    #[error("flow `{flow}` needs a signed-in user")]
+    SignInFirst {
+        /// The flow's slug.
+        flow: String,
+        /// The sign-in flow's address, returning here.
+        login: String,
+    },
     /// A page template failed.
     #[error(transparent)]
     Render(#[from] UiError),
@@ -79,6 +89,11 @@ impl PortalError {
                 source: FlowError::StageMismatch { .. },
                 ..
             } => StatusCode::BAD_REQUEST,
+            PortalError::Flow {
+                source: FlowError::AlreadySignedIn { .. },
+                ..
+            } => StatusCode::CONFLICT,
+            PortalError::SignInFirst { .. } => StatusCode::UNAUTHORIZED,
             PortalError::Csrf { .. } => StatusCode::FORBIDDEN,
             PortalError::MalformedForm { .. } | PortalError::BadRequest(_) => {
                 StatusCode::BAD_REQUEST
@@ -113,10 +128,46 @@ fn page(ui: &Ui, err: &PortalError) -> Response {
             slug,
             source: FlowError::StageMismatch { .. },
         } => out_of_step(ui, slug),
+        PortalError::Flow {
+            source: FlowError::AlreadySignedIn {
+                designation, rd, ..
+            },
+            ..
+        } => already_signed_in(ui, *designation, rd),
+        PortalError::SignInFirst { login, .. } => Response::redirect(StatusCode::FOUND, login),
         PortalError::Csrf { retry } => csrf_failed(ui, retry),
         PortalError::MalformedForm { retry } => malformed_form(ui, retry),
         e if e.status().is_client_error() => not_understood(ui, e.status()),
         _ => internal_error(ui),
+    }
+}
+
+/// A signed-in user at a flow not for them: a sign-in they need not make goes on to where
+/// they were going; an enrolment or recovery says why it is refused.
+fn already_signed_in(ui: &Ui, designation: Designation, rd: &str) -> Response {
+    if designation == Designation::Authentication {
+        return Response::redirect(StatusCode::FOUND, rd);
+    }
+    Response::html(
+        StatusCode::CONFLICT,
+        ui.message(
+            "Already signed in",
+            already_signed_in_message(designation),
+            Some(Link {
+                href: rd,
+                label: "Continue",
+            }),
+        ),
+    )
+}
+
+fn already_signed_in_message(designation: Designation) -> &'static str {
+    match designation {
+        Designation::Enrollment => "You are already signed in. Sign out to create another account.",
+        Designation::Recovery => {
+            "You are already signed in. Change your password from your settings instead."
+        }
+        _ => "You are already signed in.",
     }
 }
 
@@ -145,6 +196,27 @@ fn json(err: &PortalError) -> Response {
             source: e @ FlowError::StageMismatch { .. },
             ..
         } => ("stage_mismatch", e.to_string()),
+        PortalError::Flow {
+            source: FlowError::AlreadySignedIn {
+                designation, rd, ..
+            },
+            ..
+        } => {
+            let body = serde_json::json!({
+                "error": "already_signed_in",
+                "message": already_signed_in_message(*designation),
+                "to": rd,
+            });
+            return Response::json(err.status(), &body);
+        }
+        PortalError::SignInFirst { login, .. } => {
+            let body = serde_json::json!({
+                "error": "sign_in_required",
+                "message": "sign in first; the sign-in comes back to this flow",
+                "login": login,
+            });
+            return Response::json(err.status(), &body);
+        }
         PortalError::NotJson => (
             "unsupported_media_type",
             "send the response as Content-Type: application/json".into(),

@@ -98,7 +98,7 @@ async fn show(
     let existing = existing.filter(|e| goes_to(to.p, to.req, e));
     let (mut exec, fresh) = match existing {
         Some(e) => (e, false),
-        None => (start(to.p, to.req, slug).map_err(in_flow(slug))?, true),
+        None => (start(to.p, to.req, slug)?, true),
     };
     let view =
         to.p.engine
@@ -122,7 +122,25 @@ fn resume(p: &Portal, req: &Request<'_>, slug: &str) -> Result<Option<Execution>
         Some(id) if !id.is_empty() && id.len() <= 64 => p.engine.resume(id, slug)?,
         _ => None,
     };
-    Ok(exec.filter(|e| carries_a_live_session(p, e)))
+    Ok(exec.filter(|e| carries_a_live_session(p, e) && held_by_its_session(p, req, e)))
+}
+
+/// Whether a flow run for a signed-in user (settings, unenrolment) is continued by the browser
+/// whose session started it.
+///
+/// # Security
+/// Such an execution acts on the account of the session it carries; a flow cookie that ends
+/// up beside another session (another user signed in, or none) must not act on it.
+fn held_by_its_session(p: &Portal, req: &Request<'_>, e: &Execution) -> bool {
+    if !p.engine.bound(e) {
+        return true;
+    }
+    let Some(carried) = &e.carried else {
+        return false;
+    };
+    p.gate
+        .session(req.headers)
+        .is_some_and(|s| crate::secret::equal(s.sid.as_bytes(), carried.sid.as_bytes()))
 }
 
 /// Whether a step-up's session still stands (a plain execution carries none).
@@ -138,15 +156,21 @@ fn carries_a_live_session(p: &Portal, e: &Execution) -> bool {
     })
 }
 
-/// A new execution; a step-up of the session when the request carries a valid one (an app
-/// whose flow asks for more than the session proves sent the user here).
-fn start(p: &Portal, req: &Request<'_>, slug: &str) -> Result<Execution, FlowError> {
+/// A new execution, as the flow's designation allows (see [`crate::flow::Engine::start`] and
+/// [`crate::flow::Engine::start_signed_in`]): with a valid session, a step-up of it (an app
+/// whose flow asks for more than the session proves sent the user here) or a flow run for its
+/// user; without one, a sign-in, enrolment or recovery.
+///
+/// # Errors
+/// [`PortalError::SignInFirst`] when the flow needs a signed-in user and there is none; the
+/// engine's refusals as [`PortalError::Flow`].
+fn start(p: &Portal, req: &Request<'_>, slug: &str) -> Result<Execution, PortalError> {
     let rd = p.redirects.resolve(
         req.query_param("rd").as_deref(),
         &p.origin(req),
         &p.fallback(req),
     );
-    match p.gate.session(req.headers) {
+    let started = match p.gate.session(req.headers) {
         // A session older than a rule's `max_age` that already satisfies the flow is
         // re-authenticated: only the identity is carried, every factor is asked again.
         Some(session) => match p.gate.reauthentication(slug, &session) {
@@ -154,7 +178,48 @@ fn start(p: &Portal, req: &Request<'_>, slug: &str) -> Result<Execution, FlowErr
             None => p.engine.start_signed_in(slug, rd, req.client, &session),
         },
         None => p.engine.start(slug, rd, req.client),
+    };
+    match started {
+        Err(FlowError::SignInRequired { flow }) => Err(PortalError::SignInFirst {
+            login: sign_in_first(p, req, slug),
+            flow,
+        }),
+        other => other.map_err(in_flow(slug)),
     }
+}
+
+/// Where a visitor without a session goes before a flow only a signed-in user may run: the
+/// sign-in flow of the app on this host (else the first authentication flow), returning to
+/// this very page.
+fn sign_in_first(p: &Portal, req: &Request<'_>, slug: &str) -> String {
+    let cfg = p.gate.config();
+    let login = p
+        .gate
+        .app(req.authority)
+        .map(|a| a.flow.as_str())
+        .or_else(|| {
+            cfg.flows
+                .iter()
+                .find(|f| f.designation == crate::config::Designation::Authentication)
+                .map(|f| f.slug.as_str())
+        })
+        .unwrap_or_default();
+    // Back to the HTML face of this flow, with the return address it was given (the JSON
+    // face's caller is a script in a page of the same origin: the browser comes back there).
+    let here = match req.query_param("rd") {
+        Some(rd) => format!(
+            "{}{}?rd={}",
+            p.origin(req),
+            flow_path(slug),
+            percent_encoding::utf8_percent_encode(&rd, percent_encoding::NON_ALPHANUMERIC)
+        ),
+        None => format!("{}{}", p.origin(req), flow_path(slug)),
+    };
+    format!(
+        "{}?rd={}",
+        flow_path(login),
+        percent_encoding::utf8_percent_encode(&here, percent_encoding::NON_ALPHANUMERIC)
+    )
 }
 
 /// The form's fields, once its CSRF token matched the execution's.

@@ -127,7 +127,9 @@ impl Factors {
             StageConfig::Identification { .. }
             | StageConfig::Prompt(_)
             | StageConfig::UserLogin { .. }
-            | StageConfig::Deny { .. } => Factors::NONE,
+            | StageConfig::Deny { .. }
+            | StageConfig::UserWrite(_)
+            | StageConfig::Invitation { .. } => Factors::NONE,
         }
     }
 }

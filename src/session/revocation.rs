@@ -35,6 +35,11 @@ impl RevocationList {
         self.users.write().insert(username.to_string(), since);
     }
 
+    /// The instant (unix milliseconds) up to which `username`'s tokens are refused, if ever.
+    pub fn revoked_since(&self, username: &str) -> Option<i64> {
+        self.users.read().get(username).copied()
+    }
+
     /// Whether a token with this sid, subject and issue time (`iat`, unix milliseconds) has
     /// been revoked.
     pub fn is_revoked(&self, sid: &str, sub: &str, iat: i64) -> bool {

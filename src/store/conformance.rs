@@ -1,7 +1,7 @@
 //! One suite of behaviour every [`Store`] backend must show, run against each backend: what
 //! the flow engine, the sessions and the admin commands rely on, whatever holds the data.
 
-use super::{Device, DeviceClass, MemoryStore, SessionRecord, SledStore, Store, User};
+use super::{Device, DeviceClass, Invitation, MemoryStore, SessionRecord, SledStore, Store, User};
 use std::sync::{Arc, Barrier};
 
 /// A backend under test, with whatever must live as long as it (a temporary directory).
@@ -57,6 +57,11 @@ conformance!(
     one_of_many_concurrent_takers_gets_a_ticket,
     a_secret_is_created_once_even_under_races,
     purge_drops_what_has_expired_and_keeps_the_rest,
+    creating_refuses_a_taken_name_in_any_spelling_or_a_taken_address,
+    of_many_concurrent_creations_of_one_name_or_address_exactly_one_wins,
+    an_invitation_is_readable_until_it_expires_listed_and_removed_once,
+    one_of_many_concurrent_spenders_removes_an_invitation,
+    purge_drops_expired_invitations_only,
 );
 
 fn user(name: &str, email: Option<&str>) -> User {
@@ -452,4 +457,96 @@ fn purge_drops_what_has_expired_and_keeps_the_rest(s: &Arc<dyn Store>) {
     assert_eq!(s.devices("alice").unwrap().len(), 1);
     assert_eq!(s.user_revocations().unwrap().len(), 1);
     assert_eq!(s.purge_expired(now).unwrap(), 0);
+}
+
+fn creating_refuses_a_taken_name_in_any_spelling_or_a_taken_address(s: &Arc<dyn Store>) {
+    let mut alice = user("alice", Some("Alice@Example.com"));
+    alice.attributes.insert("team".into(), "core".into());
+    assert!(s.create_user(&alice).unwrap());
+    assert_eq!(s.user("alice").unwrap().as_ref(), Some(&alice));
+    // Names are given to create_user canonical; a legacy spelling stored as typed is found too.
+    s.put_user(&user("Carol", None)).unwrap();
+    for (name, email) in [
+        ("alice", None),
+        ("alice", Some("new@example.com")),
+        ("carol", None),
+        ("bob", Some("alice@example.com")),
+        ("bob", Some("  ALICE@example.COM ")),
+    ] {
+        assert!(
+            !s.create_user(&user(name, email)).unwrap(),
+            "{name} {email:?} was created"
+        );
+    }
+    assert_eq!(by_email(s, "alice@example.com").as_deref(), Some("alice"));
+    assert!(s.user("bob").unwrap().is_none(), "a refused creation wrote");
+    assert!(s
+        .create_user(&user("bob", Some("bob@example.com")))
+        .unwrap());
+    assert!(s.create_user(&user("dave", None)).unwrap());
+}
+
+fn of_many_concurrent_creations_of_one_name_or_address_exactly_one_wins(s: &Arc<dyn Store>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    for round in 0..4 {
+        // Eight different names racing for one address.
+        let next = Arc::new(AtomicUsize::new(0));
+        let won = at_once(s, 8, move |s| {
+            let name = format!("racer{round}-{}", next.fetch_add(1, Ordering::SeqCst));
+            let email = format!("race{round}@example.com");
+            s.create_user(&user(&name, Some(&email))).unwrap()
+        });
+        assert_eq!(won.iter().filter(|w| **w).count(), 1, "round {round}");
+    }
+    let won = at_once(s, 8, |s| s.create_user(&user("same", None)).unwrap());
+    assert_eq!(won.iter().filter(|w| **w).count(), 1);
+}
+
+fn invitation(id: &str, expires: i64) -> Invitation {
+    let fixed = super::InvitationData {
+        email: Some(format!("{id}@example.com")),
+        groups: vec!["dev".into()],
+        ..Default::default()
+    };
+    Invitation {
+        id: id.into(),
+        token_hash: "ab".repeat(32),
+        flow: Some("enroll".into()),
+        fixed,
+        single_use: true,
+        created: 1,
+        expires,
+    }
+}
+
+fn an_invitation_is_readable_until_it_expires_listed_and_removed_once(s: &Arc<dyn Store>) {
+    let inv = invitation("i1", 200);
+    s.put_invitation(&inv).unwrap();
+    s.put_invitation(&invitation("i0", 50)).unwrap();
+    assert_eq!(s.invitation("i1", 100).unwrap().as_ref(), Some(&inv));
+    assert_eq!(s.invitation("i1", 199).unwrap().as_ref(), Some(&inv));
+    assert_eq!(s.invitation("i1", 200).unwrap(), None, "dead at its expiry");
+    assert_eq!(s.invitation("other", 100).unwrap(), None);
+    let ids: Vec<_> = s.invitations().unwrap().into_iter().map(|i| i.id).collect();
+    assert_eq!(ids, ["i0", "i1"], "expired ones are listed until purged");
+    assert!(s.remove_invitation("i1").unwrap());
+    assert!(!s.remove_invitation("i1").unwrap());
+    assert_eq!(s.invitation("i1", 100).unwrap(), None);
+}
+
+fn one_of_many_concurrent_spenders_removes_an_invitation(s: &Arc<dyn Store>) {
+    for round in 0..5 {
+        let id = format!("race-{round}");
+        s.put_invitation(&invitation(&id, i64::MAX)).unwrap();
+        let won = at_once(s, 8, move |s| s.remove_invitation(&id).unwrap());
+        assert_eq!(won.iter().filter(|w| **w).count(), 1, "round {round}");
+    }
+}
+
+fn purge_drops_expired_invitations_only(s: &Arc<dyn Store>) {
+    s.put_invitation(&invitation("old", 100)).unwrap();
+    s.put_invitation(&invitation("live", 101)).unwrap();
+    assert_eq!(s.purge_expired(100).unwrap(), 1);
+    let ids: Vec<_> = s.invitations().unwrap().into_iter().map(|i| i.id).collect();
+    assert_eq!(ids, ["live"]);
 }

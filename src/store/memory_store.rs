@@ -3,7 +3,8 @@
 
 use super::username::canonical_username;
 use super::{
-    device_key, device_prefix, email_key, Device, SessionRecord, Store, StoreResult, User,
+    device_key, device_prefix, email_key, Device, Invitation, SessionRecord, Store, StoreResult,
+    User,
 };
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
@@ -37,6 +38,8 @@ struct Inner {
     /// hash -> (expires, data).
     tickets: HashMap<String, (i64, Vec<u8>)>,
     secrets: HashMap<String, [u8; 32]>,
+    /// id -> invitation.
+    invitations: BTreeMap<String, Invitation>,
 }
 
 impl MemoryStore {
@@ -175,17 +178,20 @@ impl Store for MemoryStore {
             + inner.sessions.len()
             + inner.revoked.len()
             + inner.tickets.len()
-            + inner.counters.len();
+            + inner.counters.len()
+            + inner.invitations.len();
         inner.executions.retain(|_, (exp, _)| *exp > now);
         inner.sessions.retain(|_, s| s.expires > now);
         inner.revoked.retain(|_, exp| *exp > now);
         inner.tickets.retain(|_, (exp, _)| *exp > now);
         inner.counters.retain(|_, (end, _)| *end > now);
+        inner.invitations.retain(|_, i| i.expires > now);
         let after = inner.executions.len()
             + inner.sessions.len()
             + inner.revoked.len()
             + inner.tickets.len()
-            + inner.counters.len();
+            + inner.counters.len()
+            + inner.invitations.len();
         Ok(before - after)
     }
 
@@ -329,5 +335,48 @@ impl Store for MemoryStore {
             fresh
         });
         Ok(*secret)
+    }
+
+    fn create_user(&self, user: &User) -> StoreResult<bool> {
+        let mut inner = self.inner.lock();
+        let email_taken = user.email.as_deref().is_some_and(|e| {
+            inner.emails.contains_key(&email_key(e))
+                || inner.emails.contains_key(&e.trim().to_lowercase())
+        });
+        if email_taken || inner.user(&user.username).is_some() {
+            return Ok(false);
+        }
+        if let Some(email) = &user.email {
+            inner.emails.insert(email_key(email), user.username.clone());
+        }
+        inner.users.insert(user.username.clone(), user.clone());
+        inner.index_legacy_name(&user.username);
+        Ok(true)
+    }
+
+    fn put_invitation(&self, invitation: &Invitation) -> StoreResult<()> {
+        self.inner
+            .lock()
+            .invitations
+            .insert(invitation.id.clone(), invitation.clone());
+        Ok(())
+    }
+
+    fn invitation(&self, id: &str, now: i64) -> StoreResult<Option<Invitation>> {
+        Ok(self
+            .inner
+            .lock()
+            .invitations
+            .get(id)
+            .filter(|i| i.expires > now)
+            .cloned())
+    }
+
+    fn invitations(&self) -> StoreResult<Vec<Invitation>> {
+        Ok(self.inner.lock().invitations.values().cloned().collect())
+    }
+
+    fn remove_invitation(&self, id: &str) -> StoreResult<bool> {
+        Ok(self.inner.lock().invitations.remove(id).is_some())
     }
 }

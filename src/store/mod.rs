@@ -9,7 +9,7 @@ mod sled_store;
 mod username;
 
 pub use memory_store::MemoryStore;
-pub use model::{Device, DeviceClass, SessionRecord, User};
+pub use model::{Device, DeviceClass, Invitation, InvitationData, SessionRecord, User};
 pub use sled_store::SledStore;
 pub use username::{canonical_username, new_username, MAX_USERNAME_CHARS};
 
@@ -164,6 +164,23 @@ pub trait Store: Send + Sync + 'static {
 
     /// A 32-byte secret for `name`, created on first use and kept forever.
     fn secret(&self, name: &str) -> StoreResult<[u8; 32]>;
+
+    /// Creates `user` only if no account has its name (in any spelling [`Store::user`]
+    /// finds) and, when it has an address, no account has that address; returns whether it
+    /// did. Of several callers racing for one name or address, exactly one wins. Durable on
+    /// return.
+    fn create_user(&self, user: &User) -> StoreResult<bool>;
+
+    /// Creates or replaces an invitation (durable on return).
+    fn put_invitation(&self, invitation: &Invitation) -> StoreResult<()>;
+    /// The invitation `id`, if it exists and has not expired at `now`.
+    fn invitation(&self, id: &str, now: i64) -> StoreResult<Option<Invitation>>;
+    /// Every stored invitation, expired ones included (until purged), ordered by id.
+    fn invitations(&self) -> StoreResult<Vec<Invitation>>;
+    /// Removes the invitation `id` (revoked, or spent); returns whether this call removed
+    /// it, so of two enrolments racing with one single-use invitation only one spends it.
+    /// Durable on return.
+    fn remove_invitation(&self, id: &str) -> StoreResult<bool>;
 }
 
 #[cfg(test)]

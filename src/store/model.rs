@@ -29,6 +29,10 @@ pub struct User {
     /// When the account was created, in unix seconds.
     #[serde(default)]
     pub created: i64,
+    /// Free-form attributes (`attributes.<key>` of a prompt or an invitation), kept for apps
+    /// and policies; never a credential.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub attributes: std::collections::BTreeMap<String, String>,
 }
 
 fn yes() -> bool {
@@ -48,6 +52,7 @@ impl User {
             active: true,
             password_hash: None,
             created: crate::clock::now(),
+            attributes: Default::default(),
         }
     }
 
@@ -111,5 +116,62 @@ impl Device {
     /// Verify-only devices proved an address once but cannot be sent to again.
     pub fn verify_only(&self) -> bool {
         self.address.is_empty()
+    }
+}
+
+/// An invitation to enrol: a link an operator hands out (`portcullis invite create`). Its
+/// token is `<id>.<secret>`; only the secret's SHA-256 is kept.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Invitation {
+    /// A random public id: lists and `invite revoke` name it; the token starts with it.
+    pub id: String,
+    /// Hex SHA-256 of the token's secret part, compared in constant time.
+    pub token_hash: String,
+    /// The only flow (slug) it works in; `None` for any flow with an invitation stage.
+    #[serde(default)]
+    pub flow: Option<String>,
+    /// What it writes into the account, whatever the visitor types.
+    #[serde(default)]
+    pub fixed: InvitationData,
+    /// Spent by the first enrolment that uses it.
+    pub single_use: bool,
+    /// When it was made, in unix seconds.
+    pub created: i64,
+    /// When it stops working, in unix seconds (exclusive).
+    pub expires: i64,
+}
+
+/// The fixed data an invitation carries into the account it enrols.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InvitationData {
+    /// The address the account gets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// The display name the account gets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Groups the account joins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// Attributes the account gets.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub attributes: std::collections::BTreeMap<String, String>,
+}
+
+impl InvitationData {
+    /// Writes this data over what a visitor typed: the invitation wins.
+    pub fn apply(
+        &self,
+        email: &mut Option<String>,
+        name: &mut Option<String>,
+        attributes: &mut std::collections::BTreeMap<String, String>,
+    ) {
+        if let Some(e) = &self.email {
+            *email = Some(e.clone());
+        }
+        if let Some(n) = &self.name {
+            *name = Some(n.clone());
+        }
+        attributes.extend(self.attributes.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
 }

@@ -2,8 +2,8 @@
 
 use super::username::canonical_username;
 use super::{
-    device_key, device_prefix, email_key, Device, SessionRecord, Store, StoreError, StoreResult,
-    User,
+    device_key, device_prefix, email_key, Device, Invitation, SessionRecord, Store, StoreError,
+    StoreResult, User,
 };
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::Path;
@@ -24,6 +24,9 @@ pub struct SledStore {
     counters: sled::Tree,
     tickets: sled::Tree,
     meta: sled::Tree,
+    invitations: sled::Tree,
+    /// Serialises [`Store::create_user`]: its checks and its writes span two trees.
+    creating: std::sync::Mutex<()>,
 }
 
 fn backend(action: &'static str) -> impl FnOnce(sled::Error) -> StoreError {
@@ -107,6 +110,8 @@ impl SledStore {
             counters: tree("counters")?,
             tickets: tree("tickets")?,
             meta: tree("meta")?,
+            invitations: tree("invitations")?,
+            creating: std::sync::Mutex::new(()),
             db,
         }
         .with_username_index()
@@ -339,6 +344,12 @@ impl Store for SledStore {
         n += purge_tree(&self.revoked, now, expiry_first)?;
         n += purge_tree(&self.tickets, now, expiry_first)?;
         n += purge_tree(&self.counters, now, counter_end)?;
+        let invitation_end = |v: &[u8]| {
+            serde_json::from_slice::<Invitation>(v)
+                .ok()
+                .map(|i| i.expires)
+        };
+        n += purge_tree(&self.invitations, now, invitation_end)?;
         Ok(n)
     }
 
@@ -530,6 +541,62 @@ impl Store for SledStore {
             .and_then(|v| <[u8; 32]>::try_from(v.as_ref()).ok())
             .unwrap_or(fresh);
         Ok(v)
+    }
+
+    fn create_user(&self, user: &User) -> StoreResult<bool> {
+        // One gateway process holds the database (sled locks it), so a process-wide lock
+        // makes check-then-write atomic against every other creation.
+        let _one_at_a_time = self
+            .creating
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.user(&user.username)?.is_some() {
+            return Ok(false);
+        }
+        if let Some(email) = &user.email {
+            if self.user_by_email(email)?.is_some() {
+                return Ok(false);
+            }
+        }
+        self.put_user(user)?;
+        Ok(true)
+    }
+
+    fn put_invitation(&self, invitation: &Invitation) -> StoreResult<()> {
+        self.invitations
+            .insert(&invitation.id, encode("write invitation", invitation)?)
+            .map_err(backend("write invitation"))?;
+        self.durable()
+    }
+
+    fn invitation(&self, id: &str, now: i64) -> StoreResult<Option<Invitation>> {
+        match self
+            .invitations
+            .get(id)
+            .map_err(backend("read invitation"))?
+        {
+            Some(v) => {
+                Ok(Some(decode::<Invitation>("read invitation", &v)?).filter(|i| i.expires > now))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn invitations(&self) -> StoreResult<Vec<Invitation>> {
+        self.invitations
+            .iter()
+            .values()
+            .map(|v| decode("list invitations", &v.map_err(backend("list invitations"))?))
+            .collect()
+    }
+
+    fn remove_invitation(&self, id: &str) -> StoreResult<bool> {
+        let old = self
+            .invitations
+            .remove(id)
+            .map_err(backend("remove invitation"))?;
+        self.durable()?;
+        Ok(old.is_some())
     }
 }
 

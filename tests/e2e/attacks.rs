@@ -4,9 +4,10 @@
 use crate::harness::*;
 use serde_json::json;
 
-/// identify → password → prompt → login: the password-only session of the default flow
-/// satisfies it, but a step-up of it still stops at the prompt (a stage that proves nothing),
-/// so an execution can be held open on a session.
+/// identify → password → prompt → TOTP check → login: the password-only session of the
+/// default flow falls short of it (no TOTP), so it is stepped up, and the step-up stops at
+/// the prompt (a stage that proves nothing): an execution can be held open on a session. The
+/// TOTP check then skips for users without an authenticator app, so a held step-up cashes in.
 const PROMPTED: &str = "prompted";
 
 fn setup() -> Setup {
@@ -17,7 +18,12 @@ fn setup() -> Setup {
 slug = "{PROMPTED}"
 title = "Sign in"
 designation = "authentication"
-stages = ["identify", "password", "ask", "login"]
+stages = ["identify", "password", "ask", "app_code", "login"]
+
+[stages.app_code]
+kind = "authenticator_validate"
+device_classes = ["totp"]
+not_configured_action = "skip"
 
 [stages.ask]
 kind = "prompt"

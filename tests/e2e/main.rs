@@ -20,6 +20,7 @@ mod assertion;
 mod attacks;
 mod cli;
 mod config;
+mod designations;
 mod flow_api;
 mod flow_html;
 mod links;

@@ -9,9 +9,11 @@ pub(crate) mod authenticator_validate;
 pub(crate) mod authenticator_webauthn;
 pub(crate) mod deny;
 pub(crate) mod identification;
+pub(crate) mod invitation;
 pub(crate) mod password;
 pub(crate) mod prompt;
 pub(crate) mod user_login;
+pub(crate) mod user_write;
 
 pub(crate) use user_login::FAILED as SIGN_IN_FAILED;
 
@@ -81,6 +83,12 @@ pub(crate) fn build(cfg: &StageConfig, all: &BTreeMap<String, StageConfig>) -> A
         }),
         StageConfig::Deny { deny_message } => Arc::new(deny::Deny {
             message: deny_message.clone(),
+        }),
+        StageConfig::UserWrite(c) => Arc::new(user_write::UserWrite { cfg: (**c).clone() }),
+        StageConfig::Invitation {
+            continue_flow_without_invitation,
+        } => Arc::new(invitation::InvitationStage {
+            continue_without: *continue_flow_without_invitation,
         }),
     }
 }

@@ -1,10 +1,13 @@
 //! `prompt`: asks for configured fields and keeps the answers in the execution's
 //! `prompt_data`, where later stages find them (an SMS stage takes `phone` from there).
+//! Answers to `password` fields are never kept there: they are judged by the prompt's
+//! policies, then handed to the `user_write` that follows in the same step, and dropped.
 
 use crate::config::PromptStageConfig;
 use crate::flow::state::StageState;
 use crate::flow::step::{mismatch, Cx, Effect, Next, Stage, Transition};
 use crate::flow::{Challenge, Field, FlowError, Input, StageKind};
+use crate::secret::SecretString;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -80,6 +83,9 @@ impl Stage for Prompt {
             // A hidden field's value is the operator's, never the client's.
             let value = if f.kind == "hidden" {
                 f.value.clone().unwrap_or_default()
+            } else if f.kind == "password" {
+                // Taken exactly as typed: the password stage compares it untrimmed later.
+                input.get(&f.key).cloned().unwrap_or_default()
             } else {
                 input
                     .get(&f.key)
@@ -131,6 +137,12 @@ impl Stage for Prompt {
             };
             StageState::from(state)
         };
+        let typed = |key: &str| values.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+        if let (Some(pw), Some(repeat)) = (typed(PASSWORD), typed(PASSWORD_REPEAT)) {
+            if !crate::secret::equal(pw.as_bytes(), repeat.as_bytes()) {
+                errors.push(PASSWORDS_DIFFER.into());
+            }
+        }
         if !errors.is_empty() {
             return Ok(Transition::to(Next::Stay(kept(), errors)));
         }
@@ -143,13 +155,32 @@ impl Stage for Prompt {
                 return Ok(Transition::to(Next::Stay(kept(), verdict.messages)));
             }
         }
-        Ok(Transition::pass().and(Effect::Remember(values)))
+        let (secrets, values): (Vec<_>, Vec<_>) = values.into_iter().partition(|(k, _)| {
+            self.cfg
+                .fields
+                .iter()
+                .any(|f| f.key == *k && f.kind == "password")
+        });
+        let secrets = secrets
+            .into_iter()
+            .map(|(k, v)| (k, SecretString::new(v)))
+            .collect();
+        Ok(Transition::pass()
+            .and(Effect::Remember(values))
+            .and(Effect::Keep(secrets)))
     }
 }
 
+/// The answer `user_write` takes a new password from.
+const PASSWORD: &str = crate::config::PASSWORD_KEY;
+/// Must equal [`PASSWORD`] when the prompt asks for both (authentik's `password_repeat`).
+const PASSWORD_REPEAT: &str = "password_repeat";
+/// Said when the two differ (authentik's words).
+pub(crate) const PASSWORDS_DIFFER: &str = "Passwords don't match.";
+
 /// An address as HTML's `type="email"` means it, loosely: one `@` with text on both sides and
 /// no whitespace. Deliverability is the email stage's business.
-fn is_email(v: &str) -> bool {
+pub(crate) fn is_email(v: &str) -> bool {
     match v.split_once('@') {
         Some((local, domain)) => {
             !local.is_empty()

@@ -3,9 +3,11 @@
 //! engine behaviour; [`rig`] builds the world they run in.
 
 mod attacks;
+mod designation;
 mod duo;
 mod email;
 mod engine;
+mod enrol;
 mod plain;
 mod policies;
 mod rig;
