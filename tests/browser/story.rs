@@ -326,9 +326,22 @@ async fn sees(chrome: &Chrome, text: &str) -> String {
 /// Types into the fields (`(css, text)`) and presses the form's main button.
 async fn fill_and_submit(chrome: &Chrome, fields: &[(&str, &str)]) {
     for (css, text) in fields {
+        clear(chrome, css).await;
         chrome.type_into(css, text).await;
     }
     chrome.click("button[type=submit]:not([name])").await;
+}
+
+/// Empties the field `css` (a page may come back with what was typed, or prefilled).
+async fn clear(chrome: &Chrome, css: &str) {
+    let e = chrome.find(css).await;
+    chrome
+        .cmd(
+            reqwest::Method::POST,
+            &format!("/element/{e}/clear"),
+            Some(json!({})),
+        )
+        .await;
 }
 
 /// The `n`-th message to Bob, once it arrived.
@@ -467,7 +480,7 @@ async fn recovers_his_password(story: &Story, phone: &Chrome) {
     sees(chrome, "Forgot password?").await;
     story.shot("password-with-forgot-link").await;
     chrome
-        .click("a.recovery, a[href*='/.portcullis/flow/story-recovery']")
+        .click(&format!("a[href*='/.portcullis/flow/{RECOVER}']"))
         .await;
     sees(chrome, "Reset your password").await;
     story.shot("recovery-identify").await;
@@ -533,15 +546,7 @@ async fn manages_his_settings(story: &Story, phone: &Chrome) {
 
     // Rename the passkey.
     let field = "li[id^='device-'] input[name=name][value='Laptop passkey']";
-    chrome.find(field).await;
-    let e = chrome.find(field).await;
-    chrome
-        .cmd(
-            reqwest::Method::POST,
-            &format!("/element/{e}/clear"),
-            Some(json!({})),
-        )
-        .await;
+    clear(chrome, field).await;
     chrome.type_into(field, "Bob's laptop").await;
     chrome
         .click("li[id^='device-'] form.row button[type=submit]")
