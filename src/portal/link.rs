@@ -46,11 +46,11 @@ fn valid_token(t: String) -> Option<SecretString> {
 /// `GET /.portcullis/link?token=...` (HTML) and `GET /.portcullis/api/link?token=...` (JSON).
 pub(super) fn open(p: &Portal, req: &Request<'_>, face: Face) -> Response {
     let Some(token) = req.query_param("token").and_then(valid_token) else {
-        return gone(p, face);
+        return refused(p, req, face);
     };
     let ticket = match p.engine.link_request(&token) {
         Ok(Some(t)) => t,
-        Ok(None) => return gone(p, face),
+        Ok(None) => return refused(p, req, face),
         Err(e) => return respond(&p.ui, face, &PortalError::Link(e)),
     };
     if same_browser(req, &ticket) {
@@ -105,7 +105,7 @@ pub(super) fn decide(p: &Portal, req: &Request<'_>, face: Face) -> Response {
     };
     let (token, decision) = match answer {
         Ok(Some(a)) => a,
-        Ok(None) => return gone(p, face),
+        Ok(None) => return refused(p, req, face),
         Err(e) => return respond(&p.ui, face, &e),
     };
     match decision.as_str() {
@@ -185,7 +185,7 @@ fn json_answer(req: &Request<'_>) -> Result<Option<(SecretString, String)>, Port
 fn approve(p: &Portal, req: &Request<'_>, face: Face, token: &SecretString) -> Response {
     let ticket = match p.engine.confirm_link(token) {
         Ok(Some(t)) => t,
-        Ok(None) => return gone(p, face),
+        Ok(None) => return refused(p, req, face),
         Err(e) => return respond(&p.ui, face, &PortalError::Link(e)),
     };
     let same = same_browser(req, &ticket);
@@ -224,7 +224,7 @@ fn approve(p: &Portal, req: &Request<'_>, face: Face, token: &SecretString) -> R
 fn decline(p: &Portal, req: &Request<'_>, face: Face, token: &SecretString) -> Response {
     let ticket = match p.engine.decline_link(token) {
         Ok(Some(t)) => t,
-        Ok(None) => return gone(p, face),
+        Ok(None) => return refused(p, req, face),
         Err(e) => return respond(&p.ui, face, &PortalError::Link(e)),
     };
     tracing::warn!(client = %req.client, flow = %ticket.flow, requester = %ticket.requester.address, outcome = "declined", "sign-in link declined");
@@ -280,6 +280,13 @@ fn approval_cookie(req: &Request<'_>) -> CookieSpec<'static> {
         domain: None,
         secure: req.tls(),
     }
+}
+
+/// The answer to a link that is not (or no longer) valid: unknown, used, declined, expired.
+/// The one place a refused link is answered, so whatever counts refusals hooks in here.
+fn refused(p: &Portal, req: &Request<'_>, face: Face) -> Response {
+    tracing::debug!(client = %req.client, "sign-in link not valid");
+    gone(p, face)
 }
 
 fn gone(p: &Portal, face: Face) -> Response {
