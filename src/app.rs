@@ -146,7 +146,7 @@ impl Parts {
                     crate::policy::Evaluator::default().with_geoip(config.geoip.clone()),
                 ),
                 device_key: Arc::new(device_key(&config, store.as_ref())?),
-                revoker: sessions.clone(),
+                sessions: sessions.clone(),
             },
         ));
         let ui = Arc::new(Ui::new(&config.ui));

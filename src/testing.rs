@@ -195,6 +195,28 @@ pub(crate) fn loose_sms_limits() -> SmsLimits {
     }
 }
 
+/// Revokes straight into the store (no in-memory list): tests read the revocations back with
+/// [`crate::store::Store::user_revocations`] and [`crate::store::Store::revocations`].
+pub(crate) struct StoreRevoker {
+    store: Arc<MemoryStore>,
+    clock: Arc<ManualClock>,
+}
+
+impl crate::flow::SessionRevoker for StoreRevoker {
+    fn revoke_user(&self, username: &str) -> Result<(), crate::flow::FlowError> {
+        use crate::clock::Clock;
+        use crate::store::Store;
+        Ok(self
+            .store
+            .revoke_user_sessions(username, self.clock.now_ms())?)
+    }
+
+    fn revoke_sid(&self, sid: &str, exp: i64) -> Result<(), crate::flow::FlowError> {
+        use crate::store::Store;
+        Ok(self.store.revoke_session(sid, exp)?)
+    }
+}
+
 /// The engine's [`Services`] wired to test doubles, with a handle on each double.
 pub(crate) struct TestWorld {
     /// What to hand to the engine or a stage.
@@ -236,7 +258,7 @@ impl TestWorld {
             site_title: "Portcullis".into(),
             policies: Arc::new(crate::policy::Evaluator::default()),
             device_key: Arc::new(crate::device_key::DeviceKey::generate()),
-            revoker: Arc::new(crate::session::StoreRevoker {
+            sessions: Arc::new(StoreRevoker {
                 store: store.clone(),
                 clock: clock.clone(),
             }),

@@ -534,6 +534,10 @@ pub enum StageConfig {
         /// Without a valid invitation the flow goes on (without its data) instead of ending.
         continue_flow_without_invitation: bool,
     },
+    /// Deletes the signed-in user's account (only in `unenrollment` flows).
+    UserDelete,
+    /// Ends the current session.
+    UserLogout,
 }
 
 /// An `authenticator_totp` stage: enrols an authenticator app by one valid code.
@@ -666,6 +670,8 @@ impl StageConfig {
             StageConfig::AuthenticatorWebauthn(_) => "authenticator_webauthn",
             StageConfig::UserWrite(_) => "user_write",
             StageConfig::Invitation { .. } => "invitation",
+            StageConfig::UserDelete => "user_delete",
+            StageConfig::UserLogout => "user_logout",
         }
     }
 
@@ -687,6 +693,8 @@ impl StageConfig {
             | StageConfig::Prompt(_)
             | StageConfig::UserWrite(_)
             | StageConfig::Invitation { .. } => None,
+            | StageConfig::UserDelete
+            | StageConfig::UserLogout => None,
         }
     }
 }

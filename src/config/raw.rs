@@ -288,6 +288,8 @@ pub(super) enum RawStage {
         #[serde(default)]
         continue_flow_without_invitation: Option<bool>,
     },
+    UserDelete {},
+    UserLogout {},
 }
 
 /// authentik's TOTP setup stage.

@@ -444,6 +444,8 @@ fn stage(
         } => StageConfig::Invitation {
             continue_flow_without_invitation: continue_flow_without_invitation.unwrap_or(false),
         },
+        RawStage::UserDelete {} => StageConfig::UserDelete,
+        RawStage::UserLogout {} => StageConfig::UserLogout,
     })
 }
 
@@ -498,6 +500,18 @@ fn flows(
                 ));
             }
             let path = format!("flows[{i}].stages[{j}]");
+            // Deleting the pending user is for the signed-in user's own unenrolment only: in
+            // any other flow the pending user is whoever was named at identification.
+            if matches!(stages.get(s), Some(StageConfig::UserDelete))
+                && designation != Designation::Unenrollment
+            {
+                return Err(Problem::new(
+                    path,
+                    format!(
+                        "`{s}` is a user_delete stage: only an \"unenrollment\" flow may have one"
+                    ),
+                ));
+            }
             bindings.push(super::policies::stage_binding(&path, entry, policies)?);
         }
         let flow_policies = super::policies::binding(

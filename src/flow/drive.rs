@@ -12,6 +12,8 @@ use crate::session::Factors;
 use crate::store::User;
 
 const START_OVER_LABEL: &str = "Not you? Start over";
+/// The tracing target of account changes made by their owners (`PORTCULLIS_LOG=portcullis::audit=info`).
+pub(crate) const AUDIT_TARGET: &str = "portcullis::audit";
 /// Shown on every step of a step-up, so a signed-in user knows why they are asked again.
 const STEP_UP_INFO: &str = "This application asks for one more step to confirm it is you.";
 
@@ -311,6 +313,14 @@ impl Engine {
                     inv.spent = true;
                 }
             }
+            Effect::DeleteUser(username) => self.delete_user(exec, &username)?,
+            Effect::EndSession => {
+                if let Some(c) = &exec.carried {
+                    self.services.sessions.revoke_sid(&c.sid, c.exp)?;
+                }
+                exec.signed_out = true;
+                tracing::info!(user = exec.user.as_deref().unwrap_or_default(), flow = %exec.flow, client = %exec.client, "signed out by a user_logout stage");
+            }
             Effect::SendCode { .. } | Effect::CheckCode(_) | Effect::Withdraw(_) => {
                 return Err(FlowError::Stage {
                     stage: name.into(),
@@ -318,6 +328,19 @@ impl Engine {
                 })
             }
         }
+        Ok(())
+    }
+
+    /// Deletes `username` (the account, its e-mail index, every device) and ends every one of
+    /// its sessions; the execution then ends signed out. One audit line.
+    fn delete_user(&self, exec: &mut Execution, username: &str) -> Result<(), FlowError> {
+        // Sessions first: should the removal fail, the user is signed out and can try again;
+        // the other way round a failure would leave live sessions of a deleted account.
+        self.services.sessions.revoke_user(username)?;
+        let existed = self.services.store.remove_user(username)?;
+        exec.signed_out = true;
+        exec.login = None;
+        tracing::info!(target: AUDIT_TARGET, user = %username, flow = %exec.flow, client = %exec.client, action = "account_deleted", existed, outcome = "success", "account deleted by its owner; devices removed, sessions ended");
         Ok(())
     }
 
@@ -379,6 +402,13 @@ impl Engine {
                 message: stages::SIGN_IN_FAILED.into(),
             });
         }
+        if exec.signed_out {
+            return Ok(Step::Done {
+                rd: exec.rd.clone(),
+                login: None,
+                signed_out: true,
+            });
+        }
         let login = match (exec.login, &exec.user) {
             (Some(lifetime_secs), Some(name)) => match self.services.store.user(name)? {
                 Some(user) if user.active => Some(self.login(exec, user, lifetime_secs)),
@@ -393,6 +423,7 @@ impl Engine {
         Ok(Step::Done {
             rd: exec.rd.clone(),
             login,
+            signed_out: false,
         })
     }
 

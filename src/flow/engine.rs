@@ -70,6 +70,9 @@ pub enum Step {
         rd: String,
         /// The session to issue, if any.
         login: Option<Login>,
+        /// A stage signed the user out (`user_logout`, `user_delete`): clear the session
+        /// cookie and end the session the request carries. Never together with `login`.
+        signed_out: bool,
     },
     /// The flow ended without success; the execution is gone.
     Ended {
@@ -335,6 +338,7 @@ impl Engine {
             client: client.into(),
             factors: Factors::NONE,
             carried: None,
+            signed_out: false,
             spoiled: None,
             secrets: Default::default(),
             enrolled: None,

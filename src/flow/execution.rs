@@ -76,6 +76,10 @@ pub struct Execution {
     /// The session this execution steps up, when it was started by a signed-in user.
     #[serde(default)]
     pub carried: Option<Carried>,
+    /// A stage signed the user out (`user_logout`) or deleted them (`user_delete`): the flow
+    /// ends without a session, and the portal clears the session cookie.
+    #[serde(default)]
+    pub signed_out: bool,
     /// Why the stored record could not be read back; such an execution only ends.
     #[serde(skip)]
     pub(crate) spoiled: Option<Spoiled>,
@@ -242,6 +246,7 @@ impl Execution {
             client: String::new(),
             factors: Factors::NONE,
             carried: None,
+            signed_out: false,
             spoiled: Some(why),
             secrets: BTreeMap::new(),
             enrolled: None,
@@ -272,6 +277,7 @@ impl std::fmt::Debug for Execution {
             .field("planned", &self.planned)
             .field("factors", &self.factors)
             .field("carried", &self.carried)
+            .field("signed_out", &self.signed_out)
             .field("spoiled", &self.spoiled)
             .field("secret_keys", &self.secrets.keys().collect::<Vec<_>>())
             .field("enrolled", &self.enrolled)

@@ -36,10 +36,14 @@ pub enum StageKind {
     UserWrite,
     /// Accepts an invitation and carries its fixed data into the flow.
     Invitation,
+    /// Deletes the signed-in user's account (unenrolment).
+    UserDelete,
+    /// Ends the current session.
+    UserLogout,
 }
 
 /// Every kind, for parsing and tests.
-const ALL: [StageKind; 14] = [
+const ALL: [StageKind; 16] = [
     StageKind::Identification,
     StageKind::Password,
     StageKind::Prompt,
@@ -54,6 +58,8 @@ const ALL: [StageKind; 14] = [
     StageKind::AuthenticatorStatic,
     StageKind::UserWrite,
     StageKind::Invitation,
+    StageKind::UserDelete,
+    StageKind::UserLogout,
 ];
 
 impl StageKind {
@@ -74,6 +80,8 @@ impl StageKind {
             StageKind::AuthenticatorStatic => "authenticator_static",
             StageKind::UserWrite => "user_write",
             StageKind::Invitation => "invitation",
+            StageKind::UserDelete => "user_delete",
+            StageKind::UserLogout => "user_logout",
         }
     }
 

@@ -39,4 +39,4 @@ pub use execution::{Carried, Execution, InvitationUse, EXPIRED};
 pub use kind::StageKind;
 pub use policy::{check_plan, user_facts, PlanCheck, StageCheck, POLICY_HEADERS};
 pub use requester::Requester;
-pub use stage::{EmailChannel, Input, Services, SmsChannel};
+pub use stage::{EmailChannel, Input, Services, SessionRevoker, SmsChannel};

@@ -1,6 +1,7 @@
 //! The outside world a stage may use ([`Services`]): the store, the password hasher, and the
 //! channels codes travel by.
 
+use super::FlowError;
 use crate::clock::Clock;
 use crate::config::SmsLimits;
 use crate::http_client::HttpClient;
@@ -41,8 +42,47 @@ pub struct Services {
     pub policies: Arc<dyn crate::policy::Judge>,
     /// Seals device secrets (TOTP keys) at rest, apart from the session keys.
     pub device_key: Arc<crate::device_key::DeviceKey>,
-    /// Ends a user's sessions when a stage changes their password.
-    pub revoker: Arc<dyn crate::session::SessionRevoker>,
+    /// Ends sessions (an account deleted, a sign-out from a flow).
+    pub sessions: Arc<dyn SessionRevoker>,
+}
+
+/// Ends sessions at once, in the gateway's in-memory revocation list and its durable copy:
+/// a stage that deletes an account, signs out, or changes a password uses this so no token
+/// issued before keeps working.
+pub trait SessionRevoker: Send + Sync {
+    /// Ends every session of `username` issued until now.
+    ///
+    /// # Errors
+    /// [`FlowError::Store`] when the revocation could not be made durable (the in-memory one
+    /// holds anyway).
+    fn revoke_user(&self, username: &str) -> Result<(), FlowError>;
+
+    /// Ends the session `sid`, whose token is valid until `exp` (unix seconds).
+    ///
+    /// # Errors
+    /// As [`SessionRevoker::revoke_user`].
+    fn revoke_sid(&self, sid: &str, exp: i64) -> Result<(), FlowError>;
+}
+
+impl SessionRevoker for crate::session::SessionService {
+    fn revoke_user(&self, username: &str) -> Result<(), FlowError> {
+        revoked(crate::session::SessionService::revoke_user(self, username))
+    }
+
+    fn revoke_sid(&self, sid: &str, exp: i64) -> Result<(), FlowError> {
+        revoked(crate::session::SessionService::revoke_sid(self, sid, exp))
+    }
+}
+
+fn revoked(r: Result<(), crate::session::SessionError>) -> Result<(), FlowError> {
+    match r {
+        Ok(()) => Ok(()),
+        Err(crate::session::SessionError::Store(e)) => Err(FlowError::Store(e)),
+        Err(e) => Err(FlowError::Stage {
+            stage: "sessions".into(),
+            reason: e.to_string(),
+        }),
+    }
 }
 
 /// How to reach a phone: a provider plus the limits that protect it from pumping.

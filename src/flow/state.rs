@@ -15,6 +15,8 @@ use super::stages::identification::IdentificationState;
 use super::stages::password::PasswordState;
 use super::stages::prompt::PromptState;
 use super::stages::user_write::UserWriteState;
+use super::stages::user_delete::UserDeleteState;
+use super::stages::user_logout::UserLogoutState;
 use super::StageKind;
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +35,8 @@ pub(crate) enum StageState {
     AuthenticatorStatic(StaticState),
     AuthenticatorWebauthn(WebauthnState),
     UserWrite(UserWriteState),
+    UserDelete(UserDeleteState),
+    UserLogout(UserLogoutState),
 }
 
 impl StageState {
@@ -50,6 +54,8 @@ impl StageState {
             StageState::AuthenticatorStatic(_) => StageKind::AuthenticatorStatic,
             StageState::AuthenticatorWebauthn(_) => StageKind::AuthenticatorWebauthn,
             StageState::UserWrite(_) => StageKind::UserWrite,
+            StageState::UserDelete(_) => StageKind::UserDelete,
+            StageState::UserLogout(_) => StageKind::UserLogout,
         }
     }
 
@@ -95,5 +101,7 @@ state_from!(
     TotpState => AuthenticatorTotp,
     StaticState => AuthenticatorStatic,
     WebauthnState => AuthenticatorWebauthn,
-    UserWriteState => UserWrite
+    UserWriteState => UserWrite,
+    UserDeleteState => UserDelete,
+    UserLogoutState => UserLogout
 );

@@ -125,6 +125,11 @@ pub(crate) enum Effect {
     Invited(Box<super::InvitationUse>),
     /// This execution spent its invitation.
     InvitationSpent,
+    /// Delete this account and every device it enrolled, end all its sessions; the flow then
+    /// ends signed out.
+    DeleteUser(String),
+    /// End the session the execution runs in; the flow then ends signed out.
+    EndSession,
 }
 
 /// A stage's decision.

@@ -289,10 +289,15 @@ fn render(to: &Answering<'_>, exec: &Execution, view: View, fresh: bool, posted:
             let max_age = exec.expires - to.p.sessions.clock().now();
             Ok(resp.set_cookie(flow_cookie.set(&exec.id, max_age)))
         }
-        Step::Done { rd, login } => {
+        Step::Done {
+            rd,
+            login,
+            signed_out,
+        } => {
             let resp = done(to.face, &flow, &rd, posted);
             let resp = match login {
                 Some(login) => resp.set_cookie(issue(to.p, to.req, &flow, login)?),
+                None if signed_out => resp.set_cookie(sign_out(to.p, to.req)),
                 None => resp,
             };
             Ok(resp.set_cookie(flow_cookie.clear()))
@@ -366,6 +371,19 @@ fn ended(to: &Answering<'_>, exec: &Execution, view: Names<'_>, message: &str) -
         StatusCode::OK,
         to.p.ui.message(view.title, message, Some(link)),
     )
+}
+
+/// Ends the session the request carries, if it still stands (a `user_logout` or
+/// `user_delete` stage already revoked the execution's own); returns the `Set-Cookie` value
+/// that clears the session cookie.
+fn sign_out(p: &Portal, req: &Request<'_>) -> String {
+    if let Some(claims) = p.gate.session(req.headers) {
+        if let Err(e) = p.sessions.revoke(&claims) {
+            // The in-memory revocation already holds; only a restart could revive it.
+            tracing::warn!(error = %e, "could not record the revocation of a signed-out session");
+        }
+    }
+    p.session_cookie(req).clear()
 }
 
 /// Signs the session for a completed flow; returns the `Set-Cookie` value.

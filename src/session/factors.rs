@@ -129,7 +129,9 @@ impl Factors {
             | StageConfig::UserLogin { .. }
             | StageConfig::Deny { .. }
             | StageConfig::UserWrite(_)
-            | StageConfig::Invitation { .. } => Factors::NONE,
+            | StageConfig::Invitation { .. }
+            | StageConfig::UserDelete
+            | StageConfig::UserLogout => Factors::NONE,
         }
     }
 }

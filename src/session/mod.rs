@@ -53,47 +53,6 @@ pub enum SessionError {
     Keys(#[from] KeyError),
 }
 
-/// Ends every session of a user at once: what the flow engine calls when a stage changes a
-/// credential (a new password written by `user_write`). The gateway's [`SessionService`]
-/// refuses the sessions from the next request on; [`StoreRevoker`] only records it, for
-/// tests and processes without a running gateway.
-pub trait SessionRevoker: Send + Sync {
-    /// Refuses every session of `username` issued until now, durably.
-    ///
-    /// # Errors
-    /// [`StoreError`] when the durable record could not be written.
-    fn revoke_all(&self, username: &str) -> Result<(), StoreError>;
-}
-
-impl SessionRevoker for SessionService {
-    fn revoke_all(&self, username: &str) -> Result<(), StoreError> {
-        match self.revoke_user(username) {
-            Ok(()) => Ok(()),
-            Err(SessionError::Store(e)) => Err(e),
-            Err(other) => Err(StoreError::backend(
-                "revoke user sessions",
-                other.to_string(),
-            )),
-        }
-    }
-}
-
-/// A [`SessionRevoker`] that writes the revocation to the store only (a gateway started
-/// later loads it).
-pub struct StoreRevoker {
-    /// Where the revocation is recorded.
-    pub store: Arc<dyn Store>,
-    /// What "now" is.
-    pub clock: Arc<dyn Clock>,
-}
-
-impl SessionRevoker for StoreRevoker {
-    fn revoke_all(&self, username: &str) -> Result<(), StoreError> {
-        self.store
-            .revoke_user_sessions(username, self.clock.now_ms())
-    }
-}
-
 /// What the sign-in established, to be turned into a cookie.
 pub struct NewSession {
     /// The canonical username; becomes `sub`.

@@ -35,3 +35,4 @@ mod session;
 mod socket_activation;
 mod start_over;
 mod strong;
+mod unenrol;

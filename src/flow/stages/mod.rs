@@ -12,8 +12,10 @@ pub(crate) mod identification;
 pub(crate) mod invitation;
 pub(crate) mod password;
 pub(crate) mod prompt;
+pub(crate) mod user_delete;
 pub(crate) mod user_login;
 pub(crate) mod user_write;
+pub(crate) mod user_logout;
 
 pub(crate) use user_login::FAILED as SIGN_IN_FAILED;
 
@@ -90,6 +92,8 @@ pub(crate) fn build(cfg: &StageConfig, all: &BTreeMap<String, StageConfig>) -> A
         } => Arc::new(invitation::InvitationStage {
             continue_without: *continue_flow_without_invitation,
         }),
+        StageConfig::UserDelete => Arc::new(user_delete::UserDelete),
+        StageConfig::UserLogout => Arc::new(user_logout::UserLogout),
     }
 }
 

@@ -477,7 +477,7 @@ impl UserWrite {
         store.put_user(&user)?;
         if new_password {
             // A new password ends every session the old one opened, here and elsewhere.
-            cx.services.revoker.revoke_all(&user.username)?;
+            cx.services.sessions.revoke_user(&user.username)?;
             tracing::info!(stage = cx.name, flow = %cx.exec.flow, user = %user.username, client = %cx.client, outcome = "password_changed", "password written; every session of the user ended");
         } else {
             tracing::info!(stage = cx.name, flow = %cx.exec.flow, user = %user.username, client = %cx.client, outcome = "updated", "account updated");

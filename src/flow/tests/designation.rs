@@ -142,7 +142,7 @@ async fn a_settings_flow_runs_for_the_signed_in_user_without_asking_who_they_are
     rig.post(&mut exec, &[("email", "alice@work.example")])
         .await;
     let view = rig.post(&mut exec, &[("code", &rig.mailed_code())]).await;
-    let Step::Done { rd, login } = &view.step else {
+    let Step::Done { rd, login, .. } = &view.step else {
         panic!("{view:?}");
     };
     assert_eq!(rd, "https://app.example.test/x");

@@ -13,5 +13,6 @@ mod policies;
 mod rig;
 mod sms;
 mod strong;
+mod unenrol;
 mod validate;
 mod validate_classes;
