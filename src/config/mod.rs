@@ -693,8 +693,7 @@ impl StageConfig {
             | StageConfig::Prompt(_)
             | StageConfig::UserWrite(_)
             | StageConfig::Invitation { .. } => None,
-            | StageConfig::UserDelete
-            | StageConfig::UserLogout => None,
+            StageConfig::UserDelete | StageConfig::UserLogout => None,
         }
     }
 }

@@ -14,9 +14,9 @@ use super::stages::authenticator_webauthn::WebauthnState;
 use super::stages::identification::IdentificationState;
 use super::stages::password::PasswordState;
 use super::stages::prompt::PromptState;
-use super::stages::user_write::UserWriteState;
 use super::stages::user_delete::UserDeleteState;
 use super::stages::user_logout::UserLogoutState;
+use super::stages::user_write::UserWriteState;
 use super::StageKind;
 use serde::{Deserialize, Serialize};
 

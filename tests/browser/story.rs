@@ -83,7 +83,7 @@ stages = ["st-sms"]
 slug = "{LEAVE}"
 title = "Delete your account"
 designation = "unenrollment"
-stages = ["st-delete"]
+stages = ["st-mfa", "st-delete"]
 
 [stages.st-identify]
 kind = "identification"
@@ -613,7 +613,8 @@ async fn device_item(chrome: &Chrome, name: &str) -> String {
     id
 }
 
-/// "Delete my account": the unenrollment flow removes Bob; he can no longer sign in.
+/// "Delete my account": the unenrollment flow asks for the passkey once more, then removes
+/// Bob, his devices and his sessions; he can no longer sign in.
 async fn deletes_his_account(story: &Story) {
     let chrome = &story.laptop;
     chrome.go(&story.url("/.portcullis/settings")).await;
@@ -621,22 +622,24 @@ async fn deletes_his_account(story: &Story) {
     chrome
         .click(&format!("a[href*='/.portcullis/flow/{LEAVE}']"))
         .await;
-    let page = chrome.wait_text(|t| !t.contains("Your settings")).await;
-    story.shot("delete-account").await;
-    // MISSING (gate): the unenrollment flow's page; a confirm button when it has one.
-    if !page.contains("deleted") {
-        chrome.click("button[type=submit]").await;
-    }
-    chrome.wait_text(|t| t.contains("deleted")).await;
-    story.shot("account-deleted").await;
+    sees(chrome, "Delete your account").await;
+    chrome.find("#webauthn-start").await;
+    story.shot("delete-account-passkey").await;
+    chrome.click("#webauthn-start").await;
+    let at = chrome
+        .wait_url(|u| !u.contains(&format!("/.portcullis/flow/{LEAVE}")))
+        .await;
+    assert!(!at.contains(LEAVE), "the unenrollment flow ended: {at}");
+    story.shot("after-deletion").await;
     assert!(
         !signed_in(story, chrome).await,
         "signed out with the account gone"
     );
+    let gone = story.gw.cli(&["user", "show", BOB], None).await;
+    assert!(!gone.ok(), "bob is gone: {}", gone.all());
     chrome.go(&story.url("/gone")).await;
     fill_and_submit(chrome, &[("#f-uid", BOB)]).await;
     fill_and_submit(chrome, &[("#f-password", NEW_PW)]).await;
     sees(chrome, "Invalid username or password").await;
-    let out = story.gw.cli(&["user", "show", BOB], None).await;
-    assert!(!out.ok(), "bob is gone: {}", out.all());
+    story.shot("deleted-account-cannot-sign-in").await;
 }

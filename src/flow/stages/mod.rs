@@ -14,8 +14,8 @@ pub(crate) mod password;
 pub(crate) mod prompt;
 pub(crate) mod user_delete;
 pub(crate) mod user_login;
-pub(crate) mod user_write;
 pub(crate) mod user_logout;
+pub(crate) mod user_write;
 
 pub(crate) use user_login::FAILED as SIGN_IN_FAILED;
 
