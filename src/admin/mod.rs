@@ -91,6 +91,47 @@ pub(crate) enum Command {
         /// Characters per code.
         length: u32,
     },
+    /// Issue an invitation; the reply carries its token (shown once: only its hash is kept).
+    InviteCreate {
+        /// The address the account gets.
+        email: Option<String>,
+        /// The display name the account gets.
+        name: Option<String>,
+        /// Groups the account joins.
+        groups: Vec<String>,
+        /// The only flow it works in (checked against the config by the CLI).
+        flow: Option<String>,
+        /// Seconds it stays valid.
+        expires_in: i64,
+        /// Spent by the first enrolment.
+        single_use: bool,
+    },
+    /// List the invitations.
+    InviteList,
+    /// Withdraw an invitation by its id.
+    InviteRevoke {
+        /// The id `invite list` shows.
+        id: String,
+    },
+}
+
+/// An invitation as shown to an operator: never its token or hash.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct InvitationView {
+    /// What `invite revoke` takes.
+    pub(crate) id: String,
+    /// The flow it is bound to, if any.
+    pub(crate) flow: Option<String>,
+    /// The address it fixes.
+    pub(crate) email: Option<String>,
+    /// Groups it grants.
+    pub(crate) groups: Vec<String>,
+    /// Whether the first enrolment spends it.
+    pub(crate) single_use: bool,
+    /// Unix seconds.
+    pub(crate) created: i64,
+    /// Unix seconds.
+    pub(crate) expires: i64,
 }
 
 /// A device as shown to an operator: never its secret material, and its address masked as the
@@ -161,6 +202,20 @@ impl From<&User> for UserView {
     }
 }
 
+impl From<&crate::store::Invitation> for InvitationView {
+    fn from(i: &crate::store::Invitation) -> Self {
+        Self {
+            id: i.id.clone(),
+            flow: i.flow.clone(),
+            email: i.fixed.email.clone(),
+            groups: i.fixed.groups.clone(),
+            single_use: i.single_use,
+            created: i.created,
+            expires: i.expires,
+        }
+    }
+}
+
 /// The answer to a command.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Reply {
@@ -174,6 +229,12 @@ pub(crate) struct Reply {
     /// The devices listed; empty for other commands.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) devices: Vec<DeviceView>,
+    /// The invitations listed or created.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) invitations: Vec<InvitationView>,
+    /// A new invitation's token, shown once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) token: Option<crate::secret::Secret<String>>,
 }
 
 /// Why a command was refused or failed. The message is shown to the operator as it is.
@@ -352,6 +413,8 @@ impl Admin {
                     message: String::new(),
                     users: vec![UserView::from(&user)],
                     devices: Vec::new(),
+                    invitations: Vec::new(),
+                    token: None,
                 })
             }
             Command::UserDisable { username } => self.user_disable(&username),
@@ -365,6 +428,45 @@ impl Admin {
             Command::UserDevices { username } => self.user_devices(&username),
             Command::UserDeviceRemove { username, id } => self.user_device_remove(&username, &id),
             Command::KeysReload => self.keys_reload(),
+            Command::InviteCreate {
+                email,
+                name,
+                groups,
+                flow,
+                expires_in,
+                single_use,
+            } => self.invite_create(
+                crate::store::InvitationData {
+                    email,
+                    name,
+                    groups,
+                    attributes: Default::default(),
+                },
+                flow,
+                expires_in,
+                single_use,
+            ),
+            Command::InviteList => {
+                let mut reply = ok(String::new());
+                reply.invitations = self
+                    .store
+                    .invitations()?
+                    .iter()
+                    .map(InvitationView::from)
+                    .collect();
+                reply.message = format!("{} invitation(s)", reply.invitations.len());
+                Ok(reply)
+            }
+            Command::InviteRevoke { id } => {
+                if !self.store.remove_invitation(&id)? {
+                    return Err(AdminError::Invalid(format!(
+                        "no invitation with id `{}` (`portcullis invite list` shows them)",
+                        id.escape_debug()
+                    )));
+                }
+                tracing::info!(invitation = %id, outcome = "revoked", "invitation withdrawn by an operator");
+                Ok(ok(format!("revoked invitation {id}")))
+            }
             Command::UserRecoveryCodes {
                 username,
                 stage,
@@ -433,6 +535,38 @@ impl Admin {
         }))
     }
 
+    fn invite_create(
+        &self,
+        fixed: crate::store::InvitationData,
+        flow: Option<String>,
+        expires_in: i64,
+        single_use: bool,
+    ) -> Result<Reply, AdminError> {
+        check_new_user(
+            &fixed.groups,
+            fixed.name.as_deref(),
+            None,
+            fixed.email.as_deref(),
+        )?;
+        if expires_in <= 0 {
+            return Err(AdminError::Invalid("the lifetime must be positive".into()));
+        }
+        let now = crate::clock::now();
+        let (invitation, token) = crate::flow::stages::invitation::issue(
+            fixed,
+            flow,
+            single_use,
+            now,
+            now.saturating_add(expires_in),
+        );
+        self.store.put_invitation(&invitation)?;
+        tracing::info!(invitation = %invitation.id, single_use, outcome = "issued", "invitation issued by an operator");
+        let mut reply = ok(format!("created invitation {}", invitation.id));
+        reply.invitations = vec![InvitationView::from(&invitation)];
+        reply.token = Some(crate::secret::Secret::new(token.expose().to_string()));
+        Ok(reply)
+    }
+
     fn user_passwd(&self, username: &str, password: SecretString) -> Result<Reply, AdminError> {
         let mut user = self.existing(username)?;
         self.valid_password(&password)?;
@@ -453,6 +587,8 @@ impl Admin {
             message: format!("{} user(s)", users.len()),
             users,
             devices: Vec::new(),
+            invitations: Vec::new(),
+            token: None,
         })
     }
 
@@ -543,6 +679,8 @@ fn ok(message: String) -> Reply {
         message,
         users: Vec::new(),
         devices: Vec::new(),
+        invitations: Vec::new(),
+        token: None,
     }
 }
 

@@ -57,12 +57,16 @@ fn handle(stream: UnixStream, admin: &Admin) -> std::io::Result<()> {
             message: e.to_string(),
             users: Vec::new(),
             devices: Vec::new(),
+            invitations: Vec::new(),
+            token: None,
         }),
         Err(e) => Reply {
             ok: false,
             message: format!("malformed command: {e}"),
             users: Vec::new(),
             devices: Vec::new(),
+            invitations: Vec::new(),
+            token: None,
         },
     };
     let mut out = serde_json::to_vec(&reply).map_err(std::io::Error::other)?;

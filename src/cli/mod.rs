@@ -3,6 +3,7 @@
 mod access;
 mod bench;
 mod flow_check;
+mod invite;
 mod password_input;
 
 use crate::admin::{self, Admin, Command, Reply};
@@ -46,6 +47,10 @@ pub(crate) enum Cmd {
     /// Manage users (works whether or not the gateway is running).
     #[command(subcommand)]
     User(UserCmd),
+    /// Invite people to enrol: create, list and revoke invitation links (works whether or not
+    /// the gateway is running).
+    #[command(subcommand)]
+    Invite(invite::InviteCmd),
     /// Hash a password read from stdin with the configured argon2id cost.
     HashPassword,
     /// Inspect flows.
@@ -227,6 +232,7 @@ pub fn run(cli: Cli, inherited: InheritedListeners) -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
+        Cmd::Invite(cmd) => invite::run(&config, cmd),
         Cmd::Keys(KeysCmd::Rotate) => rotate_keys(&config),
         Cmd::Flow(FlowCmd::Check { slug, user, ip }) => {
             flow_check::run(&config, &slug, user.as_deref(), &ip)

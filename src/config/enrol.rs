@@ -106,6 +106,25 @@ pub(super) fn cross_check(
     stages: &BTreeMap<String, StageConfig>,
     flows: &[FlowConfig],
 ) -> Checked<()> {
+    for (name, stage) in stages {
+        let StageConfig::Identification {
+            enrollment_flow: Some(slug),
+            ..
+        } = stage
+        else {
+            continue;
+        };
+        let designation = flows
+            .iter()
+            .find(|f| f.slug == *slug)
+            .map(|f| f.designation);
+        if designation != Some(super::Designation::Enrollment) {
+            return Err(Problem::new(
+                format!("stages.{name}.enrollment_flow"),
+                format!("`{slug}` must name a flow with designation = \"enrollment\""),
+            ));
+        }
+    }
     for (i, f) in flows.iter().enumerate() {
         for (j, name) in f.stages.iter().enumerate() {
             let Some(StageConfig::Prompt(p)) = stages.get(name) else {

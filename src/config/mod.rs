@@ -495,6 +495,8 @@ pub enum StageConfig {
         user_fields: Vec<UserField>,
         /// `webauthn_stage`: offer "Sign in with a passkey" and passkey autofill.
         passkeys: Option<PasskeyLogin>,
+        /// `enrollment_flow`: the enrollment flow (slug) a "Sign up" link starts.
+        enrollment_flow: Option<String>,
     },
     /// Checks the password.
     Password {
@@ -1061,11 +1063,12 @@ auth_password = "{}"
             env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
         )
         .expect("the config with every secret loads");
-        // The example's own stages (identify, password, login, and the strong flow's
-        // mfa_strong, authenticator_app, recovery_codes) plus the four added above.
+        // The example's own stages (identify, password, login, the strong flow's
+        // mfa_strong, authenticator_app, recovery_codes, and the enroll flow's invite, signup,
+        // write) plus the four added above.
         assert_eq!(
             c.stages.len(),
-            10,
+            13,
             "every secret-holding stage is in the Config"
         );
         let printed = format!("{c:?}");

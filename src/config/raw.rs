@@ -262,6 +262,8 @@ pub(super) enum RawStage {
         user_fields: Option<Vec<String>>,
         #[serde(default)]
         webauthn_stage: Option<String>,
+        #[serde(default)]
+        enrollment_flow: Option<String>,
     },
     Password {
         #[serde(default)]

@@ -357,6 +357,7 @@ fn stage(
         RawStage::Identification {
             user_fields,
             webauthn_stage,
+            enrollment_flow,
         } => {
             let fields = user_fields.unwrap_or_else(|| vec!["username".into(), "email".into()]);
             if fields.is_empty() {
@@ -387,6 +388,7 @@ fn stage(
             StageConfig::Identification {
                 user_fields,
                 passkeys,
+                enrollment_flow,
             }
         }
         RawStage::Password {

@@ -120,6 +120,10 @@ pub struct Challenge {
     /// Recovery codes shown once, while the user saves them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub recovery_codes: Vec<String>,
+    /// Other flows this step offers ("Sign up", "Forgot password?"): paths on this host under
+    /// `/.portcullis/flow/`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<Link>,
 }
 
 /// A link a challenge offers.
@@ -165,6 +169,7 @@ impl Challenge {
             link: None,
             totp: None,
             recovery_codes: Vec::new(),
+            links: Vec::new(),
         }
     }
 

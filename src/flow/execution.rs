@@ -173,7 +173,8 @@ pub struct Carried {
 
 impl Execution {
     /// Whether a stage that proves who the user is has passed in this execution (or in the
-    /// session a step-up carries).
+    /// session a step-up carries), or this execution created the account it names
+    /// (`user_write` in a sign-up: whoever made the account holds it).
     ///
     /// # Security
     /// Setup stages accept a destination the user types (or gave to a prompt) only when this

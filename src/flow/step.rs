@@ -196,7 +196,8 @@ pub(crate) trait Stage: Send + Sync {
     }
 
     /// The stage is reached: what it waits for, and what to do first (send the first code).
-    /// May read the store; never writes it.
+    /// May read the store; never writes it, except `user_write`, whose decision is its write
+    /// (the store settles a race for a name, an address or an invitation).
     ///
     /// # Errors
     /// Storage errors.

@@ -96,6 +96,8 @@ async fn show(
     // was for somewhere else (another app sent the user to the auth host), so the user lands
     // where they were going.
     let existing = existing.filter(|e| goes_to(to.p, to.req, e));
+    // An invitation link always starts afresh: it is the invitation the visitor came with.
+    let existing = existing.filter(|_| to.req.query_param(INVITATION_TOKEN).is_none());
     let (mut exec, fresh) = match existing {
         Some(e) => (e, false),
         None => (start(to.p, to.req, slug)?, true),
@@ -165,6 +167,19 @@ fn carries_a_live_session(p: &Portal, e: &Execution) -> bool {
 /// [`PortalError::SignInFirst`] when the flow needs a signed-in user and there is none; the
 /// engine's refusals as [`PortalError::Flow`].
 fn start(p: &Portal, req: &Request<'_>, slug: &str) -> Result<Execution, PortalError> {
+    let mut exec = start_for(p, req, slug)?;
+    // authentik's `?itoken=`: read by the flow's invitation stage, if it has one.
+    exec.invitation_token = req
+        .query_param(INVITATION_TOKEN)
+        .filter(|t| !t.is_empty() && t.len() <= 128)
+        .map(crate::secret::SecretString::new);
+    Ok(exec)
+}
+
+/// The query parameter an invitation link carries its token in.
+const INVITATION_TOKEN: &str = "itoken";
+
+fn start_for(p: &Portal, req: &Request<'_>, slug: &str) -> Result<Execution, PortalError> {
     let rd = p.redirects.resolve(
         req.query_param("rd").as_deref(),
         &p.origin(req),

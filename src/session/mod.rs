@@ -433,6 +433,36 @@ mod tests {
     }
 
     #[test]
+    fn a_session_issued_right_after_a_revocation_of_its_user_stands() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(crate::clock::ManualClock::new(1_000));
+        let store: Arc<dyn Store> = Arc::new(crate::store::MemoryStore::new());
+        let s = SessionService::with_clock(
+            &SessionConfig {
+                cookie_name: "s".into(),
+                lifetime: std::time::Duration::from_secs(3600),
+                cookie_domain: None,
+                issuer: "portcullis".into(),
+                flow_lifetime: std::time::Duration::from_secs(600),
+            },
+            dir.path().join("keys.json"),
+            store,
+            clock,
+        )
+        .unwrap();
+        let (old, _) = s.issue(new_session()).unwrap();
+        // Through the port the flow engine uses; the clock does not move at all.
+        crate::flow::SessionRevoker::revoke_user(&s, "alice").unwrap();
+        let (new, claims) = s.issue(new_session()).unwrap();
+        assert!(matches!(s.verify(&old), Err(SessionError::Revoked)));
+        assert!(
+            s.verify(&new).is_ok(),
+            "the new session outlives the revocation"
+        );
+        assert_eq!(claims.iat_ms, 1_000_001);
+    }
+
+    #[test]
     fn user_revocation_kills_earlier_tokens() {
         let dir = tempfile::tempdir().unwrap();
         let s = service(dir.path());

@@ -39,6 +39,9 @@ pub fn challenge_json(flow: &str, flow_title: &str, stage: &str, c: &Challenge) 
     if !c.recovery_codes.is_empty() {
         v["recovery_codes"] = json!(c.recovery_codes);
     }
+    if !c.links.is_empty() {
+        v["links"] = json!(c.links);
+    }
     v
 }
 

@@ -125,12 +125,19 @@ impl Ui {
             .as_ref()
             .filter(|l| l.href.starts_with("https://"))
             .map(|l| context! { href => l.href, label => l.label });
+        // Other flows, on this host only.
+        let flow_links: Vec<_> = challenge
+            .links
+            .iter()
+            .filter(|l| l.href.starts_with("/.portcullis/flow/"))
+            .map(|l| context! { href => l.href, label => l.label })
+            .collect();
         self.render(
             "flow.html",
             context! {
                 title, step_title => step_title(challenge, title), stage, challenge, csrf,
                 action, fields, submit, submit_label => submit_label(challenge), webauthn,
-                qr_svg, link,
+                qr_svg, link, flow_links,
             },
         )
     }

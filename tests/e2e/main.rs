@@ -21,6 +21,7 @@ mod attacks;
 mod cli;
 mod config;
 mod designations;
+mod enrol;
 mod flow_api;
 mod flow_html;
 mod links;

@@ -14,6 +14,9 @@ use crate::store::DeviceClass;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+/// The text of the link to the enrollment flow.
+const SIGN_UP: &str = "Sign up";
+
 /// The field a passkey's answer comes back in.
 const CREDENTIAL: &str = super::authenticator_webauthn::CREDENTIAL;
 
@@ -31,6 +34,8 @@ pub(crate) enum IdentificationState {
 pub(crate) struct Identification {
     user_fields: Vec<UserField>,
     passkeys: Option<RelyingParty>,
+    /// The enrollment flow a "Sign up" link starts.
+    sign_up: Option<String>,
 }
 
 impl Identification {
@@ -38,7 +43,24 @@ impl Identification {
         Self {
             user_fields,
             passkeys: passkeys.map(|p| RelyingParty::new(&p.rp)),
+            sign_up: None,
         }
+    }
+
+    /// Offering a "Sign up" link to the enrollment flow `slug` (`enrollment_flow`).
+    pub(crate) fn with_sign_up(mut self, slug: Option<String>) -> Self {
+        self.sign_up = slug;
+        self
+    }
+
+    /// The "Sign up" link, towards where this sign-in was going.
+    fn sign_up_link(&self, cx: &Cx<'_>) -> Option<crate::flow::Link> {
+        let slug = self.sign_up.as_ref()?;
+        let rd: String = url::form_urlencoded::byte_serialize(cx.exec.rd.as_bytes()).collect();
+        Some(crate::flow::Link {
+            href: format!("/.portcullis/flow/{slug}?rd={rd}"),
+            label: SIGN_UP.into(),
+        })
     }
 
     /// What the stage waits for: the identifier, and a fresh passkey sign-in when offered.
@@ -150,10 +172,9 @@ impl Stage for Identification {
         };
         let uid = Field::new("uid", kind, self.label());
         let Some(assertion) = passkey else {
-            return Ok(Challenge::new(
-                self.kind().as_str(),
-                vec![uid.autocomplete("username")],
-            ));
+            let mut c = Challenge::new(self.kind().as_str(), vec![uid.autocomplete("username")]);
+            c.links.extend(self.sign_up_link(cx));
+            return Ok(c);
         };
         // `webauthn` in the hint lets the browser offer passkeys in the field's autofill
         // (conditional mediation).
@@ -162,6 +183,7 @@ impl Stage for Identification {
             Field::new(CREDENTIAL, "hidden", "Passkey").optional(),
         ];
         let mut c = Challenge::new(self.kind().as_str(), fields);
+        c.links.extend(self.sign_up_link(cx));
         c.webauthn = Some(serde_json::json!({
             "mode": "get",
             "mediation": "conditional",

@@ -101,6 +101,19 @@ impl Stage for InvitationStage {
     }
 }
 
+/// The value an invitation fixes for the prompt key `key` (`email`, `name`,
+/// `attributes.<key>`), if it fixes one.
+pub(crate) fn fixed_value<'a>(fixed: &'a InvitationData, key: &str) -> Option<&'a str> {
+    match key {
+        "email" => fixed.email.as_deref(),
+        "name" => fixed.name.as_deref(),
+        _ => fixed
+            .attributes
+            .get(key.strip_prefix("attributes.")?)
+            .map(String::as_str),
+    }
+}
+
 /// Hex SHA-256 of a token's secret part.
 fn hash_secret(secret: &str) -> String {
     Sha256::digest(secret.as_bytes())
@@ -144,7 +157,6 @@ pub(crate) fn find(
 
 /// A new invitation and its token (shown once: only the hash is stored). `expires` is unix
 /// seconds.
-#[allow(dead_code)] // the CLI's `invite create` (next commit)
 pub(crate) fn issue(
     fixed: InvitationData,
     flow: Option<String>,

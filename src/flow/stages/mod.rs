@@ -68,10 +68,11 @@ pub(crate) fn build(cfg: &StageConfig, all: &BTreeMap<String, StageConfig>) -> A
         StageConfig::Identification {
             user_fields,
             passkeys,
-        } => Arc::new(identification::Identification::new(
-            user_fields.clone(),
-            passkeys.as_ref(),
-        )),
+            enrollment_flow,
+        } => Arc::new(
+            identification::Identification::new(user_fields.clone(), passkeys.as_ref())
+                .with_sign_up(enrollment_flow.clone()),
+        ),
         StageConfig::AuthenticatorWebauthn(c) => Arc::new(
             authenticator_webauthn::AuthenticatorWebauthn::new((**c).clone()),
         ),

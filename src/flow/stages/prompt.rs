@@ -137,6 +137,28 @@ impl Stage for Prompt {
             };
             StageState::from(state)
         };
+        if let Some(inv) = &cx.exec.invitation {
+            // The invitation's data wins: a different value is refused, not silently replaced.
+            for (k, v) in &values {
+                let Some(fixed) = super::invitation::fixed_value(&inv.fixed, k) else {
+                    continue;
+                };
+                let same = if k == "email" {
+                    v.trim().to_lowercase() == fixed.trim().to_lowercase()
+                } else {
+                    v == fixed
+                };
+                if !same {
+                    let label = self
+                        .cfg
+                        .fields
+                        .iter()
+                        .find(|f| f.key == *k)
+                        .map_or(k.as_str(), |f| f.label.as_str());
+                    errors.push(format!("{label} is set by your invitation: {fixed}"));
+                }
+            }
+        }
         let typed = |key: &str| values.iter().find(|(k, _)| k == key).map(|(_, v)| v);
         if let (Some(pw), Some(repeat)) = (typed(PASSWORD), typed(PASSWORD_REPEAT)) {
             if !crate::secret::equal(pw.as_bytes(), repeat.as_bytes()) {

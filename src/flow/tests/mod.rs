@@ -8,6 +8,7 @@ mod duo;
 mod email;
 mod engine;
 mod enrol;
+mod invite;
 mod plain;
 mod policies;
 mod rig;
