@@ -35,9 +35,20 @@ const RECOVER: &str = "story-recovery";
 const ADD_SMS: &str = "story-add-sms";
 const LEAVE: &str = "story-leave";
 
+/// What this build has of the story's pieces.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pieces {
+    /// Everything: the `email` verification stage and recovery (recover), the settings page
+    /// (settings), besides enrolment (enrol) and unenrolment (gate).
+    All,
+    /// Only what main has today: the email code comes from an `authenticator_email` stage,
+    /// there is no recovery flow, and settings are not reached.
+    WithoutRecoveryAndSettings,
+}
+
 /// The flows and stages of the story, on `localhost`.
-fn config(smtp: &SmtpServer, sms: &SmsServer) -> String {
-    format!(
+fn config(smtp: &SmtpServer, sms: &SmsServer, pieces: Pieces) -> String {
+    let all = format!(
         r#"
 [ui]
 site_title = "Story"
@@ -149,7 +160,27 @@ kind = "user_delete"
 "#,
         email = smtp.email_toml(),
         sms = sms.base(),
-    )
+    );
+    if pieces == Pieces::All {
+        return all;
+    }
+    // MISSING on main (recover): the `email` stage and `recovery_flow`.
+    let recovery = all
+        .find("[[flows]]\nslug = \"story-recovery\"")
+        .zip(all.find("[[flows]]\nslug = \"story-add-sms\""));
+    let mut some = match recovery {
+        Some((from, to)) => format!("{}{}", &all[..from], &all[to..]),
+        None => all.clone(),
+    };
+    some = some
+        .replace(&format!("recovery_flow = \"{RECOVER}\"\n"), "")
+        .replace(
+            "[stages.st-verify]\nkind = \"email\"\nmode = \"code\"\nactivate_user_on_success = true",
+            "[stages.st-verify]\nkind = \"authenticator_email\"\nmode = \"code\"",
+        )
+        .replace("[stages.st-mail-link]\nkind = \"email\"\nmode = \"link\"\n", "");
+    assert!(!some.contains("kind = \"email\""), "{some}");
+    some
 }
 
 /// Everything Bob's story runs against.
@@ -165,12 +196,12 @@ struct Story {
 }
 
 impl Story {
-    async fn start() -> Story {
+    async fn start(pieces: Pieces) -> Story {
         let smtp = SmtpServer::start(SmtpOpts::plain()).await;
         let sms = SmsServer::start().await;
         let setup = Setup {
             users: vec![alice()],
-            extra_toml: config(&smtp, &sms),
+            extra_toml: config(&smtp, &sms, pieces),
             ..Setup::default()
         };
         let gw = Gateway::prepare(setup).await;
@@ -186,7 +217,10 @@ impl Story {
             sms,
             laptop,
             authenticator,
-            shots: Shots::new("story"),
+            shots: Shots::new(match pieces {
+                Pieces::All => "story",
+                Pieces::WithoutRecoveryAndSettings => "partial",
+            }),
         }
     }
 
@@ -363,16 +397,29 @@ fn link_in(out: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "MISSING on main: invitation CLI + enrollment (enrol), recovery (recover), settings (settings), unenrollment (gate)"]
+#[ignore = "MISSING on main: the email stage and recovery (recover), the settings page (settings)"]
 async fn bob_is_invited_enrols_recovers_his_password_manages_his_settings_and_leaves() {
-    let story = Story::start().await;
+    let story = Story::start(Pieces::All).await;
     invited_and_enrolled(&story).await;
     let phone = signs_in_on_a_second_browser(&story, FIRST_PW).await;
     recovers_his_password(&story, &phone).await;
     drop(phone);
     let phone = signs_in_on_a_second_browser(&story, NEW_PW).await;
     manages_his_settings(&story, &phone).await;
-    deletes_his_account(&story).await;
+    deletes_his_account(&story, true).await;
+}
+
+/// The parts of the story main has today, until recovery and settings land: the invitation,
+/// enrolment with an email code and a passkey, a second browser, and account deletion
+/// (reached by its URL instead of the settings page's link).
+#[tokio::test(flavor = "multi_thread")]
+async fn bob_is_invited_enrols_with_an_email_code_and_a_passkey_and_deletes_his_account() {
+    let story = Story::start(Pieces::WithoutRecoveryAndSettings).await;
+    invited_and_enrolled(&story).await;
+    let phone = signs_in_on_a_second_browser(&story, FIRST_PW).await;
+    drop(phone);
+    sign_in(&story, &story.laptop, FIRST_PW, "/before-leaving").await;
+    deletes_his_account(&story, false).await;
 }
 
 /// The admin's invitation, and Bob's enrolment: username and password, the email code, a
@@ -437,17 +484,33 @@ async fn sign_out(story: &Story, chrome: &Chrome, shoot: bool) {
 async fn signs_in_on_a_second_browser(story: &Story, password: &str) -> Chrome {
     let phone = browser(&story.gw).await;
     let auth = authenticator(&phone).await;
-    for c in credentials(&story.laptop, &story.authenticator).await {
-        phone
-            .cmd(
-                reqwest::Method::POST,
-                &format!("/webauthn/authenticator/{auth}/credential"),
-                Some(c),
-            )
-            .await;
-    }
+    copy_passkeys(&story.laptop, &story.authenticator, &phone, &auth).await;
     sign_in(story, &phone, password, "/from-the-phone").await;
+    // The passkey syncs back, with the signature counter the phone moved on (the gateway
+    // refuses a passkey whose counter goes back, as a cloned key's would).
+    copy_passkeys(&phone, &auth, &story.laptop, &story.authenticator).await;
     phone
+}
+
+/// Replaces the passkeys of authenticator `to_auth` in `to` with those of `from_auth` in `from`.
+async fn copy_passkeys(from: &Chrome, from_auth: &str, to: &Chrome, to_auth: &str) {
+    for c in credentials(to, to_auth).await {
+        let id = c["credentialId"].as_str().unwrap_or_default().to_string();
+        to.cmd(
+            reqwest::Method::DELETE,
+            &format!("/webauthn/authenticator/{to_auth}/credentials/{id}"),
+            None,
+        )
+        .await;
+    }
+    for c in credentials(from, from_auth).await {
+        to.cmd(
+            reqwest::Method::POST,
+            &format!("/webauthn/authenticator/{to_auth}/credential"),
+            Some(c),
+        )
+        .await;
+    }
 }
 
 /// Signs Bob in on `chrome` with `password` and his passkey, landing on `path`.
@@ -622,13 +685,19 @@ async fn device_item(chrome: &Chrome, name: &str) -> String {
 
 /// "Delete my account": the unenrollment flow asks for the passkey once more, then removes
 /// Bob, his devices and his sessions; he can no longer sign in.
-async fn deletes_his_account(story: &Story) {
+async fn deletes_his_account(story: &Story, from_settings: bool) {
     let chrome = &story.laptop;
-    chrome.go(&story.url("/.portcullis/settings")).await;
-    sees(chrome, "Delete your account").await;
-    chrome
-        .click(&format!("a[href*='/.portcullis/flow/{LEAVE}']"))
-        .await;
+    if from_settings {
+        chrome.go(&story.url("/.portcullis/settings")).await;
+        sees(chrome, "Delete your account").await;
+        chrome
+            .click(&format!("a[href*='/.portcullis/flow/{LEAVE}']"))
+            .await;
+    } else {
+        chrome
+            .go(&story.url(&format!("/.portcullis/flow/{LEAVE}")))
+            .await;
+    }
     sees(chrome, "Delete your account").await;
     chrome.find("#webauthn-start").await;
     story.shot("delete-account-passkey").await;
@@ -646,7 +715,8 @@ async fn deletes_his_account(story: &Story) {
     assert!(!gone.ok(), "bob is gone: {}", gone.all());
     chrome.go(&story.url("/gone")).await;
     fill_and_submit(chrome, &[("#f-uid", BOB)]).await;
-    fill_and_submit(chrome, &[("#f-password", NEW_PW)]).await;
+    let password = if from_settings { NEW_PW } else { FIRST_PW };
+    fill_and_submit(chrome, &[("#f-password", password)]).await;
     sees(chrome, "Invalid username or password").await;
     story.shot("deleted-account-cannot-sign-in").await;
 }
