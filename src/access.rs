@@ -551,6 +551,12 @@ impl Gate {
         if !requirement.met_by(claims.proved()) {
             return None;
         }
+        Some(Self::bare(claims))
+    }
+
+    /// The session as a re-authentication carries it: the identity and the stages that prove
+    /// nothing (identification, prompts), no factor, so every factor of the flow is asked.
+    pub(crate) fn bare(claims: &Claims) -> Claims {
         let mut bare = Claims {
             identity: Default::default(),
             proof: Default::default(),
@@ -559,7 +565,24 @@ impl Gate {
         bare.factors.clear();
         bare.amr
             .retain(|k| matches!(k.as_str(), "identification" | "prompt"));
-        Some(bare)
+        bare
+    }
+
+    /// The flow that confirms a settings change for a request on `authority`:
+    /// `[settings] reauthentication_flow`, else the app's flow, else the first app's.
+    pub(crate) fn reauthentication_flow(&self, authority: &str) -> Option<&str> {
+        let cfg = &self.config;
+        cfg.settings
+            .reauthentication_flow
+            .as_deref()
+            .or_else(|| self.app(authority).map(|a| a.flow.as_str()))
+            .or_else(|| cfg.apps.first().map(|a| a.flow.as_str()))
+    }
+
+    /// Whether a session is recent enough to remove a factor (`[settings] max_age`).
+    pub(crate) fn fresh_for_settings(&self, claims: &Claims) -> bool {
+        let max = i64::try_from(self.config.settings.max_age.as_millis()).unwrap_or(i64::MAX);
+        self.sessions.now_ms().saturating_sub(claims.issued_ms()) <= max
     }
 
     /// Whether a session may use `app`: it completed the app's flow, or proves a factor for

@@ -206,24 +206,28 @@ fn device_key(
     Ok(crate::device_key::DeviceKey::load_or_create(path, sealed)?)
 }
 
-/// One SMTP channel per email setup stage: its own connection or the global one.
+/// One SMTP channel per email setup or verification stage: its own connection or the global
+/// one.
 fn email_channels(config: &Config) -> Result<HashMap<String, Arc<EmailChannel>>, AppError> {
     let mut out = HashMap::new();
     for (name, stage) in &config.stages {
-        if let StageConfig::AuthenticatorEmail(e) = stage {
-            let smtp = e.smtp.as_ref().unwrap_or(&config.email);
-            let sender = SmtpSender::new(smtp).map_err(|err| AppError::Email {
-                stage: name.clone(),
-                source: err,
-            })?;
-            out.insert(
-                name.clone(),
-                Arc::new(EmailChannel {
-                    sender: Arc::new(sender),
-                    subject: e.subject.clone(),
-                }),
-            );
-        }
+        let (smtp, subject) = match stage {
+            StageConfig::AuthenticatorEmail(e) => (e.smtp.as_ref(), &e.subject),
+            StageConfig::Email(e) => (e.smtp.as_ref(), &e.subject),
+            _ => continue,
+        };
+        let smtp = smtp.unwrap_or(&config.email);
+        let sender = SmtpSender::new(smtp).map_err(|err| AppError::Email {
+            stage: name.clone(),
+            source: err,
+        })?;
+        out.insert(
+            name.clone(),
+            Arc::new(EmailChannel {
+                sender: Arc::new(sender),
+                subject: subject.clone(),
+            }),
+        );
     }
     Ok(out)
 }
@@ -284,6 +288,7 @@ pub fn serve(config: Config, inherited: InheritedListeners) -> Result<(), AppErr
 
     start_admin_socket(&parts)?;
     spawn_maintenance(parts.store.clone(), parts.sessions.clone());
+    spawn_outbox(parts.portal.engine.clone());
 
     let cfg = &parts.config;
     let mut server = Server::new_with_opt_and_conf(None, server_conf(cfg));
@@ -462,17 +467,50 @@ fn bootstrap_admin(parts: &Parts) -> Result<(), AppError> {
     Ok(())
 }
 
+/// Delivers queued mail (the `email` stage's) on a thread of its own, off the request path:
+/// a mail server that stalls holds no request worker. Messages queued before a restart go out
+/// at once.
+fn spawn_outbox(engine: Arc<crate::flow::Engine>) {
+    let spawned = std::thread::Builder::new()
+        .name("portcullis-outbox".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(engine.run_outbox()),
+                Err(e) => tracing::error!(error = %e, "could not start the outbox; queued mail is not delivered"),
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "could not start the outbox thread; queued mail is not delivered");
+    }
+}
+/// Every how many maintenance rounds (minutes) the sessions' last-seen times are written.
+const SEEN_FLUSH_TICKS: u64 = 5;
+
 /// Drops expired records (executions, sessions, revocations, tickets, counters) and in-memory
-/// revocations once a minute, off the request path.
+/// revocations once a minute, and writes the sessions' last-seen times every
+/// [`SEEN_FLUSH_TICKS`] minutes, off the request path.
 fn spawn_maintenance(store: Arc<dyn Store>, sessions: Arc<SessionService>) {
     let spawned = std::thread::Builder::new()
         .name("portcullis-maintenance".into())
-        .spawn(move || loop {
-            std::thread::sleep(Duration::from_secs(60));
-            if let Err(e) = store.purge_expired(sessions.clock().now()) {
-                tracing::warn!(error = %e, "purging expired records failed");
+        .spawn(move || {
+            let mut ticks: u64 = 0;
+            loop {
+                std::thread::sleep(Duration::from_secs(60));
+                if let Err(e) = store.purge_expired(sessions.clock().now()) {
+                    tracing::warn!(error = %e, "purging expired records failed");
+                }
+                sessions.prune();
+                // "Last seen" lives in memory; the store hears of it every few minutes.
+                ticks += 1;
+                if ticks.is_multiple_of(SEEN_FLUSH_TICKS) {
+                    if let Err(e) = sessions.flush_seen() {
+                        tracing::warn!(error = %e, "recording when sessions were last seen failed");
+                    }
+                }
             }
-            sessions.prune();
         });
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "could not start the maintenance thread; expired records stay until restart");

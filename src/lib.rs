@@ -22,6 +22,7 @@
 pub mod access;
 pub(crate) mod admin;
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;

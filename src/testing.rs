@@ -280,6 +280,7 @@ impl TestWorld {
         for (name, stage) in &config.stages {
             match stage {
                 StageConfig::AuthenticatorEmail(e) => world.add_email_stage(name, &e.subject),
+                StageConfig::Email(e) => world.add_email_stage(name, &e.subject),
                 StageConfig::AuthenticatorSms(s) => world.add_sms_stage(name, s.limits.clone()),
                 _ => {}
             }

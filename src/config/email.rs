@@ -158,36 +158,22 @@ pub(super) fn email_stage(name: &str, raw: &RawEmailStage) -> Checked<EmailStage
         from: raw.from.clone(),
         ca_file: raw.ca_file.clone(),
     };
-    let has_own = own.host.is_some()
-        || own.port.is_some()
-        || own.username.is_some()
-        || own.password.is_some()
-        || own.use_tls.is_some()
-        || own.use_ssl.is_some()
-        || own.timeout.is_some()
-        || own.from.is_some()
-        || own.ca_file.is_some();
-    let smtp = match raw.use_global_settings {
-        Some(true) | None if has_own => {
+    let smtp = own_smtp(&base, raw.use_global_settings, &own)?;
+    let email_source = match (raw.email_source.as_deref(), &raw.intermediate_attribute) {
+        (Some(_), Some(_)) => {
             return Err(Problem::new(
-                format!("{base}.use_global_settings"),
-                "this stage sets its own connection settings: set use_global_settings = false to use them",
+                format!("{base}.intermediate_attribute"),
+                "set email_source or intermediate_attribute, not both",
             ))
         }
-        Some(true) | None => None,
-        Some(false) => Some(smtp(&base, &own)?),
-    };
-    let email_source = match raw.email_source.as_deref() {
-        None | Some("account") => EmailSource::Account,
-        Some(s) => match s.strip_prefix("prompt:") {
-            Some(key) if !key.is_empty() => EmailSource::Prompt(key.to_string()),
-            _ => {
-                return Err(Problem::new(
-                    format!("{base}.email_source"),
-                    format!("`{s}` is not \"account\" or \"prompt:<field key>\""),
-                ))
-            }
-        },
+        (None, Some(key)) if key.trim().is_empty() => {
+            return Err(Problem::new(
+                format!("{base}.intermediate_attribute"),
+                "needs the name of a value an earlier stage puts in the flow",
+            ))
+        }
+        (None, Some(key)) => EmailSource::Intermediate(key.clone()),
+        (source, None) => email_source(&base, source)?,
     };
     Ok(EmailStageConfig {
         friendly_name: raw.friendly_name.clone().unwrap_or_else(|| "Email".into()),
@@ -198,7 +184,50 @@ pub(super) fn email_stage(name: &str, raw: &RawEmailStage) -> Checked<EmailStage
             .unwrap_or_else(|| "Portcullis sign-in code".into()),
         configure_flow: raw.configure_flow.clone(),
         email_source,
+        registration: raw.registration.unwrap_or(false),
         otp: otp(&base, &raw.otp())?,
+    })
+}
+
+/// The stage's own connection (`use_global_settings = false`), or `None` for the global one.
+pub(super) fn own_smtp(
+    base: &str,
+    use_global_settings: Option<bool>,
+    own: &RawSmtp,
+) -> Checked<Option<SmtpSettings>> {
+    let has_own = own.host.is_some()
+        || own.port.is_some()
+        || own.username.is_some()
+        || own.password.is_some()
+        || own.use_tls.is_some()
+        || own.use_ssl.is_some()
+        || own.timeout.is_some()
+        || own.from.is_some()
+        || own.ca_file.is_some();
+    Ok(match use_global_settings {
+        Some(true) | None if has_own => {
+            return Err(Problem::new(
+                format!("{base}.use_global_settings"),
+                "this stage sets its own connection settings: set use_global_settings = false to use them",
+            ))
+        }
+        Some(true) | None => None,
+        Some(false) => Some(smtp(base, own)?),
+    })
+}
+
+fn email_source(base: &str, source: Option<&str>) -> Checked<EmailSource> {
+    Ok(match source {
+        None | Some("account") => EmailSource::Account,
+        Some(s) => match s.strip_prefix("prompt:") {
+            Some(key) if !key.is_empty() => EmailSource::Prompt(key.to_string()),
+            _ => {
+                return Err(Problem::new(
+                    format!("{base}.email_source"),
+                    format!("`{s}` is not \"account\" or \"prompt:<field key>\""),
+                ))
+            }
+        },
     })
 }
 

@@ -2,6 +2,7 @@
 //! structs into a validated [`Config`] where durations, regexes, addresses and header names are
 //! already typed: nothing downstream parses configuration again.
 
+mod captcha;
 mod delivery;
 mod duo;
 mod duration;
@@ -14,12 +15,15 @@ mod policies;
 mod raw;
 mod rules;
 mod server;
+mod settings;
 mod sms;
 mod strong;
 mod ui;
 mod validate;
+mod verify;
 mod webauthn;
 
+pub use captcha::{CaptchaProvider, CaptchaStageConfig};
 pub use duo::{DuoApi, DuoStageConfig};
 pub use duration::parse as parse_duration;
 pub use email::OwnOtp;
@@ -31,6 +35,7 @@ pub use rules::{
     AccessRules, DomainMatch, Networks, Policy, QueryMatch, QueryOp, Resources, Rule, RuleInput,
     Subject,
 };
+pub use settings::SettingsConfig;
 pub use strong::{TotpAlgorithm, TotpParams};
 pub use ui::{FooterLink, Logo, Rgb};
 pub use webauthn::{aaguid, Attachment, RelyingPartyConfig, ResidentKey, WebauthnStageConfig};
@@ -86,6 +91,8 @@ pub struct Config {
     pub webauthn: Option<std::sync::Arc<RelyingPartyConfig>>,
     /// `[geoip] database`, read once at load: what `request.country` is looked up in.
     pub geoip: Option<std::sync::Arc<crate::policy::GeoIp>>,
+    /// `[settings]`: the user's settings page.
+    pub settings: SettingsConfig,
 }
 
 /// `[server]`: where the gateway listens and how it is reached.
@@ -497,11 +504,15 @@ pub enum StageConfig {
         passkeys: Option<PasskeyLogin>,
         /// `enrollment_flow`: the enrollment flow (slug) a "Sign up" link starts.
         enrollment_flow: Option<String>,
+        /// `recovery_flow`: the slug of a recovery flow, offered as "Forgot password?".
+        recovery_flow: Option<String>,
     },
     /// Checks the password.
     Password {
         /// Wrong passwords before the sign-in is cancelled.
         failed_attempts_before_cancel: u32,
+        /// `recovery_flow`: the slug of a recovery flow, offered as "Forgot password?".
+        recovery_flow: Option<String>,
     },
     /// Issues the session.
     UserLogin {
@@ -540,6 +551,10 @@ pub enum StageConfig {
     UserDelete,
     /// Ends the current session.
     UserLogout,
+    /// Verifies the pending user's address by a link or code sent there (`kind = "email"`).
+    Email(Box<EmailVerifyConfig>),
+    /// A captcha solved in the browser and verified with its provider.
+    Captcha(Box<CaptchaStageConfig>),
 }
 
 /// An `authenticator_totp` stage: enrols an authenticator app by one valid code.
@@ -674,6 +689,8 @@ impl StageConfig {
             StageConfig::Invitation { .. } => "invitation",
             StageConfig::UserDelete => "user_delete",
             StageConfig::UserLogout => "user_logout",
+            StageConfig::Email(_) => "email",
+            StageConfig::Captcha(_) => "captcha",
         }
     }
 
@@ -695,7 +712,8 @@ impl StageConfig {
             | StageConfig::Prompt(_)
             | StageConfig::UserWrite(_)
             | StageConfig::Invitation { .. } => None,
-            StageConfig::UserDelete | StageConfig::UserLogout => None,
+            StageConfig::UserDelete | StageConfig::UserLogout | StageConfig::Email(_) => None,
+            StageConfig::Captcha(_) => None,
         }
     }
 }
@@ -741,6 +759,28 @@ pub enum EmailSource {
     Account,
     /// A field of an earlier prompt stage.
     Prompt(String),
+    /// Curity's `intermediate_attribute`: a value an earlier stage put in the flow (a prompt
+    /// field, an invitation's data). Never the first factor: the config check refuses a flow
+    /// where no stage proving who the user is comes before it.
+    Intermediate(String),
+}
+
+/// An `email` stage (authentik's Email stage): verifies the pending user's address with a
+/// link or a code, delivered in the background by the persisted outbox.
+#[derive(Debug, Clone)]
+pub struct EmailVerifyConfig {
+    /// Own SMTP settings, or `None` to use the global `[email]` ones.
+    pub smtp: Option<SmtpSettings>,
+    /// The mail's subject.
+    pub subject: String,
+    /// The message template's base name: `<template>.txt` and `<template>.html`.
+    pub template: String,
+    /// Mark the pending user active once the address is proved.
+    pub activate_user_on_success: bool,
+    /// The least time between two sends in one execution.
+    pub resend_cooldown: Duration,
+    /// The link or code policy; `token_expiry` is the lifetime of both.
+    pub otp: OtpPolicy,
 }
 
 /// An `authenticator_email` stage: enrols an address by a code or link sent to it.
@@ -756,6 +796,9 @@ pub struct EmailStageConfig {
     pub configure_flow: Option<String>,
     /// Where the address comes from.
     pub email_source: EmailSource,
+    /// Curity's registration mode: an unknown user proves the address they identified with,
+    /// and a later `user_write` stage creates the account with it.
+    pub registration: bool,
     /// The one-time code policy.
     pub otp: OtpPolicy,
 }
@@ -1064,11 +1107,12 @@ auth_password = "{}"
         )
         .expect("the config with every secret loads");
         // The example's own stages (identify, password, login, the strong flow's
-        // mfa_strong, authenticator_app, recovery_codes, and the enroll flow's invite, signup,
-        // write) plus the four added above.
+        // mfa_strong, authenticator_app, recovery_codes, the enroll flow's invite, signup,
+        // write, the recovery flow's recovery_email, recovery_factor, new_password,
+        // write_password, and unenroll's delete_account) plus the four added above.
         assert_eq!(
             c.stages.len(),
-            13,
+            18,
             "every secret-holding stage is in the Config"
         );
         let printed = format!("{c:?}");
@@ -1076,6 +1120,22 @@ auth_password = "{}"
             assert!(!printed.contains(secret), "{what} is printed: {printed}");
         }
         assert!(printed.contains("Secret(<redacted>)"));
+    }
+
+    #[test]
+    fn the_example_ships_a_live_recovery_flow_linked_from_the_password_stage() {
+        let c = example_with(&[]).expect("loads");
+        let flow = c.flow("recovery").expect("the recovery flow");
+        assert_eq!(flow.designation, Designation::Recovery);
+        assert!(matches!(
+            c.stages.get("password"),
+            Some(StageConfig::Password { recovery_flow: Some(slug), .. }) if slug == "recovery"
+        ));
+        let Some(StageConfig::Email(e)) = c.stages.get(&flow.stages[1]) else {
+            panic!("the second stage verifies the address");
+        };
+        assert_eq!(e.otp.token_expiry, Duration::from_secs(30 * 60));
+        assert!(!e.activate_user_on_success);
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub(super) struct RawConfig {
     pub webauthn: Option<super::webauthn::RawWebauthn>,
     /// `[geoip]`: the country database behind `request.country`.
     pub geoip: Option<RawGeoIp>,
+    /// `[settings]`: the user's settings page.
+    #[serde(default)]
+    pub settings: super::settings::RawSettings,
 }
 
 /// `[geoip]`.
@@ -264,10 +267,16 @@ pub(super) enum RawStage {
         webauthn_stage: Option<String>,
         #[serde(default)]
         enrollment_flow: Option<String>,
+        /// authentik's `recovery_flow`: "Forgot password?" leads there.
+        #[serde(default)]
+        recovery_flow: Option<String>,
     },
     Password {
         #[serde(default)]
         failed_attempts_before_cancel: Option<u32>,
+        /// authentik's `recovery_flow`: "Forgot password?" leads there.
+        #[serde(default)]
+        recovery_flow: Option<String>,
     },
     UserLogin {
         #[serde(default)]
@@ -292,6 +301,37 @@ pub(super) enum RawStage {
     },
     UserDelete {},
     UserLogout {},
+    Captcha(Box<super::captcha::RawCaptchaStage>),
+    /// authentik's Email (verification) stage.
+    Email(Box<RawVerifyStage>),
+}
+
+/// `kind = "email"`: authentik's Email stage options, plus the code options of the email
+/// authenticator for `mode = "code"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawVerifyStage {
+    pub use_global_settings: Option<bool>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub use_tls: Option<bool>,
+    pub use_ssl: Option<bool>,
+    pub timeout: Option<toml::Value>,
+    pub from: Option<String>,
+    pub ca_file: Option<String>,
+    pub subject: Option<String>,
+    pub template: Option<String>,
+    /// Minutes, or a duration string.
+    pub token_expiry: Option<toml::Value>,
+    pub activate_user_on_success: Option<bool>,
+    pub mode: Option<String>,
+    pub code_length: Option<u32>,
+    pub max_challenges_sent: Option<u32>,
+    pub max_allowed_attempts: Option<u32>,
+    pub user_limit_window: Option<String>,
+    pub resend_cooldown: Option<String>,
 }
 
 /// authentik's TOTP setup stage.
@@ -450,6 +490,10 @@ pub(super) struct RawEmailStage {
     pub subject: Option<String>,
     pub configure_flow: Option<String>,
     pub email_source: Option<String>,
+    /// Curity's `intermediate-attribute-name`: the address is this flow value.
+    pub intermediate_attribute: Option<String>,
+    /// Curity's registration mode (needs a `user_write` stage after it).
+    pub registration: Option<bool>,
     pub mode: Option<String>,
     pub code_length: Option<u32>,
     pub token_expiry: Option<toml::Value>,

@@ -75,6 +75,9 @@ fn resolve_paths(raw: &mut RawConfig, base: &Path) {
         if let RawStage::AuthenticatorEmail(e) = stage {
             fix_opt(&mut e.ca_file);
         }
+        if let RawStage::Email(e) = stage {
+            fix_opt(&mut e.ca_file);
+        }
     }
     for policy in raw.policies.values_mut() {
         if let super::policies::RawPolicy::Password { hibp_directory, .. } = policy {
@@ -122,11 +125,13 @@ pub(super) fn validate(mut raw: RawConfig, file: &Path) -> Checked<Config> {
     let flows = flows(&raw.flows, &stages, &policies)?;
     super::email::cross_check(&stages, &flows)?;
     super::enrol::cross_check(&stages, &flows)?;
+    super::verify::cross_check(&stages, &flows)?;
     let geoip = super::policies::geoip(raw.geoip.as_ref(), &policies)?;
     let mut apps = apps(&raw.apps, &flows, &stages, &networks, &policies)?;
     let server = super::server::server(&raw.server, listen)?;
     super::server::public_origins(&raw.apps, &server, &mut apps)?;
     let email = super::email::smtp("email", &raw.email.unwrap_or_default())?;
+    let settings = super::settings::settings(&raw.settings, &flows)?;
 
     Ok(Config {
         source: match file.file_name() {
@@ -156,6 +161,7 @@ pub(super) fn validate(mut raw: RawConfig, file: &Path) -> Checked<Config> {
         networks,
         webauthn,
         geoip,
+        settings,
     })
 }
 
@@ -358,6 +364,7 @@ fn stage(
             user_fields,
             webauthn_stage,
             enrollment_flow,
+            recovery_flow,
         } => {
             let fields = user_fields.unwrap_or_else(|| vec!["username".into(), "email".into()]);
             if fields.is_empty() {
@@ -389,10 +396,12 @@ fn stage(
                 user_fields,
                 passkeys,
                 enrollment_flow,
+                recovery_flow,
             }
         }
         RawStage::Password {
             failed_attempts_before_cancel,
+            recovery_flow,
         } => {
             let n = failed_attempts_before_cancel.unwrap_or(5);
             if n == 0 {
@@ -403,6 +412,7 @@ fn stage(
             }
             StageConfig::Password {
                 failed_attempts_before_cancel: n,
+                recovery_flow,
             }
         }
         RawStage::UserLogin { session_duration } => StageConfig::UserLogin {
@@ -448,6 +458,12 @@ fn stage(
         },
         RawStage::UserDelete {} => StageConfig::UserDelete,
         RawStage::UserLogout {} => StageConfig::UserLogout,
+        RawStage::Email(raw) => {
+            StageConfig::Email(Box::new(super::verify::verify_stage(name, &raw)?))
+        }
+        RawStage::Captcha(raw) => {
+            StageConfig::Captcha(Box::new(super::captcha::captcha_stage(name, &raw)?))
+        }
     })
 }
 

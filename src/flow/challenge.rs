@@ -124,6 +124,34 @@ pub struct Challenge {
     /// `/.portcullis/flow/`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<Link>,
+    /// A captcha for the browser to draw with its provider's script; the token goes back in
+    /// the field named `response_field`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub captcha: Option<Box<CaptchaWidget>>,
+}
+
+/// What a page needs to draw a captcha.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CaptchaWidget {
+    /// `turnstile`, `hcaptcha`, `recaptcha_v2` or `recaptcha_v3`.
+    pub provider: &'static str,
+    /// The site key.
+    pub site_key: String,
+    /// The provider's script.
+    pub js_url: String,
+    /// The action the token is bound to (Turnstile, reCAPTCHA v3); the verify answer must
+    /// name it.
+    pub action: String,
+    /// Whether the user solves something; `false`: scored silently (reCAPTCHA v3).
+    pub interactive: bool,
+    /// The field the token is posted in.
+    pub response_field: &'static str,
+    /// The element class the provider's script draws the widget in.
+    #[serde(skip)]
+    pub widget_class: &'static str,
+    /// The sources the page's CSP adds to `script-src` and `frame-src`.
+    #[serde(skip)]
+    pub csp_sources: Vec<String>,
 }
 
 /// A link a challenge offers.
@@ -170,6 +198,7 @@ impl Challenge {
             totp: None,
             recovery_codes: Vec::new(),
             links: Vec::new(),
+            captcha: None,
         }
     }
 

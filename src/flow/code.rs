@@ -42,6 +42,33 @@ pub(crate) struct Rules {
     pub(crate) max_attempts: u32,
     pub(crate) window: u64,
     pub(crate) continue_in_verify_window: bool,
+    /// Limits are counted per account *and client address*, apart from the sign-in codes'
+    /// (anyone may start a recovery for any account: a stranger's wrong guesses or sends must
+    /// not lock the owner out of their own mail or their second factor).
+    #[serde(default)]
+    pub(crate) per_client: bool,
+    /// Mail goes through the persisted outbox ([`super::outbox`]) and is retried there,
+    /// instead of being sent while the user waits.
+    #[serde(default)]
+    pub(crate) outbox: Option<Box<Outboxed>>,
+}
+
+/// How a machine's mail goes through the outbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Outboxed {
+    /// The message template's base name.
+    pub(crate) template: String,
+    /// Seconds between two sends of one execution; 0: none.
+    pub(crate) cooldown: u64,
+}
+
+/// The message of a machine's last send, queued in the outbox.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Queued {
+    /// Its outbox id.
+    pub(crate) id: String,
+    /// When it was queued (unix seconds), for the cooldown.
+    pub(crate) at: i64,
 }
 
 impl Rules {
@@ -56,6 +83,8 @@ impl Rules {
             max_attempts: policy.max_allowed_attempts,
             window: policy.user_limit_window.as_secs(),
             continue_in_verify_window: policy.continue_in_verify_window,
+            per_client: false,
+            outbox: None,
         }
     }
 }
@@ -101,6 +130,9 @@ pub(crate) struct CodeState {
     pub(crate) attempts: u32,
     pub(crate) outstanding: Outstanding,
     pub(crate) last: Option<Delivery>,
+    /// The message carrying the outstanding code or link, while it may be queued.
+    #[serde(default)]
+    pub(crate) queued: Option<Box<Queued>>,
 }
 
 /// What the machine may touch while it runs one effect.
@@ -116,6 +148,19 @@ pub(crate) struct CodeCx<'a> {
     pub(crate) origin: &'a str,
     pub(crate) now: i64,
     pub(crate) pace: &'a super::delivery::Pace,
+    /// Wakes the outbox's sender when a message was queued.
+    pub(crate) outbox: &'a tokio::sync::Notify,
+}
+
+/// What a waiting link page finds at its next look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LinkCheck {
+    /// Nothing yet.
+    Waiting,
+    /// The link was confirmed (and is now used up).
+    Confirmed,
+    /// Too many failed link confirmations in this browser: the execution must end.
+    TooMany,
 }
 
 /// The verdict on a typed code.
@@ -141,6 +186,7 @@ impl CodeState {
             attempts: 0,
             outstanding: Outstanding::Nothing,
             last: None,
+            queued: None,
         }
     }
 
@@ -163,7 +209,25 @@ impl CodeState {
     }
 
     pub(crate) fn counter_key(&self, what: &str, subject: &str) -> String {
+        if self.rules.per_client {
+            return format!("otp:verify:{what}:{subject}");
+        }
         format!("otp:{}:{what}:{subject}", self.medium.as_str())
+    }
+
+    /// Who this machine's send and attempt limits are counted against: the account (see
+    /// [`CodeState::subject`]), and with `per_client` the client address too.
+    pub(crate) fn limited(&self, cx: &CodeCx<'_>) -> String {
+        let subject = Self::subject(cx.exec);
+        if self.rules.per_client {
+            return format!("{subject}@{}", cx.client);
+        }
+        subject
+    }
+
+    /// The counter of failed link confirmations made from the browser of `execution`.
+    pub(crate) fn link_fails_key(execution: &str) -> String {
+        format!("otp:link:fails:exec:{execution}")
     }
 
     /// Binds a code to this execution and stage: a code for one sign-in is useless in another.
@@ -180,7 +244,8 @@ impl CodeState {
 
     /// Whether a link is outstanding (the page then waits for it).
     pub(crate) fn awaits_link(&self) -> bool {
-        !self.decoy && matches!(self.outstanding, Outstanding::Link { .. })
+        // Decoys too: their waiting page must end at the link attempt limit as a real one does.
+        matches!(self.outstanding, Outstanding::Link { .. })
     }
 
     /// Makes what the last send issued unusable: its code, and its magic link with the
@@ -194,6 +259,10 @@ impl CodeState {
         let old = std::mem::replace(&mut self.outstanding, Outstanding::Nothing);
         if let Outstanding::Link { ticket, .. } = old {
             services.store.take_ticket(ticket.expose())?;
+        }
+        // A message still queued would carry what no longer works: it never goes out.
+        if let Some(q) = self.queued.take() {
+            services.store.take_outbox(&q.id)?;
         }
         Ok(())
     }
@@ -222,7 +291,7 @@ impl CodeState {
 
     fn judge(&mut self, cx: &CodeCx<'_>, code: &SecretString) -> Result<Verdict, FlowError> {
         let store = &cx.services.store;
-        let fails_key = self.counter_key("fails", &Self::subject(cx.exec));
+        let fails_key = self.counter_key("fails", &self.limited(cx));
         let max = self.rules.max_attempts;
         let user_fails = if max > 0 {
             let n = store.bump_counter(&fails_key, self.rules.window as i64, cx.now)?;
@@ -263,28 +332,41 @@ impl CodeState {
     /// Whether the outstanding link was confirmed in some tab; if so it is consumed (single
     /// use: of two racing consumers only the one that removes the ticket wins).
     ///
+    /// # Security
+    /// Curity's `max_allowed_attempts` counts link confirmations too: links this browser
+    /// opened that were not valid (used, expired, mistyped; counted by
+    /// [`super::Engine::link_refused`]) count as wrong codes do, and at the limit the link is
+    /// withdrawn and the execution ends. Decoys count the same way.
+    ///
     /// # Errors
     /// Storage or corrupt-record errors.
-    pub(crate) fn link_confirmed(&mut self, cx: &CodeCx<'_>) -> Result<bool, FlowError> {
+    pub(crate) fn link_confirmed(&mut self, cx: &CodeCx<'_>) -> Result<LinkCheck, FlowError> {
+        let store = &cx.services.store;
+        let max = self.rules.max_attempts;
+        let refused = store.counter(&Self::link_fails_key(&cx.exec.id), cx.now)?;
+        if max > 0 && self.attempts.saturating_add(refused) >= max {
+            self.withdraw(cx.services)?;
+            return Ok(LinkCheck::TooMany);
+        }
         let Outstanding::Link { ticket, .. } = &self.outstanding else {
-            return Ok(false);
+            return Ok(LinkCheck::Waiting);
         };
         if self.decoy {
-            return Ok(false);
+            return Ok(LinkCheck::Waiting);
         }
-        let store = &cx.services.store;
         let Some(bytes) = store.ticket(ticket.expose(), cx.now)? else {
-            return Ok(false);
+            return Ok(LinkCheck::Waiting);
         };
         let record: LinkTicket = serde_json::from_slice(&bytes)?;
         if !record.confirmed || record.execution != cx.exec.id {
-            return Ok(false);
+            return Ok(LinkCheck::Waiting);
         }
         if !store.take_ticket(ticket.expose())? {
-            return Ok(false);
+            return Ok(LinkCheck::Waiting);
         }
         self.outstanding = Outstanding::Nothing;
-        Ok(true)
+        self.queued = None;
+        Ok(LinkCheck::Confirmed)
     }
 
     /// The challenge for this machine: a code box while a code is outstanding, a waiting page
@@ -298,14 +380,24 @@ impl CodeState {
                     component,
                     vec![Field::new("code", "text", "Code").autocomplete("one-time-code")],
                 );
-                c.info.push(format!("We sent a code to {shown}."));
+                if self.rules.outbox.is_some() {
+                    c.info.push(format!("A code is on its way to {shown}. It can take a few minutes to arrive; enter it here when it does."));
+                } else {
+                    c.info.push(format!("We sent a code to {shown}."));
+                }
                 c
             }
             (Outstanding::Link { .. }, _) => {
                 let mut c = Challenge::new(component, Vec::new());
-                c.info.push(format!(
-                    "We sent a link to {shown}. Open it to continue; this page moves on by itself once it is confirmed."
-                ));
+                if self.rules.outbox.is_some() {
+                    c.info.push(format!(
+                        "A link is on its way to {shown}. It can take a few minutes to arrive. Open it to continue; this page moves on by itself once it is confirmed."
+                    ));
+                } else {
+                    c.info.push(format!(
+                        "We sent a link to {shown}. Open it to continue; this page moves on by itself once it is confirmed."
+                    ));
+                }
                 c.poll = Some(3);
                 c
             }

@@ -13,6 +13,9 @@ use std::time::Duration;
 
 pub(crate) const SEND_FAILED: &str =
     "We could not send the message just now. Check the address or try again in a moment.";
+/// A resend asked for within the stage's `resend_cooldown`.
+pub(crate) const MAIL_COOLDOWN: &str =
+    "A message was just sent. Wait a little before asking for another.";
 pub(crate) const SMS_SEND_FAILED: &str =
     "We could not send the text message just now. Try again in a moment.";
 pub(crate) const SMS_COOLDOWN: &str =
@@ -83,7 +86,7 @@ impl Pace {
 }
 
 /// What a send issued: the secret to deliver.
-enum Issued {
+pub(crate) enum Issued {
     Code(SecretString),
     /// The full URL of the link.
     Link(SecretString),
@@ -127,6 +130,14 @@ impl CodeState {
                 return Ok(Err(message));
             }
         }
+        let cooldown = self.rules.outbox.as_ref().map_or(0, |o| o.cooldown as i64);
+        if self
+            .queued
+            .as_ref()
+            .is_some_and(|q| cx.now < q.at.saturating_add(cooldown))
+        {
+            return Ok(Err(MAIL_COOLDOWN));
+        }
         let Some(issued) = self.issue(cx)? else {
             let (user, client, stage) = (Self::subject(cx.exec), cx.client, cx.stage);
             match self.medium {
@@ -138,9 +149,25 @@ impl CodeState {
         if let Some(channel) = pumped {
             self.count_sms(cx, channel)?;
         }
+        let queued = self.rules.outbox.is_some() && self.medium == Medium::Email;
+        if self.decoy && queued {
+            // The real path ends in one durable write of the outbox; so does this one. And a
+            // decoy's resend is held back exactly as long.
+            let id = crate::secret::random_token(16);
+            cx.services.store.take_outbox(&id)?;
+            self.queued = Some(Box::new(super::code::Queued { id, at: cx.now }));
+            return Ok(Ok(()));
+        }
         if self.decoy {
             cx.pace.imitate(self.medium).await;
             return Ok(Ok(()));
+        }
+        if queued {
+            let queued = self.enqueue(cx, &issued);
+            if queued.is_err() {
+                self.withdraw(cx.services)?;
+            }
+            return Ok(queued);
         }
         let started = std::time::Instant::now();
         let result = match &sms {
@@ -174,7 +201,7 @@ impl CodeState {
         if self.sends >= max {
             return Ok(false);
         }
-        let key = self.counter_key("sends", &Self::subject(cx.exec));
+        let key = self.counter_key("sends", &self.limited(cx));
         Ok(cx.services.store.counter(&key, cx.now)? < max)
     }
 
@@ -186,7 +213,7 @@ impl CodeState {
         }
         let store = &cx.services.store;
         self.sends = self.sends.saturating_add(1);
-        let key = self.counter_key("sends", &Self::subject(cx.exec));
+        let key = self.counter_key("sends", &self.limited(cx));
         store.bump_counter(&key, self.rules.window as i64, cx.now)?;
         self.withdraw(cx.services)?;
         if !self.rules.link {
@@ -220,7 +247,13 @@ impl CodeState {
         Ok(Some(Issued::Link(SecretString::new(url))))
     }
 
-    async fn email(&self, cx: &CodeCx<'_>, issued: &Issued) -> Result<(), &'static str> {
+    /// The message carrying `issued`, rendered from the stage's template (or the channel's
+    /// usual one), addressed and titled for the machine's channel.
+    pub(crate) fn render_mail(
+        &self,
+        cx: &CodeCx<'_>,
+        issued: &Issued,
+    ) -> Result<OutgoingEmail, &'static str> {
         let services = cx.services;
         let lifetime = |secs| lifetime(Duration::from_secs(secs));
         let (base, vars) = match issued {
@@ -233,17 +266,27 @@ impl CodeState {
                 context! { link => link.expose(), lifetime => lifetime(self.rules.link_ttl), site_title => services.site_title },
             ),
         };
+        let base = self
+            .rules
+            .outbox
+            .as_ref()
+            .map_or(base, |o| o.template.as_str());
         let message = services.templates.email(base, &vars).map_err(|e| {
             tracing::error!(error = %e, stage = cx.stage, "email template failed");
             SEND_FAILED
         })?;
         let channel = services.email_channel(&self.route);
-        let mail = OutgoingEmail {
+        Ok(OutgoingEmail {
             to: self.to.clone(),
             subject: channel.subject.clone(),
             text: message.text,
             html: message.html,
-        };
+        })
+    }
+
+    async fn email(&self, cx: &CodeCx<'_>, issued: &Issued) -> Result<(), &'static str> {
+        let mail = self.render_mail(cx, issued)?;
+        let channel = cx.services.email_channel(&self.route);
         channel.sender.send(mail).await.map_err(|e| {
             tracing::error!(provider = "smtp", error = %e, stage = cx.stage, to = %otp::mask(&self.to), "sign-in email could not be sent");
             SEND_FAILED

@@ -2,7 +2,7 @@
 //! what a stage decided, effect by effect and once, judge codes through the one code machine,
 //! render the challenge, and persist.
 
-use super::code::{self, CodeCx, CodeState, Verdict};
+use super::code::{self, CodeCx, CodeState, LinkCheck, Verdict};
 use super::engine::{Caller, Engine, Login, Step};
 use super::execution::{Spoiled, EXPIRED};
 use super::state::StageState;
@@ -11,9 +11,9 @@ use super::{stages, Action, Execution, FlowError, Input, StageKind};
 use crate::session::Factors;
 use crate::store::User;
 
+use crate::audit::AUDIT_TARGET;
+
 const START_OVER_LABEL: &str = "Not you? Start over";
-/// The tracing target of account changes made by their owners (`PORTCULLIS_LOG=portcullis::audit=info`).
-pub(crate) const AUDIT_TARGET: &str = "portcullis::audit";
 /// Shown on every step of a step-up, so a signed-in user knows why they are asked again.
 const STEP_UP_INFO: &str = "This application asks for one more step to confirm it is you.";
 
@@ -55,6 +55,7 @@ impl Engine {
             origin: at.origin,
             now: self.now(),
             pace: &self.pace,
+            outbox: &self.outbox,
         }
     }
 
@@ -187,13 +188,20 @@ impl Engine {
         let Some(mut state) = exec.state.take() else {
             return Ok(None);
         };
-        let confirmed = match state.code_mut() {
+        let check = match state.code_mut() {
             Some(code) => code.link_confirmed(&self.code_cx(exec, name, at))?,
-            None => false,
+            None => LinkCheck::Waiting,
         };
-        if !confirmed {
-            exec.state = Some(state);
-            return Ok(None);
+        match check {
+            LinkCheck::Confirmed => {}
+            LinkCheck::Waiting => {
+                exec.state = Some(state);
+                return Ok(None);
+            }
+            LinkCheck::TooMany => {
+                tracing::info!(user = %CodeState::subject(exec), client = %at.client, stage = name, outcome = "failure", "too many invalid links opened; sign-in ended");
+                return Ok(Some(Moved::Ended(super::otp::TOO_MANY_ATTEMPTS.into())));
+            }
         }
         let effects = stage.verified(&self.cx(exec, name, at), &state).await?;
         let passed = Transition {

@@ -153,6 +153,8 @@ pub struct Engine {
     lock_hasher: std::collections::hash_map::RandomState,
     /// How long real sends take, for decoys to take as long.
     pub(super) pace: Pace,
+    /// Wakes the outbox's sender ([`Engine::run_outbox`]) when mail is queued.
+    pub(super) outbox: tokio::sync::Notify,
 }
 
 /// How many execution locks there are; executions that share a stripe only wait for each
@@ -183,7 +185,63 @@ impl Engine {
                 .collect(),
             lock_hasher: Default::default(),
             pace: Pace::new(),
+            outbox: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Delivers queued mail for as long as the gateway runs: each message as soon as it is
+    /// queued, failed ones again with backoff (see [`super::outbox`]). Messages queued before
+    /// a restart are picked up at once.
+    pub async fn run_outbox(self: std::sync::Arc<Self>) {
+        loop {
+            let now = self.now();
+            let wait = match super::outbox::deliver_due(&self.services).await {
+                Ok(Some(due)) => (due - now).clamp(1, 30),
+                Ok(None) => 30,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the outbox could not be read; trying again shortly");
+                    5
+                }
+            };
+            tokio::select! {
+                () = self.outbox.notified() => {}
+                () = tokio::time::sleep(std::time::Duration::from_secs(wait as u64)) => {}
+            }
+        }
+    }
+
+    /// Delivers the queued mail that is due, once (what [`Engine::run_outbox`] repeats).
+    /// Returns when the next message is due.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn deliver_queued(&self) -> Result<Option<i64>, FlowError> {
+        super::outbox::deliver_due(&self.services).await
+    }
+
+    /// A link opened in the browser of the execution `id` was not valid (used, expired or
+    /// unknown): it counts against that execution's `max_allowed_attempts`, which its waiting
+    /// page checks at its next look (see the code machine).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn link_refused(&self, id: &str) -> Result<(), FlowError> {
+        let store = &self.services.store;
+        let now = self.now();
+        let Some(bytes) = store.execution(id, now)? else {
+            return Ok(());
+        };
+        let exec = Execution::decode(id, "", &bytes);
+        let awaits = exec
+            .state
+            .as_ref()
+            .and_then(super::state::StageState::code)
+            .is_some_and(|c| matches!(c.outstanding, super::code::Outstanding::Link { .. }));
+        if awaits {
+            let key = super::code::CodeState::link_fails_key(id);
+            store.bump_counter(&key, (exec.expires - now).max(1), now)?;
+        }
+        Ok(())
     }
 
     /// Unix seconds now, from the engine's clock.

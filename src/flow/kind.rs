@@ -40,10 +40,14 @@ pub enum StageKind {
     UserDelete,
     /// Ends the current session.
     UserLogout,
+    /// Verifies the pending user's address by a link or code (authentik's Email stage).
+    Email,
+    /// A captcha verified with its provider.
+    Captcha,
 }
 
 /// Every kind, for parsing and tests.
-const ALL: [StageKind; 16] = [
+const ALL: [StageKind; 18] = [
     StageKind::Identification,
     StageKind::Password,
     StageKind::Prompt,
@@ -60,6 +64,8 @@ const ALL: [StageKind; 16] = [
     StageKind::Invitation,
     StageKind::UserDelete,
     StageKind::UserLogout,
+    StageKind::Email,
+    StageKind::Captcha,
 ];
 
 impl StageKind {
@@ -82,6 +88,8 @@ impl StageKind {
             StageKind::Invitation => "invitation",
             StageKind::UserDelete => "user_delete",
             StageKind::UserLogout => "user_logout",
+            StageKind::Email => "email",
+            StageKind::Captcha => "captcha",
         }
     }
 
@@ -104,6 +112,7 @@ impl StageKind {
                 | StageKind::AuthenticatorSms
                 | StageKind::AuthenticatorWebauthn
                 | StageKind::AuthenticatorDuo
+                | StageKind::Email
         )
     }
 }
@@ -133,7 +142,8 @@ mod tests {
                 StageKind::AuthenticatorSms,
                 StageKind::AuthenticatorWebauthn,
                 StageKind::AuthenticatorDuo,
-                StageKind::AuthenticatorValidate
+                StageKind::AuthenticatorValidate,
+                StageKind::Email
             ]
         );
     }

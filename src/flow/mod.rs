@@ -19,6 +19,7 @@ mod error;
 mod execution;
 mod kind;
 pub mod otp;
+mod outbox;
 pub(crate) mod phone;
 pub(crate) mod policy;
 pub(crate) mod recovery;
@@ -32,7 +33,7 @@ mod tests;
 pub mod totp;
 pub(crate) mod webauthn;
 
-pub use challenge::{Action, Challenge, Choice, Field, Link, TotpEnrolment};
+pub use challenge::{Action, CaptchaWidget, Challenge, Choice, Field, Link, TotpEnrolment};
 pub use engine::{Caller, Engine, FlowPlan, Login, Step, View};
 pub use error::FlowError;
 pub use execution::{Carried, Execution, InvitationUse, EXPIRED};

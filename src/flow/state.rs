@@ -11,6 +11,8 @@ use super::stages::authenticator_static::StaticState;
 use super::stages::authenticator_totp::TotpState;
 use super::stages::authenticator_validate::ValidateState;
 use super::stages::authenticator_webauthn::WebauthnState;
+use super::stages::captcha::CaptchaState;
+use super::stages::email::VerifyState;
 use super::stages::identification::IdentificationState;
 use super::stages::password::PasswordState;
 use super::stages::prompt::PromptState;
@@ -37,6 +39,8 @@ pub(crate) enum StageState {
     UserWrite(UserWriteState),
     UserDelete(UserDeleteState),
     UserLogout(UserLogoutState),
+    Email(VerifyState),
+    Captcha(CaptchaState),
 }
 
 impl StageState {
@@ -56,6 +60,8 @@ impl StageState {
             StageState::UserWrite(_) => StageKind::UserWrite,
             StageState::UserDelete(_) => StageKind::UserDelete,
             StageState::UserLogout(_) => StageKind::UserLogout,
+            StageState::Email(_) => StageKind::Email,
+            StageState::Captcha(_) => StageKind::Captcha,
         }
     }
 
@@ -65,6 +71,7 @@ impl StageState {
             StageState::AuthenticatorEmail(s) => s.code(),
             StageState::AuthenticatorSms(s) => s.code(),
             StageState::AuthenticatorValidate(s) => s.code(),
+            StageState::Email(s) => s.code(),
             _ => None,
         }
     }
@@ -75,6 +82,7 @@ impl StageState {
             StageState::AuthenticatorEmail(s) => s.code_mut(),
             StageState::AuthenticatorSms(s) => s.code_mut(),
             StageState::AuthenticatorValidate(s) => s.code_mut(),
+            StageState::Email(s) => s.code_mut(),
             _ => None,
         }
     }
@@ -103,5 +111,7 @@ state_from!(
     WebauthnState => AuthenticatorWebauthn,
     UserWriteState => UserWrite,
     UserDeleteState => UserDelete,
-    UserLogoutState => UserLogout
+    UserLogoutState => UserLogout,
+    VerifyState => Email,
+    CaptchaState => Captcha
 );

@@ -12,6 +12,14 @@ const BUILTIN: &[(&str, &str)] = &[
     ("email_link.txt", include_str!("templates/email_link.txt")),
     ("email_link.html", include_str!("templates/email_link.html")),
     ("sms_code.txt", include_str!("templates/sms_code.txt")),
+    (
+        "email_verify.txt",
+        include_str!("templates/email_verify.txt"),
+    ),
+    (
+        "email_verify.html",
+        include_str!("templates/email_verify.html"),
+    ),
 ];
 
 /// Renders messages from built-in templates or the operator's replacements.

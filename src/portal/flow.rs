@@ -186,6 +186,12 @@ fn start_for(p: &Portal, req: &Request<'_>, slug: &str) -> Result<Execution, Por
         &p.fallback(req),
     );
     let started = match p.gate.session(req.headers) {
+        // The settings page sent the user to confirm a removal: every factor is asked again,
+        // however fresh the session, so no confirmation mints a fresh session unproved.
+        Some(session) if super::settings::confirms(p, slug, &rd) => {
+            p.engine
+                .start_signed_in(slug, rd, req.client, &crate::access::Gate::bare(&session))
+        }
         // A session older than a rule's `max_age` that already satisfies the flow is
         // re-authenticated: only the identity is carried, every factor is asked again.
         Some(session) => match p.gate.reauthentication(slug, &session) {
@@ -352,13 +358,28 @@ fn challenge_page(
             let page =
                 to.p.ui
                     .flow_page(view.title, stage, challenge, exec.csrf.expose(), &action)?;
-            // Only a page with a passkey ceremony may run the gateway's script.
-            match challenge.webauthn {
-                Some(_) => Response::html_scripted(StatusCode::OK, page),
-                None => Response::html(StatusCode::OK, page),
+            // Only a page with a passkey ceremony may run the gateway's script; only a captcha
+            // page its provider's.
+            match (&challenge.webauthn, &challenge.captcha) {
+                (_, Some(c)) => with_csp(
+                    Response::html_scripted(StatusCode::OK, page),
+                    to.p.captcha_csp(&c.csp_sources),
+                ),
+                (Some(_), None) => Response::html_scripted(StatusCode::OK, page),
+                (None, None) => Response::html(StatusCode::OK, page),
             }
         }
     })
+}
+
+/// `resp` under the policy `csp` instead of its own.
+fn with_csp(mut resp: Response, csp: http::HeaderValue) -> Response {
+    for (name, value) in &mut resp.headers {
+        if *name == http::header::CONTENT_SECURITY_POLICY {
+            *value = csp.clone();
+        }
+    }
+    resp
 }
 
 fn done(face: Face, flow: &str, rd: &str, posted: bool) -> Response {
@@ -404,16 +425,28 @@ fn sign_out(p: &Portal, req: &Request<'_>) -> String {
 /// Signs the session for a completed flow; returns the `Set-Cookie` value.
 fn issue(p: &Portal, req: &Request<'_>, flow: &str, login: Login) -> Result<String, PortalError> {
     let user = login.user;
-    let (token, _claims) = p.sessions.issue(NewSession {
-        name: user.display_name().to_string(),
-        email: user.email.clone().unwrap_or_default(),
-        groups: user.groups.clone(),
-        amr: login.amr,
-        factors: login.factors,
-        flows: login.flows,
-        lifetime_secs: login.lifetime_secs,
-        username: user.username.clone(),
-    })?;
+    let seen = crate::session::Seen {
+        client: req.client.to_string(),
+        browser: crate::session::browser::label(
+            req.headers
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default(),
+        ),
+    };
+    let (token, _claims) = p.sessions.issue_seen(
+        NewSession {
+            name: user.display_name().to_string(),
+            email: user.email.clone().unwrap_or_default(),
+            groups: user.groups.clone(),
+            amr: login.amr,
+            factors: login.factors,
+            flows: login.flows,
+            lifetime_secs: login.lifetime_secs,
+            username: user.username.clone(),
+        },
+        &seen,
+    )?;
     let step_up = login.replaces.is_some();
     if let Some((sid, exp)) = login.replaces {
         // The new cookie replaces the old session: a sign-out of the new one must not leave

@@ -283,9 +283,15 @@ fn approval_cookie(req: &Request<'_>) -> CookieSpec<'static> {
 }
 
 /// The answer to a link that is not (or no longer) valid: unknown, used, declined, expired.
-/// The one place a refused link is answered, so whatever counts refusals hooks in here.
+/// Opened in the browser of a sign-in waiting for a link, it counts against that sign-in's
+/// `max_allowed_attempts` (Curity counts link confirmations as attempts), so links cannot be
+/// tried without limit from the page that waits for one.
 fn refused(p: &Portal, req: &Request<'_>, face: Face) -> Response {
-    tracing::debug!(client = %req.client, "sign-in link not valid");
+    if let Some(id) = cookie::find(req.headers, FLOW_COOKIE) {
+        if let Err(e) = p.engine.link_refused(id) {
+            tracing::warn!(error = %e, "could not count a refused link");
+        }
+    }
     gone(p, face)
 }
 

@@ -7,6 +7,7 @@ mod http;
 mod link;
 mod logout;
 pub mod pages;
+pub mod settings;
 
 pub use self::error::{respond, Face, PortalError};
 pub use self::http::Request;
@@ -91,6 +92,21 @@ impl Portal {
         &self.scripted_csp
     }
 
+    /// The policy of a captcha page: [`Portal::scripted_csp`] with the provider's `sources`
+    /// added to `script-src` and as `frame-src`, for that page alone.
+    pub(crate) fn captcha_csp(&self, sources: &[String]) -> ::http::HeaderValue {
+        let base = self.scripted_csp.to_str().unwrap_or(SCRIPTED_CSP);
+        let extra = sources.join(" ");
+        let policy = base.replacen(
+            "script-src 'self'",
+            &format!("script-src 'self' {extra}; frame-src {extra}"),
+            1,
+        );
+        // Sources are origins parsed from the config's URLs and fixed companions: always a
+        // valid header value. Should that fail, the page goes without the widget's script.
+        ::http::HeaderValue::from_str(&policy).unwrap_or_else(|_| self.scripted_csp.clone())
+    }
+
     /// The pages.
     pub fn ui(&self) -> &Ui {
         &self.ui
@@ -119,8 +135,11 @@ impl Portal {
             ("/.portcullis/link", &Method::POST) => link::decide(self, &req, Face::Html),
             ("/.portcullis/api/link", &Method::GET) => link::open(self, &req, Face::Json),
             ("/.portcullis/api/link", &Method::POST) => link::decide(self, &req, Face::Json),
+            (settings::PAGE, _) => settings::handle(self, &req, Face::Html),
+            (settings::API, _) => settings::handle(self, &req, Face::Json),
             (crate::ui::LOGO_PATH, &Method::GET | &Method::HEAD) => pages::logo(&self.ui),
             (crate::ui::WEBAUTHN_JS_PATH, &Method::GET | &Method::HEAD) => pages::webauthn_js(),
+            (crate::ui::CAPTCHA_JS_PATH, &Method::GET | &Method::HEAD) => pages::captcha_js(),
             _ => pages::not_found(&self.ui),
         }
     }

@@ -202,6 +202,21 @@ pub fn webauthn_js() -> Response {
     r
 }
 
+/// The reCAPTCHA v3 helper ([`crate::ui::CAPTCHA_JS`]), for captcha pages; served as
+/// JavaScript only (`nosniff`).
+pub fn captcha_js() -> Response {
+    let mut r = Response::new(
+        StatusCode::OK,
+        "text/javascript; charset=utf-8",
+        crate::ui::CAPTCHA_JS,
+    );
+    r.headers.push((
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        http::HeaderValue::from_static("nosniff"),
+    ));
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -82,7 +82,7 @@ impl Factors {
     pub fn of_kind(kind: &str) -> Factors {
         match kind {
             "password" => Factors::PASSWORD,
-            "authenticator_email" => Factors::EMAIL,
+            "authenticator_email" | "email" => Factors::EMAIL,
             "authenticator_sms" => Factors::SMS,
             "authenticator_webauthn" => Factors::WEBAUTHN,
             "authenticator_duo" => Factors::DUO,
@@ -118,7 +118,7 @@ impl Factors {
                 .device_classes
                 .iter()
                 .fold(Factors::NONE, |acc, c| acc.with(Factors::of_class(*c))),
-            StageConfig::AuthenticatorEmail(_) => Factors::EMAIL,
+            StageConfig::AuthenticatorEmail(_) | StageConfig::Email(_) => Factors::EMAIL,
             StageConfig::AuthenticatorSms(_) => Factors::SMS,
             StageConfig::AuthenticatorWebauthn(_) => Factors::WEBAUTHN,
             StageConfig::AuthenticatorDuo(_) => Factors::DUO,
@@ -131,7 +131,8 @@ impl Factors {
             | StageConfig::UserWrite(_)
             | StageConfig::Invitation { .. }
             | StageConfig::UserDelete
-            | StageConfig::UserLogout => Factors::NONE,
+            | StageConfig::UserLogout
+            | StageConfig::Captcha(_) => Factors::NONE,
         }
     }
 }

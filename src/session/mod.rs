@@ -2,6 +2,7 @@
 //! revoke it at sign-out.
 
 pub mod assertion;
+pub mod browser;
 mod claims;
 pub mod cookie;
 #[cfg(test)]
@@ -9,12 +10,15 @@ mod expiry_tests;
 mod factors;
 mod keys;
 mod revocation;
+mod seen;
 
 pub use assertion::AssertionSigner;
 pub use claims::Claims;
 pub use factors::{Factors, Requirement};
 pub use keys::{AssertionKey, KeyError, KeyFile, Keyring};
 pub use revocation::RevocationList;
+pub use seen::Seen;
+use seen::{LastSeen, SeenAt};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::SessionConfig;
@@ -73,6 +77,9 @@ pub struct NewSession {
     pub lifetime_secs: i64,
 }
 
+/// A verified token's claims and its session's last-seen cell.
+type Verified = (Arc<Claims>, Arc<SeenAt>);
+
 /// Seconds of clock skew tolerated on `exp`, by the full check and the cached one alike.
 const LEEWAY_SECS: i64 = 5;
 
@@ -96,7 +103,12 @@ pub struct SessionService {
     /// request of a session, and decoding it and checking its HMAC again is most of what a
     /// signed-in request costs the gateway (about 4 µs against a few hundred ns for a lookup).
     /// A hit is still checked for expiry and revocation; a key change empties the cache.
-    verified: RwLock<HashMap<Box<str>, Arc<Claims>>>,
+    /// Each entry holds its session's last-seen cell, so a hit records the time with one
+    /// atomic store and no lock.
+    verified: RwLock<HashMap<Box<str>, Verified>>,
+    /// When each session was last seen, in memory; written to the store every few minutes
+    /// ([`SessionService::flush_seen`]), never on the request path.
+    seen: LastSeen,
 }
 
 impl SessionService {
@@ -151,6 +163,7 @@ impl SessionService {
             clock,
             issuer: cfg.issuer.clone(),
             verified: RwLock::new(HashMap::new()),
+            seen: LastSeen::default(),
         })
     }
 
@@ -184,6 +197,15 @@ impl SessionService {
     /// # Errors
     /// [`SessionError::Sign`] or [`SessionError::Store`].
     pub fn issue(&self, s: NewSession) -> Result<(String, Claims), SessionError> {
+        self.issue_seen(s, &Seen::default())
+    }
+
+    /// [`SessionService::issue`], recording where the session was issued (client address,
+    /// browser) for the user's list of sessions.
+    ///
+    /// # Errors
+    /// [`SessionError::Sign`] or [`SessionError::Store`].
+    pub fn issue_seen(&self, s: NewSession, seen: &Seen) -> Result<(String, Claims), SessionError> {
         // A session issued after its user's sessions were revoked is newer than the
         // revocation, even within the same millisecond (a password set, then a sign-in).
         let now_ms = match self.revocations.revoked_since(&s.username) {
@@ -217,6 +239,9 @@ impl SessionService {
             username: claims.sub.clone(),
             issued: claims.iat,
             expires: claims.exp,
+            client: seen.client.clone(),
+            browser: seen.browser.clone(),
+            last_seen: Some(claims.iat),
         })?;
         Ok((token, claims))
     }
@@ -229,20 +254,60 @@ impl SessionService {
     /// # Errors
     /// The [`SessionError`] saying why it was refused.
     pub fn verify(&self, token: &str) -> Result<Arc<Claims>, SessionError> {
+        let now = self.clock.now();
         let cached = self.verified.read().get(token).cloned();
-        if let Some(c) = cached.filter(|c| self.alive(c.exp)) {
+        if let Some((c, seen)) = cached.filter(|(c, _)| Self::alive_at(c.exp, now)) {
             if self.revocations.is_revoked(&c.sid, &c.sub, c.issued_ms()) {
                 return Err(SessionError::Revoked);
             }
+            seen.touch(now);
             return Ok(c);
         }
         let c = Arc::new(self.verify_fully(token)?);
+        let seen = self.seen.cell(&c.sid, c.exp);
+        seen.touch(now);
         let mut verified = self.verified.write();
         if verified.len() >= VERIFIED_LIMIT {
             verified.clear();
         }
-        verified.insert(token.into(), c.clone());
+        verified.insert(token.into(), (c.clone(), seen));
         Ok(c)
+    }
+
+    /// The live sessions of `username`, oldest first, each with when it was last seen (the
+    /// in-memory time when it is newer than the stored one).
+    ///
+    /// # Errors
+    /// [`SessionError::Store`].
+    pub fn sessions_of(&self, username: &str) -> Result<Vec<SessionRecord>, SessionError> {
+        let now = self.clock.now();
+        let mut list = self.store.user_sessions(username, now)?;
+        list.retain(|r| {
+            !self
+                .revocations
+                .is_revoked(&r.sid, &r.username, r.issued.saturating_mul(1000) + 999)
+        });
+        for r in &mut list {
+            if let Some(at) = self.seen.at(&r.sid) {
+                r.last_seen = Some(r.last_seen.map_or(at, |t| t.max(at)));
+            }
+        }
+        Ok(list)
+    }
+
+    /// Writes the last-seen times that moved since the previous call to the store; forgets
+    /// those of sessions that have expired. Called every few minutes off the request path.
+    ///
+    /// # Errors
+    /// [`SessionError::Store`]; the times stay in memory and are written next time.
+    pub fn flush_seen(&self) -> Result<usize, SessionError> {
+        let moved = self.seen.moved(self.clock.now());
+        if moved.is_empty() {
+            return Ok(0);
+        }
+        self.store.touch_sessions(&moved)?;
+        self.seen.written(&moved);
+        Ok(moved.len())
     }
 
     /// The full check behind [`Self::verify`].
@@ -271,7 +336,11 @@ impl SessionService {
 
     /// Whether a token expiring at `exp` is still good now, [`LEEWAY_SECS`] of skew allowed.
     fn alive(&self, exp: i64) -> bool {
-        exp >= self.clock.now() - LEEWAY_SECS
+        Self::alive_at(exp, self.clock.now())
+    }
+
+    fn alive_at(exp: i64, now: i64) -> bool {
+        exp >= now - LEEWAY_SECS
     }
 
     /// The clock this service reads; the gateway's one clock.
@@ -322,7 +391,9 @@ impl SessionService {
 
     /// Forgets revocations of tokens that have expired anyway; returns how many were dropped.
     pub fn prune(&self) -> usize {
-        self.revocations.prune(self.clock.now())
+        let now = self.clock.now();
+        self.seen.prune(now);
+        self.revocations.prune(now)
     }
 
     /// A CSRF token bound to one session, for forms that act on it (sign-out). It is an HMAC
@@ -333,10 +404,24 @@ impl SessionService {
     /// so a form rendered before `keys rotate` fails its check after the reload. A secret: read
     /// it with [`crate::secret::Secret::expose`] only to put it in the form and to compare.
     pub fn csrf_for(&self, sid: &str) -> crate::secret::Secret<String> {
+        self.csrf_labelled(b"portcullis-logout:", sid)
+    }
+
+    /// A CSRF token bound to one session for the settings forms and API, as
+    /// [`SessionService::csrf_for`] but under its own label: a sign-out token does not work
+    /// there, nor the other way round.
+    ///
+    /// # Security
+    /// As [`SessionService::csrf_for`].
+    pub fn settings_csrf(&self, sid: &str) -> crate::secret::Secret<String> {
+        self.csrf_labelled(b"portcullis-settings:", sid)
+    }
+
+    fn csrf_labelled(&self, label: &[u8], sid: &str) -> crate::secret::Secret<String> {
         let ring = self.keyring.load();
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(ring.mac_secret.expose())
             .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
-        mac.update(b"portcullis-logout:");
+        mac.update(label);
         mac.update(sid.as_bytes());
         use base64::Engine;
         crate::secret::Secret::new(
@@ -415,9 +500,10 @@ mod tests {
                 ..new_session()
             })
             .unwrap();
+        let seen = s.seen.cell(&claims.sid, claims.exp);
         s.verified
             .write()
-            .insert(old.as_str().into(), Arc::new(claims));
+            .insert(old.as_str().into(), (Arc::new(claims), seen));
         assert!(matches!(s.verify(&old), Err(SessionError::Invalid(_))));
     }
 
@@ -460,6 +546,74 @@ mod tests {
             "the new session outlives the revocation"
         );
         assert_eq!(claims.iat_ms, 1_000_001);
+    }
+
+    #[test]
+    fn sessions_are_listed_with_where_they_came_from_and_last_seen_reaches_the_store_on_flush() {
+        use crate::clock::ManualClock;
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.path().join("db")).unwrap());
+        let clock = Arc::new(ManualClock::default());
+        let cfg = SessionConfig {
+            cookie_name: "s".into(),
+            lifetime: Duration::from_secs(3600),
+            cookie_domain: None,
+            issuer: "portcullis".into(),
+            flow_lifetime: Duration::from_secs(60),
+        };
+        let s = SessionService::with_clock(
+            &cfg,
+            dir.path().join("keys.json"),
+            store.clone(),
+            clock.clone(),
+        )
+        .unwrap();
+        let seen = Seen {
+            client: "192.0.2.7".into(),
+            browser: "Firefox 128 on Linux".into(),
+        };
+        let (a, ca) = s.issue_seen(new_session(), &seen).unwrap();
+        let issued = clock.now();
+        clock.advance_secs(1);
+        let (_, cb) = s.issue_seen(new_session(), &Seen::default()).unwrap();
+        let list = s.sessions_of("alice").unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(
+            (list[0].sid.as_str(), list[0].client.as_str()),
+            (ca.sid.as_str(), "192.0.2.7")
+        );
+        assert_eq!(list[0].browser, "Firefox 128 on Linux");
+        assert_eq!(list[0].last_seen, Some(issued));
+
+        // A request 30 s later: seen in memory at once, in the store only after a flush.
+        clock.advance_secs(30);
+        s.verify(&a).unwrap();
+        s.verify(&a).unwrap();
+        let later = clock.now();
+        assert_eq!(s.sessions_of("alice").unwrap()[0].last_seen, Some(later));
+        assert_eq!(
+            store.session(&ca.sid).unwrap().unwrap().last_seen,
+            Some(issued)
+        );
+        assert_eq!(s.flush_seen().unwrap(), 1);
+        assert_eq!(
+            store.session(&ca.sid).unwrap().unwrap().last_seen,
+            Some(later)
+        );
+        assert_eq!(s.flush_seen().unwrap(), 0, "nothing moved since");
+
+        // Revoked sessions leave the list, one by one or all at once.
+        s.revoke_sid(&cb.sid, cb.exp).unwrap();
+        let sids: Vec<String> = s
+            .sessions_of("alice")
+            .unwrap()
+            .into_iter()
+            .map(|r| r.sid)
+            .collect();
+        assert_eq!(sids, std::slice::from_ref(&ca.sid));
+        clock.advance_secs(1);
+        s.revoke_user("alice").unwrap();
+        assert!(s.sessions_of("alice").unwrap().is_empty());
     }
 
     #[test]

@@ -62,6 +62,9 @@ conformance!(
     an_invitation_is_readable_until_it_expires_listed_and_removed_once,
     one_of_many_concurrent_spenders_removes_an_invitation,
     purge_drops_expired_invitations_only,
+    queued_mail_is_listed_rescheduled_only_from_what_is_stored_and_taken_once,
+    a_users_sessions_are_listed_until_revoked_or_expired_and_never_anothers,
+    last_seen_is_recorded_only_forward_and_only_for_recorded_sessions,
 );
 
 fn user(name: &str, email: Option<&str>) -> User {
@@ -188,6 +191,9 @@ fn session(sid: &str, expires: i64) -> SessionRecord {
         username: "alice".into(),
         issued: expires - 100,
         expires,
+        client: "192.0.2.1".into(),
+        browser: "Firefox 128 on Linux".into(),
+        last_seen: None,
     }
 }
 
@@ -549,4 +555,86 @@ fn purge_drops_expired_invitations_only(s: &Arc<dyn Store>) {
     assert_eq!(s.purge_expired(100).unwrap(), 1);
     let ids: Vec<_> = s.invitations().unwrap().into_iter().map(|i| i.id).collect();
     assert_eq!(ids, ["live"]);
+}
+
+fn queued_mail_is_listed_rescheduled_only_from_what_is_stored_and_taken_once(s: &Arc<dyn Store>) {
+    assert!(s.outbox().unwrap().is_empty());
+    s.put_outbox("b", b"second").unwrap();
+    s.put_outbox("a", b"first").unwrap();
+    let ids: Vec<_> = s.outbox().unwrap().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(ids, ["a", "b"]);
+    assert!(!s.swap_outbox("a", b"stale", b"x").unwrap());
+    assert!(s.swap_outbox("a", b"first", b"retry").unwrap());
+    assert_eq!(s.outbox().unwrap()[0].1, b"retry");
+    assert!(s.take_outbox("a").unwrap());
+    assert!(!s.take_outbox("a").unwrap(), "taken once");
+    // A reschedule after the message was taken does not bring it back.
+    assert!(!s.swap_outbox("a", b"retry", b"again").unwrap());
+    assert_eq!(s.outbox().unwrap().len(), 1);
+    // Not an expiring record: purging leaves queued mail alone.
+    s.purge_expired(i64::MAX).unwrap();
+    assert_eq!(s.outbox().unwrap().len(), 1);
+}
+
+fn a_users_sessions_are_listed_until_revoked_or_expired_and_never_anothers(s: &Arc<dyn Store>) {
+    let bobs = SessionRecord {
+        username: "bob".into(),
+        ..session("b1", 5_000)
+    };
+    // alice-2 shares a prefix with alice: the index must not mix them.
+    let other_alice = SessionRecord {
+        username: "alice-2".into(),
+        ..session("x1", 5_000)
+    };
+    for r in [
+        session("s2", 3_000),
+        session("s1", 2_000),
+        session("s3", 4_000),
+        bobs.clone(),
+        other_alice,
+    ] {
+        s.put_session(&r).unwrap();
+    }
+    let sids = |username: &str, now| -> Vec<String> {
+        s.user_sessions(username, now)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.sid)
+            .collect()
+    };
+    assert_eq!(sids("alice", 0), ["s1", "s2", "s3"], "oldest first");
+    assert_eq!(
+        s.user_sessions("alice", 0).unwrap()[0],
+        session("s1", 2_000)
+    );
+    assert_eq!(sids("bob", 0), ["b1"]);
+    assert!(sids("nobody", 0).is_empty());
+    s.revoke_session("s2", 3_000).unwrap();
+    assert_eq!(sids("alice", 0), ["s1", "s3"], "a revoked session is gone");
+    assert_eq!(sids("alice", 2_000), ["s3"], "an expired one too");
+    s.purge_expired(2_500).unwrap();
+    assert_eq!(sids("alice", 0), ["s3"]);
+    assert_eq!(sids("bob", 0), ["b1"]);
+}
+
+fn last_seen_is_recorded_only_forward_and_only_for_recorded_sessions(s: &Arc<dyn Store>) {
+    s.put_session(&session("s1", 9_000)).unwrap();
+    s.touch_sessions(&[("s1".into(), 500), ("gone".into(), 600)])
+        .unwrap();
+    assert_eq!(s.session("s1").unwrap().unwrap().last_seen, Some(500));
+    s.touch_sessions(&[("s1".into(), 400)]).unwrap();
+    assert_eq!(
+        s.session("s1").unwrap().unwrap().last_seen,
+        Some(500),
+        "an older time never replaces a newer one"
+    );
+    assert_eq!(s.session("gone").unwrap(), None, "nothing is created");
+    s.revoke_session("s1", 9_000).unwrap();
+    s.touch_sessions(&[("s1".into(), 700)]).unwrap();
+    assert_eq!(
+        s.session("s1").unwrap(),
+        None,
+        "a revoked session stays gone"
+    );
+    assert!(s.user_sessions("alice", 0).unwrap().is_empty());
 }

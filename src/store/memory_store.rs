@@ -40,6 +40,8 @@ struct Inner {
     secrets: HashMap<String, [u8; 32]>,
     /// id -> invitation.
     invitations: BTreeMap<String, Invitation>,
+    /// id -> queued message.
+    outbox: BTreeMap<String, Vec<u8>>,
 }
 
 impl MemoryStore {
@@ -378,5 +380,62 @@ impl Store for MemoryStore {
 
     fn remove_invitation(&self, id: &str) -> StoreResult<bool> {
         Ok(self.inner.lock().invitations.remove(id).is_some())
+    }
+
+    fn put_outbox(&self, id: &str, record: &[u8]) -> StoreResult<()> {
+        self.inner
+            .lock()
+            .outbox
+            .insert(id.to_string(), record.to_vec());
+        Ok(())
+    }
+
+    fn outbox(&self) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        Ok(self
+            .inner
+            .lock()
+            .outbox
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn swap_outbox(&self, id: &str, current: &[u8], new: &[u8]) -> StoreResult<bool> {
+        let mut inner = self.inner.lock();
+        match inner.outbox.get_mut(id) {
+            Some(v) if v.as_slice() == current => {
+                *v = new.to_vec();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn take_outbox(&self, id: &str) -> StoreResult<bool> {
+        Ok(self.inner.lock().outbox.remove(id).is_some())
+    }
+
+    fn user_sessions(&self, username: &str, now: i64) -> StoreResult<Vec<SessionRecord>> {
+        let inner = self.inner.lock();
+        let mut out: Vec<SessionRecord> = inner
+            .sessions
+            .values()
+            .filter(|s| s.username == username && s.expires > now)
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| (a.issued, &a.sid).cmp(&(b.issued, &b.sid)));
+        Ok(out)
+    }
+
+    fn touch_sessions(&self, seen: &[(String, i64)]) -> StoreResult<()> {
+        let mut inner = self.inner.lock();
+        for (sid, at) in seen {
+            if let Some(s) = inner.sessions.get_mut(sid) {
+                if s.last_seen.is_none_or(|t| t < *at) {
+                    s.last_seen = Some(*at);
+                }
+            }
+        }
+        Ok(())
     }
 }

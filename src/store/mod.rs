@@ -73,6 +73,12 @@ fn device_prefix(username: &str) -> String {
     format!("{username}\0")
 }
 
+/// A session's key in the per-user index: its user's [`device_prefix`] (the same
+/// NUL-terminated username), then its sid.
+fn user_session_key(username: &str, sid: &str) -> String {
+    format!("{}{sid}", device_prefix(username))
+}
+
 /// A device's key: its user's [`device_prefix`], then its id.
 fn device_key(username: &str, id: &str) -> String {
     format!("{}{id}", device_prefix(username))
@@ -181,6 +187,26 @@ pub trait Store: Send + Sync + 'static {
     /// it, so of two enrolments racing with one single-use invitation only one spends it.
     /// Durable on return.
     fn remove_invitation(&self, id: &str) -> StoreResult<bool>;
+    /// Puts a message in the outbox (mail waiting for delivery) under the unique `id`.
+    /// Durable on return: a message queued before a crash is still there after it.
+    fn put_outbox(&self, id: &str, record: &[u8]) -> StoreResult<()>;
+    /// Every message in the outbox, ordered by id.
+    fn outbox(&self) -> StoreResult<Vec<(String, Vec<u8>)>>;
+    /// Replaces the message `id` with `new`, only if it is still stored as `current`; returns
+    /// whether it did. A message taken meanwhile (sent, or withdrawn by a resend) is never
+    /// brought back by a late reschedule. Durable on return.
+    fn swap_outbox(&self, id: &str, current: &[u8], new: &[u8]) -> StoreResult<bool>;
+    /// Removes the message `id`, returning whether this call removed it. Durable on return:
+    /// a message taken after it was delivered is never delivered again after a restart.
+    fn take_outbox(&self, id: &str) -> StoreResult<bool>;
+
+    /// The recorded sessions of `username` still alive at `now` (neither revoked nor
+    /// expired), oldest first; never another user's. What the settings page lists.
+    fn user_sessions(&self, username: &str, now: i64) -> StoreResult<Vec<SessionRecord>>;
+    /// Records when sessions were last seen: (sid, unix seconds) pairs; a sid with no record
+    /// (revoked, purged) is skipped, and an older time never replaces a newer one. Need not be
+    /// durable on return: a lost write only shows an older "last seen".
+    fn touch_sessions(&self, seen: &[(String, i64)]) -> StoreResult<()>;
 }
 
 #[cfg(test)]

@@ -77,6 +77,18 @@ pub struct SessionRecord {
     pub issued: i64,
     /// Expiry, in unix seconds.
     pub expires: i64,
+    /// The client address the session was issued to (as the gateway trusts it); empty in
+    /// records written before it was kept.
+    #[serde(default)]
+    pub client: String,
+    /// The browser that signed in, shortened from its `User-Agent` ("Firefox 128 on Linux");
+    /// never the header itself. Empty in older records.
+    #[serde(default)]
+    pub browser: String,
+    /// When a request last came with the session, in unix seconds, as last written (the
+    /// gateway keeps the live value in memory and writes it every few minutes).
+    #[serde(default)]
+    pub last_seen: Option<i64>,
 }
 
 /// The kind of second factor a device is: config's type, stored as its name.

@@ -2,8 +2,8 @@
 
 use super::username::canonical_username;
 use super::{
-    device_key, device_prefix, email_key, Device, Invitation, SessionRecord, Store, StoreError,
-    StoreResult, User,
+    device_key, device_prefix, email_key, user_session_key, Device, Invitation, SessionRecord,
+    Store, StoreError, StoreResult, User,
 };
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::Path;
@@ -18,6 +18,9 @@ pub struct SledStore {
     emails: sled::Tree,
     executions: sled::Tree,
     sessions: sled::Tree,
+    /// [`user_session_key`] -> the session's expiry (8 bytes, big-endian): the sessions of
+    /// one user without a scan of every session.
+    user_sessions: sled::Tree,
     revoked: sled::Tree,
     user_revoked: sled::Tree,
     devices: sled::Tree,
@@ -27,6 +30,8 @@ pub struct SledStore {
     invitations: sled::Tree,
     /// Serialises [`Store::create_user`]: its checks and its writes span two trees.
     creating: std::sync::Mutex<()>,
+    /// Mail waiting for delivery, by message id.
+    outbox: sled::Tree,
 }
 
 fn backend(action: &'static str) -> impl FnOnce(sled::Error) -> StoreError {
@@ -104,6 +109,7 @@ impl SledStore {
             emails: tree("users_by_email")?,
             executions: tree("executions")?,
             sessions: tree("sessions")?,
+            user_sessions: tree("sessions_by_user")?,
             revoked: tree("revoked_sessions")?,
             user_revoked: tree("revoked_users")?,
             devices: tree("devices")?,
@@ -112,9 +118,43 @@ impl SledStore {
             meta: tree("meta")?,
             invitations: tree("invitations")?,
             creating: std::sync::Mutex::new(()),
+            outbox: tree("outbox")?,
             db,
         }
-        .with_username_index()
+        .with_username_index()?
+        .with_user_session_index()
+    }
+
+    /// Sessions recorded before the per-user index existed are indexed once per database;
+    /// [`Store::put_session`] and [`Store::revoke_session`] keep it in step afterwards.
+    fn with_user_session_index(self) -> StoreResult<Self> {
+        const DONE: &str = "user_session_index:1";
+        let action = "build session index";
+        if self.meta.get(DONE).map_err(backend(action))?.is_some() {
+            return Ok(self);
+        }
+        for item in self.sessions.iter() {
+            let (_, v) = item.map_err(backend(action))?;
+            // A record that does not decode is left to expire unlisted.
+            if let Ok(s) = serde_json::from_slice::<SessionRecord>(&v) {
+                self.index_session(&s)?;
+            }
+        }
+        self.meta
+            .insert(DONE, &[1u8][..])
+            .map_err(backend(action))?;
+        self.durable()?;
+        Ok(self)
+    }
+
+    fn index_session(&self, s: &SessionRecord) -> StoreResult<()> {
+        self.user_sessions
+            .insert(
+                user_session_key(&s.username, &s.sid),
+                &s.expires.to_be_bytes(),
+            )
+            .map_err(backend("index session"))?;
+        Ok(())
     }
 
     /// Accounts stored before usernames were compared in canonical form (RFC 8265) are kept
@@ -341,6 +381,7 @@ impl Store for SledStore {
         let mut n = 0;
         n += purge_tree(&self.executions, now, expiry_first)?;
         n += purge_tree(&self.sessions, now, session_end)?;
+        purge_tree(&self.user_sessions, now, expiry_first)?;
         n += purge_tree(&self.revoked, now, expiry_first)?;
         n += purge_tree(&self.tickets, now, expiry_first)?;
         n += purge_tree(&self.counters, now, counter_end)?;
@@ -357,7 +398,7 @@ impl Store for SledStore {
         self.sessions
             .insert(&session.sid, encode("write session", session)?)
             .map_err(backend("write session"))?;
-        Ok(())
+        self.index_session(session)
     }
 
     fn session(&self, sid: &str) -> StoreResult<Option<SessionRecord>> {
@@ -371,9 +412,15 @@ impl Store for SledStore {
         self.revoked
             .insert(sid, &expires.to_be_bytes())
             .map_err(backend("revoke session"))?;
-        self.sessions
+        let old = self
+            .sessions
             .remove(sid)
             .map_err(backend("revoke session"))?;
+        if let Some(s) = old.and_then(|v| serde_json::from_slice::<SessionRecord>(&v).ok()) {
+            self.user_sessions
+                .remove(user_session_key(&s.username, sid))
+                .map_err(backend("revoke session"))?;
+        }
         self.durable()
     }
 
@@ -597,6 +644,92 @@ impl Store for SledStore {
             .map_err(backend("remove invitation"))?;
         self.durable()?;
         Ok(old.is_some())
+    }
+
+    fn put_outbox(&self, id: &str, record: &[u8]) -> StoreResult<()> {
+        self.outbox
+            .insert(id, record)
+            .map_err(backend("queue mail"))?;
+        self.durable()
+    }
+
+    fn outbox(&self) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        self.outbox
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.map_err(backend("read outbox"))?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
+            })
+            .collect()
+    }
+
+    fn swap_outbox(&self, id: &str, current: &[u8], new: &[u8]) -> StoreResult<bool> {
+        let swapped = self
+            .outbox
+            .compare_and_swap(id, Some(current), Some(new))
+            .map_err(backend("reschedule mail"))?
+            .is_ok();
+        self.durable()?;
+        Ok(swapped)
+    }
+
+    fn take_outbox(&self, id: &str) -> StoreResult<bool> {
+        let old = self.outbox.remove(id).map_err(backend("dequeue mail"))?;
+        self.durable()?;
+        Ok(old.is_some())
+    }
+
+    fn user_sessions(&self, username: &str, now: i64) -> StoreResult<Vec<SessionRecord>> {
+        self.sessions_of(username, now)
+    }
+
+    fn touch_sessions(&self, seen: &[(String, i64)]) -> StoreResult<()> {
+        for (sid, at) in seen {
+            // update_and_fetch writes only when the record is still there, and keeps the later
+            // of two times should two writers race.
+            self.sessions
+                .update_and_fetch(sid.as_bytes(), |old| {
+                    let old = old?;
+                    let Ok(mut s) = serde_json::from_slice::<SessionRecord>(old) else {
+                        return Some(old.to_vec());
+                    };
+                    if s.last_seen.is_some_and(|t| t >= *at) {
+                        return Some(old.to_vec());
+                    }
+                    s.last_seen = Some(*at);
+                    serde_json::to_vec(&s).ok().or_else(|| Some(old.to_vec()))
+                })
+                .map_err(backend("record last seen"))?;
+        }
+        Ok(())
+    }
+}
+
+impl SledStore {
+    /// The live sessions of `username`: the index names them, the records say the rest.
+    /// Index entries whose record is gone (revoked by another path, purged) are dropped.
+    fn sessions_of(&self, username: &str, now: i64) -> StoreResult<Vec<SessionRecord>> {
+        let action = "list sessions";
+        let prefix = device_prefix(username);
+        let mut out = Vec::new();
+        for item in self.user_sessions.scan_prefix(&prefix) {
+            let (k, v) = item.map_err(backend(action))?;
+            let alive = split_expiry(&v).is_some_and(|(exp, _)| exp > now);
+            let sid = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            let record = match self.sessions.get(&sid).map_err(backend(action))? {
+                Some(r) => Some(decode::<SessionRecord>(action, &r)?),
+                None => None,
+            };
+            match record {
+                Some(r) if alive && r.username == username => out.push(r),
+                Some(_) if alive => {}
+                _ => {
+                    self.user_sessions.remove(k).map_err(backend(action))?;
+                }
+            }
+        }
+        out.sort_by(|a, b| (a.issued, &a.sid).cmp(&(b.issued, &b.sid)));
+        Ok(out)
     }
 }
 

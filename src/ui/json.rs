@@ -36,6 +36,9 @@ pub fn challenge_json(flow: &str, flow_title: &str, stage: &str, c: &Challenge) 
         v["secret"] = json!(t.secret);
         v["otpauth_url"] = json!(t.otpauth_url);
     }
+    if let Some(captcha) = &c.captcha {
+        v["captcha"] = json!(captcha);
+    }
     if !c.recovery_codes.is_empty() {
         v["recovery_codes"] = json!(c.recovery_codes);
     }

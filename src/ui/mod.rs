@@ -29,6 +29,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("logout.html", include_str!("templates/logout.html")),
     ("whoami.html", include_str!("templates/whoami.html")),
     ("link.html", include_str!("templates/link.html")),
+    ("settings.html", include_str!("templates/settings.html")),
 ];
 
 /// Renders pages. Templates in the configured folder replace built-in ones of the same name.
@@ -53,6 +54,7 @@ impl Ui {
         let mut env = Environment::new();
         let dir: Option<PathBuf> = cfg.templates.clone();
         env.set_loader(crate::templates::loader(dir, BUILTIN));
+        env.add_filter("datetime", datetime);
         Self {
             env,
             site_title: cfg.site_title.clone(),
@@ -125,19 +127,35 @@ impl Ui {
             .as_ref()
             .filter(|l| l.href.starts_with("https://"))
             .map(|l| context! { href => l.href, label => l.label });
-        // Other flows, on this host only.
+        // Links to the gateway's own flows only: `/.portcullis/flow/<slug>`, the slug in a
+        // flow slug's alphabet (nothing that leaves the path: `..`, `/`, `\\`, `%`), then at
+        // most a query (a "Sign up" link carries `?rd=`, checked again when the flow starts).
         let flow_links: Vec<_> = challenge
             .links
             .iter()
-            .filter(|l| l.href.starts_with("/.portcullis/flow/"))
+            .filter(|l| {
+                l.href
+                    .strip_prefix("/.portcullis/flow/")
+                    .map(|rest| rest.split_once('?').map_or(rest, |(slug, _)| slug))
+                    .is_some_and(|slug| {
+                        !slug.is_empty()
+                            && slug.bytes().all(|b| {
+                                b.is_ascii_lowercase()
+                                    || b.is_ascii_digit()
+                                    || b == b'-'
+                                    || b == b'_'
+                            })
+                    })
+            })
             .map(|l| context! { href => l.href, label => l.label })
             .collect();
+        let captcha = challenge.captcha.as_deref().map(captcha_context);
         self.render(
             "flow.html",
             context! {
                 title, step_title => step_title(challenge, title), stage, challenge, csrf,
                 action, fields, submit, submit_label => submit_label(challenge), webauthn,
-                qr_svg, link, flow_links,
+                qr_svg, link, flow_links, captcha,
             },
         )
     }
@@ -204,6 +222,24 @@ impl Ui {
         })
     }
 
+    /// The signed-in user's settings (`settings`: the data the JSON face sends), with a
+    /// notice after a change, an error when one was refused, and the device waiting for its
+    /// removal to be confirmed.
+    ///
+    /// # Errors
+    /// [`UiError`] if a replacement template is broken.
+    pub fn settings_page(
+        &self,
+        settings: &impl serde::Serialize,
+        notice: Option<&str>,
+        error: Option<&str>,
+        confirm: Option<&impl serde::Serialize>,
+    ) -> Result<String, UiError> {
+        let s = minijinja::Value::from_serialize(settings);
+        let confirm = confirm.map(minijinja::Value::from_serialize);
+        self.render("settings.html", context! { s, notice, error, confirm })
+    }
+
     /// The built-in demo upstream: shows the request and the headers it arrived with.
     ///
     /// # Errors
@@ -240,8 +276,30 @@ impl Ui {
 /// Where the pages' one script is served ([`WEBAUTHN_JS`]); `flow.html` names it.
 pub const WEBAUTHN_JS_PATH: &str = "/.portcullis/webauthn.js";
 
-/// The browser's part of the WebAuthn ceremonies: the only script any page loads.
+/// The browser's part of the WebAuthn ceremonies.
 pub const WEBAUTHN_JS: &str = include_str!("assets/webauthn.js");
+
+/// Where the reCAPTCHA v3 helper is served ([`CAPTCHA_JS`]); `flow.html` names it.
+pub const CAPTCHA_JS_PATH: &str = "/.portcullis/captcha.js";
+
+/// Fills in a reCAPTCHA v3 token when a captcha page's form is sent.
+pub const CAPTCHA_JS: &str = include_str!("assets/captcha.js");
+
+/// What the page needs to draw a captcha: the widget's element and the provider's script
+/// (reCAPTCHA v3's with the site key it renders for).
+fn captcha_context(c: &crate::flow::CaptchaWidget) -> minijinja::Value {
+    let script = if c.interactive {
+        c.js_url.clone()
+    } else {
+        let sep = if c.js_url.contains('?') { '&' } else { '?' };
+        let key: String = url::form_urlencoded::byte_serialize(c.site_key.as_bytes()).collect();
+        format!("{}{sep}render={key}", c.js_url)
+    };
+    context! {
+        class => c.widget_class, site_key => c.site_key, action => c.action,
+        interactive => c.interactive, script, helper => CAPTCHA_JS_PATH,
+    }
+}
 
 /// What the page needs to run a WebAuthn ceremony: the options (JSON, escaped into an
 /// attribute by the template), the button, and what to say without JavaScript.
@@ -290,6 +348,21 @@ fn qr_svg(text: &str) -> Option<String> {
         "<svg role=\"img\" aria-label=\"QR code\" class=\"qr\"",
         1,
     ))
+}
+
+/// The `datetime` filter: unix seconds as `2025-12-01 14:40 UTC`.
+fn datetime(secs: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(secs) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute()
+        ),
+        Err(_) => secs.to_string(),
+    }
 }
 
 /// What the step asks for, not the flow's name: the page's heading and the JSON `title`.
@@ -367,6 +440,37 @@ mod tests {
         });
         let html = ui.flow_page("Add Duo", "duo", &c, "tok", "/x").unwrap();
         assert!(html.contains("<a href=\"https:"), "{html}");
+    }
+
+    #[test]
+    fn only_links_to_the_gateways_own_flows_are_shown() {
+        let ui = Ui::plain();
+        let table = [
+            ("/.portcullis/flow/recovery", true),
+            ("/.portcullis/flow/reset-2_b", true),
+            ("https://evil.example/", false),
+            ("//evil.example/.portcullis/flow/recovery", false),
+            ("javascript:alert(1)", false),
+            ("/.portcullis/flow/..", false),
+            ("/.portcullis/flow/../logout", false),
+            ("/.portcullis/flow/a/b", false),
+            ("/.portcullis/flow/a\\b", false),
+            ("/.portcullis/flow/a?rd=https://evil.example", false),
+            ("/.portcullis/flow/%2e%2e", false),
+            ("/.portcullis/flow/", false),
+            ("/.portcullis/flow/Recovery", false),
+        ];
+        for (href, shown) in table {
+            let mut c = Challenge::new("password", Vec::new());
+            c.links.push(crate::flow::Link {
+                href: href.into(),
+                label: "Forgot password?".into(),
+            });
+            let html = ui
+                .flow_page("Sign in", "password", &c, "tok", "/x")
+                .unwrap();
+            assert_eq!(html.contains("Forgot password?"), shown, "{href}");
+        }
     }
 
     fn code_challenge(component: &str) -> Challenge {

@@ -416,3 +416,175 @@ async fn the_logo_is_served_as_an_image_for_a_year_and_cannot_run_script() {
         .await;
     assert_eq!(r.status, 404);
 }
+
+/// alice's devices for the settings page: long names and addresses, the one email device an
+/// app's flow needs (so its row shows why it stays).
+fn settings_devices(db: &std::path::Path) {
+    use portcullis::store::{Device, DeviceClass, SledStore, Store};
+    let store = SledStore::open(db).expect("open the database");
+    let device = |id: &str, class, name: &str, address: &str, secret: Option<String>| Device {
+        id: id.into(),
+        username: "alice".into(),
+        class,
+        name: name.into(),
+        address: address.into(),
+        address_hash: None,
+        stage: "setup".into(),
+        created: 1_764_600_000,
+        last_used: Some(1_764_603_600),
+        secret,
+    };
+    let codes = json!({ "hashes": ["h1", "h2"] }).to_string();
+    for d in [
+        device(
+            "dev-mail",
+            DeviceClass::Email,
+            "Email",
+            "alice.with.a.rather.long.address@subdomain.example.com",
+            None,
+        ),
+        device(
+            "dev-phone",
+            DeviceClass::Sms,
+            "The phone I keep in the drawer of my desk at work",
+            "+41791234589",
+            None,
+        ),
+        device(
+            "dev-codes",
+            DeviceClass::Static,
+            "Recovery codes",
+            "",
+            Some(codes),
+        ),
+    ] {
+        store.put_device(&d).expect("put device");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_settings_page_reads_at_390_and_1280_px_and_is_reached_from_the_demo_page() {
+    let setup = Setup {
+        extra_toml: format!(
+            r#"
+[[apps]]
+name = "whoami"
+hosts = ["{WHOAMI_APP}"]
+upstream = "builtin:whoami"
+flow = "{FLOW}"
+
+[[apps]]
+name = "mail"
+hosts = ["{EXTRA_APP}"]
+upstream = "builtin:whoami"
+flow = "mail-signin"
+
+[[flows]]
+slug = "mail-signin"
+designation = "authentication"
+stages = ["identify", "password", "mail_mfa", "login"]
+
+[[flows]]
+slug = "add-app"
+title = "Add an authenticator app"
+designation = "stage_configuration"
+stages = ["identify", "password", "app_setup", "login"]
+
+[stages.mail_mfa]
+kind = "authenticator_validate"
+device_classes = ["email"]
+not_configured_action = "deny"
+
+[stages.app_setup]
+kind = "authenticator_totp"
+friendly_name = "Authenticator app"
+configure_flow = "add-app"
+"#
+        ),
+        ..Setup::default()
+    };
+    let gw = Gateway::prepare(setup).await;
+    settings_devices(&gw.db_path);
+    let gw = gw.launch().await;
+    // Another browser of alice's, so the sessions list has a row to sign out.
+    let other = Browser::new(gw.port);
+    api_sign_in(&other, "alice", ALICE_PW).await;
+
+    for width in [390u32, 1280] {
+        let chrome = Chrome::start_with(Options {
+            window: (width, 844),
+            ..Options::mapping(&[(APP, gw.port), (WHOAMI_APP, gw.port)])
+        })
+        .await;
+        viewport(&chrome, width).await;
+        sign_in(&chrome, WHOAMI_APP, "alice", ALICE_PW).await;
+        chrome.wait_text(|t| t.contains("Hello")).await;
+        chrome.click("a[href='/.portcullis/settings']").await;
+        let text = chrome.wait_text(|t| t.contains("Your settings")).await;
+        for want in [
+            "Sign-in methods",
+            "Recovery codes left: 2",
+            "Add Authenticator app",
+            "Where you are signed in",
+            "This browser",
+            "al***@subdomain.example.com",
+        ] {
+            assert!(text.contains(want), "{want} missing:\n{text}");
+        }
+        check(&chrome, width, "settings", true).await;
+
+        // A refusal shows on the page: the email device is the last one the mail app needs.
+        let refused = script(
+            &chrome,
+            "const f = [...document.querySelectorAll('form')].find(f => f.getAttribute('action') === '/.portcullis/settings' && f.querySelector('input[name=action][value=remove]'));
+             f.querySelector('input[name=id]').value = 'dev-mail'; f.submit(); return true",
+            json!([]),
+        )
+        .await;
+        assert_eq!(refused, true);
+        chrome
+            .wait_text(|t| t.contains("This is your last one"))
+            .await;
+        check(&chrome, width, "settings-refused", true).await;
+
+        // Renaming through the form.
+        chrome
+            .go(&format!("http://{WHOAMI_APP}/.portcullis/settings"))
+            .await;
+        chrome.wait_text(|t| t.contains("Your settings")).await;
+        let e = chrome.find("#device-dev-codes input[name=name]").await;
+        chrome
+            .cmd(
+                reqwest::Method::POST,
+                &format!("/element/{e}/clear"),
+                Some(json!({})),
+            )
+            .await;
+        chrome
+            .type_into("#device-dev-codes input[name=name]", "Codes in the safe")
+            .await;
+        chrome.click("#device-dev-codes button.secondary").await;
+        let text = chrome
+            .wait_text(|t| t.contains("The device was renamed."))
+            .await;
+        assert!(text.contains("Codes in the safe"), "{text}");
+        check(&chrome, width, "settings-renamed", true).await;
+        chrome
+            .cmd(
+                reqwest::Method::POST,
+                &format!(
+                    "/element/{}/clear",
+                    chrome.find("#device-dev-codes input[name=name]").await
+                ),
+                Some(json!({})),
+            )
+            .await;
+        chrome
+            .type_into("#device-dev-codes input[name=name]", "Recovery codes")
+            .await;
+        chrome.click("#device-dev-codes button.secondary").await;
+        chrome
+            .wait_text(|t| t.contains("The device was renamed."))
+            .await;
+    }
+}

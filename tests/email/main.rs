@@ -22,6 +22,7 @@ mod limits;
 mod link;
 mod origin;
 mod phish;
+mod recovery;
 mod setup;
 mod step_up;
 mod takeover;

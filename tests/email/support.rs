@@ -282,6 +282,11 @@ impl Gw {
         self.child = Some(child);
     }
 
+    /// Kills the gateway with SIGKILL (`kill -9`): nothing is flushed or said goodbye to.
+    pub fn stop(&mut self) {
+        self.kill();
+    }
+
     fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();

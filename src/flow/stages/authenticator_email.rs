@@ -46,7 +46,25 @@ impl EmailState {
     }
 }
 
+/// The flow has no value under the configured `intermediate_attribute`.
+pub(crate) const NO_ATTRIBUTE: &str =
+    "This step could not find the email address it needs. Start again.";
+
 impl AuthenticatorEmail {
+    /// Curity's registration mode: an identifier that names no account, typed as an email
+    /// address, is sent a code there; proving it lets the flow's `user_write` create the
+    /// account. Its pages read exactly as a sign-in's to an account's own address.
+    fn registering(&self, cx: &Cx<'_>, known: bool) -> Option<Transition> {
+        if !self.cfg.registration || known || cx.exec.user.is_some() {
+            return None;
+        }
+        let typed = cx.exec.uid.as_deref().map(str::trim)?;
+        if !address::valid(typed) {
+            return None;
+        }
+        Some(self.confirm(cx, typed.to_string(), true, false))
+    }
+
     /// Codes to `to`; `from_account` hides the address on the pages.
     fn confirm(&self, cx: &Cx<'_>, to: String, from_account: bool, decoy: bool) -> Transition {
         let make = if decoy {
@@ -120,6 +138,9 @@ impl Stage for AuthenticatorEmail {
     /// decoy: the same pages, nothing sent, every code wrong.
     async fn enter(&self, cx: &Cx<'_>) -> Result<Transition, FlowError> {
         let user = cx.user()?;
+        if let Some(t) = self.registering(cx, user.is_some()) {
+            return Ok(t);
+        }
         let eligible = user
             .as_ref()
             .is_some_and(|u| u.active || self.cfg.otp.allow_inactive_accounts);
@@ -130,8 +151,17 @@ impl Stage for AuthenticatorEmail {
         // after they proved who they are; before that only the account's own address is.
         let authenticated = cx.exec.authenticated();
         let known = match &self.cfg.email_source {
-            EmailSource::Prompt(key) if authenticated => cx.exec.prompt_data.get(key).cloned(),
-            EmailSource::Prompt(_) => None,
+            EmailSource::Prompt(_) | EmailSource::Intermediate(_) if !authenticated => None,
+            EmailSource::Intermediate(key) => match cx.exec.prompt_data.get(key) {
+                Some(a) if address::valid(a.trim()) => Some(a.trim().to_string()),
+                _ => {
+                    // Curity: the attribute is mandatory; the config check makes sure a stage
+                    // before this one can set it, so this is a flow that did not.
+                    tracing::error!(stage = cx.name, attribute = %key, "intermediate_attribute is missing from the flow or is not an email address");
+                    return Ok(Transition::cancel(NO_ATTRIBUTE));
+                }
+            },
+            EmailSource::Prompt(key) => cx.exec.prompt_data.get(key).cloned(),
             EmailSource::Account => user.and_then(|u| u.email),
         };
         if let Some(a) = known.filter(|a| address::valid(a)) {
@@ -200,6 +230,16 @@ impl Stage for AuthenticatorEmail {
         let StageState::AuthenticatorEmail(EmailState::Code { code, .. }) = state else {
             return Err(mismatch(cx));
         };
+        if self.cfg.registration && cx.exec.user.is_none() {
+            // Registration: the address is proved; the flow's user_write creates the account
+            // with it (and the username typed, unless a prompt gave one).
+            tracing::info!(stage = cx.name, client = %cx.client, to = %otp::mask(&code.to), "address proved for registration");
+            let mut values = vec![("email".to_string(), code.to.clone())];
+            if !cx.exec.prompt_data.contains_key("username") {
+                values.push(("username".to_string(), code.to.clone()));
+            }
+            return Ok(vec![Effect::Remember(values)]);
+        }
         self.enrol(cx, &code.to)
     }
 }

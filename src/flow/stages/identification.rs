@@ -36,6 +36,8 @@ pub(crate) struct Identification {
     passkeys: Option<RelyingParty>,
     /// The enrollment flow a "Sign up" link starts.
     sign_up: Option<String>,
+    /// The recovery flow "Forgot password?" leads to.
+    recovery_flow: Option<String>,
 }
 
 impl Identification {
@@ -44,12 +46,19 @@ impl Identification {
             user_fields,
             passkeys: passkeys.map(|p| RelyingParty::new(&p.rp)),
             sign_up: None,
+            recovery_flow: None,
         }
     }
 
     /// Offering a "Sign up" link to the enrollment flow `slug` (`enrollment_flow`).
     pub(crate) fn with_sign_up(mut self, slug: Option<String>) -> Self {
         self.sign_up = slug;
+        self
+    }
+
+    /// With "Forgot password?" leading to the recovery flow `slug`.
+    pub(crate) fn with_recovery(mut self, slug: Option<String>) -> Self {
+        self.recovery_flow = slug;
         self
     }
 
@@ -61,6 +70,15 @@ impl Identification {
             href: format!("/.portcullis/flow/{slug}?rd={rd}"),
             label: SIGN_UP.into(),
         })
+    }
+
+    /// `challenge` with the links this stage offers besides its form.
+    fn linked(&self, cx: &Cx<'_>, mut c: Challenge) -> Challenge {
+        c.links.extend(self.sign_up_link(cx));
+        if let Some(slug) = &self.recovery_flow {
+            c.links.push(super::forgot_password(slug));
+        }
+        c
     }
 
     /// What the stage waits for: the identifier, and a fresh passkey sign-in when offered.
@@ -172,9 +190,10 @@ impl Stage for Identification {
         };
         let uid = Field::new("uid", kind, self.label());
         let Some(assertion) = passkey else {
-            let mut c = Challenge::new(self.kind().as_str(), vec![uid.autocomplete("username")]);
-            c.links.extend(self.sign_up_link(cx));
-            return Ok(c);
+            return Ok(self.linked(
+                cx,
+                Challenge::new(self.kind().as_str(), vec![uid.autocomplete("username")]),
+            ));
         };
         // `webauthn` in the hint lets the browser offer passkeys in the field's autofill
         // (conditional mediation).
@@ -183,13 +202,12 @@ impl Stage for Identification {
             Field::new(CREDENTIAL, "hidden", "Passkey").optional(),
         ];
         let mut c = Challenge::new(self.kind().as_str(), fields);
-        c.links.extend(self.sign_up_link(cx));
         c.webauthn = Some(serde_json::json!({
             "mode": "get",
             "mediation": "conditional",
             "publicKey": assertion.options["publicKey"],
         }));
-        Ok(c)
+        Ok(self.linked(cx, c))
     }
 
     async fn submit(

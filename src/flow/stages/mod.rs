@@ -7,7 +7,9 @@ pub(crate) mod authenticator_static;
 pub(crate) mod authenticator_totp;
 pub(crate) mod authenticator_validate;
 pub(crate) mod authenticator_webauthn;
+pub(crate) mod captcha;
 pub(crate) mod deny;
+pub(crate) mod email;
 pub(crate) mod identification;
 pub(crate) mod invitation;
 pub(crate) mod password;
@@ -69,17 +71,21 @@ pub(crate) fn build(cfg: &StageConfig, all: &BTreeMap<String, StageConfig>) -> A
             user_fields,
             passkeys,
             enrollment_flow,
+            recovery_flow,
         } => Arc::new(
             identification::Identification::new(user_fields.clone(), passkeys.as_ref())
-                .with_sign_up(enrollment_flow.clone()),
+                .with_sign_up(enrollment_flow.clone())
+                .with_recovery(recovery_flow.clone()),
         ),
         StageConfig::AuthenticatorWebauthn(c) => Arc::new(
             authenticator_webauthn::AuthenticatorWebauthn::new((**c).clone()),
         ),
         StageConfig::Password {
             failed_attempts_before_cancel,
+            recovery_flow,
         } => Arc::new(password::Password {
             failed_attempts_before_cancel: *failed_attempts_before_cancel,
+            recovery_flow: recovery_flow.clone(),
         }),
         StageConfig::UserLogin { session_duration } => Arc::new(user_login::UserLogin {
             session_duration: *session_duration,
@@ -95,6 +101,8 @@ pub(crate) fn build(cfg: &StageConfig, all: &BTreeMap<String, StageConfig>) -> A
         }),
         StageConfig::UserDelete => Arc::new(user_delete::UserDelete),
         StageConfig::UserLogout => Arc::new(user_logout::UserLogout),
+        StageConfig::Email(c) => Arc::new(email::EmailVerify { cfg: (**c).clone() }),
+        StageConfig::Captcha(c) => Arc::new(captcha::Captcha { cfg: (**c).clone() }),
     }
 }
 
@@ -108,5 +116,14 @@ fn setup_label(cfg: &StageConfig) -> String {
         StageConfig::AuthenticatorTotp(e) => e.friendly_name.clone(),
         StageConfig::AuthenticatorStatic(e) => e.friendly_name.clone(),
         other => other.kind().to_string(),
+    }
+}
+
+/// The "Forgot password?" link to the recovery flow `slug`, for identification and password
+/// stages with `recovery_flow`.
+pub(crate) fn forgot_password(slug: &str) -> crate::flow::Link {
+    crate::flow::Link {
+        href: format!("/.portcullis/flow/{slug}"),
+        label: "Forgot password?".into(),
     }
 }

@@ -13,6 +13,8 @@ pub(crate) const TOO_MANY: &str = "Too many failed attempts. Start the sign-in a
 
 pub(crate) struct Password {
     pub(crate) failed_attempts_before_cancel: u32,
+    /// The recovery flow "Forgot password?" leads to.
+    pub(crate) recovery_flow: Option<String>,
 }
 
 /// What a password stage waits for.
@@ -51,6 +53,9 @@ impl Stage for Password {
         let mut c = Challenge::new(self.kind().as_str(), fields);
         if let Some(uid) = &cx.exec.uid {
             c.info.push(format!("Signing in as {uid}"));
+        }
+        if let Some(slug) = &self.recovery_flow {
+            c.links.push(super::forgot_password(slug));
         }
         Ok(c)
     }

@@ -29,6 +29,9 @@ pub(crate) const NO_ACCOUNT: &str = "Your account could not be saved. Start agai
 /// Said when the address an invitation fixes already has an account.
 pub(crate) const INVITED_ADDRESS_TAKEN: &str =
     "An account already uses the address this invitation is for. Sign in, or ask for a new invitation.";
+/// Said when a value could not travel in a header (a control character in a name).
+pub(crate) const CONTROL_CHARACTER: &str =
+    "A field contains a control character, which no account may hold. Start again.";
 /// Said when a flow tries to rename an existing account.
 const NO_RENAME: &str = "The username of an existing account cannot be changed.";
 
@@ -372,7 +375,7 @@ impl UserWrite {
                 vec![USERNAME_TAKEN.into()],
             ));
         }
-        tracing::info!(stage = cx.name, flow = %cx.exec.flow, user = %user.username, client = %cx.client, active = user.active, outcome = "created", "account created");
+        tracing::info!(target: crate::audit::AUDIT_TARGET, stage = cx.name, flow = %cx.exec.flow, user = %user.username, client = %cx.client, active = user.active, outcome = "created", "account created");
         let mut t = Transition::pass()
             .and(Effect::Identify {
                 uid: user.username.clone(),
@@ -413,10 +416,10 @@ impl UserWrite {
                 .values()
                 .any(|v| v.chars().any(char::is_control))
         {
-            return Some(Outcome::Refused(
-                Vec::new(),
-                vec!["A field contains a control character.".into()],
-            ));
+            // Nothing here can be typed again: the flow ends.
+            return Some(Outcome::Done(Box::new(Transition::cancel(
+                CONTROL_CHARACTER,
+            ))));
         }
         None
     }
@@ -478,9 +481,9 @@ impl UserWrite {
         if new_password {
             // A new password ends every session the old one opened, here and elsewhere.
             cx.services.sessions.revoke_user(&user.username)?;
-            tracing::info!(stage = cx.name, flow = %cx.exec.flow, user = %user.username, client = %cx.client, outcome = "password_changed", "password written; every session of the user ended");
+            tracing::info!(target: crate::audit::AUDIT_TARGET, stage = cx.name, flow = %cx.exec.flow, user = %user.username, client = %cx.client, outcome = "password_changed", "password written; every session of the user ended");
         } else {
-            tracing::info!(stage = cx.name, flow = %cx.exec.flow, user = %user.username, client = %cx.client, outcome = "updated", "account updated");
+            tracing::info!(target: crate::audit::AUDIT_TARGET, stage = cx.name, flow = %cx.exec.flow, user = %user.username, client = %cx.client, outcome = "updated", "account updated");
         }
         let mut t = Transition::pass();
         if spent {

@@ -2,7 +2,7 @@
 //! refused names and addresses (with the same work either way).
 
 use super::rig::*;
-use crate::flow::stages::user_write::{EMAIL_TAKEN, NO_ACCOUNT, USERNAME_TAKEN};
+use crate::flow::stages::user_write::{CONTROL_CHARACTER, EMAIL_TAKEN, NO_ACCOUNT, USERNAME_TAKEN};
 use crate::flow::{Engine, Step};
 use crate::password::{PasswordError, PasswordHasher};
 use crate::secret::SecretString;
@@ -426,4 +426,23 @@ async fn a_taken_name_or_address_is_answered_after_the_same_work_as_a_free_one()
         hi.as_secs_f64() < lo.as_secs_f64() * 1.5,
         "taken {taken:?}, free {free:?}"
     );
+}
+
+#[tokio::test]
+async fn values_that_would_break_a_header_end_the_sign_up() {
+    let rig = enrol_rig();
+    for (key, value) in [
+        ("name", "Bob\r\nRemote-Groups: admins"),
+        ("name", "Bob\u{0}"),
+        ("attributes.team", "dev\nops"),
+    ] {
+        let (mut exec, _) = rig.start("enroll").await;
+        let mut answers = signup("bob", "bob@example.com");
+        for a in answers.iter_mut().filter(|(k, _)| *k == key) {
+            a.1 = value;
+        }
+        let view = rig.post(&mut exec, &answers).await;
+        assert_eq!(ended(&view), CONTROL_CHARACTER, "{key} {value:?}");
+        assert!(rig.world.store.user("bob").unwrap().is_none());
+    }
 }

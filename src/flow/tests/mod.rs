@@ -3,6 +3,7 @@
 //! engine behaviour; [`rig`] builds the world they run in.
 
 mod attacks;
+mod captcha;
 mod designation;
 mod duo;
 mod email;
@@ -11,6 +12,7 @@ mod enrol;
 mod invite;
 mod plain;
 mod policies;
+mod recovery;
 mod rig;
 mod sms;
 mod strong;
