@@ -142,6 +142,8 @@ pub(crate) struct CodeCx<'a> {
     /// The plan's stage the code answers (bound into its hash).
     pub(crate) stage: &'a str,
     pub(crate) client: &'a str,
+    /// The User-Agent of the request that triggers a send, for the link's approval page.
+    pub(crate) user_agent: &'a str,
     /// `scheme://host[:port]`, for links.
     pub(crate) origin: &'a str,
     pub(crate) now: i64,

@@ -233,6 +233,7 @@ impl CodeState {
             stage: cx.stage.to_string(),
             confirmed: false,
             continue_in_verify_window: self.rules.continue_in_verify_window,
+            requester: super::Requester::new(cx.user_agent, cx.client, cx.now),
         };
         let expires = cx.now + self.rules.link_ttl as i64;
         if !self.decoy {

@@ -51,6 +51,7 @@ impl Engine {
             exec,
             stage: name,
             client: at.client,
+            user_agent: at.user_agent(),
             origin: at.origin,
             now: self.now(),
             pace: &self.pace,

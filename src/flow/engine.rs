@@ -124,6 +124,16 @@ pub struct Caller<'a> {
     pub headers: &'a [(&'a str, &'a str)],
 }
 
+impl<'a> Caller<'a> {
+    /// The request's User-Agent, empty when it sent none.
+    pub fn user_agent(&self) -> &'a str {
+        self.headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("user-agent"))
+            .map_or("", |(_, value)| value)
+    }
+}
+
 /// Meta keys a response may carry besides the stage's fields: they name what it answers.
 const META_STAGE: &str = "stage";
 const META_COMPONENT: &str = "component";
@@ -293,6 +303,11 @@ impl Engine {
             },
             None => return Ok(None),
         };
+        // Taken, then written back confirmed: of a confirmation racing another, or a decline,
+        // only the one that removes the pending ticket goes on.
+        if !store.take_ticket(&hash)? {
+            return Ok(None);
+        }
         store.put_ticket(&hash, expires, &serde_json::to_vec(&ticket)?)?;
         Ok(Some(ticket))
     }
@@ -302,11 +317,45 @@ impl Engine {
     /// # Errors
     /// Storage or corrupt-record errors.
     pub fn link_pending(&self, token: &SecretString) -> Result<bool, FlowError> {
+        Ok(self.link_request(token)?.is_some())
+    }
+
+    /// The ticket of a link still waiting to be confirmed: which execution it belongs to and
+    /// who asked for it; `None` when it is unknown, used, declined or expired.
+    ///
+    /// # Errors
+    /// Storage or corrupt-record errors.
+    pub fn link_request(
+        &self,
+        token: &SecretString,
+    ) -> Result<Option<super::otp::LinkTicket>, FlowError> {
         let hash = super::otp::hash_token(token);
-        match self.services.store.ticket(&hash, self.now())? {
-            Some(b) => Ok(!serde_json::from_slice::<super::otp::LinkTicket>(&b)?.confirmed),
-            None => Ok(false),
+        let Some(bytes) = self.services.store.ticket(&hash, self.now())? else {
+            return Ok(None);
+        };
+        let ticket: super::otp::LinkTicket = serde_json::from_slice(&bytes)?;
+        Ok(Some(ticket).filter(|t| !t.confirmed))
+    }
+
+    /// Spends a link still waiting to be confirmed without confirming it: the person who
+    /// opened it says the sign-in was not theirs. The waiting sign-in never passes with it
+    /// (it waits until it expires, or sends a new link). Returns the ticket it removed.
+    ///
+    /// # Errors
+    /// Storage or corrupt-record errors.
+    pub fn decline_link(
+        &self,
+        token: &SecretString,
+    ) -> Result<Option<super::otp::LinkTicket>, FlowError> {
+        let Some(ticket) = self.link_request(token)? else {
+            return Ok(None);
+        };
+        let hash = super::otp::hash_token(token);
+        // Of a decline racing a confirmation, only the one that removes the ticket counts.
+        if !self.services.store.take_ticket(&hash)? {
+            return Ok(None);
         }
+        Ok(Some(ticket))
     }
 
     /// A new execution of `slug` for a visitor without a session, that will end at `rd`

@@ -73,6 +73,10 @@ pub struct LinkTicket {
     pub confirmed: bool,
     /// Whether the tab that confirms may carry on with the sign-in (same browser only).
     pub continue_in_verify_window: bool,
+    /// Who asked for the link, shown when it is opened in another browser. Tickets written
+    /// before this was recorded read as an unknown browser.
+    #[serde(default)]
+    pub requester: super::requester::Requester,
 }
 
 /// Shows an address so its owner recognises it without revealing it to a bystander:

@@ -211,13 +211,20 @@ impl Ui {
         self.render("logout.html", context! { user, csrf })
     }
 
-    /// The page a magic link opens: a button that confirms it.
-    pub fn link_confirm(&self, token: &SecretString) -> String {
-        self.render("link.html", context! { token => token.expose() })
-            .unwrap_or_else(|e| {
-                tracing::error!(error = %e, "link template failed");
-                self.message("Confirm sign-in", "This page could not be shown.", None)
-            })
+    /// The page a magic link shows in a browser other than the one that asked: who asked
+    /// (`requester`: `browser`, `address`, `ago`) and a CSRF-protected form to approve or
+    /// decline the sign-in of that other browser.
+    pub fn link_approval(
+        &self,
+        token: &SecretString,
+        csrf: &SecretString,
+        requester: minijinja::Value,
+    ) -> String {
+        let ctx = context! { token => token.expose(), csrf => csrf.expose(), requester };
+        self.render("link.html", ctx).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "link template failed");
+            self.message("Was this you?", "This page could not be shown.", None)
+        })
     }
 
     /// The signed-in user's settings (`settings`: the data the JSON face sends), with a

@@ -25,6 +25,15 @@ mod modes;
 
 mod passkeys;
 
+mod links;
+#[path = "../email/mail.rs"]
+mod mail;
+#[path = "../sms/provider.rs"]
+mod provider;
+#[path = "../email/smtp.rs"]
+mod smtp;
+mod story;
+
 use chrome::Chrome;
 use harness::*;
 use serde_json::Value;

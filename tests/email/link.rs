@@ -1,21 +1,54 @@
-//! Link mode: the message carries a magic link; opening it (GET) only shows a confirm page,
-//! its POST confirms; the same browser continues at once, another browser's confirmation lets
-//! the original client continue when it polls.
+//! Link mode: the message carries a magic link bound to the browser that asked for it.
+//! Opened in that browser (its flow cookie), the sign-in continues at once; opened anywhere
+//! else, the page shows who asked and only an explicit, CSRF-protected approval lets the
+//! browser that asked continue. The opening browser never gets a session from a link.
+//! The phishing attacks on links are in [`crate::phish`].
 
-use crate::harness::{has_input, next_page, pct, submit, Browser, SESSION_COOKIE};
+use crate::harness::{
+    has_input, input_value, next_page, pct, submit, Browser, Resp, SESSION_COOKIE,
+};
 use crate::smtp::{SmtpOpts, SmtpServer};
 use crate::support::*;
 use serde_json::json;
 
-const LINK_CONFIRMED: &str = "Link confirmed";
+pub const LINK_CONFIRMED: &str = "Link confirmed";
+pub const WAS_THIS_YOU: &str = "Was this you?";
+pub const APPROVED: &str = "Sign-in approved";
 
-fn link_spec(smtp: &SmtpServer) -> Spec {
+pub fn link_spec(smtp: &SmtpServer) -> Spec {
     Spec::new(smtp.email_toml()).otp("mode = \"link\"")
 }
 
-/// POST the confirm form of the link page.
-async fn confirm(b: &Browser, token: &str) -> crate::harness::Resp {
-    b.post_form("/.portcullis/link", &[("token", token)]).await
+/// Opens `link` in `b` (a browser other than the one that asked), reads the approval form
+/// and posts `decision` with it.
+pub async fn decide_in(b: &Browser, link: &str, decision: &str) -> Resp {
+    let page = b.get_html(link).await;
+    assert_eq!(page.status, 200, "{}", page.describe());
+    assert!(page.body.contains(WAS_THIS_YOU), "{}", page.body);
+    let token = input_value(&page.body, "token").expect("the form carries the token");
+    let csrf = input_value(&page.body, "csrf_token").expect("the form carries a CSRF token");
+    b.post_form(
+        "/.portcullis/link",
+        &[
+            ("token", &token),
+            ("csrf_token", &csrf),
+            ("decision", decision),
+        ],
+    )
+    .await
+}
+
+/// Approves `link` from `b`, another browser: it is told so and gets no session.
+pub async fn approve_in(b: &Browser, link: &str) -> Resp {
+    let r = decide_in(b, link, "approve").await;
+    assert_eq!(r.status, 200, "{}", r.describe());
+    assert!(r.body.contains(APPROVED), "{}", r.body);
+    assert!(
+        r.set_cookie_value(SESSION_COOKIE).is_none(),
+        "the approving browser must not get a session: {}",
+        r.describe()
+    );
+    r
 }
 
 /// Asserts a link challenge waiting for the link (no fields, resend offered).
@@ -82,20 +115,11 @@ async fn link_opened_in_the_same_browser_continues_the_sign_in() {
         mail.text()
     );
 
-    // Opening the link shows a confirm page with a form; it does not sign in by itself.
+    // Opening the link in the browser that asked (same flow cookie) goes straight back to
+    // the flow, no question asked...
     let r = b.get_html(&link).await;
-    assert_eq!(r.status, 200, "{}", r.describe());
-    assert!(
-        r.body.contains(r#"action="/.portcullis/link""#),
-        "{}",
-        r.body
-    );
-    assert!(has_input(&r.body, "token"), "{}", r.body);
-    assert!(r.set_cookie_value(SESSION_COOKIE).is_none());
-
-    // Confirming from the same browser (same flow cookie) goes straight back to the flow...
-    let r = confirm(&b, &mail.link_token()).await;
     assert_eq!(r.status, 303, "{}", r.describe());
+    assert!(r.set_cookie_value(SESSION_COOKIE).is_none());
     assert_eq!(r.location(), html_flow(MFA_FLOW), "{}", r.describe());
     // ...which completes the sign-in.
     let r = b.get_html(&r.location_absolute()).await;
@@ -113,7 +137,7 @@ async fn link_opened_in_the_same_browser_continues_the_sign_in() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn link_confirmed_in_another_browser_lets_the_original_client_continue() {
+async fn link_approved_in_another_browser_lets_the_original_client_continue() {
     let smtp = SmtpServer::start(SmtpOpts::plain()).await;
     let gw = Gw::start(link_spec(&smtp)).await;
     let b = gw.browser();
@@ -126,19 +150,12 @@ async fn link_confirmed_in_another_browser_lets_the_original_client_continue() {
     assert_link_challenge(&v, "authenticator_email");
 
     let phone = gw.browser();
-    let r = phone.get_html(&mail.link()).await;
-    assert_eq!(r.status, 200, "{}", r.describe());
-    let r = confirm(&phone, &mail.link_token()).await;
+    approve_in(&phone, &mail.link()).await;
+    let r = phone.get_json(&gw.url("/private")).await;
     assert_eq!(
         r.status,
-        200,
-        "another browser gets a page: {}",
-        r.describe()
-    );
-    assert!(r.body.contains(LINK_CONFIRMED), "{}", r.body);
-    assert!(
-        r.set_cookie_value(SESSION_COOKIE).is_none(),
-        "the other browser must not get the session: {}",
+        401,
+        "the approving browser is not signed in: {}",
         r.describe()
     );
 
@@ -154,14 +171,13 @@ async fn link_confirmed_in_another_browser_lets_the_original_client_continue() {
     assert_link_challenge(&v, "authenticator_validate");
     let mail2 = smtp.nth(2).await;
     assert_eq!(mail2.rcpt_tos, vec!["alice@example.com"]);
-    let r = confirm(&gw.browser(), &mail2.link_token()).await;
-    assert_eq!(r.status, 200, "{}", r.describe());
+    approve_in(&gw.browser(), &mail2.link()).await;
     let r = b2.get_json(&api(MFA_FLOW)).await;
     assert_signed_in(&gw, &r);
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn link_get_does_not_consume_it_and_a_second_post_is_gone() {
+async fn link_get_elsewhere_does_not_consume_it_and_a_second_approval_is_gone() {
     let smtp = SmtpServer::start(SmtpOpts::plain()).await;
     let gw = Gw::start(link_spec(&smtp)).await;
     let b = gw.browser();
@@ -183,24 +199,37 @@ async fn link_get_does_not_consume_it_and_a_second_post_is_gone() {
     let v = get(&b, MFA_FLOW).await;
     assert_link_challenge(&v, "authenticator_email");
 
-    // The user then opens and confirms it: works.
+    // The user then opens and approves it: works.
     let user = gw.browser();
-    let r = user.get_html(&link).await;
-    assert_eq!(r.status, 200, "{}", r.describe());
-    let r = confirm(&user, &mail.link_token()).await;
+    let page = user.get_html(&link).await;
+    let csrf = input_value(&page.body, "csrf_token").expect("approval form");
+    let approve = [
+        ("token", mail.link_token()),
+        ("csrf_token", csrf),
+        ("decision", "approve".to_string()),
+    ];
+    let approve: Vec<(&str, &str)> = approve.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = user.post_form("/.portcullis/link", &approve).await;
     assert_eq!(r.status, 200, "{}", r.describe());
 
-    // A second confirmation is refused, and so is opening it again.
-    let r = confirm(&user, &mail.link_token()).await;
+    // A second approval is refused, and so is opening it again.
+    let r = user.post_form("/.portcullis/link", &approve).await;
     assert_eq!(r.status, 410, "second POST: {}", r.describe());
     let r = user.get_html(&link).await;
     assert_eq!(r.status, 410, "GET after confirmation: {}", r.describe());
 
     let r = b.get_json(&api(MFA_FLOW)).await;
     assert_signed_in(&gw, &r);
-    // Used up: still gone after the sign-in consumed it.
-    let r = confirm(&user, &mail.link_token()).await;
+    // Used up: still gone after the sign-in consumed it, in every browser.
+    let r = user.post_form("/.portcullis/link", &approve).await;
     assert_eq!(r.status, 410, "POST after use: {}", r.describe());
+    let r = b.get_html(&link).await;
+    assert_eq!(
+        r.status,
+        410,
+        "GET in the browser that asked, after use: {}",
+        r.describe()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -223,13 +252,10 @@ async fn link_resend_invalidates_the_earlier_link() {
     let other = gw.browser();
     let r = other.get_html(&old.link()).await;
     assert_eq!(r.status, 410, "old link GET: {}", r.describe());
-    let r = confirm(&other, &old.link_token()).await;
-    assert_eq!(r.status, 410, "old link POST: {}", r.describe());
     let v = get(&b, MFA_FLOW).await;
     assert_eq!(v["component"], "authenticator_email", "still waiting: {v}");
 
-    let r = confirm(&other, &new.link_token()).await;
-    assert_eq!(r.status, 200, "{}", r.describe());
+    approve_in(&other, &new.link()).await;
     let r = b.get_json(&api(MFA_FLOW)).await;
     assert_signed_in(&gw, &r);
 }
@@ -249,9 +275,14 @@ async fn same_browser_without_continue_in_verify_window_gets_the_confirmed_page(
     let b = gw.browser();
     api_until_email(&gw, &b, MFA_FLOW, "alice").await;
     let mail = smtp.nth(1).await;
-    let r = confirm(&b, &mail.link_token()).await;
+    let r = b.get_html(&mail.link()).await;
     assert_eq!(r.status, 200, "{}", r.describe());
     assert!(r.body.contains(LINK_CONFIRMED), "{}", r.body);
+    assert!(
+        r.set_cookie_value(SESSION_COOKIE).is_none(),
+        "{}",
+        r.describe()
+    );
     let r = b.get_json(&api(MFA_FLOW)).await;
     assert_signed_in(&gw, &r);
 }

@@ -21,6 +21,7 @@ mod inactive;
 mod limits;
 mod link;
 mod origin;
+mod phish;
 mod recovery;
 mod setup;
 mod step_up;

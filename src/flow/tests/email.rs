@@ -259,6 +259,56 @@ async fn a_confirmed_magic_link_passes_the_waiting_stage_once() {
 }
 
 #[tokio::test]
+async fn a_magic_link_records_who_asked_for_it() {
+    let rig = Rig::new();
+    rig.user("alice", Some("alice@example.test")).await;
+    rig.signed_in_to("link", "alice").await;
+    let token = rig.mailed_link_token();
+    let sent_at = rig.world.clock.now();
+    rig.world.clock.advance_secs(100);
+    let ticket = rig
+        .engine
+        .link_request(&token)
+        .expect("store")
+        .expect("pending");
+    // "flow-tests" names no browser: only fixed names reach the page.
+    assert_eq!(ticket.requester.browser, "Unknown browser");
+    assert_eq!(ticket.requester.address, "192.0.2.7");
+    assert_eq!(ticket.requester.at, sent_at);
+    assert_eq!(ticket.requester.ago(rig.world.clock.now()), "1 minute ago");
+}
+
+#[tokio::test]
+async fn a_declined_magic_link_is_spent_and_never_passes_the_waiting_stage() {
+    let rig = Rig::new();
+    rig.user("alice", Some("alice@example.test")).await;
+    let (mut exec, _) = rig.signed_in_to("link", "alice").await;
+    let token = rig.mailed_link_token();
+    assert!(rig.engine.decline_link(&token).expect("store").is_some());
+    assert!(
+        rig.engine.decline_link(&token).expect("store").is_none(),
+        "declined once"
+    );
+    assert!(!rig.engine.link_pending(&token).expect("store"));
+    assert!(
+        rig.engine.confirm_link(&token).expect("store").is_none(),
+        "a declined link cannot be approved afterwards"
+    );
+    let view = rig.view(&mut exec).await;
+    assert_eq!(
+        challenge(&view).poll,
+        Some(3),
+        "still waiting, until it expires"
+    );
+    // A confirmed link cannot be declined: the waiting stage takes it.
+    rig.post(&mut exec, &[("action", "resend")]).await;
+    let fresh = rig.mailed_link_token();
+    assert!(rig.engine.confirm_link(&fresh).expect("store").is_some());
+    assert!(rig.engine.decline_link(&fresh).expect("store").is_none());
+    assert!(matches!(rig.view(&mut exec).await.step, Step::Done { .. }));
+}
+
+#[tokio::test]
 async fn a_magic_link_opened_after_its_lifetime_is_gone() {
     let rig = Rig::new();
     rig.user("alice", Some("alice@example.test")).await;
