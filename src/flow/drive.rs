@@ -132,7 +132,13 @@ impl Engine {
         if exec.carried.is_some() && !bound {
             challenge.info.insert(0, STEP_UP_INFO.into());
         }
-        if exec.uid.is_some() && !bound && stage.kind() != StageKind::Identification {
+        // Not offered once this execution created the account it names: the user is who
+        // they just signed up as, and starting over would strand the new account.
+        if exec.uid.is_some()
+            && exec.enrolled.is_none()
+            && !bound
+            && stage.kind() != StageKind::Identification
+        {
             challenge.actions.push(Action {
                 name: super::engine::START_OVER.into(),
                 label: START_OVER_LABEL.into(),

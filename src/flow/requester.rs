@@ -37,81 +37,13 @@ impl Requester {
     }
 }
 
-/// What an unreadable, missing or unknown User-Agent is shown as.
-const UNKNOWN: &str = "Unknown browser";
-
-/// A short, human description of a User-Agent: `Firefox 121 on Windows`, `Safari on iPhone`,
-/// `curl 8`; `Unknown browser` for anything else.
+/// A short, human description of a User-Agent ([`crate::session::browser::label`]).
 ///
 /// # Security
 /// Only fixed names and digits come out: whoever asks for the link writes the User-Agent,
 /// and a page that asks "Was this you?" must not show them a line of their own choosing.
 pub(crate) fn browser(ua: &str) -> String {
-    match (product(ua), platform(ua)) {
-        (Some(name), Some(os)) => format!("{name} on {os}"),
-        (Some(name), None) => name,
-        (None, Some(os)) => format!("A browser on {os}"),
-        (None, None) => UNKNOWN.into(),
-    }
-}
-
-/// The browser and its major version, from the most specific token present.
-fn product(ua: &str) -> Option<String> {
-    // Order matters: Edge and Opera also say Chrome, Chrome also says Safari.
-    const BROWSERS: &[(&str, &str)] = &[
-        ("Edg/", "Edge"),
-        ("EdgA/", "Edge"),
-        ("EdgiOS/", "Edge"),
-        ("OPR/", "Opera"),
-        ("SamsungBrowser/", "Samsung Internet"),
-        ("Firefox/", "Firefox"),
-        ("FxiOS/", "Firefox"),
-        ("HeadlessChrome/", "Headless Chrome"),
-        ("CriOS/", "Chrome"),
-        ("Chromium/", "Chromium"),
-        ("Chrome/", "Chrome"),
-        ("curl/", "curl"),
-    ];
-    for (token, name) in BROWSERS {
-        if let Some(version) = version_after(ua, token) {
-            return Some(format!("{name} {version}"));
-        }
-    }
-    if ua.contains("Safari/") && ua.contains("AppleWebKit/") {
-        return Some(match version_after(ua, "Version/") {
-            Some(v) => format!("Safari {v}"),
-            None => "Safari".into(),
-        });
-    }
-    None
-}
-
-/// The major version following `token`, if `token` is there.
-fn version_after(ua: &str, token: &str) -> Option<String> {
-    let at = ua.find(token)? + token.len();
-    let major: String = ua[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .take(6)
-        .collect();
-    Some(major).filter(|m| !m.is_empty())
-}
-
-fn platform(ua: &str) -> Option<&'static str> {
-    const PLATFORMS: &[(&str, &str)] = &[
-        ("iPhone", "iPhone"),
-        ("iPad", "iPad"),
-        ("Android", "Android"),
-        ("CrOS", "ChromeOS"),
-        ("Windows", "Windows"),
-        ("Mac OS X", "macOS"),
-        ("Macintosh", "macOS"),
-        ("Linux", "Linux"),
-    ];
-    PLATFORMS
-        .iter()
-        .find(|(token, _)| ua.contains(token))
-        .map(|(_, name)| *name)
+    crate::session::browser::label(ua)
 }
 
 /// `just now`, `1 minute ago`, `3 minutes ago`, `2 hours ago`, `3 days ago`.

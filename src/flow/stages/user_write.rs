@@ -489,6 +489,13 @@ impl UserWrite {
         if spent {
             t = t.and(Effect::InvitationSpent);
         }
+        if new_password {
+            // Whoever just chose the password knows it: a recovery that ends in a sign-in
+            // does not send the user straight to a password step-up for the one they typed.
+            t = t
+                .and(Effect::Prove(Factors::PASSWORD))
+                .and(Effect::Methods(vec!["pwd"]));
+        }
         Ok(Ok(Outcome::Done(Box::new(t))))
     }
 }

@@ -337,6 +337,13 @@ async fn the_example_configs_enroll_flow_enrols_an_invited_colleague() {
         .await;
     // The account exists, disabled, until Bob proves the address with the mailed code.
     assert_eq!(component(&view), "email", "{view:?}");
+    assert!(
+        challenge(&view)
+            .actions
+            .iter()
+            .all(|a| a.name != "start_over"),
+        "no \"Not you? Start over\" for the account just made"
+    );
     assert!(!rig.world.store.user("bob").unwrap().unwrap().active);
     rig.engine.deliver_queued().await.expect("outbox");
     assert_eq!(rig.world.email.sent()[0].to, "bob@example.com");
