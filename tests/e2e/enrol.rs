@@ -500,3 +500,59 @@ async fn spent_revoked_and_padded_invitations_make_no_account_and_grant_no_group
         );
     }
 }
+
+/// Attack: an enrollment started by a visitor, posted into from a signed-in browser (the
+/// visitor's flow cookie copied over, or the same browser having signed in in another tab
+/// meanwhile). A signed-in user is never enrolled again: no account is made and the session
+/// stays who it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signed_in_browser_cannot_finish_a_visitors_enrollment() {
+    let gw = Gateway::start_with(setup()).await;
+    let open = "/.portcullis/api/flow/open";
+    let answers = |name: &str| {
+        json!({
+            "username": name, "email": format!("{name}@example.com"),
+            "password": PW, "password_repeat": PW,
+        })
+    };
+    // (what, how the signed-in browser comes to hold a visitor's enrollment)
+    for (i, what) in ["copied cookie", "signed in meanwhile"]
+        .into_iter()
+        .enumerate()
+    {
+        let name = format!("mallory{i}");
+        let visitor = gw.browser();
+        let r = visitor.get_json(&visitor.url_on(APP, open)).await;
+        assert_eq!(r.json()["component"], "prompt", "{what}: {}", r.body);
+        let flow = visitor
+            .cookie(&gw.url("/.portcullis/"), FLOW_COOKIE)
+            .expect("flow cookie");
+        let b = if i == 0 {
+            alice_browser(&gw).await.0
+        } else {
+            // Signing in in another tab; the enrollment tab's flow cookie is put back.
+            api_sign_in(&visitor, "alice", ALICE_PW).await;
+            visitor
+        };
+        b.add_cookie(
+            &gw.url("/.portcullis/"),
+            &format!("{FLOW_COOKIE}={flow}; Path=/.portcullis"),
+        );
+        let r = b.post_json(&b.url_on(APP, open), &answers(&name)).await;
+        assert_ne!(
+            r.json()["component"],
+            "redirect",
+            "{what}: {}",
+            r.describe()
+        );
+        let listed = gw.cli(&["user", "list"], None).await.stdout;
+        assert!(
+            !listed
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(name.as_str())),
+            "{what}: {name} was made:\n{listed}"
+        );
+        let echo = b.get_json(&b.url_on(APP, "/")).await.echo();
+        assert_eq!(echo.header("remote-user"), Some("alice"), "{what}");
+    }
+}
