@@ -128,12 +128,23 @@ fn resume(p: &Portal, req: &Request<'_>, slug: &str) -> Result<Option<Execution>
 }
 
 /// Whether a flow run for a signed-in user (settings, unenrolment) is continued by the browser
-/// whose session started it.
+/// whose session started it, and a visitor's flow (enrolment, recovery) by a visitor.
 ///
 /// # Security
 /// Such an execution acts on the account of the session it carries; a flow cookie that ends
-/// up beside another session (another user signed in, or none) must not act on it.
+/// up beside another session (another user signed in, or none) must not act on it. An
+/// enrolment or recovery that a signed-in browser goes on with (a visitor's flow cookie
+/// copied beside a session, or the browser signed in from another tab meanwhile) is gone too,
+/// as starting one there is refused: it would make a second account, or reset a password,
+/// and silently swap the session for another user's.
 fn held_by_its_session(p: &Portal, req: &Request<'_>, e: &Execution) -> bool {
+    let visitors = p
+        .engine
+        .flow(&e.flow)
+        .is_some_and(|f| f.designation.starter() == crate::config::Starter::Visitor);
+    if visitors {
+        return p.gate.session(req.headers).is_none();
+    }
     if !p.engine.bound(e) {
         return true;
     }

@@ -204,3 +204,48 @@ async fn a_settings_flow_goes_on_only_in_the_session_that_started_it() {
         .await;
     assert_eq!(r.status, 410, "after sign-out: {}", r.describe());
 }
+
+/// Attack: a tab whose session another tab signed out (from the settings page) keeps its
+/// cookies. With them it can neither start a flow for signed-in users nor go on with one it
+/// had started: nothing runs as the signed-out user, and the account stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_signed_out_from_another_tab_cannot_start_or_go_on_with_a_settings_flow() {
+    let gw = Gateway::start_with(setup()).await;
+    let (stale, _) = alice_browser(&gw).await;
+    let (other, _) = alice_browser(&gw).await;
+    // The stale tab starts deleting the account, then the other tab signs it out.
+    let r = stale.get_json(&api(LEAVE)).await;
+    assert_eq!(r.json()["component"], "password", "{}", r.body);
+    let s = other.get_json("/.portcullis/api/settings").await.json();
+    let r = other
+        .post_json(
+            "/.portcullis/api/settings",
+            &json!({ "csrf_token": s["csrf_token"], "action": "sign_out_others" }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.describe());
+    assert_eq!(r.json()["ended_sessions"], 1);
+
+    let r = stale
+        .post_json(&api(LEAVE), &json!({ "password": ALICE_PW }))
+        .await;
+    assert_ne!(r.status, 200, "went on after sign-out: {}", r.describe());
+    assert!(!r.body.contains("\"redirect\""), "{}", r.body);
+    // (face, flow): none starts for the signed-out session; each asks to sign in.
+    for slug in [SETTINGS, LEAVE] {
+        let r = stale.get_json(&api(slug)).await;
+        assert_eq!(r.status, 401, "JSON {slug}: {}", r.describe());
+        assert_eq!(r.json()["error"], "sign_in_required", "{slug}");
+        let r = stale.get_html(&html(slug)).await;
+        assert_eq!(r.status, 302, "HTML {slug}: {}", r.describe());
+        assert!(
+            r.location().starts_with(&format!("{}?rd=", flow_path())),
+            "HTML {slug}: {}",
+            r.describe()
+        );
+    }
+    // alice still exists and her other tab is still signed in.
+    let r = other.get_json("/.portcullis/api/settings").await;
+    assert_eq!(r.status, 200, "{}", r.describe());
+    assert_eq!(r.json()["profile"]["username"], "alice");
+}

@@ -403,3 +403,156 @@ async fn invitations_made_while_the_gateway_is_down_work_once_it_runs() {
         "{v}"
     );
 }
+
+/// Attack on invitations as the visitor holding one: replaying a spent link once its account
+/// is gone, a link revoked while its form is open, and fields the prompt does not ask for
+/// (groups, attributes) posted beside the answers. No account appears that the invitation
+/// does not allow, and nobody gets a group the invitation did not name.
+#[tokio::test(flavor = "multi_thread")]
+async fn spent_revoked_and_padded_invitations_make_no_account_and_grant_no_group() {
+    let gw = Gateway::start_with(setup()).await;
+    let enroll = "/.portcullis/api/flow/enroll";
+    let answers = |name: &str| {
+        json!({
+            "username": name, "email": format!("{name}@example.com"),
+            "password": PW, "password_repeat": PW,
+        })
+    };
+    let padded = |name: &str, extra: serde_json::Value| {
+        let mut v = answers(name);
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        v
+    };
+    // Padded answers: the account has the invitation's group only.
+    let (link, _) = invite(&gw, &["--group", "dev"]).await;
+    let api_link = link.replace("/.portcullis/flow/", "/.portcullis/api/flow/");
+    let b = gw.browser();
+    assert_eq!(
+        b.get_json(&b.url_on(APP, &api_link)).await.json()["component"],
+        "prompt"
+    );
+    // Fields the prompt does not ask for: the whole answer is refused, the form stays.
+    for extra in [
+        json!({ "groups": "admins" }),
+        json!({ "group": "admins" }),
+        json!({ "attributes.role": "admin" }),
+        json!({ "attributes": "x" }),
+    ] {
+        let r = b
+            .post_json(&b.url_on(APP, enroll), &padded("carol", extra.clone()))
+            .await;
+        assert_eq!(r.status, 400, "{extra}: {}", r.describe());
+        assert_eq!(r.json()["error"], "stage_mismatch", "{extra}");
+    }
+    let r = b.post_json(&b.url_on(APP, enroll), &answers("carol")).await;
+    assert_eq!(r.json()["component"], "redirect", "{}", r.body);
+    let echo = b.get_json(&b.url_on(APP, "/")).await.echo();
+    let groups = echo.header("remote-groups").unwrap_or_default().to_string();
+    assert_eq!(
+        groups,
+        "dev",
+        "padded groups: {}",
+        echo.header("remote-groups").unwrap_or_default()
+    );
+
+    // The account is removed; the spent link, replayed, makes nothing again.
+    let out = gw.cli(&["user", "remove", "carol"], None).await;
+    assert!(out.ok(), "{}", out.all());
+    let again = gw.browser();
+    let v = again.get_json(&again.url_on(APP, &api_link)).await.json();
+    assert_eq!(
+        v["component"], "access_denied",
+        "replayed after deletion: {v}"
+    );
+    let r = again
+        .post_json(&again.url_on(APP, enroll), &answers("carol"))
+        .await;
+    assert_ne!(r.json()["component"], "redirect", "{}", r.body);
+
+    // Revoked while the form is open: the answers make no account.
+    let (link, id) = invite(&gw, &["--group", "admins"]).await;
+    let api_link = link.replace("/.portcullis/flow/", "/.portcullis/api/flow/");
+    let b = gw.browser();
+    assert_eq!(
+        b.get_json(&b.url_on(APP, &api_link)).await.json()["component"],
+        "prompt"
+    );
+    let out = gw.cli(&["invite", "revoke", &id], None).await;
+    assert!(out.ok(), "{}", out.all());
+    let r = b
+        .post_json(&b.url_on(APP, enroll), &answers("mallory"))
+        .await;
+    assert_ne!(
+        r.json()["component"],
+        "redirect",
+        "revoked mid-flow: {}",
+        r.body
+    );
+    let listed = gw.cli(&["user", "list"], None).await.stdout;
+    for name in ["carol", "mallory"] {
+        assert!(
+            !listed
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(name)),
+            "{name} exists:\n{listed}"
+        );
+    }
+}
+
+/// Attack: an enrollment started by a visitor, posted into from a signed-in browser (the
+/// visitor's flow cookie copied over, or the same browser having signed in in another tab
+/// meanwhile). A signed-in user is never enrolled again: no account is made and the session
+/// stays who it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signed_in_browser_cannot_finish_a_visitors_enrollment() {
+    let gw = Gateway::start_with(setup()).await;
+    let open = "/.portcullis/api/flow/open";
+    let answers = |name: &str| {
+        json!({
+            "username": name, "email": format!("{name}@example.com"),
+            "password": PW, "password_repeat": PW,
+        })
+    };
+    // (what, how the signed-in browser comes to hold a visitor's enrollment)
+    for (i, what) in ["copied cookie", "signed in meanwhile"]
+        .into_iter()
+        .enumerate()
+    {
+        let name = format!("mallory{i}");
+        let visitor = gw.browser();
+        let r = visitor.get_json(&visitor.url_on(APP, open)).await;
+        assert_eq!(r.json()["component"], "prompt", "{what}: {}", r.body);
+        let flow = visitor
+            .cookie(&gw.url("/.portcullis/"), FLOW_COOKIE)
+            .expect("flow cookie");
+        let b = if i == 0 {
+            alice_browser(&gw).await.0
+        } else {
+            // Signing in in another tab; the enrollment tab's flow cookie is put back.
+            api_sign_in(&visitor, "alice", ALICE_PW).await;
+            visitor
+        };
+        b.add_cookie(
+            &gw.url("/.portcullis/"),
+            &format!("{FLOW_COOKIE}={flow}; Path=/.portcullis"),
+        );
+        let r = b.post_json(&b.url_on(APP, open), &answers(&name)).await;
+        assert_ne!(
+            r.json()["component"],
+            "redirect",
+            "{what}: {}",
+            r.describe()
+        );
+        let listed = gw.cli(&["user", "list"], None).await.stdout;
+        assert!(
+            !listed
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(name.as_str())),
+            "{what}: {name} was made:\n{listed}"
+        );
+        let echo = b.get_json(&b.url_on(APP, "/")).await.echo();
+        assert_eq!(echo.header("remote-user"), Some("alice"), "{what}");
+    }
+}

@@ -867,3 +867,177 @@ async fn edit_runs_the_profile_flow_for_the_signed_in_user_and_the_page_shows_th
     assert_eq!(s["profile"]["name"], "Alice Liddell", "{s}");
     assert_eq!(s["profile"]["username"], "alice");
 }
+
+/// Attack: names that look harmless on the page but are not what they seem (direction
+/// overrides that reverse what follows, invisible characters, line separators, 10 kB) are
+/// refused through both faces and change nothing; ordinary letters of any script are kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn rename_refuses_direction_overrides_invisible_characters_and_huge_names() {
+    let gw = gateway("5m").await;
+    let (b, _) = signed_in(&gw, FIREFOX, "alice", ALICE_PW).await;
+    let csrf = settings(&b).await["csrf_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let huge = "y".repeat(10 * 1024);
+    let refused = [
+        ("right-to-left override", "Phone\u{202E}exe.gnp"),
+        ("left-to-right embedding", "\u{202A}Phone"),
+        ("right-to-left isolate", "Phone\u{2067}x\u{2069}"),
+        ("right-to-left mark", "\u{200F}Phone"),
+        ("arabic letter mark", "Phone\u{061C}"),
+        ("zero-width space", "Ph\u{200B}one"),
+        ("zero-width joiner only", "\u{200D}"),
+        ("word joiner", "Ph\u{2060}one"),
+        ("byte order mark", "\u{FEFF}Phone"),
+        ("line separator", "two\u{2028}lines"),
+        ("paragraph separator", "two\u{2029}lines"),
+        ("escape sequence", "Phone\u{1b}[31m"),
+        ("nul", "Phone\0"),
+        ("10 kB", huge.as_str()),
+    ];
+    for (what, name) in refused {
+        let r = b
+            .post_json(
+                &b.url(API),
+                &json!({ "csrf_token": csrf, "action": "rename", "id": "dev-phone", "name": name }),
+            )
+            .await;
+        assert_eq!(r.status, 400, "JSON, {what}: {}", r.describe());
+        let r = post_html(
+            &b,
+            &[
+                ("csrf_token", &csrf),
+                ("action", "rename"),
+                ("id", "dev-phone"),
+                ("name", name),
+            ],
+        )
+        .await;
+        assert_eq!(r.status, 400, "HTML, {what}: {}", r.describe());
+        assert_eq!(
+            device(&settings(&b).await, "dev-phone").unwrap()["name"],
+            "Work phone",
+            "{what}"
+        );
+    }
+    // Names in any script (an Arabic or Hebrew word is not an override) are fine.
+    for name in ["Téléphone", "هاتف العمل", "טלפון", "手机 📱", "Phone — old"]
+    {
+        let r = b
+            .post_json(
+                &b.url(API),
+                &json!({ "csrf_token": csrf, "action": "rename", "id": "dev-phone", "name": name }),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{name}: {}", r.describe());
+        assert_eq!(
+            device(&settings(&b).await, "dev-phone").unwrap()["name"],
+            name
+        );
+    }
+}
+
+/// Attack: a profile flow (stage_configuration) whose prompt asks username, email and name.
+/// Through it alice tries to become bob, take bob's address (any spelling), and smuggle fields
+/// the prompt does not ask for (groups, attributes). Nothing escalates; her name still changes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_profile_flow_cannot_rename_regroup_or_take_another_users_address() {
+    let flow = "/.portcullis/api/flow/edit-all";
+    let setup = Setup {
+        extra_toml: r#"
+[[flows]]
+slug = "edit-all"
+title = "Edit everything"
+designation = "stage_configuration"
+stages = ["password", "ask_all", "write_all"]
+
+[stages.ask_all]
+kind = "prompt"
+[[stages.ask_all.fields]]
+key = "username"
+label = "Username"
+type = "text"
+required = false
+[[stages.ask_all.fields]]
+key = "email"
+label = "Email"
+type = "email"
+required = false
+[[stages.ask_all.fields]]
+key = "name"
+label = "Name"
+type = "text"
+required = false
+
+[stages.write_all]
+kind = "user_write"
+user_creation_mode = "never_create"
+"#
+        .to_string(),
+        ..Setup::default()
+    };
+    let gw = Gateway::start_with(setup).await;
+    let (bob, _) = signed_in(&gw, FIREFOX, "bob", BOB_PW).await;
+    let bob_before = settings(&bob).await["profile"].clone();
+    let smuggled = json!({ "groups": "admins", "attributes.role": "admin", "attributes": "x" });
+    // (what, the answers, whether the write is refused)
+    let table = [
+        (
+            "another user's name",
+            json!({ "username": "bob", "name": "Eve" }),
+            true,
+        ),
+        (
+            "another user's address",
+            json!({ "email": "bob@example.com" }),
+            true,
+        ),
+        (
+            "it upper-cased",
+            json!({ "email": "BOB@Example.COM" }),
+            true,
+        ),
+        (
+            "it with spaces",
+            json!({ "email": " bob@example.com " }),
+            true,
+        ),
+        ("a new name", json!({ "username": "alice2" }), true),
+        (
+            "her own name re-cased",
+            json!({ "username": "Alice", "name": "Alice L" }),
+            false,
+        ),
+    ];
+    for (what, answers, refused) in table {
+        // A fresh tab each time: a refused write leaves its execution waiting.
+        let (b, _) = signed_in(&gw, FIREFOX, "alice", ALICE_PW).await;
+        let r = b.get_json(flow).await;
+        assert_eq!(r.json()["component"], "password", "{what}: {}", r.body);
+        let r = b.post_json(flow, &json!({ "password": ALICE_PW })).await;
+        assert_eq!(r.json()["component"], "prompt", "{what}: {}", r.body);
+        // With fields the prompt does not ask for, the whole answer is refused.
+        let mut body = answers.as_object().unwrap().clone();
+        body.extend(smuggled.as_object().unwrap().clone());
+        let r = b.post_json(flow, &serde_json::Value::Object(body)).await;
+        assert_eq!(r.status, 400, "{what}, smuggled: {}", r.describe());
+        assert_eq!(r.json()["error"], "stage_mismatch", "{what}");
+        let r = b.post_json(flow, &answers).await;
+        let done = r.json()["component"] == "redirect";
+        assert_eq!(done, !refused, "{what}: {}", r.describe());
+        // Whatever happened, alice is alice, in her groups, at her address; bob is untouched.
+        let s = settings(&b).await;
+        assert_eq!(s["profile"]["username"], "alice", "{what}: {s}");
+        assert_eq!(s["profile"]["email"], "alice@example.com", "{what}: {s}");
+        assert_eq!(
+            s["profile"]["groups"],
+            json!(["staff", "ops"]),
+            "{what}: {s}"
+        );
+        assert_eq!(settings(&bob).await["profile"], bob_before, "{what}");
+        if !refused {
+            assert_eq!(s["profile"]["name"], "Alice L", "{what}: {s}");
+        }
+    }
+}

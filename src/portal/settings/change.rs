@@ -295,17 +295,38 @@ fn reauthenticate(p: &Portal, req: &Request<'_>, id: &str) -> Refused {
 }
 
 /// A device name as given, trimmed: 1 to [`MAX_NAME`] characters, no control characters.
+///
+/// # Security
+/// Nor any character that is invisible or changes how the rest of the line reads: direction
+/// overrides, embeddings, isolates and marks (a name ending in U+202E shows reversed, "Phone"
+/// can hide a different word), zero-width characters and line or paragraph separators.
 fn valid_name(name: &str) -> Result<String, Refused> {
     let name = name.trim();
     if name.is_empty() {
         return Err(Refused::InvalidName("Give the device a name."));
     }
-    if name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
+    if name.chars().count() > MAX_NAME || name.chars().any(|c| c.is_control() || hidden(c)) {
         return Err(Refused::InvalidName(
             "A device name is at most 64 characters, on one line.",
         ));
     }
     Ok(name.to_string())
+}
+
+/// Whether `c` is invisible or steers text direction (Unicode format characters a name
+/// needs none of, and the line and paragraph separators).
+fn hidden(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+    )
 }
 
 fn finished(p: &Portal, req: &Request<'_>, face: Face, done: Done) -> Response {
