@@ -127,12 +127,14 @@ impl Engine {
     /// Proofs made before such a revocation (the old password) are as void as the sessions
     /// they opened: a sign-in held open across a recovery must not finish, enrol a factor of
     /// the attacker's, or mint a fresh session. The recovery (or settings) execution that wrote
-    /// the new password itself passed a `user_write` stage and goes on.
+    /// the new password itself passed a `user_write` stage and goes on; one that deleted the
+    /// account ends signed out as before.
     fn outlived_a_revocation(&self, exec: &Execution) -> Result<bool, FlowError> {
         let Some(user) = exec.user.as_deref() else {
             return Ok(false);
         };
-        if exec.passed.contains(&StageKind::UserWrite) {
+        // This execution ended them itself: it wrote the password, or deleted the account.
+        if exec.signed_out || exec.passed.contains(&StageKind::UserWrite) {
             return Ok(false);
         }
         let started_ms = exec.created.saturating_mul(1000);
