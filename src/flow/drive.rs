@@ -137,7 +137,13 @@ impl Engine {
         if exec.signed_out || exec.passed.contains(&StageKind::UserWrite) {
             return Ok(false);
         }
-        let started_ms = exec.created.saturating_mul(1000);
+        // Nothing proved yet (an identifier typed): nothing to void, and no page that would
+        // tell a disabled account from an unknown one.
+        if exec.passed.iter().all(|k| *k == StageKind::Identification) {
+            return Ok(false);
+        }
+        // `created` is in seconds: only a revocation from the next second on is surely later.
+        let started_ms = exec.created.saturating_add(1).saturating_mul(1000);
         let revoked = self
             .services
             .store
