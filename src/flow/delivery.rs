@@ -29,6 +29,10 @@ pub(crate) const SMS_LIMIT_CLIENT: &str =
 pub(crate) const SMS_LIMIT_GLOBAL: &str =
     "Text messages are temporarily unavailable. Try again later.";
 
+/// With per-client limits (email verification), an account takes at most this many times
+/// `max_challenges_sent` messages per window from all client addresses together.
+pub(crate) const ACCOUNT_SENDS_FACTOR: u32 = 3;
+
 /// How long real sends take, per medium, so a decoy can take as long.
 ///
 /// # Security
@@ -138,6 +142,10 @@ impl CodeState {
         {
             return Ok(Err(MAIL_COOLDOWN));
         }
+        if self.account_capped(cx)? {
+            tracing::warn!(user = %Self::subject(cx.exec), client = %cx.client, stage = cx.stage, "account-wide email verification send limit reached; nothing sent");
+            return Ok(Err(otp::TOO_MANY_FOR_ACCOUNT));
+        }
         let Some(issued) = self.issue(cx)? else {
             let (user, client, stage) = (Self::subject(cx.exec), cx.client, cx.stage);
             match self.medium {
@@ -205,6 +213,25 @@ impl CodeState {
         Ok(cx.services.store.counter(&key, cx.now)? < max)
     }
 
+    /// With `per_client` limits (anyone may start a recovery for any account), whether the
+    /// account has had [`ACCOUNT_SENDS_FACTOR`] times `max_sends` messages within the window
+    /// from all client addresses together.
+    ///
+    /// # Security
+    /// The per-client counts alone let a stranger with many addresses (an IPv6 range) flood
+    /// the owner's mailbox. Decoys (unknown, disabled, address-less accounts) are counted under
+    /// the typed identifier exactly as real accounts are, so the cap's message says nothing
+    /// about whether the account exists.
+    fn account_capped(&self, cx: &CodeCx<'_>) -> Result<bool, FlowError> {
+        let max = self.rules.max_sends;
+        if !self.rules.per_client || max == 0 {
+            return Ok(false);
+        }
+        let key = self.counter_key("account-sends", &Self::subject(cx.exec));
+        let cap = max.saturating_mul(ACCOUNT_SENDS_FACTOR);
+        Ok(cx.services.store.counter(&key, cx.now)? >= cap)
+    }
+
     /// Counts a send and creates a fresh secret, replacing any earlier one; `None` when a
     /// limit is reached. A failed delivery still counts (it may have reached the provider).
     fn issue(&mut self, cx: &CodeCx<'_>) -> Result<Option<Issued>, FlowError> {
@@ -215,6 +242,10 @@ impl CodeState {
         self.sends = self.sends.saturating_add(1);
         let key = self.counter_key("sends", &self.limited(cx));
         store.bump_counter(&key, self.rules.window as i64, cx.now)?;
+        if self.rules.per_client {
+            let account = self.counter_key("account-sends", &Self::subject(cx.exec));
+            store.bump_counter(&account, self.rules.window as i64, cx.now)?;
+        }
         self.withdraw(cx.services)?;
         if !self.rules.link {
             let code = otp::generate_code(self.rules.code_length);

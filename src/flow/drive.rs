@@ -17,6 +17,10 @@ const START_OVER_LABEL: &str = "Not you? Start over";
 /// Shown on every step of a step-up, so a signed-in user knows why they are asked again.
 const STEP_UP_INFO: &str = "This application asks for one more step to confirm it is you.";
 
+/// Told when a sign-in started before the user's password changed (or sessions were ended).
+pub(crate) const OUTLIVED: &str =
+    "Your account's password or sessions changed while you were signing in. Start again.";
+
 /// Where a carried-out transition left the execution.
 enum Moved {
     /// The stage waits (its state is back in the execution), with these errors to show.
@@ -69,6 +73,9 @@ impl Engine {
         if let Some(why) = exec.spoiled().cloned() {
             return Ok(self.spoil(exec, &why));
         }
+        if self.outlived_a_revocation(exec)? {
+            return Ok(self.ended(exec, OUTLIVED.into()));
+        }
         if exec.planned.is_none() {
             if let Some(refusal) = self.make_plan(exec, at).await? {
                 return Ok(self.ended(exec, refusal));
@@ -112,6 +119,42 @@ impl Engine {
             }
             return self.ask(exec, name, stage, at, errors).await;
         }
+    }
+
+    /// Whether every session of the execution's user was ended (a password change, a disabled
+    /// or removed account) after it started, by something other than this execution.
+    ///
+    /// # Security
+    /// Proofs made before such a revocation (the old password) are as void as the sessions
+    /// they opened: a sign-in held open across a recovery must not finish, enrol a factor of
+    /// the attacker's, or mint a fresh session. The recovery (or settings) execution that wrote
+    /// the new password itself passed a `user_write` stage and goes on; one that deleted the
+    /// account ends signed out as before.
+    fn outlived_a_revocation(&self, exec: &Execution) -> Result<bool, FlowError> {
+        let Some(user) = exec.user.as_deref() else {
+            return Ok(false);
+        };
+        // This execution ended them itself: it wrote the password, or deleted the account.
+        if exec.signed_out || exec.passed.contains(&StageKind::UserWrite) {
+            return Ok(false);
+        }
+        // Nothing proved yet (an identifier typed): nothing to void, and no page that would
+        // tell a disabled account from an unknown one.
+        if exec.passed.iter().all(|k| *k == StageKind::Identification) {
+            return Ok(false);
+        }
+        // `created` is in seconds: only a revocation from the next second on is surely later.
+        let started_ms = exec.created.saturating_add(1).saturating_mul(1000);
+        let revoked = self
+            .services
+            .store
+            .user_revocations()?
+            .iter()
+            .any(|(u, since)| u == user && *since >= started_ms);
+        if revoked {
+            tracing::warn!(user, flow = %exec.flow, client = %exec.client, "a sign-in started before the user's sessions were ended; it ends too");
+        }
+        Ok(revoked)
     }
 
     /// Renders the current stage's challenge (pure) and saves the execution.
@@ -163,6 +206,9 @@ impl Engine {
         let Some(mut state) = exec.state.take() else {
             return Err(FlowError::StateMismatch { stage: name.into() });
         };
+        if self.outlived_a_revocation(exec)? {
+            return Ok(self.ended(exec, OUTLIVED.into()));
+        }
         if let Some(code) = state.code_mut() {
             code.quiet();
         }

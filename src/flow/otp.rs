@@ -12,6 +12,10 @@ pub(crate) const TOO_MANY_ATTEMPTS: &str = "Too many attempts. Start the sign-in
 /// Message shown when a send limit is reached.
 pub(crate) const TOO_MANY_SENDS: &str =
     "No more codes can be sent for this sign-in right now. Try again later.";
+/// The account-wide cap of verification mail (see `ACCOUNT_SENDS_FACTOR`); the same words for
+/// a name that matches no account.
+pub(crate) const TOO_MANY_FOR_ACCOUNT: &str =
+    "Too many messages were requested for this account recently. Try again later.";
 pub(crate) const WRONG_CODE: &str = "That code is not valid. Check it and try again.";
 pub(crate) const EXPIRED_CODE: &str = "That code has expired. Send a new one.";
 pub(crate) const RESENT: &str = "A new code was sent. Codes sent earlier no longer work.";

@@ -9,7 +9,7 @@
 //!
 //! [`HttpClient`]: crate::http_client::HttpClient
 
-use crate::config::CaptchaStageConfig;
+use crate::config::{CaptchaProvider, CaptchaStageConfig};
 use crate::flow::state::StageState;
 use crate::flow::step::{mismatch, Cx, Effect, Stage, Transition};
 use crate::flow::{CaptchaWidget, Challenge, Field, FlowError, Input, StageKind};
@@ -132,6 +132,12 @@ impl Captcha {
                 log("other_action");
                 return Err(FAILED);
             }
+        }
+        // A v3 answer always carries a score; one without (a v2 key pair on a v3 stage, a
+        // stand-in) would skip the thresholds silently, so it does not pass.
+        if self.cfg.provider == CaptchaProvider::RecaptchaV3 && v.score.is_none() {
+            log("no_score");
+            return Err(FAILED);
         }
         // Once only, whatever the provider says of a token seen before.
         let seen = format!("captcha:{}", crate::flow::otp::hash_token(token));

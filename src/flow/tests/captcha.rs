@@ -285,3 +285,104 @@ async fn the_captcha_cannot_be_skipped_by_answering_the_password_first() {
     }
     assert!(rig.world.http.requests().is_empty(), "nothing verified");
 }
+
+/// Attacks on the verify answer of a reCAPTCHA v3 stage (`score_min_threshold = 0.5`): each
+/// (what the provider answers, whether it passes). A v3 answer without a score would skip the
+/// thresholds; provider error codes carrying markup never reach the page.
+#[tokio::test]
+async fn v3_answers_an_adversary_could_bring_are_judged_strictly() {
+    let rig = rig();
+    rig.user("alice", None).await;
+    let table: Vec<(serde_json::Value, bool)> = vec![
+        // Exactly at the threshold: passes (inclusive, as documented).
+        (
+            json!({ "success": true, "score": 0.5, "action": "scored" }),
+            true,
+        ),
+        (
+            json!({ "success": true, "score": 0.49999, "action": "scored" }),
+            false,
+        ),
+        (
+            json!({ "success": true, "score": 1.0, "action": "scored" }),
+            true,
+        ),
+        (
+            json!({ "success": true, "score": 1.0001, "action": "scored" }),
+            false,
+        ),
+        (
+            json!({ "success": true, "score": -1, "action": "scored" }),
+            false,
+        ),
+        // No score on a v3 stage: refused, not passed unchecked.
+        (json!({ "success": true, "action": "scored" }), false),
+        (
+            json!({ "success": true, "score": null, "action": "scored" }),
+            false,
+        ),
+        // Another flow's action, or the action's case changed.
+        (
+            json!({ "success": true, "score": 0.9, "action": "human" }),
+            false,
+        ),
+        (
+            json!({ "success": true, "score": 0.9, "action": "SCORED" }),
+            false,
+        ),
+        // Another site: a look-alike, a suffix, a trailing dot, an empty name.
+        (
+            json!({ "success": true, "score": 0.9, "action": "scored", "hostname": "auth.example.test.evil.example" }),
+            false,
+        ),
+        (
+            json!({ "success": true, "score": 0.9, "action": "scored", "hostname": "evil-auth.example.test" }),
+            false,
+        ),
+        (
+            json!({ "success": true, "score": 0.9, "action": "scored", "hostname": "auth.example.test." }),
+            false,
+        ),
+        (
+            json!({ "success": true, "score": 0.9, "action": "scored", "hostname": "" }),
+            false,
+        ),
+        (
+            json!({ "success": true, "score": 0.9, "action": "scored", "hostname": "AUTH.Example.TEST" }),
+            true,
+        ),
+        // success spelled as a string: not the JSON expected.
+        (
+            json!({ "success": "true", "score": 0.9, "action": "scored" }),
+            false,
+        ),
+        // Markup in the error codes: a plain refusal, nothing of it echoed.
+        (
+            json!({ "success": false, "error-codes": ["<script>alert(1)</script>", "<b>x</b>"] }),
+            false,
+        ),
+    ];
+    for (i, (answer, passes)) in table.into_iter().enumerate() {
+        let (mut exec, _) = at_captcha(&rig, "scored").await;
+        says(&rig, answer.clone());
+        let token = format!("v3-attack-{i}");
+        let view = rig
+            .post(&mut exec, &[("g-recaptcha-response", &token)])
+            .await;
+        if passes {
+            assert_eq!(component(&view), "password", "case {i}: {answer}");
+            continue;
+        }
+        assert_eq!(component(&view), "captcha", "case {i}: {answer}");
+        let errs = errors(&view);
+        assert!(
+            errs == [FAILED] || errs == [UNAVAILABLE],
+            "case {i}: {answer}: {errs:?}"
+        );
+        let shown = format!("{:?}", challenge(&view));
+        assert!(
+            !shown.contains("<script>") && !shown.contains("<b>"),
+            "case {i}"
+        );
+    }
+}

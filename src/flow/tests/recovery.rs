@@ -2,8 +2,10 @@
 //! email authenticator (registration, `intermediate_attribute`, link attempts).
 
 use super::rig::*;
+use crate::clock::Clock;
 use crate::flow::{Caller, Step};
 use crate::store::Store;
+use std::sync::Arc;
 
 const EXTRA: &str = r#"
 [[flows]]
@@ -488,4 +490,171 @@ async fn registration_mode_creates_an_account_for_an_unknown_address_once_it_is_
     let (_, view) = identified(&rig, "register", "not-an-address").await;
     assert_eq!(field_names(&view), ["code"]);
     assert_eq!(rig.world.email.count(), before);
+}
+
+/// Attack: a stranger floods one mailbox by starting recoveries from many client addresses
+/// (an IPv6 range gives plenty). The per-client limits alone never stop that; an account-wide
+/// cap does, with the same words for a name that matches no account.
+#[tokio::test]
+async fn mail_flooding_one_account_from_many_addresses_is_capped_without_telling_who_exists() {
+    let rig = rig();
+    rig.user("alice", Some("alice@example.test")).await;
+    let cap = 3 * crate::flow::delivery::ACCOUNT_SENDS_FACTOR as usize;
+    for (uid, real) in [("alice", true), ("nobody@example.test", false)] {
+        let before = queued(&rig);
+        let mut errors = Vec::new();
+        for i in 0..cap + 5 {
+            let client = format!("2001:db8::{i:x}");
+            let mut exec = rig
+                .engine
+                .start("recover", "https://app.example.test/".into(), &client)
+                .expect("start");
+            let at = Caller {
+                client: &client,
+                ..AT
+            };
+            rig.engine.view(&mut exec, at).await.expect("view");
+            let input = [("uid".to_string(), uid.to_string())].into_iter().collect();
+            let view = rig.engine.submit(&mut exec, input, at).await.expect("uid");
+            errors.push(challenge(&view).errors.clone());
+        }
+        let sent = queued(&rig) - before;
+        assert_eq!(sent, if real { cap } else { 0 }, "{uid}");
+        assert!(errors[..cap].iter().all(Vec::is_empty), "{uid}: {errors:?}");
+        for e in &errors[cap..] {
+            assert_eq!(e, &[crate::flow::otp::TOO_MANY_FOR_ACCOUNT], "{uid}");
+        }
+    }
+}
+
+/// Attack: damaged outbox records in a real sled database (garbage bytes, a record whose sealed
+/// parts do not open, one sealed for another id) neither stop the good message nor crash the
+/// outbox; unreadable ones are dropped, unopenable ones wait out their expiry.
+#[tokio::test]
+async fn damaged_outbox_records_in_sled_do_not_stop_delivery_of_the_others() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sled = Arc::new(crate::store::SledStore::open(&dir.path().join("db")).expect("sled"));
+    let config = Rig::config(EXTRA).expect("config");
+    let mut world = crate::testing::TestWorld::for_config(&config);
+    world.services.store = sled.clone();
+    let mut engine = crate::flow::Engine::new(&config, world.services.clone());
+    engine.pace = crate::flow::delivery::Pace::instant();
+    let rig = Rig { engine, world };
+    let mut alice = crate::store::User::new("alice");
+    alice.email = Some("alice@example.test".into());
+    sled.put_user(&alice).expect("user");
+    let now = rig.world.clock.now();
+    let expires = now + 600;
+    let record = |sealed: &str| {
+        serde_json::json!({"to": "victim@example.test", "subject": "x", "sealed": sealed,
+            "route": "verify", "user": "user:alice", "expires": expires, "attempts": 0, "next": 0})
+        .to_string()
+    };
+    // Older ids than the good message's, so they are tried first.
+    let damaged: [(&str, Vec<u8>); 5] = [
+        ("0000000000000000-garbage", vec![0xff, 0x00, 0xfe, b'{']),
+        ("0000000000000000-empty", Vec::new()),
+        ("0000000000000000-json", br#"{"to": 5}"#.to_vec()),
+        (
+            "0000000000000000-sealed",
+            record("not-sealed-at-all").into_bytes(),
+        ),
+        ("0000000000000000-huge", vec![b'['; 1 << 20]),
+    ];
+    for (id, bytes) in &damaged {
+        sled.put_outbox(id, bytes).expect("put");
+    }
+    let (mut exec, _) = identified(&rig, "recover", "alice").await;
+    deliver(&rig).await;
+    assert_eq!(rig.world.email.count(), 1, "the good message went out");
+    assert_eq!(rig.world.email.sent()[0].to, "alice@example.test");
+    let code = rig.mailed_code();
+    let view = rig.post(&mut exec, &[("code", &code)]).await;
+    assert!(matches!(view.step, Step::Done { .. }), "{view:?}");
+    // Only the record that parses but does not open is left, and only until it expires.
+    let left: Vec<String> = sled
+        .outbox()
+        .expect("outbox")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(left, ["0000000000000000-sealed"]);
+    rig.world.clock.advance(std::time::Duration::from_secs(601));
+    deliver(&rig).await;
+    assert!(sled.outbox().expect("outbox").is_empty());
+    assert_eq!(rig.world.email.count(), 1);
+}
+
+const RESET: &str = r#"
+[[flows]]
+slug = "reset"
+title = "Reset your password"
+designation = "recovery"
+stages = ["identify_r", "verify", "new_pw", "write_pw", "login"]
+[stages.new_pw]
+kind = "prompt"
+fields = [{ key = "password", label = "New password", type = "password" }]
+[stages.write_pw]
+kind = "user_write"
+user_creation_mode = "never_create"
+"#;
+
+/// Alice recovers her account through "reset" (the mailed code, then `new`).
+async fn reset_password(rig: &Rig, new: &str) {
+    let (mut exec, _) = identified(rig, "reset", "alice").await;
+    deliver(rig).await;
+    let code = rig.mailed_code();
+    let view = rig.post(&mut exec, &[("code", &code)]).await;
+    assert_eq!(component(&view), "prompt", "{view:?}");
+    let view = rig.post(&mut exec, &[("password", new)]).await;
+    assert!(
+        signed_in(&view).contains(&"user_write".to_string()),
+        "{view:?}"
+    );
+}
+
+/// Attack: someone who knows the old password gets past it in a sign-in, holds that sign-in
+/// open while the owner recovers the account, then finishes it (enrolling a phone of their
+/// own, or just being signed in). A sign-in whose proofs predate the password change ends
+/// like the sessions did; the recovery's own execution still signs in.
+#[tokio::test]
+async fn a_sign_in_held_open_across_a_password_reset_cannot_be_finished() {
+    // (flow, what the attacker posts after the reset)
+    let table: [(&str, &[(&str, &str)]); 3] = [
+        ("phone", &[("phone", "+41 79 123 45 67")]),
+        ("ask", &[("nickname", "m"), ("phone", "+41 79 123 45 67")]),
+        ("login", &[]),
+    ];
+    for (flow, then) in table {
+        let rig = Rig::with(&format!("{EXTRA}{RESET}"), None);
+        rig.user("alice", Some("alice@example.test")).await;
+        let (mut attacker, _) = rig.start(flow).await;
+        rig.post(&mut attacker, &[("uid", "alice")]).await;
+        if flow == "login" {
+            // Held at the password stage, with the old password typed after the reset.
+        } else {
+            let view = rig.post(&mut attacker, &[("password", PASSWORD)]).await;
+            assert!(
+                matches!(view.step, Step::Challenge { .. }),
+                "{flow}: {view:?}"
+            );
+        }
+        rig.world.clock.advance(std::time::Duration::from_secs(2));
+        reset_password(&rig, "Quartz-lantern-over-9-rivers").await;
+        rig.world.clock.advance(std::time::Duration::from_secs(2));
+        let view = if flow == "login" {
+            rig.post(&mut attacker, &[("password", PASSWORD)]).await
+        } else {
+            rig.post(&mut attacker, then).await
+        };
+        assert!(
+            !matches!(view.step, Step::Done { login: Some(_), .. }),
+            "{flow}: signed in across the reset: {view:?}"
+        );
+        if flow != "login" {
+            assert!(matches!(view.step, Step::Ended { .. }), "{flow}: {view:?}");
+        }
+        assert!(rig.devices("alice").is_empty(), "{flow}: no device added");
+        assert_eq!(rig.world.sms.attempts(), 0, "{flow}: nothing texted");
+    }
 }
