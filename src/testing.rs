@@ -211,6 +211,17 @@ impl crate::flow::SessionRevoker for StoreRevoker {
             .revoke_user_sessions(username, self.clock.now_ms())?)
     }
 
+    fn revoked_since(&self, username: &str) -> Option<i64> {
+        use crate::store::Store;
+        self.store
+            .user_revocations()
+            .ok()?
+            .into_iter()
+            .filter(|(u, _)| u == username)
+            .map(|(_, since)| since)
+            .max()
+    }
+
     fn revoke_sid(&self, sid: &str, exp: i64) -> Result<(), crate::flow::FlowError> {
         use crate::store::Store;
         Ok(self.store.revoke_session(sid, exp)?)

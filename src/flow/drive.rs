@@ -147,10 +147,9 @@ impl Engine {
         let started_ms = exec.created.saturating_add(1).saturating_mul(1000);
         let revoked = self
             .services
-            .store
-            .user_revocations()?
-            .iter()
-            .any(|(u, since)| u == user && *since >= started_ms);
+            .sessions
+            .revoked_since(user)
+            .is_some_and(|since| since >= started_ms);
         if revoked {
             tracing::warn!(user, flow = %exec.flow, client = %exec.client, "a sign-in started before the user's sessions were ended; it ends too");
         }

@@ -62,6 +62,10 @@ pub trait SessionRevoker: Send + Sync {
     /// # Errors
     /// As [`SessionRevoker::revoke_user`].
     fn revoke_sid(&self, sid: &str, exp: i64) -> Result<(), FlowError>;
+
+    /// The instant (unix milliseconds) up to which every session of `username` was ended, if
+    /// ever: a sign-in started before it may not finish. Read from memory, no disk.
+    fn revoked_since(&self, username: &str) -> Option<i64>;
 }
 
 impl SessionRevoker for crate::session::SessionService {
@@ -71,6 +75,10 @@ impl SessionRevoker for crate::session::SessionService {
 
     fn revoke_sid(&self, sid: &str, exp: i64) -> Result<(), FlowError> {
         revoked(crate::session::SessionService::revoke_sid(self, sid, exp))
+    }
+
+    fn revoked_since(&self, username: &str) -> Option<i64> {
+        crate::session::SessionService::revoked_since(self, username)
     }
 }
 

@@ -255,12 +255,17 @@ impl SessionService {
     /// The [`SessionError`] saying why it was refused.
     pub fn verify(&self, token: &str) -> Result<Arc<Claims>, SessionError> {
         let now = self.clock.now();
-        let cached = self.verified.read().get(token).cloned();
-        if let Some((c, seen)) = cached.filter(|(c, _)| Self::alive_at(c.exp, now)) {
+        // One Arc clone under the read lock: the last-seen cell is touched in place.
+        let cached = self.verified.read().get(token).and_then(|(c, seen)| {
+            Self::alive_at(c.exp, now).then(|| {
+                seen.touch(now);
+                c.clone()
+            })
+        });
+        if let Some(c) = cached {
             if self.revocations.is_revoked(&c.sid, &c.sub, c.issued_ms()) {
                 return Err(SessionError::Revoked);
             }
-            seen.touch(now);
             return Ok(c);
         }
         let c = Arc::new(self.verify_fully(token)?);
@@ -272,6 +277,12 @@ impl SessionService {
         }
         verified.insert(token.into(), (c.clone(), seen));
         Ok(c)
+    }
+
+    /// The instant (unix milliseconds) up to which every session of `username` was ended,
+    /// if ever (from the in-memory revocation list).
+    pub fn revoked_since(&self, username: &str) -> Option<i64> {
+        self.revocations.revoked_since(username)
     }
 
     /// The live sessions of `username`, oldest first, each with when it was last seen (the
