@@ -103,6 +103,9 @@ fn bulk(path: &Path, count: u64, hash: &str, now: i64, now_ms: i64) -> Result<()
                 username: name.clone(),
                 issued: now,
                 expires,
+                client: "127.0.0.1".into(),
+                browser: "Unknown browser".into(),
+                last_seen: Some(now),
             };
             s.insert(record.sid.as_bytes(), serde_json::to_vec(&record)?);
             r.insert(
