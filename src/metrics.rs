@@ -490,4 +490,84 @@ mod tests {
         drop(a);
         drop(b);
     }
+
+    /// The sample names of an exposition (`name` of `name{labels} value`).
+    fn sample_names(text: &str) -> std::collections::BTreeSet<String> {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Every query string of a Grafana dashboard: panel `expr`s and template `query`s.
+    fn queries(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    match (k.as_str(), v) {
+                        ("expr" | "query" | "definition", serde_json::Value::String(q))
+                            if q.contains('(') || q.contains("portcullis") =>
+                        {
+                            out.push(q.clone())
+                        }
+                        _ => queries(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|i| queries(i, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn the_grafana_dashboard_charts_only_and_every_metric_the_gateway_exports() {
+        // Every family with a sample, so the exposition names them all.
+        RequestTimers::new(["app"]).observe(Some(0), Outcome::Allowed, Duration::from_millis(1));
+        access_decision(Duration::from_micros(30));
+        authn("password", AuthnResult::Success);
+        sent("email", "smtp", true);
+        forward_auth("caddy", 200);
+        session_issued();
+        let exported = sample_names(&render());
+        let text = include_str!("../config/grafana/portcullis.json");
+        let dashboard: serde_json::Value = serde_json::from_str(text).expect("valid JSON");
+        assert_eq!(dashboard["uid"], "portcullis");
+        let mut found = Vec::new();
+        queries(&dashboard, &mut found);
+        let name = regex::Regex::new(r"portcullis_[a-z0-9_]+").expect("regex");
+        let mut charted = std::collections::BTreeSet::new();
+        for q in &found {
+            let names: Vec<&str> = name.find_iter(q).map(|m| m.as_str()).collect();
+            assert!(!names.is_empty(), "a query names no gateway metric: {q}");
+            for n in names {
+                assert!(
+                    exported.contains(n),
+                    "`{n}` in `{q}` is not exported: {exported:?}"
+                );
+                charted.insert(
+                    n.trim_end_matches("_bucket")
+                        .trim_end_matches("_count")
+                        .to_string(),
+                );
+            }
+        }
+        // Each family the gateway exports is on the dashboard.
+        for family in [
+            "portcullis_request_duration_seconds",
+            "portcullis_access_decision_seconds",
+            "portcullis_authn_total",
+            "portcullis_sends_total",
+            "portcullis_bans",
+            "portcullis_sessions_issued_total",
+            "portcullis_forward_auth_requests_total",
+            "portcullis_requests_in_flight",
+            "portcullis_build_info",
+        ] {
+            assert!(
+                charted.contains(family),
+                "{family} is not charted: {charted:?}"
+            );
+        }
+    }
 }

@@ -264,4 +264,51 @@ mod tests {
         assert_eq!(v["store"], "ok");
         assert!(v["providers"].is_array());
     }
+
+    /// The values of `key=` lines in a unit file (comments skipped).
+    fn unit_values<'a>(unit: &'a str, key: &str) -> Vec<&'a str> {
+        unit.lines()
+            .map(str::trim)
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .collect()
+    }
+
+    #[test]
+    fn the_systemd_unit_is_hardened_and_matches_what_the_gateway_does() {
+        let unit = include_str!("../config/systemd/portcullis.service");
+        let one = |key: &str| {
+            let v = unit_values(unit, key);
+            assert_eq!(v.len(), 1, "{key}: {v:?}");
+            v[0]
+        };
+        // The gateway notifies (sd_notify above), drains on SIGTERM, reloads on SIGHUP.
+        assert_eq!(one("Type"), "notify");
+        assert!(one("ExecStart").ends_with(" serve"));
+        assert_eq!(one("ExecReload"), "/bin/kill -HUP $MAINPID");
+        assert_eq!(one("KillSignal"), "SIGTERM");
+        let stop: u64 = one("TimeoutStopSec").parse().expect("seconds");
+        assert!(
+            stop > crate::config::DEFAULT_DRAIN.as_secs(),
+            "systemd would kill the gateway during its default drain"
+        );
+        for (key, want) in [
+            ("NoNewPrivileges", "yes"),
+            ("ProtectSystem", "strict"),
+            ("ProtectHome", "yes"),
+            ("PrivateTmp", "yes"),
+            ("PrivateDevices", "yes"),
+            ("ReadWritePaths", "/var/lib/portcullis"),
+            ("StateDirectory", "portcullis"),
+            ("StateDirectoryMode", "0700"),
+            ("CapabilityBoundingSet", "CAP_NET_BIND_SERVICE"),
+            ("UMask", "0077"),
+        ] {
+            assert_eq!(one(key), want, "{key}");
+        }
+        let nofile: u64 = one("LimitNOFILE").parse().expect("a number");
+        assert!(nofile >= 65536);
+        let socket = include_str!("../config/systemd/portcullis.socket");
+        assert!(!unit_values(socket, "ListenStream").is_empty());
+    }
 }
