@@ -258,7 +258,10 @@ impl Gate {
     /// on the normalised path ([`judged_path`]) and a `bypass` never applies to a path that is
     /// not plain ([`is_plain_path`]).
     pub fn decide<'s>(&'s self, req: &AccessRequest<'_>) -> Decision<'s> {
-        self.judge(req, || self.session(req.headers)).decision
+        let started = std::time::Instant::now();
+        let decision = self.judge(req, || self.session(req.headers)).decision;
+        crate::metrics::access_decision(started.elapsed());
+        decision
     }
 
     /// [`Gate::decide`] with the rule that decided and what the session lacks, the session

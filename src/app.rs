@@ -282,7 +282,7 @@ pub fn serve(config: Config, inherited: InheritedListeners) -> Result<(), AppErr
         .copied()
         .collect();
     let handed = inherited.claim(&configured)?;
-    check_listeners(&config.server, &handed)?;
+    check_listeners(&config.server, config.metrics.listen, &handed)?;
     let parts = Parts::build(config)?;
     bootstrap_admin(&parts)?;
 
@@ -296,6 +296,7 @@ pub fn serve(config: Config, inherited: InheritedListeners) -> Result<(), AppErr
     let service = proxy_service(&server, &parts)?;
     let inherited = handed.len();
     server.add_service(handed.serve_with(service));
+    add_ops_services(&mut server, &parts);
     tracing::info!(
         listen = ?cfg.server.listen,
         tls_listen = ?cfg.server.tls_listen,
@@ -303,9 +304,36 @@ pub fn serve(config: Config, inherited: InheritedListeners) -> Result<(), AppErr
         apps = cfg.apps.len(),
         config = %cfg.source.display(),
         database = %cfg.storage.path.display(),
+        metrics = ?cfg.metrics.listen,
         "portcullis is running"
     );
-    server.run_forever()
+    server.run(pingora::server::RunArgs::default());
+    // A fast shutdown (SIGINT) ends here; a graceful one (SIGTERM) ends in `ops::Lifecycle`.
+    crate::ops::finish(&parts.sessions, parts.store.as_ref());
+    std::process::exit(0)
+}
+
+/// The services around the proxy: the `[metrics] listen` admin listener when configured, and
+/// the lifecycle (readiness notification, graceful drain, last writes at shutdown).
+fn add_ops_services(server: &mut Server, parts: &Parts) {
+    let cfg = &parts.config;
+    if let Some(addr) = cfg.metrics.listen {
+        let mut metrics = pingora::services::listening::Service::new(
+            "portcullis metrics".into(),
+            crate::ops::MetricsApp::new(parts.store.clone()),
+        );
+        metrics.threads = Some(1);
+        metrics.add_tcp(&addr.to_string());
+        server.add_service(metrics);
+    }
+    server.add_service(pingora::services::background::background_service(
+        "portcullis lifecycle",
+        crate::ops::Lifecycle {
+            sessions: parts.sessions.clone(),
+            store: parts.store.clone(),
+            drain: cfg.server.drain_timeout,
+        },
+    ));
 }
 
 /// Opens the admin socket the CLI's user commands talk to while the gateway holds the database.
@@ -326,8 +354,10 @@ fn start_admin_socket(parts: &Parts) -> Result<(), AppError> {
     })
 }
 
-/// Pingora's settings: worker threads (0 means one per core), a short grace period, the
-/// upstream connection pool and the CA file upstream certificates are checked against.
+/// Pingora's settings: worker threads (0 means one per core), the grace period of a graceful
+/// shutdown (`[server] drain_timeout`, which [`crate::ops::Lifecycle`] ends early once no
+/// request is in flight), the upstream connection pool and the CA file upstream certificates
+/// are checked against.
 fn server_conf(cfg: &Config) -> ServerConf {
     let threads = match cfg.server.threads {
         0 => std::thread::available_parallelism()
@@ -337,8 +367,10 @@ fn server_conf(cfg: &Config) -> ServerConf {
     };
     let mut conf = ServerConf {
         threads,
-        grace_period_seconds: Some(1),
-        graceful_shutdown_timeout_seconds: Some(5),
+        // Pingora waits this long after SIGTERM before stopping its runtimes (which cuts the
+        // requests still running); the lifecycle service exits sooner once they are done.
+        grace_period_seconds: Some(cfg.server.drain_timeout.as_secs().max(1) + 1),
+        graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
     conf.upstream_keepalive_pool_size = 256;
@@ -392,12 +424,18 @@ fn proxy_service(
 ///
 /// # Errors
 /// [`AppError::Bind`] naming the first address that cannot be bound, its key and the reason.
-fn check_listeners(server: &crate::config::ServerConfig, handed: &Claimed) -> Result<(), AppError> {
+fn check_listeners(
+    server: &crate::config::ServerConfig,
+    metrics: Option<std::net::SocketAddr>,
+    handed: &Claimed,
+) -> Result<(), AppError> {
     let mut held = Vec::new();
     let mut handed_seen = std::collections::HashSet::new();
+    let metrics: Vec<_> = metrics.into_iter().collect();
     for (key, addrs) in [
         ("server.listen", &server.listen),
         ("server.tls_listen", &server.tls_listen),
+        ("metrics.listen", &metrics),
     ] {
         for (i, addr) in addrs.iter().enumerate() {
             if handed.contains(addr) {

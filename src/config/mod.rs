@@ -10,6 +10,7 @@ mod email;
 mod enrol;
 mod env;
 mod error;
+mod ops;
 mod path_index;
 mod policies;
 mod raw;
@@ -29,6 +30,7 @@ pub use duration::parse as parse_duration;
 pub use email::OwnOtp;
 pub use enrol::{UserCreationMode, UserWriteStageConfig, PASSWORD_KEY};
 pub use error::ConfigError;
+pub use ops::{MetricsConfig, DEFAULT_DRAIN};
 pub use path_index::{PathIndex, RuleSet, MAX_INDEXED};
 pub use policies::StageBinding;
 pub use rules::{
@@ -93,6 +95,8 @@ pub struct Config {
     pub geoip: Option<std::sync::Arc<crate::policy::GeoIp>>,
     /// `[settings]`: the user's settings page.
     pub settings: SettingsConfig,
+    /// `[metrics]`: the admin listener serving Prometheus metrics, off by default.
+    pub metrics: MetricsConfig,
 }
 
 /// `[server]`: where the gateway listens and how it is reached.
@@ -121,6 +125,8 @@ pub struct ServerConfig {
     pub hsts: Option<http::HeaderValue>,
     /// CA bundle for verifying HTTPS upstreams instead of the system roots.
     pub upstream_ca_file: Option<PathBuf>,
+    /// How long a graceful shutdown (SIGTERM) waits for requests in flight to finish.
+    pub drain_timeout: std::time::Duration,
 }
 
 /// A certificate chain and key, already parsed, with the names it covers.

@@ -51,6 +51,9 @@ pub(super) struct RawConfig {
     /// `[settings]`: the user's settings page.
     #[serde(default)]
     pub settings: super::settings::RawSettings,
+    /// `[metrics]`: the admin listener serving Prometheus metrics.
+    #[serde(default)]
+    pub metrics: super::ops::RawMetrics,
 }
 
 /// `[geoip]`.
@@ -82,6 +85,8 @@ pub(super) struct RawServer {
     pub redirect_http: bool,
     pub hsts: Option<String>,
     pub upstream_ca_file: Option<String>,
+    /// How long a graceful shutdown waits for requests in flight (`"30s"`).
+    pub drain_timeout: Option<String>,
 }
 
 impl Default for RawServer {
@@ -97,6 +102,7 @@ impl Default for RawServer {
             redirect_http: false,
             hsts: None,
             upstream_ca_file: None,
+            drain_timeout: None,
         }
     }
 }

@@ -43,6 +43,7 @@ pub(super) fn server(raw: &RawServer, listen: Vec<SocketAddr>) -> Checked<Server
         auth_url,
         redirect_http: raw.redirect_http,
         upstream_ca_file,
+        drain_timeout: super::ops::drain_timeout(raw.drain_timeout.as_deref())?,
     })
 }
 

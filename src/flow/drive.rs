@@ -289,6 +289,7 @@ impl Engine {
                 other => self.record(exec, name, other)?,
             }
         }
+        count_answer(stage.kind(), &next);
         Ok(match next {
             Next::Stay(state, errors) => {
                 exec.state = Some(state);
@@ -547,6 +548,20 @@ impl Engine {
 }
 
 /// The code machine of the state a transition stays in.
+/// `portcullis_authn_total`: a stage that passed, refused an answer (stays with an error) or
+/// ended the sign-in. A stage that stays without an error (a code sent, a page shown again)
+/// or is skipped judged nothing and is not counted.
+fn count_answer(kind: StageKind, next: &Next) {
+    use crate::metrics::AuthnResult;
+    let result = match next {
+        Next::Pass => AuthnResult::Success,
+        Next::Stay(_, errors) if !errors.is_empty() => AuthnResult::Failure,
+        Next::Cancel(_) => AuthnResult::Ended,
+        Next::Stay(..) | Next::Skip => return,
+    };
+    crate::metrics::authn(kind.as_str(), result);
+}
+
 fn staying_code<'n>(next: &'n mut Next, name: &str) -> Result<&'n mut CodeState, FlowError> {
     match next {
         Next::Stay(state, _) => state.code_mut(),

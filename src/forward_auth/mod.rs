@@ -18,6 +18,17 @@ pub enum Flavor {
     Caddy,
 }
 
+impl Flavor {
+    /// The server's name: `nginx`, `traefik` or `caddy`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flavor::Nginx => "nginx",
+            Flavor::Traefik => "traefik",
+            Flavor::Caddy => "caddy",
+        }
+    }
+}
+
 /// The forward-auth endpoint for a path: ours, or Authelia's for drop-in compatibility.
 pub fn route(path: &str) -> Option<Flavor> {
     match path {

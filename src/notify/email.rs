@@ -86,6 +86,15 @@ fn tls_params(s: &SmtpSettings) -> Result<TlsParameters, NotifyError> {
 #[async_trait]
 impl EmailSender for SmtpSender {
     async fn send(&self, msg: OutgoingEmail) -> Result<(), NotifyError> {
+        let sent = self.deliver(msg).await;
+        crate::metrics::sent("email", "smtp", sent.is_ok());
+        sent
+    }
+}
+
+impl SmtpSender {
+    /// Hands one message to the SMTP server.
+    async fn deliver(&self, msg: OutgoingEmail) -> Result<(), NotifyError> {
         let to: Mailbox = msg
             .to
             .parse()

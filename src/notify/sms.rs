@@ -127,6 +127,15 @@ impl HttpSmsSender {
 #[async_trait]
 impl SmsSender for HttpSmsSender {
     async fn send(&self, msg: OutgoingSms) -> Result<(), NotifyError> {
+        let sent = self.post(msg).await;
+        crate::metrics::sent("sms", self.provider_name(), sent.is_ok());
+        sent
+    }
+}
+
+impl HttpSmsSender {
+    /// Sends one message to the provider.
+    async fn post(&self, msg: OutgoingSms) -> Result<(), NotifyError> {
         let mapped = self.render_mapping(&msg)?;
         let request =
             match &self.provider {

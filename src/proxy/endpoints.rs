@@ -37,6 +37,7 @@ impl Gateway {
             },
             trusted,
         );
+        crate::metrics::forward_auth(flavor.as_str(), resp.status.as_u16());
         self.reply(session, resp).await
     }
 

@@ -40,6 +40,8 @@ pub struct RequestCtx {
     seen: Option<Arc<Claims>>,
     tls: bool,
     trace: trace::Trace,
+    /// Counts the request in `portcullis_requests_in_flight` (graceful shutdown waits for it).
+    _in_flight: crate::metrics::InFlight,
 }
 
 impl RequestCtx {
@@ -69,6 +71,8 @@ pub struct Gateway {
     hsts: Option<http::HeaderValue>,
     /// `[log] access`: one line per request.
     access_log: bool,
+    /// `portcullis_request_duration_seconds`, resolved per app.
+    timers: crate::metrics::RequestTimers,
 }
 
 impl Gateway {
@@ -84,6 +88,7 @@ impl Gateway {
             .flatten();
         let hsts = cfg.server.hsts.clone();
         let access_log = cfg.log.access;
+        let timers = crate::metrics::RequestTimers::new(cfg.apps.iter().map(|a| a.name.as_str()));
         Self {
             gate,
             portal,
@@ -92,6 +97,7 @@ impl Gateway {
             router: Router { https_port },
             hsts,
             access_log,
+            timers,
         }
     }
 
@@ -125,6 +131,11 @@ impl Gateway {
                     .await
             }
             Route::Jwks => self.jwks(session).await,
+            Route::Health => self.reply(session, crate::ops::health()).await,
+            Route::Ready => {
+                let ready = crate::ops::ready(self.portal.engine.services().store.as_ref());
+                self.reply(session, ready).await
+            }
             Route::BadHost => self.reply(session, bad_host()).await,
             Route::ForwardAuth(flavor) => self.forward_auth(session, flavor, ctx.scheme()).await,
             Route::ToHttps(to) => self.reply(session, permanent_redirect(&to)).await,
@@ -275,6 +286,7 @@ impl ProxyHttp for Gateway {
             seen: None,
             tls: false,
             trace: trace::Trace::new(),
+            _in_flight: crate::metrics::InFlight::start(),
         }
     }
 
@@ -336,6 +348,12 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        self.timers.observe(
+            ctx.app,
+            crate::metrics::Outcome::of(ctx.trace.outcome, status),
+            ctx.trace.started.elapsed(),
+        );
         if self.access_log {
             self.log_access(session, ctx);
         }

@@ -13,6 +13,10 @@ pub(crate) enum Route {
     Ping,
     /// `/.portcullis/jwks.json`, on any host: the assertion keys.
     Jwks,
+    /// `/.portcullis/health`, on any host: `200` while the process serves.
+    Health,
+    /// `/.portcullis/ready`, on any host: `200` when the database answers, else `503`.
+    Ready,
     /// A `Host` that is not a plain host name and port: `400`.
     BadHost,
     /// A forward-auth call from nginx, Traefik or Caddy.
@@ -35,6 +39,8 @@ impl Route {
         match self {
             Route::Ping => "ping",
             Route::Jwks => "jwks",
+            Route::Health => "health",
+            Route::Ready => "ready",
             Route::BadHost => "bad_host",
             Route::ForwardAuth(_) => "forward_auth",
             Route::ToHttps(_) => "to_https",
@@ -60,6 +66,8 @@ impl Router {
         match path {
             PING => return Route::Ping,
             JWKS => return Route::Jwks,
+            crate::ops::HEALTH => return Route::Health,
+            crate::ops::READY => return Route::Ready,
             _ => {}
         }
         let host = authority(req);
@@ -133,6 +141,12 @@ mod tests {
             ("/.portcullis/ping", Some("nowhere.test"), Route::Ping),
             ("/.portcullis/ping", Some("bad host"), Route::Ping),
             ("/.portcullis/jwks.json", None, Route::Jwks),
+            ("/.portcullis/health", Some("wiki.test"), Route::Health),
+            ("/.portcullis/ready", Some("bad host"), Route::Ready),
+            ("/.portcullis/health/", Some("wiki.test"), Route::Portal),
+            ("/.portcullis/ready?x=1", Some("wiki.test"), Route::Ready),
+            // Metrics are never served on the public listener: an app's own path.
+            ("/metrics", Some("wiki.test"), Route::App),
             ("/", Some("wiki.test"), Route::App),
             ("/", Some("WIKI.test:8080"), Route::App),
             ("/", None, Route::App),

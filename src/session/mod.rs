@@ -243,6 +243,7 @@ impl SessionService {
             browser: seen.browser.clone(),
             last_seen: Some(claims.iat),
         })?;
+        crate::metrics::session_issued();
         Ok((token, claims))
     }
 

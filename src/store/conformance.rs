@@ -65,6 +65,7 @@ conformance!(
     queued_mail_is_listed_rescheduled_only_from_what_is_stored_and_taken_once,
     a_users_sessions_are_listed_until_revoked_or_expired_and_never_anothers,
     last_seen_is_recorded_only_forward_and_only_for_recorded_sessions,
+    a_flush_keeps_what_was_stored,
 );
 
 fn user(name: &str, email: Option<&str>) -> User {
@@ -637,4 +638,11 @@ fn last_seen_is_recorded_only_forward_and_only_for_recorded_sessions(s: &Arc<dyn
         "a revoked session stays gone"
     );
     assert!(s.user_sessions("alice", 0).unwrap().is_empty());
+}
+
+fn a_flush_keeps_what_was_stored(s: &Arc<dyn Store>) {
+    s.put_user(&user("alice", None)).unwrap();
+    s.touch_sessions(&[]).unwrap();
+    s.flush().unwrap();
+    assert!(s.user("alice").unwrap().is_some());
 }

@@ -438,4 +438,8 @@ impl Store for MemoryStore {
         }
         Ok(())
     }
+
+    fn flush(&self) -> StoreResult<()> {
+        Ok(())
+    }
 }

@@ -207,6 +207,10 @@ pub trait Store: Send + Sync + 'static {
     /// (revoked, purged) is skipped, and an older time never replaces a newer one. Need not be
     /// durable on return: a lost write only shows an older "last seen".
     fn touch_sessions(&self, seen: &[(String, i64)]) -> StoreResult<()>;
+
+    /// Writes everything stored so far to disk (a no-op where nothing is on disk); the
+    /// gateway calls it last at shutdown.
+    fn flush(&self) -> StoreResult<()>;
 }
 
 #[cfg(test)]

@@ -703,6 +703,10 @@ impl Store for SledStore {
         }
         Ok(())
     }
+
+    fn flush(&self) -> StoreResult<()> {
+        self.durable()
+    }
 }
 
 impl SledStore {

@@ -28,6 +28,7 @@ mod flow_api;
 mod flow_html;
 mod links;
 mod log_secrets;
+mod ops;
 mod password_policy;
 mod policies;
 mod proxy;
