@@ -348,7 +348,14 @@ impl Engine {
             Effect::Passed(kind) => exec.passed.push(kind),
             Effect::Methods(methods) => super::amr::add(&mut exec.methods, &methods),
             Effect::Login { lifetime_secs } => exec.login = Some(lifetime_secs),
-            Effect::PutDevice(d) => store.put_device(&d)?,
+            Effect::PutDevice(d) => {
+                store.put_device(&d)?;
+                // A device made during this sign-in (an update of a validated one keeps its
+                // older `created`).
+                if d.created >= exec.created {
+                    crate::audit::device_added(&d.username, &exec.client, &d.id);
+                }
+            }
             Effect::PutUser(u) => store.put_user(&u)?,
             Effect::Keep(secrets) => exec.secrets.extend(secrets),
             Effect::Enrolled(name) => exec.enrolled = Some(name),
