@@ -41,6 +41,18 @@ pub enum AppError {
     /// The password hashing pool could not be set up with the configured parameters.
     #[error(transparent)]
     Password(#[from] PasswordError),
+    /// The data directory, database or a key file cannot be made owner-only.
+    #[error(transparent)]
+    Files(#[from] crate::files::FilesError),
+    /// The audit file (`[log] audit_file`) cannot be opened.
+    #[error("audit file {path}: {source}")]
+    AuditFile {
+        /// The configured path.
+        path: String,
+        /// Why it could not be opened.
+        #[source]
+        source: std::io::Error,
+    },
     /// The admin socket could not be created.
     #[error("admin socket {path}: {source}")]
     AdminSocket {
@@ -283,7 +295,11 @@ pub fn serve(config: Config, inherited: InheritedListeners) -> Result<(), AppErr
         .collect();
     let handed = inherited.claim(&configured)?;
     check_listeners(&config.server, config.metrics.listen, &handed)?;
+    apply_log_settings(&config)?;
+    // Before the database is opened and again after (for the files it created).
+    crate::files::secure(&config)?;
     let parts = Parts::build(config)?;
+    crate::files::secure(&parts.config)?;
     bootstrap_admin(&parts)?;
 
     start_admin_socket(&parts)?;
@@ -334,6 +350,19 @@ fn add_ops_services(server: &mut Server, parts: &Parts) {
             drain: cfg.server.drain_timeout,
         },
     ));
+}
+
+/// Applies `[log]`: the stderr format and the audit file.
+///
+/// # Errors
+/// [`AppError::AuditFile`] when the audit file cannot be opened.
+fn apply_log_settings(config: &Config) -> Result<(), AppError> {
+    crate::logging::set_format(config.log.format);
+    let file = config.log.audit_file.as_deref();
+    crate::audit::set_file(file).map_err(|source| AppError::AuditFile {
+        path: file.map(|p| p.display().to_string()).unwrap_or_default(),
+        source,
+    })
 }
 
 /// Opens the admin socket the CLI's user commands talk to while the gateway holds the database.

@@ -2,44 +2,14 @@
 
 use clap::Parser;
 use portcullis::socket_activation::InheritedListeners;
-use std::io::IsTerminal;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     // First, while this is the only thread: the environment is changed here.
     let inherited = listen_fds();
-    init_logging();
+    portcullis::logging::init();
     portcullis::cli::run(portcullis::cli::Cli::parse(), inherited)
-}
-
-/// Logs to stderr as `PORTCULLIS_LOG` says (default: info, Pingora's own crates at warn), with
-/// Pingora's trace events always dropped.
-///
-/// # Security
-/// At trace level Pingora prints whole request heads (cookies, query strings carrying link
-/// tokens), so its trace events are dropped even when `PORTCULLIS_LOG=trace` or
-/// `pingora_proxy=trace` asks for them: no setting puts a session cookie in the log.
-fn init_logging() {
-    use tracing_subscriber::prelude::*;
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG").unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new(
-                "info,pingora=warn,pingora_core=warn,pingora_proxy=warn",
-            )
-        });
-    let no_pingora_trace = tracing_subscriber::filter::filter_fn(|meta| {
-        !(meta.target().starts_with("pingora") && *meta.level() == tracing::Level::TRACE)
-    });
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(no_pingora_trace)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_ansi(std::io::stderr().is_terminal())
-                .with_writer(std::io::stderr),
-        )
-        .init();
 }
 
 /// The listening sockets handed to this process, as `sd_listen_fds(3)` defines it: when

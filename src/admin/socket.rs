@@ -1,5 +1,6 @@
 //! The gateway's local admin socket: one JSON command per line, one JSON reply per line.
-//! It is a unix socket with mode 0600, so only the account running the gateway can use it.
+//! It is a unix socket with mode 0600, and each connection's peer credentials (SO_PEERCRED)
+//! are checked: only the account running the gateway, or root, is served.
 
 use super::{Admin, Command, Reply};
 use std::io::{BufRead, BufReader, Write};
@@ -14,8 +15,10 @@ use std::time::Duration;
 /// The I/O error if the socket cannot be bound, its mode set or the thread started.
 ///
 /// # Security
-/// Every command is accepted from whoever connects: the socket file's mode (0600) is the
-/// only check, so `path` must be in a directory other accounts cannot write to.
+/// Two checks: the socket file's mode (0600), and each peer's uid as the kernel reports it
+/// at `connect` (SO_PEERCRED, which the peer cannot forge): a peer that is neither the
+/// gateway's account (the socket file's owner) nor root gets a refusal and no command runs,
+/// even when the file's mode was loosened or the connection handed over.
 pub(crate) fn serve(path: &Path, admin: Arc<Admin>) -> std::io::Result<()> {
     if path.exists() {
         // A live gateway would hold the database lock, so whatever is here is stale.
@@ -29,13 +32,17 @@ pub(crate) fn serve(path: &Path, admin: Arc<Admin>) -> std::io::Result<()> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     }
+    let owner = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path)?.uid()
+    };
     std::thread::Builder::new()
         .name("portcullis-admin".into())
         .spawn(move || {
             for conn in listener.incoming() {
                 match conn {
                     Ok(stream) => {
-                        if let Err(e) = handle(stream, &admin) {
+                        if let Err(e) = handle(stream, &admin, owner) {
                             tracing::warn!(error = %e, "admin connection failed");
                         }
                     }
@@ -46,7 +53,33 @@ pub(crate) fn serve(path: &Path, admin: Arc<Admin>) -> std::io::Result<()> {
     Ok(())
 }
 
-fn handle(stream: UnixStream, admin: &Admin) -> std::io::Result<()> {
+/// Whether a peer with `uid` may use a socket owned by `owner`.
+fn allowed(uid: u32, owner: u32) -> bool {
+    uid == owner || uid == 0
+}
+
+fn handle(stream: UnixStream, admin: &Admin, owner: u32) -> std::io::Result<()> {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    let peer = getsockopt(&stream, PeerCredentials).map_err(std::io::Error::from)?;
+    if !allowed(peer.uid(), owner) {
+        tracing::warn!(
+            uid = peer.uid(),
+            pid = peer.pid(),
+            "admin socket: peer refused (neither the gateway's account nor root)"
+        );
+        let refusal = Reply {
+            ok: false,
+            message: "refused: the admin socket serves only the gateway's account and root".into(),
+            users: Vec::new(),
+            devices: Vec::new(),
+            invitations: Vec::new(),
+            token: None,
+        };
+        let mut out = serde_json::to_vec(&refusal).map_err(std::io::Error::other)?;
+        out.push(b'\n');
+        let mut stream = stream;
+        return stream.write_all(&out);
+    }
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut line = String::new();

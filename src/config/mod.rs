@@ -142,13 +142,30 @@ pub struct Certificate {
     pub names: Vec<String>,
 }
 
-/// `[log]`: what the gateway logs besides errors and sign-ins.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// `[log]`: what the gateway logs besides errors and sign-ins, and how.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogConfig {
     /// One structured line per request (`access = true`, or `PORTCULLIS_LOG__ACCESS=true`):
     /// app, user, status, outcome, duration and request id, under the tracing target
     /// `portcullis::access`. Never a cookie, token, code, password or query string.
     pub access: bool,
+    /// How stderr lines are written: `text` (the default; every value escaped) or `json`
+    /// (one JSON object per line).
+    pub format: LogFormat,
+    /// `[log] audit_file`: where the audit log of security events is also appended as JSON
+    /// lines (created with mode 0600), or none.
+    pub audit_file: Option<PathBuf>,
+}
+
+/// `[log] format`: the shape of the gateway's stderr lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `time LEVEL target: message field=value ...`, every value escaped.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, the event's fields.
+    Json,
 }
 
 /// `[storage]`: where state and keys live.

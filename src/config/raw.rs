@@ -181,6 +181,11 @@ pub(super) struct RawLog {
     /// One access-log line per request.
     #[serde(default)]
     pub access: bool,
+    /// `text` or `json`.
+    #[serde(default)]
+    pub format: super::LogFormat,
+    /// The audit log's JSON-lines file, if any.
+    pub audit_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

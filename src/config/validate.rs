@@ -61,6 +61,7 @@ fn resolve_paths(raw: &mut RawConfig, base: &Path) {
     fix_opt(&mut raw.storage.device_key_path);
     fix_opt(&mut raw.session.keys_path);
     fix_opt(&mut raw.admin.socket);
+    fix_opt(&mut raw.log.audit_file);
     fix_opt(&mut raw.ui.templates);
     fix_opt(&mut raw.ui.logo);
     fix_opt(&mut raw.server.upstream_ca_file);
@@ -154,6 +155,8 @@ pub(super) fn validate(mut raw: RawConfig, file: &Path) -> Checked<Config> {
         email,
         log: LogConfig {
             access: raw.log.access,
+            format: raw.log.format,
+            audit_file: raw.log.audit_file.map(PathBuf::from),
         },
         apps,
         flows,

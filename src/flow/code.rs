@@ -285,6 +285,7 @@ impl CodeState {
         let verdict = self.judge(cx, code)?;
         if verdict != Verdict::Valid {
             tracing::info!(user = %Self::subject(cx.exec), client = %cx.client, stage = cx.stage, outcome = "failure", verdict = ?verdict, "one-time code refused");
+            crate::audit::sign_in(&Self::subject(cx.exec), cx.client, false, cx.stage);
         }
         Ok(verdict)
     }

@@ -11,7 +11,6 @@ use super::{stages, Action, Execution, FlowError, Input, StageKind};
 use crate::session::Factors;
 use crate::store::User;
 
-use crate::audit::AUDIT_TARGET;
 
 const START_OVER_LABEL: &str = "Not you? Start over";
 /// Shown on every step of a step-up, so a signed-in user knows why they are asked again.
@@ -349,7 +348,14 @@ impl Engine {
             Effect::Passed(kind) => exec.passed.push(kind),
             Effect::Methods(methods) => super::amr::add(&mut exec.methods, &methods),
             Effect::Login { lifetime_secs } => exec.login = Some(lifetime_secs),
-            Effect::PutDevice(d) => store.put_device(&d)?,
+            Effect::PutDevice(d) => {
+                store.put_device(&d)?;
+                // A device made during this sign-in (an update of a validated one keeps its
+                // older `created`).
+                if d.created >= exec.created {
+                    crate::audit::device_added(&d.username, &exec.client, &d.id);
+                }
+            }
             Effect::PutUser(u) => store.put_user(&u)?,
             Effect::Keep(secrets) => exec.secrets.extend(secrets),
             Effect::Enrolled(name) => exec.enrolled = Some(name),
@@ -400,7 +406,15 @@ impl Engine {
         let existed = self.services.store.remove_user(username)?;
         exec.signed_out = true;
         exec.login = None;
-        tracing::info!(target: AUDIT_TARGET, user = %username, flow = %exec.flow, client = %exec.client, action = "account_deleted", existed, outcome = "success", "account deleted by its owner; devices removed, sessions ended");
+        tracing::info!(user = %username, flow = %exec.flow, client = %exec.client, existed, "account deleted by its owner; devices removed, sessions ended");
+        crate::audit::record(&crate::audit::Event {
+            user: username,
+            action: "account_deleted",
+            target: &exec.flow,
+            outcome: "success",
+            client: &exec.client,
+            ended_sessions: 0,
+        });
         Ok(())
     }
 

@@ -467,6 +467,7 @@ fn issue(p: &Portal, req: &Request<'_>, flow: &str, login: Login) -> Result<Stri
         }
     }
     tracing::info!(user = %user.username, client = %req.client, flow, step_up, outcome = "success", "sign-in succeeded");
+    crate::audit::sign_in(&user.username, req.client, true, flow);
     Ok(p.session_cookie(req).set(&token, login.lifetime_secs))
 }
 

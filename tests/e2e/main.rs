@@ -26,6 +26,7 @@ mod designations;
 mod enrol;
 mod flow_api;
 mod flow_html;
+mod hygiene;
 mod links;
 mod log_secrets;
 mod ops;

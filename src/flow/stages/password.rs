@@ -84,6 +84,7 @@ impl Stage for Password {
         let failures = failures.saturating_add(1);
         crate::flow::policy::record_failure(cx.exec, cx.services, cx.client, cx.now)?;
         tracing::info!(user = %uid, client = %cx.client, outcome = "failure", stage = "password", "sign-in failed");
+        crate::audit::sign_in(uid, cx.client, false, cx.name);
         if failures >= self.failed_attempts_before_cancel {
             tracing::info!(user = %uid, client = %cx.client, "sign-in cancelled after {failures} failed attempts");
             return Ok(Transition::cancel(TOO_MANY));

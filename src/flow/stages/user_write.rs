@@ -375,7 +375,8 @@ impl UserWrite {
                 vec![USERNAME_TAKEN.into()],
             ));
         }
-        tracing::info!(target: crate::audit::AUDIT_TARGET, stage = cx.name, flow = %cx.exec.flow, user = %user.username, client = %cx.client, active = user.active, outcome = "created", "account created");
+        tracing::info!(stage = cx.name, flow = %cx.exec.flow, user = %user.username, client = %cx.client, active = user.active, "account created");
+        audit(&user.username, cx, "account_create");
         let mut t = Transition::pass()
             .and(Effect::Identify {
                 uid: user.username.clone(),
@@ -481,9 +482,11 @@ impl UserWrite {
         if new_password {
             // A new password ends every session the old one opened, here and elsewhere.
             cx.services.sessions.revoke_user(&user.username)?;
-            tracing::info!(target: crate::audit::AUDIT_TARGET, stage = cx.name, flow = %cx.exec.flow, user = %user.username, client = %cx.client, outcome = "password_changed", "password written; every session of the user ended");
+            tracing::info!(stage = cx.name, flow = %cx.exec.flow, user = %user.username, client = %cx.client, "password written; every session of the user ended");
+            audit(&user.username, cx, "password_change");
         } else {
-            tracing::info!(target: crate::audit::AUDIT_TARGET, stage = cx.name, flow = %cx.exec.flow, user = %user.username, client = %cx.client, outcome = "updated", "account updated");
+            tracing::info!(stage = cx.name, flow = %cx.exec.flow, user = %user.username, client = %cx.client, "account updated");
+            audit(&user.username, cx, "account_update");
         }
         let mut t = Transition::pass();
         if spent {
@@ -506,4 +509,16 @@ fn invited_address<'a>(cx: &'a Cx<'_>) -> Option<&'a str> {
         .invitation
         .as_ref()
         .and_then(|i| i.fixed.email.as_deref())
+}
+
+/// The audit record of an account change made by a `user_write` stage.
+fn audit(user: &str, cx: &Cx<'_>, action: &'static str) {
+    crate::audit::record(&crate::audit::Event {
+        user,
+        action,
+        target: cx.name,
+        outcome: "done",
+        client: cx.client,
+        ended_sessions: 0,
+    });
 }

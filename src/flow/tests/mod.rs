@@ -11,6 +11,7 @@ mod engine;
 mod enrol;
 mod invite;
 mod plain;
+mod props;
 mod policies;
 mod recovery;
 mod rig;
