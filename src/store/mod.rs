@@ -207,6 +207,13 @@ pub trait Store: Send + Sync + 'static {
     /// (revoked, purged) is skipped, and an older time never replaces a newer one. Need not be
     /// durable on return: a lost write only shows an older "last seen".
     fn touch_sessions(&self, seen: &[(String, i64)]) -> StoreResult<()>;
+
+    /// Replaces the existing account `user.username` with `user`, keeping the e-mail index in
+    /// step, only if the account still exists and no other account has `user.email`; returns
+    /// whether it did. Atomic against [`Store::create_user`] and itself: of several writers
+    /// racing for one address, exactly one gets it, and none overwrites another account's
+    /// index entry. Durable on return.
+    fn update_user(&self, user: &User) -> StoreResult<bool>;
 }
 
 #[cfg(test)]
