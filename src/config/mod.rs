@@ -193,7 +193,13 @@ pub struct SessionConfig {
     pub issuer: String,
     /// How long an unfinished sign-in (a flow execution) stays valid.
     pub flow_lifetime: Duration,
+    /// The most unfinished sign-ins (stored executions) one client address may have at once
+    /// (`max_flows_per_client`; IPv6 counted per /64). A page load stores none.
+    pub max_flows_per_client: usize,
 }
+
+/// The default of `[session] max_flows_per_client`.
+pub const DEFAULT_MAX_FLOWS_PER_CLIENT: usize = 200;
 
 /// The header names that carry identity upstream. All of them, plus `strip`, are removed from
 /// every client request before anything else looks at it.

@@ -150,6 +150,8 @@ pub(super) struct RawSession {
     pub issuer: Option<String>,
     pub flow_lifetime: Option<String>,
     pub keys_path: Option<String>,
+    /// The most unfinished sign-ins one client address may have stored at once.
+    pub max_flows_per_client: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -262,6 +262,16 @@ fn session(raw: &super::raw::RawSession) -> Checked<SessionConfig> {
             &raw.flow_lifetime,
             Duration::from_secs(30 * 60),
         )?,
+        max_flows_per_client: match raw.max_flows_per_client {
+            None => super::DEFAULT_MAX_FLOWS_PER_CLIENT,
+            Some(0) => {
+                return Err(Problem::new(
+                    "session.max_flows_per_client",
+                    "must be at least 1 (each sign-in under way from an address counts)",
+                ))
+            }
+            Some(n) => n,
+        },
     })
 }
 

@@ -125,9 +125,10 @@ impl CodeState {
             },
             Medium::Email => None,
         };
-        // Decoys go through the same SMS limits and counts as real sends whenever there is a
-        // number, so "wait before sending again" cannot tell them apart.
-        let pumped = sms.as_ref().filter(|_| !self.decoy || !self.to.is_empty());
+        // Decoys go through the same SMS limits and counts as real sends, so "wait before
+        // sending again" cannot tell them apart: one without a number under a stand-in for
+        // it (see [`Self::limited_number`]).
+        let pumped = sms.as_ref();
         if let Some(channel) = pumped {
             if let Some((limit, message)) = self.throttled(cx, channel)? {
                 tracing::warn!(limit, user = %Self::subject(cx.exec), client = %cx.client, to = %otp::mask(&self.to), "SMS limit reached; nothing sent");
@@ -365,7 +366,7 @@ impl CodeState {
         let over = |key: String, max: u32| -> Result<bool, FlowError> {
             Ok(max > 0 && store.counter(&key, cx.now)? >= max)
         };
-        let number = &self.to;
+        let number = &self.limited_number(cx);
         if !l.resend_cooldown.is_zero() && store.counter(&format!("sms:cool:{number}"), cx.now)? > 0
         {
             return Ok(Some(("cooldown", SMS_COOLDOWN)));
@@ -404,11 +405,25 @@ impl CodeState {
         Ok(None)
     }
 
+    /// The number the per-number limits count: the real one, or for a decoy without one (an
+    /// unknown name, an account without a phone) a stand-in keyed by the typed identifier.
+    ///
+    /// # Security
+    /// A real account's second sign-in within `resend_cooldown` is told to wait; a made-up
+    /// name must be told the same, or two sign-ins would show which names have a phone.
+    fn limited_number(&self, cx: &CodeCx<'_>) -> String {
+        if self.to.is_empty() {
+            format!("decoy:{}", Self::subject(cx.exec))
+        } else {
+            self.to.clone()
+        }
+    }
+
     fn count_sms(&self, cx: &CodeCx<'_>, channel: &SmsChannel) -> Result<(), FlowError> {
         let store = &cx.services.store;
         let l = &channel.limits;
         let window = l.window.as_secs() as i64;
-        let number = &self.to;
+        let number = &self.limited_number(cx);
         if !l.resend_cooldown.is_zero() {
             let cool = l.resend_cooldown.as_secs().max(1) as i64;
             store.bump_counter(&format!("sms:cool:{number}"), cool, cx.now)?;

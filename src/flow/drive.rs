@@ -185,7 +185,13 @@ impl Engine {
                 label: START_OVER_LABEL.into(),
             });
         }
-        self.save(exec).await?;
+        if !exec.stored() && self.fresh(exec, stage, state) {
+            // Nothing an answer gave, nothing sent: what a fresh start makes again. The flow
+            // cookie holds it; the store gets it once an answer changes it.
+            exec.held = true;
+        } else {
+            self.save(exec).await?;
+        }
         Ok(Step::Challenge {
             stage: name.to_string(),
             challenge,
@@ -458,7 +464,7 @@ impl Engine {
     }
 
     fn finish(&self, exec: &mut Execution) -> Result<Step, FlowError> {
-        self.services.store.remove_execution(&exec.id)?;
+        self.forget(exec)?;
         // A flow without a user_write spends its invitation when it completes.
         let unspent = exec.invitation.as_ref().filter(|i| !i.spent);
         if let Some(inv) = unspent {
@@ -543,7 +549,7 @@ impl Engine {
     }
 
     pub(super) fn ended(&self, exec: &Execution, message: String) -> Step {
-        if let Err(e) = self.services.store.remove_execution(&exec.id) {
+        if let Err(e) = self.forget(exec) {
             tracing::warn!(error = %e, "could not remove an ended execution; it will expire");
         }
         Step::Ended { message }
@@ -552,12 +558,44 @@ impl Engine {
     /// Persists the execution durably (it must survive a restart). The write ends in an
     /// fsync, so it runs on the blocking pool: a storm of sign-ins then waits on the disk
     /// without holding the async workers that serve signed-in traffic.
-    async fn save(&self, exec: &Execution) -> Result<(), FlowError> {
+    ///
+    /// A step that changed nothing (a reload) writes nothing. The first write of an execution
+    /// counts it against its address's cap (`[session] max_flows_per_client`).
+    async fn save(&self, exec: &mut Execution) -> Result<(), FlowError> {
         let bytes = serde_json::to_vec(exec)?;
+        if exec.saved.as_ref() == Some(&bytes) {
+            return Ok(());
+        }
+        if !exec.stored() {
+            self.count_stored(exec)?;
+        }
         let store = self.services.store.clone();
         let (id, expires) = (exec.id.clone(), exec.expires);
-        tokio::task::spawn_blocking(move || store.put_execution(&id, expires, &bytes)).await??;
+        let put = bytes.clone();
+        tokio::task::spawn_blocking(move || store.put_execution(&id, expires, &put)).await??;
+        exec.saved = Some(bytes);
+        exec.held = false;
         Ok(())
+    }
+
+    /// Whether `exec`, never stored, is still exactly what a fresh start of its flow makes of
+    /// it at this stage: no step-up, no user named, nothing proved or remembered, and a stage
+    /// state that entering the stage again makes alike ([`Stage::fresh`]).
+    fn fresh(&self, exec: &Execution, stage: &dyn Stage, state: &StageState) -> bool {
+        exec.carried.is_none()
+            && exec.uid.is_none()
+            && exec.user.is_none()
+            && exec.passed.is_empty()
+            && exec.methods.is_empty()
+            && exec.prompt_data.is_empty()
+            && exec.login.is_none()
+            && exec.factors == Factors::NONE
+            && exec.secrets.is_empty()
+            && exec.enrolled.is_none()
+            && exec.invitation.is_none()
+            && !exec.signed_out
+            && exec.spoiled().is_none()
+            && stage.fresh(state)
     }
 }
 

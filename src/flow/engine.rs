@@ -155,6 +155,13 @@ pub struct Engine {
     pub(super) pace: Pace,
     /// Wakes the outbox's sender ([`Engine::run_outbox`]) when mail is queued.
     pub(super) outbox: tokio::sync::Notify,
+    /// The most executions one client address may have stored at once
+    /// (`[session] max_flows_per_client`).
+    pub(super) max_per_client: usize,
+    /// The stored executions of each address (see [`super::pending`]).
+    live: std::sync::Mutex<super::pending::Live>,
+    /// The key of held flow cookies and CSRF tokens, read from the store at first use.
+    held_key: std::sync::OnceLock<[u8; 32]>,
 }
 
 /// How many execution locks there are; executions that share a stripe only wait for each
@@ -186,7 +193,124 @@ impl Engine {
             lock_hasher: Default::default(),
             pace: Pace::new(),
             outbox: tokio::sync::Notify::new(),
+            max_per_client: cfg.session.max_flows_per_client,
+            live: Default::default(),
+            held_key: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The key held flow cookies and CSRF tokens are signed with: the store's secret
+    /// `flow-held` (so they survive a restart). Should the store fail, a random key for this
+    /// run: held sign-ins then only start again after a restart.
+    fn held_key(&self) -> &[u8; 32] {
+        self.held_key
+            .get_or_init(|| match self.services.store.secret("flow-held") {
+                Ok(k) => k,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not read the flow cookie key; using one for this run only");
+                    rand::random()
+                }
+            })
+    }
+
+    /// The flow cookie's value for `exec`: its id once stored, else the signed fresh start it
+    /// is ([`Execution::held`]).
+    pub fn cookie_value(&self, exec: &Execution) -> String {
+        if exec.held() {
+            super::pending::token(self.held_key(), exec)
+        } else {
+            exec.id.clone()
+        }
+    }
+
+    /// The execution a held flow cookie names for flow `slug`: the stored one when an answer
+    /// already stored it, else the fresh start it holds, for `client` (the store is not
+    /// touched). `None` when the cookie does not check out, is for another flow, or expired.
+    ///
+    /// # Errors
+    /// [`FlowError::Store`].
+    pub fn resume_held(
+        &self,
+        value: &str,
+        slug: &str,
+        client: &str,
+    ) -> Result<Option<Execution>, FlowError> {
+        let Some((id, flow, rd, created, invitation)) =
+            super::pending::read(self.held_key(), value)
+        else {
+            return Ok(None);
+        };
+        if flow != slug {
+            return Ok(None);
+        }
+        if let Some(stored) = self.resume(&id, slug)? {
+            return Ok(Some(stored));
+        }
+        let now = self.now();
+        let expires = created.saturating_add(self.flow_lifetime);
+        if created > now || expires <= now {
+            return Ok(None);
+        }
+        let Ok(mut exec) = self.start(slug, rd, client) else {
+            return Ok(None);
+        };
+        exec.csrf = SecretString::new(super::pending::csrf(self.held_key(), &id));
+        exec.id = id;
+        exec.created = created;
+        exec.expires = expires;
+        exec.invitation_token = invitation.map(SecretString::new);
+        exec.held = true;
+        Ok(Some(exec))
+    }
+
+    /// Refuses a fresh execution of `client` when the address has its fill of stored ones.
+    pub(super) fn room_for(&self, exec: &Execution) -> Result<(), FlowError> {
+        if exec.stored() {
+            return Ok(());
+        }
+        let full = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .full(&exec.client, self.now(), self.max_per_client);
+        match full {
+            Some(retry_after) => Err(self.too_many(exec, retry_after)),
+            None => Ok(()),
+        }
+    }
+
+    fn too_many(&self, exec: &Execution, retry_after: i64) -> FlowError {
+        tracing::warn!(client = %exec.client, flow = %exec.flow, max = self.max_per_client, "too many unfinished sign-ins from one address; refused");
+        FlowError::TooManyFlows {
+            max: self.max_per_client,
+            retry_after,
+        }
+    }
+
+    /// Counts `exec` as stored for its client, unless that address has its fill.
+    pub(super) fn count_stored(&self, exec: &Execution) -> Result<(), FlowError> {
+        let counted = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .reserve(
+                &exec.client,
+                &exec.id,
+                exec.expires,
+                self.now(),
+                self.max_per_client,
+            );
+        counted.map_err(|retry_after| self.too_many(exec, retry_after))
+    }
+
+    /// Removes `exec` from the store and from its address's count.
+    pub(super) fn forget(&self, exec: &Execution) -> Result<(), FlowError> {
+        self.live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .release(&exec.id);
+        self.services.store.remove_execution(&exec.id)?;
+        Ok(())
     }
 
     /// Delivers queued mail for as long as the gateway runs: each message as soon as it is
@@ -376,15 +500,17 @@ impl Engine {
     /// callers').
     fn blank(&self, slug: &str, rd: String, client: &str) -> Execution {
         let now = self.now();
+        let id = crate::secret::random_token(32);
+        let csrf = super::pending::csrf(self.held_key(), &id);
         Execution {
-            id: crate::secret::random_token(32),
+            id,
             format: FORMAT,
             flow: slug.into(),
             rd,
             stage: 0,
             created: now,
             expires: now + self.flow_lifetime,
-            csrf: SecretString::new(crate::secret::random_token(24)),
+            csrf: SecretString::new(csrf),
             uid: None,
             user: None,
             passed: Vec::new(),
@@ -402,6 +528,8 @@ impl Engine {
             enrolled: None,
             invitation: None,
             invitation_token: None,
+            saved: None,
+            held: false,
         }
     }
 
@@ -508,7 +636,7 @@ impl Engine {
             });
         }
         let fresh = self.start(&exec.flow, exec.rd.clone(), &exec.client)?;
-        if let Err(e) = self.services.store.remove_execution(&exec.id) {
+        if let Err(e) = self.forget(exec) {
             tracing::warn!(error = %e, "could not remove a restarted execution; it will expire");
         }
         tracing::info!(flow = %exec.flow, client = %exec.client, "sign-in started over");
@@ -555,6 +683,9 @@ impl Engine {
         if exec.spoiled().is_some() {
             return self.view(exec, at).await;
         }
+        // An answer to a sign-in the store does not hold yet will store it: refused up front
+        // when the address has its fill, before anything is sent.
+        self.room_for(exec)?;
         if input.get("action").is_some_and(|a| a == START_OVER) {
             self.restart(exec)?;
             return self.view(exec, at).await;

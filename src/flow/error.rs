@@ -57,4 +57,13 @@ pub enum FlowError {
     /// A write handed to the blocking pool never reported back (the pool is shutting down).
     #[error("saving the sign-in did not complete: {0}")]
     Interrupted(#[from] tokio::task::JoinError),
+    /// The client's address already has as many unfinished sign-ins stored as
+    /// `[session] max_flows_per_client` allows; one frees in `retry_after` seconds at most.
+    #[error("too many unfinished sign-ins from this address (at most {max})")]
+    TooManyFlows {
+        /// The cap.
+        max: usize,
+        /// Seconds until the oldest of them expires.
+        retry_after: i64,
+    },
 }

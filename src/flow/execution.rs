@@ -102,6 +102,15 @@ pub struct Execution {
     /// reads it.
     #[serde(default)]
     pub invitation_token: Option<SecretString>,
+    /// The bytes last written to (or read from) the store; `None` while the execution has
+    /// never been stored. A step that leaves them unchanged writes nothing.
+    #[serde(skip)]
+    pub(crate) saved: Option<Vec<u8>>,
+    /// Shown but not stored: the execution is still what a fresh start makes of it, so the
+    /// flow cookie carries it ([`super::Engine::pending_token`]) and the store holds nothing
+    /// until an answer changes it.
+    #[serde(skip)]
+    pub(crate) held: bool,
 }
 
 /// An invitation accepted by an execution: its data, and whether this execution spent it.
@@ -208,6 +217,7 @@ impl Execution {
             Err(e) => return Self::ruin(id, flow, Some(&value), Spoiled::of("record", &e)),
         };
         exec.id = id.to_string();
+        exec.saved = Some(bytes.to_vec());
         if exec.format != FORMAT {
             exec.spoiled = Some(Spoiled::Format(exec.format));
             return exec;
@@ -253,7 +263,19 @@ impl Execution {
             enrolled: None,
             invitation: None,
             invitation_token: None,
+            saved: None,
+            held: false,
         }
+    }
+
+    /// Whether the store holds this execution (it was read from there, or written).
+    pub fn stored(&self) -> bool {
+        self.saved.is_some()
+    }
+
+    /// Whether this execution is shown but held in the flow cookie instead of the store.
+    pub fn held(&self) -> bool {
+        self.held
     }
 }
 

@@ -195,6 +195,13 @@ pub(crate) trait Stage: Send + Sync {
         state.kind() == self.kind()
     }
 
+    /// Whether `state` is what entering this stage of a fresh execution always makes, with
+    /// nothing in it a later step must find again (no challenge, no code sent). Such a page
+    /// is shown without storing the execution (see [`super::pending`]).
+    fn fresh(&self, _state: &StageState) -> bool {
+        false
+    }
+
     /// The stage is reached: what it waits for, and what to do first (send the first code).
     /// May read the store; never writes it, except `user_write`, whose decision is its write
     /// (the store settles a race for a name, an address or an invitation).

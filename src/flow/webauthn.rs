@@ -299,11 +299,16 @@ impl RelyingParty {
     }
 
     /// What an unknown or ineligible account is shown instead of [`Self::start_assertion`]:
-    /// the same options, naming one random credential that no authenticator has.
+    /// the same options, naming the credential `id` that no authenticator has (see
+    /// [`decoy_credential`]: the same for a name at every load, as a real account's is).
     ///
     /// # Errors
     /// Only if the core refuses its own options.
-    pub(crate) fn start_decoy(&self, uv: UserVerification) -> Result<Assertion, Refused> {
+    pub(crate) fn start_decoy(
+        &self,
+        uv: UserVerification,
+        id: [u8; 32],
+    ) -> Result<Assertion, Refused> {
         use base64::Engine;
         let builder = self
             .core
@@ -315,7 +320,6 @@ impl RelyingParty {
             .generate_challenge_authenticate(builder)
             .map_err(Refused::of)?;
         let mut options = serde_json::to_value(&rcr).map_err(|_| Refused::Malformed)?;
-        let id: [u8; 32] = rand::random();
         options["publicKey"]["allowCredentials"] = serde_json::json!([{
             "type": "public-key",
             "id": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id),
@@ -406,6 +410,30 @@ pub(crate) fn parse_assertion(response: &str) -> Result<PublicKeyCredential, Ref
 pub(crate) fn claimed_user(response: &PublicKeyCredential) -> Option<String> {
     let handle = response.get_user_unique_id()?;
     String::from_utf8(handle.to_vec()).ok()
+}
+
+/// The credential id the decoy names for the account `name` (as typed, or as stored for an
+/// existing but ineligible account), keyed by the store's secret `key`.
+///
+/// # Security
+/// A real account names its own credentials, the same at every page load and after every
+/// restart; a random decoy id, new at each load, would tell an unknown name from a real one
+/// in two loads. An HMAC of the name (in the form the store compares: usernames in their
+/// RFC 8265 form, addresses trimmed, NFC, lower case) under a stored secret is as stable,
+/// and without the secret nobody can tell it from a real id.
+pub(crate) fn decoy_credential(key: &[u8; 32], name: &str) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    use unicode_normalization::UnicodeNormalization;
+    let name = name.trim();
+    let compared = if name.contains('@') {
+        name.nfc().collect::<String>().to_lowercase()
+    } else {
+        crate::store::canonical_username(name).unwrap_or_else(|| name.to_lowercase())
+    };
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("any key length");
+    mac.update(b"webauthn-decoy\0");
+    mac.update(compared.as_bytes());
+    mac.finalize().into_bytes().into()
 }
 
 #[cfg(test)]

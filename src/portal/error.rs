@@ -76,7 +76,18 @@ pub enum PortalError {
     /// An API body that is not the JSON the endpoint takes.
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// A sign-in asked to return to an address (`rd`) longer than a sign-in keeps.
+    #[error(
+        "the return address (rd) is longer than {} bytes",
+        crate::flow::MAX_RD_BYTES
+    )]
+    ReturnTooLong,
 }
+
+/// What a client whose address has its fill of unfinished sign-ins is told.
+const TOO_MANY_FLOWS: &str = "Too many sign-ins are under way from your network address. Finish one, or wait for one to expire, then try again.";
+/// What a sign-in with a too long return address is told.
+const RETURN_TOO_LONG: &str = "The address to return to after signing in (rd) is too long: at most 2048 bytes are kept. Open the application again from a shorter address.";
 
 impl PortalError {
     /// The status the client gets.
@@ -95,9 +106,13 @@ impl PortalError {
             } => StatusCode::CONFLICT,
             PortalError::SignInFirst { .. } => StatusCode::UNAUTHORIZED,
             PortalError::Csrf { .. } => StatusCode::FORBIDDEN,
-            PortalError::MalformedForm { .. } | PortalError::BadRequest(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            PortalError::MalformedForm { .. }
+            | PortalError::BadRequest(_)
+            | PortalError::ReturnTooLong => StatusCode::BAD_REQUEST,
+            PortalError::Flow {
+                source: FlowError::TooManyFlows { .. },
+                ..
+            } => StatusCode::TOO_MANY_REQUESTS,
             PortalError::NotJson => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -113,10 +128,25 @@ pub fn respond(ui: &Ui, face: Face, err: &PortalError) -> Response {
     } else {
         tracing::debug!(error = %err, status = status.as_u16(), "request refused");
     }
-    match face {
+    let resp = match face {
         Face::Html => page(ui, err),
         Face::Json => json(err),
+    };
+    match err {
+        PortalError::Flow {
+            source: FlowError::TooManyFlows { retry_after, .. },
+            ..
+        } => with_retry_after(resp, *retry_after),
+        _ => resp,
     }
+}
+
+/// `resp` with `Retry-After: secs`.
+fn with_retry_after(mut resp: Response, secs: i64) -> Response {
+    if let Ok(v) = http::HeaderValue::from_str(&secs.max(1).to_string()) {
+        resp.headers.push((http::header::RETRY_AFTER, v));
+    }
+    resp
 }
 
 fn page(ui: &Ui, err: &PortalError) -> Response {
@@ -137,6 +167,17 @@ fn page(ui: &Ui, err: &PortalError) -> Response {
         PortalError::SignInFirst { login, .. } => Response::redirect(StatusCode::FOUND, login),
         PortalError::Csrf { retry } => csrf_failed(ui, retry),
         PortalError::MalformedForm { retry } => malformed_form(ui, retry),
+        PortalError::ReturnTooLong => Response::html(
+            err.status(),
+            ui.message("Return address too long", RETURN_TOO_LONG, None),
+        ),
+        PortalError::Flow {
+            source: FlowError::TooManyFlows { .. },
+            ..
+        } => Response::html(
+            err.status(),
+            ui.message("Too many sign-ins", TOO_MANY_FLOWS, None),
+        ),
         e if e.status().is_client_error() => not_understood(ui, e.status()),
         _ => internal_error(ui),
     }
@@ -222,6 +263,11 @@ fn json(err: &PortalError) -> Response {
             "send the response as Content-Type: application/json".into(),
         ),
         PortalError::BadRequest(m) => ("bad_request", m.clone()),
+        PortalError::ReturnTooLong => ("rd_too_long", RETURN_TOO_LONG.into()),
+        PortalError::Flow {
+            source: FlowError::TooManyFlows { .. },
+            ..
+        } => ("too_many_sign_ins", TOO_MANY_FLOWS.into()),
         PortalError::Csrf { .. } | PortalError::MalformedForm { .. } => {
             ("bad_request", err.to_string())
         }

@@ -73,16 +73,12 @@ async fn step(to: &Answering<'_>, slug: &str) -> Answer {
         Face::Html => form_input(req, &exec)?,
         Face::Json => json_input(req)?,
     };
-    let before = exec.id.clone();
     let view = p
         .engine
         .submit(&mut exec, input, at)
         .await
         .map_err(in_flow(slug))?;
-    // A start-over (or a corrected identification) replaced the execution: hand out the new
-    // one's cookie.
-    let fresh = exec.id != before;
-    render(to, &exec, view, fresh, true)
+    render(to, &exec, view, true)
 }
 
 /// A page load: the execution under way, or a fresh one.
@@ -98,16 +94,16 @@ async fn show(
     let existing = existing.filter(|e| goes_to(to.p, to.req, e));
     // An invitation link always starts afresh: it is the invitation the visitor came with.
     let existing = existing.filter(|_| to.req.query_param(INVITATION_TOKEN).is_none());
-    let (mut exec, fresh) = match existing {
-        Some(e) => (e, false),
-        None => (start(to.p, to.req, slug)?, true),
+    let mut exec = match existing {
+        Some(e) => e,
+        None => start(to.p, to.req, slug)?,
     };
     let view =
         to.p.engine
             .view(&mut exec, at)
             .await
             .map_err(in_flow(slug))?;
-    render(to, &exec, view, fresh, false)
+    render(to, &exec, view, false)
 }
 
 /// Whether the execution returns where this request's `rd` (if any) asks to go.
@@ -121,6 +117,10 @@ fn goes_to(p: &Portal, req: &Request<'_>, e: &Execution) -> bool {
 
 fn resume(p: &Portal, req: &Request<'_>, slug: &str) -> Result<Option<Execution>, FlowError> {
     let exec = match cookie::find(req.headers, FLOW_COOKIE) {
+        // A page shown but never answered: the fresh start the cookie holds (signed).
+        Some(held) if held.starts_with(crate::flow::pending::HELD) => {
+            p.engine.resume_held(held, slug, req.client)?
+        }
         Some(id) if !id.is_empty() && id.len() <= 64 => p.engine.resume(id, slug)?,
         _ => None,
     };
@@ -191,11 +191,17 @@ fn start(p: &Portal, req: &Request<'_>, slug: &str) -> Result<Execution, PortalE
 const INVITATION_TOKEN: &str = "itoken";
 
 fn start_for(p: &Portal, req: &Request<'_>, slug: &str) -> Result<Execution, PortalError> {
-    let rd = p.redirects.resolve(
-        req.query_param("rd").as_deref(),
-        &p.origin(req),
-        &p.fallback(req),
-    );
+    let asked = req.query_param("rd");
+    let too_long = |rd: &str| rd.len() > crate::flow::MAX_RD_BYTES;
+    if asked.as_deref().is_some_and(too_long) {
+        return Err(PortalError::ReturnTooLong);
+    }
+    let rd = p
+        .redirects
+        .resolve(asked.as_deref(), &p.origin(req), &p.fallback(req));
+    if too_long(&rd) {
+        return Err(PortalError::ReturnTooLong);
+    }
     let started = match p.gate.session(req.headers) {
         // The settings page sent the user to confirm a removal: every factor is asked again,
         // however fresh the session, so no confirmation mints a fresh session unproved.
@@ -305,7 +311,9 @@ fn json_input(req: &Request<'_>) -> Result<Input, PortalError> {
     Ok(input)
 }
 
-fn render(to: &Answering<'_>, exec: &Execution, view: View, fresh: bool, posted: bool) -> Answer {
+/// The response for `view`. A waiting execution's cookie is set when it differs from the one
+/// the request carried: a new execution, a start-over's, or a held one now stored.
+fn render(to: &Answering<'_>, exec: &Execution, view: View, posted: bool) -> Answer {
     let flow_cookie = to.p.flow_cookie(to.req);
     let View { flow, title, step } = view;
     let names = Names {
@@ -315,11 +323,12 @@ fn render(to: &Answering<'_>, exec: &Execution, view: View, fresh: bool, posted:
     match step {
         Step::Challenge { stage, challenge } => {
             let resp = challenge_page(to, exec, names, &stage, &challenge, posted)?;
-            if !fresh {
+            let value = to.p.engine.cookie_value(exec);
+            if cookie::find(to.req.headers, FLOW_COOKIE) == Some(value.as_str()) {
                 return Ok(resp);
             }
             let max_age = exec.expires - to.p.sessions.clock().now();
-            Ok(resp.set_cookie(flow_cookie.set(&exec.id, max_age)))
+            Ok(resp.set_cookie(flow_cookie.set(&value, max_age)))
         }
         Step::Done {
             rd,

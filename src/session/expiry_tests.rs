@@ -19,6 +19,7 @@ fn config() -> SessionConfig {
         cookie_domain: None,
         issuer: "portcullis".into(),
         flow_lifetime: Duration::from_secs(60),
+        max_flows_per_client: crate::config::DEFAULT_MAX_FLOWS_PER_CLIENT,
     }
 }
 

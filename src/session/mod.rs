@@ -456,6 +456,7 @@ mod tests {
             cookie_domain: None,
             issuer: "portcullis".into(),
             flow_lifetime: Duration::from_secs(60),
+            max_flows_per_client: crate::config::DEFAULT_MAX_FLOWS_PER_CLIENT,
         };
         SessionService::new(&cfg, dir.join("keys.json"), store).unwrap()
     }
@@ -542,6 +543,7 @@ mod tests {
                 cookie_domain: None,
                 issuer: "portcullis".into(),
                 flow_lifetime: std::time::Duration::from_secs(600),
+                max_flows_per_client: crate::config::DEFAULT_MAX_FLOWS_PER_CLIENT,
             },
             dir.path().join("keys.json"),
             store,
@@ -572,6 +574,7 @@ mod tests {
             cookie_domain: None,
             issuer: "portcullis".into(),
             flow_lifetime: Duration::from_secs(60),
+            max_flows_per_client: crate::config::DEFAULT_MAX_FLOWS_PER_CLIENT,
         };
         let s = SessionService::with_clock(
             &cfg,

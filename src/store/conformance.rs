@@ -66,6 +66,8 @@ conformance!(
     a_users_sessions_are_listed_until_revoked_or_expired_and_never_anothers,
     last_seen_is_recorded_only_forward_and_only_for_recorded_sessions,
     a_flush_keeps_what_was_stored,
+    updating_an_account_never_takes_another_accounts_address,
+    of_many_accounts_racing_to_take_one_address_exactly_one_gets_it,
 );
 
 fn user(name: &str, email: Option<&str>) -> User {
@@ -645,4 +647,83 @@ fn a_flush_keeps_what_was_stored(s: &Arc<dyn Store>) {
     s.touch_sessions(&[]).unwrap();
     s.flush().unwrap();
     assert!(s.user("alice").unwrap().is_some());
+}
+
+fn updating_an_account_never_takes_another_accounts_address(s: &Arc<dyn Store>) {
+    s.put_user(&user("alice", Some("alice@example.com")))
+        .unwrap();
+    s.put_user(&user("bob", Some("bob@example.com"))).unwrap();
+    // Another account's address, in any case or composition: refused, nothing changes.
+    for taken in [
+        "alice@example.com",
+        "ALICE@Example.com",
+        " alice@example.com ",
+    ] {
+        assert!(
+            !s.update_user(&user("bob", Some(taken))).unwrap(),
+            "{taken}"
+        );
+    }
+    assert_eq!(
+        found_by_email(s, "alice@example.com").as_deref(),
+        Some("alice")
+    );
+    assert_eq!(found_by_email(s, "bob@example.com").as_deref(), Some("bob"));
+    // Its own address again, a free one, or none: written, the index follows.
+    assert!(s
+        .update_user(&user("bob", Some("BOB@example.com")))
+        .unwrap());
+    assert!(s
+        .update_user(&user("bob", Some("robert@example.com")))
+        .unwrap());
+    assert_eq!(
+        found_by_email(s, "robert@example.com").as_deref(),
+        Some("bob")
+    );
+    assert_eq!(found_by_email(s, "bob@example.com"), None);
+    assert!(s.update_user(&user("bob", None)).unwrap());
+    assert_eq!(found_by_email(s, "robert@example.com"), None);
+    // An account that does not exist is not created by an update.
+    assert!(!s
+        .update_user(&user("carol", Some("carol@example.com")))
+        .unwrap());
+    assert!(s.user("carol").unwrap().is_none());
+    assert_eq!(found_by_email(s, "carol@example.com"), None);
+    // And a creation cannot take an address an update gave.
+    assert!(s
+        .update_user(&user("bob", Some("new@example.com")))
+        .unwrap());
+    assert!(!s
+        .create_user(&user("dave", Some("new@example.com")))
+        .unwrap());
+}
+
+fn found_by_email(s: &Arc<dyn Store>, email: &str) -> Option<String> {
+    s.user_by_email(email).unwrap().map(|u| u.username)
+}
+
+fn of_many_accounts_racing_to_take_one_address_exactly_one_gets_it(s: &Arc<dyn Store>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    for i in 0..8 {
+        s.put_user(&user(&format!("racer{i}"), None)).unwrap();
+    }
+    for round in 0..4 {
+        let next = Arc::new(AtomicUsize::new(0));
+        let won = at_once(s, 8, move |s| {
+            let name = format!("racer{}", next.fetch_add(1, Ordering::SeqCst));
+            s.update_user(&user(&name, Some(&format!("race{round}@example.com"))))
+                .unwrap()
+        });
+        assert_eq!(won.iter().filter(|w| **w).count(), 1, "round {round}");
+        let holder = found_by_email(s, &format!("race{round}@example.com")).expect("held");
+        let account = s.user(&holder).unwrap().expect("exists");
+        assert_eq!(
+            account.email.as_deref(),
+            Some(format!("race{round}@example.com").as_str())
+        );
+        // Give the addresses back for the next round.
+        for i in 0..8 {
+            s.update_user(&user(&format!("racer{i}"), None)).unwrap();
+        }
+    }
 }

@@ -442,4 +442,27 @@ impl Store for MemoryStore {
     fn flush(&self) -> StoreResult<()> {
         Ok(())
     }
+
+    fn update_user(&self, user: &User) -> StoreResult<bool> {
+        let mut inner = self.inner.lock();
+        let Some(old) = inner.users.get(&user.username).cloned() else {
+            return Ok(false);
+        };
+        let taken = user.email.as_deref().is_some_and(|e| {
+            [email_key(e), e.trim().to_lowercase()]
+                .iter()
+                .any(|k| inner.emails.get(k).is_some_and(|h| *h != user.username))
+        });
+        if taken {
+            return Ok(false);
+        }
+        if let Some(old_email) = &old.email {
+            inner.forget_email(old_email);
+        }
+        if let Some(email) = &user.email {
+            inner.emails.insert(email_key(email), user.username.clone());
+        }
+        inner.users.insert(user.username.clone(), user.clone());
+        Ok(true)
+    }
 }

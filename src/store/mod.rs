@@ -211,6 +211,12 @@ pub trait Store: Send + Sync + 'static {
     /// Writes everything stored so far to disk (a no-op where nothing is on disk); the
     /// gateway calls it last at shutdown.
     fn flush(&self) -> StoreResult<()>;
+    /// Replaces the existing account `user.username` with `user`, keeping the e-mail index in
+    /// step, only if the account still exists and no other account has `user.email`; returns
+    /// whether it did. Atomic against [`Store::create_user`] and itself: of several writers
+    /// racing for one address, exactly one gets it, and none overwrites another account's
+    /// index entry. Durable on return.
+    fn update_user(&self, user: &User) -> StoreResult<bool>;
 }
 
 #[cfg(test)]

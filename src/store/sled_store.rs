@@ -707,6 +707,28 @@ impl Store for SledStore {
     fn flush(&self) -> StoreResult<()> {
         self.durable()
     }
+
+    fn update_user(&self, user: &User) -> StoreResult<bool> {
+        // The lock `create_user` takes: check-then-write is atomic against every creation
+        // and update (one gateway process holds the database).
+        let _one_at_a_time = self
+            .creating
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.user_exact(&user.username)?.is_none() {
+            return Ok(false);
+        }
+        if let Some(email) = &user.email {
+            if self
+                .user_by_email(email)?
+                .is_some_and(|holder| holder.username != user.username)
+            {
+                return Ok(false);
+            }
+        }
+        self.put_user(user)?;
+        Ok(true)
+    }
 }
 
 impl SledStore {

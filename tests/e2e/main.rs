@@ -14,6 +14,7 @@ mod rules_table;
 #[path = "../support/app_policies_table.rs"]
 mod app_policies_table;
 
+mod abandoned;
 mod access_log;
 mod app_policies;
 mod assertion;

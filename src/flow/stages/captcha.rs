@@ -167,6 +167,11 @@ impl Stage for Captcha {
         Ok(Transition::stay(CaptchaState::Token))
     }
 
+    /// The widget waits for a token: nothing to find again.
+    fn fresh(&self, state: &StageState) -> bool {
+        matches!(state, StageState::Captcha(CaptchaState::Token))
+    }
+
     fn challenge(&self, cx: &Cx<'_>, state: &StageState) -> Result<Challenge, FlowError> {
         let StageState::Captcha(CaptchaState::Token) = state else {
             return Err(mismatch(cx));

@@ -175,6 +175,15 @@ impl Stage for Identification {
         StageKind::Identification
     }
 
+    /// Waiting for the identifier, without a passkey ceremony (whose challenge is random and
+    /// must be found again).
+    fn fresh(&self, state: &StageState) -> bool {
+        matches!(
+            state,
+            StageState::Identification(IdentificationState::Uid { passkey: None })
+        )
+    }
+
     async fn enter(&self, _cx: &Cx<'_>) -> Result<Transition, FlowError> {
         Ok(Transition::stay(self.waiting()))
     }

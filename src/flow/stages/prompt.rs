@@ -37,6 +37,11 @@ impl Stage for Prompt {
         Ok(Transition::stay(PromptState::Fields { kept: Vec::new() }))
     }
 
+    /// The empty form (one shown again after a refusal keeps answers).
+    fn fresh(&self, state: &StageState) -> bool {
+        matches!(state, StageState::Prompt(PromptState::Fields { kept }) if kept.is_empty())
+    }
+
     fn challenge(&self, cx: &Cx<'_>, state: &StageState) -> Result<Challenge, FlowError> {
         let StageState::Prompt(PromptState::Fields { kept }) = state else {
             return Err(mismatch(cx));

@@ -478,7 +478,21 @@ impl UserWrite {
             Some(true) => true,
             None => false,
         };
-        store.put_user(&user)?;
+        // Written only if the address is still free: a check above and a plain write here
+        // would let two accounts racing for one address both pass, the later one taking the
+        // index entry of the other.
+        if !store.update_user(&user)? {
+            if store.user(&user.username)?.is_none() {
+                return Err(FlowError::Stage {
+                    stage: cx.name.to_string(),
+                    reason: "the account was removed during the update".into(),
+                });
+            }
+            return Ok(Ok(Outcome::Refused(
+                vec![Ask::Email],
+                vec![EMAIL_TAKEN.into()],
+            )));
+        }
         if new_password {
             // A new password ends every session the old one opened, here and elsewhere.
             cx.services.sessions.revoke_user(&user.username)?;

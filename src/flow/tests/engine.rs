@@ -66,7 +66,9 @@ async fn a_state_of_an_unknown_kind_or_waiting_ends_the_execution() {
 #[tokio::test]
 async fn an_execution_stored_by_the_old_format_ends_as_expired() {
     let rig = Rig::new();
-    let (exec, _) = rig.start("login").await;
+    let (mut exec, _) = rig.start("login").await;
+    // Stored once an answer changed it (a page load alone stores nothing).
+    rig.post(&mut exec, &[("uid", "alice")]).await;
     tamper(&rig, &exec, |v| {
         let o = v.as_object_mut().expect("object");
         o.remove("format");
@@ -99,17 +101,19 @@ async fn a_record_that_is_not_an_execution_ends_as_expired() {
 #[tokio::test]
 async fn an_answer_to_a_spoiled_execution_ends_it_too() {
     let rig = Rig::new();
-    let (exec, _) = rig.start("login").await;
+    let (mut exec, _) = rig.start("login").await;
+    rig.post(&mut exec, &[("uid", "alice")]).await;
     tamper(&rig, &exec, |v| v["state"] = serde_json::json!(7));
     let mut back = rig.reload(&exec).expect("stored");
-    let view = rig.post(&mut back, &[("uid", "alice")]).await;
+    let view = rig.post(&mut back, &[("password", PASSWORD)]).await;
     assert_eq!(ended(&view), EXPIRED);
 }
 
 #[tokio::test]
 async fn an_execution_is_gone_once_the_clock_passes_its_lifetime() {
     let rig = Rig::new();
-    let (exec, _) = rig.start("login").await;
+    let (mut exec, _) = rig.start("login").await;
+    rig.post(&mut exec, &[("uid", "alice")]).await;
     rig.world.clock.advance_secs(30 * 60 - 1);
     assert!(rig.reload(&exec).is_some());
     rig.world.clock.advance_secs(1);

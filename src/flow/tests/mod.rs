@@ -9,6 +9,8 @@ mod duo;
 mod email;
 mod engine;
 mod enrol;
+mod enumeration;
+mod held;
 mod invite;
 mod plain;
 mod props;

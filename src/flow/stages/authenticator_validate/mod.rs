@@ -473,6 +473,16 @@ impl Stage for AuthenticatorValidate {
             return Ok(Transition::pass().and(Effect::Prove(Factors::of_class(class))));
         }
         match devices.as_slice() {
+            // # Security
+            // Before anything proved who the user is, an account without a device must look
+            // like every other: `deny` would end here, `skip` would end at the login, and
+            // `configure` would show a setup page, where an unknown or disabled account gets
+            // the decoy. So it gets the decoy too; `not_configured_action` applies once a
+            // password (or a step-up's session) proved the user.
+            [] if !cx.exec.authenticated() => {
+                tracing::warn!(user = cx.exec.user.as_deref().unwrap_or_default(), stage = cx.name, client = %cx.client, "account without a device before anything proved who the user is: shown the decoy, nothing sent (put a password stage first to let not_configured_action apply)");
+                self.begin(cx, None, Vec::new(), Spent::default()).await
+            }
             [] => self.not_configured(cx).await,
             [one] => {
                 self.begin(cx, Some(one), Vec::new(), Spent::default())

@@ -31,7 +31,16 @@ impl Passkey {
         let uv = cx.cfg.webauthn_user_verification;
         let made = match device {
             Some(d) => rp.start_assertion(std::slice::from_ref(d), uv),
-            None => rp.start_decoy(uv),
+            None => {
+                let exec = cx.cx.exec;
+                let name = exec
+                    .user
+                    .as_deref()
+                    .or(exec.uid.as_deref())
+                    .unwrap_or_default();
+                let key = cx.cx.services.store.secret("webauthn-decoy")?;
+                rp.start_decoy(uv, webauthn::decoy_credential(&key, name))
+            }
         };
         made.map_err(|refused| FlowError::Stage {
             stage: cx.cx.name.to_string(),
