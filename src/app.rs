@@ -473,7 +473,7 @@ fn check_listeners(
                     continue;
                 }
                 return Err(AppError::Bind {
-                    key: format!("{key}[{i}]"),
+                    key: indexed(key, i),
                     addr: *addr,
                     reason: std::io::ErrorKind::AddrInUse.into(),
                     hint: " (another entry of this config listens there)",
@@ -493,7 +493,7 @@ fn check_listeners(
                         _ => "",
                     };
                     return Err(AppError::Bind {
-                        key: format!("{key}[{i}]"),
+                        key: indexed(key, i),
                         addr: *addr,
                         reason,
                         hint,
@@ -504,6 +504,15 @@ fn check_listeners(
     }
     drop(held);
     Ok(())
+}
+
+/// The config key of entry `i` of `key`: `server.listen[0]`; `metrics.listen` is one address.
+fn indexed(key: &str, i: usize) -> String {
+    if key == "metrics.listen" {
+        key.to_string()
+    } else {
+        format!("{key}[{i}]")
+    }
 }
 
 /// Pingora's TLS settings constructor wants handshake callbacks; we need none.

@@ -10,14 +10,15 @@
 //! clock read, a lock-free counter or a short uncontended histogram lock, and no allocation.
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicI64;
-use std::sync::LazyLock;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 /// Two labels, as name/value pairs.
@@ -29,17 +30,96 @@ type Labels3 = [(&'static str, &'static str); 3];
 /// the config), but resolved once per app by [`RequestTimers`].
 type RequestFamily = Family<[(&'static str, String); 2], Histogram, fn() -> Histogram>;
 
-/// Request and upstream latencies: 0.5 ms to 10 s.
-const REQUEST_BUCKETS: [f64; 14] = [
+/// Request and upstream latencies: 0.5 ms to 10 s, in seconds.
+const REQUEST_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 /// The access decision: 10 µs to 50 ms (a CEL policy or a GeoIP lookup at the top).
-const DECISION_BUCKETS: [f64; 11] = [
+const DECISION_BUCKETS: &[f64] = &[
     0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05,
 ];
 
 fn request_histogram() -> Histogram {
     Histogram::new(REQUEST_BUCKETS)
+}
+
+/// A histogram of durations that every worker thread updates without a lock: an observation is
+/// three relaxed atomic additions (its bucket, the count, the sum in nanoseconds). The client
+/// library's own histogram takes a mutex per observation, which all threads would contend for
+/// on the per-request path.
+#[derive(Clone, Debug)]
+pub struct Histogram {
+    inner: Arc<HistogramInner>,
+}
+
+#[derive(Debug)]
+struct HistogramInner {
+    /// Upper bounds in seconds, then `+Inf`; for the exposition.
+    bounds: Vec<f64>,
+    /// The same bounds in nanoseconds, without `+Inf`; for observing.
+    bounds_ns: Vec<u64>,
+    /// Observations per bucket (not cumulative), the last one `+Inf`.
+    buckets: Vec<AtomicU64>,
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    /// A histogram with these upper bounds (seconds, ascending).
+    fn new(bounds: &[f64]) -> Histogram {
+        let bounds_ns = bounds
+            .iter()
+            .map(|b| Duration::from_secs_f64(*b).as_nanos() as u64)
+            .collect();
+        let mut all = bounds.to_vec();
+        all.push(f64::INFINITY);
+        Histogram {
+            inner: Arc::new(HistogramInner {
+                buckets: all.iter().map(|_| AtomicU64::new(0)).collect(),
+                bounds: all,
+                bounds_ns,
+                count: AtomicU64::new(0),
+                sum_ns: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Records one duration.
+    pub fn observe(&self, took: Duration) {
+        let h = &self.inner;
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let i = h.bounds_ns.partition_point(|b| *b < ns);
+        if let Some(b) = h.buckets.get(i) {
+            b.fetch_add(1, Ordering::Relaxed);
+        }
+        h.count.fetch_add(1, Ordering::Relaxed);
+        h.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for Histogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Histogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let h = &self.inner;
+        let buckets: Vec<(f64, u64)> = h
+            .bounds
+            .iter()
+            .zip(&h.buckets)
+            .map(|(b, n)| (*b, n.load(Ordering::Relaxed)))
+            .collect();
+        // The count is the buckets' total, so a scrape in the middle of an observation still
+        // shows `le="+Inf"` equal to `_count`.
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let sum = h.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
 }
 
 /// What the gateway did with a request, as `portcullis_request_duration_seconds{outcome}`.
@@ -340,7 +420,7 @@ pub fn forward_auth(server: &'static str, status: u16) {
 
 /// Records how long one access decision took.
 pub fn access_decision(took: Duration) {
-    metrics().access_decision.observe(took.as_secs_f64());
+    metrics().access_decision.observe(took);
 }
 
 /// A request being answered: counted in `portcullis_requests_in_flight` from
@@ -397,7 +477,7 @@ impl RequestTimers {
         let row = app.map_or(0, |i| i + 1);
         let col = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
         if let Some(h) = self.rows.get(row).and_then(|r| r.get(col)) {
-            h.observe(took.as_secs_f64());
+            h.observe(took);
         }
     }
 }
@@ -412,6 +492,39 @@ mod tests {
             .find(|l| l.starts_with(prefix))
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
+    }
+
+    #[test]
+    fn a_histogram_puts_each_duration_in_the_first_bucket_that_holds_it() {
+        let h = Histogram::new(&[0.001, 0.01]);
+        for ms in [0, 1, 2, 10, 11, 5000] {
+            h.observe(Duration::from_millis(ms));
+        }
+        let got: Vec<u64> = h
+            .inner
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(
+            got,
+            vec![2, 2, 2],
+            "le=1ms holds 0 and 1 ms; le=10ms 2 and 10; +Inf the rest"
+        );
+        assert_eq!(h.inner.count.load(Ordering::Relaxed), 6);
+        let mut registry = Registry::default();
+        registry.register("t_seconds", "test", h.clone());
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        for line in [
+            "t_seconds_sum 5.024",
+            "t_seconds_count 6",
+            "t_seconds_bucket{le=\"0.001\"} 2",
+            "t_seconds_bucket{le=\"0.01\"} 4",
+            "t_seconds_bucket{le=\"+Inf\"} 6",
+        ] {
+            assert!(text.contains(line), "{line} in:\n{text}");
+        }
     }
 
     #[test]

@@ -41,15 +41,16 @@ pub fn health() -> Response {
 const PROBE: &str = "\u{0}portcullis-ready-probe";
 
 /// The readiness answer: `200` when the database answers a point read and the gateway is not
-/// shutting down, `503` with a JSON `reason` otherwise. Delivery providers are listed with what
-/// is known of them (the last delivery's result); a failing provider does not make the gateway
-/// unready, since signed-in traffic and password sign-ins do not need it and every instance
-/// shares the provider (taking them all out of a load balancer would stop everything).
+/// shutting down, `503` with a JSON `reason` otherwise. With `detailed` (the metrics
+/// listener), delivery providers are listed with what is known of them (the last delivery's
+/// result); a failing provider does not make the gateway unready, since signed-in traffic and
+/// password sign-ins do not need it and every instance shares the provider (taking them all out
+/// of a load balancer would stop everything).
 ///
 /// # Security
-/// Served on the public listener too: the reason names no path, address or error text (those
-/// go to the log).
-pub fn ready(store: &dyn Store) -> Response {
+/// Served on the public listener too, there without `detailed`: the answer names no provider,
+/// path, address or error text (those go to the log and the metrics listener).
+pub fn ready(store: &dyn Store, detailed: bool) -> Response {
     let providers: Vec<_> = metrics::providers()
         .into_iter()
         .map(|((channel, provider), s)| {
@@ -72,16 +73,20 @@ pub fn ready(store: &dyn Store) -> Response {
             }
         }
     };
-    match reason {
-        None => json(
+    let (status, mut body) = match reason {
+        None => (
             StatusCode::OK,
-            serde_json::json!({ "status": "ready", "store": "ok", "providers": providers }),
+            serde_json::json!({ "status": "ready", "store": "ok" }),
         ),
-        Some(reason) => json(
+        Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            serde_json::json!({ "status": "unavailable", "reason": reason, "providers": providers }),
+            serde_json::json!({ "status": "unavailable", "reason": reason }),
         ),
+    };
+    if detailed {
+        body["providers"] = providers.into();
     }
+    json(status, body)
 }
 
 fn json(status: StatusCode, body: serde_json::Value) -> Response {
@@ -108,7 +113,7 @@ impl MetricsApp {
         match path {
             METRICS => Response::new(StatusCode::OK, metrics::CONTENT_TYPE, metrics::render()),
             HEALTH => health(),
-            READY => ready(self.store.as_ref()),
+            READY => ready(self.store.as_ref(), true),
             _ => Response::text(StatusCode::NOT_FOUND, "not found\n"),
         }
     }
@@ -257,12 +262,23 @@ mod tests {
 
     #[test]
     fn readiness_answers_json_naming_the_store() {
-        let r = ready(&MemoryStore::default());
-        assert_eq!(r.status, StatusCode::OK);
+        metrics::sent("sms", "generic", false);
+        let r = ready(&MemoryStore::default(), true);
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "a failing provider leaves the gateway ready"
+        );
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v["status"], "ready");
         assert_eq!(v["store"], "ok");
-        assert!(v["providers"].is_array());
+        let providers = v["providers"].as_array().unwrap();
+        assert!(providers
+            .iter()
+            .any(|p| p["provider"] == "generic" && p["state"] == "failing"));
+        let public = ready(&MemoryStore::default(), false);
+        let v: serde_json::Value = serde_json::from_slice(&public.body).unwrap();
+        assert_eq!(v, serde_json::json!({ "status": "ready", "store": "ok" }));
     }
 
     /// The values of `key=` lines in a unit file (comments skipped).

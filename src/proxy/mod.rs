@@ -133,7 +133,8 @@ impl Gateway {
             Route::Jwks => self.jwks(session).await,
             Route::Health => self.reply(session, crate::ops::health()).await,
             Route::Ready => {
-                let ready = crate::ops::ready(self.portal.engine.services().store.as_ref());
+                let store = self.portal.engine.services().store.as_ref();
+                let ready = crate::ops::ready(store, false);
                 self.reply(session, ready).await
             }
             Route::BadHost => self.reply(session, bad_host()).await,

@@ -266,7 +266,36 @@ async fn health_and_readiness_answer_on_both_listeners() {
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["status"], "ready", "{v}");
         assert_eq!(v["store"], "ok", "{v}");
+        // Which delivery providers there are is told on the metrics listener only.
+        assert_eq!(v.get("providers").is_some(), port == mport, "{v}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_busy_metrics_address_stops_the_start_naming_the_key() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("portcullis.toml");
+    let setup = Setup {
+        extra_toml: format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+        ..Setup::default()
+    };
+    let public = reserved_port();
+    let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
+    let db = dir.path().join("data").join("portcullis.db");
+    std::fs::write(&path, config_toml(public, upstream, 9, &db, &setup)).unwrap();
+    let out = tokio::task::spawn_blocking(move || serve_must_refuse(&path))
+        .await
+        .unwrap();
+    assert!(
+        out.stderr.contains(&format!(
+            "cannot listen on 127.0.0.1:{port} (metrics.listen)"
+        )),
+        "{}",
+        out.stderr
+    );
+    drop(busy);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -433,6 +462,45 @@ async fn sigterm_finishes_requests_in_flight_refuses_new_ones_and_writes_last_se
         s.last_seen.is_some_and(|t| t > s.issued),
         "last seen not written at shutdown: {s:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_longer_than_the_drain_timeout_does_not_hold_the_stop() {
+    let (slow, mut arrived) = slow_upstream(Duration::from_secs(30)).await;
+    let setup = Setup {
+        server_toml: "drain_timeout = \"1s\"".into(),
+        extra_toml: format!(
+            "\n[[apps]]\nname = \"slow\"\nhosts = [\"{EXTRA_APP}\"]\nupstream = \"{slow}\"\nflow = \"{FLOW}\"\nallowed_groups = []\nbypass = [\"^/\"]\n"
+        ),
+        ..Setup::default()
+    };
+    let mut gw = Gateway::start_with(setup).await;
+    let b = gw.browser();
+    let stuck = tokio::spawn(b.http.get(b.url_on(EXTRA_APP, "/stuck")).send());
+    tokio::time::timeout(Duration::from_secs(10), arrived.recv())
+        .await
+        .expect("the request reached the upstream");
+    let pid = gw.pid().unwrap();
+    let stopped_at = Instant::now();
+    std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(
+        poll_until(Duration::from_secs(8), || !gw.is_running()).await,
+        "still running 8 s after SIGTERM with drain_timeout = 1s"
+    );
+    let took = stopped_at.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "did not wait for the drain: {took:?}"
+    );
+    assert!(
+        stuck.await.unwrap().is_err(),
+        "the cut request got an answer"
+    );
+    assert!(gw.logs().contains("drain timeout reached"), "{}", gw.logs());
 }
 
 /// Whether connecting to `port` is refused within `within`.
