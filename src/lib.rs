@@ -38,6 +38,8 @@ pub mod notify;
 pub mod password;
 pub mod policy;
 pub mod portal;
+#[cfg(test)]
+mod props;
 pub mod proxy;
 pub mod redirect;
 pub mod reply;
