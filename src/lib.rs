@@ -40,6 +40,8 @@ pub mod ops;
 pub mod password;
 pub mod policy;
 pub mod portal;
+#[cfg(test)]
+mod props;
 pub mod proxy;
 pub mod redirect;
 pub mod reply;

@@ -11,7 +11,6 @@ use super::{stages, Action, Execution, FlowError, Input, StageKind};
 use crate::session::Factors;
 use crate::store::User;
 
-
 const START_OVER_LABEL: &str = "Not you? Start over";
 /// Shown on every step of a step-up, so a signed-in user knows why they are asked again.
 const STEP_UP_INFO: &str = "This application asks for one more step to confirm it is you.";

@@ -379,6 +379,9 @@ fn with_header(mut r: Response, name: http::HeaderName, value: &str) -> Response
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -481,6 +481,9 @@ fn issue(p: &Portal, req: &Request<'_>, flow: &str, login: Login) -> Result<Stri
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::secret::SecretString;
