@@ -26,6 +26,7 @@ mod designations;
 mod enrol;
 mod flow_api;
 mod flow_html;
+mod integrity;
 mod links;
 mod log_secrets;
 mod password_policy;
