@@ -138,7 +138,7 @@ fn new_session() -> NewSession {
 fn fixture(cheap_passwords: bool) -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");
     let parts = Parts::build(config(dir.path(), cheap_passwords)).expect("gateway parts");
-    let mut alice = User::new("alice");
+    let mut alice = User::new("alice", 0);
     alice.name = "Alice Example".into();
     alice.email = Some("alice@example.com".into());
     alice.groups = vec!["staff".into(), "admins".into()];

@@ -375,6 +375,7 @@ fn start_admin_socket(parts: &Parts) -> Result<(), AppError> {
         passwords: parts.passwords.clone(),
         sessions: Some(parts.sessions.clone()),
         policy: parts.config.password_policy,
+        clock: parts.sessions.clock().clone(),
     });
     let socket = parts.config.admin_socket.clone();
     admin::serve_socket(&socket, admin).map_err(|source| AppError::AdminSocket {
@@ -528,7 +529,7 @@ fn bootstrap_admin(parts: &Parts) -> Result<(), AppError> {
         return Ok(());
     }
     let password = crate::secret::random_token(15);
-    let mut user = User::new("admin");
+    let mut user = User::new("admin", parts.sessions.clock().now());
     user.name = "Administrator".into();
     user.groups = vec!["admins".into()];
     user.password_hash = Some(

@@ -364,7 +364,7 @@ mod tests {
         let w = TestWorld::new();
         w.clock.advance_secs(90);
         assert_eq!(w.services.clock.now(), w.clock.now());
-        w.services.store.put_user(&User::new("alice")).unwrap();
+        w.services.store.put_user(&User::new("alice", 0)).unwrap();
         assert_eq!(w.store.user_count().unwrap(), 1);
         let hash = w
             .services

@@ -40,7 +40,7 @@ pub(crate) fn seed(config: &Config, n: u64) -> Result<(String, Duration), BoxErr
 
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.storage.path)?);
     check(store.as_ref(), extra, now)?;
-    let mut me = User::new(USER);
+    let mut me = User::new(USER, now);
     me.name = "Bench User".into();
     me.email = Some("bench@example.com".into());
     me.groups = vec!["staff".into()];
@@ -92,7 +92,7 @@ fn bulk(path: &Path, count: u64, hash: &str, now: i64, now_ms: i64) -> Result<()
         for i in start..end {
             let name = name(i);
             let email = format!("{name}@example.com");
-            let mut user = User::new(name.clone());
+            let mut user = User::new(name.clone(), now);
             user.email = Some(email.clone());
             user.password_hash = Some(hash.to_string());
             user.created = now;

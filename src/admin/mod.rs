@@ -273,6 +273,9 @@ pub(crate) struct Admin {
     pub(crate) sessions: Option<Arc<SessionService>>,
     /// The `[password]` rules new passwords are checked against.
     pub(crate) policy: PasswordPolicy,
+    /// Where creation and revocation times are read: the gateway's clock inside it, the
+    /// system clock from the CLI.
+    pub(crate) clock: Arc<dyn crate::clock::Clock>,
 }
 
 /// Group names travel joined with commas in `Remote-Groups`: a comma inside one would make
@@ -483,7 +486,7 @@ impl Admin {
                     &stage,
                     count,
                     length,
-                    crate::clock::now(),
+                    self.clock.now(),
                 );
                 self.store.put_device(&device)?;
                 tracing::info!(user = %user.username, count, outcome = "issued", "recovery codes issued by an operator");
@@ -521,7 +524,7 @@ impl Admin {
         if let Some(existing) = self.store.user(&username)? {
             return Err(AdminError::Exists(existing.username));
         }
-        let mut user = User::new(&username);
+        let mut user = User::new(&username, self.clock.now());
         user.name = name.unwrap_or_default();
         user.email = email;
         user.phone = phone;
@@ -551,7 +554,7 @@ impl Admin {
         if expires_in <= 0 {
             return Err(AdminError::Invalid("the lifetime must be positive".into()));
         }
-        let now = crate::clock::now();
+        let now = self.clock.now();
         let (invitation, token) = crate::flow::stages::invitation::issue(
             fixed,
             flow,
@@ -641,7 +644,13 @@ impl Admin {
                 user.username
             )));
         }
-        Ok(ok(format!("removed device {id} of {}", user.username)))
+        // As the settings page does: a session may have been opened with the device (a lost
+        // phone, a key in the wrong hands); removing it ends them all.
+        self.revoke_sessions(&user.username)?;
+        Ok(ok(format!(
+            "removed device {id} of {}; their sessions were ended",
+            user.username
+        )))
     }
 
     fn keys_reload(&self) -> Result<Reply, AdminError> {
@@ -668,7 +677,7 @@ impl Admin {
                 .map_err(|e| AdminError::Keys(e.to_string())),
             None => Ok(self
                 .store
-                .revoke_user_sessions(username, crate::clock::now_ms())?),
+                .revoke_user_sessions(username, self.clock.now_ms())?),
         }
     }
 }

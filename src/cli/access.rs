@@ -163,6 +163,7 @@ fn session_of(
         exp: now_ms.div_euclid(1000) + 3600,
         iss: config.session.issuer.clone(),
         iat_ms,
+        db: String::new(),
         identity: Default::default(),
         proof: Default::default(),
     })

@@ -48,7 +48,10 @@ fn find_user(config: &Config, name: &str) -> Result<User, String> {
             let Some(v) = reply.users.into_iter().next().filter(|_| reply.ok) else {
                 return Err(reply.message);
             };
-            let mut u = User::new(&v.username);
+            let mut u = User::new(
+                &v.username,
+                crate::clock::Clock::now(&crate::clock::SystemClock),
+            );
             u.name = v.name;
             u.email = v.email;
             u.phone = v.phone;

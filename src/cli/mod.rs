@@ -59,6 +59,9 @@ pub(crate) enum Cmd {
     /// Manage session signing keys.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// The database's integrity (see README, "Database integrity and recovery").
+    #[command(subcommand)]
+    Storage(StorageCmd),
     /// Certificates for trying HTTPS.
     #[command(subcommand)]
     Certs(CertsCmd),
@@ -166,6 +169,14 @@ pub(crate) enum KeysCmd {
     Rotate,
 }
 
+#[derive(Subcommand)]
+pub(crate) enum StorageCmd {
+    /// Take the database as it is after the gateway refused it (lost writes, replaced, its
+    /// integrity record missing): it gets a new identity, so every session issued before is
+    /// signed out, and a new integrity record. Records sled cannot read are still refused.
+    Accept,
+}
+
 /// Runs the parsed command line and returns the process's exit code: success, 2 for an
 /// unusable config, bad arguments or a gateway that cannot start, 1 when a command failed.
 /// `serve` serves on the `inherited` listening sockets (every other command drops, so closes,
@@ -234,6 +245,7 @@ pub fn run(cli: Cli, inherited: InheritedListeners) -> ExitCode {
         }
         Cmd::Invite(cmd) => invite::run(&config, cmd),
         Cmd::Keys(KeysCmd::Rotate) => rotate_keys(&config),
+        Cmd::Storage(StorageCmd::Accept) => accept_storage(&config),
         Cmd::Flow(FlowCmd::Check { slug, user, ip }) => {
             flow_check::run(&config, &slug, user.as_deref(), &ip)
         }
@@ -266,6 +278,7 @@ fn read_user(config: &Config, username: &str) -> Result<admin::UserView, String>
                 passwords,
                 sessions: None,
                 policy: config.password_policy,
+                clock: Arc::new(crate::clock::SystemClock),
             };
             admin
                 .execute(cmd)
@@ -406,6 +419,7 @@ fn admin_command(config: &Config, cmd: Command) -> ExitCode {
         passwords,
         sessions: None,
         policy: config.password_policy,
+        clock: Arc::new(crate::clock::SystemClock),
     };
     let how = if read_only {
         format!("gateway not running: read {db}")
@@ -559,7 +573,11 @@ fn rotate_keys(config: &Config) -> ExitCode {
             config.source.display()
         ));
     }
-    let kid = match KeyFile::rotate(path, config.longest_session().as_secs() as i64) {
+    let kid = match KeyFile::rotate(
+        path,
+        config.longest_session().as_secs() as i64,
+        &crate::clock::SystemClock,
+    ) {
         Ok(k) => k,
         Err(e) => return fail(&e.to_string()),
     };
@@ -585,4 +603,30 @@ fn rotate_keys(config: &Config) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// `storage accept`: the database as it is, under a new identity.
+fn accept_storage(config: &Config) -> ExitCode {
+    let path = &config.storage.path;
+    if !path.exists() {
+        return fail(&format!(
+            "no database at {}; nothing to accept (a gateway creates one at its first start)",
+            path.display()
+        ));
+    }
+    match SledStore::accept(path) {
+        Ok(store) => {
+            let users = store.user_count().unwrap_or(0);
+            println!(
+                "accepted the database at {} as it is ({users} user(s)); it has a new identity, so every session issued before is signed out; integrity record {}",
+                path.display(),
+                crate::store::integrity_record_path(path).display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(StoreError::Locked { path }) => fail(&format!(
+            "the database {path} is held by a running gateway: stop it first"
+        )),
+        Err(e) => fail(&e.to_string()),
+    }
 }

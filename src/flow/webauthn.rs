@@ -451,7 +451,7 @@ mod tests {
 
     #[test]
     fn registration_options_carry_the_configured_choices() {
-        let user = User::new("alice");
+        let user = User::new("alice", 0);
         let reg = rp()
             .start_registration(
                 &user,
@@ -485,7 +485,7 @@ mod tests {
     fn garbage_answers_are_refused_as_malformed() {
         let reg = rp()
             .start_registration(
-                &User::new("alice"),
+                &User::new("alice", 0),
                 &RegisterOptions {
                     user_verification: UserVerification::Preferred,
                     resident_key: ResidentKey::Discouraged,

@@ -90,9 +90,26 @@ const TOO_MANY_FLOWS: &str = "Too many sign-ins are under way from your network 
 const RETURN_TOO_LONG: &str = "The address to return to after signing in (rd) is too long: at most 2048 bytes are kept. Open the application again from a shorter address.";
 
 impl PortalError {
+    /// Whether the database failed (a full disk, a failing device): nothing the client did,
+    /// and nothing a retry fixes until the operator acts.
+    #[must_use]
+    pub fn storage_failing(&self) -> bool {
+        matches!(
+            self,
+            PortalError::Flow {
+                source: FlowError::Store(_),
+                ..
+            } | PortalError::Link(FlowError::Store(_))
+                | PortalError::Session(SessionError::Store(_))
+        )
+    }
+
     /// The status the client gets.
     #[must_use]
     pub fn status(&self) -> StatusCode {
+        if self.storage_failing() {
+            return StatusCode::SERVICE_UNAVAILABLE;
+        }
         match self {
             PortalError::UnknownFlow(_) => StatusCode::NOT_FOUND,
             PortalError::Expired(_) => StatusCode::GONE,
@@ -123,7 +140,9 @@ impl PortalError {
 /// the client's mistakes at `debug` (the access log counts them).
 pub fn respond(ui: &Ui, face: Face, err: &PortalError) -> Response {
     let status = err.status();
-    if status.is_server_error() {
+    if err.storage_failing() {
+        tracing::error!(error = %err, status = status.as_u16(), "the database refuses writes (disk full? device failing?): sign-ins and account changes answer 503 until it is fixed; signed-in requests go on");
+    } else if status.is_server_error() {
         tracing::error!(error = %err, status = status.as_u16(), "request failed");
     } else {
         tracing::debug!(error = %err, status = status.as_u16(), "request refused");
@@ -179,6 +198,7 @@ fn page(ui: &Ui, err: &PortalError) -> Response {
             ui.message("Too many sign-ins", TOO_MANY_FLOWS, None),
         ),
         e if e.status().is_client_error() => not_understood(ui, e.status()),
+        e if e.storage_failing() => unavailable(ui),
         _ => internal_error(ui),
     }
 }
@@ -271,12 +291,31 @@ fn json(err: &PortalError) -> Response {
         PortalError::Csrf { .. } | PortalError::MalformedForm { .. } => {
             ("bad_request", err.to_string())
         }
+        e if e.storage_failing() => (
+            "unavailable",
+            "the sign-in service cannot record anything right now; try again later".into(),
+        ),
         _ => (
             "internal",
             "the sign-in service hit an internal error; try again".into(),
         ),
     };
     json_error(err.status(), code, &message)
+}
+
+/// The database refuses writes: the page says to come back later, not that the user erred.
+fn unavailable(ui: &Ui) -> Response {
+    Response::html(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ui.message(
+            "Temporarily unavailable",
+            "The sign-in service cannot record anything right now. Try again later; if it keeps happening, tell whoever runs this site.",
+            Some(Link {
+                href: "/",
+                label: "Go to the start page",
+            }),
+        ),
+    )
 }
 
 fn out_of_step(ui: &Ui, slug: &str) -> Response {

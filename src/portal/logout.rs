@@ -39,7 +39,9 @@ pub(super) fn html(p: &Portal, req: &Request<'_>) -> Response {
         let retry = "/.portcullis/logout".to_string();
         return respond(&p.ui, Face::Html, &PortalError::Csrf { retry });
     }
-    revoke(p, req, &claims);
+    if let Err(e) = revoke(p, req, &claims) {
+        return respond(&p.ui, Face::Html, &e).set_cookie(p.session_cookie(req).clear());
+    }
     signed_out_page(p, "You have signed out.").set_cookie(p.session_cookie(req).clear())
 }
 
@@ -49,18 +51,24 @@ pub(super) fn json(p: &Portal, req: &Request<'_>) -> Response {
         return respond(&p.ui, Face::Json, &PortalError::NotJson);
     }
     if let Some(claims) = p.gate.session(req.headers) {
-        revoke(p, req, &claims);
+        if let Err(e) = revoke(p, req, &claims) {
+            return respond(&p.ui, Face::Json, &e).set_cookie(p.session_cookie(req).clear());
+        }
     }
     Response::json(StatusCode::OK, &json!({ "status": "signed_out" }))
         .set_cookie(p.session_cookie(req).clear())
 }
 
-fn revoke(p: &Portal, req: &Request<'_>, claims: &Claims) {
-    if let Err(e) = p.sessions.revoke(claims) {
-        // The in-memory revocation already holds; only a restart could revive the session.
-        tracing::error!(error = %e, user = %claims.sub, "could not persist a session revocation");
-    }
+/// Ends the session, durably before the answer: "signed out" is said only once a restart
+/// cannot bring the session back.
+///
+/// # Errors
+/// The store's failure; the in-memory revocation holds anyway (until a restart), and the
+/// caller answers 503 rather than a sign-out that may not last.
+fn revoke(p: &Portal, req: &Request<'_>, claims: &Claims) -> Result<(), PortalError> {
+    p.sessions.revoke(claims)?;
     tracing::info!(user = %claims.sub, client = %req.client, "signed out");
+    Ok(())
 }
 
 fn signed_out_page(p: &Portal, message: &str) -> Response {

@@ -42,6 +42,11 @@ pub struct Claims {
     /// correctly. Absent in tokens that predate it; then `iat` is taken at the end of its second.
     #[serde(default)]
     pub iat_ms: i64,
+    /// The identity of the database that recorded the session
+    /// ([`crate::store::DatabaseId`]): a token is good only with that database. Empty in
+    /// tokens that predate it.
+    #[serde(default)]
+    pub db: String,
     /// The identity as header values, built on first use. A verified session is shared by
     /// all its requests, so the values are built once per session, not once per request.
     #[serde(skip)]
@@ -160,6 +165,7 @@ mod tests {
             exp: 0,
             iss: "portcullis".into(),
             iat_ms: 0,
+            db: String::new(),
             identity: Default::default(),
             proof: Default::default(),
         }

@@ -4,6 +4,7 @@
 //! expiring within the longest session lifetime after it, and is dropped from the file once
 //! that has passed, so a leaked old key cannot mint tokens for ever.
 
+use crate::clock::Clock;
 use crate::secret::{random_token, Secret};
 use base64::Engine;
 use jsonwebtoken::{DecodingKey, EncodingKey};
@@ -67,7 +68,7 @@ pub struct AssertionKey {
 }
 
 impl AssertionKey {
-    fn generate() -> Result<Self, String> {
+    fn generate(now: i64) -> Result<Self, String> {
         let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(|e| e.to_string())?;
         Ok(Self {
             kid: random_token(9),
@@ -75,7 +76,7 @@ impl AssertionKey {
             private_pem: Secret::new(pair.serialize_pem()),
             public_x: base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .encode(pair.public_key_raw()),
-            created: crate::clock::now(),
+            created: now,
         })
     }
 }
@@ -108,23 +109,24 @@ pub struct Retired {
 }
 
 impl KeyEntry {
-    fn generate() -> Self {
+    fn generate(now: i64) -> Self {
         Self {
             kid: random_token(9),
             alg: "HS256".into(),
             secret: Secret::new(random_token(32)),
-            created: crate::clock::now(),
+            created: now,
             retired: None,
         }
     }
 }
 
 impl KeyFile {
-    /// Reads the keys file, creating it with one fresh key when it does not exist.
+    /// Reads the keys file, creating it with one fresh key when it does not exist; keys made
+    /// are dated by `clock`.
     ///
     /// # Errors
     /// [`KeyError`] naming the path when it cannot be read, written or parsed.
-    pub fn load_or_create(path: &Path) -> Result<KeyFile, KeyError> {
+    pub fn load_or_create(path: &Path, clock: &dyn Clock) -> Result<KeyFile, KeyError> {
         match std::fs::read(path) {
             Ok(bytes) => {
                 let mut file: KeyFile =
@@ -136,22 +138,23 @@ impl KeyFile {
                 if file.assertion.is_empty() {
                     // Files written before assertions existed get their key on next load.
                     file.assertion
-                        .push(
-                            AssertionKey::generate().map_err(|reason| KeyError::Invalid {
+                        .push(AssertionKey::generate(clock.now()).map_err(|reason| {
+                            KeyError::Invalid {
                                 path: path.to_path_buf(),
                                 reason,
-                            })?,
-                        );
+                            }
+                        })?);
                     file.save(path)?;
                 }
                 Ok(file)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key = KeyEntry::generate();
-                let assertion = AssertionKey::generate().map_err(|reason| KeyError::Invalid {
-                    path: path.to_path_buf(),
-                    reason,
-                })?;
+                let key = KeyEntry::generate(clock.now());
+                let assertion =
+                    AssertionKey::generate(clock.now()).map_err(|reason| KeyError::Invalid {
+                        path: path.to_path_buf(),
+                        reason,
+                    })?;
                 let file = KeyFile {
                     active: key.kid.clone(),
                     keys: vec![key],
@@ -196,9 +199,9 @@ impl KeyFile {
     ///
     /// # Errors
     /// As [`KeyFile::load_or_create`].
-    pub fn rotate(path: &Path, max_lifetime: i64) -> Result<String, KeyError> {
-        let mut file = Self::load_or_create(path)?;
-        let now = crate::clock::now();
+    pub fn rotate(path: &Path, max_lifetime: i64, clock: &dyn Clock) -> Result<String, KeyError> {
+        let mut file = Self::load_or_create(path, clock)?;
+        let now = clock.now();
         let previous = file.active.clone();
         for k in &mut file.keys {
             if k.kid == previous && k.retired.is_none() {
@@ -210,16 +213,17 @@ impl KeyFile {
         }
         file.keys
             .retain(|k| k.retired.is_none_or(|r| r.verify_until >= now));
-        let key = KeyEntry::generate();
+        let key = KeyEntry::generate(now);
         let kid = key.kid.clone();
         file.active = kid.clone();
         file.keys.push(key);
-        file.assertion.push(
-            AssertionKey::generate().map_err(|reason| KeyError::Invalid {
-                path: path.to_path_buf(),
-                reason,
-            })?,
-        );
+        file.assertion
+            .push(
+                AssertionKey::generate(clock.now()).map_err(|reason| KeyError::Invalid {
+                    path: path.to_path_buf(),
+                    reason,
+                })?,
+            );
         file.save(path)?;
         Ok(kid)
     }
@@ -277,7 +281,7 @@ impl KeyFile {
     }
 }
 
-fn decode_secret(s: &str) -> Option<Vec<u8>> {
+pub(super) fn decode_secret(s: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(s.trim_end_matches('='))
         .ok()
@@ -341,20 +345,21 @@ impl Keyring {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::SystemClock;
 
     #[test]
     fn created_file_is_private_and_rotation_keeps_old_keys() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("keys.json");
-        let first = KeyFile::load_or_create(&p).unwrap();
+        let first = KeyFile::load_or_create(&p, &SystemClock).unwrap();
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600);
         }
-        let kid = KeyFile::rotate(&p, 3600).unwrap();
-        let after = KeyFile::load_or_create(&p).unwrap();
+        let kid = KeyFile::rotate(&p, 3600, &SystemClock).unwrap();
+        let after = KeyFile::load_or_create(&p, &SystemClock).unwrap();
         assert_eq!(after.active, kid);
         assert_eq!(after.keys.len(), 2);
         let old = after.keys.iter().find(|k| k.kid == first.active).unwrap();
@@ -372,7 +377,7 @@ mod tests {
     #[test]
     fn a_printed_key_file_shows_no_key_material() {
         let dir = tempfile::tempdir().unwrap();
-        let file = KeyFile::load_or_create(&dir.path().join("keys.json")).unwrap();
+        let file = KeyFile::load_or_create(&dir.path().join("keys.json"), &SystemClock).unwrap();
         let printed = format!("{file:?}");
         for k in &file.keys {
             assert!(!printed.contains(k.secret.expose().as_str()), "{printed}");
@@ -404,11 +409,11 @@ mod tests {
     fn keys_past_their_last_token_are_dropped_at_the_next_rotation() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("keys.json");
-        let first = KeyFile::load_or_create(&p).unwrap();
+        let first = KeyFile::load_or_create(&p, &SystemClock).unwrap();
         // With no lifetime left, the first key's tokens are all expired by the next rotation.
-        KeyFile::rotate(&p, -1).unwrap();
-        KeyFile::rotate(&p, 3600).unwrap();
-        let after = KeyFile::load_or_create(&p).unwrap();
+        KeyFile::rotate(&p, -1, &SystemClock).unwrap();
+        KeyFile::rotate(&p, 3600, &SystemClock).unwrap();
+        let after = KeyFile::load_or_create(&p, &SystemClock).unwrap();
         assert!(after.keys.iter().all(|k| k.kid != first.active));
         assert_eq!(after.keys.len(), 2);
     }

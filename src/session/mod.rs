@@ -55,6 +55,13 @@ pub enum SessionError {
     /// The keys file is missing, unreadable or malformed.
     #[error(transparent)]
     Keys(#[from] KeyError),
+    /// The token was issued by another database than the one the gateway runs on (a database
+    /// recreated or replaced since), whatever key signed it.
+    #[error("token issued by another database")]
+    OtherDatabase,
+    /// A retired key signed the token, and no session recorded by this gateway matches it.
+    #[error("token signed by a retired key for a session this gateway did not record")]
+    Unrecorded,
 }
 
 /// What the sign-in established, to be turned into a cookie.
@@ -99,6 +106,8 @@ pub struct SessionService {
     /// Where issue times, expiry checks and revocation times are read.
     clock: Arc<dyn Clock>,
     issuer: String,
+    /// The database's identity: every token issued carries it, every token verified must.
+    database: crate::store::DatabaseId,
     /// Tokens that passed the full check, with their claims. The same cookie comes with every
     /// request of a session, and decoding it and checking its HMAC again is most of what a
     /// signed-in request costs the gateway (about 4 µs against a few hundred ns for a lookup).
@@ -137,9 +146,10 @@ impl SessionService {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, SessionError> {
-        let file = KeyFile::load_or_create(&keys_path)?;
+        let file = KeyFile::load_or_create(&keys_path, clock.as_ref())?;
         let now = clock.now();
         let revocations = RevocationList::load(store.revocations(now)?, store.user_revocations()?);
+        let database = store.database_id()?;
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[&cfg.issuer]);
         validation.set_required_spec_claims(&["exp", "iat", "sub", "iss"]);
@@ -162,6 +172,7 @@ impl SessionService {
             store,
             clock,
             issuer: cfg.issuer.clone(),
+            database,
             verified: RwLock::new(HashMap::new()),
             seen: LastSeen::default(),
         })
@@ -172,7 +183,7 @@ impl SessionService {
     /// # Errors
     /// [`SessionError::Keys`] if the file is unusable; the current keys stay in force.
     pub fn reload_keys(&self) -> Result<(), SessionError> {
-        let file = KeyFile::load_or_create(&self.keys_path)?;
+        let file = KeyFile::load_or_create(&self.keys_path, self.clock.as_ref())?;
         let signer = AssertionSigner::new(&file, &self.issuer)
             .map_err(|reason| KeyError::Invalid {
                 path: self.keys_path.clone(),
@@ -226,6 +237,7 @@ impl SessionService {
             exp: now + s.lifetime_secs,
             iss: self.issuer.clone(),
             iat_ms: now_ms,
+            db: self.database.id.clone(),
             identity: Default::default(),
             proof: Default::default(),
         };
@@ -340,10 +352,50 @@ impl SessionService {
         if !key.admits(c.iat, c.exp) {
             return Err(SessionError::UnknownKey);
         }
+        if !self.of_this_database(&c) {
+            return Err(SessionError::OtherDatabase);
+        }
         if self.revocations.is_revoked(&c.sid, &c.sub, c.issued_ms()) {
             return Err(SessionError::Revoked);
         }
+        if key.retired.is_some() && !self.recorded(&c)? {
+            return Err(SessionError::Unrecorded);
+        }
         Ok(c)
+    }
+
+    /// Whether `c` was issued by the database the gateway runs on: it carries its identity,
+    /// or it carries none and was issued before an older database was given one.
+    ///
+    /// # Security
+    /// A database deleted and created again, or replaced, has a new identity: the tokens of
+    /// the one before, signed by the same keys, are refused, as are its revocations that the
+    /// new one no longer knows.
+    fn of_this_database(&self, c: &Claims) -> bool {
+        if c.db.is_empty() {
+            return self
+                .database
+                .adopted_ms
+                .is_some_and(|at| c.issued_ms() <= at);
+        }
+        c.db == self.database.id
+    }
+
+    /// Whether the gateway recorded the session `c` names, for the same user and times.
+    ///
+    /// # Security
+    /// Asked only for tokens signed by a retired key, whose secret may have leaked since it
+    /// was rotated out: such a key signs nothing new, so a token it verifies must be one of
+    /// the sessions recorded when it was active. A leaked key minting a back-dated token
+    /// makes up a sid no record has (or borrows a recorded sid, whose user and times it must
+    /// then match exactly, which gives nothing the real token does not). This is one store
+    /// read, on the rare path only: tokens of the current key never reach it, and a retired
+    /// key's token reaches it once, as the verified cache keeps it afterwards.
+    fn recorded(&self, c: &Claims) -> Result<bool, SessionError> {
+        Ok(self
+            .store
+            .session(&c.sid)?
+            .is_some_and(|r| r.username == c.sub && r.issued == c.iat && r.expires == c.exp))
     }
 
     /// Whether a token expiring at `exp` is still good now, [`LEEWAY_SECS`] of skew allowed.
@@ -489,7 +541,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = service(dir.path());
         let (tok, _) = s.issue(new_session()).unwrap();
-        KeyFile::rotate(&dir.path().join("keys.json"), 3600).unwrap();
+        KeyFile::rotate(&dir.path().join("keys.json"), 3600, &SystemClock).unwrap();
         s.reload_keys().unwrap();
         assert!(s.verify(&tok).is_ok());
         let (tok2, _) = s.issue(new_session()).unwrap();
@@ -629,6 +681,132 @@ mod tests {
         clock.advance_secs(1);
         s.revoke_user("alice").unwrap();
         assert!(s.sessions_of("alice").unwrap().is_empty());
+    }
+
+    fn service_on(dir: &std::path::Path, store: Arc<dyn Store>) -> SessionService {
+        let cfg = SessionConfig {
+            cookie_name: "s".into(),
+            lifetime: Duration::from_secs(3600),
+            cookie_domain: None,
+            issuer: "portcullis".into(),
+            flow_lifetime: Duration::from_secs(60),
+        };
+        SessionService::new(&cfg, dir.join("keys.json"), store).unwrap()
+    }
+
+    /// `claims` signed with the key `kid` of the keys file in `dir`.
+    fn signed_with(dir: &std::path::Path, kid: &str, claims: &Claims) -> String {
+        let file = KeyFile::load_or_create(&dir.join("keys.json"), &SystemClock).unwrap();
+        let key = file.keys.iter().find(|k| k.kid == kid).unwrap();
+        let secret = keys::decode_secret(key.secret.expose()).unwrap();
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(kid.to_string());
+        jsonwebtoken::encode(
+            &header,
+            claims,
+            &jsonwebtoken::EncodingKey::from_secret(&secret),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_token_of_another_database_is_refused_under_the_same_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = service_on(dir.path(), Arc::new(crate::store::MemoryStore::new()));
+        let (tok, claims) = first.issue(new_session()).unwrap();
+        assert!(first.verify(&tok).is_ok());
+        // The database recreated (a new one, same keys.json): the old token is refused, and
+        // so is its claims re-signed without the identity (a leaked key cannot drop it).
+        let second = service_on(dir.path(), Arc::new(crate::store::MemoryStore::new()));
+        assert!(matches!(
+            second.verify(&tok),
+            Err(SessionError::OtherDatabase)
+        ));
+        let active = KeyFile::load_or_create(&dir.path().join("keys.json"), &SystemClock)
+            .unwrap()
+            .active;
+        let bare = signed_with(
+            dir.path(),
+            &active,
+            &Claims {
+                db: String::new(),
+                ..claims
+            },
+        );
+        assert!(matches!(
+            second.verify(&bare),
+            Err(SessionError::OtherDatabase)
+        ));
+        let (fresh, _) = second.issue(new_session()).unwrap();
+        assert!(second.verify(&fresh).is_ok());
+    }
+
+    #[test]
+    fn a_retired_key_verifies_only_sessions_the_gateway_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(crate::store::MemoryStore::new());
+        let s = service_on(dir.path(), store);
+        let (tok, real) = s.issue(new_session()).unwrap();
+        let retired = KeyFile::load_or_create(&dir.path().join("keys.json"), &SystemClock)
+            .unwrap()
+            .active;
+        KeyFile::rotate(&dir.path().join("keys.json"), 3600, &SystemClock).unwrap();
+        s.reload_keys().unwrap();
+        assert!(s.verify(&tok).is_ok(), "the real session, recorded");
+        // A leaked retired key: every way to mint a session with it that a real one does not
+        // already give is refused.
+        let minted: Vec<(&str, Claims)> = vec![
+            (
+                "a made-up sid, back-dated",
+                Claims {
+                    sid: "made-up-session-id".into(),
+                    iat: real.iat - 60,
+                    iat_ms: (real.iat - 60) * 1000,
+                    ..real.clone()
+                },
+            ),
+            (
+                "the recorded sid for another user",
+                Claims {
+                    sub: "bob".into(),
+                    ..real.clone()
+                },
+            ),
+            (
+                "the recorded sid with an earlier iat",
+                Claims {
+                    iat: real.iat - 1,
+                    ..real.clone()
+                },
+            ),
+            (
+                "the recorded sid living shorter",
+                Claims {
+                    exp: real.exp - 1,
+                    ..real.clone()
+                },
+            ),
+        ];
+        for (what, claims) in minted {
+            let t = signed_with(dir.path(), &retired, &claims);
+            assert!(
+                matches!(s.verify(&t), Err(SessionError::Unrecorded)),
+                "{what}: {:?}",
+                s.verify(&t).map(|c| c.sid.clone())
+            );
+        }
+        // The same claims re-signed exactly are the real session (nothing new is gained).
+        let again = signed_with(dir.path(), &retired, &real);
+        assert!(s.verify(&again).is_ok());
+        // Once revoked, its record is gone and it is refused for that reason.
+        s.revoke(&real).unwrap();
+        assert!(s.verify(&tok).is_err());
+        // A session of the current key needs no record: verification stays off the store.
+        // (Its record dropped behind the service's back: the active key never asks.)
+        let (current, c) = s.issue(new_session()).unwrap();
+        s.store.revoke_session(&c.sid, c.exp).unwrap();
+        assert!(s.store.session(&c.sid).unwrap().is_none());
+        assert!(s.verify(&current).is_ok());
     }
 
     #[test]

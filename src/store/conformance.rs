@@ -71,7 +71,7 @@ conformance!(
 );
 
 fn user(name: &str, email: Option<&str>) -> User {
-    let mut u = User::new(name);
+    let mut u = User::new(name, 0);
     u.email = email.map(str::to_string);
     u
 }

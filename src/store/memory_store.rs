@@ -11,9 +11,10 @@ use std::collections::{BTreeMap, HashMap};
 
 /// A [`Store`] held in memory. Every call takes one lock, so each call is atomic the way the
 /// sled backend's are: a counter bump, a ticket taken once, a secret created once.
-#[derive(Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    /// Random per store: two memory stores are two databases.
+    id: String,
 }
 
 #[derive(Default)]
@@ -48,6 +49,15 @@ impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self {
+            inner: Mutex::default(),
+            id: crate::secret::random_token(16),
+        }
     }
 }
 
@@ -464,5 +474,12 @@ impl Store for MemoryStore {
         }
         inner.users.insert(user.username.clone(), user.clone());
         Ok(true)
+    }
+
+    fn database_id(&self) -> StoreResult<super::DatabaseId> {
+        Ok(super::DatabaseId {
+            id: self.id.clone(),
+            adopted_ms: None,
+        })
     }
 }

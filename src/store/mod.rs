@@ -3,11 +3,13 @@
 
 #[cfg(test)]
 mod conformance;
+mod integrity;
 mod memory_store;
 mod model;
 mod sled_store;
 mod username;
 
+pub use integrity::record_path as integrity_record_path;
 pub use memory_store::MemoryStore;
 pub use model::{Device, DeviceClass, Invitation, InvitationData, SessionRecord, User};
 pub use sled_store::SledStore;
@@ -42,6 +44,27 @@ pub enum StoreError {
         /// The database's path.
         path: String,
     },
+    /// The database is damaged, lost writes or was replaced: the gateway does not run on it.
+    #[error("storage: the database at {path} cannot be trusted: {finding}")]
+    Damaged {
+        /// The database's path.
+        path: String,
+        /// What was found, and what the operator can do.
+        finding: String,
+    },
+}
+
+/// A database's identity: random, made with the database (or when an older database is first
+/// opened by a version that has identities). Session tokens carry it, so a token issued by
+/// another database, or an earlier one at the same path, is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseId {
+    /// The identity (random, base64url).
+    pub id: String,
+    /// When an existing database was given its identity (unix milliseconds): tokens issued
+    /// by it before then carry none and are accepted until they expire. `None` for a database
+    /// that had its identity from the start, or was accepted afresh.
+    pub adopted_ms: Option<i64>,
 }
 
 impl StoreError {
@@ -217,6 +240,8 @@ pub trait Store: Send + Sync + 'static {
     /// racing for one address, exactly one gets it, and none overwrites another account's
     /// index entry. Durable on return.
     fn update_user(&self, user: &User) -> StoreResult<bool>;
+    /// The database's identity ([`DatabaseId`]); the same for as long as the database lives.
+    fn database_id(&self) -> StoreResult<DatabaseId>;
 }
 
 #[cfg(test)]

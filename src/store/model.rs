@@ -40,9 +40,10 @@ fn yes() -> bool {
 }
 
 impl User {
-    /// An active account named `username` (already canonical), created now, with no name,
-    /// address, group or password.
-    pub fn new(username: impl Into<String>) -> Self {
+    /// An active account named `username` (already canonical), created at `created` (unix
+    /// seconds, from the caller's [`crate::clock::Clock`]), with no name, address, group or
+    /// password.
+    pub fn new(username: impl Into<String>, created: i64) -> Self {
         Self {
             username: username.into(),
             name: String::new(),
@@ -51,7 +52,7 @@ impl User {
             groups: Vec::new(),
             active: true,
             password_hash: None,
-            created: crate::clock::now(),
+            created,
             attributes: Default::default(),
         }
     }

@@ -1,9 +1,10 @@
 //! The embedded default backend: one sled database, one tree per record kind.
 
+use super::integrity::{self, Mode, Recorder};
 use super::username::canonical_username;
 use super::{
-    device_key, device_prefix, email_key, user_session_key, Device, Invitation, SessionRecord,
-    Store, StoreError, StoreResult, User,
+    device_key, device_prefix, email_key, user_session_key, DatabaseId, Device, Invitation,
+    SessionRecord, Store, StoreError, StoreResult, User,
 };
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::Path;
@@ -32,6 +33,10 @@ pub struct SledStore {
     creating: std::sync::Mutex<()>,
     /// Mail waiting for delivery, by message id.
     outbox: sled::Tree,
+    /// The database's identity, checked and made at open.
+    identity: DatabaseId,
+    /// Keeps the integrity record beside the database in step with each durable write.
+    recorder: Recorder,
 }
 
 fn backend(action: &'static str) -> impl FnOnce(sled::Error) -> StoreError {
@@ -63,11 +68,31 @@ fn split_expiry(v: &[u8]) -> Option<(i64, &[u8])> {
 const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 impl SledStore {
-    /// Opens (creating if needed) the database directory.
+    /// Opens (creating if needed) the database directory, after checking every record reads
+    /// back and the database is the one its integrity record describes (see
+    /// `src/store/integrity.rs`).
     ///
     /// # Errors
-    /// [`StoreError::Locked`] when another process holds it, otherwise the backend error.
+    /// [`StoreError::Locked`] when another process holds it, [`StoreError::Damaged`] naming
+    /// what was found when it is damaged, lost writes or was replaced, otherwise the backend
+    /// error.
     pub fn open(path: &Path) -> StoreResult<Self> {
+        Self::open_as(path, Mode::Check)
+    }
+
+    /// Opens the database as it is, whatever its integrity record says, under a new identity:
+    /// every session issued before is refused, and the record starts again from here. For an
+    /// operator who looked at what [`SledStore::open`] refused (`portcullis storage accept`).
+    /// Records sled itself cannot read are still refused.
+    ///
+    /// # Errors
+    /// As [`SledStore::open`].
+    pub fn accept(path: &Path) -> StoreResult<Self> {
+        Self::open_as(path, Mode::Accept)
+    }
+
+    fn open_as(path: &Path, mode: Mode) -> StoreResult<Self> {
+        let created = !path.exists();
         // Password hashes, sessions and live sign-ins are in there: owner only, whatever the
         // umask says.
         for dir in [path.parent(), Some(path)].into_iter().flatten() {
@@ -87,22 +112,41 @@ impl SledStore {
         // fill it with pages no request reads again (requests consult the in-memory list).
         // Users, devices and executions are read per sign-in step, where a cache miss is a
         // page read.
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(CACHE_BYTES)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => {
-                    StoreError::Locked {
-                        path: path.display().to_string(),
-                    }
-                }
-                sled::Error::Io(ref io) if io.to_string().contains("lock") => StoreError::Locked {
+        let opened = std::panic::catch_unwind(|| {
+            sled::Config::new()
+                .path(path)
+                .cache_capacity(CACHE_BYTES)
+                .open()
+        })
+        .map_err(|_| StoreError::Damaged {
+            path: path.display().to_string(),
+            finding: "sled failed while recovering it".into(),
+        })?;
+        let db = opened.map_err(|e| match e {
+            sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                StoreError::Locked {
                     path: path.display().to_string(),
-                },
-                other => StoreError::backend("open database", other),
-            })?;
+                }
+            }
+            sled::Error::Io(ref io) if io.to_string().contains("lock") => StoreError::Locked {
+                path: path.display().to_string(),
+            },
+            sled::Error::Corruption { .. } | sled::Error::Unsupported(_) => StoreError::Damaged {
+                path: path.display().to_string(),
+                finding: format!("sled cannot recover it: {e}"),
+            },
+            other => StoreError::backend("open database", other),
+        })?;
         let tree = |name: &str| db.open_tree(name).map_err(backend("open tree"));
+        let meta = tree("meta")?;
+        let (identity, recorder) = integrity::check(
+            &db,
+            &meta,
+            path,
+            created,
+            mode,
+            crate::clock::Clock::now_ms(&crate::clock::SystemClock),
+        )?;
         Self {
             users: tree("users")?,
             legacy_names: tree("users_by_canonical_name")?,
@@ -115,10 +159,12 @@ impl SledStore {
             devices: tree("devices")?,
             counters: tree("counters")?,
             tickets: tree("tickets")?,
-            meta: tree("meta")?,
+            meta,
             invitations: tree("invitations")?,
             creating: std::sync::Mutex::new(()),
             outbox: tree("outbox")?,
+            identity,
+            recorder,
             db,
         }
         .with_username_index()?
@@ -220,8 +266,23 @@ impl SledStore {
         }
     }
 
+    /// Makes every write so far durable, and counts it: the generation is bumped before the
+    /// flush (so it lies after the writes in sled's log) and copied to the integrity record
+    /// after it.
     fn durable(&self) -> StoreResult<()> {
-        self.db.flush().map(|_| ()).map_err(backend("flush"))
+        let generation = self
+            .meta
+            .update_and_fetch(integrity::GENERATION_KEY, |old| {
+                let n = old
+                    .and_then(|v| <[u8; 8]>::try_from(v).ok())
+                    .map_or(0, u64::from_be_bytes);
+                Some(n.saturating_add(1).to_be_bytes().to_vec())
+            })
+            .map_err(backend("flush"))?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes);
+        self.db.flush().map_err(backend("flush"))?;
+        self.recorder.durable(generation)
     }
 }
 
@@ -398,7 +459,10 @@ impl Store for SledStore {
         self.sessions
             .insert(&session.sid, encode("write session", session)?)
             .map_err(backend("write session"))?;
-        self.index_session(session)
+        self.index_session(session)?;
+        // Durable before the cookie is handed out: a session answered before a crash is
+        // recorded after it (a retired key verifies only recorded sessions).
+        self.durable()
     }
 
     fn session(&self, sid: &str) -> StoreResult<Option<SessionRecord>> {
@@ -729,9 +793,26 @@ impl Store for SledStore {
         self.put_user(user)?;
         Ok(true)
     }
+
+    fn database_id(&self) -> StoreResult<DatabaseId> {
+        Ok(self.identity.clone())
+    }
 }
 
 impl SledStore {
+    /// Removes the identity and generation, as a database written before they existed.
+    #[cfg(test)]
+    pub(super) fn forget_identity(&self) {
+        for key in [
+            integrity::ID_KEY,
+            integrity::GENERATION_KEY,
+            integrity::ADOPTED_KEY,
+        ] {
+            self.meta.remove(key).unwrap();
+        }
+        self.db.flush().unwrap();
+    }
+
     /// The live sessions of `username`: the index names them, the records say the rest.
     /// Index entries whose record is gone (revoked by another path, purged) are dropped.
     fn sessions_of(&self, username: &str, now: i64) -> StoreResult<Vec<SessionRecord>> {
@@ -812,7 +893,7 @@ mod tests {
         {
             // A database as an older version left it: a key as typed, no index.
             let s = SledStore::open(&path).unwrap();
-            let mut old = User::new("Carol");
+            let mut old = User::new("Carol", 0);
             old.email = Some("carol@example.com".into());
             s.users
                 .insert("Carol", serde_json::to_vec(&old).unwrap())

@@ -814,14 +814,24 @@ async fn user_devices_lists_and_device_remove_removes_only_that_users_devices() 
         );
 
         let id = if running { "dev-static" } else { "dev-sms" };
+        let session = if running {
+            Some(alice_browser(&gw).await.1)
+        } else {
+            None
+        };
         let out = gw.cli(&["user", "device-remove", "alice", id], None).await;
         assert!(out.ok(), "{}", out.all());
         assert!(
-            out.stdout
-                .contains(&format!("removed device {id} of alice")),
+            out.stdout.contains(&format!(
+                "removed device {id} of alice; their sessions were ended"
+            )),
             "{}",
             out.stdout
         );
+        // As on the settings page: the sessions a lost device may have opened end with it.
+        if let Some(s) = session {
+            assert_token_refused(&gw, &s.token, "a session after its device was removed").await;
+        }
         let out = gw.cli(&["user", "devices", "alice"], None).await;
         assert!(
             !out.stdout.contains(id),

@@ -28,6 +28,7 @@ mod enrol;
 mod flow_api;
 mod flow_html;
 mod hygiene;
+mod integrity;
 mod links;
 mod log_secrets;
 mod ops;

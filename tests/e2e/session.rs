@@ -364,4 +364,27 @@ async fn keys_rotate_adds_a_key_and_old_tokens_still_verify() {
         &old_key.secret,
     );
     assert_token_refused(&gw, &t, "retired key, backdated, living past every session").await;
+    // A leaked retired key minting a back-dated session inside every window: a sid the
+    // gateway never recorded, or the recorded one for another user, is refused.
+    let mut claims = claims_of(&old.token);
+    claims["sid"] = json!("minted-with-a-leaked-key");
+    claims["iat"] = json!(claims["iat"].as_i64().unwrap() - 30);
+    claims["iat_ms"] = json!(claims["iat"].as_i64().unwrap() * 1000);
+    let t = sign(
+        Algorithm::HS256,
+        Some(&old_key.kid),
+        &claims,
+        &old_key.secret,
+    );
+    assert_token_refused(&gw, &t, "retired key, made-up sid, back-dated").await;
+    let mut claims = claims_of(&old.token);
+    claims["sub"] = json!("bob");
+    let t = sign(
+        Algorithm::HS256,
+        Some(&old_key.kid),
+        &claims,
+        &old_key.secret,
+    );
+    assert_token_refused(&gw, &t, "retired key, a recorded sid for another user").await;
+    assert_token_accepted(&gw, &old.token, "the real session of the retired key").await;
 }

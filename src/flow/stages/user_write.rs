@@ -344,8 +344,7 @@ impl UserWrite {
             tracing::info!(stage = cx.name, flow = %cx.exec.flow, client = %cx.client, outcome = "taken", "account not created: name or address in use");
             return Ok(Outcome::Refused(ask, errors));
         }
-        let mut user = User::new(&username);
-        user.created = cx.now;
+        let mut user = User::new(&username, cx.now);
         user.email = p.email.clone();
         user.name = p.name.clone().unwrap_or_default();
         user.phone = p.phone.clone();

@@ -540,7 +540,7 @@ async fn damaged_outbox_records_in_sled_do_not_stop_delivery_of_the_others() {
     let mut engine = crate::flow::Engine::new(&config, world.services.clone());
     engine.pace = crate::flow::delivery::Pace::instant();
     let rig = Rig { engine, world };
-    let mut alice = crate::store::User::new("alice");
+    let mut alice = crate::store::User::new("alice", 0);
     alice.email = Some("alice@example.test".into());
     sled.put_user(&alice).expect("user");
     let now = rig.world.clock.now();

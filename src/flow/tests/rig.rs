@@ -186,7 +186,7 @@ impl Rig {
 
     /// Adds an active user with [`PASSWORD`] and `email`.
     pub(super) async fn user(&self, name: &str, email: Option<&str>) -> User {
-        let mut u = User::new(name);
+        let mut u = User::new(name, 0);
         u.email = email.map(str::to_string);
         let hash = self
             .world
