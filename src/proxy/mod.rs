@@ -7,12 +7,14 @@
 
 mod endpoints;
 mod identity;
+mod intake;
 mod respond;
 mod route;
 mod trace;
 mod upstream;
 mod whoami;
 
+pub use intake::Intake;
 pub use trace::ACCESS_TARGET;
 
 use crate::access::{AccessRequest, Decision, Gate};
@@ -69,6 +71,8 @@ pub struct Gateway {
     hsts: Option<http::HeaderValue>,
     /// `[log] access`: one line per request.
     access_log: bool,
+    /// `[server] body_timeout`: a body for our own endpoints must arrive within it.
+    body_timeout: std::time::Duration,
 }
 
 impl Gateway {
@@ -84,6 +88,7 @@ impl Gateway {
             .flatten();
         let hsts = cfg.server.hsts.clone();
         let access_log = cfg.log.access;
+        let body_timeout = cfg.server.clients.body_timeout;
         Self {
             gate,
             portal,
@@ -92,6 +97,7 @@ impl Gateway {
             router: Router { https_port },
             hsts,
             access_log,
+            body_timeout,
         }
     }
 
@@ -335,6 +341,17 @@ impl ProxyHttp for Gateway {
         self.failed(session, e, ctx).instrument(span).await
     }
 
+    /// A client that went away (closed, reset, stopped reading) is routine: logged at debug
+    /// here instead of as Pingora's error line.
+    fn suppress_error_log(&self, _session: &Session, ctx: &Self::CTX, e: &Error) -> bool {
+        let gone = client_gone(e);
+        if gone {
+            let _in = ctx.trace.span.enter();
+            tracing::debug!(error = %e, "the client went away");
+        }
+        gone
+    }
+
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
         if self.access_log {
             self.log_access(session, ctx);
@@ -442,6 +459,20 @@ impl Gateway {
             },
         );
     }
+}
+
+/// Whether `e` is the client's connection ending (closed, reset, timed out) rather than a fault
+/// of ours or the upstream's.
+fn client_gone(e: &Error) -> bool {
+    *e.esource() == ErrorSource::Downstream
+        && matches!(
+            e.etype(),
+            ErrorType::ReadError
+                | ErrorType::WriteError
+                | ErrorType::ConnectionClosed
+                | ErrorType::ReadTimedout
+                | ErrorType::WriteTimedout
+        )
 }
 
 /// The status a proxy failure answers with: 502 for the upstream's (and our own) failures,
