@@ -290,6 +290,7 @@ pub fn serve(config: Config, inherited: InheritedListeners) -> Result<(), AppErr
     start_admin_socket(&parts)?;
     spawn_maintenance(parts.store.clone(), parts.sessions.clone());
     spawn_outbox(parts.portal.engine.clone());
+    crate::memory::spawn_releaser();
 
     let cfg = &parts.config;
     let mut server = Server::new_with_opt_and_conf(None, server_conf(cfg));

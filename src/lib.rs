@@ -32,6 +32,7 @@ pub mod forward_auth;
 pub(crate) mod forwarded;
 pub mod http_client;
 pub mod loadgen;
+pub mod memory;
 pub mod notify;
 pub mod password;
 pub mod policy;

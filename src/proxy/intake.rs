@@ -245,6 +245,10 @@ where
                     }
                 };
                 refuse(&mut stream, answer, &mut head).await;
+                if why == NoHead::TooLarge {
+                    drop((head, stream));
+                    crate::memory::release_soon();
+                }
                 return;
             }
             let mut session = ServerSession::new_http1(stream);
@@ -290,8 +294,19 @@ where
             return Err(NoHead::Gone);
         }
         loop {
-            // Never more than one byte past the cap: an oversized head is never held whole.
+            // Never more than one byte past the cap: an oversized head is never held whole, and
+            // the buffer grows to at most that (not to the next power of two).
             let room = max + 1 - buf.len();
+            if buf.len() == buf.capacity() {
+                let grown = if buf.capacity() * 2 >= max {
+                    max + 1
+                } else {
+                    (buf.capacity() * 2).max(HEAD_BUF)
+                };
+                let mut bigger = BytesMut::with_capacity(grown);
+                bigger.extend_from_slice(buf);
+                *buf = bigger;
+            }
             let mut limited = (&mut *buf).limit(room);
             let read = stream.read_buf(&mut limited);
             let wait = deadline.unwrap_or_else(|| Instant::now() + KEEPALIVE_IDLE);
