@@ -10,7 +10,7 @@ use crate::http_client::{HttpClient, HttpError, ReqwestHttpClient};
 use crate::notify::{HttpSmsSender, MessageTemplates, NotifyError, SmtpSender};
 use crate::password::{PasswordError, PasswordHasherPool};
 use crate::portal::Portal;
-use crate::proxy::Gateway;
+use crate::proxy::{Gateway, Intake};
 use crate::secret::SecretString;
 use crate::session::{SessionError, SessionService};
 use crate::socket_activation::{ActivationError, Claimed, InheritedListeners};
@@ -295,6 +295,7 @@ pub fn serve(config: Config, inherited: InheritedListeners) -> Result<(), AppErr
         .collect();
     let handed = inherited.claim(&configured)?;
     check_listeners(&config.server, config.metrics.listen, &handed)?;
+    raise_fd_limit();
     apply_log_settings(&config)?;
     // Before the database is opened and again after (for the files it created).
     crate::files::secure(&config)?;
@@ -305,6 +306,7 @@ pub fn serve(config: Config, inherited: InheritedListeners) -> Result<(), AppErr
     start_admin_socket(&parts)?;
     spawn_maintenance(parts.store.clone(), parts.sessions.clone());
     spawn_outbox(parts.portal.engine.clone());
+    crate::memory::spawn_releaser();
 
     let cfg = &parts.config;
     let mut server = Server::new_with_opt_and_conf(None, server_conf(cfg));
@@ -420,13 +422,21 @@ fn server_conf(cfg: &Config) -> ServerConf {
 fn proxy_service(
     server: &Server,
     parts: &Parts,
-) -> Result<pingora::services::listening::Service<pingora::proxy::HttpProxy<Gateway>>, AppError> {
+) -> Result<
+    pingora::services::listening::Service<Intake<pingora::proxy::HttpProxy<Gateway>>>,
+    AppError,
+> {
     let cfg = &parts.config;
-    let mut service = pingora::proxy::http_proxy_service_with_name(
+    let proxy = pingora::proxy::http_proxy(
         &server.configuration,
         Gateway::new(parts.gate.clone(), parts.portal.clone()),
-        "portcullis",
     );
+    let intake = Intake::new(
+        proxy,
+        cfg.server.clients,
+        cfg.server.trusted_proxies.clone(),
+    );
+    let mut service = pingora::services::listening::Service::new("portcullis".into(), intake);
     for addr in &cfg.server.listen {
         service.add_tcp(&addr.to_string());
     }
@@ -514,6 +524,38 @@ fn indexed(key: &str, i: usize) -> String {
     } else {
         format!("{key}[{i}]")
     }
+}
+
+/// Raises this process's open-files limit (`RLIMIT_NOFILE`) to its hard limit, and logs the
+/// limit it runs with: every client connection holds a descriptor, and the usual soft limit of
+/// 1024 is a few hundred slow clients away from refusing everyone.
+fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let before = getrlimit(Resource::Nofile);
+    // An unlimited hard limit still stops at the kernel's per-process maximum.
+    let ceiling = before.maximum.or_else(|| {
+        std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|n| n.trim().parse().ok())
+    });
+    if let (Some(soft), Some(hard)) = (before.current, ceiling) {
+        if soft < hard {
+            let raised = Rlimit {
+                current: Some(hard),
+                maximum: before.maximum,
+            };
+            if let Err(e) = setrlimit(Resource::Nofile, raised) {
+                tracing::warn!(error = %e, soft, hard, "could not raise the open-files limit");
+            }
+        }
+    }
+    let now = getrlimit(Resource::Nofile);
+    let show = |v: Option<u64>| v.map_or_else(|| "unlimited".to_string(), |n| n.to_string());
+    tracing::info!(
+        soft = %show(now.current),
+        hard = %show(now.maximum),
+        "open-files limit (each client connection holds one)"
+    );
 }
 
 /// Pingora's TLS settings constructor wants handshake callbacks; we need none.

@@ -35,6 +35,7 @@ pub mod http_client;
 pub mod loadgen;
 pub mod metrics;
 pub mod logging;
+pub mod memory;
 pub mod notify;
 pub mod ops;
 pub mod password;

@@ -9,7 +9,18 @@ fn main() -> ExitCode {
     // First, while this is the only thread: the environment is changed here.
     let inherited = listen_fds();
     portcullis::logging::init();
+    portcullis::memory::set_release_hook(release_memory);
     portcullis::cli::run(portcullis::cli::Cli::parse(), inherited)
+}
+
+/// Returns the free memory in every allocator arena to the operating system.
+fn release_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only walks glibc's own arenas under their locks; any thread may
+    // call it at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// The listening sockets handed to this process, as `sd_listen_fds(3)` defines it: when

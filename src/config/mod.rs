@@ -127,6 +127,38 @@ pub struct ServerConfig {
     pub upstream_ca_file: Option<PathBuf>,
     /// How long a graceful shutdown (SIGTERM) waits for requests in flight to finish.
     pub drain_timeout: std::time::Duration,
+    /// Deadlines and caps for slow and heavy clients.
+    pub clients: ClientLimits,
+}
+
+/// `[server]`'s limits on slow and heavy clients, enforced before a request reaches the proxy
+/// (see `proxy::Intake`) and on the gateway's own endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// A request head (request line and headers) must arrive within this, counted from the
+    /// connection's start or, on a kept-alive connection, from the request's first byte
+    /// (`header_timeout`, default 10 s); `408` otherwise.
+    pub header_timeout: std::time::Duration,
+    /// A request body sent to the gateway's own endpoints (`/.portcullis/...`) must arrive
+    /// within this (`body_timeout`, default 10 s); `408` otherwise.
+    pub body_timeout: std::time::Duration,
+    /// The largest request head, in bytes (`max_header_bytes`, default 32 KiB); `431` above.
+    pub max_header_bytes: usize,
+    /// Connections one client address (IPv6: one /64) may hold open at once
+    /// (`max_connections_per_address`, default 256, 0 for no cap); `429` above. Connections
+    /// from `trusted_proxies` are not capped.
+    pub max_connections_per_address: u32,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            header_timeout: std::time::Duration::from_secs(10),
+            body_timeout: std::time::Duration::from_secs(10),
+            max_header_bytes: 32 * 1024,
+            max_connections_per_address: 256,
+        }
+    }
 }
 
 /// A certificate chain and key, already parsed, with the names it covers.

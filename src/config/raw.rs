@@ -87,6 +87,14 @@ pub(super) struct RawServer {
     pub upstream_ca_file: Option<String>,
     /// How long a graceful shutdown waits for requests in flight (`"30s"`).
     pub drain_timeout: Option<String>,
+    /// Slow and heavy clients: the request head's total deadline (`"10s"`).
+    pub header_timeout: Option<String>,
+    /// The total deadline for a request body sent to the gateway's own endpoints.
+    pub body_timeout: Option<String>,
+    /// The largest request head (request line and headers), in bytes.
+    pub max_header_bytes: Option<usize>,
+    /// Connections one client address may hold open at once; 0 for no cap.
+    pub max_connections_per_address: Option<u32>,
 }
 
 impl Default for RawServer {
@@ -103,6 +111,10 @@ impl Default for RawServer {
             hsts: None,
             upstream_ca_file: None,
             drain_timeout: None,
+            header_timeout: None,
+            body_timeout: None,
+            max_header_bytes: None,
+            max_connections_per_address: None,
         }
     }
 }

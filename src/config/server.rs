@@ -44,6 +44,43 @@ pub(super) fn server(raw: &RawServer, listen: Vec<SocketAddr>) -> Checked<Server
         redirect_http: raw.redirect_http,
         upstream_ca_file,
         drain_timeout: super::ops::drain_timeout(raw.drain_timeout.as_deref())?,
+        clients: clients(raw)?,
+    })
+}
+
+/// The bounds `max_header_bytes` must stay within: a browser's head with its cookies needs a
+/// few KiB; Pingora reads at most 1 MiB.
+const HEADER_BYTES: std::ops::RangeInclusive<usize> = 1024..=1_048_575;
+
+/// `header_timeout`, `body_timeout`, `max_header_bytes`, `max_connections_per_address`.
+fn clients(raw: &RawServer) -> Checked<ClientLimits> {
+    let defaults = ClientLimits::default();
+    let timeout = |key: &str, text: &Option<String>, default| match text {
+        None => Ok(default),
+        Some(t) => parse_duration(t).map_err(|m| Problem::new(format!("server.{key}"), m)),
+    };
+    let max_header_bytes = raw.max_header_bytes.unwrap_or(defaults.max_header_bytes);
+    if !HEADER_BYTES.contains(&max_header_bytes) {
+        return Err(Problem::new(
+            "server.max_header_bytes",
+            format!(
+                "{max_header_bytes} is outside {}..={} bytes",
+                HEADER_BYTES.start(),
+                HEADER_BYTES.end()
+            ),
+        ));
+    }
+    Ok(ClientLimits {
+        header_timeout: timeout(
+            "header_timeout",
+            &raw.header_timeout,
+            defaults.header_timeout,
+        )?,
+        body_timeout: timeout("body_timeout", &raw.body_timeout, defaults.body_timeout)?,
+        max_header_bytes,
+        max_connections_per_address: raw
+            .max_connections_per_address
+            .unwrap_or(defaults.max_connections_per_address),
     })
 }
 

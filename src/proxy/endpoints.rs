@@ -112,7 +112,10 @@ impl Gateway {
                 *value = self.portal.scripted_csp().clone();
             }
         }
-        respond::send(session, resp).await?;
+        // Failing to write is the client's connection ending, not a fault of ours.
+        respond::send(session, resp)
+            .await
+            .map_err(|e| e.into_down())?;
         Ok(true)
     }
 
@@ -127,7 +130,16 @@ impl Gateway {
             let page = pages::unknown_host(self.portal.ui(), self.home().as_deref());
             return self.reply(session, page).await;
         }
-        let body = match read_body(session).await? {
+        let Ok(body) = tokio::time::timeout(self.body_timeout, read_body(session)).await else {
+            tracing::debug!(limit = ?self.body_timeout, "request body not complete in time; answered 408");
+            session.set_keepalive(None);
+            let resp = Response::text(
+                StatusCode::REQUEST_TIMEOUT,
+                "request not received in time\n",
+            );
+            return self.reply(session, resp).await;
+        };
+        let body = match body? {
             Some(b) => b,
             None => {
                 let resp = pages::payload_too_large(self.portal.ui());
@@ -156,7 +168,11 @@ impl Gateway {
 /// The whole request body, or `None` when it is over [`MAX_BODY`].
 async fn read_body(session: &mut Session) -> pingora::Result<Option<Bytes>> {
     let mut buf = BytesMut::new();
-    while let Some(chunk) = session.read_request_body().await? {
+    while let Some(chunk) = session
+        .read_request_body()
+        .await
+        .map_err(|e| e.into_down())?
+    {
         if buf.len() + chunk.len() > MAX_BODY {
             return Ok(None);
         }

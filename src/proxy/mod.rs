@@ -7,12 +7,14 @@
 
 mod endpoints;
 mod identity;
+mod intake;
 mod respond;
 mod route;
 mod trace;
 mod upstream;
 mod whoami;
 
+pub use intake::Intake;
 pub use trace::ACCESS_TARGET;
 
 use crate::access::{AccessRequest, Decision, Gate};
@@ -73,6 +75,8 @@ pub struct Gateway {
     access_log: bool,
     /// `portcullis_request_duration_seconds`, resolved per app.
     timers: crate::metrics::RequestTimers,
+    /// `[server] body_timeout`: a body for our own endpoints must arrive within it.
+    body_timeout: std::time::Duration,
 }
 
 impl Gateway {
@@ -89,6 +93,7 @@ impl Gateway {
         let hsts = cfg.server.hsts.clone();
         let access_log = cfg.log.access;
         let timers = crate::metrics::RequestTimers::new(cfg.apps.iter().map(|a| a.name.as_str()));
+        let body_timeout = cfg.server.clients.body_timeout;
         Self {
             gate,
             portal,
@@ -98,6 +103,7 @@ impl Gateway {
             hsts,
             access_log,
             timers,
+            body_timeout,
         }
     }
 
@@ -348,6 +354,17 @@ impl ProxyHttp for Gateway {
         self.failed(session, e, ctx).instrument(span).await
     }
 
+    /// A client that went away (closed, reset, stopped reading) is routine: logged at debug
+    /// here instead of as Pingora's error line.
+    fn suppress_error_log(&self, _session: &Session, ctx: &Self::CTX, e: &Error) -> bool {
+        let gone = client_gone(e);
+        if gone {
+            let _in = ctx.trace.span.enter();
+            tracing::debug!(error = %e, "the client went away");
+        }
+        gone
+    }
+
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         self.timers.observe(
@@ -461,6 +478,20 @@ impl Gateway {
             },
         );
     }
+}
+
+/// Whether `e` is the client's connection ending (closed, reset, timed out) rather than a fault
+/// of ours or the upstream's.
+fn client_gone(e: &Error) -> bool {
+    *e.esource() == ErrorSource::Downstream
+        && matches!(
+            e.etype(),
+            ErrorType::ReadError
+                | ErrorType::WriteError
+                | ErrorType::ConnectionClosed
+                | ErrorType::ReadTimedout
+                | ErrorType::WriteTimedout
+        )
 }
 
 /// The status a proxy failure answers with: 502 for the upstream's (and our own) failures,

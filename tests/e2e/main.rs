@@ -40,6 +40,8 @@ mod route_tricks;
 mod rules;
 mod session;
 mod settings;
+mod sign_in_memory;
+mod slow_clients;
 mod socket_activation;
 mod start_over;
 mod strong;

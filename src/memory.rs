@@ -1,0 +1,43 @@
+//! Gives freed memory back to the operating system after bursts of large, short-lived
+//! allocations (oversized request heads), through a hook the binary installs: the C
+//! allocator's `malloc_trim`, which this library (no unsafe code) cannot call itself.
+//!
+//! Freed heap memory stays in the allocator's per-thread arenas, and a burst of hundreds of
+//! half-sent 32 KiB heads on every worker leaves tens of MB resident after the connections are
+//! gone. A release is asked for when such a connection ends and done at most once a second, on
+//! a thread of its own, never on the request path.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+static HOOK: OnceLock<fn()> = OnceLock::new();
+static PENDING: AtomicBool = AtomicBool::new(false);
+
+/// Installs how memory is given back (once; later calls are ignored).
+pub fn set_release_hook(release: fn()) {
+    let _ = HOOK.set(release);
+}
+
+/// Asks for a release within the next second.
+pub(crate) fn release_soon() {
+    PENDING.store(true, Ordering::Relaxed);
+}
+
+/// Starts the thread that releases memory when asked, if a hook is installed.
+pub(crate) fn spawn_releaser() {
+    let Some(release) = HOOK.get().copied() else {
+        return;
+    };
+    let spawned = std::thread::Builder::new()
+        .name("portcullis-memory".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(1));
+            if PENDING.swap(false, Ordering::Relaxed) {
+                release();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start the memory release thread");
+    }
+}
