@@ -269,6 +269,7 @@ mod session_cookie {
                 cookie_domain: None,
                 issuer: "portcullis".into(),
                 flow_lifetime: Duration::from_secs(60),
+                max_flows_per_client: crate::config::DEFAULT_MAX_FLOWS_PER_CLIENT,
             };
             let sessions = SessionService::new(&cfg, dir.path().join("keys.json"), store).unwrap();
             let (token, _) = sessions

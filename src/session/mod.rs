@@ -690,6 +690,7 @@ mod tests {
             cookie_domain: None,
             issuer: "portcullis".into(),
             flow_lifetime: Duration::from_secs(60),
+            max_flows_per_client: crate::config::DEFAULT_MAX_FLOWS_PER_CLIENT,
         };
         SessionService::new(&cfg, dir.join("keys.json"), store).unwrap()
     }
