@@ -88,8 +88,8 @@ fn layer(format: LogFormat) -> BoxedLayer {
 }
 
 /// The text format's field formatter: `message name=value ...` with every value escaped by
-/// [`escape_into`]. Strings are written bare (as tracing's default does for `%value`), other
-/// values through their `Debug`.
+/// [`escape_into`]. As tracing's default formatter: `&str` fields quoted (`user="alice"`),
+/// `%value` fields through `Display`, `?value` through `Debug`.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct EscapedFields;
 
@@ -134,7 +134,9 @@ impl EscapingVisitor<'_> {
 
 impl Visit for EscapingVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.write(field, value);
+        // Quoted, as tracing's own formatter writes `&str` fields (`user="alice"`), so a
+        // value cannot pose as another field either.
+        self.write(field, &format!("{value:?}"));
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
@@ -238,7 +240,7 @@ mod tests {
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!("request", path = %evil);
             let _g = span.enter();
-            tracing::info!(user = %evil, debug = ?evil, n = 3, "hello {evil}");
+            tracing::info!(user = %evil, debug = ?evil, quoted = evil, n = 3, "hello {evil}");
         });
         let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         assert_eq!(out.lines().count(), 1, "{out}");
@@ -248,6 +250,8 @@ mod tests {
         );
         assert!(out.contains("user=x\\nINFO portcullis"), "{out}");
         assert!(out.contains("n=3"), "{out}");
+        assert!(out.contains("quoted=\"x\\nINFO"), "{out}");
         assert!(out.contains("hello x\\n"), "{out}");
+        assert!(out.contains("path=x\\nINFO"), "{out}");
     }
 }
