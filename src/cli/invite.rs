@@ -186,6 +186,7 @@ fn execute(config: &Config, cmd: Command, creates: bool) -> Result<(Reply, Strin
         passwords: PasswordHasherPool::new(&config.passwords).map_err(|e| e.to_string())?,
         sessions: None,
         policy: config.password_policy,
+        reloader: None,
     };
     let reply = admin
         .execute(cmd)

@@ -148,13 +148,14 @@ pub struct Engine {
     pub(super) stages: HashMap<String, Arc<dyn Stage>>,
     pub(super) services: Services,
     flow_lifetime: i64,
-    /// Striped locks that serialise the steps of one execution (see [`Engine::lock`]).
-    locks: Box<[tokio::sync::Mutex<()>]>,
+    /// Striped locks that serialise the steps of one execution (see [`Engine::lock`]); one
+    /// set for every engine a reload makes ([`Engine::reconfigured`]).
+    locks: Arc<[tokio::sync::Mutex<()>]>,
     lock_hasher: std::collections::hash_map::RandomState,
     /// How long real sends take, for decoys to take as long.
-    pub(super) pace: Pace,
+    pub(super) pace: Arc<Pace>,
     /// Wakes the outbox's sender ([`Engine::run_outbox`]) when mail is queued.
-    pub(super) outbox: tokio::sync::Notify,
+    pub(super) outbox: Arc<tokio::sync::Notify>,
 }
 
 /// How many execution locks there are; executions that share a stripe only wait for each
@@ -184,8 +185,25 @@ impl Engine {
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
             lock_hasher: Default::default(),
-            pace: Pace::new(),
-            outbox: tokio::sync::Notify::new(),
+            pace: Arc::new(Pace::new()),
+            outbox: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    /// The engine for a reloaded `cfg` that carries on from this one: the same execution
+    /// locks, send pace and outbox wake-up, so a step racing a reload on the old engine and
+    /// one on the new still wait for each other.
+    ///
+    /// # Security
+    /// Fresh locks would let two answers to one execution, one on each engine, both read the
+    /// same attempt count or consume the same code.
+    pub fn reconfigured(&self, cfg: &Config, services: Services) -> Self {
+        Self {
+            locks: self.locks.clone(),
+            lock_hasher: self.lock_hasher.clone(),
+            pace: self.pace.clone(),
+            outbox: self.outbox.clone(),
+            ..Self::new(cfg, services)
         }
     }
 
@@ -193,9 +211,16 @@ impl Engine {
     /// queued, failed ones again with backoff (see [`super::outbox`]). Messages queued before
     /// a restart are picked up at once.
     pub async fn run_outbox(self: std::sync::Arc<Self>) {
+        Self::run_outbox_of(move || self.clone()).await
+    }
+
+    /// [`Engine::run_outbox`] over whichever engine `current` returns at each round: after a
+    /// reload, mail goes out through the reloaded stages' connections.
+    pub async fn run_outbox_of(current: impl Fn() -> Arc<Engine>) {
         loop {
-            let now = self.now();
-            let wait = match super::outbox::deliver_due(&self.services).await {
+            let engine = current();
+            let now = engine.now();
+            let wait = match super::outbox::deliver_due(&engine.services).await {
                 Ok(Some(due)) => (due - now).clamp(1, 30),
                 Ok(None) => 30,
                 Err(e) => {
@@ -203,8 +228,10 @@ impl Engine {
                     5
                 }
             };
+            let outbox = engine.outbox.clone();
+            drop(engine);
             tokio::select! {
-                () = self.outbox.notified() => {}
+                () = outbox.notified() => {}
                 () = tokio::time::sleep(std::time::Duration::from_secs(wait as u64)) => {}
             }
         }
@@ -394,6 +421,7 @@ impl Engine {
             login: None,
             planned: None,
             client: client.into(),
+            stages: self.flows.get(slug).map(|p| p.stages.clone()),
             factors: Factors::NONE,
             carried: None,
             signed_out: false,
@@ -552,7 +580,8 @@ impl Engine {
         mut input: Input,
         at: Caller<'_>,
     ) -> Result<View, FlowError> {
-        if exec.spoiled().is_some() {
+        if exec.spoiled().is_some() || self.outlived_its_flow(exec) {
+            // Ended by the view, never judged against a stage the flow no longer has there.
             return self.view(exec, at).await;
         }
         if input.get("action").is_some_and(|a| a == START_OVER) {
