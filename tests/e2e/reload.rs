@@ -205,8 +205,9 @@ async fn a_sign_in_started_before_a_reload_finishes_after_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sign_in_whose_flow_changed_or_went_away_is_told_to_start_again() {
     let gw = Gateway::start().await;
-    // Reordered: the deny stage before the password. Were the index kept, the execution at
-    // the password (index 1) would now face the deny stage.
+    // Changed: the administrator closes sign-ins with a deny stage first. The execution
+    // waiting at the password (index 1) would find the password at index 1 again, its state
+    // matching, and complete without the deny stage ever running.
     let reordered = Setup {
         extra_toml: String::new(),
         ..gw.setup.clone()
@@ -220,7 +221,7 @@ async fn a_sign_in_whose_flow_changed_or_went_away_is_told_to_start_again() {
     )
     .replace(
         "stages = [\"identify\", \"password\", \"login\"]",
-        "stages = [\"identify\", \"nope\", \"password\", \"login\"]",
+        "stages = [\"nope\", \"password\", \"login\"]",
     );
     // Removed: every app now signs in through another flow.
     let removed_text = config_toml(
@@ -257,6 +258,9 @@ async fn a_sign_in_whose_flow_changed_or_went_away_is_told_to_start_again() {
             "{what}: {}",
             r.describe()
         );
+        if what == "changed" {
+            assert!(r.body.contains("changed"), "{}", r.describe());
+        }
         // The page a browser gets says so too.
         let r = b.get_html(&b.url_on(APP, &flow_path())).await;
         assert!(r.status < 500, "{what}: {}", r.describe());
