@@ -48,7 +48,7 @@ fn config(dir: &Path, cheap_passwords: bool) -> Config {
 /// [`config`] with `rules` (`[[apps.rules]]` tables) added to the app.
 fn config_with_rules(dir: &Path, cheap_passwords: bool, rules: &str) -> Config {
     let passwords = if cheap_passwords {
-        "[passwords]\nmemory_kib = 8\niterations = 1\nparallelism = 1"
+        "[passwords]\nmemory_kib = 8\niterations = 1\nparallelism = 1\ndanger_weak_hashing = true"
     } else {
         ""
     };

@@ -10,11 +10,13 @@ use crate::http_client::{HttpClient, HttpError, ReqwestHttpClient};
 use crate::notify::{HttpSmsSender, MessageTemplates, NotifyError, SmtpSender};
 use crate::password::{PasswordError, PasswordHasherPool};
 use crate::portal::Portal;
-use crate::proxy::{Gateway, Intake};
+use crate::proxy::{Gateway, Intake, Served};
+use crate::reload::Reloader;
 use crate::secret::SecretString;
 use crate::session::{SessionError, SessionService};
 use crate::socket_activation::{ActivationError, Claimed, InheritedListeners};
 use crate::store::{SledStore, Store, StoreError, User};
+use crate::tls::LiveCerts;
 use crate::ui::Ui;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
@@ -120,6 +122,63 @@ pub struct Parts {
     pub gate: Arc<Gate>,
     /// The sign-in pages and flow endpoints.
     pub portal: Arc<Portal>,
+    /// What a reload keeps: the parts above that do not come from the config's reloadable
+    /// sections.
+    core: Core,
+}
+
+/// The parts of a running gateway a reload keeps: the database, the session service and its
+/// keys, the password pool, the clock, the HTTP client and the device key. Everything else is
+/// rebuilt from each config over these ([`Core::assemble`]).
+#[derive(Clone)]
+pub(crate) struct Core {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) sessions: Arc<SessionService>,
+    pub(crate) passwords: PasswordHasherPool,
+    clock: Arc<dyn Clock>,
+    http: Arc<dyn HttpClient>,
+    device_key: Arc<crate::device_key::DeviceKey>,
+}
+
+impl Core {
+    /// The config's own parts over this core: the flow engine (carrying on from `previous`,
+    /// the running one, on reload), the pages, the access decision and the portal.
+    ///
+    /// # Errors
+    /// [`AppError`] naming a stage whose mail or SMS settings are unusable.
+    pub(crate) fn assemble(
+        &self,
+        config: &Arc<Config>,
+        previous: Option<&Engine>,
+    ) -> Result<(Arc<Gate>, Arc<Portal>), AppError> {
+        let services = Services {
+            store: self.store.clone(),
+            passwords: Arc::new(self.passwords.clone()),
+            clock: self.clock.clone(),
+            http: self.http.clone(),
+            email: email_channels(config)?,
+            sms: sms_channels(config, &self.http)?,
+            default_email: Arc::new(EmailChannel {
+                sender: Arc::new(SmtpSender::new(&config.email)?),
+                subject: "Portcullis sign-in code".into(),
+            }),
+            templates: Arc::new(MessageTemplates::new(config.ui.templates.clone())),
+            site_title: config.ui.site_title.clone(),
+            policies: Arc::new(
+                crate::policy::Evaluator::default().with_geoip(config.geoip.clone()),
+            ),
+            device_key: self.device_key.clone(),
+            sessions: self.sessions.clone(),
+        };
+        let engine = Arc::new(match previous {
+            Some(running) => running.reconfigured(config, services),
+            None => Engine::new(config, services),
+        });
+        let ui = Arc::new(Ui::new(&config.ui));
+        let gate = Arc::new(Gate::new(config.clone(), self.sessions.clone()));
+        let portal = Arc::new(Portal::new(engine, self.sessions.clone(), ui, gate.clone()));
+        Ok((gate, portal))
+    }
 }
 
 impl Parts {
@@ -139,31 +198,15 @@ impl Parts {
             store.clone(),
             clock.clone(),
         )?);
-        let engine = Arc::new(Engine::new(
-            &config,
-            Services {
-                store: store.clone(),
-                passwords: Arc::new(passwords.clone()),
-                clock,
-                http: http.clone(),
-                email: email_channels(&config)?,
-                sms: sms_channels(&config, &http)?,
-                default_email: Arc::new(EmailChannel {
-                    sender: Arc::new(SmtpSender::new(&config.email)?),
-                    subject: "Portcullis sign-in code".into(),
-                }),
-                templates: Arc::new(MessageTemplates::new(config.ui.templates.clone())),
-                site_title: config.ui.site_title.clone(),
-                policies: Arc::new(
-                    crate::policy::Evaluator::default().with_geoip(config.geoip.clone()),
-                ),
-                device_key: Arc::new(device_key(&config, store.as_ref())?),
-                sessions: sessions.clone(),
-            },
-        ));
-        let ui = Arc::new(Ui::new(&config.ui));
-        let gate = Arc::new(Gate::new(config.clone(), sessions.clone()));
-        let portal = Arc::new(Portal::new(engine, sessions.clone(), ui, gate.clone()));
+        let core = Core {
+            device_key: Arc::new(device_key(&config, store.as_ref())?),
+            store: store.clone(),
+            sessions: sessions.clone(),
+            passwords: passwords.clone(),
+            clock,
+            http,
+        };
+        let (gate, portal) = core.assemble(&config, None)?;
         Ok(Parts {
             config,
             store,
@@ -171,6 +214,7 @@ impl Parts {
             passwords,
             gate,
             portal,
+            core,
         })
     }
 }
@@ -303,15 +347,28 @@ pub fn serve(config: Config, inherited: InheritedListeners) -> Result<(), AppErr
     crate::files::secure(&parts.config)?;
     bootstrap_admin(&parts)?;
 
-    start_admin_socket(&parts)?;
+    let served = Arc::new(arc_swap::ArcSwap::from_pointee(Served::new(
+        parts.gate.clone(),
+        parts.portal.clone(),
+    )));
+    let certs = live_certs(&parts.config)?;
+    let reloader = Arc::new(Reloader::new(
+        parts.config.clone(),
+        parts.core.clone(),
+        served.clone(),
+        certs.clone(),
+    ));
+    start_admin_socket(&parts, Some(reloader.clone()))?;
     spawn_maintenance(parts.store.clone(), parts.sessions.clone());
-    spawn_outbox(parts.portal.engine.clone());
+    let outbox = reloader.clone();
+    spawn_outbox(move || outbox.engine());
     crate::memory::spawn_releaser();
+    crate::reload::on_sighup(reloader).map_err(|e| AppError::Server(e.to_string()))?;
 
     let cfg = &parts.config;
     let mut server = Server::new_with_opt_and_conf(None, server_conf(cfg));
     server.bootstrap();
-    let service = proxy_service(&server, &parts)?;
+    let service = proxy_service(&server, &parts, served, certs)?;
     let inherited = handed.len();
     server.add_service(handed.serve_with(service));
     add_ops_services(&mut server, &parts);
@@ -371,13 +428,14 @@ fn apply_log_settings(config: &Config) -> Result<(), AppError> {
 ///
 /// # Errors
 /// [`AppError::AdminSocket`] when the socket cannot be created.
-fn start_admin_socket(parts: &Parts) -> Result<(), AppError> {
+fn start_admin_socket(parts: &Parts, reloader: Option<Arc<Reloader>>) -> Result<(), AppError> {
     let admin = Arc::new(Admin {
         store: parts.store.clone(),
         passwords: parts.passwords.clone(),
         sessions: Some(parts.sessions.clone()),
         policy: parts.config.password_policy,
         clock: parts.sessions.clock().clone(),
+        reloader,
     });
     let socket = parts.config.admin_socket.clone();
     admin::serve_socket(&socket, admin).map_err(|source| AppError::AdminSocket {
@@ -422,6 +480,8 @@ fn server_conf(cfg: &Config) -> ServerConf {
 fn proxy_service(
     server: &Server,
     parts: &Parts,
+    served: Arc<arc_swap::ArcSwap<Served>>,
+    certs: Option<Arc<LiveCerts>>,
 ) -> Result<
     pingora::services::listening::Service<Intake<pingora::proxy::HttpProxy<Gateway>>>,
     AppError,
@@ -429,7 +489,7 @@ fn proxy_service(
     let cfg = &parts.config;
     let proxy = pingora::proxy::http_proxy(
         &server.configuration,
-        Gateway::new(parts.gate.clone(), parts.portal.clone()),
+        Gateway::new(served),
     );
     let intake = Intake::new(
         proxy,
@@ -440,13 +500,9 @@ fn proxy_service(
     for addr in &cfg.server.listen {
         service.add_tcp(&addr.to_string());
     }
-    if cfg.server.tls_listen.is_empty() {
+    let Some(resolver) = certs.filter(|_| !cfg.server.tls_listen.is_empty()) else {
         return Ok(service);
-    }
-    let resolver = Arc::new(
-        crate::tls::SniResolver::new(&cfg.server.certificates)
-            .map_err(|e| AppError::Server(e.to_string()))?,
-    );
+    };
     for addr in &cfg.server.tls_listen {
         let mut settings =
             pingora::listeners::tls::TlsSettings::with_callbacks(Box::new(NoCallbacks))
@@ -456,6 +512,20 @@ fn proxy_service(
         service.add_tls_with_settings(&addr.to_string(), None, settings);
     }
     Ok(service)
+}
+
+/// The certificates the TLS listeners serve, replaceable by a reload; `None` without
+/// `tls_listen`.
+///
+/// # Errors
+/// [`AppError::Server`] when a certificate's key cannot be read or used.
+fn live_certs(cfg: &Config) -> Result<Option<Arc<LiveCerts>>, AppError> {
+    if cfg.server.tls_listen.is_empty() {
+        return Ok(None);
+    }
+    let first = crate::tls::SniResolver::new(&cfg.server.certificates)
+        .map_err(|e| AppError::Server(e.to_string()))?;
+    Ok(Some(Arc::new(LiveCerts::new(first))))
 }
 
 /// Binds every `listen` and `tls_listen` address that was not `handed` over once, all at the
@@ -589,7 +659,8 @@ fn bootstrap_admin(parts: &Parts) -> Result<(), AppError> {
 /// Delivers queued mail (the `email` stage's) on a thread of its own, off the request path:
 /// a mail server that stalls holds no request worker. Messages queued before a restart go out
 /// at once.
-fn spawn_outbox(engine: Arc<crate::flow::Engine>) {
+/// The engine is whichever `current` returns at each round, so a reload's mail settings apply.
+fn spawn_outbox(current: impl Fn() -> Arc<Engine> + Send + 'static) {
     let spawned = std::thread::Builder::new()
         .name("portcullis-outbox".into())
         .spawn(move || {
@@ -597,7 +668,7 @@ fn spawn_outbox(engine: Arc<crate::flow::Engine>) {
                 .enable_all()
                 .build()
             {
-                Ok(rt) => rt.block_on(engine.run_outbox()),
+                Ok(rt) => rt.block_on(Engine::run_outbox_of(current)),
                 Err(e) => tracing::error!(error = %e, "could not start the outbox; queued mail is not delivered"),
             }
         });

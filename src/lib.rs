@@ -45,6 +45,7 @@ pub mod portal;
 mod props;
 pub mod proxy;
 pub mod redirect;
+pub mod reload;
 pub mod reply;
 pub mod secret;
 pub mod session;

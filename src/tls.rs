@@ -30,8 +30,8 @@ impl SniResolver {
     /// first one is the default for clients that send no (or an unknown) name.
     ///
     /// # Errors
-    /// [`TlsError`] naming the file when a key cannot be read or used for signing, or naming
-    /// `[server.certificates]` when the list is empty.
+    /// [`TlsError`] naming the file when a key cannot be read or used for signing or is not
+    /// the certificate's, or naming `[server.certificates]` when the list is empty.
     pub(crate) fn new(certs: &[Certificate]) -> Result<Self, TlsError> {
         let mut by_name = HashMap::new();
         let mut default = None;
@@ -46,6 +46,19 @@ impl SniResolver {
                     reason: e.to_string(),
                 })?;
             let ck = Arc::new(CertifiedKey::new(c.chain.clone(), signer));
+            // A key that is not the certificate's (say, a certificate swapped on disk before
+            // its key): every handshake would fail, so it is refused here, naming both.
+            if let Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) =
+                ck.keys_match()
+            {
+                return Err(TlsError {
+                    path: c.key_path.display().to_string(),
+                    reason: format!(
+                        "is not the key of the certificate {}",
+                        c.cert_path.display()
+                    ),
+                });
+            }
             for name in &c.names {
                 by_name.entry(name.clone()).or_insert_with(|| ck.clone());
             }
@@ -78,6 +91,33 @@ impl ResolvesServerCert for SniResolver {
             Some(name) => self.lookup(name),
             None => self.default.clone(),
         })
+    }
+}
+
+/// The certificates in force, replaced whole on reload: a handshake under way keeps the
+/// certificate it was given, the next one gets the new set.
+#[derive(Debug)]
+pub(crate) struct LiveCerts {
+    current: arc_swap::ArcSwap<SniResolver>,
+}
+
+impl LiveCerts {
+    /// Serves `first` until [`LiveCerts::replace`].
+    pub(crate) fn new(first: SniResolver) -> Self {
+        Self {
+            current: arc_swap::ArcSwap::from_pointee(first),
+        }
+    }
+
+    /// Serves `next` from the next handshake on.
+    pub(crate) fn replace(&self, next: SniResolver) {
+        self.current.store(Arc::new(next));
+    }
+}
+
+impl ResolvesServerCert for LiveCerts {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current.load().resolve(hello)
     }
 }
 

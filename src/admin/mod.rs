@@ -76,6 +76,8 @@ pub(crate) enum Command {
     },
     /// Re-read the session signing keys from disk (after `keys rotate`).
     KeysReload,
+    /// Re-read the config file and put it in force, or refuse it and keep the running one.
+    Reload,
     /// Issue a fresh set of recovery codes for a user who lost every factor, replacing any
     /// earlier set; the reply carries the codes (shown once).
     UserRecoveryCodes {
@@ -259,6 +261,9 @@ pub(crate) enum AdminError {
     /// Reloading keys or revoking sessions through the live session service failed.
     #[error("session keys: {0}")]
     Keys(String),
+    /// The new config was refused; the running one stays in force.
+    #[error("reload refused, the running configuration stays in force: {0}")]
+    Reload(String),
 }
 
 /// Runs commands against a store. Inside the gateway it also has the live session service, so
@@ -276,6 +281,8 @@ pub(crate) struct Admin {
     /// Where creation and revocation times are read: the gateway's clock inside it, the
     /// system clock from the CLI.
     pub(crate) clock: Arc<dyn crate::clock::Clock>,
+    /// Reloads the running gateway's config; `None` from the CLI (nothing runs to reload).
+    pub(crate) reloader: Option<Arc<crate::reload::Reloader>>,
 }
 
 /// Group names travel joined with commas in `Remote-Groups`: a comma inside one would make
@@ -431,6 +438,7 @@ impl Admin {
             Command::UserDevices { username } => self.user_devices(&username),
             Command::UserDeviceRemove { username, id } => self.user_device_remove(&username, &id),
             Command::KeysReload => self.keys_reload(),
+            Command::Reload => self.reload(),
             Command::InviteCreate {
                 email,
                 name,
@@ -661,6 +669,16 @@ impl Admin {
                 Ok(ok("reloaded session keys".into()))
             }
             None => Ok(ok("no running gateway to reload keys in".into())),
+        }
+    }
+
+    fn reload(&self) -> Result<Reply, AdminError> {
+        match &self.reloader {
+            Some(r) => match r.reload("admin socket") {
+                Ok(done) => Ok(ok(done.message())),
+                Err(e) => Err(AdminError::Reload(e.to_string())),
+            },
+            None => Err(AdminError::Reload("no running gateway to reload".into())),
         }
     }
 

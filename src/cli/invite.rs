@@ -187,6 +187,7 @@ fn execute(config: &Config, cmd: Command, creates: bool) -> Result<(Reply, Strin
         sessions: None,
         policy: config.password_policy,
         clock: Arc::new(crate::clock::SystemClock),
+        reloader: None,
     };
     let reply = admin
         .execute(cmd)

@@ -44,6 +44,10 @@ pub(crate) enum Cmd {
     Serve,
     /// Validate the config and exit: 0 when it is usable, 2 with the key and reason when not.
     CheckConfig,
+    /// Make the running gateway read its config file again (as `SIGHUP` does): 0 when the
+    /// new config is in force, 2 with the key and reason when it was refused (the running
+    /// one then stays), 1 when no gateway answers.
+    Reload,
     /// Manage users (works whether or not the gateway is running).
     #[command(subcommand)]
     User(UserCmd),
@@ -197,6 +201,11 @@ pub fn run(cli: Cli, inherited: InheritedListeners) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
+            if matches!(command, Cmd::Reload) {
+                eprintln!(
+                    "the running gateway was not asked to reload; its configuration stays in force"
+                );
+            }
             return ExitCode::from(2);
         }
     };
@@ -231,6 +240,7 @@ pub fn run(cli: Cli, inherited: InheritedListeners) -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Cmd::Reload => reload(&config),
         Cmd::HashPassword => hash_password(&config),
         Cmd::User(cmd) => {
             // Before a password is asked for: a command on accounts needs the database the
@@ -279,6 +289,7 @@ fn read_user(config: &Config, username: &str) -> Result<admin::UserView, String>
                 sessions: None,
                 policy: config.password_policy,
                 clock: Arc::new(crate::clock::SystemClock),
+                reloader: None,
             };
             admin
                 .execute(cmd)
@@ -299,6 +310,28 @@ fn read_user(config: &Config, username: &str) -> Result<admin::UserView, String>
         .into_iter()
         .next()
         .ok_or_else(|| format!("no user `{username}` (database {db})"))
+}
+
+/// Asks the running gateway to reload its config over the admin socket.
+fn reload(config: &Config) -> ExitCode {
+    match admin::send_to_gateway(&config.admin_socket, &Command::Reload) {
+        Ok(Some(reply)) if reply.ok => {
+            println!("{}", reply.message);
+            ExitCode::SUCCESS
+        }
+        Ok(Some(reply)) => {
+            eprintln!("error: {}", reply.message);
+            ExitCode::from(2)
+        }
+        Ok(None) => fail(&format!(
+            "no gateway is running (nothing listens on the admin socket {})",
+            config.admin_socket.display()
+        )),
+        Err(e) => fail(&format!(
+            "the gateway's admin socket {} did not answer: {e}",
+            config.admin_socket.display()
+        )),
+    }
 }
 
 fn fail(msg: &str) -> ExitCode {
@@ -420,6 +453,7 @@ fn admin_command(config: &Config, cmd: Command) -> ExitCode {
         sessions: None,
         policy: config.password_policy,
         clock: Arc::new(crate::clock::SystemClock),
+        reloader: None,
     };
     let how = if read_only {
         format!("gateway not running: read {db}")

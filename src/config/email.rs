@@ -53,6 +53,19 @@ pub(super) fn smtp(path: &str, raw: &RawSmtp) -> Checked<SmtpSettings> {
             "a password needs a username",
         ));
     }
+    // # Security
+    // Without STARTTLS or implicit TLS, the password crosses the network in the clear at
+    // every connection (AUTH PLAIN/LOGIN are base64, not encryption).
+    if raw.password.is_some()
+        && !use_tls
+        && !use_ssl
+        && !raw.danger_plaintext_password.unwrap_or(false)
+    {
+        return Err(Problem::new(
+            format!("{path}.password"),
+            "would be sent in the clear: turn on use_tls (STARTTLS) or use_ssl (implicit TLS), or set danger_plaintext_password = true next to it to allow this",
+        ));
+    }
     Ok(SmtpSettings {
         host: raw.host.clone().unwrap_or_else(|| "localhost".into()),
         port: raw.port.unwrap_or(25),
@@ -74,6 +87,20 @@ pub(super) fn smtp(path: &str, raw: &RawSmtp) -> Checked<SmtpSettings> {
         from,
         ca_file: raw.ca_file.as_ref().map(PathBuf::from),
     })
+}
+
+/// The longest a one-time code or link may live without `danger_long_token_expiry`.
+pub(crate) const MAX_TOKEN_EXPIRY: Duration = Duration::from_secs(10 * 60);
+
+/// Refuses `0` (unlimited) for a send or attempt limit unless `danger_unlimited_attempts`.
+fn bounded(path: String, n: u32, danger: Option<bool>) -> Checked<u32> {
+    if n == 0 && !danger.unwrap_or(false) {
+        return Err(Problem::new(
+            path,
+            "0 means unlimited, which leaves guessing (or sending) unbounded; give a limit, or set danger_unlimited_attempts = true next to it to allow this",
+        ));
+    }
+    Ok(n)
 }
 
 pub(super) fn limit(path: String, v: Option<u32>, default: u32) -> Checked<u32> {
@@ -103,20 +130,38 @@ pub(super) fn otp(base: &str, raw: &RawOtp) -> Checked<OtpPolicy> {
             "must be between 4 and 12 digits",
         ));
     }
+    let token_expiry = at_least_a_second(
+        &path("token_expiry"),
+        duration_or(
+            &path("token_expiry"),
+            &raw.token_expiry,
+            Duration::from_secs(60),
+            MAX_TOKEN_EXPIRY,
+        )?,
+    )?;
+    // # Security
+    // A code that lives long gives guessing and a mailbox read later more time.
+    if token_expiry > MAX_TOKEN_EXPIRY && !raw.danger_long_token_expiry.unwrap_or(false) {
+        return Err(Problem::new(
+            path("token_expiry"),
+            "is over 10 minutes; shorten it, or set danger_long_token_expiry = true next to it to allow this",
+        ));
+    }
+    let danger = raw.danger_unlimited_attempts;
     Ok(OtpPolicy {
         mode,
         code_length,
-        token_expiry: at_least_a_second(
-            &path("token_expiry"),
-            duration_or(
-                &path("token_expiry"),
-                &raw.token_expiry,
-                Duration::from_secs(60),
-                Duration::from_secs(30 * 60),
-            )?,
+        token_expiry,
+        max_challenges_sent: bounded(
+            path("max_challenges_sent"),
+            limit(path("max_challenges_sent"), raw.max_challenges_sent, 3)?,
+            danger,
         )?,
-        max_challenges_sent: limit(path("max_challenges_sent"), raw.max_challenges_sent, 3)?,
-        max_allowed_attempts: limit(path("max_allowed_attempts"), raw.max_allowed_attempts, 3)?,
+        max_allowed_attempts: bounded(
+            path("max_allowed_attempts"),
+            limit(path("max_allowed_attempts"), raw.max_allowed_attempts, 3)?,
+            danger,
+        )?,
         allow_inactive_accounts: raw.allow_inactive_accounts.unwrap_or(false),
         activate_inactive_accounts: raw.activate_inactive_accounts.unwrap_or(false),
         link_ttl: at_least_a_second(
@@ -154,6 +199,7 @@ pub(super) fn email_stage(name: &str, raw: &RawEmailStage) -> Checked<EmailStage
         password: raw.password.clone(),
         use_tls: raw.use_tls,
         use_ssl: raw.use_ssl,
+        danger_plaintext_password: raw.danger_plaintext_password,
         timeout: raw.timeout.clone(),
         from: raw.from.clone(),
         ca_file: raw.ca_file.clone(),

@@ -24,6 +24,9 @@ mod validate;
 mod verify;
 mod webauthn;
 
+#[cfg(test)]
+mod danger_tests;
+
 pub use captcha::{CaptchaProvider, CaptchaStageConfig};
 pub use duo::{DuoApi, DuoStageConfig};
 pub use duration::parse as parse_duration;
@@ -201,7 +204,7 @@ pub enum LogFormat {
 }
 
 /// `[storage]`: where state and keys live.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageConfig {
     /// The sled database directory.
     pub path: PathBuf,
@@ -213,7 +216,7 @@ pub struct StorageConfig {
 }
 
 /// `[session]`: the session cookie.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionConfig {
     /// The session cookie's name.
     pub cookie_name: String,
@@ -268,7 +271,7 @@ impl IdentityHeaders {
 }
 
 /// argon2id cost. Defaults are OWASP's minimum (19 MiB, 2 passes, 1 lane).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PasswordParams {
     /// Memory per hash, in KiB.
     pub memory_kib: u32,
@@ -1159,6 +1162,7 @@ mod tests {
             ("PORTCULLIS_EMAIL__PASSWORD", "12345678"),
             ("PORTCULLIS_EMAIL__USERNAME", "true"),
             ("PORTCULLIS_EMAIL__PORT", "2525"),
+            ("PORTCULLIS_EMAIL__USE_TLS", "true"),
         ])
         .expect("numeric-looking secrets are accepted");
         assert_eq!(c.email.port, 2525);
@@ -1189,6 +1193,7 @@ use_global_settings = false
 host = "smtp.example.com"
 username = "u"
 password = "{}"
+use_tls = true
 [stages.twilio]
 kind = "authenticator_sms"
 provider = "twilio"
@@ -1217,6 +1222,7 @@ auth_password = "{}"
         let env = [
             ("PORTCULLIS_EMAIL__USERNAME", "u"),
             ("PORTCULLIS_EMAIL__PASSWORD", SECRETS[0].1),
+            ("PORTCULLIS_EMAIL__USE_TLS", "true"),
         ];
         let c = Config::from_toml(
             &text,
@@ -1253,7 +1259,7 @@ auth_password = "{}"
         let Some(StageConfig::Email(e)) = c.stages.get(&flow.stages[1]) else {
             panic!("the second stage verifies the address");
         };
-        assert_eq!(e.otp.token_expiry, Duration::from_secs(30 * 60));
+        assert_eq!(e.otp.token_expiry, Duration::from_secs(10 * 60));
         assert!(!e.activate_user_on_success);
     }
 

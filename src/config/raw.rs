@@ -77,6 +77,8 @@ pub(super) struct RawServer {
     #[serde(default)]
     pub certificates: Vec<RawCertificate>,
     pub trusted_proxies: Option<Vec<String>>,
+    /// Allows a `trusted_proxies` entry that covers a large part of the internet (`0.0.0.0/0`).
+    pub danger_trust_any_proxy: Option<bool>,
     /// Replaced by `auth_url`; read only to refuse it with a message saying so.
     pub auth_host: Option<String>,
     /// Where users reach the auth host: `https://auth.example.com[:port]`.
@@ -105,6 +107,7 @@ impl Default for RawServer {
             tls_listen: Vec::new(),
             certificates: Vec::new(),
             trusted_proxies: None,
+            danger_trust_any_proxy: None,
             auth_host: None,
             auth_url: None,
             redirect_http: false,
@@ -159,6 +162,9 @@ pub(super) struct RawSession {
     pub cookie_name: Option<String>,
     pub lifetime: Option<String>,
     pub cookie_domain: Option<String>,
+    /// Allows a `__Host-` cookie name together with `cookie_domain` (browsers drop such a
+    /// cookie).
+    pub danger_host_cookie_domain: Option<bool>,
     pub issuer: Option<String>,
     pub flow_lifetime: Option<String>,
     pub keys_path: Option<String>,
@@ -186,6 +192,8 @@ pub(super) struct RawPasswords {
     pub iterations: Option<u32>,
     pub parallelism: Option<u32>,
     pub max_concurrent_hashes: Option<usize>,
+    /// Allows argon2 costs below OWASP's minimum.
+    pub danger_weak_hashing: Option<bool>,
 }
 
 /// `[log]`: what the gateway logs besides errors and sign-ins.
@@ -343,6 +351,8 @@ pub(super) struct RawVerifyStage {
     pub password: Option<String>,
     pub use_tls: Option<bool>,
     pub use_ssl: Option<bool>,
+    /// Allows a password sent over a connection with neither STARTTLS nor implicit TLS.
+    pub danger_plaintext_password: Option<bool>,
     pub timeout: Option<toml::Value>,
     pub from: Option<String>,
     pub ca_file: Option<String>,
@@ -355,6 +365,8 @@ pub(super) struct RawVerifyStage {
     pub code_length: Option<u32>,
     pub max_challenges_sent: Option<u32>,
     pub max_allowed_attempts: Option<u32>,
+    /// Allows a `token_expiry` over 10 minutes.
+    pub danger_long_token_expiry: Option<bool>,
     pub user_limit_window: Option<String>,
     pub resend_cooldown: Option<String>,
 }
@@ -433,6 +445,10 @@ pub(super) struct RawSmsStage {
     pub token_expiry: Option<toml::Value>,
     pub max_challenges_sent: Option<u32>,
     pub max_allowed_attempts: Option<u32>,
+    /// Allows `max_allowed_attempts = 0` or `max_challenges_sent = 0` (unlimited).
+    pub danger_unlimited_attempts: Option<bool>,
+    /// Allows a `token_expiry` over 10 minutes.
+    pub danger_long_token_expiry: Option<bool>,
     pub user_limit_window: Option<String>,
 }
 
@@ -471,6 +487,8 @@ pub(super) struct RawSmtp {
     pub password: Option<String>,
     pub use_tls: Option<bool>,
     pub use_ssl: Option<bool>,
+    /// Allows a password sent over a connection with neither STARTTLS nor implicit TLS.
+    pub danger_plaintext_password: Option<bool>,
     /// Seconds, or a duration string.
     pub timeout: Option<toml::Value>,
     pub from: Option<String>,
@@ -488,6 +506,10 @@ pub(super) struct RawOtp {
     pub token_expiry: Option<toml::Value>,
     pub max_challenges_sent: Option<u32>,
     pub max_allowed_attempts: Option<u32>,
+    /// Allows `max_allowed_attempts = 0` or `max_challenges_sent = 0` (unlimited).
+    pub danger_unlimited_attempts: Option<bool>,
+    /// Allows a `token_expiry` over 10 minutes.
+    pub danger_long_token_expiry: Option<bool>,
     pub allow_inactive_accounts: Option<bool>,
     pub activate_inactive_accounts: Option<bool>,
     /// Seconds, or a duration string.
@@ -510,6 +532,8 @@ pub(super) struct RawEmailStage {
     pub password: Option<String>,
     pub use_tls: Option<bool>,
     pub use_ssl: Option<bool>,
+    /// Allows a password sent over a connection with neither STARTTLS nor implicit TLS.
+    pub danger_plaintext_password: Option<bool>,
     pub timeout: Option<toml::Value>,
     pub from: Option<String>,
     pub ca_file: Option<String>,
@@ -525,6 +549,10 @@ pub(super) struct RawEmailStage {
     pub token_expiry: Option<toml::Value>,
     pub max_challenges_sent: Option<u32>,
     pub max_allowed_attempts: Option<u32>,
+    /// Allows `max_allowed_attempts = 0` or `max_challenges_sent = 0` (unlimited).
+    pub danger_unlimited_attempts: Option<bool>,
+    /// Allows a `token_expiry` over 10 minutes.
+    pub danger_long_token_expiry: Option<bool>,
     pub allow_inactive_accounts: Option<bool>,
     pub activate_inactive_accounts: Option<bool>,
     pub link_ttl: Option<toml::Value>,
@@ -552,6 +580,10 @@ pub(super) struct RawValidateStage {
     pub token_expiry: Option<toml::Value>,
     pub max_challenges_sent: Option<u32>,
     pub max_allowed_attempts: Option<u32>,
+    /// Allows `max_allowed_attempts = 0` or `max_challenges_sent = 0` (unlimited).
+    pub danger_unlimited_attempts: Option<bool>,
+    /// Allows a `token_expiry` over 10 minutes.
+    pub danger_long_token_expiry: Option<bool>,
     pub allow_inactive_accounts: Option<bool>,
     pub activate_inactive_accounts: Option<bool>,
     pub link_ttl: Option<toml::Value>,
@@ -569,6 +601,8 @@ macro_rules! otp_of {
                     token_expiry: self.token_expiry.clone(),
                     max_challenges_sent: self.max_challenges_sent,
                     max_allowed_attempts: self.max_allowed_attempts,
+                    danger_unlimited_attempts: self.danger_unlimited_attempts,
+                    danger_long_token_expiry: self.danger_long_token_expiry,
                     allow_inactive_accounts: self.allow_inactive_accounts,
                     activate_inactive_accounts: self.activate_inactive_accounts,
                     link_ttl: self.link_ttl.clone(),

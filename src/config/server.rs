@@ -110,19 +110,47 @@ fn trusted_proxies(raw: &RawServer) -> Checked<Vec<ipnet::IpNet>> {
             })
             .collect();
     };
+    let danger = raw.danger_trust_any_proxy.unwrap_or(false);
     list.iter()
         .enumerate()
         .map(|(i, c)| {
-            c.parse::<ipnet::IpNet>()
+            let key = format!("server.trusted_proxies[{i}]");
+            let net = c
+                .parse::<ipnet::IpNet>()
                 .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
                 .map_err(|_| {
                     Problem::new(
-                        format!("server.trusted_proxies[{i}]"),
+                        &key,
                         format!("`{c}` is not an address or CIDR like \"10.0.0.0/8\""),
                     )
-                })
+                })?;
+            // # Security
+            // A trusted proxy's X-Forwarded-For is believed: trusting the whole internet lets
+            // every client choose its own address for limits, bans, logs and policies.
+            if too_wide(&net) && !danger {
+                return Err(Problem::new(
+                    key,
+                    format!("`{c}` trusts forwarding headers from a large part of the internet (a prefix shorter than /8), so any client could claim any address; list your proxies, or set danger_trust_any_proxy = true next to it to allow this"),
+                ));
+            }
+            Ok(net)
         })
         .collect()
+}
+
+/// Whether a trusted-proxy network is wider than /8: `0.0.0.0/0`, `::/0`, their halves, and
+/// the IPv4-mapped block of IPv6 (`::ffff:0:0/96`) with a short IPv4 prefix.
+fn too_wide(net: &ipnet::IpNet) -> bool {
+    const WIDEST: u8 = 8;
+    match net {
+        ipnet::IpNet::V4(n) => n.prefix_len() < WIDEST,
+        ipnet::IpNet::V6(n) => {
+            let mapped_start = std::net::Ipv4Addr::UNSPECIFIED.to_ipv6_mapped();
+            n.prefix_len() < WIDEST
+                || (n.network().to_ipv4_mapped().is_some() && n.prefix_len() < 96 + WIDEST)
+                || (n.prefix_len() <= 96 && n.contains(&mapped_start))
+        }
+    }
 }
 
 /// `auth_url`, refusing the old `auth_host` and plain HTTP under `redirect_http`.

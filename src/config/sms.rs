@@ -225,6 +225,8 @@ fn sms_otp(name: &str, raw: &RawSmsStage) -> Checked<OtpPolicy> {
             token_expiry: raw.token_expiry.clone(),
             max_challenges_sent: raw.max_challenges_sent,
             max_allowed_attempts: raw.max_allowed_attempts,
+            danger_unlimited_attempts: raw.danger_unlimited_attempts,
+            danger_long_token_expiry: raw.danger_long_token_expiry,
             allow_inactive_accounts: None,
             activate_inactive_accounts: None,
             link_ttl: None,

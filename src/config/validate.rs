@@ -252,6 +252,17 @@ fn session(raw: &super::raw::RawSession) -> Checked<SessionConfig> {
             Some(d)
         }
     };
+    // Browsers drop a `__Host-` cookie that names a domain (RFC 6265bis): no sign-in would
+    // stick. The prefix is matched without regard to case, as browsers now do.
+    let host_prefixed = cookie_name
+        .get(..7)
+        .is_some_and(|p| p.eq_ignore_ascii_case("__Host-"));
+    if host_prefixed && cookie_domain.is_some() && !raw.danger_host_cookie_domain.unwrap_or(false) {
+        return Err(Problem::new(
+            "session.cookie_domain",
+            "cannot be used with a `__Host-` cookie_name (browsers refuse such a cookie, and the prefix promises a cookie bound to one host); drop one of them, or set danger_host_cookie_domain = true next to it to allow this",
+        ));
+    }
     Ok(SessionConfig {
         cookie_name,
         lifetime: dur("lifetime", &raw.lifetime, Duration::from_secs(12 * 3600))?,
@@ -298,6 +309,15 @@ fn headers(raw: &super::raw::RawHeaders) -> Checked<IdentityHeaders> {
     })
 }
 
+/// OWASP's argon2id configurations of equal strength: (memory in KiB, passes), one lane.
+const OWASP_ARGON2: [(u32, u32); 5] = [
+    (47_104, 1),
+    (19_456, 2),
+    (12_288, 3),
+    (9_216, 4),
+    (7_168, 5),
+];
+
 fn passwords(raw: &super::raw::RawPasswords) -> Checked<PasswordParams> {
     let p = PasswordParams {
         memory_kib: raw.memory_kib.unwrap_or(19 * 1024),
@@ -320,6 +340,26 @@ fn passwords(raw: &super::raw::RawPasswords) -> Checked<PasswordParams> {
     }
     if p.parallelism == 0 {
         return Err(Problem::new("passwords.parallelism", "must be at least 1"));
+    }
+    // # Security
+    // OWASP's argon2id minimums (Password Storage Cheat Sheet), each equally strong: cheaper
+    // hashes make an offline attack on a stolen database faster.
+    let owasp = OWASP_ARGON2
+        .iter()
+        .any(|&(m, t)| p.memory_kib >= m && p.iterations >= t);
+    if !owasp && !raw.danger_weak_hashing.unwrap_or(false) {
+        let key = if p.iterations < 2 {
+            "passwords.iterations"
+        } else {
+            "passwords.memory_kib"
+        };
+        return Err(Problem::new(
+            key,
+            format!(
+                "argon2id with {} KiB and {} passes is below OWASP's minimum (19456 KiB with 2 passes, or 47104 with 1, 12288 with 3, 9216 with 4, 7168 with 5); raise it, or set danger_weak_hashing = true next to it to allow this",
+                p.memory_kib, p.iterations
+            ),
+        ));
     }
     if p.max_concurrent_hashes == 0 {
         return Err(Problem::new(

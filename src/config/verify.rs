@@ -30,6 +30,7 @@ pub(super) fn verify_stage(name: &str, raw: &RawVerifyStage) -> Checked<EmailVer
         password: raw.password.clone(),
         use_tls: raw.use_tls,
         use_ssl: raw.use_ssl,
+        danger_plaintext_password: raw.danger_plaintext_password,
         timeout: raw.timeout.clone(),
         from: raw.from.clone(),
         ca_file: raw.ca_file.clone(),
@@ -61,6 +62,9 @@ pub(super) fn verify_stage(name: &str, raw: &RawVerifyStage) -> Checked<EmailVer
             max_challenges_sent: raw.max_challenges_sent,
             max_allowed_attempts: raw.max_allowed_attempts,
             user_limit_window: raw.user_limit_window.clone(),
+            danger_long_token_expiry: raw.danger_long_token_expiry,
+            // Refused below whatever the key says: never unlimited here.
+            danger_unlimited_attempts: Some(true),
             ..RawOtp::default()
         },
     )?;

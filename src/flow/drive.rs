@@ -71,6 +71,10 @@ impl Engine {
         if let Some(why) = exec.spoiled().cloned() {
             return Ok(self.spoil(exec, &why));
         }
+        if self.outlived_its_flow(exec) {
+            tracing::info!(flow = %exec.flow, "a sign-in outlived a reload that changed its flow; it ends and the user starts again");
+            return Ok(self.ended(exec, super::execution::CHANGED.into()));
+        }
         if self.outlived_a_revocation(exec)? {
             return Ok(self.ended(exec, OUTLIVED.into()));
         }
@@ -542,6 +546,17 @@ impl Engine {
     }
 
     /// Ends an execution that cannot be read back, with one log line and [`EXPIRED`].
+    /// Whether the flow `exec` runs in is gone or has other stages than when it started (a
+    /// reload changed it).
+    pub(super) fn outlived_its_flow(&self, exec: &Execution) -> bool {
+        let Some(started) = &exec.stages else {
+            return false;
+        };
+        self.flows
+            .get(&exec.flow)
+            .is_none_or(|plan| &plan.stages != started)
+    }
+
     fn spoil(&self, exec: &Execution, why: &Spoiled) -> Step {
         tracing::warn!(flow = %exec.flow, reason = ?why, "a stored sign-in could not be read back; it ends and the user starts again");
         self.ended(exec, EXPIRED.into())

@@ -148,20 +148,22 @@ pub struct Engine {
     pub(super) stages: HashMap<String, Arc<dyn Stage>>,
     pub(super) services: Services,
     flow_lifetime: i64,
-    /// Striped locks that serialise the steps of one execution (see [`Engine::lock`]).
-    locks: Box<[tokio::sync::Mutex<()>]>,
+    /// Striped locks that serialise the steps of one execution (see [`Engine::lock`]); one
+    /// set for every engine a reload makes ([`Engine::reconfigured`]).
+    locks: Arc<[tokio::sync::Mutex<()>]>,
     lock_hasher: std::collections::hash_map::RandomState,
     /// How long real sends take, for decoys to take as long.
-    pub(super) pace: Pace,
+    pub(super) pace: Arc<Pace>,
     /// Wakes the outbox's sender ([`Engine::run_outbox`]) when mail is queued.
-    pub(super) outbox: tokio::sync::Notify,
+    pub(super) outbox: Arc<tokio::sync::Notify>,
     /// The most executions one client address may have stored at once
     /// (`[session] max_flows_per_client`).
     pub(super) max_per_client: usize,
-    /// The stored executions of each address (see [`super::pending`]).
-    live: std::sync::Mutex<super::pending::Live>,
+    /// The stored executions of each address (see [`super::pending`]); one count for every
+    /// engine a reload makes.
+    live: Arc<std::sync::Mutex<super::pending::Live>>,
     /// The key of held flow cookies and CSRF tokens, read from the store at first use.
-    held_key: std::sync::OnceLock<[u8; 32]>,
+    held_key: Arc<std::sync::OnceLock<[u8; 32]>>,
 }
 
 /// How many execution locks there are; executions that share a stripe only wait for each
@@ -191,11 +193,31 @@ impl Engine {
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
             lock_hasher: Default::default(),
-            pace: Pace::new(),
-            outbox: tokio::sync::Notify::new(),
+            pace: Arc::new(Pace::new()),
+            outbox: Arc::new(tokio::sync::Notify::new()),
             max_per_client: cfg.session.max_flows_per_client,
             live: Default::default(),
-            held_key: std::sync::OnceLock::new(),
+            held_key: Default::default(),
+        }
+    }
+
+    /// The engine for a reloaded `cfg` that carries on from this one: the same execution
+    /// locks, send pace, outbox wake-up and per-address counts of stored executions, so a
+    /// step racing a reload on the old engine and one on the new still wait for each other.
+    ///
+    /// # Security
+    /// Fresh locks would let two answers to one execution, one on each engine, both read the
+    /// same attempt count or consume the same code; a fresh count would let an address store
+    /// its fill again after every reload.
+    pub fn reconfigured(&self, cfg: &Config, services: Services) -> Self {
+        Self {
+            locks: self.locks.clone(),
+            lock_hasher: self.lock_hasher.clone(),
+            pace: self.pace.clone(),
+            outbox: self.outbox.clone(),
+            live: self.live.clone(),
+            held_key: self.held_key.clone(),
+            ..Self::new(cfg, services)
         }
     }
 
@@ -317,9 +339,16 @@ impl Engine {
     /// queued, failed ones again with backoff (see [`super::outbox`]). Messages queued before
     /// a restart are picked up at once.
     pub async fn run_outbox(self: std::sync::Arc<Self>) {
+        Self::run_outbox_of(move || self.clone()).await
+    }
+
+    /// [`Engine::run_outbox`] over whichever engine `current` returns at each round: after a
+    /// reload, mail goes out through the reloaded stages' connections.
+    pub async fn run_outbox_of(current: impl Fn() -> Arc<Engine>) {
         loop {
-            let now = self.now();
-            let wait = match super::outbox::deliver_due(&self.services).await {
+            let engine = current();
+            let now = engine.now();
+            let wait = match super::outbox::deliver_due(&engine.services).await {
                 Ok(Some(due)) => (due - now).clamp(1, 30),
                 Ok(None) => 30,
                 Err(e) => {
@@ -327,8 +356,10 @@ impl Engine {
                     5
                 }
             };
+            let outbox = engine.outbox.clone();
+            drop(engine);
             tokio::select! {
-                () = self.outbox.notified() => {}
+                () = outbox.notified() => {}
                 () = tokio::time::sleep(std::time::Duration::from_secs(wait as u64)) => {}
             }
         }
@@ -520,6 +551,7 @@ impl Engine {
             login: None,
             planned: None,
             client: client.into(),
+            stages: self.flows.get(slug).map(|p| p.stages.clone()),
             factors: Factors::NONE,
             carried: None,
             signed_out: false,
@@ -680,7 +712,8 @@ impl Engine {
         mut input: Input,
         at: Caller<'_>,
     ) -> Result<View, FlowError> {
-        if exec.spoiled().is_some() {
+        if exec.spoiled().is_some() || self.outlived_its_flow(exec) {
+            // Ended by the view, never judged against a stage the flow no longer has there.
             return self.view(exec, at).await;
         }
         // An answer to a sign-in the store does not hold yet will store it: refused up front

@@ -14,6 +14,10 @@ pub(crate) const FORMAT: u32 = 2;
 /// What a user sees when their execution cannot be read back.
 pub const EXPIRED: &str = "This sign-in expired. Start again.";
 
+/// What a user sees when a reload changed (or removed) the flow their sign-in was in.
+pub const CHANGED: &str =
+    "This sign-in was changed by an administrator while you were in it. Start again.";
+
 /// An execution's state. It is stored under an unguessable id carried in the flow cookie and
 /// only ever moves forward: `stage` is the index of the one stage that may be answered, and
 /// `state` is what that stage waits for.
@@ -70,6 +74,15 @@ pub struct Execution {
     /// Client address the execution was started from (for limits and logs).
     #[serde(default)]
     pub client: String,
+    /// The flow's stage names when it started; `None` in executions stored before they were
+    /// recorded.
+    ///
+    /// # Security
+    /// `stage` is an index into this list: after a reload that reorders, adds or removes
+    /// stages, the same index would name another stage and could step past one never passed.
+    /// An execution whose flow no longer has these stages ends instead.
+    #[serde(default)]
+    pub(crate) stages: Option<Vec<String>>,
     /// The factors proved so far, those carried from a session included.
     #[serde(default)]
     pub factors: Factors,
@@ -255,6 +268,7 @@ impl Execution {
             login: None,
             planned: None,
             client: String::new(),
+            stages: None,
             factors: Factors::NONE,
             carried: None,
             signed_out: false,

@@ -37,7 +37,7 @@ pub(crate) mod webauthn;
 pub use challenge::{Action, CaptchaWidget, Challenge, Choice, Field, Link, TotpEnrolment};
 pub use engine::{Caller, Engine, FlowPlan, Login, Step, View};
 pub use error::FlowError;
-pub use execution::{Carried, Execution, InvitationUse, EXPIRED};
+pub use execution::{Carried, Execution, InvitationUse, CHANGED, EXPIRED};
 pub use kind::StageKind;
 pub use pending::MAX_RD_BYTES;
 pub use policy::{check_plan, user_facts, PlanCheck, StageCheck, POLICY_HEADERS};

@@ -1,7 +1,7 @@
 //! The one place a gateway error becomes an answer: [`respond`] picks the status, the HTML
 //! page or JSON body for the face that asked, and writes the one log line.
 
-use super::pages::{csrf_failed, internal_error, json_error, malformed_form, not_found};
+use super::pages::{csrf_failed, internal_error, json_error, malformed_form, unknown_flow};
 use crate::config::Designation;
 use crate::flow::FlowError;
 use crate::reply::Response;
@@ -170,7 +170,7 @@ fn with_retry_after(mut resp: Response, secs: i64) -> Response {
 
 fn page(ui: &Ui, err: &PortalError) -> Response {
     match err {
-        PortalError::UnknownFlow(_) => not_found(ui),
+        PortalError::UnknownFlow(_) => unknown_flow(ui),
         // The sign-in expired between page load and submit: start over on a fresh page.
         PortalError::Expired(slug) => Response::redirect(StatusCode::SEE_OTHER, &flow_path(slug)),
         PortalError::Flow {
@@ -248,7 +248,11 @@ fn not_understood(ui: &Ui, status: StatusCode) -> Response {
 
 fn json(err: &PortalError) -> Response {
     let (code, message) = match err {
-        PortalError::UnknownFlow(_) => ("unknown_flow", "no such flow".to_string()),
+        PortalError::UnknownFlow(_) => (
+            "unknown_flow",
+            "no such flow (a reload may have removed it); start again from the application"
+                .to_string(),
+        ),
         PortalError::Expired(_) => (
             "execution_expired",
             "this sign-in has expired or was never started; GET the flow to start again".into(),

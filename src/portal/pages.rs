@@ -17,6 +17,19 @@ pub fn not_found(ui: &Ui) -> Response {
     )
 }
 
+/// A sign-in flow this gateway does not offer (a mistyped link, or a flow a reload removed
+/// while someone was in it): start again from the application.
+pub fn unknown_flow(ui: &Ui) -> Response {
+    not_found_with(
+        ui,
+        "This sign-in is not offered here, or no longer. Start again from the application you want to use.",
+        Some(Link {
+            href: "/",
+            label: "Start again",
+        }),
+    )
+}
+
 /// No application is served under this host name.
 pub fn unknown_host(ui: &Ui, home: Option<&str>) -> Response {
     not_found_with(

@@ -1,9 +1,9 @@
 //! The answers the gateway gives itself, outside the access decision: forward-auth calls, the
 //! assertion keys, the auth host's home page, the portal's endpoints, and the one writer of
-//! them all ([`Gateway::reply`]).
+//! them all ([`Served::reply`]).
 
 use super::route::{authority, path_and_query};
-use super::{is_tls, respond, Gateway};
+use super::{is_tls, respond, Served};
 use crate::forward_auth;
 use crate::portal::{pages, MAX_BODY};
 use crate::reply::{self, Response};
@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use http::StatusCode;
 use pingora::proxy::Session;
 
-impl Gateway {
+impl Served {
     /// Answers a forward-auth call from nginx, Traefik or Caddy.
     pub(super) async fn forward_auth(
         &self,

@@ -22,6 +22,7 @@ use crate::forwarded::TrustedProxies;
 use crate::portal::{pages, Portal, FLOW_COOKIE};
 use crate::reply::{self, Response};
 use crate::session::Claims;
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use http::StatusCode;
 use pingora::http::RequestHeader;
@@ -35,6 +36,9 @@ use upstream::UpstreamSet;
 
 /// Per-request state carried between Pingora's phases.
 pub struct RequestCtx {
+    /// The configuration this request is served under, taken once when it arrived: a reload
+    /// while it is in flight does not change it halfway.
+    live: Arc<Served>,
     app: Option<usize>,
     /// The session let in: its identity goes upstream.
     claims: Option<Arc<Claims>>,
@@ -62,8 +66,23 @@ impl RequestCtx {
     }
 }
 
-/// The gateway as a Pingora proxy.
+/// The gateway as a Pingora proxy: every request is served by the [`Served`] in force when it
+/// arrived, which a reload replaces (see [`crate::reload`]).
 pub struct Gateway {
+    live: Arc<ArcSwap<Served>>,
+}
+
+impl Gateway {
+    /// The proxy over whatever `live` holds when each request arrives.
+    pub fn new(live: Arc<ArcSwap<Served>>) -> Self {
+        Self { live }
+    }
+}
+
+/// Everything the proxy serves with that comes from the configuration: the access decision,
+/// the portal and what is prepared from them. Built whole from one config, so a request never
+/// sees half of one config and half of another.
+pub struct Served {
     gate: Arc<Gate>,
     portal: Arc<Portal>,
     upstreams: Vec<UpstreamSet>,
@@ -79,8 +98,9 @@ pub struct Gateway {
     body_timeout: std::time::Duration,
 }
 
-impl Gateway {
-    /// The proxy over the access decision and the portal, prepared from `gate`'s config.
+impl Served {
+    /// The proxy's parts over the access decision and the portal, prepared from `gate`'s
+    /// config.
     pub fn new(gate: Arc<Gate>, portal: Arc<Portal>) -> Self {
         let cfg = gate.config();
         let upstreams = cfg.apps.iter().map(UpstreamSet::new).collect();
@@ -105,6 +125,11 @@ impl Gateway {
             timers,
             body_timeout,
         }
+    }
+
+    /// The portal (and through it the flow engine) this config serves.
+    pub(crate) fn portal_parts(&self) -> &Arc<Portal> {
+        &self.portal
     }
 
     fn peer_ip(session: &Session) -> Option<std::net::IpAddr> {
@@ -288,6 +313,8 @@ impl ProxyHttp for Gateway {
 
     fn new_ctx(&self) -> Self::CTX {
         RequestCtx {
+            // The request's one look at the live configuration.
+            live: self.live.load_full(),
             app: None,
             claims: None,
             seen: None,
@@ -303,7 +330,8 @@ impl ProxyHttp for Gateway {
         ctx: &mut Self::CTX,
     ) -> pingora::Result<bool> {
         let span = ctx.trace.span.clone();
-        self.filter(session, ctx).instrument(span).await
+        let live = ctx.live.clone();
+        live.filter(session, ctx).instrument(span).await
     }
 
     async fn upstream_peer(
@@ -312,7 +340,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut Self::CTX,
     ) -> pingora::Result<Box<HttpPeer>> {
         ctx.app
-            .and_then(|i| self.upstreams.get(i))
+            .and_then(|i| ctx.live.upstreams.get(i))
             .and_then(UpstreamSet::pick)
             .map(Box::new)
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no upstream for this request"))
@@ -327,8 +355,11 @@ impl ProxyHttp for Gateway {
         // `upstream` is a copy of the client's request as `request_filter` left it, identity
         // headers already stripped there; only the session's are added here.
         let _in = ctx.trace.span.enter();
-        self.identify(upstream, ctx)?;
-        let cookies = [self.gate.config().session.cookie_name.as_str(), FLOW_COOKIE];
+        ctx.live.identify(upstream, ctx)?;
+        let cookies = [
+            ctx.live.gate.config().session.cookie_name.as_str(),
+            FLOW_COOKIE,
+        ];
         identity::strip_cookies(upstream, &cookies)
     }
 
@@ -338,7 +369,7 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut pingora::http::ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> pingora::Result<()> {
-        if let Some(h) = self.hsts.as_ref().filter(|_| ctx.tls) {
+        if let Some(h) = ctx.live.hsts.as_ref().filter(|_| ctx.tls) {
             upstream_response.insert_header(http::header::STRICT_TRANSPORT_SECURITY, h.clone())?;
         }
         Ok(())
@@ -351,7 +382,8 @@ impl ProxyHttp for Gateway {
         ctx: &mut Self::CTX,
     ) -> FailToProxy {
         let span = ctx.trace.span.clone();
-        self.failed(session, e, ctx).instrument(span).await
+        let live = ctx.live.clone();
+        live.failed(session, e, ctx).instrument(span).await
     }
 
     /// A client that went away (closed, reset, stopped reading) is routine: logged at debug
@@ -367,18 +399,18 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        self.timers.observe(
+        ctx.live.timers.observe(
             ctx.app,
             crate::metrics::Outcome::of(ctx.trace.outcome, status),
             ctx.trace.started.elapsed(),
         );
-        if self.access_log {
-            self.log_access(session, ctx);
+        if ctx.live.access_log {
+            ctx.live.log_access(session, ctx);
         }
     }
 }
 
-impl Gateway {
+impl Served {
     /// For apps on the built-in demo upstream, answers with the whoami page; otherwise lets the
     /// request go on upstream.
     async fn serve_builtin(
@@ -403,7 +435,7 @@ impl Gateway {
     }
 }
 
-impl Gateway {
+impl Served {
     /// Adds the session's identity (and, for apps that want one, a signed assertion) to a
     /// request going upstream.
     fn identify(&self, upstream: &mut RequestHeader, ctx: &RequestCtx) -> pingora::Result<()> {

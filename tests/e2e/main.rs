@@ -36,6 +36,7 @@ mod password_policy;
 mod policies;
 mod proxy;
 mod redirects;
+mod reload;
 mod route_tricks;
 mod rules;
 mod session;

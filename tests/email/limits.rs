@@ -335,7 +335,11 @@ async fn validate_stage_resend_limit_is_shown() {
 #[tokio::test(flavor = "multi_thread")]
 async fn zero_max_challenges_sent_means_unlimited_sends() {
     let smtp = SmtpServer::start(SmtpOpts::plain()).await;
-    let gw = Gw::start(Spec::new(smtp.email_toml()).otp("max_challenges_sent = 0")).await;
+    let gw = Gw::start(
+        Spec::new(smtp.email_toml())
+            .otp("max_challenges_sent = 0\ndanger_unlimited_attempts = true"),
+    )
+    .await;
     let b = gw.browser();
     api_until_email(&gw, &b, MFA_FLOW, "alice").await;
     // The default (3) would refuse the fourth send.

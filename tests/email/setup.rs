@@ -111,7 +111,7 @@ async fn json_setup_sends_to_the_account_address_and_the_next_sign_in_validates_
     mail.assert_shape(SUBJECT);
     let text = mail.text();
     assert!(text.contains(SITE_TITLE), "site title in the text:\n{text}");
-    assert!(text.contains("30 minutes"), "lifetime in the text:\n{text}");
+    assert!(text.contains("10 minutes"), "lifetime in the text:\n{text}");
     assert!(
         mail.html().contains(SITE_TITLE),
         "site title in the HTML:\n{}",

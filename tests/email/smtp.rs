@@ -231,6 +231,10 @@ impl SmtpServer {
             s.push_str(&format!(
                 "username = \"{SMTP_USER}\"\npassword = \"{SMTP_PASSWORD}\"\n"
             ));
+            // The stand-in listens on loopback only: a password in the clear goes nowhere.
+            if matches!(self.opts.security, Security::Plain) {
+                s.push_str("danger_plaintext_password = true\n");
+            }
         }
         s
     }

@@ -201,7 +201,7 @@ async fn env_overrides_point_the_gateway_at_the_relay() {
     // The file names a host that does not exist, a dead port and a wrong password; the
     // environment has the real ones.
     let file = format!(
-        "host = \"mail.invalid\"\nport = {dead}\ntimeout = 5\nusername = \"{SMTP_USER}\"\npassword = \"wrong-in-file\"\n"
+        "host = \"mail.invalid\"\nport = {dead}\ntimeout = 5\nusername = \"{SMTP_USER}\"\npassword = \"wrong-in-file\"\ndanger_plaintext_password = true\n"
     );
     let spec = Spec::new(file)
         .env("PORTCULLIS_EMAIL__HOST", "127.0.0.1")

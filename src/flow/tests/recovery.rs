@@ -57,6 +57,7 @@ kind = "email"
 mode = "code"
 code_length = 6
 token_expiry = "15m"
+danger_long_token_expiry = true
 max_allowed_attempts = 3
 resend_cooldown = "30s"
 [stages.verify_link]
@@ -538,7 +539,7 @@ async fn damaged_outbox_records_in_sled_do_not_stop_delivery_of_the_others() {
     let mut world = crate::testing::TestWorld::for_config(&config);
     world.services.store = sled.clone();
     let mut engine = crate::flow::Engine::new(&config, world.services.clone());
-    engine.pace = crate::flow::delivery::Pace::instant();
+    engine.pace = std::sync::Arc::new(crate::flow::delivery::Pace::instant());
     let rig = Rig { engine, world };
     let mut alice = crate::store::User::new("alice", 0);
     alice.email = Some("alice@example.test".into());

@@ -174,7 +174,7 @@ impl Rig {
             world.services.policies = judge;
         }
         let mut engine = Engine::new(&config, world.services.clone());
-        engine.pace = Pace::instant();
+        engine.pace = std::sync::Arc::new(Pace::instant());
         Rig { engine, world }
     }
 
