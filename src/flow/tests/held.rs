@@ -17,7 +17,7 @@ fn capped(max: usize) -> Rig {
     config.session.max_flows_per_client = max;
     let world = TestWorld::for_config(&config);
     let mut engine = Engine::new(&config, world.services.clone());
-    engine.pace = crate::flow::delivery::Pace::instant();
+    engine.pace = std::sync::Arc::new(crate::flow::delivery::Pace::instant());
     Rig { engine, world }
 }
 
