@@ -65,6 +65,7 @@ conformance!(
     queued_mail_is_listed_rescheduled_only_from_what_is_stored_and_taken_once,
     a_users_sessions_are_listed_until_revoked_or_expired_and_never_anothers,
     last_seen_is_recorded_only_forward_and_only_for_recorded_sessions,
+    a_database_has_one_identity_for_its_life_and_no_other_has_it,
 );
 
 fn user(name: &str, email: Option<&str>) -> User {
@@ -637,4 +638,15 @@ fn last_seen_is_recorded_only_forward_and_only_for_recorded_sessions(s: &Arc<dyn
         "a revoked session stays gone"
     );
     assert!(s.user_sessions("alice", 0).unwrap().is_empty());
+}
+
+fn a_database_has_one_identity_for_its_life_and_no_other_has_it(s: &Arc<dyn Store>) {
+    let id = s.database_id().unwrap();
+    assert!(id.id.len() >= 16, "{id:?}");
+    s.put_user(&user("alice", None)).unwrap();
+    assert_eq!(s.database_id().unwrap(), id);
+    let others = [sled(), memory()];
+    for other in &others {
+        assert_ne!(other.store.database_id().unwrap().id, id.id);
+    }
 }
