@@ -692,11 +692,20 @@ impl Admin {
         match &self.sessions {
             Some(s) => s
                 .revoke_user(username)
-                .map_err(|e| AdminError::Keys(e.to_string())),
-            None => Ok(self
+                .map_err(|e| AdminError::Keys(e.to_string()))?,
+            None => self
                 .store
-                .revoke_user_sessions(username, self.clock.now_ms())?),
+                .revoke_user_sessions(username, self.clock.now_ms())?,
         }
+        crate::audit::record(&crate::audit::Event {
+            user: username,
+            action: "session_revoke",
+            target: "",
+            outcome: "done",
+            client: "admin",
+            ended_sessions: 0,
+        });
+        Ok(())
     }
 }
 

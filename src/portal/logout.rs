@@ -66,7 +66,16 @@ pub(super) fn json(p: &Portal, req: &Request<'_>) -> Response {
 /// The store's failure; the in-memory revocation holds anyway (until a restart), and the
 /// caller answers 503 rather than a sign-out that may not last.
 fn revoke(p: &Portal, req: &Request<'_>, claims: &Claims) -> Result<(), PortalError> {
-    p.sessions.revoke(claims)?;
+    let done = p.sessions.revoke(claims);
+    crate::audit::record(&crate::audit::Event {
+        user: &claims.sub,
+        action: "session_revoke",
+        target: &claims.sid,
+        outcome: if done.is_ok() { "done" } else { "not_recorded" },
+        client: req.client,
+        ended_sessions: usize::from(done.is_ok()),
+    });
+    done?;
     tracing::info!(user = %claims.sub, client = %req.client, "signed out");
     Ok(())
 }

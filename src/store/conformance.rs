@@ -68,6 +68,7 @@ conformance!(
     a_flush_keeps_what_was_stored,
     updating_an_account_never_takes_another_accounts_address,
     of_many_accounts_racing_to_take_one_address_exactly_one_gets_it,
+    a_database_has_one_identity_for_its_life_and_no_other_has_it,
 );
 
 fn user(name: &str, email: Option<&str>) -> User {
@@ -725,5 +726,15 @@ fn of_many_accounts_racing_to_take_one_address_exactly_one_gets_it(s: &Arc<dyn S
         for i in 0..8 {
             s.update_user(&user(&format!("racer{i}"), None)).unwrap();
         }
+}
+
+fn a_database_has_one_identity_for_its_life_and_no_other_has_it(s: &Arc<dyn Store>) {
+    let id = s.database_id().unwrap();
+    assert!(id.id.len() >= 16, "{id:?}");
+    s.put_user(&user("alice", None)).unwrap();
+    assert_eq!(s.database_id().unwrap(), id);
+    let others = [sled(), memory()];
+    for other in &others {
+        assert_ne!(other.store.database_id().unwrap().id, id.id);
     }
 }

@@ -108,7 +108,7 @@ fn device_key(username: &str, id: &str) -> String {
 }
 
 /// Everything the gateway persists. Writes that a user would miss after a crash (users,
-/// revocations, executions) are durable when the call returns.
+/// sessions, revocations, executions) are durable when the call returns.
 ///
 /// Times are passed in, never read: every method that judges expiry takes the caller's `now`
 /// (unix seconds), and a record is dead at its expiry (`expires <= now`). Each method is
@@ -145,7 +145,8 @@ pub trait Store: Send + Sync + 'static {
     /// Returns how many records went, so the database does not grow with every sign-in.
     fn purge_expired(&self, now: i64) -> StoreResult<usize>;
 
-    /// Records an issued session, for listing and revocation.
+    /// Records an issued session, for listing, revocation and the check of a retired key's
+    /// tokens. Durable on return: a session answered before a crash is recorded after it.
     fn put_session(&self, session: &SessionRecord) -> StoreResult<()>;
     /// The recorded session `sid`, unless it was revoked or purged.
     fn session(&self, sid: &str) -> StoreResult<Option<SessionRecord>>;

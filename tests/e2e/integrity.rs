@@ -356,6 +356,17 @@ async fn kill_9_during_enrolments_and_sign_ins_loses_nothing_that_was_answered()
             ended_now.len()
         );
     }
+    // The rounds checked something: answers of every kind came before the kills.
+    for (what, list) in [
+        ("enrolments", &enrolled),
+        ("sessions", &live),
+        ("sign-outs", &ended),
+    ] {
+        assert!(
+            !list.lock().unwrap().is_empty(),
+            "no {what} answered before a kill"
+        );
+    }
 }
 
 /// A tmpfs mounted over a directory for the length of a test (root only); unmounted lazily

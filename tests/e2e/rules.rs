@@ -288,53 +288,22 @@ async fn a_session_older_than_max_age_must_prove_its_factors_again() {
     assert_eq!(r.echo().header("remote-user"), Some("alice"));
 }
 
-/// `fresh`'s claims in a token issued an hour ago (lifetime two hours), signed with the keys the
-/// gateway uses.
+/// `fresh`'s claims in a token issued an hour ago (lifetime two hours), signed with the
+/// gateway's active key. (Re-signed rather than issued by a second `SessionService`: a token
+/// carries the identity of the database that recorded it, and a service over another store
+/// issues tokens the gateway refuses.)
 fn signed_an_hour_ago(gw: &Gateway, fresh: &str) -> String {
-    use base64::Engine as _;
-    use portcullis::session::{Factors, NewSession, SessionService};
-    let payload = fresh.split('.').nth(1).expect("a JWT");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .expect("base64url payload");
-    let c: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON claims");
-    let strings = |k: &str| -> Vec<String> {
-        c[k].as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let factors = strings("factors")
-        .iter()
-        .filter_map(|n| Factors::named(n))
-        .fold(Factors::NONE, Factors::with);
-    let cfg = portcullis::config::Config::load(&gw.config_path).expect("config");
-    let hour_ago = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("time")
-        .as_secs() as i64
-        - 3600;
-    let sessions = SessionService::with_clock(
-        &cfg.session,
-        cfg.storage.keys_path.clone(),
-        std::sync::Arc::new(portcullis::store::MemoryStore::new()),
-        std::sync::Arc::new(portcullis::clock::ManualClock::new(hour_ago)),
+    let (_, mut c) = jwt_parts(fresh);
+    let hour_ago = now() - 3600;
+    c["iat"] = serde_json::json!(hour_ago);
+    c["iat_ms"] = serde_json::json!(hour_ago * 1000);
+    c["exp"] = serde_json::json!(hour_ago + 7200);
+    let keys = gw.keys();
+    let key = keys.active_key();
+    sign(
+        jsonwebtoken::Algorithm::HS256,
+        Some(&key.kid),
+        &c,
+        &key.secret,
     )
-    .expect("the gateway's keys");
-    let (token, _) = sessions
-        .issue(NewSession {
-            username: c["sub"].as_str().expect("sub").to_string(),
-            name: c["name"].as_str().unwrap_or_default().to_string(),
-            email: c["email"].as_str().unwrap_or_default().to_string(),
-            groups: strings("groups"),
-            amr: strings("amr"),
-            factors,
-            flows: strings("flows"),
-            lifetime_secs: 7200,
-        })
-        .expect("issue");
-    token
 }
