@@ -127,6 +127,7 @@ impl Parts {
             store.clone(),
             clock.clone(),
         )?);
+        let regulator = regulator(&config, &store, &clock)?;
         let engine = Arc::new(Engine::new(
             &config,
             Services {
@@ -147,6 +148,7 @@ impl Parts {
                 ),
                 device_key: Arc::new(device_key(&config, store.as_ref())?),
                 sessions: sessions.clone(),
+                regulator,
             },
         ));
         let ui = Arc::new(Ui::new(&config.ui));
@@ -160,6 +162,27 @@ impl Parts {
             gate,
             portal,
         })
+    }
+}
+
+/// The regulator of `[regulation]`, with the bans in force loaded from `store`.
+///
+/// # Errors
+/// [`AppError`] when the bans cannot be read.
+fn regulator(
+    config: &Config,
+    store: &Arc<dyn Store>,
+    clock: &Arc<dyn Clock>,
+) -> Result<Arc<crate::regulation::Regulator>, AppError> {
+    let r = crate::regulation::Regulator::new(config.regulation, store.clone(), clock.clone())?;
+    Ok(Arc::new(r))
+}
+
+impl Parts {
+    /// The regulator (bans and failure counts); `bans_in_force()` feeds `portcullis_bans`.
+    #[must_use]
+    pub fn regulator(&self) -> &Arc<crate::regulation::Regulator> {
+        &self.portal.engine.services().regulator
     }
 }
 
@@ -318,6 +341,7 @@ fn start_admin_socket(parts: &Parts) -> Result<(), AppError> {
         passwords: parts.passwords.clone(),
         sessions: Some(parts.sessions.clone()),
         policy: parts.config.password_policy,
+        regulator: Some(parts.regulator().clone()),
     });
     let socket = parts.config.admin_socket.clone();
     admin::serve_socket(&socket, admin).map_err(|source| AppError::AdminSocket {

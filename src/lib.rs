@@ -38,6 +38,7 @@ pub mod policy;
 pub mod portal;
 pub mod proxy;
 pub mod redirect;
+pub mod regulation;
 pub mod reply;
 pub mod secret;
 pub mod session;

@@ -156,7 +156,11 @@ fn link_base(config: &Config) -> Result<String, String> {
 
 /// Runs `cmd` in the gateway, or on the database when no gateway runs; returns the reply and
 /// where it ran.
-fn execute(config: &Config, cmd: Command, creates: bool) -> Result<(Reply, String), String> {
+pub(super) fn execute(
+    config: &Config,
+    cmd: Command,
+    creates: bool,
+) -> Result<(Reply, String), String> {
     let db = config.storage.path.display().to_string();
     match admin::send_to_gateway(&config.admin_socket, &cmd) {
         Ok(Some(reply)) => return Ok((reply, format!("via running gateway, database {db}"))),
@@ -186,6 +190,7 @@ fn execute(config: &Config, cmd: Command, creates: bool) -> Result<(Reply, Strin
         passwords: PasswordHasherPool::new(&config.passwords).map_err(|e| e.to_string())?,
         sessions: None,
         policy: config.password_policy,
+        regulator: None,
     };
     let reply = admin
         .execute(cmd)

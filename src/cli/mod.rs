@@ -1,6 +1,7 @@
 //! The command line: `serve`, `check-config`, user and key administration.
 
 mod access;
+mod bans;
 mod bench;
 mod flow_check;
 mod invite;
@@ -68,6 +69,10 @@ pub(crate) enum Cmd {
     /// Load a deployment (any URL) with valid, expired and missing session cookies and print
     /// requests per second and latency percentiles.
     Bench(Box<bench::BenchArgs>),
+    /// Sign-in bans (`[regulation]`): list, add and revoke them, on an account, an address or
+    /// both (works whether or not the gateway is running).
+    #[command(subcommand)]
+    Bans(bans::BansCmd),
 }
 
 #[derive(Subcommand)]
@@ -233,6 +238,7 @@ pub fn run(cli: Cli, inherited: InheritedListeners) -> ExitCode {
             }
         }
         Cmd::Invite(cmd) => invite::run(&config, cmd),
+        Cmd::Bans(cmd) => bans::run(&config, cmd),
         Cmd::Keys(KeysCmd::Rotate) => rotate_keys(&config),
         Cmd::Flow(FlowCmd::Check { slug, user, ip }) => {
             flow_check::run(&config, &slug, user.as_deref(), &ip)
@@ -266,6 +272,7 @@ fn read_user(config: &Config, username: &str) -> Result<admin::UserView, String>
                 passwords,
                 sessions: None,
                 policy: config.password_policy,
+                regulator: None,
             };
             admin
                 .execute(cmd)
@@ -406,6 +413,7 @@ fn admin_command(config: &Config, cmd: Command) -> ExitCode {
         passwords,
         sessions: None,
         policy: config.password_policy,
+        regulator: None,
     };
     let how = if read_only {
         format!("gateway not running: read {db}")

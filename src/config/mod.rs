@@ -13,6 +13,7 @@ mod error;
 mod path_index;
 mod policies;
 mod raw;
+mod regulation;
 mod rules;
 mod server;
 mod settings;
@@ -31,6 +32,7 @@ pub use enrol::{UserCreationMode, UserWriteStageConfig, PASSWORD_KEY};
 pub use error::ConfigError;
 pub use path_index::{PathIndex, RuleSet, MAX_INDEXED};
 pub use policies::StageBinding;
+pub use regulation::{Regulation, NIST_MAX_CONSECUTIVE};
 pub use rules::{
     AccessRules, DomainMatch, Networks, Policy, QueryMatch, QueryOp, Resources, Rule, RuleInput,
     Subject,
@@ -93,6 +95,8 @@ pub struct Config {
     pub geoip: Option<std::sync::Arc<crate::policy::GeoIp>>,
     /// `[settings]`: the user's settings page.
     pub settings: SettingsConfig,
+    /// `[regulation]`: bans and slow-downs after failed sign-in attempts.
+    pub regulation: Regulation,
 }
 
 /// `[server]`: where the gateway listens and how it is reached.

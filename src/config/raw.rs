@@ -51,6 +51,9 @@ pub(super) struct RawConfig {
     /// `[settings]`: the user's settings page.
     #[serde(default)]
     pub settings: super::settings::RawSettings,
+    /// `[regulation]`: bans after failed sign-in attempts.
+    #[serde(default)]
+    pub regulation: super::regulation::RawRegulation,
 }
 
 /// `[geoip]`.

@@ -132,6 +132,7 @@ pub(super) fn validate(mut raw: RawConfig, file: &Path) -> Checked<Config> {
     super::server::public_origins(&raw.apps, &server, &mut apps)?;
     let email = super::email::smtp("email", &raw.email.unwrap_or_default())?;
     let settings = super::settings::settings(&raw.settings, &flows)?;
+    let regulation = super::regulation::regulation(&raw.regulation)?;
 
     Ok(Config {
         source: match file.file_name() {
@@ -162,6 +163,7 @@ pub(super) fn validate(mut raw: RawConfig, file: &Path) -> Checked<Config> {
         webauthn,
         geoip,
         settings,
+        regulation,
     })
 }
 

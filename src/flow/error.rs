@@ -57,4 +57,11 @@ pub enum FlowError {
     /// A write handed to the blocking pool never reported back (the pool is shutting down).
     #[error("saving the sign-in did not complete: {0}")]
     Interrupted(#[from] tokio::task::JoinError),
+    /// Too many failed attempts (`[regulation]`): this client may try again in `retry_after`
+    /// seconds. Says nothing about whether the account exists.
+    #[error("too many failed attempts; retry after {retry_after} s")]
+    Regulated {
+        /// Seconds until the ban ends.
+        retry_after: u64,
+    },
 }

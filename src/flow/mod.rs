@@ -23,6 +23,7 @@ mod outbox;
 pub(crate) mod phone;
 pub(crate) mod policy;
 pub(crate) mod recovery;
+pub(crate) mod regulated;
 mod requester;
 mod stage;
 pub(crate) mod stages;

@@ -13,6 +13,7 @@ mod invite;
 mod plain;
 mod policies;
 mod recovery;
+mod regulation;
 mod rig;
 mod sms;
 mod strong;
