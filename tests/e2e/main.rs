@@ -32,6 +32,7 @@ mod password_policy;
 mod policies;
 mod proxy;
 mod redirects;
+mod regulation;
 mod route_tricks;
 mod rules;
 mod session;

@@ -161,3 +161,45 @@ async fn password_guesses_are_banned_per_address_while_the_owner_signs_in() {
     );
     let _ = PASSWORD;
 }
+
+#[tokio::test]
+async fn passkey_setup_ends_after_five_refused_registrations() {
+    let extra = r#"
+[webauthn]
+rp_id = "app.example.test"
+origins = ["https://app.example.test"]
+[[flows]]
+slug = "pk_setup"
+designation = "authentication"
+stages = ["identify", "password", "pk", "login"]
+[stages.pk]
+kind = "authenticator_webauthn"
+friendly_name = "Laptop passkey"
+"#;
+    let rig = Rig::with(extra, None);
+    rig.user("alice", Some("alice@example.test")).await;
+    let (mut exec, view) = rig.signed_in_to("pk_setup", "alice").await;
+    assert!(matches!(view.step, Step::Challenge { .. }), "{view:?}");
+    let forged = [
+        "{}",
+        "not json",
+        r#"{"id":"AAAA","rawId":"AAAA","type":"public-key","response":{}}"#,
+        "[]",
+    ];
+    for answer in forged {
+        let view = rig.post(&mut exec, &[("credential", answer)]).await;
+        let Step::Challenge { challenge, .. } = &view.step else {
+            panic!("{answer}: {view:?}");
+        };
+        assert_eq!(
+            challenge.errors.len(),
+            1,
+            "{answer}: a new ceremony, and why"
+        );
+    }
+    let view = rig.post(&mut exec, &[("credential", "{}")]).await;
+    assert_eq!(
+        super::rig::ended(&view),
+        crate::flow::stages::authenticator_webauthn::TOO_MANY_REGISTRATIONS
+    );
+}
