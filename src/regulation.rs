@@ -66,13 +66,13 @@ pub enum Subject {
 
 impl Subject {
     /// The subject's key, as bans are stored and listed: `ip:<address>`,
-    /// `pair:<address>/<account>` (an address has no `/`, so the split is unambiguous) or
+    /// `pair:<address> <account>` (an address has no space, so the split is unambiguous) or
     /// `user:<account>`.
     #[must_use]
     pub fn key(&self) -> String {
         match self {
             Subject::Ip(ip) => format!("ip:{ip}"),
-            Subject::Pair { account, ip } => format!("pair:{ip}/{account}"),
+            Subject::Pair { account, ip } => format!("pair:{ip} {account}"),
             Subject::Account(a) => format!("user:{a}"),
         }
     }
@@ -170,6 +170,7 @@ impl Regulator {
     /// # Errors
     /// [`Refused`] with the seconds until the longest ban in the way ends.
     pub fn check(&self, account: Option<&str>, client: &str, now: i64) -> Result<(), Refused> {
+        let client = &address_key(client);
         let mut subjects = vec![Subject::Ip(client.to_string()).key()];
         if let Some(a) = account {
             let account = account_key(a);
@@ -214,6 +215,7 @@ impl Regulator {
         client: &str,
         now: i64,
     ) -> Result<Result<Attempt, Refused>, StoreError> {
+        let client = &address_key(client);
         if let Err(r) = self.check(account, client, now) {
             return Ok(Err(r));
         }
@@ -463,12 +465,35 @@ fn static_reason(reason: &str) -> &'static str {
     }
 }
 
+/// The address failures are counted and banned under: an IPv4 address as it is (an IPv4-mapped
+/// IPv6 one as its IPv4 form), an IPv6 address as its `/64`.
+///
+/// # Security
+/// One IPv6 subscriber holds a whole /64 (2^64 addresses): counted per address, it could make
+/// every guess from a new one.
+#[must_use]
+pub fn address_key(client: &str) -> String {
+    match client
+        .trim()
+        .parse::<std::net::IpAddr>()
+        .map(|a| a.to_canonical())
+    {
+        Ok(std::net::IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            let net = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+            format!("{net}/64")
+        }
+        Ok(v4) => v4.to_string(),
+        Err(_) => client.to_string(),
+    }
+}
+
 fn ip_window(client: &str) -> String {
     format!("reg:ip:{client}")
 }
 
 fn pair_window(account: &str, client: &str) -> String {
-    format!("reg:pair:{client}/{account}")
+    format!("reg:pair:{client} {account}")
 }
 
 fn account_window(account: &str) -> String {

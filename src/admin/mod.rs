@@ -787,7 +787,7 @@ fn ban_subject(
             let addr: std::net::IpAddr = a.trim().parse().map_err(|_| {
                 AdminError::Invalid(format!("--ip `{}` is not an IP address", a.escape_debug()))
             })?;
-            Some(addr.to_canonical().to_string())
+            Some(crate::regulation::address_key(&addr.to_string()))
         }
         None => None,
     };

@@ -288,10 +288,44 @@ fn subjects_never_collide_whatever_the_identifier_holds() {
     };
     let keys = [
         Subject::Account("a@b".into()).key(),
-        Subject::Account("pair:b/a".into()).key(),
+        Subject::Account("pair:b a".into()).key(),
         pair.key(),
-        Subject::Ip("b/a".into()).key(),
+        Subject::Ip("b a".into()).key(),
     ];
     let unique: std::collections::HashSet<_> = keys.iter().collect();
     assert_eq!(unique.len(), keys.len(), "{keys:?}");
+}
+
+#[test]
+fn addresses_are_counted_as_ipv4_or_as_their_ipv6_64_however_they_are_written() {
+    let cases = [
+        ("192.0.2.1", "192.0.2.1"),
+        ("::ffff:192.0.2.1", "192.0.2.1"),
+        (" 192.0.2.1 ", "192.0.2.1"),
+        ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff:eeee:dddd:cccc", "2001:db8:1:2::/64"),
+        ("2001:DB8:1:2:0:0:0:1", "2001:db8:1:2::/64"),
+        ("::1", "::/64"),
+        ("not an address", "not an address"),
+    ];
+    for (typed, key) in cases {
+        assert_eq!(address_key(typed), key, "{typed}");
+    }
+}
+
+#[test]
+fn an_ipv6_attacker_rotating_addresses_in_one_64_is_banned_as_one() {
+    let r = rig();
+    for i in 1..=3 {
+        r.guess(Some(&format!("user{i}")), &format!("2001:db8::{i}"), false)
+            .unwrap();
+    }
+    assert!(r.guess(None, "2001:db8::ffff", true).is_err());
+    r.guess(None, "2001:db8:0:1::1", true).unwrap();
+    assert!(r
+        .reg
+        .list()
+        .unwrap()
+        .iter()
+        .any(|b| b.subject == "ip:2001:db8::/64"));
 }
