@@ -138,6 +138,8 @@ pub(crate) struct Core {
     clock: Arc<dyn Clock>,
     http: Arc<dyn HttpClient>,
     device_key: Arc<crate::device_key::DeviceKey>,
+    /// Bans and failure counts: kept across reloads (`[regulation]` needs a restart).
+    regulator: Arc<crate::regulation::Regulator>,
 }
 
 impl Core {
@@ -169,6 +171,7 @@ impl Core {
             ),
             device_key: self.device_key.clone(),
             sessions: self.sessions.clone(),
+            regulator: self.regulator.clone(),
         };
         let engine = Arc::new(match previous {
             Some(running) => running.reconfigured(config, services),
@@ -200,6 +203,7 @@ impl Parts {
         )?);
         let core = Core {
             device_key: Arc::new(device_key(&config, store.as_ref())?),
+            regulator: regulator(&config, &store, &clock)?,
             store: store.clone(),
             sessions: sessions.clone(),
             passwords: passwords.clone(),
@@ -216,6 +220,27 @@ impl Parts {
             portal,
             core,
         })
+    }
+}
+
+/// The regulator of `[regulation]`, with the bans in force loaded from `store`.
+///
+/// # Errors
+/// [`AppError`] when the bans cannot be read.
+fn regulator(
+    config: &Config,
+    store: &Arc<dyn Store>,
+    clock: &Arc<dyn Clock>,
+) -> Result<Arc<crate::regulation::Regulator>, AppError> {
+    let r = crate::regulation::Regulator::new(config.regulation, store.clone(), clock.clone())?;
+    Ok(Arc::new(r))
+}
+
+impl Parts {
+    /// The regulator (bans and failure counts); `bans_in_force()` feeds `portcullis_bans`.
+    #[must_use]
+    pub fn regulator(&self) -> &Arc<crate::regulation::Regulator> {
+        &self.portal.engine.services().regulator
     }
 }
 
@@ -436,6 +461,7 @@ fn start_admin_socket(parts: &Parts, reloader: Option<Arc<Reloader>>) -> Result<
         policy: parts.config.password_policy,
         clock: parts.sessions.clock().clone(),
         reloader,
+        regulator: Some(parts.regulator().clone()),
     });
     let socket = parts.config.admin_socket.clone();
     admin::serve_socket(&socket, admin).map_err(|source| AppError::AdminSocket {

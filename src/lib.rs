@@ -46,6 +46,7 @@ mod props;
 pub mod proxy;
 pub mod redirect;
 pub mod reload;
+pub mod regulation;
 pub mod reply;
 pub mod secret;
 pub mod session;

@@ -273,6 +273,15 @@ impl TestWorld {
                 store: store.clone(),
                 clock: clock.clone(),
             }),
+            // Off: flow tests count their own limits; regulation's tests turn it on.
+            regulator: Arc::new(
+                crate::regulation::Regulator::new(
+                    crate::config::Regulation::off(),
+                    store.clone(),
+                    clock.clone(),
+                )
+                .expect("memory store"),
+            ),
         };
         Self {
             services,

@@ -115,6 +115,25 @@ pub(crate) enum Command {
         /// The id `invite list` shows.
         id: String,
     },
+    /// List the sign-in bans in force (`[regulation]`).
+    BansList,
+    /// Ban sign-in attempts: on an account (`user`), from an address (`ip`), or on an account
+    /// from one address (both).
+    BanAdd {
+        /// The account, as typed at sign-in (compared lower-cased).
+        user: Option<String>,
+        /// The client address.
+        ip: Option<String>,
+        /// Seconds the ban lasts; `None`: until lifted.
+        seconds: Option<i64>,
+    },
+    /// Lift a ban named as [`Command::BanAdd`] names it.
+    BanRevoke {
+        /// The account.
+        user: Option<String>,
+        /// The client address.
+        ip: Option<String>,
+    },
 }
 
 /// An invitation as shown to an operator: never its token or hash.
@@ -283,6 +302,9 @@ pub(crate) struct Admin {
     pub(crate) clock: Arc<dyn crate::clock::Clock>,
     /// Reloads the running gateway's config; `None` from the CLI (nothing runs to reload).
     pub(crate) reloader: Option<Arc<crate::reload::Reloader>>,
+    /// The running gateway's regulator, whose in-memory bans a ban command must change too;
+    /// `None` from the CLI, which then works on the stored bans.
+    pub(crate) regulator: Option<Arc<crate::regulation::Regulator>>,
 }
 
 /// Group names travel joined with commas in `Remote-Groups`: a comma inside one would make
@@ -478,6 +500,9 @@ impl Admin {
                 tracing::info!(invitation = %id, outcome = "revoked", "invitation withdrawn by an operator");
                 Ok(ok(format!("revoked invitation {id}")))
             }
+            Command::BansList => self.bans_list(),
+            Command::BanAdd { user, ip, seconds } => self.ban_add(user, ip, seconds),
+            Command::BanRevoke { user, ip } => self.ban_revoke(user, ip),
             Command::UserRecoveryCodes {
                 username,
                 stage,
@@ -706,6 +731,107 @@ impl Admin {
             ended_sessions: 0,
         });
         Ok(())
+    }
+}
+
+/// `portcullis bans`: run on the gateway's own regulator, or on the stored bans offline.
+impl Admin {
+    fn regulator(&self) -> Result<Arc<crate::regulation::Regulator>, AdminError> {
+        if let Some(r) = &self.regulator {
+            return Ok(r.clone());
+        }
+        let r = crate::regulation::Regulator::new(
+            crate::config::Regulation::default(),
+            self.store.clone(),
+            Arc::new(crate::clock::SystemClock),
+        )?;
+        Ok(Arc::new(r))
+    }
+
+    fn bans_list(&self) -> Result<Reply, AdminError> {
+        let bans = self.regulator()?.list()?;
+        let mut lines: Vec<String> = bans
+            .iter()
+            .map(|b| {
+                let until = b
+                    .until
+                    .map_or_else(|| "until lifted".to_string(), |u| format!("until {u}"));
+                format!(
+                    "{}\t{}\tsince {}\t{until}",
+                    b.subject.escape_debug(),
+                    b.reason,
+                    b.since
+                )
+            })
+            .collect();
+        lines.push(format!("{} ban(s) in force", bans.len()));
+        Ok(ok(lines.join("\n")))
+    }
+
+    fn ban_add(
+        &self,
+        user: Option<String>,
+        ip: Option<String>,
+        seconds: Option<i64>,
+    ) -> Result<Reply, AdminError> {
+        let subject = ban_subject(user, ip)?;
+        if seconds.is_some_and(|s| s <= 0) {
+            return Err(AdminError::Invalid("--for must be longer than zero".into()));
+        }
+        let now = crate::clock::now();
+        let until = seconds.map(|s| now.saturating_add(s));
+        self.regulator()?
+            .ban(subject.clone(), until, "operator", now)?;
+        Ok(ok(format!("banned {}", subject.key().escape_debug())))
+    }
+
+    fn ban_revoke(&self, user: Option<String>, ip: Option<String>) -> Result<Reply, AdminError> {
+        let subject = ban_subject(user, ip)?;
+        if !self.regulator()?.revoke(&subject)? {
+            return Err(AdminError::Invalid(format!(
+                "no ban on {} (`portcullis bans list` shows them)",
+                subject.key().escape_debug()
+            )));
+        }
+        Ok(ok(format!(
+            "lifted the ban on {}",
+            subject.key().escape_debug()
+        )))
+    }
+}
+
+/// What a ban command names: an account, an address, or an account from an address.
+fn ban_subject(
+    user: Option<String>,
+    ip: Option<String>,
+) -> Result<crate::regulation::Subject, AdminError> {
+    use crate::regulation::{account_key, Subject};
+    let user = match user {
+        Some(u) => {
+            let u = account_key(&u);
+            if u.is_empty() || u.chars().count() > 256 || u.chars().any(char::is_control) {
+                return Err(AdminError::Invalid(
+                    "--user must be 1 to 256 characters without control characters".into(),
+                ));
+            }
+            Some(u)
+        }
+        None => None,
+    };
+    let ip = match ip {
+        Some(a) => {
+            let addr: std::net::IpAddr = a.trim().parse().map_err(|_| {
+                AdminError::Invalid(format!("--ip `{}` is not an IP address", a.escape_debug()))
+            })?;
+            Some(crate::regulation::address_key(&addr.to_string()))
+        }
+        None => None,
+    };
+    match (user, ip) {
+        (Some(account), Some(ip)) => Ok(Subject::Pair { account, ip }),
+        (Some(account), None) => Ok(Subject::Account(account)),
+        (None, Some(ip)) => Ok(Subject::Ip(ip)),
+        (None, None) => Err(AdminError::Invalid("name --user, --ip or both".into())),
     }
 }
 

@@ -156,7 +156,11 @@ fn link_base(config: &Config) -> Result<String, String> {
 
 /// Runs `cmd` in the gateway, or on the database when no gateway runs; returns the reply and
 /// where it ran.
-fn execute(config: &Config, cmd: Command, creates: bool) -> Result<(Reply, String), String> {
+pub(super) fn execute(
+    config: &Config,
+    cmd: Command,
+    creates: bool,
+) -> Result<(Reply, String), String> {
     let db = config.storage.path.display().to_string();
     match admin::send_to_gateway(&config.admin_socket, &cmd) {
         Ok(Some(reply)) => return Ok((reply, format!("via running gateway, database {db}"))),
@@ -188,6 +192,7 @@ fn execute(config: &Config, cmd: Command, creates: bool) -> Result<(Reply, Strin
         policy: config.password_policy,
         clock: Arc::new(crate::clock::SystemClock),
         reloader: None,
+        regulator: None,
     };
     let reply = admin
         .execute(cmd)

@@ -1,6 +1,7 @@
 //! The command line: `serve`, `check-config`, user and key administration.
 
 mod access;
+mod bans;
 mod bench;
 mod flow_check;
 mod invite;
@@ -75,6 +76,10 @@ pub(crate) enum Cmd {
     /// Load a deployment (any URL) with valid, expired and missing session cookies and print
     /// requests per second and latency percentiles.
     Bench(Box<bench::BenchArgs>),
+    /// Sign-in bans (`[regulation]`): list, add and revoke them, on an account, an address or
+    /// both (works whether or not the gateway is running).
+    #[command(subcommand)]
+    Bans(bans::BansCmd),
 }
 
 #[derive(Subcommand)]
@@ -254,6 +259,7 @@ pub fn run(cli: Cli, inherited: InheritedListeners) -> ExitCode {
             }
         }
         Cmd::Invite(cmd) => invite::run(&config, cmd),
+        Cmd::Bans(cmd) => bans::run(&config, cmd),
         Cmd::Keys(KeysCmd::Rotate) => rotate_keys(&config),
         Cmd::Storage(StorageCmd::Accept) => accept_storage(&config),
         Cmd::Flow(FlowCmd::Check { slug, user, ip }) => {
@@ -290,6 +296,7 @@ fn read_user(config: &Config, username: &str) -> Result<admin::UserView, String>
                 policy: config.password_policy,
                 clock: Arc::new(crate::clock::SystemClock),
                 reloader: None,
+                regulator: None,
             };
             admin
                 .execute(cmd)
@@ -454,6 +461,7 @@ fn admin_command(config: &Config, cmd: Command) -> ExitCode {
         policy: config.password_policy,
         clock: Arc::new(crate::clock::SystemClock),
         reloader: None,
+        regulator: None,
     };
     let how = if read_only {
         format!("gateway not running: read {db}")

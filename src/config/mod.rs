@@ -14,6 +14,7 @@ mod ops;
 mod path_index;
 mod policies;
 mod raw;
+mod regulation;
 mod rules;
 mod server;
 mod settings;
@@ -36,6 +37,7 @@ pub use error::ConfigError;
 pub use ops::{MetricsConfig, DEFAULT_DRAIN};
 pub use path_index::{PathIndex, RuleSet, MAX_INDEXED};
 pub use policies::StageBinding;
+pub use regulation::{Regulation, NIST_MAX_CONSECUTIVE};
 pub use rules::{
     AccessRules, DomainMatch, Networks, Policy, QueryMatch, QueryOp, Resources, Rule, RuleInput,
     Subject,
@@ -100,6 +102,8 @@ pub struct Config {
     pub settings: SettingsConfig,
     /// `[metrics]`: the admin listener serving Prometheus metrics, off by default.
     pub metrics: MetricsConfig,
+    /// `[regulation]`: bans and slow-downs after failed sign-in attempts.
+    pub regulation: Regulation,
 }
 
 /// `[server]`: where the gateway listens and how it is reached.

@@ -54,6 +54,9 @@ pub(super) struct RawConfig {
     /// `[metrics]`: the admin listener serving Prometheus metrics.
     #[serde(default)]
     pub metrics: super::ops::RawMetrics,
+    /// `[regulation]`: bans after failed sign-in attempts.
+    #[serde(default)]
+    pub regulation: super::regulation::RawRegulation,
 }
 
 /// `[geoip]`.

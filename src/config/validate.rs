@@ -134,6 +134,7 @@ pub(super) fn validate(mut raw: RawConfig, file: &Path) -> Checked<Config> {
     let email = super::email::smtp("email", &raw.email.unwrap_or_default())?;
     let settings = super::settings::settings(&raw.settings, &flows)?;
     let metrics = super::ops::metrics(&raw.metrics, &server.listen, &server.tls_listen)?;
+    let regulation = super::regulation::regulation(&raw.regulation)?;
 
     Ok(Config {
         source: match file.file_name() {
@@ -167,6 +168,7 @@ pub(super) fn validate(mut raw: RawConfig, file: &Path) -> Checked<Config> {
         geoip,
         settings,
         metrics,
+        regulation,
     })
 }
 

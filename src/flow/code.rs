@@ -36,15 +36,16 @@ pub(crate) struct Rules {
     pub(crate) code_length: u32,
     pub(crate) code_ttl: u64,
     pub(crate) link_ttl: u64,
-    /// Sends per execution and per user within `window`; 0 = unlimited.
+    /// Sends per execution and per (account, address) within `window`; 0 = unlimited.
     pub(crate) max_sends: u32,
-    /// Wrong codes per execution and per user within `window`; 0 = unlimited.
+    /// Wrong codes per execution and per (account, address) within `window`; 0 = unlimited.
     pub(crate) max_attempts: u32,
     pub(crate) window: u64,
     pub(crate) continue_in_verify_window: bool,
-    /// Limits are counted per account *and client address*, apart from the sign-in codes'
-    /// (anyone may start a recovery for any account: a stranger's wrong guesses or sends must
-    /// not lock the owner out of their own mail or their second factor).
+    /// Limits are counted per account *and client address* (anyone may start a sign-in or a
+    /// recovery for any account: a stranger's wrong guesses or sends must not lock the owner
+    /// out of their own mail or their second factor). Always set now; kept so a code state
+    /// saved before it was reads the same.
     #[serde(default)]
     pub(crate) per_client: bool,
     /// Mail goes through the persisted outbox ([`super::outbox`]) and is retried there,
@@ -83,7 +84,9 @@ impl Rules {
             max_attempts: policy.max_allowed_attempts,
             window: policy.user_limit_window.as_secs(),
             continue_in_verify_window: policy.continue_in_verify_window,
-            per_client: false,
+            // Per (account, address) for every code: a stranger's sends and wrong codes from
+            // elsewhere never use up the owner's (regulation counts them account-wide).
+            per_client: true,
             outbox: None,
         }
     }
@@ -304,6 +307,9 @@ impl CodeState {
         } else {
             0
         };
+        // Regulation counts the guess too (per address, per account, account-wide), before
+        // it is judged.
+        let attempt = super::regulated::attempt(cx.services, cx.exec, cx.client, cx.now)?;
         let (valid, expires) = match &self.outstanding {
             Outstanding::Code { hash, expires } if !self.decoy => {
                 let key = store.secret("otp")?;
@@ -313,6 +319,8 @@ impl CodeState {
             }
             _ => (false, 0),
         };
+        // A right code that expired was no guess: it is not held against the client.
+        super::regulated::settle(cx.services, attempt, valid)?;
         if valid {
             self.outstanding = Outstanding::Nothing;
             if cx.now < expires {

@@ -66,4 +66,11 @@ pub enum FlowError {
         /// Seconds until the oldest of them expires.
         retry_after: i64,
     },
+    /// Too many failed attempts (`[regulation]`): this client may try again in `retry_after`
+    /// seconds. Says nothing about whether the account exists.
+    #[error("too many failed attempts; retry after {retry_after} s")]
+    Regulated {
+        /// Seconds until the ban ends.
+        retry_after: u64,
+    },
 }

@@ -24,6 +24,7 @@ pub(crate) mod pending;
 pub(crate) mod phone;
 pub(crate) mod policy;
 pub(crate) mod recovery;
+pub(crate) mod regulated;
 mod requester;
 mod stage;
 pub(crate) mod stages;

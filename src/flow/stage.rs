@@ -44,6 +44,8 @@ pub struct Services {
     pub device_key: Arc<crate::device_key::DeviceKey>,
     /// Ends sessions (an account deleted, a sign-out from a flow).
     pub sessions: Arc<dyn SessionRevoker>,
+    /// Counts failed passwords and codes and keeps the bans (`[regulation]`).
+    pub regulator: Arc<crate::regulation::Regulator>,
 }
 
 /// Ends sessions at once, in the gateway's in-memory revocation list and its durable copy:

@@ -121,6 +121,10 @@ impl PortalError {
                 source: FlowError::AlreadySignedIn { .. },
                 ..
             } => StatusCode::CONFLICT,
+            PortalError::Flow {
+                source: FlowError::Regulated { .. },
+                ..
+            } => StatusCode::TOO_MANY_REQUESTS,
             PortalError::SignInFirst { .. } => StatusCode::UNAUTHORIZED,
             PortalError::Csrf { .. } => StatusCode::FORBIDDEN,
             PortalError::MalformedForm { .. }
@@ -139,6 +143,13 @@ impl PortalError {
 /// Turns an error into its answer for `face` and logs it once: server errors at `error`,
 /// the client's mistakes at `debug` (the access log counts them).
 pub fn respond(ui: &Ui, face: Face, err: &PortalError) -> Response {
+    if let PortalError::Flow {
+        source: FlowError::Regulated { retry_after },
+        ..
+    } = err
+    {
+        return too_many(ui, face, *retry_after);
+    }
     let status = err.status();
     if err.storage_failing() {
         tracing::error!(error = %err, status = status.as_u16(), "the database refuses writes (disk full? device failing?): sign-ins and account changes answer 503 until it is fixed; signed-in requests go on");
@@ -166,6 +177,39 @@ fn with_retry_after(mut resp: Response, secs: i64) -> Response {
         resp.headers.push((http::header::RETRY_AFTER, v));
     }
     resp
+}
+
+/// The words of a regulation refusal, the same for every account, existing or not.
+pub(crate) const TOO_MANY_ATTEMPTS: &str =
+    "Too many failed attempts. Wait a moment, then try again.";
+
+/// `429 Too Many Requests` with `Retry-After` (`[regulation]`), as a page or a JSON body.
+///
+/// # Security
+/// Nothing in it depends on the account: a ban on a made-up name reads exactly as one on a
+/// real account, apart from the seconds to wait.
+pub(crate) fn too_many(ui: &Ui, face: Face, retry_after: u64) -> Response {
+    tracing::debug!(status = 429, retry_after, "request refused by regulation");
+    let status = StatusCode::TOO_MANY_REQUESTS;
+    let mut r = match face {
+        Face::Html => Response::html(
+            status,
+            ui.message("Too many attempts", TOO_MANY_ATTEMPTS, None),
+        ),
+        Face::Json => Response::json(
+            status,
+            &serde_json::json!({
+                "error": "too_many_attempts",
+                "message": TOO_MANY_ATTEMPTS,
+                "retry_after": retry_after,
+            }),
+        ),
+    };
+    r.headers.push((
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from(retry_after),
+    ));
+    r
 }
 
 fn page(ui: &Ui, err: &PortalError) -> Response {
@@ -370,6 +414,14 @@ mod tests {
                 500,
                 500,
             ),
+            (
+                PortalError::Flow {
+                    slug: "f".into(),
+                    source: FlowError::Regulated { retry_after: 7 },
+                },
+                429,
+                429,
+            ),
         ];
         for (err, html, json) in cases {
             assert_eq!(
@@ -402,5 +454,30 @@ mod tests {
             body["message"],
             "the response does not answer the current stage `password`"
         );
+    }
+}
+
+#[cfg(test)]
+mod regulation_tests {
+    use super::*;
+
+    #[test]
+    fn a_regulation_refusal_is_429_with_retry_after_on_both_faces() {
+        let err = PortalError::Flow {
+            slug: "f".into(),
+            source: FlowError::Regulated { retry_after: 42 },
+        };
+        for face in [Face::Html, Face::Json] {
+            let r = respond(&Ui::plain(), face, &err);
+            assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+            let retry = r
+                .headers
+                .iter()
+                .find(|(k, _)| k == http::header::RETRY_AFTER)
+                .map(|(_, v)| v.to_str().unwrap_or_default().to_string());
+            assert_eq!(retry.as_deref(), Some("42"), "{face:?}");
+            let body = String::from_utf8_lossy(&r.body);
+            assert!(body.contains("Too many failed attempts"), "{body}");
+        }
     }
 }

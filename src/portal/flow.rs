@@ -69,6 +69,7 @@ async fn step(to: &Answering<'_>, slug: &str) -> Answer {
         return show(to, slug, existing, at).await;
     }
     let mut exec = existing.ok_or_else(|| PortalError::Expired(slug.to_string()))?;
+    banned(p, req, &exec).map_err(in_flow(slug))?;
     let input = match to.face {
         Face::Html => form_input(req, &exec)?,
         Face::Json => json_input(req)?,
@@ -79,6 +80,23 @@ async fn step(to: &Answering<'_>, slug: &str) -> Answer {
         .await
         .map_err(in_flow(slug))?;
     render(to, &exec, view, true)
+}
+
+/// Whether regulation bans this client (or this client for the execution's account): checked
+/// in memory before any answer is read, so a banned client costs no disk access or hashing.
+///
+/// # Errors
+/// [`FlowError::Regulated`] with the seconds to wait.
+fn banned(p: &Portal, req: &Request<'_>, exec: &Execution) -> Result<(), FlowError> {
+    let account = crate::flow::regulated::account(exec);
+    let now = p.sessions.clock().now();
+    p.engine
+        .services()
+        .regulator
+        .check(account, req.client, now)
+        .map_err(|r| FlowError::Regulated {
+            retry_after: r.retry_after,
+        })
 }
 
 /// A page load: the execution under way, or a fresh one.

@@ -1,7 +1,9 @@
 //! One suite of behaviour every [`Store`] backend must show, run against each backend: what
 //! the flow engine, the sessions and the admin commands rely on, whatever holds the data.
 
-use super::{Device, DeviceClass, Invitation, MemoryStore, SessionRecord, SledStore, Store, User};
+use super::{
+    Ban, Device, DeviceClass, Invitation, MemoryStore, SessionRecord, SledStore, Store, User,
+};
 use std::sync::{Arc, Barrier};
 
 /// A backend under test, with whatever must live as long as it (a temporary directory).
@@ -69,6 +71,9 @@ conformance!(
     updating_an_account_never_takes_another_accounts_address,
     of_many_accounts_racing_to_take_one_address_exactly_one_gets_it,
     a_database_has_one_identity_for_its_life_and_no_other_has_it,
+    failures_slide_out_of_their_window_and_are_taken_back_one_at_a_time,
+    concurrent_failures_each_see_a_distinct_count,
+    bans_are_kept_until_they_end_or_are_lifted,
 );
 
 fn user(name: &str, email: Option<&str>) -> User {
@@ -737,4 +742,74 @@ fn a_database_has_one_identity_for_its_life_and_no_other_has_it(s: &Arc<dyn Stor
     for other in &others {
         assert_ne!(other.store.database_id().unwrap().id, id.id);
     }
+}
+
+fn failures_slide_out_of_their_window_and_are_taken_back_one_at_a_time(s: &Arc<dyn Store>) {
+    assert_eq!(s.slide_failure("k", 100, 1_000, 10).unwrap(), 1);
+    assert_eq!(s.slide_failure("k", 100, 1_050, 10).unwrap(), 2);
+    assert_eq!(s.slide_failure("other", 100, 1_050, 10).unwrap(), 1);
+    assert_eq!(
+        s.slide_failure("k", 100, 1_100, 10).unwrap(),
+        2,
+        "the failure at 1000 is out of the window at 1100 (sliding, not fixed)"
+    );
+    s.unslide_failure("k", 1_100).unwrap();
+    s.unslide_failure("k", 4_242).unwrap();
+    assert_eq!(s.slide_failure("k", 100, 1_120, 10).unwrap(), 2);
+    for t in 0..20 {
+        s.slide_failure("full", 1_000, 2_000 + t, 5).unwrap();
+    }
+    assert_eq!(
+        s.slide_failure("full", 1_000, 2_100, 5).unwrap(),
+        5,
+        "at most `keep`"
+    );
+}
+
+fn concurrent_failures_each_see_a_distinct_count(s: &Arc<dyn Store>) {
+    let counts = at_once(s, 10, |s| {
+        (0..5)
+            .map(|_| s.slide_failure("busy", 60, 1_000, 1_000).unwrap())
+            .collect::<Vec<_>>()
+    });
+    let mut seen: Vec<u32> = counts.into_iter().flatten().collect();
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (1..=50).collect::<Vec<_>>(),
+        "every count handed out once"
+    );
+}
+
+fn bans_are_kept_until_they_end_or_are_lifted(s: &Arc<dyn Store>) {
+    let ban = |subject: &str, until: Option<i64>| Ban {
+        subject: subject.into(),
+        since: 100,
+        until,
+        reason: "failures".into(),
+    };
+    s.put_ban(&ban("ip:10.0.0.1", Some(500))).unwrap();
+    s.put_ban(&ban("user:alice", None)).unwrap();
+    s.put_ban(&ban("user:bob@10.0.0.2", Some(300))).unwrap();
+    let subjects = |now| {
+        s.bans(now)
+            .unwrap()
+            .into_iter()
+            .map(|b| b.subject)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        subjects(200),
+        ["ip:10.0.0.1", "user:alice", "user:bob@10.0.0.2"]
+    );
+    assert_eq!(
+        subjects(300),
+        ["ip:10.0.0.1", "user:alice"],
+        "ended at its end"
+    );
+    s.put_ban(&ban("ip:10.0.0.1", Some(900))).unwrap();
+    assert_eq!(s.bans(600).unwrap()[0].until, Some(900), "replaced");
+    assert!(s.remove_ban("user:alice").unwrap());
+    assert!(!s.remove_ban("user:alice").unwrap());
+    assert_eq!(subjects(600), ["ip:10.0.0.1"]);
 }

@@ -3,8 +3,8 @@
 
 use super::username::canonical_username;
 use super::{
-    device_key, device_prefix, email_key, Device, Invitation, SessionRecord, Store, StoreResult,
-    User,
+    device_key, device_prefix, email_key, Ban, Device, Invitation, SessionRecord, Store,
+    StoreResult, User,
 };
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
@@ -43,6 +43,10 @@ struct Inner {
     invitations: BTreeMap<String, Invitation>,
     /// id -> queued message.
     outbox: BTreeMap<String, Vec<u8>>,
+    /// Sliding failure windows: key -> (window seconds, failure times, oldest first).
+    windows: HashMap<String, (i64, Vec<i64>)>,
+    /// subject -> ban.
+    bans: BTreeMap<String, Ban>,
 }
 
 impl MemoryStore {
@@ -481,5 +485,59 @@ impl Store for MemoryStore {
             id: self.id.clone(),
             adopted_ms: None,
         })
+    }
+
+    fn slide_failure(&self, key: &str, window: i64, now: i64, keep: u32) -> StoreResult<u32> {
+        let mut inner = self.inner.lock();
+        let slot = inner
+            .windows
+            .entry(key.to_string())
+            .or_insert((window, Vec::new()));
+        slot.0 = window;
+        slide(&mut slot.1, window, now, keep);
+        Ok(u32::try_from(slot.1.len()).unwrap_or(u32::MAX))
+    }
+
+    fn unslide_failure(&self, key: &str, at: i64) -> StoreResult<()> {
+        let mut inner = self.inner.lock();
+        if let Some((_, times)) = inner.windows.get_mut(key) {
+            if let Some(i) = times.iter().rposition(|t| *t == at) {
+                times.remove(i);
+            }
+            if times.is_empty() {
+                inner.windows.remove(key);
+            }
+        }
+        Ok(())
+    }
+
+    fn put_ban(&self, ban: &Ban) -> StoreResult<()> {
+        self.inner
+            .lock()
+            .bans
+            .insert(ban.subject.clone(), ban.clone());
+        Ok(())
+    }
+
+    fn remove_ban(&self, subject: &str) -> StoreResult<bool> {
+        Ok(self.inner.lock().bans.remove(subject).is_some())
+    }
+
+    fn bans(&self, now: i64) -> StoreResult<Vec<Ban>> {
+        let mut inner = self.inner.lock();
+        inner.bans.retain(|_, b| b.in_force(now));
+        Ok(inner.bans.values().cloned().collect())
+    }
+}
+
+/// Drops the failures of `times` older than `window` at `now`, adds `now`, and keeps at most
+/// the newest `keep`.
+pub(super) fn slide(times: &mut Vec<i64>, window: i64, now: i64, keep: u32) {
+    times.retain(|t| *t > now - window);
+    times.push(now);
+    let keep = usize::try_from(keep.max(1)).unwrap_or(usize::MAX);
+    if times.len() > keep {
+        let extra = times.len() - keep;
+        times.drain(..extra);
     }
 }

@@ -11,7 +11,7 @@ mod username;
 
 pub use integrity::record_path as integrity_record_path;
 pub use memory_store::MemoryStore;
-pub use model::{Device, DeviceClass, Invitation, InvitationData, SessionRecord, User};
+pub use model::{Ban, Device, DeviceClass, Invitation, InvitationData, SessionRecord, User};
 pub use sled_store::SledStore;
 pub use username::{canonical_username, new_username, MAX_USERNAME_CHARS};
 
@@ -243,6 +243,20 @@ pub trait Store: Send + Sync + 'static {
     fn update_user(&self, user: &User) -> StoreResult<bool>;
     /// The database's identity ([`DatabaseId`]); the same for as long as the database lives.
     fn database_id(&self) -> StoreResult<DatabaseId>;
+    /// Records a failure at `now` in the sliding window `key` of `window` seconds and returns
+    /// how many failures the window holds, this one included (at most `keep`: older ones are
+    /// forgotten first). Atomic: of many concurrent callers each sees a distinct count. Kept
+    /// until `window` seconds after its newest failure (then [`Store::purge_expired`] drops it).
+    fn slide_failure(&self, key: &str, window: i64, now: i64, keep: u32) -> StoreResult<u32>;
+    /// Takes back one failure recorded at `at` in the window `key` (an attempt counted before
+    /// it was judged turned out right); nothing happens when there is none.
+    fn unslide_failure(&self, key: &str, at: i64) -> StoreResult<()>;
+    /// Creates or replaces the ban on `ban.subject`. Durable on return.
+    fn put_ban(&self, ban: &Ban) -> StoreResult<()>;
+    /// Lifts the ban on `subject`; returns whether there was one. Durable on return.
+    fn remove_ban(&self, subject: &str) -> StoreResult<bool>;
+    /// Every ban in force at `now`, ordered by subject; those no longer in force are dropped.
+    fn bans(&self, now: i64) -> StoreResult<Vec<Ban>>;
 }
 
 #[cfg(test)]

@@ -188,3 +188,25 @@ impl InvitationData {
         attributes.extend(self.attributes.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
 }
+
+/// A ban on sign-in attempts (`[regulation]`, `portcullis bans`): a client address, an
+/// account from one address, or an account from everywhere.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Ban {
+    /// What is banned: `ip:<address>`, `user:<account>@<address>` or `user:<account>`.
+    pub subject: String,
+    /// When it was made, in unix seconds.
+    pub since: i64,
+    /// When it ends, in unix seconds (exclusive); `None`: until an operator lifts it.
+    pub until: Option<i64>,
+    /// Why: `failures`, `slow-down`, `locked` (100 consecutive failures) or `operator`.
+    pub reason: String,
+}
+
+impl Ban {
+    /// Whether the ban holds at `now`.
+    #[must_use]
+    pub fn in_force(&self, now: i64) -> bool {
+        self.until.is_none_or(|u| u > now)
+    }
+}

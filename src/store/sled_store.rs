@@ -3,7 +3,7 @@
 use super::integrity::{self, Mode, Recorder};
 use super::username::canonical_username;
 use super::{
-    device_key, device_prefix, email_key, user_session_key, DatabaseId, Device, Invitation,
+    device_key, device_prefix, email_key, user_session_key, Ban, DatabaseId, Device, Invitation,
     SessionRecord, Store, StoreError, StoreResult, User,
 };
 use serde::{de::DeserializeOwned, Serialize};
@@ -797,6 +797,102 @@ impl Store for SledStore {
     fn database_id(&self) -> StoreResult<DatabaseId> {
         Ok(self.identity.clone())
     }
+    fn slide_failure(&self, key: &str, window: i64, now: i64, keep: u32) -> StoreResult<u32> {
+        // In the counters tree, so purge_expired drops a window whose newest failure is older
+        // than the window (its first 12 bytes read as a counter: end, count).
+        let mut count = 0;
+        self.counters
+            .update_and_fetch(slide_key(key), |old| {
+                let mut times = old.map(parse_slide).unwrap_or_default();
+                super::memory_store::slide(&mut times, window, now, keep);
+                count = u32::try_from(times.len()).unwrap_or(u32::MAX);
+                Some(encode_slide(&times, window))
+            })
+            .map_err(backend("count failure"))?;
+        Ok(count)
+    }
+
+    fn unslide_failure(&self, key: &str, at: i64) -> StoreResult<()> {
+        self.counters
+            .update_and_fetch(slide_key(key), |old| {
+                let old = old?;
+                let mut times = parse_slide(old);
+                let window = parse_counter(old)
+                    .zip(times.last())
+                    .map_or(0, |((end, _), last)| end - last);
+                if let Some(i) = times.iter().rposition(|t| *t == at) {
+                    times.remove(i);
+                }
+                (!times.is_empty()).then(|| encode_slide(&times, window))
+            })
+            .map_err(backend("take back failure"))?;
+        Ok(())
+    }
+
+    fn put_ban(&self, ban: &Ban) -> StoreResult<()> {
+        self.bans_tree()?
+            .insert(ban.subject.as_bytes(), encode("write ban", ban)?)
+            .map_err(backend("write ban"))?;
+        self.durable()
+    }
+
+    fn remove_ban(&self, subject: &str) -> StoreResult<bool> {
+        let old = self
+            .bans_tree()?
+            .remove(subject.as_bytes())
+            .map_err(backend("lift ban"))?;
+        self.durable()?;
+        Ok(old.is_some())
+    }
+
+    fn bans(&self, now: i64) -> StoreResult<Vec<Ban>> {
+        let tree = self.bans_tree()?;
+        let mut out = Vec::new();
+        for item in tree.iter() {
+            let (k, v) = item.map_err(backend("load bans"))?;
+            let ban: Ban = decode("load bans", &v)?;
+            if ban.in_force(now) {
+                out.push(ban);
+            } else {
+                tree.remove(k).map_err(backend("drop ended ban"))?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl SledStore {
+    /// The bans, by subject (opened on use: sled keeps opened trees).
+    fn bans_tree(&self) -> StoreResult<sled::Tree> {
+        self.db.open_tree("bans").map_err(backend("open tree"))
+    }
+}
+
+/// Where a sliding window lives in the counters tree, apart from fixed-window counters.
+fn slide_key(key: &str) -> String {
+    format!("slide\0{key}")
+}
+
+/// A sliding window: its end (newest failure + window) and count, as a fixed-window counter
+/// is stored, then each failure time (8 bytes, big-endian), oldest first.
+fn encode_slide(times: &[i64], window: i64) -> Vec<u8> {
+    let end = times.last().copied().unwrap_or(0).saturating_add(window);
+    let count = u32::try_from(times.len()).unwrap_or(u32::MAX);
+    let mut out = Vec::with_capacity(12 + 8 * times.len());
+    out.extend_from_slice(&end.to_be_bytes());
+    out.extend_from_slice(&count.to_be_bytes());
+    for t in times {
+        out.extend_from_slice(&t.to_be_bytes());
+    }
+    out
+}
+
+fn parse_slide(v: &[u8]) -> Vec<i64> {
+    v.get(12..)
+        .unwrap_or_default()
+        .chunks_exact(8)
+        .filter_map(|c| c.try_into().ok().map(i64::from_be_bytes))
+        .collect()
 }
 
 impl SledStore {

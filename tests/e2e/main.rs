@@ -37,6 +37,7 @@ mod policies;
 mod proxy;
 mod redirects;
 mod reload;
+mod regulation;
 mod route_tricks;
 mod rules;
 mod session;

@@ -26,6 +26,7 @@ mod caddy;
 mod fronts;
 mod nginx;
 mod protocol;
+mod regulation;
 mod rules;
 mod streaming;
 mod tls;

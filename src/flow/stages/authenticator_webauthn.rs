@@ -24,12 +24,27 @@ pub(crate) struct AuthenticatorWebauthn {
     rp: RelyingParty,
 }
 
+/// Refused registrations in one execution before it ends.
+///
+/// # Security
+/// Each answer costs a look at the user's devices and an attestation check; without a limit
+/// one sign-in could be used to submit forged attestations for ever.
+pub(crate) const MAX_REGISTRATION_FAILURES: u32 = 5;
+
+/// What the page says when the limit is reached.
+pub(crate) const TOO_MANY_REGISTRATIONS: &str =
+    "Too many failed attempts to add a passkey. Start again.";
+
 /// What a WebAuthn setup stage waits for.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "waiting", rename_all = "snake_case")]
 pub(crate) enum WebauthnState {
-    /// The browser's answer to this registration.
-    Registering { ceremony: Registration },
+    /// The browser's answer to this registration, after `failures` refused ones.
+    Registering {
+        ceremony: Registration,
+        #[serde(default)]
+        failures: u32,
+    },
 }
 
 impl AuthenticatorWebauthn {
@@ -38,8 +53,8 @@ impl AuthenticatorWebauthn {
         Self { cfg, rp }
     }
 
-    /// A fresh registration for the execution's (proved) user.
-    fn register(&self, cx: &Cx<'_>) -> Result<Transition, FlowError> {
+    /// A fresh registration for the execution's (proved) user, after `failures` refused ones.
+    fn register(&self, cx: &Cx<'_>, failures: u32) -> Result<Transition, FlowError> {
         // # Security
         // The credential is the user's word until something proved who they are: before
         // that anyone could name an account and add their own passkey to it.
@@ -56,7 +71,10 @@ impl AuthenticatorWebauthn {
             existing: &existing,
         };
         match self.rp.start_registration(&user, &options) {
-            Ok(ceremony) => Ok(Transition::stay(WebauthnState::Registering { ceremony })),
+            Ok(ceremony) => Ok(Transition::stay(WebauthnState::Registering {
+                ceremony,
+                failures,
+            })),
             Err(refused) => {
                 tracing::warn!(stage = cx.name, user = %user.username, reason = refused.reason(), "passkey registration could not start");
                 Ok(Transition::cancel(refused.message()))
@@ -72,11 +90,11 @@ impl Stage for AuthenticatorWebauthn {
     }
 
     async fn enter(&self, cx: &Cx<'_>) -> Result<Transition, FlowError> {
-        self.register(cx)
+        self.register(cx, 0)
     }
 
     fn challenge(&self, cx: &Cx<'_>, state: &StageState) -> Result<Challenge, FlowError> {
-        let StageState::AuthenticatorWebauthn(WebauthnState::Registering { ceremony }) = state
+        let StageState::AuthenticatorWebauthn(WebauthnState::Registering { ceremony, .. }) = state
         else {
             return Err(mismatch(cx));
         };
@@ -98,12 +116,16 @@ impl Stage for AuthenticatorWebauthn {
         state: StageState,
         input: &Input,
     ) -> Result<Transition, FlowError> {
-        let StageState::AuthenticatorWebauthn(WebauthnState::Registering { ceremony }) = state
+        let StageState::AuthenticatorWebauthn(WebauthnState::Registering { ceremony, failures }) =
+            state
         else {
             return Err(mismatch(cx));
         };
         let Some(answer) = input.get(CREDENTIAL).filter(|a| !a.trim().is_empty()) else {
-            return Ok(Transition::stay(WebauthnState::Registering { ceremony }));
+            return Ok(Transition::stay(WebauthnState::Registering {
+                ceremony,
+                failures,
+            }));
         };
         let Some(user) = cx.user()?.filter(|_| cx.exec.authenticated()) else {
             return Ok(Transition::cancel(NOT_SIGNED_IN));
@@ -142,8 +164,13 @@ impl Stage for AuthenticatorWebauthn {
             }
             Err(refused) => {
                 tracing::warn!(stage = cx.name, user = %user.username, client = %cx.client, reason = refused.reason(), "passkey registration refused");
+                let failures = failures.saturating_add(1);
+                if failures >= MAX_REGISTRATION_FAILURES {
+                    tracing::info!(stage = cx.name, user = %user.username, client = %cx.client, "passkey enrolment ended after {failures} refused registrations");
+                    return Ok(Transition::cancel(TOO_MANY_REGISTRATIONS));
+                }
                 // The challenge was spent: the next try is a new ceremony.
-                let mut next = self.register(cx)?;
+                let mut next = self.register(cx, failures)?;
                 if let crate::flow::step::Next::Stay(_, errors) = &mut next.next {
                     errors.push(refused.message().into());
                 }

@@ -233,7 +233,12 @@ impl Stage for Identification {
             }),
         ) = (answer, &state)
         {
-            return match self.passkey(cx, assertion, answer)? {
+            // Counted by regulation (per address: no account is named yet) before it is judged.
+            let attempt = crate::flow::regulated::attempt(cx.services, cx.exec, cx.client, cx.now)?;
+            let verdict = self.passkey(cx, assertion, answer);
+            let right = matches!(verdict, Ok(Ok(_)));
+            crate::flow::regulated::settle(cx.services, attempt, right)?;
+            return match verdict? {
                 Ok(t) => Ok(t),
                 Err(refused) => {
                     tracing::warn!(stage = cx.name, client = %cx.client, reason = refused.reason(), "passkey sign-in refused");

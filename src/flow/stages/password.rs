@@ -74,7 +74,10 @@ impl Stage for Password {
             .user()?
             .filter(|u| u.active)
             .and_then(|u| u.password_hash);
+        // Counted before the (slow) check, so parallel guesses cannot all pass a limit.
+        let attempt = crate::flow::regulated::attempt(cx.services, cx.exec, cx.client, cx.now)?;
         let ok = cx.services.passwords.verify(typed, hash).await;
+        crate::flow::regulated::settle(cx.services, attempt, ok)?;
         let uid = cx.exec.uid.as_deref().unwrap_or_default();
         if ok {
             tracing::debug!(user = %uid, client = %cx.client, "password accepted");

@@ -29,6 +29,11 @@ impl Stage for UserLogin {
             return Ok(Transition::cancel(FAILED));
         }
         let lifetime_secs = self.session_duration.as_secs() as i64;
+        // A completed sign-in: the account's consecutive failures no longer count towards the
+        // hard lock (NIST SP 800-63B 5.2.2).
+        if let Some(account) = crate::flow::regulated::account(cx.exec) {
+            cx.services.regulator.signed_in(account)?;
+        }
         Ok(Transition::pass().and(Effect::Login { lifetime_secs }))
     }
 

@@ -16,6 +16,7 @@ mod plain;
 mod policies;
 mod props;
 mod recovery;
+mod regulation;
 mod rig;
 mod sms;
 mod strong;

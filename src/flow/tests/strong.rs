@@ -249,7 +249,7 @@ async fn of_concurrent_submissions_of_one_code_exactly_one_wins() {
         // The losers' replays count as wrong codes; start each round below the limit.
         rig.world
             .store
-            .reset_counter("otp:typed:fails:user:alice")
+            .reset_counter("otp:typed:fails:user:alice@192.0.2.7")
             .expect("store");
         rig.world.clock.advance_secs(30);
         let code = code_at(&rig, &secret, 0, &SIX);
@@ -556,7 +556,7 @@ async fn another_users_recovery_code_and_mangled_ones_are_refused() {
         // Each try in a sign-in of its own, below the per-user limit.
         rig.world
             .store
-            .reset_counter("otp:typed:fails:user:alice")
+            .reset_counter("otp:typed:fails:user:alice@192.0.2.7")
             .expect("store");
         let (_, view) = with_recovery_code(&rig, &attack).await;
         assert_eq!(challenge(&view).errors, [otp::WRONG_CODE], "{attack:?}");

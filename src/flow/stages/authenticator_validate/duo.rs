@@ -72,6 +72,19 @@ impl Class for Duo {
         let Pending::Duo(ask) = pending else {
             return Err(mismatch(cx.cx));
         };
+        // A typed passcode is a guess: counted by regulation before Duo (or the decoy) judges it.
+        let guess = input
+            .get(crate::flow::duo::PASSCODE)
+            .is_some_and(|p| !p.trim().is_empty());
+        let attempt = match guess {
+            true => Some(crate::flow::regulated::attempt(
+                cx.cx.services,
+                cx.cx.exec,
+                cx.cx.client,
+                cx.cx.now,
+            )?),
+            false => None,
+        };
         let asked = match device {
             // # Security
             // The decoy (unknown or ineligible account) shows the same steps and never asks
@@ -90,6 +103,10 @@ impl Class for Duo {
                     .await?
             }
         };
+        if let Some(a) = attempt {
+            let right = matches!(asked, Asked::Approved(_));
+            crate::flow::regulated::settle(cx.cx.services, a, right)?;
+        }
         Ok(match asked {
             Asked::Stay(ask, errors) => Answer::Wait {
                 pending: Pending::Duo(ask),

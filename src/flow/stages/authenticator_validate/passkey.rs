@@ -126,11 +126,17 @@ impl Class for Passkey {
         let Some(answer) = input.get(CREDENTIAL).filter(|a| !a.trim().is_empty()) else {
             return Ok(Answer::wait(Pending::Webauthn(assertion)));
         };
+        // Counted by regulation before it is judged, like a password or a code.
+        let attempt =
+            crate::flow::regulated::attempt(cx.cx.services, cx.cx.exec, cx.cx.client, cx.cx.now)?;
         let verdict = match device {
-            Some(d) => Self::judge(cx, d, &assertion, answer)?,
+            Some(d) => Self::judge(cx, d, &assertion, answer),
             // The decoy names a credential nobody has: every answer is refused alike.
-            None => Err(Refused::Unknown),
+            None => Ok(Err(Refused::Unknown)),
         };
+        let right = matches!(verdict, Ok(Ok(_)));
+        crate::flow::regulated::settle(cx.cx.services, attempt, right)?;
+        let verdict = verdict?;
         match verdict {
             Ok((used, methods)) => {
                 tracing::info!(stage = cx.cx.name, user = %used.username, device = %used.id, "passkey validated");

@@ -74,7 +74,7 @@ impl Class for Recovery {
             return Ok(Answer::wait(Pending::Typed(state)));
         };
         let user_fails = match typed::count(cx)? {
-            Ok(n) => n,
+            Ok(counted) => counted,
             Err(end) => return Ok(end),
         };
         let wrong = crate::flow::otp::WRONG_CODE;
@@ -95,7 +95,7 @@ impl Class for Recovery {
                 ..current.clone()
             };
             if store.swap_device(&current, &used)? {
-                typed::right(cx)?;
+                typed::right(cx, user_fails)?;
                 tracing::info!(user = %current.username, left = count, outcome = "success", "recovery code used");
                 return Ok(Answer::Proved {
                     effects: Vec::new(),

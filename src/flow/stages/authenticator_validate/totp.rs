@@ -58,7 +58,7 @@ impl Class for Totp {
             return Ok(Answer::wait(Pending::Typed(state)));
         };
         let user_fails = match typed::count(cx)? {
-            Ok(n) => n,
+            Ok(counted) => counted,
             Err(end) => return Ok(end),
         };
         let Some(mut current) = device.cloned() else {
@@ -105,7 +105,7 @@ impl Class for Totp {
                 ..current.clone()
             };
             if store.swap_device(&current, &used)? {
-                typed::right(cx)?;
+                typed::right(cx, user_fails)?;
                 return Ok(Answer::Proved {
                     effects: Vec::new(),
                     methods: vec!["otp"],

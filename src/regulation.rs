@@ -1,0 +1,508 @@
+//! Regulation (`[regulation]`): failed passwords and one-time codes are counted per client
+//! address, per (account, address) and per account in sliding windows kept in the store, and
+//! too many of them ban the address or the account from that address. Bans are held in memory
+//! (loaded at start, written through to the store), so refusing a banned client never touches
+//! the disk.
+//!
+//! # Security
+//! - **Counted before judged.** [`Regulator::attempt`] records a failure in every window
+//!   atomically *before* the password or code is looked at, and refuses the attempt when a
+//!   window is already past its limit; a right answer takes its entry back
+//!   ([`Regulator::passed`]). So 50 parallel wrong guesses get exactly `max_retries` judged,
+//!   never more: no check-then-count race.
+//! - **The account-wide count slows, it does not lock out.** A stranger can type wrong
+//!   passwords for anyone's account, so the account-wide window never bans the account as a
+//!   whole. Once it holds more than `max_retries` failures (from any addresses), each further
+//!   failure bans *the address it came from*, for that account, for a delay that doubles with
+//!   every failure (2 s, 4 s, 8 s, ... up to `ban_time`). The delay is a refusal with `429` and
+//!   `Retry-After` until it has passed, not a sleep: no worker thread or task is held, and
+//!   an attacker cannot queue thousands of waiting requests. An address that has not failed
+//!   on the account is never slowed, so the owner signing in from their own address is judged
+//!   on the right password and a fresh second factor while the account is attacked from
+//!   elsewhere; guesses spread over many addresses each pay the growing delay after one try.
+//! - **Hard lock at 100 consecutive failures** (NIST SP 800-63B 5.2.2, `lock_after`): the
+//!   account is locked from everywhere until an operator lifts it (`portcullis bans revoke
+//!   --user`). A completed sign-in starts the count again ([`Regulator::signed_in`]).
+//! - **Same answer for every name.** Failures are counted under the identifier as typed
+//!   (lower-cased) whether or not an account has it, so a ban reads the same for a real and a
+//!   made-up account.
+
+use crate::audit;
+use crate::clock::Clock;
+use crate::config::Regulation;
+use crate::store::{Ban, Store, StoreError};
+use parking_lot::RwLock;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// How long the consecutive-failure count of an account lasts without a completed sign-in.
+const CONSECUTIVE_WINDOW: i64 = 30 * 86_400;
+
+/// The longest growing delay's exponent (2^20 s is far beyond any `ban_time`).
+const MAX_DOUBLINGS: u32 = 20;
+
+/// A refused attempt: come back in `retry_after` seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused {
+    /// Seconds until the ban ends (for an open-ended lock, `ban_time`).
+    pub retry_after: u64,
+}
+
+/// What is banned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// Every sign-in attempt from an address.
+    Ip(String),
+    /// Attempts on an account from one address.
+    Pair {
+        /// The account (lower-cased identifier).
+        account: String,
+        /// The client address.
+        ip: String,
+    },
+    /// Attempts on an account from everywhere.
+    Account(String),
+}
+
+impl Subject {
+    /// The subject's key, as bans are stored and listed: `ip:<address>`,
+    /// `pair:<address> <account>` (an address has no space, so the split is unambiguous) or
+    /// `user:<account>`.
+    #[must_use]
+    pub fn key(&self) -> String {
+        match self {
+            Subject::Ip(ip) => format!("ip:{ip}"),
+            Subject::Pair { account, ip } => format!("pair:{ip} {account}"),
+            Subject::Account(a) => format!("user:{a}"),
+        }
+    }
+
+    fn parts(&self) -> (&str, &str) {
+        match self {
+            Subject::Ip(ip) => ("", ip),
+            Subject::Pair { account, ip } => (account, ip),
+            Subject::Account(a) => (a, ""),
+        }
+    }
+}
+
+/// The account key failures are counted under: the identifier, lower-cased.
+#[must_use]
+pub fn account_key(name: &str) -> String {
+    name.trim().to_lowercase()
+}
+
+/// An attempt counted before it was judged: hand it to [`Regulator::passed`] or
+/// [`Regulator::failed`].
+#[derive(Debug)]
+#[must_use]
+pub struct Attempt {
+    account: Option<String>,
+    client: String,
+    at: i64,
+    counted: bool,
+    ip: u32,
+    pair: u32,
+    account_window: u32,
+    consecutive: u32,
+}
+
+/// The regulator: counts failures, keeps bans in memory and in the store.
+pub struct Regulator {
+    cfg: Regulation,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    bans: RwLock<HashMap<String, Ban>>,
+}
+
+impl std::fmt::Debug for Regulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Regulator")
+            .field("cfg", &self.cfg)
+            .field("bans", &self.bans.read().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Regulator {
+    /// A regulator over `store`, with the bans in force loaded into memory.
+    ///
+    /// # Errors
+    /// The store's, reading the bans.
+    pub fn new(
+        cfg: Regulation,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StoreError> {
+        let bans = store
+            .bans(clock.now())?
+            .into_iter()
+            .map(|b| (b.subject.clone(), b))
+            .collect();
+        Ok(Self {
+            cfg,
+            store,
+            clock,
+            bans: RwLock::new(bans),
+        })
+    }
+
+    /// The settings it runs with.
+    #[must_use]
+    pub fn config(&self) -> &Regulation {
+        &self.cfg
+    }
+
+    /// How many bans are in force now (the `portcullis_bans` gauge). Memory only.
+    #[must_use]
+    pub fn bans_in_force(&self) -> usize {
+        let now = self.clock.now();
+        self.bans
+            .read()
+            .values()
+            .filter(|b| b.in_force(now))
+            .count()
+    }
+
+    /// Whether `client` (and, when known, `account` from it) is banned at `now`. Memory only:
+    /// this is what every sign-in request is checked against.
+    ///
+    /// # Errors
+    /// [`Refused`] with the seconds until the longest ban in the way ends.
+    pub fn check(&self, account: Option<&str>, client: &str, now: i64) -> Result<(), Refused> {
+        let client = &address_key(client);
+        let mut subjects = vec![Subject::Ip(client.to_string()).key()];
+        if let Some(a) = account {
+            let account = account_key(a);
+            subjects.push(
+                Subject::Pair {
+                    account: account.clone(),
+                    ip: client.to_string(),
+                }
+                .key(),
+            );
+            subjects.push(Subject::Account(account).key());
+        }
+        let bans = self.bans.read();
+        let wait = subjects
+            .iter()
+            .filter_map(|s| bans.get(s))
+            .filter(|b| b.in_force(now))
+            .map(|b| self.wait(b, now))
+            .max();
+        match wait {
+            Some(retry_after) => Err(Refused { retry_after }),
+            None => Ok(()),
+        }
+    }
+
+    fn wait(&self, ban: &Ban, now: i64) -> u64 {
+        match ban.until {
+            Some(u) => u64::try_from(u - now).unwrap_or(0).max(1),
+            None => self.cfg.ban_time.as_secs().max(1),
+        }
+    }
+
+    /// Counts an attempt on `account` (when the flow knows one) from `client` as a failure
+    /// before it is judged. `Ok(Err(_))`: refused unjudged (a ban, or a window past its limit,
+    /// which bans now).
+    ///
+    /// # Errors
+    /// The store's.
+    pub fn attempt(
+        &self,
+        account: Option<&str>,
+        client: &str,
+        now: i64,
+    ) -> Result<Result<Attempt, Refused>, StoreError> {
+        let client = &address_key(client);
+        if let Err(r) = self.check(account, client, now) {
+            return Ok(Err(r));
+        }
+        let account = account.map(account_key);
+        let mut a = Attempt {
+            account: account.clone(),
+            client: client.to_string(),
+            at: now,
+            counted: self.cfg.enabled(),
+            ip: 0,
+            pair: 0,
+            account_window: 0,
+            consecutive: 0,
+        };
+        if !a.counted {
+            return Ok(Ok(a));
+        }
+        let max = self.cfg.max_retries;
+        let find = self.find_time();
+        let keep = max.saturating_add(MAX_DOUBLINGS).max(self.cfg.lock_after);
+        a.ip = self
+            .store
+            .slide_failure(&ip_window(client), find, now, keep)?;
+        if let Some(acct) = &account {
+            a.pair = self
+                .store
+                .slide_failure(&pair_window(acct, client), find, now, keep)?;
+            a.account_window = self
+                .store
+                .slide_failure(&account_window(acct), find, now, keep)?;
+        }
+        let over_ip = self.cfg.ip && a.ip > max;
+        let over_pair = self.cfg.user && a.pair > max;
+        if over_ip || over_pair {
+            self.take_back(&a)?;
+            if over_ip {
+                self.ban_for(Subject::Ip(client.to_string()), "failures", now)?;
+            }
+            if let (true, Some(acct)) = (over_pair, &account) {
+                let pair = Subject::Pair {
+                    account: acct.clone(),
+                    ip: client.to_string(),
+                };
+                self.ban_for(pair, "failures", now)?;
+            }
+            return Ok(Err(self
+                .check(account.as_deref(), client, now)
+                .err()
+                .unwrap_or(Refused {
+                    retry_after: self.cfg.ban_time.as_secs(),
+                })));
+        }
+        if let Some(acct) = &account {
+            a.consecutive =
+                self.store
+                    .bump_counter(&consecutive_counter(acct), CONSECUTIVE_WINDOW, now)?;
+            if a.consecutive > self.cfg.lock_after {
+                self.take_back(&a)?;
+                self.lock(acct, now)?;
+                return Ok(Err(Refused {
+                    retry_after: self.cfg.ban_time.as_secs(),
+                }));
+            }
+        }
+        Ok(Ok(a))
+    }
+
+    /// The attempt was right: its failure entries are taken back.
+    ///
+    /// # Errors
+    /// The store's.
+    pub fn passed(&self, a: Attempt) -> Result<(), StoreError> {
+        if a.counted {
+            self.take_back(&a)?;
+        }
+        Ok(())
+    }
+
+    /// The attempt was wrong: the failure stays counted, and the bans it calls for are made
+    /// now, so the next attempt is refused from memory.
+    ///
+    /// # Errors
+    /// The store's.
+    pub fn failed(&self, a: Attempt) -> Result<(), StoreError> {
+        if !a.counted {
+            return Ok(());
+        }
+        let (max, now) = (self.cfg.max_retries, a.at);
+        if self.cfg.ip && a.ip >= max {
+            self.ban_for(Subject::Ip(a.client.clone()), "failures", now)?;
+        }
+        let Some(acct) = a.account else {
+            return Ok(());
+        };
+        let pair = Subject::Pair {
+            account: acct.clone(),
+            ip: a.client.clone(),
+        };
+        if a.consecutive >= self.cfg.lock_after {
+            return self.lock(&acct, now);
+        }
+        if self.cfg.user && a.pair >= max {
+            return self.ban_for(pair, "failures", now);
+        }
+        if a.account_window > max {
+            // The account is being guessed at from several places: this address waits a
+            // delay that doubles with every failure beyond the limit.
+            let doublings = (a.account_window - max).min(MAX_DOUBLINGS);
+            let delay = (1_i64 << doublings).min(self.ban_secs());
+            self.ban(pair, Some(now + delay), "slow-down", now)?;
+        }
+        Ok(())
+    }
+
+    /// A sign-in of `account` completed: its consecutive-failure count starts again (NIST SP
+    /// 800-63B: prior failures are disregarded after a successful authentication).
+    ///
+    /// # Errors
+    /// The store's.
+    pub fn signed_in(&self, account: &str) -> Result<(), StoreError> {
+        if self.cfg.enabled() {
+            self.store
+                .reset_counter(&consecutive_counter(&account_key(account)))?;
+        }
+        Ok(())
+    }
+
+    /// Bans `subject` until `until` (`None`: until lifted), in memory and in the store, and
+    /// writes the audit line. A longer ban already in force is kept.
+    ///
+    /// # Errors
+    /// The store's.
+    pub fn ban(
+        &self,
+        subject: Subject,
+        until: Option<i64>,
+        reason: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let key = subject.key();
+        if let Some(old) = self.bans.read().get(&key) {
+            let longer = match (old.until, until) {
+                (None, _) => true,
+                (Some(_), None) => false,
+                (Some(o), Some(n)) => o >= n,
+            };
+            if old.in_force(now) && longer && reason != "operator" {
+                return Ok(());
+            }
+        }
+        let ban = Ban {
+            subject: key.clone(),
+            since: now,
+            until,
+            reason: reason.to_string(),
+        };
+        self.store.put_ban(&ban)?;
+        {
+            let mut bans = self.bans.write();
+            bans.retain(|_, b| b.in_force(now));
+            bans.insert(key.clone(), ban);
+        }
+        let (user, client) = subject.parts();
+        tracing::warn!(subject = %key, reason, until = ?until, "sign-in attempts banned");
+        audit::record(&audit::Event {
+            user,
+            action: "ban",
+            target: &key,
+            outcome: static_reason(reason),
+            client,
+            ended_sessions: 0,
+        });
+        Ok(())
+    }
+
+    /// Lifts the ban on `subject`; returns whether there was one. An account lock lifted
+    /// also starts its consecutive-failure count again.
+    ///
+    /// # Errors
+    /// The store's.
+    pub fn revoke(&self, subject: &Subject) -> Result<bool, StoreError> {
+        let key = subject.key();
+        let existed = self.store.remove_ban(&key)?;
+        let in_memory = self.bans.write().remove(&key).is_some();
+        if let Subject::Account(a) = subject {
+            self.store.reset_counter(&consecutive_counter(a))?;
+        }
+        let (user, client) = subject.parts();
+        tracing::info!(subject = %key, "sign-in ban lifted");
+        audit::record(&audit::Event {
+            user,
+            action: "unban",
+            target: &key,
+            outcome: if existed || in_memory {
+                "done"
+            } else {
+                "not_found"
+            },
+            client,
+            ended_sessions: 0,
+        });
+        Ok(existed || in_memory)
+    }
+
+    /// Every ban in force, ordered by subject (from the store, which holds the same as memory).
+    ///
+    /// # Errors
+    /// The store's.
+    pub fn list(&self) -> Result<Vec<Ban>, StoreError> {
+        self.store.bans(self.clock.now())
+    }
+
+    fn ban_for(&self, subject: Subject, reason: &str, now: i64) -> Result<(), StoreError> {
+        self.ban(subject, Some(now + self.ban_secs()), reason, now)
+    }
+
+    fn lock(&self, account: &str, now: i64) -> Result<(), StoreError> {
+        tracing::warn!(user = %account, limit = self.cfg.lock_after, "account locked after consecutive failed sign-in attempts");
+        self.ban(Subject::Account(account.to_string()), None, "locked", now)
+    }
+
+    fn take_back(&self, a: &Attempt) -> Result<(), StoreError> {
+        self.store.unslide_failure(&ip_window(&a.client), a.at)?;
+        if let Some(acct) = &a.account {
+            self.store
+                .unslide_failure(&pair_window(acct, &a.client), a.at)?;
+            self.store.unslide_failure(&account_window(acct), a.at)?;
+        }
+        Ok(())
+    }
+
+    fn find_time(&self) -> i64 {
+        i64::try_from(self.cfg.find_time.as_secs()).unwrap_or(i64::MAX)
+    }
+
+    fn ban_secs(&self) -> i64 {
+        i64::try_from(self.cfg.ban_time.as_secs()).unwrap_or(i64::MAX / 2)
+    }
+}
+
+fn static_reason(reason: &str) -> &'static str {
+    match reason {
+        "failures" => "failures",
+        "slow-down" => "slow-down",
+        "locked" => "locked",
+        _ => "operator",
+    }
+}
+
+/// The address failures are counted and banned under: an IPv4 address as it is (an IPv4-mapped
+/// IPv6 one as its IPv4 form), an IPv6 address as its `/64`.
+///
+/// # Security
+/// One IPv6 subscriber holds a whole /64 (2^64 addresses): counted per address, it could make
+/// every guess from a new one.
+#[must_use]
+pub fn address_key(client: &str) -> String {
+    match client
+        .trim()
+        .parse::<std::net::IpAddr>()
+        .map(|a| a.to_canonical())
+    {
+        Ok(std::net::IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            let net = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+            format!("{net}/64")
+        }
+        Ok(v4) => v4.to_string(),
+        Err(_) => client.to_string(),
+    }
+}
+
+fn ip_window(client: &str) -> String {
+    format!("reg:ip:{client}")
+}
+
+fn pair_window(account: &str, client: &str) -> String {
+    format!("reg:pair:{client} {account}")
+}
+
+fn account_window(account: &str) -> String {
+    format!("reg:user:{account}")
+}
+
+fn consecutive_counter(account: &str) -> String {
+    format!("reg:consecutive:{account}")
+}
+
+#[cfg(test)]
+mod tests;
