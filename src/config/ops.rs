@@ -15,7 +15,7 @@ pub(super) struct RawMetrics {
 }
 
 /// `[metrics]`: Prometheus metrics on an admin listener of their own.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MetricsConfig {
     /// The admin listener serving `GET /metrics`, `/.portcullis/health` and
     /// `/.portcullis/ready`; `None` (the default) serves no metrics at all.

@@ -731,6 +731,7 @@ fn of_many_accounts_racing_to_take_one_address_exactly_one_gets_it(s: &Arc<dyn S
         for i in 0..8 {
             s.update_user(&user(&format!("racer{i}"), None)).unwrap();
         }
+    }
 }
 
 fn a_database_has_one_identity_for_its_life_and_no_other_has_it(s: &Arc<dyn Store>) {

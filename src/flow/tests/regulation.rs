@@ -27,7 +27,7 @@ fn rig(regulated: bool) -> Rig {
         Regulator::new(cfg, world.store.clone(), world.clock.clone()).expect("memory store"),
     );
     let mut engine = Engine::new(&config, world.services.clone());
-    engine.pace = Pace::instant();
+    engine.pace = std::sync::Arc::new(Pace::instant());
     Rig { engine, world }
 }
 
