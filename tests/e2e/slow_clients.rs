@@ -416,7 +416,7 @@ fn raise_own_fd_limit() -> u64 {
         lim.rlim_cur = lim.rlim_max;
         assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
     }
-    lim.rlim_max as u64
+    lim.rlim_max
 }
 
 /// Starts the prepared gateway the way a service manager with the common default would: a soft
@@ -428,7 +428,8 @@ async fn start_with_soft_fd_limit(gw: &Gateway, soft: u64) -> Child {
         .append(true)
         .open(&gw.log_path)
         .unwrap();
-    let mut cmd = command_with_listeners(BIN, &[gw.listener.clone()], Handover::Systemd);
+    let mut cmd =
+        command_with_listeners(BIN, std::slice::from_ref(&gw.listener), Handover::Systemd);
     cmd.arg("--config")
         .arg(&gw.config_path)
         .arg("serve")
