@@ -129,7 +129,11 @@ impl PasswordHasherPool {
         let params = Params::new(p.memory_kib, p.iterations, p.parallelism, None)
             .map_err(PasswordError::Params)?;
         let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
-        let dummy = hash_with(&argon, crate::secret::random_token(16).as_bytes())?;
+        let dummy = hash_with(
+            &argon,
+            crate::secret::random_token(16).as_bytes(),
+            Memory::Fresh,
+        )?;
         Ok(Self {
             argon,
             threads: p.max_concurrent_hashes,
@@ -147,12 +151,12 @@ impl PasswordHasherPool {
     /// # Errors
     /// [`PasswordError::Hash`] if argon2 fails (it does not for valid parameters).
     pub fn hash_blocking(&self, password: &SecretString) -> Result<String, PasswordError> {
-        hash_with(&self.argon, password.expose().as_bytes())
+        hash_with(&self.argon, password.expose().as_bytes(), Memory::Fresh)
     }
 
     /// Blocking verify, for callers outside the async runtime.
     pub fn verify_blocking(&self, password: &SecretString, hash: &str) -> bool {
-        verify_with(password.expose().as_bytes(), hash)
+        verify_with(password.expose().as_bytes(), hash, Memory::Fresh)
     }
 }
 
@@ -165,7 +169,7 @@ impl PasswordHasher for PasswordHasherPool {
     async fn hash(&self, password: SecretString) -> Result<String, PasswordError> {
         let argon = self.argon.clone();
         self.workers()
-            .run(move || hash_with(&argon, password.expose().as_bytes()))
+            .run(move || hash_with(&argon, password.expose().as_bytes(), Memory::Thread))
             .await?
     }
 
@@ -176,7 +180,7 @@ impl PasswordHasher for PasswordHasherPool {
         let hash = hash.unwrap_or_else(|| self.dummy.as_ref().clone());
         let ok = self
             .workers()
-            .run(move || verify_with(password.expose().as_bytes(), &hash))
+            .run(move || verify_with(password.expose().as_bytes(), &hash, Memory::Thread))
             .await
             .unwrap_or(false);
         ok && real
@@ -204,21 +208,38 @@ fn with_memory<T>(blocks: usize, f: impl FnOnce(&mut [Block]) -> T) -> T {
     })
 }
 
-/// argon2 into `out` with this thread's reused memory.
+/// Where a hash's working memory comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Memory {
+    /// The hashing thread's own, kept for its next hash ([`with_memory`]).
+    Thread,
+    /// Allocated for this hash and freed after: for one-off hashes on threads that are not
+    /// hashing threads (start-up, the CLI, the admin socket), which should not keep it.
+    Fresh,
+}
+
+/// argon2 into `out`, in `memory`.
 fn hash_into(
     argon: &Argon2<'_>,
     password: &[u8],
     salt: &[u8],
     out: &mut [u8],
+    memory: Memory,
 ) -> Result<(), argon2::Error> {
-    with_memory(argon.params().block_count(), |memory| {
-        argon.hash_password_into_with_memory(password, salt, out, memory)
-    })
+    let blocks = argon.params().block_count();
+    match memory {
+        Memory::Thread => with_memory(blocks, |m| {
+            argon.hash_password_into_with_memory(password, salt, out, m)
+        }),
+        Memory::Fresh => {
+            argon.hash_password_into_with_memory(password, salt, out, vec![Block::new(); blocks])
+        }
+    }
 }
 
 /// A fresh salt, the hash, and its PHC string (`$argon2id$v=19$m=..,t=..,p=..$salt$hash`),
 /// as `argon2`'s own `hash_password` writes it.
-fn hash_with(argon: &Argon2<'_>, password: &[u8]) -> Result<String, PasswordError> {
+fn hash_with(argon: &Argon2<'_>, password: &[u8], memory: Memory) -> Result<String, PasswordError> {
     let salt = SaltString::generate(&mut OsRng);
     let mut salt_buf = [0u8; 64];
     let salt_bytes = salt
@@ -228,7 +249,7 @@ fn hash_with(argon: &Argon2<'_>, password: &[u8]) -> Result<String, PasswordErro
     let params = argon.params();
     let len = params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN);
     let output = Output::init_with(len, |out| {
-        hash_into(argon, password, salt_bytes, out).map_err(Into::into)
+        hash_into(argon, password, salt_bytes, out, memory).map_err(Into::into)
     })
     .map_err(PasswordError::Hash)?;
     let phc = PasswordHash {
@@ -244,7 +265,7 @@ fn hash_with(argon: &Argon2<'_>, password: &[u8]) -> Result<String, PasswordErro
 /// Verification uses the parameters recorded in the hash itself, so raising the configured cost
 /// does not lock out users hashed under the old one. The hash is recomputed into this thread's
 /// memory and compared in constant time.
-fn verify_with(password: &[u8], hash: &str) -> bool {
+fn verify_with(password: &[u8], hash: &str, memory: Memory) -> bool {
     let Ok(parsed) = PasswordHash::new(hash) else {
         return false;
     };
@@ -270,7 +291,7 @@ fn verify_with(password: &[u8], hash: &str) -> bool {
         return false;
     };
     let argon = Argon2::new(algorithm, version, params);
-    if hash_into(&argon, password, salt, out).is_err() {
+    if hash_into(&argon, password, salt, out, memory).is_err() {
         return false;
     }
     subtle::ConstantTimeEq::ct_eq(&*out, expected.as_bytes()).into()
@@ -383,7 +404,7 @@ mod tests {
     fn hashes_are_interchangeable_with_the_argon2_crates_own() {
         use argon2::{PasswordHasher as _, PasswordVerifier as _};
         let ours_argon = argon(Algorithm::Argon2id, Version::V0x13, 64, 1, 1);
-        let ours = hash_with(&ours_argon, b"hunter2").unwrap();
+        let ours = hash_with(&ours_argon, b"hunter2", Memory::Thread).unwrap();
         assert!(ours.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{ours}");
         let parsed = PasswordHash::new(&ours).unwrap();
         assert!(ours_argon.verify_password(b"hunter2", &parsed).is_ok());
@@ -399,16 +420,24 @@ mod tests {
                 .hash_password(b"hunter2", &SaltString::generate(&mut OsRng))
                 .unwrap()
                 .to_string();
-            assert!(verify_with(b"hunter2", &theirs), "{theirs}");
-            assert!(!verify_with(b"hunter3", &theirs), "{theirs}");
-            assert!(!verify_with(b"", &theirs), "{theirs}");
+            assert!(verify_with(b"hunter2", &theirs, Memory::Thread), "{theirs}");
+            assert!(
+                !verify_with(b"hunter3", &theirs, Memory::Thread),
+                "{theirs}"
+            );
+            assert!(!verify_with(b"", &theirs, Memory::Thread), "{theirs}");
         }
     }
 
     #[test]
     fn damaged_hashes_never_verify() {
-        let good = hash_with(&argon(Algorithm::Argon2id, Version::V0x13, 64, 1, 1), b"pw").unwrap();
-        assert!(verify_with(b"pw", &good));
+        let good = hash_with(
+            &argon(Algorithm::Argon2id, Version::V0x13, 64, 1, 1),
+            b"pw",
+            Memory::Thread,
+        )
+        .unwrap();
+        assert!(verify_with(b"pw", &good, Memory::Thread));
         let (head, digest) = good.rsplit_once('$').unwrap();
         let flipped = {
             let mut d = digest.as_bytes().to_vec();
@@ -427,7 +456,7 @@ mod tests {
             good.replace("m=64", "m=1"),
             good.replace("$argon2id$", "$scrypt$"),
         ] {
-            assert!(!verify_with(b"pw", &bad), "{bad:?}");
+            assert!(!verify_with(b"pw", &bad, Memory::Thread), "{bad:?}");
         }
     }
 
@@ -435,27 +464,37 @@ mod tests {
     fn a_thread_hashes_into_the_same_memory_every_time() {
         let a = argon(Algorithm::Argon2id, Version::V0x13, 256, 1, 1);
         let memory = || MEMORY.with(|m| (m.borrow().as_ptr() as usize, m.borrow().capacity()));
-        let hash = hash_with(&a, b"pw").unwrap();
+        let hash = hash_with(&a, b"pw", Memory::Thread).unwrap();
         let first = memory();
         assert_eq!(first.1, 256, "one block per KiB, allocated exactly");
         for _ in 0..5 {
-            hash_with(&a, b"pw").unwrap();
-            assert!(verify_with(b"pw", &hash));
+            hash_with(&a, b"pw", Memory::Thread).unwrap();
+            assert!(verify_with(b"pw", &hash, Memory::Thread));
         }
         // A cheaper stored hash runs in the same memory; a dearer one grows it once.
-        let cheap =
-            hash_with(&argon(Algorithm::Argon2id, Version::V0x13, 64, 1, 1), b"pw").unwrap();
-        assert!(verify_with(b"pw", &cheap));
+        let cheap = hash_with(
+            &argon(Algorithm::Argon2id, Version::V0x13, 64, 1, 1),
+            b"pw",
+            Memory::Thread,
+        )
+        .unwrap();
+        assert!(verify_with(b"pw", &cheap, Memory::Thread));
         assert_eq!(memory(), first);
         hash_with(
             &argon(Algorithm::Argon2id, Version::V0x13, 512, 1, 1),
             b"pw",
+            Memory::Thread,
         )
         .unwrap();
         let grown = memory();
         assert_eq!(grown.1, 512);
-        assert!(verify_with(b"pw", &hash));
+        assert!(verify_with(b"pw", &hash, Memory::Thread));
         assert_eq!(memory(), grown);
+        // One-off hashes (start-up, CLI, admin socket) leave the thread's memory alone.
+        let dear = argon(Algorithm::Argon2id, Version::V0x13, 1024, 1, 1);
+        let once = hash_with(&dear, b"pw", Memory::Fresh).unwrap();
+        assert!(verify_with(b"pw", &once, Memory::Fresh));
+        assert!(verify_with(b"pw", &once, Memory::Thread) && memory().1 == 1024);
     }
 
     #[tokio::test]
