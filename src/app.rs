@@ -384,7 +384,11 @@ pub fn serve(config: Config, inherited: InheritedListeners) -> Result<(), AppErr
         certs.clone(),
     ));
     start_admin_socket(&parts, Some(reloader.clone()))?;
-    spawn_maintenance(parts.store.clone(), parts.sessions.clone());
+    spawn_maintenance(
+        parts.store.clone(),
+        parts.sessions.clone(),
+        parts.regulator().clone(),
+    );
     let outbox = reloader.clone();
     spawn_outbox(move || outbox.engine());
     crate::memory::spawn_releaser();
@@ -513,10 +517,7 @@ fn proxy_service(
     AppError,
 > {
     let cfg = &parts.config;
-    let proxy = pingora::proxy::http_proxy(
-        &server.configuration,
-        Gateway::new(served),
-    );
+    let proxy = pingora::proxy::http_proxy(&server.configuration, Gateway::new(served));
     let intake = Intake::new(
         proxy,
         cfg.server.clients,
@@ -708,7 +709,12 @@ const SEEN_FLUSH_TICKS: u64 = 5;
 /// Drops expired records (executions, sessions, revocations, tickets, counters) and in-memory
 /// revocations once a minute, and writes the sessions' last-seen times every
 /// [`SEEN_FLUSH_TICKS`] minutes, off the request path.
-fn spawn_maintenance(store: Arc<dyn Store>, sessions: Arc<SessionService>) {
+fn spawn_maintenance(
+    store: Arc<dyn Store>,
+    sessions: Arc<SessionService>,
+    regulator: Arc<crate::regulation::Regulator>,
+) {
+    regulator.publish();
     let spawned = std::thread::Builder::new()
         .name("portcullis-maintenance".into())
         .spawn(move || {
@@ -719,6 +725,7 @@ fn spawn_maintenance(store: Arc<dyn Store>, sessions: Arc<SessionService>) {
                     tracing::warn!(error = %e, "purging expired records failed");
                 }
                 sessions.prune();
+                regulator.publish();
                 // "Last seen" lives in memory; the store hears of it every few minutes.
                 ticks += 1;
                 if ticks.is_multiple_of(SEEN_FLUSH_TICKS) {

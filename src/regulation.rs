@@ -164,6 +164,12 @@ impl Regulator {
             .count()
     }
 
+    /// Sets the `portcullis_bans` gauge to [`Regulator::bans_in_force`]: after every change,
+    /// at start, and once a minute (bans also end by themselves).
+    pub fn publish(&self) {
+        crate::metrics::set_bans(i64::try_from(self.bans_in_force()).unwrap_or(i64::MAX));
+    }
+
     /// Whether `client` (and, when known, `account` from it) is banned at `now`. Memory only:
     /// this is what every sign-in request is checked against.
     ///
@@ -378,6 +384,7 @@ impl Regulator {
             bans.retain(|_, b| b.in_force(now));
             bans.insert(key.clone(), ban);
         }
+        self.publish();
         let (user, client) = subject.parts();
         tracing::warn!(subject = %key, reason, until = ?until, "sign-in attempts banned");
         audit::record(&audit::Event {
@@ -400,6 +407,7 @@ impl Regulator {
         let key = subject.key();
         let existed = self.store.remove_ban(&key)?;
         let in_memory = self.bans.write().remove(&key).is_some();
+        self.publish();
         if let Subject::Account(a) = subject {
             self.store.reset_counter(&consecutive_counter(a))?;
         }

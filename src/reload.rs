@@ -174,7 +174,10 @@ fn keep_fixed(running: &Config, next: &mut Config) -> Vec<&'static str> {
     keep!("passwords", passwords);
     keep!("password", password_policy);
     keep!("admin.socket", admin_socket);
-    keep!("server.header_timeout, body_timeout, max_header_bytes, max_connections_per_address", server.clients);
+    keep!(
+        "server.header_timeout, body_timeout, max_header_bytes, max_connections_per_address",
+        server.clients
+    );
     keep!("server.drain_timeout", server.drain_timeout);
     keep!("metrics", metrics);
     keep!("regulation", regulation);
