@@ -163,6 +163,14 @@ fn fields(answer: &Answer, rig: &Rig, history: &[Vec<(String, String)>]) -> Vec<
     }
 }
 
+/// What the flow cookie `value` names: a stored sign-in's id, or a held fresh start.
+fn by_cookie(rig: &Rig, value: &str) -> Result<Option<Execution>, crate::flow::FlowError> {
+    match rig.engine.resume(value, "mfa")? {
+        Some(stored) => Ok(Some(stored)),
+        None => rig.engine.resume_held(value, "mfa", AT.client),
+    }
+}
+
 /// Runs one sequence; returns how many sign-ins completed. Fails the case when one completed
 /// without this execution having been sent the user's name, the right password and a code
 /// mailed to that user.
@@ -175,6 +183,7 @@ async fn run(posts: &[(Target, Answer)]) -> Result<usize, TestCaseError> {
     let (a, _) = rig.start("mfa").await;
     let (b, _) = rig.start("mfa").await;
     let ids = [a.id.clone(), b.id.clone()];
+    let mut cookies = [rig.engine.cookie_value(&a), rig.engine.cookie_value(&b)];
     let mut sent: HashMap<String, Sent> = HashMap::new();
     let mut history: Vec<Vec<(String, String)>> = Vec::new();
     let mut completed = 0;
@@ -184,11 +193,14 @@ async fn run(posts: &[(Target, Answer)]) -> Result<usize, TestCaseError> {
             Target::B => ids[1].clone(),
             Target::Unknown => "x".repeat(ids[0].len()),
         };
-        // As the portal does: the execution is whatever the store holds under the id.
-        let found = rig
-            .engine
-            .resume(&id, "mfa")
-            .map_err(|e| TestCaseError::fail(format!("resume: {e}")))?;
+        // As the portal does: the execution is what the flow cookie names, the stored one
+        // once an answer stored it, else the fresh start the cookie holds.
+        let found = match target {
+            Target::A => by_cookie(&rig, &cookies[0]),
+            Target::B => by_cookie(&rig, &cookies[1]),
+            Target::Unknown => rig.engine.resume(&id, "mfa"),
+        }
+        .map_err(|e| TestCaseError::fail(format!("resume: {e}")))?;
         let Some(mut exec): Option<Execution> = found else {
             // An unknown id, or a sign-in that already ended.
             continue;
@@ -212,7 +224,13 @@ async fn run(posts: &[(Target, Answer)]) -> Result<usize, TestCaseError> {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        let Ok(view) = rig.try_post(&mut exec, &borrowed).await else {
+        let posted = rig.try_post(&mut exec, &borrowed).await;
+        match target {
+            Target::A => cookies[0] = rig.engine.cookie_value(&exec),
+            Target::B => cookies[1] = rig.engine.cookie_value(&exec),
+            Target::Unknown => {}
+        }
+        let Ok(view) = posted else {
             continue;
         };
         if let Step::Done {
