@@ -245,6 +245,18 @@ impl Engine {
         }
     }
 
+    /// The id of the execution a flow cookie names: the cookie itself, or the id a held one
+    /// carries (so a step with the held cookie and one with the id cookie that followed it
+    /// take the same lock).
+    pub fn execution_id(&self, value: &str) -> String {
+        if value.starts_with(super::pending::HELD) {
+            if let Some((id, ..)) = super::pending::read(self.held_key(), value) {
+                return id;
+            }
+        }
+        value.to_string()
+    }
+
     /// The execution a held flow cookie names for flow `slug`: the stored one when an answer
     /// already stored it, else the fresh start it holds, for `client` (the store is not
     /// touched). `None` when the cookie does not check out, is for another flow, or expired.

@@ -61,7 +61,7 @@ async fn step(to: &Answering<'_>, slug: &str) -> Answer {
     };
     // One step of an execution at a time, from load to save (see `Engine::lock`).
     let _step = match cookie::find(req.headers, FLOW_COOKIE) {
-        Some(id) => Some(p.engine.lock(id).await),
+        Some(value) => Some(p.engine.lock(&p.engine.execution_id(value)).await),
         None => None,
     };
     let existing = resume(p, req, slug).map_err(in_flow(slug))?;

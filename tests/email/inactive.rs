@@ -13,8 +13,10 @@ async fn standalone_email_sign_in_enrols_then_validates_without_a_password() {
 
     // identify → mfa (validate; no device, so setup runs inline) → login.
     let b = gw.browser();
+    // The inline setup's page is shown as the validation's: word for word what an account
+    // with a device (or an unknown one) sees.
     let v = api_until_email(&gw, &b, EMAIL_ONLY, "alice").await;
-    assert_code_challenge(&v, "authenticator_email");
+    assert_code_challenge(&v, "authenticator_validate");
     let mail = smtp.nth(1).await;
     assert_eq!(mail.rcpt_tos, vec!["alice@example.com"]);
     let r = post_resp(&b, EMAIL_ONLY, json!({ "code": mail.code() })).await;
@@ -165,8 +167,9 @@ async fn disabled_account_with_allow_inactive_gets_the_code_but_stays_disabled()
     let smtp = SmtpServer::start(SmtpOpts::plain()).await;
     let gw = Gw::start(Spec::new(smtp.email_toml()).otp("allow_inactive_accounts = true")).await;
     let b = gw.browser();
+    // The inline setup's page reads as the validation's (see enumeration.rs).
     let v = api_until_email(&gw, &b, EMAIL_ONLY, "dave").await;
-    assert_code_challenge(&v, "authenticator_email");
+    assert_code_challenge(&v, "authenticator_validate");
     let mail = smtp.nth(1).await;
     assert_eq!(mail.rcpt_tos, vec!["dave@example.com"]);
     let r = post_resp(&b, EMAIL_ONLY, json!({ "code": mail.code() })).await;

@@ -17,6 +17,7 @@ mod support;
 
 mod devices;
 mod enrolled_policy;
+mod enumeration;
 mod inactive;
 mod limits;
 mod link;

@@ -218,11 +218,21 @@ async fn after_a_password_an_account_without_a_device_gets_its_not_configured_ac
     rig.post(&mut exec, &[("uid", "zbare")]).await;
     let view = rig.post(&mut exec, &[("password", PASSWORD)]).await;
     assert_eq!(component(&view), "authenticator_email");
-    // Before it, nothing is sent to an account without a device.
+    // Before it, `configure` with one e-mail setup still sends to the account's own address
+    // (signing in by e-mail alone), under this stage's page; `deny` shows the decoy.
     let sent = rig.world.email.sent().len();
     let (mut exec, _) = rig.start("mail_configure").await;
-    rig.post(&mut exec, &[("uid", "zbare")]).await;
-    assert_eq!(rig.world.email.sent().len(), sent);
+    let view = rig.post(&mut exec, &[("uid", "zbare")]).await;
+    assert_eq!(component(&view), "authenticator_validate");
+    assert_eq!(rig.world.email.sent().len(), sent + 1);
+    let (mut exec, _) = rig.start("mail_deny").await;
+    let view = rig.post(&mut exec, &[("uid", "zbare")]).await;
+    assert_eq!(component(&view), "authenticator_validate");
+    assert_eq!(
+        rig.world.email.sent().len(),
+        sent + 1,
+        "the decoy sends nothing"
+    );
 }
 
 const KEYS: &str = r#"

@@ -33,6 +33,9 @@ async fn a_page_load_stores_nothing_and_the_first_answer_stores_the_sign_in() {
     );
     // Reloading the page (the cookie brings the held start back) stores nothing either.
     let cookie = rig.engine.cookie_value(&exec);
+    // Its steps take the lock of the id it will be stored under.
+    assert_eq!(rig.engine.execution_id(&cookie), exec.id);
+    assert_eq!(rig.engine.execution_id(&exec.id), exec.id);
     for _ in 0..3 {
         let mut again = rig
             .engine

@@ -426,6 +426,34 @@ impl AuthenticatorValidate {
         Ok(self.inline(&setup.name, setup.stage.as_ref(), t))
     }
 
+    /// The user has no device and nothing proved who they are yet.
+    ///
+    /// # Security
+    /// Such an account must look like every other: `deny` would end here, `skip` would end at
+    /// the login (or show the next stage), and a setup page would differ from the code page an
+    /// unknown or disabled account (the decoy) and an account with a device get. So it gets the
+    /// decoy, except for the one e-mail setup `configure` runs: that one sends only to the
+    /// address on the account (or is itself a decoy), and its code page is shown as this
+    /// stage's (see [`Self::disguised`]), word for word the page of an e-mail device. Once a
+    /// password (or a step-up's session) proved the user, `not_configured_action` applies.
+    async fn unproved_without_device(&self, cx: &Cx<'_>) -> Result<Transition, FlowError> {
+        if let (NotConfigured::Configure, [one]) =
+            (self.cfg.not_configured_action, self.configure.as_slice())
+        {
+            if one.stage.kind() == StageKind::AuthenticatorEmail {
+                return self.enrol(cx, one).await;
+            }
+        }
+        tracing::warn!(user = cx.exec.user.as_deref().unwrap_or_default(), stage = cx.name, client = %cx.client, "account without a device before anything proved who the user is: shown the decoy, nothing sent (put a password stage first to let not_configured_action apply)");
+        self.begin(cx, None, Vec::new(), Spent::default()).await
+    }
+
+    /// Whether the inline setup `setup` shows its pages as this stage's: an e-mail setup
+    /// before anything proved who the user is (see [`Self::unproved_without_device`]).
+    fn disguised(cx: &Cx<'_>, setup: &Setup) -> bool {
+        !cx.exec.authenticated() && setup.stage.kind() == StageKind::AuthenticatorEmail
+    }
+
     /// The user has no device: `not_configured_action`.
     async fn not_configured(&self, cx: &Cx<'_>) -> Result<Transition, FlowError> {
         match (self.cfg.not_configured_action, self.configure.as_slice()) {
@@ -473,16 +501,7 @@ impl Stage for AuthenticatorValidate {
             return Ok(Transition::pass().and(Effect::Prove(Factors::of_class(class))));
         }
         match devices.as_slice() {
-            // # Security
-            // Before anything proved who the user is, an account without a device must look
-            // like every other: `deny` would end here, `skip` would end at the login, and
-            // `configure` would show a setup page, where an unknown or disabled account gets
-            // the decoy. So it gets the decoy too; `not_configured_action` applies once a
-            // password (or a step-up's session) proved the user.
-            [] if !cx.exec.authenticated() => {
-                tracing::warn!(user = cx.exec.user.as_deref().unwrap_or_default(), stage = cx.name, client = %cx.client, "account without a device before anything proved who the user is: shown the decoy, nothing sent (put a password stage first to let not_configured_action apply)");
-                self.begin(cx, None, Vec::new(), Spent::default()).await
-            }
+            [] if !cx.exec.authenticated() => self.unproved_without_device(cx).await,
             [] => self.not_configured(cx).await,
             [one] => {
                 self.begin(cx, Some(one), Vec::new(), Spent::default())
@@ -554,7 +573,13 @@ impl Stage for AuthenticatorValidate {
                 Ok(c.titled("Set up a second factor"))
             }
             ValidateState::Enrolling { setup_stage, setup } => match self.setup(setup_stage) {
-                Some(s) => s.stage.challenge(&cx.named(&s.name), setup),
+                Some(s) => {
+                    let mut c = s.stage.challenge(&cx.named(&s.name), setup)?;
+                    if Self::disguised(cx, s) {
+                        c.component = self.kind().as_str().into();
+                    }
+                    Ok(c)
+                }
                 None => Err(mismatch(cx)),
             },
         }
