@@ -610,11 +610,11 @@ impl Gate {
     /// Both the auth host's address and the return address (`rd`) are built from the
     /// configured public origins; the request contributes only its path and which of the
     /// app's configured hosts it named, so no `Host` header (or port in it) shapes the link.
-    /// A request address longer than a sign-in keeps ([`crate::flow::MAX_RD_BYTES`]) returns
+    /// A request address longer than a sign-in keeps ([`crate::redirect::MAX_RD_BYTES`]) returns
     /// to the app's root instead, so the user signs in rather than meeting the flow's `400`.
     pub(crate) fn login_url(&self, app: &AppConfig, req: &AccessRequest<'_>) -> String {
         let mut original = format!("{}{}", request_origin(app, req), req.path_and_query);
-        if original.len() > crate::flow::MAX_RD_BYTES {
+        if original.len() > crate::redirect::MAX_RD_BYTES {
             original = format!("{}/", request_origin(app, req));
         }
         let path = format!(

@@ -3,6 +3,10 @@
 //! on their configured origin, and everything else falls back to the app's root. Other hosts under the cookie domain are not
 //! enough: any subdomain may be someone else's.
 
+/// The longest return address (`rd`) a sign-in takes, in bytes: a held execution carries it
+/// in a cookie, and a stored one on disk.
+pub const MAX_RD_BYTES: usize = 2048;
+
 use crate::config::PublicOrigin;
 use std::collections::HashMap;
 

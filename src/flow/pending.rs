@@ -24,9 +24,7 @@ use std::net::IpAddr;
 /// The prefix of a flow cookie that holds an execution instead of naming a stored one.
 pub(crate) const HELD: &str = "h.";
 
-/// The longest return address (`rd`) a sign-in takes, in bytes: a held execution carries it
-/// in a cookie, and a stored one on disk.
-pub const MAX_RD_BYTES: usize = 2048;
+pub use crate::redirect::MAX_RD_BYTES;
 
 /// The most bytes a held flow cookie may have (its `rd` at [`MAX_RD_BYTES`] fits).
 pub(crate) const MAX_HELD_COOKIE: usize = 3600;
