@@ -144,11 +144,11 @@ impl PortalError {
 /// the client's mistakes at `debug` (the access log counts them).
 pub fn respond(ui: &Ui, face: Face, err: &PortalError) -> Response {
     if let PortalError::Flow {
+        slug,
         source: FlowError::Regulated { retry_after },
-        ..
     } = err
     {
-        return too_many(ui, face, *retry_after);
+        return too_many(ui, face, *retry_after, slug);
     }
     let status = err.status();
     if err.storage_failing() {
@@ -188,13 +188,20 @@ pub(crate) const TOO_MANY_ATTEMPTS: &str =
 /// # Security
 /// Nothing in it depends on the account: a ban on a made-up name reads exactly as one on a
 /// real account, apart from the seconds to wait.
-pub(crate) fn too_many(ui: &Ui, face: Face, retry_after: u64) -> Response {
+pub(crate) fn too_many(ui: &Ui, face: Face, retry_after: u64, slug: &str) -> Response {
     tracing::debug!(status = 429, retry_after, "request refused by regulation");
     let status = StatusCode::TOO_MANY_REQUESTS;
     let mut r = match face {
         Face::Html => Response::html(
             status,
-            ui.message("Too many attempts", TOO_MANY_ATTEMPTS, None),
+            ui.message(
+                "Too many attempts",
+                TOO_MANY_ATTEMPTS,
+                Some(Link {
+                    href: &flow_path(slug),
+                    label: "Try again",
+                }),
+            ),
         ),
         Face::Json => Response::json(
             status,
@@ -232,14 +239,28 @@ fn page(ui: &Ui, err: &PortalError) -> Response {
         PortalError::MalformedForm { retry } => malformed_form(ui, retry),
         PortalError::ReturnTooLong => Response::html(
             err.status(),
-            ui.message("Return address too long", RETURN_TOO_LONG, None),
+            ui.message(
+                "Return address too long",
+                RETURN_TOO_LONG,
+                Some(Link {
+                    href: "/",
+                    label: "Go to the start page",
+                }),
+            ),
         ),
         PortalError::Flow {
+            slug,
             source: FlowError::TooManyFlows { .. },
-            ..
         } => Response::html(
             err.status(),
-            ui.message("Too many sign-ins", TOO_MANY_FLOWS, None),
+            ui.message(
+                "Too many sign-ins",
+                TOO_MANY_FLOWS,
+                Some(Link {
+                    href: &flow_path(slug),
+                    label: "Try again",
+                }),
+            ),
         ),
         e if e.status().is_client_error() => not_understood(ui, e.status()),
         e if e.storage_failing() => unavailable(ui),

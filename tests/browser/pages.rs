@@ -588,3 +588,65 @@ configure_flow = "add-app"
             .await;
     }
 }
+
+/// Wrong passwords typed in the browser until `[regulation]` bans the address: the answer
+/// is a styled page (no sideways scrolling, a way on, readable in both schemes) that reads
+/// the same for a real account and a made-up name, with JavaScript on and off.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ban_after_wrong_passwords_is_a_page_that_tells_nothing_about_the_account() {
+    let mut seen: Vec<(String, String)> = Vec::new();
+    for (width, javascript, user) in [
+        (390u32, true, "alice"),
+        (1280, false, "alice"),
+        (1280, true, "nobody-here"),
+    ] {
+        // A gateway of its own each time: the ban holds the address for minutes. The sign-in
+        // itself would end after its own failure limit; here it outlasts the ban's.
+        let gw = Gateway::start_with(Setup {
+            failed_attempts: 10,
+            ..Setup::default()
+        })
+        .await;
+        let chrome = Chrome::start_with(Options {
+            window: (width, 844),
+            javascript,
+            ..Options::mapping(&[(APP, gw.port)])
+        })
+        .await;
+        viewport(&chrome, width).await;
+        chrome.go(&format!("http://{APP}/reports")).await;
+        chrome.wait_url(|u| u.contains("/.portcullis/flow/")).await;
+        chrome.type_into("#f-uid", user).await;
+        chrome.click("button[type=submit]").await;
+        chrome.wait_text(|t| t.contains("Signing in as")).await;
+        let mut banned = String::new();
+        for _ in 0..6 {
+            chrome.type_into("#f-password", WRONG_PW).await;
+            chrome.click("button[type=submit]").await;
+            let page = chrome
+                .wait_text(|t| t.contains(INVALID_MSG) || t.contains("Too many"))
+                .await;
+            assert!(
+                !page.contains("Start the sign-in again"),
+                "the sign-in ended before regulation answered: {page}"
+            );
+            if page.contains("Too many") {
+                banned = page;
+                break;
+            }
+        }
+        assert!(
+            banned.contains("Too many failed attempts. Wait a moment, then try again."),
+            "{user}, {width}px, js {javascript}: no ban page after six wrong passwords"
+        );
+        assert!(
+            !banned.contains(user),
+            "the ban page names the account: {banned}"
+        );
+        let name = format!("banned-{}", if javascript { "js" } else { "nojs" });
+        check(&chrome, width, &format!("{name}-{user}"), true).await;
+        seen.push((user.to_string(), banned));
+    }
+    // The same words for a real account and a made-up name.
+    assert_eq!(seen[0].1, seen[2].1, "ban pages differ: {seen:?}");
+}
