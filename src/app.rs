@@ -364,8 +364,8 @@ pub fn serve(config: Config, inherited: InheritedListeners) -> Result<(), AppErr
         .collect();
     let handed = inherited.claim(&configured)?;
     check_listeners(&config.server, config.metrics.listen, &handed)?;
-    raise_fd_limit();
     apply_log_settings(&config)?;
+    raise_fd_limit();
     // Before the database is opened and again after (for the files it created).
     crate::files::secure(&config)?;
     let parts = Parts::build(config)?;
