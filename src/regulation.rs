@@ -113,6 +113,10 @@ pub struct Regulator {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     bans: RwLock<HashMap<String, Ban>>,
+    /// Attempts counted but not yet judged, per window key. A window over its limit only
+    /// because of these is busy, not banned: a burst of right answers from one address (an
+    /// office behind one NAT, sixteen sign-ins at once) never bans it.
+    in_flight: parking_lot::Mutex<HashMap<String, u32>>,
 }
 
 impl std::fmt::Debug for Regulator {
@@ -144,6 +148,7 @@ impl Regulator {
             store,
             clock,
             bans: RwLock::new(bans),
+            in_flight: parking_lot::Mutex::default(),
         })
     }
 
@@ -242,6 +247,14 @@ impl Regulator {
         let max = self.cfg.max_retries;
         let find = self.find_time();
         let keep = max.saturating_add(MAX_DOUBLINGS).max(self.cfg.lock_after);
+        // Counting and reading what is in flight happen together, so of many parallel
+        // attempts each sees the others.
+        let mut in_flight = self.in_flight.lock();
+        let flying = |k: &str| in_flight.get(k).copied().unwrap_or(0);
+        let ip_flying = flying(&ip_window(client));
+        let pair_flying = account
+            .as_ref()
+            .map_or(0, |acct| flying(&pair_window(acct, client)));
         a.ip = self
             .store
             .slide_failure(&ip_window(client), find, now, keep)?;
@@ -255,6 +268,17 @@ impl Regulator {
         }
         let over_ip = self.cfg.ip && a.ip > max;
         let over_pair = self.cfg.user && a.pair > max;
+        // Over the limit only with attempts not yet judged: this one waits its turn (a short
+        // 429, no ban), so no more than `max_retries` are judged at once and none is banned
+        // for answers that may yet prove right.
+        let settled_over_ip = over_ip && a.ip.saturating_sub(ip_flying) > max;
+        let settled_over_pair = over_pair && a.pair.saturating_sub(pair_flying) > max;
+        if (over_ip || over_pair) && !(settled_over_ip || settled_over_pair) {
+            self.take_back(&a)?;
+            return Ok(Err(Refused {
+                retry_after: BUSY_RETRY_SECS,
+            }));
+        }
         if over_ip || over_pair {
             self.take_back(&a)?;
             if over_ip {
@@ -286,6 +310,9 @@ impl Regulator {
                 }));
             }
         }
+        for key in flight_keys(&a) {
+            *in_flight.entry(key).or_insert(0) += 1;
+        }
         Ok(Ok(a))
     }
 
@@ -294,6 +321,7 @@ impl Regulator {
     /// # Errors
     /// The store's.
     pub fn passed(&self, a: Attempt) -> Result<(), StoreError> {
+        self.landed(&a);
         if a.counted {
             self.take_back(&a)?;
         }
@@ -306,6 +334,7 @@ impl Regulator {
     /// # Errors
     /// The store's.
     pub fn failed(&self, a: Attempt) -> Result<(), StoreError> {
+        self.landed(&a);
         if !a.counted {
             return Ok(());
         }
@@ -445,6 +474,22 @@ impl Regulator {
         self.ban(Subject::Account(account.to_string()), None, "locked", now)
     }
 
+    /// The attempt was judged: it is no longer in flight.
+    fn landed(&self, a: &Attempt) {
+        if !a.counted {
+            return;
+        }
+        let mut in_flight = self.in_flight.lock();
+        for key in flight_keys(a) {
+            if let Some(n) = in_flight.get_mut(&key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    in_flight.remove(&key);
+                }
+            }
+        }
+    }
+
     fn take_back(&self, a: &Attempt) -> Result<(), StoreError> {
         self.store.unslide_failure(&ip_window(&a.client), a.at)?;
         if let Some(acct) = &a.account {
@@ -462,6 +507,18 @@ impl Regulator {
     fn ban_secs(&self) -> i64 {
         i64::try_from(self.cfg.ban_time.as_secs()).unwrap_or(i64::MAX / 2)
     }
+}
+
+/// What a client refused only because others' attempts are still being judged waits.
+const BUSY_RETRY_SECS: u64 = 1;
+
+/// The window keys an attempt holds in flight.
+fn flight_keys(a: &Attempt) -> Vec<String> {
+    let mut keys = vec![ip_window(&a.client)];
+    if let Some(acct) = &a.account {
+        keys.push(pair_window(acct, &a.client));
+    }
+    keys
 }
 
 fn static_reason(reason: &str) -> &'static str {

@@ -329,3 +329,37 @@ fn an_ipv6_attacker_rotating_addresses_in_one_64_is_banned_as_one() {
         .iter()
         .any(|b| b.subject == "ip:2001:db8::/64"));
 }
+
+#[test]
+fn sixteen_right_answers_at_once_from_one_address_never_ban_it() {
+    let r = rig();
+    // Sixteen sign-ins at once from one address (an office behind one NAT), none judged yet.
+    let held: Vec<_> = (0..16)
+        .map(|i| {
+            r.reg
+                .attempt(Some(&format!("user{}", i % 2)), "10.0.0.9", r.now())
+                .unwrap()
+        })
+        .collect();
+    let (admitted, waiting): (Vec<_>, Vec<_>) = held.into_iter().partition(Result::is_ok);
+    assert_eq!(admitted.len(), 3, "at most max_retries judged at once");
+    for w in &waiting {
+        assert_eq!(
+            w.as_ref().unwrap_err().retry_after,
+            BUSY_RETRY_SECS,
+            "asked to wait, not banned"
+        );
+    }
+    for a in admitted {
+        r.reg.passed(a.unwrap()).unwrap();
+    }
+    assert_eq!(r.reg.bans_in_force(), 0);
+    // Their turn comes: every one of them is judged now, and the address stays unbanned.
+    for i in 0..16 {
+        assert!(r
+            .guess(Some(&format!("user{}", i % 2)), "10.0.0.9", true)
+            .is_ok());
+    }
+    assert_eq!(r.reg.bans_in_force(), 0);
+    assert!(r.reg.check(None, "10.0.0.9", r.now()).is_ok());
+}
