@@ -19,6 +19,7 @@ mod rules;
 mod server;
 mod settings;
 mod sms;
+mod storage;
 mod strong;
 mod ui;
 mod validate;
@@ -43,6 +44,7 @@ pub use rules::{
     Subject,
 };
 pub use settings::SettingsConfig;
+pub use storage::{DATABASE_PASSWORD_ENV, DEFAULT_POOL_SIZE};
 pub use strong::{TotpAlgorithm, TotpParams};
 pub use ui::{FooterLink, Logo, Rgb};
 pub use webauthn::{aaguid, Attachment, RelyingPartyConfig, ResidentKey, WebauthnStageConfig};
@@ -217,6 +219,33 @@ pub struct StorageConfig {
     /// The device key file (mode 0600): device secrets (TOTP keys) are sealed under it, apart
     /// from the session keys. Next to the database unless `[storage] device_key_path` says.
     pub device_key_path: PathBuf,
+    /// Where the state lives: sled at `path` (the default), or PostgreSQL.
+    pub backend: StorageBackend,
+}
+
+/// `[storage] backend`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageBackend {
+    /// The embedded sled database at `[storage] path`: one gateway.
+    Sled,
+    /// A PostgreSQL database several gateways share.
+    Postgres(PostgresStorage),
+}
+
+/// `[storage] backend = "postgres"`: how to reach the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresStorage {
+    /// `postgres://USER@HOST:PORT/DATABASE[?options]`, without a password or `sslmode`.
+    pub url: String,
+    /// From the environment variable [`DATABASE_PASSWORD_ENV`]; `None` when it is unset or
+    /// empty (a database that needs none).
+    pub password: Option<crate::secret::Secret<String>>,
+    /// The most connections this gateway holds.
+    pub pool_size: usize,
+    /// TLS to the database, the server's certificate verified and its name checked.
+    pub tls: bool,
+    /// The CA the server's certificate must chain to; the web's public roots when unset.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `[session]`: the session cookie.
@@ -982,8 +1011,14 @@ impl Config {
             file: path.to_path_buf(),
             reason: e.to_string().trim().replace('\n', " "),
         })?;
-        let mut overrides = env::overrides(env);
-        let raw: raw::RawConfig = env::deserialize(&file, &mut overrides, path)?;
+        let env: Vec<(String, String)> = env.collect();
+        let password = env
+            .iter()
+            .find(|(k, _)| k == storage::DATABASE_PASSWORD_ENV)
+            .map(|(_, v)| v.clone());
+        let mut overrides = env::overrides(env.into_iter());
+        let mut raw: raw::RawConfig = env::deserialize(&file, &mut overrides, path)?;
+        raw.storage.password = password;
         validate::validate(raw, path).map_err(|p| env::problem(p, &overrides, path))
     }
 

@@ -144,6 +144,31 @@ pub(super) struct RawStorage {
     /// The key device secrets (TOTP) are sealed under; next to the database by default.
     #[serde(default)]
     pub device_key_path: Option<String>,
+    /// `sled` (the default) or `postgres`.
+    #[serde(default)]
+    pub backend: RawBackend,
+    /// PostgreSQL: `postgres://USER@HOST:PORT/DATABASE`, never with a password.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// PostgreSQL: connections per gateway.
+    #[serde(default)]
+    pub pool_size: Option<u64>,
+    /// PostgreSQL: the CA the server's certificate is verified against (turns TLS on).
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// The value of `PORTCULLIS_DATABASE_PASSWORD`, set by `Config::from_toml`; never read
+    /// from the file.
+    #[serde(skip)]
+    pub password: Option<String>,
+}
+
+/// `[storage] backend`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum RawBackend {
+    #[default]
+    Sled,
+    Postgres,
 }
 
 impl Default for RawStorage {
@@ -151,6 +176,11 @@ impl Default for RawStorage {
         Self {
             path: default_storage_path(),
             device_key_path: None,
+            backend: RawBackend::Sled,
+            url: None,
+            pool_size: None,
+            ca_file: None,
+            password: None,
         }
     }
 }

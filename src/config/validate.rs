@@ -55,6 +55,7 @@ fn resolve_paths(raw: &mut RawConfig, base: &Path) {
         }
     };
     fix(&mut raw.storage.path);
+    fix_opt(&mut raw.storage.ca_file);
     if let Some(g) = raw.geoip.as_mut() {
         fix(&mut g.database);
     }
@@ -92,7 +93,7 @@ pub(super) fn validate(mut raw: RawConfig, file: &Path) -> Checked<Config> {
     resolve_paths(&mut raw, &base);
 
     let listen = listen(&raw.server)?;
-    let storage = storage(&raw);
+    let storage = storage(&raw)?;
     let data_dir = storage.path.parent().map(Path::to_path_buf);
     let data_dir = data_dir.unwrap_or_else(|| PathBuf::from("."));
 
@@ -194,7 +195,7 @@ fn listen(raw: &super::raw::RawServer) -> Checked<Vec<SocketAddr>> {
 }
 
 /// `[storage]`, the keys file next to the database unless `[session] keys_path` says.
-fn storage(raw: &RawConfig) -> StorageConfig {
+fn storage(raw: &RawConfig) -> Checked<StorageConfig> {
     let path = PathBuf::from(&raw.storage.path);
     let data_dir = path
         .parent()
@@ -212,11 +213,12 @@ fn storage(raw: &RawConfig) -> StorageConfig {
         .as_ref()
         .map(PathBuf::from)
         .unwrap_or_else(|| data_dir.join("device-key.json"));
-    StorageConfig {
+    Ok(StorageConfig {
         path,
         keys_path,
         device_key_path,
-    }
+        backend: super::storage::backend(&raw.storage)?,
+    })
 }
 
 fn session(raw: &super::raw::RawSession) -> Checked<SessionConfig> {

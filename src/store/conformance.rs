@@ -21,6 +21,15 @@ fn sled() -> Subject {
     }
 }
 
+/// A fresh database on the test process's PostgreSQL (started on first use).
+fn postgres() -> Subject {
+    let config = super::postgres::test_server::server().fresh_database();
+    Subject {
+        store: Arc::new(super::PgStore::connect(&config).expect("connect to postgres")),
+        _dir: None,
+    }
+}
+
 fn memory() -> Subject {
     Subject {
         store: Arc::new(MemoryStore::new()),
@@ -36,6 +45,9 @@ macro_rules! conformance {
         }
         mod memory_backend {
             $( #[test] fn $check() { super::$check(&super::memory().store) } )*
+        }
+        mod postgres_backend {
+            $( #[test] fn $check() { super::$check(&super::postgres().store) } )*
         }
     };
 }
@@ -739,7 +751,7 @@ fn a_database_has_one_identity_for_its_life_and_no_other_has_it(s: &Arc<dyn Stor
     assert!(id.id.len() >= 16, "{id:?}");
     s.put_user(&user("alice", None)).unwrap();
     assert_eq!(s.database_id().unwrap(), id);
-    let others = [sled(), memory()];
+    let others = [sled(), memory(), postgres()];
     for other in &others {
         assert_ne!(other.store.database_id().unwrap().id, id.id);
     }

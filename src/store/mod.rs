@@ -6,12 +6,14 @@ mod conformance;
 mod integrity;
 mod memory_store;
 mod model;
+mod postgres;
 mod sled_store;
 mod username;
 
 pub use integrity::record_path as integrity_record_path;
 pub use memory_store::MemoryStore;
 pub use model::{Ban, Device, DeviceClass, Invitation, InvitationData, SessionRecord, User};
+pub use postgres::PgStore;
 pub use sled_store::SledStore;
 pub use username::{canonical_username, new_username, MAX_USERNAME_CHARS};
 
@@ -78,6 +80,17 @@ impl StoreError {
             source: source.into(),
         }
     }
+}
+
+/// Opens the backend `[storage]` names: sled at `path`, or PostgreSQL (migrated on open).
+///
+/// # Errors
+/// As [`SledStore::open`] or [`PgStore::connect`].
+pub fn open(storage: &crate::config::StorageConfig) -> StoreResult<std::sync::Arc<dyn Store>> {
+    Ok(match &storage.backend {
+        crate::config::StorageBackend::Sled => std::sync::Arc::new(SledStore::open(&storage.path)?),
+        crate::config::StorageBackend::Postgres(pg) => std::sync::Arc::new(PgStore::connect(pg)?),
+    })
 }
 
 /// What every [`Store`] method returns.
