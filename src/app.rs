@@ -15,7 +15,7 @@ use crate::reload::Reloader;
 use crate::secret::SecretString;
 use crate::session::{SessionError, SessionService};
 use crate::socket_activation::{ActivationError, Claimed, InheritedListeners};
-use crate::store::{SledStore, Store, StoreError, User};
+use crate::store::{Store, StoreError, User};
 use crate::tls::LiveCerts;
 use crate::ui::Ui;
 use pingora::server::configuration::ServerConf;
@@ -191,7 +191,7 @@ impl Parts {
     /// [`AppError`] naming what could not be opened.
     pub fn build(config: Config) -> Result<Parts, AppError> {
         let config = Arc::new(config);
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.storage.path)?);
+        let store: Arc<dyn Store> = crate::store::open(&config.storage)?;
         let passwords = PasswordHasherPool::new(&config.passwords)?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let http: Arc<dyn HttpClient> = Arc::new(ReqwestHttpClient::new()?);

@@ -26,6 +26,8 @@ pub(crate) struct TestServer {
     port: u16,
     password: String,
     next: AtomicUsize,
+    /// The CA the server's certificate (for `localhost` and 127.0.0.1) is signed by.
+    ca_file: PathBuf,
 }
 
 static SERVER: OnceLock<TestServer> = OnceLock::new();
@@ -96,6 +98,16 @@ impl TestServer {
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
+        // TLS on, for the tests that ask for it (others connect in the clear, as allowed).
+        let ca_file = root.join("ca.pem");
+        let (cert, key) = (data.join("server.crt"), data.join("server.key"));
+        certificates(&ca_file, &cert, &key)?;
+        if let Some((uid, gid)) = owner {
+            for p in [&cert, &key] {
+                std::os::unix::fs::chown(p, Some(uid), Some(gid))
+                    .map_err(|e| format!("chown {}: {e}", p.display()))?;
+            }
+        }
         let log = root.join("postgres.log");
         let mut last = String::new();
         for _attempt in 0..5 {
@@ -112,6 +124,8 @@ impl TestServer {
                 .args(["-c", "listen_addresses=127.0.0.1"])
                 .args(["-c", "unix_socket_directories="])
                 .args(["-c", "max_connections=300"])
+                .args(["-c", "ssl=on", "-c", "ssl_cert_file=server.crt"])
+                .args(["-c", "ssl_key_file=server.key"])
                 // A test database need not survive a crash of the machine.
                 .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
                 .stdout(Stdio::null())
@@ -138,6 +152,7 @@ impl TestServer {
                         port,
                         password,
                         next: AtomicUsize::new(0),
+                        ca_file,
                     });
                 }
                 if Instant::now() > deadline {
@@ -162,6 +177,11 @@ impl TestServer {
             tls: false,
             ca_file: None,
         }
+    }
+
+    /// The CA file that verifies the server's certificate.
+    pub(crate) fn ca_file(&self) -> &Path {
+        &self.ca_file
     }
 
     /// A new, empty database; its settings.
@@ -196,6 +216,38 @@ impl TestServer {
             let _ = driver.await;
         });
     }
+}
+
+/// A CA (written to `ca_file`) and a server certificate for `localhost` and 127.0.0.1 signed
+/// by it (`cert`, `key`: the key mode 0600, as PostgreSQL demands).
+fn certificates(ca_file: &Path, cert: &Path, key: &Path) -> Result<(), String> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    use std::os::unix::fs::PermissionsExt;
+    let e = |e: rcgen::Error| e.to_string();
+    let ca_key = KeyPair::generate().map_err(e)?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Portcullis PostgreSQL tests CA");
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = ca_params.self_signed(&ca_key).map_err(e)?;
+    let leaf_key = KeyPair::generate().map_err(e)?;
+    let mut leaf_params =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .map_err(e)?;
+    leaf_params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).map_err(e)?;
+    std::fs::write(ca_file, ca.pem()).map_err(|e| e.to_string())?;
+    std::fs::write(cert, format!("{}{}", leaf.pem(), ca.pem())).map_err(|e| e.to_string())?;
+    std::fs::write(key, leaf_key.serialize_pem()).map_err(|e| e.to_string())?;
+    std::fs::set_permissions(key, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())
 }
 
 /// A port nothing listens on now (the server retries with another should it be taken first).

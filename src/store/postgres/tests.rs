@@ -312,3 +312,93 @@ fn one_replica_purges_at_a_time() {
     assert_eq!(a.purge_expired(10).unwrap(), 1, "the lock is free again");
     assert!(b.execution("old", 0).unwrap().is_none());
 }
+
+/// Whether the store's connections are encrypted, as the server sees them.
+fn encrypted(store: &PgStore) -> bool {
+    let pool = store.pool().clone();
+    store
+        .block(async move {
+            let c = pool.get().await.map_err(super::pool_err("test"))?;
+            let row = query_opt(
+                &c,
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .map_err(super::db("test"))?;
+            Ok(row.is_some_and(|r| r.get::<_, bool>(0)))
+        })
+        .unwrap()
+}
+
+#[test]
+fn tls_to_the_database_verifies_the_certificate_and_its_name() {
+    let server = server();
+    let plain = server.fresh_database();
+    let store = PgStore::connect(&plain).unwrap();
+    assert!(!encrypted(&store), "no TLS unless configured");
+    drop(store);
+    let verified = PostgresStorage {
+        tls: true,
+        ca_file: Some(server.ca_file().to_path_buf()),
+        ..plain.clone()
+    };
+    for host in ["127.0.0.1", "localhost"] {
+        let config = PostgresStorage {
+            url: verified.url.replace("127.0.0.1", host),
+            ..verified.clone()
+        };
+        let store = PgStore::connect(&config).expect(host);
+        assert!(encrypted(&store), "{host}: TLS was configured");
+        store.put_user(&User::new("tls", 0)).unwrap();
+        assert!(store.user("tls").unwrap().is_some());
+    }
+    // Another CA, or the public roots (none of which signed the test CA): refused.
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other-ca.pem");
+    let stranger = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(&other, stranger.cert.pem()).unwrap();
+    for ca_file in [Some(other), None] {
+        let config = PostgresStorage {
+            ca_file: ca_file.clone(),
+            ..verified.clone()
+        };
+        let Err(e) = PgStore::connect(&config) else {
+            panic!("{ca_file:?}: an unverified certificate was accepted")
+        };
+        assert!(
+            format!("{e:?}").contains("InvalidCertificate"),
+            "{ca_file:?}: {e:?}"
+        );
+    }
+    // The right CA and address, but a name the certificate does not carry.
+    let config = PostgresStorage {
+        url: format!(
+            "{}?hostaddr=127.0.0.1",
+            verified.url.replace("127.0.0.1", "db.example.test")
+        ),
+        ..verified.clone()
+    };
+    let Err(e) = PgStore::connect(&config) else {
+        panic!("a certificate for another name was accepted")
+    };
+    assert!(format!("{e:?}").contains("InvalidCertificate"), "{e:?}");
+}
+
+#[test]
+fn the_configured_backend_is_the_one_opened() {
+    let config = server().fresh_database();
+    let direct = PgStore::connect(&config).unwrap();
+    let storage = crate::config::StorageConfig {
+        path: "/nonexistent/portcullis.db".into(),
+        keys_path: "/nonexistent/keys.json".into(),
+        device_key_path: "/nonexistent/device-key.json".into(),
+        backend: crate::config::StorageBackend::Postgres(config),
+    };
+    let opened = crate::store::open(&storage).unwrap();
+    assert_eq!(opened.database_id().unwrap(), direct.database_id().unwrap());
+    assert!(
+        !std::path::Path::new("/nonexistent").exists(),
+        "sled was opened"
+    );
+}
