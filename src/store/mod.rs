@@ -248,6 +248,9 @@ pub trait Store: Send + Sync + 'static {
     /// forgotten first). Atomic: of many concurrent callers each sees a distinct count. Kept
     /// until `window` seconds after its newest failure (then [`Store::purge_expired`] drops it).
     fn slide_failure(&self, key: &str, window: i64, now: i64, keep: u32) -> StoreResult<u32>;
+    /// How many failures the sliding window `key` holds at `now`: those recorded less than
+    /// `window` seconds before it. Reads only.
+    fn failures(&self, key: &str, window: i64, now: i64) -> StoreResult<u32>;
     /// Takes back one failure recorded at `at` in the window `key` (an attempt counted before
     /// it was judged turned out right); nothing happens when there is none.
     fn unslide_failure(&self, key: &str, at: i64) -> StoreResult<()>;

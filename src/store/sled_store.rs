@@ -812,6 +812,20 @@ impl Store for SledStore {
         Ok(count)
     }
 
+    fn failures(&self, key: &str, window: i64, now: i64) -> StoreResult<u32> {
+        let v = self
+            .counters
+            .get(slide_key(key))
+            .map_err(backend("read failures"))?;
+        let n = v.map_or(0, |v| {
+            parse_slide(&v)
+                .iter()
+                .filter(|t| **t > now - window)
+                .count()
+        });
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
     fn unslide_failure(&self, key: &str, at: i64) -> StoreResult<()> {
         self.counters
             .update_and_fetch(slide_key(key), |old| {
