@@ -7,7 +7,8 @@ use std::time::Duration;
 
 /// The upstreams of one app.
 pub(super) struct UpstreamSet {
-    peers: Vec<HttpPeer>,
+    /// Boxed as Pingora takes them: a pick clones straight into a new box.
+    peers: Vec<Box<HttpPeer>>,
     next: AtomicUsize,
 }
 
@@ -23,7 +24,7 @@ impl UpstreamSet {
                     peer.options.connection_timeout = Some(Duration::from_secs(5));
                     peer.options.total_connection_timeout = Some(Duration::from_secs(10));
                     peer.options.idle_timeout = Some(Duration::from_secs(60));
-                    Some(peer)
+                    Some(Box::new(peer))
                 }
             })
             .collect();
@@ -34,7 +35,7 @@ impl UpstreamSet {
     }
 
     /// The next peer in turn, or `None` for an app served by the built-in demo.
-    pub(super) fn pick(&self) -> Option<HttpPeer> {
+    pub(super) fn pick(&self) -> Option<Box<HttpPeer>> {
         if self.peers.is_empty() {
             return None;
         }
