@@ -5,6 +5,11 @@ use portcullis::socket_activation::InheritedListeners;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::process::ExitCode;
 
+/// The allocator is named once, in the library (`portcullis::memory::Allocator`), so the load
+/// bench's plain Pingora can allocate as the gateway does.
+#[global_allocator]
+static GLOBAL: portcullis::memory::Allocator = portcullis::memory::ALLOCATOR;
+
 fn main() -> ExitCode {
     // First, while this is the only thread: the environment is changed here.
     let inherited = listen_fds();
@@ -13,8 +18,15 @@ fn main() -> ExitCode {
     portcullis::cli::run(portcullis::cli::Cli::parse(), inherited)
 }
 
-/// Returns the free memory in every allocator arena to the operating system.
+/// Returns the free memory in every allocator arena to the operating system: mimalloc's
+/// (`mi_collect(true)`: frees what this thread holds and purges freed pages of abandoned and
+/// idle segments at once instead of after its purge delay), then glibc's, which C code and
+/// anything allocated before `main` still use.
 fn release_memory() {
+    // SAFETY: `mi_collect` is thread-safe and may be called from any thread at any time.
+    unsafe {
+        libmimalloc_sys::mi_collect(true);
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: `malloc_trim` only walks glibc's own arenas under their locks; any thread may
     // call it at any time.

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 /// The upstreams of one app.
 pub(super) struct UpstreamSet {
-    /// Boxed as Pingora takes them: a pick clones straight into a new box.
-    peers: Vec<Box<HttpPeer>>,
+    peers: Vec<HttpPeer>,
     next: AtomicUsize,
 }
 
@@ -24,7 +23,7 @@ impl UpstreamSet {
                     peer.options.connection_timeout = Some(Duration::from_secs(5));
                     peer.options.total_connection_timeout = Some(Duration::from_secs(10));
                     peer.options.idle_timeout = Some(Duration::from_secs(60));
-                    Some(Box::new(peer))
+                    Some(peer)
                 }
             })
             .collect();
@@ -40,7 +39,7 @@ impl UpstreamSet {
             return None;
         }
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.peers.len();
-        Some(self.peers[i].clone())
+        Some(Box::new(self.peers[i].clone()))
     }
 
     pub(super) fn is_builtin(&self) -> bool {
