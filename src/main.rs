@@ -18,15 +18,8 @@ fn main() -> ExitCode {
     portcullis::cli::run(portcullis::cli::Cli::parse(), inherited)
 }
 
-/// Returns the free memory in every allocator arena to the operating system: mimalloc's
-/// (`mi_collect(true)`: frees what this thread holds and purges freed pages of abandoned and
-/// idle segments at once instead of after its purge delay), then glibc's, which C code and
-/// anything allocated before `main` still use.
+/// Returns the free memory in every allocator arena to the operating system.
 fn release_memory() {
-    // SAFETY: `mi_collect` is thread-safe and may be called from any thread at any time.
-    unsafe {
-        libmimalloc_sys::mi_collect(true);
-    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: `malloc_trim` only walks glibc's own arenas under their locks; any thread may
     // call it at any time.
