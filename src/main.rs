@@ -5,6 +5,11 @@ use portcullis::socket_activation::InheritedListeners;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::process::ExitCode;
 
+/// The allocator is named once, in the library (`portcullis::memory::Allocator`), so the load
+/// bench's plain Pingora can allocate as the gateway does.
+#[global_allocator]
+static GLOBAL: portcullis::memory::Allocator = portcullis::memory::ALLOCATOR;
+
 fn main() -> ExitCode {
     // First, while this is the only thread: the environment is changed here.
     let inherited = listen_fds();
