@@ -1,6 +1,6 @@
 //! Gives freed memory back to the operating system after bursts of large, short-lived
-//! allocations (oversized request heads), through a hook the binary installs: the C
-//! allocator's `malloc_trim`, which this library (no unsafe code) cannot call itself.
+//! allocations (oversized request heads), through a hook the binary installs: a purge of the
+//! global allocator's arenas, which this library (no unsafe code) cannot call itself.
 //!
 //! Freed heap memory stays in the allocator's per-thread arenas, and a burst of hundreds of
 //! half-sent 32 KiB heads on every worker leaves tens of MB resident after the connections are
@@ -16,14 +16,15 @@ use std::time::Duration;
 /// does (the load bench's plain Pingora row) can follow it: `#[global_allocator] static A:
 /// portcullis::memory::Allocator = portcullis::memory::ALLOCATOR;`.
 ///
-/// Still the system allocator (glibc): mimalloc (crate `mimalloc` 0.1.52, its default
-/// mimalloc v3) cut instructions per signed-in request by about 15 % under callgrind, but the
-/// gateway then sat at 89 MiB resident idle instead of 21 MiB and the 800-oversized-heads
-/// memory test failed (issue 15 notes); jemalloc is measured there too.
-pub type Allocator = std::alloc::System;
+/// jemalloc (`tikv-jemallocator`), chosen by measurement in issue 15 (benches/README.md):
+/// under callgrind it cut instructions per signed-in request by about 11 % against glibc;
+/// mimalloc cut about 15 % but held 89 MiB resident idle instead of 21 MiB and kept the
+/// memory of 800 oversized heads (the slow-client test) even after `mi_collect`. The binary's
+/// release hook purges jemalloc's arenas (`arena.<all>.purge`).
+pub type Allocator = tikv_jemallocator::Jemalloc;
 
 /// The value of [`Allocator`] for a `#[global_allocator]` static.
-pub const ALLOCATOR: Allocator = std::alloc::System;
+pub const ALLOCATOR: Allocator = tikv_jemallocator::Jemalloc;
 
 static HOOK: OnceLock<fn()> = OnceLock::new();
 static PENDING: AtomicBool = AtomicBool::new(false);

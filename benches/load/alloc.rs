@@ -1,10 +1,10 @@
 //! The load bench binary's allocator, and the one place that names the gateway's allocator for
-//! the `plain pingora (mimalloc)` rows.
+//! the `plain pingora (jemalloc)` rows.
 //!
 //! Every process of this binary (the bench itself, the upstream, plain Pingora, the sign-in
 //! helpers) allocates with the system allocator (glibc `malloc`, what a Rust program gets by
 //! default, so `plain pingora` is the plain Pingora the bench always built) — except a process
-//! started with `LOAD_BENCH_ALLOCATOR=mimalloc` in its environment, which allocates with
+//! started with `LOAD_BENCH_ALLOCATOR=jemalloc` in its environment, which allocates with
 //! [`GATEWAY_ALLOCATOR`] instead. The bench starts the second plain Pingora that way, so both
 //! come from the same `cargo bench --bench load` build with nothing else to build.
 //!
@@ -13,17 +13,17 @@
 //! afterwards, so every block is freed by the allocator that gave it. The cost on the system
 //! allocator's path is one relaxed atomic load and a predictable branch per call.
 //!
-//! When the gateway changes allocator (`#[global_allocator]` in src/main.rs), change the type
-//! and the name here, and the dev-dependency in Cargo.toml.
+//! The type follows `portcullis::memory::Allocator` (the one place the gateway's allocator is
+//! named); when it changes, change [`GATEWAY_ALLOCATOR`]'s name here.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU8, Ordering};
 
-/// The gateway's allocator, as built into `plain pingora (mimalloc)`.
-type Gateway = mimalloc::MiMalloc;
-const GATEWAY: Gateway = mimalloc::MiMalloc;
+/// The gateway's allocator, as built into `plain pingora (jemalloc)`.
+type Gateway = portcullis::memory::Allocator;
+const GATEWAY: Gateway = portcullis::memory::ALLOCATOR;
 /// Its name: in row names, the README, and the value of [`ENV`] that selects it.
-pub(crate) const GATEWAY_ALLOCATOR: &str = "mimalloc";
+pub(crate) const GATEWAY_ALLOCATOR: &str = "jemalloc";
 /// The environment variable that selects [`GATEWAY`] for a process of this binary.
 pub(crate) const ENV: &str = "LOAD_BENCH_ALLOCATOR";
 

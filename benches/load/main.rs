@@ -530,7 +530,7 @@ fn bench() -> Result<(), BoxError> {
         None
     };
     let plain_mi = if proxy || memory {
-        Some(b.spawn_plain("plain-pingora-mimalloc", &server_cpu, up, 1, true)?)
+        Some(b.spawn_plain("plain-pingora-gateway-alloc", &server_cpu, up, 1, true)?)
     } else {
         None
     };
@@ -907,7 +907,7 @@ fn two_thread_rows(b: &mut Bench, gdir: &Path, cookie: &str, host: &str) -> Resu
     b.push(row);
     drop(plain);
     let alloc_row = format!("plain pingora ({}), 2 threads", alloc::GATEWAY_ALLOCATOR);
-    let (plain_mi, mi_addr) = b.spawn_plain("plain-pingora2-mimalloc", &cpus, up, 2, true)?;
+    let (plain_mi, mi_addr) = b.spawn_plain("plain-pingora2-gateway-alloc", &cpus, up, 2, true)?;
     let mut row = b.wrk_row2(
         &alloc_row,
         &url(mi_addr),

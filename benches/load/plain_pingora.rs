@@ -1,6 +1,6 @@
 //! A plain Pingora pass-through proxy with no auth, built from the same pingora as the gateway:
 //! the framework's own cost, the row signed-in proxying is judged against. The bench runs it
-//! with the system allocator and, as `plain pingora (mimalloc)`, with the gateway's
+//! with the system allocator and, as `plain pingora (jemalloc)`, with the gateway's
 //! (`alloc.rs`). Its upstream peer
 //! has the same options as the gateway's (`src/proxy/upstream.rs`) and the same keep-alive pool.
 
