@@ -812,13 +812,39 @@ pub(crate) fn is_plain_authority(authority: &str) -> bool {
     }) {
         return false;
     }
-    let parsed = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+    is_simple_domain(host) || parses_as_plain_host(host)
+}
+
+/// The full check of a host (without port): an IPv6 literal in brackets, or what
+/// `url::Host::parse` reads back as written (no normalising of IPv4 forms, no IDNA change).
+fn parses_as_plain_host(host: &str) -> bool {
+    match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
         None => url::Host::parse(host).is_ok_and(|h| {
             !matches!(h, url::Host::Ipv6(_)) && h.to_string().eq_ignore_ascii_case(host)
         }),
+    }
+}
+
+/// A host name every request for an app carries (`app.example.com`): ASCII letters, digits,
+/// `-` and `.` in non-empty labels, no punycode label, and a last label that is not a number
+/// (which the URL standard would read as an IPv4 address). `url::Host::parse` accepts each
+/// such name as written, so [`is_plain_authority`] answers it without parsing (the parse
+/// allocates twice; this runs on every request).
+fn is_simple_domain(host: &str) -> bool {
+    let name = host.strip_suffix('.').unwrap_or(host);
+    let Some(last) = name.rsplit('.').next() else {
+        return false;
     };
-    parsed
+    !name.is_empty()
+        && name
+            .split('.')
+            .all(|l| !l.is_empty() && !l.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("xn--")))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && !last.bytes().all(|b| b.is_ascii_digit())
+        && !last.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("0x"))
 }
 
 /// Whether `path` is plain enough for a `bypass` rule to be applied to it: an origin-form
@@ -971,6 +997,57 @@ pub(crate) mod tests {
             "app.test:80:80",
         ] {
             assert!(!is_plain_authority(bad), "{bad}");
+        }
+    }
+
+    /// The fast path answers only what the full parse would answer the same way.
+    #[test]
+    fn simple_domains_are_what_the_url_parser_accepts() {
+        let hosts = [
+            "app.test",
+            "App.Example.COM",
+            "a",
+            "a-b.c-d",
+            "-a.b-",
+            "app.test.",
+            "x1.y2",
+            "1.2.3.4",
+            "127.1",
+            "0x7f.1",
+            "a.0x1f",
+            "a.0X",
+            "a.123",
+            "123",
+            "a.1b",
+            "xn--a.b",
+            "a.XN--zz",
+            "xn--nxasmq6b.com",
+            "a..b",
+            ".a",
+            "a.",
+            "..",
+            ".",
+            "",
+            "a_b.c",
+            "ä.de",
+            "a%2eb",
+            "a b",
+            "0",
+            "1e",
+            "0xg.com",
+            "é",
+        ];
+        for h in hosts {
+            if is_simple_domain(h) {
+                assert!(
+                    parses_as_plain_host(h),
+                    "{h:?}: fast path true, full parse false"
+                );
+            }
+        }
+        assert!(is_simple_domain("app.test") && is_simple_domain("App.Example.COM"));
+        for h in ["1.2.3.4", "a.0x1f", "a.123", "xn--a.b", "a..b", "", "."] {
+            assert!(!is_simple_domain(h), "{h:?} must take the full parse");
         }
     }
 

@@ -517,12 +517,15 @@ fn proxy_service(
     AppError,
 > {
     let cfg = &parts.config;
-    let proxy = pingora::proxy::http_proxy(&server.configuration, Gateway::new(served));
+    let proxy = pingora::proxy::http_proxy(&server.configuration, Gateway::new(served.clone()));
+    // The answer-only endpoints (forward-auth, ping, health, ready) are answered by the intake
+    // itself, from the same live configuration.
     let intake = Intake::new(
         proxy,
         cfg.server.clients,
         cfg.server.trusted_proxies.clone(),
-    );
+    )
+    .answering(served);
     let mut service = pingora::services::listening::Service::new("portcullis".into(), intake);
     for addr in &cfg.server.listen {
         service.add_tcp(&addr.to_string());

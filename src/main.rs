@@ -5,6 +5,11 @@ use portcullis::socket_activation::InheritedListeners;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::process::ExitCode;
 
+/// The allocator is named once, in the library (`portcullis::memory::Allocator`), so the load
+/// bench's plain Pingora can allocate as the gateway does.
+#[global_allocator]
+static GLOBAL: portcullis::memory::Allocator = portcullis::memory::ALLOCATOR;
+
 fn main() -> ExitCode {
     // First, while this is the only thread: the environment is changed here.
     let inherited = listen_fds();
@@ -15,11 +20,18 @@ fn main() -> ExitCode {
 
 /// Returns the free memory in every allocator arena to the operating system.
 fn release_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: `malloc_trim` only walks glibc's own arenas under their locks; any thread may
-    // call it at any time.
+    // `arena.<MALLCTL_ARENAS_ALL>.purge`: every arena's unused dirty pages back to the system.
+    const PURGE_ALL: &[u8] = b"arena.4096.purge\0";
+    // SAFETY: a void mallctl (no old or new value) on a NUL-terminated name jemalloc defines;
+    // it takes the arenas' own locks, so any thread may call it at any time.
     unsafe {
-        libc::malloc_trim(0);
+        tikv_jemalloc_sys::mallctl(
+            PURGE_ALL.as_ptr().cast(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        );
     }
 }
 

@@ -53,11 +53,7 @@ impl Workers {
             let spawned = std::thread::Builder::new()
                 .name(format!("portcullis-argon2-{i}"))
                 .spawn(move || {
-                    if let Err(e) = thread_priority::set_current_thread_priority(
-                        thread_priority::ThreadPriority::Min,
-                    ) {
-                        tracing::warn!(error = ?e, "could not lower the priority of a hashing thread; sign-ins compete with proxying for the CPU");
-                    }
+                    lowest_priority();
                     loop {
                         // The lock is held only while waiting for the next job.
                         let next = match rx.lock() {
@@ -87,6 +83,36 @@ impl Workers {
         });
         self.jobs.send(job).map_err(|_| PasswordError::PoolClosed)?;
         rx.await.map_err(|_| PasswordError::PoolClosed)
+    }
+}
+
+/// Puts the calling (hashing) thread at the lowest priority there is: on Linux the
+/// `SCHED_IDLE` policy, elsewhere (or where it is refused) nice 19.
+///
+/// Under `SCHED_IDLE` the scheduler hands the CPU at once to any normal thread that wakes (a
+/// proxy worker with a request), where under nice 19 alone the kernel's EEVDF scheduler may
+/// let a running hash finish its slice first: that wait showed as tail latency of signed-in
+/// traffic during a sign-in storm. Hashes still get every cycle nothing else wants.
+fn lowest_priority() {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use thread_priority::{NormalThreadSchedulePolicy, ThreadSchedulePolicy};
+        let idle = thread_priority::set_thread_priority_and_policy(
+            thread_priority::thread_native_id(),
+            thread_priority::ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+        );
+        match idle {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = ?e, "could not put a hashing thread on SCHED_IDLE; it runs at nice 19")
+            }
+        }
+    }
+    if let Err(e) =
+        thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min)
+    {
+        tracing::warn!(error = ?e, "could not lower the priority of a hashing thread; sign-ins compete with proxying for the CPU");
     }
 }
 
@@ -505,21 +531,22 @@ mod tests {
     #[tokio::test]
     async fn hashes_run_on_lowest_priority_threads() {
         let h = cheap();
-        // The `nice` field of /proc/thread-self/stat (the 19th), read on a hashing thread.
-        let nice = h
+        // The `policy` field of /proc/thread-self/stat (the 41st), read on a hashing thread:
+        // 5 is SCHED_IDLE, the policy a running hash yields to any woken proxy worker under.
+        let policy = h
             .workers()
             .run(|| {
                 let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
                 let after_name = &stat[stat.rfind(')').unwrap() + 2..];
                 after_name
                     .split(' ')
-                    .nth(16)
+                    .nth(38)
                     .unwrap()
                     .parse::<i32>()
                     .unwrap()
             })
             .await
             .unwrap();
-        assert_eq!(nice, 19);
+        assert_eq!(policy, 5, "SCHED_IDLE");
     }
 }

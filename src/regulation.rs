@@ -5,11 +5,14 @@
 //! the disk.
 //!
 //! # Security
-//! - **Counted before judged.** [`Regulator::attempt`] records a failure in every window
-//!   atomically *before* the password or code is looked at, and refuses the attempt when a
-//!   window is already past its limit; a right answer takes its entry back
-//!   ([`Regulator::passed`]). So 50 parallel wrong guesses get exactly `max_retries` judged,
-//!   never more: no check-then-count race.
+//! - **Held in flight before judged, written once failed.** [`Regulator::attempt`] admits an
+//!   attempt only when the failures already settled in each window, plus the attempts from
+//!   the same address (or on the same account) still being judged, plus this one, stay within
+//!   the limit, and holds it in flight (in memory) until [`Regulator::passed`] or
+//!   [`Regulator::failed`]. So 50 parallel wrong guesses get exactly `max_retries` judged,
+//!   never more: no check-then-count race. Only a judged failure is written to the store: a
+//!   right answer writes nothing, and a crash (`kill -9`) while attempts are in flight
+//!   forgets them instead of leaving failures nobody typed.
 //! - **The account-wide count slows, it does not lock out.** A stranger can type wrong
 //!   passwords for anyone's account, so the account-wide window never bans the account as a
 //!   whole. Once it holds more than `max_retries` failures (from any addresses), each further
@@ -92,19 +95,55 @@ pub fn account_key(name: &str) -> String {
     name.trim().to_lowercase()
 }
 
-/// An attempt counted before it was judged: hand it to [`Regulator::passed`] or
-/// [`Regulator::failed`].
+/// An attempt admitted to be judged, held in flight (in memory only) until it is handed to
+/// [`Regulator::passed`] or [`Regulator::failed`]. Dropped unjudged (the request went away
+/// before its answer), it simply leaves the flight: nothing was written for it.
 #[derive(Debug)]
 #[must_use]
 pub struct Attempt {
     account: Option<String>,
     client: String,
     at: i64,
-    counted: bool,
-    ip: u32,
-    pair: u32,
-    account_window: u32,
-    consecutive: u32,
+    /// The in-flight table it is counted in; `None` when regulation is off or once it landed.
+    flight: Option<Arc<Flight>>,
+}
+
+impl Attempt {
+    /// The window keys this attempt holds in flight.
+    fn keys(&self) -> Vec<String> {
+        let mut keys = vec![ip_window(&self.client)];
+        if let Some(acct) = &self.account {
+            keys.push(pair_window(acct, &self.client));
+            keys.push(consecutive_counter(acct));
+        }
+        keys
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if let Some(flight) = self.flight.take() {
+            Flight::leave(&mut flight.0.lock(), &self.keys());
+        }
+    }
+}
+
+/// Attempts admitted but not yet judged, per window key.
+#[derive(Debug, Default)]
+struct Flight(parking_lot::Mutex<HashMap<String, u32>>);
+
+impl Flight {
+    /// Takes one attempt holding `keys` out of `flying` (the table, locked).
+    fn leave(flying: &mut HashMap<String, u32>, keys: &[String]) {
+        for key in keys {
+            if let Some(n) = flying.get_mut(key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    flying.remove(key);
+                }
+            }
+        }
+    }
 }
 
 /// The regulator: counts failures, keeps bans in memory and in the store.
@@ -113,10 +152,11 @@ pub struct Regulator {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     bans: RwLock<HashMap<String, Ban>>,
-    /// Attempts counted but not yet judged, per window key. A window over its limit only
-    /// because of these is busy, not banned: a burst of right answers from one address (an
-    /// office behind one NAT, sixteen sign-ins at once) never bans it.
-    in_flight: parking_lot::Mutex<HashMap<String, u32>>,
+    /// Attempts admitted but not yet judged, per window key, in memory only (a crash forgets
+    /// them with the attempts themselves). A window over its limit only because of these is
+    /// busy, not banned: a burst of right answers from one address (an office behind one NAT,
+    /// sixteen sign-ins at once) never bans it.
+    in_flight: Arc<Flight>,
 }
 
 impl std::fmt::Debug for Regulator {
@@ -148,7 +188,7 @@ impl Regulator {
             store,
             clock,
             bans: RwLock::new(bans),
-            in_flight: parking_lot::Mutex::default(),
+            in_flight: Arc::default(),
         })
     }
 
@@ -214,9 +254,11 @@ impl Regulator {
         }
     }
 
-    /// Counts an attempt on `account` (when the flow knows one) from `client` as a failure
-    /// before it is judged. `Ok(Err(_))`: refused unjudged (a ban, or a window past its limit,
-    /// which bans now).
+    /// Admits an attempt on `account` (when the flow knows one) from `client` to be judged,
+    /// or refuses it unjudged: `Ok(Err(_))` for a ban, for a window whose settled failures
+    /// are past its limit (which bans now), or for one past it only with attempts still being
+    /// judged (a short wait, no ban). An admitted attempt is held in flight in memory; only a
+    /// failure, once judged, is written ([`Regulator::failed`]).
     ///
     /// # Errors
     /// The store's.
@@ -235,61 +277,63 @@ impl Regulator {
             account: account.clone(),
             client: client.to_string(),
             at: now,
-            counted: self.cfg.enabled(),
-            ip: 0,
-            pair: 0,
-            account_window: 0,
-            consecutive: 0,
+            flight: None,
         };
-        if !a.counted {
+        if !self.cfg.enabled() {
             return Ok(Ok(a));
         }
         let max = self.cfg.max_retries;
         let find = self.find_time();
-        let keep = max.saturating_add(MAX_DOUBLINGS).max(self.cfg.lock_after);
-        // Counting and reading what is in flight happen together, so of many parallel
-        // attempts each sees the others.
-        let mut in_flight = self.in_flight.lock();
-        let flying = |k: &str| in_flight.get(k).copied().unwrap_or(0);
-        let ip_flying = flying(&ip_window(client));
-        let pair_flying = account
-            .as_ref()
-            .map_or(0, |acct| flying(&pair_window(acct, client)));
-        a.ip = self
-            .store
-            .slide_failure(&ip_window(client), find, now, keep)?;
+        // Reading the settled failures and what is in flight, and joining the flight, happen
+        // under one lock, which [`Regulator::failed`] also holds while it moves a failure from
+        // the flight to the store: of many parallel attempts each sees the others, and none
+        // sees a failure twice or not at all.
+        let mut flying = self.in_flight.0.lock();
+        let in_flight = |k: &str| flying.get(k).copied().unwrap_or(0);
+        let ip = ip_window(client);
+        let ip_settled = self.store.failures(&ip, find, now)?;
+        let ip_flying = in_flight(&ip);
+        let (mut pair_settled, mut pair_flying) = (0, 0);
+        let (mut consecutive, mut consecutive_flying) = (0, 0);
         if let Some(acct) = &account {
-            a.pair = self
-                .store
-                .slide_failure(&pair_window(acct, client), find, now, keep)?;
-            a.account_window = self
-                .store
-                .slide_failure(&account_window(acct), find, now, keep)?;
+            let pair = pair_window(acct, client);
+            pair_settled = self.store.failures(&pair, find, now)?;
+            pair_flying = in_flight(&pair);
+            let key = consecutive_counter(acct);
+            consecutive = self.store.counter(&key, now)?;
+            consecutive_flying = in_flight(&key);
         }
-        let over_ip = self.cfg.ip && a.ip > max;
-        let over_pair = self.cfg.user && a.pair > max;
-        // Over the limit only with attempts not yet judged: this one waits its turn (a short
+        // Counting this attempt as a failure: past a limit with settled failures alone bans
+        // now; past it only with attempts not yet judged, this one waits its turn (a short
         // 429, no ban), so no more than `max_retries` are judged at once and none is banned
         // for answers that may yet prove right.
-        let settled_over_ip = over_ip && a.ip.saturating_sub(ip_flying) > max;
-        let settled_over_pair = over_pair && a.pair.saturating_sub(pair_flying) > max;
-        if (over_ip || over_pair) && !(settled_over_ip || settled_over_pair) {
-            self.take_back(&a)?;
-            return Ok(Err(Refused {
-                retry_after: BUSY_RETRY_SECS,
-            }));
-        }
-        if over_ip || over_pair {
-            self.take_back(&a)?;
-            if over_ip {
+        let settled_over_ip = self.cfg.ip && ip_settled.saturating_add(1) > max;
+        let settled_over_pair =
+            self.cfg.user && account.is_some() && pair_settled.saturating_add(1) > max;
+        let over_ip = self.cfg.ip && ip_settled.saturating_add(ip_flying).saturating_add(1) > max;
+        let over_pair = self.cfg.user
+            && account.is_some()
+            && pair_settled.saturating_add(pair_flying).saturating_add(1) > max;
+        let locked = account.is_some() && consecutive.saturating_add(1) > self.cfg.lock_after;
+        let lock_busy = account.is_some()
+            && consecutive
+                .saturating_add(consecutive_flying)
+                .saturating_add(1)
+                > self.cfg.lock_after;
+        if settled_over_ip || settled_over_pair || locked {
+            drop(flying);
+            if settled_over_ip {
                 self.ban_for(Subject::Ip(client.to_string()), "failures", now)?;
             }
-            if let (true, Some(acct)) = (over_pair, &account) {
+            if let (true, Some(acct)) = (settled_over_pair, &account) {
                 let pair = Subject::Pair {
                     account: acct.clone(),
                     ip: client.to_string(),
                 };
                 self.ban_for(pair, "failures", now)?;
+            }
+            if let (true, Some(acct)) = (locked, &account) {
+                self.lock(acct, now)?;
             }
             return Ok(Err(self
                 .check(account.as_deref(), client, now)
@@ -298,69 +342,87 @@ impl Regulator {
                     retry_after: self.cfg.ban_time.as_secs(),
                 })));
         }
-        if let Some(acct) = &account {
-            a.consecutive =
-                self.store
-                    .bump_counter(&consecutive_counter(acct), CONSECUTIVE_WINDOW, now)?;
-            if a.consecutive > self.cfg.lock_after {
-                self.take_back(&a)?;
-                self.lock(acct, now)?;
-                return Ok(Err(Refused {
-                    retry_after: self.cfg.ban_time.as_secs(),
-                }));
-            }
+        if over_ip || over_pair || lock_busy {
+            return Ok(Err(Refused {
+                retry_after: BUSY_RETRY_SECS,
+            }));
         }
-        for key in flight_keys(&a) {
-            *in_flight.entry(key).or_insert(0) += 1;
+        for key in a.keys() {
+            *flying.entry(key).or_insert(0) += 1;
         }
+        a.flight = Some(self.in_flight.clone());
         Ok(Ok(a))
     }
 
-    /// The attempt was right: its failure entries are taken back.
+    /// The attempt was right: it leaves the flight, and nothing is written.
     ///
     /// # Errors
-    /// The store's.
+    /// None today; kept so a store-backed regulator may report one.
     pub fn passed(&self, a: Attempt) -> Result<(), StoreError> {
-        self.landed(&a);
-        if a.counted {
-            self.take_back(&a)?;
-        }
+        drop(a);
         Ok(())
     }
 
-    /// The attempt was wrong: the failure stays counted, and the bans it calls for are made
-    /// now, so the next attempt is refused from memory.
+    /// The attempt was wrong: the failure is written to its windows as it leaves the flight,
+    /// and the bans it calls for are made now, so the next attempt is refused from memory.
     ///
     /// # Errors
     /// The store's.
-    pub fn failed(&self, a: Attempt) -> Result<(), StoreError> {
-        self.landed(&a);
-        if !a.counted {
-            return Ok(());
-        }
-        let (max, now) = (self.cfg.max_retries, a.at);
-        if self.cfg.ip && a.ip >= max {
-            self.ban_for(Subject::Ip(a.client.clone()), "failures", now)?;
-        }
-        let Some(acct) = a.account else {
+    pub fn failed(&self, mut a: Attempt) -> Result<(), StoreError> {
+        let Some(flight) = a.flight.take() else {
             return Ok(());
         };
-        let pair = Subject::Pair {
+        let (max, now) = (self.cfg.max_retries, a.at);
+        let find = self.find_time();
+        let keep = max.saturating_add(MAX_DOUBLINGS).max(self.cfg.lock_after);
+        let (ip, pair, account_window, consecutive) = {
+            // Written and taken out of the flight at once (see `attempt`).
+            let mut flying = flight.0.lock();
+            let written = (|| {
+                let ip = self
+                    .store
+                    .slide_failure(&ip_window(&a.client), find, now, keep)?;
+                let (mut pair, mut acct_window, mut consecutive) = (0, 0, 0);
+                if let Some(acct) = &a.account {
+                    pair =
+                        self.store
+                            .slide_failure(&pair_window(acct, &a.client), find, now, keep)?;
+                    acct_window =
+                        self.store
+                            .slide_failure(&account_window(acct), find, now, keep)?;
+                    consecutive = self.store.bump_counter(
+                        &consecutive_counter(acct),
+                        CONSECUTIVE_WINDOW,
+                        now,
+                    )?;
+                }
+                Ok::<_, StoreError>((ip, pair, acct_window, consecutive))
+            })();
+            Flight::leave(&mut flying, &a.keys());
+            written?
+        };
+        if self.cfg.ip && ip >= max {
+            self.ban_for(Subject::Ip(a.client.clone()), "failures", now)?;
+        }
+        let Some(acct) = a.account.take() else {
+            return Ok(());
+        };
+        let subject = Subject::Pair {
             account: acct.clone(),
             ip: a.client.clone(),
         };
-        if a.consecutive >= self.cfg.lock_after {
+        if consecutive >= self.cfg.lock_after {
             return self.lock(&acct, now);
         }
-        if self.cfg.user && a.pair >= max {
-            return self.ban_for(pair, "failures", now);
+        if self.cfg.user && pair >= max {
+            return self.ban_for(subject, "failures", now);
         }
-        if a.account_window > max {
+        if account_window > max {
             // The account is being guessed at from several places: this address waits a
             // delay that doubles with every failure beyond the limit.
-            let doublings = (a.account_window - max).min(MAX_DOUBLINGS);
+            let doublings = (account_window - max).min(MAX_DOUBLINGS);
             let delay = (1_i64 << doublings).min(self.ban_secs());
-            self.ban(pair, Some(now + delay), "slow-down", now)?;
+            self.ban(subject, Some(now + delay), "slow-down", now)?;
         }
         Ok(())
     }
@@ -372,8 +434,11 @@ impl Regulator {
     /// The store's.
     pub fn signed_in(&self, account: &str) -> Result<(), StoreError> {
         if self.cfg.enabled() {
-            self.store
-                .reset_counter(&consecutive_counter(&account_key(account)))?;
+            let key = consecutive_counter(&account_key(account));
+            // Most sign-ins follow no failure: nothing to start again, nothing written.
+            if self.store.counter(&key, self.clock.now())? > 0 {
+                self.store.reset_counter(&key)?;
+            }
         }
         Ok(())
     }
@@ -474,32 +539,6 @@ impl Regulator {
         self.ban(Subject::Account(account.to_string()), None, "locked", now)
     }
 
-    /// The attempt was judged: it is no longer in flight.
-    fn landed(&self, a: &Attempt) {
-        if !a.counted {
-            return;
-        }
-        let mut in_flight = self.in_flight.lock();
-        for key in flight_keys(a) {
-            if let Some(n) = in_flight.get_mut(&key) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    in_flight.remove(&key);
-                }
-            }
-        }
-    }
-
-    fn take_back(&self, a: &Attempt) -> Result<(), StoreError> {
-        self.store.unslide_failure(&ip_window(&a.client), a.at)?;
-        if let Some(acct) = &a.account {
-            self.store
-                .unslide_failure(&pair_window(acct, &a.client), a.at)?;
-            self.store.unslide_failure(&account_window(acct), a.at)?;
-        }
-        Ok(())
-    }
-
     fn find_time(&self) -> i64 {
         i64::try_from(self.cfg.find_time.as_secs()).unwrap_or(i64::MAX)
     }
@@ -511,15 +550,6 @@ impl Regulator {
 
 /// What a client refused only because others' attempts are still being judged waits.
 const BUSY_RETRY_SECS: u64 = 1;
-
-/// The window keys an attempt holds in flight.
-fn flight_keys(a: &Attempt) -> Vec<String> {
-    let mut keys = vec![ip_window(&a.client)];
-    if let Some(acct) = &a.account {
-        keys.push(pair_window(acct, &a.client));
-    }
-    keys
-}
 
 fn static_reason(reason: &str) -> &'static str {
     match reason {

@@ -1,5 +1,7 @@
 //! A plain Pingora pass-through proxy with no auth, built from the same pingora as the gateway:
-//! the framework's own cost, the row signed-in proxying is judged against. Its upstream peer
+//! the framework's own cost, the row signed-in proxying is judged against. The bench runs it
+//! with the system allocator and, as `plain pingora (jemalloc)`, with the gateway's
+//! (`alloc.rs`). Its upstream peer
 //! has the same options as the gateway's (`src/proxy/upstream.rs`) and the same keep-alive pool.
 
 use async_trait::async_trait;
@@ -29,8 +31,13 @@ impl ProxyHttp for Plain {
     }
 }
 
-/// Serves until the process is killed.
+/// Serves until the process is killed. Says its threads and allocator first (the bench checks
+/// the allocator in its log).
 pub(crate) fn run(listen: SocketAddr, upstream: SocketAddr, threads: usize) -> ! {
+    eprintln!(
+        "plain pingora: {threads} threads, allocator {}",
+        crate::alloc::in_use()
+    );
     let mut peer = HttpPeer::new(upstream, false, String::new());
     peer.options.connection_timeout = Some(Duration::from_secs(5));
     peer.options.total_connection_timeout = Some(Duration::from_secs(10));

@@ -83,11 +83,16 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        // Already ended (a helper that finished): nothing to stop.
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         // SIGTERM first: nginx's master then takes its workers down with it, where SIGKILL
         // would leave them running after the bench.
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.pid().to_string())
+            .stderr(Stdio::null())
             .status();
         let deadline = std::time::Instant::now() + Duration::from_secs(3);
         while std::time::Instant::now() < deadline {
@@ -257,5 +262,54 @@ pub(crate) fn median(runs: &[Measure]) -> Measure {
         non_2xx_3xx: runs.iter().map(|m| m.non_2xx_3xx).sum(),
         errors: runs.iter().map(|m| m.errors).sum(),
         requests: runs.iter().map(|m| m.requests).sum(),
+    }
+}
+
+/// Opens a connection, sends `request` (a whole HTTP/1.1 request head) and reads the whole
+/// answer (Content-Length or chunked), leaving the connection open and idle.
+pub(crate) fn one_request_kept(addr: SocketAddr, request: &[u8]) -> Result<TcpStream, BoxError> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(request)?;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            return Err(format!("{addr} closed the connection before answering").into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        if !head.starts_with("http/1.1 2") {
+            let line = head.lines().next().unwrap_or_default().to_string();
+            return Err(format!("{addr} answered {line:?}").into());
+        }
+        let body = &buf[end + 4..];
+        let length = head.lines().find_map(|l| {
+            l.strip_prefix("content-length:")
+                .and_then(|v| v.trim().parse::<usize>().ok())
+        });
+        let done = match length {
+            Some(len) => body.len() >= len,
+            None if head.contains("transfer-encoding: chunked") => body.ends_with(b"0\r\n\r\n"),
+            None => true,
+        };
+        if done {
+            return Ok(s);
+        }
+    }
+}
+
+/// Raises this process's open-files limit to its hard limit (the idle-connection rows hold
+/// thousands of sockets); the servers it starts inherit it.
+pub(crate) fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current < lim.maximum {
+        lim.current = lim.maximum;
+        let _ = setrlimit(Resource::Nofile, lim);
     }
 }

@@ -69,12 +69,26 @@ fn name(i: u64) -> String {
     format!("user{i:07}")
 }
 
+/// A revoked sid shaped as the gateway's (18 bytes, base64url: 24 characters), distinct for
+/// every `i`, so the revocation list and sled's pages hold what they would in production.
+fn revoked_sid(i: u64) -> String {
+    use base64::Engine;
+    let mut b = [0x5au8; 18];
+    b[..8].copy_from_slice(&i.to_be_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
 /// Writes `count` of each kind in batches, then flushes once.
 fn bulk(path: &Path, count: u64, hash: &str, now: i64, now_ms: i64) -> Result<(), BoxError> {
     if count == 0 {
         return Ok(());
     }
-    let db = sled::Config::new().path(path).open()?;
+    // sled's default page cache (1 GiB) let a million-record seeding grow past 10 GB
+    // resident; the gateway runs with the cap `SledStore` sets.
+    let db = sled::Config::new()
+        .path(path)
+        .cache_capacity(64 * 1024 * 1024)
+        .open()?;
     let users = db.open_tree("users")?;
     let emails = db.open_tree("users_by_email")?;
     let sessions = db.open_tree("sessions")?;
@@ -108,10 +122,7 @@ fn bulk(path: &Path, count: u64, hash: &str, now: i64, now_ms: i64) -> Result<()
                 last_seen: Some(now),
             };
             s.insert(record.sid.as_bytes(), serde_json::to_vec(&record)?);
-            r.insert(
-                format!("revoked-{i:07}").as_bytes(),
-                &expires.to_be_bytes()[..],
-            );
+            r.insert(revoked_sid(i).as_bytes(), &expires.to_be_bytes()[..]);
             // Users whose sessions were all revoked a moment ago, as `revoke_user` records it.
             ur.insert(name.as_bytes(), &now_ms.to_be_bytes()[..]);
         }

@@ -29,7 +29,29 @@ pub(crate) struct Settings {
     pub(crate) storm_conns: usize,
     /// Free text stored with the results, e.g. "other builds ran" (`LOAD_NOTE`).
     pub(crate) note: String,
+    /// The 2-thread rows' taskset CPU lists (`LOAD_SERVER_CPUS2`, `LOAD_CLIENT_CPUS2`): servers
+    /// on `0-1`; wrk on `2-3` with four cores or more, else on the servers' two cores.
+    pub(crate) server_cpus2: String,
+    pub(crate) client_cpus2: String,
+    /// wrk threads for the 2-thread rows (`LOAD_WRK_THREADS2`).
+    pub(crate) wrk_threads2: usize,
+    /// Idle keep-alive connections opened for the memory rows (`LOAD_IDLE_CONNS`).
+    pub(crate) idle_conns: usize,
+    /// The groups of rows to measure (`LOAD_ROWS`, comma-separated; all when unset).
+    pub(crate) rows: Vec<String>,
 }
+
+/// The groups `LOAD_ROWS` selects from, with what each measures (benches/README.md has the
+/// rows of each). Rows another selected row is judged against are measured with it.
+pub(crate) const GROUPS: &[(&str, &str)] = &[
+    ("proxy", "upstream, plain pingora (both allocators), nginx proxy, signed-in, static reply, no cookie"),
+    ("forward-auth", "nginx return 200, forward-auth direct, nginx auth_request -> separate nginx / portcullis"),
+    ("latency", "plain pingora and signed-in at a fixed rate"),
+    ("sign-in", "argon2id hashes/s, sign-ins/s, signed-in p99 quiet and in a sign-in storm"),
+    ("2-threads", "plain pingora (both allocators), nginx proxy and signed-in with 2 threads/workers"),
+    ("memory", "resident memory per idle keep-alive connection"),
+    ("scale", "the signed-in, no-cookie and forward-auth rows again at each LOAD_SCALES count"),
+];
 
 /// `key` parsed, or `default` when unset; a value that does not parse is an error, so a typo
 /// such as `LOAD_SECS=5s` never silently measures with the default.
@@ -49,6 +71,23 @@ impl Settings {
     pub(crate) fn from_env() -> Result<Settings, String> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let (server, client) = if cores >= 2 { ("0", "1") } else { ("0", "0") };
+        let (server2, client2) = match cores {
+            4.. => ("0-1", "2-3"),
+            2..=3 => ("0-1", "0-1"),
+            _ => ("0", "0"),
+        };
+        let rows: Vec<String> = env_or("LOAD_ROWS", String::new())?
+            .split(',')
+            .map(|g| g.trim().to_string())
+            .filter(|g| !g.is_empty())
+            .collect();
+        if let Some(bad) = rows.iter().find(|g| !GROUPS.iter().any(|(n, _)| n == g)) {
+            let known: Vec<&str> = GROUPS.iter().map(|(n, _)| *n).collect();
+            return Err(format!(
+                "LOAD_ROWS: {bad:?} is not a group of rows; the groups are {}",
+                known.join(", ")
+            ));
+        }
         let scales = env_or("LOAD_SCALES", "1,100000,1000000".to_string())?
             .split(',')
             .map(|s| {
@@ -73,7 +112,17 @@ impl Settings {
             storm_rate: env_or("LOAD_STORM_RATE", 1000)?.max(1),
             storm_conns: env_or("LOAD_STORM_CONNS", 4)?.max(1),
             note: env_or("LOAD_NOTE", String::new())?,
+            server_cpus2: env_or("LOAD_SERVER_CPUS2", server2.to_string())?,
+            client_cpus2: env_or("LOAD_CLIENT_CPUS2", client2.to_string())?,
+            wrk_threads2: env_or("LOAD_WRK_THREADS2", 2)?.max(1),
+            idle_conns: env_or("LOAD_IDLE_CONNS", 2000)?.max(1),
+            rows,
         })
+    }
+
+    /// Whether `LOAD_ROWS` selects the group (every group when it is unset).
+    pub(crate) fn wants(&self, group: &str) -> bool {
+        self.rows.is_empty() || self.rows.iter().any(|g| g == group)
     }
 
     /// The settings as recorded in the JSON.
@@ -84,6 +133,9 @@ impl Settings {
             "server_cpus": self.server_cpu, "client_cpus": self.client_cpu,
             "scales": self.scales, "rate": self.rate, "storm_rate": self.storm_rate,
             "storm_conns": self.storm_conns, "note": self.note,
+            "server_cpus2": self.server_cpus2, "client_cpus2": self.client_cpus2,
+            "wrk_threads2": self.wrk_threads2, "idle_conns": self.idle_conns,
+            "rows": if self.rows.is_empty() { vec!["all".to_string()] } else { self.rows.clone() },
         })
     }
 }

@@ -86,7 +86,7 @@ impl Engine {
         let plan = self.plan(exec)?;
         loop {
             let Some((name, stage)) = self.current(plan, exec) else {
-                return self.finish(exec);
+                return self.finish(exec).await;
             };
             let stage = stage.as_ref();
             if self.carried_past(exec, stage) || self.passkey_past(exec) {
@@ -466,8 +466,8 @@ impl Engine {
                 .is_some_and(|need| need.meets(exec.factors))
     }
 
-    fn finish(&self, exec: &mut Execution) -> Result<Step, FlowError> {
-        self.forget(exec)?;
+    async fn finish(&self, exec: &mut Execution) -> Result<Step, FlowError> {
+        self.forget_off_worker(exec).await?;
         // A flow without a user_write spends its invitation when it completes.
         let unspent = exec.invitation.as_ref().filter(|i| !i.spent);
         if let Some(inv) = unspent {
@@ -589,6 +589,17 @@ impl Engine {
         tokio::task::spawn_blocking(move || store.put_execution(&id, expires, &put)).await??;
         exec.saved = Some(bytes);
         exec.held = false;
+        Ok(())
+    }
+
+    /// [`Engine::forget`], with the store's durable removal (an fsync) on the blocking pool,
+    /// as [`Engine::save`] does: a finishing sign-in does not hold the async worker while the
+    /// disk syncs.
+    async fn forget_off_worker(&self, exec: &Execution) -> Result<(), FlowError> {
+        self.release(exec);
+        let store = self.services.store.clone();
+        let id = exec.id.clone();
+        tokio::task::spawn_blocking(move || store.remove_execution(&id)).await??;
         Ok(())
     }
 

@@ -339,12 +339,17 @@ impl Engine {
 
     /// Removes `exec` from the store and from its address's count.
     pub(super) fn forget(&self, exec: &Execution) -> Result<(), FlowError> {
+        self.release(exec);
+        self.services.store.remove_execution(&exec.id)?;
+        Ok(())
+    }
+
+    /// Takes `exec` out of its address's count.
+    pub(super) fn release(&self, exec: &Execution) {
         self.live
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .release(&exec.id);
-        self.services.store.remove_execution(&exec.id)?;
-        Ok(())
     }
 
     /// Delivers queued mail for as long as the gateway runs: each message as soon as it is

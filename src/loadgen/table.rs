@@ -3,6 +3,7 @@
 //! that ratio must meet. The same rows serialise to JSON for machines.
 
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// One measured (or skipped) line of the table.
@@ -28,6 +29,16 @@ pub struct Row {
     pub met: Option<bool>,
     /// Status mix, errors, why a row was skipped, or what a value means.
     pub note: String,
+    /// CPU time the server(s) serving the row spent per request, in microseconds: their user
+    /// plus system time over the measured runs divided by the requests completed, summed over
+    /// the servers when a row has more than one (each one's share is in `figures`). `None`
+    /// (and left out of the JSON) when the row measured no server's CPU.
+    #[serde(rename = "cpu_us_per_request", skip_serializing_if = "Option::is_none")]
+    pub cpu_us: Option<f64>,
+    /// Further named numbers of the row, for machines: e.g. `cpu_us_per_request:nginx`, or
+    /// `rss_bytes_per_idle_connection`. Left out of the JSON when empty.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub figures: BTreeMap<String, f64>,
 }
 
 impl Row {
@@ -65,20 +76,31 @@ fn num(v: Option<f64>, decimals: usize) -> String {
     v.map_or_else(|| "-".to_string(), |v| format!("{v:.decimals$}"))
 }
 
-/// The table as aligned text, one row per line, with a header.
+/// The table as aligned text, one row per line, with a header. The `cpu us/req` column is
+/// there only when some row measured CPU time (the load bench), not for `portcullis bench`.
 pub fn render(rows: &[Row]) -> String {
-    let header = [
-        "row", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "ratio", "vs", "target", "notes",
-    ];
-    let cells: Vec<[String; 9]> = rows
+    let with_cpu = rows.iter().any(|r| r.cpu_us.is_some());
+    let mut header = vec!["row", "req/s", "p50 ms", "p99 ms", "p99.9 ms"];
+    if with_cpu {
+        header.push("cpu us/req");
+    }
+    header.extend(["ratio", "vs", "target", "notes"]);
+    // The numeric columns: after the name, up to and including the ratio.
+    let numeric_end = header.len() - 4;
+    let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            [
+            let mut c = vec![
                 r.name.clone(),
                 num(r.rps, 0),
                 num(r.p50_ms, 3),
                 num(r.p99_ms, 3),
                 num(r.p999_ms, 3),
+            ];
+            if with_cpu {
+                c.push(num(r.cpu_us, 1));
+            }
+            c.extend([
                 num(r.ratio, 2),
                 r.baseline.clone().unwrap_or_default(),
                 match (&r.target, r.met) {
@@ -88,24 +110,26 @@ pub fn render(rows: &[Row]) -> String {
                     (None, _) => String::new(),
                 },
                 r.note.clone(),
-            ]
+            ]);
+            c
         })
         .collect();
-    let mut widths = header.map(str::len);
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for c in &cells {
         for (w, v) in widths.iter_mut().zip(c.iter()) {
             *w = (*w).max(v.chars().count());
         }
     }
+    let last = header.len() - 1;
     let mut out = String::new();
     let line = |out: &mut String, c: &[&str]| {
         for (i, (v, w)) in c.iter().zip(widths.iter()).enumerate() {
             // Text columns left-aligned, numbers right-aligned; the last column unpadded.
-            let numeric = (1..=5).contains(&i);
-            let _ = match (i, numeric) {
-                (8, _) => write!(out, "{v}"),
-                (_, true) => write!(out, "{v:>w$}  "),
-                (_, false) => write!(out, "{v:<w$}  "),
+            let numeric = (1..=numeric_end).contains(&i);
+            let _ = match (i == last, numeric) {
+                (true, _) => write!(out, "{v}"),
+                (false, true) => write!(out, "{v:>w$}  "),
+                (false, false) => write!(out, "{v:<w$}  "),
             };
         }
         let trimmed = out.trim_end().len();
@@ -148,5 +172,26 @@ mod tests {
         let text = render(&[base, r, Row::skipped("forward-auth", "not available")]);
         assert!(text.contains(">= 0.95 ok"), "{text}");
         assert!(text.contains("not available"), "{text}");
+        assert!(!text.contains("cpu us/req"), "{text}");
+    }
+
+    #[test]
+    fn cpu_per_request_gets_a_column_and_a_json_field_only_when_measured() {
+        let mut r = Row {
+            rps: Some(1000.0),
+            cpu_us: Some(12.34),
+            ..Row::new("gateway")
+        };
+        r.figures.insert("cpu_us_per_request:nginx".into(), 5.0);
+        let text = render(&[r.clone(), Row::new("no cpu")]);
+        let header = text.lines().next().unwrap();
+        assert!(header.contains("cpu us/req"), "{text}");
+        let line = text.lines().nth(2).unwrap();
+        assert!(line.contains(" 12.3 "), "{text}");
+        let v = to_json(&[r, Row::new("no cpu")], serde_json::json!({}));
+        assert_eq!(v["rows"][0]["cpu_us_per_request"], 12.34);
+        assert_eq!(v["rows"][0]["figures"]["cpu_us_per_request:nginx"], 5.0);
+        assert!(v["rows"][1].get("cpu_us_per_request").is_none(), "{v}");
+        assert!(v["rows"][1].get("figures").is_none(), "{v}");
     }
 }

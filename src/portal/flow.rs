@@ -79,7 +79,7 @@ async fn step(to: &Answering<'_>, slug: &str) -> Answer {
         .submit(&mut exec, input, at)
         .await
         .map_err(in_flow(slug))?;
-    render(to, &exec, view, true)
+    render(to, &exec, view, true).await
 }
 
 /// Whether regulation bans this client (or this client for the execution's account): checked
@@ -121,7 +121,7 @@ async fn show(
             .view(&mut exec, at)
             .await
             .map_err(in_flow(slug))?;
-    render(to, &exec, view, false)
+    render(to, &exec, view, false).await
 }
 
 /// Whether the execution returns where this request's `rd` (if any) asks to go.
@@ -331,7 +331,7 @@ fn json_input(req: &Request<'_>) -> Result<Input, PortalError> {
 
 /// The response for `view`. A waiting execution's cookie is set when it differs from the one
 /// the request carried: a new execution, a start-over's, or a held one now stored.
-fn render(to: &Answering<'_>, exec: &Execution, view: View, posted: bool) -> Answer {
+async fn render(to: &Answering<'_>, exec: &Execution, view: View, posted: bool) -> Answer {
     let flow_cookie = to.p.flow_cookie(to.req);
     let View { flow, title, step } = view;
     let names = Names {
@@ -355,7 +355,7 @@ fn render(to: &Answering<'_>, exec: &Execution, view: View, posted: bool) -> Ans
         } => {
             let resp = done(to.face, &flow, &rd, posted);
             let resp = match login {
-                Some(login) => resp.set_cookie(issue(to.p, to.req, &flow, login)?),
+                Some(login) => resp.set_cookie(issue(to.p, to.req, &flow, login).await?),
                 None if signed_out => resp.set_cookie(sign_out(to.p, to.req)),
                 None => resp,
             };
@@ -460,8 +460,15 @@ fn sign_out(p: &Portal, req: &Request<'_>) -> String {
     p.session_cookie(req).clear()
 }
 
-/// Signs the session for a completed flow; returns the `Set-Cookie` value.
-fn issue(p: &Portal, req: &Request<'_>, flow: &str, login: Login) -> Result<String, PortalError> {
+/// Signs the session for a completed flow; returns the `Set-Cookie` value. The session's
+/// record is written durably (an fsync) before the cookie is handed out, so the write runs
+/// on the blocking pool: the async worker goes on serving signed-in traffic meanwhile.
+async fn issue(
+    p: &Portal,
+    req: &Request<'_>,
+    flow: &str,
+    login: Login,
+) -> Result<String, PortalError> {
     let user = login.user;
     let seen = crate::session::Seen {
         client: req.client.to_string(),
@@ -472,19 +479,23 @@ fn issue(p: &Portal, req: &Request<'_>, flow: &str, login: Login) -> Result<Stri
                 .unwrap_or_default(),
         ),
     };
-    let (token, _claims) = p.sessions.issue_seen(
-        NewSession {
-            name: user.display_name().to_string(),
-            email: user.email.clone().unwrap_or_default(),
-            groups: user.groups.clone(),
-            amr: login.amr,
-            factors: login.factors,
-            flows: login.flows,
-            lifetime_secs: login.lifetime_secs,
-            username: user.username.clone(),
-        },
-        &seen,
-    )?;
+    let new = NewSession {
+        name: user.display_name().to_string(),
+        email: user.email.clone().unwrap_or_default(),
+        groups: user.groups.clone(),
+        amr: login.amr,
+        factors: login.factors,
+        flows: login.flows,
+        lifetime_secs: login.lifetime_secs,
+        username: user.username.clone(),
+    };
+    let sessions = p.sessions.clone();
+    let (token, _claims) = tokio::task::spawn_blocking(move || sessions.issue_seen(new, &seen))
+        .await
+        .map_err(|e| PortalError::Flow {
+            slug: flow.to_string(),
+            source: FlowError::Interrupted(e),
+        })??;
     let step_up = login.replaces.is_some();
     if let Some((sid, exp)) = login.replaces {
         // The new cookie replaces the old session: a sign-out of the new one must not leave

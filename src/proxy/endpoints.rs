@@ -2,14 +2,16 @@
 //! assertion keys, the auth host's home page, the portal's endpoints, and the one writer of
 //! them all ([`Served::reply`]).
 
-use super::route::{authority, path_and_query};
+use super::route::{authority, path_and_query, Route};
 use super::{is_tls, respond, Served};
 use crate::forward_auth;
 use crate::portal::{pages, MAX_BODY};
 use crate::reply::{self, Response};
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
+use pingora::http::RequestHeader;
 use pingora::proxy::Session;
+use std::net::IpAddr;
 
 impl Served {
     /// Answers a forward-auth call from nginx, Traefik or Caddy.
@@ -19,9 +21,22 @@ impl Served {
         flavor: forward_auth::Flavor,
         scheme: &str,
     ) -> pingora::Result<bool> {
-        let peer = Self::peer_ip(session);
+        let resp =
+            self.forward_auth_answer(session.req_header(), Self::peer_ip(session), flavor, scheme);
+        self.reply(session, resp).await
+    }
+
+    /// The answer to a forward-auth call whose head is `req`, from `peer`, counted in
+    /// `portcullis_forward_auth_total`. The one implementation behind both transports: the
+    /// proxy's session and the intake's own answer ([`super::intake`]).
+    pub(super) fn forward_auth_answer(
+        &self,
+        req: &RequestHeader,
+        peer: Option<IpAddr>,
+        flavor: forward_auth::Flavor,
+        scheme: &str,
+    ) -> Response {
         let trusted = peer.is_some_and(|ip| self.trusted.trusts(ip));
-        let req = session.req_header();
         let client = peer.map(|ip| self.trusted.client(ip, &req.headers));
         let resp = forward_auth::handle(
             &self.gate,
@@ -38,7 +53,40 @@ impl Served {
             trusted,
         );
         crate::metrics::forward_auth(flavor.as_str(), resp.status.as_u16());
-        self.reply(session, resp).await
+        resp
+    }
+
+    /// Whether [`Served::head_answer`] answers `route`.
+    pub(super) fn answers_from_head(route: &Route) -> bool {
+        matches!(
+            route,
+            Route::Ping | Route::Health | Route::Ready | Route::ForwardAuth(_)
+        )
+    }
+
+    /// The answer of a route the gateway answers from the request's head alone, with no body
+    /// to read and nothing to wait for (`ping`, `health`, `ready`, forward-auth); `None` for
+    /// every other route. The intake serves these without a Pingora session.
+    pub(super) fn head_answer(
+        &self,
+        route: &Route,
+        req: &RequestHeader,
+        peer: Option<IpAddr>,
+        tls: bool,
+    ) -> Option<Response> {
+        Some(match route {
+            Route::Ping => Response::text(StatusCode::OK, "pong"),
+            Route::Health => crate::ops::health(),
+            Route::Ready => {
+                let store = self.portal.engine.services().store.as_ref();
+                crate::ops::ready(store, false)
+            }
+            Route::ForwardAuth(flavor) => {
+                let scheme = if tls { "https" } else { "http" };
+                self.forward_auth_answer(req, peer, *flavor, scheme)
+            }
+            _ => return None,
+        })
     }
 
     /// The public keys upstreams use to verify identity assertions.
@@ -90,13 +138,10 @@ impl Served {
         Some(format!("{}/", origin.as_str()))
     }
 
-    /// Sends a gateway answer, with HSTS on HTTPS and the pages' policy widened to our origins.
-    pub(super) async fn reply(
-        &self,
-        session: &mut Session,
-        mut resp: Response,
-    ) -> pingora::Result<bool> {
-        if let Some(h) = self.hsts.as_ref().filter(|_| is_tls(session)) {
+    /// What every gateway answer gets before it is sent, whichever way it is written: HSTS on
+    /// HTTPS, and the pages' policy widened to our origins.
+    pub(super) fn finish(&self, resp: &mut Response, tls: bool) {
+        if let Some(h) = self.hsts.as_ref().filter(|_| tls) {
             resp.headers
                 .push((http::header::STRICT_TRANSPORT_SECURITY, h.clone()));
         }
@@ -112,6 +157,15 @@ impl Served {
                 *value = self.portal.scripted_csp().clone();
             }
         }
+    }
+
+    /// Sends a gateway answer, with HSTS on HTTPS and the pages' policy widened to our origins.
+    pub(super) async fn reply(
+        &self,
+        session: &mut Session,
+        mut resp: Response,
+    ) -> pingora::Result<bool> {
+        self.finish(&mut resp, is_tls(session));
         // Failing to write is the client's connection ending, not a fault of ours.
         respond::send(session, resp)
             .await

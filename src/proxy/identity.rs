@@ -39,45 +39,121 @@ pub(super) fn strip(req: &mut RequestHeader, names: &IdentityHeaders) {
     }
 }
 
+/// The identity header names as Pingora takes them, prepared once per config: handing
+/// Pingora a `HeaderName` makes it copy the name into a new buffer on every insert, handing it
+/// these shares one.
+pub(super) struct IdentityNames([bytes::Bytes; 4]);
+
+impl IdentityNames {
+    pub(super) fn new(names: &IdentityHeaders) -> Self {
+        let name = |n: &http::HeaderName| bytes::Bytes::copy_from_slice(n.as_str().as_bytes());
+        Self([
+            name(&names.user),
+            name(&names.name),
+            name(&names.email),
+            name(&names.groups),
+        ])
+    }
+}
+
 /// Sets the identity headers from a verified session.
 ///
 /// # Errors
 /// Pingora's error if a claim holds bytes not allowed in a header value.
 pub(super) fn inject(
     req: &mut RequestHeader,
-    names: &IdentityHeaders,
+    names: &IdentityNames,
     claims: &Claims,
 ) -> pingora::Result<()> {
-    let Some([user, name, email, groups]) = claims.identity_values() else {
+    let Some(values) = claims.identity_values() else {
         return Err(pingora::Error::explain(
             pingora::ErrorType::InternalError,
             "a session claim cannot be sent as a header value",
         ));
     };
-    req.insert_header(names.user.clone(), user.clone())?;
-    req.insert_header(names.name.clone(), name.clone())?;
-    req.insert_header(names.email.clone(), email.clone())?;
-    req.insert_header(names.groups.clone(), groups.clone())?;
+    for (name, value) in names.0.iter().zip(values) {
+        req.insert_header(name.clone(), value.clone())?;
+    }
     Ok(())
 }
 
 /// Takes the gateway's own cookies out of the `Cookie` header; the upstream never sees the
-/// session token.
+/// session token. A header holding only them is dropped without building anything.
 ///
 /// # Errors
 /// Pingora's error if the remaining cookies cannot be set back (they came from a valid header).
 pub(super) fn strip_cookies(req: &mut RequestHeader, names: &[&str]) -> pingora::Result<()> {
-    if !names
-        .iter()
-        .any(|n| cookie::find(&req.headers, n).is_some())
-    {
-        return Ok(());
-    }
     match cookie::without(&req.headers, names) {
-        Some(rest) => req.insert_header(http::header::COOKIE, rest)?,
-        None => {
+        cookie::Upstream::Keep => {}
+        cookie::Upstream::Remove => {
             req.remove_header(&http::header::COOKIE);
+        }
+        cookie::Upstream::Replace(rest) => {
+            req.insert_header(bytes::Bytes::from_static(b"Cookie"), rest)?;
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The request head as the upstream receives it.
+    fn wire(req: &RequestHeader) -> String {
+        let mut buf = Vec::new();
+        req.header_to_h1_wire(&mut buf);
+        String::from_utf8(buf).unwrap()
+    }
+
+    fn request(cookies: &[&str]) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header("Host", "app.test").unwrap();
+        for c in cookies {
+            req.append_header("Cookie", *c).unwrap();
+        }
+        req
+    }
+
+    /// What reaches the upstream for every shape of `Cookie` headers: never the session or
+    /// flow cookie, every other cookie, and no `Cookie` header at all when only ours came.
+    #[test]
+    fn only_the_gateways_cookies_are_taken_out() {
+        let names = ["portcullis_session", "portcullis_flow"];
+        let cases: &[(&[&str], Option<&str>)] = &[
+            (&["portcullis_session=tok"], None),
+            (&["portcullis_session=tok; portcullis_flow=f"], None),
+            (&["portcullis_session=tok", "portcullis_flow=f"], None),
+            (&[" portcullis_session=tok ;; "], None),
+            (&["portcullis_session=tok; a=1"], Some("a=1")),
+            (&["a=1; portcullis_session=tok; b=2"], Some("a=1; b=2")),
+            (&["a=1; b=2; portcullis_session=tok"], Some("a=1; b=2")),
+            (&["a=1", "portcullis_session=tok", "b=2"], Some("a=1; b=2")),
+            (&["a=1 ;  portcullis_session=tok;;b=2"], Some("a=1; b=2")),
+            (
+                &["xportcullis_session=1; portcullis_session=tok; portcullis_session2=2"],
+                Some("xportcullis_session=1; portcullis_session2=2"),
+            ),
+        ];
+        for (sent, want) in cases {
+            let mut req = request(sent);
+            strip_cookies(&mut req, &names).unwrap();
+            let head = wire(&req);
+            assert!(
+                !head.contains("=tok"),
+                "{sent:?}: the session went upstream: {head}"
+            );
+            assert!(!head.contains("portcullis_flow"), "{sent:?}: {head}");
+            let got: Vec<_> = req.headers.get_all(http::header::COOKIE).iter().collect();
+            match want {
+                None => assert!(got.is_empty(), "{sent:?}: {got:?}"),
+                Some(w) => assert_eq!(got, [*w], "{sent:?}"),
+            }
+            assert!(head.starts_with("Host: app.test\r\n"), "{head}");
+        }
+        // Nothing of ours: the header goes on untouched, as the client spelled it.
+        let mut req = request(&["a=1;b=2"]);
+        strip_cookies(&mut req, &names).unwrap();
+        assert_eq!(wire(&req), "Host: app.test\r\nCookie: a=1;b=2\r\n");
+    }
 }

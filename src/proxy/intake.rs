@@ -12,10 +12,19 @@
 //! follow-up requests go through the same reader. HTTP/2 connections (TLS with ALPN `h2`) are
 //! counted and then handed over as they are: their headers are framed and bounded by HTTP/2.
 
+use super::route::authority;
+use super::trace::{self, Trace};
+use super::Served;
 use crate::config::ClientLimits;
-use bytes::{BufMut, BytesMut};
+use crate::portal::PING;
+use crate::reply::Response;
+use arc_swap::ArcSwap;
+use bytes::{BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora::http::RequestHeader;
+use pingora::protocols::http::authority::validate_request_authority;
+use pingora::protocols::http::date::get_cached_date;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
@@ -45,6 +54,9 @@ pub struct Intake<A> {
     /// Open connections per client address (IPv6 per /64), only addresses with at least one.
     open: Mutex<HashMap<IpAddr, u32>>,
     answers: Answers,
+    /// The gateway's configuration in force, for the answers the intake gives itself (see
+    /// [`Intake::answering`]); `None`: every request goes to the proxy.
+    lean: Option<Arc<ArcSwap<Served>>>,
 }
 
 /// The intake's own answers, written before Pingora has a session.
@@ -126,7 +138,18 @@ impl<A> Intake<A> {
             exempt: trusted_proxies,
             open: Mutex::new(HashMap::new()),
             answers: Answers::new(),
+            lean: None,
         }
+    }
+
+    /// Lets the intake answer the gateway's answer-only endpoints itself, from `live` (the
+    /// same configuration the proxy serves): forward-auth calls, `ping`, `health` and `ready`
+    /// in plain `GET`/`HEAD` requests without a body. See [`lean_head`] for what qualifies;
+    /// anything else still goes to the proxy.
+    #[must_use]
+    pub fn answering(mut self, live: Arc<ArcSwap<Served>>) -> Self {
+        self.lean = Some(live);
+        self
     }
 
     /// Counts a new connection from `peer` against its address's cap.
@@ -214,42 +237,66 @@ where
     A: HttpServerApp + Send + Sync + 'static,
 {
     /// Serves one HTTP/1 connection: each request's head is read here, then the request is
-    /// handed to the proxy with it; on until the connection is not kept alive.
+    /// answered here (the answer-only endpoints, see [`Intake::answering`]) or handed to the
+    /// proxy with it; on until the connection is not kept alive.
     async fn serve_http1(
         &self,
         mut stream: Stream,
         peer: Option<IpAddr>,
         shutdown: &ShutdownWatch,
     ) {
-        // `None` before the first request; then what the last one left for the next.
+        // `None` before the proxy's first request; then what its last one left for the next.
         let mut carried: Option<Option<HttpPersistentSettings>> = None;
+        // Whether a request was answered here on this connection: it is kept alive.
+        let mut answered = false;
+        // A request limit per connection is counted by Pingora's sessions alone.
+        let lean = self.lean.as_ref().filter(|_| {
+            self.inner
+                .server_options()
+                .and_then(|o| o.keepalive_request_limit)
+                .is_none()
+        });
+        let mut head = BytesMut::with_capacity(HEAD_BUF);
         loop {
-            let mut head = BytesMut::with_capacity(HEAD_BUF);
-            let kept_alive = carried.is_some();
-            if let Err(why) = self
+            let kept_alive = carried.is_some() || answered;
+            let read = self
                 .read_head(&mut stream, &mut head, kept_alive, shutdown)
-                .await
-            {
-                let answer = match why {
-                    NoHead::Gone => {
-                        tracing::debug!(client = ?peer, "connection closed before a request");
-                        return;
+                .await;
+            let end = match read {
+                Ok(end) => end,
+                Err(why) => {
+                    let answer = match why {
+                        NoHead::Gone => {
+                            tracing::debug!(client = ?peer, "connection closed before a request");
+                            return;
+                        }
+                        NoHead::TimedOut => {
+                            tracing::debug!(client = ?peer, limit = ?self.limits.header_timeout, "request head not complete in time; answered 408");
+                            &self.answers.timeout
+                        }
+                        NoHead::TooLarge => {
+                            tracing::debug!(client = ?peer, limit = self.limits.max_header_bytes, "request head too large; answered 431");
+                            &self.answers.too_large
+                        }
+                    };
+                    refuse(&mut stream, answer, &mut head).await;
+                    if why == NoHead::TooLarge {
+                        drop((head, stream));
+                        crate::memory::release_soon();
                     }
-                    NoHead::TimedOut => {
-                        tracing::debug!(client = ?peer, limit = ?self.limits.header_timeout, "request head not complete in time; answered 408");
-                        &self.answers.timeout
-                    }
-                    NoHead::TooLarge => {
-                        tracing::debug!(client = ?peer, limit = self.limits.max_header_bytes, "request head too large; answered 431");
-                        &self.answers.too_large
-                    }
-                };
-                refuse(&mut stream, answer, &mut head).await;
-                if why == NoHead::TooLarge {
-                    drop((head, stream));
-                    crate::memory::release_soon();
+                    return;
                 }
-                return;
+            };
+            if let Some(live) = lean {
+                match answer_here(live, &mut stream, head, end, peer, shutdown).await {
+                    Here::Answered(Some(rest)) => {
+                        answered = true;
+                        head = rest;
+                        continue;
+                    }
+                    Here::Answered(None) => return,
+                    Here::Proxy(bytes) => head = bytes,
+                }
             }
             let mut session = ServerSession::new_http1(stream);
             match carried.take() {
@@ -273,10 +320,12 @@ where
             let (next, settings) = reused.consume();
             stream = next;
             carried = Some(settings);
+            head = BytesMut::with_capacity(HEAD_BUF);
         }
     }
 
-    /// Reads one request head into `buf` (with whatever of the body came with it). A kept-alive
+    /// Reads one request head into `buf` (with whatever of the body came with it), after what
+    /// `buf` already holds (what was sent after the last request); the head's length. A kept-alive
     /// connection first waits up to [`KEEPALIVE_IDLE`] for the next request to begin; the head's
     /// deadline runs from the connection's start or that first byte.
     async fn read_head(
@@ -285,13 +334,23 @@ where
         buf: &mut BytesMut,
         kept_alive: bool,
         shutdown: &ShutdownWatch,
-    ) -> Result<(), NoHead> {
+    ) -> Result<usize, NoHead> {
         let max = self.limits.max_header_bytes;
         let mut deadline = (!kept_alive).then(|| Instant::now() + self.limits.header_timeout);
         let mut scan = HeadScan::default();
         let mut stop = shutdown.clone();
         if kept_alive && *stop.borrow() {
             return Err(NoHead::Gone);
+        }
+        // What came after the last request (pipelined) is the start of this one.
+        if !buf.is_empty() {
+            deadline.get_or_insert_with(|| Instant::now() + self.limits.header_timeout);
+            match scan.end(buf) {
+                Some(end) if end <= max => return Ok(end),
+                Some(_) => return Err(NoHead::TooLarge),
+                None if buf.len() > max => return Err(NoHead::TooLarge),
+                None => {}
+            }
         }
         loop {
             // Never more than one byte past the cap: an oversized head is never held whole, and
@@ -323,12 +382,305 @@ where
             }
             deadline.get_or_insert_with(|| Instant::now() + self.limits.header_timeout);
             match scan.end(buf) {
-                Some(end) if end <= max => return Ok(()),
+                Some(end) if end <= max => return Ok(end),
                 Some(_) => return Err(NoHead::TooLarge),
                 None if buf.len() > max => return Err(NoHead::TooLarge),
                 None => {}
             }
         }
+    }
+}
+
+/// What became of a request the intake may answer itself.
+enum Here {
+    /// Answered: the connection goes on with what followed the head (the start of the next
+    /// request, if any), or has been closed (`None`).
+    Answered(Option<BytesMut>),
+    /// Not one to answer here: the proxy serves it from these bytes, as they arrived.
+    Proxy(BytesMut),
+}
+
+/// The request targets the intake answers itself start with one of these (the routes
+/// [`Served::head_answer`] answers: forward-auth, Authelia's paths, `ping`, `health`, `ready`).
+/// One look at the request line: everything else goes to the proxy unparsed.
+const LEAN_TARGETS: [&[u8]; 5] = [
+    b"/.portcullis/auth/",
+    b"/api/authz/",
+    PING.as_bytes(),
+    crate::ops::HEALTH.as_bytes(),
+    crate::ops::READY.as_bytes(),
+];
+
+/// Whether the head in `buf` may be one the intake answers: a `GET` or `HEAD` whose target
+/// starts with one of [`LEAN_TARGETS`].
+fn might_answer(buf: &[u8]) -> bool {
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    let line = &buf[start..];
+    let Some(target) = line
+        .strip_prefix(b"GET ")
+        .or_else(|| line.strip_prefix(b"HEAD "))
+    else {
+        return false;
+    };
+    LEAN_TARGETS.iter().any(|p| target.starts_with(p))
+}
+
+/// At most this many header fields in a head answered here (nginx sends about ten).
+const LEAN_MAX_HEADERS: usize = 64;
+
+/// The request in `head` (exactly one complete head), when it is plain enough to answer
+/// without the proxy, and whether the connection stays open after the answer.
+///
+/// # Security
+/// Only what the proxy would read the same way: `GET` or `HEAD` (exactly so spelled) with an
+/// origin-form target, HTTP/1.0 or 1.1, no body (no `Transfer-Encoding`, `Content-Length`
+/// absent or a single `0`), no `Upgrade` or `Expect`, at most one `Host` and one `Connection`
+/// (`close` and/or `keep-alive` only, not both), an authority Pingora accepts, and a head
+/// `httparse` parses strictly (no obs-fold, no bare CR) to the very end the intake found.
+/// Anything else, a request smuggling attempt included, is left to the proxy, which parses
+/// it as it always has: the bytes stay where the next request will be read from only when
+/// the request provably has no body.
+fn lean_request(head: &Bytes) -> Option<(RequestHeader, bool)> {
+    let mut fields = [httparse::EMPTY_HEADER; LEAN_MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut fields);
+    match parsed.parse(head) {
+        Ok(httparse::Status::Complete(n)) if n == head.len() => {}
+        _ => return None,
+    }
+    let method = match parsed.method? {
+        "GET" => http::Method::GET,
+        "HEAD" => http::Method::HEAD,
+        _ => return None,
+    };
+    let version = match parsed.version? {
+        1 => http::Version::HTTP_11,
+        0 => http::Version::HTTP_10,
+        _ => return None,
+    };
+    let target = parsed.path?;
+    if !target.starts_with('/') || target.contains('#') {
+        return None;
+    }
+    let mut req =
+        RequestHeader::build_no_case(method, target.as_bytes(), Some(parsed.headers.len())).ok()?;
+    req.set_version(version);
+    let mut connection = None;
+    for field in parsed.headers.iter() {
+        let name = field.name.as_bytes();
+        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        if is("transfer-encoding") || is("upgrade") || is("expect") {
+            return None;
+        }
+        if is("content-length")
+            && (field.value != b"0" || req.headers.contains_key("content-length"))
+        {
+            return None;
+        }
+        if is("host") && req.headers.contains_key("host") {
+            return None;
+        }
+        if is("connection") {
+            if connection.is_some() {
+                return None;
+            }
+            connection = Some(field.value);
+        }
+        let value = http::HeaderValue::from_maybe_shared(head.slice_ref(field.value)).ok()?;
+        req.append_header(head.slice_ref(name), value).ok()?;
+    }
+    validate_request_authority(&req).ok()?;
+    let keep_alive = keep_alive(version, connection)?;
+    Some((req, keep_alive))
+}
+
+/// Whether the connection stays open after the answer, as Pingora decides it: HTTP/1.1 unless
+/// `Connection: close`, HTTP/1.0 only with `Connection: keep-alive`. `None` (to the proxy)
+/// for any other token, or both.
+fn keep_alive(version: http::Version, connection: Option<&[u8]>) -> Option<bool> {
+    let (mut close, mut keep) = (false, false);
+    for token in connection.unwrap_or_default().split(|&b| b == b',') {
+        let token = token.trim_ascii();
+        if token.eq_ignore_ascii_case(b"close") {
+            close = true;
+        } else if token.eq_ignore_ascii_case(b"keep-alive") {
+            keep = true;
+        } else if !token.is_empty() {
+            return None;
+        }
+    }
+    match (close, keep) {
+        (true, true) => None,
+        (true, false) => Some(false),
+        (false, true) => Some(true),
+        (false, false) => Some(version == http::Version::HTTP_11),
+    }
+}
+
+/// The bytes of a head split off and frozen, joined again with what followed it.
+fn rejoin(head: Bytes, rest: BytesMut) -> BytesMut {
+    match head.try_into_mut() {
+        Ok(mut whole) => {
+            whole.unsplit(rest);
+            whole
+        }
+        Err(head) => {
+            let mut whole = BytesMut::with_capacity(head.len() + rest.len());
+            whole.extend_from_slice(&head);
+            whole.extend_from_slice(&rest);
+            whole
+        }
+    }
+}
+
+/// Answers the request whose head is the first `end` bytes of `buf` here when it is one of
+/// the answer-only endpoints in a plain request ([`lean_request`], [`Served::head_answer`]):
+/// the same route, decision, answer, headers, metrics and access-log line as the proxy's,
+/// without a Pingora session. Anything else is handed back for the proxy, bytes untouched.
+async fn answer_here(
+    live: &ArcSwap<Served>,
+    stream: &mut Stream,
+    mut buf: BytesMut,
+    end: usize,
+    peer: Option<IpAddr>,
+    shutdown: &ShutdownWatch,
+) -> Here {
+    if !might_answer(&buf[..end]) {
+        return Here::Proxy(buf);
+    }
+    let rest = buf.split_off(end);
+    let head = buf.freeze();
+    let Some((mut req, keep_alive)) = lean_request(&head) else {
+        return Here::Proxy(rejoin(head, rest));
+    };
+    let live = live.load_full();
+    let tls = stream.get_ssl_digest().is_some();
+    // As the proxy's `request_filter` begins.
+    super::identity::strip(&mut req, &live.gate.config().headers);
+    let route = live.router.route(&live.gate, &req, tls);
+    if !Served::answers_from_head(&route) {
+        drop(req);
+        return Here::Proxy(rejoin(head, rest));
+    }
+    // As the proxy's `new_ctx`, `request_filter` and `logging` do for this request.
+    let mut trace = Trace::new();
+    let in_flight = crate::metrics::InFlight::start();
+    trace.outcome = route.name();
+    let Some(mut resp) = trace
+        .span
+        .in_scope(|| live.head_answer(&route, &req, peer, tls))
+    else {
+        drop(req);
+        return Here::Proxy(rejoin(head, rest));
+    };
+    live.finish(&mut resp, tls);
+    // As the proxy stops reusing connections once the server is shutting down.
+    let keep_alive = keep_alive && !*shutdown.borrow();
+    let mut out = Vec::with_capacity(256 + resp.body.len());
+    wire(
+        &mut out,
+        &resp,
+        req.method == http::Method::HEAD,
+        keep_alive,
+    );
+    let sent = async {
+        stream.write_all(&out).await?;
+        stream.flush().await
+    }
+    .await;
+    let status = resp.status.as_u16();
+    live.timers.observe(
+        None,
+        crate::metrics::Outcome::of(trace.outcome, status),
+        trace.started.elapsed(),
+    );
+    if live.access_log {
+        trace::access(
+            &trace,
+            &trace::AccessLine {
+                method: req.method.as_str(),
+                host: authority(&req),
+                path: req.uri.path(),
+                app: "",
+                user: "",
+                status,
+            },
+        );
+    }
+    drop(in_flight);
+    if let Err(e) = sent {
+        let _in = trace.span.enter();
+        tracing::debug!(error = %e, "the client went away");
+        return Here::Answered(None);
+    }
+    if !keep_alive {
+        let _ = AsyncWriteExt::shutdown(stream).await;
+        return Here::Answered(None);
+    }
+    // What followed the head starts the next request, in what is left of this buffer.
+    drop((req, head));
+    let next = if rest.capacity() - rest.len() < HEAD_BUF / 4 {
+        let mut fresh = BytesMut::with_capacity(HEAD_BUF.max(rest.len()));
+        fresh.extend_from_slice(&rest);
+        fresh
+    } else {
+        rest
+    };
+    Here::Answered(Some(next))
+}
+
+/// Writes `resp` as Pingora writes a gateway answer: the status line, the answer's headers
+/// in order, `Content-Length`, `Date` and `Connection`, with Pingora's spelling of header
+/// names; the body unless `head_only`.
+fn wire(out: &mut Vec<u8>, resp: &Response, head_only: bool, keep_alive: bool) {
+    fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(resp.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(resp.status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &resp.headers {
+        field(out, titled(name).as_bytes(), value.as_bytes());
+    }
+    field(
+        out,
+        b"Content-Length",
+        resp.body.len().to_string().as_bytes(),
+    );
+    field(out, b"Date", get_cached_date().as_bytes());
+    let connection: &[u8] = if keep_alive { b"keep-alive" } else { b"close" };
+    field(out, b"Connection", connection);
+    out.extend_from_slice(b"\r\n");
+    if !head_only {
+        out.extend_from_slice(&resp.body);
+    }
+}
+
+/// A header name as Pingora writes it: title case for the names it knows, else as given
+/// (lower case).
+fn titled(name: &http::HeaderName) -> &str {
+    use http::header;
+    match *name {
+        header::ACCEPT_RANGES => "Accept-Ranges",
+        header::AGE => "Age",
+        header::CACHE_CONTROL => "Cache-Control",
+        header::CONNECTION => "Connection",
+        header::CONTENT_TYPE => "Content-Type",
+        header::CONTENT_ENCODING => "Content-Encoding",
+        header::CONTENT_LENGTH => "Content-Length",
+        header::DATE => "Date",
+        header::TRANSFER_ENCODING => "Transfer-Encoding",
+        header::HOST => "Host",
+        header::SERVER => "Server",
+        header::SET_COOKIE => "Set-Cookie",
+        _ => name.as_str(),
     }
 }
 

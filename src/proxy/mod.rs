@@ -88,6 +88,8 @@ pub struct Served {
     upstreams: Vec<UpstreamSet>,
     trusted: TrustedProxies,
     router: Router,
+    /// The identity header names, ready for Pingora.
+    identity: identity::IdentityNames,
     /// `Strict-Transport-Security` for HTTPS responses.
     hsts: Option<http::HeaderValue>,
     /// `[log] access`: one line per request.
@@ -114,12 +116,14 @@ impl Served {
         let access_log = cfg.log.access;
         let timers = crate::metrics::RequestTimers::new(cfg.apps.iter().map(|a| a.name.as_str()));
         let body_timeout = cfg.server.clients.body_timeout;
+        let identity = identity::IdentityNames::new(&cfg.headers);
         Self {
             gate,
             portal,
             upstreams,
             trusted,
             router: Router { https_port },
+            identity,
             hsts,
             access_log,
             timers,
@@ -342,7 +346,6 @@ impl ProxyHttp for Gateway {
         ctx.app
             .and_then(|i| ctx.live.upstreams.get(i))
             .and_then(UpstreamSet::pick)
-            .map(Box::new)
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no upstream for this request"))
     }
 
@@ -443,7 +446,7 @@ impl Served {
             return Ok(());
         };
         let cfg = self.gate.config();
-        identity::inject(upstream, &cfg.headers, claims)?;
+        identity::inject(upstream, &self.identity, claims)?;
         let Some(app) = ctx
             .app
             .and_then(|i| cfg.apps.get(i))

@@ -34,12 +34,12 @@ impl UpstreamSet {
     }
 
     /// The next peer in turn, or `None` for an app served by the built-in demo.
-    pub(super) fn pick(&self) -> Option<HttpPeer> {
+    pub(super) fn pick(&self) -> Option<Box<HttpPeer>> {
         if self.peers.is_empty() {
             return None;
         }
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.peers.len();
-        Some(self.peers[i].clone())
+        Some(Box::new(self.peers[i].clone()))
     }
 
     pub(super) fn is_builtin(&self) -> bool {

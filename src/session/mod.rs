@@ -148,7 +148,7 @@ impl SessionService {
     ) -> Result<Self, SessionError> {
         let file = KeyFile::load_or_create(&keys_path, clock.as_ref())?;
         let now = clock.now();
-        let revocations = RevocationList::load(store.revocations(now)?, store.user_revocations()?);
+        let revocations = RevocationList::from_store(store.as_ref(), now)?;
         let database = store.database_id()?;
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[&cfg.issuer]);

@@ -769,6 +769,16 @@ fn failures_slide_out_of_their_window_and_are_taken_back_one_at_a_time(s: &Arc<d
     s.unslide_failure("k", 1_100).unwrap();
     s.unslide_failure("k", 4_242).unwrap();
     assert_eq!(s.slide_failure("k", 100, 1_120, 10).unwrap(), 2);
+    // Read without writing: the same count at the same time, fewer once some slid out.
+    assert_eq!(s.failures("k", 100, 1_120).unwrap(), 2);
+    assert_eq!(s.failures("k", 100, 1_120).unwrap(), 2);
+    assert_eq!(
+        s.failures("k", 100, 1_150).unwrap(),
+        1,
+        "1050 is out at 1150"
+    );
+    assert_eq!(s.failures("k", 100, 1_220).unwrap(), 0);
+    assert_eq!(s.failures("never", 100, 1_120).unwrap(), 0);
     for t in 0..20 {
         s.slide_failure("full", 1_000, 2_000 + t, 5).unwrap();
     }

@@ -498,6 +498,14 @@ impl Store for MemoryStore {
         Ok(u32::try_from(slot.1.len()).unwrap_or(u32::MAX))
     }
 
+    fn failures(&self, key: &str, window: i64, now: i64) -> StoreResult<u32> {
+        let inner = self.inner.lock();
+        let n = inner.windows.get(key).map_or(0, |(_, times)| {
+            times.iter().filter(|t| **t > now - window).count()
+        });
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
     fn unslide_failure(&self, key: &str, at: i64) -> StoreResult<()> {
         let mut inner = self.inner.lock();
         if let Some((_, times)) = inner.windows.get_mut(key) {

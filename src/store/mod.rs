@@ -175,6 +175,24 @@ pub trait Store: Send + Sync + 'static {
     fn revoke_user_sessions(&self, username: &str, since: i64) -> StoreResult<()>;
     /// Every user revocation (username, since in unix milliseconds); they never expire.
     fn user_revocations(&self) -> StoreResult<Vec<(String, i64)>>;
+    /// Calls `each` with every revocation still in force at `now` (sid, expiry), as
+    /// [`Store::revocations`] returns them, one at a time: the start-up load of a million
+    /// revocations builds no list of a million strings. Those no longer in force are dropped.
+    /// The default collects [`Store::revocations`]; a backend that can stream should.
+    fn for_each_revocation(&self, now: i64, each: &mut dyn FnMut(&str, i64)) -> StoreResult<()> {
+        for (sid, exp) in self.revocations(now)? {
+            each(&sid, exp);
+        }
+        Ok(())
+    }
+    /// Calls `each` with every user revocation (username, since in unix milliseconds), as
+    /// [`Store::user_revocations`] returns them, one at a time. The default collects them.
+    fn for_each_user_revocation(&self, each: &mut dyn FnMut(&str, i64)) -> StoreResult<()> {
+        for (user, since) in self.user_revocations()? {
+            each(&user, since);
+        }
+        Ok(())
+    }
 
     /// A user's enrolled second-factor devices, ordered by id; never another user's.
     fn devices(&self, username: &str) -> StoreResult<Vec<Device>>;
@@ -261,6 +279,9 @@ pub trait Store: Send + Sync + 'static {
     /// forgotten first). Atomic: of many concurrent callers each sees a distinct count. Kept
     /// until `window` seconds after its newest failure (then [`Store::purge_expired`] drops it).
     fn slide_failure(&self, key: &str, window: i64, now: i64, keep: u32) -> StoreResult<u32>;
+    /// How many failures the sliding window `key` holds at `now`: those recorded less than
+    /// `window` seconds before it. Reads only.
+    fn failures(&self, key: &str, window: i64, now: i64) -> StoreResult<u32>;
     /// Takes back one failure recorded at `at` in the window `key` (an attempt counted before
     /// it was judged turned out right); nothing happens when there is none.
     fn unslide_failure(&self, key: &str, at: i64) -> StoreResult<()>;

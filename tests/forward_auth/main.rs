@@ -24,6 +24,7 @@ mod attacks;
 mod bent_paths;
 mod caddy;
 mod fronts;
+mod lean;
 mod nginx;
 mod protocol;
 mod regulation;

@@ -162,3 +162,51 @@ async fn nginx_absolute_form_request_gets_the_decision_of_the_app_nginx_routed_t
         assert_eq!(r.status().as_u16(), want, "{url} routed as {routed}");
     }
 }
+
+/// The shipped example keeps its connections to the gateway open between auth subrequests
+/// (an `upstream` block with `keepalive`, HTTP/1.1, an empty `Connection`): thirty requests of
+/// one client reach the gateway over at most two connections, not thirty.
+#[tokio::test]
+async fn nginx_example_keeps_its_connections_to_the_gateway_alive() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let upstream = Upstream::start().await;
+    let gw = Gateway::for_upstream(upstream.addr.to_string()).await;
+    // A relay in front of the gateway that counts the connections nginx opens.
+    let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay_addr = relay.local_addr().unwrap();
+    let opened = Arc::new(AtomicUsize::new(0));
+    let counter = opened.clone();
+    let gw_addr = gw.addr();
+    tokio::spawn(async move {
+        while let Ok((mut down, _)) = relay.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                if let Ok(mut up) = tokio::net::TcpStream::connect(gw_addr).await {
+                    let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                }
+            });
+        }
+    });
+    let site = Site::new(
+        &[WIKI, ADMIN],
+        AUTH,
+        &upstream.addr.to_string(),
+        &relay_addr.to_string(),
+    );
+    let nginx = Front::start(Kind::Nginx, &site).await;
+    let c = Client::new(([127, 0, 0, 1], nginx.port).into());
+    let before = opened.load(Ordering::SeqCst);
+    for i in 0..30 {
+        // A bypass path: the gateway answers 200 without a session, nginx proxies upstream.
+        let r = c
+            .get(&c.url(WIKI, &format!("/public/{i}")), "text/plain", &[])
+            .await;
+        assert_eq!(r.status, 200, "{}\n{}", r.describe(), logs_of(&nginx, &gw));
+    }
+    let opened = opened.load(Ordering::SeqCst) - before;
+    assert!(
+        opened <= 2,
+        "nginx opened {opened} connections to the gateway for 30 auth subrequests"
+    );
+}

@@ -527,6 +527,34 @@ async fn plain_http_redirects_to_https_and_https_answers_carry_hsts() {
     assert_eq!(r.status, 200, "{}", r.describe());
     assert_eq!(r.echo().path, "/public/x");
     assert_eq!(r.header("strict-transport-security").as_deref(), Some(hsts));
+
+    // The answer-only endpoints, which the intake answers itself for HTTP/1.1 over TLS too,
+    // carry HSTS there, and not over plain HTTP.
+    let h1 = https_client(tls_port, &[DEV_HOST], &[&dev.cert], Alpn::Http1Only);
+    for path in ["/.portcullis/ping", "/.portcullis/auth/traefik"] {
+        let r = h1
+            .get(
+                &format!("https://{DEV_HOST}:{tls_port}{path}"),
+                "application/json",
+                &[],
+            )
+            .await;
+        assert_eq!(
+            r.header("strict-transport-security").as_deref(),
+            Some(hsts),
+            "{path} over TLS: {}",
+            r.describe()
+        );
+    }
+    let r = plain
+        .get(
+            &format!("http://{DEV_HOST}:{}/.portcullis/ping", gw.port),
+            "*/*",
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.describe());
+    assert_eq!(r.header("strict-transport-security"), None);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -57,6 +57,8 @@ pub(crate) const POOL_WAIT: Duration = Duration::from_secs(10);
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long opening a connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Rows fetched per query when streaming revocations ([`Store::for_each_revocation`]).
+const STREAM_BATCH: i64 = 1000;
 
 /// Advisory lock keys (`pg_advisory_xact_lock`), one per kind of serialised work; the high
 /// bits spell "portcull" so they are unlikely to meet another application's keys.
@@ -263,6 +265,43 @@ impl PgStore {
             let client = pool.get().await.map_err(pool_err(action))?;
             job(client).await
         })
+    }
+
+    /// Calls `each` with every (text, bigint) row `sql` yields, fetched in batches of
+    /// [`STREAM_BATCH`] rows in key order (keyset paging: `sql` takes `$1` = the last key
+    /// seen, `$2` = the batch size and, when `now` is given, `$3` = `now`), so a million rows
+    /// never sit in memory at once and no connection is held while `each` runs on the calling
+    /// thread.
+    fn stream_pairs(
+        &self,
+        action: &'static str,
+        sql: &'static str,
+        now: Option<i64>,
+        each: &mut dyn FnMut(&str, i64),
+    ) -> StoreResult<()> {
+        let mut after = String::new();
+        loop {
+            let from = std::mem::take(&mut after);
+            let batch: Vec<(String, i64)> = self.with(action, move |c| async move {
+                let rows = match now {
+                    Some(now) => query(&c, sql, &[&from, &STREAM_BATCH, &now]).await,
+                    None => query(&c, sql, &[&from, &STREAM_BATCH]).await,
+                };
+                Ok(rows
+                    .map_err(db(action))?
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1)))
+                    .collect())
+            })?;
+            for (key, value) in &batch {
+                each(key, *value);
+            }
+            let full = i64::try_from(batch.len()) == Ok(STREAM_BATCH);
+            match batch.into_iter().last() {
+                Some((last, _)) if full => after = last,
+                _ => return Ok(()),
+            }
+        }
     }
 
     /// The pool, for tests that look at the tables.
@@ -777,6 +816,36 @@ impl Store for PgStore {
             .map(|r| (r.get(0), r.get(1)))
             .collect())
         })
+    }
+
+    fn for_each_revocation(&self, now: i64, each: &mut dyn FnMut(&str, i64)) -> StoreResult<()> {
+        self.with("prune revocations", move |c| async move {
+            execute(
+                &c,
+                "DELETE FROM portcullis_revoked_sessions WHERE expires <= $1",
+                &[&now],
+            )
+            .await
+            .map_err(db("prune revocations"))?;
+            Ok(())
+        })?;
+        self.stream_pairs(
+            "load revocations",
+            "SELECT sid, expires FROM portcullis_revoked_sessions \
+             WHERE sid > $1 AND expires > $3 ORDER BY sid LIMIT $2",
+            Some(now),
+            each,
+        )
+    }
+
+    fn for_each_user_revocation(&self, each: &mut dyn FnMut(&str, i64)) -> StoreResult<()> {
+        self.stream_pairs(
+            "load user revocations",
+            "SELECT username, since_ms FROM portcullis_revoked_users \
+             WHERE username > $1 ORDER BY username LIMIT $2",
+            None,
+            each,
+        )
     }
 
     fn revoke_user_sessions(&self, username: &str, since: i64) -> StoreResult<()> {
@@ -1326,6 +1395,25 @@ impl Store for PgStore {
             .await
             .map_err(db(ACTION))?;
             Ok(row.map_or(1, |r| count_u32(i64::from(r.get::<_, i32>(0)))))
+        })
+    }
+
+    fn failures(&self, key: &str, window: i64, now: i64) -> StoreResult<u32> {
+        const ACTION: &str = "read failures";
+        if !storable(key) {
+            return Ok(0);
+        }
+        let key = key.to_string();
+        self.with(ACTION, move |c| async move {
+            let row = query_opt(
+                &c,
+                "SELECT count(*) FROM portcullis_failure_windows w, unnest(w.times) AS t(at) \
+                 WHERE w.key = $1 AND t.at > $3::bigint - $2::bigint",
+                &[&key, &window, &now],
+            )
+            .await
+            .map_err(db(ACTION))?;
+            Ok(row.map_or(0, |r| count_u32(r.get::<_, i64>(0))))
         })
     }
 

@@ -402,3 +402,82 @@ fn the_configured_backend_is_the_one_opened() {
         "sled was opened"
     );
 }
+
+#[test]
+fn revocations_stream_past_a_batch_in_order_and_expired_ones_are_dropped() {
+    let (a, b, _) = two_replicas();
+    // 2,500 session revocations (a few batches; every 5th already expired at 1_000) and
+    // 2,100 user revocations, written in one statement each.
+    let pool = a.pool().clone();
+    a.block(async move {
+        let c = pool.get().await.map_err(super::pool_err("test"))?;
+        super::execute(
+            &c,
+            "INSERT INTO portcullis_revoked_sessions (sid, expires) \
+             SELECT format('sid-%s', lpad(i::text, 5, '0')), \
+                    CASE WHEN i % 5 = 0 THEN 500 ELSE 2000 + i END \
+             FROM generate_series(1, 2500) AS i",
+            &[],
+        )
+        .await
+        .map_err(super::db("test"))?;
+        super::execute(
+            &c,
+            "INSERT INTO portcullis_revoked_users (username, since_ms) \
+             SELECT format('user-%s', lpad(i::text, 5, '0')), i FROM generate_series(1, 2100) AS i",
+            &[],
+        )
+        .await
+        .map_err(super::db("test"))?;
+        Ok(())
+    })
+    .unwrap();
+    let mut seen = Vec::new();
+    b.for_each_revocation(1_000, &mut |sid, exp| seen.push((sid.to_string(), exp)))
+        .unwrap();
+    let want: Vec<(String, i64)> = (1..=2500_i64)
+        .filter(|i| i % 5 != 0)
+        .map(|i| (format!("sid-{i:05}"), 2000 + i))
+        .collect();
+    assert_eq!(seen.len(), 2000);
+    assert_eq!(seen, want, "every revocation in force, once, in order");
+    assert_eq!(
+        a.revocations(1_000).unwrap(),
+        want,
+        "as revocations() lists them"
+    );
+    // The expired ones were dropped from the table.
+    let mut again = 0;
+    a.for_each_revocation(0, &mut |_, exp| {
+        assert!(exp > 1_000);
+        again += 1;
+    })
+    .unwrap();
+    assert_eq!(again, 2000);
+    let mut users = Vec::new();
+    b.for_each_user_revocation(&mut |u, since| users.push((u.to_string(), since)))
+        .unwrap();
+    assert_eq!(users.len(), 2100);
+    assert_eq!(users, a.user_revocations().unwrap());
+    assert_eq!(users[1999], ("user-02000".to_string(), 2000));
+}
+
+#[test]
+fn failures_are_read_across_replicas_without_being_counted() {
+    let (a, b, _) = two_replicas();
+    assert_eq!(b.failures("f", 60, 0).unwrap(), 0, "no window yet");
+    for t in [0, 10, 20] {
+        a.slide_failure("f", 60, t, 10).unwrap();
+    }
+    assert_eq!(b.failures("f", 60, 20).unwrap(), 3);
+    assert_eq!(
+        b.failures("f", 60, 20).unwrap(),
+        3,
+        "reading counts nothing"
+    );
+    assert_eq!(b.failures("f", 60, 60).unwrap(), 2, "the one at 0 slid out");
+    assert_eq!(b.failures("f", 60, 80).unwrap(), 0);
+    b.unslide_failure("f", 20).unwrap();
+    assert_eq!(a.failures("f", 60, 20).unwrap(), 2);
+    assert_eq!(a.failures("other", 60, 20).unwrap(), 0);
+}
