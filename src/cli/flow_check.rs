@@ -5,7 +5,7 @@ use crate::admin::{self, Command};
 use crate::config::Config;
 use crate::flow::{check_plan, FlowPlan, PlanCheck};
 use crate::policy::{Evaluator, Verdict};
-use crate::store::{canonical_username, SledStore, Store, User};
+use crate::store::{canonical_username, User};
 use std::net::IpAddr;
 use std::process::ExitCode;
 
@@ -37,7 +37,7 @@ pub(super) fn run(config: &Config, slug: &str, user: Option<&str>, ip: &str) -> 
 }
 
 /// The account `name`, from the running gateway when there is one, else from the database.
-fn find_user(config: &Config, name: &str) -> Result<User, String> {
+pub(super) fn find_user(config: &Config, name: &str) -> Result<User, String> {
     let username =
         canonical_username(name).ok_or_else(|| format!("`{name}` is not a valid username"))?;
     let cmd = Command::UserShow {
@@ -62,14 +62,11 @@ fn find_user(config: &Config, name: &str) -> Result<User, String> {
         Ok(None) => {}
         Err(e) => return Err(format!("the gateway's admin socket did not answer: {e}")),
     }
-    let db = &config.storage.path;
-    if !db.exists() {
-        return Err(format!(
-            "no database at {}; nothing was created",
-            db.display()
-        ));
+    let db = config.storage.describe();
+    if !config.storage.exists() {
+        return Err(format!("no database at {db}; nothing was created"));
     }
-    let store = SledStore::open(db).map_err(|e| format!("{e} (database {})", db.display()))?;
+    let store = crate::store::open(&config.storage).map_err(|e| format!("{e} (database {db})"))?;
     store
         .user(&username)
         .map_err(|e| e.to_string())?

@@ -5,7 +5,7 @@ use super::{fail, printable, utc};
 use crate::admin::{self, Admin, Command, InvitationView, Reply};
 use crate::config::{Config, Designation, StageConfig};
 use crate::password::PasswordHasherPool;
-use crate::store::{SledStore, Store, StoreError};
+use crate::store::StoreError;
 use clap::Subcommand;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -161,7 +161,7 @@ pub(super) fn execute(
     cmd: Command,
     creates: bool,
 ) -> Result<(Reply, String), String> {
-    let db = config.storage.path.display().to_string();
+    let db = config.storage.describe();
     match admin::send_to_gateway(&config.admin_socket, &cmd) {
         Ok(Some(reply)) => return Ok((reply, format!("via running gateway, database {db}"))),
         Ok(None) => {}
@@ -172,10 +172,10 @@ pub(super) fn execute(
             ))
         }
     }
-    if !creates && !config.storage.path.exists() {
+    if !creates && !config.storage.exists() {
         return Err(format!("no database at {db}; nothing was created"));
     }
-    let store = match SledStore::open(&config.storage.path) {
+    let store = match crate::store::open(&config.storage) {
         Ok(s) => s,
         Err(StoreError::Locked { path }) => {
             return Err(format!(
@@ -186,7 +186,7 @@ pub(super) fn execute(
         Err(e) => return Err(format!("{e} (database {db})")),
     };
     let admin = Admin {
-        store: Arc::new(store) as Arc<dyn Store>,
+        store,
         passwords: PasswordHasherPool::new(&config.passwords).map_err(|e| e.to_string())?,
         sessions: None,
         policy: config.password_policy,

@@ -220,16 +220,7 @@ pub fn run(cli: Cli, inherited: InheritedListeners) -> ExitCode {
         Cmd::CheckConfig => match crate::app::check(&config) {
             Ok(()) => {
                 println!("config OK: {}", cli.config.display());
-                let db = &config.storage.path;
-                println!(
-                    "database: {} ({})",
-                    db.display(),
-                    if db.exists() {
-                        "exists"
-                    } else {
-                        "not there yet: created at the first start"
-                    }
-                );
+                println!("database: {}", database_line(&config.storage));
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -278,19 +269,19 @@ fn read_user(config: &Config, username: &str) -> Result<admin::UserView, String>
     let cmd = Command::UserShow {
         username: username.to_string(),
     };
-    let db = config.storage.path.display().to_string();
+    let db = config.storage.describe();
     let reply = match admin::send_to_gateway(&config.admin_socket, &cmd) {
         Ok(Some(reply)) => reply,
         Ok(None) => {
-            if !config.storage.path.exists() {
+            if !config.storage.exists() {
                 return Err(format!("no database at {db}; nothing was created"));
             }
-            let store = SledStore::open(&config.storage.path)
-                .map_err(|e| format!("{e} (database {db})"))?;
+            let store =
+                crate::store::open(&config.storage).map_err(|e| format!("{e} (database {db})"))?;
             let passwords =
                 PasswordHasherPool::new(&config.passwords).map_err(|e| e.to_string())?;
             let admin = Admin {
-                store: Arc::new(store) as Arc<dyn Store>,
+                store,
                 passwords,
                 sessions: None,
                 policy: config.password_policy,
@@ -402,13 +393,12 @@ fn user_command(config: &Config, cmd: UserCmd) -> Result<Command, String> {
 /// exist: it would otherwise be created empty, and the command would find no users where the
 /// real ones are (a config read from another folder, a mistyped `--config`).
 fn database_for(config: &Config, cmd: &UserCmd) -> Result<(), String> {
-    let db = &config.storage.path;
-    if matches!(cmd, UserCmd::Add { .. }) || db.exists() {
+    if matches!(cmd, UserCmd::Add { .. }) || config.storage.exists() {
         return Ok(());
     }
     Err(format!(
         "no database at {db} (storage.path of {config}); nothing was created. Check --config, or create the first user with `portcullis user add` (a gateway creates it at its first start)",
-        db = db.display(),
+        db = config.storage.describe(),
         config = config.source.display(),
     ))
 }
@@ -416,7 +406,7 @@ fn database_for(config: &Config, cmd: &UserCmd) -> Result<(), String> {
 /// Sends the command to the running gateway, or runs it on the database when none runs, and
 /// says which it did and the database's absolute path.
 fn admin_command(config: &Config, cmd: Command) -> ExitCode {
-    let db = config.storage.path.display().to_string();
+    let db = config.storage.describe();
     match admin::send_to_gateway(&config.admin_socket, &cmd) {
         Ok(Some(reply)) => {
             return print_reply(&reply, &format!("via running gateway, database {db}"))
@@ -436,11 +426,11 @@ fn admin_command(config: &Config, cmd: Command) -> ExitCode {
         cmd,
         Command::UserList | Command::UserShow { .. } | Command::UserDevices { .. }
     );
-    let existed = config.storage.path.exists();
+    let existed = config.storage.exists();
     if read_only && !existed {
         return fail(&format!("no database at {db}; nothing was created"));
     }
-    let store = match SledStore::open(&config.storage.path) {
+    let store = match crate::store::open(&config.storage) {
         Ok(s) => s,
         Err(StoreError::Locked { path }) => {
             return fail(&format!(
@@ -455,7 +445,7 @@ fn admin_command(config: &Config, cmd: Command) -> ExitCode {
         Err(e) => return fail(&e.to_string()),
     };
     let admin = Admin {
-        store: Arc::new(store) as Arc<dyn Store>,
+        store,
         passwords,
         sessions: None,
         policy: config.password_policy,
@@ -647,8 +637,35 @@ fn rotate_keys(config: &Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `check-config`'s line about the database: where it is and whether it is there yet.
+fn database_line(storage: &crate::config::StorageConfig) -> String {
+    match &storage.backend {
+        crate::config::StorageBackend::Sled => format!(
+            "{} ({})",
+            storage.path.display(),
+            if storage.path.exists() {
+                "exists"
+            } else {
+                "not there yet: created at the first start"
+            }
+        ),
+        crate::config::StorageBackend::Postgres(pg) => format!(
+            "postgres {} (pool of {}, TLS {}; the schema is applied at the first start)",
+            pg.url,
+            pg.pool_size,
+            if pg.tls { "on" } else { "off" }
+        ),
+    }
+}
+
 /// `storage accept`: the database as it is, under a new identity.
 fn accept_storage(config: &Config) -> ExitCode {
+    if matches!(
+        config.storage.backend,
+        crate::config::StorageBackend::Postgres(_)
+    ) {
+        return fail("`storage accept` is for a sled database; a PostgreSQL database keeps its identity in the database itself");
+    }
     let path = &config.storage.path;
     if !path.exists() {
         return fail(&format!(
@@ -670,5 +687,82 @@ fn accept_storage(config: &Config) -> ExitCode {
             "the database {path} is held by a running gateway: stop it first"
         )),
         Err(e) => fail(&e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StorageBackend;
+    use crate::store::{test_server::server, PgStore, User};
+
+    /// A config on a fresh PostgreSQL database, its sled path and admin socket in `dir`
+    /// (neither there: no gateway runs).
+    fn postgres_config(dir: &std::path::Path) -> (Config, PgStore) {
+        let pg = server().fresh_database();
+        let direct = PgStore::connect(&pg).expect("database");
+        let mut config =
+            Config::from_toml("", &dir.join("cli.toml"), std::iter::empty()).expect("empty config");
+        config.storage.path = dir.join("portcullis.db");
+        config.admin_socket = dir.join("admin.sock");
+        config.storage.backend = StorageBackend::Postgres(pg);
+        (config, direct)
+    }
+
+    #[test]
+    fn user_invite_and_flow_commands_work_on_the_postgres_database_and_never_create_sled() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, direct) = postgres_config(dir.path());
+        let mut alice = User::new("alice", 1);
+        alice.email = Some("alice@example.com".into());
+        assert!(direct.create_user(&alice).unwrap());
+
+        // `user show` (no gateway running): read from PostgreSQL, not "no database at ...".
+        database_for(&config, &UserCmd::List).expect("a postgres database is there");
+        let shown = read_user(&config, "alice").expect("alice through store::open");
+        assert_eq!(shown.username, "alice");
+        assert_eq!(shown.email.as_deref(), Some("alice@example.com"));
+        // `user disable` writes the shared database: another replica sees it.
+        let _ = admin_command(
+            &config,
+            Command::UserDisable {
+                username: "alice".into(),
+            },
+        );
+        assert!(!direct.user("alice").unwrap().unwrap().active, "disabled");
+        // `invite list` reads the same database (an empty list, not "no database at ...").
+        let (reply, how) =
+            invite::execute(&config, Command::InviteList, false).expect("invite list");
+        assert!(reply.ok, "{}", reply.message);
+        assert!(how.contains("postgres "), "{how}");
+        // `flow check --user` finds the account there too.
+        assert_eq!(
+            flow_check::find_user(&config, "alice").unwrap().username,
+            "alice"
+        );
+        assert!(
+            !config.storage.path.exists(),
+            "no sled database was created beside the config"
+        );
+    }
+
+    #[test]
+    fn check_config_names_the_backend_not_a_sled_path_for_postgres() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, _) = postgres_config(dir.path());
+        let StorageBackend::Postgres(pg) = &config.storage.backend else {
+            unreachable!()
+        };
+        let line = database_line(&config.storage);
+        assert!(line.starts_with(&format!("postgres {}", pg.url)), "{line}");
+        assert!(!line.contains("portcullis.db"), "{line}");
+        assert_eq!(config.storage.describe(), format!("postgres {}", pg.url));
+        let mut sled = config.storage.clone();
+        sled.backend = StorageBackend::Sled;
+        let line = database_line(&sled);
+        assert!(
+            line.contains("portcullis.db") && line.contains("not there yet"),
+            "{line}"
+        );
     }
 }

@@ -223,6 +223,29 @@ pub struct StorageConfig {
     pub backend: StorageBackend,
 }
 
+impl StorageConfig {
+    /// The database as the command line names it: the sled directory, or `postgres <url>`
+    /// (the URL holds no password: it comes from the environment).
+    #[must_use]
+    pub fn describe(&self) -> String {
+        match &self.backend {
+            StorageBackend::Sled => self.path.display().to_string(),
+            StorageBackend::Postgres(pg) => format!("postgres {}", pg.url),
+        }
+    }
+
+    /// Whether the database is there already: the sled directory exists. A PostgreSQL database
+    /// is the server's, so it counts as there (connecting says when it is not); opening it
+    /// creates only the schema.
+    #[must_use]
+    pub fn exists(&self) -> bool {
+        match &self.backend {
+            StorageBackend::Sled => self.path.exists(),
+            StorageBackend::Postgres(_) => true,
+        }
+    }
+}
+
 /// `[storage] backend`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StorageBackend {

@@ -13,6 +13,8 @@ mod username;
 pub use integrity::record_path as integrity_record_path;
 pub use memory_store::MemoryStore;
 pub use model::{Ban, Device, DeviceClass, Invitation, InvitationData, SessionRecord, User};
+#[cfg(test)]
+pub(crate) use postgres::test_server;
 pub use postgres::PgStore;
 pub use sled_store::SledStore;
 pub use username::{canonical_username, new_username, MAX_USERNAME_CHARS};
