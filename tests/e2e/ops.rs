@@ -18,6 +18,27 @@ fn with_metrics() -> (Setup, u16) {
     (setup, port)
 }
 
+/// Starts a gateway with the metrics listener and waits until that listener accepts too: the
+/// harness waits for ping on the proxy's listener (handed over, answering at once), while the
+/// metrics service binds its own address when its thread starts, a moment later (a scraper
+/// retries the same way). Fails after 10 s.
+async fn start_with_metrics() -> (Gateway, u16) {
+    let (setup, mport) = with_metrics();
+    let gw = Gateway::start_with(setup).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", mport))
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the metrics listener 127.0.0.1:{mport} never accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (gw, mport)
+}
+
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
@@ -68,8 +89,7 @@ fn grew(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, key: &str
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_sign_ins_denials_and_forward_auth_calls() {
-    let (setup, mport) = with_metrics();
-    let gw = Gateway::start_with(setup).await;
+    let (gw, mport) = start_with_metrics().await;
     let before = scrape(mport).await;
     assert_eq!(
         before.get("portcullis_build_info{version=\"0.1.0\",name=\"portcullis\"}"),
@@ -180,8 +200,7 @@ async fn metrics_count_sign_ins_denials_and_forward_auth_calls() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_are_never_served_on_the_public_listener() {
-    let (setup, mport) = with_metrics();
-    let gw = Gateway::start_with(setup).await;
+    let (gw, mport) = start_with_metrics().await;
     let (status, _, body) = get(mport, "/metrics").await;
     assert_eq!(status, 200);
     assert!(body.contains("portcullis_build_info"));
@@ -246,8 +265,7 @@ async fn metrics_are_never_served_on_the_public_listener() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn health_and_readiness_answer_on_both_listeners() {
-    let (setup, mport) = with_metrics();
-    let gw = Gateway::start_with(setup).await;
+    let (gw, mport) = start_with_metrics().await;
     for port in [gw.port, mport] {
         for host in ["127.0.0.1", APP, UNKNOWN] {
             let r = client()
