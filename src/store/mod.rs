@@ -7,6 +7,8 @@ mod integrity;
 mod memory_store;
 mod model;
 mod postgres;
+#[doc(hidden)]
+pub use postgres::test_server as pg_test_server;
 mod sled_store;
 mod username;
 

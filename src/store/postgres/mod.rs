@@ -36,8 +36,8 @@
 //! form of the lock sled's backend takes in-process.
 
 mod migrate;
-#[cfg(test)]
-pub(crate) mod test_server;
+#[doc(hidden)]
+pub mod test_server;
 #[cfg(test)]
 mod tests;
 

@@ -7,6 +7,9 @@
 //! Nothing is skipped: without PostgreSQL the tests fail, saying what to install. A watchdog
 //! (`sh`) stops the server and removes its directory once the test process is gone.
 //!
+//! Public (hidden from the docs) so that the integration tests and the benches start their
+//! replicas' database the same way.
+//!
 //! `PORTCULLIS_PG_BIN` names the folder of `initdb` and `postgres` when they are elsewhere.
 
 use crate::config::PostgresStorage;
@@ -22,7 +25,7 @@ use std::time::{Duration, Instant};
 const USER: &str = "portcullis";
 
 /// The running test server.
-pub(crate) struct TestServer {
+pub struct TestServer {
     port: u16,
     password: String,
     next: AtomicUsize,
@@ -36,7 +39,7 @@ static SERVER: OnceLock<TestServer> = OnceLock::new();
 ///
 /// # Panics
 /// When PostgreSQL is not installed or does not start: the message says why and what to do.
-pub(crate) fn server() -> &'static TestServer {
+pub fn server() -> &'static TestServer {
     SERVER.get_or_init(|| TestServer::start().unwrap_or_else(|e| panic!("{e}")))
 }
 
@@ -44,11 +47,12 @@ impl TestServer {
     fn start() -> Result<Self, String> {
         let bin = bin_dir()?;
         let owner = unprivileged_user()?;
-        let root = tempfile::Builder::new()
-            .prefix("portcullis-pg-")
-            .tempdir()
-            .map_err(|e| format!("temporary directory: {e}"))?
-            .keep();
+        let root = std::env::temp_dir().join(format!(
+            "portcullis-pg-{}-{}",
+            std::process::id(),
+            crate::secret::random_token(6)
+        ));
+        std::fs::create_dir(&root).map_err(|e| format!("{}: {e}", root.display()))?;
         let data = root.join("data");
         std::fs::create_dir(&data).map_err(|e| format!("{}: {e}", data.display()))?;
         let password = crate::secret::random_token(18);
@@ -169,7 +173,7 @@ impl TestServer {
     }
 
     /// The settings of a database on this server, as `[storage]` would give them.
-    pub(crate) fn storage(&self, database: &str) -> PostgresStorage {
+    pub fn storage(&self, database: &str) -> PostgresStorage {
         PostgresStorage {
             url: format!("postgres://{USER}@127.0.0.1:{}/{database}", self.port),
             password: Some(Secret::new(self.password.clone())),
@@ -179,13 +183,24 @@ impl TestServer {
         }
     }
 
+    /// The loopback port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The superuser's password (what `PORTCULLIS_DATABASE_PASSWORD` must hold for a gateway
+    /// started on a database of this server).
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
     /// The CA file that verifies the server's certificate.
-    pub(crate) fn ca_file(&self) -> &Path {
+    pub fn ca_file(&self) -> &Path {
         &self.ca_file
     }
 
     /// A new, empty database; its settings.
-    pub(crate) fn fresh_database(&self) -> PostgresStorage {
+    pub fn fresh_database(&self) -> PostgresStorage {
         let name = format!(
             "t{}_{}",
             std::process::id(),
@@ -199,7 +214,7 @@ impl TestServer {
     ///
     /// # Panics
     /// When it fails.
-    pub(crate) fn admin(&self, sql: &str) {
+    pub fn admin(&self, sql: &str) {
         let config = self.storage("postgres");
         let url = config.url.clone();
         let rt = tokio::runtime::Builder::new_current_thread()
