@@ -319,3 +319,55 @@ fn expired_records_are_purged_every_purge_interval_by_one_replica_at_a_time() {
     assert_eq!(on_a.round(t0 + 2 * every), Some(0));
     assert!(a.store.execution("alive", now).unwrap().is_some());
 }
+
+#[test]
+fn signed_in_requests_and_bans_are_judged_from_memory_with_the_database_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, database) = two_gateways(dir.path());
+    let (live, _) = a.sessions.issue(alice("alice")).unwrap();
+    let (gone, claims) = a.sessions.issue(alice("alice")).unwrap();
+    let (later, later_claims) = a.sessions.issue(alice("alice")).unwrap();
+    a.sessions.revoke(&claims).unwrap();
+    a.regulator
+        .ban(
+            Subject::Ip("203.0.113.9".into()),
+            None,
+            "operator",
+            SystemClock.now(),
+        )
+        .unwrap();
+    wait_for("B has heard", PROMISE, || {
+        refused(&b, &gone) && banned(&b, None, "203.0.113.9")
+    });
+    assert!(b.sessions.verify(&live).is_ok() && b.sessions.verify(&later).is_ok());
+    // The database refuses every connection and drops those open (the listener's too).
+    server().admin(&format!(
+        "ALTER DATABASE {database} ALLOW_CONNECTIONS false; \
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'"
+    ));
+    wait_for("B's listener is down", Duration::from_secs(5), || {
+        !b.feed.listening()
+    });
+    // Signed-in requests and ban checks are answered as before: memory only.
+    let start = Instant::now();
+    for _ in 0..1_000 {
+        assert!(b.sessions.verify(&live).is_ok());
+        assert!(refused(&b, &gone));
+        assert!(banned(&b, None, "203.0.113.9") && !banned(&b, None, "203.0.113.10"));
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "3000 checks took {:?}: they waited on the database",
+        start.elapsed()
+    );
+    // The database back: the listener reconnects by itself and hears the next revocation.
+    server().admin(&format!("ALTER DATABASE {database} ALLOW_CONNECTIONS true"));
+    wait_for("B's listener is back", Duration::from_secs(10), || {
+        b.feed.listening()
+    });
+    a.sessions.revoke(&later_claims).unwrap();
+    wait_for("B refuses after the outage", PROMISE, || {
+        refused(&b, &later)
+    });
+    assert!(b.sessions.verify(&live).is_ok());
+}
