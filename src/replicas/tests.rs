@@ -371,3 +371,67 @@ fn signed_in_requests_and_bans_are_judged_from_memory_with_the_database_gone() {
     });
     assert!(b.sessions.verify(&live).is_ok());
 }
+
+/// Notices anyone who may connect to the database can send (`NOTIFY` needs no privilege on
+/// the tables): garbled, from another version, or trying to shorten or lift what the store
+/// holds. None lets a revoked session back in or lifts a ban; each is followed by a real
+/// revocation, heard after it, so each was applied before the checks.
+#[test]
+fn forged_or_garbled_notices_never_lift_a_revocation_or_a_ban() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, _) = two_gateways(dir.path());
+    let (live, _) = a.sessions.issue(alice("alice")).unwrap();
+    let (gone, claims) = a.sessions.issue(alice("alice")).unwrap();
+    let (dave, _) = a.sessions.issue(alice("dave")).unwrap();
+    a.sessions.revoke(&claims).unwrap();
+    a.sessions.revoke_user("dave").unwrap();
+    let ip = "203.0.113.50";
+    a.regulator
+        .ban(Subject::Ip(ip.into()), None, "operator", SystemClock.now())
+        .unwrap();
+    wait_for("B has heard", PROMISE, || {
+        refused(&b, &gone) && refused(&b, &dave) && banned(&b, None, ip)
+    });
+    let sid = claims.sid.clone();
+    let forged = [
+        String::new(),
+        "{".into(),
+        "null".into(),
+        r#"{"kind":"resync"}"#.into(),
+        r#"{"kind":"bans"}"#.into(),
+        r#"{"kind":"unban","subject":"ip:203.0.113.50"}"#.into(),
+        format!(r#"{{"kind":"session","sid":"{sid}","expires":0}}"#),
+        format!(r#"{{"kind":"session","sid":"{sid}","expires":-1}}"#),
+        r#"{"kind":"user","username":"dave","since_ms":0}"#.into(),
+        r#"{"kind":"user","username":"dave","since_ms":-9223372036854775808}"#.into(),
+        "x".repeat(7_999),
+    ];
+    let notify = |payload: String| {
+        let pool = a.pg.pool().clone();
+        a.pg.block(async move {
+            let c = pool.get().await.expect("connection");
+            c.execute("SELECT pg_notify('portcullis_changes', $1)", &[&payload])
+                .await
+                .expect("notify");
+            Ok(())
+        })
+        .unwrap();
+    };
+    for payload in forged {
+        let shown: String = payload.chars().take(60).collect();
+        let (marker, m) = a.sessions.issue(alice("marker")).unwrap();
+        assert!(b.sessions.verify(&marker).is_ok());
+        notify(payload);
+        a.sessions.revoke(&m).unwrap();
+        wait_for("the marker after the notice", PROMISE, || {
+            refused(&b, &marker)
+        });
+        assert!(refused(&b, &gone), "{shown}: the revoked session is back");
+        assert!(refused(&b, &dave), "{shown}: the revoked user is back");
+        assert!(banned(&b, None, ip), "{shown}: the ban was lifted");
+        assert!(b.sessions.verify(&live).is_ok(), "{shown}");
+    }
+    // B prunes at its maintenance round: the revocation keeps its real expiry.
+    b.sessions.prune();
+    assert!(refused(&b, &gone));
+}
