@@ -435,3 +435,52 @@ fn forged_or_garbled_notices_never_lift_a_revocation_or_a_ban() {
     b.sessions.prune();
     assert!(refused(&b, &gone));
 }
+
+/// The listener's connection takes the pool's TLS settings: with TLS configured it is
+/// encrypted, and it hears revocations over it.
+#[test]
+fn the_listener_connects_with_the_pools_tls_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = server().fresh_database();
+    let database = plain
+        .url
+        .rsplit('/')
+        .next()
+        .expect("a database")
+        .to_string();
+    let tls = PostgresStorage {
+        tls: true,
+        ca_file: Some(server().ca_file().to_path_buf()),
+        ..plain.clone()
+    };
+    let a = gateway(&plain, "plain-a", dir.path());
+    let b = gateway(&tls, "tls-b", dir.path());
+    let pool = a.pg.pool().clone();
+    let listeners: Vec<(String, bool)> =
+        a.pg.block(async move {
+            let c = pool.get().await.expect("connection");
+            let rows = c
+                .query(
+                    "SELECT a.application_name, s.ssl FROM pg_stat_activity a \
+                     JOIN pg_stat_ssl s ON s.pid = a.pid \
+                     WHERE a.datname = $1 AND a.application_name LIKE '%-changes' \
+                     ORDER BY 1",
+                    &[&database],
+                )
+                .await
+                .expect("activity");
+            Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        })
+        .unwrap();
+    assert_eq!(
+        listeners,
+        vec![
+            ("plain-a-changes".to_string(), false),
+            ("tls-b-changes".to_string(), true)
+        ]
+    );
+    let (token, claims) = a.sessions.issue(alice("alice")).unwrap();
+    assert!(b.sessions.verify(&token).is_ok());
+    a.sessions.revoke(&claims).unwrap();
+    wait_for("B refuses over TLS", PROMISE, || refused(&b, &token));
+}
