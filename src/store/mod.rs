@@ -3,6 +3,9 @@
 
 #[cfg(test)]
 mod conformance;
+pub mod dump;
+#[cfg(test)]
+mod dump_tests;
 mod integrity;
 mod memory_store;
 mod model;
@@ -12,6 +15,7 @@ pub use postgres::test_server as pg_test_server;
 mod sled_store;
 mod username;
 
+pub use dump::Record;
 pub use integrity::record_path as integrity_record_path;
 pub use memory_store::MemoryStore;
 pub use model::{Ban, Device, DeviceClass, Invitation, InvitationData, SessionRecord, User};
@@ -49,6 +53,12 @@ pub enum StoreError {
     Locked {
         /// The database's path.
         path: String,
+    },
+    /// An import was refused: the target already holds state (`holds` counts it by kind).
+    #[error("storage: the target database is not empty: it holds {holds}; import only into a new, empty database (nothing was imported)")]
+    NotEmpty {
+        /// What it holds ("2 user, 1 session").
+        holds: String,
     },
     /// The database is damaged, lost writes or was replaced: the gateway does not run on it.
     #[error("storage: the database at {path} cannot be trusted: {finding}")]
@@ -295,6 +305,18 @@ pub trait Store: Send + Sync + 'static {
     fn remove_ban(&self, subject: &str) -> StoreResult<bool>;
     /// Every ban in force at `now`, ordered by subject; those no longer in force are dropped.
     fn bans(&self, now: i64) -> StoreResult<Vec<Ban>>;
+
+    /// Every record the store holds, expired ones not yet purged included, in the order of
+    /// [`dump::sort`]: what `portcullis store export` writes. One consistent view (on
+    /// PostgreSQL one `REPEATABLE READ` transaction; sled is held by this process alone).
+    /// Reads only.
+    fn export_records(&self) -> StoreResult<Vec<Record>>;
+    /// Puts `records` back as they were (expiry times, counts, hashes and sealed material
+    /// exactly as given; the e-mail, legacy-name and per-user session indexes rebuilt), and the
+    /// database takes the identity of a [`Record::DatabaseId`] among them. Refuses a store that
+    /// holds anything but its identity with [`StoreError::NotEmpty`], writing nothing. On
+    /// PostgreSQL one transaction: all or nothing. Durable on return.
+    fn import_records(&self, records: &[Record]) -> StoreResult<()>;
 }
 
 #[cfg(test)]
