@@ -566,3 +566,116 @@ pub fn read(bytes: &[u8]) -> Result<Dump, DumpError> {
 fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> (Vec<Record>, DeviceKeyRecord) {
+        let mut records = vec![
+            Record::User(User::new("bob", 2)),
+            Record::DatabaseId {
+                id: "db1".into(),
+                adopted_ms: Some(5),
+            },
+            Record::Secret {
+                name: "csrf".into(),
+                value: Bytes(vec![7; 32]),
+            },
+            Record::User(User::new("alice", 1)),
+            Record::Ticket {
+                hash: "h".into(),
+                expires: 10,
+                data: Bytes(vec![0, 255]),
+            },
+        ];
+        sort(&mut records);
+        (
+            records,
+            DeviceKeyRecord {
+                key: "A".repeat(43),
+            },
+        )
+    }
+
+    #[test]
+    fn a_dump_reads_back_what_was_written_in_one_order() {
+        let (records, key) = sample();
+        let kinds: Vec<_> = records.iter().map(Record::kind).collect();
+        assert_eq!(kinds, ["database_id", "secret", "user", "user", "ticket"]);
+        let bytes = write("sled", 42, &records, Some(&key)).unwrap();
+        let dump = read(&bytes).unwrap();
+        assert_eq!(dump.records, records);
+        assert_eq!(dump.device_key, Some(key));
+        assert_eq!(dump.header.backend, "sled");
+        assert_eq!(dump.header.records, 6);
+        assert_eq!(dump.header.counts.get("user"), Some(&2));
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let (records, key) = sample();
+        let shown = format!("{records:?} {key:?}");
+        assert!(
+            !shown.contains("AAAA") && !shown.contains("[7, 7"),
+            "{shown}"
+        );
+        assert!(shown.contains("<32 bytes>"), "{shown}");
+    }
+
+    #[test]
+    fn every_kind_of_damage_is_refused_naming_the_line_or_the_mismatch() {
+        let (records, key) = sample();
+        let good = String::from_utf8(write("sled", 42, &records, Some(&key)).unwrap()).unwrap();
+        let lines: Vec<&str> = good.lines().collect();
+        let with = |i: usize, new: &str| {
+            let mut l = lines.clone();
+            l[i] = new;
+            l.join("\n") + "\n"
+        };
+        let short_secret = lines[3].replace(&B64.encode([7u8; 32]), &B64.encode([7u8; 31]));
+        let cases: Vec<(&str, String, &str)> = vec![
+            ("empty", String::new(), "line 1"),
+            ("not a dump", "{\"a\":1}\n".into(), "line 1"),
+            (
+                "a newer version",
+                with(0, &lines[0].replace("\"version\":1", "\"version\":2")),
+                "version 2",
+            ),
+            ("garbage", with(2, "{{{"), "line 3"),
+            ("unknown kind", with(2, "{\"kind\":\"dragon\"}"), "line 3"),
+            ("no kind", with(2, "{\"id\":\"x\"}"), "line 3"),
+            ("a 31-byte secret", with(3, &short_secret), "line 4"),
+            ("cut at the end", lines[..6].join("\n") + "\n", "truncated"),
+            (
+                "cut mid-line",
+                good[..good.len() - 10].to_string(),
+                "line 8",
+            ),
+            (
+                "a record dropped",
+                [&lines[..4], &lines[5..]].concat().join("\n") + "\n",
+                "holds 5 records",
+            ),
+            (
+                "a value changed",
+                with(5, &lines[5].replace("bob", "eve")),
+                "checksum",
+            ),
+            (
+                "a line after the end",
+                good.clone() + "{\"kind\":\"ban\"}\n",
+                "line 9",
+            ),
+            (
+                "a second device key",
+                with(4, lines[1]),
+                "second device key",
+            ),
+        ];
+        for (what, text, says) in cases {
+            let err = read(text.as_bytes()).unwrap_err().to_string();
+            assert!(err.contains(says), "{what}: expected {says:?} in {err}");
+        }
+    }
+}
