@@ -72,15 +72,6 @@ impl Default for MemoryStore {
     }
 }
 
-impl Default for DatabaseId {
-    fn default() -> Self {
-        Self {
-            id: String::new(),
-            adopted_ms: None,
-        }
-    }
-}
-
 impl Inner {
     /// As the sled backend's: `raw` reachable under its canonical form when it is not that
     /// form and no account holds it.

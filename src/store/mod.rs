@@ -73,7 +73,7 @@ pub enum StoreError {
 /// A database's identity: random, made with the database (or when an older database is first
 /// opened by a version that has identities). Session tokens carry it, so a token issued by
 /// another database, or an earlier one at the same path, is refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DatabaseId {
     /// The identity (random, base64url).
     pub id: String,

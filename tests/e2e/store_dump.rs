@@ -73,7 +73,7 @@ fn mode(path: &Path) -> u32 {
 async fn serve(gw: &Gateway, config: &Path, env: &[(String, String)]) -> std::process::Child {
     Serve {
         args: vec!["--config".into(), config.into()],
-        listeners: &[gw.listener.clone()],
+        listeners: std::slice::from_ref(&gw.listener),
         dir: gw.dir.path(),
         env,
         log: &gw.log_path,
