@@ -49,6 +49,12 @@ pub enum DeviceKeyError {
         /// How many sealed devices the store holds.
         devices: usize,
     },
+    /// A key file is there, holding another key than the one to be written.
+    #[error("device key {path} exists and holds another key: the imported TOTP devices open only under the dump's key. Move that file away (keep it: whatever was sealed under it needs it) or point [storage] device_key_path at another file; nothing was imported")]
+    Conflict {
+        /// The key file.
+        path: PathBuf,
+    },
 }
 
 /// A sealed value did not open: another key, another device, or tampering.
@@ -191,6 +197,75 @@ impl DeviceKey {
         self.cipher
             .decrypt(&XNonce::from(nonce), payload)
             .map_err(|_| Unsealable)
+    }
+}
+
+/// The key the file at `path` holds, as it holds it (base64url), after checking it is a usable
+/// key; `None` when there is no file. What `portcullis store export` puts in a dump.
+///
+/// # Errors
+/// [`DeviceKeyError`] naming the file when it cannot be read or holds no usable key.
+pub fn read_key_text(path: &Path) -> Result<Option<crate::secret::SecretString>, DeviceKeyError> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            DeviceKey::parse(path, &bytes)?;
+            let file: KeyFile =
+                serde_json::from_slice(&bytes).map_err(|_| DeviceKeyError::Damaged {
+                    path: path.to_path_buf(),
+                    reason: "not a device key file".into(),
+                })?;
+            Ok(Some(crate::secret::SecretString::new(file.key.trim())))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(DeviceKeyError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Makes the file at `path` hold `key` (base64url, as [`read_key_text`] returns it), mode
+/// 0600: writes it when there is no file (returns `true`), keeps a file that already holds
+/// that key (returns `false`), and never replaces one holding another key. The new file
+/// appears whole or not at all, and not over one that appeared meanwhile.
+///
+/// # Errors
+/// [`DeviceKeyError::Conflict`] for a file holding another key, [`DeviceKeyError::Damaged`]
+/// when `key` is not a key, [`DeviceKeyError::Io`] when the file cannot be written.
+pub fn install(path: &Path, key: &str) -> Result<bool, DeviceKeyError> {
+    let file = KeyFile {
+        key: key.trim().to_string(),
+    };
+    let bytes = serde_json::to_vec(&file).map_err(|e| DeviceKeyError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e),
+    })?;
+    DeviceKey::parse(path, &bytes).map_err(|_| DeviceKeyError::Damaged {
+        path: path.to_path_buf(),
+        reason: "the dump's device key is not a 32-byte base64url key".into(),
+    })?;
+    if let Some(existing) = read_key_text(path)? {
+        return if crate::secret::equal(existing.expose().as_bytes(), file.key.as_bytes()) {
+            Ok(false)
+        } else {
+            Err(DeviceKeyError::Conflict {
+                path: path.to_path_buf(),
+            })
+        };
+    }
+    let io = |source| DeviceKeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = path.with_extension(format!("import-{}.tmp", std::process::id()));
+    save(&tmp, &file).map_err(io)?;
+    // A hard link never replaces an existing file: one that appeared meanwhile wins.
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => install(path, key),
+        Err(e) => Err(io(e)),
     }
 }
 

@@ -6,6 +6,7 @@ mod bench;
 mod flow_check;
 mod invite;
 mod password_input;
+mod store_dump;
 
 use crate::admin::{self, Admin, Command, Reply};
 use crate::config::Config;
@@ -67,6 +68,10 @@ pub(crate) enum Cmd {
     /// The database's integrity (see README, "Database integrity and recovery").
     #[command(subcommand)]
     Storage(StorageCmd),
+    /// Export all state to a dump file and import it into another database (move between
+    /// sled and PostgreSQL, back up a gateway): see README, "Backup and moving to PostgreSQL".
+    #[command(subcommand)]
+    Store(store_dump::StoreCmd),
     /// Certificates for trying HTTPS.
     #[command(subcommand)]
     Certs(CertsCmd),
@@ -253,6 +258,7 @@ pub fn run(cli: Cli, inherited: InheritedListeners) -> ExitCode {
         Cmd::Bans(cmd) => bans::run(&config, cmd),
         Cmd::Keys(KeysCmd::Rotate) => rotate_keys(&config),
         Cmd::Storage(StorageCmd::Accept) => accept_storage(&config),
+        Cmd::Store(cmd) => store_dump::run(&config, cmd),
         Cmd::Flow(FlowCmd::Check { slug, user, ip }) => {
             flow_check::run(&config, &slug, user.as_deref(), &ip)
         }

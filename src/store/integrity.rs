@@ -67,7 +67,8 @@ pub fn record_path(db: &Path) -> PathBuf {
 /// Keeps the record file in step with the database's durable generation.
 pub(super) struct Recorder {
     path: PathBuf,
-    database_id: String,
+    /// Changed only by an import ([`Recorder::rebind`]).
+    database_id: parking_lot::Mutex<String>,
     counted: BTreeMap<String, u64>,
     counted_at: i64,
     /// The generation last written to the file; held while writing, so concurrent flushes
@@ -87,10 +88,16 @@ impl Recorder {
         Ok(())
     }
 
+    /// The database takes the identity `id` (an import): the record names it from the next
+    /// [`Recorder::durable`] on, which the caller makes after writing the identity.
+    pub(super) fn rebind(&self, id: &str) {
+        *self.database_id.lock() = id.to_string();
+    }
+
     fn write(&self, generation: u64) -> StoreResult<()> {
         let record = Record {
             format: FORMAT,
-            database_id: self.database_id.clone(),
+            database_id: self.database_id.lock().clone(),
             generation,
             counted: self.counted.clone(),
             counted_at: self.counted_at,
@@ -251,7 +258,7 @@ pub(super) fn check(
     };
     let recorder = Recorder {
         path: record_path,
-        database_id: id.clone(),
+        database_id: parking_lot::Mutex::new(id.clone()),
         counted,
         counted_at: now_ms.div_euclid(1000),
         written: parking_lot::Mutex::new(generation),

@@ -1,10 +1,11 @@
 //! An in-memory [`Store`] with the same semantics as [`super::SledStore`], for in-process
 //! tests and throw-away gateways. Nothing survives the process.
 
+use super::dump::{self, Bytes, Record};
 use super::username::canonical_username;
 use super::{
-    device_key, device_prefix, email_key, Ban, Device, Invitation, SessionRecord, Store,
-    StoreResult, User,
+    device_key, device_prefix, email_key, Ban, DatabaseId, Device, Invitation, SessionRecord,
+    Store, StoreError, StoreResult, User,
 };
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
@@ -13,8 +14,6 @@ use std::collections::{BTreeMap, HashMap};
 /// sled backend's are: a counter bump, a ticket taken once, a secret created once.
 pub struct MemoryStore {
     inner: Mutex<Inner>,
-    /// Random per store: two memory stores are two databases.
-    id: String,
 }
 
 #[derive(Default)]
@@ -47,6 +46,9 @@ struct Inner {
     windows: HashMap<String, (i64, Vec<i64>)>,
     /// subject -> ban.
     bans: BTreeMap<String, Ban>,
+    /// Random per store: two memory stores are two databases (until one imports the
+    /// other's records).
+    id: DatabaseId,
 }
 
 impl MemoryStore {
@@ -59,8 +61,13 @@ impl MemoryStore {
 impl Default for MemoryStore {
     fn default() -> Self {
         Self {
-            inner: Mutex::default(),
-            id: crate::secret::random_token(16),
+            inner: Mutex::new(Inner {
+                id: DatabaseId {
+                    id: crate::secret::random_token(16),
+                    adopted_ms: None,
+                },
+                ..Inner::default()
+            }),
         }
     }
 }
@@ -480,11 +487,8 @@ impl Store for MemoryStore {
         Ok(true)
     }
 
-    fn database_id(&self) -> StoreResult<super::DatabaseId> {
-        Ok(super::DatabaseId {
-            id: self.id.clone(),
-            adopted_ms: None,
-        })
+    fn database_id(&self) -> StoreResult<DatabaseId> {
+        Ok(self.inner.lock().id.clone())
     }
 
     fn slide_failure(&self, key: &str, window: i64, now: i64, keep: u32) -> StoreResult<u32> {
@@ -535,6 +539,160 @@ impl Store for MemoryStore {
         let mut inner = self.inner.lock();
         inner.bans.retain(|_, b| b.in_force(now));
         Ok(inner.bans.values().cloned().collect())
+    }
+
+    fn export_records(&self) -> StoreResult<Vec<Record>> {
+        Ok(self.inner.lock().records())
+    }
+
+    fn import_records(&self, records: &[Record]) -> StoreResult<()> {
+        dump::check_all(records)?;
+        let mut inner = self.inner.lock();
+        if let Some(holds) = dump::holdings(&inner.records()) {
+            return Err(StoreError::NotEmpty { holds });
+        }
+        for record in records {
+            inner.import(record);
+        }
+        Ok(())
+    }
+}
+
+impl Inner {
+    /// Everything held, as [`Store::export_records`] returns it.
+    fn records(&self) -> Vec<Record> {
+        let mut out = vec![Record::DatabaseId {
+            id: self.id.id.clone(),
+            adopted_ms: self.id.adopted_ms,
+        }];
+        out.extend(self.secrets.iter().map(|(name, value)| Record::Secret {
+            name: name.clone(),
+            value: Bytes(value.to_vec()),
+        }));
+        out.extend(self.users.values().cloned().map(Record::User));
+        out.extend(self.devices.values().cloned().map(Record::Device));
+        out.extend(
+            self.executions
+                .iter()
+                .map(|(id, (expires, state))| Record::Execution {
+                    id: id.clone(),
+                    expires: *expires,
+                    state: Bytes(state.clone()),
+                }),
+        );
+        out.extend(self.sessions.values().cloned().map(Record::Session));
+        out.extend(
+            self.revoked
+                .iter()
+                .map(|(sid, expires)| Record::Revocation {
+                    sid: sid.clone(),
+                    expires: *expires,
+                }),
+        );
+        out.extend(
+            self.user_revoked
+                .iter()
+                .map(|(username, since)| Record::UserRevocation {
+                    username: username.clone(),
+                    since_ms: *since,
+                }),
+        );
+        out.extend(
+            self.counters
+                .iter()
+                .map(|(key, (end, count))| Record::Counter {
+                    key: key.clone(),
+                    window_end: *end,
+                    count: *count,
+                }),
+        );
+        out.extend(
+            self.windows
+                .iter()
+                .map(|(key, (window, times))| Record::FailureWindow {
+                    key: key.clone(),
+                    window: *window,
+                    times: times.clone(),
+                }),
+        );
+        out.extend(
+            self.tickets
+                .iter()
+                .map(|(hash, (expires, data))| Record::Ticket {
+                    hash: hash.clone(),
+                    expires: *expires,
+                    data: Bytes(data.clone()),
+                }),
+        );
+        out.extend(self.invitations.values().cloned().map(Record::Invitation));
+        out.extend(self.outbox.iter().map(|(id, record)| Record::Outbox {
+            id: id.clone(),
+            record: Bytes(record.clone()),
+        }));
+        out.extend(self.bans.values().cloned().map(Record::Ban));
+        dump::sort(&mut out);
+        out
+    }
+
+    /// Puts one exported record back.
+    fn import(&mut self, record: &Record) {
+        match record.clone() {
+            Record::DatabaseId { id, adopted_ms } => self.id = DatabaseId { id, adopted_ms },
+            Record::Secret { name, value } => {
+                if let Ok(v) = <[u8; 32]>::try_from(value.0.as_slice()) {
+                    self.secrets.insert(name, v);
+                }
+            }
+            Record::User(user) => {
+                if let Some(email) = &user.email {
+                    self.emails.insert(email_key(email), user.username.clone());
+                }
+                let name = user.username.clone();
+                self.users.insert(name.clone(), user);
+                self.index_legacy_name(&name);
+            }
+            Record::Device(d) => {
+                self.devices.insert(device_key(&d.username, &d.id), d);
+            }
+            Record::Execution { id, expires, state } => {
+                self.executions.insert(id, (expires, state.0));
+            }
+            Record::Session(s) => {
+                self.sessions.insert(s.sid.clone(), s);
+            }
+            Record::Revocation { sid, expires } => {
+                self.revoked.insert(sid, expires);
+            }
+            Record::UserRevocation { username, since_ms } => {
+                self.user_revoked.insert(username, since_ms);
+            }
+            Record::Counter {
+                key,
+                window_end,
+                count,
+            } => {
+                self.counters.insert(key, (window_end, count));
+            }
+            Record::FailureWindow { key, window, times } => {
+                self.windows.insert(key, (window, times));
+            }
+            Record::Ticket {
+                hash,
+                expires,
+                data,
+            } => {
+                self.tickets.insert(hash, (expires, data.0));
+            }
+            Record::Invitation(i) => {
+                self.invitations.insert(i.id.clone(), i);
+            }
+            Record::Outbox { id, record } => {
+                self.outbox.insert(id, record.0);
+            }
+            Record::Ban(b) => {
+                self.bans.insert(b.subject.clone(), b);
+            }
+        }
     }
 }
 

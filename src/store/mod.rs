@@ -4,6 +4,9 @@
 mod changes;
 #[cfg(test)]
 mod conformance;
+pub mod dump;
+#[cfg(test)]
+mod dump_tests;
 mod integrity;
 mod memory_store;
 mod model;
@@ -15,6 +18,7 @@ mod username;
 
 pub(crate) use changes::FeedState;
 pub use changes::{Change, ChangeFeed, ChangeSink};
+pub use dump::Record;
 pub use integrity::record_path as integrity_record_path;
 pub use memory_store::MemoryStore;
 pub use model::{Ban, Device, DeviceClass, Invitation, InvitationData, SessionRecord, User};
@@ -55,6 +59,12 @@ pub enum StoreError {
         /// The database's path.
         path: String,
     },
+    /// An import was refused: the target already holds state (`holds` counts it by kind).
+    #[error("storage: the target database is not empty: it holds {holds}; import only into a new, empty database (nothing was imported)")]
+    NotEmpty {
+        /// What it holds ("2 user, 1 session").
+        holds: String,
+    },
     /// The database is damaged, lost writes or was replaced: the gateway does not run on it.
     #[error("storage: the database at {path} cannot be trusted: {finding}")]
     Damaged {
@@ -68,7 +78,7 @@ pub enum StoreError {
 /// A database's identity: random, made with the database (or when an older database is first
 /// opened by a version that has identities). Session tokens carry it, so a token issued by
 /// another database, or an earlier one at the same path, is refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DatabaseId {
     /// The identity (random, base64url).
     pub id: String,
@@ -319,6 +329,17 @@ pub trait Store: Send + Sync + 'static {
         drop(sink);
         Ok(ChangeFeed::silent())
     }
+    /// Every record the store holds, expired ones not yet purged included, in the order of
+    /// [`dump::sort`]: what `portcullis store export` writes. One consistent view (on
+    /// PostgreSQL one `REPEATABLE READ` transaction; sled is held by this process alone).
+    /// Reads only.
+    fn export_records(&self) -> StoreResult<Vec<Record>>;
+    /// Puts `records` back as they were (expiry times, counts, hashes and sealed material
+    /// exactly as given; the e-mail, legacy-name and per-user session indexes rebuilt), and the
+    /// database takes the identity of a [`Record::DatabaseId`] among them. Refuses a store that
+    /// holds anything but its identity with [`StoreError::NotEmpty`], writing nothing. On
+    /// PostgreSQL one transaction: all or nothing. Durable on return.
+    fn import_records(&self, records: &[Record]) -> StoreResult<()>;
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! The embedded default backend: one sled database, one tree per record kind.
 
+use super::dump::{self, Bytes, Record};
 use super::integrity::{self, Mode, Recorder};
 use super::username::canonical_username;
 use super::{
@@ -33,8 +34,8 @@ pub struct SledStore {
     creating: std::sync::Mutex<()>,
     /// Mail waiting for delivery, by message id.
     outbox: sled::Tree,
-    /// The database's identity, checked and made at open.
-    identity: DatabaseId,
+    /// The database's identity, checked and made at open (replaced only by an import).
+    identity: parking_lot::RwLock<DatabaseId>,
     /// Keeps the integrity record beside the database in step with each durable write.
     recorder: Recorder,
 }
@@ -167,7 +168,7 @@ impl SledStore {
             invitations: tree("invitations")?,
             creating: std::sync::Mutex::new(()),
             outbox: tree("outbox")?,
-            identity,
+            identity: parking_lot::RwLock::new(identity),
             recorder,
             db,
         }
@@ -808,7 +809,7 @@ impl Store for SledStore {
     }
 
     fn database_id(&self) -> StoreResult<DatabaseId> {
-        Ok(self.identity.clone())
+        Ok(self.identity.read().clone())
     }
     fn slide_failure(&self, key: &str, window: i64, now: i64, keep: u32) -> StoreResult<u32> {
         // In the counters tree, so purge_expired drops a window whose newest failure is older
@@ -886,19 +887,248 @@ impl Store for SledStore {
         }
         Ok(out)
     }
+
+    fn export_records(&self) -> StoreResult<Vec<Record>> {
+        self.records()
+    }
+
+    fn import_records(&self, records: &[Record]) -> StoreResult<()> {
+        dump::check_all(records)?;
+        // The lock creations take: nothing else writes accounts meanwhile (and sled is held by
+        // this process alone).
+        let _one_at_a_time = self
+            .creating
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(holds) = dump::holdings(&self.records()?) {
+            return Err(StoreError::NotEmpty { holds });
+        }
+        for record in records {
+            self.import(record)?;
+        }
+        self.durable()
+    }
 }
 
 impl SledStore {
+    /// Everything stored, as [`Store::export_records`] returns it.
+    fn records(&self) -> StoreResult<Vec<Record>> {
+        const ACTION: &str = "export records";
+        let identity = self.identity.read().clone();
+        let mut out = vec![Record::DatabaseId {
+            id: identity.id,
+            adopted_ms: identity.adopted_ms,
+        }];
+        let pairs = |tree: &sled::Tree| -> StoreResult<Vec<(String, sled::IVec)>> {
+            tree.iter()
+                .map(|kv| {
+                    let (k, v) = kv.map_err(backend(ACTION))?;
+                    Ok((String::from_utf8_lossy(&k).into_owned(), v))
+                })
+                .collect()
+        };
+        for (key, value) in pairs(&self.meta)? {
+            if let Some(name) = key.strip_prefix("secret:") {
+                out.push(Record::Secret {
+                    name: name.to_string(),
+                    value: Bytes(value.to_vec()),
+                });
+            }
+        }
+        for (_, v) in pairs(&self.users)? {
+            out.push(Record::User(decode(ACTION, &v)?));
+        }
+        for (_, v) in pairs(&self.devices)? {
+            out.push(Record::Device(decode(ACTION, &v)?));
+        }
+        for (id, v) in pairs(&self.executions)? {
+            let (expires, state) = expiring(&v)?;
+            out.push(Record::Execution {
+                id,
+                expires,
+                state: Bytes(state.to_vec()),
+            });
+        }
+        for (_, v) in pairs(&self.sessions)? {
+            out.push(Record::Session(decode(ACTION, &v)?));
+        }
+        for (sid, v) in pairs(&self.revoked)? {
+            let (expires, _) = expiring(&v)?;
+            out.push(Record::Revocation { sid, expires });
+        }
+        for (username, v) in pairs(&self.user_revoked)? {
+            let (since_ms, _) = expiring(&v)?;
+            out.push(Record::UserRevocation { username, since_ms });
+        }
+        for (key, v) in pairs(&self.counters)? {
+            let (end, count) = parse_counter(&v)
+                .ok_or_else(|| StoreError::backend(ACTION, "a counter of fewer than 12 bytes"))?;
+            match key.strip_prefix(SLIDE_PREFIX) {
+                Some(key) => {
+                    let times = parse_slide(&v);
+                    let window = times.last().map_or(0, |last| end - last);
+                    out.push(Record::FailureWindow {
+                        key: key.to_string(),
+                        window,
+                        times,
+                    });
+                }
+                None => out.push(Record::Counter {
+                    key,
+                    window_end: end,
+                    count,
+                }),
+            }
+        }
+        for (hash, v) in pairs(&self.tickets)? {
+            let (expires, data) = expiring(&v)?;
+            out.push(Record::Ticket {
+                hash,
+                expires,
+                data: Bytes(data.to_vec()),
+            });
+        }
+        for (_, v) in pairs(&self.invitations)? {
+            out.push(Record::Invitation(decode(ACTION, &v)?));
+        }
+        for (id, v) in pairs(&self.outbox)? {
+            out.push(Record::Outbox {
+                id,
+                record: Bytes(v.to_vec()),
+            });
+        }
+        for (_, v) in pairs(&self.bans_tree()?)? {
+            out.push(Record::Ban(decode(ACTION, &v)?));
+        }
+        dump::sort(&mut out);
+        Ok(out)
+    }
+
+    /// Writes one exported record back, as the trait's writes would have left it (not yet
+    /// durable: [`Store::import_records`] flushes once at the end).
+    fn import(&self, record: &Record) -> StoreResult<()> {
+        const ACTION: &str = "import records";
+        let put = |tree: &sled::Tree, key: &[u8], value: Vec<u8>| {
+            tree.insert(key, value).map(|_| ()).map_err(backend(ACTION))
+        };
+        match record {
+            Record::DatabaseId { id, adopted_ms } => {
+                put(
+                    &self.meta,
+                    integrity::ID_KEY.as_bytes(),
+                    id.as_bytes().to_vec(),
+                )?;
+                match adopted_ms {
+                    Some(t) => put(
+                        &self.meta,
+                        integrity::ADOPTED_KEY.as_bytes(),
+                        t.to_be_bytes().to_vec(),
+                    )?,
+                    None => {
+                        self.meta
+                            .remove(integrity::ADOPTED_KEY)
+                            .map_err(backend(ACTION))?;
+                    }
+                }
+                self.recorder.rebind(id);
+                *self.identity.write() = DatabaseId {
+                    id: id.clone(),
+                    adopted_ms: *adopted_ms,
+                };
+            }
+            Record::Secret { name, value } => put(
+                &self.meta,
+                format!("secret:{name}").as_bytes(),
+                value.0.clone(),
+            )?,
+            Record::User(user) => {
+                if let Some(email) = &user.email {
+                    put(
+                        &self.emails,
+                        email_key(email).as_bytes(),
+                        user.username.as_bytes().to_vec(),
+                    )?;
+                }
+                put(&self.users, user.username.as_bytes(), encode(ACTION, user)?)?;
+                self.index_legacy_name(&user.username)?;
+            }
+            Record::Device(d) => put(
+                &self.devices,
+                device_key(&d.username, &d.id).as_bytes(),
+                encode(ACTION, d)?,
+            )?,
+            Record::Execution { id, expires, state } => put(
+                &self.executions,
+                id.as_bytes(),
+                with_expiry(*expires, &state.0),
+            )?,
+            Record::Session(s) => {
+                put(&self.sessions, s.sid.as_bytes(), encode(ACTION, s)?)?;
+                self.index_session(s)?;
+            }
+            Record::Revocation { sid, expires } => {
+                put(
+                    &self.revoked,
+                    sid.as_bytes(),
+                    expires.to_be_bytes().to_vec(),
+                )?;
+            }
+            Record::UserRevocation { username, since_ms } => put(
+                &self.user_revoked,
+                username.as_bytes(),
+                since_ms.to_be_bytes().to_vec(),
+            )?,
+            Record::Counter {
+                key,
+                window_end,
+                count,
+            } => {
+                let mut v = window_end.to_be_bytes().to_vec();
+                v.extend_from_slice(&count.to_be_bytes());
+                put(&self.counters, key.as_bytes(), v)?;
+            }
+            Record::FailureWindow { key, window, times } => put(
+                &self.counters,
+                slide_key(key).as_bytes(),
+                encode_slide(times, *window),
+            )?,
+            Record::Ticket {
+                hash,
+                expires,
+                data,
+            } => put(
+                &self.tickets,
+                hash.as_bytes(),
+                with_expiry(*expires, &data.0),
+            )?,
+            Record::Invitation(i) => {
+                put(&self.invitations, i.id.as_bytes(), encode(ACTION, i)?)?;
+            }
+            Record::Outbox { id, record } => put(&self.outbox, id.as_bytes(), record.0.clone())?,
+            Record::Ban(b) => put(&self.bans_tree()?, b.subject.as_bytes(), encode(ACTION, b)?)?,
+        }
+        Ok(())
+    }
+
     /// The bans, by subject (opened on use: sled keeps opened trees).
     fn bans_tree(&self) -> StoreResult<sled::Tree> {
         self.db.open_tree("bans").map_err(backend("open tree"))
     }
 }
 
+/// A value's expiry and payload, or an error naming a value too short to hold one.
+fn expiring(v: &[u8]) -> StoreResult<(i64, &[u8])> {
+    split_expiry(v)
+        .ok_or_else(|| StoreError::backend("export records", "a record shorter than its expiry"))
+}
+
 /// Where a sliding window lives in the counters tree, apart from fixed-window counters.
 fn slide_key(key: &str) -> String {
-    format!("slide\0{key}")
+    format!("{SLIDE_PREFIX}{key}")
 }
+
+/// What a sliding window's key starts with in the counters tree.
+const SLIDE_PREFIX: &str = "slide\0";
 
 /// A sliding window: its end (newest failure + window) and count, as a fixed-window counter
 /// is stored, then each failure time (8 bytes, big-endian), oldest first.

@@ -46,5 +46,6 @@ mod sign_in_memory;
 mod slow_clients;
 mod socket_activation;
 mod start_over;
+mod store_dump;
 mod strong;
 mod unenrol;

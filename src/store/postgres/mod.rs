@@ -36,6 +36,7 @@
 //! form of the lock sled's backend takes in-process.
 
 mod listen;
+mod dump;
 mod migrate;
 #[doc(hidden)]
 pub mod test_server;
@@ -82,7 +83,8 @@ pub struct PgStore {
     /// The driver's own runtime; `None` only while dropping.
     runtime: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
-    identity: DatabaseId,
+    /// Read at connect; replaced only by an import.
+    identity: parking_lot::RwLock<DatabaseId>,
 }
 
 type PgError = tokio_postgres::Error;
@@ -193,16 +195,16 @@ impl PgStore {
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| StoreError::backend("build the connection pool", e))?;
-        let mut store = Self {
+        let store = Self {
             pool,
             driver,
             tls,
             runtime: Some(runtime),
             handle,
-            identity: DatabaseId {
+            identity: parking_lot::RwLock::new(DatabaseId {
                 id: String::new(),
                 adopted_ms: None,
-            },
+            }),
         };
         store.run("apply migrations", |pool| async move {
             let mut client = pool
@@ -211,7 +213,7 @@ impl PgStore {
                 .map_err(|e| StoreError::backend("connect to the database", e))?;
             migrate::apply(&mut client).await
         })?;
-        store.identity = store.run("read database identity", |pool| async move {
+        let identity = store.run("read database identity", |pool| async move {
             let client = pool
                 .get()
                 .await
@@ -225,19 +227,9 @@ impl PgStore {
             )
             .await
             .map_err(db("make database identity"))?;
-            let row = query_opt(
-                &client,
-                "SELECT value FROM portcullis_meta WHERE key = 'database_id'",
-                &[],
-            )
-            .await
-            .map_err(db("read database identity"))?
-            .ok_or_else(|| StoreError::backend("read database identity", "missing"))?;
-            Ok(DatabaseId {
-                id: row.try_get(0).map_err(db("read database identity"))?,
-                adopted_ms: None,
-            })
+            dump::read_identity(&client).await
         })?;
+        *store.identity.write() = identity;
         Ok(store)
     }
 
@@ -249,14 +241,25 @@ impl PgStore {
         F: FnOnce(Pool) -> Fut,
         Fut: Future<Output = StoreResult<T>> + Send + 'static,
     {
+        self.run_within(action, CALL_TIMEOUT, job)
+    }
+
+    /// As [`PgStore::run`], bounded by `limit` rather than [`CALL_TIMEOUT`] (an export or
+    /// import of a whole database).
+    fn run_within<T, F, Fut>(&self, action: &'static str, limit: Duration, job: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Pool) -> Fut,
+        Fut: Future<Output = StoreResult<T>> + Send + 'static,
+    {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let fut = job(self.pool.clone());
         self.handle.spawn(async move {
-            let answer = match tokio::time::timeout(CALL_TIMEOUT, fut).await {
+            let answer = match tokio::time::timeout(limit, fut).await {
                 Ok(answer) => answer,
                 Err(_) => Err(StoreError::backend(
                     action,
-                    format!("no answer from the database in {CALL_TIMEOUT:?}"),
+                    format!("no answer from the database in {limit:?}"),
                 )),
             };
             let _ = tx.send(answer);
@@ -1409,7 +1412,7 @@ impl Store for PgStore {
     }
 
     fn database_id(&self) -> StoreResult<DatabaseId> {
-        Ok(self.identity.clone())
+        Ok(self.identity.read().clone())
     }
 
     fn slide_failure(&self, key: &str, window: i64, now: i64, keep: u32) -> StoreResult<u32> {
@@ -1547,5 +1550,13 @@ impl Store for PgStore {
             .map(|r| json_col(r, 0, ACTION))
             .collect()
         })
+    }
+
+    fn export_records(&self) -> StoreResult<Vec<super::Record>> {
+        self.export_all()
+    }
+
+    fn import_records(&self, records: &[super::Record]) -> StoreResult<()> {
+        self.import_all(records)
     }
 }
