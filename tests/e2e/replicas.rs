@@ -358,6 +358,41 @@ async fn a_replica_killed_during_an_enrolment_loses_nothing_and_the_user_finishe
     assert_passes_as_alice(&set[0], &token, "A restarted").await;
 }
 
+/// Enrols an authenticator app for `uid` on `node` (the `add-app` flow); its base32 secret.
+async fn enrol_totp(node: &Replica, uid: &str, pw: &str) -> String {
+    let b = node.browser();
+    b.get_json(&api("add-app")).await;
+    b.post_json(&api("add-app"), &json!({ "uid": uid })).await;
+    let v = b
+        .post_json(&api("add-app"), &json!({ "password": pw }))
+        .await
+        .json();
+    assert_eq!(v["component"], "authenticator_totp", "{v}");
+    let secret = v["secret"].as_str().unwrap().to_string();
+    let r = b
+        .post_json(&api("add-app"), &json!({ "code": totp_code(&secret, 0) }))
+        .await;
+    assert_eq!(r.json()["component"], "redirect", "{}", r.describe());
+    secret
+}
+
+/// The `strong` sign-in (password, then the app's `code`) on `node`; the answer to the code.
+async fn totp_sign_in(node: &Replica, uid: &str, pw: &str, code: &str) -> Resp {
+    let b = node.browser();
+    b.get_json(&api("strong")).await;
+    b.post_json(&api("strong"), &json!({ "uid": uid })).await;
+    let r = b
+        .post_json(&api("strong"), &json!({ "password": pw }))
+        .await;
+    assert_eq!(
+        r.json()["component"],
+        "authenticator_validate",
+        "{}",
+        r.body
+    );
+    b.post_json(&api("strong"), &json!({ "code": code })).await
+}
+
 /// Captures the flow cookie and posts `body` as the step that ends the sign-in.
 async fn final_step(b: &Browser, body: &Value) -> (String, Resp) {
     let flow = b
@@ -501,7 +536,20 @@ async fn load_sign_in(port: u16, replica: usize, log: &Mutex<Vec<Answer>>) -> Op
 #[tokio::test(flavor = "multi_thread")]
 async fn the_database_restarted_under_load_loses_nothing_answered_and_replicas_reconnect() {
     let server = tokio::task::block_in_place(portcullis::store::pg_test_server::dedicated);
-    let set = Replicas::start_on(&server, 2, Setup::default()).await;
+    let set = Replicas::start_on(
+        &server,
+        2,
+        Setup {
+            extra_toml: TOTP_FLOWS.into(),
+            ..Setup::default()
+        },
+    )
+    .await;
+    // Before the load: bob enrols an authenticator app on A and signs in with it on B.
+    let secret = enrol_totp(&set[0], "bob", BOB_PW).await;
+    let used_code = totp_code(&secret, 1);
+    let r = totp_sign_in(&set[1], "bob", BOB_PW, &used_code).await;
+    assert_eq!(r.json()["component"], "redirect", "{}", r.describe());
     let ports: Vec<u16> = set.nodes.iter().map(|n| n.port).collect();
     let log = Arc::new(Mutex::new(Vec::<Answer>::new()));
     let made = Arc::new(Mutex::new(Vec::<(Instant, Made)>::new()));
@@ -544,6 +592,7 @@ async fn the_database_restarted_under_load_loses_nothing_answered_and_replicas_r
         "the load made no sessions: {:?}",
         log.lock().unwrap()
     );
+    let stopping = Instant::now();
     tokio::task::block_in_place(|| server.stop());
     let stopped = Instant::now();
     // The outage lasts until the load has been answered during it on both replicas.
@@ -594,8 +643,15 @@ async fn the_database_restarted_under_load_loses_nothing_answered_and_replicas_r
             200 => {}
             503 => {
                 assert!(
-                    a.at > stopped && a.at < restarted + Duration::from_secs(10),
-                    "a 503 outside the outage: {a:?}"
+                    a.at > stopping && a.at < restarted + Duration::from_secs(10),
+                    "a 503 outside the outage ({:?} after the stop, the restart {:?} after \
+                     it): {a:?}\n{:#?}",
+                    a.at.saturating_duration_since(stopped),
+                    restarted - stopped,
+                    log.iter()
+                        .filter(|a| a.at > stopped)
+                        .map(|a| (a.at - stopped, a.replica, a.what, a.status))
+                        .collect::<Vec<_>>()
                 );
                 let v: Value = serde_json::from_str(&a.body)
                     .unwrap_or_else(|_| panic!("a 503 without a JSON body: {a:?}"));
@@ -624,6 +680,24 @@ async fn the_database_restarted_under_load_loses_nothing_answered_and_replicas_r
         "after reconnecting: {late_failures:#?}"
     );
 
+    // The code accepted before the outage is still used on either replica.
+    for node in &set.nodes {
+        let r = totp_sign_in(node, "bob", BOB_PW, &used_code).await;
+        let v = r.json();
+        assert_eq!(
+            v["component"], "authenticator_validate",
+            "on {}: {v}",
+            node.name
+        );
+        assert!(
+            v["errors"][0]
+                .as_str()
+                .unwrap_or_default()
+                .contains("already used"),
+            "a code accepted before the restart, on {}: {v}",
+            node.name
+        );
+    }
     // Every session answered, before or after the outage, passes on both replicas; its last
     // step, replayed on either, makes no second session.
     let made = made.lock().unwrap().clone();
