@@ -609,6 +609,21 @@ async fn the_database_restarted_under_load_loses_nothing_answered_and_replicas_r
         "no answers while the database was down: {:?}",
         log.lock().unwrap()
     );
+    // A person in a browser meanwhile: a page that says the service is unavailable.
+    let b = set[0].browser();
+    let first = b.get_html(&flow_path()).await;
+    let r = if first.status == 200 {
+        submit(&b, &form_page(&first), &[("uid", "alice")]).await
+    } else {
+        first
+    };
+    assert_eq!(r.status, 503, "HTML during the outage: {}", r.describe());
+    assert!(
+        r.content_type().starts_with("text/html"),
+        "{}",
+        r.describe()
+    );
+    assert!(!r.body.contains("panicked"), "{}", r.body);
     tokio::time::sleep(Duration::from_millis(500)).await;
     tokio::task::block_in_place(|| server.start_again());
     let restarted = Instant::now();
