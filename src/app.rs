@@ -384,11 +384,20 @@ pub fn serve(config: Config, inherited: InheritedListeners) -> Result<(), AppErr
         certs.clone(),
     ));
     start_admin_socket(&parts, Some(reloader.clone()))?;
-    spawn_maintenance(
+    spawn_maintenance(Maintenance::new(
         parts.store.clone(),
         parts.sessions.clone(),
         parts.regulator().clone(),
-    );
+        parts.config.storage.purge_interval,
+        std::time::Instant::now(),
+    ));
+    // Other replicas' revocations and bans, heard as they are made (PostgreSQL); kept until
+    // the process ends.
+    let _feed = crate::replicas::Replica::watch(
+        parts.store.as_ref(),
+        parts.sessions.clone(),
+        parts.regulator().clone(),
+    )?;
     let outbox = reloader.clone();
     spawn_outbox(move || outbox.engine());
     crate::memory::spawn_releaser();
@@ -706,37 +715,87 @@ fn spawn_outbox(current: impl Fn() -> Arc<Engine> + Send + 'static) {
         tracing::error!(error = %e, "could not start the outbox thread; queued mail is not delivered");
     }
 }
-/// Every how many maintenance rounds (minutes) the sessions' last-seen times are written.
-const SEEN_FLUSH_TICKS: u64 = 5;
+/// How often in-memory revocations are pruned and the bans gauge is set (and at most how long
+/// the maintenance thread sleeps).
+const MAINTENANCE_TICK: Duration = Duration::from_secs(60);
+/// How often the sessions' last-seen times are written.
+const SEEN_FLUSH_EVERY: Duration = Duration::from_secs(300);
 
-/// Drops expired records (executions, sessions, revocations, tickets, counters) and in-memory
-/// revocations once a minute, and writes the sessions' last-seen times every
-/// [`SEEN_FLUSH_TICKS`] minutes, off the request path.
-fn spawn_maintenance(
+/// The maintenance thread's work, off the request path: purges expired records every
+/// `[storage] purge_interval`, prunes in-memory revocations and sets the bans gauge every
+/// [`MAINTENANCE_TICK`] (or `purge_interval` when shorter), and writes the sessions'
+/// last-seen times every [`SEEN_FLUSH_EVERY`]. One task for every backend.
+pub(crate) struct Maintenance {
     store: Arc<dyn Store>,
     sessions: Arc<SessionService>,
     regulator: Arc<crate::regulation::Regulator>,
-) {
-    regulator.publish();
+    purge_every: Duration,
+    next_purge: std::time::Instant,
+    next_flush: std::time::Instant,
+}
+
+impl Maintenance {
+    /// The work, starting at `start`: the first purge one `purge_every` later.
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        sessions: Arc<SessionService>,
+        regulator: Arc<crate::regulation::Regulator>,
+        purge_every: Duration,
+        start: std::time::Instant,
+    ) -> Self {
+        Self {
+            store,
+            sessions,
+            regulator,
+            purge_every,
+            next_purge: start + purge_every,
+            next_flush: start + SEEN_FLUSH_EVERY,
+        }
+    }
+
+    /// How long the thread sleeps between rounds.
+    pub(crate) fn tick(&self) -> Duration {
+        self.purge_every.min(MAINTENANCE_TICK)
+    }
+
+    /// One round at `at`: whatever is due. Returns how many records the store purged, when
+    /// a purge was due (0 also when another replica holds the purge).
+    pub(crate) fn round(&mut self, at: std::time::Instant) -> Option<usize> {
+        let mut purged = None;
+        if at >= self.next_purge {
+            self.next_purge = at + self.purge_every;
+            purged = match self.store.purge_expired(self.sessions.clock().now()) {
+                Ok(n) => {
+                    tracing::debug!(purged = n, "expired records purged");
+                    Some(n)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "purging expired records failed");
+                    Some(0)
+                }
+            };
+        }
+        self.sessions.prune();
+        self.regulator.publish();
+        // "Last seen" lives in memory; the store hears of it every few minutes.
+        if at >= self.next_flush {
+            self.next_flush = at + SEEN_FLUSH_EVERY;
+            if let Err(e) = self.sessions.flush_seen() {
+                tracing::warn!(error = %e, "recording when sessions were last seen failed");
+            }
+        }
+        purged
+    }
+}
+
+/// Runs [`Maintenance`] on a thread of its own for as long as the gateway runs.
+fn spawn_maintenance(mut work: Maintenance) {
+    work.regulator.publish();
     let spawned = std::thread::Builder::new()
         .name("portcullis-maintenance".into())
-        .spawn(move || {
-            let mut ticks: u64 = 0;
-            loop {
-                std::thread::sleep(Duration::from_secs(60));
-                if let Err(e) = store.purge_expired(sessions.clock().now()) {
-                    tracing::warn!(error = %e, "purging expired records failed");
-                }
-                sessions.prune();
-                regulator.publish();
-                // "Last seen" lives in memory; the store hears of it every few minutes.
-                ticks += 1;
-                if ticks.is_multiple_of(SEEN_FLUSH_TICKS) {
-                    if let Err(e) = sessions.flush_seen() {
-                        tracing::warn!(error = %e, "recording when sessions were last seen failed");
-                    }
-                }
-            }
+        .spawn(move || loop {
+            std::thread::sleep(work.tick());
+            work.round(std::time::Instant::now());
         });
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "could not start the maintenance thread; expired records stay until restart");

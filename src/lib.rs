@@ -47,6 +47,7 @@ pub mod proxy;
 pub mod redirect;
 pub mod regulation;
 pub mod reload;
+pub mod replicas;
 pub mod reply;
 pub mod secret;
 pub mod session;

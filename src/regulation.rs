@@ -522,6 +522,26 @@ impl Regulator {
         Ok(existed || in_memory)
     }
 
+    /// Reads the bans in force from the store again and holds exactly those: bans another
+    /// gateway added or lifted (heard on the change feed) take effect here. Returns how many
+    /// are in force.
+    ///
+    /// # Errors
+    /// The store's; the bans in memory stay as they were.
+    pub fn reload_bans(&self) -> Result<usize, StoreError> {
+        let now = self.clock.now();
+        let stored: HashMap<String, Ban> = self
+            .store
+            .bans(now)?
+            .into_iter()
+            .map(|b| (b.subject.clone(), b))
+            .collect();
+        let n = stored.len();
+        *self.bans.write() = stored;
+        self.publish();
+        Ok(n)
+    }
+
     /// Every ban in force, ordered by subject (from the store, which holds the same as memory).
     ///
     /// # Errors

@@ -221,7 +221,13 @@ pub struct StorageConfig {
     pub device_key_path: PathBuf,
     /// Where the state lives: sled at `path` (the default), or PostgreSQL.
     pub backend: StorageBackend,
+    /// How often expired records (executions, sessions, revocations, tickets, counters,
+    /// invitations) are purged from the store; on PostgreSQL one replica purges at a time.
+    pub purge_interval: std::time::Duration,
 }
+
+/// `[storage] purge_interval` when unset.
+pub const DEFAULT_PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl StorageConfig {
     /// The database as the command line names it: the sled directory, or `postgres <url>`

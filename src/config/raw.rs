@@ -156,6 +156,9 @@ pub(super) struct RawStorage {
     /// PostgreSQL: the CA the server's certificate is verified against (turns TLS on).
     #[serde(default)]
     pub ca_file: Option<String>,
+    /// How often expired records are purged (`"5m"`), on every backend.
+    #[serde(default)]
+    pub purge_interval: Option<String>,
     /// The value of `PORTCULLIS_DATABASE_PASSWORD`, set by `Config::from_toml`; never read
     /// from the file.
     #[serde(skip)]
@@ -180,6 +183,7 @@ impl Default for RawStorage {
             url: None,
             pool_size: None,
             ca_file: None,
+            purge_interval: None,
             password: None,
         }
     }

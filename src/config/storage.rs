@@ -242,6 +242,30 @@ kind = "identification"
     }
 
     #[test]
+    fn the_purge_interval_is_five_minutes_unless_set_and_a_bad_one_refuses_start() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(
+            c.storage.purge_interval,
+            std::time::Duration::from_secs(300)
+        );
+        for (written, secs) in [("\"30s\"", 30), ("\"1h\"", 3600), ("\" 2m \"", 120)] {
+            let c = load(&format!("purge_interval = {written}"), &[]).unwrap();
+            assert_eq!(c.storage.purge_interval.as_secs(), secs, "{written}");
+        }
+        for (written, says) in [
+            ("\"0s\"", "longer than zero"),
+            ("\"soon\"", "not a duration"),
+            ("\"-5m\"", "not a duration"),
+            ("\"\"", "not a duration"),
+            ("\"5\"", "not a duration"),
+        ] {
+            let (path, message) = refused(&format!("purge_interval = {written}"));
+            assert_eq!(path, "storage.purge_interval", "{written}: {message}");
+            assert!(message.contains(says), "{written}: {message}");
+        }
+    }
+
+    #[test]
     fn bad_storage_settings_refuse_start_naming_the_key_and_never_the_password() {
         let pg = "backend = \"postgres\"\n";
         for (storage, key, says) in [

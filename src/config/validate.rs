@@ -213,11 +213,18 @@ fn storage(raw: &RawConfig) -> Checked<StorageConfig> {
         .as_ref()
         .map(PathBuf::from)
         .unwrap_or_else(|| data_dir.join("device-key.json"));
+    let purge_interval = match &raw.storage.purge_interval {
+        Some(t) => {
+            super::parse_duration(t).map_err(|m| Problem::new("storage.purge_interval", m))?
+        }
+        None => super::DEFAULT_PURGE_INTERVAL,
+    };
     Ok(StorageConfig {
         path,
         keys_path,
         device_key_path,
         backend: super::storage::backend(&raw.storage)?,
+        purge_interval,
     })
 }
 

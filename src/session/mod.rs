@@ -447,6 +447,30 @@ impl SessionService {
         Ok(())
     }
 
+    /// Refuses the session `sid` until `expires`, in memory only: a revocation another
+    /// gateway made and wrote to the store, heard on the change feed.
+    pub fn heard_revoked_sid(&self, sid: &str, expires: i64) {
+        self.revocations.revoke_sid(sid, expires);
+    }
+
+    /// Refuses every session of `username` issued at or before `since_ms`, in memory only: a
+    /// revocation another gateway made (a sign-out everywhere, a disabled or removed account,
+    /// a password change), heard on the change feed.
+    pub fn heard_revoked_user(&self, username: &str, since_ms: i64) {
+        self.revocations.revoke_user(username, since_ms);
+    }
+
+    /// Reads the revocations in force from the store and adds those memory lacks (made by
+    /// other gateways while this one was not listening); returns how many it added.
+    ///
+    /// # Errors
+    /// [`SessionError::Store`]; those read before the error are kept.
+    pub fn reload_revocations(&self) -> Result<usize, SessionError> {
+        Ok(self
+            .revocations
+            .merge_from_store(self.store.as_ref(), self.clock.now())?)
+    }
+
     /// The identity-assertion signer for the current keys; a key reload swaps it, so hold the
     /// guard only for one signing.
     pub fn assertions(&self) -> arc_swap::Guard<Arc<AssertionSigner>> {

@@ -97,6 +97,36 @@ impl RevocationList {
         Ok(list)
     }
 
+    /// Adds the revocations in force at `now` in `store` that this list lacks (another
+    /// gateway's, heard of late); returns how many it added. Each is added under its own short
+    /// lock, and one already held (with an expiry or `since` at least as late) takes only a
+    /// read lock, so requests go on while a large store is read.
+    ///
+    /// # Errors
+    /// As the store's; those read before the error are kept.
+    pub fn merge_from_store(
+        &self,
+        store: &dyn crate::store::Store,
+        now: i64,
+    ) -> crate::store::StoreResult<usize> {
+        let mut added = 0;
+        store.for_each_revocation(now, &mut |sid, exp| {
+            let (h, e) = (self.hash(sid), expiry(exp));
+            if self.sids.read().get(h).is_none_or(|held| held < e) {
+                self.sids.write().insert(h, e);
+                added += 1;
+            }
+        })?;
+        store.for_each_user_revocation(&mut |user, since| {
+            let h = self.hash(user);
+            if self.users.read().get(h).is_none_or(|held| held < since) {
+                self.users.write().insert(h, since);
+                added += 1;
+            }
+        })?;
+        Ok(added)
+    }
+
     fn hash(&self, s: &str) -> u64 {
         let mut h = self.keys.build_hasher();
         h.write(s.as_bytes());

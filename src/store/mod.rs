@@ -1,6 +1,7 @@
 //! Persistence behind one trait, so the flow engine and the admin commands never see sled and
 //! another backend can be added beside it: [`SledStore`] on disk, [`MemoryStore`] in memory.
 
+mod changes;
 #[cfg(test)]
 mod conformance;
 mod integrity;
@@ -12,9 +13,13 @@ pub use postgres::test_server as pg_test_server;
 mod sled_store;
 mod username;
 
+pub(crate) use changes::FeedState;
+pub use changes::{Change, ChangeFeed, ChangeSink};
 pub use integrity::record_path as integrity_record_path;
 pub use memory_store::MemoryStore;
 pub use model::{Ban, Device, DeviceClass, Invitation, InvitationData, SessionRecord, User};
+#[cfg(test)]
+pub(crate) use postgres::lock as pg_lock;
 #[cfg(test)]
 pub(crate) use postgres::test_server;
 pub use postgres::PgStore;
@@ -295,6 +300,25 @@ pub trait Store: Send + Sync + 'static {
     fn remove_ban(&self, subject: &str) -> StoreResult<bool>;
     /// Every ban in force at `now`, ordered by subject; those no longer in force are dropped.
     fn bans(&self, now: i64) -> StoreResult<Vec<Ban>>;
+
+    /// Starts hearing the changes every process on this database makes to revocations and
+    /// bans ([`Change`]), handing them to `sink` on a thread of the feed's own until the
+    /// returned [`ChangeFeed`] is dropped. The writes that revoke ([`Store::revoke_session`],
+    /// [`Store::revoke_user_sessions`]) and those that ban ([`Store::put_ban`],
+    /// [`Store::remove_ban`]) announce their change when they commit. After every
+    /// (re)connection the feed asks `sink` to read everything again ([`Change::Resync`]),
+    /// and while it cannot listen it asks so at least every second, so no change is missed
+    /// for longer than that.
+    ///
+    /// The default, for a store no other process writes (sled, memory), is
+    /// [`ChangeFeed::silent`]: the one process applied every change as it made it.
+    ///
+    /// # Errors
+    /// The backend's, when the feed cannot start.
+    fn watch_changes(&self, sink: std::sync::Arc<dyn ChangeSink>) -> StoreResult<ChangeFeed> {
+        drop(sink);
+        Ok(ChangeFeed::silent())
+    }
 }
 
 #[cfg(test)]

@@ -35,6 +35,7 @@
 //! creations and e-mail changes take a transaction-scoped advisory lock, the database-wide
 //! form of the lock sled's backend takes in-process.
 
+mod listen;
 mod migrate;
 #[doc(hidden)]
 pub mod test_server;
@@ -43,7 +44,7 @@ mod tests;
 
 use super::username::canonical_username;
 use super::{email_key, Ban, DatabaseId, Device, Invitation, SessionRecord, Store, StoreError};
-use super::{StoreResult, User};
+use super::{Change, ChangeFeed, ChangeSink, StoreResult, User};
 use crate::config::PostgresStorage;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::future::Future;
@@ -74,6 +75,10 @@ pub(crate) mod lock {
 /// A [`Store`] on PostgreSQL. Any number of gateways may open the same database at once.
 pub struct PgStore {
     pool: Pool,
+    /// The pool's connection settings, for the change feed's own connection.
+    driver: tokio_postgres::Config,
+    /// The pool's TLS connector (`None`: no TLS), for the change feed's own connection.
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     /// The driver's own runtime; `None` only while dropping.
     runtime: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
@@ -167,14 +172,18 @@ impl PgStore {
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
-        let manager = if config.tls {
-            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(
+        let tls = if config.tls {
+            Some(tokio_postgres_rustls::MakeRustlsConnect::new(
                 tls_client_config(config)
                     .map_err(|e| StoreError::backend("read storage.ca_file", e))?,
-            );
-            Manager::from_config(pg, tls, manager_config)
+            ))
         } else {
-            Manager::from_config(pg, tokio_postgres::NoTls, manager_config)
+            None
+        };
+        let driver = pg.clone();
+        let manager = match &tls {
+            Some(tls) => Manager::from_config(pg, tls.clone(), manager_config),
+            None => Manager::from_config(pg, tokio_postgres::NoTls, manager_config),
         };
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
@@ -186,6 +195,8 @@ impl PgStore {
             .map_err(|e| StoreError::backend("build the connection pool", e))?;
         let mut store = Self {
             pool,
+            driver,
+            tls,
             runtime: Some(runtime),
             handle,
             identity: DatabaseId {
@@ -373,6 +384,26 @@ fn tls_client_config(c: &PostgresStorage) -> Result<rustls::ClientConfig, String
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth())
+}
+
+/// Announces `change` to every gateway's change feed when `tx` commits (`pg_notify` is
+/// transactional: a rolled-back write announces nothing, and a listener that hears the notice
+/// finds the write in the store).
+///
+/// # Security
+/// The notice names a session id or an account, never a token, code or secret: anyone who may
+/// `LISTEN` on the database can read it.
+async fn announce<C: GenericClient>(tx: &C, change: &Change) -> StoreResult<()> {
+    const ACTION: &str = "announce change";
+    let payload = change.encode(listen::PAYLOAD_LIMIT);
+    query(
+        tx,
+        "SELECT pg_notify($1, $2)",
+        &[&listen::CHANNEL, &payload],
+    )
+    .await
+    .map_err(db(ACTION))?;
+    Ok(())
 }
 
 fn pool_err(action: &'static str) -> impl FnOnce(deadpool_postgres::PoolError) -> StoreError {
@@ -790,6 +821,7 @@ impl Store for PgStore {
             )
             .await
             .map_err(db(ACTION))?;
+            announce(&tx, &Change::Session { sid, expires }).await?;
             tx.commit().await.map_err(db(ACTION))
         })
     }
@@ -854,16 +886,22 @@ impl Store for PgStore {
             return Err(unstorable(ACTION));
         }
         let username = username.to_string();
-        self.with(ACTION, move |c| async move {
+        self.with(ACTION, move |mut c| async move {
+            let tx = c.transaction().await.map_err(db(ACTION))?;
             execute(
-                &c,
+                &tx,
                 "INSERT INTO portcullis_revoked_users (username, since_ms) VALUES ($1, $2) \
                  ON CONFLICT (username) DO UPDATE SET since_ms = excluded.since_ms",
                 &[&username, &since],
             )
             .await
             .map_err(db(ACTION))?;
-            Ok(())
+            let change = Change::User {
+                username,
+                since_ms: since,
+            };
+            announce(&tx, &change).await?;
+            tx.commit().await.map_err(db(ACTION))
         })
     }
 
@@ -1449,17 +1487,19 @@ impl Store for PgStore {
             return Err(unstorable(ACTION));
         }
         let ban = ban.clone();
-        self.with(ACTION, |c| async move {
+        self.with(ACTION, |mut c| async move {
             let data = to_json(&ban, ACTION)?;
+            let tx = c.transaction().await.map_err(db(ACTION))?;
             execute(
-                &c,
+                &tx,
                 "INSERT INTO portcullis_bans (subject, until, data) VALUES ($1, $2, $3) \
                  ON CONFLICT (subject) DO UPDATE SET until = excluded.until, data = excluded.data",
                 &[&ban.subject, &ban.until, &data],
             )
             .await
             .map_err(db(ACTION))?;
-            Ok(())
+            announce(&tx, &Change::Bans).await?;
+            tx.commit().await.map_err(db(ACTION))
         })
     }
 
@@ -1468,16 +1508,25 @@ impl Store for PgStore {
             return Ok(false);
         }
         let subject = subject.to_string();
-        self.with("lift ban", |c| async move {
+        self.with("lift ban", |mut c| async move {
+            let tx = c.transaction().await.map_err(db("lift ban"))?;
             let n = execute(
-                &c,
+                &tx,
                 "DELETE FROM portcullis_bans WHERE subject = $1",
                 &[&subject],
             )
             .await
             .map_err(db("lift ban"))?;
+            if n == 1 {
+                announce(&tx, &Change::Bans).await?;
+            }
+            tx.commit().await.map_err(db("lift ban"))?;
             Ok(n == 1)
         })
+    }
+
+    fn watch_changes(&self, sink: std::sync::Arc<dyn ChangeSink>) -> StoreResult<ChangeFeed> {
+        listen::start(&self.handle, &self.driver, self.tls.clone(), sink)
     }
 
     fn bans(&self, now: i64) -> StoreResult<Vec<Ban>> {

@@ -394,6 +394,7 @@ fn the_configured_backend_is_the_one_opened() {
         keys_path: "/nonexistent/keys.json".into(),
         device_key_path: "/nonexistent/device-key.json".into(),
         backend: crate::config::StorageBackend::Postgres(config),
+        purge_interval: crate::config::DEFAULT_PURGE_INTERVAL,
     };
     let opened = crate::store::open(&storage).unwrap();
     assert_eq!(opened.database_id().unwrap(), direct.database_id().unwrap());
