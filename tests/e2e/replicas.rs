@@ -96,28 +96,67 @@ async fn signing_out_on_one_replica_is_refused_by_the_others_within_a_second() {
     // B refuses at once; A and C within a second, polled every 50 ms.
     assert_refused(&set[1], &s.token, "signed out on B").await;
     for node in [&set[0], &set[2]] {
-        let refused_after = loop {
-            let r = with_token(node, &s.token).await;
-            if r.status == 401 {
-                break signed_out.elapsed();
-            }
-            assert_eq!(r.status, 200, "{}", r.describe());
-            assert!(
-                signed_out.elapsed() < Duration::from_secs(5),
-                "replica {} still honours a session signed out on B after 5 s",
-                node.name
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        assert!(
-            refused_after < PROPAGATION,
-            "replica {} refused the signed-out session only after {refused_after:?}",
-            node.name
-        );
-        assert_refused(node, &s.token, "signed out on B").await;
+        assert_refused_within(node, &s.token, signed_out, "signed out on B").await;
     }
     for node in &set.nodes {
         assert_passes_as_alice(node, &other.token, "alice's other session").await;
+    }
+}
+
+/// Polls `node` every 50 ms until it refuses `token`; asserts that happened within
+/// [`PROPAGATION`] of `since`, and that the refusal is the one a signed-out user sees.
+async fn assert_refused_within(node: &Replica, token: &str, since: Instant, what: &str) {
+    let refused_after = loop {
+        let r = with_token(node, token).await;
+        if r.status == 401 {
+            break since.elapsed();
+        }
+        assert_eq!(r.status, 200, "{what}: {}", r.describe());
+        assert!(
+            since.elapsed() < Duration::from_secs(5),
+            "{what}: replica {} still honours the session after 5 s",
+            node.name
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        refused_after < PROPAGATION,
+        "{what}: replica {} refused the session only after {refused_after:?}",
+        node.name
+    );
+    assert_refused(node, token, what).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn disabling_a_user_through_one_replica_ends_their_sessions_on_all_within_a_second() {
+    let set = Replicas::start(3).await;
+    let on_a = api_sign_in(&set[0].browser(), "alice", ALICE_PW).await;
+    let on_c = api_sign_in(&set[2].browser(), "alice", ALICE_PW).await;
+    let bob = api_sign_in(&set[1].browser(), "bob", BOB_PW).await;
+    // The operator's command on B's machine (through B's admin socket).
+    let out = set[1].cli(&["user", "disable", "alice"], None).await;
+    assert!(out.ok(), "{}", out.all());
+    let disabled = Instant::now();
+    for node in &set.nodes {
+        for token in [&on_a.token, &on_c.token] {
+            assert_refused_within(node, token, disabled, "alice disabled on B").await;
+        }
+    }
+    for node in &set.nodes {
+        let r = with_token(node, &bob.token).await;
+        assert_eq!(r.echo().header("remote-user"), Some("bob"), "{}", node.name);
+        let b = node.browser();
+        b.get_json(&api_path()).await;
+        b.post_json(&api_path(), &json!({ "uid": "alice" })).await;
+        let r = b
+            .post_json(&api_path(), &json!({ "password": ALICE_PW }))
+            .await;
+        assert!(
+            r.set_cookie_value(SESSION_COOKIE).is_none(),
+            "a disabled user signed in on {}: {}",
+            node.name,
+            r.describe()
+        );
     }
 }
 
