@@ -10,8 +10,11 @@
 //!
 //! # Security
 //! A notice only ever adds a revocation or makes the replica read the store again: a forged or
-//! garbled one cannot lift a revocation or a ban that the store still holds. Nothing heard is
-//! logged but counts.
+//! garbled one cannot lift a revocation or a ban that the store still holds (a revocation
+//! keeps its latest expiry and `since`). `NOTIFY` needs no privilege on the tables, only a
+//! connection to the database: a role that may connect could sign users out of the replicas'
+//! memory (until a restart), never let anyone in; grant `CONNECT` on the gateway's database
+//! to the gateway's role only. Nothing heard is logged but counts.
 
 use crate::regulation::Regulator;
 use crate::session::SessionService;

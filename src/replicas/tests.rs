@@ -319,3 +319,168 @@ fn expired_records_are_purged_every_purge_interval_by_one_replica_at_a_time() {
     assert_eq!(on_a.round(t0 + 2 * every), Some(0));
     assert!(a.store.execution("alive", now).unwrap().is_some());
 }
+
+#[test]
+fn signed_in_requests_and_bans_are_judged_from_memory_with_the_database_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, database) = two_gateways(dir.path());
+    let (live, _) = a.sessions.issue(alice("alice")).unwrap();
+    let (gone, claims) = a.sessions.issue(alice("alice")).unwrap();
+    let (later, later_claims) = a.sessions.issue(alice("alice")).unwrap();
+    a.sessions.revoke(&claims).unwrap();
+    a.regulator
+        .ban(
+            Subject::Ip("203.0.113.9".into()),
+            None,
+            "operator",
+            SystemClock.now(),
+        )
+        .unwrap();
+    wait_for("B has heard", PROMISE, || {
+        refused(&b, &gone) && banned(&b, None, "203.0.113.9")
+    });
+    assert!(b.sessions.verify(&live).is_ok() && b.sessions.verify(&later).is_ok());
+    // The database refuses every connection and drops those open (the listener's too).
+    server().admin(&format!(
+        "ALTER DATABASE {database} ALLOW_CONNECTIONS false; \
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'"
+    ));
+    wait_for("B's listener is down", Duration::from_secs(5), || {
+        !b.feed.listening()
+    });
+    // Signed-in requests and ban checks are answered as before: memory only.
+    let start = Instant::now();
+    for _ in 0..1_000 {
+        assert!(b.sessions.verify(&live).is_ok());
+        assert!(refused(&b, &gone));
+        assert!(banned(&b, None, "203.0.113.9") && !banned(&b, None, "203.0.113.10"));
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "3000 checks took {:?}: they waited on the database",
+        start.elapsed()
+    );
+    // The database back: the listener reconnects by itself and hears the next revocation.
+    server().admin(&format!("ALTER DATABASE {database} ALLOW_CONNECTIONS true"));
+    wait_for("B's listener is back", Duration::from_secs(10), || {
+        b.feed.listening()
+    });
+    a.sessions.revoke(&later_claims).unwrap();
+    wait_for("B refuses after the outage", PROMISE, || {
+        refused(&b, &later)
+    });
+    assert!(b.sessions.verify(&live).is_ok());
+}
+
+/// Notices anyone who may connect to the database can send (`NOTIFY` needs no privilege on
+/// the tables): garbled, from another version, or trying to shorten or lift what the store
+/// holds. None lets a revoked session back in or lifts a ban; each is followed by a real
+/// revocation, heard after it, so each was applied before the checks.
+#[test]
+fn forged_or_garbled_notices_never_lift_a_revocation_or_a_ban() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, _) = two_gateways(dir.path());
+    let (live, _) = a.sessions.issue(alice("alice")).unwrap();
+    let (gone, claims) = a.sessions.issue(alice("alice")).unwrap();
+    let (dave, _) = a.sessions.issue(alice("dave")).unwrap();
+    a.sessions.revoke(&claims).unwrap();
+    a.sessions.revoke_user("dave").unwrap();
+    let ip = "203.0.113.50";
+    a.regulator
+        .ban(Subject::Ip(ip.into()), None, "operator", SystemClock.now())
+        .unwrap();
+    wait_for("B has heard", PROMISE, || {
+        refused(&b, &gone) && refused(&b, &dave) && banned(&b, None, ip)
+    });
+    let sid = claims.sid.clone();
+    let forged = [
+        String::new(),
+        "{".into(),
+        "null".into(),
+        r#"{"kind":"resync"}"#.into(),
+        r#"{"kind":"bans"}"#.into(),
+        r#"{"kind":"unban","subject":"ip:203.0.113.50"}"#.into(),
+        format!(r#"{{"kind":"session","sid":"{sid}","expires":0}}"#),
+        format!(r#"{{"kind":"session","sid":"{sid}","expires":-1}}"#),
+        r#"{"kind":"user","username":"dave","since_ms":0}"#.into(),
+        r#"{"kind":"user","username":"dave","since_ms":-9223372036854775808}"#.into(),
+        "x".repeat(7_999),
+    ];
+    let notify = |payload: String| {
+        let pool = a.pg.pool().clone();
+        a.pg.block(async move {
+            let c = pool.get().await.expect("connection");
+            c.execute("SELECT pg_notify('portcullis_changes', $1)", &[&payload])
+                .await
+                .expect("notify");
+            Ok(())
+        })
+        .unwrap();
+    };
+    for payload in forged {
+        let shown: String = payload.chars().take(60).collect();
+        let (marker, m) = a.sessions.issue(alice("marker")).unwrap();
+        assert!(b.sessions.verify(&marker).is_ok());
+        notify(payload);
+        a.sessions.revoke(&m).unwrap();
+        wait_for("the marker after the notice", PROMISE, || {
+            refused(&b, &marker)
+        });
+        assert!(refused(&b, &gone), "{shown}: the revoked session is back");
+        assert!(refused(&b, &dave), "{shown}: the revoked user is back");
+        assert!(banned(&b, None, ip), "{shown}: the ban was lifted");
+        assert!(b.sessions.verify(&live).is_ok(), "{shown}");
+    }
+    // B prunes at its maintenance round: the revocation keeps its real expiry.
+    b.sessions.prune();
+    assert!(refused(&b, &gone));
+}
+
+/// The listener's connection takes the pool's TLS settings: with TLS configured it is
+/// encrypted, and it hears revocations over it.
+#[test]
+fn the_listener_connects_with_the_pools_tls_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = server().fresh_database();
+    let database = plain
+        .url
+        .rsplit('/')
+        .next()
+        .expect("a database")
+        .to_string();
+    let tls = PostgresStorage {
+        tls: true,
+        ca_file: Some(server().ca_file().to_path_buf()),
+        ..plain.clone()
+    };
+    let a = gateway(&plain, "plain-a", dir.path());
+    let b = gateway(&tls, "tls-b", dir.path());
+    let pool = a.pg.pool().clone();
+    let listeners: Vec<(String, bool)> =
+        a.pg.block(async move {
+            let c = pool.get().await.expect("connection");
+            let rows = c
+                .query(
+                    "SELECT a.application_name, s.ssl FROM pg_stat_activity a \
+                     JOIN pg_stat_ssl s ON s.pid = a.pid \
+                     WHERE a.datname = $1 AND a.application_name LIKE '%-changes' \
+                     ORDER BY 1",
+                    &[&database],
+                )
+                .await
+                .expect("activity");
+            Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        })
+        .unwrap();
+    assert_eq!(
+        listeners,
+        vec![
+            ("plain-a-changes".to_string(), false),
+            ("tls-b-changes".to_string(), true)
+        ]
+    );
+    let (token, claims) = a.sessions.issue(alice("alice")).unwrap();
+    assert!(b.sessions.verify(&token).is_ok());
+    a.sessions.revoke(&claims).unwrap();
+    wait_for("B refuses over TLS", PROMISE, || refused(&b, &token));
+}

@@ -207,7 +207,7 @@ where
                     None => return Err((true, "the connection ended".to_string())),
                 },
                 () = tokio::time::sleep(HEARTBEAT) => {
-                    match tokio::time::timeout(HEARTBEAT_TIMEOUT, client.simple_query("")).await {
+                    match tokio::time::timeout(HEARTBEAT_TIMEOUT, client.simple_query("SELECT 1")).await {
                         Ok(Ok(_)) => {}
                         Ok(Err(e)) => return Err((true, e.to_string())),
                         Err(_) => return Err((true, "no answer to the heartbeat".to_string())),
