@@ -362,11 +362,19 @@ impl KeyFile {
     }
 }
 
-/// Renames an imported keys file to `<name>.imported`; returns the new path.
+impl KeyFile {
+    /// Where the keys file at `path` is once imported: `<name>.imported` beside it (still
+    /// secret: it is kept owner-only like the file was).
+    pub fn imported_path(path: &Path) -> PathBuf {
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(".imported");
+        path.with_file_name(name)
+    }
+}
+
+/// Renames an imported keys file to [`KeyFile::imported_path`]; returns the new path.
 fn rename_imported(path: &Path) -> Result<PathBuf, KeyError> {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".imported");
-    let to = path.with_file_name(name);
+    let to = KeyFile::imported_path(path);
     std::fs::rename(path, &to).map_err(|source| KeyError::Io {
         path: path.to_path_buf(),
         source,
