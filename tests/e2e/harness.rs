@@ -1281,6 +1281,7 @@ impl Gateway {
         fs::create_dir_all(db_path.parent().unwrap()).unwrap();
         let config_path = dir.path().join("portcullis.toml");
         let log_path = dir.path().join("gateway.log");
+        write_old_keys_file(&db_path.parent().unwrap().join("keys.json"));
         fs::write(
             &config_path,
             config_toml(port, upstream.addr, down_port, &db_path, &setup),
@@ -1418,12 +1419,34 @@ impl Gateway {
         self.url("/")
     }
 
+    /// The keys file the gateway imported into its store at its first start (the harness
+    /// writes one, as a gateway of an earlier version left it): `keys.json.imported` once
+    /// imported, `keys.json` before.
     pub fn keys_path(&self) -> PathBuf {
-        self.db_path.parent().unwrap().join("keys.json")
+        let file = self.db_path.parent().unwrap().join("keys.json");
+        let imported = portcullis::session::KeyFile::imported_path(&file);
+        if imported.exists() {
+            imported
+        } else {
+            file
+        }
     }
 
+    /// The signing keys the gateway started with (those of the imported keys file).
     pub fn keys(&self) -> Keys {
         Keys::load(&self.keys_path())
+    }
+
+    /// The signing keys in the gateway's store now (after rotations); the gateway must be
+    /// stopped (sled is locked while it runs).
+    pub fn stored_keys(&self) -> Keys {
+        use portcullis::store::Store;
+        let store = portcullis::store::SledStore::open(&self.db_path).expect("open the database");
+        let set = store
+            .keyset(portcullis::store::KEYSET_SESSION)
+            .expect("read the key set")
+            .expect("a key set is stored");
+        Keys::parse(&String::from_utf8(set.data).unwrap(), "the stored key set")
     }
 
     /// `portcullis --config <ours> <args...>`
@@ -1641,6 +1664,20 @@ pub struct Keys {
     pub raw: Value,
 }
 
+/// Writes a keys file as a gateway of the version before keys lived in the store left it
+/// (one HS256 key, no assertion key), 0600: the gateway imports it at its first start.
+fn write_old_keys_file(path: &Path) {
+    let kid = portcullis::secret::random_token(9);
+    let secret = portcullis::secret::random_token(32);
+    let file = serde_json::json!({
+        "active": kid,
+        "keys": [{ "kid": kid, "alg": "HS256", "secret": secret, "created": 0 }],
+    });
+    fs::write(path, serde_json::to_vec_pretty(&file).unwrap()).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 pub fn b64_decode_lenient(s: &str) -> Vec<u8> {
     use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
     URL_SAFE_NO_PAD
@@ -1659,8 +1696,12 @@ impl Keys {
     pub fn load(path: &Path) -> Keys {
         let text = fs::read_to_string(path)
             .unwrap_or_else(|e| panic!("cannot read keys file {}: {e}", path.display()));
-        let raw: Value = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("keys file {} is not JSON: {e}\n{text}", path.display()));
+        Keys::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, what: &str) -> Keys {
+        let raw: Value = serde_json::from_str(text)
+            .unwrap_or_else(|e| panic!("keys {what} is not JSON: {e}\n{text}"));
         let active = raw["active"]
             .as_str()
             .expect("keys.json: active")
@@ -1778,4 +1819,327 @@ pub async fn assert_token_accepted(gw: &Gateway, token: &str, what: &str) -> Ech
         r.describe()
     );
     r.echo()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Several gateways on one PostgreSQL database
+// ---------------------------------------------------------------------------------------------
+
+/// The environment variable a gateway reads the database password from.
+pub const DATABASE_PASSWORD_ENV: &str = "PORTCULLIS_DATABASE_PASSWORD";
+
+/// A `Browser` on gateway `port` that shares `other`'s cookies: the same person behind a load
+/// balancer that sends this request to another replica.
+pub fn same_browser_on(other: &Browser, port: u16) -> Browser {
+    let gw: SocketAddr = ([127, 0, 0, 1], port).into();
+    let http = reqwest::Client::builder()
+        .cookie_provider(other.jar.clone())
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .resolve(APP, gw)
+        .resolve(ADMIN_APP, gw)
+        .resolve(DOWN_APP, gw)
+        .resolve(UNKNOWN, gw)
+        .resolve(EVIL, gw)
+        .resolve(EXTRA_APP, gw)
+        .build()
+        .expect("build reqwest client");
+    Browser {
+        http,
+        jar: other.jar.clone(),
+        port,
+    }
+}
+
+/// The standard test config ([`config_toml`]) on a PostgreSQL database: `[storage] backend =
+/// "postgres"` and `url` (the password comes from [`DATABASE_PASSWORD_ENV`]); `data` still
+/// holds what stays a file (the device key).
+pub fn postgres_config_toml(
+    port: u16,
+    upstream: SocketAddr,
+    down_port: u16,
+    data: &Path,
+    url: &str,
+    setup: &Setup,
+) -> String {
+    let sled_path = data.join("portcullis.db");
+    let plain = config_toml(port, upstream, down_port, &sled_path, setup);
+    let storage = format!(
+        "[storage]\npath = {}\n",
+        toml_str(&sled_path.display().to_string())
+    );
+    assert!(plain.contains(&storage), "config_toml's [storage] moved");
+    plain.replacen(
+        &storage,
+        &format!(
+            "{storage}backend = \"postgres\"\nurl = {}\npool_size = 4\n",
+            toml_str(url)
+        ),
+        1,
+    )
+}
+
+/// One gateway process of a [`Replicas`] set: its own port, folder (config, log, data with
+/// the device key) and process; the database, the upstream and the config otherwise shared.
+pub struct Replica {
+    /// `"A"`, `"B"`, ...
+    pub name: String,
+    pub port: u16,
+    pub listener: Listener,
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+    /// The folder of the files a replica keeps (`device-key.json`).
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+}
+
+impl Replica {
+    /// Starts the process and waits until it answers ping.
+    pub async fn start(&mut self) {
+        assert!(self.child.is_none(), "replica {} is running", self.name);
+        let child = Serve {
+            args: vec!["--config".into(), self.config_path.clone().into()],
+            listeners: std::slice::from_ref(&self.listener),
+            dir: &self.dir,
+            env: &self.env,
+            log: &self.log_path,
+        }
+        .start()
+        .await;
+        self.child = Some(child);
+    }
+
+    /// Runs `serve` and waits (20 s at most) for it to exit on its own, as a replica must that
+    /// refuses to start; its exit code and what it wrote.
+    pub async fn start_must_fail(&self) -> CliOut {
+        let mut cmd =
+            command_with_listeners(BIN, std::slice::from_ref(&self.listener), Handover::Systemd);
+        cmd.arg("--config")
+            .arg(&self.config_path)
+            .arg("serve")
+            .env_remove("PORTCULLIS_CONFIG")
+            .env_remove("PORTCULLIS_LOG")
+            .env_remove("RUST_LOG")
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn portcullis serve");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while matches!(child.try_wait(), Ok(None)) {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "replica {} kept running:\n{}",
+                    self.name,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let out = child.wait_with_output().unwrap();
+        CliOut {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `kill -9`: the process ends where it is, nothing is flushed or closed.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// A fresh client (no cookies) on this replica.
+    pub fn browser(&self) -> Browser {
+        Browser::new(self.port)
+    }
+
+    /// A client without a cookie jar on this replica.
+    pub fn raw(&self) -> Raw {
+        Raw::new(self.port)
+    }
+
+    /// Everything this replica wrote to stderr so far.
+    pub fn logs(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// `portcullis --config <this replica's> <args...>`, with the database password.
+    pub async fn cli(&self, args: &[&str], stdin: Option<&str>) -> CliOut {
+        let mut all: Vec<String> = vec!["--config".into(), self.config_path.display().to_string()];
+        all.extend(args.iter().map(|s| s.to_string()));
+        let env = self.env.clone();
+        let stdin = stdin.map(str::to_string);
+        tokio::task::spawn_blocking(move || {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (&**k, &**v)).collect();
+            run_cli_blocking(&all, stdin.as_deref(), &env)
+        })
+        .await
+        .unwrap()
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Several gateway processes ("replicas") on one PostgreSQL database, the way an operator runs
+/// them behind a load balancer: the same config but for each one's port and folder, the same
+/// device key file copied to each, the database password in [`DATABASE_PASSWORD_ENV`]. One
+/// echo upstream behind all of them.
+pub struct Replicas {
+    pub dir: tempfile::TempDir,
+    pub upstream: Upstream,
+    pub setup: Setup,
+    /// `[storage] url` of the shared database.
+    pub url: String,
+    pub nodes: Vec<Replica>,
+    down_port: u16,
+    _down: Arc<DeadPort>,
+    password: String,
+}
+
+impl Replicas {
+    /// `n` replicas with the standard config on a fresh database of the test process's
+    /// PostgreSQL, alice and bob added, all running.
+    pub async fn start(n: usize) -> Replicas {
+        Replicas::start_with(n, Setup::default()).await
+    }
+
+    pub async fn start_with(n: usize, setup: Setup) -> Replicas {
+        Replicas::start_on(portcullis::store::pg_test_server::server(), n, setup).await
+    }
+
+    /// `n` replicas on a fresh database of `server`.
+    pub async fn start_on(
+        server: &portcullis::store::pg_test_server::TestServer,
+        n: usize,
+        setup: Setup,
+    ) -> Replicas {
+        let database = tokio::task::block_in_place(|| server.fresh_database());
+        let mut set = Replicas::prepare(database.url, server.password().to_string(), setup).await;
+        for _ in 0..n {
+            set.add().await;
+        }
+        set.nodes[0].start().await;
+        // The first start made the device key; every other replica gets a copy of it.
+        for i in 1..n {
+            set.copy_device_key(i);
+        }
+        for node in &mut set.nodes[1..] {
+            node.start().await;
+        }
+        set
+    }
+
+    async fn prepare(url: String, password: String, setup: Setup) -> Replicas {
+        let down = Arc::new(DeadPort::new());
+        Replicas {
+            dir: tempfile::Builder::new()
+                .prefix("portcullis-replicas-")
+                .tempdir()
+                .expect("tempdir"),
+            upstream: Upstream::start().await,
+            setup,
+            url,
+            nodes: Vec::new(),
+            down_port: down.port(),
+            _down: down,
+            password,
+        }
+    }
+
+    /// Configures one more replica (not started, no device key yet); the first one added also
+    /// adds the setup's users to the database.
+    pub async fn add(&mut self) -> &mut Replica {
+        let name = ((b'A' + self.nodes.len() as u8) as char).to_string();
+        let dir = self.dir.path().join(&name);
+        let data_dir = dir.join("data");
+        fs::create_dir_all(&data_dir).unwrap();
+        let listener = Listener::bind();
+        let config_path = dir.join("portcullis.toml");
+        fs::write(
+            &config_path,
+            postgres_config_toml(
+                listener.port(),
+                self.upstream.addr,
+                self.down_port,
+                &data_dir,
+                &self.url,
+                &self.setup,
+            ),
+        )
+        .unwrap();
+        let mut env = self.setup.env.clone();
+        env.push((DATABASE_PASSWORD_ENV.into(), self.password.clone()));
+        let node = Replica {
+            name,
+            port: listener.port(),
+            listener,
+            log_path: dir.join("gateway.log"),
+            dir,
+            config_path,
+            data_dir,
+            env,
+            child: None,
+        };
+        if self.nodes.is_empty() {
+            for u in &self.setup.users {
+                let mut args = vec!["user", "add", &u.username, "--name", &u.name];
+                args.extend(["--email", &u.email]);
+                for g in &u.groups {
+                    args.extend(["--group", g]);
+                }
+                let out = node.cli(&args, Some(&format!("{}\n", u.password))).await;
+                assert!(out.ok(), "user add {}: {}", u.username, out.all());
+            }
+        }
+        self.nodes.push(node);
+        self.nodes.last_mut().unwrap()
+    }
+
+    /// Copies the first replica's device key file to replica `i`.
+    pub fn copy_device_key(&self, i: usize) {
+        let from = self.nodes[0].data_dir.join("device-key.json");
+        let to = self.nodes[i].data_dir.join("device-key.json");
+        fs::copy(&from, &to).unwrap_or_else(|e| {
+            panic!(
+                "copy the device key {} to {}: {e}",
+                from.display(),
+                to.display()
+            )
+        });
+    }
+}
+
+impl std::ops::Index<usize> for Replicas {
+    type Output = Replica;
+    fn index(&self, i: usize) -> &Replica {
+        &self.nodes[i]
+    }
+}
+
+impl std::ops::IndexMut<usize> for Replicas {
+    fn index_mut(&mut self, i: usize) -> &mut Replica {
+        &mut self.nodes[i]
+    }
 }

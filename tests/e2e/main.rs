@@ -14,6 +14,9 @@ mod rules_table;
 #[path = "../support/app_policies_table.rs"]
 mod app_policies_table;
 
+#[path = "../sms/provider.rs"]
+mod sms_provider;
+
 mod abandoned;
 mod access_log;
 mod app_policies;
@@ -38,6 +41,7 @@ mod proxy;
 mod redirects;
 mod regulation;
 mod reload;
+mod replicas;
 mod route_tricks;
 mod rules;
 mod session;

@@ -16,9 +16,10 @@ use crate::config::PostgresStorage;
 use crate::secret::Secret;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::process::Child;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The superuser the tests connect as.
@@ -31,6 +32,19 @@ pub struct TestServer {
     next: AtomicUsize,
     /// The CA the server's certificate (for `localhost` and 127.0.0.1) is signed by.
     ca_file: PathBuf,
+    /// How to start the postmaster again on the same port and data directory.
+    launch: Launch,
+    /// The running postmaster; `None` while [`TestServer::stop`] has it stopped.
+    postmaster: Mutex<Option<Child>>,
+}
+
+/// What starting the postmaster takes.
+struct Launch {
+    bin: PathBuf,
+    owner: Option<(u32, u32)>,
+    root: PathBuf,
+    data: PathBuf,
+    log: PathBuf,
 }
 
 static SERVER: OnceLock<TestServer> = OnceLock::new();
@@ -41,6 +55,16 @@ static SERVER: OnceLock<TestServer> = OnceLock::new();
 /// When PostgreSQL is not installed or does not start: the message says why and what to do.
 pub fn server() -> &'static TestServer {
     SERVER.get_or_init(|| TestServer::start().unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// A server of the caller's own, for a test that stops and restarts it ([`TestServer::stop`],
+/// [`TestServer::start_again`]) while other tests of the process use [`server`]. Stopped
+/// and removed when dropped.
+///
+/// # Panics
+/// As [`server`].
+pub fn dedicated() -> TestServer {
+    TestServer::start().unwrap_or_else(|e| panic!("{e}"))
 }
 
 impl TestServer {
@@ -112,64 +136,78 @@ impl TestServer {
                     .map_err(|e| format!("chown {}: {e}", p.display()))?;
             }
         }
-        let log = root.join("postgres.log");
+        let launch = Launch {
+            bin,
+            owner,
+            log: root.join("postgres.log"),
+            root,
+            data,
+        };
         let mut last = String::new();
         for _attempt in 0..5 {
             let port = free_port()?;
-            let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
-            if let Some((uid, gid)) = owner {
-                let _ = std::os::unix::fs::chown(&log, Some(uid), Some(gid));
-            }
-            let mut child = as_owner(&bin.join("postgres"))
-                .arg("-D")
-                .arg(&data)
-                .arg("-p")
-                .arg(port.to_string())
-                .args(["-c", "listen_addresses=127.0.0.1"])
-                .args(["-c", "unix_socket_directories="])
-                .args(["-c", "max_connections=300"])
-                .args(["-c", "ssl=on", "-c", "ssl_cert_file=server.crt"])
-                .args(["-c", "ssl_key_file=server.key"])
-                // A test database need not survive a crash of the machine.
-                .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
-                .stdout(Stdio::null())
-                .stderr(log_file)
-                .spawn()
-                .map_err(|e| format!("cannot run {}: {e}", bin.join("postgres").display()))?;
-            watch(child.id(), &root);
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                if let Ok(Some(status)) = child.try_wait() {
-                    last = format!(
-                        "postgres exited ({status}): {}",
-                        std::fs::read_to_string(&log).unwrap_or_default()
-                    );
-                    break;
-                }
-                let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-                    && std::fs::read_to_string(&log)
-                        .unwrap_or_default()
-                        .contains("ready to accept connections")
-                {
+            match launch.run(port) {
+                Ok(child) => {
                     return Ok(Self {
                         port,
                         password,
                         next: AtomicUsize::new(0),
                         ca_file,
-                    });
+                        launch,
+                        postmaster: Mutex::new(Some(child)),
+                    })
                 }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    return Err(format!(
-                        "postgres did not start in 60 s: {}",
-                        std::fs::read_to_string(&log).unwrap_or_default()
-                    ));
-                }
-                std::thread::sleep(Duration::from_millis(50));
+                Err(e) => last = e,
             }
         }
         Err(last)
+    }
+
+    /// Stops the postmaster the way an operator's `pg_ctl stop -m fast` does (SIGINT: open
+    /// connections are cut, no new ones are accepted) and waits until it has exited. The data
+    /// stays; [`TestServer::start_again`] brings it back on the same port.
+    ///
+    /// # Panics
+    /// When it does not exit within 30 s.
+    pub fn stop(&self) {
+        let mut postmaster = self.postmaster.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(mut child) = postmaster.take() else {
+            return;
+        };
+        signal(child.id(), "-INT");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("postgres did not stop within 30 s of SIGINT");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the postmaster again on the same port and data directory after
+    /// [`TestServer::stop`]; returns once it accepts connections.
+    ///
+    /// # Panics
+    /// When it does not start (the message holds the server's log).
+    pub fn start_again(&self) {
+        let mut postmaster = self.postmaster.lock().unwrap_or_else(|e| e.into_inner());
+        assert!(postmaster.is_none(), "postgres is already running");
+        // The port was free a moment ago; a test's own connection attempts cannot hold it.
+        let child = self.launch.run(self.port).unwrap_or_else(|e| panic!("{e}"));
+        *postmaster = Some(child);
+    }
+
+    /// Whether the postmaster is running (not stopped by [`TestServer::stop`]).
+    pub fn is_running(&self) -> bool {
+        let mut postmaster = self.postmaster.lock().unwrap_or_else(|e| e.into_inner());
+        postmaster
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// The settings of a database on this server, as `[storage]` would give them.
@@ -233,6 +271,86 @@ impl TestServer {
     }
 }
 
+impl Launch {
+    /// Runs the postmaster on `port` and waits until it accepts connections (60 s at most).
+    fn run(&self, port: u16) -> Result<Child, String> {
+        let log_file = std::fs::File::create(&self.log).map_err(|e| e.to_string())?;
+        if let Some((uid, gid)) = self.owner {
+            let _ = std::os::unix::fs::chown(&self.log, Some(uid), Some(gid));
+        }
+        let mut cmd = Command::new(self.bin.join("postgres"));
+        cmd.current_dir(&self.root).stdin(Stdio::null());
+        cmd.env_remove("PGDATA").env_remove("PGPORT");
+        if let Some((uid, gid)) = self.owner {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(uid).gid(gid);
+        }
+        let mut child = cmd
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-p")
+            .arg(port.to_string())
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .args(["-c", "unix_socket_directories="])
+            .args(["-c", "max_connections=300"])
+            .args(["-c", "ssl=on", "-c", "ssl_cert_file=server.crt"])
+            .args(["-c", "ssl_key_file=server.key"])
+            // A test database need not survive a crash of the machine.
+            .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", self.bin.join("postgres").display()))?;
+        watch(child.id(), &self.root);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!(
+                    "postgres exited ({status}): {}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                ));
+            }
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+                && std::fs::read_to_string(&self.log)
+                    .unwrap_or_default()
+                    .contains("ready to accept connections")
+            {
+                return Ok(child);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "postgres did not start in 60 s: {}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for TestServer {
+    /// A [`dedicated`] server goes with its test (the process's shared one is never dropped:
+    /// its watchdog stops it).
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.launch.root);
+    }
+}
+
+/// `kill SIGNAL pid`.
+fn signal(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .arg(signal)
+        .arg(pid.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
 /// A CA (written to `ca_file`) and a server certificate for `localhost` and 127.0.0.1 signed
 /// by it (`cert`, `key`: the key mode 0600, as PostgreSQL demands).
 fn certificates(ca_file: &Path, cert: &Path, key: &Path) -> Result<(), String> {
@@ -273,7 +391,11 @@ fn free_port() -> Result<u16, String> {
 
 /// Stops the server `pid` and removes `dir` once this test process has ended.
 fn watch(pid: u32, dir: &Path) {
-    let script = r#"while kill -0 "$1" 2>/dev/null; do sleep 0.5; done
+    // Until the test process or this postmaster is gone (a stop for a restart ends the
+    // postmaster and this watchdog; the next start has its own); the folder goes only with the
+    // test process.
+    let script = r#"while kill -0 "$1" 2>/dev/null && kill -0 "$2" 2>/dev/null; do sleep 0.5; done
+kill -0 "$1" 2>/dev/null && exit 0
 kill -INT "$2" 2>/dev/null
 for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$2" 2>/dev/null || break; sleep 0.5; done
 kill -KILL "$2" 2>/dev/null
