@@ -551,14 +551,17 @@ fn an_update_racing_a_removal_never_brings_the_account_back() {
         let results = race(&[a.clone(), b.clone()], 1, move |s| {
             // Both handles run both: the first thread updates, the other removes.
             static TURN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-            if TURN.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 2 == 0 {
+            if TURN
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                .is_multiple_of(2)
+            {
                 ("update", s.update_user(&ua).unwrap())
             } else {
                 ("remove", s.remove_user(&ub).unwrap())
             }
         });
-        let updated = results.iter().any(|r| *r == ("update", true));
-        let removed = results.iter().any(|r| *r == ("remove", true));
+        let updated = results.contains(&("update", true));
+        let removed = results.contains(&("remove", true));
         assert!(removed, "round {round}: the account existed");
         if updated {
             // The update came first, then the removal: the account is gone.
