@@ -693,7 +693,11 @@ fn bootstrap_admin(parts: &Parts) -> Result<(), AppError> {
             .passwords
             .hash_blocking(&SecretString::new(password.clone()))?,
     );
-    parts.store.put_user(&user)?;
+    // Replicas starting together on one empty database: one creates `admin`, and only its
+    // password is shown (a plain write would let each overwrite it with its own).
+    if !parts.store.create_user(&user)? {
+        return Ok(());
+    }
     tracing::warn!(
         "created the first user: username=admin password={password} (shown only now; change it with `portcullis user passwd admin`)"
     );

@@ -37,11 +37,8 @@ pub fn health() -> Response {
     json(StatusCode::OK, serde_json::json!({ "status": "live" }))
 }
 
-/// The account name [`ready`] looks up: no account can have it (usernames have no NUL).
-const PROBE: &str = "\u{0}portcullis-ready-probe";
-
-/// The readiness answer: `200` when the database answers a point read and the gateway is not
-/// shutting down, `503` with a JSON `reason` otherwise. With `detailed` (the metrics
+/// The readiness answer: `200` when the database answers ([`Store::check_ready`]: without
+/// waiting on a remote database) and the gateway is not shutting down, `503` with a JSON `reason` otherwise. With `detailed` (the metrics
 /// listener), delivery providers are listed with what is known of them (the last delivery's
 /// result); a failing provider does not make the gateway unready, since signed-in traffic and
 /// password sign-ins do not need it and every instance shares the provider (taking them all out
@@ -65,8 +62,8 @@ pub fn ready(store: &dyn Store, detailed: bool) -> Response {
     let reason = if draining() {
         Some("shutting down")
     } else {
-        match store.user(PROBE) {
-            Ok(_) => None,
+        match store.check_ready() {
+            Ok(()) => None,
             Err(e) => {
                 tracing::warn!(error = %e, "readiness check: the database did not answer a read");
                 Some("the database did not answer a read")

@@ -365,7 +365,7 @@ impl Engine {
                     crate::audit::device_added(&d.username, &exec.client, &d.id);
                 }
             }
-            Effect::PutUser(u) => store.put_user(&u)?,
+            Effect::PutUser(u) => save_user(store.as_ref(), &u)?,
             Effect::Keep(secrets) => exec.secrets.extend(secrets),
             Effect::Enrolled(name) => exec.enrolled = Some(name),
             Effect::Invited(inv) => {
@@ -648,4 +648,66 @@ fn staying_code<'n>(next: &'n mut Next, name: &str) -> Result<&'n mut CodeState,
         stage: name.into(),
         reason: "a code effect outside a waiting code state".into(),
     })
+}
+
+/// Saves an account a stage changed (an address filled in, the account activated) through
+/// [`Store::update_user`](crate::store::Store::update_user): an address another account took
+/// since the stage looked (a sign-in on another replica) is not taken from it, the rest of the
+/// change is kept, and an account removed meanwhile is not brought back.
+fn save_user(store: &dyn crate::store::Store, user: &User) -> Result<(), crate::store::StoreError> {
+    if store.update_user(user)? {
+        return Ok(());
+    }
+    let Some(stored) = store.user(&user.username)? else {
+        tracing::info!(user = %user.username, "account removed meanwhile: not saved");
+        return Ok(());
+    };
+    if stored.username != user.username || stored.email == user.email {
+        return Ok(());
+    }
+    let mut kept = user.clone();
+    kept.email = stored.email;
+    if store.update_user(&kept)? {
+        tracing::info!(user = %user.username, "address taken by another account meanwhile: not given to this one");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod save_user_tests {
+    use super::save_user;
+    use crate::store::{MemoryStore, Store, User};
+
+    #[test]
+    fn an_address_taken_meanwhile_stays_with_its_holder_and_the_rest_is_saved() {
+        let store = MemoryStore::new();
+        let mut alice = User::new("alice", 1);
+        alice.active = false;
+        assert!(store.create_user(&alice).unwrap());
+        // The stage saw the address free; another replica gave it to bob before the save.
+        let mut bob = User::new("bob", 1);
+        bob.email = Some("shared@example.com".into());
+        assert!(store.create_user(&bob).unwrap());
+        let mut changed = alice.clone();
+        changed.email = Some("shared@example.com".into());
+        changed.active = true;
+        save_user(&store, &changed).unwrap();
+        let by_email = store.user_by_email("shared@example.com").unwrap();
+        assert_eq!(by_email.map(|u| u.username), Some("bob".into()));
+        let saved = store.user("alice").unwrap().unwrap();
+        assert_eq!(saved.email, None);
+        assert!(saved.active, "the activation is kept");
+    }
+
+    #[test]
+    fn an_account_removed_meanwhile_is_not_brought_back() {
+        let store = MemoryStore::new();
+        let alice = User::new("alice", 1);
+        assert!(store.create_user(&alice).unwrap());
+        assert!(store.remove_user("alice").unwrap());
+        let mut changed = alice.clone();
+        changed.active = true;
+        save_user(&store, &changed).unwrap();
+        assert_eq!(store.user("alice").unwrap(), None);
+    }
 }

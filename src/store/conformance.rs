@@ -89,6 +89,8 @@ conformance!(
     bans_are_kept_until_they_end_or_are_lifted,
     a_key_set_is_replaced_only_from_the_version_read,
     of_many_replicas_storing_a_key_set_at_once_exactly_one_wins_each_round,
+    a_shorter_ban_never_replaces_a_longer_one_in_force_but_an_operators_does,
+    an_earlier_user_revocation_written_late_changes_nothing,
 );
 
 fn user(name: &str, email: Option<&str>) -> User {
@@ -896,4 +898,44 @@ fn of_many_replicas_storing_a_key_set_at_once_exactly_one_wins_each_round(s: &Ar
             "the winner's set is stored"
         );
     }
+fn a_shorter_ban_never_replaces_a_longer_one_in_force_but_an_operators_does(s: &Arc<dyn Store>) {
+    let ban = |since: i64, until: Option<i64>, reason: &str| Ban {
+        subject: "ip:10.0.0.9".into(),
+        since,
+        until,
+        reason: reason.into(),
+    };
+    let until = |now| s.bans(now).unwrap().first().and_then(|b| b.until);
+    // Replica A bans for five minutes; replica B's two-second slow-down comes late.
+    s.put_ban(&ban(100, Some(400), "failures")).unwrap();
+    s.put_ban(&ban(101, Some(103), "slow-down")).unwrap();
+    assert_eq!(until(104), Some(400), "the five-minute ban holds");
+    s.put_ban(&ban(102, Some(400), "failures")).unwrap();
+    assert_eq!(until(104), Some(400), "an equal one changes nothing");
+    s.put_ban(&ban(103, Some(900), "failures")).unwrap();
+    assert_eq!(until(104), Some(900), "a longer one replaces it");
+    s.put_ban(&ban(104, None, "locked")).unwrap();
+    s.put_ban(&ban(105, Some(2_000), "failures")).unwrap();
+    assert!(
+        s.bans(3_000)
+            .unwrap()
+            .first()
+            .is_some_and(|b| b.until.is_none()),
+        "a ban until lifted is never shortened by a sign-in failure"
+    );
+    s.put_ban(&ban(106, Some(200), Ban::OPERATOR)).unwrap();
+    assert_eq!(until(150), Some(200), "an operator's ban replaces any");
+    s.put_ban(&ban(300, Some(310), "slow-down")).unwrap();
+    assert_eq!(until(305), Some(310), "a ban that ended is replaced");
+}
+
+fn an_earlier_user_revocation_written_late_changes_nothing(s: &Arc<dyn Store>) {
+    // Replica A revokes at 7000 (password change); B's disable at 5000 is written after it.
+    s.revoke_user_sessions("bob", 7_000).unwrap();
+    s.revoke_user_sessions("bob", 5_000).unwrap();
+    assert_eq!(s.user_revocations().unwrap(), [("bob".to_string(), 7_000)]);
+    let mut streamed = Vec::new();
+    s.for_each_user_revocation(&mut |u, since| streamed.push((u.to_string(), since)))
+        .unwrap();
+    assert_eq!(streamed, [("bob".to_string(), 7_000)]);
 }

@@ -252,10 +252,12 @@ impl Store for MemoryStore {
     }
 
     fn revoke_user_sessions(&self, username: &str, since: i64) -> StoreResult<()> {
-        self.inner
-            .lock()
+        let mut inner = self.inner.lock();
+        let slot = inner
             .user_revoked
-            .insert(username.to_string(), since);
+            .entry(username.to_string())
+            .or_insert(since);
+        *slot = (*slot).max(since);
         Ok(())
     }
 
@@ -526,10 +528,14 @@ impl Store for MemoryStore {
     }
 
     fn put_ban(&self, ban: &Ban) -> StoreResult<()> {
-        self.inner
-            .lock()
+        let mut inner = self.inner.lock();
+        if inner
             .bans
-            .insert(ban.subject.clone(), ban.clone());
+            .get(&ban.subject)
+            .is_none_or(|old| old.replaced_by(ban))
+        {
+            inner.bans.insert(ban.subject.clone(), ban.clone());
+        }
         Ok(())
     }
 

@@ -217,7 +217,8 @@ pub trait Store: Send + Sync + 'static {
     /// those no longer in force are dropped.
     fn revocations(&self, now: i64) -> StoreResult<Vec<(String, i64)>>;
     /// Tokens for `username` issued at or before `since` (unix milliseconds) are refused (set
-    /// when a user is disabled, removed or changes password); replaces an earlier `since`.
+    /// when a user is disabled, removed or changes password); replaces an earlier `since`, never
+    /// a later one (decided atomically: of replicas revoking at once, the latest wins).
     /// Durable on return.
     fn revoke_user_sessions(&self, username: &str, since: i64) -> StoreResult<()>;
     /// Every user revocation (username, since in unix milliseconds); they never expire.
@@ -332,7 +333,19 @@ pub trait Store: Send + Sync + 'static {
     /// Takes back one failure recorded at `at` in the window `key` (an attempt counted before
     /// it was judged turned out right); nothing happens when there is none.
     fn unslide_failure(&self, key: &str, at: i64) -> StoreResult<()>;
-    /// Creates or replaces the ban on `ban.subject`. Durable on return.
+    /// `Ok` when the store can serve, for `/.portcullis/ready`. Must not wait on a remote
+    /// database: a flood of readiness checks during an outage would park every worker (the
+    /// PostgreSQL backend answers what its background probe last saw). The default, for
+    /// local stores, reads an account no one can have (usernames hold no NUL).
+    ///
+    /// # Errors
+    /// The reason the store cannot serve.
+    fn check_ready(&self) -> StoreResult<()> {
+        self.user("\u{0}portcullis-ready-probe").map(|_| ())
+    }
+    /// Creates the ban on `ban.subject`, or replaces the one there when
+    /// [`Ban::replaced_by`] says so (decided atomically, so replicas banning one subject at
+    /// once keep the longest ban). Durable on return.
     fn put_ban(&self, ban: &Ban) -> StoreResult<()>;
     /// Lifts the ban on `subject`; returns whether there was one. Durable on return.
     fn remove_ban(&self, subject: &str) -> StoreResult<bool>;

@@ -209,4 +209,20 @@ impl Ban {
     pub fn in_force(&self, now: i64) -> bool {
         self.until.is_none_or(|u| u > now)
     }
+
+    /// The reason of a ban an operator set (`portcullis bans add`).
+    pub const OPERATOR: &'static str = "operator";
+
+    /// Whether `new`, written over this ban, replaces it: an operator's ban always does; any
+    /// other is dropped while this one is still in force at `new.since` and lasts at least as
+    /// long (so a replica's short slow-down never cuts another replica's longer ban short).
+    #[must_use]
+    pub fn replaced_by(&self, new: &Ban) -> bool {
+        let kept = match (self.until, new.until) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(old), Some(new)) => old >= new,
+        };
+        new.reason == Self::OPERATOR || !self.in_force(new.since) || !kept
+    }
 }

@@ -500,8 +500,14 @@ impl Store for SledStore {
     }
 
     fn revoke_user_sessions(&self, username: &str, since: i64) -> StoreResult<()> {
+        // Only forward: an earlier `since` written late never lets revoked tokens back in.
         self.user_revoked
-            .insert(username, &since.to_be_bytes())
+            .fetch_and_update(username, |old| {
+                let old = old
+                    .and_then(|o| <[u8; 8]>::try_from(o).ok())
+                    .map(i64::from_be_bytes);
+                Some(old.map_or(since, |o| o.max(since)).to_be_bytes().to_vec())
+            })
             .map_err(backend("revoke user sessions"))?;
         self.durable()
     }
@@ -858,9 +864,27 @@ impl Store for SledStore {
     }
 
     fn put_ban(&self, ban: &Ban) -> StoreResult<()> {
-        self.bans_tree()?
-            .insert(ban.subject.as_bytes(), encode("write ban", ban)?)
-            .map_err(backend("write ban"))?;
+        let tree = self.bans_tree()?;
+        let new = encode("write ban", ban)?;
+        // Compare-and-swap until the decision was made on what is stored: a ban written
+        // meanwhile is judged again.
+        loop {
+            let old = tree
+                .get(ban.subject.as_bytes())
+                .map_err(backend("write ban"))?;
+            if let Some(old) = &old {
+                let stored: Option<Ban> = decode("write ban", old).ok();
+                if stored.is_some_and(|stored| !stored.replaced_by(ban)) {
+                    return Ok(());
+                }
+            }
+            let swapped = tree
+                .compare_and_swap(ban.subject.as_bytes(), old, Some(new.clone()))
+                .map_err(backend("write ban"))?;
+            if swapped.is_ok() {
+                break;
+            }
+        }
         self.durable()
     }
 

@@ -68,7 +68,7 @@ impl PgStore {
     /// [`crate::store::Store::export_records`].
     pub(super) fn export_all(&self) -> StoreResult<Vec<Record>> {
         const ACTION: &str = "export records";
-        self.run_within(ACTION, WHOLE_DATABASE, |pool| async move {
+        self.run_within(ACTION, Some(WHOLE_DATABASE), |pool| async move {
             let mut c = pool.get().await.map_err(pool_err(ACTION))?;
             let tx = c
                 .build_transaction()
@@ -97,7 +97,7 @@ impl PgStore {
             ));
         }
         let records = records.to_vec();
-        let identity = self.run_within(ACTION, WHOLE_DATABASE, |pool| async move {
+        let identity = self.run_within(ACTION, Some(WHOLE_DATABASE), |pool| async move {
             let mut c = pool.get().await.map_err(pool_err(ACTION))?;
             let tx = c.transaction().await.map_err(db(ACTION))?;
             // No gateway writes while the import runs (theirs wait, then find the state

@@ -31,6 +31,11 @@ pub(super) const MIGRATIONS: &[(i32, &str, &str)] = &[
 pub(super) async fn apply(client: &mut deadpool_postgres::Object) -> StoreResult<usize> {
     const ACTION: &str = "apply migrations";
     let tx = client.transaction().await.map_err(db(ACTION))?;
+    // A migration may rewrite a big table, and wait for another replica's: neither the
+    // statement nor the lock timeout every other call has applies here.
+    tx.batch_execute("SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = 0")
+        .await
+        .map_err(db(ACTION))?;
     execute(&tx, "SELECT pg_advisory_xact_lock($1)", &[&lock::MIGRATE])
         .await
         .map_err(db(ACTION))?;

@@ -49,6 +49,8 @@ use super::{Change, ChangeFeed, ChangeSink, StoreResult, User};
 use crate::config::PostgresStorage;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::Row;
@@ -59,6 +61,18 @@ pub(crate) const POOL_WAIT: Duration = Duration::from_secs(10);
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long opening a connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest the database runs one statement of ours (`statement_timeout`), and waits for
+/// a lock (`lock_timeout`): below [`CALL_TIMEOUT`], so the database itself ends work whose
+/// caller has given up. Migrations lift both.
+const STATEMENT_TIMEOUT_MS: u64 = 15_000;
+const LOCK_TIMEOUT_MS: u64 = 10_000;
+/// After this long without an acknowledgement of data sent (`TCP_USER_TIMEOUT`), or without
+/// traffic and then unanswered keepalives, a connection to a vanished database is closed.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(20);
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+/// How often the readiness probe asks the database, and how long it waits for an answer.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Rows fetched per query when streaming revocations ([`Store::for_each_revocation`]).
 const STREAM_BATCH: i64 = 1000;
 
@@ -80,6 +94,12 @@ pub struct PgStore {
     driver: tokio_postgres::Config,
     /// The pool's TLS connector (`None`: no TLS), for the change feed's own connection.
     tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    /// The longest one call may take ([`CALL_TIMEOUT`]; shorter in tests).
+    call_timeout: Duration,
+    /// Connections whose call was cut short (by its timeout): never handed out again.
+    cut_short: CutShortSet,
+    /// Whether the database answered the background probe's last question (`/ready`).
+    answering: Arc<AtomicBool>,
     /// The driver's own runtime; `None` only while dropping.
     runtime: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
@@ -163,6 +183,11 @@ impl PgStore {
     /// [`StoreError::Backend`] when the runtime cannot start, the database cannot be reached
     /// or refuses the credentials, or its schema is newer than this gateway knows.
     pub fn connect(config: &PostgresStorage) -> StoreResult<Self> {
+        Self::connect_within(config, CALL_TIMEOUT)
+    }
+
+    /// As [`PgStore::connect`], each call bounded by `call_timeout`.
+    fn connect_within(config: &PostgresStorage, call_timeout: Duration) -> StoreResult<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("portcullis-pg")
@@ -183,11 +208,19 @@ impl PgStore {
             None
         };
         let driver = pg.clone();
-        let manager = match &tls {
-            Some(tls) => Manager::from_config(pg, tls.clone(), manager_config),
-            None => Manager::from_config(pg, tokio_postgres::NoTls, manager_config),
+        let (manager, probe) = match &tls {
+            Some(tls) => (
+                Manager::from_config(pg.clone(), tls.clone(), manager_config),
+                Manager::from_config(pg, tls.clone(), ManagerConfig::default()),
+            ),
+            None => (
+                Manager::from_config(pg.clone(), tokio_postgres::NoTls, manager_config),
+                Manager::from_config(pg, tokio_postgres::NoTls, ManagerConfig::default()),
+            ),
         };
+        let cut_short = CutShortSet::default();
         let pool = Pool::builder(manager)
+            .pre_recycle(cut_short.hook())
             .max_size(config.pool_size)
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .wait_timeout(Some(POOL_WAIT))
@@ -195,10 +228,14 @@ impl PgStore {
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| StoreError::backend("build the connection pool", e))?;
+        let answering = Arc::new(AtomicBool::new(false));
         let store = Self {
             pool,
             driver,
             tls,
+            call_timeout,
+            cut_short,
+            answering: answering.clone(),
             runtime: Some(runtime),
             handle,
             identity: parking_lot::RwLock::new(DatabaseId {
@@ -206,7 +243,9 @@ impl PgStore {
                 adopted_ms: None,
             }),
         };
-        store.run("apply migrations", |pool| async move {
+        // No overall bound: a long migration (a big table rewritten) must be able to finish;
+        // the wait for a connection is still bounded.
+        store.run_within("apply migrations", None, |pool| async move {
             let mut client = pool
                 .get()
                 .await
@@ -230,6 +269,17 @@ impl PgStore {
             dump::read_identity(&client).await
         })?;
         *store.identity.write() = identity;
+        let probe = Pool::builder(probe)
+            .max_size(1)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .create_timeout(Some(PROBE_TIMEOUT))
+            .recycle_timeout(Some(PROBE_TIMEOUT))
+            .build()
+            .map_err(|e| StoreError::backend("build the readiness probe", e))?;
+        answering.store(true, Ordering::Relaxed);
+        store
+            .handle
+            .spawn(probe_forever(probe, store.pool.clone(), answering));
         Ok(store)
     }
 
@@ -241,12 +291,16 @@ impl PgStore {
         F: FnOnce(Pool) -> Fut,
         Fut: Future<Output = StoreResult<T>> + Send + 'static,
     {
-        self.run_within(action, CALL_TIMEOUT, job)
+        self.run_within(action, Some(self.call_timeout), job)
     }
 
-    /// As [`PgStore::run`], bounded by `limit` rather than [`CALL_TIMEOUT`] (an export or
-    /// import of a whole database).
-    fn run_within<T, F, Fut>(&self, action: &'static str, limit: Duration, job: F) -> StoreResult<T>
+    /// As [`PgStore::run`], bounded by `limit` (`None`: not at all).
+    fn run_within<T, F, Fut>(
+        &self,
+        action: &'static str,
+        limit: Option<Duration>,
+        job: F,
+    ) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(Pool) -> Fut,
@@ -255,12 +309,15 @@ impl PgStore {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let fut = job(self.pool.clone());
         self.handle.spawn(async move {
-            let answer = match tokio::time::timeout(limit, fut).await {
-                Ok(answer) => answer,
-                Err(_) => Err(StoreError::backend(
-                    action,
-                    format!("no answer from the database in {limit:?}"),
-                )),
+            let answer = match limit {
+                None => fut.await,
+                Some(limit) => match tokio::time::timeout(limit, fut).await {
+                    Ok(answer) => answer,
+                    Err(_) => Err(StoreError::backend(
+                        action,
+                        format!("no answer from the database in {limit:?}"),
+                    )),
+                },
             };
             let _ = tx.send(answer);
         });
@@ -275,9 +332,15 @@ impl PgStore {
         F: FnOnce(deadpool_postgres::Object) -> Fut + Send + 'static,
         Fut: Future<Output = StoreResult<T>> + Send + 'static,
     {
+        let cut_short = self.cut_short.clone();
         self.run(action, move |pool| async move {
             let client = pool.get().await.map_err(pool_err(action))?;
-            job(client).await
+            // Dropped unfinished when the call times out: the connection may still owe the
+            // answer to a statement sent on it, and would hand that wait to its next user.
+            let guard = cut_short.guard(&client);
+            let answer = job(client).await;
+            guard.finished();
+            answer
         })
     }
 
@@ -334,6 +397,98 @@ impl PgStore {
     }
 }
 
+/// The connections of calls cut short, marked by their statement cache (one per connection,
+/// held here so its address is not reused meanwhile); the pool's `pre_recycle` hook discards
+/// a marked connection instead of handing it out.
+#[derive(Clone, Default)]
+struct CutShortSet(Arc<parking_lot::Mutex<Vec<Arc<deadpool_postgres::StatementCache>>>>);
+
+impl CutShortSet {
+    fn guard(&self, client: &deadpool_postgres::Object) -> CutShortGuard {
+        CutShortGuard {
+            set: self.clone(),
+            cache: Some(client.statement_cache.clone()),
+        }
+    }
+
+    fn hook(&self) -> deadpool_postgres::Hook {
+        let set = self.clone();
+        deadpool_postgres::Hook::sync_fn(move |client, _| {
+            let mut marked = set.0.lock();
+            match marked
+                .iter()
+                .position(|c| Arc::ptr_eq(c, &client.statement_cache))
+            {
+                Some(i) => {
+                    marked.swap_remove(i);
+                    Err(deadpool_postgres::HookError::message(
+                        "its last call was cut short",
+                    ))
+                }
+                None => Ok(()),
+            }
+        })
+    }
+}
+
+/// Marks its connection cut short when dropped before [`CutShortGuard::finished`].
+struct CutShortGuard {
+    set: CutShortSet,
+    cache: Option<Arc<deadpool_postgres::StatementCache>>,
+}
+
+impl CutShortGuard {
+    fn finished(mut self) {
+        self.cache = None;
+    }
+}
+
+impl Drop for CutShortGuard {
+    fn drop(&mut self) {
+        if let Some(cache) = self.cache.take() {
+            self.set.0.lock().push(cache);
+        }
+    }
+}
+
+/// Asks the database `SELECT 1` every [`PROBE_EVERY`] on a connection of its own (`probe`, a
+/// pool of one, not the calls' pool: a pool busy with sign-ins is no outage), and records
+/// whether it answered within [`PROBE_TIMEOUT`]; a connection that failed is dropped and a new
+/// one made next time. When the database answers again after not answering, the idle
+/// connections of `calls` are dropped.
+async fn probe_forever(probe: Pool, calls: Pool, answering: Arc<AtomicBool>) {
+    loop {
+        let ok = match tokio::time::timeout(PROBE_TIMEOUT, probe.get()).await {
+            Ok(Ok(c)) => {
+                match tokio::time::timeout(PROBE_TIMEOUT, c.simple_query("SELECT 1")).await {
+                    Ok(Ok(_)) => true,
+                    _ => {
+                        // It may owe an answer that never comes: a new one next time.
+                        drop(deadpool_postgres::Object::take(c));
+                        false
+                    }
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "readiness probe: no connection to the database");
+                false
+            }
+            Err(_) => false,
+        };
+        if answering.swap(ok, Ordering::Relaxed) != ok {
+            if ok {
+                // Idle connections from before the outage may never answer again (a database
+                // that vanished closed nothing): the calls after it get new ones.
+                calls.retain(|_, _| false);
+                tracing::info!("the database answers again");
+            } else {
+                tracing::warn!("the database does not answer: not ready");
+            }
+        }
+        tokio::time::sleep(PROBE_EVERY).await;
+    }
+}
+
 impl Drop for PgStore {
     fn drop(&mut self) {
         if let Some(rt) = self.runtime.take() {
@@ -359,6 +514,22 @@ fn driver_config(c: &PostgresStorage) -> Result<tokio_postgres::Config, String> 
     }
     if pg.get_connect_timeout().is_none() {
         pg.connect_timeout(CONNECT_TIMEOUT);
+    }
+    // The database's own bounds on our statements, before the URL's options (which win).
+    let ours =
+        format!("-c statement_timeout={STATEMENT_TIMEOUT_MS} -c lock_timeout={LOCK_TIMEOUT_MS}");
+    let options = match pg.get_options() {
+        Some(theirs) => format!("{ours} {theirs}"),
+        None => ours,
+    };
+    pg.options(options);
+    // A vanished database (its machine gone, a cable cut) closes the connection, not
+    // parks it: unless the URL chose otherwise.
+    if pg.get_tcp_user_timeout().is_none() {
+        pg.tcp_user_timeout(TCP_USER_TIMEOUT);
+    }
+    if pg.get_keepalives() && pg.get_keepalives_idle() > KEEPALIVE_IDLE {
+        pg.keepalives_idle(KEEPALIVE_IDLE);
     }
     Ok(pg)
 }
@@ -436,17 +607,20 @@ async fn find_user<C: GenericClient>(c: &C, username: &str) -> StoreResult<Optio
     row.map(|r| json_col(&r, 0, ACTION)).transpose()
 }
 
-/// The account holding `email` in the index (under its key, or as written before keys were
-/// NFC-normalised).
+/// The existing account holding `email` in the index (under its key, or as written before
+/// keys were NFC-normalised).
 async fn find_email_holder<C: GenericClient>(c: &C, email: &str) -> StoreResult<Option<String>> {
     let keys = email_keys(email);
     if keys.iter().any(|k| !storable(k)) {
         return Ok(None);
     }
+    // Only entries of accounts that exist: one left behind by a removal (as sled's backend
+    // ignores them) never keeps an address from its next owner.
     let row = query_opt(
         c,
-        "SELECT username FROM portcullis_emails WHERE email = ANY($1) \
-         ORDER BY email = $2 DESC LIMIT 1",
+        "SELECT e.username FROM portcullis_emails e \
+         JOIN portcullis_users u ON u.username = e.username \
+         WHERE e.email = ANY($1) ORDER BY e.email = $2 DESC LIMIT 1",
         &[&keys, &keys[0]],
     )
     .await
@@ -553,6 +727,39 @@ async fn index_legacy_name<C: GenericClient>(c: &C, raw: &str) -> StoreResult<()
     Ok(())
 }
 
+/// Rows deleted per statement by [`Store::purge_expired`].
+const PURGE_BATCH: i64 = 10_000;
+
+/// Deletes the expired rows of every table, [`PURGE_BATCH`] at a time; how many.
+async fn purge_batches(c: &deadpool_postgres::Object, now: i64) -> StoreResult<usize> {
+    const ACTION: &str = "purge expired records";
+    let mut n = 0u64;
+    for (table, expired) in [
+        ("portcullis_executions", "expires <= $1"),
+        ("portcullis_sessions", "expires <= $1"),
+        ("portcullis_revoked_sessions", "expires <= $1"),
+        ("portcullis_tickets", "expires <= $1"),
+        ("portcullis_counters", "window_end <= $1"),
+        ("portcullis_failure_windows", "expires <= $1"),
+        ("portcullis_invitations", "expires <= $1"),
+    ] {
+        let sql = format!(
+            "DELETE FROM {table} WHERE ctid = ANY(ARRAY( \
+               SELECT ctid FROM {table} WHERE {expired} LIMIT $2 FOR UPDATE SKIP LOCKED))"
+        );
+        loop {
+            let batch = execute(c, &sql, &[&now, &PURGE_BATCH])
+                .await
+                .map_err(db(ACTION))?;
+            n += batch;
+            if batch < u64::try_from(PURGE_BATCH).unwrap_or(u64::MAX) {
+                break;
+            }
+        }
+    }
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+}
+
 fn session_from_row(row: &Row, action: &'static str) -> StoreResult<SessionRecord> {
     let mut s: SessionRecord = json_col(row, 0, action)?;
     s.last_seen = row.try_get(1).map_err(db(action))?;
@@ -560,6 +767,18 @@ fn session_from_row(row: &Row, action: &'static str) -> StoreResult<SessionRecor
 }
 
 impl Store for PgStore {
+    fn check_ready(&self) -> StoreResult<()> {
+        // What the background probe last saw: a readiness check never waits on the database.
+        if self.answering.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err(StoreError::backend(
+                "probe the database",
+                format!("no answer to the last probe within {PROBE_TIMEOUT:?}"),
+            ))
+        }
+    }
+
     fn user(&self, username: &str) -> StoreResult<Option<User>> {
         let username = username.to_string();
         self.with(
@@ -599,9 +818,22 @@ impl Store for PgStore {
         let username = username.to_string();
         self.with(ACTION, |mut c| async move {
             let tx = c.transaction().await.map_err(db(ACTION))?;
+            // Serialised with creations and updates (which check the account exists under
+            // this lock), and the row locked against put_user: an update never re-creates an
+            // account removed meanwhile.
+            execute(&tx, "SELECT pg_advisory_xact_lock($1)", &[&lock::ACCOUNTS])
+                .await
+                .map_err(db(ACTION))?;
             let Some(old) = find_user(&tx, &username).await? else {
                 return Ok(false);
             };
+            execute(
+                &tx,
+                "SELECT 1 FROM portcullis_users WHERE username = $1 FOR UPDATE",
+                &[&old.username],
+            )
+            .await
+            .map_err(db(ACTION))?;
             // Devices go with the account: a later account of that name inherits none.
             execute(
                 &tx,
@@ -610,15 +842,14 @@ impl Store for PgStore {
             )
             .await
             .map_err(db("remove devices"))?;
-            if let Some(email) = &old.email {
-                execute(
-                    &tx,
-                    "DELETE FROM portcullis_emails WHERE email = ANY($1) AND username = $2",
-                    &[&email_keys(email), &old.username],
-                )
-                .await
-                .map_err(db("update email index"))?;
-            }
+            // Every index entry naming it, also one a concurrent address change left behind.
+            execute(
+                &tx,
+                "DELETE FROM portcullis_emails WHERE username = $1",
+                &[&old.username],
+            )
+            .await
+            .map_err(db("update email index"))?;
             execute(
                 &tx,
                 "DELETE FROM portcullis_legacy_names WHERE username = $1",
@@ -732,29 +963,29 @@ impl Store for PgStore {
 
     fn purge_expired(&self, now: i64) -> StoreResult<usize> {
         const ACTION: &str = "purge expired records";
-        self.with(ACTION, move |mut c| async move {
-            let tx = c.transaction().await.map_err(db(ACTION))?;
+        // Table by table, in batches, each its own short transaction that skips rows locked
+        // by a write in flight: a counter being bumped never waits on the purge nor the purge
+        // on it, a backlog is worked off across calls (what was deleted stays deleted), and
+        // no batch comes near the call's timeout.
+        self.with(ACTION, move |c| async move {
             // One replica purges at a time; the others find the lock held and leave it to it.
-            let row = query_opt(&tx, "SELECT pg_try_advisory_xact_lock($1)", &[&lock::PURGE])
+            // Held by the session, so across the batches; released below, or with the
+            // connection when it is discarded.
+            let row = query_opt(&c, "SELECT pg_try_advisory_lock($1)", &[&lock::PURGE])
                 .await
                 .map_err(db(ACTION))?;
             if !row.is_some_and(|r| r.get::<_, bool>(0)) {
                 return Ok(0);
             }
-            let mut n = 0u64;
-            for sql in [
-                "DELETE FROM portcullis_executions WHERE expires <= $1",
-                "DELETE FROM portcullis_sessions WHERE expires <= $1",
-                "DELETE FROM portcullis_revoked_sessions WHERE expires <= $1",
-                "DELETE FROM portcullis_tickets WHERE expires <= $1",
-                "DELETE FROM portcullis_counters WHERE window_end <= $1",
-                "DELETE FROM portcullis_failure_windows WHERE expires <= $1",
-                "DELETE FROM portcullis_invitations WHERE expires <= $1",
-            ] {
-                n += execute(&tx, sql, &[&now]).await.map_err(db(ACTION))?;
+            let purged = purge_batches(&c, now).await;
+            let unlocked = execute(&c, "SELECT pg_advisory_unlock($1)", &[&lock::PURGE]).await;
+            if purged.is_err() || unlocked.is_err() {
+                // The lock may still be held: the connection goes, and the lock with it.
+                drop(deadpool_postgres::Object::take(c));
             }
-            tx.commit().await.map_err(db(ACTION))?;
-            Ok(usize::try_from(n).unwrap_or(usize::MAX))
+            let n = purged?;
+            unlocked.map_err(db(ACTION))?;
+            Ok(n)
         })
     }
 
@@ -893,8 +1124,9 @@ impl Store for PgStore {
             let tx = c.transaction().await.map_err(db(ACTION))?;
             execute(
                 &tx,
-                "INSERT INTO portcullis_revoked_users (username, since_ms) VALUES ($1, $2) \
-                 ON CONFLICT (username) DO UPDATE SET since_ms = excluded.since_ms",
+                "INSERT INTO portcullis_revoked_users AS r (username, since_ms) VALUES ($1, $2) \
+                 ON CONFLICT (username) DO UPDATE \
+                   SET since_ms = greatest(r.since_ms, excluded.since_ms)",
                 &[&username, &since],
             )
             .await
@@ -1140,6 +1372,19 @@ impl Store for PgStore {
         }
         let name = name.to_string();
         self.with("read secret", |c| async move {
+            // Made once, read on every use: one read, and a write only the first time.
+            let existing = query_opt(
+                &c,
+                "SELECT value FROM portcullis_secrets WHERE name = $1",
+                &[&name],
+            )
+            .await
+            .map_err(db("read secret"))?;
+            if let Some(row) = existing {
+                let value: Vec<u8> = row.get(0);
+                return <[u8; 32]>::try_from(value.as_slice())
+                    .map_err(|_| StoreError::backend("read secret", "not 32 bytes"));
+            }
             let mut fresh = [0u8; 32];
             rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut fresh);
             // Whoever inserts first wins; the read is a separate statement so it sees the
@@ -1388,7 +1633,7 @@ impl Store for PgStore {
                 .map_err(db(ACTION))?;
             let exists = query_opt(
                 &tx,
-                "SELECT 1 FROM portcullis_users WHERE username = $1",
+                "SELECT 1 FROM portcullis_users WHERE username = $1 FOR UPDATE",
                 &[&user.username],
             )
             .await
@@ -1493,11 +1738,16 @@ impl Store for PgStore {
         self.with(ACTION, |mut c| async move {
             let data = to_json(&ban, ACTION)?;
             let tx = c.transaction().await.map_err(db(ACTION))?;
+            let operator = ban.reason == Ban::OPERATOR;
+            // Ban::replaced_by, decided on the row: of replicas banning one subject at once,
+            // a shorter ban never replaces a longer one still in force (an operator's does).
             execute(
                 &tx,
-                "INSERT INTO portcullis_bans (subject, until, data) VALUES ($1, $2, $3) \
-                 ON CONFLICT (subject) DO UPDATE SET until = excluded.until, data = excluded.data",
-                &[&ban.subject, &ban.until, &data],
+                "INSERT INTO portcullis_bans AS b (subject, until, data) VALUES ($1, $2, $3) \
+                 ON CONFLICT (subject) DO UPDATE SET until = excluded.until, data = excluded.data \
+                 WHERE $4 OR (b.until IS NOT NULL AND (b.until <= $5 \
+                   OR excluded.until IS NULL OR excluded.until > b.until))",
+                &[&ban.subject, &ban.until, &data, &operator, &ban.since],
             )
             .await
             .map_err(db(ACTION))?;

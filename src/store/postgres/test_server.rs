@@ -81,7 +81,18 @@ impl TestServer {
         std::fs::create_dir(&data).map_err(|e| format!("{}: {e}", data.display()))?;
         let password = crate::secret::random_token(18);
         let pwfile = root.join("pw");
-        std::fs::write(&pwfile, &password).map_err(|e| format!("{}: {e}", pwfile.display()))?;
+        {
+            // The superuser's password: readable by its owner only, and gone after initdb.
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&pwfile)
+                .and_then(|mut f| f.write_all(password.as_bytes()))
+                .map_err(|e| format!("{}: {e}", pwfile.display()))?;
+        }
         {
             use std::os::unix::fs::PermissionsExt;
             let open = std::fs::Permissions::from_mode(0o755);
@@ -118,7 +129,9 @@ impl TestServer {
             .args(["-E", "UTF8"])
             .arg(format!("--pwfile={}", pwfile.display()))
             .output()
-            .map_err(|e| format!("cannot run {}: {e}", bin.join("initdb").display()))?;
+            .map_err(|e| format!("cannot run {}: {e}", bin.join("initdb").display()));
+        let _ = std::fs::remove_file(&pwfile);
+        let out = out?;
         if !out.status.success() {
             return Err(format!(
                 "initdb failed: {}{}",

@@ -482,3 +482,373 @@ fn failures_are_read_across_replicas_without_being_counted() {
     assert_eq!(a.failures("f", 60, 20).unwrap(), 2);
     assert_eq!(a.failures("other", 60, 20).unwrap(), 0);
 }
+
+/// Runs `sql` (statements without parameters) on a connection of `store`'s pool.
+fn sql(store: &PgStore, sql: &'static str) {
+    let pool = store.pool().clone();
+    store
+        .block(async move {
+            let c = pool.get().await.map_err(super::pool_err("test"))?;
+            c.batch_execute(sql).await.map_err(super::db("test"))
+        })
+        .unwrap();
+}
+
+#[test]
+fn an_address_left_in_the_index_by_a_removed_account_is_free_for_the_next() {
+    let (a, b, _) = two_replicas();
+    // What a removal racing an address change could leave: an entry naming no account.
+    sql(
+        &a,
+        "INSERT INTO portcullis_emails (email, username) VALUES ('carol@example.com', 'ghost')",
+    );
+    assert_eq!(b.user_by_email("Carol@example.com").unwrap(), None);
+    let mut carol = User::new("carol", 1);
+    carol.email = Some("carol@example.com".into());
+    assert!(a.create_user(&carol).unwrap(), "the address is free");
+    assert_eq!(
+        b.user_by_email("carol@example.com")
+            .unwrap()
+            .map(|u| u.username),
+        Some("carol".into())
+    );
+    let mut dave = User::new("dave", 1);
+    assert!(b.create_user(&dave).unwrap());
+    dave.email = Some("carol@example.com".into());
+    assert!(!b.update_user(&dave).unwrap(), "carol holds it now");
+}
+
+#[test]
+fn removing_an_account_drops_every_index_entry_naming_it() {
+    let (a, b, _) = two_replicas();
+    let mut erin = User::new("erin", 1);
+    erin.email = Some("erin@example.com".into());
+    assert!(a.create_user(&erin).unwrap());
+    // An entry a concurrent address change left naming erin.
+    sql(
+        &a,
+        "INSERT INTO portcullis_emails (email, username) VALUES ('old@example.com', 'erin')",
+    );
+    assert!(b.remove_user("erin").unwrap());
+    // The same name signs up again: the stale address is no longer theirs.
+    assert!(a.create_user(&User::new("erin", 2)).unwrap());
+    assert_eq!(b.user_by_email("old@example.com").unwrap(), None);
+    let mut frank = User::new("frank", 1);
+    frank.email = Some("old@example.com".into());
+    assert!(b.create_user(&frank).unwrap());
+}
+
+#[test]
+fn an_update_racing_a_removal_never_brings_the_account_back() {
+    let (a, b, _) = two_replicas();
+    for round in 0..30 {
+        let name = format!("racer{round}");
+        let mut user = User::new(&name, 1);
+        user.email = Some(format!("{name}@example.com"));
+        assert!(a.create_user(&user).unwrap());
+        let mut renamed = user.clone();
+        renamed.name = "Updated".into();
+        let (ua, ub) = (renamed.clone(), name.clone());
+        let results = race(&[a.clone(), b.clone()], 1, move |s| {
+            // Both handles run both: the first thread updates, the other removes.
+            static TURN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            if TURN
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                .is_multiple_of(2)
+            {
+                ("update", s.update_user(&ua).unwrap())
+            } else {
+                ("remove", s.remove_user(&ub).unwrap())
+            }
+        });
+        let updated = results.contains(&("update", true));
+        let removed = results.contains(&("remove", true));
+        assert!(removed, "round {round}: the account existed");
+        if updated {
+            // The update came first, then the removal: the account is gone.
+            assert_eq!(a.user(&name).unwrap(), None, "round {round}: came back");
+        }
+        assert_eq!(
+            b.user_by_email(&format!("{name}@example.com")).unwrap(),
+            None,
+            "round {round}"
+        );
+    }
+}
+
+#[test]
+fn a_secret_that_exists_is_read_without_writing() {
+    let (a, b, _) = two_replicas();
+    let first = a.secret("otp").unwrap();
+    // Any write to the table fails from now on (a BEFORE trigger fires before ON CONFLICT).
+    sql(
+        &a,
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'written'; END $$; \
+         CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON portcullis_secrets \
+         FOR EACH ROW EXECUTE FUNCTION refuse();",
+    );
+    for _ in 0..3 {
+        assert_eq!(b.secret("otp").unwrap(), first, "read, never rewritten");
+    }
+    assert!(
+        b.secret("another").is_err(),
+        "a new one is written (and refused here)"
+    );
+}
+
+#[test]
+fn the_test_servers_password_is_not_left_on_disk() {
+    let server = server();
+    let root = server.ca_file().parent().unwrap();
+    assert!(
+        !root.join("pw").exists(),
+        "the superuser's password file outlived initdb"
+    );
+    // Nothing else in its folder holds the password in the clear, for any user to read.
+    for entry in std::fs::read_dir(root).unwrap().flatten() {
+        if entry.path().is_file() {
+            let text = std::fs::read(entry.path()).unwrap_or_default();
+            assert!(
+                !String::from_utf8_lossy(&text).contains(server.password()),
+                "{}",
+                entry.path().display()
+            );
+        }
+    }
+}
+
+/// A loopback TCP relay to the test server that can go silent, as a database whose machine
+/// vanished looks to a gateway: connections stay open, nothing is answered.
+struct Relay {
+    port: u16,
+    /// New connections are silent from the start while set.
+    down: Arc<std::sync::atomic::AtomicBool>,
+    /// One flag per connection made: silent once set.
+    silenced: Arc<parking_lot::Mutex<Vec<Arc<std::sync::atomic::AtomicBool>>>>,
+}
+
+impl Relay {
+    fn start() -> Relay {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let down = Arc::new(AtomicBool::new(false));
+        let silenced = Arc::new(parking_lot::Mutex::new(Vec::<Arc<AtomicBool>>::new()));
+        let (d, s) = (down.clone(), silenced.clone());
+        let upstream = server().port();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(db) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let silent = Arc::new(AtomicBool::new(d.load(Ordering::SeqCst)));
+                s.lock().push(silent.clone());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), db.try_clone().unwrap()),
+                    (db, client),
+                ] {
+                    let silent = silent.clone();
+                    std::thread::spawn(move || {
+                        use std::io::{Read, Write};
+                        let mut buf = [0u8; 16 * 1024];
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 {
+                                break;
+                            }
+                            if !silent.load(Ordering::SeqCst) && to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Relay {
+            port,
+            down,
+            silenced,
+        }
+    }
+
+    /// `config`, reaching the database through this relay.
+    fn through(&self, mut config: PostgresStorage) -> PostgresStorage {
+        config.url = config.url.replace(
+            &format!(":{}/", server().port()),
+            &format!(":{}/", self.port),
+        );
+        config
+    }
+
+    /// Every connection made so far goes silent.
+    fn silence_existing(&self) {
+        for s in self.silenced.lock().iter() {
+            s.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// The database stops answering: every connection, and every new one.
+    fn cut(&self) {
+        self.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.silence_existing();
+    }
+
+    /// New connections are answered again (the silent ones stay silent).
+    fn restore(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_call_cut_short_leaves_its_stuck_connection_to_no_one() {
+    let relay = Relay::start();
+    let mut config = relay.through(server().fresh_database());
+    config.pool_size = 1;
+    let store = PgStore::connect_within(&config, std::time::Duration::from_secs(1)).unwrap();
+    store.put_execution("x", i64::MAX, b"state").unwrap();
+    // The pool's one connection stops answering mid-life (new ones would be answered).
+    relay.silence_existing();
+    let started = std::time::Instant::now();
+    assert!(store.execution("x", 0).is_err(), "no answer: an error");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    for _ in 0..3 {
+        assert_eq!(
+            store.execution("x", 0).unwrap().as_deref(),
+            Some(&b"state"[..]),
+            "the next calls get a connection that answers"
+        );
+    }
+}
+
+#[test]
+fn readiness_answers_at_once_and_follows_the_database_down_and_up() {
+    use http::StatusCode;
+    let relay = Relay::start();
+    let config = relay.through(server().fresh_database());
+    let store: Arc<dyn Store> = Arc::new(PgStore::connect(&config).unwrap());
+    let ready = |store: &Arc<dyn Store>| {
+        let started = std::time::Instant::now();
+        let answer = crate::ops::ready(store.as_ref(), false);
+        let took = started.elapsed();
+        assert!(
+            took < std::time::Duration::from_millis(200),
+            "/ready took {took:?}"
+        );
+        answer.status
+    };
+    // Waits (up to `within`) for `want`, each answer fast.
+    let wait_for = |want: StatusCode, within: u64| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(within);
+        loop {
+            if ready(&store) == want {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "/ready never said {want}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    assert_eq!(ready(&store), StatusCode::OK);
+    relay.cut();
+    wait_for(StatusCode::SERVICE_UNAVAILABLE, 6);
+    // A flood of readiness checks during the outage: every one answered at once.
+    let flood: Vec<_> = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                (0..20)
+                    .map(|_| crate::ops::ready(store.as_ref(), false).status)
+                    .all(|s| s == StatusCode::SERVICE_UNAVAILABLE)
+            })
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    for f in flood {
+        assert!(f.join().unwrap());
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    relay.restore();
+    wait_for(StatusCode::OK, 10);
+    assert!(store.user("nobody").is_ok(), "and calls work again");
+}
+
+#[test]
+fn a_locked_expired_row_neither_stops_nor_undoes_the_purge() {
+    let config = server().fresh_database();
+    let a = Arc::new(PgStore::connect_within(&config, std::time::Duration::from_secs(3)).unwrap());
+    let b = PgStore::connect(&config).unwrap();
+    a.put_execution("old", 10, b"x").unwrap();
+    a.put_ticket("t", 10, b"x").unwrap();
+    assert_eq!(a.bump_counter("busy", 10, 0).unwrap(), 1);
+    assert_eq!(a.bump_counter("idle", 10, 0).unwrap(), 1);
+    // A write in flight on b holds the expired counter "busy" for longer than a call lasts.
+    let pool = b.pool().clone();
+    let purger = a.clone();
+    let (purged, took) = b
+        .block(async move {
+            let mut c = pool.get().await.map_err(super::pool_err("test"))?;
+            let tx = c.transaction().await.map_err(super::db("test"))?;
+            query_opt(
+                &tx,
+                "SELECT 1 FROM portcullis_counters WHERE key = 'busy' FOR UPDATE",
+                &[],
+            )
+            .await
+            .map_err(super::db("test"))?;
+            let started = std::time::Instant::now();
+            let n = purger.purge_expired(100);
+            let took = started.elapsed();
+            tx.rollback().await.map_err(super::db("test"))?;
+            Ok((n, took))
+        })
+        .unwrap();
+    assert_eq!(purged.unwrap(), 3, "all but the locked row");
+    assert!(took < std::time::Duration::from_secs(2), "took {took:?}");
+    assert!(a.execution("old", 0).unwrap().is_none());
+    assert_eq!(a.counter("idle", 0).unwrap(), 0);
+    assert_eq!(a.purge_expired(100).unwrap(), 1, "the next purge takes it");
+    assert_eq!(b.purge_expired(100).unwrap(), 0, "the lock was given back");
+}
+
+#[test]
+fn a_backlog_larger_than_a_batch_is_purged_whole() {
+    let (a, _b, _) = two_replicas();
+    sql(
+        &a,
+        "INSERT INTO portcullis_executions (id, expires, state) \
+         SELECT 'e' || g, 10, '\\x00' FROM generate_series(1, 25000) g; \
+         INSERT INTO portcullis_executions (id, expires, state) VALUES ('live', 1000, '\\x01')",
+    );
+    assert_eq!(a.purge_expired(100).unwrap(), 25_000);
+    assert!(a.execution("live", 100).unwrap().is_some());
+    assert_eq!(a.purge_expired(100).unwrap(), 0);
+}
+
+#[test]
+fn a_migration_that_outlasts_a_call_still_finishes() {
+    let config = server().fresh_database();
+    let b = PgStore::connect(&config).unwrap();
+    // Another replica holds the migration lock (as while it applies a long migration) for
+    // longer than a call may last.
+    let pool = b.pool().clone();
+    let late = config.clone();
+    let connected = b
+        .block(async move {
+            let mut c = pool.get().await.map_err(super::pool_err("test"))?;
+            let tx = c.transaction().await.map_err(super::db("test"))?;
+            query_opt(&tx, "SELECT pg_advisory_xact_lock($1)", &[&lock::MIGRATE])
+                .await
+                .map_err(super::db("test"))?;
+            let starting = std::thread::spawn(move || {
+                PgStore::connect_within(&late, std::time::Duration::from_secs(1)).map(|_| ())
+            });
+            tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+            tx.rollback().await.map_err(super::db("test"))?;
+            Ok(starting.join().expect("thread"))
+        })
+        .unwrap();
+    connected.expect("the replica started once the migration was done");
+}
