@@ -86,6 +86,8 @@ conformance!(
     failures_slide_out_of_their_window_and_are_taken_back_one_at_a_time,
     concurrent_failures_each_see_a_distinct_count,
     bans_are_kept_until_they_end_or_are_lifted,
+    an_execution_swaps_only_from_its_stored_state,
+    of_many_concurrent_saves_from_one_execution_state_exactly_one_wins,
 );
 
 fn user(name: &str, email: Option<&str>) -> User {
@@ -835,4 +837,58 @@ fn bans_are_kept_until_they_end_or_are_lifted(s: &Arc<dyn Store>) {
     assert!(s.remove_ban("user:alice").unwrap());
     assert!(!s.remove_ban("user:alice").unwrap());
     assert_eq!(subjects(600), ["ip:10.0.0.1"]);
+}
+
+fn an_execution_swaps_only_from_its_stored_state(s: &Arc<dyn Store>) {
+    assert!(
+        !s.swap_execution("x", b"", b"new", 100).unwrap(),
+        "nothing stored: nothing to swap, nothing created"
+    );
+    assert_eq!(s.execution("x", 0).unwrap(), None);
+    s.put_execution("x", 100, b"step 1").unwrap();
+    assert!(!s.swap_execution("x", b"step 0", b"stale", 100).unwrap());
+    assert_eq!(
+        s.execution("x", 0).unwrap().as_deref(),
+        Some(&b"step 1"[..])
+    );
+    assert!(s.swap_execution("x", b"step 1", b"step 2", 150).unwrap());
+    assert_eq!(
+        s.execution("x", 120).unwrap().as_deref(),
+        Some(&b"step 2"[..]),
+        "the new expiry is kept"
+    );
+    assert!(
+        !s.swap_execution("x", b"step 1", b"late", 150).unwrap(),
+        "a second save from the same loaded state loses"
+    );
+    // Removed meanwhile (cancelled, finished): a late save does not bring it back.
+    s.remove_execution("x").unwrap();
+    assert!(!s
+        .swap_execution("x", b"step 2", b"resurrected", 150)
+        .unwrap());
+    assert_eq!(s.execution("x", 0).unwrap(), None);
+    // A swap to a dead record makes it gone for readers at once.
+    s.put_execution("y", 100, b"last step").unwrap();
+    assert!(s.swap_execution("y", b"last step", b"", 0).unwrap());
+    assert_eq!(s.execution("y", 1).unwrap(), None);
+    assert!(!s.swap_execution("y", b"last step", b"again", 100).unwrap());
+}
+
+fn of_many_concurrent_saves_from_one_execution_state_exactly_one_wins(s: &Arc<dyn Store>) {
+    s.put_execution("race", 1_000, b"loaded").unwrap();
+    let counter = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let saved = at_once(s, 8, move |s| {
+        let i = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let new = format!("saved by {i}");
+        s.swap_execution("race", b"loaded", new.as_bytes(), 1_000)
+            .unwrap()
+            .then_some(new)
+    });
+    let winners: Vec<_> = saved.into_iter().flatten().collect();
+    assert_eq!(winners.len(), 1, "exactly one save wins: {winners:?}");
+    assert_eq!(
+        s.execution("race", 0).unwrap().as_deref(),
+        Some(winners[0].as_bytes()),
+        "the stored state is the winner's"
+    );
 }
