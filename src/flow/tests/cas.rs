@@ -96,6 +96,8 @@ async fn the_same_code_sent_to_two_memory_replicas_at_once_is_accepted_once() {
         replica(rig.world.services.clone()),
     );
     for _ in 0..10 {
+        // A new window each round: the stage sends at most 3 codes an hour.
+        rig.world.clock.advance_secs(3_601);
         let id = up_to_the_code(&a).await;
         let code = rig.mailed_code();
         let results = race(&a, &b, &id, &code).await;
@@ -187,6 +189,8 @@ async fn the_same_code_sent_to_two_postgres_replicas_at_once_is_accepted_once() 
     alice.password_hash = Some(hash.expect("hash"));
     store.put_user(&alice).expect("user");
     for round in 0..5 {
+        // A new window each round: the stage sends at most 3 codes an hour.
+        rig.world.clock.advance_secs(3_601);
         let id = up_to_the_code(&a).await;
         let code = rig.mailed_code();
         let results = race(&a, &b, &id, &code).await;
@@ -196,6 +200,7 @@ async fn the_same_code_sent_to_two_postgres_replicas_at_once_is_accepted_once() 
         assert_eq!(store.execution(&id, 0).expect("store"), None);
     }
     // A cancelled sign-in is not brought back by a late save on the other replica.
+    rig.world.clock.advance_secs(3_601);
     let id = up_to_the_code(&a).await;
     let wrong = other_than(&rig.mailed_code());
     let mut late = b.resume(&id, "setup").expect("store").expect("stored");
