@@ -585,21 +585,65 @@ impl Engine {
         }
         let store = self.services.store.clone();
         let (id, expires) = (exec.id.clone(), exec.expires);
-        let put = bytes.clone();
-        tokio::task::spawn_blocking(move || store.put_execution(&id, expires, &put)).await??;
+        let (loaded, put) = (exec.saved.clone(), bytes.clone());
+        let written = tokio::task::spawn_blocking(move || match loaded {
+            // Only from the state this step started from: a step another request (another
+            // replica) applied meanwhile, or a removal (a cancel, a finish), is never undone.
+            Some(loaded) => store.swap_execution(&id, &loaded, &put, expires),
+            None => store.put_execution(&id, expires, &put).map(|()| true),
+        })
+        .await??;
+        if !written {
+            tracing::info!(flow = %exec.flow, client = %exec.client, outcome = "already_answered", "a step lost the race to save its sign-in; it is not applied");
+            return Err(FlowError::AlreadyAnswered);
+        }
         exec.saved = Some(bytes);
         exec.held = false;
         Ok(())
     }
 
+    /// Claims a stored execution for the step about to be taken, when other gateways share
+    /// the store (the in-process [`Engine::lock`] serialises steps only within this one):
+    /// the stored record is swapped, from the state this request loaded, to the same state one
+    /// turn on. Of two replicas that loaded the same state only one claims it; the other
+    /// fails with [`FlowError::AlreadyAnswered`] before it judges, sends or writes anything.
+    ///
+    /// # Security
+    /// Without it, one code (a password, a TOTP step, an e-mailed code) sent in parallel to
+    /// two replicas would be judged by both against the same stored state: both would pass,
+    /// both could enrol a device or write the account, and attempt counts kept in the
+    /// execution would count once. A claimant that dies mid-step leaves a record that is as
+    /// good as the one it loaded (only the turn differs): the next request goes on from it.
+    pub(super) async fn claim(&self, exec: &mut Execution) -> Result<(), FlowError> {
+        if !exec.stored() || !self.services.store.shared() {
+            return Ok(());
+        }
+        exec.turn = exec.turn.wrapping_add(1);
+        self.save(exec).await
+    }
+
     /// [`Engine::forget`], with the store's durable removal (an fsync) on the blocking pool,
     /// as [`Engine::save`] does: a finishing sign-in does not hold the async worker while the
     /// disk syncs.
+    ///
+    /// Where other gateways share the store, a stored execution is ended only from the state
+    /// this step loaded (swapped to a dead, empty record that no reader returns and the purge
+    /// drops): of two replicas finishing one execution only one issues its session; the other
+    /// fails with [`FlowError::AlreadyAnswered`].
     async fn forget_off_worker(&self, exec: &Execution) -> Result<(), FlowError> {
         self.release(exec);
         let store = self.services.store.clone();
         let id = exec.id.clone();
-        tokio::task::spawn_blocking(move || store.remove_execution(&id)).await??;
+        let loaded = exec.saved.clone().filter(|_| store.shared());
+        let ended = tokio::task::spawn_blocking(move || match loaded {
+            Some(loaded) => store.swap_execution(&id, &loaded, b"", 0),
+            None => store.remove_execution(&id).map(|()| true),
+        })
+        .await??;
+        if !ended {
+            tracing::info!(flow = %exec.flow, client = %exec.client, outcome = "already_answered", "a finishing step lost the race to end its sign-in; no session from it");
+            return Err(FlowError::AlreadyAnswered);
+        }
         Ok(())
     }
 

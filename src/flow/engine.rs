@@ -577,6 +577,7 @@ impl Engine {
             enrolled: None,
             invitation: None,
             invitation_token: None,
+            turn: 0,
             saved: None,
             held: false,
         }
@@ -756,6 +757,8 @@ impl Engine {
             return self.view(exec, at).await;
         };
         self.in_step(exec, name, stage.as_ref(), &mut input, at)?;
+        // Only an answer to this step claims it: one out of step changes nothing stored.
+        self.claim(exec).await?;
         let step = self.answer(exec, name, stage.as_ref(), at, &input).await?;
         Ok(self.wrap(exec, step))
     }

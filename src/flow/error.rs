@@ -66,6 +66,11 @@ pub enum FlowError {
         /// Seconds until the oldest of them expires.
         retry_after: i64,
     },
+    /// Another request (on this gateway or another replica) answered this step of the
+    /// execution first; nothing this one did counts. The user continues from where that
+    /// answer left the sign-in.
+    #[error("this step of the sign-in was already answered by another request")]
+    AlreadyAnswered,
     /// Too many failed attempts (`[regulation]`): this client may try again in `retry_after`
     /// seconds. Says nothing about whether the account exists.
     #[error("too many failed attempts; retry after {retry_after} s")]

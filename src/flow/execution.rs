@@ -115,6 +115,11 @@ pub struct Execution {
     /// reads it.
     #[serde(default)]
     pub invitation_token: Option<SecretString>,
+    /// How many steps claimed this execution in a store several gateways share (see
+    /// [`super::Engine::claim`]): each claim changes the stored bytes, so of two replicas that
+    /// loaded the same state only one can claim it. 0 (and not written) until then.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) turn: u64,
     /// The bytes last written to (or read from) the store; `None` while the execution has
     /// never been stored. A step that leaves them unchanged writes nothing.
     #[serde(skip)]
@@ -277,6 +282,7 @@ impl Execution {
             enrolled: None,
             invitation: None,
             invitation_token: None,
+            turn: 0,
             saved: None,
             held: false,
         }
@@ -322,4 +328,8 @@ impl std::fmt::Debug for Execution {
             .field("invitation_token", &self.invitation_token)
             .finish()
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

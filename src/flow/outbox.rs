@@ -10,6 +10,13 @@
 //! accepted it, so a restart never sends it again; one queued when the gateway stopped is
 //! still there at the next start. Only a crash between the server's acceptance and that write
 //! can repeat a message, never lose one.
+//!
+//! # Several replicas
+//! Every replica runs a deliverer over the one outbox. A message is claimed before it is sent:
+//! its record is swapped (from the bytes read) to a leased one, due again only when the lease
+//! ends ([`LEASE_SECS`]), and only the replica whose swap won sends it. A replica killed
+//! mid-send leaves the lease to run out, and the message is due again for any replica: it is
+//! never lost, and sent twice only when the server accepted it just before the kill.
 
 use super::code::{CodeCx, CodeState, Outstanding};
 use super::delivery::{Issued, SEND_FAILED};
@@ -22,6 +29,11 @@ use serde::{Deserialize, Serialize};
 const FIRST_RETRY_SECS: i64 = 2;
 /// No retry waits longer than this.
 const MAX_RETRY_SECS: i64 = 300;
+/// A claimed message is due again this long after its claim, should its sender die.
+pub(crate) const LEASE_SECS: i64 = 120;
+/// A send is given up (a failed attempt, retried) after this long, well inside its lease: no
+/// other replica sends a message while its claimant may still be sending it.
+const SEND_LIMIT: std::time::Duration = std::time::Duration::from_secs(100);
 
 /// A message waiting in the outbox.
 #[derive(Debug, Serialize, Deserialize)]
@@ -109,9 +121,9 @@ impl CodeState {
 /// Storage errors reading the outbox (a failure on one message is logged and skipped).
 pub(crate) async fn deliver_due(services: &Services) -> Result<Option<i64>, FlowError> {
     let mut next_due: Option<i64> = None;
-    for (id, bytes) in services.store.outbox()? {
+    for (id, read) in services.store.outbox()? {
         let now = services.clock.now();
-        let Ok(mail) = serde_json::from_slice::<QueuedMail>(&bytes) else {
+        let Ok(mail) = serde_json::from_slice::<QueuedMail>(&read) else {
             tracing::error!(message = %id, "a queued email cannot be read back; dropped");
             services.store.take_outbox(&id)?;
             continue;
@@ -125,7 +137,20 @@ pub(crate) async fn deliver_due(services: &Services) -> Result<Option<i64>, Flow
             next_due = Some(next_due.map_or(mail.next, |n| n.min(mail.next)));
             continue;
         }
-        match deliver(services, &id, &mail).await {
+        // Claimed before it is sent: of the replicas that read this record, only the one
+        // whose swap wins sends it; the others find it leased (or taken) and move on.
+        let mail = QueuedMail {
+            next: now + LEASE_SECS,
+            ..mail
+        };
+        let bytes = serde_json::to_vec(&mail)?;
+        if !services.store.swap_outbox(&id, &read, &bytes)? {
+            continue;
+        }
+        let sent = tokio::time::timeout(SEND_LIMIT, deliver(services, &id, &mail))
+            .await
+            .unwrap_or_else(|_| Err("the send did not finish within its lease".into()));
+        match sent {
             Ok(()) => {
                 // Taken before anything else: a restart now never sends it again.
                 services.store.take_outbox(&id)?;
@@ -176,6 +201,151 @@ async fn deliver(services: &Services, id: &str, mail: &QueuedMail) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Clock;
+    use crate::store::Store;
+    use crate::testing::TestWorld;
+    use std::sync::Arc;
+
+    /// Queues a message to `to` as the e-mail stage would, sealed and due at once.
+    fn queue(services: &Services, to: &str) {
+        let now = services.clock.now();
+        let id = format!("{now:016x}-{to}");
+        let plain = serde_json::to_vec(&Parts {
+            text: format!("Your code for {to}: 123456"),
+            html: String::new(),
+        })
+        .expect("parts");
+        let record = QueuedMail {
+            to: to.into(),
+            subject: format!("code for {to}"),
+            sealed: services.device_key.seal(&plain, &context(&id)),
+            route: String::new(),
+            user: "user:alice".into(),
+            expires: now + 600,
+            attempts: 0,
+            next: now,
+        };
+        let bytes = serde_json::to_vec(&record).expect("record");
+        services.store.put_outbox(&id, &bytes).expect("queue");
+    }
+
+    /// `world`'s services over `store` instead (another replica's handle on one database).
+    fn over(world: &TestWorld, store: Arc<dyn Store>) -> Services {
+        let mut services = world.services.clone();
+        services.store = store;
+        services
+    }
+
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        for _ in 0..2_000 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    /// Two deliverers (replicas) over one outbox, both reading it while the first is in the
+    /// middle of a send: every message is sent once, none twice, none lost.
+    async fn two_deliverers_send_each_message_exactly_once(
+        world: &TestWorld,
+        a: Services,
+        b: Services,
+    ) {
+        for to in ["one@example.test", "two@example.test", "three@example.test"] {
+            queue(&a, to);
+        }
+        let store = a.store.clone();
+        world.email.stall();
+        let first = tokio::spawn(async move { deliver_due(&a).await });
+        until("the first send", || world.email.attempts() == 1).await;
+        let second = tokio::spawn(async move { deliver_due(&b).await });
+        until("the second send", || world.email.attempts() == 2).await;
+        world.email.release();
+        first.await.expect("task").expect("deliver a");
+        second.await.expect("task").expect("deliver b");
+        let mut sent: Vec<String> = world.email.sent().iter().map(|m| m.to.clone()).collect();
+        sent.sort();
+        assert_eq!(
+            sent,
+            ["one@example.test", "three@example.test", "two@example.test"],
+            "each message once"
+        );
+        assert_eq!(world.email.attempts(), 3, "no message was even tried twice");
+        assert!(store.outbox().expect("outbox").is_empty(), "all taken");
+    }
+
+    /// A deliverer killed mid-send holds its message only for the lease: the other replica
+    /// leaves it alone until then, and sends it after.
+    async fn a_killed_deliverers_lease_expires_and_another_sends_it(
+        world: &TestWorld,
+        a: Services,
+        b: Services,
+    ) {
+        queue(&a, "alice@example.test");
+        world.email.stall();
+        let killed = tokio::spawn(async move { deliver_due(&a).await });
+        until("the send", || world.email.attempts() == 1).await;
+        killed.abort();
+        assert!(killed.await.is_err(), "killed mid-send");
+        world.email.release();
+        let due = deliver_due(&b).await.expect("deliver b");
+        assert_eq!(
+            world.email.count(),
+            0,
+            "leased: not sent by another replica"
+        );
+        assert_eq!(due, Some(world.clock.now() + LEASE_SECS));
+        assert_eq!(b.store.outbox().expect("outbox").len(), 1, "not lost");
+        world.clock.advance_secs(LEASE_SECS);
+        assert_eq!(deliver_due(&b).await.expect("deliver b"), None);
+        let sent: Vec<String> = world.email.sent().iter().map(|m| m.to.clone()).collect();
+        assert_eq!(sent, ["alice@example.test"]);
+        assert!(b.store.outbox().expect("outbox").is_empty());
+    }
+
+    #[tokio::test]
+    async fn two_memory_replicas_send_each_queued_message_exactly_once() {
+        let world = TestWorld::new();
+        let (a, b) = (world.services.clone(), world.services.clone());
+        two_deliverers_send_each_message_exactly_once(&world, a, b).await;
+    }
+
+    #[tokio::test]
+    async fn a_killed_memory_replicas_lease_expires_and_another_sends_it() {
+        let world = TestWorld::new();
+        let (a, b) = (world.services.clone(), world.services.clone());
+        a_killed_deliverers_lease_expires_and_another_sends_it(&world, a, b).await;
+    }
+
+    async fn postgres_replicas(world: &TestWorld) -> (Services, Services) {
+        // The test server and the store's own runtime block while they start: off this runtime.
+        let (a, b) = tokio::task::spawn_blocking(|| {
+            let config = crate::store::test_server::server().fresh_database();
+            let connect = || -> Arc<dyn Store> {
+                Arc::new(crate::store::PgStore::connect(&config).expect("connect"))
+            };
+            (connect(), connect())
+        })
+        .await
+        .expect("connect");
+        (over(world, a), over(world, b))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_postgres_replicas_send_each_queued_message_exactly_once() {
+        let world = TestWorld::new();
+        let (a, b) = postgres_replicas(&world).await;
+        two_deliverers_send_each_message_exactly_once(&world, a, b).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_killed_postgres_replicas_lease_expires_and_another_sends_it() {
+        let world = TestWorld::new();
+        let (a, b) = postgres_replicas(&world).await;
+        a_killed_deliverers_lease_expires_and_another_sends_it(&world, a, b).await;
+    }
 
     #[test]
     fn retries_back_off_doubling_up_to_five_minutes() {

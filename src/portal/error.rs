@@ -86,6 +86,9 @@ pub enum PortalError {
 
 /// What a client whose address has its fill of unfinished sign-ins is told.
 const TOO_MANY_FLOWS: &str = "Too many sign-ins are under way from your network address. Finish one, or wait for one to expire, then try again.";
+/// What a step another request answered first is told (two tabs, a double submit, two
+/// replicas): nothing this answer did counts, and the sign-in goes on from the other one.
+pub(crate) const ALREADY_ANSWERED: &str = "This step was already answered, in another tab or window or by a second click. Continue from where that answer left your sign-in.";
 /// What a sign-in with a too long return address is told.
 const RETURN_TOO_LONG: &str = "The address to return to after signing in (rd) is too long: at most 2048 bytes are kept. Open the application again from a shorter address.";
 
@@ -118,7 +121,7 @@ impl PortalError {
                 ..
             } => StatusCode::BAD_REQUEST,
             PortalError::Flow {
-                source: FlowError::AlreadySignedIn { .. },
+                source: FlowError::AlreadySignedIn { .. } | FlowError::AlreadyAnswered,
                 ..
             } => StatusCode::CONFLICT,
             PortalError::Flow {
@@ -235,6 +238,20 @@ fn page(ui: &Ui, err: &PortalError) -> Response {
             ..
         } => already_signed_in(ui, *designation, rd),
         PortalError::SignInFirst { login, .. } => Response::redirect(StatusCode::FOUND, login),
+        PortalError::Flow {
+            slug,
+            source: FlowError::AlreadyAnswered,
+        } => Response::html(
+            err.status(),
+            ui.message(
+                "Already answered",
+                ALREADY_ANSWERED,
+                Some(Link {
+                    href: &flow_path(slug),
+                    label: "Continue",
+                }),
+            ),
+        ),
         PortalError::Csrf { retry } => csrf_failed(ui, retry),
         PortalError::MalformedForm { retry } => malformed_form(ui, retry),
         PortalError::ReturnTooLong => Response::html(
@@ -336,6 +353,17 @@ fn json(err: &PortalError) -> Response {
                 "error": "already_signed_in",
                 "message": already_signed_in_message(*designation),
                 "to": rd,
+            });
+            return Response::json(err.status(), &body);
+        }
+        PortalError::Flow {
+            slug,
+            source: FlowError::AlreadyAnswered,
+        } => {
+            let body = serde_json::json!({
+                "error": "already_answered",
+                "message": ALREADY_ANSWERED,
+                "continue": format!("/.portcullis/api/flow/{slug}"),
             });
             return Response::json(err.status(), &body);
         }
@@ -475,6 +503,34 @@ mod tests {
             body["message"],
             "the response does not answer the current stage `password`"
         );
+    }
+}
+
+#[cfg(test)]
+mod already_answered_tests {
+    use super::*;
+
+    #[test]
+    fn a_step_answered_elsewhere_is_a_409_that_says_continue_not_a_500() {
+        let err = PortalError::Flow {
+            slug: "login".into(),
+            source: FlowError::AlreadyAnswered,
+        };
+        let page = respond(&Ui::plain(), Face::Html, &err);
+        assert_eq!(page.status.as_u16(), 409);
+        let html = String::from_utf8_lossy(&page.body);
+        assert!(html.contains("was already answered"), "{html}");
+        // Escaped as the templates escape every link.
+        assert!(
+            html.contains(r#"href="&#x2f;.portcullis&#x2f;flow&#x2f;login">Continue<"#),
+            "{html}"
+        );
+        let api = respond(&Ui::plain(), Face::Json, &err);
+        assert_eq!(api.status.as_u16(), 409);
+        let body: serde_json::Value = serde_json::from_slice(&api.body).expect("json");
+        assert_eq!(body["error"], "already_answered");
+        assert_eq!(body["continue"], "/.portcullis/api/flow/login");
+        assert!(!err.storage_failing(), "not logged as a database failure");
     }
 }
 

@@ -91,6 +91,8 @@ conformance!(
     of_many_replicas_storing_a_key_set_at_once_exactly_one_wins_each_round,
     a_shorter_ban_never_replaces_a_longer_one_in_force_but_an_operators_does,
     an_earlier_user_revocation_written_late_changes_nothing,
+    an_execution_swaps_only_from_its_stored_state,
+    of_many_concurrent_saves_from_one_execution_state_exactly_one_wins,
 );
 
 fn user(name: &str, email: Option<&str>) -> User {
@@ -898,6 +900,8 @@ fn of_many_replicas_storing_a_key_set_at_once_exactly_one_wins_each_round(s: &Ar
             "the winner's set is stored"
         );
     }
+}
+
 fn a_shorter_ban_never_replaces_a_longer_one_in_force_but_an_operators_does(s: &Arc<dyn Store>) {
     let ban = |since: i64, until: Option<i64>, reason: &str| Ban {
         subject: "ip:10.0.0.9".into(),
@@ -938,4 +942,58 @@ fn an_earlier_user_revocation_written_late_changes_nothing(s: &Arc<dyn Store>) {
     s.for_each_user_revocation(&mut |u, since| streamed.push((u.to_string(), since)))
         .unwrap();
     assert_eq!(streamed, [("bob".to_string(), 7_000)]);
+}
+
+fn an_execution_swaps_only_from_its_stored_state(s: &Arc<dyn Store>) {
+    assert!(
+        !s.swap_execution("x", b"", b"new", 100).unwrap(),
+        "nothing stored: nothing to swap, nothing created"
+    );
+    assert_eq!(s.execution("x", 0).unwrap(), None);
+    s.put_execution("x", 100, b"step 1").unwrap();
+    assert!(!s.swap_execution("x", b"step 0", b"stale", 100).unwrap());
+    assert_eq!(
+        s.execution("x", 0).unwrap().as_deref(),
+        Some(&b"step 1"[..])
+    );
+    assert!(s.swap_execution("x", b"step 1", b"step 2", 150).unwrap());
+    assert_eq!(
+        s.execution("x", 120).unwrap().as_deref(),
+        Some(&b"step 2"[..]),
+        "the new expiry is kept"
+    );
+    assert!(
+        !s.swap_execution("x", b"step 1", b"late", 150).unwrap(),
+        "a second save from the same loaded state loses"
+    );
+    // Removed meanwhile (cancelled, finished): a late save does not bring it back.
+    s.remove_execution("x").unwrap();
+    assert!(!s
+        .swap_execution("x", b"step 2", b"resurrected", 150)
+        .unwrap());
+    assert_eq!(s.execution("x", 0).unwrap(), None);
+    // A swap to a dead record makes it gone for readers at once.
+    s.put_execution("y", 100, b"last step").unwrap();
+    assert!(s.swap_execution("y", b"last step", b"", 0).unwrap());
+    assert_eq!(s.execution("y", 1).unwrap(), None);
+    assert!(!s.swap_execution("y", b"last step", b"again", 100).unwrap());
+}
+
+fn of_many_concurrent_saves_from_one_execution_state_exactly_one_wins(s: &Arc<dyn Store>) {
+    s.put_execution("race", 1_000, b"loaded").unwrap();
+    let counter = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let saved = at_once(s, 8, move |s| {
+        let i = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let new = format!("saved by {i}");
+        s.swap_execution("race", b"loaded", new.as_bytes(), 1_000)
+            .unwrap()
+            .then_some(new)
+    });
+    let winners: Vec<_> = saved.into_iter().flatten().collect();
+    assert_eq!(winners.len(), 1, "exactly one save wins: {winners:?}");
+    assert_eq!(
+        s.execution("race", 0).unwrap().as_deref(),
+        Some(winners[0].as_bytes()),
+        "the stored state is the winner's"
+    );
 }

@@ -192,6 +192,28 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn swap_execution(
+        &self,
+        id: &str,
+        current: &[u8],
+        new: &[u8],
+        expires: i64,
+    ) -> StoreResult<bool> {
+        let mut inner = self.inner.lock();
+        match inner.executions.get_mut(id) {
+            Some(stored) if stored.1.as_slice() == current => {
+                *stored = (expires, new.to_vec());
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Any number of engines may hold one memory store (the tests' replicas).
+    fn shared(&self) -> bool {
+        true
+    }
+
     fn remove_execution(&self, id: &str) -> StoreResult<()> {
         self.inner.lock().executions.remove(id);
         Ok(())

@@ -198,6 +198,26 @@ pub trait Store: Send + Sync + 'static {
     /// Creates or replaces an execution's state, alive until `expires` (unix seconds,
     /// exclusive). Durable on return.
     fn put_execution(&self, id: &str, expires: i64, state: &[u8]) -> StoreResult<()>;
+    /// Replaces the execution `id` with `new` (alive until `expires`), only if its stored state
+    /// is still exactly `current` (whether or not it has expired meanwhile); returns whether it
+    /// did. Of several replicas that loaded the same state, exactly one moves it on: a step is
+    /// applied once, and an execution removed meanwhile (cancelled, finished) is never brought
+    /// back by a late save. Durable on return.
+    fn swap_execution(
+        &self,
+        id: &str,
+        current: &[u8],
+        new: &[u8],
+        expires: i64,
+    ) -> StoreResult<bool>;
+    /// Whether other gateways (replicas, or in tests other engines) may write this store at
+    /// the same time, so the engine's in-process step lock does not serialise an execution's
+    /// steps: the engine then claims an execution ([`Store::swap_execution`]) before a step
+    /// acts. `false` (the default) where one process holds the database (sled locks its
+    /// directory).
+    fn shared(&self) -> bool {
+        false
+    }
     /// Forgets an execution; nothing happens when it does not exist.
     fn remove_execution(&self, id: &str) -> StoreResult<()>;
     /// Drops whatever has expired by `now`: executions, session records, revocations of

@@ -429,6 +429,35 @@ impl Store for SledStore {
         self.durable()
     }
 
+    fn swap_execution(
+        &self,
+        id: &str,
+        current: &[u8],
+        new: &[u8],
+        expires: i64,
+    ) -> StoreResult<bool> {
+        let replacement = with_expiry(expires, new);
+        loop {
+            let Some(old) = self.executions.get(id).map_err(backend("swap execution"))? else {
+                return Ok(false);
+            };
+            if split_expiry(&old).is_none_or(|(_, data)| data != current) {
+                return Ok(false);
+            }
+            // The compare is on the whole stored value (expiry and state): a writer that
+            // changed it between the read and here makes this one read again, and lose.
+            let swapped = self
+                .executions
+                .compare_and_swap(id, Some(&old), Some(replacement.as_slice()))
+                .map_err(backend("swap execution"))?
+                .is_ok();
+            if swapped {
+                self.durable()?;
+                return Ok(true);
+            }
+        }
+    }
+
     fn remove_execution(&self, id: &str) -> StoreResult<()> {
         self.executions
             .remove(id)

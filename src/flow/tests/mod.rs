@@ -4,6 +4,7 @@
 
 mod attacks;
 mod captcha;
+mod cas;
 mod designation;
 mod duo;
 mod email;

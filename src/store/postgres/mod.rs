@@ -38,6 +38,7 @@
 mod dump;
 mod listen;
 mod migrate;
+mod swap;
 #[doc(hidden)]
 pub mod test_server;
 #[cfg(test)]
@@ -942,6 +943,21 @@ impl Store for PgStore {
             .map_err(db("write execution"))?;
             Ok(())
         })
+    }
+
+    fn swap_execution(
+        &self,
+        id: &str,
+        current: &[u8],
+        new: &[u8],
+        expires: i64,
+    ) -> StoreResult<bool> {
+        self.swap_execution_row(id, current, new, expires)
+    }
+
+    /// Several gateways run on one database.
+    fn shared(&self) -> bool {
+        true
     }
 
     fn remove_execution(&self, id: &str) -> StoreResult<()> {
