@@ -265,7 +265,8 @@ pub fn check(config: &Config) -> Result<(), AppError> {
 }
 
 /// The device key, created on first start. A missing file while sealed TOTP devices exist is
-/// an error naming it (see [`crate::device_key`]), so it is counted first.
+/// an error naming it (see [`crate::device_key`]), so it is counted first; a file that is not
+/// the one the database was first used with is an error naming it too.
 fn device_key(
     config: &Config,
     store: &dyn Store,
@@ -284,7 +285,10 @@ fn device_key(
         }
         n
     };
-    Ok(crate::device_key::DeviceKey::load_or_create(path, sealed)?)
+    let key = crate::device_key::DeviceKey::load_or_create(path, sealed)?;
+    // Replicas on one database must share the file: a replica with another key refuses.
+    key.agree_with_store(path, store)?;
+    Ok(key)
 }
 
 /// One SMTP channel per email setup or verification stage: its own connection or the global
@@ -389,6 +393,7 @@ pub fn serve(config: Config, inherited: InheritedListeners) -> Result<(), AppErr
         parts.sessions.clone(),
         parts.regulator().clone(),
     );
+    spawn_key_refresh(parts.sessions.clone());
     let outbox = reloader.clone();
     spawn_outbox(move || outbox.engine());
     crate::memory::spawn_releaser();
@@ -706,6 +711,23 @@ fn spawn_outbox(current: impl Fn() -> Arc<Engine> + Send + 'static) {
         tracing::error!(error = %e, "could not start the outbox thread; queued mail is not delivered");
     }
 }
+/// Reads the shared key set every [`crate::session::KEYS_REFRESH_EVERY`], so a rotation on
+/// another replica (and the retirement it makes) is in force here within that time, even
+/// before a token names the new key. Off the request path.
+fn spawn_key_refresh(sessions: Arc<SessionService>) {
+    let spawned = std::thread::Builder::new()
+        .name("portcullis-keys".into())
+        .spawn(move || loop {
+            std::thread::sleep(crate::session::KEYS_REFRESH_EVERY);
+            if let Err(e) = sessions.refresh_keys() {
+                tracing::warn!(error = %e, "reading the shared session keys failed; the current ones stay in force");
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start the key refresh thread; keys rotated elsewhere are picked up when a token names them");
+    }
+}
+
 /// Every how many maintenance rounds (minutes) the sessions' last-seen times are written.
 const SEEN_FLUSH_TICKS: u64 = 5;
 

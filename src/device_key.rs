@@ -8,6 +8,11 @@
 //! belongs to, so a sealed secret moved onto another account's record does not open. A lost
 //! or damaged key file while sealed devices exist stops the gateway with a message naming the
 //! file, rather than silently making every authenticator app useless.
+//!
+//! Replicas on one database must all hold the same file (it is deliberately not in the
+//! database). The first gateway to start stores the key's check value (an HMAC of a constant
+//! under the key, which tells nothing of the key); a replica whose file gives another value
+//! refuses to start, naming the file, before it seals a secret the others cannot open.
 
 use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -49,6 +54,27 @@ pub enum DeviceKeyError {
         /// How many sealed devices the store holds.
         devices: usize,
     },
+    /// The database was first used with another device key than this file holds.
+    #[error("device key {path} is not the device key this database was first used with: every replica needs the same device key file; copy it from a running replica (a gateway with another key could not open the TOTP secrets the others sealed)")]
+    NotShared {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// Reading or storing the key's check value failed.
+    #[error("device key check: {0}")]
+    Store(#[source] Box<crate::store::StoreError>),
+}
+
+impl DeviceKeyError {
+    fn store(source: crate::store::StoreError) -> Self {
+        Self::Store(Box::new(source))
+    }
+}
+
+impl From<crate::store::StoreError> for DeviceKeyError {
+    fn from(source: crate::store::StoreError) -> Self {
+        Self::store(source)
+    }
 }
 
 /// A sealed value did not open: another key, another device, or tampering.
@@ -59,7 +85,12 @@ pub struct Unsealable;
 /// The 32-byte device key.
 pub struct DeviceKey {
     cipher: XChaCha20Poly1305,
+    /// HMAC-SHA256 of [`CHECK_LABEL`] under the key.
+    check: [u8; 32],
 }
+
+/// What the check value is a MAC of.
+const CHECK_LABEL: &[u8] = b"portcullis device key check v1";
 
 impl std::fmt::Debug for DeviceKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -82,8 +113,44 @@ impl DeviceKey {
     }
 
     fn from_bytes(key: &[u8; 32]) -> Self {
+        use hmac::Mac;
+        let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        mac.update(CHECK_LABEL);
         Self {
             cipher: XChaCha20Poly1305::new(key.into()),
+            check: mac.finalize().into_bytes().into(),
+        }
+    }
+
+    /// Makes sure every replica on `store`'s database has this key: stores its check value if
+    /// none is stored (the first gateway to start), else compares it with the stored one.
+    ///
+    /// # Errors
+    /// [`DeviceKeyError::NotShared`] naming `path` when the stored value is another key's;
+    /// [`DeviceKeyError::Store`] when the store fails.
+    ///
+    /// # Security
+    /// The check value is a MAC of a constant: it tells nothing of the key, and is compared
+    /// in constant time.
+    pub fn agree_with_store(
+        &self,
+        path: &Path,
+        store: &dyn crate::store::Store,
+    ) -> Result<(), DeviceKeyError> {
+        use crate::store::KEYSET_DEVICE_CHECK;
+        // Of replicas starting together, one stores its value; the others read it.
+        let _first = store.swap_keyset(KEYSET_DEVICE_CHECK, 0, &self.check)?;
+        let stored = store
+            .keyset(KEYSET_DEVICE_CHECK)?
+            .map(|k| k.data)
+            .unwrap_or_default();
+        if crate::secret::equal(&stored, &self.check) {
+            Ok(())
+        } else {
+            Err(DeviceKeyError::NotShared {
+                path: path.to_path_buf(),
+            })
         }
     }
 
@@ -265,5 +332,43 @@ mod tests {
             "{damaged}"
         );
         assert!(DeviceKey::check_existing(&path).is_err());
+    }
+
+    #[test]
+    fn a_replica_with_another_device_key_is_refused_naming_the_file() {
+        use crate::store::Store;
+        let store = crate::store::MemoryStore::new();
+        let dir = tempfile::tempdir().unwrap();
+        let first = dir.path().join("a").join("device-key.json");
+        let second = dir.path().join("b").join("device-key.json");
+        let a = DeviceKey::load_or_create(&first, 0).unwrap();
+        a.agree_with_store(&first, &store).unwrap();
+        // The same file on another replica (and on a restart) is fine.
+        std::fs::create_dir_all(second.parent().unwrap()).unwrap();
+        std::fs::copy(&first, &second).unwrap();
+        let same = DeviceKey::load_or_create(&second, 0).unwrap();
+        same.agree_with_store(&second, &store).unwrap();
+        a.agree_with_store(&first, &store).unwrap();
+        // A fresh file on a new replica is refused before it seals anything.
+        std::fs::remove_file(&second).unwrap();
+        let fresh = DeviceKey::load_or_create(&second, 0).unwrap();
+        let e = fresh.agree_with_store(&second, &store).unwrap_err();
+        let text = e.to_string();
+        assert!(matches!(e, DeviceKeyError::NotShared { .. }), "{text}");
+        assert!(text.contains(&second.display().to_string()), "{text}");
+        assert!(
+            text.contains("every replica needs the same device key file"),
+            "{text}"
+        );
+        // The stored value is a MAC, not the key.
+        let key_file = std::fs::read_to_string(&first).unwrap();
+        let stored = store
+            .keyset(crate::store::KEYSET_DEVICE_CHECK)
+            .unwrap()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&key_file).unwrap();
+        let raw = B64.decode(v["key"].as_str().unwrap()).unwrap();
+        assert_ne!(stored.data, raw);
+        assert_eq!(stored.data.len(), 32);
     }
 }

@@ -61,8 +61,10 @@ fn secure_as(config: &Config, us: Option<u32>) -> Result<(), FilesError> {
         tighten(dir, us, false)?;
     }
     walk(&storage.path, us, 0)?;
+    let imported_keys = crate::session::KeyFile::imported_path(&storage.keys_path);
     let files = [
         Some(storage.keys_path.as_path()),
+        Some(imported_keys.as_path()),
         Some(storage.device_key_path.as_path()),
         config.log.audit_file.as_deref(),
     ];

@@ -74,8 +74,14 @@ pub(crate) enum Command {
         /// The device's id, as `user devices` lists it; another user's id is refused.
         id: String,
     },
-    /// Re-read the session signing keys from disk (after `keys rotate`).
+    /// Re-read the session signing keys from the store (after `keys rotate` wrote them there).
     KeysReload,
+    /// Rotate the session signing keys in the store: the active key is retired (it verifies
+    /// the tokens it signed, which live at most `max_lifetime` seconds) and a new one signs.
+    KeysRotate {
+        /// The longest session lifetime of the config, in seconds.
+        max_lifetime: i64,
+    },
     /// Re-read the config file and put it in force, or refuse it and keep the running one.
     Reload,
     /// Issue a fresh set of recovery codes for a user who lost every factor, replacing any
@@ -460,6 +466,7 @@ impl Admin {
             Command::UserDevices { username } => self.user_devices(&username),
             Command::UserDeviceRemove { username, id } => self.user_device_remove(&username, &id),
             Command::KeysReload => self.keys_reload(),
+            Command::KeysRotate { max_lifetime } => self.keys_rotate(max_lifetime),
             Command::Reload => self.reload(),
             Command::InviteCreate {
                 email,
@@ -695,6 +702,25 @@ impl Admin {
             }
             None => Ok(ok("no running gateway to reload keys in".into())),
         }
+    }
+
+    fn keys_rotate(&self, max_lifetime: i64) -> Result<Reply, AdminError> {
+        let keys = |e: &dyn std::fmt::Display| AdminError::Keys(e.to_string());
+        let kid = match &self.sessions {
+            Some(s) => s.rotate_keys(max_lifetime).map_err(|e| keys(&e))?,
+            None => {
+                crate::session::KeyFile::rotate(
+                    self.store.as_ref(),
+                    max_lifetime,
+                    self.clock.as_ref(),
+                )
+                .map_err(|e| keys(&e))?
+                .0
+            }
+        };
+        Ok(ok(format!(
+            "new signing key {kid}; the key it replaces verifies the tokens it signed until they expire"
+        )))
     }
 
     fn reload(&self) -> Result<Reply, AdminError> {

@@ -594,43 +594,48 @@ fn dev_certs(out: &std::path::Path, names: &[String]) -> ExitCode {
     }
 }
 
+/// `keys rotate`: the key set lives in the store. On sled the running gateway holds the
+/// database, so the command goes through its admin socket (or to the database when none runs);
+/// on PostgreSQL it writes the store itself and tells the local gateway, if one runs, to put
+/// the new keys in force at once (other replicas pick them up by themselves).
 fn rotate_keys(config: &Config) -> ExitCode {
-    let path = &config.storage.keys_path;
-    // No keys file means no gateway has started with this config: there is nothing to rotate,
-    // and a new file here would not be the one a gateway elsewhere uses.
-    if !path.exists() {
-        return fail(&format!(
-            "no keys file at {} (from {}); nothing to rotate and nothing was created. Check --config; a gateway creates the file at its first start",
-            path.display(),
-            config.source.display()
-        ));
+    let max_lifetime = i64::try_from(config.longest_session().as_secs()).unwrap_or(i64::MAX);
+    if matches!(config.storage.backend, crate::config::StorageBackend::Sled) {
+        if !config.storage.exists() {
+            return fail(&format!(
+                "no database at {} (from {}); nothing to rotate and nothing was created. Check --config; a gateway makes the keys at its first start",
+                config.storage.describe(),
+                config.source.display()
+            ));
+        }
+        return admin_command(config, Command::KeysRotate { max_lifetime });
     }
-    let kid = match KeyFile::rotate(
-        path,
-        config.longest_session().as_secs() as i64,
-        &crate::clock::SystemClock,
-    ) {
-        Ok(k) => k,
+    let store = match crate::store::open(&config.storage) {
+        Ok(s) => s,
+        Err(e) => return fail(&format!("{e} (database {})", config.storage.describe())),
+    };
+    let kid = match KeyFile::rotate(store.as_ref(), max_lifetime, &crate::clock::SystemClock) {
+        Ok((kid, _)) => kid,
         Err(e) => return fail(&e.to_string()),
     };
     match admin::send_to_gateway(&config.admin_socket, &Command::KeysReload) {
         Ok(Some(r)) if r.ok => println!(
-            "new signing key {kid} in {} (running gateway reloaded it)",
-            path.display()
+            "new signing key {kid} in the database (the local gateway put it in force; other replicas pick it up within {}s)",
+            crate::session::KEYS_REFRESH_EVERY.as_secs()
         ),
         Ok(Some(r)) => {
             return fail(&format!(
-                "wrote new key {kid}, but the gateway could not load it: {}",
+                "stored new key {kid}, but the local gateway could not load it: {}",
                 r.message
             ))
         }
         Ok(None) => println!(
-            "new signing key {kid} in {} (gateway not running: used at its next start)",
-            path.display()
+            "new signing key {kid} in the database (no local gateway running; replicas pick it up within {}s)",
+            crate::session::KEYS_REFRESH_EVERY.as_secs()
         ),
         Err(e) => {
             return fail(&format!(
-                "wrote new key {kid}, but the gateway's admin socket failed: {e}"
+                "stored new key {kid}, but the local gateway's admin socket failed: {e}"
             ))
         }
     }

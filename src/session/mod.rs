@@ -9,13 +9,15 @@ pub mod cookie;
 mod expiry_tests;
 mod factors;
 mod keys;
+#[cfg(test)]
+mod replica_tests;
 mod revocation;
 mod seen;
 
 pub use assertion::AssertionSigner;
 pub use claims::Claims;
 pub use factors::{Factors, Requirement};
-pub use keys::{AssertionKey, KeyError, KeyFile, Keyring};
+pub use keys::{AssertionKey, KeyError, KeyFile, Keyring, StoredKeys};
 pub use revocation::RevocationList;
 pub use seen::Seen;
 use seen::{LastSeen, SeenAt};
@@ -30,7 +32,9 @@ use parking_lot::RwLock;
 use sha2::Sha256;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Why a session cookie was not accepted. The reason goes to debug logs only: to the client
 /// every one of them is simply "not signed in".
@@ -52,7 +56,7 @@ pub enum SessionError {
     /// Recording a session or revocation failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The keys file is missing, unreadable or malformed.
+    /// The signing keys could not be read, stored or imported.
     #[error(transparent)]
     Keys(#[from] KeyError),
     /// The token was issued by another database than the one the gateway runs on (a database
@@ -84,6 +88,10 @@ pub struct NewSession {
     pub lifetime_secs: i64,
 }
 
+/// How often the gateway reads the key set again to pick up what another replica changed
+/// (retirements; a new key is picked up at once by the first token that names it).
+pub const KEYS_REFRESH_EVERY: Duration = Duration::from_secs(30);
+
 /// A verified token's claims and its session's last-seen cell.
 type Verified = (Arc<Claims>, Arc<SeenAt>);
 
@@ -94,12 +102,22 @@ const LEEWAY_SECS: i64 = 5;
 /// tokens that passed the full check get in, so no client can fill it with made-up ones.
 const VERIFIED_LIMIT: usize = 16_384;
 
+/// The least time between two reloads of the key set caused by tokens naming a key this
+/// replica does not know (a rotation on another replica): a flood of made-up key ids costs the
+/// database one read a second at most.
+pub const UNKNOWN_KID_RELOAD_EVERY: Duration = Duration::from_secs(1);
+
 /// Issues and verifies session tokens with keys prepared once; verification is pure CPU plus
 /// an in-memory revocation lookup.
 pub struct SessionService {
     keyring: ArcSwap<Keyring>,
     assertions: ArcSwap<AssertionSigner>,
-    keys_path: PathBuf,
+    /// The stored version of the key set in force.
+    keys_version: AtomicI64,
+    /// Serialises putting a key set in force, so an older one never replaces a newer one.
+    keys_apply: parking_lot::Mutex<()>,
+    /// When a token with an unknown key id last made the key set be read from the store.
+    kid_reload: parking_lot::Mutex<Option<Instant>>,
     validation: Validation,
     revocations: RevocationList,
     store: Arc<dyn Store>,
@@ -134,11 +152,13 @@ impl SessionService {
         Self::with_clock(cfg, keys_path, store, Arc::new(SystemClock))
     }
 
-    /// Loads (or creates) the signing keys and the revocations still in force at `clock`'s
-    /// now; returns a service that reads every time (issue, expiry, revocation) from `clock`.
+    /// Loads the signing keys from the store (making them on the first start, or importing the
+    /// keys file at `keys_path` an earlier version kept: see [`KeyFile::load_or_init`]) and the
+    /// revocations still in force at `clock`'s now; returns a service that reads every time
+    /// (issue, expiry, revocation) from `clock`.
     ///
     /// # Errors
-    /// [`SessionError::Keys`] when the keys file is unusable, [`SessionError::Store`] when
+    /// [`SessionError::Keys`] when the keys are unusable, [`SessionError::Store`] when
     /// revocations cannot be loaded.
     pub fn with_clock(
         cfg: &SessionConfig,
@@ -146,7 +166,7 @@ impl SessionService {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, SessionError> {
-        let file = KeyFile::load_or_create(&keys_path, clock.as_ref())?;
+        let stored = KeyFile::load_or_init(store.as_ref(), &keys_path, clock.as_ref())?;
         let now = clock.now();
         let revocations = RevocationList::from_store(store.as_ref(), now)?;
         let database = store.database_id()?;
@@ -157,16 +177,13 @@ impl SessionService {
         // jsonwebtoken would read the system clock; expiry is checked against `clock` instead
         // (see `verify_fully`).
         validation.validate_exp = false;
-        let signer = AssertionSigner::new(&file, &cfg.issuer)
-            .map_err(|reason| KeyError::Invalid {
-                path: keys_path.clone(),
-                reason,
-            })?
-            .with_clock(clock.clone());
+        let signer = Self::signer(&stored.file, &cfg.issuer, &clock)?;
         Ok(Self {
-            keyring: ArcSwap::from_pointee(Keyring::from_file(&file)),
+            keyring: ArcSwap::from_pointee(Keyring::from_file(&stored.file)),
             assertions: ArcSwap::from_pointee(signer),
-            keys_path,
+            keys_version: AtomicI64::new(stored.version),
+            keys_apply: parking_lot::Mutex::new(()),
+            kid_reload: parking_lot::Mutex::new(None),
             validation,
             revocations,
             store,
@@ -178,23 +195,88 @@ impl SessionService {
         })
     }
 
-    /// Re-reads the keys file (after `portcullis keys rotate`).
+    fn signer(
+        file: &KeyFile,
+        issuer: &str,
+        clock: &Arc<dyn Clock>,
+    ) -> Result<AssertionSigner, KeyError> {
+        Ok(AssertionSigner::new(file, issuer)
+            .map_err(|reason| KeyError::Stored { reason })?
+            .with_clock(clock.clone()))
+    }
+
+    /// Reads the key set from the store and puts it in force if it changed (a rotation here or
+    /// on another replica); returns whether it did. The gateway calls it every
+    /// [`KEYS_REFRESH_EVERY`], and on a token naming an unknown key.
     ///
     /// # Errors
-    /// [`SessionError::Keys`] if the file is unusable; the current keys stay in force.
+    /// [`SessionError::Keys`] if the stored set is unreadable; the current keys stay in force.
+    pub fn refresh_keys(&self) -> Result<bool, SessionError> {
+        let Some(stored) = KeyFile::stored(self.store.as_ref())? else {
+            return Err(KeyError::NoKeys.into());
+        };
+        self.apply_keys(stored)
+    }
+
+    /// Re-reads the key set from the store (the admin socket's `KeysReload`).
+    ///
+    /// # Errors
+    /// As [`SessionService::refresh_keys`].
     pub fn reload_keys(&self) -> Result<(), SessionError> {
-        let file = KeyFile::load_or_create(&self.keys_path, self.clock.as_ref())?;
-        let signer = AssertionSigner::new(&file, &self.issuer)
-            .map_err(|reason| KeyError::Invalid {
-                path: self.keys_path.clone(),
-                reason,
-            })?
-            .with_clock(self.clock.clone());
-        self.keyring.store(Arc::new(Keyring::from_file(&file)));
+        self.refresh_keys().map(|_| ())
+    }
+
+    /// Rotates the stored key set ([`KeyFile::rotate`]: the active key is retired, a new one
+    /// signs from now on, here at once and on other replicas at their next refresh) and puts
+    /// it in force; returns the new key's id.
+    ///
+    /// # Errors
+    /// [`SessionError::Keys`]; nothing changed then.
+    pub fn rotate_keys(&self, max_lifetime: i64) -> Result<String, SessionError> {
+        let (kid, stored) =
+            KeyFile::rotate(self.store.as_ref(), max_lifetime, self.clock.as_ref())?;
+        self.apply_keys(stored)?;
+        Ok(kid)
+    }
+
+    /// Puts `stored` in force unless the keys in force are as new; returns whether it did.
+    fn apply_keys(&self, stored: StoredKeys) -> Result<bool, SessionError> {
+        let _one_at_a_time = self.keys_apply.lock();
+        if stored.version <= self.keys_version.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let signer = Self::signer(&stored.file, &self.issuer, &self.clock)?;
+        self.keyring
+            .store(Arc::new(Keyring::from_file(&stored.file)));
         self.assertions.store(Arc::new(signer));
+        self.keys_version.store(stored.version, Ordering::Release);
         // A key may have been retired: its tokens must go through the full check again.
         self.verified.write().clear();
-        Ok(())
+        tracing::info!(version = stored.version, active = %stored.file.active, "session keys in force");
+        Ok(true)
+    }
+
+    /// After a token named the key `kid` this replica does not know: reads the key set again
+    /// unless that was done less than [`UNKNOWN_KID_RELOAD_EVERY`] ago; returns whether `kid`
+    /// is known now.
+    ///
+    /// # Security
+    /// Anyone can send a token with a made-up `kid`: the pace bounds what that costs the
+    /// database, and a token is still verified in full against the reloaded keys.
+    fn reload_for_unknown(&self, kid: &str) -> bool {
+        let mut last = self.kid_reload.lock();
+        // Another request may have reloaded while this one waited.
+        if self.keyring.load().decoding.contains_key(kid) {
+            return true;
+        }
+        if last.is_some_and(|at| at.elapsed() < UNKNOWN_KID_RELOAD_EVERY) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        if let Err(e) = self.refresh_keys() {
+            tracing::warn!(error = %e, "reloading the session keys failed");
+        }
+        self.keyring.load().decoding.contains_key(kid)
     }
 
     /// Now, in milliseconds, on the clock sessions are issued and checked by (what a rule's
@@ -337,12 +419,12 @@ impl SessionService {
     /// The full check behind [`Self::verify`].
     fn verify_fully(&self, token: &str) -> Result<Claims, SessionError> {
         let header = jsonwebtoken::decode_header(token)?;
-        let ring = self.keyring.load();
-        let key = header
-            .kid
-            .as_deref()
-            .and_then(|kid| ring.decoding.get(kid))
-            .ok_or(SessionError::UnknownKey)?;
+        let kid = header.kid.as_deref().ok_or(SessionError::UnknownKey)?;
+        let mut ring = self.keyring.load_full();
+        if !ring.decoding.contains_key(kid) && self.reload_for_unknown(kid) {
+            ring = self.keyring.load_full();
+        }
+        let key = ring.decoding.get(kid).ok_or(SessionError::UnknownKey)?;
         let data = jsonwebtoken::decode::<Claims>(token, &key.key, &self.validation)?;
         let c = data.claims;
         if !self.alive(c.exp) {
@@ -541,7 +623,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = service(dir.path());
         let (tok, _) = s.issue(new_session()).unwrap();
-        KeyFile::rotate(&dir.path().join("keys.json"), 3600, &SystemClock).unwrap();
+        KeyFile::rotate(s.store.as_ref(), 3600, &SystemClock).unwrap();
         s.reload_keys().unwrap();
         assert!(s.verify(&tok).is_ok());
         let (tok2, _) = s.issue(new_session()).unwrap();
@@ -578,7 +660,10 @@ mod tests {
         let s = service(dir.path());
         let (tok, _) = s.issue(new_session()).unwrap();
         assert!(s.verify(&tok).is_ok());
+        // A reload that finds the same key set changes nothing; a rotation empties the cache.
         s.reload_keys().unwrap();
+        assert!(!s.verified.read().is_empty());
+        s.rotate_keys(3600).unwrap();
         assert!(s.verified.read().is_empty());
         assert!(s.verify(&tok).is_ok());
     }
@@ -695,9 +780,9 @@ mod tests {
         SessionService::new(&cfg, dir.join("keys.json"), store).unwrap()
     }
 
-    /// `claims` signed with the key `kid` of the keys file in `dir`.
-    fn signed_with(dir: &std::path::Path, kid: &str, claims: &Claims) -> String {
-        let file = KeyFile::load_or_create(&dir.join("keys.json"), &SystemClock).unwrap();
+    /// `claims` signed with the key `kid` of the key set in `store`.
+    fn signed_with(store: &dyn Store, kid: &str, claims: &Claims) -> String {
+        let file = KeyFile::stored(store).unwrap().unwrap().file;
         let key = file.keys.iter().find(|k| k.kid == kid).unwrap();
         let secret = keys::decode_secret(key.secret.expose()).unwrap();
         let mut header = Header::new(Algorithm::HS256);
@@ -713,21 +798,33 @@ mod tests {
     #[test]
     fn a_token_of_another_database_is_refused_under_the_same_keys() {
         let dir = tempfile::tempdir().unwrap();
-        let first = service_on(dir.path(), Arc::new(crate::store::MemoryStore::new()));
+        let first_store = Arc::new(crate::store::MemoryStore::new());
+        let first = service_on(dir.path(), first_store.clone());
         let (tok, claims) = first.issue(new_session()).unwrap();
         assert!(first.verify(&tok).is_ok());
-        // The database recreated (a new one, same keys.json): the old token is refused, and
-        // so is its claims re-signed without the identity (a leaked key cannot drop it).
-        let second = service_on(dir.path(), Arc::new(crate::store::MemoryStore::new()));
+        // The database recreated (a new one, its keys restored from the first): the old token
+        // is refused, and so is its claims re-signed without the identity (a leaked key cannot
+        // drop it).
+        let keys = first_store
+            .keyset(crate::store::KEYSET_SESSION)
+            .unwrap()
+            .unwrap();
+        let second_store = Arc::new(crate::store::MemoryStore::new());
+        assert!(second_store
+            .swap_keyset(crate::store::KEYSET_SESSION, 0, &keys.data)
+            .unwrap());
+        let second = service_on(dir.path(), second_store.clone());
         assert!(matches!(
             second.verify(&tok),
             Err(SessionError::OtherDatabase)
         ));
-        let active = KeyFile::load_or_create(&dir.path().join("keys.json"), &SystemClock)
+        let active = KeyFile::stored(second_store.as_ref())
             .unwrap()
+            .unwrap()
+            .file
             .active;
         let bare = signed_with(
-            dir.path(),
+            second_store.as_ref(),
             &active,
             &Claims {
                 db: String::new(),
@@ -746,12 +843,14 @@ mod tests {
     fn a_retired_key_verifies_only_sessions_the_gateway_recorded() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(crate::store::MemoryStore::new());
-        let s = service_on(dir.path(), store);
+        let s = service_on(dir.path(), store.clone());
         let (tok, real) = s.issue(new_session()).unwrap();
-        let retired = KeyFile::load_or_create(&dir.path().join("keys.json"), &SystemClock)
+        let retired = KeyFile::stored(store.as_ref())
             .unwrap()
+            .unwrap()
+            .file
             .active;
-        KeyFile::rotate(&dir.path().join("keys.json"), 3600, &SystemClock).unwrap();
+        KeyFile::rotate(store.as_ref(), 3600, &SystemClock).unwrap();
         s.reload_keys().unwrap();
         assert!(s.verify(&tok).is_ok(), "the real session, recorded");
         // A leaked retired key: every way to mint a session with it that a real one does not
@@ -789,7 +888,7 @@ mod tests {
             ),
         ];
         for (what, claims) in minted {
-            let t = signed_with(dir.path(), &retired, &claims);
+            let t = signed_with(store.as_ref(), &retired, &claims);
             assert!(
                 matches!(s.verify(&t), Err(SessionError::Unrecorded)),
                 "{what}: {:?}",
@@ -797,7 +896,7 @@ mod tests {
             );
         }
         // The same claims re-signed exactly are the real session (nothing new is gained).
-        let again = signed_with(dir.path(), &retired, &real);
+        let again = signed_with(store.as_ref(), &retired, &real);
         assert!(s.verify(&again).is_ok());
         // Once revoked, its record is gone and it is refused for that reason.
         s.revoke(&real).unwrap();

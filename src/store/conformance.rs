@@ -3,6 +3,7 @@
 
 use super::{
     Ban, Device, DeviceClass, Invitation, MemoryStore, SessionRecord, SledStore, Store, User,
+    KEYSET_DEVICE_CHECK, KEYSET_SESSION,
 };
 use std::sync::{Arc, Barrier};
 
@@ -86,6 +87,8 @@ conformance!(
     failures_slide_out_of_their_window_and_are_taken_back_one_at_a_time,
     concurrent_failures_each_see_a_distinct_count,
     bans_are_kept_until_they_end_or_are_lifted,
+    a_key_set_is_replaced_only_from_the_version_read,
+    of_many_replicas_storing_a_key_set_at_once_exactly_one_wins_each_round,
 );
 
 fn user(name: &str, email: Option<&str>) -> User {
@@ -835,4 +838,62 @@ fn bans_are_kept_until_they_end_or_are_lifted(s: &Arc<dyn Store>) {
     assert!(s.remove_ban("user:alice").unwrap());
     assert!(!s.remove_ban("user:alice").unwrap());
     assert_eq!(subjects(600), ["ip:10.0.0.1"]);
+}
+
+fn a_key_set_is_replaced_only_from_the_version_read(s: &Arc<dyn Store>) {
+    assert_eq!(
+        s.keyset(KEYSET_SESSION).unwrap(),
+        None,
+        "none before the first"
+    );
+    assert!(
+        !s.swap_keyset(KEYSET_SESSION, 1, b"early").unwrap(),
+        "no version 1 yet"
+    );
+    assert!(s.swap_keyset(KEYSET_SESSION, 0, b"first").unwrap());
+    let stored = s.keyset(KEYSET_SESSION).unwrap().unwrap();
+    assert_eq!((stored.version, &stored.data[..]), (1, &b"first"[..]));
+    assert!(!s.swap_keyset(KEYSET_SESSION, 0, b"second first").unwrap());
+    assert!(!s
+        .swap_keyset(KEYSET_SESSION, 2, b"from the future")
+        .unwrap());
+    assert!(s.swap_keyset(KEYSET_SESSION, 1, b"rotated").unwrap());
+    let stored = s.keyset(KEYSET_SESSION).unwrap().unwrap();
+    assert_eq!((stored.version, &stored.data[..]), (2, &b"rotated"[..]));
+    assert!(
+        !s.swap_keyset(KEYSET_SESSION, 1, b"stale").unwrap(),
+        "a stale writer loses"
+    );
+    assert_eq!(s.keyset(KEYSET_SESSION).unwrap().unwrap().data, b"rotated");
+    assert_eq!(
+        s.keyset(KEYSET_DEVICE_CHECK).unwrap(),
+        None,
+        "sets are apart"
+    );
+    // Binary data (a MAC, any byte) is kept as it is.
+    let bytes: Vec<u8> = (0..=255).collect();
+    assert!(s.swap_keyset(KEYSET_DEVICE_CHECK, 0, &bytes).unwrap());
+    assert_eq!(s.keyset(KEYSET_DEVICE_CHECK).unwrap().unwrap().data, bytes);
+    s.flush().unwrap();
+    assert_eq!(s.keyset(KEYSET_SESSION).unwrap().unwrap().version, 2);
+}
+
+fn of_many_replicas_storing_a_key_set_at_once_exactly_one_wins_each_round(s: &Arc<dyn Store>) {
+    for expected in 0..4 {
+        let won = at_once(s, 8, move |s| {
+            let mine = crate::secret::random_token(8);
+            s.swap_keyset("race", expected, mine.as_bytes())
+                .unwrap()
+                .then_some(mine)
+        });
+        let winners: Vec<String> = won.into_iter().flatten().collect();
+        assert_eq!(winners.len(), 1, "round {expected}: {winners:?}");
+        let stored = s.keyset("race").unwrap().unwrap();
+        assert_eq!(stored.version, expected + 1);
+        assert_eq!(
+            stored.data,
+            winners[0].as_bytes(),
+            "the winner's set is stored"
+        );
+    }
 }

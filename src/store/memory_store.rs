@@ -47,6 +47,8 @@ struct Inner {
     windows: HashMap<String, (i64, Vec<i64>)>,
     /// subject -> ban.
     bans: BTreeMap<String, Ban>,
+    /// name -> key set.
+    keysets: HashMap<String, super::Keyset>,
 }
 
 impl MemoryStore {
@@ -535,6 +537,26 @@ impl Store for MemoryStore {
         let mut inner = self.inner.lock();
         inner.bans.retain(|_, b| b.in_force(now));
         Ok(inner.bans.values().cloned().collect())
+    }
+
+    fn keyset(&self, name: &str) -> StoreResult<Option<super::Keyset>> {
+        Ok(self.inner.lock().keysets.get(name).cloned())
+    }
+
+    fn swap_keyset(&self, name: &str, expected: i64, data: &[u8]) -> StoreResult<bool> {
+        let mut inner = self.inner.lock();
+        let stored = inner.keysets.get(name).map_or(0, |k| k.version);
+        if stored != expected {
+            return Ok(false);
+        }
+        inner.keysets.insert(
+            name.to_string(),
+            super::Keyset {
+                version: expected + 1,
+                data: data.to_vec(),
+            },
+        );
+        Ok(true)
     }
 }
 

@@ -97,6 +97,34 @@ pub fn open(storage: &crate::config::StorageConfig) -> StoreResult<std::sync::Ar
     })
 }
 
+/// The key set holding the session signing keys and the identity-assertion keys (JSON of
+/// [`crate::session::KeyFile`]).
+pub const KEYSET_SESSION: &str = "session";
+/// The key set holding the device key's check value (a MAC of a constant under the device
+/// key, never the key), so every replica can tell it has the same device key file.
+pub const KEYSET_DEVICE_CHECK: &str = "device-key-check";
+
+/// A key set as stored ([`Store::keyset`]).
+///
+/// # Security
+/// `data` may hold signing keys: its `Debug` shows only the version and length.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Keyset {
+    /// 1 for the first stored, one more at each successful [`Store::swap_keyset`].
+    pub version: i64,
+    /// What was stored.
+    pub data: Vec<u8>,
+}
+
+impl std::fmt::Debug for Keyset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyset")
+            .field("version", &self.version)
+            .field("data", &format_args!("<{} bytes>", self.data.len()))
+            .finish()
+    }
+}
+
 /// What every [`Store`] method returns.
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -295,6 +323,15 @@ pub trait Store: Send + Sync + 'static {
     fn remove_ban(&self, subject: &str) -> StoreResult<bool>;
     /// Every ban in force at `now`, ordered by subject; those no longer in force are dropped.
     fn bans(&self, now: i64) -> StoreResult<Vec<Ban>>;
+    /// The key set `name` ([`KEYSET_SESSION`], [`KEYSET_DEVICE_CHECK`]) as last stored, with
+    /// its version (1 for the first one stored); `None` before any is.
+    fn keyset(&self, name: &str) -> StoreResult<Option<Keyset>>;
+    /// Stores `data` as the key set `name`, version `expected + 1`, only if the stored version
+    /// is still `expected` (0: none stored yet); returns whether it did. Of several writers
+    /// that read the same version, exactly one wins: two replicas rotating at once, or
+    /// starting together on an empty database, cannot lose each other's keys or end up with
+    /// two key sets. Durable on return.
+    fn swap_keyset(&self, name: &str, expected: i64, data: &[u8]) -> StoreResult<bool>;
 }
 
 #[cfg(test)]

@@ -886,6 +886,54 @@ impl Store for SledStore {
         }
         Ok(out)
     }
+
+    fn keyset(&self, name: &str) -> StoreResult<Option<super::Keyset>> {
+        let key = format!("keyset:{name}");
+        match self.meta.get(&key).map_err(backend("read key set"))? {
+            Some(v) => decode_keyset(&v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn swap_keyset(&self, name: &str, expected: i64, data: &[u8]) -> StoreResult<bool> {
+        const ACTION: &str = "write key set";
+        let key = format!("keyset:{name}");
+        let current = self.meta.get(&key).map_err(backend(ACTION))?;
+        let stored = match &current {
+            Some(v) => decode_keyset(v)?.version,
+            None => 0,
+        };
+        if stored != expected {
+            return Ok(false);
+        }
+        let mut new = (expected + 1).to_be_bytes().to_vec();
+        new.extend_from_slice(data);
+        // The compare is on the whole stored value, so a write between the read and here
+        // (another thread) makes this one lose.
+        let swapped = self
+            .meta
+            .compare_and_swap(&key, current, Some(new))
+            .map_err(backend(ACTION))?
+            .is_ok();
+        if swapped {
+            self.durable()?;
+        }
+        Ok(swapped)
+    }
+}
+
+/// A stored key set: its version (8 bytes, big-endian), then its data.
+fn decode_keyset(v: &[u8]) -> StoreResult<super::Keyset> {
+    let Some((version, data)) = v.split_first_chunk::<8>() else {
+        return Err(StoreError::backend(
+            "read key set",
+            "shorter than its version",
+        ));
+    };
+    Ok(super::Keyset {
+        version: i64::from_be_bytes(*version),
+        data: data.to_vec(),
+    })
 }
 
 impl SledStore {

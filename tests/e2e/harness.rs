@@ -1281,6 +1281,7 @@ impl Gateway {
         fs::create_dir_all(db_path.parent().unwrap()).unwrap();
         let config_path = dir.path().join("portcullis.toml");
         let log_path = dir.path().join("gateway.log");
+        write_old_keys_file(&db_path.parent().unwrap().join("keys.json"));
         fs::write(
             &config_path,
             config_toml(port, upstream.addr, down_port, &db_path, &setup),
@@ -1418,12 +1419,34 @@ impl Gateway {
         self.url("/")
     }
 
+    /// The keys file the gateway imported into its store at its first start (the harness
+    /// writes one, as a gateway of an earlier version left it): `keys.json.imported` once
+    /// imported, `keys.json` before.
     pub fn keys_path(&self) -> PathBuf {
-        self.db_path.parent().unwrap().join("keys.json")
+        let file = self.db_path.parent().unwrap().join("keys.json");
+        let imported = portcullis::session::KeyFile::imported_path(&file);
+        if imported.exists() {
+            imported
+        } else {
+            file
+        }
     }
 
+    /// The signing keys the gateway started with (those of the imported keys file).
     pub fn keys(&self) -> Keys {
         Keys::load(&self.keys_path())
+    }
+
+    /// The signing keys in the gateway's store now (after rotations); the gateway must be
+    /// stopped (sled is locked while it runs).
+    pub fn stored_keys(&self) -> Keys {
+        use portcullis::store::Store;
+        let store = portcullis::store::SledStore::open(&self.db_path).expect("open the database");
+        let set = store
+            .keyset(portcullis::store::KEYSET_SESSION)
+            .expect("read the key set")
+            .expect("a key set is stored");
+        Keys::parse(&String::from_utf8(set.data).unwrap(), "the stored key set")
     }
 
     /// `portcullis --config <ours> <args...>`
@@ -1641,6 +1664,20 @@ pub struct Keys {
     pub raw: Value,
 }
 
+/// Writes a keys file as a gateway of the version before keys lived in the store left it
+/// (one HS256 key, no assertion key), 0600: the gateway imports it at its first start.
+fn write_old_keys_file(path: &Path) {
+    let kid = portcullis::secret::random_token(9);
+    let secret = portcullis::secret::random_token(32);
+    let file = serde_json::json!({
+        "active": kid,
+        "keys": [{ "kid": kid, "alg": "HS256", "secret": secret, "created": 0 }],
+    });
+    fs::write(path, serde_json::to_vec_pretty(&file).unwrap()).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 pub fn b64_decode_lenient(s: &str) -> Vec<u8> {
     use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
     URL_SAFE_NO_PAD
@@ -1659,8 +1696,12 @@ impl Keys {
     pub fn load(path: &Path) -> Keys {
         let text = fs::read_to_string(path)
             .unwrap_or_else(|e| panic!("cannot read keys file {}: {e}", path.display()));
-        let raw: Value = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("keys file {} is not JSON: {e}\n{text}", path.display()));
+        Keys::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, what: &str) -> Keys {
+        let raw: Value = serde_json::from_str(text)
+            .unwrap_or_else(|e| panic!("keys {what} is not JSON: {e}\n{text}"));
         let active = raw["active"]
             .as_str()
             .expect("keys.json: active")

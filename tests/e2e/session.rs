@@ -319,6 +319,27 @@ async fn revoked_session_stays_revoked_after_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn keys_rotate_on_a_running_gateway_goes_through_it_and_new_sign_ins_use_the_new_key() {
+    let mut gw = Gateway::start().await;
+    let (_, old) = alice_browser(&gw).await;
+    let before = gw.keys();
+    let out = gw.cli(&["keys", "rotate"], None).await;
+    assert!(out.ok(), "keys rotate failed: {out:?}");
+    assert!(out.all().contains("via running gateway"), "{}", out.all());
+    assert_token_accepted(&gw, &old.token, "token signed by the previous key").await;
+    let (_, new) = alice_browser(&gw).await;
+    let kid = jwt_parts(&new.token).0["kid"].as_str().unwrap().to_string();
+    assert_ne!(kid, before.active, "new sign-ins use the new key");
+    assert!(
+        out.all().contains(&kid),
+        "the CLI names the new key: {}",
+        out.all()
+    );
+    gw.stop().await;
+    assert_eq!(gw.stored_keys().active, kid, "stored, not only in memory");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn keys_rotate_adds_a_key_and_old_tokens_still_verify() {
     let mut gw = Gateway::start().await;
     let (_, old) = alice_browser(&gw).await;
@@ -327,7 +348,7 @@ async fn keys_rotate_adds_a_key_and_old_tokens_still_verify() {
 
     let out = gw.cli(&["keys", "rotate"], None).await;
     assert!(out.ok(), "keys rotate failed: {out:?}");
-    let after = gw.keys();
+    let after = gw.stored_keys();
     assert_eq!(after.keys.len(), before.keys.len() + 1, "{:?}", after.raw);
     assert_ne!(after.active, before.active, "the new key is not active");
     assert!(

@@ -10,11 +10,18 @@ use crate::store::{StoreError, StoreResult};
 
 /// Every migration, by version: `migrations/NNNN_name.sql`. Add new ones at the end; never
 /// edit one that was released.
-pub(super) const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "0001_init.sql",
-    include_str!("../../../migrations/0001_init.sql"),
-)];
+pub(super) const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "0001_init.sql",
+        include_str!("../../../migrations/0001_init.sql"),
+    ),
+    (
+        2,
+        "0002_keys.sql",
+        include_str!("../../../migrations/0002_keys.sql"),
+    ),
+];
 
 /// Applies the migrations the database lacks; returns how many it applied.
 ///

@@ -1499,4 +1499,58 @@ impl Store for PgStore {
             .collect()
         })
     }
+
+    fn keyset(&self, name: &str) -> StoreResult<Option<super::Keyset>> {
+        const ACTION: &str = "read key set";
+        if !storable(name) {
+            return Ok(None);
+        }
+        let name = name.to_string();
+        self.with(ACTION, move |c| async move {
+            let row = query_opt(
+                &c,
+                "SELECT version, data FROM portcullis_keysets WHERE name = $1",
+                &[&name],
+            )
+            .await
+            .map_err(db(ACTION))?;
+            Ok(row.map(|r| super::Keyset {
+                version: r.get(0),
+                data: r.get(1),
+            }))
+        })
+    }
+
+    fn swap_keyset(&self, name: &str, expected: i64, data: &[u8]) -> StoreResult<bool> {
+        const ACTION: &str = "write key set";
+        if !storable(name) {
+            return Err(unstorable(ACTION));
+        }
+        let name = name.to_string();
+        let data = data.to_vec();
+        self.with(ACTION, move |c| async move {
+            // The first set is an insert the primary key lets only one writer make; a later
+            // one an update that finds the row only at the version its writer read (a writer
+            // waiting on another's update sees the new version and matches nothing).
+            let n = if expected == 0 {
+                execute(
+                    &c,
+                    "INSERT INTO portcullis_keysets (name, version, data) VALUES ($1, 1, $2) \
+                     ON CONFLICT (name) DO NOTHING",
+                    &[&name, &data],
+                )
+                .await
+            } else {
+                execute(
+                    &c,
+                    "UPDATE portcullis_keysets SET version = version + 1, data = $3 \
+                     WHERE name = $1 AND version = $2",
+                    &[&name, &expected, &data],
+                )
+                .await
+            }
+            .map_err(db(ACTION))?;
+            Ok(n == 1)
+        })
+    }
 }
