@@ -77,7 +77,7 @@ fn rss_kib(pid: u32) -> Option<u64> {
 }
 
 /// The live children of `pid` (by their ppid in /proc).
-fn children(pid: u32) -> Vec<u32> {
+pub(crate) fn children(pid: u32) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };

@@ -20,6 +20,7 @@ mod cpu;
 mod nginx;
 mod plain_pingora;
 mod procs;
+mod replicas;
 mod seed;
 mod settings;
 mod storm;
@@ -106,6 +107,7 @@ fn gateway_toml(
     upstream: SocketAddr,
     threads: usize,
     in_flight: usize,
+    storage: &str,
 ) -> String {
     let d = dir.display();
     let max_retries = in_flight.max(3);
@@ -115,7 +117,7 @@ fn gateway_toml(
 listen = ["{listen}"]
 threads = {threads}
 [storage]
-path = "{d}/db"
+{storage}
 [session]
 cookie_name = "{COOKIE}"
 lifetime = "12h"
@@ -144,6 +146,11 @@ kind = "password"
 kind = "user_login"
 "#
     )
+}
+
+/// The `[storage]` lines of a gateway on its own sled database in `dir`.
+fn sled_storage(dir: &Path) -> String {
+    format!("path = \"{}/db\"", dir.display())
 }
 
 /// Everything the measuring functions need.
@@ -654,7 +661,7 @@ fn bench() -> Result<(), BoxError> {
         };
         let gdir = dir.join(format!("gateway-{n}"));
         std::fs::create_dir_all(&gdir)?;
-        let toml = gateway_toml(&gdir, gw, up, 1, b.s.storm_conns);
+        let toml = gateway_toml(&gdir, gw, up, 1, b.s.storm_conns, &sled_storage(&gdir));
         let cfg_path = gdir.join("portcullis.toml");
         std::fs::write(&cfg_path, &toml)?;
         let config = Config::from_toml(&toml, &cfg_path, std::iter::empty())?;
@@ -816,6 +823,9 @@ fn bench() -> Result<(), BoxError> {
             two_thread_rows(&mut b, &gdir, &cookie, &host)?;
         }
     }
+    if b.wants("replicas") {
+        replicas::rows(&mut b, up)?;
+    }
     drop(sh);
 
     let mut text = table::render(&b.rows);
@@ -945,7 +955,7 @@ fn two_thread_rows(b: &mut Bench, gdir: &Path, cookie: &str, host: &str) -> Resu
     }
 
     let gw = free_addr()?;
-    let toml = gateway_toml(gdir, gw, up, 2, b.s.storm_conns);
+    let toml = gateway_toml(gdir, gw, up, 2, b.s.storm_conns, &sled_storage(gdir));
     let cfg = gdir.join("portcullis-2threads.toml");
     std::fs::write(&cfg, toml)?;
     let mut gateway = start_gateway(&cfg, gdir, &cpus, gw)?;

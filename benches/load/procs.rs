@@ -166,7 +166,7 @@ pub(crate) struct Measure {
 }
 
 /// Prints a JSON line with the numbers wrk's text output lacks (p99.9, exact counts).
-const WRK_LUA: &str = r#"
+pub(crate) const WRK_LUA: &str = r#"
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format('WRKJSON {"requests":%d,"duration_us":%d,"p50":%d,"p99":%d,"p999":%d,"errors":%d,"status":%d}\n',

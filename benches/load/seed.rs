@@ -40,6 +40,26 @@ pub(crate) fn seed(config: &Config, n: u64) -> Result<(String, Duration), BoxErr
 
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.storage.path)?);
     check(store.as_ref(), extra, now)?;
+    let token = user_and_token(config, store, hash)?;
+    Ok((token, started.elapsed()))
+}
+
+/// The bench user in the configured store (any backend, e.g. PostgreSQL shared by replicas)
+/// and a valid session token for it, signed with the keys at `keys_path` (made when missing).
+pub(crate) fn seed_store(config: &Config) -> Result<String, BoxError> {
+    let passwords = PasswordHasherPool::new(&config.passwords)?;
+    let hash = passwords.hash_blocking(&SecretString::new(PASSWORD))?;
+    let store = portcullis::store::open(&config.storage)?;
+    user_and_token(config, store, hash)
+}
+
+/// Stores the bench user with `hash` and issues its session token.
+fn user_and_token(
+    config: &Config,
+    store: Arc<dyn Store>,
+    hash: String,
+) -> Result<String, BoxError> {
+    let now = portcullis::clock::now();
     let mut me = User::new(USER, now);
     me.name = "Bench User".into();
     me.email = Some("bench@example.com".into());
@@ -62,7 +82,7 @@ pub(crate) fn seed(config: &Config, n: u64) -> Result<(String, Duration), BoxErr
         flows: vec![super::FLOW.into()],
         lifetime_secs: 12 * 3600,
     })?;
-    Ok((token, started.elapsed()))
+    Ok(token)
 }
 
 fn name(i: u64) -> String {

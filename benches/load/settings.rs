@@ -50,6 +50,7 @@ pub(crate) const GROUPS: &[(&str, &str)] = &[
     ("sign-in", "argon2id hashes/s, sign-ins/s, signed-in p99 quiet and in a sign-in storm"),
     ("2-threads", "plain pingora (both allocators), nginx proxy and signed-in with 2 threads/workers"),
     ("memory", "resident memory per idle keep-alive connection"),
+    ("replicas", "signed-in and sign-ins/s with sled (1 gateway) beside PostgreSQL at 1 and 3 replicas"),
     ("scale", "the signed-in, no-cookie and forward-auth rows again at each LOAD_SCALES count"),
 ];
 

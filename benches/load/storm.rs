@@ -29,8 +29,10 @@ pub(crate) fn argon2_rate(config: &Config, secs: f64) -> Result<(), BoxError> {
 }
 
 /// Signs in over and over from `conns` tasks for `secs`; prints rate and latency as JSON.
+/// `urls` is one gateway's URL, or several separated by commas (replicas): task `i` signs in
+/// on the `i mod n`-th.
 pub(crate) fn signins(
-    url: &str,
+    urls: &str,
     flow: &str,
     cookie: &str,
     conns: usize,
@@ -41,12 +43,15 @@ pub(crate) fn signins(
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let target = Arc::new(Target::parse(url, None)?);
+        let targets = urls
+            .split(',')
+            .map(|u| Target::parse(u, None).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
         let deadline = Instant::now() + Duration::from_secs_f64(secs);
         let start = Instant::now();
         let tasks: Vec<_> = (0..conns)
-            .map(|_| {
-                let target = target.clone();
+            .map(|i| {
+                let target = targets[i % targets.len()].clone();
                 let (flow, cookie) = (flow.to_string(), cookie.to_string());
                 tokio::spawn(async move {
                     let (mut ok, mut failed, mut hist) = (0u64, 0u64, Histogram::default());

@@ -30,6 +30,7 @@ mod links;
 mod mail;
 #[path = "../sms/provider.rs"]
 mod provider;
+mod replicas;
 #[path = "../email/smtp.rs"]
 mod smtp;
 mod story;
