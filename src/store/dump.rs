@@ -156,6 +156,14 @@ pub enum Record {
     },
     /// A sign-in ban (ended ones included until they are dropped).
     Ban(Ban),
+    /// A key set ([`super::Store::keyset`]: the session signing keys, the device key's check
+    /// value) as stored; it starts again at version 1 in the target.
+    Keyset {
+        /// Its name.
+        name: String,
+        /// Its data.
+        data: Bytes,
+    },
 }
 
 impl Record {
@@ -177,6 +185,7 @@ impl Record {
             Self::Invitation(_) => "invitation",
             Self::Outbox { .. } => "outbox",
             Self::Ban(_) => "ban",
+            Self::Keyset { .. } => "keyset",
         }
     }
 
@@ -197,6 +206,7 @@ impl Record {
             Self::Invitation(_) => 11,
             Self::Outbox { .. } => 12,
             Self::Ban(_) => 13,
+            Self::Keyset { .. } => 14,
         }
     }
 
@@ -216,6 +226,7 @@ impl Record {
             Self::Ticket { hash, .. } => Borrowed(hash),
             Self::Invitation(i) => Borrowed(&i.id),
             Self::Ban(b) => Borrowed(&b.subject),
+            Self::Keyset { name, .. } => Borrowed(name),
         }
     }
 }

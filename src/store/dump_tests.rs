@@ -132,6 +132,16 @@ fn fill(s: &Arc<dyn Store>) {
         reason: "operator".into(),
     })
     .unwrap();
+    // The signing keys and the device key's check value, rotated once (version 2).
+    assert!(s
+        .swap_keyset(crate::store::KEYSET_SESSION, 0, b"{\"active\":\"k1\"}")
+        .unwrap());
+    assert!(s
+        .swap_keyset(crate::store::KEYSET_SESSION, 1, b"{\"active\":\"k2\"}")
+        .unwrap());
+    assert!(s
+        .swap_keyset(crate::store::KEYSET_DEVICE_CHECK, 0, &[0, 1, 254, 255])
+        .unwrap());
 }
 
 fn kinds(records: &[Record]) -> Vec<&'static str> {
@@ -161,7 +171,8 @@ fn round_trip(from: fn() -> Subject, to: fn() -> Subject) {
             "ticket",
             "invitation",
             "outbox",
-            "ban"
+            "ban",
+            "keyset"
         ],
         "every kind of state is exported"
     );

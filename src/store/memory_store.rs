@@ -680,6 +680,10 @@ impl Inner {
             record: Bytes(record.clone()),
         }));
         out.extend(self.bans.values().cloned().map(Record::Ban));
+        out.extend(self.keysets.iter().map(|(name, set)| Record::Keyset {
+            name: name.clone(),
+            data: Bytes(set.data.clone()),
+        }));
         dump::sort(&mut out);
         out
     }
@@ -741,6 +745,15 @@ impl Inner {
             }
             Record::Ban(b) => {
                 self.bans.insert(b.subject.clone(), b);
+            }
+            Record::Keyset { name, data } => {
+                self.keysets.insert(
+                    name,
+                    super::Keyset {
+                        version: 1,
+                        data: data.0,
+                    },
+                );
             }
         }
     }

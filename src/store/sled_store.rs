@@ -1033,6 +1033,11 @@ impl SledStore {
                     name: name.to_string(),
                     value: Bytes(value.to_vec()),
                 });
+            } else if let Some(name) = key.strip_prefix("keyset:") {
+                out.push(Record::Keyset {
+                    name: name.to_string(),
+                    data: Bytes(decode_keyset(&value)?.data),
+                });
             }
         }
         for (_, v) in pairs(&self.users)? {
@@ -1141,6 +1146,11 @@ impl SledStore {
                 format!("secret:{name}").as_bytes(),
                 value.0.clone(),
             )?,
+            Record::Keyset { name, data } => {
+                let mut stored = 1i64.to_be_bytes().to_vec();
+                stored.extend_from_slice(&data.0);
+                put(&self.meta, format!("keyset:{name}").as_bytes(), stored)?;
+            }
             Record::User(user) => {
                 if let Some(email) = &user.email {
                     put(

@@ -31,6 +31,7 @@ const TABLES: &[(&str, &str)] = &[
     ("portcullis_invitations", "invitation"),
     ("portcullis_outbox", "outbox"),
     ("portcullis_bans", "ban"),
+    ("portcullis_keysets", "keyset"),
 ];
 
 /// The database's identity as `portcullis_meta` holds it.
@@ -146,6 +147,7 @@ fn keys_storable(r: &Record) -> bool {
         Record::Ticket { hash, .. } => storable(hash),
         Record::Invitation(i) => storable(&i.id),
         Record::Ban(b) => storable(&b.subject),
+        Record::Keyset { name, .. } => storable(name),
     }
 }
 
@@ -244,6 +246,12 @@ async fn read_all<C: GenericClient>(c: &C) -> StoreResult<Vec<Record>> {
     }
     for r in rows("SELECT data FROM portcullis_bans").await? {
         out.push(Record::Ban(json_col(&r, 0, ACTION)?));
+    }
+    for r in rows("SELECT name, data FROM portcullis_keysets").await? {
+        out.push(Record::Keyset {
+            name: r.get(0),
+            data: Bytes(r.get(1)),
+        });
     }
     dump::sort(&mut out);
     Ok(out)
@@ -404,6 +412,13 @@ async fn write_record<C: GenericClient>(c: &C, record: &Record) -> StoreResult<(
             run(
                 "INSERT INTO portcullis_bans (subject, until, data) VALUES ($1, $2, $3)",
                 vec![Box::new(b.subject), Box::new(b.until), Box::new(data)],
+            )
+            .await?
+        }
+        Record::Keyset { name, data } => {
+            run(
+                "INSERT INTO portcullis_keysets (name, version, data) VALUES ($1, 1, $2)",
+                vec![Box::new(name), Box::new(data.0)],
             )
             .await?
         }
