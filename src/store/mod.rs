@@ -418,7 +418,8 @@ pub trait Store: Send + Sync + 'static {
     /// Appends one audit record (`line`, the JSON line of [`crate::audit`]) made at `at_ms`
     /// (unix ms), so every replica's records are in one place. Two records of the same
     /// millisecond both stay. [`Store::purge_expired`] drops records older than
-    /// [`AUDIT_RETENTION`].
+    /// [`AUDIT_RETENTION`]. Durable on return on PostgreSQL; on sled with its next periodic
+    /// flush (half a second) or at shutdown.
     fn append_audit(&self, at_ms: i64, line: &str) -> StoreResult<()>;
     /// Up to `limit` audit records made at or after `since_ms`, oldest first (records of one
     /// millisecond in the order they were appended).
