@@ -374,6 +374,9 @@ pub fn serve(config: Config, inherited: InheritedListeners) -> Result<(), AppErr
     crate::files::secure(&config)?;
     let parts = Parts::build(config)?;
     crate::files::secure(&parts.config)?;
+    // Every replica's audit records in the store, written off the request path.
+    crate::audit::set_store(Some(parts.store.clone()))
+        .map_err(|e| AppError::Server(format!("starting the audit store writer: {e}")))?;
     bootstrap_admin(&parts)?;
 
     let served = Arc::new(arc_swap::ArcSwap::from_pointee(Served::new(

@@ -189,9 +189,12 @@ impl BackgroundService for Lifecycle {
     }
 }
 
-/// What only memory holds, written before the process ends: the sessions' last-seen times, then
-/// the database flushed to disk.
+/// What only memory holds, written before the process ends: the audit records queued for the
+/// store, the sessions' last-seen times, then the database flushed to disk.
 pub fn finish(sessions: &SessionService, store: &dyn Store) {
+    if !crate::audit::flush() {
+        tracing::warn!("audit records still queued for the store were not all written");
+    }
     match sessions.flush_seen() {
         Ok(n) => tracing::info!(sessions = n, "recorded when sessions were last seen"),
         Err(e) => tracing::warn!(error = %e, "recording when sessions were last seen failed"),

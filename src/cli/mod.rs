@@ -1,6 +1,7 @@
 //! The command line: `serve`, `check-config`, user and key administration.
 
 mod access;
+mod audit;
 mod bans;
 mod bench;
 mod flow_check;
@@ -85,6 +86,9 @@ pub(crate) enum Cmd {
     /// both (works whether or not the gateway is running).
     #[command(subcommand)]
     Bans(bans::BansCmd),
+    /// The audit records in the store, every replica's (kept 90 days).
+    #[command(subcommand)]
+    Audit(audit::AuditCmd),
 }
 
 #[derive(Subcommand)]
@@ -256,6 +260,7 @@ pub fn run(cli: Cli, inherited: InheritedListeners) -> ExitCode {
         }
         Cmd::Invite(cmd) => invite::run(&config, cmd),
         Cmd::Bans(cmd) => bans::run(&config, cmd),
+        Cmd::Audit(cmd) => audit::run(&config, cmd),
         Cmd::Keys(KeysCmd::Rotate) => rotate_keys(&config),
         Cmd::Storage(StorageCmd::Accept) => accept_storage(&config),
         Cmd::Store(cmd) => store_dump::run(&config, cmd),

@@ -93,6 +93,9 @@ conformance!(
     an_earlier_user_revocation_written_late_changes_nothing,
     an_execution_swaps_only_from_its_stored_state,
     of_many_concurrent_saves_from_one_execution_state_exactly_one_wins,
+    audit_records_come_back_oldest_first_with_both_of_one_millisecond,
+    audit_records_are_read_from_a_time_up_to_a_limit,
+    audit_records_older_than_the_retention_are_purged,
 );
 
 fn user(name: &str, email: Option<&str>) -> User {
@@ -996,4 +999,73 @@ fn of_many_concurrent_saves_from_one_execution_state_exactly_one_wins(s: &Arc<dy
         Some(winners[0].as_bytes()),
         "the stored state is the winner's"
     );
+}
+
+fn audit_records_come_back_oldest_first_with_both_of_one_millisecond(s: &Arc<dyn Store>) {
+    assert!(s.audit_records(0, 100).unwrap().is_empty());
+    s.append_audit(2_000, "{\"action\":\"c\"}").unwrap();
+    s.append_audit(1_000, "{\"action\":\"a\"}").unwrap();
+    // Same millisecond, the later line first in byte order: append order must win.
+    s.append_audit(1_500, "{\"action\":\"z\"}").unwrap();
+    s.append_audit(1_500, "{\"action\":\"b\"}").unwrap();
+    s.append_audit(1_500, "{\"action\":\"z\"}").unwrap();
+    let got = s.audit_records(0, 100).unwrap();
+    let want: Vec<(i64, String)> = [
+        (1_000, "a"),
+        (1_500, "z"),
+        (1_500, "b"),
+        (1_500, "z"),
+        (2_000, "c"),
+    ]
+    .iter()
+    .map(|(t, a)| (*t, format!("{{\"action\":\"{a}\"}}")))
+    .collect();
+    assert_eq!(got, want, "every record, oldest first, none of one ms lost");
+    // A line with any character (quotes, non-ASCII, newline escapes) comes back as written.
+    let odd = "{\"user\":\"\u{e9}ve \\n \u{2028} ' ; --\"}";
+    s.append_audit(3_000, odd).unwrap();
+    assert_eq!(
+        s.audit_records(3_000, 1).unwrap(),
+        vec![(3_000, odd.to_string())]
+    );
+}
+
+fn audit_records_are_read_from_a_time_up_to_a_limit(s: &Arc<dyn Store>) {
+    for t in 1..=10 {
+        s.append_audit(t * 100, &format!("r{t}")).unwrap();
+    }
+    let lines = |since, limit| -> Vec<String> {
+        s.audit_records(since, limit)
+            .unwrap()
+            .into_iter()
+            .map(|(_, l)| l)
+            .collect()
+    };
+    assert_eq!(
+        lines(500, 100),
+        ["r5", "r6", "r7", "r8", "r9", "r10"],
+        "since is inclusive"
+    );
+    assert_eq!(lines(501, 2), ["r6", "r7"], "the limit keeps the oldest");
+    assert_eq!(lines(0, 0), Vec::<String>::new());
+    assert_eq!(lines(1_001, 10), Vec::<String>::new());
+    assert_eq!(lines(i64::MIN, 1), ["r1"]);
+}
+
+fn audit_records_older_than_the_retention_are_purged(s: &Arc<dyn Store>) {
+    let now = 1_000 * super::AUDIT_RETENTION / 999;
+    let cutoff = now - super::AUDIT_RETENTION;
+    s.append_audit(cutoff - 1, "old").unwrap();
+    s.append_audit(cutoff, "exactly 90 days").unwrap();
+    s.append_audit(cutoff + 1, "kept").unwrap();
+    s.append_audit(now, "new").unwrap();
+    assert_eq!(s.purge_expired(now).unwrap(), 2);
+    let left: Vec<String> = s
+        .audit_records(i64::MIN, 100)
+        .unwrap()
+        .into_iter()
+        .map(|(_, l)| l)
+        .collect();
+    assert_eq!(left, ["kept", "new"]);
+    assert_eq!(s.purge_expired(now).unwrap(), 0, "nothing left to purge");
 }

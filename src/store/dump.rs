@@ -164,6 +164,13 @@ pub enum Record {
         /// Its data.
         data: Bytes,
     },
+    /// An audit record ([`super::Store::append_audit`]): when it was made and its JSON line.
+    Audit {
+        /// When it was made (unix milliseconds).
+        at_ms: i64,
+        /// The record's JSON line.
+        line: String,
+    },
 }
 
 impl Record {
@@ -186,6 +193,7 @@ impl Record {
             Self::Outbox { .. } => "outbox",
             Self::Ban(_) => "ban",
             Self::Keyset { .. } => "keyset",
+            Self::Audit { .. } => "audit",
         }
     }
 
@@ -207,6 +215,7 @@ impl Record {
             Self::Outbox { .. } => 12,
             Self::Ban(_) => 13,
             Self::Keyset { .. } => 14,
+            Self::Audit { .. } => 15,
         }
     }
 
@@ -227,6 +236,8 @@ impl Record {
             Self::Invitation(i) => Borrowed(&i.id),
             Self::Ban(b) => Borrowed(&b.subject),
             Self::Keyset { name, .. } => Borrowed(name),
+            // Zero-padded, so the records of a dump sort by time, then by line.
+            Self::Audit { at_ms, line } => Owned(format!("{at_ms:020}{line}")),
         }
     }
 }
@@ -245,6 +256,9 @@ impl Record {
             Self::FailureWindow { key, times, .. } if times.is_empty() => {
                 Err(format!("the failure window `{key}` holds no failure"))
             }
+            Self::Audit { at_ms, line } if line.contains('\0') => Err(format!(
+                "the audit record made at {at_ms} holds a NUL character"
+            )),
             _ => Ok(()),
         }
     }

@@ -142,6 +142,11 @@ fn fill(s: &Arc<dyn Store>) {
     assert!(s
         .swap_keyset(crate::store::KEYSET_DEVICE_CHECK, 0, &[0, 1, 254, 255])
         .unwrap());
+    // Two audit records of one millisecond: both move.
+    s.append_audit(1_700_000_000_000, "{\"action\":\"sign_in_failure\"}")
+        .unwrap();
+    s.append_audit(1_700_000_000_000, "{\"action\":\"sign_in_success\"}")
+        .unwrap();
 }
 
 fn kinds(records: &[Record]) -> Vec<&'static str> {
@@ -172,7 +177,8 @@ fn round_trip(from: fn() -> Subject, to: fn() -> Subject) {
             "invitation",
             "outbox",
             "ban",
-            "keyset"
+            "keyset",
+            "audit"
         ],
         "every kind of state is exported"
     );
@@ -191,6 +197,11 @@ fn round_trip(from: fn() -> Subject, to: fn() -> Subject) {
     let s = &b.store;
     assert_eq!(s.database_id().unwrap(), a.store.database_id().unwrap());
     assert_eq!(s.secret("csrf").unwrap(), a.store.secret("csrf").unwrap());
+    assert_eq!(
+        s.audit_records(0, 10).unwrap().len(),
+        2,
+        "both audit records of one millisecond arrive"
+    );
     let by_mail = |m: &str| s.user_by_email(m).unwrap().map(|u| u.username);
     assert_eq!(by_mail("alice@EXAMPLE.com").as_deref(), Some("alice"));
     assert_eq!(by_mail("bo\u{301}b@example.com").as_deref(), Some("Bob"));

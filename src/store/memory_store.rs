@@ -51,6 +51,8 @@ struct Inner {
     id: DatabaseId,
     /// name -> key set.
     keysets: HashMap<String, super::Keyset>,
+    /// Audit records (at ms, line), in the order appended.
+    audit: Vec<(i64, String)>,
 }
 
 impl MemoryStore {
@@ -233,13 +235,18 @@ impl Store for MemoryStore {
         inner.tickets.retain(|_, (exp, _)| *exp > now);
         inner.counters.retain(|_, (end, _)| *end > now);
         inner.invitations.retain(|_, i| i.expires > now);
+        let audit_before = inner.audit.len();
+        inner
+            .audit
+            .retain(|(at, _)| *at > now.saturating_sub(super::AUDIT_RETENTION));
+        let audit_purged = audit_before - inner.audit.len();
         let after = inner.executions.len()
             + inner.sessions.len()
             + inner.revoked.len()
             + inner.tickets.len()
             + inner.counters.len()
             + inner.invitations.len();
-        Ok(before - after)
+        Ok(before - after + audit_purged)
     }
 
     fn put_session(&self, session: &SessionRecord) -> StoreResult<()> {
@@ -575,6 +582,21 @@ impl Store for MemoryStore {
         Ok(self.inner.lock().keysets.get(name).cloned())
     }
 
+    fn append_audit(&self, at_ms: i64, line: &str) -> StoreResult<()> {
+        let mut inner = self.inner.lock();
+        // Kept sorted by time (stable for one ms): a record with an earlier time (a clock
+        // step back) goes before later ones, as the other backends order it.
+        let at = inner.audit.partition_point(|(t, _)| *t <= at_ms);
+        inner.audit.insert(at, (at_ms, line.to_string()));
+        Ok(())
+    }
+
+    fn audit_records(&self, since_ms: i64, limit: usize) -> StoreResult<Vec<(i64, String)>> {
+        let inner = self.inner.lock();
+        let from = inner.audit.partition_point(|(t, _)| *t < since_ms);
+        Ok(inner.audit[from..].iter().take(limit).cloned().collect())
+    }
+
     fn swap_keyset(&self, name: &str, expected: i64, data: &[u8]) -> StoreResult<bool> {
         let mut inner = self.inner.lock();
         let stored = inner.keysets.get(name).map_or(0, |k| k.version);
@@ -684,6 +706,10 @@ impl Inner {
             name: name.clone(),
             data: Bytes(set.data.clone()),
         }));
+        out.extend(self.audit.iter().map(|(at_ms, line)| Record::Audit {
+            at_ms: *at_ms,
+            line: line.clone(),
+        }));
         dump::sort(&mut out);
         out
     }
@@ -754,6 +780,10 @@ impl Inner {
                         data: data.0,
                     },
                 );
+            }
+            Record::Audit { at_ms, line } => {
+                let at = self.audit.partition_point(|(t, _)| *t <= at_ms);
+                self.audit.insert(at, (at_ms, line));
             }
         }
     }

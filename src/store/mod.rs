@@ -119,6 +119,11 @@ pub const KEYSET_SESSION: &str = "session";
 /// key, never the key), so every replica can tell it has the same device key file.
 pub const KEYSET_DEVICE_CHECK: &str = "device-key-check";
 
+/// How long audit records are kept in the store (90 days, in ms): [`Store::purge_expired`]
+/// drops older ones. An `[log] audit_file` keeps everything; archive from it (or from
+/// `portcullis audit list`) to keep records longer.
+pub const AUDIT_RETENTION: i64 = 90 * 24 * 60 * 60 * 1000;
+
 /// A key set as stored ([`Store::keyset`]).
 ///
 /// # Security
@@ -221,8 +226,8 @@ pub trait Store: Send + Sync + 'static {
     /// Forgets an execution; nothing happens when it does not exist.
     fn remove_execution(&self, id: &str) -> StoreResult<()>;
     /// Drops whatever has expired by `now`: executions, session records, revocations of
-    /// tokens that are dead anyway, one-time tickets and counters whose window has passed.
-    /// Returns how many records went, so the database does not grow with every sign-in.
+    /// tokens that are dead anyway, one-time tickets and counters whose window has passed,
+    /// audit records older than [`AUDIT_RETENTION`]. Returns how many records went, so the database does not grow with every sign-in.
     fn purge_expired(&self, now: i64) -> StoreResult<usize>;
 
     /// Records an issued session, for listing, revocation and the check of a retired key's
@@ -410,6 +415,15 @@ pub trait Store: Send + Sync + 'static {
     /// starting together on an empty database, cannot lose each other's keys or end up with
     /// two key sets. Durable on return.
     fn swap_keyset(&self, name: &str, expected: i64, data: &[u8]) -> StoreResult<bool>;
+    /// Appends one audit record (`line`, the JSON line of [`crate::audit`]) made at `at_ms`
+    /// (unix ms), so every replica's records are in one place. Two records of the same
+    /// millisecond both stay. [`Store::purge_expired`] drops records older than
+    /// [`AUDIT_RETENTION`]. Durable on return on PostgreSQL; on sled with its next periodic
+    /// flush (half a second) or at shutdown.
+    fn append_audit(&self, at_ms: i64, line: &str) -> StoreResult<()>;
+    /// Up to `limit` audit records made at or after `since_ms`, oldest first (records of one
+    /// millisecond in the order they were appended).
+    fn audit_records(&self, since_ms: i64, limit: usize) -> StoreResult<Vec<(i64, String)>>;
 }
 
 #[cfg(test)]

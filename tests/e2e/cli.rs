@@ -842,3 +842,57 @@ async fn user_devices_lists_and_device_remove_removes_only_that_users_devices() 
         assert!(!out.ok(), "removed twice: {}", out.all());
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_list_shows_the_stored_sign_in_failure_and_success_after_the_gateway_stops() {
+    let mut gw = Gateway::prepare(Setup::default()).await.launch().await;
+    assert_cannot_sign_in(&gw, "alice", "not-alices-password", "wrong password").await;
+    api_sign_in(&gw.browser(), "alice", ALICE_PW).await;
+
+    // sled is held by the running gateway: the command says so and what to do instead.
+    let held = gw.cli(&["audit", "list"], None).await;
+    assert_eq!(held.code, Some(1), "{}", held.all());
+    assert!(
+        held.stderr.contains("held by a running gateway") && held.stderr.contains("audit_file"),
+        "{}",
+        held.all()
+    );
+
+    gw.stop().await;
+    let out = gw.cli(&["audit", "list", "--since", "1h"], None).await;
+    assert!(out.ok(), "audit list: {}", out.all());
+    let records: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .filter(|v: &serde_json::Value| v["user"] == "alice")
+        .collect();
+    let actions: Vec<&str> = records
+        .iter()
+        .map(|v| v["action"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        actions,
+        ["sign_in_failure", "sign_in_success"],
+        "{}",
+        out.stdout
+    );
+    assert_eq!(records[0]["outcome"], "failure");
+    assert!(
+        !out.stdout.contains("not-alices-password") && !out.stdout.contains(ALICE_PW),
+        "no password in the records: {}",
+        out.stdout
+    );
+
+    // The limit keeps the oldest; a bad span is refused, naming the option.
+    let one = gw.cli(&["audit", "list", "--limit", "1"], None).await;
+    assert!(one.ok(), "{}", one.all());
+    assert_eq!(one.stdout.lines().count(), 1, "{}", one.all());
+    assert!(one.stdout.contains("sign_in_failure"), "{}", one.all());
+    assert!(one.stderr.contains("--limit"), "{}", one.all());
+    let bad = gw
+        .cli(&["audit", "list", "--since", "yesterday"], None)
+        .await;
+    assert_eq!(bad.code, Some(1), "{}", bad.all());
+    assert!(bad.stderr.contains("--since"), "{}", bad.all());
+}

@@ -32,6 +32,7 @@ const TABLES: &[(&str, &str)] = &[
     ("portcullis_outbox", "outbox"),
     ("portcullis_bans", "ban"),
     ("portcullis_keysets", "keyset"),
+    ("portcullis_audit", "audit"),
 ];
 
 /// The database's identity as `portcullis_meta` holds it.
@@ -148,6 +149,7 @@ fn keys_storable(r: &Record) -> bool {
         Record::Invitation(i) => storable(&i.id),
         Record::Ban(b) => storable(&b.subject),
         Record::Keyset { name, .. } => storable(name),
+        Record::Audit { line, .. } => storable(line),
     }
 }
 
@@ -251,6 +253,12 @@ async fn read_all<C: GenericClient>(c: &C) -> StoreResult<Vec<Record>> {
         out.push(Record::Keyset {
             name: r.get(0),
             data: Bytes(r.get(1)),
+        });
+    }
+    for r in rows("SELECT at_ms, line FROM portcullis_audit ORDER BY at_ms, id").await? {
+        out.push(Record::Audit {
+            at_ms: r.get(0),
+            line: r.get(1),
         });
     }
     dump::sort(&mut out);
@@ -419,6 +427,13 @@ async fn write_record<C: GenericClient>(c: &C, record: &Record) -> StoreResult<(
             run(
                 "INSERT INTO portcullis_keysets (name, version, data) VALUES ($1, 1, $2)",
                 vec![Box::new(name), Box::new(data.0)],
+            )
+            .await?
+        }
+        Record::Audit { at_ms, line } => {
+            run(
+                "INSERT INTO portcullis_audit (at_ms, line) VALUES ($1, $2)",
+                vec![Box::new(at_ms), Box::new(line)],
             )
             .await?
         }

@@ -21,6 +21,11 @@ pub(super) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0002_keys.sql",
         include_str!("../../../migrations/0002_keys.sql"),
     ),
+    (
+        3,
+        "0003_audit.sql",
+        include_str!("../../../migrations/0003_audit.sql"),
+    ),
 ];
 
 /// Applies the migrations the database lacks; returns how many it applied.

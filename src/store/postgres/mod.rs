@@ -735,21 +735,24 @@ const PURGE_BATCH: i64 = 10_000;
 async fn purge_batches(c: &deadpool_postgres::Object, now: i64) -> StoreResult<usize> {
     const ACTION: &str = "purge expired records";
     let mut n = 0u64;
-    for (table, expired) in [
-        ("portcullis_executions", "expires <= $1"),
-        ("portcullis_sessions", "expires <= $1"),
-        ("portcullis_revoked_sessions", "expires <= $1"),
-        ("portcullis_tickets", "expires <= $1"),
-        ("portcullis_counters", "window_end <= $1"),
-        ("portcullis_failure_windows", "expires <= $1"),
-        ("portcullis_invitations", "expires <= $1"),
+    // Audit records go once older than the retention: their cutoff is `now` moved back by it.
+    let audit_cutoff = now.saturating_sub(crate::store::AUDIT_RETENTION);
+    for (table, expired, cutoff) in [
+        ("portcullis_executions", "expires <= $1", now),
+        ("portcullis_sessions", "expires <= $1", now),
+        ("portcullis_revoked_sessions", "expires <= $1", now),
+        ("portcullis_tickets", "expires <= $1", now),
+        ("portcullis_counters", "window_end <= $1", now),
+        ("portcullis_failure_windows", "expires <= $1", now),
+        ("portcullis_invitations", "expires <= $1", now),
+        ("portcullis_audit", "at_ms <= $1", audit_cutoff),
     ] {
         let sql = format!(
             "DELETE FROM {table} WHERE ctid = ANY(ARRAY( \
                SELECT ctid FROM {table} WHERE {expired} LIMIT $2 FOR UPDATE SKIP LOCKED))"
         );
         loop {
-            let batch = execute(c, &sql, &[&now, &PURGE_BATCH])
+            let batch = execute(c, &sql, &[&cutoff, &PURGE_BATCH])
                 .await
                 .map_err(db(ACTION))?;
             n += batch;
@@ -1869,6 +1872,40 @@ impl Store for PgStore {
             }
             .map_err(db(ACTION))?;
             Ok(n == 1)
+        })
+    }
+
+    fn append_audit(&self, at_ms: i64, line: &str) -> StoreResult<()> {
+        const ACTION: &str = "append audit record";
+        if !storable(line) {
+            return Err(unstorable(ACTION));
+        }
+        let line = line.to_string();
+        self.with(ACTION, move |c| async move {
+            execute(
+                &c,
+                "INSERT INTO portcullis_audit (at_ms, line) VALUES ($1, $2)",
+                &[&at_ms, &line],
+            )
+            .await
+            .map_err(db(ACTION))?;
+            Ok(())
+        })
+    }
+
+    fn audit_records(&self, since_ms: i64, limit: usize) -> StoreResult<Vec<(i64, String)>> {
+        const ACTION: &str = "read audit records";
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with(ACTION, move |c| async move {
+            let rows = query(
+                &c,
+                "SELECT at_ms, line FROM portcullis_audit WHERE at_ms >= $1 \
+                 ORDER BY at_ms, id LIMIT $2",
+                &[&since_ms, &limit],
+            )
+            .await
+            .map_err(db(ACTION))?;
+            Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
         })
     }
 
