@@ -17,6 +17,10 @@
 //! ends ([`LEASE_SECS`]), and only the replica whose swap won sends it. A replica killed
 //! mid-send leaves the lease to run out, and the message is due again for any replica: it is
 //! never lost, and sent twice only when the server accepted it just before the kill.
+//!
+//! A lease names the process that took it. Where one process holds the database (sled locks
+//! its directory), a lease taken by another process was taken by one that is gone (killed
+//! mid-send), so its message is due at once: a restarted gateway does not wait out the lease.
 
 use super::code::{CodeCx, CodeState, Outstanding};
 use super::delivery::{Issued, SEND_FAILED};
@@ -52,6 +56,25 @@ pub(crate) struct QueuedMail {
     attempts: u32,
     /// Not tried again before this time.
     next: i64,
+    /// The process ([`holder`]) that claimed it for a send, while it may be sending it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    leased_by: Option<String>,
+}
+
+/// This process's name on the leases it takes: random per start, so a restarted gateway
+/// tells its predecessor's leases from its own.
+fn holder() -> &'static str {
+    static HOLDER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOLDER.get_or_init(|| crate::secret::random_token(12))
+}
+
+impl QueuedMail {
+    /// Whether it waits: for its retry time, or for a live sender's lease to end. On a store
+    /// only this process opens, a lease another process took died with it.
+    fn waits(&self, now: i64, shared: bool) -> bool {
+        let dead_lease = !shared && self.leased_by.as_deref().is_some_and(|h| h != holder());
+        self.next > now && !dead_lease
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -98,6 +121,7 @@ impl CodeState {
             expires,
             attempts: 0,
             next: cx.now,
+            leased_by: None,
         };
         let stored = serde_json::to_vec(&record)
             .map_err(FlowError::from)
@@ -133,7 +157,7 @@ pub(crate) async fn deliver_due(services: &Services) -> Result<Option<i64>, Flow
             services.store.take_outbox(&id)?;
             continue;
         }
-        if mail.next > now {
+        if mail.waits(now, services.store.shared()) {
             next_due = Some(next_due.map_or(mail.next, |n| n.min(mail.next)));
             continue;
         }
@@ -141,6 +165,7 @@ pub(crate) async fn deliver_due(services: &Services) -> Result<Option<i64>, Flow
         // whose swap wins sends it; the others find it leased (or taken) and move on.
         let mail = QueuedMail {
             next: now + LEASE_SECS,
+            leased_by: Some(holder().to_string()),
             ..mail
         };
         let bytes = serde_json::to_vec(&mail)?;
@@ -163,6 +188,7 @@ pub(crate) async fn deliver_due(services: &Services) -> Result<Option<i64>, Flow
                 let again = QueuedMail {
                     attempts,
                     next,
+                    leased_by: None,
                     ..mail
                 };
                 let new = serde_json::to_vec(&again)?;
@@ -224,6 +250,7 @@ mod tests {
             expires: now + 600,
             attempts: 0,
             next: now,
+            leased_by: None,
         };
         let bytes = serde_json::to_vec(&record).expect("record");
         services.store.put_outbox(&id, &bytes).expect("queue");
@@ -345,6 +372,50 @@ mod tests {
         let world = TestWorld::new();
         let (a, b) = postgres_replicas(&world).await;
         a_killed_deliverers_lease_expires_and_another_sends_it(&world, a, b).await;
+    }
+
+    /// A gateway killed mid-send over sled (one process per database) left a lease behind:
+    /// the restarted gateway sends the message at once, not after the lease, and once.
+    #[tokio::test]
+    async fn a_lease_left_by_a_killed_gateway_on_sled_is_sent_at_once_by_the_next() {
+        let world = TestWorld::new();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sled: Arc<dyn Store> =
+            Arc::new(crate::store::SledStore::open(&dir.path().join("db")).expect("sled"));
+        let services = over(&world, sled.clone());
+        queue(&services, "alice@example.test");
+        let (id, read) = sled.outbox().expect("outbox").remove(0);
+        let mut mail: QueuedMail = serde_json::from_slice(&read).expect("record");
+        // As the killed process left it: claimed by another holder, lease still running.
+        mail.next = world.clock.now() + LEASE_SECS;
+        mail.leased_by = Some("a-gateway-killed-mid-send".into());
+        let leased = serde_json::to_vec(&mail).expect("record");
+        assert!(sled.swap_outbox(&id, &read, &leased).expect("swap"));
+        assert_eq!(deliver_due(&services).await.expect("deliver"), None);
+        let sent: Vec<String> = world.email.sent().iter().map(|m| m.to.clone()).collect();
+        assert_eq!(sent, ["alice@example.test"], "sent at once, once");
+        assert!(sled.outbox().expect("outbox").is_empty(), "taken");
+    }
+
+    /// On sled this process's own live lease is still respected (a second deliverer in the
+    /// same process leaves a message alone while the first is sending it).
+    #[tokio::test]
+    async fn on_sled_a_live_lease_of_this_process_is_respected() {
+        let world = TestWorld::new();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sled: Arc<dyn Store> =
+            Arc::new(crate::store::SledStore::open(&dir.path().join("db")).expect("sled"));
+        let (a, b) = (over(&world, sled.clone()), over(&world, sled.clone()));
+        queue(&a, "alice@example.test");
+        world.email.stall();
+        let first = tokio::spawn(async move { deliver_due(&a).await });
+        until("the send", || world.email.attempts() == 1).await;
+        let due = deliver_due(&b).await.expect("deliver b");
+        assert_eq!(due, Some(world.clock.now() + LEASE_SECS));
+        world.email.release();
+        first.await.expect("task").expect("deliver a");
+        assert_eq!(world.email.attempts(), 1, "tried once");
+        assert!(sled.outbox().expect("outbox").is_empty(), "taken");
     }
 
     #[test]

@@ -223,6 +223,37 @@ async fn a_message_queued_before_a_kill_9_is_delivered_after_the_restart_exactly
     smtp.assert_no_more_than(1, "after a second restart").await;
 }
 
+/// Killed in the middle of a send (the server took the connection and said nothing yet): the
+/// message's claim died with the gateway, so the restarted one sends it at once, not after the
+/// two-minute lease that guards a live sender.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_being_sent_at_a_kill_9_is_delivered_at_once_after_the_restart() {
+    let silent = Silent::start().await;
+    let port = silent.port;
+    let mut gw = Gw::start(spec(email_at(port))).await;
+    let b = gw.browser();
+    let (v, _) = recover(&gw, &b, RECOVERY, "alice").await;
+    assert_code_challenge(&v, "email");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while silent.accepted() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(silent.accepted() > 0, "the outbox was sending");
+    gw.stop();
+    drop(silent);
+    let smtp = SmtpServer::start(SmtpOpts {
+        port: Some(port),
+        ..SmtpOpts::plain()
+    })
+    .await;
+    gw.launch().await;
+    let code = smtp.nth(1).await.code();
+    let r = post_resp(&b, RECOVERY, json!({ "code": code })).await;
+    assert_signed_in(&gw, &r);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    smtp.assert_no_more_than(1, "after the restart").await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unknown_or_disabled_account_sees_the_same_check_your_mail_page_and_nothing_is_sent() {
     let smtp = SmtpServer::start(SmtpOpts::plain()).await;
