@@ -408,6 +408,9 @@ pub fn serve(config: Config, inherited: InheritedListeners) -> Result<(), AppErr
     spawn_key_refresh(parts.sessions.clone());
     let outbox = reloader.clone();
     spawn_outbox(move || outbox.engine());
+    // What the start-up scans (the integrity check, the revocation list) freed goes back
+    // before the first request, not a second later.
+    crate::memory::release_now();
     crate::memory::spawn_releaser();
     crate::reload::on_sighup(reloader).map_err(|e| AppError::Server(e.to_string()))?;
 

@@ -39,6 +39,15 @@ pub(crate) fn release_soon() {
     PENDING.store(true, Ordering::Relaxed);
 }
 
+/// Releases at once, on this thread: for the end of start-up, so the loading of the
+/// database and the revocation list leaves nothing behind before the first request.
+pub(crate) fn release_now() {
+    if let Some(release) = HOOK.get() {
+        PENDING.store(false, Ordering::Relaxed);
+        release();
+    }
+}
+
 /// Starts the thread that releases memory when asked, if a hook is installed.
 pub(crate) fn spawn_releaser() {
     let Some(release) = HOOK.get().copied() else {
